@@ -1,0 +1,93 @@
+// Command bastionctl is the admin and user command line of bastiond: it
+// talks to the daemon's admin socket.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/internal/version"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "bastionctl:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	var socket string
+	root := &cobra.Command{
+		Use:           "bastionctl",
+		Short:         "Manage and use a bastiond bastion",
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&socket, "socket", "/run/bastiond/admin.sock", "the daemon's admin socket")
+	root.AddCommand(newStatus(&socket))
+	return root
+}
+
+func newStatus(socket *string) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the daemon's version, uptime, configuration, listeners and sessions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			st, err := adminapi.NewClient(*socket).Status(ctx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStatus(cmd.OutOrStdout(), st)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printStatus(out io.Writer, st adminapi.Status) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	state := "running"
+	if st.Draining {
+		state = "draining"
+	}
+	fmt.Fprintf(w, "bastiond\t%s (pid %d, %s)\n", st.Version, st.PID, state)
+	fmt.Fprintf(w, "uptime\t%s (since %s)\n", st.Now.Sub(st.Started).Round(time.Second), st.Started.Format(time.RFC3339))
+	fmt.Fprintf(w, "config\t%s\n", st.ConfigFile)
+	fmt.Fprintf(w, "digest\tsha256:%s (loaded %s)\n", st.ConfigDigest, st.ConfigLoaded.Format(time.RFC3339))
+	if r := st.LastReload; r != nil {
+		if r.OK {
+			fmt.Fprintf(w, "last reload\tok at %s\n", r.Time.Format(time.RFC3339))
+		} else {
+			fmt.Fprintf(w, "last reload\tFAILED at %s, previous configuration kept: %s\n", r.Time.Format(time.RFC3339), r.Error)
+		}
+	}
+	for _, l := range st.Listeners {
+		how := ""
+		if l.Activated {
+			how = " (from systemd)"
+		}
+		fmt.Fprintf(w, "listener\t%s %s%s\n", l.Network, l.Address, how)
+	}
+	fmt.Fprintf(w, "sessions\t%d\n", st.Sessions)
+	w.Flush()
+}

@@ -1,0 +1,195 @@
+// Package adminapi is the daemon's admin plane: a JSON API over a unix
+// socket, never over the network. Every request is authorized by the peer
+// credentials the kernel attaches to the connection (root, the daemon's own
+// user, or a member of the admin group); anyone else gets a clear refusal.
+// The Client half is what bastionctl uses.
+package adminapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Status is what `bastionctl status` shows.
+type Status struct {
+	Version      string        `json:"version"`
+	PID          int           `json:"pid"`
+	Started      time.Time     `json:"started"`
+	Now          time.Time     `json:"now"`
+	ConfigFile   string        `json:"config_file"`
+	ConfigDigest string        `json:"config_digest"`
+	ConfigLoaded time.Time     `json:"config_loaded"`
+	LastReload   *ReloadResult `json:"last_reload,omitempty"`
+	Listeners    []Listener    `json:"listeners"`
+	Sessions     int           `json:"sessions"`
+	Draining     bool          `json:"draining"`
+}
+
+// ReloadResult is the outcome of the last SIGHUP.
+type ReloadResult struct {
+	Time  time.Time `json:"time"`
+	OK    bool      `json:"ok"`
+	Error string    `json:"error,omitempty"`
+}
+
+// Listener is one socket the daemon serves on.
+type Listener struct {
+	Network string `json:"network"` // tcp, udp, unix
+	Address string `json:"address"`
+	// Activated is true when the socket came from systemd.
+	Activated bool `json:"activated"`
+}
+
+// Config configures the Server.
+type Config struct {
+	// Logger is required.
+	Logger *zap.Logger
+	// Group names the admin group; its members may use the API. Empty or a
+	// group that does not exist: root and the daemon's own user only.
+	Group string
+	// Status reports the daemon's state. Required.
+	Status func() Status
+}
+
+// Server answers admin requests.
+type Server struct {
+	log      *zap.Logger
+	status   func() Status
+	adminGID atomic.Int64 // -1 when there is no admin group
+	http     *http.Server
+}
+
+type peerKey struct{}
+
+// NewServer returns a Server; call Serve with a listener from Listen.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Logger == nil || cfg.Status == nil {
+		return nil, errors.New("adminapi: Logger and Status are required")
+	}
+	s := &Server{log: cfg.Logger, status: cfg.Status}
+	s.SetGroup(cfg.Group)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.status())
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "no such admin endpoint: " + r.Method + " " + r.URL.Path})
+	})
+	s.http = &http.Server{
+		Handler:           s.authorize(mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			uc, ok := c.(*net.UnixConn)
+			if !ok {
+				return ctx
+			}
+			p, err := peerOf(uc)
+			if err != nil {
+				s.log.Warn("admin socket: cannot read peer credentials", zap.Error(err))
+				return ctx
+			}
+			return context.WithValue(ctx, peerKey{}, p)
+		},
+		ErrorLog: zap.NewStdLog(cfg.Logger.Named("admin")),
+	}
+	return s, nil
+}
+
+// SetGroup changes the admin group (on reload).
+func (s *Server) SetGroup(name string) {
+	gid := int64(-1)
+	if name != "" {
+		if g, err := user.LookupGroup(name); err == nil {
+			if n, err := strconv.ParseUint(g.Gid, 10, 32); err == nil {
+				gid = int64(n)
+			}
+		} else {
+			s.log.Info("admin group does not exist; only root and the daemon's user may use the admin socket", zap.String("group", name))
+		}
+	}
+	s.adminGID.Store(gid)
+}
+
+func (s *Server) allowed(p Peer) bool {
+	if p.UID == 0 || int(p.UID) == os.Geteuid() {
+		return true
+	}
+	gid := s.adminGID.Load()
+	return gid >= 0 && p.InGroup(uint32(gid))
+}
+
+func (s *Server) authorize(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := r.Context().Value(peerKey{}).(Peer)
+		if !ok || !s.allowed(p) {
+			s.log.Warn("admin request refused", zap.Uint32("uid", p.UID), zap.Int32("pid", p.PID),
+				zap.String("method", r.Method), zap.String("path", r.URL.Path))
+			writeJSON(w, http.StatusForbidden, apiError{Error: fmt.Sprintf(
+				"permission denied: uid %d is not root and not in the bastion admin group", p.UID)})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Serve answers on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("adminapi: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops the server, waiting for requests in flight until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+
+// Listen creates the admin socket at path. A socket file left by a dead
+// daemon is replaced; one that still answers means another daemon runs, and
+// is an error. The socket is world-connectable on purpose: authorization is
+// by peer credentials, so that a refused user is told why instead of seeing
+// a bare "permission denied" from the file system.
+func Listen(path string) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("adminapi: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("adminapi: %s answers: another bastiond is running", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("adminapi: remove stale socket: %w", err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("adminapi: %w", err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("adminapi: %w", err)
+	}
+	return ln, nil
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

@@ -1,0 +1,325 @@
+// Package config reads and checks bastiond's one configuration file.
+//
+// The file is YAML and strict: an unknown key, a value of the wrong type or a
+// rule broken between sections is an error that names the file and the line,
+// and every such problem in the file is reported at once, so that an admin
+// fixes a config in one pass. A zero value in the Go types below means "use
+// the default"; the defaults are filled in by Parse and documented on each
+// field. systemd/bastiond.example.yaml is the commented reference.
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultFile is where the daemon looks for its configuration.
+const DefaultFile = "/etc/bastiond/bastiond.yaml"
+
+// Config is the whole configuration file.
+type Config struct {
+	Listen    Listen    `yaml:"listen"`
+	Bastion   Bastion   `yaml:"bastion"`
+	Inventory Inventory `yaml:"inventory"`
+	Access    Access    `yaml:"access"`
+	Limits    Limits    `yaml:"limits"`
+	Logging   Logging   `yaml:"logging"`
+	// StateDir holds users, pinned host keys, recordings and the self-signed
+	// certificate. Default /var/lib/bastiond.
+	StateDir string `yaml:"state_dir"`
+
+	// File is the path the configuration was read from.
+	File string `yaml:"-"`
+	// Digest is the SHA-256 of the file's bytes, in hex: what `bastionctl
+	// status` shows so that an admin can tell which version is loaded.
+	Digest string `yaml:"-"`
+}
+
+// Listen is the public front door and the local control endpoints.
+type Listen struct {
+	// Addresses are bound for TLS (TCP) and QUIC (UDP) when the daemon is not
+	// socket-activated. Default [::]:443, which is dual-stack.
+	Addresses []netip.AddrPort `yaml:"addresses"`
+	// ServerName is the DNS name users connect to; TLS and QUIC handshakes for
+	// any other name get nothing back. Required.
+	ServerName string `yaml:"server_name"`
+	TLS        TLS    `yaml:"tls"`
+	// Metrics is the Prometheus listener; it must be a loopback address.
+	// Default 127.0.0.1:9443.
+	Metrics netip.AddrPort `yaml:"metrics"`
+	// AdminSocket is the admin API's unix socket. Default /run/bastiond/admin.sock.
+	AdminSocket string `yaml:"admin_socket"`
+	// AdminGroup is the group whose members may use the admin socket besides
+	// root. Default bastion-admin.
+	AdminGroup string `yaml:"admin_group"`
+}
+
+// TLS selects the certificate for port 443.
+type TLS struct {
+	// Certificate and Key are PEM files, re-read on reload. Both or neither.
+	Certificate string `yaml:"certificate"`
+	Key         string `yaml:"key"`
+	// SelfSigned makes the daemon generate a certificate for ServerName and
+	// keep it in the state directory. For demos and first installs only.
+	SelfSigned bool `yaml:"self_signed"`
+	// MinVersion is "1.3" (default) or "1.2".
+	MinVersion string `yaml:"min_version"`
+}
+
+// VNet modes: how the bastion host stands in the protected network.
+const (
+	ModeBridged  = "bridged"  // the VNet is a bridge on this host; rules in the bridge family
+	ModeRouted   = "routed"   // this host routes the VNet; rules in the forward hook
+	ModeAttached = "attached" // this host only sits in the VNet; VMs apply exported rules
+)
+
+// Bastion describes the host's two sides.
+type Bastion struct {
+	// PublicInterface faces the users. Required.
+	PublicInterface string `yaml:"public_interface"`
+	// VNetInterface faces the machines. Required.
+	VNetInterface string `yaml:"vnet_interface"`
+	// Subnets is the dedicated bastion subnet, at most one prefix per address
+	// family: an IPv4 prefix of /27 or larger, an IPv6 prefix of /64 or larger.
+	// Every global address on VNetInterface must lie inside it. Required.
+	Subnets []netip.Prefix `yaml:"subnets"`
+	// Mode is bridged, routed or attached (default).
+	Mode string `yaml:"mode"`
+}
+
+// Inventory lists the machines behind the bastion. The daemon dials nothing else.
+type Inventory struct {
+	Targets []Target `yaml:"targets"`
+}
+
+// Target is one machine.
+type Target struct {
+	// Name is what users see and click; lower-case letters, digits, '-' and '.'.
+	Name string `yaml:"name"`
+	// Addresses are the machine's private addresses, dialled in this order.
+	Addresses []netip.Addr `yaml:"addresses"`
+	Ports     Ports        `yaml:"ports"`
+	// Tags select targets in roles ("tag:linux").
+	Tags        []string `yaml:"tags"`
+	Description string   `yaml:"description"`
+}
+
+// Ports are the services a target offers through the bastion. Zero means not offered.
+type Ports struct {
+	SSH uint16 `yaml:"ssh"`
+	RDP uint16 `yaml:"rdp"`
+	// Tunnel lists further ports that native tunnels may reach; the SSH and
+	// RDP ports are always reachable by tunnel for roles that allow it.
+	Tunnel []uint16 `yaml:"tunnel"`
+}
+
+// Protocols a role can allow.
+const (
+	ProtoSSH    = "ssh"
+	ProtoRDP    = "rdp"
+	ProtoTunnel = "tunnel"
+)
+
+// Access says who may reach what.
+type Access struct {
+	// Groups maps a group name to its member user names.
+	Groups map[string][]string `yaml:"groups"`
+	Roles  []Role              `yaml:"roles"`
+}
+
+// Role grants protocols on targets to subjects.
+type Role struct {
+	Name string `yaml:"name"`
+	// Subjects are "user:NAME" or "group:NAME".
+	Subjects []string `yaml:"subjects"`
+	// Targets are target names, "tag:TAG" or "*" for all.
+	Targets []string `yaml:"targets"`
+	// Protocols are ssh, rdp and tunnel.
+	Protocols []string `yaml:"protocols"`
+	// Logins are the account names allowed on the target; "*" allows any.
+	// Empty allows any.
+	Logins []string `yaml:"logins"`
+	// DisableClipboard turns off copy and paste in browser sessions.
+	DisableClipboard bool `yaml:"disable_clipboard"`
+	// Record makes browser sessions of this role be recorded.
+	Record bool `yaml:"record"`
+}
+
+// Limits bound resources and time.
+type Limits struct {
+	// Capacity is the instance's size in weighted units. Default 100
+	// (like an Azure Bastion instance: 100 light or 50 medium sessions).
+	Capacity int     `yaml:"capacity"`
+	Weights  Weights `yaml:"weights"`
+	// SessionsPerUser caps one user's concurrent sessions. Default 10.
+	SessionsPerUser int `yaml:"sessions_per_user"`
+	// DrainGrace is how long SIGTERM waits for sessions to end. Default 30s.
+	DrainGrace time.Duration `yaml:"drain_grace"`
+	// HandshakeTimeout bounds TLS, QUIC and SSH handshakes. Default 10s.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// DialTimeout bounds connecting to a target. Default 10s.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// IdleTimeout ends a session with no traffic either way. Default 20m.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxSessionDuration ends any session after this long. Default 12h.
+	MaxSessionDuration time.Duration `yaml:"max_session_duration"`
+}
+
+// Weights are the capacity units one session of each kind takes.
+type Weights struct {
+	SSH    int `yaml:"ssh"`    // default 1
+	RDP    int `yaml:"rdp"`    // default 2
+	Tunnel int `yaml:"tunnel"` // default 1
+}
+
+// Logging configures the operational and audit logs.
+type Logging struct {
+	// Level is debug, info (default), warn or error.
+	Level string `yaml:"level"`
+	// Format is auto (default: JSON under systemd or when not on a
+	// terminal, console text on a terminal), json or console.
+	Format string `yaml:"format"`
+	// AuditFile receives one JSON line per session event.
+	// Default /var/log/bastiond/audit.jsonl.
+	AuditFile string `yaml:"audit_file"`
+}
+
+// Problem is one thing wrong with a configuration file.
+type Problem struct {
+	File string
+	Line int    // 0 when the problem is about something missing from the file
+	Path string // the key, e.g. "inventory.targets[1].addresses"
+	Msg  string
+}
+
+func (p Problem) String() string {
+	var b strings.Builder
+	b.WriteString(p.File)
+	if p.Line > 0 {
+		b.WriteString(":" + strconv.Itoa(p.Line))
+	}
+	b.WriteString(": ")
+	if p.Path != "" {
+		b.WriteString(p.Path + ": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// Error lists every problem found in a file, in line order.
+type Error struct {
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Load reads and checks the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// Parse checks data, which was read from file (used in messages), and
+// returns the configuration with defaults filled in. Any problem is
+// reported as an *Error.
+func Parse(file string, data []byte) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		p := Problem{File: file, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+			p.Line, _ = strconv.Atoi(m[1])
+			p.Msg = m[2]
+		}
+		return nil, &Error{Problems: []Problem{p}}
+	}
+	if len(doc.Content) == 0 {
+		return nil, &Error{Problems: []Problem{{File: file, Msg: "the file is empty"}}}
+	}
+
+	d := &decoder{lines: map[string]int{}}
+	cfg := &Config{File: file}
+	d.decode(doc.Content[0], "", reflectValue(cfg))
+	v := &validator{lines: d.lines, problems: d.problems}
+	if len(v.problems) == 0 {
+		// Semantic checks on a half-decoded file would only add noise.
+		cfg.setDefaults()
+		cfg.validate(v)
+	}
+	if len(v.problems) > 0 {
+		for i := range v.problems {
+			v.problems[i].File = file
+		}
+		sortProblems(v.problems)
+		return nil, &Error{Problems: v.problems}
+	}
+	sum := sha256.Sum256(data)
+	cfg.Digest = hex.EncodeToString(sum[:])
+	return cfg, nil
+}
+
+// AsError returns err's *Error, if it is one.
+func AsError(err error) (*Error, bool) {
+	var e *Error
+	ok := errors.As(err, &e)
+	return e, ok
+}
+
+func (c *Config) setDefaults() {
+	l := &c.Listen
+	if len(l.Addresses) == 0 {
+		l.Addresses = []netip.AddrPort{netip.MustParseAddrPort("[::]:443")}
+	}
+	if !l.Metrics.IsValid() {
+		l.Metrics = netip.MustParseAddrPort("127.0.0.1:9443")
+	}
+	l.AdminSocket = orDefault(l.AdminSocket, "/run/bastiond/admin.sock")
+	l.AdminGroup = orDefault(l.AdminGroup, "bastion-admin")
+	l.TLS.MinVersion = orDefault(l.TLS.MinVersion, "1.3")
+	c.Bastion.Mode = orDefault(c.Bastion.Mode, ModeAttached)
+
+	lim := &c.Limits
+	lim.Capacity = orDefault(lim.Capacity, 100)
+	lim.Weights.SSH = orDefault(lim.Weights.SSH, 1)
+	lim.Weights.RDP = orDefault(lim.Weights.RDP, 2)
+	lim.Weights.Tunnel = orDefault(lim.Weights.Tunnel, 1)
+	lim.SessionsPerUser = orDefault(lim.SessionsPerUser, 10)
+	lim.DrainGrace = orDefault(lim.DrainGrace, 30*time.Second)
+	lim.HandshakeTimeout = orDefault(lim.HandshakeTimeout, 10*time.Second)
+	lim.DialTimeout = orDefault(lim.DialTimeout, 10*time.Second)
+	lim.IdleTimeout = orDefault(lim.IdleTimeout, 20*time.Minute)
+	lim.MaxSessionDuration = orDefault(lim.MaxSessionDuration, 12*time.Hour)
+
+	c.Logging.Level = orDefault(c.Logging.Level, "info")
+	c.Logging.Format = orDefault(c.Logging.Format, "auto")
+	c.Logging.AuditFile = orDefault(c.Logging.AuditFile, "/var/log/bastiond/audit.jsonl")
+	c.StateDir = orDefault(c.StateDir, "/var/lib/bastiond")
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}

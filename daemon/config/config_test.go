@@ -1,0 +1,238 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseLab(t *testing.T) {
+	cfg, err := Load("testdata/lab.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.Listen.Addresses, []netip.AddrPort{netip.MustParseAddrPort("[::]:443")}; len(got) != 1 || got[0] != want[0] {
+		t.Errorf("default listen addresses = %v, want %v", got, want)
+	}
+	if cfg.Limits.DrainGrace != 30*time.Second || cfg.Limits.Weights.RDP != 2 || cfg.Listen.AdminGroup != "bastion-admin" {
+		t.Errorf("defaults not filled: %+v", cfg.Limits)
+	}
+	if len(cfg.Inventory.Targets) != 2 || cfg.Inventory.Targets[1].Ports.Tunnel[0] != 3390 {
+		t.Errorf("inventory = %+v", cfg.Inventory)
+	}
+	if a := cfg.Inventory.Targets[0].Addresses[1]; a != netip.MustParseAddr("2001:db8:b5:1::11") {
+		t.Errorf("IPv6 target address = %v", a)
+	}
+	if len(cfg.Digest) != 64 || cfg.File != "testdata/lab.yaml" {
+		t.Errorf("digest %q file %q", cfg.Digest, cfg.File)
+	}
+}
+
+// The commented example shipped in systemd/ must always be a valid config.
+func TestParseExample(t *testing.T) {
+	if _, err := Load("../../systemd/bastiond.example.yaml"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseProblems(t *testing.T) {
+	lab, err := os.ReadFile("testdata/lab.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		edit func(string) string
+		want []string // each must appear, in this order
+	}{
+		{
+			name: "misspelt key names line and suggestion",
+			edit: func(s string) string { return strings.Replace(s, "server_name:", "sever_name:", 1) },
+			want: []string{`lab.yaml:2: listen.sever_name: unknown key (did you mean "server_name"?)`},
+		},
+		{
+			name: "unknown section lists allowed keys",
+			edit: func(s string) string { return s + "frobnicate: {}\n" },
+			want: []string{"lab.yaml:29: frobnicate: unknown key; allowed here: access, bastion,"},
+		},
+		{
+			name: "every problem at once",
+			edit: func(s string) string {
+				s = strings.Replace(s, "vnet_interface:", "vnet_iface:", 1)
+				s = strings.Replace(s, "ports: {ssh: 22}", "ports: {ssh: twenty-two}", 1)
+				return strings.Replace(s, "198.18.1.12,", "198.18.1.312,", 1)
+			},
+			want: []string{
+				`lab.yaml:7: bastion.vnet_iface: unknown key (did you mean "vnet_interface"?)`,
+				`lab.yaml:14: inventory.targets[0].ports.ssh: "twenty-two" is not a whole number`,
+				`lab.yaml:17: inventory.targets[1].addresses[0]: "198.18.1.312" is not an IP address`,
+			},
+		},
+		{
+			name: "wrong shape",
+			edit: func(s string) string { return strings.Replace(s, "tags: [linux]", "tags: linux", 1) },
+			want: []string{"lab.yaml:15: inventory.targets[0].tags: expected a list, found the value \"linux\""},
+		},
+		{
+			name: "port out of range",
+			edit: func(s string) string { return strings.Replace(s, "rdp: 3389", "rdp: 70000", 1) },
+			want: []string{`lab.yaml:18: inventory.targets[1].ports.rdp: "70000" is not a whole number from 0 to 65535`},
+		},
+		{
+			name: "duration without unit",
+			edit: func(s string) string { return s + "limits:\n  drain_grace: 30\n" },
+			want: []string{`lab.yaml:30: limits.drain_grace: "30" is not a duration`},
+		},
+		{
+			name: "subnet smaller than /27",
+			edit: func(s string) string { return strings.Replace(s, "198.18.0.0/26", "198.18.0.0/28", 1) },
+			want: []string{"lab.yaml:8: bastion.subnets[0]: 198.18.0.0/28 is smaller than /27"},
+		},
+		{
+			name: "IPv6 subnet smaller than /64",
+			edit: func(s string) string { return strings.Replace(s, "2001:db8:b5::/64", "2001:db8:b5::/80", 1) },
+			want: []string{"lab.yaml:8: bastion.subnets[1]: 2001:db8:b5::/80 is smaller than /64"},
+		},
+		{
+			name: "host bits in subnet",
+			edit: func(s string) string { return strings.Replace(s, "198.18.0.0/26", "198.18.0.4/26", 1) },
+			want: []string{"bastion.subnets[0]: \"198.18.0.4/26\" is not a CIDR prefix", "did you mean 198.18.0.0/26?"},
+		},
+		{
+			name: "target inside the bastion subnet",
+			edit: func(s string) string { return strings.Replace(s, "198.18.1.11,", "198.18.0.11,", 1) },
+			want: []string{"lab.yaml:13: inventory.targets[0].addresses[0]: 198.18.0.11 is inside the dedicated bastion subnet"},
+		},
+		{
+			name: "loopback and link-local targets",
+			edit: func(s string) string {
+				s = strings.Replace(s, "198.18.1.11,", "127.0.0.1,", 1)
+				return strings.Replace(s, `"2001:db8:b5:1::12"`, `"fe80::1"`, 1)
+			},
+			want: []string{"127.0.0.1 is a loopback address", "fe80::1 is link-local"},
+		},
+		{
+			name: "role names unknown target, group and protocol",
+			edit: func(s string) string {
+				s = strings.Replace(s, `targets: ["*"]`, "targets: [vm9]", 1)
+				s = strings.Replace(s, "group:admins", "group:nobody", 1)
+				return strings.Replace(s, "protocols: [ssh, rdp, tunnel]", "protocols: [ssh, vnc]", 1)
+			},
+			want: []string{
+				`lab.yaml:25: access.roles[0].subjects[0]: group "nobody" is not defined`,
+				`lab.yaml:26: access.roles[0].targets[0]: target "vm9" is not in the inventory`,
+				`lab.yaml:27: access.roles[0].protocols[1]: "vnc" is not a protocol`,
+			},
+		},
+		{
+			name: "missing required key reported at its section",
+			edit: func(s string) string { return strings.Replace(s, "  server_name: bastion.lab.example\n", "", 1) },
+			want: []string{"lab.yaml:1: listen.server_name: required"},
+		},
+		{
+			name: "metrics off loopback",
+			edit: func(s string) string { return strings.Replace(s, "  tls:\n", "  metrics: 0.0.0.0:9443\n  tls:\n", 1) },
+			want: []string{"lab.yaml:3: listen.metrics: must be a loopback address"},
+		},
+		{
+			name: "syntax error",
+			edit: func(s string) string { return strings.Replace(s, "mode: bridged", "mode: [bridged", 1) },
+			want: []string{"lab.yaml:"},
+		},
+		{
+			name: "duplicate target",
+			edit: func(s string) string { return strings.Replace(s, "name: vm2", "name: vm1", 1) },
+			want: []string{`lab.yaml:16: inventory.targets[1].name: target "vm1" is listed twice`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("testdata/lab.yaml", []byte(tt.edit(string(lab))))
+			if err == nil {
+				t.Fatal("Parse accepted a broken config")
+			}
+			if _, ok := AsError(err); !ok {
+				t.Fatalf("error is %T, want *Error", err)
+			}
+			msg := err.Error()
+			rest := msg
+			for _, w := range tt.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("error lacks %q (in order); got:\n%s", w, msg)
+				}
+				rest = rest[i+len(w):]
+			}
+		})
+	}
+}
+
+func TestAliasBomb(t *testing.T) {
+	// Ten levels of ten aliases: 10^10 values if expanded naively.
+	var b strings.Builder
+	b.WriteString("access:\n  groups:\n    a: &a [x, x, x, x, x, x, x, x, x, x]\n")
+	for c := 'b'; c <= 'j'; c++ {
+		p := "*" + string(c-1)
+		fmt.Fprintf(&b, "    %c: &%c [%s]\n", c, c, strings.Repeat(p+", ", 9)+p)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := Parse("bomb.yaml", []byte(b.String())); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("accepted")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Parse did not return: aliases are expanded without bound")
+	}
+}
+
+func TestEmptyFile(t *testing.T) {
+	_, err := Parse("x.yaml", []byte("# nothing\n"))
+	if err == nil || !strings.Contains(err.Error(), "x.yaml: the file is empty") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, tt := range []struct {
+		a, b string
+		want int
+	}{{"", "", 0}, {"abc", "", 3}, {"sever_name", "server_name", 1}, {"kitten", "sitting", 3}} {
+		if got := editDistance(tt.a, tt.b); got != tt.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
+
+// FuzzParse checks that no input makes Parse panic, and that a config
+// that parses has its defaults filled and parses again the same.
+func FuzzParse(f *testing.F) {
+	lab, err := os.ReadFile("testdata/lab.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(lab)
+	f.Add([]byte("listen: {server_name: a}\n"))
+	f.Add([]byte("a: &x [1]\nb: *x\n"))
+	f.Add([]byte("limits: {drain_grace: 1h, capacity: 0x10}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("fuzz.yaml", data)
+		if err != nil {
+			if _, ok := AsError(err); !ok {
+				t.Fatalf("error of type %T: %v", err, err)
+			}
+			return
+		}
+		if cfg.Limits.Capacity == 0 || cfg.StateDir == "" {
+			t.Fatalf("defaults not filled: %+v", cfg)
+		}
+		again, err := Parse("fuzz.yaml", data)
+		if err != nil || again.Digest != cfg.Digest {
+			t.Fatalf("second parse differs: %v", err)
+		}
+	})
+}

@@ -1,0 +1,387 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	sdaemon "github.com/coreos/go-systemd/v22/daemon"
+	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/daemon/config"
+	"github.com/bastiond/bastiond/internal/version"
+	"github.com/bastiond/bastiond/netpolicy/discover"
+	"github.com/bastiond/bastiond/proxy"
+	"github.com/bastiond/bastiond/proxy/certs"
+)
+
+// Config is what the bastiond command passes to Run.
+type Config struct {
+	// ConfigFile is the YAML configuration. Default config.DefaultFile.
+	ConfigFile string
+}
+
+// daemon is one running bastiond.
+type daemon struct {
+	file    string
+	log     *zap.Logger
+	level   zap.AtomicLevel
+	started time.Time
+	lns     *listeners
+	certs   *certs.Store
+	front   *proxy.Server
+	admin   *adminapi.Server
+
+	mu         sync.Mutex // guards the fields below
+	cfg        *config.Config
+	loaded     time.Time
+	lastReload *adminapi.ReloadResult
+	draining   bool
+
+	adminPath string
+	serveErrs chan error
+}
+
+// Run runs the daemon until ctx is cancelled or SIGTERM or SIGINT arrives,
+// then drains and returns nil. It returns an error when the daemon cannot
+// start (bad configuration, host not as configured, sockets not available)
+// or a listener fails.
+func Run(ctx context.Context, dc Config) error {
+	file := dc.ConfigFile
+	if file == "" {
+		file = config.DefaultFile
+	}
+	cfg, err := config.Load(file)
+	if err != nil {
+		return err
+	}
+	log, level, err := newLogger(cfg.Logging)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+	d := &daemon{file: file, log: log, level: level, started: time.Now(), cfg: cfg, loaded: time.Now(), certs: &certs.Store{}}
+
+	// Signals are taken before anything slow so that a SIGTERM during
+	// start-up is not lost (the default action would kill us mid-way).
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
+	if err := d.start(); err != nil {
+		log.Error("cannot start", zap.Error(err))
+		notify("STATUS=failed to start: " + firstLine(err.Error()))
+		return err
+	}
+	return d.serve(ctx, sigs)
+}
+
+// start checks the host, takes the sockets and starts serving.
+func (d *daemon) start() error {
+	cfg := d.cfg
+	if err := checkHost(cfg); err != nil {
+		return err
+	}
+	if err := d.certs.Load(certConfig(cfg)); err != nil {
+		return err
+	}
+	lns, err := acquireListeners(cfg)
+	if err != nil {
+		return err
+	}
+	d.lns = lns
+	adminLn, err := adminapi.Listen(cfg.Listen.AdminSocket)
+	if err != nil {
+		lns.Close()
+		return err
+	}
+	d.front, err = proxy.New(proxyConfig(cfg, d.log, d.certs))
+	if err != nil {
+		lns.Close()
+		adminLn.Close()
+		return err
+	}
+	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status})
+	if err != nil {
+		lns.Close()
+		adminLn.Close()
+		return err
+	}
+	d.serveErrs = make(chan error, 2)
+	go func() { d.serveErrs <- d.front.Serve(lns.tcp, lns.udp) }()
+	go func() { d.serveErrs <- d.admin.Serve(adminLn) }()
+	d.adminPath = cfg.Listen.AdminSocket
+	for _, l := range lns.info {
+		d.log.Info("listening", zap.String("network", l.Network), zap.String("address", l.Address), zap.Bool("socket_activated", l.Activated))
+	}
+	d.log.Info("admin socket", zap.String("path", cfg.Listen.AdminSocket))
+	return nil
+}
+
+// serve is the main loop: it answers signals and keeps the watchdog fed. The
+// watchdog is fed from this loop, not from a goroutine of its own, so that a
+// wedged loop stops the keepalives and systemd restarts the daemon.
+func (d *daemon) serve(ctx context.Context, sigs <-chan os.Signal) error {
+	watchdog := watchdogTicker()
+	defer watchdog.Stop()
+	d.log.Info("ready", zap.String("version", version.Version), zap.String("config", d.file), zap.String("digest", short(d.cfg.Digest)))
+	notify(sdaemon.SdNotifyReady, "STATUS="+d.statusLine())
+	for {
+		select {
+		case <-ctx.Done():
+			return d.drain(sigs, watchdog)
+		case err := <-d.serveErrs:
+			// A listener died: nothing can be served any more.
+			d.log.Error("listener failed", zap.Error(err))
+			d.close()
+			return err
+		case <-watchdog.C:
+			notify(sdaemon.SdNotifyWatchdog)
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				d.reload()
+				continue
+			}
+			d.log.Info("signal received, draining", zap.String("signal", s.String()))
+			return d.drain(sigs, watchdog)
+		}
+	}
+}
+
+// drain stops accepting, lets sessions finish for up to the grace period,
+// then closes them. A second SIGTERM or SIGINT ends the wait at once.
+func (d *daemon) drain(sigs <-chan os.Signal, watchdog *time.Ticker) error {
+	d.mu.Lock()
+	d.draining = true
+	grace := d.cfg.Limits.DrainGrace
+	d.mu.Unlock()
+	notify(sdaemon.SdNotifyStopping, fmt.Sprintf("STATUS=draining %d sessions (up to %s)", d.front.LiveSessions(), grace))
+
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.front.Shutdown(ctx) }()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				d.log.Warn("grace period over; closed the remaining sessions", zap.Duration("grace", grace))
+			}
+			d.close()
+			d.log.Info("stopped")
+			return nil
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				d.log.Info("reload ignored while draining")
+				continue
+			}
+			d.log.Warn("second signal: closing every session now", zap.String("signal", s.String()))
+			cancel()
+		case <-watchdog.C:
+			notify(sdaemon.SdNotifyWatchdog)
+		}
+	}
+}
+
+// close ends what drain leaves: the admin socket (kept until the end so
+// that `bastionctl status` shows the drain) and the listeners.
+func (d *daemon) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	d.front.Shutdown(ctx)
+	d.admin.Shutdown(ctx)
+	os.Remove(d.adminPath)
+	d.lns.Close()
+}
+
+// reload builds and checks the new configuration, and only when all of it is
+// good swaps it in. Any error leaves the running configuration untouched.
+func (d *daemon) reload() {
+	notify(sdaemon.SdNotifyReloading, sdaemon.SdNotifyMonotonicUsec())
+	d.log.Info("reloading", zap.String("config", d.file))
+	err := d.tryReload()
+	res := &adminapi.ReloadResult{Time: time.Now(), OK: err == nil}
+	if err != nil {
+		res.Error = err.Error()
+		d.log.Error("reload failed; still running the previous configuration", zap.Error(err))
+	}
+	d.mu.Lock()
+	d.lastReload = res
+	d.mu.Unlock()
+	status := d.statusLine()
+	if err != nil {
+		status = "reload failed, running previous configuration: " + firstLine(err.Error())
+	}
+	notify(sdaemon.SdNotifyReady, "STATUS="+status)
+}
+
+func (d *daemon) tryReload() error {
+	next, err := config.Load(d.file)
+	if err != nil {
+		return err
+	}
+	if err := checkHost(next); err != nil {
+		return err
+	}
+	level, err := zap.ParseAtomicLevel(next.Logging.Level)
+	if err != nil {
+		return err
+	}
+	// The certificate is the last thing that can fail; certs.Load keeps the
+	// old certificate on error, so nothing has changed when it returns one.
+	if err := d.certs.Load(certConfig(next)); err != nil {
+		return err
+	}
+	if err := d.front.SetConfig(proxyConfig(next, d.log, d.certs)); err != nil {
+		return err
+	}
+	d.admin.SetGroup(next.Listen.AdminGroup)
+	d.level.SetLevel(level.Level())
+
+	d.mu.Lock()
+	prev := d.cfg
+	d.cfg, d.loaded = next, time.Now()
+	d.mu.Unlock()
+	for _, key := range restartOnly(prev, next) {
+		d.log.Warn("changed setting takes effect at the next restart", zap.String("key", key))
+	}
+	d.log.Info("reloaded", zap.String("digest", short(next.Digest)))
+	return nil
+}
+
+// restartOnly lists the settings that changed but that a reload cannot apply.
+func restartOnly(a, b *config.Config) []string {
+	var keys []string
+	if fmt.Sprint(a.Listen.Addresses) != fmt.Sprint(b.Listen.Addresses) {
+		keys = append(keys, "listen.addresses")
+	}
+	checks := []struct {
+		key  string
+		a, b string
+	}{
+		{"listen.admin_socket", a.Listen.AdminSocket, b.Listen.AdminSocket},
+		{"logging.format", a.Logging.Format, b.Logging.Format},
+		{"logging.audit_file", a.Logging.AuditFile, b.Logging.AuditFile},
+		{"state_dir", a.StateDir, b.StateDir},
+		{"listen.metrics", a.Listen.Metrics.String(), b.Listen.Metrics.String()},
+	}
+	for _, c := range checks {
+		if c.a != c.b {
+			keys = append(keys, c.key)
+		}
+	}
+	return keys
+}
+
+// checkHost checks the configuration against this host: both interfaces
+// exist and the VNet side lives in the dedicated bastion subnet.
+func checkHost(cfg *config.Config) error {
+	if _, err := discover.Lookup(cfg.Bastion.PublicInterface); err != nil {
+		return fmt.Errorf("bastion.public_interface: %w", err)
+	}
+	vnet, err := discover.Lookup(cfg.Bastion.VNetInterface)
+	if err != nil {
+		return fmt.Errorf("bastion.vnet_interface: %w", err)
+	}
+	if err := discover.CheckDedicatedSubnet(vnet, cfg.Bastion.Subnets); err != nil {
+		return fmt.Errorf("bastion.subnets: %w", err)
+	}
+	return nil
+}
+
+// CheckConfig loads the file and checks it against this host, as start-up
+// would, without starting anything. It is `bastiond -check-config`.
+func CheckConfig(file string) (*config.Config, error) {
+	cfg, err := config.Load(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkHost(cfg); err != nil {
+		return cfg, fmt.Errorf("%s: host check: %w", file, err)
+	}
+	return cfg, nil
+}
+
+func certConfig(cfg *config.Config) certs.Config {
+	return certs.Config{
+		CertFile:   cfg.Listen.TLS.Certificate,
+		KeyFile:    cfg.Listen.TLS.Key,
+		SelfSigned: cfg.Listen.TLS.SelfSigned,
+		ServerName: cfg.Listen.ServerName,
+		Dir:        cfg.StateDir,
+	}
+}
+
+func proxyConfig(cfg *config.Config, log *zap.Logger, store *certs.Store) proxy.Config {
+	minTLS := uint16(tls.VersionTLS13)
+	if cfg.Listen.TLS.MinVersion == "1.2" {
+		minTLS = tls.VersionTLS12
+	}
+	return proxy.Config{
+		Logger:           log.Named("proxy"),
+		ServerName:       cfg.Listen.ServerName,
+		Certs:            store,
+		MinTLSVersion:    minTLS,
+		HandshakeTimeout: cfg.Limits.HandshakeTimeout,
+	}
+}
+
+func (d *daemon) status() adminapi.Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := adminapi.Status{
+		Version:      version.Version,
+		PID:          os.Getpid(),
+		Started:      d.started,
+		Now:          time.Now(),
+		ConfigFile:   d.file,
+		ConfigDigest: d.cfg.Digest,
+		ConfigLoaded: d.loaded,
+		LastReload:   d.lastReload,
+		Listeners:    append(d.lns.info, adminapi.Listener{Network: "unix", Address: d.adminPath}),
+		Sessions:     d.front.LiveSessions(),
+		Draining:     d.draining,
+	}
+	return st
+}
+
+func (d *daemon) statusLine() string {
+	return fmt.Sprintf("serving %s; %d sessions; config %s", d.cfg.Listen.ServerName, d.front.LiveSessions(), short(d.cfg.Digest))
+}
+
+// notify sends states to systemd; outside systemd it does nothing.
+func notify(states ...string) {
+	sdaemon.SdNotify(false, strings.Join(states, "\n"))
+}
+
+// watchdogTicker ticks at half the watchdog interval systemd asked for, or
+// never when no watchdog is set.
+func watchdogTicker() *time.Ticker {
+	interval, err := sdaemon.SdWatchdogEnabled(false)
+	if err != nil || interval <= 0 {
+		t := time.NewTicker(time.Hour)
+		t.Stop()
+		return t
+	}
+	return time.NewTicker(interval / 2)
+}
+
+func short(digest string) string {
+	if len(digest) > 12 {
+		return digest[:12]
+	}
+	return digest
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+

@@ -1,0 +1,190 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/bastiond/bastiond/proxy/certs"
+)
+
+// ALPNTunnel is the QUIC application protocol of the native tunnel.
+const ALPNTunnel = "bastion-tunnel/1"
+
+// Config is what the front door needs. It can be replaced on reload with SetConfig.
+type Config struct {
+	// Logger is required.
+	Logger *zap.Logger
+	// ServerName is the DNS name users connect to. Required.
+	ServerName string
+	// Certs provides the certificate. Required.
+	Certs *certs.Store
+	// MinTLSVersion is tls.VersionTLS13 (default) or tls.VersionTLS12.
+	MinTLSVersion uint16
+	// HandshakeTimeout bounds the TLS handshake and reading request headers.
+	// Default 10s.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes keep-alive connections without requests. Default 2m.
+	IdleTimeout time.Duration
+}
+
+// Server serves port 443 on the listeners given to Serve.
+type Server struct {
+	cfg  atomic.Pointer[Config]
+	log  *zap.Logger
+	http *http.Server
+
+	mu     sync.Mutex // guards quic
+	quic   []*quic.Listener
+	closed bool
+}
+
+// New checks cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{log: c.Logger}
+	s.cfg.Store(c)
+	s.http = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: c.HandshakeTimeout,
+		IdleTimeout:       c.IdleTimeout,
+		MaxHeaderBytes:    32 << 10,
+		// Handshake errors from scanners are noise at the default level.
+		ErrorLog: zap.NewStdLog(c.Logger.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+	}
+	return s, nil
+}
+
+func (c Config) withDefaults() (*Config, error) {
+	if c.Logger == nil || c.Certs == nil || c.ServerName == "" {
+		return nil, errors.New("proxy: Logger, Certs and ServerName are required")
+	}
+	if c.MinTLSVersion == 0 {
+		c.MinTLSVersion = tls.VersionTLS13
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 2 * time.Minute
+	}
+	return &c, nil
+}
+
+// SetConfig swaps the configuration for new connections; connections already
+// open keep the settings they started with.
+func (s *Server) SetConfig(cfg Config) error {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	s.cfg.Store(c)
+	return nil
+}
+
+func (s *Server) tlsConfig(alpn ...string) *tls.Config {
+	return &tls.Config{
+		// Read the live config on every handshake so that a reload applies.
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			c := s.cfg.Load()
+			return &tls.Config{
+				MinVersion:     c.MinTLSVersion,
+				GetCertificate: c.Certs.GetCertificate,
+				NextProtos:     alpn,
+			}, nil
+		},
+	}
+}
+
+// Serve serves TLS on each of tcp and QUIC on each of udp until Shutdown. It
+// returns nil after Shutdown, or the first error of a listener.
+func (s *Server) Serve(tcp []net.Listener, udp []net.PacketConn) error {
+	var g errgroup.Group
+	for _, ln := range tcp {
+		tl := tls.NewListener(ln, s.tlsConfig("h2", "http/1.1"))
+		g.Go(func() error {
+			if err := s.http.Serve(tl); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("proxy: serve %s: %w", ln.Addr(), err)
+			}
+			return nil
+		})
+	}
+	for _, pc := range udp {
+		ql, err := s.listenQUIC(pc)
+		if err != nil {
+			s.http.Close()
+			return err
+		}
+		g.Go(func() error { return s.acceptQUIC(ql) })
+	}
+	return g.Wait()
+}
+
+func (s *Server) listenQUIC(pc net.PacketConn) (*quic.Listener, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, http.ErrServerClosed
+	}
+	c := s.cfg.Load()
+	ql, err := quic.Listen(pc, s.tlsConfig(ALPNTunnel), &quic.Config{
+		HandshakeIdleTimeout: c.HandshakeTimeout,
+		MaxIdleTimeout:       c.IdleTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("proxy: quic on %s: %w", pc.LocalAddr(), err)
+	}
+	s.quic = append(s.quic, ql)
+	return ql, nil
+}
+
+// acceptQUIC accepts tunnel connections. The tunnel protocol itself arrives
+// with the session broker; until then a connection is closed with a clear
+// application error.
+func (s *Server) acceptQUIC(ql *quic.Listener) error {
+	for {
+		conn, err := ql.Accept(context.Background())
+		if err != nil {
+			if errors.Is(err, quic.ErrServerClosed) {
+				return nil
+			}
+			return fmt.Errorf("proxy: quic accept: %w", err)
+		}
+		conn.CloseWithError(quicErrUnavailable, "tunnel service not available")
+	}
+}
+
+const quicErrUnavailable quic.ApplicationErrorCode = 0x103
+
+// Shutdown stops accepting, then waits for open requests until ctx ends, then
+// closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for _, ql := range s.quic {
+		ql.Close()
+	}
+	s.mu.Unlock()
+	err := s.http.Shutdown(ctx)
+	if err != nil {
+		s.http.Close()
+	}
+	return err
+}
+
+// LiveSessions counts the sessions being carried. Sessions arrive with the
+// broker; the front door alone carries none.
+func (s *Server) LiveSessions() int { return 0 }
