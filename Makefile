@@ -1,0 +1,92 @@
+# bastiond: `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+BINDIR   := $(PREFIX)/bin
+UNITDIR  ?= /etc/systemd/system
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+GO       ?= go
+LDFLAGS  := -s -w -X github.com/bastiond/bastiond/internal/version.Version=$(VERSION)
+BIN      := bin
+UID      := $(shell id -u)
+FUZZTIME ?= 30s
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/bastiond and bin/bastionctl
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/bastiond ./cmd/bastionctl
+
+.PHONY: deps
+deps: ## install the system packages the tests and the demo need (root, idempotent)
+	bash test/deps.sh
+
+.PHONY: test
+test: lint ## run every test: unit tests, and as root the network-namespace lab tier
+ifeq ($(UID),0)
+	bash test/deps.sh
+	$(GO) test -race -timeout 30m -count=1 ./...
+else
+	@echo "make test: not root, so the root tier (network-namespace lab: real sshd, FreeRDP, nftables) is SKIPPED; run 'sudo make test' for it"
+	$(GO) test -race -timeout 30m -count=1 ./...
+endif
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+.PHONY: bench
+bench: ## run the benchmarks (see BENCHMARKS.md)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: demo
+demo: build ## start the lab and bastiond in it; prints the URL and credentials (root)
+	@if [ "$(UID)" != 0 ]; then echo "make demo needs root (network namespaces): sudo make demo"; exit 1; fi
+	bash test/deps.sh
+	bash test/demo.sh $(BIN)
+
+.PHONY: lab-up lab-down
+lab-up: ## bring the test lab up (root)
+	bash test/lab/lab.sh up
+lab-down: ## tear the test lab down (root)
+	bash test/lab/lab.sh down
+
+.PHONY: install
+install: build ## install binaries, systemd units and the example config (PREFIX, DESTDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)/usr/lib/sysusers.d $(DESTDIR)/usr/lib/tmpfiles.d $(DESTDIR)/etc/bastiond
+	install -m 0755 $(BIN)/bastiond $(BIN)/bastionctl $(DESTDIR)$(BINDIR)/
+	sed 's#/usr/local/bin/#$(BINDIR)/#g' systemd/bastiond.service > $(DESTDIR)$(UNITDIR)/bastiond.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/bastiond.service
+	install -m 0644 systemd/bastiond.socket $(DESTDIR)$(UNITDIR)/
+	install -m 0644 systemd/sysusers.d/bastiond.conf $(DESTDIR)/usr/lib/sysusers.d/bastiond.conf
+	install -m 0644 systemd/tmpfiles.d/bastiond.conf $(DESTDIR)/usr/lib/tmpfiles.d/bastiond.conf
+	@if [ -e $(DESTDIR)/etc/bastiond/bastiond.yaml ]; then \
+	  echo "keeping the existing /etc/bastiond/bastiond.yaml; the example is at /etc/bastiond/bastiond.example.yaml"; \
+	else install -m 0640 systemd/bastiond.example.yaml $(DESTDIR)/etc/bastiond/bastiond.yaml; fi
+	install -m 0644 systemd/bastiond.example.yaml $(DESTDIR)/etc/bastiond/bastiond.example.yaml
+	@if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null && [ -d /run/systemd/system ]; then \
+	  systemd-sysusers bastiond.conf && systemd-tmpfiles --create bastiond.conf && systemctl daemon-reload; \
+	  echo "edit /etc/bastiond/bastiond.yaml, then: systemctl enable --now bastiond.socket bastiond.service"; fi
+
+.PHONY: uninstall
+uninstall: ## remove what install put in place (keeps /etc/bastiond and state)
+	rm -f $(DESTDIR)$(BINDIR)/bastiond $(DESTDIR)$(BINDIR)/bastionctl \
+	  $(DESTDIR)$(UNITDIR)/bastiond.service $(DESTDIR)$(UNITDIR)/bastiond.socket \
+	  $(DESTDIR)/usr/lib/sysusers.d/bastiond.conf $(DESTDIR)/usr/lib/tmpfiles.d/bastiond.conf
+
+.PHONY: clean
+clean: ## remove build output
+	rm -rf $(BIN)

@@ -1,0 +1,140 @@
+// Package e2e holds the whole-system tests: they bring up the network
+// namespace lab (test/lab/lab.sh), run the real binaries in it and talk to
+// them as users, admins and systemd would. They need root; without it every
+// test is skipped with a message saying so.
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+var (
+	repoRoot string
+	binDir   string            // where TestMain built bastiond and bastionctl
+	lab      map[string]string // lab.env
+	skipWhy  string            // non-empty: why the lab tier cannot run
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	wd, _ := os.Getwd()
+	repoRoot = filepath.Clean(filepath.Join(wd, "..", ".."))
+	if os.Geteuid() != 0 {
+		skipWhy = "not root: the lab tier needs network namespaces; run 'sudo make test'"
+		fmt.Println("e2e:", skipWhy)
+		return m.Run()
+	}
+	if testing.Short() {
+		skipWhy = "-short: lab tier skipped"
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "bastiond-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755) // tests run bastionctl as other users
+	binDir = dir
+	build := exec.Command("go", "build", "-race", "-o", binDir+"/", "./cmd/bastiond", "./cmd/bastionctl")
+	build.Dir = repoRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: build: %v\n%s", err, out)
+		return 1
+	}
+	if out, err := labCmd("up"); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: lab up: %v\n%s", err, out)
+		labCmd("down")
+		return 1
+	}
+	if os.Getenv("BASTIOND_KEEP_LAB") == "" {
+		defer labCmd("down")
+	}
+	lab, err = readEnv(filepath.Join(labDir(), "lab.env"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+func labDir() string {
+	if d := os.Getenv("LAB_DIR"); d != "" {
+		return d
+	}
+	return "/run/bastiond-lab"
+}
+
+func labCmd(args ...string) ([]byte, error) {
+	cmd := exec.Command("bash", append([]string{filepath.Join(repoRoot, "test", "lab", "lab.sh")}, args...)...)
+	return cmd.CombinedOutput()
+}
+
+func readEnv(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	env := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			env[k] = strings.Trim(v, `"'`)
+		}
+	}
+	return env, sc.Err()
+}
+
+// needLab skips t when the lab tier cannot run, saying why.
+func needLab(t *testing.T) {
+	t.Helper()
+	if skipWhy != "" {
+		t.Skip(skipWhy)
+	}
+}
+
+// labValue returns a lab.env value, failing the test when it is missing.
+func labValue(t *testing.T, key string) string {
+	t.Helper()
+	v, ok := lab[key]
+	if !ok {
+		t.Fatalf("lab.env has no %s", key)
+	}
+	return v
+}
+
+// inNetns runs fn with the calling OS thread in the named namespace. Sockets
+// created in fn stay in that namespace after it returns.
+func inNetns(name string, fn func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		return fmt.Errorf("netns %s: %w", name, err)
+	}
+	defer ns.Close()
+	if err := netns.Set(ns); err != nil {
+		return err
+	}
+	defer netns.Set(orig)
+	return fn()
+}
