@@ -32,7 +32,8 @@ type daemon struct {
 	cmd     *exec.Cmd
 	log     syncBuffer
 	notes   chan string // sd_notify datagrams, in order
-	exited  chan error
+	done    chan struct{}
+	exitErr error // valid once done is closed
 }
 
 type activation int
@@ -80,7 +81,7 @@ func startDaemon(t *testing.T, how activation, extra string) *daemon {
 	os.Chmod(filepath.Dir(dir), 0o755)
 	os.Chmod(dir, 0o755)
 	d := &daemon{t: t, dir: dir, cfgPath: filepath.Join(dir, "bastiond.yaml"), admin: filepath.Join(dir, "admin.sock"),
-		notes: make(chan string, 256), exited: make(chan error, 1)}
+		notes: make(chan string, 256), done: make(chan struct{})}
 	d.writeConfig(labConfig(dir, extra))
 
 	notifyPath := filepath.Join(dir, "notify.sock")
@@ -126,7 +127,10 @@ func startDaemon(t *testing.T, how activation, extra string) *daemon {
 	for _, f := range d.cmd.ExtraFiles {
 		f.Close()
 	}
-	go func() { d.exited <- d.cmd.Wait() }()
+	go func() {
+		d.exitErr = d.cmd.Wait()
+		close(d.done)
+	}()
 	t.Cleanup(d.stop)
 	if how == viaTool {
 		// The tool listens first and starts the daemon on the first
@@ -187,20 +191,19 @@ func (d *daemon) signal(s syscall.Signal) {
 // stop ends the daemon if a test left it running.
 func (d *daemon) stop() {
 	select {
-	case err := <-d.exited:
-		d.exited <- err
+	case <-d.done:
 		return
 	default:
 	}
 	d.cmd.Process.Kill()
-	<-d.exited
+	<-d.done
 }
 
 // wait returns the daemon's exit error once it exits.
 func (d *daemon) wait(timeout time.Duration) error {
 	select {
-	case err := <-d.exited:
-		return err
+	case <-d.done:
+		return d.exitErr
 	case <-time.After(timeout):
 		d.t.Fatalf("daemon did not exit within %s\n%s", timeout, d.log.String())
 		return nil

@@ -1,0 +1,380 @@
+#!/usr/bin/env bash
+# The bastiond lab: a small network built from network namespaces and veth
+# pairs only, used by the tests, the benchmarks and `sudo make demo`.
+#
+#   bl-client ──(eth0 | pub0)── bl-bastion ── vnet0 (bridge) ──┬── bl-vm1   OpenSSH sshd :22
+#   public user                 the bastion                      ├── bl-vm2   FreeRDP shadow :3389 (NLA), :3390 (TLS)
+#                                                                └── bl-rogue nothing: an intruder on the VNet
+#
+# Every address exists only inside these namespaces. See README.md beside this file.
+#
+#   lab.sh up      build it (removing any stale copy first); writes $LAB_DIR/lab.env
+#   lab.sh down    remove everything it built; safe after a partial or interrupted up
+#   lab.sh status  namespaces, processes, listening sockets
+#   lab.sh env     print lab.env
+set -euo pipefail
+
+LAB_DIR=${LAB_DIR:-/run/bastiond-lab}
+LAB_USER=lab
+LAB_UID=4242
+LAB_DISPLAY=${LAB_DISPLAY:-:71}
+
+NS_CLIENT=bl-client
+NS_BASTION=bl-bastion
+NS_VM1=bl-vm1
+NS_VM2=bl-vm2
+NS_ROGUE=bl-rogue
+ALL_NS=("$NS_CLIENT" "$NS_BASTION" "$NS_VM1" "$NS_VM2" "$NS_ROGUE")
+
+# Public side: documentation prefixes (RFC 5737, RFC 3849).
+CLIENT4=203.0.113.10 CLIENT6=2001:db8:cafe::10
+BASTION_PUB4=203.0.113.1 BASTION_PUB6=2001:db8:cafe::1
+# VNet: the benchmarking range (RFC 2544) and documentation IPv6. The bastion
+# sits in its dedicated subnet (198.18.0.0/26, 2001:db8:b5::/64); the
+# machines live outside it, all on one L2 segment.
+BASTION_VNET4=198.18.0.4 BASTION_VNET6=2001:db8:b5::4
+VM1_4=198.18.1.11 VM1_6=2001:db8:b5:1::11
+VM2_4=198.18.1.12 VM2_6=2001:db8:b5:1::12
+ROGUE4=198.18.1.66 ROGUE6=2001:db8:b5:1::66
+BASTION_SUBNET4=198.18.0.0/26 BASTION_SUBNET6=2001:db8:b5::/64
+VNET_PREFIX4=16 VNET_PREFIX6=48
+VM2_RDP_NLA_PORT=3389 VM2_RDP_TLS_PORT=3390
+
+log() { echo "lab: $*" >&2; }
+die() {
+	echo "lab: $*" >&2
+	exit 1
+}
+nsx() { ip netns exec "$@"; }
+
+# --- processes -------------------------------------------------------------
+
+# start NAME NS CMD...: runs CMD in namespace NS in its own session (so that
+# the demo's Ctrl-C reaches only the demo; `down` stops it by PID), logging
+# to $LAB_DIR/log/NAME.log and recording the PID in $LAB_DIR/pids/NAME.
+start() {
+	local name=$1 ns=$2
+	shift 2
+	setsid ip netns exec "$ns" "$@" >"$LAB_DIR/log/$name.log" 2>&1 </dev/null &
+	local pid=$!
+	# setsid, `ip netns exec` and env all exec in place, so $! is the
+	# service; record the program it ends up as (past env's VAR=value words).
+	local prog=$1
+	if [ "$prog" = env ]; then
+		shift
+		while [[ $1 == *=* ]]; do shift; done
+		prog=$1
+	fi
+	echo "$pid $(basename "$prog")" >"$LAB_DIR/pids/$name"
+}
+
+# alive PIDFILE: true when the recorded process still runs the recorded program.
+alive() {
+	local pid comm
+	read -r pid comm <"$1" || return 1
+	[ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "${comm:0:15}" ]
+}
+
+stop_pid() {
+	local pid=$1
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for _ in $(seq 30); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+}
+
+stop_all() {
+	local f pid comm ns
+	if [ -d "$LAB_DIR/pids" ]; then
+		for f in "$LAB_DIR"/pids/*; do
+			[ -e "$f" ] || continue
+			if alive "$f"; then
+				read -r pid comm <"$f"
+				stop_pid "$pid"
+			fi
+			rm -f "$f"
+		done
+	fi
+	# Anything else still inside a lab namespace was started by the lab too
+	# (an interrupted `up` may not have recorded it).
+	for ns in "${ALL_NS[@]}"; do
+		{ ip netns pids "$ns" 2>/dev/null || true; } | while read -r pid; do stop_pid "$pid"; done
+	done
+}
+
+# --- topology ----------------------------------------------------------------
+
+make_namespaces() {
+	local ns
+	for ns in "${ALL_NS[@]}"; do
+		ip netns add "$ns"
+		ip -n "$ns" link set lo up
+		# Addresses are fixed and unique: skip duplicate address detection so
+		# IPv6 is usable at once.
+		nsx "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+		nsx "$ns" sysctl -qw net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0
+	done
+}
+
+make_public_link() {
+	ip -n "$NS_CLIENT" link add eth0 address 02:b5:00:00:02:10 type veth peer name pub0 address 02:b5:00:00:02:01 netns "$NS_BASTION"
+	ip -n "$NS_CLIENT" addr add "$CLIENT4/24" dev eth0
+	ip -n "$NS_CLIENT" addr add "$CLIENT6/64" dev eth0 nodad
+	ip -n "$NS_CLIENT" link set eth0 up
+	ip -n "$NS_BASTION" addr add "$BASTION_PUB4/24" dev pub0
+	ip -n "$NS_BASTION" addr add "$BASTION_PUB6/64" dev pub0 nodad
+	ip -n "$NS_BASTION" link set pub0 up
+}
+
+make_vnet() {
+	# The bastion neither routes nor forwards: the VNet is reachable only
+	# through sessions it terminates and dials itself.
+	nsx "$NS_BASTION" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
+	# A new namespace starts with br_netfilter passing bridged frames to the
+	# inet hooks; the firewall filters the VNet in the bridge family instead,
+	# so turn that off here (the sysctls exist once a bridge does).
+	ip -n "$NS_BASTION" link add vnet0 address 02:b5:00:00:00:04 type bridge
+	local s
+	for s in iptables ip6tables arptables; do
+		[ -e "/proc/sys/net/bridge/bridge-nf-call-$s" ] || continue
+		nsx "$NS_BASTION" sysctl -qw "net.bridge.bridge-nf-call-$s=0"
+	done
+	ip -n "$NS_BASTION" addr add "$BASTION_VNET4/$VNET_PREFIX4" dev vnet0
+	ip -n "$NS_BASTION" addr add "$BASTION_VNET6/$VNET_PREFIX6" dev vnet0 nodad
+	ip -n "$NS_BASTION" link set vnet0 up
+	attach_vm "$NS_VM1" vm1p 02:b5:00:00:01:11 "$VM1_4" "$VM1_6"
+	attach_vm "$NS_VM2" vm2p 02:b5:00:00:01:12 "$VM2_4" "$VM2_6"
+	attach_vm "$NS_ROGUE" roguep 02:b5:00:00:01:66 "$ROGUE4" "$ROGUE6"
+}
+
+# attach_vm NS PORT MAC ADDR4 ADDR6: a machine's eth0, cabled to a port of vnet0.
+attach_vm() {
+	local ns=$1 port=$2 mac=$3 a4=$4 a6=$5
+	ip -n "$ns" link add eth0 address "$mac" type veth peer name "$port" netns "$NS_BASTION"
+	nsx "$NS_BASTION" sysctl -qw "net.ipv6.conf.$port.disable_ipv6=1"
+	ip -n "$NS_BASTION" link set "$port" master vnet0 up
+	ip -n "$ns" addr add "$a4/$VNET_PREFIX4" dev eth0
+	ip -n "$ns" addr add "$a6/$VNET_PREFIX6" dev eth0 nodad
+	ip -n "$ns" link set eth0 up
+}
+
+# --- vm1: OpenSSH ---------------------------------------------------------------
+
+start_vm1() {
+	local dir="$LAB_DIR/vm1" home="$LAB_DIR/vm1/home/$LAB_USER"
+	mkdir -p "$dir" "$home/.ssh" "$LAB_DIR/keys"
+	chmod 0755 "$dir" "$LAB_DIR/vm1/home" "$home"
+
+	# The lab user exists only in vm1's view of /etc: `ip netns exec` bind-
+	# mounts /etc/netns/NS/* over /etc/*, so the host never has a lab account.
+	local etc=/etc/netns/$NS_VM1 hash
+	mkdir -p "$etc"
+	hash=$(openssl passwd -6 "$LAB_PASSWORD")
+	cp /etc/passwd /etc/group "$etc/"
+	cp /etc/shadow "$etc/shadow"
+	chmod 0640 "$etc/shadow"
+	echo "$LAB_USER:x:$LAB_UID:$LAB_UID:bastiond lab user:$home:/bin/bash" >>"$etc/passwd"
+	echo "$LAB_USER:x:$LAB_UID:" >>"$etc/group"
+	echo "$LAB_USER:$hash:19000:0:99999:7:::" >>"$etc/shadow"
+
+	ssh-keygen -q -t ed25519 -N '' -C "lab@bastiond-lab" -f "$LAB_DIR/keys/lab_ed25519"
+	cp "$LAB_DIR/keys/lab_ed25519.pub" "$home/.ssh/authorized_keys"
+	chmod 0700 "$home/.ssh"
+	chmod 0600 "$home/.ssh/authorized_keys"
+	chown -R "$LAB_UID:$LAB_UID" "$home"
+
+	ssh-keygen -q -t ed25519 -N '' -f "$dir/ssh_host_ed25519_key"
+	ssh-keygen -q -t rsa -b 3072 -N '' -f "$dir/ssh_host_rsa_key"
+	cat >"$dir/sshd_config" <<EOF
+# vm1's sshd, started by test/lab/lab.sh inside $NS_VM1.
+Port 22
+AddressFamily any
+ListenAddress 0.0.0.0
+ListenAddress ::
+HostKey $dir/ssh_host_ed25519_key
+HostKey $dir/ssh_host_rsa_key
+PidFile $dir/sshd.pid
+AllowUsers $LAB_USER
+PermitRootLogin no
+PubkeyAuthentication yes
+PasswordAuthentication yes
+# Without PAM (its session modules assume a booted system), sshd checks
+# passwords against vm1's shadow file itself.
+UsePAM no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile .ssh/authorized_keys
+StrictModes yes
+PrintMotd no
+Subsystem sftp internal-sftp
+EOF
+	# sshd wants its privilege-separation directory.
+	mkdir -p /run/sshd
+	chmod 0755 /run/sshd
+	start sshd "$NS_VM1" /usr/sbin/sshd -D -e -f "$dir/sshd_config"
+}
+
+# --- vm2: a display and FreeRDP's shadow server ---------------------------------
+
+start_vm2() {
+	local dir="$LAB_DIR/vm2"
+	mkdir -p "$dir/home"
+	# A stale lock from a killed Xvfb would stop the new one.
+	local n=${LAB_DISPLAY#:}
+	if [ -e "/tmp/.X$n-lock" ] && ! kill -0 "$(tr -d ' ' <"/tmp/.X$n-lock")" 2>/dev/null; then
+		rm -f "/tmp/.X$n-lock" "/tmp/.X11-unix/X$n"
+	fi
+	start xvfb "$NS_VM2" Xvfb "$LAB_DISPLAY" -nolisten tcp -screen 0 1280x800x24
+	local ok=
+	for _ in $(seq 50); do
+		if DISPLAY=$LAB_DISPLAY nsx "$NS_VM2" xsetroot -solid '#1d3b53' 2>/dev/null; then
+			ok=1
+			break
+		fi
+		sleep 0.1
+	done
+	[ -n "$ok" ] || fail_service xvfb "Xvfb did not start on $LAB_DISPLAY"
+	# A known window that keeps changing: something to see and to measure.
+	start xclock "$NS_VM2" env DISPLAY="$LAB_DISPLAY" xclock -update 1 -geometry 300x300+100+100
+
+	winpr-hash -u "$LAB_USER" -p "$LAB_PASSWORD" -f sam >"$dir/sam"
+	chmod 0600 "$dir/sam"
+	# "[::]" is one dual-stack listener (the default is IPv4 only).
+	# HOME keeps the shadow server's generated certificate inside the lab.
+	start rdp-nla "$NS_VM2" env HOME="$dir/home" DISPLAY="$LAB_DISPLAY" \
+		freerdp-shadow-cli "/port:$VM2_RDP_NLA_PORT" "/bind-address:[::]" /sec:nla "/sam-file:$dir/sam" +auth
+	start rdp-tls "$NS_VM2" env HOME="$dir/home" DISPLAY="$LAB_DISPLAY" \
+		freerdp-shadow-cli "/port:$VM2_RDP_TLS_PORT" "/bind-address:[::]" /sec:tls -auth
+}
+
+fail_service() {
+	local name=$1
+	shift
+	log "$*"
+	if [ -f "$LAB_DIR/log/$name.log" ]; then
+		log "last lines of $name's log:"
+		tail -n 20 "$LAB_DIR/log/$name.log" >&2
+	fi
+	exit 1
+}
+
+# wait_port NAME ADDR PORT: wait until ADDR:PORT accepts TCP from the bastion.
+wait_port() {
+	local name=$1 addr=$2 port=$3
+	for _ in $(seq 100); do
+		if nsx "$NS_BASTION" timeout 1 bash -c "exec 3<>/dev/tcp/$addr/$port" 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.2
+	done
+	fail_service "$name" "$name does not answer on $addr port $port"
+}
+
+# write_hosts: names for the lab's addresses, one hosts file per namespace
+# (bind-mounted over /etc/hosts by `ip netns exec`). NAME resolves to both
+# families, NAME-v4 and NAME-v6 to one. Names matter beyond comfort: FreeRDP
+# 2's client fails NLA (NTLM MIC) and TLS against an IPv6 literal, and works
+# against the same address by name.
+write_hosts() {
+	local vnet pub ns
+	vnet=$(printf '%s\n' \
+		"$BASTION_VNET4 bastion-vnet bastion-vnet-v4" "$BASTION_VNET6 bastion-vnet bastion-vnet-v6" \
+		"$VM1_4 vm1 vm1-v4" "$VM1_6 vm1 vm1-v6" "$VM2_4 vm2 vm2-v4" "$VM2_6 vm2 vm2-v6" \
+		"$ROGUE4 rogue rogue-v4" "$ROGUE6 rogue rogue-v6")
+	pub=$(printf '%s\n' "$BASTION_PUB4 bastion.lab.example bastion-v4" "$BASTION_PUB6 bastion.lab.example bastion-v6" \
+		"$CLIENT4 client client-v4" "$CLIENT6 client client-v6")
+	for ns in "${ALL_NS[@]}"; do
+		mkdir -p "/etc/netns/$ns"
+		{
+			printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n'
+			case $ns in
+			"$NS_CLIENT") echo "$pub" ;;
+			"$NS_BASTION") printf '%s\n%s\n' "$pub" "$vnet" ;;
+			*) echo "$vnet" ;;
+			esac
+		} >"/etc/netns/$ns/hosts"
+	done
+}
+
+write_env() {
+	local key
+	{
+		echo "# Written by test/lab/lab.sh up; sourceable by shells."
+		for key in LAB_DIR LAB_USER LAB_PASSWORD LAB_DISPLAY NS_CLIENT NS_BASTION NS_VM1 NS_VM2 NS_ROGUE \
+			CLIENT4 CLIENT6 BASTION_PUB4 BASTION_PUB6 BASTION_VNET4 BASTION_VNET6 VM1_4 VM1_6 VM2_4 VM2_6 \
+			ROGUE4 ROGUE6 BASTION_SUBNET4 BASTION_SUBNET6 VM2_RDP_NLA_PORT VM2_RDP_TLS_PORT; do
+			echo "$key=${!key}"
+		done
+		echo "LAB_KEY=$LAB_DIR/keys/lab_ed25519"
+		echo "PUB_IFACE=pub0"
+		echo "VNET_BRIDGE=vnet0"
+	} >"$LAB_DIR/lab.env.tmp"
+	chmod 0600 "$LAB_DIR/lab.env.tmp"
+	mv "$LAB_DIR/lab.env.tmp" "$LAB_DIR/lab.env"
+}
+
+# --- commands --------------------------------------------------------------------
+
+down() {
+	stop_all
+	local ns
+	for ns in "${ALL_NS[@]}"; do
+		ip netns del "$ns" 2>/dev/null || true
+		rm -rf "/etc/netns/$ns"
+	done
+	rmdir /etc/netns 2>/dev/null || true
+	rm -rf "$LAB_DIR"
+}
+
+up() {
+	down
+	trap 'rc=$?; if [ $rc != 0 ]; then log "up failed; removing the partial lab"; down; fi' EXIT
+	mkdir -p "$LAB_DIR"/{pids,log,keys}
+	chmod 0755 "$LAB_DIR"
+	LAB_PASSWORD=${LAB_PASSWORD:-$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 16 || true)}
+
+	make_namespaces
+	make_public_link
+	make_vnet
+	write_hosts
+	start_vm1
+	start_vm2
+	local a
+	for a in "$VM1_4" "$VM1_6"; do wait_port sshd "$a" 22; done
+	for a in "$VM2_4" "$VM2_6"; do
+		wait_port rdp-nla "$a" "$VM2_RDP_NLA_PORT"
+		wait_port rdp-tls "$a" "$VM2_RDP_TLS_PORT"
+	done
+	write_env
+	trap - EXIT
+	log "up: client $CLIENT4/$CLIENT6 -> bastion $BASTION_PUB4/$BASTION_PUB6 | vnet $BASTION_VNET4 | vm1 $VM1_4 (ssh) vm2 $VM2_4 (rdp $VM2_RDP_NLA_PORT nla, $VM2_RDP_TLS_PORT tls) rogue $ROGUE4 | $LAB_DIR/lab.env"
+}
+
+status() {
+	local ns f
+	for ns in "${ALL_NS[@]}"; do
+		if ip netns list | grep -qw "^$ns"; then
+			echo "== $ns"
+			ip -n "$ns" -brief addr show | sed 's/^/   /'
+			nsx "$ns" ss -Hltnu 2>/dev/null | awk '{print "   listen " $1 " " $5}'
+		else
+			echo "== $ns (absent)"
+		fi
+	done
+	if [ -d "$LAB_DIR/pids" ]; then
+		for f in "$LAB_DIR"/pids/*; do
+			[ -e "$f" ] || continue
+			if alive "$f"; then echo "process $(basename "$f"): running ($(cut -d' ' -f1 "$f"))"; else echo "process $(basename "$f"): DEAD"; fi
+		done
+	fi
+}
+
+[ "$(id -u)" = 0 ] || die "must run as root (it creates network namespaces)"
+case "${1:-}" in
+up) up ;;
+down) down ;;
+status) status ;;
+env) cat "$LAB_DIR/lab.env" ;;
+*) die "usage: lab.sh up|down|status|env" ;;
+esac
