@@ -77,8 +77,10 @@ install: build ## install binaries, systemd units and the example config (PREFIX
 	  echo "keeping the existing /etc/bastiond/bastiond.yaml; the example is at /etc/bastiond/bastiond.example.yaml"; \
 	else install -m 0640 systemd/bastiond.example.yaml $(DESTDIR)/etc/bastiond/bastiond.yaml; fi
 	install -m 0644 systemd/bastiond.example.yaml $(DESTDIR)/etc/bastiond/bastiond.example.yaml
+	@# The daemon runs as bastiond and reads its config through the group.
 	@if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null && [ -d /run/systemd/system ]; then \
 	  systemd-sysusers bastiond.conf && systemd-tmpfiles --create bastiond.conf && systemctl daemon-reload; \
+	  chgrp bastiond /etc/bastiond /etc/bastiond/bastiond.yaml; \
 	  echo "edit /etc/bastiond/bastiond.yaml, then: systemctl enable --now bastiond.socket bastiond.service"; fi
 
 .PHONY: uninstall
