@@ -19,10 +19,11 @@ func newLogger(l config.Logging) (*zap.Logger, zap.AtomicLevel, error) {
 	if err != nil {
 		return nil, level, err
 	}
+	tty := os.Getenv("JOURNAL_STREAM") == "" && isTerminal(os.Stderr)
 	format := l.Format
 	if format == "auto" {
 		format = "json"
-		if os.Getenv("JOURNAL_STREAM") == "" && isTerminal(os.Stderr) {
+		if tty {
 			format = "console"
 		}
 	}
@@ -31,7 +32,10 @@ func newLogger(l config.Logging) (*zap.Logger, zap.AtomicLevel, error) {
 	enc.TimeKey = "time"
 	var encoder zapcore.Encoder
 	if format == "console" {
-		enc.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		enc.EncodeLevel = zapcore.CapitalLevelEncoder
+		if tty {
+			enc.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		}
 		encoder = zapcore.NewConsoleEncoder(enc)
 	} else {
 		encoder = zapcore.NewJSONEncoder(enc)
