@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -345,7 +346,7 @@ func (d *daemon) status() adminapi.Status {
 		ConfigDigest: d.cfg.Digest,
 		ConfigLoaded: d.loaded,
 		LastReload:   d.lastReload,
-		Listeners:    append(d.lns.info, adminapi.Listener{Network: "unix", Address: d.adminPath}),
+		Listeners:    slices.Concat(d.lns.info, []adminapi.Listener{{Network: "unix", Address: d.adminPath}}),
 		Sessions:     d.front.LiveSessions(),
 		Draining:     d.draining,
 	}
