@@ -31,6 +31,7 @@ type Config struct {
 	Listen    Listen    `yaml:"listen"`
 	Bastion   Bastion   `yaml:"bastion"`
 	Inventory Inventory `yaml:"inventory"`
+	Firewall  Firewall  `yaml:"firewall"`
 	Access    Access    `yaml:"access"`
 	Limits    Limits    `yaml:"limits"`
 	Logging   Logging   `yaml:"logging"`
@@ -95,6 +96,24 @@ type Bastion struct {
 	Subnets []netip.Prefix `yaml:"subnets"`
 	// Mode is bridged, routed or attached (default).
 	Mode string `yaml:"mode"`
+}
+
+// Firewall tunes the nftables policy on the public side.
+type Firewall struct {
+	// AdminCIDRs are sources that are never put in the blocklist (the
+	// admins' own networks), IPv4 or IPv6.
+	AdminCIDRs []netip.Prefix `yaml:"admin_cidrs"`
+	// TrapThreshold is the closed-port probe that blocklists a source: 1
+	// (default) blocks at the first probe.
+	TrapThreshold int `yaml:"trap_threshold"`
+	// BlockFor is how long a blocklisted source is dropped. Default 10m.
+	BlockFor time.Duration `yaml:"block_for"`
+	// ExemptPorts are dropped silently but never trap, so that a user who
+	// types http:// is not locked out. Absent: [80]; [] exempts nothing.
+	ExemptPorts []uint16 `yaml:"exempt_ports"`
+	// ConnRate is the new connections per second one source may open to
+	// port 443 (bursts of twice that). Default 20.
+	ConnRate int `yaml:"conn_rate"`
 }
 
 // Inventory lists the machines behind the bastion. The daemon dials nothing else.
@@ -297,6 +316,14 @@ func (c *Config) setDefaults() {
 	l.AdminGroup = orDefault(l.AdminGroup, "bastion-admin")
 	l.TLS.MinVersion = orDefault(l.TLS.MinVersion, "1.3")
 	c.Bastion.Mode = orDefault(c.Bastion.Mode, ModeAttached)
+
+	fw := &c.Firewall
+	fw.TrapThreshold = orDefault(fw.TrapThreshold, 1)
+	fw.BlockFor = orDefault(fw.BlockFor, 10*time.Minute)
+	if fw.ExemptPorts == nil {
+		fw.ExemptPorts = []uint16{80}
+	}
+	fw.ConnRate = orDefault(fw.ConnRate, 20)
 
 	lim := &c.Limits
 	lim.Capacity = orDefault(lim.Capacity, 100)

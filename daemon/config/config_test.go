@@ -26,6 +26,13 @@ func TestParseLab(t *testing.T) {
 	if a := cfg.Inventory.Targets[0].Addresses[1]; a != netip.MustParseAddr("2001:db8:b5:1::11") {
 		t.Errorf("IPv6 target address = %v", a)
 	}
+	if fw := cfg.Firewall; fw.TrapThreshold != 1 || fw.BlockFor != 10*time.Minute || len(fw.ExemptPorts) != 1 || fw.ExemptPorts[0] != 80 {
+		t.Errorf("firewall defaults: %+v", fw)
+	}
+	noExempt, err := Parse("x.yaml", []byte(strings.Replace(mustRead(t, "testdata/lab.yaml"), "state_dir:", "firewall: {exempt_ports: []}\nstate_dir:", 1)))
+	if err != nil || noExempt.Firewall.ExemptPorts == nil || len(noExempt.Firewall.ExemptPorts) != 0 {
+		t.Errorf("exempt_ports: [] must mean none, got %v (%v)", noExempt.Firewall.ExemptPorts, err)
+	}
 	if len(cfg.Digest) != 64 || cfg.File != "testdata/lab.yaml" {
 		t.Errorf("digest %q file %q", cfg.Digest, cfg.File)
 	}
@@ -143,6 +150,16 @@ func TestParseProblems(t *testing.T) {
 			want: []string{"lab.yaml:"},
 		},
 		{
+			name: "firewall bounds",
+			edit: func(s string) string {
+				return s + "firewall:\n  trap_threshold: -1\n  exempt_ports: [80, 443]\n  block_for: 0s\n"
+			},
+			want: []string{
+				"lab.yaml:30: firewall.trap_threshold: must be from 1 to 1000",
+				"lab.yaml:31: firewall.exempt_ports[1]: 443 cannot be exempt",
+			},
+		},
+		{
 			name: "duplicate target",
 			edit: func(s string) string { return strings.Replace(s, "name: vm2", "name: vm1", 1) },
 			want: []string{`lab.yaml:16: inventory.targets[1].name: target "vm1" is listed twice`},
@@ -235,4 +252,13 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("second parse differs: %v", err)
 		}
 	})
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Minimum sizes of the dedicated bastion subnet, as prefix lengths.
@@ -63,6 +64,7 @@ var (
 func (c *Config) validate(v *validator) {
 	c.validateListen(v)
 	c.validateBastion(v)
+	c.validateFirewall(v)
 	targets := c.validateInventory(v)
 	c.validateAccess(v, targets)
 	c.validateLimits(v)
@@ -142,6 +144,24 @@ func (c *Config) validateBastion(v *validator) {
 	}
 	if !slices.Contains([]string{ModeBridged, ModeRouted, ModeAttached}, b.Mode) {
 		v.errorf("bastion.mode", "%q is not a mode; use %s, %s or %s", b.Mode, ModeBridged, ModeRouted, ModeAttached)
+	}
+}
+
+func (c *Config) validateFirewall(v *validator) {
+	f := c.Firewall
+	if f.TrapThreshold < 1 || f.TrapThreshold > 1000 {
+		v.errorf("firewall.trap_threshold", "must be from 1 to 1000, not %d", f.TrapThreshold)
+	}
+	if f.BlockFor < time.Second || f.BlockFor > 7*24*time.Hour {
+		v.errorf("firewall.block_for", "must be from 1s to 168h, not %s", f.BlockFor)
+	}
+	if f.ConnRate < 1 {
+		v.errorf("firewall.conn_rate", "must be positive, not %d", f.ConnRate)
+	}
+	for i, p := range f.ExemptPorts {
+		if p == 0 || p == 443 {
+			v.errorf(fmt.Sprintf("firewall.exempt_ports[%d]", i), "%d cannot be exempt (443 is always open; 0 is not a port)", p)
+		}
 	}
 }
 

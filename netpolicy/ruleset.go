@@ -1,0 +1,378 @@
+package netpolicy
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Ruleset is the whole firewall state bastiond owns: its own tables, nothing
+// else. It is a plain value: Compile makes it, Render prints it in nft syntax,
+// and the applier turns it into one netlink batch. Rules are built from a
+// closed set of typed matches and statements so that each maps one-to-one to
+// kernel expressions and back, which is what lets the daemon read the kernel's
+// tables and say exactly how they differ.
+type Ruleset struct {
+	Tables []Table
+}
+
+// Family is an nftables table family.
+type Family string
+
+const (
+	FamilyInet   Family = "inet"
+	FamilyBridge Family = "bridge"
+)
+
+// Table is one nftables table.
+type Table struct {
+	Family Family
+	Name   string
+	Sets   []Set
+	Chains []Chain
+}
+
+// SetType is an nftables set key type.
+type SetType string
+
+const (
+	TypeIPv4      SetType = "ipv4_addr"
+	TypeIPv6      SetType = "ipv6_addr"
+	TypeIPv4Port  SetType = "ipv4_addr . inet_service"
+	TypeIPv6Port  SetType = "ipv6_addr . inet_service"
+	TypeInetPort  SetType = "inet_service"
+	maxDynamicSet         = 65535
+)
+
+// Set is a named set.
+type Set struct {
+	Name string
+	Type SetType
+	// Interval sets hold prefixes.
+	Interval bool
+	// Dynamic sets are filled by rules (add @set); Timeout expires entries.
+	Dynamic bool
+	Timeout time.Duration
+	// Size bounds a dynamic set; a full set stops growing, so a flood of
+	// sources cannot exhaust memory.
+	Size     int
+	Elements []Element
+}
+
+// Element is a set member: a prefix (a single address is a /32 or /128), a
+// port, or an address and a port.
+type Element struct {
+	Prefix netip.Prefix
+	Port   uint16
+}
+
+// Chain is a base chain.
+type Chain struct {
+	Name     string
+	Hook     string // input, forward, output
+	Priority int    // relative to the filter priority (0)
+	Policy   string // accept or drop
+	Rules    []Rule
+}
+
+// Rule is: every match holds -> the statements run -> the verdict.
+type Rule struct {
+	Match   []Match
+	Stmts   []Stmt
+	Verdict string // accept, drop, or "" (continue)
+	Comment string
+}
+
+// Match is one condition of a rule.
+type Match interface{ nft() string }
+
+// Stmt is a statement of a rule, run in order once the matches hold.
+type Stmt interface{ nft() string }
+
+// Matches.
+type (
+	// IIF matches the input interface by name.
+	IIF struct{ Name string }
+	// IIFLoopback matches the loopback interface.
+	IIFLoopback struct{}
+	// CtState matches connection-tracking states.
+	CtState struct{ States []string }
+	// NFProto matches the packet's address family (ipv4, ipv6).
+	NFProto struct{ V6 bool }
+	// DPort matches a TCP or UDP destination port, or any of several.
+	DPort struct {
+		Proto  string // tcp or udp
+		Ports  []uint16
+		Negate bool
+	}
+	// L4Proto matches any of the transport protocols.
+	L4Proto struct{ Protos []string }
+	// SAddrIn matches the source address against a named set.
+	SAddrIn struct {
+		V6     bool
+		Set    string
+		Negate bool
+	}
+	// DAddrPortIn matches destination address . TCP port against a named set.
+	DAddrPortIn struct {
+		V6  bool
+		Set string
+	}
+	// ICMPType matches ICMP or ICMPv6 types.
+	ICMPType struct {
+		V6    bool
+		Types []string
+	}
+	// ARPSAddr matches ARP packets whose sender address is Addr.
+	ARPSAddr struct{ Addr netip.Addr }
+	// NDTarget matches IPv6 neighbour advertisements for Addr.
+	NDTarget struct{ Addr netip.Addr }
+	// SourceOver holds when the source address exceeds a per-source rate,
+	// tracked in the dynamic set Set (an nftables meter).
+	SourceOver struct {
+		V6          bool
+		Set         string
+		PerSecond   int // or per minute when PerMinute is set
+		PerMinute   bool
+		BurstPacket int
+	}
+)
+
+// Statements.
+type (
+	// Limit lets packets through at Rate per second, with a burst.
+	Limit struct{ PerSecond, Burst int }
+	// AddSource adds the source address to a dynamic set.
+	AddSource struct {
+		V6  bool
+		Set string
+	}
+	// Counter counts packets and bytes.
+	Counter struct{}
+)
+
+func (m IIF) nft() string       { return fmt.Sprintf("iifname %q", m.Name) }
+func (IIFLoopback) nft() string { return `iif "lo"` }
+func (m CtState) nft() string   { return "ct state " + strings.Join(m.States, ",") }
+func (m NFProto) nft() string {
+	if m.V6 {
+		return "meta nfproto ipv6"
+	}
+	return "meta nfproto ipv4"
+}
+func (m L4Proto) nft() string { return "meta l4proto " + braceList(m.Protos) }
+func (m DPort) nft() string {
+	op := ""
+	if m.Negate {
+		op = "!= "
+	}
+	return fmt.Sprintf("%s dport %s%s", m.Proto, op, portList(m.Ports))
+}
+func (m SAddrIn) nft() string {
+	op := ""
+	if m.Negate {
+		op = "!= "
+	}
+	return fmt.Sprintf("%s saddr %s@%s", ipKeyword(m.V6), op, m.Set)
+}
+func (m DAddrPortIn) nft() string {
+	return fmt.Sprintf("%s daddr . tcp dport @%s", ipKeyword(m.V6), m.Set)
+}
+func (m ICMPType) nft() string {
+	kw := "icmp"
+	if m.V6 {
+		kw = "icmpv6"
+	}
+	return fmt.Sprintf("%s type %s", kw, braceList(m.Types))
+}
+func (m ARPSAddr) nft() string { return "arp saddr ip " + m.Addr.String() }
+
+// The target address sits 8 bytes into the ICMPv6 header; nft 1.0 has no
+// keyword for it and lists it as this raw payload match.
+func (m NDTarget) nft() string {
+	a := m.Addr.As16()
+	return fmt.Sprintf("icmpv6 type nd-neighbor-advert @th,64,128 0x%x", a[:])
+}
+func (m SourceOver) nft() string {
+	unit := "second"
+	if m.PerMinute {
+		unit = "minute"
+	}
+	return fmt.Sprintf("add @%s { %s saddr limit rate over %d/%s burst %d packets }",
+		m.Set, ipKeyword(m.V6), m.PerSecond, unit, m.BurstPacket)
+}
+
+func (s Limit) nft() string {
+	return fmt.Sprintf("limit rate %d/second burst %d packets", s.PerSecond, s.Burst)
+}
+func (s AddSource) nft() string {
+	return fmt.Sprintf("add @%s { %s saddr }", s.Set, ipKeyword(s.V6))
+}
+func (Counter) nft() string { return "counter" }
+
+func ipKeyword(v6 bool) string {
+	if v6 {
+		return "ip6"
+	}
+	return "ip"
+}
+
+func portList(ports []uint16) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return braceList(s)
+}
+
+// braceList renders one item bare and several as an anonymous set.
+func braceList(items []string) string {
+	if len(items) == 1 {
+		return items[0]
+	}
+	return "{ " + strings.Join(items, ", ") + " }"
+}
+
+// Render prints the ruleset in nft syntax: what `bastionctl policy show`
+// prints and what `nft -f` would load.
+func (rs Ruleset) Render() string {
+	var b strings.Builder
+	for i, t := range rs.Tables {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		t.render(&b)
+	}
+	return b.String()
+}
+
+func (t Table) render(b *strings.Builder) {
+	fmt.Fprintf(b, "table %s %s {\n", t.Family, t.Name)
+	for _, s := range t.Sets {
+		s.render(b)
+		b.WriteString("\n")
+	}
+	for i, c := range t.Chains {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		c.render(b)
+	}
+	b.WriteString("}\n")
+}
+
+func (s Set) render(b *strings.Builder) {
+	fmt.Fprintf(b, "\tset %s {\n\t\ttype %s\n", s.Name, s.Type)
+	if s.Size > 0 {
+		fmt.Fprintf(b, "\t\tsize %d\n", s.Size)
+	}
+	var flags []string
+	if s.Dynamic {
+		flags = append(flags, "dynamic")
+	}
+	if s.Interval {
+		flags = append(flags, "interval")
+	}
+	if s.Timeout > 0 {
+		flags = append(flags, "timeout")
+	}
+	if len(flags) > 0 {
+		fmt.Fprintf(b, "\t\tflags %s\n", strings.Join(flags, ","))
+	}
+	if s.Timeout > 0 {
+		fmt.Fprintf(b, "\t\ttimeout %s\n", nftDuration(s.Timeout))
+	}
+	if len(s.Elements) > 0 {
+		els := make([]string, len(s.Elements))
+		for i, e := range s.Elements {
+			els[i] = e.String(s.Type)
+		}
+		fmt.Fprintf(b, "\t\telements = { %s }\n", strings.Join(els, ",\n\t\t\t     "))
+	}
+	b.WriteString("\t}\n")
+}
+
+// String renders the element for a set of type t.
+func (e Element) String(t SetType) string {
+	switch t {
+	case TypeInetPort:
+		return strconv.Itoa(int(e.Port))
+	case TypeIPv4Port, TypeIPv6Port:
+		return e.Prefix.Addr().String() + " . " + strconv.Itoa(int(e.Port))
+	}
+	if e.Prefix.IsSingleIP() {
+		return e.Prefix.Addr().String()
+	}
+	return e.Prefix.String()
+}
+
+func (c Chain) render(b *strings.Builder) {
+	fmt.Fprintf(b, "\tchain %s {\n\t\ttype filter hook %s priority %s; policy %s;\n", c.Name, c.Hook, priority(c.Priority), c.Policy)
+	for _, r := range c.Rules {
+		b.WriteString("\t\t" + r.String() + "\n")
+	}
+	b.WriteString("\t}\n")
+}
+
+// String renders the rule as one nft line.
+func (r Rule) String() string {
+	parts := make([]string, 0, len(r.Match)+len(r.Stmts)+2)
+	for _, m := range r.Match {
+		parts = append(parts, m.nft())
+	}
+	for _, s := range r.Stmts {
+		parts = append(parts, s.nft())
+	}
+	if r.Verdict != "" {
+		parts = append(parts, r.Verdict)
+	}
+	if r.Comment != "" {
+		parts = append(parts, fmt.Sprintf("comment %q", r.Comment))
+	}
+	return strings.Join(parts, " ")
+}
+
+func priority(p int) string {
+	switch {
+	case p == 0:
+		return "filter"
+	case p > 0:
+		return fmt.Sprintf("filter + %d", p)
+	}
+	return fmt.Sprintf("filter - %d", -p)
+}
+
+// nftDuration prints d the way nft does (1h10m, 10m, 30s).
+func nftDuration(d time.Duration) string {
+	var b strings.Builder
+	for _, u := range []struct {
+		unit time.Duration
+		name string
+	}{{24 * time.Hour, "d"}, {time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}} {
+		if n := d / u.unit; n > 0 {
+			fmt.Fprintf(&b, "%d%s", n, u.name)
+			d -= n * u.unit
+		}
+	}
+	if b.Len() == 0 {
+		return "0s"
+	}
+	return b.String()
+}
+
+// sortedPorts returns ports sorted and without duplicates.
+func sortedPorts(ports []uint16) []uint16 {
+	out := append([]uint16(nil), ports...)
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	n := 0
+	for i, p := range out {
+		if i == 0 || p != out[n-1] {
+			out[n] = p
+			n++
+		}
+	}
+	return out[:n]
+}
