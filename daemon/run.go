@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
 	"github.com/bastiond/bastiond/internal/version"
+	"github.com/bastiond/bastiond/netpolicy"
 	"github.com/bastiond/bastiond/netpolicy/discover"
 	"github.com/bastiond/bastiond/proxy"
 	"github.com/bastiond/bastiond/proxy/certs"
@@ -37,6 +39,7 @@ type daemon struct {
 	started time.Time
 	lns     *listeners
 	certs   *certs.Store
+	kernel  *netpolicy.Kernel
 	front   *proxy.Server
 	admin   *adminapi.Server
 
@@ -84,10 +87,20 @@ func Run(ctx context.Context, dc Config) error {
 	return d.serve(ctx, sigs)
 }
 
-// start checks the host, takes the sockets and starts serving.
+// start checks the host, puts the firewall in force, takes the sockets and
+// starts serving. The firewall comes first: nothing is served before the
+// policy that guards it is loaded.
 func (d *daemon) start() error {
 	cfg := d.cfg
 	if err := checkHost(cfg); err != nil {
+		return err
+	}
+	kernel, err := netpolicy.Open()
+	if err != nil {
+		return err
+	}
+	d.kernel = kernel
+	if err := d.applyPolicy(cfg); err != nil {
 		return err
 	}
 	if err := d.certs.Load(certConfig(cfg)); err != nil {
@@ -235,6 +248,11 @@ func (d *daemon) tryReload() error {
 	if err != nil {
 		return err
 	}
+	// The policy is applied before the rest is swapped: if the kernel
+	// refuses it, the old policy is still in force and so is the old config.
+	if err := d.applyPolicy(next); err != nil {
+		return err
+	}
 	// The certificate is the last thing that can fail; certs.Load keeps the
 	// old certificate on error, so nothing has changed when it returns one.
 	if err := d.certs.Load(certConfig(next)); err != nil {
@@ -255,6 +273,45 @@ func (d *daemon) tryReload() error {
 	}
 	d.log.Info("reloaded", zap.String("digest", short(next.Digest)))
 	return nil
+}
+
+// applyPolicy compiles the firewall for cfg and puts it in force atomically.
+func (d *daemon) applyPolicy(cfg *config.Config) error {
+	vnet, err := discover.Lookup(cfg.Bastion.VNetInterface)
+	if err != nil {
+		return err
+	}
+	var addrs []netip.Addr
+	for _, p := range vnet.Addrs {
+		if !p.Addr().IsLinkLocalUnicast() {
+			addrs = append(addrs, p.Addr())
+		}
+	}
+	rs, err := netpolicy.Compile(netpolicy.Input{Config: cfg, VNetAddrs: addrs})
+	if err != nil {
+		return err
+	}
+	if err := d.kernel.Apply(rs); err != nil {
+		return fmt.Errorf("cannot put the firewall in force: %w", err)
+	}
+	rules := 0
+	for _, t := range rs.Tables {
+		for _, c := range t.Chains {
+			rules += len(c.Rules)
+		}
+	}
+	d.log.Info("firewall in force", zap.Int("tables", len(rs.Tables)), zap.Int("rules", rules), zap.String("mode", cfg.Bastion.Mode))
+	return nil
+}
+
+// Cleanup removes the daemon's nftables tables: the explicit opt-out of
+// leaving the firewall closed when the daemon is gone.
+func Cleanup() error {
+	k, err := netpolicy.Open()
+	if err != nil {
+		return err
+	}
+	return k.Cleanup()
 }
 
 // restartOnly lists the settings that changed but that a reload cannot apply.

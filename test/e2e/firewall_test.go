@@ -1,0 +1,157 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// probe says what a TCP connection attempt from namespace ns to addr:port
+// meets: "open", "refused" (an RST: the port is visibly closed) or
+// "filtered" (silence: dropped).
+func probe(t *testing.T, ns, addr string, port int, from string) string {
+	t.Helper()
+	var result string
+	err := inNetns(ns, func() error {
+		d := net.Dialer{Timeout: 800 * time.Millisecond}
+		if from != "" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+		}
+		c, err := d.Dial("tcp", net.JoinHostPort(addr, fmt.Sprint(port)))
+		switch {
+		case err == nil:
+			c.Close()
+			result = "open"
+		case errors.Is(err, syscall.ECONNREFUSED):
+			result = "refused"
+		case isTimeout(err):
+			result = "filtered"
+		default:
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("probe %s:%d from %s: %v", addr, port, ns, err)
+	}
+	return result
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func expectProbe(t *testing.T, ns, addr string, port int, want string) {
+	t.Helper()
+	if got := probe(t, ns, addr, port, ""); got != want {
+		t.Errorf("from %s, %s port %d is %s, want %s", ns, addr, port, got, want)
+	}
+}
+
+func inBastion(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", labValue(t, "NS_BASTION")}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// TestFirewall checks invariants 1, 3, 4 and 9 in the lab with the daemon's
+// own ruleset in force.
+func TestFirewall(t *testing.T) {
+	needLab(t)
+	client4, client6 := labValue(t, "CLIENT4"), labValue(t, "CLIENT6")
+	pub4, pub6 := labValue(t, "BASTION_PUB4"), labValue(t, "BASTION_PUB6")
+	allow := fmt.Sprintf("firewall:\n  admin_cidrs: [%s/32, \"%s/128\"]\n", client4, client6)
+	d := startDaemon(t, viaFDs, allow)
+	t.Cleanup(func() {
+		d.stop()
+		inBastion(t, filepath.Join(binDir, "bastiond"), "-cleanup")
+	})
+	closed := []int{1, 22, 80, 3389, 8443, 9443, 65535}
+
+	t.Run("invariant 1: only 443 answers on the public side", func(t *testing.T) {
+		for _, addr := range []string{pub4, pub6} {
+			expectProbe(t, labValue(t, "NS_CLIENT"), addr, 443, "open")
+			for _, port := range closed {
+				expectProbe(t, labValue(t, "NS_CLIENT"), addr, port, "filtered")
+			}
+			// The client is allowlisted: its probes did not blocklist it.
+			expectProbe(t, labValue(t, "NS_CLIENT"), addr, 443, "open")
+		}
+	})
+
+	t.Run("invariant 4: only the bastion reaches SSH and RDP", func(t *testing.T) {
+		rogue, bastion := labValue(t, "NS_ROGUE"), labValue(t, "NS_BASTION")
+		targets := []struct {
+			key  string
+			port int
+		}{{"VM1_4", 22}, {"VM1_6", 22}, {"VM2_4", 3389}, {"VM2_6", 3389}}
+		for _, tg := range targets {
+			addr := labValue(t, tg.key)
+			expectProbe(t, rogue, addr, tg.port, "filtered")
+			expectProbe(t, bastion, addr, tg.port, "open")
+		}
+		// A rogue that takes the bastion's own address gets no further.
+		vnet4 := labValue(t, "BASTION_VNET4")
+		if out, err := exec.Command("ip", "-n", rogue, "addr", "add", vnet4+"/32", "dev", "eth0").CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		defer exec.Command("ip", "-n", rogue, "addr", "del", vnet4+"/32", "dev", "eth0").Run()
+		if got := probe(t, rogue, labValue(t, "VM1_4"), 22, vnet4); got != "filtered" {
+			t.Errorf("rogue spoofing the bastion's address reached vm1:22 (%s)", got)
+		}
+		expectProbe(t, bastion, labValue(t, "VM1_4"), 22, "open")
+	})
+
+	t.Run("invariant 3: a probe blocklists the source, http:// does not", func(t *testing.T) {
+		// Reload without the allowlist: the trap is armed for the client now.
+		d.writeConfig(labConfig(d.dir, ""))
+		d.signal(syscall.SIGHUP)
+		d.waitNotify("RELOADING=1", 5*time.Second)
+		if n := d.waitNotify("READY=1", 10*time.Second); strings.Contains(n, "failed") {
+			t.Fatalf("reload: %s", n)
+		}
+		ns := labValue(t, "NS_CLIENT")
+		expectProbe(t, ns, pub4, 80, "filtered")
+		expectProbe(t, ns, pub4, 443, "open") // typing http:// locks nobody out
+		expectProbe(t, ns, pub4, 22, "filtered")
+		expectProbe(t, ns, pub4, 443, "filtered") // blocklisted: 443 is silent too
+		expectProbe(t, ns, pub6, 443, "open")     // another source address
+		expectProbe(t, ns, pub6, 3389, "filtered")
+		expectProbe(t, ns, pub6, 443, "filtered")
+		for _, set := range []string{"blocklist4", "blocklist6"} {
+			out, err := inBastion(t, "nft", "list", "set", "inet", "bastiond", set)
+			if err != nil || !strings.Contains(out, map[string]string{"blocklist4": client4, "blocklist6": client6}[set]) {
+				t.Errorf("%s does not hold the client: %v\n%s", set, err, out)
+			}
+		}
+		// Clearing the entry lets the user back in.
+		if out, err := inBastion(t, "nft", "flush", "set", "inet", "bastiond", "blocklist4"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		expectProbe(t, ns, pub4, 443, "open")
+	})
+
+	t.Run("invariant 9: the firewall stays closed after kill -9; -cleanup removes it", func(t *testing.T) {
+		d.cmd.Process.Kill()
+		d.wait(10 * time.Second)
+		if out, err := inBastion(t, "nft", "list", "table", "inet", "bastiond"); err != nil || !strings.Contains(out, "policy drop") {
+			t.Fatalf("host table gone after kill -9: %v\n%s", err, out)
+		}
+		expectProbe(t, labValue(t, "NS_CLIENT"), pub4, 22, "filtered")
+		expectProbe(t, labValue(t, "NS_ROGUE"), labValue(t, "VM1_4"), 22, "filtered")
+		if out, err := inBastion(t, filepath.Join(binDir, "bastiond"), "-cleanup"); err != nil {
+			t.Fatalf("-cleanup: %v: %s", err, out)
+		}
+		if out, _ := inBastion(t, "nft", "list", "tables"); strings.Contains(out, "bastiond") {
+			t.Errorf("tables left after -cleanup:\n%s", out)
+		}
+		expectProbe(t, labValue(t, "NS_ROGUE"), labValue(t, "VM1_4"), 22, "open")
+	})
+}
