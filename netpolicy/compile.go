@@ -75,8 +75,8 @@ func hostTable(cfg *config.Config) Table {
 		Family: FamilyInet,
 		Name:   HostTable,
 		Sets: []Set{
-			{Name: "blocklist4", Type: TypeIPv4, Dynamic: true, Timeout: fw.BlockFor, Size: maxDynamicSet},
-			{Name: "blocklist6", Type: TypeIPv6, Dynamic: true, Timeout: fw.BlockFor, Size: maxDynamicSet},
+			{Name: "blocklist4", Type: TypeIPv4, Dynamic: true, Timeout: fw.BlockFor, Size: maxDynamicSet, Keep: true},
+			{Name: "blocklist6", Type: TypeIPv6, Dynamic: true, Timeout: fw.BlockFor, Size: maxDynamicSet, Keep: true},
 			{Name: "admin4", Type: TypeIPv4, Interval: true, Elements: admin4},
 			{Name: "admin6", Type: TypeIPv6, Interval: true, Elements: admin6},
 			{Name: "conn4", Type: TypeIPv4, Dynamic: true, Timeout: connTimeout, Size: maxDynamicSet},

@@ -22,7 +22,11 @@ import (
 // does not name are left alone; so are other people's tables.
 func Apply(c *nftables.Conn, rs Ruleset) error {
 	for _, t := range rs.Tables {
-		if err := queueTable(c, t); err != nil {
+		kept, err := keptElements(c, t)
+		if err != nil {
+			return fmt.Errorf("netpolicy: table %s %s: %w", t.Family, t.Name, err)
+		}
+		if err := queueTable(c, t, kept); err != nil {
 			return fmt.Errorf("netpolicy: table %s %s: %w", t.Family, t.Name, err)
 		}
 	}
@@ -56,7 +60,7 @@ func tableFamily(f Family) nftables.TableFamily {
 // queueTable adds to c's batch: the table (created if missing), its deletion,
 // and the table again with all its contents: the atomic replace `nft -f`
 // does for "table x; delete table x; table x { ... }".
-func queueTable(c *nftables.Conn, t Table) error {
+func queueTable(c *nftables.Conn, t Table, kept map[string][]nftables.SetElement) error {
 	nt := &nftables.Table{Family: tableFamily(t.Family), Name: t.Name}
 	c.AddTable(nt)
 	c.DelTable(nt)
@@ -69,6 +73,11 @@ func queueTable(c *nftables.Conn, t Table) error {
 		}
 		if err := c.AddSet(ns, elems); err != nil {
 			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		if k := kept[s.Name]; len(k) > 0 {
+			if err := c.SetAddElements(ns, k); err != nil {
+				return fmt.Errorf("set %s: keep %d entries: %w", s.Name, len(k), err)
+			}
 		}
 		sets[s.Name] = ns
 	}
@@ -84,6 +93,36 @@ func queueTable(c *nftables.Conn, t Table) error {
 		}
 	}
 	return nil
+}
+
+// keptElements reads, from the table in force, the entries of the sets
+// marked Keep, each with the time it has left.
+func keptElements(c *nftables.Conn, t Table) (map[string][]nftables.SetElement, error) {
+	nt := &nftables.Table{Family: tableFamily(t.Family), Name: t.Name}
+	kept := map[string][]nftables.SetElement{}
+	for _, s := range t.Sets {
+		if !s.Keep {
+			continue
+		}
+		cur, err := c.GetSetByName(nt, s.Name)
+		if err != nil {
+			continue // no such table or set yet: nothing to keep
+		}
+		elems, err := c.GetSetElements(cur)
+		if err != nil {
+			return nil, fmt.Errorf("read set %s: %w", s.Name, err)
+		}
+		for _, e := range elems {
+			left := e.Expires
+			if left <= 0 || (s.Timeout > 0 && left > s.Timeout) {
+				left = s.Timeout // the new block time caps what is left
+			}
+			if left > 0 {
+				kept[s.Name] = append(kept[s.Name], nftables.SetElement{Key: e.Key, Timeout: left})
+			}
+		}
+	}
+	return kept, nil
 }
 
 func encodeChain(t *nftables.Table, ch Chain) *nftables.Chain {

@@ -118,3 +118,32 @@ func withoutTable(listing, table string) string {
 	}
 	return strings.TrimLeft(strings.Join(out, ""), "\n")
 }
+
+// A re-apply (a reload) must not forgive blocklisted sources.
+func TestApplyKeepsBlocklist(t *testing.T) {
+	ns, c := testNetns(t)
+	rs, err := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Apply(c, rs); err != nil {
+		t.Fatal(err)
+	}
+	nft(t, ns, "add element inet bastiond blocklist4 { 203.0.113.99 timeout 5m }")
+	nft(t, ns, "add element inet bastiond blocklist6 { 2001:db8:cafe::99 }")
+	nft(t, ns, "add element inet bastiond conn4 { 203.0.113.98 }")
+	if err := Apply(c, rs); err != nil {
+		t.Fatal(err)
+	}
+	b4 := nft(t, ns, "list", "set", "inet", "bastiond", "blocklist4")
+	b6 := nft(t, ns, "list", "set", "inet", "bastiond", "blocklist6")
+	if !strings.Contains(b4, "203.0.113.99 timeout") || !strings.Contains(b6, "2001:db8:cafe::99") {
+		t.Errorf("blocklist lost on re-apply:\n%s\n%s", b4, b6)
+	}
+	if strings.Contains(b4, "timeout 10m expires") {
+		t.Errorf("kept entry got a fresh full timeout instead of its remaining time:\n%s", b4)
+	}
+	if conn := nft(t, ns, "list", "set", "inet", "bastiond", "conn4"); strings.Contains(conn, "203.0.113.98") {
+		t.Errorf("a meter set was carried over:\n%s", conn)
+	}
+}

@@ -60,6 +60,9 @@ type Set struct {
 	// sources cannot exhaust memory.
 	Size     int
 	Elements []Element
+	// Keep carries a dynamic set's entries, with their remaining time,
+	// across a re-apply (the blocklist must survive a reload).
+	Keep bool
 }
 
 // Element is a set member: a prefix (a single address is a /32 or /128), a
