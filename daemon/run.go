@@ -49,8 +49,10 @@ type daemon struct {
 	lastReload *adminapi.ReloadResult
 	draining   bool
 
-	adminPath string
-	serveErrs chan error
+	adminPath     string
+	serveErrs     chan error
+	stopReconcile context.CancelFunc
+	reconciled    chan error
 }
 
 // Run runs the daemon until ctx is cancelled or SIGTERM or SIGINT arrives,
@@ -128,6 +130,10 @@ func (d *daemon) start() error {
 		adminLn.Close()
 		return err
 	}
+	// Keep the policy in force: repair whatever anyone changes in our tables.
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stopReconcile, d.reconciled = cancel, make(chan error, 1)
+	go func() { d.reconciled <- d.kernel.Reconcile(ctx, d.log.Named("firewall"), time.Second) }()
 	d.serveErrs = make(chan error, 2)
 	go func() { d.serveErrs <- d.front.Serve(lns.tcp, lns.udp) }()
 	go func() { d.serveErrs <- d.admin.Serve(adminLn) }()
@@ -211,6 +217,8 @@ func (d *daemon) close() {
 	defer cancel()
 	d.front.Shutdown(ctx)
 	d.admin.Shutdown(ctx)
+	d.stopReconcile()
+	<-d.reconciled
 	os.Remove(d.adminPath)
 	d.lns.Close()
 }

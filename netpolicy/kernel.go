@@ -2,13 +2,18 @@ package netpolicy
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/google/nftables"
 )
 
-// Kernel is a connection to the nftables of one network namespace.
+// Kernel is a connection to the nftables of one network namespace, and the
+// memory of what bastiond last put in force there.
 type Kernel struct {
-	conn *nftables.Conn
+	mu      sync.Mutex // guards the fields below, and serializes netlink use
+	conn    *nftables.Conn
+	applied *Ruleset // last ruleset applied
+	snap    snapshot // the kernel's state right after that
 }
 
 // Open connects to the nftables of the caller's network namespace.
@@ -29,11 +34,31 @@ func OpenNetNS(fd int) (*Kernel, error) {
 	return &Kernel{conn: c}, nil
 }
 
-// Apply puts rs in force atomically; see the package function Apply.
-func (k *Kernel) Apply(rs Ruleset) error { return Apply(k.conn, rs) }
+// Apply puts rs in force atomically (see the package function Apply) and
+// remembers it for Verify and Reconcile.
+func (k *Kernel) Apply(rs Ruleset) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.applyLocked(rs)
+}
+
+func (k *Kernel) applyLocked(rs Ruleset) error {
+	if err := Apply(k.conn, rs); err != nil {
+		return err
+	}
+	snap, err := read(k.conn, rs)
+	if err != nil {
+		return err
+	}
+	k.applied, k.snap = &rs, snap
+	return nil
+}
 
 // Cleanup removes every table bastiond may own, and nothing else. It is the
 // explicit opt-out of the fail-closed default (`bastiond -cleanup`).
 func (k *Kernel) Cleanup() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.applied, k.snap = nil, nil
 	return Remove(k.conn, []Table{{Family: FamilyInet, Name: HostTable}, {Family: FamilyBridge, Name: VNetTable}})
 }

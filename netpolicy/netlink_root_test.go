@@ -1,6 +1,7 @@
 package netpolicy
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -8,9 +9,12 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netns"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 var nsSeq atomic.Int32
@@ -146,4 +150,86 @@ func TestApplyKeepsBlocklist(t *testing.T) {
 	if conn := nft(t, ns, "list", "set", "inet", "bastiond", "conn4"); strings.Contains(conn, "203.0.113.98") {
 		t.Errorf("a meter set was carried over:\n%s", conn)
 	}
+}
+
+func TestVerifyAndReconcile(t *testing.T) {
+	ns, _ := testNetns(t)
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	k, err := OpenNetNS(int(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := labConfig(t, func(s string) string { return s + "firewall: {admin_cidrs: [192.0.2.0/24]}\n" })
+	rs, err := Compile(Input{Config: cfg, VNetAddrs: labVNet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	mustClean := func(why string) {
+		t.Helper()
+		if d, err := k.Verify(); err != nil || len(d) > 0 {
+			t.Fatalf("%s: verify = %v, %v", why, d, err)
+		}
+	}
+	mustClean("right after apply")
+	// Traffic-driven changes are not drift.
+	nft(t, ns, "add element inet bastiond blocklist4 { 203.0.113.7 }")
+	nft(t, ns, "add element inet bastiond conn6 { 2001:db8::7 }")
+	mustClean("after dynamic set updates")
+
+	tamper := []struct {
+		name, cmd, undo, want string
+	}{
+		{"rule added", "insert rule inet bastiond input tcp dport 22 accept", "", "a rule was added at position 19"},
+		{"constant set changed", "add element inet bastiond admin4 { 198.51.100.0/24 }", "", "set admin4 was changed"},
+		{"chain policy changed", "add chain inet bastiond input { type filter hook input priority 0; policy accept; }", "", "chain input: hook, priority or policy changed"},
+		{"table deleted", "delete table bridge bastiond_vnet", "", "table bridge bastiond_vnet is missing"},
+		{"set added", "add set inet bastiond extra { type ipv4_addr; }", "", "set extra was added"},
+	}
+	for _, tc := range tamper {
+		t.Run(tc.name, func(t *testing.T) {
+			nft(t, ns, tc.cmd)
+			d, err := k.Verify()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(strings.Join(d, "\n"), tc.want) {
+				t.Errorf("verify = %q, want %q", d, tc.want)
+			}
+			if err := k.Apply(rs); err != nil {
+				t.Fatal(err)
+			}
+			mustClean("after re-apply")
+		})
+	}
+
+	t.Run("reconcile restores a deleted table", func(t *testing.T) {
+		core, logs := observer.New(zap.InfoLevel)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- k.Reconcile(ctx, zap.New(core), 50*time.Millisecond) }()
+		defer func() { cancel(); <-done }()
+		nft(t, ns, "delete table inet bastiond")
+		deadline := time.Now().Add(5 * time.Second)
+		for logs.FilterMessage("firewall restored").Len() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("not restored; logs: %v", logs.All())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		drift := logs.FilterMessageSnippet("firewall drift").All()
+		if len(drift) == 0 || !strings.Contains(fmt.Sprint(drift[0].ContextMap()["differences"]), "table inet bastiond is missing") {
+			t.Errorf("drift log lacks what differed: %v", drift)
+		}
+		if !strings.Contains(nft(t, ns, "list", "ruleset"), "table inet bastiond") {
+			t.Error("table not back")
+		}
+		mustClean("after reconcile")
+	})
 }

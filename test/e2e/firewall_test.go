@@ -138,6 +138,25 @@ func TestFirewall(t *testing.T) {
 		expectProbe(t, ns, pub4, 443, "open")
 	})
 
+	t.Run("a hand-deleted table is restored within 5s and logged", func(t *testing.T) {
+		start := time.Now()
+		if out, err := inBastion(t, "nft", "delete", "table", "inet", "bastiond"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		for {
+			if out, err := inBastion(t, "nft", "list", "table", "inet", "bastiond"); err == nil && strings.Contains(out, "policy drop") {
+				break
+			}
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("not restored within 5s\n%s", d.log.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("drift repaired in %s", time.Since(start).Round(time.Millisecond))
+		d.waitLog("table inet bastiond is missing", 2*time.Second)
+		expectProbe(t, labValue(t, "NS_CLIENT"), pub4, 22, "filtered")
+	})
+
 	t.Run("invariant 9: the firewall stays closed after kill -9; -cleanup removes it", func(t *testing.T) {
 		d.cmd.Process.Kill()
 		d.wait(10 * time.Second)

@@ -1,0 +1,239 @@
+package netpolicy
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"go.uber.org/zap"
+)
+
+// Drift detection compares the kernel with what the kernel held right after
+// our own Apply, not with a prediction of it: whatever normalization the
+// kernel does, it did it to both. The root tests hold Apply to the compiled
+// ruleset, so "as applied" is "as compiled". Entries of dynamic sets (the
+// blocklist, meters) and counter values change by design and are not compared.
+
+// snapshot is the drift-relevant state of bastiond's tables.
+type snapshot map[string]tableSnap // key: "family name"
+
+type tableSnap struct {
+	sets   map[string]string // set name -> attributes and constant elements
+	chains map[string]chainSnap
+}
+
+type chainSnap struct {
+	header string
+	rules  []string
+}
+
+func tableKey(t Table) string { return string(t.Family) + " " + t.Name }
+
+// read takes a snapshot of the tables rs names.
+func read(c *nftables.Conn, rs Ruleset) (snapshot, error) {
+	snap := snapshot{}
+	for _, t := range rs.Tables {
+		nt, err := c.ListTableOfFamily(t.Name, tableFamily(t.Family))
+		if err != nil {
+			continue // missing: absent from the snapshot
+		}
+		ts := tableSnap{sets: map[string]string{}, chains: map[string]chainSnap{}}
+		sets, err := c.GetSets(nt)
+		if err != nil {
+			return nil, fmt.Errorf("netpolicy: read sets of %s: %w", tableKey(t), err)
+		}
+		for _, s := range sets {
+			desc := fmt.Sprintf("type=%d interval=%v timeout=%s size=%d dynamic=%v", s.KeyType.GetNFTMagic(), s.Interval, s.Timeout, s.Size, s.Dynamic)
+			if !s.Dynamic && !s.HasTimeout {
+				elems, err := c.GetSetElements(s)
+				if err != nil {
+					return nil, fmt.Errorf("netpolicy: read set %s: %w", s.Name, err)
+				}
+				keys := make([]string, len(elems))
+				for i, e := range elems {
+					keys[i] = fmt.Sprintf("%s/%v", hex.EncodeToString(e.Key), e.IntervalEnd)
+				}
+				sort.Strings(keys)
+				desc += " elements=" + strings.Join(keys, ",")
+			}
+			ts.sets[s.Name] = desc
+		}
+		chains, err := c.ListChainsOfTableFamily(tableFamily(t.Family))
+		if err != nil {
+			return nil, fmt.Errorf("netpolicy: read chains of %s: %w", tableKey(t), err)
+		}
+		for _, ch := range chains {
+			if ch.Table.Name != t.Name {
+				continue
+			}
+			cs := chainSnap{header: chainHeader(ch)}
+			rules, err := c.GetRules(nt, ch)
+			if err != nil {
+				return nil, fmt.Errorf("netpolicy: read rules of %s %s: %w", tableKey(t), ch.Name, err)
+			}
+			for _, r := range rules {
+				cs.rules = append(cs.rules, ruleString(r))
+			}
+			ts.chains[ch.Name] = cs
+		}
+		snap[tableKey(t)] = ts
+	}
+	return snap, nil
+}
+
+func chainHeader(ch *nftables.Chain) string {
+	var hook, prio, policy string
+	if ch.Hooknum != nil {
+		hook = fmt.Sprint(*ch.Hooknum)
+	}
+	if ch.Priority != nil {
+		prio = fmt.Sprint(*ch.Priority)
+	}
+	if ch.Policy != nil {
+		policy = fmt.Sprint(*ch.Policy)
+	}
+	return fmt.Sprintf("type=%s hook=%s prio=%s policy=%s", ch.Type, hook, prio, policy)
+}
+
+func ruleString(r *nftables.Rule) string {
+	parts := make([]string, 0, len(r.Exprs)+1)
+	for _, x := range r.Exprs {
+		parts = append(parts, exprString(x))
+	}
+	parts = append(parts, "userdata="+hex.EncodeToString(r.UserData))
+	return strings.Join(parts, " ")
+}
+
+// exprString prints an expression with the fields that define it. Counter
+// values are left out; nested expressions are printed, not their pointers.
+func exprString(x expr.Any) string {
+	switch x := x.(type) {
+	case *expr.Counter:
+		return "counter"
+	case *expr.Dynset:
+		inner := make([]string, len(x.Exprs))
+		for i, e := range x.Exprs {
+			inner[i] = exprString(e)
+		}
+		y := *x
+		y.Exprs = nil
+		return fmt.Sprintf("%T%+v[%s]", x, y, strings.Join(inner, " "))
+	}
+	return fmt.Sprintf("%T%+v", x, x)
+}
+
+// diff describes how cur differs from want, in words an admin can act on.
+// rs supplies the text of the expected rules.
+func diff(want, cur snapshot, rs Ruleset) []string {
+	var out []string
+	for _, t := range rs.Tables {
+		key := tableKey(t)
+		w, c := want[key], cur[key]
+		if _, ok := cur[key]; !ok {
+			out = append(out, fmt.Sprintf("table %s is missing", key))
+			continue
+		}
+		for name, wd := range w.sets {
+			switch cd, ok := c.sets[name]; {
+			case !ok:
+				out = append(out, fmt.Sprintf("table %s: set %s is missing", key, name))
+			case cd != wd:
+				out = append(out, fmt.Sprintf("table %s: set %s was changed", key, name))
+			}
+		}
+		for name := range c.sets {
+			if _, ok := w.sets[name]; !ok && !strings.HasPrefix(name, "__set") {
+				out = append(out, fmt.Sprintf("table %s: set %s was added", key, name))
+			}
+		}
+		for _, ch := range t.Chains {
+			wc, cc := w.chains[ch.Name], c.chains[ch.Name]
+			if _, ok := c.chains[ch.Name]; !ok {
+				out = append(out, fmt.Sprintf("table %s: chain %s is missing", key, ch.Name))
+				continue
+			}
+			if wc.header != cc.header {
+				out = append(out, fmt.Sprintf("table %s: chain %s: hook, priority or policy changed", key, ch.Name))
+			}
+			for i := range max(len(wc.rules), len(cc.rules)) {
+				switch {
+				case i >= len(cc.rules):
+					out = append(out, fmt.Sprintf("table %s: chain %s: rule %d is missing: %s", key, ch.Name, i+1, ruleText(ch, i)))
+				case i >= len(wc.rules):
+					out = append(out, fmt.Sprintf("table %s: chain %s: a rule was added at position %d", key, ch.Name, i+1))
+				case wc.rules[i] != cc.rules[i]:
+					out = append(out, fmt.Sprintf("table %s: chain %s: rule %d differs from: %s", key, ch.Name, i+1, ruleText(ch, i)))
+				}
+			}
+		}
+		for name := range c.chains {
+			if _, ok := w.chains[name]; !ok {
+				out = append(out, fmt.Sprintf("table %s: chain %s was added", key, name))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func ruleText(ch Chain, i int) string {
+	if i < len(ch.Rules) {
+		return ch.Rules[i].String()
+	}
+	return "?"
+}
+
+// Verify compares the kernel with the ruleset last applied and lists the
+// differences; none means the policy is in force as compiled.
+func (k *Kernel) Verify() ([]string, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.verifyLocked()
+}
+
+func (k *Kernel) verifyLocked() ([]string, error) {
+	if k.applied == nil {
+		return nil, fmt.Errorf("netpolicy: nothing applied yet")
+	}
+	cur, err := read(k.conn, *k.applied)
+	if err != nil {
+		return nil, err
+	}
+	return diff(k.snap, cur, *k.applied), nil
+}
+
+// Reconcile checks the kernel every interval (default 1s) until ctx ends,
+// and puts the applied ruleset back whenever someone has changed or removed
+// any part of it, logging what differed.
+func (k *Kernel) Reconcile(ctx context.Context, log *zap.Logger, interval time.Duration) error {
+	if interval <= 0 {
+		interval = time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		k.mu.Lock()
+		diffs, err := k.verifyLocked()
+		if err == nil && len(diffs) > 0 {
+			log.Warn("firewall drift: someone changed bastiond's tables; restoring them", zap.Strings("differences", diffs))
+			err = k.applyLocked(*k.applied)
+			if err == nil {
+				log.Info("firewall restored")
+			}
+		}
+		k.mu.Unlock()
+		if err != nil {
+			log.Error("firewall check failed", zap.Error(err))
+		}
+	}
+}
