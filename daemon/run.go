@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/signal"
 	"slices"
@@ -124,7 +123,7 @@ func (d *daemon) start() error {
 		adminLn.Close()
 		return err
 	}
-	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status})
+	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status, Policy: policyAPI{d}})
 	if err != nil {
 		lns.Close()
 		adminLn.Close()
@@ -285,15 +284,9 @@ func (d *daemon) tryReload() error {
 
 // applyPolicy compiles the firewall for cfg and puts it in force atomically.
 func (d *daemon) applyPolicy(cfg *config.Config) error {
-	vnet, err := discover.Lookup(cfg.Bastion.VNetInterface)
+	addrs, err := vnetAddrs(cfg)
 	if err != nil {
 		return err
-	}
-	var addrs []netip.Addr
-	for _, p := range vnet.Addrs {
-		if !p.Addr().IsLinkLocalUnicast() {
-			addrs = append(addrs, p.Addr())
-		}
 	}
 	rs, err := netpolicy.Compile(netpolicy.Input{Config: cfg, VNetAddrs: addrs})
 	if err != nil {

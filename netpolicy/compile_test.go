@@ -158,3 +158,23 @@ func TestNFTDuration(t *testing.T) {
 }
 
 func parseDuration(s string) (d time.Duration, err error) { return time.ParseDuration(s) }
+
+func TestExportGolden(t *testing.T) {
+	cfg := labConfig(t, func(s string) string { return strings.Replace(s, "mode: bridged", "mode: attached", 1) })
+	rs, err := Export(cfg, "vm2", labVNet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := rs.Render()
+	golden := filepath.Join("testdata", "export-vm2.nft")
+	if *update {
+		os.WriteFile(golden, []byte(got), 0o644)
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil || got != string(want) {
+		t.Errorf("export differs from %s (%v):\n%s", golden, err, got)
+	}
+	if _, err := Export(cfg, "vm9", labVNet); err == nil || !strings.Contains(err.Error(), `"vm9" is not in the inventory`) {
+		t.Errorf("unknown target: %v", err)
+	}
+}

@@ -62,3 +62,13 @@ func (k *Kernel) Cleanup() error {
 	k.applied, k.snap = nil, nil
 	return Remove(k.conn, []Table{{Family: FamilyInet, Name: HostTable}, {Family: FamilyBridge, Name: VNetTable}})
 }
+
+// Applied returns the ruleset last applied, if any.
+func (k *Kernel) Applied() (Ruleset, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.applied == nil {
+		return Ruleset{}, false
+	}
+	return *k.applied, true
+}

@@ -3,6 +3,7 @@ package netpolicy
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -232,4 +233,42 @@ func TestVerifyAndReconcile(t *testing.T) {
 		}
 		mustClean("after reconcile")
 	})
+}
+
+func TestBlocklistListAndClear(t *testing.T) {
+	ns, _ := testNetns(t)
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	k, err := OpenNetNS(int(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, _ := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet})
+	if err := k.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	nft(t, ns, "add element inet bastiond blocklist4 { 203.0.113.7, 203.0.113.8 timeout 2m }")
+	nft(t, ns, "add element inet bastiond blocklist6 { 2001:db8:cafe::7 }")
+	list, err := k.Blocklist()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 3 || list[0].Addr != netip.MustParseAddr("203.0.113.8") || list[0].Expires <= 0 || list[0].Expires > 2*time.Minute {
+		t.Fatalf("blocklist = %+v", list)
+	}
+	if n, err := k.Unblock([]netip.Addr{netip.MustParseAddr("203.0.113.7")}); err != nil || n != 1 {
+		t.Fatalf("unblock one: %d, %v", n, err)
+	}
+	if n, err := k.Unblock(nil); err != nil || n != 2 {
+		t.Fatalf("unblock all: %d, %v", n, err)
+	}
+	if list, _ := k.Blocklist(); len(list) != 0 {
+		t.Errorf("left: %+v", list)
+	}
+	if d, _ := k.Verify(); len(d) != 0 {
+		t.Errorf("clearing the blocklist counted as drift: %v", d)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -61,6 +62,8 @@ type Config struct {
 	Group string
 	// Status reports the daemon's state. Required.
 	Status func() Status
+	// Policy serves the firewall endpoints; nil leaves them out.
+	Policy Policy
 }
 
 // Server answers admin requests.
@@ -84,6 +87,9 @@ func NewServer(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.status())
 	})
+	if cfg.Policy != nil {
+		s.policyRoutes(mux, cfg.Policy)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "no such admin endpoint: " + r.Method + " " + r.URL.Path})
 	})
@@ -181,6 +187,21 @@ func Listen(path string) (*net.UnixListener, error) {
 	}
 	return ln, nil
 }
+
+func peerField(r *http.Request) zap.Field {
+	p, _ := r.Context().Value(peerKey{}).(Peer)
+	return zap.Uint32("uid", p.UID)
+}
+
+func zapAddrs(addrs []netip.Addr) zap.Field {
+	s := make([]string, len(addrs))
+	for i, a := range addrs {
+		s[i] = a.String()
+	}
+	return zap.Strings("addrs", s)
+}
+
+func zapInt(key string, n int) zap.Field { return zap.Int(key, n) }
 
 type apiError struct {
 	Error string `json:"error"`

@@ -38,12 +38,12 @@ func NewClient(path string) *Client {
 // Status fetches the daemon's status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var st Status
-	err := c.get(ctx, "/v1/status", &st)
+	err := c.do(ctx, http.MethodGet, "/v1/status", &st)
 	return st, err
 }
 
-func (c *Client) get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://bastiond"+path, nil)
+func (c *Client) do(ctx context.Context, method, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://bastiond"+path, nil)
 	if err != nil {
 		return err
 	}

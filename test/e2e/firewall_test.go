@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -131,11 +132,35 @@ func TestFirewall(t *testing.T) {
 				t.Errorf("%s does not hold the client: %v\n%s", set, err, out)
 			}
 		}
+		out, err := d.ctl(nil, "policy", "blocklist")
+		if err != nil || !strings.Contains(out, client4) || !strings.Contains(out, client6) {
+			t.Errorf("bastionctl policy blocklist: %v\n%s", err, out)
+		}
 		// Clearing the entry lets the user back in.
-		if out, err := inBastion(t, "nft", "flush", "set", "inet", "bastiond", "blocklist4"); err != nil {
-			t.Fatalf("%v: %s", err, out)
+		if out, err := d.ctl(nil, "policy", "blocklist", "clear", client4); err != nil || !strings.Contains(out, "removed 1 ") {
+			t.Fatalf("clear: %v: %s", err, out)
 		}
 		expectProbe(t, ns, pub4, 443, "open")
+		expectProbe(t, ns, pub6, 443, "filtered") // only the named entry went
+	})
+
+	var export string
+	t.Run("policy show, verify and export", func(t *testing.T) {
+		out, err := d.ctl(nil, "policy", "show")
+		if err != nil || !strings.Contains(out, "table inet bastiond {") || !strings.Contains(out, "table bridge bastiond_vnet {") ||
+			!strings.Contains(out, `iifname "pub0" tcp dport 443 accept`) || strings.Contains(out, "WARNING") {
+			t.Errorf("policy show: %v\n%s", err, out)
+		}
+		if out, err := d.ctl(nil, "policy", "verify"); err != nil || !strings.Contains(out, "in force") {
+			t.Errorf("policy verify: %v\n%s", err, out)
+		}
+		if out, err := d.ctl(nil, "policy", "export", "--target", "vm9"); err == nil || !strings.Contains(out, `target "vm9": not in the inventory`) {
+			t.Errorf("export of an unknown target: %v\n%s", err, out)
+		}
+		export, err = d.ctl(nil, "policy", "export", "--target", "vm1")
+		if err != nil || !strings.Contains(export, "table inet bastiond_guard {") {
+			t.Fatalf("export: %v\n%s", err, export)
+		}
 	})
 
 	t.Run("a hand-deleted table is restored within 5s and logged", func(t *testing.T) {
@@ -172,5 +197,21 @@ func TestFirewall(t *testing.T) {
 			t.Errorf("tables left after -cleanup:\n%s", out)
 		}
 		expectProbe(t, labValue(t, "NS_ROGUE"), labValue(t, "VM1_4"), 22, "open")
+
+		// Where the bastion only sits in the VNet, the exported script does
+		// the same job on the machine itself.
+		script := filepath.Join(t.TempDir(), "guard.nft")
+		if err := os.WriteFile(script, []byte(export), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		vm1 := labValue(t, "NS_VM1")
+		if out, err := exec.Command("ip", "netns", "exec", vm1, "nft", "-f", script).CombinedOutput(); err != nil {
+			t.Fatalf("loading the export on vm1: %v\n%s", err, out)
+		}
+		defer exec.Command("ip", "netns", "exec", vm1, "nft", "delete", "table", "inet", "bastiond_guard").Run()
+		for _, key := range []string{"VM1_4", "VM1_6"} {
+			expectProbe(t, labValue(t, "NS_ROGUE"), labValue(t, key), 22, "filtered")
+			expectProbe(t, labValue(t, "NS_BASTION"), labValue(t, key), 22, "open")
+		}
 	})
 }

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bastiond/bastiond/daemon/adminapi"
+)
+
+func newPolicy(socket *string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Audit the firewall: show, verify, export, blocklist",
+	}
+	client := func(cmd *cobra.Command) (*adminapi.Client, context.Context, context.CancelFunc) {
+		ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+		return adminapi.NewClient(*socket), ctx, cancel
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "show",
+		Short: "Print the nftables policy in force, in nft syntax",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel := client(cmd)
+			defer cancel()
+			v, err := c.Policy(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), v.Text)
+			if len(v.Differences) > 0 {
+				printDifferences(cmd.ErrOrStderr(), v.Differences)
+			}
+			return nil
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "verify",
+		Short: "Compare the kernel's tables with the compiled policy; exit 1 on any difference",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel := client(cmd)
+			defer cancel()
+			v, err := c.Policy(ctx)
+			if err != nil {
+				return err
+			}
+			if len(v.Differences) > 0 {
+				printDifferences(cmd.OutOrStdout(), v.Differences)
+				return errors.New("the kernel differs from the compiled policy")
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "in force: the kernel's tables match the compiled policy")
+			return nil
+		},
+	})
+	var target string
+	export := &cobra.Command{
+		Use:   "export --target NAME",
+		Short: "Print the nft script that makes a machine accept SSH/RDP from the bastion only",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel := client(cmd)
+			defer cancel()
+			text, err := c.Export(ctx, target)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), text)
+			return nil
+		},
+	}
+	export.Flags().StringVar(&target, "target", "", "the target's name in the inventory")
+	export.MarkFlagRequired("target")
+	cmd.AddCommand(export)
+	cmd.AddCommand(newBlocklist(client))
+	return cmd
+}
+
+func newBlocklist(client func(*cobra.Command) (*adminapi.Client, context.Context, context.CancelFunc)) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "blocklist",
+		Short: "List the sources the scan trap has blocklisted",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel := client(cmd)
+			defer cancel()
+			list, err := c.Blocklist(ctx)
+			if err != nil {
+				return err
+			}
+			if len(list) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "no source is blocklisted")
+				return nil
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "SOURCE\tEXPIRES IN")
+			for _, e := range list {
+				fmt.Fprintf(w, "%s\t%s\n", e.Addr, e.Expires.Round(time.Second))
+			}
+			return w.Flush()
+		},
+	}
+	var all bool
+	clear := &cobra.Command{
+		Use:   "clear [ADDRESS...] | --all",
+		Short: "Remove sources from the blocklist",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if all == (len(args) > 0) {
+				return errors.New("name the addresses to clear, or --all")
+			}
+			c, ctx, cancel := client(cmd)
+			defer cancel()
+			n, err := c.Unblock(ctx, args, all)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %d blocklist entries\n", n)
+			return nil
+		},
+	}
+	clear.Flags().BoolVar(&all, "all", false, "clear every entry")
+	cmd.AddCommand(clear)
+	return cmd
+}
+
+func printDifferences(w io.Writer, diffs []string) {
+	fmt.Fprintln(w, "WARNING: the kernel differs from the compiled policy (the daemon restores it within seconds):")
+	for _, d := range diffs {
+		fmt.Fprintln(w, "  -", d)
+	}
+}

@@ -1,0 +1,121 @@
+package adminapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"time"
+)
+
+// Policy is the firewall as the admin API shows it. The daemon implements it.
+type Policy interface {
+	// Show returns the policy in force in nft syntax, and how the kernel
+	// differs from it (nothing when it is in force as compiled).
+	Show() (PolicyView, error)
+	// Export returns the nft script for target's own firewall.
+	Export(target string) (string, error)
+	Blocklist() ([]BlockEntry, error)
+	// Unblock removes addrs from the blocklist, or all entries when empty.
+	Unblock(addrs []netip.Addr) (int, error)
+}
+
+// PolicyView is the answer to GET /v1/policy.
+type PolicyView struct {
+	Text        string   `json:"text"`
+	Differences []string `json:"differences"`
+}
+
+// BlockEntry is one blocklisted source.
+type BlockEntry struct {
+	Addr    netip.Addr    `json:"addr"`
+	Expires time.Duration `json:"expires_ns"`
+}
+
+// ErrUnknownTarget is returned by Policy.Export for a name not in the inventory.
+var ErrUnknownTarget = errors.New("not in the inventory")
+
+func (s *Server) policyRoutes(mux *http.ServeMux, p Policy) {
+	mux.HandleFunc("GET /v1/policy", func(w http.ResponseWriter, r *http.Request) {
+		v, err := p.Show()
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+	mux.HandleFunc("GET /v1/policy/export", func(w http.ResponseWriter, r *http.Request) {
+		text, err := p.Export(r.URL.Query().Get("target"))
+		switch {
+		case errors.Is(err, ErrUnknownTarget):
+			writeJSON(w, http.StatusNotFound, apiError{Error: err.Error()})
+		case err != nil:
+			writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
+		default:
+			writeJSON(w, http.StatusOK, PolicyView{Text: text})
+		}
+	})
+	mux.HandleFunc("GET /v1/policy/blocklist", func(w http.ResponseWriter, r *http.Request) {
+		list, err := p.Blocklist()
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, list)
+	})
+	mux.HandleFunc("DELETE /v1/policy/blocklist", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		var addrs []netip.Addr
+		for _, a := range q["addr"] {
+			addr, err := netip.ParseAddr(a)
+			if err != nil {
+				writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("%q is not an IP address", a)})
+				return
+			}
+			addrs = append(addrs, addr)
+		}
+		if len(addrs) == 0 && q.Get("all") != "true" {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "name the addresses to unblock, or all"})
+			return
+		}
+		n, err := p.Unblock(addrs)
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
+			return
+		}
+		s.log.Info("blocklist cleared by admin", peerField(r), zapAddrs(addrs), zapInt("removed", n))
+		writeJSON(w, http.StatusOK, map[string]int{"removed": n})
+	})
+}
+
+// Policy fetches the policy in force and its differences from the kernel.
+func (c *Client) Policy(ctx context.Context) (PolicyView, error) {
+	var v PolicyView
+	return v, c.do(ctx, http.MethodGet, "/v1/policy", &v)
+}
+
+// Export fetches the nft script for target's own firewall.
+func (c *Client) Export(ctx context.Context, target string) (string, error) {
+	var v PolicyView
+	err := c.do(ctx, http.MethodGet, "/v1/policy/export?target="+url.QueryEscape(target), &v)
+	return v.Text, err
+}
+
+// Blocklist lists the blocklisted sources.
+func (c *Client) Blocklist(ctx context.Context) ([]BlockEntry, error) {
+	var list []BlockEntry
+	return list, c.do(ctx, http.MethodGet, "/v1/policy/blocklist", &list)
+}
+
+// Unblock removes addrs, or every entry when all is set.
+func (c *Client) Unblock(ctx context.Context, addrs []string, all bool) (int, error) {
+	q := url.Values{"addr": addrs}
+	if all {
+		q.Set("all", "true")
+	}
+	var res map[string]int
+	err := c.do(ctx, http.MethodDelete, "/v1/policy/blocklist?"+q.Encode(), &res)
+	return res["removed"], err
+}

@@ -1,0 +1,52 @@
+package netpolicy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/bastiond/bastiond/daemon/config"
+)
+
+// Export is the rule for a machine's own firewall where the bastion only sits
+// in the VNet (attached mode): the guarded ports of that machine accept
+// connections from the bastion's VNet addresses and from nobody else. It is
+// a table of its own (inet bastiond_guard) that only drops, so it composes
+// with whatever firewall the machine already has.
+func Export(cfg *config.Config, target string, bastion []netip.Addr) (Ruleset, error) {
+	i := slices.IndexFunc(cfg.Inventory.Targets, func(t config.Target) bool { return t.Name == target })
+	if i < 0 {
+		return Ruleset{}, fmt.Errorf("netpolicy: target %q is not in the inventory", target)
+	}
+	t := cfg.Inventory.Targets[i]
+	ports := append(slices.Clone(alwaysProtected), t.Ports.SSH, t.Ports.RDP)
+	ports = slices.DeleteFunc(sortedPorts(append(ports, t.Ports.Tunnel...)), func(p uint16) bool { return p == 0 })
+	var b4, b6 []Element
+	for _, a := range bastion {
+		if a.IsLinkLocalUnicast() {
+			continue
+		}
+		e := Element{Prefix: netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())}
+		if a.Unmap().Is4() {
+			b4 = append(b4, e)
+		} else {
+			b6 = append(b6, e)
+		}
+	}
+	rules := []Rule{
+		{Match: []Match{NFProto{}, DPort{Proto: "tcp", Ports: ports}, SAddrIn{Set: "bastion4", Negate: true}}, Verdict: "drop",
+			Comment: "only the bastion reaches " + t.Name + "'s SSH/RDP"},
+		{Match: []Match{NFProto{V6: true}, DPort{Proto: "tcp", Ports: ports}, SAddrIn{V6: true, Set: "bastion6", Negate: true}}, Verdict: "drop"},
+	}
+	return Ruleset{Tables: []Table{{
+		Family: FamilyInet,
+		Name:   GuardName,
+		Sets: []Set{
+			{Name: "bastion4", Type: TypeIPv4, Elements: b4},
+			{Name: "bastion6", Type: TypeIPv6, Elements: b6},
+		},
+		// Before the machine's own filter chains, so that an accept there
+		// cannot let a stranger in first.
+		Chains: []Chain{{Name: "input", Hook: "input", Priority: -5, Policy: "accept", Rules: rules}},
+	}}}, nil
+}
