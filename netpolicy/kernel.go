@@ -5,7 +5,37 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
+
+// sendBuffer bounds one transaction. A transaction must travel in a single
+// sendmsg to stay atomic, and 10,000 targets make a batch of a few MiB, far
+// over the default socket buffer; like nft, raise it with SO_SNDBUFFORCE
+// (CAP_NET_ADMIN, which programming nftables needs anyway). The kernel only
+// allocates what a message really uses.
+const sendBuffer = 64 << 20
+
+func bigSendBuffer(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		// The kernel acknowledges every message of the batch before we
+		// read any answer, so the receive side needs the room too.
+		for _, opt := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt[0], sendBuffer); err != nil {
+				// Without CAP_NET_ADMIN: as large as allowed.
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt[1], sendBuffer)
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
+}
 
 // Kernel is a connection to the nftables of one network namespace, and the
 // memory of what bastiond last put in force there.
@@ -18,7 +48,7 @@ type Kernel struct {
 
 // Open connects to the nftables of the caller's network namespace.
 func Open() (*Kernel, error) {
-	c, err := nftables.New()
+	c, err := nftables.New(nftables.WithSockOptions(bigSendBuffer))
 	if err != nil {
 		return nil, fmt.Errorf("netpolicy: netlink: %w", err)
 	}
@@ -27,7 +57,7 @@ func Open() (*Kernel, error) {
 
 // OpenNetNS connects to the nftables of the namespace whose descriptor is fd.
 func OpenNetNS(fd int) (*Kernel, error) {
-	c, err := nftables.New(nftables.WithNetNSFd(fd))
+	c, err := nftables.New(nftables.WithNetNSFd(fd), nftables.WithSockOptions(bigSendBuffer))
 	if err != nil {
 		return nil, fmt.Errorf("netpolicy: netlink: %w", err)
 	}

@@ -71,13 +71,14 @@ func queueTable(c *nftables.Conn, t Table, kept map[string][]nftables.SetElement
 		if err != nil {
 			return fmt.Errorf("set %s: %w", s.Name, err)
 		}
-		if err := c.AddSet(ns, elems); err != nil {
+		if err := c.AddSet(ns, nil); err != nil {
 			return fmt.Errorf("set %s: %w", s.Name, err)
 		}
-		if k := kept[s.Name]; len(k) > 0 {
-			if err := c.SetAddElements(ns, k); err != nil {
-				return fmt.Errorf("set %s: keep %d entries: %w", s.Name, len(k), err)
-			}
+		if err := addElements(c, ns, elems); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		if err := addElements(c, ns, kept[s.Name]); err != nil {
+			return fmt.Errorf("set %s: keep %d entries: %w", s.Name, len(kept[s.Name]), err)
 		}
 		sets[s.Name] = ns
 	}
@@ -91,6 +92,29 @@ func queueTable(c *nftables.Conn, t Table, kept map[string][]nftables.SetElement
 			}
 			c.AddRule(&nftables.Rule{Table: nt, Chain: nc, Exprs: exprs, UserData: commentUserData(r.Comment)})
 		}
+	}
+	return nil
+}
+
+// elementsPerMessage keeps each element list far below 64 KiB: a netlink
+// attribute's length is 16 bits, and one list of a large set would overflow
+// it (the kernel then rejects the batch, or worse, reads a truncated set).
+// An element with its attributes takes at most about 60 bytes here.
+const elementsPerMessage = 512
+
+// addElements queues elems for s in as many messages as needed; they all
+// belong to the same transaction.
+func addElements(c *nftables.Conn, s *nftables.Set, elems []nftables.SetElement) error {
+	for len(elems) > 0 {
+		n := min(len(elems), elementsPerMessage)
+		// Interval sets take a start and its end together.
+		if n < len(elems) && elems[n].IntervalEnd {
+			n++
+		}
+		if err := c.SetAddElements(s, elems[:n]); err != nil {
+			return err
+		}
+		elems = elems[n:]
 	}
 	return nil
 }

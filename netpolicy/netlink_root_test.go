@@ -40,7 +40,7 @@ func testNetns(t *testing.T) (string, *nftables.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	c, err := nftables.New(nftables.WithNetNSFd(int(h)))
+	c, err := nftables.New(nftables.WithNetNSFd(int(h)), nftables.WithSockOptions(bigSendBuffer))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,5 +270,33 @@ func TestBlocklistListAndClear(t *testing.T) {
 	}
 	if d, _ := k.Verify(); len(d) != 0 {
 		t.Errorf("clearing the blocklist counted as drift: %v", d)
+	}
+}
+
+// A large inventory must arrive whole: every element of every set, in one
+// transaction (netlink attributes are limited to 64 KiB each).
+func TestApplyLargeInventory(t *testing.T) {
+	_, c := testNetns(t)
+	for _, n := range []int{2000, 5000} {
+		rs, err := Compile(Input{Config: bigConfigT(t, n), VNetAddrs: labVNet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Apply(c, rs); err != nil {
+			t.Fatalf("%d targets: %v", n, err)
+		}
+		for _, set := range rs.Tables[1].Sets {
+			ks, err := c.GetSetByName(&nftables.Table{Family: nftables.TableFamilyBridge, Name: VNetTable}, set.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.GetSetElements(ks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(set.Elements) {
+				t.Errorf("%d targets: set %s holds %d elements in the kernel, want %d", n, set.Name, len(got), len(set.Elements))
+			}
+		}
 	}
 }
