@@ -132,7 +132,7 @@ func (d *daemon) start() error {
 	// Keep the policy in force: repair whatever anyone changes in our tables.
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stopReconcile, d.reconciled = cancel, make(chan error, 1)
-	go func() { d.reconciled <- d.kernel.Reconcile(ctx, d.log.Named("firewall"), time.Second) }()
+	go func() { d.reconciled <- d.kernel.Reconcile(ctx, d.log.Named("firewall"), 0) }()
 	d.serveErrs = make(chan error, 2)
 	go func() { d.serveErrs <- d.front.Serve(lns.tcp, lns.udp) }()
 	go func() { d.serveErrs <- d.admin.Serve(adminLn) }()

@@ -207,12 +207,21 @@ func (k *Kernel) verifyLocked() ([]string, error) {
 	return diff(k.snap, cur, *k.applied), nil
 }
 
-// Reconcile checks the kernel every interval (default 1s) until ctx ends,
-// and puts the applied ruleset back whenever someone has changed or removed
-// any part of it, logging what differed.
+// Reconcile keeps the applied ruleset in force until ctx ends: whenever
+// someone changes or removes any part of it, it logs what differed and
+// applies it again. It checks at once on every nftables change the kernel
+// announces (coalesced), and every interval (default 30s) in case an
+// announcement was lost; without announcements it checks every second.
 func (k *Kernel) Reconcile(ctx context.Context, log *zap.Logger, interval time.Duration) error {
 	if interval <= 0 {
+		interval = 30 * time.Second
+	}
+	changes, stop, err := k.watch()
+	if err != nil {
+		log.Warn("no nftables change notifications; checking every second instead", zap.Error(err))
 		interval = time.Second
+	} else {
+		defer stop()
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -221,19 +230,61 @@ func (k *Kernel) Reconcile(ctx context.Context, log *zap.Logger, interval time.D
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-		}
-		k.mu.Lock()
-		diffs, err := k.verifyLocked()
-		if err == nil && len(diffs) > 0 {
-			log.Warn("firewall drift: someone changed bastiond's tables; restoring them", zap.Strings("differences", diffs))
-			err = k.applyLocked(*k.applied)
-			if err == nil {
-				log.Info("firewall restored")
+		case _, ok := <-changes:
+			if !ok { // the monitor died: fall back to polling
+				changes = nil
+				t.Reset(time.Second)
+				log.Warn("nftables change notifications stopped; checking every second instead")
+				continue
 			}
+			// A transaction announces each object; wait for the rest.
+			coalesce(changes, 50*time.Millisecond)
 		}
-		k.mu.Unlock()
-		if err != nil {
-			log.Error("firewall check failed", zap.Error(err))
+		k.check(log)
+	}
+}
+
+func (k *Kernel) check(log *zap.Logger) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	diffs, err := k.verifyLocked()
+	if err == nil && len(diffs) > 0 {
+		log.Warn("firewall drift: someone changed bastiond's tables; restoring them", zap.Strings("differences", diffs))
+		if err = k.applyLocked(*k.applied); err == nil {
+			log.Info("firewall restored")
 		}
 	}
+	if err != nil {
+		log.Error("firewall check failed", zap.Error(err))
+	}
+}
+
+// coalesce drains ch until it has been quiet for d.
+func coalesce[T any](ch <-chan T, d time.Duration) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+			timer.Reset(d)
+		case <-timer.C:
+			return
+		}
+	}
+}
+
+// watch subscribes to the kernel's nftables change announcements.
+func (k *Kernel) watch() (<-chan *nftables.MonitorEvent, func(), error) {
+	mon := nftables.NewMonitor(
+		nftables.WithMonitorAction(nftables.MonitorActionAny),
+		nftables.WithMonitorObject(nftables.MonitorObjectAny),
+	)
+	ch, err := k.conn.AddMonitor(mon)
+	if err != nil {
+		return nil, nil, fmt.Errorf("netpolicy: monitor: %w", err)
+	}
+	return ch, func() { mon.Close() }, nil
 }
