@@ -215,3 +215,88 @@ func TestFirewall(t *testing.T) {
 		}
 	})
 }
+
+// scanPorts are the ports an nmap scan covers: 1-1024 and every port the
+// lab's services and the daemon use.
+const scanPorts = "1-1024,3389,3390,8443,9443"
+
+// nmapScan SYN-scans addr from namespace ns and returns the open ports and
+// how many ports nmap found filtered.
+func nmapScan(t *testing.T, ns, addr string, extra ...string) (open []string, filtered int) {
+	t.Helper()
+	if _, err := exec.LookPath("nmap"); err != nil {
+		t.Skip("nmap not installed (test/deps.sh installs it)")
+	}
+	args := []string{"netns", "exec", ns, "nmap", "-Pn", "-sS", "-n", "-p", scanPorts, "--max-retries", "1", "-T4",
+		"--host-timeout", "120s", "-oG", "-"}
+	if strings.Contains(addr, ":") {
+		args = append(args, "-6")
+	}
+	args = append(append(args, extra...), addr)
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nmap: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		_, ports, ok := strings.Cut(line, "Ports: ")
+		if !ok {
+			continue
+		}
+		ports, ignored, _ := strings.Cut(ports, "\tIgnored State: ")
+		for _, p := range strings.Split(ports, ", ") {
+			f := strings.Split(p, "/")
+			switch {
+			case len(f) > 1 && f[1] == "open":
+				open = append(open, f[0])
+			case len(f) > 1 && f[1] == "filtered":
+				filtered++
+			}
+		}
+		if n, ok := strings.CutPrefix(ignored, "filtered ("); ok {
+			var k int
+			fmt.Sscanf(n, "%d", &k)
+			filtered += k
+		}
+	}
+	t.Logf("nmap %s from %s: open %v, filtered %d", addr, ns, open, filtered)
+	return open, filtered
+}
+
+// TestScan is the scan a stranger runs, as nmap reports it.
+func TestScan(t *testing.T) {
+	needLab(t)
+	client4, client6 := labValue(t, "CLIENT4"), labValue(t, "CLIENT6")
+	allow := fmt.Sprintf("firewall:\n  admin_cidrs: [%s/32, \"%s/128\"]\n", client4, client6)
+	d := startDaemon(t, viaFDs, allow)
+	t.Cleanup(func() {
+		d.stop()
+		inBastion(t, filepath.Join(binDir, "bastiond"), "-cleanup")
+	})
+	total := 1024 + 4
+	ns := labValue(t, "NS_CLIENT")
+	for _, key := range []string{"BASTION_PUB4", "BASTION_PUB6"} {
+		t.Run("allowlisted client sees 443 only over "+key, func(t *testing.T) {
+			open, filtered := nmapScan(t, ns, labValue(t, key))
+			if len(open) != 1 || open[0] != "443" || filtered != total-1 {
+				t.Errorf("open %v, filtered %d; want only 443 open and %d filtered", open, filtered, total-1)
+			}
+		})
+	}
+	// Arm the trap for the client.
+	d.writeConfig(labConfig(d.dir, ""))
+	d.signal(syscall.SIGHUP)
+	d.waitNotify("RELOADING=1", 5*time.Second)
+	d.waitNotify("READY=1", 10*time.Second)
+	for _, key := range []string{"BASTION_PUB4", "BASTION_PUB6"} {
+		t.Run("a stranger sees no open port at all over "+key, func(t *testing.T) {
+			// -r: ports in order, so a closed port is probed before 443.
+			open, filtered := nmapScan(t, ns, labValue(t, key), "-r")
+			if len(open) != 0 || filtered != total {
+				t.Errorf("open %v, filtered %d; want nothing open", open, filtered)
+			}
+		})
+	}
+	if out, err := d.ctl(nil, "policy", "blocklist", "clear", "--all"); err != nil || !strings.Contains(out, "removed 2 ") {
+		t.Errorf("clear: %v: %s", err, out)
+	}
+}
