@@ -164,6 +164,17 @@ func TestParseProblems(t *testing.T) {
 			edit: func(s string) string { return strings.Replace(s, "name: vm2", "name: vm1", 1) },
 			want: []string{`lab.yaml:16: inventory.targets[1].name: target "vm1" is listed twice`},
 		},
+		{
+			name: "address of two targets, or twice in one",
+			edit: func(s string) string {
+				s = strings.Replace(s, "[198.18.1.12,", "[198.18.1.11,", 1)
+				return strings.Replace(s, `[198.18.1.11, "2001:db8:b5:1::11"]`, `[198.18.1.11, "2001:db8:b5:1::11", "2001:db8:b5:1::11"]`, 1)
+			},
+			want: []string{
+				`lab.yaml:13: inventory.targets[0].addresses[2]: 2001:db8:b5:1::11 is listed twice`,
+				`lab.yaml:17: inventory.targets[1].addresses[0]: 198.18.1.11 is already target "vm1"'s address: an address belongs to one target`,
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

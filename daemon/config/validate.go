@@ -168,6 +168,9 @@ func (c *Config) validateFirewall(v *validator) {
 // validateInventory checks the targets and returns the set of their names.
 func (c *Config) validateInventory(v *validator) map[string]bool {
 	names := make(map[string]bool, len(c.Inventory.Targets))
+	// An address is one machine's: two targets with one address would make
+	// the firewall's per-target counters and the audit trail ambiguous.
+	owner := make(map[netip.Addr]string)
 	for i, t := range c.Inventory.Targets {
 		path := fmt.Sprintf("inventory.targets[%d]", i)
 		switch {
@@ -183,7 +186,16 @@ func (c *Config) validateInventory(v *validator) map[string]bool {
 			v.errorf(path+".addresses", "required: the machine's private address(es)")
 		}
 		for j, a := range t.Addresses {
-			c.validateTargetAddr(v, fmt.Sprintf("%s.addresses[%d]", path, j), a)
+			ap := fmt.Sprintf("%s.addresses[%d]", path, j)
+			c.validateTargetAddr(v, ap, a)
+			switch prev, ok := owner[a.Unmap()]; {
+			case !ok:
+				owner[a.Unmap()] = t.Name
+			case prev == t.Name:
+				v.errorf(ap, "%s is listed twice", a)
+			default:
+				v.errorf(ap, "%s is already target %q's address: an address belongs to one target", a, prev)
+			}
 		}
 		if t.Ports.SSH == 0 && t.Ports.RDP == 0 && len(t.Ports.Tunnel) == 0 {
 			v.errorf(path+".ports", "required: at least one of ssh, rdp or tunnel")
