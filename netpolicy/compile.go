@@ -88,6 +88,7 @@ func hostTable(cfg *config.Config) Table {
 		{Match: []Match{SAddrIn{Set: "blocklist4"}}, Verdict: "drop", Comment: "blocklisted: dropped everywhere"},
 		{Match: []Match{SAddrIn{V6: true, Set: "blocklist6"}}, Verdict: "drop"},
 		{Match: []Match{CtState{States: []string{"invalid"}}}, Verdict: "drop"},
+		sessionCountRules(true)[0], sessionCountRules(true)[1],
 		{Match: []Match{CtState{States: []string{"established", "related"}}}, Verdict: "accept"},
 		{Match: []Match{ICMPType{Types: []string{"destination-unreachable", "time-exceeded", "parameter-problem"}}}, Verdict: "accept", Comment: "errors the network needs"},
 		{Match: []Match{ICMPType{V6: true, Types: []string{"destination-unreachable", "packet-too-big", "time-exceeded", "parameter-problem",
@@ -109,7 +110,11 @@ func hostTable(cfg *config.Config) Table {
 		Rule{Match: []Match{pub, SAddrIn{V6: true, Set: "admin6"}}, Verdict: "drop"},
 	)
 	rules = append(rules, trapRules(pub, fw, &t)...)
-	t.Chains = []Chain{{Name: "input", Hook: "input", Policy: "drop", Rules: rules}}
+	t.Sets = append(t.Sets, sessionSets(cfg)...)
+	t.Chains = []Chain{
+		{Name: "input", Hook: "input", Policy: "drop", Rules: rules},
+		{Name: "output", Hook: "output", Policy: "accept", Rules: sessionCountRules(false)},
+	}
 	return t
 }
 
@@ -138,29 +143,94 @@ func trapRules(pub IIF, fw config.Firewall, t *Table) []Rule {
 	return rules
 }
 
-// protectedSets hold every target address . guarded port, one set per family.
-func protectedSets(cfg *config.Config) []Set {
-	var p4, p6 []Element
+// Names of the sets that carry per-target counters. Their elements are
+// address . port, commented with the target's name.
+const (
+	ToTargets4    = "to_targets4" // host table: what the bastion sent each target
+	ToTargets6    = "to_targets6"
+	FromTargets4  = "from_targets4" // host table: what each target sent the bastion
+	FromTargets6  = "from_targets6"
+	ProtectedSet4 = "protected4" // VNet guard: what was dropped on its way to each target
+	ProtectedSet6 = "protected6"
+)
+
+// targetElements lists address . port for every target and every port that
+// ports returns for it, per family, each named after its target. An address
+// belongs to one target (the configuration refuses anything else); should
+// one appear twice, the first target keeps it.
+func targetElements(cfg *config.Config, ports func(config.Target) []uint16) (v4, v6 []Element) {
+	type key struct {
+		addr netip.Addr
+		port uint16
+	}
+	seen := make(map[key]bool)
 	for _, t := range cfg.Inventory.Targets {
-		ports := append(slices.Clone(alwaysProtected), t.Ports.SSH, t.Ports.RDP)
-		ports = append(ports, t.Ports.Tunnel...)
-		for _, port := range sortedPorts(ports) {
+		for _, port := range sortedPorts(ports(t)) {
 			if port == 0 {
 				continue
 			}
 			for _, a := range t.Addresses {
-				e := Element{Prefix: netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), Port: port}
-				if a.Unmap().Is4() {
-					p4 = append(p4, e)
+				a = a.Unmap()
+				if seen[key{a, port}] {
+					continue
+				}
+				seen[key{a, port}] = true
+				e := Element{Prefix: netip.PrefixFrom(a, a.BitLen()), Port: port, Comment: t.Name}
+				if a.Is4() {
+					v4 = append(v4, e)
 				} else {
-					p6 = append(p6, e)
+					v6 = append(v6, e)
 				}
 			}
 		}
 	}
+	return v4, v6
+}
+
+// offeredPorts are the ports the bastion dials on t.
+func offeredPorts(t config.Target) []uint16 {
+	return append([]uint16{t.Ports.SSH, t.Ports.RDP}, t.Ports.Tunnel...)
+}
+
+// guardedPorts are the ports nobody but the bastion may reach on t.
+func guardedPorts(t config.Target) []uint16 {
+	return append(slices.Clone(alwaysProtected), offeredPorts(t)...)
+}
+
+// sessionSets hold every target address . offered port, with a counter per
+// element: the bastion's traffic with each target, one pair of sets per
+// direction.
+func sessionSets(cfg *config.Config) []Set {
+	v4, v6 := targetElements(cfg, offeredPorts)
 	return []Set{
-		{Name: "protected4", Type: TypeIPv4Port, Elements: dedupe(p4)},
-		{Name: "protected6", Type: TypeIPv6Port, Elements: dedupe(p6)},
+		{Name: ToTargets4, Type: TypeIPv4Port, Counter: true, Elements: v4},
+		{Name: ToTargets6, Type: TypeIPv6Port, Counter: true, Elements: v6},
+		{Name: FromTargets4, Type: TypeIPv4Port, Counter: true, Elements: v4},
+		{Name: FromTargets6, Type: TypeIPv6Port, Counter: true, Elements: v6},
+	}
+}
+
+// protectedSets hold every target address . guarded port, one set per
+// family, with a counter per element: what the guard dropped.
+func protectedSets(cfg *config.Config) []Set {
+	v4, v6 := targetElements(cfg, guardedPorts)
+	return []Set{
+		{Name: ProtectedSet4, Type: TypeIPv4Port, Counter: true, Elements: v4},
+		{Name: ProtectedSet6, Type: TypeIPv6Port, Counter: true, Elements: v6},
+	}
+}
+
+// sessionCountRules count, in the sets' element counters, what the bastion
+// sends to a target's offered ports (output) or receives from them (input).
+// They have no verdict: the chain goes on as if they were not there.
+func sessionCountRules(source bool) []Rule {
+	set4, set6, comment := ToTargets4, ToTargets6, "per-target counters: sent to targets"
+	if source {
+		set4, set6, comment = FromTargets4, FromTargets6, "per-target counters: received from targets"
+	}
+	return []Rule{
+		{Match: []Match{AddrPortIn{Set: set4, Source: source}}, Comment: comment},
+		{Match: []Match{AddrPortIn{V6: true, Set: set6, Source: source}}},
 	}
 }
 
@@ -171,8 +241,8 @@ func protectedSets(cfg *config.Config) []Set {
 // rogue host that spoofs the bastion's address.
 func protectRules() []Rule {
 	return []Rule{
-		{Match: []Match{DAddrPortIn{Set: "protected4"}}, Stmts: []Stmt{Counter{}}, Verdict: "drop", Comment: "only the bastion reaches SSH/RDP"},
-		{Match: []Match{DAddrPortIn{V6: true, Set: "protected6"}}, Stmts: []Stmt{Counter{}}, Verdict: "drop"},
+		{Match: []Match{AddrPortIn{Set: ProtectedSet4}}, Stmts: []Stmt{Counter{}}, Verdict: "drop", Comment: "only the bastion reaches SSH/RDP"},
+		{Match: []Match{AddrPortIn{V6: true, Set: ProtectedSet6}}, Stmts: []Stmt{Counter{}}, Verdict: "drop"},
 	}
 }
 
@@ -194,16 +264,4 @@ func vnetBridgeTable(cfg *config.Config, vnetAddrs []netip.Addr) Table {
 		Sets:   protectedSets(cfg),
 		Chains: []Chain{{Name: "forward", Hook: "forward", Policy: "accept", Rules: rules}},
 	}
-}
-
-func dedupe(els []Element) []Element {
-	seen := make(map[Element]bool, len(els))
-	out := els[:0]
-	for _, e := range els {
-		if !seen[e] {
-			seen[e] = true
-			out = append(out, e)
-		}
-	}
-	return out
 }

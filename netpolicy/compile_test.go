@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -176,5 +177,28 @@ func TestExportGolden(t *testing.T) {
 	}
 	if _, err := Export(cfg, "vm9", labVNet); err == nil || !strings.Contains(err.Error(), `"vm9" is not in the inventory`) {
 		t.Errorf("unknown target: %v", err)
+	}
+}
+
+func TestRuleDiff(t *testing.T) {
+	tests := []struct {
+		name      string
+		want, cur []string
+		edits     []ruleEdit
+	}{
+		{"same", []string{"a", "b"}, []string{"a", "b"}, nil},
+		{"inserted first", []string{"a", "b", "c"}, []string{"x", "a", "b", "c"}, []ruleEdit{{-1, 0}}},
+		{"appended", []string{"a", "b"}, []string{"a", "b", "x"}, []ruleEdit{{-1, 2}}},
+		{"deleted middle", []string{"a", "b", "c"}, []string{"a", "c"}, []ruleEdit{{1, -1}}},
+		{"changed", []string{"a", "b", "c"}, []string{"a", "x", "c"}, []ruleEdit{{1, 1}}},
+		{"all gone", []string{"a", "b"}, nil, []ruleEdit{{0, -1}, {1, -1}}},
+		{"moved", []string{"a", "b", "c"}, []string{"b", "c", "a"}, []ruleEdit{{0, -1}, {-1, 2}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ruleDiff(tt.want, tt.cur); !slices.Equal(got, tt.edits) {
+				t.Errorf("ruleDiff = %v, want %v", got, tt.edits)
+			}
+		})
 	}
 }

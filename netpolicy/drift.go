@@ -48,7 +48,7 @@ func read(c *nftables.Conn, rs Ruleset) (snapshot, error) {
 			return nil, fmt.Errorf("netpolicy: read sets of %s: %w", tableKey(t), err)
 		}
 		for _, s := range sets {
-			desc := fmt.Sprintf("type=%d interval=%v timeout=%s size=%d dynamic=%v", s.KeyType.GetNFTMagic(), s.Interval, s.Timeout, s.Size, s.Dynamic)
+			desc := fmt.Sprintf("type=%d interval=%v timeout=%s size=%d dynamic=%v counter=%v", s.KeyType.GetNFTMagic(), s.Interval, s.Timeout, s.Size, s.Dynamic, s.Counter)
 			if !s.Dynamic && !s.HasTimeout {
 				elems, err := c.GetSetElements(s)
 				if err != nil {
@@ -56,7 +56,7 @@ func read(c *nftables.Conn, rs Ruleset) (snapshot, error) {
 				}
 				keys := make([]string, len(elems))
 				for i, e := range elems {
-					keys[i] = fmt.Sprintf("%s/%v", hex.EncodeToString(e.Key), e.IntervalEnd)
+					keys[i] = fmt.Sprintf("%s/%v/%q", hex.EncodeToString(e.Key), e.IntervalEnd, e.Comment)
 				}
 				sort.Strings(keys)
 				desc += " elements=" + strings.Join(keys, ",")
@@ -160,14 +160,15 @@ func diff(want, cur snapshot, rs Ruleset) []string {
 			if wc.header != cc.header {
 				out = append(out, fmt.Sprintf("table %s: chain %s: hook, priority or policy changed", key, ch.Name))
 			}
-			for i := range max(len(wc.rules), len(cc.rules)) {
+			for _, d := range ruleDiff(wc.rules, cc.rules) {
+				prefix := fmt.Sprintf("table %s: chain %s: ", key, ch.Name)
 				switch {
-				case i >= len(cc.rules):
-					out = append(out, fmt.Sprintf("table %s: chain %s: rule %d is missing: %s", key, ch.Name, i+1, ruleText(ch, i)))
-				case i >= len(wc.rules):
-					out = append(out, fmt.Sprintf("table %s: chain %s: a rule was added at position %d", key, ch.Name, i+1))
-				case wc.rules[i] != cc.rules[i]:
-					out = append(out, fmt.Sprintf("table %s: chain %s: rule %d differs from: %s", key, ch.Name, i+1, ruleText(ch, i)))
+				case d.want >= 0 && d.cur >= 0:
+					out = append(out, prefix+fmt.Sprintf("rule %d differs from: %s", d.want+1, ruleText(ch, d.want)))
+				case d.want >= 0:
+					out = append(out, prefix+fmt.Sprintf("rule %d is missing: %s", d.want+1, ruleText(ch, d.want)))
+				default:
+					out = append(out, prefix+fmt.Sprintf("a rule was added at position %d", d.cur+1))
 				}
 			}
 		}
@@ -179,6 +180,48 @@ func diff(want, cur snapshot, rs Ruleset) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// ruleEdit is one difference between the rules wanted and the rules found:
+// want and cur index them, -1 where the rule exists on one side only.
+type ruleEdit struct{ want, cur int }
+
+// ruleDiff aligns the two lists on their longest common subsequence, so that
+// one rule inserted or deleted is reported as just that, not as every rule
+// after it differing. A rule deleted where another was added is a change.
+func ruleDiff(want, cur []string) []ruleEdit {
+	// lcs[i][j]: length of the common subsequence of want[i:] and cur[j:].
+	lcs := make([][]int, len(want)+1)
+	for i := range lcs {
+		lcs[i] = make([]int, len(cur)+1)
+	}
+	for i := len(want) - 1; i >= 0; i-- {
+		for j := len(cur) - 1; j >= 0; j-- {
+			if want[i] == cur[j] {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
+			}
+		}
+	}
+	var edits []ruleEdit
+	i, j := 0, 0
+	for i < len(want) || j < len(cur) {
+		switch {
+		case i < len(want) && j < len(cur) && want[i] == cur[j]:
+			i, j = i+1, j+1
+		case i < len(want) && j < len(cur) && lcs[i+1][j+1] == lcs[i][j]:
+			edits = append(edits, ruleEdit{i, j}) // replaced in place
+			i, j = i+1, j+1
+		case j >= len(cur) || (i < len(want) && lcs[i+1][j] >= lcs[i][j+1]):
+			edits = append(edits, ruleEdit{i, -1})
+			i++
+		default:
+			edits = append(edits, ruleEdit{-1, j})
+			j++
+		}
+	}
+	return edits
 }
 
 func ruleText(ch Chain, i int) string {
@@ -251,6 +294,7 @@ func (k *Kernel) check(log *zap.Logger) {
 	if err == nil && len(diffs) > 0 {
 		log.Warn("firewall drift: someone changed bastiond's tables; restoring them", zap.Strings("differences", diffs))
 		if err = k.applyLocked(*k.applied); err == nil {
+			k.repairs++
 			log.Info("firewall restored")
 		}
 	}
@@ -287,4 +331,11 @@ func (k *Kernel) watch() (<-chan *nftables.MonitorEvent, func(), error) {
 		return nil, nil, fmt.Errorf("netpolicy: monitor: %w", err)
 	}
 	return ch, func() { mon.Close() }, nil
+}
+
+// Repairs is how many times Reconcile found drift and restored the policy.
+func (k *Kernel) Repairs() uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.repairs
 }

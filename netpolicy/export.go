@@ -19,8 +19,7 @@ func Export(cfg *config.Config, target string, bastion []netip.Addr) (Ruleset, e
 		return Ruleset{}, fmt.Errorf("netpolicy: target %q is not in the inventory", target)
 	}
 	t := cfg.Inventory.Targets[i]
-	ports := append(slices.Clone(alwaysProtected), t.Ports.SSH, t.Ports.RDP)
-	ports = slices.DeleteFunc(sortedPorts(append(ports, t.Ports.Tunnel...)), func(p uint16) bool { return p == 0 })
+	ports := slices.DeleteFunc(sortedPorts(guardedPorts(t)), func(p uint16) bool { return p == 0 })
 	var b4, b6 []Element
 	for _, a := range bastion {
 		if a.IsLinkLocalUnicast() {

@@ -3,6 +3,7 @@ package netpolicy
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -44,6 +45,10 @@ type Kernel struct {
 	conn    *nftables.Conn
 	applied *Ruleset // last ruleset applied
 	snap    snapshot // the kernel's state right after that
+
+	since   time.Time                 // first apply: when the counters started
+	counted map[string]TargetCounters // what replaced tables had counted, by target
+	repairs uint64                    // drift repaired by Reconcile
 }
 
 // Open connects to the nftables of the caller's network namespace.
@@ -73,8 +78,13 @@ func (k *Kernel) Apply(rs Ruleset) error {
 }
 
 func (k *Kernel) applyLocked(rs Ruleset) error {
+	counted := k.carriedCounters(rs)
 	if err := Apply(k.conn, rs); err != nil {
 		return err
+	}
+	k.counted = counted
+	if k.since.IsZero() {
+		k.since = time.Now()
 	}
 	snap, err := read(k.conn, rs)
 	if err != nil {
@@ -89,7 +99,7 @@ func (k *Kernel) applyLocked(rs Ruleset) error {
 func (k *Kernel) Cleanup() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.applied, k.snap = nil, nil
+	k.applied, k.snap, k.counted, k.since = nil, nil, nil, time.Time{}
 	return Remove(k.conn, []Table{{Family: FamilyInet, Name: HostTable}, {Family: FamilyBridge, Name: VNetTable}})
 }
 

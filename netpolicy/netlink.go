@@ -183,6 +183,7 @@ func encodeSet(t *nftables.Table, s Set) (*nftables.Set, []nftables.SetElement, 
 		HasTimeout: s.Timeout > 0,
 		Timeout:    s.Timeout,
 		Size:       uint32(s.Size),
+		Counter:    s.Counter,
 	}
 	switch s.Type {
 	case TypeIPv4:
@@ -211,7 +212,7 @@ func encodeSet(t *nftables.Table, s Set) (*nftables.Set, []nftables.SetElement, 
 			elems = append(elems, nftables.SetElement{Key: be16(e.Port)})
 		case TypeIPv4Port, TypeIPv6Port:
 			key := append(e.Prefix.Addr().AsSlice(), be16(e.Port)...)
-			elems = append(elems, nftables.SetElement{Key: append(key, 0, 0)}) // ports are padded to 4 bytes
+			elems = append(elems, nftables.SetElement{Key: append(key, 0, 0), Comment: e.Comment}) // ports are padded to 4 bytes
 		default:
 			p := e.Prefix.Masked()
 			elems = append(elems, nftables.SetElement{Key: p.Addr().AsSlice()})
@@ -477,21 +478,27 @@ func (e *encoder) match(m Match) error {
 		off, n := saddrOffset(m.V6)
 		e.payload(expr.PayloadBaseNetworkHeader, off, n, 1)
 		e.add(&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, Invert: m.Negate})
-	case DAddrPortIn:
+	case AddrPortIn:
 		s, err := e.namedSet(m.Set)
 		if err != nil {
 			return err
 		}
 		e.needNet(m.V6)
 		e.needL4(unix.IPPROTO_TCP)
+		// Offsets of the destination address in the IPv4 and IPv6
+		// headers, and of the destination port; or of the sources.
+		addr4, addr6, port := uint32(16), uint32(24), uint32(2)
+		if m.Source {
+			addr4, addr6, port = 12, 8, 0
+		}
 		if m.V6 {
 			// 16-byte registers: the port goes to the one after register 1.
-			e.payload(expr.PayloadBaseNetworkHeader, 24, 16, 1)
-			e.payload(expr.PayloadBaseTransportHeader, 2, 2, 2)
+			e.payload(expr.PayloadBaseNetworkHeader, addr6, 16, 1)
+			e.payload(expr.PayloadBaseTransportHeader, port, 2, 2)
 		} else {
 			// 4-byte registers: register 9 is the one after register 1's first word.
-			e.payload(expr.PayloadBaseNetworkHeader, 16, 4, 1)
-			e.payload(expr.PayloadBaseTransportHeader, 2, 2, 9)
+			e.payload(expr.PayloadBaseNetworkHeader, addr4, 4, 1)
+			e.payload(expr.PayloadBaseTransportHeader, port, 2, 9)
 		}
 		e.add(&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
 	case ICMPType:

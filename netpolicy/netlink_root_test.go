@@ -187,7 +187,7 @@ func TestVerifyAndReconcile(t *testing.T) {
 	tamper := []struct {
 		name, cmd, undo, want string
 	}{
-		{"rule added", "insert rule inet bastiond input tcp dport 22 accept", "", "a rule was added at position 19"},
+		{"rule added", "insert rule inet bastiond input tcp dport 22 accept", "", "chain input: a rule was added at position 1"},
 		{"constant set changed", "add element inet bastiond admin4 { 198.51.100.0/24 }", "", "set admin4 was changed"},
 		{"chain policy changed", "add chain inet bastiond input { type filter hook input priority 0; policy accept; }", "", "chain input: hook, priority or policy changed"},
 		{"table deleted", "delete table bridge bastiond_vnet", "", "table bridge bastiond_vnet is missing"},

@@ -63,6 +63,9 @@ type Set struct {
 	// Keep carries a dynamic set's entries, with their remaining time,
 	// across a re-apply (the blocklist must survive a reload).
 	Keep bool
+	// Counter gives every element its own packet and byte counter, counted
+	// whenever a rule's lookup matches the element.
+	Counter bool
 }
 
 // Element is a set member: a prefix (a single address is a /32 or /128), a
@@ -70,6 +73,9 @@ type Set struct {
 type Element struct {
 	Prefix netip.Prefix
 	Port   uint16
+	// Comment names what the element stands for (the target, in the
+	// sets that count per target).
+	Comment string
 }
 
 // Chain is a base chain.
@@ -119,10 +125,13 @@ type (
 		Set    string
 		Negate bool
 	}
-	// DAddrPortIn matches destination address . TCP port against a named set.
-	DAddrPortIn struct {
-		V6  bool
-		Set string
+	// AddrPortIn matches destination address . TCP destination port
+	// against a named set, or with Source the source address and port (the
+	// replies of a connection to such an address and port).
+	AddrPortIn struct {
+		V6     bool
+		Set    string
+		Source bool
 	}
 	// ICMPType matches ICMP or ICMPv6 types.
 	ICMPType struct {
@@ -181,7 +190,10 @@ func (m SAddrIn) nft() string {
 	}
 	return fmt.Sprintf("%s saddr %s@%s", ipKeyword(m.V6), op, m.Set)
 }
-func (m DAddrPortIn) nft() string {
+func (m AddrPortIn) nft() string {
+	if m.Source {
+		return fmt.Sprintf("%s saddr . tcp sport @%s", ipKeyword(m.V6), m.Set)
+	}
 	return fmt.Sprintf("%s daddr . tcp dport @%s", ipKeyword(m.V6), m.Set)
 }
 func (m ICMPType) nft() string {
@@ -288,6 +300,9 @@ func (s Set) render(b *strings.Builder) {
 	if s.Timeout > 0 {
 		fmt.Fprintf(b, "\t\ttimeout %s\n", nftDuration(s.Timeout))
 	}
+	if s.Counter {
+		b.WriteString("\t\tcounter\n")
+	}
 	if len(s.Elements) > 0 {
 		els := make([]string, len(s.Elements))
 		for i, e := range s.Elements {
@@ -300,6 +315,13 @@ func (s Set) render(b *strings.Builder) {
 
 // String renders the element for a set of type t.
 func (e Element) String(t SetType) string {
+	if e.Comment != "" {
+		return fmt.Sprintf("%s comment %q", e.key(t), e.Comment)
+	}
+	return e.key(t)
+}
+
+func (e Element) key(t SetType) string {
 	switch t {
 	case TypeInetPort:
 		return strconv.Itoa(int(e.Port))
