@@ -82,3 +82,20 @@ func (d *daemon) config() *config.Config {
 	defer d.mu.Unlock()
 	return d.cfg
 }
+
+func (p policyAPI) Counters() (adminapi.CountersView, error) {
+	list, err := p.d.kernel.Counters()
+	if err != nil {
+		return adminapi.CountersView{}, err
+	}
+	v := adminapi.CountersView{Since: p.d.kernel.CountingSince(), Targets: make([]adminapi.TargetCounters, len(list))}
+	for i, c := range list {
+		v.Targets[i] = adminapi.TargetCounters{
+			Target:   c.Target,
+			Sent:     adminapi.Traffic(c.Sent),
+			Received: adminapi.Traffic(c.Received),
+			Blocked:  adminapi.Traffic(c.Blocked),
+		}
+	}
+	return v, nil
+}

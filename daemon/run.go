@@ -41,6 +41,7 @@ type daemon struct {
 	kernel  *netpolicy.Kernel
 	front   *proxy.Server
 	admin   *adminapi.Server
+	metrics *metricsServer
 
 	mu         sync.Mutex // guards the fields below
 	cfg        *config.Config
@@ -129,18 +130,26 @@ func (d *daemon) start() error {
 		adminLn.Close()
 		return err
 	}
+	d.metrics, err = newMetricsServer(cfg.Listen.Metrics.String(), d.kernel, d.log.Named("metrics"))
+	if err != nil {
+		lns.Close()
+		adminLn.Close()
+		return err
+	}
 	// Keep the policy in force: repair whatever anyone changes in our tables.
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stopReconcile, d.reconciled = cancel, make(chan error, 1)
 	go func() { d.reconciled <- d.kernel.Reconcile(ctx, d.log.Named("firewall"), 0) }()
-	d.serveErrs = make(chan error, 2)
+	d.serveErrs = make(chan error, 3)
 	go func() { d.serveErrs <- d.front.Serve(lns.tcp, lns.udp) }()
 	go func() { d.serveErrs <- d.admin.Serve(adminLn) }()
+	go func() { d.serveErrs <- d.metrics.Serve() }()
 	d.adminPath = cfg.Listen.AdminSocket
 	for _, l := range lns.info {
 		d.log.Info("listening", zap.String("network", l.Network), zap.String("address", l.Address), zap.Bool("socket_activated", l.Activated))
 	}
 	d.log.Info("admin socket", zap.String("path", cfg.Listen.AdminSocket))
+	d.log.Info("metrics", zap.String("url", "http://"+cfg.Listen.Metrics.String()+"/metrics"))
 	return nil
 }
 
@@ -216,6 +225,7 @@ func (d *daemon) close() {
 	defer cancel()
 	d.front.Shutdown(ctx)
 	d.admin.Shutdown(ctx)
+	d.metrics.Shutdown(ctx)
 	d.stopReconcile()
 	<-d.reconciled
 	os.Remove(d.adminPath)
@@ -404,9 +414,12 @@ func (d *daemon) status() adminapi.Status {
 		ConfigDigest: d.cfg.Digest,
 		ConfigLoaded: d.loaded,
 		LastReload:   d.lastReload,
-		Listeners:    slices.Concat(d.lns.info, []adminapi.Listener{{Network: "unix", Address: d.adminPath}}),
-		Sessions:     d.front.LiveSessions(),
-		Draining:     d.draining,
+		Listeners: slices.Concat(d.lns.info, []adminapi.Listener{
+			{Network: "unix", Address: d.adminPath},
+			{Network: "tcp", Address: "http://" + d.metrics.ln.Addr().String() + "/metrics"},
+		}),
+		Sessions: d.front.LiveSessions(),
+		Draining: d.draining,
 	}
 	return st
 }

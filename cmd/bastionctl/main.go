@@ -52,9 +52,7 @@ func newStatus(socket *string) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return encodeJSON(cmd.OutOrStdout(), st)
 			}
 			printStatus(cmd.OutOrStdout(), st)
 			return nil
@@ -90,4 +88,11 @@ func printStatus(out io.Writer, st adminapi.Status) {
 	}
 	fmt.Fprintf(w, "sessions\t%d\n", st.Sessions)
 	w.Flush()
+}
+
+// encodeJSON prints v as indented JSON.
+func encodeJSON(out io.Writer, v any) error {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

@@ -22,13 +22,28 @@ func newPolicy(socket *string) *cobra.Command {
 		ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 		return adminapi.NewClient(*socket), ctx, cancel
 	}
-	cmd.AddCommand(&cobra.Command{
-		Use:   "show",
-		Short: "Print the nftables policy in force, in nft syntax",
+	var withCounters, countersJSON bool
+	show := &cobra.Command{
+		Use:   "show [--counters [--json]]",
+		Short: "Print the nftables policy in force, in nft syntax, or its per-target counters",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, ctx, cancel := client(cmd)
 			defer cancel()
+			if countersJSON && !withCounters {
+				return errors.New("--json goes with --counters")
+			}
+			if withCounters {
+				v, err := c.Counters(ctx)
+				if err != nil {
+					return err
+				}
+				if countersJSON {
+					return encodeJSON(cmd.OutOrStdout(), v)
+				}
+				printCounters(cmd.OutOrStdout(), v)
+				return nil
+			}
 			v, err := c.Policy(ctx)
 			if err != nil {
 				return err
@@ -39,7 +54,10 @@ func newPolicy(socket *string) *cobra.Command {
 			}
 			return nil
 		},
-	})
+	}
+	show.Flags().BoolVar(&withCounters, "counters", false, "print the per-target counters (packets and bytes sent, received and blocked) instead")
+	show.Flags().BoolVar(&countersJSON, "json", false, "with --counters: print JSON")
+	cmd.AddCommand(show)
 	cmd.AddCommand(&cobra.Command{
 		Use:   "verify",
 		Short: "Compare the kernel's tables with the compiled policy; exit 1 on any difference",
@@ -134,4 +152,16 @@ func printDifferences(w io.Writer, diffs []string) {
 	for _, d := range diffs {
 		fmt.Fprintln(w, "  -", d)
 	}
+}
+
+// printCounters prints one line per target.
+func printCounters(out io.Writer, v adminapi.CountersView) {
+	fmt.Fprintf(out, "per-target counters since %s (%s)\n", v.Since.Format(time.RFC3339), time.Since(v.Since).Round(time.Second))
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "TARGET\tSENT PKTS\tSENT BYTES\tRECEIVED PKTS\tRECEIVED BYTES\tBLOCKED PKTS\tBLOCKED BYTES\t")
+	for _, t := range v.Targets {
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t\n", t.Target,
+			t.Sent.Packets, t.Sent.Bytes, t.Received.Packets, t.Received.Bytes, t.Blocked.Packets, t.Blocked.Bytes)
+	}
+	w.Flush()
 }

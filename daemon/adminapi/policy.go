@@ -20,6 +20,34 @@ type Policy interface {
 	Blocklist() ([]BlockEntry, error)
 	// Unblock removes addrs from the blocklist, or all entries when empty.
 	Unblock(addrs []netip.Addr) (int, error)
+	// Counters returns the firewall's per-target counters.
+	Counters() (CountersView, error)
+}
+
+// CountersView is the answer to GET /v1/policy/counters: the nftables
+// counters of every target, summed over its addresses and ports.
+type CountersView struct {
+	// Since is when counting started (the daemon's first apply); counts
+	// carry over reloads and drift repairs.
+	Since   time.Time        `json:"since"`
+	Targets []TargetCounters `json:"targets"`
+}
+
+// TargetCounters are one target's counters.
+type TargetCounters struct {
+	Target string `json:"target"`
+	// Sent and Received are the bastion's traffic with the target's offered
+	// ports; Blocked is what the VNet guard dropped on its way to the
+	// target's guarded ports (zero in attached mode).
+	Sent     Traffic `json:"sent"`
+	Received Traffic `json:"received"`
+	Blocked  Traffic `json:"blocked"`
+}
+
+// Traffic is what one counter saw.
+type Traffic struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
 }
 
 // PolicyView is the answer to GET /v1/policy.
@@ -40,6 +68,14 @@ var ErrUnknownTarget = errors.New("not in the inventory")
 func (s *Server) policyRoutes(mux *http.ServeMux, p Policy) {
 	mux.HandleFunc("GET /v1/policy", func(w http.ResponseWriter, r *http.Request) {
 		v, err := p.Show()
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+	mux.HandleFunc("GET /v1/policy/counters", func(w http.ResponseWriter, r *http.Request) {
+		v, err := p.Counters()
 		if err != nil {
 			writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
 			return
@@ -94,6 +130,12 @@ func (s *Server) policyRoutes(mux *http.ServeMux, p Policy) {
 func (c *Client) Policy(ctx context.Context) (PolicyView, error) {
 	var v PolicyView
 	return v, c.do(ctx, http.MethodGet, "/v1/policy", &v)
+}
+
+// Counters fetches the firewall's per-target counters.
+func (c *Client) Counters(ctx context.Context) (CountersView, error) {
+	var v CountersView
+	return v, c.do(ctx, http.MethodGet, "/v1/policy/counters", &v)
 }
 
 // Export fetches the nft script for target's own firewall.

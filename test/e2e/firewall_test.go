@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -163,6 +164,51 @@ func TestFirewall(t *testing.T) {
 		}
 	})
 
+	t.Run("per-target counters: policy show --counters and metrics", func(t *testing.T) {
+		// The bastion reached vm1:22 and vm2:3389 above, over IPv4 and
+		// IPv6, and the rogue was dropped on its way to both; a reload
+		// came in between, and the counts carried over it.
+		out, err := d.ctl(nil, "policy", "show", "--counters", "--json")
+		if err != nil {
+			t.Fatalf("policy show --counters --json: %v\n%s", err, out)
+		}
+		var v struct {
+			Targets []struct {
+				Target                  string
+				Sent, Received, Blocked struct{ Packets, Bytes uint64 }
+			}
+		}
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if len(v.Targets) != 2 {
+			t.Fatalf("counters for %d targets, want vm1 and vm2:\n%s", len(v.Targets), out)
+		}
+		for _, c := range v.Targets {
+			if c.Sent.Packets < 2 || c.Received.Packets < 2 || c.Blocked.Packets < 2 || c.Sent.Bytes == 0 || c.Blocked.Bytes == 0 {
+				t.Errorf("%s: sent %+v received %+v blocked %+v, want each at least one IPv4 and one IPv6 packet",
+					c.Target, c.Sent, c.Received, c.Blocked)
+			}
+		}
+		if out, err := d.ctl(nil, "policy", "show", "--counters"); err != nil || !strings.Contains(out, "BLOCKED PKTS") || !strings.Contains(out, "vm2") {
+			t.Errorf("policy show --counters: %v\n%s", err, out)
+		}
+		metrics, err := inBastion(t, "curl", "-sSf", "--max-time", "10", "http://127.0.0.1:9443/metrics")
+		if err != nil {
+			t.Fatalf("metrics: %v\n%s", err, metrics)
+		}
+		for _, want := range []string{
+			`bastiond_target_packets_total{direction="blocked",target="vm1"}`,
+			`bastiond_target_bytes_total{direction="sent",target="vm2"}`,
+			`bastiond_blocklist_entries{family="ipv6"} 1`, // the client, still blocked over IPv6
+			"bastiond_firewall_drift_repairs_total 0",
+		} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+	})
+
 	t.Run("a hand-deleted table is restored within 5s and logged", func(t *testing.T) {
 		start := time.Now()
 		if out, err := inBastion(t, "nft", "delete", "table", "inet", "bastiond"); err != nil {
@@ -180,6 +226,9 @@ func TestFirewall(t *testing.T) {
 		t.Logf("drift repaired in %s", time.Since(start).Round(time.Millisecond))
 		d.waitLog("table inet bastiond is missing", 2*time.Second)
 		expectProbe(t, labValue(t, "NS_CLIENT"), pub4, 22, "filtered")
+		if m, err := inBastion(t, "curl", "-sSf", "--max-time", "10", "http://127.0.0.1:9443/metrics"); err != nil || !strings.Contains(m, "bastiond_firewall_drift_repairs_total 1") {
+			t.Errorf("metrics do not count the repair: %v", err)
+		}
 	})
 
 	t.Run("invariant 9: the firewall stays closed after kill -9; -cleanup removes it", func(t *testing.T) {
