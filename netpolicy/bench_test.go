@@ -60,26 +60,34 @@ func BenchmarkCompile10kTargets(b *testing.B) {
 	b.ReportMetric(float64(elements), "set-elements")
 }
 
-// BenchmarkApply10kTargets applies the 10,000-target ruleset (atomic replace,
-// one netlink transaction) in a fresh network namespace.
-func BenchmarkApply10kTargets(b *testing.B) {
+// benchNetns makes a fresh network namespace for a benchmark, removed when
+// it ends, and returns its name and a Kernel in it.
+func benchNetns(b *testing.B) (string, *Kernel) {
+	b.Helper()
 	if os.Geteuid() != 0 {
 		b.Skip("needs root: applies to a fresh network namespace")
 	}
-	name := fmt.Sprintf("bastiond-npbench-%d", os.Getpid())
+	name := fmt.Sprintf("bastiond-npbench-%d-%d", os.Getpid(), nsSeq.Add(1))
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		b.Fatalf("%v: %s", err, out)
 	}
-	defer exec.Command("ip", "netns", "del", name).Run()
+	b.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
 	h, err := netns.GetFromName(name)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer h.Close()
+	b.Cleanup(func() { h.Close() })
 	k, err := OpenNetNS(int(h))
 	if err != nil {
 		b.Fatal(err)
 	}
+	return name, k
+}
+
+// BenchmarkApply10kTargets applies the 10,000-target ruleset (atomic replace,
+// one netlink transaction) in a fresh network namespace.
+func BenchmarkApply10kTargets(b *testing.B) {
+	_, k := benchNetns(b)
 	rs, err := Compile(Input{Config: bigConfig(b, 10_000), VNetAddrs: labVNet})
 	if err != nil {
 		b.Fatal(err)
@@ -96,29 +104,67 @@ func BenchmarkApply10kTargets(b *testing.B) {
 	b.ReportMetric(float64(elements), "set-elements")
 }
 
-// BenchmarkVerify10kTargets is the reconciler's periodic check.
-func BenchmarkVerify10kTargets(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
-	name := fmt.Sprintf("bastiond-npbench-v-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		b.Fatalf("%v: %s", err, out)
-	}
-	defer exec.Command("ip", "netns", "del", name).Run()
-	h, _ := netns.GetFromName(name)
-	defer h.Close()
-	k, err := OpenNetNS(int(h))
+// appliedBig is a namespace with the 10,000-target ruleset in force.
+func appliedBig(b *testing.B) (string, *Kernel) {
+	ns, k := benchNetns(b)
+	rs, err := Compile(Input{Config: bigConfig(b, 10_000), VNetAddrs: labVNet})
 	if err != nil {
 		b.Fatal(err)
 	}
-	rs, _ := Compile(Input{Config: bigConfig(b, 10_000), VNetAddrs: labVNet})
 	if err := k.Apply(rs); err != nil {
 		b.Fatal(err)
 	}
+	return ns, k
+}
+
+// BenchmarkVerify10kTargets is the reconciler's periodic check when no
+// nftables transaction happened since the last one: the ruleset generation
+// has not moved, one round trip.
+func BenchmarkVerify10kTargets(b *testing.B) {
+	_, k := appliedBig(b)
 	for b.Loop() {
 		if d, err := k.Verify(); err != nil || len(d) > 0 {
 			b.Fatal(d, err)
+		}
+	}
+}
+
+// BenchmarkVerifyFull10kTargets is the check after any transaction (anyone's,
+// on any table): every table, chain, rule and set element read back and
+// compared.
+func BenchmarkVerifyFull10kTargets(b *testing.B) {
+	_, k := appliedBig(b)
+	for b.Loop() {
+		k.mu.Lock()
+		k.matchedOK = false
+		k.mu.Unlock()
+		if d, err := k.Verify(); err != nil || len(d) > 0 {
+			b.Fatal(d, err)
+		}
+	}
+}
+
+// BenchmarkNftList10kTargets is Verify's peer: nft reading the same tables
+// back (`nft list ruleset`, one process per read).
+func BenchmarkNftList10kTargets(b *testing.B) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		b.Skip("nft not installed")
+	}
+	ns, _ := appliedBig(b)
+	for b.Loop() {
+		if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "ruleset").CombinedOutput(); err != nil {
+			b.Fatalf("%v: %s", err, out)
+		}
+	}
+}
+
+// BenchmarkCounters10kTargets is one metrics scrape (or `policy show
+// --counters`): every counting set's elements read and summed per target.
+func BenchmarkCounters10kTargets(b *testing.B) {
+	_, k := appliedBig(b)
+	for b.Loop() {
+		if c, err := k.Counters(); err != nil || len(c) != 10_000 {
+			b.Fatal(len(c), err)
 		}
 	}
 }

@@ -146,7 +146,7 @@ func trapRules(pub IIF, fw config.Firewall, t *Table) []Rule {
 // Names of the sets that carry per-target counters. Their elements are
 // address . port, commented with the target's name.
 const (
-	ToTargets4    = "to_targets4" // host table: what the bastion sent each target
+	ToTargets4    = "to_targets4" // host table: what the bastion sent each target (by address)
 	ToTargets6    = "to_targets6"
 	FromTargets4  = "from_targets4" // host table: what each target sent the bastion
 	FromTargets6  = "from_targets6"
@@ -187,26 +187,39 @@ func targetElements(cfg *config.Config, ports func(config.Target) []uint16) (v4,
 	return v4, v6
 }
 
-// offeredPorts are the ports the bastion dials on t.
-func offeredPorts(t config.Target) []uint16 {
-	return append([]uint16{t.Ports.SSH, t.Ports.RDP}, t.Ports.Tunnel...)
-}
-
-// guardedPorts are the ports nobody but the bastion may reach on t.
+// guardedPorts are the ports nobody but the bastion may reach on t: SSH and
+// RDP wherever they listen, and every port the bastion offers.
 func guardedPorts(t config.Target) []uint16 {
-	return append(slices.Clone(alwaysProtected), offeredPorts(t)...)
+	return append(slices.Clone(alwaysProtected), append([]uint16{t.Ports.SSH, t.Ports.RDP}, t.Ports.Tunnel...)...)
 }
 
-// sessionSets hold every target address . offered port, with a counter per
-// element: the bastion's traffic with each target, one pair of sets per
-// direction.
+// sessionSets hold every target address, with a counter per element: all
+// the IP traffic between the bastion and each target, one pair of sets per
+// direction. Keyed by address alone (not address . port) to keep the sets
+// small: the bastion talks to a target for its sessions and little else.
 func sessionSets(cfg *config.Config) []Set {
-	v4, v6 := targetElements(cfg, offeredPorts)
+	var v4, v6 []Element
+	seen := make(map[netip.Addr]bool)
+	for _, t := range cfg.Inventory.Targets {
+		for _, a := range t.Addresses {
+			a = a.Unmap()
+			if seen[a] {
+				continue
+			}
+			seen[a] = true
+			e := Element{Prefix: netip.PrefixFrom(a, a.BitLen()), Comment: t.Name}
+			if a.Is4() {
+				v4 = append(v4, e)
+			} else {
+				v6 = append(v6, e)
+			}
+		}
+	}
 	return []Set{
-		{Name: ToTargets4, Type: TypeIPv4Port, Counter: true, Elements: v4},
-		{Name: ToTargets6, Type: TypeIPv6Port, Counter: true, Elements: v6},
-		{Name: FromTargets4, Type: TypeIPv4Port, Counter: true, Elements: v4},
-		{Name: FromTargets6, Type: TypeIPv6Port, Counter: true, Elements: v6},
+		{Name: ToTargets4, Type: TypeIPv4, Counter: true, Elements: v4},
+		{Name: ToTargets6, Type: TypeIPv6, Counter: true, Elements: v6},
+		{Name: FromTargets4, Type: TypeIPv4, Counter: true, Elements: v4},
+		{Name: FromTargets6, Type: TypeIPv6, Counter: true, Elements: v6},
 	}
 }
 
@@ -221,16 +234,18 @@ func protectedSets(cfg *config.Config) []Set {
 }
 
 // sessionCountRules count, in the sets' element counters, what the bastion
-// sends to a target's offered ports (output) or receives from them (input).
-// They have no verdict: the chain goes on as if they were not there.
-func sessionCountRules(source bool) []Rule {
-	set4, set6, comment := ToTargets4, ToTargets6, "per-target counters: sent to targets"
-	if source {
-		set4, set6, comment = FromTargets4, FromTargets6, "per-target counters: received from targets"
+// sends to a target (output) or receives from it (input). They have no
+// verdict: the chain goes on as if they were not there.
+func sessionCountRules(inbound bool) []Rule {
+	if inbound {
+		return []Rule{
+			{Match: []Match{SAddrIn{Set: FromTargets4}}, Comment: "per-target counters: received from targets"},
+			{Match: []Match{SAddrIn{V6: true, Set: FromTargets6}}},
+		}
 	}
 	return []Rule{
-		{Match: []Match{AddrPortIn{Set: set4, Source: source}}, Comment: comment},
-		{Match: []Match{AddrPortIn{V6: true, Set: set6, Source: source}}},
+		{Match: []Match{DAddrIn{Set: ToTargets4}}, Comment: "per-target counters: sent to targets"},
+		{Match: []Match{DAddrIn{V6: true, Set: ToTargets6}}},
 	}
 }
 

@@ -243,11 +243,19 @@ func (k *Kernel) verifyLocked() ([]string, error) {
 	if k.applied == nil {
 		return nil, fmt.Errorf("netpolicy: nothing applied yet")
 	}
+	gen, genErr := k.gen.generation()
+	if genErr == nil && k.matchedOK && gen == k.matched {
+		return nil, nil // no transaction since the kernel last matched
+	}
 	cur, err := read(k.conn, *k.applied)
 	if err != nil {
 		return nil, err
 	}
-	return diff(k.snap, cur, *k.applied), nil
+	diffs := diff(k.snap, cur, *k.applied)
+	if len(diffs) == 0 {
+		k.matched, k.matchedOK = gen, genErr == nil
+	}
+	return diffs, nil
 }
 
 // Reconcile keeps the applied ruleset in force until ctx ends: whenever

@@ -43,8 +43,13 @@ func bigSendBuffer(c *netlink.Conn) error {
 type Kernel struct {
 	mu      sync.Mutex // guards the fields below, and serializes netlink use
 	conn    *nftables.Conn
+	gen     genConn
 	applied *Ruleset // last ruleset applied
 	snap    snapshot // the kernel's state right after that
+	// matched is the ruleset generation at which the kernel was last seen
+	// to hold snap (valid when matchedOK).
+	matched   uint32
+	matchedOK bool
 
 	since   time.Time                 // first apply: when the counters started
 	counted map[string]TargetCounters // what replaced tables had counted, by target
@@ -53,20 +58,30 @@ type Kernel struct {
 
 // Open connects to the nftables of the caller's network namespace.
 func Open() (*Kernel, error) {
-	c, err := nftables.New(nftables.WithSockOptions(bigSendBuffer))
-	if err != nil {
-		return nil, fmt.Errorf("netpolicy: netlink: %w", err)
-	}
-	return &Kernel{conn: c}, nil
+	return open(0)
 }
 
 // OpenNetNS connects to the nftables of the namespace whose descriptor is fd.
 func OpenNetNS(fd int) (*Kernel, error) {
-	c, err := nftables.New(nftables.WithNetNSFd(fd), nftables.WithSockOptions(bigSendBuffer))
+	return open(fd)
+}
+
+// open connects to the namespace whose descriptor is fd, or to the caller's
+// when fd is 0.
+func open(fd int) (*Kernel, error) {
+	opts := []nftables.ConnOption{nftables.WithSockOptions(bigSendBuffer)}
+	if fd != 0 {
+		opts = append(opts, nftables.WithNetNSFd(fd))
+	}
+	c, err := nftables.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("netpolicy: netlink: %w", err)
 	}
-	return &Kernel{conn: c}, nil
+	g, err := dialGen(fd)
+	if err != nil {
+		return nil, err
+	}
+	return &Kernel{conn: c, gen: g}, nil
 }
 
 // Apply puts rs in force atomically (see the package function Apply) and
@@ -86,11 +101,15 @@ func (k *Kernel) applyLocked(rs Ruleset) error {
 	if k.since.IsZero() {
 		k.since = time.Now()
 	}
+	// The generation before the read: a change made during the read moves
+	// it on, and the next check reads everything again.
+	gen, genErr := k.gen.generation()
 	snap, err := read(k.conn, rs)
 	if err != nil {
 		return err
 	}
 	k.applied, k.snap = &rs, snap
+	k.matched, k.matchedOK = gen, genErr == nil
 	return nil
 }
 
@@ -99,7 +118,7 @@ func (k *Kernel) applyLocked(rs Ruleset) error {
 func (k *Kernel) Cleanup() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.applied, k.snap, k.counted, k.since = nil, nil, nil, time.Time{}
+	k.applied, k.snap, k.counted, k.since, k.matchedOK = nil, nil, nil, time.Time{}, false
 	return Remove(k.conn, []Table{{Family: FamilyInet, Name: HostTable}, {Family: FamilyBridge, Name: VNetTable}})
 }
 

@@ -215,7 +215,7 @@ func encodeSet(t *nftables.Table, s Set) (*nftables.Set, []nftables.SetElement, 
 			elems = append(elems, nftables.SetElement{Key: append(key, 0, 0), Comment: e.Comment}) // ports are padded to 4 bytes
 		default:
 			p := e.Prefix.Masked()
-			elems = append(elems, nftables.SetElement{Key: p.Addr().AsSlice()})
+			elems = append(elems, nftables.SetElement{Key: p.Addr().AsSlice(), Comment: e.Comment})
 			if s.Interval {
 				if end, ok := prefixEnd(p); ok {
 					elems = append(elems, nftables.SetElement{Key: end.AsSlice(), IntervalEnd: true})
@@ -478,6 +478,15 @@ func (e *encoder) match(m Match) error {
 		off, n := saddrOffset(m.V6)
 		e.payload(expr.PayloadBaseNetworkHeader, off, n, 1)
 		e.add(&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, Invert: m.Negate})
+	case DAddrIn:
+		s, err := e.namedSet(m.Set)
+		if err != nil {
+			return err
+		}
+		e.needNet(m.V6)
+		off, n := saddrOffset(m.V6)
+		e.payload(expr.PayloadBaseNetworkHeader, off+n, n, 1) // the destination follows the source
+		e.add(&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
 	case AddrPortIn:
 		s, err := e.namedSet(m.Set)
 		if err != nil {

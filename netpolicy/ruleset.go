@@ -125,6 +125,11 @@ type (
 		Set    string
 		Negate bool
 	}
+	// DAddrIn matches the destination address against a named set.
+	DAddrIn struct {
+		V6  bool
+		Set string
+	}
 	// AddrPortIn matches destination address . TCP destination port
 	// against a named set, or with Source the source address and port (the
 	// replies of a connection to such an address and port).
@@ -190,6 +195,7 @@ func (m SAddrIn) nft() string {
 	}
 	return fmt.Sprintf("%s saddr %s@%s", ipKeyword(m.V6), op, m.Set)
 }
+func (m DAddrIn) nft() string { return fmt.Sprintf("%s daddr @%s", ipKeyword(m.V6), m.Set) }
 func (m AddrPortIn) nft() string {
 	if m.Source {
 		return fmt.Sprintf("%s saddr . tcp sport @%s", ipKeyword(m.V6), m.Set)
