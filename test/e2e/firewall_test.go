@@ -209,6 +209,30 @@ func TestFirewall(t *testing.T) {
 		}
 	})
 
+	t.Run("per-source rate limit on new connections to 443", func(t *testing.T) {
+		d.writeConfig(labConfig(d.dir, "firewall:\n  conn_rate: 5\n")) // bursts of 10
+		d.signal(syscall.SIGHUP)
+		d.waitNotify("RELOADING=1", 5*time.Second)
+		if n := d.waitNotify("READY=1", 10*time.Second); strings.Contains(n, "failed") {
+			t.Fatalf("reload: %s", n)
+		}
+		ns := labValue(t, "NS_CLIENT")
+		opened, limited := 0, false
+		for range 40 { // bounded: at most 40 attempts, the first silent one ends it
+			if probe(t, ns, pub4, 443, "") != "open" {
+				limited = true
+				break
+			}
+			opened++
+		}
+		t.Logf("%d new connections opened before the first was dropped", opened)
+		if !limited || opened < 10 || opened > 20 {
+			t.Errorf("%d connections opened before the first was dropped (limited: %v); want the burst of 10, give or take the refill", opened, limited)
+		}
+		time.Sleep(time.Second) // the rate refills: a limit, not a block
+		expectProbe(t, ns, pub4, 443, "open")
+	})
+
 	t.Run("a hand-deleted table is restored within 5s and logged", func(t *testing.T) {
 		start := time.Now()
 		if out, err := inBastion(t, "nft", "delete", "table", "inet", "bastiond"); err != nil {
