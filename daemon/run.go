@@ -124,7 +124,7 @@ func (d *daemon) start() error {
 		adminLn.Close()
 		return err
 	}
-	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status, Policy: policyAPI{d}})
+	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status, Policy: policyAPI{d}, Targets: targetsAPI{d}})
 	if err != nil {
 		lns.Close()
 		adminLn.Close()

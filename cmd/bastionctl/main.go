@@ -34,7 +34,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&socket, "socket", "/run/bastiond/admin.sock", "the daemon's admin socket")
-	root.AddCommand(newStatus(&socket), newPolicy(&socket))
+	root.AddCommand(newStatus(&socket), newPolicy(&socket), newTargets(&socket))
 	return root
 }
 

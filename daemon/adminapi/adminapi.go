@@ -64,6 +64,8 @@ type Config struct {
 	Status func() Status
 	// Policy serves the firewall endpoints; nil leaves them out.
 	Policy Policy
+	// Targets serves the inventory endpoints; nil leaves them out.
+	Targets Targets
 }
 
 // Server answers admin requests.
@@ -89,6 +91,9 @@ func NewServer(cfg Config) (*Server, error) {
 	})
 	if cfg.Policy != nil {
 		s.policyRoutes(mux, cfg.Policy)
+	}
+	if cfg.Targets != nil {
+		s.targetRoutes(mux, cfg.Targets)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "no such admin endpoint: " + r.Method + " " + r.URL.Path})
