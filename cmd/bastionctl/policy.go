@@ -157,10 +157,10 @@ func printDifferences(w io.Writer, diffs []string) {
 // printCounters prints one line per target.
 func printCounters(out io.Writer, v adminapi.CountersView) {
 	fmt.Fprintf(out, "per-target counters since %s (%s)\n", v.Since.Format(time.RFC3339), time.Since(v.Since).Round(time.Second))
-	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "TARGET\tSENT PKTS\tSENT BYTES\tRECEIVED PKTS\tRECEIVED BYTES\tBLOCKED PKTS\tBLOCKED BYTES\t")
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TARGET\tSENT PKTS\tSENT BYTES\tRECEIVED PKTS\tRECEIVED BYTES\tBLOCKED PKTS\tBLOCKED BYTES")
 	for _, t := range v.Targets {
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t\n", t.Target,
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", t.Target,
 			t.Sent.Packets, t.Sent.Bytes, t.Received.Packets, t.Received.Bytes, t.Blocked.Packets, t.Blocked.Bytes)
 	}
 	w.Flush()
