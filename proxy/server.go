@@ -114,7 +114,7 @@ func (s *Server) tlsConfig(alpn ...string) *tls.Config {
 func (s *Server) Serve(tcp []net.Listener, udp []net.PacketConn) error {
 	var g errgroup.Group
 	for _, ln := range tcp {
-		tl := tls.NewListener(ln, s.tlsConfig("h2", "http/1.1"))
+		tl := tls.NewListener(newGate(ln, s), s.tlsConfig("h2", "http/1.1"))
 		g.Go(func() error {
 			if err := s.http.Serve(tl); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("proxy: serve %s: %w", ln.Addr(), err)

@@ -1,0 +1,223 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/bastiond/bastiond/proxy/certs"
+)
+
+const testName = "bastion.test.example"
+
+// startServer serves the front door on a loopback listener of the given
+// network (tcp4 or tcp6) and returns its address.
+func startServer(t *testing.T, network string) string {
+	t.Helper()
+	store := &certs.Store{}
+	if err := store.Load(certs.Config{SelfSigned: true, ServerName: testName, Dir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Logger: zaptest.NewLogger(t), ServerName: testName, Certs: store, HandshakeTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:0"
+	if network == "tcp6" {
+		addr = "[::1]:0"
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Skipf("no %s loopback: %v", network, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve([]net.Listener{ln}, nil) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// clientHelloBytes returns the first flight a crypto/tls client sends with cfg.
+func clientHelloBytes(t testing.TB, cfg *tls.Config) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	go func() {
+		tls.Client(a, cfg).Handshake()
+		a.Close()
+	}()
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var hdr [5]byte
+	if _, err := io.ReadFull(b, hdr[:]); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
+	if _, err := io.ReadFull(b, body); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	return append(hdr[:], body...)
+}
+
+// silence sends hello on a fresh connection and reports how many bytes came
+// back before the server closed it.
+func silence(t *testing.T, addr string, hello []byte) int {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(hello)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the server neither answered nor closed within 5s")
+	}
+	return int(n)
+}
+
+func TestGate(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			addr := startServer(t, network)
+			t.Run("the server name gets TLS and HTTP", func(t *testing.T) {
+				for _, name := range []string{testName, "BASTION.test.example."} {
+					client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+						TLSClientConfig: &tls.Config{ServerName: name, InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
+					resp, err := client.Get("https://" + addr + "/")
+					if err != nil {
+						t.Fatalf("%s: %v", name, err)
+					}
+					resp.Body.Close()
+					if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+						t.Errorf("%s: %s %s", name, resp.Proto, resp.Status)
+					}
+					client.CloseIdleConnections()
+				}
+			})
+			cases := []struct {
+				name  string
+				hello []byte
+			}{
+				{"no server name", clientHelloBytes(t, &tls.Config{InsecureSkipVerify: true})},
+				{"another server name", clientHelloBytes(t, &tls.Config{ServerName: "other.example", InsecureSkipVerify: true})},
+				{"a name that only starts like it", clientHelloBytes(t, &tls.Config{ServerName: testName + ".evil.example", InsecureSkipVerify: true})},
+				{"plain HTTP", []byte("GET / HTTP/1.1\r\nHost: " + testName + "\r\n\r\n")},
+				{"SSH", []byte("SSH-2.0-OpenSSH_9.2\r\n")},
+				{"a truncated hello", clientHelloBytes(t, &tls.Config{ServerName: testName})[:40]},
+				{"nothing at all", nil},
+			}
+			for _, tc := range cases {
+				t.Run(tc.name+": closed with zero bytes sent", func(t *testing.T) {
+					if n := silence(t, addr, tc.hello); n != 0 {
+						t.Errorf("the server sent %d bytes", n)
+					}
+				})
+			}
+			t.Run("a hello split over records and one-byte writes passes", func(t *testing.T) {
+				conn, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc := tls.Client(&fragmenter{Conn: conn}, &tls.Config{ServerName: testName, InsecureSkipVerify: true})
+				defer tc.Close()
+				tc.SetDeadline(time.Now().Add(5 * time.Second))
+				if err := tc.Handshake(); err != nil {
+					t.Fatalf("handshake: %v", err)
+				}
+			})
+		})
+	}
+}
+
+// fragmenter splits the client's first record into two records, and writes
+// them a byte at a time: the gate must reassemble both ways.
+type fragmenter struct {
+	net.Conn
+	done bool
+}
+
+func (f *fragmenter) Write(p []byte) (int, error) {
+	if f.done || len(p) < 5+8 || p[0] != 22 {
+		return f.Conn.Write(p)
+	}
+	f.done = true
+	body := p[5 : 5+(int(p[3])<<8|int(p[4]))]
+	var out bytes.Buffer
+	for _, part := range [][]byte{body[:7], body[7:]} { // the first holds the handshake header and a bit
+		out.Write([]byte{22, p[1], p[2], byte(len(part) >> 8), byte(len(part))})
+		out.Write(part)
+	}
+	out.Write(p[5+len(body):])
+	for _, b := range out.Bytes() {
+		if _, err := f.Conn.Write([]byte{b}); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func TestParseClientHello(t *testing.T) {
+	hello := clientHelloBytes(t, &tls.Config{ServerName: testName, NextProtos: []string{"h2", "http/1.1"}})
+	raw, h, err := readClientHello(bytes.NewReader(append(hello, "trailing"...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.serverName != testName || len(h.alpn) != 2 || h.alpn[0] != "h2" || h.alpn[1] != "http/1.1" {
+		t.Errorf("parsed %+v", h)
+	}
+	if !bytes.Equal(raw, hello) {
+		t.Errorf("read %d bytes, want exactly the hello's %d", len(raw), len(hello))
+	}
+	for name, bad := range map[string][]byte{
+		"record too long": {22, 3, 1, 0x40, 0x01},
+		"not handshake":   {23, 3, 3, 0, 4, 1, 0, 0, 0},
+		"not a hello":     {22, 3, 1, 0, 4, 2, 0, 0, 0},
+		"huge hello":      {22, 3, 1, 0, 4, 1, 0xff, 0xff, 0xff},
+	} {
+		if _, _, err := readClientHello(bytes.NewReader(bad)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// FuzzClientHello: the reader never panics, never reads past its bound, and
+// whatever it accepts a second parse reads the same.
+func FuzzClientHello(f *testing.F) {
+	for _, cfg := range []*tls.Config{
+		{ServerName: testName},
+		{InsecureSkipVerify: true},
+		{ServerName: testName, NextProtos: []string{"h2", "http/1.1"}, MaxVersion: tls.VersionTLS12},
+	} {
+		f.Add(clientHelloBytes(f, cfg))
+	}
+	f.Add([]byte{22, 3, 1, 0, 4, 1, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		raw, h, err := readClientHello(bytes.NewReader(data))
+		if len(raw) > len(data) || len(raw) > maxHelloBytes+5*maxHelloRecords {
+			t.Fatalf("read %d of %d bytes", len(raw), len(data))
+		}
+		if err != nil {
+			return
+		}
+		_, h2, err := readClientHello(bytes.NewReader(raw))
+		if err != nil || h2.serverName != h.serverName || len(h2.alpn) != len(h.alpn) {
+			t.Fatalf("second read differs: %+v %v vs %+v", h2, err, h)
+		}
+	})
+}
