@@ -394,11 +394,12 @@ func proxyConfig(cfg *config.Config, log *zap.Logger, store *certs.Store) proxy.
 		minTLS = tls.VersionTLS12
 	}
 	return proxy.Config{
-		Logger:           log.Named("proxy"),
-		ServerName:       cfg.Listen.ServerName,
-		Certs:            store,
-		MinTLSVersion:    minTLS,
-		HandshakeTimeout: cfg.Limits.HandshakeTimeout,
+		Logger:            log.Named("proxy"),
+		ServerName:        cfg.Listen.ServerName,
+		Certs:             store,
+		MinTLSVersion:     minTLS,
+		HandshakeTimeout:  cfg.Limits.HandshakeTimeout,
+		MaxConnsPerSource: cfg.Limits.ConnectionsPerSource,
 	}
 }
 

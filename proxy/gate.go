@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
@@ -23,10 +24,13 @@ type gate struct {
 	once   sync.Once
 	closed chan struct{}
 	err    error // the listener's accept error, set before closed is closed
+
+	mu      sync.Mutex
+	sources map[netip.Addr]int // open connections per source address
 }
 
 func newGate(ln net.Listener, s *Server) *gate {
-	g := &gate{ln: ln, s: s, out: make(chan net.Conn), closed: make(chan struct{})}
+	g := &gate{ln: ln, s: s, out: make(chan net.Conn), closed: make(chan struct{}), sources: map[netip.Addr]int{}}
 	go g.acceptLoop()
 	return g
 }
@@ -49,7 +53,12 @@ func (g *gate) acceptLoop() {
 			return
 		}
 		delay = 0
-		go g.screen(c)
+		tc, ok := g.admit(c)
+		if !ok {
+			c.Close() // over the per-source cap: nothing sent
+			continue
+		}
+		go g.screen(tc)
 	}
 }
 
@@ -71,6 +80,42 @@ func (g *gate) screen(c net.Conn) {
 	case <-g.closed:
 		c.Close()
 	}
+}
+
+// admit counts c against its source's cap, and returns c wrapped so that
+// closing it gives the place back.
+func (g *gate) admit(c net.Conn) (net.Conn, bool) {
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return c, true // not an IP peer: nothing to count
+	}
+	src, limit := ap.Addr().Unmap(), g.s.cfg.Load().MaxConnsPerSource
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.sources[src] >= limit {
+		g.s.log.Debug("per-source connection cap reached", zap.Stringer("source", src), zap.Int("cap", limit))
+		return nil, false
+	}
+	g.sources[src]++
+	return &countedConn{Conn: c, release: func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.sources[src]--; g.sources[src] <= 0 {
+			delete(g.sources, src)
+		}
+	}}, true
+}
+
+// countedConn gives its source's place back once, when closed.
+type countedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
 }
 
 // Accept returns the next connection that passed the gate.

@@ -22,11 +22,18 @@ const testName = "bastion.test.example"
 // network (tcp4 or tcp6) and returns its address.
 func startServer(t *testing.T, network string) string {
 	t.Helper()
+	return startServerWith(t, network, Config{HandshakeTimeout: 500 * time.Millisecond})
+}
+
+// startServerWith is startServer with cfg's limits.
+func startServerWith(t *testing.T, network string, cfg Config) string {
+	t.Helper()
 	store := &certs.Store{}
 	if err := store.Load(certs.Config{SelfSigned: true, ServerName: testName, Dir: t.TempDir()}); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Logger: zaptest.NewLogger(t), ServerName: testName, Certs: store, HandshakeTimeout: 500 * time.Millisecond})
+	cfg.Logger, cfg.ServerName, cfg.Certs = zaptest.NewLogger(t), testName, store
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,4 +227,41 @@ func FuzzClientHello(f *testing.F) {
 			t.Fatalf("second read differs: %+v %v vs %+v", h2, err, h)
 		}
 	})
+}
+
+func TestGatePerSourceCap(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			// A long handshake timeout: only the cap can close the fourth.
+			addr := startServerWith(t, network, Config{HandshakeTimeout: time.Minute, MaxConnsPerSource: 3})
+			var held []net.Conn
+			for range 3 {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				held = append(held, c)
+			}
+			time.Sleep(100 * time.Millisecond) // let the server accept them
+			if n := silence(t, addr, nil); n != 0 {
+				t.Errorf("the fourth connection got %d bytes", n)
+			}
+			for _, c := range held {
+				c.Close()
+			}
+			// The places come back as the server notices the closes.
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				c, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{ServerName: testName, InsecureSkipVerify: true})
+				if err == nil {
+					c.Close()
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no place given back after the held connections closed: %v", err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
 }

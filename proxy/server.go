@@ -36,6 +36,9 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes keep-alive connections without requests. Default 2m.
 	IdleTimeout time.Duration
+	// MaxConnsPerSource caps the TCP connections one source address holds
+	// open; past it, new ones are closed with nothing sent. Default 256.
+	MaxConnsPerSource int
 }
 
 // Server serves port 443 on the listeners given to Serve.
@@ -80,6 +83,9 @@ func (c Config) withDefaults() (*Config, error) {
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 2 * time.Minute
+	}
+	if c.MaxConnsPerSource == 0 {
+		c.MaxConnsPerSource = 256
 	}
 	return &c, nil
 }

@@ -182,6 +182,11 @@ type Limits struct {
 	Weights  Weights `yaml:"weights"`
 	// SessionsPerUser caps one user's concurrent sessions. Default 10.
 	SessionsPerUser int `yaml:"sessions_per_user"`
+	// ConnectionsPerSource caps the TCP connections one source address may
+	// hold open on port 443; past it, new ones are closed unanswered.
+	// Generous by default (256): many users may share one address behind
+	// a NAT.
+	ConnectionsPerSource int `yaml:"connections_per_source"`
 	// DrainGrace is how long SIGTERM waits for sessions to end. Default 30s.
 	DrainGrace time.Duration `yaml:"drain_grace"`
 	// HandshakeTimeout bounds TLS, QUIC and SSH handshakes. Default 10s.
@@ -331,6 +336,7 @@ func (c *Config) setDefaults() {
 	lim.Weights.RDP = orDefault(lim.Weights.RDP, 2)
 	lim.Weights.Tunnel = orDefault(lim.Weights.Tunnel, 1)
 	lim.SessionsPerUser = orDefault(lim.SessionsPerUser, 10)
+	lim.ConnectionsPerSource = orDefault(lim.ConnectionsPerSource, 256)
 	lim.DrainGrace = orDefault(lim.DrainGrace, 30*time.Second)
 	lim.HandshakeTimeout = orDefault(lim.HandshakeTimeout, 10*time.Second)
 	lim.DialTimeout = orDefault(lim.DialTimeout, 10*time.Second)

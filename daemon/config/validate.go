@@ -311,6 +311,7 @@ func (c *Config) validateLimits(v *validator) {
 		{"limits.weights.rdp", l.Weights.RDP},
 		{"limits.weights.tunnel", l.Weights.Tunnel},
 		{"limits.sessions_per_user", l.SessionsPerUser},
+		{"limits.connections_per_source", l.ConnectionsPerSource},
 	}
 	for _, p := range positive {
 		if p.n < 0 {
