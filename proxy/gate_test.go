@@ -265,3 +265,67 @@ func TestGatePerSourceCap(t *testing.T) {
 		})
 	}
 }
+
+// TestTLSVersionsAndCertificateReload: TLS 1.3 only by default, 1.2 when
+// configured; a certificate loaded into the store (a reload) serves the next
+// handshake.
+func TestTLSVersionsAndCertificateReload(t *testing.T) {
+	store := &certs.Store{}
+	if err := store.Load(certs.Config{SelfSigned: true, ServerName: testName, Dir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Logger: zaptest.NewLogger(t), ServerName: testName, Certs: store, HandshakeTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve([]net.Listener{ln}, nil) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		<-done
+	}()
+	handshake := func(maxVersion uint16) (*tls.ConnectionState, error) {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", ln.Addr().String(),
+			&tls.Config{ServerName: testName, InsecureSkipVerify: true, MaxVersion: maxVersion})
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		st := c.ConnectionState()
+		return &st, nil
+	}
+	if st, err := handshake(0); err != nil || st.Version != tls.VersionTLS13 {
+		t.Fatalf("TLS 1.3 client: %v", err)
+	}
+	if _, err := handshake(tls.VersionTLS12); err == nil {
+		t.Error("a TLS 1.2 client was served with the default minimum of 1.3")
+	}
+	if err := s.SetConfig(Config{Logger: s.log, ServerName: testName, Certs: store, MinTLSVersion: tls.VersionTLS12}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := handshake(tls.VersionTLS12)
+	if err != nil || st.Version != tls.VersionTLS12 {
+		t.Fatalf("TLS 1.2 client with min_version 1.2: %v", err)
+	}
+	before := st.PeerCertificates[0].SerialNumber
+
+	// A new certificate (what SIGHUP loads from the files) serves the next
+	// handshake without a restart.
+	dir := t.TempDir()
+	if err := store.Load(certs.Config{SelfSigned: true, ServerName: testName, Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	st, err = handshake(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PeerCertificates[0].SerialNumber.Cmp(before) == 0 {
+		t.Error("the reloaded certificate is not served")
+	}
+}
