@@ -34,21 +34,24 @@ func labConfig(t testing.TB, edit func(string) string) *config.Config {
 
 var labVNet = []netip.Addr{netip.MustParseAddr("198.18.0.4"), netip.MustParseAddr("2001:db8:b5::4")}
 
+// goldenCases are the configurations behind testdata/NAME.nft, and
+// testdata/NAME.netlink for the netlink message tests.
+var goldenCases = []struct {
+	name string
+	edit func(string) string
+}{
+	{"bridged", nil},
+	{"routed", func(s string) string { return strings.Replace(s, "mode: bridged", "mode: routed", 1) }},
+	{"attached", func(s string) string { return strings.Replace(s, "mode: bridged", "mode: attached", 1) }},
+	{"trap-threshold-admins", func(s string) string {
+		return s + "firewall:\n  trap_threshold: 3\n  admin_cidrs: [192.0.2.0/24, \"2001:db8:ad::/48\"]\n  exempt_ports: [80, 8080]\n  block_for: 1h30m\n"
+	}},
+}
+
 // TestCompileGolden renders the compiled ruleset for each mode and compares
 // it with testdata/*.nft (go test -update rewrites them).
 func TestCompileGolden(t *testing.T) {
-	tests := []struct {
-		name string
-		edit func(string) string
-	}{
-		{"bridged", nil},
-		{"routed", func(s string) string { return strings.Replace(s, "mode: bridged", "mode: routed", 1) }},
-		{"attached", func(s string) string { return strings.Replace(s, "mode: bridged", "mode: attached", 1) }},
-		{"trap-threshold-admins", func(s string) string {
-			return s + "firewall:\n  trap_threshold: 3\n  admin_cidrs: [192.0.2.0/24, \"2001:db8:ad::/48\"]\n  exempt_ports: [80, 8080]\n  block_for: 1h30m\n"
-		}},
-	}
-	for _, tt := range tests {
+	for _, tt := range goldenCases {
 		t.Run(tt.name, func(t *testing.T) {
 			rs, err := Compile(Input{Config: labConfig(t, tt.edit), VNetAddrs: labVNet})
 			if err != nil {

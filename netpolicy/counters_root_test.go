@@ -50,15 +50,7 @@ func TestTargetCounters(t *testing.T) {
 			t.Fatalf("ip %v: %v: %s", args, err, out)
 		}
 	}
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	k, err := OpenNetNS(int(h))
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := kernelIn(t, ns)
 	rs, err := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet})
 	if err != nil {
 		t.Fatal(err)
@@ -135,16 +127,7 @@ func TestTargetCounters(t *testing.T) {
 // TestGeneration holds what the cheap drift check relies on: every
 // committed transaction moves the generation on, and reads do not.
 func TestGeneration(t *testing.T) {
-	ns, _ := testNetns(t)
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	k, err := OpenNetNS(int(h))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, k := testKernel(t)
 	g0, err := k.gen.generation()
 	if err != nil {
 		t.Fatal(err)

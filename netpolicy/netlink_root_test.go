@@ -47,6 +47,28 @@ func testNetns(t *testing.T) (string, *nftables.Conn) {
 	return name, c
 }
 
+// kernelIn opens a Kernel in namespace ns.
+func kernelIn(t *testing.T, ns string) *Kernel {
+	t.Helper()
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() }) // each netlink request dials through it
+	k, err := OpenNetNS(int(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// testKernel makes a fresh namespace for t and opens a Kernel in it.
+func testKernel(t *testing.T) (string, *Kernel) {
+	t.Helper()
+	ns, _ := testNetns(t)
+	return ns, kernelIn(t, ns)
+}
+
 func nft(t *testing.T, ns string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command("ip", append([]string{"netns", "exec", ns, "nft"}, args...)...).CombinedOutput()
@@ -154,16 +176,7 @@ func TestApplyKeepsBlocklist(t *testing.T) {
 }
 
 func TestVerifyAndReconcile(t *testing.T) {
-	ns, _ := testNetns(t)
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	k, err := OpenNetNS(int(h))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, k := testKernel(t)
 	cfg := labConfig(t, func(s string) string { return s + "firewall: {admin_cidrs: [192.0.2.0/24]}\n" })
 	rs, err := Compile(Input{Config: cfg, VNetAddrs: labVNet})
 	if err != nil {
@@ -236,16 +249,7 @@ func TestVerifyAndReconcile(t *testing.T) {
 }
 
 func TestBlocklistListAndClear(t *testing.T) {
-	ns, _ := testNetns(t)
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	k, err := OpenNetNS(int(h))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, k := testKernel(t)
 	rs, _ := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet})
 	if err := k.Apply(rs); err != nil {
 		t.Fatal(err)

@@ -28,7 +28,7 @@ func TestNftNetlinkGolden(t *testing.T) {
 	if out, err := exec.Command("nft", "--version").Output(); err == nil {
 		version = strings.TrimSpace(string(out))
 	}
-	for _, tc := range netlinkCases {
+	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
 			rs, err := Compile(Input{Config: labConfig(t, tc.edit), VNetAddrs: labVNet})
 			if err != nil {

@@ -16,20 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// netlinkCases are the configurations behind testdata/NAME.nft (see
-// TestCompileGolden); each has its transaction in testdata/NAME.netlink.
-var netlinkCases = []struct {
-	name string
-	edit func(string) string
-}{
-	{"bridged", nil},
-	{"routed", func(s string) string { return strings.Replace(s, "mode: bridged", "mode: routed", 1) }},
-	{"attached", func(s string) string { return strings.Replace(s, "mode: bridged", "mode: attached", 1) }},
-	{"trap-threshold-admins", func(s string) string {
-		return s + "firewall:\n  trap_threshold: 3\n  admin_cidrs: [192.0.2.0/24, \"2001:db8:ad::/48\"]\n  exempt_ports: [80, 8080]\n  block_for: 1h30m\n"
-	}},
-}
-
 // recordConn returns an nftables connection that reaches no kernel: reads
 // fail with ENOENT, as they do before the first apply (Apply then has no set
 // entries to keep), and every batch it sends is appended to *batches,
@@ -124,7 +110,7 @@ func TestApplyMessagesMatchNft(t *testing.T) {
 	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
 		t.Skip("the .netlink goldens were recorded on a little-endian host (host-order words, ct state, iif)")
 	}
-	for _, tc := range netlinkCases {
+	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
 			rs, err := Compile(Input{Config: labConfig(t, tc.edit), VNetAddrs: labVNet})
 			if err != nil {
