@@ -190,20 +190,7 @@ type ruleEdit struct{ want, cur int }
 // one rule inserted or deleted is reported as just that, not as every rule
 // after it differing. A rule deleted where another was added is a change.
 func ruleDiff(want, cur []string) []ruleEdit {
-	// lcs[i][j]: length of the common subsequence of want[i:] and cur[j:].
-	lcs := make([][]int, len(want)+1)
-	for i := range lcs {
-		lcs[i] = make([]int, len(cur)+1)
-	}
-	for i := len(want) - 1; i >= 0; i-- {
-		for j := len(cur) - 1; j >= 0; j-- {
-			if want[i] == cur[j] {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
-			}
-		}
-	}
+	lcs := lcsTable(want, cur)
 	var edits []ruleEdit
 	i, j := 0, 0
 	for i < len(want) || j < len(cur) {
@@ -222,6 +209,25 @@ func ruleDiff(want, cur []string) []ruleEdit {
 		}
 	}
 	return edits
+}
+
+// lcsTable returns lcs[i][j]: the length of the longest common subsequence
+// of a[i:] and b[j:].
+func lcsTable(a, b []string) [][]int {
+	lcs := make([][]int, len(a)+1)
+	for i := range lcs {
+		lcs[i] = make([]int, len(b)+1)
+	}
+	for i := len(a) - 1; i >= 0; i-- {
+		for j := len(b) - 1; j >= 0; j-- {
+			if a[i] == b[j] {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
+			}
+		}
+	}
+	return lcs
 }
 
 func ruleText(ch Chain, i int) string {

@@ -1334,19 +1334,7 @@ func stripComments(s string) string {
 func lineDiff(want, got string) string {
 	a := strings.Split(strings.TrimSuffix(want, "\n"), "\n")
 	b := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
-	lcs := make([][]int, len(a)+1)
-	for i := range lcs {
-		lcs[i] = make([]int, len(b)+1)
-	}
-	for i := len(a) - 1; i >= 0; i-- {
-		for j := len(b) - 1; j >= 0; j-- {
-			if a[i] == b[j] {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
-			}
-		}
-	}
+	lcs := lcsTable(a, b)
 	type op struct {
 		kind byte
 		text string
