@@ -1,0 +1,259 @@
+package auth
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+// Errors the store returns; callers branch on them with errors.Is.
+var (
+	ErrNoUser     = errors.New("no such user")
+	ErrUserExists = errors.New("user already exists")
+	ErrBadName    = errors.New("a user name is 1 to 64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit")
+)
+
+var userName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// User is one local account as stored.
+type User struct {
+	Name         string `json:"name"`
+	PasswordHash string `json:"password_hash"`
+	Disabled     bool   `json:"disabled,omitempty"`
+	// Roles are roles granted to this user by `bastionctl users grant`, on
+	// top of those the configuration binds to the user or its groups.
+	Roles []string `json:"roles,omitempty"`
+	// TOTPSecret is set once the user has confirmed an enrolment.
+	TOTPSecret []byte `json:"totp_secret,omitempty"`
+	// TOTPPending is an enrolment waiting for its first code.
+	TOTPPending []byte `json:"totp_pending,omitempty"`
+	// TOTPLastStep is the last time step accepted, refused afterwards.
+	TOTPLastStep int64 `json:"totp_last_step,omitempty"`
+	// LockedUntil is set by repeated login failures; an admin clears it
+	// with `bastionctl users unlock`.
+	LockedUntil     time.Time `json:"locked_until,omitzero"`
+	Created         time.Time `json:"created"`
+	PasswordChanged time.Time `json:"password_changed"`
+}
+
+// HasTOTP reports whether the user must give a code at login.
+func (u User) HasTOTP() bool { return len(u.TOTPSecret) > 0 }
+
+var (
+	bucketUsers  = []byte("users")
+	bucketTokens = []byte("tokens")
+)
+
+// Store keeps accounts and API tokens in a bbolt database that it shares
+// with other parts of the daemon (each owns its buckets).
+type Store struct {
+	db  *bbolt.DB
+	now func() time.Time
+}
+
+// NewStore creates the store's buckets in db if they are missing.
+func NewStore(db *bbolt.DB) (*Store, error) {
+	err := db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range [][]byte{bucketUsers, bucketTokens} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("auth: open store: %w", err)
+	}
+	return &Store{db: db, now: time.Now}, nil
+}
+
+// AddUser creates an account. The password is hashed here and not kept.
+func (s *Store) AddUser(name, password string, roles []string) error {
+	if !userName.MatchString(name) {
+		return fmt.Errorf("auth: %q: %w", name, ErrBadName)
+	}
+	if err := checkNewPassword(password); err != nil {
+		return err
+	}
+	hash, err := hashPassword(password)
+	if err != nil {
+		return err
+	}
+	now := s.now().UTC()
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketUsers)
+		if b.Get([]byte(name)) != nil {
+			return fmt.Errorf("auth: %s: %w", name, ErrUserExists)
+		}
+		return putUser(b, User{Name: name, PasswordHash: hash, Roles: dedupe(roles), Created: now, PasswordChanged: now})
+	})
+}
+
+// User returns the account called name.
+func (s *Store) User(name string) (User, error) {
+	var u User
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		u, err = getUser(tx.Bucket(bucketUsers), name)
+		return err
+	})
+	return u, err
+}
+
+// Users returns every account, by name.
+func (s *Store) Users() ([]User, error) {
+	var us []User
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+			var u User
+			if err := json.Unmarshal(v, &u); err != nil {
+				return fmt.Errorf("auth: user %q: %w", k, err)
+			}
+			us = append(us, u)
+			return nil
+		})
+	})
+	return us, err
+}
+
+// Update applies change to the account called name in one transaction.
+func (s *Store) Update(name string, change func(*User) error) error {
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketUsers)
+		u, err := getUser(b, name)
+		if err != nil {
+			return err
+		}
+		if err := change(&u); err != nil {
+			return err
+		}
+		return putUser(b, u)
+	})
+}
+
+// SetPassword replaces a password. Web sessions and tokens of the user are
+// the caller's to end.
+func (s *Store) SetPassword(name, password string) error {
+	if err := checkNewPassword(password); err != nil {
+		return err
+	}
+	hash, err := hashPassword(password)
+	if err != nil {
+		return err
+	}
+	return s.Update(name, func(u *User) error {
+		u.PasswordHash = hash
+		u.PasswordChanged = s.now().UTC()
+		return nil
+	})
+}
+
+// SetDisabled disables or enables an account.
+func (s *Store) SetDisabled(name string, disabled bool) error {
+	return s.Update(name, func(u *User) error { u.Disabled = disabled; return nil })
+}
+
+// Unlock clears a lockout.
+func (s *Store) Unlock(name string) error {
+	return s.Update(name, func(u *User) error { u.LockedUntil = time.Time{}; return nil })
+}
+
+// Grant adds roles to an account; Revoke removes them.
+func (s *Store) Grant(name string, roles ...string) error {
+	return s.Update(name, func(u *User) error { u.Roles = dedupe(append(u.Roles, roles...)); return nil })
+}
+
+// Revoke removes roles granted with Grant.
+func (s *Store) Revoke(name string, roles ...string) error {
+	return s.Update(name, func(u *User) error {
+		u.Roles = slices.DeleteFunc(u.Roles, func(r string) bool { return slices.Contains(roles, r) })
+		return nil
+	})
+}
+
+// DeleteUser removes an account and its tokens.
+func (s *Store) DeleteUser(name string) error {
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketUsers)
+		if b.Get([]byte(name)) == nil {
+			return fmt.Errorf("auth: %s: %w", name, ErrNoUser)
+		}
+		if err := b.Delete([]byte(name)); err != nil {
+			return err
+		}
+		return deleteTokens(tx, func(t Token) bool { return t.User == name })
+	})
+}
+
+// BeginTOTP starts an enrolment: a new secret that takes effect once the
+// user proves, with ConfirmTOTP, that an app holds it. issuer names the
+// bastion in the app.
+func (s *Store) BeginTOTP(name, issuer string) (TOTPEnrolment, error) {
+	secret, err := newTOTPSecret()
+	if err != nil {
+		return TOTPEnrolment{}, err
+	}
+	err = s.Update(name, func(u *User) error { u.TOTPPending = secret; return nil })
+	if err != nil {
+		return TOTPEnrolment{}, err
+	}
+	return totpEnrolment(issuer, name, secret), nil
+}
+
+// ErrBadCode is returned by ConfirmTOTP for a code that does not match.
+var ErrBadCode = errors.New("auth: the code does not match; check the app's clock and try the next code")
+
+// ConfirmTOTP makes a pending enrolment the user's second factor if code
+// is current for it.
+func (s *Store) ConfirmTOTP(name, code string) error {
+	return s.Update(name, func(u *User) error {
+		if len(u.TOTPPending) == 0 {
+			return errors.New("auth: no enrolment is pending; start one first")
+		}
+		step, ok := checkTOTP(u.TOTPPending, code, s.now(), 0)
+		if !ok {
+			return ErrBadCode
+		}
+		u.TOTPSecret, u.TOTPPending, u.TOTPLastStep = u.TOTPPending, nil, step
+		return nil
+	})
+}
+
+// ResetTOTP removes the second factor (a lost phone).
+func (s *Store) ResetTOTP(name string) error {
+	return s.Update(name, func(u *User) error {
+		u.TOTPSecret, u.TOTPPending, u.TOTPLastStep = nil, nil, 0
+		return nil
+	})
+}
+
+func getUser(b *bbolt.Bucket, name string) (User, error) {
+	v := b.Get([]byte(name))
+	if v == nil {
+		return User{}, fmt.Errorf("auth: %s: %w", name, ErrNoUser)
+	}
+	var u User
+	if err := json.Unmarshal(v, &u); err != nil {
+		return User{}, fmt.Errorf("auth: user %q: %w", name, err)
+	}
+	return u, nil
+}
+
+func putUser(b *bbolt.Bucket, u User) error {
+	v, err := json.Marshal(u)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(u.Name), v)
+}
+
+func dedupe(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return slices.Compact(s)
+}
