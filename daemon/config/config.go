@@ -163,11 +163,15 @@ type Role struct {
 	Subjects []string `yaml:"subjects"`
 	// Targets are target names, "tag:TAG" or "*" for all.
 	Targets []string `yaml:"targets"`
-	// Protocols are ssh, rdp and tunnel.
+	// Protocols are ssh, rdp, tunnel (any port the target offers) and
+	// tunnel:PORT (that port only).
 	Protocols []string `yaml:"protocols"`
 	// Logins are the account names allowed on the target; "*" allows any.
 	// Empty allows any.
 	Logins []string `yaml:"logins"`
+	// Bastions are the server names of the bastions this role applies on.
+	// Empty: every bastion that loads this file.
+	Bastions []string `yaml:"bastions"`
 	// DisableClipboard turns off copy and paste in browser sessions.
 	DisableClipboard bool `yaml:"disable_clipboard"`
 	// Record makes browser sessions of this role be recorded.

@@ -135,6 +135,17 @@ func TestParseProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "tunnel port and bastion name in a role",
+			edit: func(s string) string {
+				return strings.Replace(s, "protocols: [ssh, rdp, tunnel]", "protocols: [tunnel:5432, tunnel:0, tunnel:x]\n      bastions: [bastion.lab.example, \"not a name\"]", 1)
+			},
+			want: []string{
+				`lab.yaml:27: access.roles[0].protocols[1]: "tunnel:0" is not a protocol`,
+				`lab.yaml:27: access.roles[0].protocols[2]: "tunnel:x" is not a protocol`,
+				`lab.yaml:28: access.roles[0].bastions[1]: "not a name" is not a server name`,
+			},
+		},
+		{
 			name: "missing required key reported at its section",
 			edit: func(s string) string { return strings.Replace(s, "  server_name: bastion.lab.example\n", "", 1) },
 			want: []string{"lab.yaml:1: listen.server_name: required"},

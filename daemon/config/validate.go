@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -293,8 +294,19 @@ func (c *Config) validateAccess(v *validator, targets map[string]bool) {
 			v.errorf(path+".protocols", "required: one or more of ssh, rdp, tunnel")
 		}
 		for j, p := range r.Protocols {
-			if p != ProtoSSH && p != ProtoRDP && p != ProtoTunnel {
-				v.errorf(fmt.Sprintf("%s.protocols[%d]", path, j), "%q is not a protocol; use ssh, rdp or tunnel", p)
+			if p == ProtoSSH || p == ProtoRDP || p == ProtoTunnel {
+				continue
+			}
+			if port, ok := strings.CutPrefix(p, ProtoTunnel+":"); ok {
+				if n, err := strconv.ParseUint(port, 10, 16); err == nil && n > 0 {
+					continue
+				}
+			}
+			v.errorf(fmt.Sprintf("%s.protocols[%d]", path, j), "%q is not a protocol; use ssh, rdp, tunnel or tunnel:PORT", p)
+		}
+		for j, b := range r.Bastions {
+			if b != "*" && !isDNSName(strings.TrimSuffix(b, ".")) {
+				v.errorf(fmt.Sprintf("%s.bastions[%d]", path, j), "%q is not a server name", b)
 			}
 		}
 	}

@@ -1,0 +1,307 @@
+// Package access decides who may reach what: role-based authorization over
+// the inventory. A session needs a role that is bound to the user (directly,
+// through a group, or by a grant in the account store), whose targets cover
+// the machine (by name, tag or "*"), whose protocols cover the one asked for
+// (ssh, rdp, tunnel or tunnel:PORT), whose logins cover the account name on
+// the machine, and whose bastions cover this bastion, as in Azure, where a
+// connection needs rights on the machine and on the bastion itself.
+//
+// A Policy is immutable; a reload builds a new one. Deny is the default:
+// no role, no access.
+package access
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Protocols.
+const (
+	SSH    = "ssh"
+	RDP    = "rdp"
+	Tunnel = "tunnel"
+)
+
+// Target is what the policy needs to know of an inventory machine.
+type Target struct {
+	Name        string
+	Description string
+	Tags        []string
+	SSH, RDP    uint16   // 0: not offered
+	Tunnel      []uint16 // further ports for native tunnels
+}
+
+// ports are every port a tunnel may reach on t.
+func (t Target) ports() []uint16 {
+	var ps []uint16
+	for _, p := range append([]uint16{t.SSH, t.RDP}, t.Tunnel...) {
+		if p != 0 && !slices.Contains(ps, p) {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// Role grants protocols on targets.
+type Role struct {
+	Name string
+	// Subjects are "user:NAME" and "group:NAME".
+	Subjects []string
+	// Targets are names, "tag:TAG" or "*".
+	Targets []string
+	// Protocols are ssh, rdp, tunnel (any offered port) or tunnel:PORT.
+	Protocols []string
+	// Logins are account names allowed on the machine; empty or "*": any.
+	Logins []string
+	// Bastions are the server names of the bastions the role applies on;
+	// empty: every bastion that loads this configuration.
+	Bastions         []string
+	DisableClipboard bool
+	Record           bool
+}
+
+// Policy is one configuration's access rules.
+type Policy struct {
+	bastion string
+	targets map[string]Target
+	order   []string            // target names in inventory order
+	groups  map[string][]string // user -> groups
+	roles   []Role
+}
+
+// New builds a Policy for the bastion called bastion (its server name).
+// groups maps a group to its members.
+func New(bastion string, targets []Target, groups map[string][]string, roles []Role) *Policy {
+	p := &Policy{
+		bastion: strings.ToLower(strings.TrimSuffix(bastion, ".")),
+		targets: make(map[string]Target, len(targets)),
+		groups:  map[string][]string{},
+		roles:   slices.Clone(roles),
+	}
+	for _, t := range targets {
+		p.targets[t.Name] = t
+		p.order = append(p.order, t.Name)
+	}
+	for g, members := range groups {
+		for _, u := range members {
+			p.groups[u] = append(p.groups[u], g)
+		}
+	}
+	return p
+}
+
+// Request is one access question.
+type Request struct {
+	User string
+	// Granted are the roles the account store grants the user.
+	Granted  []string
+	Target   string
+	Protocol string
+	// Port is the target port for a tunnel; 0 for ssh and rdp.
+	Port uint16
+	// Login is the account name on the target; "" when not yet known
+	// (the check is then whether some login is allowed).
+	Login string
+}
+
+// Decision is the answer.
+type Decision struct {
+	Allowed bool
+	// Roles are the roles that allow the request.
+	Roles []string
+	// Reason says why not, for the log; users see only "not allowed".
+	Reason string
+	// Record is true if any allowing role records sessions.
+	Record bool
+	// DisableClipboard is true if any allowing role disables the
+	// clipboard: the stricter setting wins.
+	DisableClipboard bool
+}
+
+// Target returns the inventory target called name.
+func (p *Policy) Target(name string) (Target, bool) {
+	t, ok := p.targets[name]
+	return t, ok
+}
+
+// Check answers r.
+func (p *Policy) Check(r Request) Decision {
+	t, ok := p.targets[r.Target]
+	if !ok {
+		return Decision{Reason: fmt.Sprintf("no target %q in the inventory", r.Target)}
+	}
+	port, err := resolvePort(t, r.Protocol, r.Port)
+	if err != nil {
+		return Decision{Reason: err.Error()}
+	}
+	d := Decision{Reason: fmt.Sprintf("no role gives %s %s on %s on this bastion", r.User, describe(r.Protocol, port), t.Name)}
+	for _, role := range p.roles {
+		if !p.bound(role, r.User, r.Granted) || !p.onThisBastion(role) || !covers(role.Targets, t) ||
+			!allowsProtocol(role.Protocols, r.Protocol, port) || !allowsLogin(role.Logins, r.Login) {
+			continue
+		}
+		d.Allowed = true
+		d.Reason = ""
+		d.Roles = append(d.Roles, role.Name)
+		d.Record = d.Record || role.Record
+		d.DisableClipboard = d.DisableClipboard || role.DisableClipboard
+	}
+	return d
+}
+
+// resolvePort checks that t offers protocol (on port, for a tunnel) and
+// returns the port.
+func resolvePort(t Target, protocol string, port uint16) (uint16, error) {
+	switch protocol {
+	case SSH:
+		if t.SSH == 0 {
+			return 0, fmt.Errorf("%s offers no SSH", t.Name)
+		}
+		return t.SSH, nil
+	case RDP:
+		if t.RDP == 0 {
+			return 0, fmt.Errorf("%s offers no RDP", t.Name)
+		}
+		return t.RDP, nil
+	case Tunnel:
+		if !slices.Contains(t.ports(), port) {
+			return 0, fmt.Errorf("%s offers no tunnel to port %d", t.Name, port)
+		}
+		return port, nil
+	}
+	return 0, fmt.Errorf("%q is not a protocol", protocol)
+}
+
+func describe(protocol string, port uint16) string {
+	if protocol == Tunnel {
+		return "a tunnel to port " + strconv.Itoa(int(port))
+	}
+	return protocol
+}
+
+func (p *Policy) bound(role Role, user string, granted []string) bool {
+	if slices.Contains(granted, role.Name) {
+		return true
+	}
+	for _, s := range role.Subjects {
+		kind, name, _ := strings.Cut(s, ":")
+		switch kind {
+		case "user":
+			if name == user {
+				return true
+			}
+		case "group":
+			if slices.Contains(p.groups[user], name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (p *Policy) onThisBastion(role Role) bool {
+	if len(role.Bastions) == 0 {
+		return true
+	}
+	return slices.ContainsFunc(role.Bastions, func(b string) bool {
+		return b == "*" || strings.EqualFold(strings.TrimSuffix(b, "."), p.bastion)
+	})
+}
+
+func covers(selectors []string, t Target) bool {
+	for _, s := range selectors {
+		if s == "*" || s == t.Name {
+			return true
+		}
+		if tag, ok := strings.CutPrefix(s, "tag:"); ok && slices.Contains(t.Tags, tag) {
+			return true
+		}
+	}
+	return false
+}
+
+func allowsProtocol(protocols []string, protocol string, port uint16) bool {
+	for _, p := range protocols {
+		if p == protocol {
+			return true
+		}
+		if rest, ok := strings.CutPrefix(p, Tunnel+":"); ok && protocol == Tunnel && rest == strconv.Itoa(int(port)) {
+			return true
+		}
+	}
+	return false
+}
+
+func allowsLogin(logins []string, login string) bool {
+	return login == "" || len(logins) == 0 || slices.Contains(logins, "*") || slices.Contains(logins, login)
+}
+
+// Reachable is one target as a user sees it in the portal.
+type Reachable struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description,omitempty"`
+	Tags        []string `json:"tags,omitempty"`
+	// Protocols are those the user may open: ssh, rdp, and tunnel when
+	// some tunnel port is allowed.
+	Protocols []string `json:"protocols"`
+	// TunnelPorts are the ports the user may tunnel to.
+	TunnelPorts []uint16 `json:"tunnel_ports,omitempty"`
+	// Logins are the account names allowed, nil for any.
+	Logins []string `json:"logins,omitempty"`
+}
+
+// Reachable lists, in inventory order, the targets user may open something on.
+func (p *Policy) Reachable(user string, granted []string) []Reachable {
+	var out []Reachable
+	for _, name := range p.order {
+		t := p.targets[name]
+		r := Reachable{Name: t.Name, Description: t.Description, Tags: t.Tags}
+		anyLogin := false
+		var logins []string
+		note := func(d Decision) {
+			for _, rn := range d.Roles {
+				i := slices.IndexFunc(p.roles, func(r Role) bool { return r.Name == rn })
+				ls := p.roles[i].Logins
+				if len(ls) == 0 || slices.Contains(ls, "*") {
+					anyLogin = true
+				}
+				logins = append(logins, ls...)
+			}
+		}
+		for _, proto := range []string{SSH, RDP} {
+			if d := p.Check(Request{User: user, Granted: granted, Target: name, Protocol: proto}); d.Allowed {
+				r.Protocols = append(r.Protocols, proto)
+				note(d)
+			}
+		}
+		for _, port := range t.ports() {
+			if d := p.Check(Request{User: user, Granted: granted, Target: name, Protocol: Tunnel, Port: port}); d.Allowed {
+				r.TunnelPorts = append(r.TunnelPorts, port)
+				note(d)
+			}
+		}
+		if len(r.TunnelPorts) > 0 {
+			r.Protocols = append(r.Protocols, Tunnel)
+		}
+		if len(r.Protocols) == 0 {
+			continue
+		}
+		if !anyLogin {
+			slices.Sort(logins)
+			r.Logins = slices.Compact(logins)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// RoleNames lists the roles the policy defines.
+func (p *Policy) RoleNames() []string {
+	names := make([]string, len(p.roles))
+	for i, r := range p.roles {
+		names[i] = r.Name
+	}
+	return names
+}

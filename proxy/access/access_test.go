@@ -1,0 +1,93 @@
+package access
+
+import (
+	"reflect"
+	"testing"
+)
+
+func testPolicy() *Policy {
+	targets := []Target{
+		{Name: "web1", Tags: []string{"linux", "prod"}, SSH: 22, Tunnel: []uint16{5432}},
+		{Name: "web2", Tags: []string{"linux"}, SSH: 2222},
+		{Name: "win1", Tags: []string{"windows"}, RDP: 3389, Tunnel: []uint16{5985}},
+	}
+	groups := map[string][]string{"ops": {"alice", "bob"}, "dba": {"dave"}}
+	roles := []Role{
+		{Name: "ops-linux", Subjects: []string{"group:ops"}, Targets: []string{"tag:linux"}, Protocols: []string{SSH}, Logins: []string{"deploy"}, Record: true},
+		{Name: "carol-win", Subjects: []string{"user:carol"}, Targets: []string{"win1"}, Protocols: []string{RDP}, DisableClipboard: true},
+		{Name: "dba-pg", Subjects: []string{"group:dba"}, Targets: []string{"web1"}, Protocols: []string{"tunnel:5432"}},
+		{Name: "elsewhere", Subjects: []string{"user:erin"}, Targets: []string{"*"}, Protocols: []string{SSH, RDP, Tunnel}, Bastions: []string{"other.example"}},
+		{Name: "here", Subjects: []string{"user:frank"}, Targets: []string{"*"}, Protocols: []string{Tunnel}, Bastions: []string{"Bastion.Example."}},
+		{Name: "granted-only", Targets: []string{"web2"}, Protocols: []string{SSH}, Logins: []string{"*"}},
+	}
+	return New("bastion.example", targets, groups, roles)
+}
+
+func TestCheck(t *testing.T) {
+	p := testPolicy()
+	for _, tc := range []struct {
+		name  string
+		req   Request
+		allow bool
+		roles []string
+	}{
+		{"group member, ssh on a tagged target", Request{User: "alice", Target: "web1", Protocol: SSH}, true, []string{"ops-linux"}},
+		{"group member, allowed login", Request{User: "bob", Target: "web2", Protocol: SSH, Login: "deploy"}, true, []string{"ops-linux"}},
+		{"group member, other login", Request{User: "bob", Target: "web2", Protocol: SSH, Login: "root"}, false, nil},
+		{"group member, protocol not in role", Request{User: "alice", Target: "web1", Protocol: Tunnel, Port: 22}, false, nil},
+		{"group member, target outside the tag", Request{User: "alice", Target: "win1", Protocol: RDP}, false, nil},
+		{"user subject, rdp", Request{User: "carol", Target: "win1", Protocol: RDP, Login: "Administrator"}, true, []string{"carol-win"}},
+		{"user subject, ssh not offered by the target", Request{User: "carol", Target: "win1", Protocol: SSH}, false, nil},
+		{"tunnel to the one allowed port", Request{User: "dave", Target: "web1", Protocol: Tunnel, Port: 5432}, true, []string{"dba-pg"}},
+		{"tunnel to another offered port", Request{User: "dave", Target: "web1", Protocol: Tunnel, Port: 22}, false, nil},
+		{"tunnel to a port the target does not offer", Request{User: "frank", Target: "web1", Protocol: Tunnel, Port: 80}, false, nil},
+		{"role for another bastion", Request{User: "erin", Target: "web1", Protocol: SSH}, false, nil},
+		{"role naming this bastion (case, trailing dot)", Request{User: "frank", Target: "win1", Protocol: Tunnel, Port: 5985}, true, []string{"here"}},
+		{"unknown target", Request{User: "alice", Target: "db9", Protocol: SSH}, false, nil},
+		{"unknown protocol", Request{User: "alice", Target: "web1", Protocol: "telnet"}, false, nil},
+		{"unknown user", Request{User: "mallory", Target: "web1", Protocol: SSH}, false, nil},
+		{"role granted in the store", Request{User: "mallory", Granted: []string{"granted-only"}, Target: "web2", Protocol: SSH, Login: "root"}, true, []string{"granted-only"}},
+		{"granted role that does not exist", Request{User: "mallory", Granted: []string{"admins"}, Target: "web2", Protocol: SSH}, false, nil},
+		{"two roles: both listed", Request{User: "alice", Granted: []string{"granted-only"}, Target: "web2", Protocol: SSH}, true, []string{"ops-linux", "granted-only"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := p.Check(tc.req)
+			if d.Allowed != tc.allow || !reflect.DeepEqual(d.Roles, tc.roles) {
+				t.Fatalf("%+v: got %+v", tc.req, d)
+			}
+			if !d.Allowed && d.Reason == "" {
+				t.Error("a refusal without a reason")
+			}
+		})
+	}
+}
+
+func TestStricterSettingsWin(t *testing.T) {
+	p := New("b", []Target{{Name: "w", RDP: 3389}}, nil, []Role{
+		{Name: "a", Subjects: []string{"user:u"}, Targets: []string{"*"}, Protocols: []string{RDP}, DisableClipboard: true},
+		{Name: "b", Subjects: []string{"user:u"}, Targets: []string{"*"}, Protocols: []string{RDP}, Record: true},
+	})
+	d := p.Check(Request{User: "u", Target: "w", Protocol: RDP})
+	if !d.Allowed || !d.Record || !d.DisableClipboard {
+		t.Fatalf("%+v", d)
+	}
+}
+
+func TestReachable(t *testing.T) {
+	p := testPolicy()
+	got := p.Reachable("alice", nil)
+	want := []Reachable{
+		{Name: "web1", Tags: []string{"linux", "prod"}, Protocols: []string{SSH}, Logins: []string{"deploy"}},
+		{Name: "web2", Tags: []string{"linux"}, Protocols: []string{SSH}, Logins: []string{"deploy"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("alice:\n got %+v\nwant %+v", got, want)
+	}
+	got = p.Reachable("frank", nil)
+	if len(got) != 3 || !reflect.DeepEqual(got[2].TunnelPorts, []uint16{3389, 5985}) || got[2].Logins != nil {
+		t.Errorf("frank: %+v", got)
+	}
+	if got := p.Reachable("erin", nil); len(got) != 0 {
+		t.Errorf("erin, whose role is for another bastion, sees %+v", got)
+	}
+}
