@@ -1,0 +1,146 @@
+// Package ticket issues connect tickets: the proof, good for one use within
+// a minute, that a signed-in user asked to open one protocol on one target
+// from one web session. A ticket is 256 random bits; the server keeps its
+// SHA-256 only. Whatever goes wrong with a ticket (unknown, used, expired,
+// presented from another session) the caller gets the one error ErrExpired,
+// and a ticket presented from the wrong session is burnt, so that a leaked
+// connect link is worth nothing to anyone.
+package ticket
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"sync"
+	"time"
+)
+
+// TTL is how long a ticket lives.
+const TTL = 60 * time.Second
+
+// MaxPerSession caps the tickets one web session may hold unused.
+const MaxPerSession = 16
+
+// ErrExpired is the one answer for a ticket that cannot be used.
+var ErrExpired = errors.New("your session has expired, start again from the portal")
+
+// Ticket is what a ticket stands for.
+type Ticket struct {
+	// Session is the web session (or API token) id it is bound to.
+	Session  string
+	User     string
+	Target   string
+	Protocol string
+	Port     uint16
+	Expires  time.Time
+}
+
+type key [sha256.Size]byte
+
+// Store holds outstanding tickets in memory.
+type Store struct {
+	now func() time.Time
+
+	mu      sync.Mutex // guards tickets
+	tickets map[key]*Ticket
+}
+
+// NewStore returns an empty Store.
+func NewStore() *Store {
+	return &Store{now: time.Now, tickets: map[key]*Ticket{}}
+}
+
+// Encoded tickets are 43 characters of base64url.
+const encodedLen = 43
+
+func hash(v string) key { return sha256.Sum256([]byte(v)) }
+
+// Issue stores t, setting its expiry, and returns the ticket's value.
+func (s *Store) Issue(t Ticket) string {
+	var b [32]byte
+	rand.Read(b[:]) // never fails (crypto/rand, Go 1.24+)
+	v := base64.RawURLEncoding.EncodeToString(b[:])
+	now := s.now()
+	t.Expires = now.Add(TTL)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expire(now)
+	// A session holding too many unused tickets loses its oldest.
+	var oldest key
+	var oldestExp time.Time
+	n := 0
+	for k, o := range s.tickets {
+		if o.Session == t.Session {
+			if n == 0 || o.Expires.Before(oldestExp) {
+				oldest, oldestExp = k, o.Expires
+			}
+			n++
+		}
+	}
+	if n >= MaxPerSession {
+		delete(s.tickets, oldest)
+	}
+	s.tickets[hash(v)] = &t
+	return v
+}
+
+// Peek returns the ticket for v if it is live and bound to session,
+// without using it: the connect page checks a ticket before its relay
+// redeems it. A ticket peeked from the wrong session is burnt.
+func (s *Store) Peek(v, session string) (Ticket, error) {
+	return s.lookup(v, session, false)
+}
+
+// Redeem uses the ticket for v: it is gone afterwards, whatever the outcome.
+func (s *Store) Redeem(v, session string) (Ticket, error) {
+	return s.lookup(v, session, true)
+}
+
+func (s *Store) lookup(v, session string, use bool) (Ticket, error) {
+	if len(v) != encodedLen || session == "" {
+		return Ticket{}, ErrExpired
+	}
+	k := hash(v)
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.tickets[k]
+	if !ok {
+		return Ticket{}, ErrExpired
+	}
+	if use || t.Session != session || !now.Before(t.Expires) {
+		delete(s.tickets, k)
+	}
+	if t.Session != session || !now.Before(t.Expires) {
+		return Ticket{}, ErrExpired
+	}
+	return *t, nil
+}
+
+// EndSession drops every ticket of a session (logout).
+func (s *Store) EndSession(session string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, t := range s.tickets {
+		if t.Session == session {
+			delete(s.tickets, k)
+		}
+	}
+}
+
+// Len counts outstanding tickets.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expire(s.now())
+	return len(s.tickets)
+}
+
+func (s *Store) expire(now time.Time) {
+	for k, t := range s.tickets {
+		if !now.Before(t.Expires) {
+			delete(s.tickets, k)
+		}
+	}
+}

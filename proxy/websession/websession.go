@@ -1,0 +1,214 @@
+// Package websession keeps the browser sessions of signed-in users. The
+// cookie holds 256 random bits; the server keeps only their SHA-256, so a
+// memory dump or a debug listing yields nothing that can be replayed. A
+// session ends on logout, after an idle period, and after an absolute
+// lifetime, whichever comes first. Each session carries its own CSRF token,
+// which every state-changing request must echo.
+package websession
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// CookieName is the session cookie. The __Host- prefix makes browsers
+// refuse it unless it is Secure, has Path=/ and no Domain: no subdomain can
+// plant or read it.
+const CookieName = "__Host-bastion"
+
+// Config bounds sessions. Zero fields take the defaults.
+type Config struct {
+	// Idle ends a session unused this long. Default 30m.
+	Idle time.Duration
+	// Absolute ends a session this long after sign-in. Default 12h.
+	Absolute time.Duration
+	// MaxPerUser caps one user's sessions; signing in past it ends the
+	// oldest. Default 32.
+	MaxPerUser int
+}
+
+func (c Config) withDefaults() Config {
+	if c.Idle == 0 {
+		c.Idle = 30 * time.Minute
+	}
+	if c.Absolute == 0 {
+		c.Absolute = 12 * time.Hour
+	}
+	if c.MaxPerUser == 0 {
+		c.MaxPerUser = 32
+	}
+	return c
+}
+
+// Session is one signed-in browser.
+type Session struct {
+	// ID names the session in logs and binds tickets; it is not the
+	// cookie and cannot be used as one.
+	ID     string
+	User   string
+	Source netip.Addr
+	// CSRF is the token state-changing requests must carry.
+	CSRF     string
+	Created  time.Time
+	LastSeen time.Time
+}
+
+type key [sha256.Size]byte
+
+// Store holds sessions in memory.
+type Store struct {
+	cfg Config
+	now func() time.Time
+
+	mu       sync.Mutex // guards the maps and LastSeen
+	sessions map[key]*Session
+	byID     map[string]key
+}
+
+// NewStore returns an empty Store.
+func NewStore(cfg Config) *Store {
+	return &Store{cfg: cfg.withDefaults(), now: time.Now, sessions: map[key]*Session{}, byID: map[string]key{}}
+}
+
+// SetConfig changes the limits (on reload); sessions keep their start time.
+func (s *Store) SetConfig(cfg Config) {
+	s.mu.Lock()
+	s.cfg = cfg.withDefaults()
+	s.mu.Unlock()
+}
+
+// Config returns the limits in force.
+func (s *Store) Config() Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
+func random(n int) string {
+	b := make([]byte, n)
+	rand.Read(b) // never fails (crypto/rand, Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func hash(cookie string) key { return sha256.Sum256([]byte(cookie)) }
+
+// New starts a session for user and returns the cookie value to set.
+func (s *Store) New(user string, src netip.Addr) (string, Session) {
+	cookie := random(32)
+	now := s.now()
+	id := make([]byte, 8)
+	rand.Read(id)
+	sess := &Session{ID: hex.EncodeToString(id), User: user, Source: src, CSRF: random(32), Created: now, LastSeen: now}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expire(now)
+	var mine []*Session
+	for _, o := range s.sessions {
+		if o.User == user {
+			mine = append(mine, o)
+		}
+	}
+	for len(mine) >= s.cfg.MaxPerUser {
+		oldest := 0
+		for i, o := range mine {
+			if o.Created.Before(mine[oldest].Created) {
+				oldest = i
+			}
+		}
+		s.remove(mine[oldest].ID)
+		mine = append(mine[:oldest], mine[oldest+1:]...)
+	}
+	k := hash(cookie)
+	s.sessions[k] = sess
+	s.byID[sess.ID] = k
+	return cookie, *sess
+}
+
+// Get returns the live session for a cookie value and marks it used.
+func (s *Store) Get(cookie string) (Session, bool) {
+	if len(cookie) != 43 {
+		return Session{}, false
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess, ok := s.sessions[hash(cookie)]
+	if !ok {
+		return Session{}, false
+	}
+	if s.expired(sess, now) {
+		s.remove(sess.ID)
+		return Session{}, false
+	}
+	sess.LastSeen = now
+	return *sess, true
+}
+
+// Alive reports whether the session id is still live, without marking it used.
+func (s *Store) Alive(id string) bool {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, ok := s.byID[id]
+	return ok && !s.expired(s.sessions[k], now)
+}
+
+func (s *Store) expired(sess *Session, now time.Time) bool {
+	return now.Sub(sess.LastSeen) >= s.cfg.Idle || now.Sub(sess.Created) >= s.cfg.Absolute
+}
+
+// End ends the session with this id.
+func (s *Store) End(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.remove(id)
+}
+
+// EndUser ends every session of user (disabled, password changed) and
+// returns how many there were.
+func (s *Store) EndUser(user string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, sess := range s.sessions {
+		if sess.User == user {
+			s.remove(sess.ID)
+			n++
+		}
+	}
+	return n
+}
+
+// Len counts live sessions.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expire(s.now())
+	return len(s.sessions)
+}
+
+func (s *Store) remove(id string) {
+	if k, ok := s.byID[id]; ok {
+		delete(s.sessions, k)
+		delete(s.byID, id)
+	}
+}
+
+func (s *Store) expire(now time.Time) {
+	for _, sess := range s.sessions {
+		if s.expired(sess, now) {
+			s.remove(sess.ID)
+		}
+	}
+}
+
+// CheckCSRF compares a presented token with the session's in constant time.
+func (sess Session) CheckCSRF(presented string) bool {
+	return presented != "" && subtle.ConstantTimeCompare([]byte(presented), []byte(sess.CSRF)) == 1
+}

@@ -1,0 +1,99 @@
+package websession
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func newTestStore(cfg Config) (*Store, *time.Time) {
+	s := NewStore(cfg)
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	s.now = func() time.Time { return now }
+	return s, &now
+}
+
+var src = netip.MustParseAddr("2001:db8::7")
+
+func TestExpiry(t *testing.T) {
+	s, now := newTestStore(Config{Idle: 10 * time.Minute, Absolute: time.Hour})
+	cookie, sess := s.New("alice", src)
+	if len(cookie) != 43 || strings.Contains(cookie, sess.ID) || sess.CSRF == "" || sess.CSRF == cookie {
+		t.Fatalf("cookie %q session %+v", cookie, sess)
+	}
+	// Activity keeps it alive past the idle period...
+	for range 5 {
+		*now = now.Add(9 * time.Minute)
+		if _, ok := s.Get(cookie); !ok {
+			t.Fatal("active session ended")
+		}
+	}
+	// ...but not past the absolute lifetime.
+	*now = now.Add(15 * time.Minute)
+	if _, ok := s.Get(cookie); ok {
+		t.Fatal("session outlived its absolute lifetime")
+	}
+	c2, s2 := s.New("alice", src)
+	*now = now.Add(10 * time.Minute)
+	if _, ok := s.Get(c2); ok || s.Alive(s2.ID) {
+		t.Fatal("idle session still alive")
+	}
+}
+
+func TestEnd(t *testing.T) {
+	s, _ := newTestStore(Config{})
+	c1, s1 := s.New("alice", src)
+	c2, _ := s.New("alice", src)
+	c3, _ := s.New("bob", src)
+	s.End(s1.ID)
+	if _, ok := s.Get(c1); ok {
+		t.Error("logged-out session still valid")
+	}
+	if n := s.EndUser("alice"); n != 1 {
+		t.Errorf("EndUser ended %d", n)
+	}
+	if _, ok := s.Get(c2); ok {
+		t.Error("session of a disabled user still valid")
+	}
+	if _, ok := s.Get(c3); !ok {
+		t.Error("another user's session ended")
+	}
+}
+
+func TestPerUserCap(t *testing.T) {
+	s, now := newTestStore(Config{MaxPerUser: 2})
+	first, _ := s.New("alice", src)
+	*now = now.Add(time.Second)
+	s.New("alice", src)
+	*now = now.Add(time.Second)
+	s.New("alice", src)
+	if _, ok := s.Get(first); ok {
+		t.Error("oldest session survived the cap")
+	}
+	if s.Len() != 2 {
+		t.Errorf("%d sessions", s.Len())
+	}
+}
+
+func TestCSRF(t *testing.T) {
+	s, _ := newTestStore(Config{})
+	_, sess := s.New("alice", src)
+	_, other := s.New("bob", src)
+	if !sess.CheckCSRF(sess.CSRF) || sess.CheckCSRF("") || sess.CheckCSRF(other.CSRF) || sess.CheckCSRF(sess.CSRF[1:]) {
+		t.Error("CSRF check wrong")
+	}
+}
+
+func FuzzGet(f *testing.F) {
+	s, _ := newTestStore(Config{})
+	good, _ := s.New("alice", src)
+	f.Add(good)
+	f.Add("")
+	f.Add(strings.Repeat("A", 43))
+	f.Fuzz(func(t *testing.T, cookie string) {
+		if sess, ok := s.Get(cookie); ok && (cookie != good || sess.User != "alice") {
+			t.Fatalf("cookie %q accepted", cookie)
+		}
+	})
+}
