@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zaptest"
-
 	"github.com/bastiond/bastiond/proxy/certs"
 )
 
@@ -28,15 +26,7 @@ func startServer(t *testing.T, network string) string {
 // startServerWith is startServer with cfg's limits.
 func startServerWith(t *testing.T, network string, cfg Config) string {
 	t.Helper()
-	store := &certs.Store{}
-	if err := store.Load(certs.Config{SelfSigned: true, ServerName: testName, Dir: t.TempDir()}); err != nil {
-		t.Fatal(err)
-	}
-	cfg.Logger, cfg.ServerName, cfg.Certs = zaptest.NewLogger(t), testName, store
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newTestServer(t, cfg)
 	addr := "127.0.0.1:0"
 	if network == "tcp6" {
 		addr = "[::1]:0"
@@ -270,14 +260,8 @@ func TestGatePerSourceCap(t *testing.T) {
 // configured; a certificate loaded into the store (a reload) serves the next
 // handshake.
 func TestTLSVersionsAndCertificateReload(t *testing.T) {
-	store := &certs.Store{}
-	if err := store.Load(certs.Config{SelfSigned: true, ServerName: testName, Dir: t.TempDir()}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Config{Logger: zaptest.NewLogger(t), ServerName: testName, Certs: store, HandshakeTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newTestServer(t, Config{HandshakeTimeout: time.Second})
+	store := s.cfg.Load().Certs
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -306,7 +290,9 @@ func TestTLSVersionsAndCertificateReload(t *testing.T) {
 	if _, err := handshake(tls.VersionTLS12); err == nil {
 		t.Error("a TLS 1.2 client was served with the default minimum of 1.3")
 	}
-	if err := s.SetConfig(Config{Logger: s.log, ServerName: testName, Certs: store, MinTLSVersion: tls.VersionTLS12}); err != nil {
+	c := *s.cfg.Load()
+	c.MinTLSVersion = tls.VersionTLS12
+	if err := s.SetConfig(c); err != nil {
 		t.Fatal(err)
 	}
 	st, err := handshake(tls.VersionTLS12)

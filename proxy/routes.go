@@ -4,11 +4,33 @@ import (
 	"net/http"
 )
 
+func staticFile(name, contentType string) http.HandlerFunc {
+	data, err := pagesFS.ReadFile(name)
+	if err != nil {
+		panic(err) // embedded at build time
+	}
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		w.Write(data)
+	}
+}
+
 // routes is the public HTTP surface. Every response carries the security
 // headers; every unknown path gets the same 404.
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", s.portal)
+	mux.HandleFunc("GET /static/portal.css", staticFile("pages/portal.css", "text/css; charset=utf-8"))
+	mux.HandleFunc("POST /login", s.login)
+	mux.HandleFunc("POST /logout", s.logout)
+	mux.HandleFunc("POST /connect", s.connectForm)
+	mux.HandleFunc("GET /connect/{ticket}", s.connectPage)
+	mux.HandleFunc("GET /ws/{protocol}", s.relay)
+	mux.HandleFunc("GET /api/targets", s.apiTargets)
+	mux.HandleFunc("POST /api/connect", s.apiConnect)
+	mux.HandleFunc("POST /api/tokens", s.apiIssueToken)
+	mux.HandleFunc("GET /api/tokens", s.apiTokens)
+	mux.HandleFunc("DELETE /api/tokens/{id}", s.apiRevokeToken)
 	mux.HandleFunc("/", notFound)
 	return securityHeaders(mux)
 }
@@ -30,19 +52,4 @@ func notFound(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusNotFound)
 	w.Write([]byte("not found\n"))
-}
-
-const portalPage = `<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>Bastion</title></head>
-<body>
-<h1>Bastion</h1>
-<p>This is the bastion's portal. Sign-in and the machine list are not enabled on this build yet.</p>
-</body>
-</html>
-`
-
-func (s *Server) portal(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Write([]byte(portalPage))
 }

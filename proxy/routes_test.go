@@ -11,8 +11,7 @@ import (
 // TestResponsesRevealNothing: every response carries the security headers,
 // names no server or version, and every unknown path gets the same 404.
 func TestResponsesRevealNothing(t *testing.T) {
-	s := &Server{}
-	h := s.routes()
+	h := newTestServer(t, Config{}).routes()
 	var first string
 	for _, path := range []string{"/nope", "/admin", "/.git/config", "/wp-login.php", "/index.html", "/%2e%2e/etc/passwd", "/api/"} {
 		for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodHead} {

@@ -15,7 +15,11 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/bastiond/bastiond/proxy/access"
+	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/certs"
+	"github.com/bastiond/bastiond/proxy/ticket"
+	"github.com/bastiond/bastiond/proxy/websession"
 )
 
 // ALPNTunnel is the QUIC application protocol of the native tunnel.
@@ -39,26 +43,39 @@ type Config struct {
 	// MaxConnsPerSource caps the TCP connections one source address holds
 	// open; past it, new ones are closed with nothing sent. Default 256.
 	MaxConnsPerSource int
+	// Access is the authorization policy. Required.
+	Access *access.Policy
+	// WebSessions bounds browser sessions.
+	WebSessions websession.Config
+	// Relay carries a browser session once its ticket is redeemed; nil
+	// answers 503.
+	Relay func(http.ResponseWriter, *http.Request, ticket.Ticket)
 }
 
 // Server serves port 443 on the listeners given to Serve.
 type Server struct {
-	cfg  atomic.Pointer[Config]
-	log  *zap.Logger
-	http *http.Server
+	cfg      atomic.Pointer[Config]
+	log      *zap.Logger
+	http     *http.Server
+	auth     *auth.Authenticator
+	sessions *websession.Store
+	tickets  *ticket.Store
 
 	mu     sync.Mutex // guards quic
 	quic   []*quic.Listener
 	closed bool
 }
 
-// New checks cfg and returns a Server.
-func New(cfg Config) (*Server, error) {
+// New checks cfg and returns a Server that signs users in with a.
+func New(cfg Config, a *auth.Authenticator) (*Server, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{log: c.Logger}
+	if a == nil {
+		return nil, errors.New("proxy: an Authenticator is required")
+	}
+	s := &Server{log: c.Logger, auth: a, sessions: websession.NewStore(c.WebSessions), tickets: ticket.NewStore()}
 	s.cfg.Store(c)
 	s.http = &http.Server{
 		Handler:           s.routes(),
@@ -72,8 +89,8 @@ func New(cfg Config) (*Server, error) {
 }
 
 func (c Config) withDefaults() (*Config, error) {
-	if c.Logger == nil || c.Certs == nil || c.ServerName == "" {
-		return nil, errors.New("proxy: Logger, Certs and ServerName are required")
+	if c.Logger == nil || c.Certs == nil || c.ServerName == "" || c.Access == nil {
+		return nil, errors.New("proxy: Logger, Certs, ServerName and Access are required")
 	}
 	if c.MinTLSVersion == 0 {
 		c.MinTLSVersion = tls.VersionTLS13
@@ -98,8 +115,18 @@ func (s *Server) SetConfig(cfg Config) error {
 		return err
 	}
 	s.cfg.Store(c)
+	s.sessions.SetConfig(c.WebSessions)
 	return nil
 }
+
+func (s *Server) policy() *access.Policy { return s.cfg.Load().Access }
+
+// WebSessions counts the browsers signed in.
+func (s *Server) WebSessions() int { return s.sessions.Len() }
+
+// EndUser ends the web sessions of user (disabled, password changed) and
+// returns how many there were.
+func (s *Server) EndUser(user string) int { return s.sessions.EndUser(user) }
 
 func (s *Server) tlsConfig(alpn ...string) *tls.Config {
 	return &tls.Config{

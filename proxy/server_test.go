@@ -1,0 +1,68 @@
+package proxy
+
+import (
+	"path/filepath"
+	"testing"
+
+	"go.etcd.io/bbolt"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/bastiond/bastiond/proxy/access"
+	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/certs"
+)
+
+// testPolicy: alice (group ops) may SSH to vm1 as deploy; carol may RDP to
+// vm2; bob is in no role.
+func testPolicy() *access.Policy {
+	return access.New(testName, []access.Target{
+		{Name: "vm1", Description: "Debian", Tags: []string{"linux"}, SSH: 22},
+		{Name: "vm2", Tags: []string{"windows"}, RDP: 3389, Tunnel: []uint16{5985}},
+	}, map[string][]string{"ops": {"alice"}}, []access.Role{
+		{Name: "ops", Subjects: []string{"group:ops"}, Targets: []string{"tag:linux"}, Protocols: []string{access.SSH}, Logins: []string{"deploy"}},
+		{Name: "win", Subjects: []string{"user:carol"}, Targets: []string{"vm2"}, Protocols: []string{access.RDP, "tunnel:5985"}},
+	})
+}
+
+// newTestServer returns a Server for testName with a self-signed
+// certificate, testPolicy and a fresh account store holding alice, bob and
+// carol, all with password testPassword.
+func newTestServer(t testing.TB, cfg Config) *Server {
+	t.Helper()
+	store := &certs.Store{}
+	if err := store.Load(certs.Config{SelfSigned: true, ServerName: testName, Dir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Logger, cfg.ServerName, cfg.Certs = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), testName, store
+	if cfg.Access == nil {
+		cfg.Access = testPolicy()
+	}
+	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	users, err := auth.NewStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if err := users.AddUser(u, testPassword, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: users, Logger: cfg.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+const testPassword = "correct horse battery"
+
+func newTestServerF(f *testing.F) *Server { return newTestServer(f, Config{}) }
