@@ -13,6 +13,7 @@ import (
 	"time"
 
 	sdaemon "github.com/coreos/go-systemd/v22/daemon"
+	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
@@ -21,7 +22,9 @@ import (
 	"github.com/bastiond/bastiond/netpolicy"
 	"github.com/bastiond/bastiond/netpolicy/discover"
 	"github.com/bastiond/bastiond/proxy"
+	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/certs"
+	"github.com/bastiond/bastiond/proxy/websession"
 )
 
 // Config is what the bastiond command passes to Run.
@@ -40,6 +43,8 @@ type daemon struct {
 	certs   *certs.Store
 	kernel  *netpolicy.Kernel
 	front   *proxy.Server
+	state   *bbolt.DB
+	auth    *auth.Authenticator
 	admin   *adminapi.Server
 	metrics *metricsServer
 
@@ -113,28 +118,35 @@ func (d *daemon) start() error {
 		return err
 	}
 	d.lns = lns
+	d.state, d.auth, err = openState(cfg, d.log)
+	if err != nil {
+		lns.Close()
+		return err
+	}
 	adminLn, err := adminapi.Listen(cfg.Listen.AdminSocket)
 	if err != nil {
 		lns.Close()
+		d.state.Close()
 		return err
 	}
-	d.front, err = proxy.New(proxyConfig(cfg, d.log, d.certs))
-	if err != nil {
+	fail := func(err error) error {
 		lns.Close()
 		adminLn.Close()
+		d.state.Close()
 		return err
 	}
-	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status, Policy: policyAPI{d}, Targets: targetsAPI{d}})
+	d.front, err = proxy.New(proxyConfig(cfg, d.log, d.certs), d.auth)
 	if err != nil {
-		lns.Close()
-		adminLn.Close()
-		return err
+		return fail(err)
+	}
+	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status,
+		Policy: policyAPI{d}, Targets: targetsAPI{d}, Users: usersAPI{d}})
+	if err != nil {
+		return fail(err)
 	}
 	d.metrics, err = newMetricsServer(cfg.Listen.Metrics.String(), d.kernel, d.log.Named("metrics"))
 	if err != nil {
-		lns.Close()
-		adminLn.Close()
-		return err
+		return fail(err)
 	}
 	// Keep the policy in force: repair whatever anyone changes in our tables.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -230,6 +242,9 @@ func (d *daemon) close() {
 	<-d.reconciled
 	os.Remove(d.adminPath)
 	d.lns.Close()
+	if err := d.state.Close(); err != nil {
+		d.log.Error("closing the state store", zap.Error(err))
+	}
 }
 
 // reload builds and checks the new configuration, and only when all of it is
@@ -400,6 +415,8 @@ func proxyConfig(cfg *config.Config, log *zap.Logger, store *certs.Store) proxy.
 		MinTLSVersion:     minTLS,
 		HandshakeTimeout:  cfg.Limits.HandshakeTimeout,
 		MaxConnsPerSource: cfg.Limits.ConnectionsPerSource,
+		Access:            accessPolicy(cfg),
+		WebSessions:       websession.Config{Idle: cfg.Access.SessionIdle, Absolute: cfg.Access.SessionLifetime},
 	}
 }
 

@@ -96,6 +96,13 @@ for _ in $(seq 100); do
 	sleep 0.1
 done
 "$bin/bastionctl" --socket "$demo/admin.sock" status >/dev/null || die "bastiond did not come up"
+# The state store persists in $demo/state across demo runs only if LAB_DIR
+# does; a fresh lab gets a fresh admin.
+if ! "$bin/bastionctl" --socket "$demo/admin.sock" users list | grep -q '^admin '; then
+	printf '%s\n' "$admin_password" | "$bin/bastionctl" --socket "$demo/admin.sock" users add admin --password-stdin >/dev/null
+else
+	printf '%s\n' "$admin_password" | "$bin/bastionctl" --socket "$demo/admin.sock" users passwd admin --password-stdin >/dev/null
+fi
 
 # The forward: host loopback -> unix socket -> the client namespace -> the
 # bastion's public address. A unix socket crosses namespaces without adding

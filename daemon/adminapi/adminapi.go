@@ -66,6 +66,8 @@ type Config struct {
 	Policy Policy
 	// Targets serves the inventory endpoints; nil leaves them out.
 	Targets Targets
+	// Users serves account and token administration; nil leaves it out.
+	Users Users
 }
 
 // Server answers admin requests.
@@ -94,6 +96,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Targets != nil {
 		s.targetRoutes(mux, cfg.Targets)
+	}
+	if cfg.Users != nil {
+		s.userRoutes(mux, cfg.Users)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "no such admin endpoint: " + r.Method + " " + r.URL.Path})

@@ -154,6 +154,12 @@ type Access struct {
 	// Groups maps a group name to its member user names.
 	Groups map[string][]string `yaml:"groups"`
 	Roles  []Role              `yaml:"roles"`
+	// SessionIdle signs a browser out after this long without a request.
+	// Default 30m.
+	SessionIdle time.Duration `yaml:"session_idle"`
+	// SessionLifetime signs a browser out this long after sign-in, active
+	// or not. Default 12h.
+	SessionLifetime time.Duration `yaml:"session_lifetime"`
 }
 
 // Role grants protocols on targets to subjects.
@@ -333,6 +339,9 @@ func (c *Config) setDefaults() {
 		fw.ExemptPorts = []uint16{80}
 	}
 	fw.ConnRate = orDefault(fw.ConnRate, 20)
+
+	c.Access.SessionIdle = orDefault(c.Access.SessionIdle, 30*time.Minute)
+	c.Access.SessionLifetime = orDefault(c.Access.SessionLifetime, 12*time.Hour)
 
 	lim := &c.Limits
 	lim.Capacity = orDefault(lim.Capacity, 100)

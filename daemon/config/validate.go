@@ -252,6 +252,11 @@ func (c *Config) validateAccess(v *validator, targets map[string]bool) {
 			}
 		}
 	}
+	if c.Access.SessionIdle < 0 || c.Access.SessionLifetime < 0 {
+		v.errorf("access", "session_idle and session_lifetime must be positive")
+	} else if c.Access.SessionIdle > c.Access.SessionLifetime {
+		v.errorf("access.session_idle", "%s is longer than session_lifetime (%s)", c.Access.SessionIdle, c.Access.SessionLifetime)
+	}
 	roles := map[string]bool{}
 	for i, r := range c.Access.Roles {
 		path := fmt.Sprintf("access.roles[%d]", i)

@@ -305,3 +305,15 @@ func (p *Policy) RoleNames() []string {
 	}
 	return names
 }
+
+// RolesOf lists the roles bound to user, through the configuration or
+// granted, that the policy defines.
+func (p *Policy) RolesOf(user string, granted []string) []string {
+	var out []string
+	for _, r := range p.roles {
+		if p.bound(r, user, granted) {
+			out = append(out, r.Name)
+		}
+	}
+	return out
+}

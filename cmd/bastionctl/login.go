@@ -1,0 +1,256 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bastiond/bastiond/proxy"
+)
+
+// credentials is what `bastionctl login` keeps for later commands (the
+// native tunnel): the bastion and an API token, in a file only its owner
+// can read.
+type credentials struct {
+	Server string `json:"server"` // host[:port] as given
+	// Address, when set, is dialled instead of resolving Server.
+	Address  string    `json:"address,omitempty"`
+	CA       string    `json:"ca,omitempty"`
+	Insecure bool      `json:"insecure,omitempty"`
+	User     string    `json:"user"`
+	Token    string    `json:"token"`
+	TokenID  string    `json:"token_id"`
+	Expires  time.Time `json:"expires"`
+}
+
+func credentialsPath() (string, error) {
+	if p := os.Getenv("BASTION_CREDENTIALS"); p != "" {
+		return p, nil
+	}
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("no place for credentials (set BASTION_CREDENTIALS): %w", err)
+	}
+	return filepath.Join(dir, "bastiond", "credentials.json"), nil
+}
+
+func (c credentials) save() (string, error) {
+	path, err := credentialsPath()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	data, _ := json.MarshalIndent(c, "", "  ")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o600); err != nil {
+		return "", err
+	}
+	return path, os.Rename(tmp, path)
+}
+
+func loadCredentials() (credentials, string, error) {
+	var c credentials
+	path, err := credentialsPath()
+	if err != nil {
+		return c, "", err
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return c, path, errors.New("not logged in: run bastionctl login")
+	}
+	if err != nil {
+		return c, path, err
+	}
+	return c, path, json.Unmarshal(data, &c)
+}
+
+// httpClient is a client for the bastion in c, checking its certificate
+// against the system roots or c.CA.
+func (c credentials) httpClient() (*http.Client, error) {
+	host := c.Server
+	if h, _, err := net.SplitHostPort(c.Server); err == nil {
+		host = h
+	}
+	tc := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.Insecure}
+	if c.CA != "" {
+		pem, err := os.ReadFile(c.CA)
+		if err != nil {
+			return nil, err
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s: no PEM certificate", c.CA)
+		}
+	}
+	dialer := &net.Dialer{Timeout: 10 * time.Second}
+	tr := &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if c.Address != "" {
+				addr = c.Address
+			}
+			return dialer.DialContext(ctx, network, addr)
+		}}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, nil
+}
+
+func (c credentials) url(path string) string {
+	server := c.Server
+	if _, _, err := net.SplitHostPort(server); err != nil {
+		server = net.JoinHostPort(server, "443")
+	}
+	return "https://" + server + path
+}
+
+// apiCall sends a JSON request to the bastion and decodes the answer.
+func (c credentials) apiCall(ctx context.Context, method, path, bearer string, in, out any) error {
+	hc, err := c.httpClient()
+	if err != nil {
+		return err
+	}
+	var body io.Reader
+	if in != nil {
+		data, _ := json.Marshal(in)
+		body = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.url(path), body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+func newLogin() *cobra.Command {
+	var c credentials
+	var ttl, code, comment string
+	var scopes []string
+	var stdin bool
+	cmd := &cobra.Command{
+		Use:   "login --server HOST[:PORT] --user NAME",
+		Short: "Sign in to a bastion and keep an API token for the tunnel commands",
+		Long: `Sign in to a bastion with your user name, password and, if you use one, the
+code from your authenticator app, and keep the API token it issues (scoped,
+expiring, revocable) in ~/.config/bastiond/credentials.json (mode 0600;
+BASTION_CREDENTIALS overrides the path). An admin lists and revokes tokens
+with bastionctl tokens; bastionctl logout revokes yours.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if c.Server == "" || c.User == "" {
+				return errors.New("--server and --user are required")
+			}
+			var pw string
+			var err error
+			in := bufio.NewReader(cmd.InOrStdin())
+			if stdin {
+				pw, err = in.ReadString('\n')
+				if err != nil && !errors.Is(err, io.EOF) {
+					return err
+				}
+				pw = strings.TrimRight(pw, "\r\n")
+			} else if pw, err = readSecret("Password for " + c.User + ": "); err != nil {
+				return err
+			}
+			if code == "" && !stdin {
+				fmt.Fprint(os.Stderr, "Code from your authenticator app (Enter if none): ")
+				line, _ := in.ReadString('\n')
+				code = strings.TrimSpace(line)
+			}
+			host, _ := os.Hostname()
+			if comment == "" {
+				comment = "bastionctl on " + host
+			}
+			var resp proxy.TokenResponse
+			req := proxy.TokenRequest{User: c.User, Password: pw, Code: code, Scopes: scopes, TTL: ttl, Comment: comment}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			if err := c.apiCall(ctx, http.MethodPost, "/api/tokens", "", req, &resp); err != nil {
+				return err
+			}
+			c.Token, c.TokenID, c.Expires = resp.Secret, resp.ID, resp.Expires
+			path, err := c.save()
+			if err != nil {
+				return fmt.Errorf("signed in, but cannot keep the token: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "signed in to %s as %s; token %s (%s) valid until %s, kept in %s\n",
+				c.Server, c.User, resp.ID, strings.Join(resp.Scopes, ", "), resp.Expires.Local().Format(time.DateTime), path)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&c.Server, "server", "", "the bastion's name, as in its certificate, with :PORT if not 443")
+	f.StringVar(&c.Address, "address", "", "dial this HOST:PORT instead of resolving --server")
+	f.StringVar(&c.User, "user", os.Getenv("USER"), "your user name on the bastion")
+	f.StringVar(&c.CA, "ca", "", "PEM file of the CA (or self-signed certificate) to trust")
+	f.BoolVar(&c.Insecure, "insecure", false, "do not check the bastion's certificate (tests only)")
+	f.StringVar(&ttl, "ttl", "", "token lifetime, e.g. 8h (default 12h, at most 720h)")
+	f.StringSliceVar(&scopes, "scope", nil, "token scopes: api, tunnel (default both)")
+	f.StringVar(&code, "code", "", "the authenticator app's code")
+	f.StringVar(&comment, "comment", "", "a note shown in bastionctl tokens list")
+	f.BoolVar(&stdin, "password-stdin", false, "read the password from standard input")
+	return cmd
+}
+
+func newLogout() *cobra.Command {
+	return &cobra.Command{
+		Use:   "logout",
+		Short: "Revoke the API token bastionctl login kept, and forget it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, path, err := loadCredentials()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			revokeErr := c.apiCall(ctx, http.MethodDelete, "/api/tokens/current", c.Token, nil, nil)
+			if err := os.Remove(path); err != nil {
+				return err
+			}
+			if revokeErr != nil {
+				return fmt.Errorf("token forgotten here, but the bastion did not confirm its revocation (%v); an admin can revoke %s with bastionctl tokens revoke", revokeErr, c.TokenID)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "token %s revoked and forgotten\n", c.TokenID)
+			return nil
+		},
+	}
+}

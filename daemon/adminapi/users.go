@@ -1,0 +1,196 @@
+package adminapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Users is account administration as the admin API offers it. The daemon
+// implements it. Passwords arrive in request bodies and go straight to the
+// hashing; nothing here logs a body.
+type Users interface {
+	List() ([]UserInfo, error)
+	Add(name, password string, roles []string) error
+	SetPassword(name, password string) error
+	SetDisabled(name string, disabled bool) error
+	Unlock(name string) error
+	Grant(name string, roles []string) error
+	Revoke(name string, roles []string) error
+	Delete(name string) error
+	BeginTOTP(name string) (TOTPEnrolment, error)
+	ConfirmTOTP(name, code string) error
+	ResetTOTP(name string) error
+	Tokens(user string) ([]TokenInfo, error)
+	RevokeToken(id string) error
+	RevokeTokens(user string) (int, error)
+}
+
+// UserInfo is one account as `bastionctl users list` shows it.
+type UserInfo struct {
+	Name     string `json:"name"`
+	Disabled bool   `json:"disabled"`
+	TOTP     bool   `json:"totp"`
+	// Granted are roles granted with `bastionctl users grant`.
+	Granted []string `json:"granted,omitempty"`
+	// Roles are every role that applies, from the configuration and grants.
+	Roles           []string  `json:"roles"`
+	LockedUntil     time.Time `json:"locked_until,omitzero"`
+	Created         time.Time `json:"created"`
+	PasswordChanged time.Time `json:"password_changed"`
+	Tokens          int       `json:"tokens"`
+}
+
+// TOTPEnrolment is what an authenticator app needs.
+type TOTPEnrolment struct {
+	URI    string `json:"uri"`
+	Secret string `json:"secret"`
+	// QR is the URI as a QR code drawn with Unicode blocks.
+	QR string `json:"qr"`
+}
+
+// TokenInfo is one API token, without its secret.
+type TokenInfo struct {
+	ID      string    `json:"id"`
+	User    string    `json:"user"`
+	Scopes  []string  `json:"scopes"`
+	Comment string    `json:"comment,omitempty"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
+	Source  string    `json:"source,omitempty"`
+}
+
+// ErrNotFound marks a user or token that does not exist (404).
+var ErrNotFound = errors.New("not found")
+
+// UserRequest is the body of user changes.
+type UserRequest struct {
+	Name     string   `json:"name,omitempty"`
+	Password string   `json:"password,omitempty"`
+	Roles    []string `json:"roles,omitempty"`
+	Code     string   `json:"code,omitempty"`
+}
+
+func (s *Server) userRoutes(mux *http.ServeMux, u Users) {
+	answer := func(w http.ResponseWriter, v any, err error) {
+		switch {
+		case errors.Is(err, ErrNotFound):
+			writeJSON(w, http.StatusNotFound, apiError{Error: err.Error()})
+		case err != nil:
+			writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
+		case v == nil:
+			writeJSON(w, http.StatusOK, struct{}{})
+		default:
+			writeJSON(w, http.StatusOK, v)
+		}
+	}
+	body := func(w http.ResponseWriter, r *http.Request) (UserRequest, bool) {
+		var req UserRequest
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "malformed request: " + err.Error()})
+			return req, false
+		}
+		return req, true
+	}
+	change := func(path, what string, do func(name string, req UserRequest) (any, error)) {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			req, ok := body(w, r)
+			if !ok {
+				return
+			}
+			name := r.PathValue("name")
+			if name == "" {
+				name = req.Name
+			}
+			v, err := do(name, req)
+			if err == nil {
+				s.log.Info("account changed", zap.String("change", what), zap.String("user", name), peerField(r))
+			}
+			answer(w, v, err)
+		})
+	}
+	mux.HandleFunc("GET /v1/users", func(w http.ResponseWriter, r *http.Request) {
+		v, err := u.List()
+		answer(w, v, err)
+	})
+	change("POST /v1/users", "added", func(n string, q UserRequest) (any, error) { return nil, u.Add(n, q.Password, q.Roles) })
+	change("POST /v1/users/{name}/password", "password set", func(n string, q UserRequest) (any, error) { return nil, u.SetPassword(n, q.Password) })
+	change("POST /v1/users/{name}/disable", "disabled", func(n string, _ UserRequest) (any, error) { return nil, u.SetDisabled(n, true) })
+	change("POST /v1/users/{name}/enable", "enabled", func(n string, _ UserRequest) (any, error) { return nil, u.SetDisabled(n, false) })
+	change("POST /v1/users/{name}/unlock", "unlocked", func(n string, _ UserRequest) (any, error) { return nil, u.Unlock(n) })
+	change("POST /v1/users/{name}/grant", "roles granted", func(n string, q UserRequest) (any, error) { return nil, u.Grant(n, q.Roles) })
+	change("POST /v1/users/{name}/revoke", "roles revoked", func(n string, q UserRequest) (any, error) { return nil, u.Revoke(n, q.Roles) })
+	change("POST /v1/users/{name}/delete", "deleted", func(n string, _ UserRequest) (any, error) { return nil, u.Delete(n) })
+	change("POST /v1/users/{name}/totp", "TOTP enrolment started", func(n string, _ UserRequest) (any, error) { return u.BeginTOTP(n) })
+	change("POST /v1/users/{name}/totp/confirm", "TOTP enrolled", func(n string, q UserRequest) (any, error) { return nil, u.ConfirmTOTP(n, q.Code) })
+	change("POST /v1/users/{name}/totp/reset", "TOTP removed", func(n string, _ UserRequest) (any, error) { return nil, u.ResetTOTP(n) })
+	mux.HandleFunc("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+		v, err := u.Tokens(r.URL.Query().Get("user"))
+		answer(w, v, err)
+	})
+	mux.HandleFunc("POST /v1/tokens/revoke", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ID   string `json:"id,omitempty"`
+			User string `json:"user,omitempty"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10)).Decode(&req); err != nil || (req.ID == "") == (req.User == "") {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "give a token id or a user, not both"})
+			return
+		}
+		var n int
+		var err error
+		if req.ID != "" {
+			err, n = u.RevokeToken(req.ID), 1
+		} else {
+			n, err = u.RevokeTokens(req.User)
+		}
+		if err == nil {
+			s.log.Info("tokens revoked", zap.String("id", req.ID), zap.String("user", req.User), zap.Int("count", n), peerField(r))
+		}
+		answer(w, map[string]int{"revoked": n}, err)
+	})
+}
+
+// Users lists the accounts.
+func (c *Client) Users(ctx context.Context) ([]UserInfo, error) {
+	var v []UserInfo
+	return v, c.call(ctx, http.MethodGet, "/v1/users", nil, &v)
+}
+
+// UserChange posts a change to an account: action is "" (add), password,
+// disable, enable, unlock, grant, revoke, delete, totp/confirm or totp/reset.
+func (c *Client) UserChange(ctx context.Context, name, action string, req UserRequest) error {
+	path := "/v1/users"
+	if action != "" {
+		path += "/" + url.PathEscape(name) + "/" + action
+	} else {
+		req.Name = name
+	}
+	return c.call(ctx, http.MethodPost, path, req, &struct{}{})
+}
+
+// BeginTOTP starts a TOTP enrolment for name.
+func (c *Client) BeginTOTP(ctx context.Context, name string) (TOTPEnrolment, error) {
+	var v TOTPEnrolment
+	return v, c.call(ctx, http.MethodPost, "/v1/users/"+url.PathEscape(name)+"/totp", UserRequest{}, &v)
+}
+
+// Tokens lists API tokens, of user or of everyone for "".
+func (c *Client) Tokens(ctx context.Context, user string) ([]TokenInfo, error) {
+	var v []TokenInfo
+	return v, c.call(ctx, http.MethodGet, "/v1/tokens?user="+url.QueryEscape(user), nil, &v)
+}
+
+// RevokeTokens revokes the token id, or every token of user.
+func (c *Client) RevokeTokens(ctx context.Context, id, user string) (int, error) {
+	var v map[string]int
+	err := c.call(ctx, http.MethodPost, "/v1/tokens/revoke", map[string]string{"id": id, "user": user}, &v)
+	return v["revoked"], err
+}

@@ -1,0 +1,217 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/bbolt"
+	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/daemon/config"
+	"github.com/bastiond/bastiond/proxy/access"
+	"github.com/bastiond/bastiond/proxy/auth"
+)
+
+// openState opens the state store, state_dir/state.db. Only one daemon may
+// hold it: a second one waits a moment, then fails with a clear error.
+func openState(cfg *config.Config, log *zap.Logger) (*bbolt.DB, *auth.Authenticator, error) {
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("state_dir: %w", err)
+	}
+	path := filepath.Join(cfg.StateDir, "state.db")
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return nil, nil, fmt.Errorf("state store %s is held by another bastiond", path)
+		}
+		return nil, nil, fmt.Errorf("state store %s: %w", path, err)
+	}
+	store, err := auth.NewStore(db)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: store, Logger: log.Named("auth")})
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	if err := store.PruneTokens(); err != nil {
+		log.Warn("cannot prune expired API tokens", zap.Error(err))
+	}
+	return db, a, nil
+}
+
+// accessPolicy builds the authorization policy of cfg.
+func accessPolicy(cfg *config.Config) *access.Policy {
+	targets := make([]access.Target, len(cfg.Inventory.Targets))
+	for i, t := range cfg.Inventory.Targets {
+		targets[i] = access.Target{Name: t.Name, Description: t.Description, Tags: t.Tags, SSH: t.Ports.SSH, RDP: t.Ports.RDP, Tunnel: t.Ports.Tunnel}
+	}
+	roles := make([]access.Role, len(cfg.Access.Roles))
+	for i, r := range cfg.Access.Roles {
+		roles[i] = access.Role{Name: r.Name, Subjects: r.Subjects, Targets: r.Targets, Protocols: r.Protocols, Logins: r.Logins,
+			Bastions: r.Bastions, DisableClipboard: r.DisableClipboard, Record: r.Record}
+	}
+	return access.New(cfg.Listen.ServerName, targets, cfg.Access.Groups, roles)
+}
+
+// usersAPI is account administration for the admin API.
+type usersAPI struct{ d *daemon }
+
+var _ adminapi.Users = usersAPI{}
+
+func (u usersAPI) store() *auth.Store { return u.d.auth.Store() }
+
+// notFound maps the store's "no such" errors to the admin API's.
+func notFound(err error) error {
+	if errors.Is(err, auth.ErrNoUser) || errors.Is(err, auth.ErrNoToken) {
+		return fmt.Errorf("%w: %s", adminapi.ErrNotFound, strings.TrimPrefix(err.Error(), "auth: "))
+	}
+	return err
+}
+
+func (u usersAPI) List() ([]adminapi.UserInfo, error) {
+	users, err := u.store().Users()
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := u.store().Tokens("")
+	if err != nil {
+		return nil, err
+	}
+	policy := accessPolicy(u.d.config())
+	out := make([]adminapi.UserInfo, 0, len(users))
+	for _, us := range users {
+		n := 0
+		for _, t := range tokens {
+			if t.User == us.Name && time.Now().Before(t.Expires) {
+				n++
+			}
+		}
+		roles := policy.RolesOf(us.Name, us.Roles)
+		if roles == nil {
+			roles = []string{}
+		}
+		out = append(out, adminapi.UserInfo{
+			Name: us.Name, Disabled: us.Disabled, TOTP: us.HasTOTP(), Granted: us.Roles, Roles: roles,
+			LockedUntil: us.LockedUntil, Created: us.Created, PasswordChanged: us.PasswordChanged, Tokens: n,
+		})
+	}
+	return out, nil
+}
+
+// checkRoles refuses role names the configuration does not define.
+func (u usersAPI) checkRoles(roles []string) error {
+	known := accessPolicy(u.d.config()).RoleNames()
+	for _, r := range roles {
+		if !slices.Contains(known, r) {
+			return fmt.Errorf("no role %q in access.roles (defined: %s)", r, strings.Join(known, ", "))
+		}
+	}
+	return nil
+}
+
+func (u usersAPI) Add(name, password string, roles []string) error {
+	if err := u.checkRoles(roles); err != nil {
+		return err
+	}
+	return u.store().AddUser(name, password, roles)
+}
+
+// SetPassword also ends the user's web sessions and revokes their tokens:
+// a password is changed because it may be known to someone else.
+func (u usersAPI) SetPassword(name, password string) error {
+	if err := u.store().SetPassword(name, password); err != nil {
+		return notFound(err)
+	}
+	u.endAccess(name)
+	return nil
+}
+
+func (u usersAPI) endAccess(name string) {
+	n := u.d.front.EndUser(name)
+	t, _ := u.store().RevokeTokens(name)
+	u.d.log.Info("ended the user's web sessions and tokens", zap.String("user", name), zap.Int("web_sessions", n), zap.Int("tokens", t))
+}
+
+func (u usersAPI) SetDisabled(name string, disabled bool) error {
+	if err := u.store().SetDisabled(name, disabled); err != nil {
+		return notFound(err)
+	}
+	if disabled {
+		u.d.front.EndUser(name)
+	}
+	return nil
+}
+
+func (u usersAPI) Unlock(name string) error { return notFound(u.d.auth.Unlock(name)) }
+
+func (u usersAPI) Grant(name string, roles []string) error {
+	if len(roles) == 0 {
+		return errors.New("name one or more roles")
+	}
+	if err := u.checkRoles(roles); err != nil {
+		return err
+	}
+	return notFound(u.store().Grant(name, roles...))
+}
+
+func (u usersAPI) Revoke(name string, roles []string) error {
+	if len(roles) == 0 {
+		return errors.New("name one or more roles")
+	}
+	return notFound(u.store().Revoke(name, roles...))
+}
+
+func (u usersAPI) Delete(name string) error {
+	if err := u.store().DeleteUser(name); err != nil {
+		return notFound(err)
+	}
+	u.d.front.EndUser(name)
+	return nil
+}
+
+func (u usersAPI) BeginTOTP(name string) (adminapi.TOTPEnrolment, error) {
+	e, err := u.store().BeginTOTP(name, u.d.config().Listen.ServerName)
+	if err != nil {
+		return adminapi.TOTPEnrolment{}, notFound(err)
+	}
+	qr, err := e.QRText()
+	if err != nil {
+		return adminapi.TOTPEnrolment{}, err
+	}
+	return adminapi.TOTPEnrolment{URI: e.URI, Secret: e.Secret, QR: qr}, nil
+}
+
+func (u usersAPI) ConfirmTOTP(name, code string) error {
+	return notFound(u.store().ConfirmTOTP(name, code))
+}
+func (u usersAPI) ResetTOTP(name string) error { return notFound(u.store().ResetTOTP(name)) }
+
+func (u usersAPI) Tokens(user string) ([]adminapi.TokenInfo, error) {
+	ts, err := u.store().Tokens(user)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]adminapi.TokenInfo, len(ts))
+	for i, t := range ts {
+		out[i] = adminapi.TokenInfo{ID: t.ID, User: t.User, Scopes: t.Scopes, Comment: t.Comment, Created: t.Created, Expires: t.Expires, Source: t.Source}
+	}
+	return out, nil
+}
+
+func (u usersAPI) RevokeToken(id string) error { return notFound(u.store().RevokeToken(id, "")) }
+
+func (u usersAPI) RevokeTokens(user string) (int, error) {
+	if _, err := u.store().User(user); err != nil {
+		return 0, notFound(err)
+	}
+	return u.store().RevokeTokens(user)
+}
