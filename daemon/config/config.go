@@ -165,7 +165,8 @@ type Access struct {
 // Role grants protocols on targets to subjects.
 type Role struct {
 	Name string `yaml:"name"`
-	// Subjects are "user:NAME" or "group:NAME".
+	// Subjects are "user:NAME" or "group:NAME". Empty: only users granted
+	// the role with `bastionctl users grant` have it.
 	Subjects []string `yaml:"subjects"`
 	// Targets are target names, "tag:TAG" or "*" for all.
 	Targets []string `yaml:"targets"`

@@ -267,9 +267,6 @@ func (c *Config) validateAccess(v *validator, targets map[string]bool) {
 			v.errorf(path+".name", "role %q is defined twice", r.Name)
 		}
 		roles[r.Name] = true
-		if len(r.Subjects) == 0 {
-			v.errorf(path+".subjects", "required: who gets this role (user:NAME or group:NAME)")
-		}
 		for j, s := range r.Subjects {
 			kind, name, _ := strings.Cut(s, ":")
 			p := fmt.Sprintf("%s.subjects[%d]", path, j)
