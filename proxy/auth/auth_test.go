@@ -368,3 +368,13 @@ func FuzzParseToken(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkVerifyPassword is the cost of one sign-in's hashing, which
+// bounds logins per second per core.
+func BenchmarkVerifyPassword(b *testing.B) {
+	h, _ := hashPassword(goodPassword)
+	b.ReportAllocs()
+	for b.Loop() {
+		verifyPassword(h, goodPassword)
+	}
+}

@@ -128,3 +128,14 @@ func FuzzRedeem(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkIssueRedeem(b *testing.B) {
+	s := NewStore()
+	b.ReportAllocs()
+	for b.Loop() {
+		v := s.Issue(Ticket{Session: "s", User: "alice", Target: "vm1", Protocol: "ssh"})
+		if _, err := s.Redeem(v, "s"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
