@@ -62,7 +62,7 @@ type Server struct {
 	tickets  *ticket.Store
 
 	mu     sync.Mutex // guards quic
-	quic   []*quic.Listener
+	quic   []*quicEndpoint
 	closed bool
 }
 
@@ -131,8 +131,14 @@ func (s *Server) EndUser(user string) int { return s.sessions.EndUser(user) }
 func (s *Server) tlsConfig(alpn ...string) *tls.Config {
 	return &tls.Config{
 		// Read the live config on every handshake so that a reload applies.
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
 			c := s.cfg.Load()
+			// The gates refuse other names before TLS starts; this is the
+			// backstop for a hello they did not read (a QUIC packet
+			// coalesced behind the one they did).
+			if !sameName(chi.ServerName, c.ServerName) {
+				return nil, errors.New("proxy: unknown server name")
+			}
 			return &tls.Config{
 				MinVersion:     c.MinTLSVersion,
 				GetCertificate: c.Certs.GetCertificate,
@@ -173,14 +179,28 @@ func (s *Server) listenQUIC(pc net.PacketConn) (*quic.Listener, error) {
 		return nil, http.ErrServerClosed
 	}
 	c := s.cfg.Load()
-	ql, err := quic.Listen(pc, s.tlsConfig(ALPNTunnel), &quic.Config{
+	// quic-go reads through the gate, which drops every hello that does not
+	// name the server. Every source without a token must answer a Retry
+	// first (address validation, RFC 9000 section 8.1.2), and only version
+	// 1 is spoken, without Version Negotiation. No StatelessResetKey: a
+	// reset would answer datagrams of connections that do not exist.
+	g := newQUICGate(pc, s)
+	tr := &quic.Transport{
+		Conn:                             g.conn(),
+		ConnectionIDGenerator:            g.ids,
+		VerifySourceAddress:              func(net.Addr) bool { return true },
+		DisableVersionNegotiationPackets: true,
+	}
+	ql, err := tr.Listen(s.tlsConfig(ALPNTunnel), &quic.Config{
+		Versions:             []quic.Version{quic.Version1},
 		HandshakeIdleTimeout: c.HandshakeTimeout,
 		MaxIdleTimeout:       c.IdleTimeout,
 	})
 	if err != nil {
+		tr.Close()
 		return nil, fmt.Errorf("proxy: quic on %s: %w", pc.LocalAddr(), err)
 	}
-	s.quic = append(s.quic, ql)
+	s.quic = append(s.quic, &quicEndpoint{ln: ql, tr: tr, gate: g})
 	return ql, nil
 }
 

@@ -1,0 +1,504 @@
+package proxy
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"go.uber.org/zap"
+	"golang.org/x/net/ipv4"
+
+	"github.com/bastiond/bastiond/proxy/quicinitial"
+)
+
+// quicGate is to QUIC what gate is to TLS over TCP: it sits between the UDP
+// socket and quic-go and reads every client's ClientHello before quic-go
+// sees a single datagram of the connection. It decrypts the client's
+// Initial packets (anyone can: the keys derive from the packet's own
+// Destination Connection ID), holds them until the ClientHello is whole, and
+// then either releases them, in order, to quic-go, if the hello names the
+// server and offers ALPNTunnel, or drops them. A scanner that does not know
+// the server name therefore gets nothing back at all: no Version
+// Negotiation, no Retry, no CONNECTION_CLOSE, no certificate; a datagram
+// that is not QUIC version 1 is dropped too. Retry, which the front door
+// requires of every source without a token (see listenQUIC), comes from
+// quic-go and so only after the gate admitted the hello.
+//
+// What passes unread: short-header packets, v1 0-RTT, Handshake and Retry
+// packets (quic-go answers none of them for a connection it does not have,
+// as long as the Transport has no StatelessResetKey), Initial packets of a
+// (source, DCID) already admitted, and Initial packets to a connection ID
+// the server issued (see connIDs) that the keys of that ID do not open: the
+// client's later Initials of a handshake quic-go runs. The gate reads only
+// the first packet of a datagram; packets coalesced behind it reach quic-go
+// unread, which matters only to a client that sent the right name in the
+// first ones.
+type quicGate struct {
+	pc   net.PacketConn
+	udp  *net.UDPConn                         // pc, when it is one
+	read func(ms []ipv4.Message) (int, error) // reads the socket
+	s    *Server
+	ids  *connIDs
+	now  func() time.Time
+
+	maxPending, maxPerSource, maxDecided int
+
+	mu        sync.Mutex
+	pending   map[gateKey]*pendingHello
+	perSource map[netip.Addr]int // pending entries per source address
+	decided   map[gateKey]decision
+	queue     []heldDatagram // admitted, for quic-go's next reads
+	swept     time.Time
+}
+
+// Bounds of the gate's state.
+const (
+	maxPendingHellos   = 4096  // Initials whose ClientHello is incomplete
+	maxPendingPerSrc   = 16    // of them from one source address
+	maxDecidedHellos   = 16384 // (source, DCID) admitted or rejected
+	maxHelloDatagrams  = 4     // datagrams held for one ClientHello
+	minInitialDatagram = 1200  // RFC 9000 section 14.1
+	// maxHelloSpan bounds the crypto stream offsets the gate assembles:
+	// quic-go reads at most 1452 bytes of a datagram, so a ClientHello
+	// in 4 of them ends before this.
+	maxHelloSpan = maxHelloDatagrams * 1452
+)
+
+// gateKey is a client's first flight: its source and the DCID it chose.
+type gateKey struct {
+	src  netip.AddrPort
+	n    uint8
+	dcid [20]byte
+}
+
+type pendingHello struct {
+	start time.Time
+	asm   quicinitial.Assembler
+	held  []heldDatagram
+}
+
+type heldDatagram struct {
+	data, oob []byte
+	flags     int
+	addr      net.Addr
+}
+
+type decision struct {
+	admit bool
+	at    time.Time
+}
+
+// newQUICGate puts a gate in front of pc for the QUIC server of s.
+func newQUICGate(pc net.PacketConn, s *Server) *quicGate {
+	g := &quicGate{
+		pc: pc, s: s, ids: newConnIDs(), now: time.Now,
+		maxPending: maxPendingHellos, maxPerSource: maxPendingPerSrc, maxDecided: maxDecidedHellos,
+		pending: map[gateKey]*pendingHello{}, perSource: map[netip.Addr]int{}, decided: map[gateKey]decision{},
+	}
+	if udp, ok := pc.(*net.UDPConn); ok {
+		// As quic-go does for a *net.UDPConn: recvmmsg, with the control
+		// messages (ECN, packet info) it asked the socket for. The ipv4
+		// Message is the same type as ipv6's and reads either family.
+		bc := ipv4.NewPacketConn(udp)
+		g.udp, g.read = udp, func(ms []ipv4.Message) (int, error) { return bc.ReadBatch(ms, 0) }
+	} else {
+		g.read = func(ms []ipv4.Message) (int, error) {
+			n, addr, err := pc.ReadFrom(ms[0].Buffers[0])
+			if err != nil {
+				return 0, err
+			}
+			ms[0].N, ms[0].NN, ms[0].Flags, ms[0].Addr = n, 0, 0, addr
+			return 1, nil
+		}
+	}
+	return g
+}
+
+// conn is the net.PacketConn to give quic-go: for a UDP socket, one that
+// keeps quic-go's optimizations (batched reads, ECN, packet info, GSO, DF).
+func (g *quicGate) conn() net.PacketConn {
+	if g.udp != nil {
+		return udpGate{g}
+	}
+	return g
+}
+
+// readBatch fills ms with the datagrams that pass: those the gate released
+// first, else those it reads from the socket. It holds no lock while it
+// reads, and never reads while released datagrams wait. Each message must
+// have a single buffer, as quic-go's do.
+func (g *quicGate) readBatch(ms []ipv4.Message) (int, error) {
+	if len(ms) == 0 {
+		return 0, nil
+	}
+	for {
+		g.mu.Lock()
+		if len(g.queue) > 0 {
+			n := g.unqueue(ms)
+			g.mu.Unlock()
+			return n, nil
+		}
+		g.mu.Unlock()
+		n, err := g.read(ms)
+		if err != nil || n <= 0 {
+			return n, err
+		}
+		if n = g.filter(ms[:n]); n > 0 {
+			return n, nil
+		}
+	}
+}
+
+// filter screens the datagrams in ms and moves those that pass to the front,
+// copying bytes: the buffers stay with their slots, as quic-go pairs each
+// slot with its own buffer. Once the gate released datagrams, the ones that
+// pass after them join the queue, so that quic-go gets them all in order.
+func (g *quicGate) filter(ms []ipv4.Message) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := 0
+	for i := range ms {
+		m := &ms[i]
+		if !g.screen(m) {
+			continue
+		}
+		if len(g.queue) > 0 {
+			g.queue = append(g.queue, hold(m))
+			continue
+		}
+		if out != i {
+			d := &ms[out]
+			d.N = copy(d.Buffers[0], m.Buffers[0][:m.N])
+			d.NN = copy(d.OOB, m.OOB[:m.NN])
+			d.Flags, d.Addr = m.Flags, m.Addr
+		}
+		out++
+	}
+	return out
+}
+
+// unqueue moves released datagrams into ms.
+func (g *quicGate) unqueue(ms []ipv4.Message) int {
+	n := 0
+	for ; n < len(ms) && n < len(g.queue); n++ {
+		m, h := &ms[n], &g.queue[n]
+		m.N = copy(m.Buffers[0], h.data)
+		m.NN = 0
+		if len(h.oob) <= len(m.OOB) { // half a control message would be worse than none
+			m.NN = copy(m.OOB, h.oob)
+		}
+		m.Flags, m.Addr = h.flags, h.addr
+	}
+	g.queue = g.queue[n:]
+	if len(g.queue) == 0 {
+		g.queue = nil
+	}
+	return n
+}
+
+func hold(m *ipv4.Message) heldDatagram {
+	return heldDatagram{
+		data:  slices.Clone(m.Buffers[0][:m.N]),
+		oob:   slices.Clone(m.OOB[:m.NN]),
+		flags: m.Flags,
+		addr:  m.Addr,
+	}
+}
+
+// screen decides on one datagram: true to pass it on now; false when it is
+// dropped, or held or released by the gate, which then keeps a copy.
+func (g *quicGate) screen(m *ipv4.Message) bool {
+	b := m.Buffers[0][:m.N]
+	switch {
+	case len(b) == 0:
+		return false
+	case b[0]&0x80 == 0: // short header: a connection quic-go has, or nothing
+		return true
+	case len(b) < 5 || binary.BigEndian.Uint32(b[1:5]) != quicinitial.Version1:
+		g.debug("dropped a datagram of another QUIC version", m.Addr, nil)
+		return false
+	case b[0]>>4&3 != 0: // 0-RTT, Handshake, Retry
+		return true
+	}
+	hdr, err := quicinitial.ParseLongHeader(b)
+	if err != nil {
+		g.debug("dropped an unreadable Initial", m.Addr, err)
+		return false
+	}
+	k := gateKey{src: addrPort(m.Addr), n: uint8(len(hdr.DCID))}
+	copy(k.dcid[:], hdr.DCID)
+	cfg := g.s.cfg.Load()
+	now := g.now()
+	g.sweep(now, cfg.HandshakeTimeout)
+	if d, ok := g.decided[k]; ok && now.Sub(d.at) <= 2*cfg.HandshakeTimeout {
+		return d.admit
+	}
+	issued := g.ids.issued(hdr.DCID, now, 2*cfg.HandshakeTimeout+connIDMargin)
+	if !issued && len(b) < minInitialDatagram {
+		g.debug("dropped a short Initial", m.Addr, nil)
+		return false
+	}
+	_, frames, err := quicinitial.OpenInitial(b)
+	switch {
+	case err != nil && issued:
+		// A later Initial of a handshake quic-go runs, sealed with the
+		// keys of the client's first DCID.
+		return true
+	case err != nil:
+		g.debug("dropped an Initial that does not open", m.Addr, err)
+		return false
+	case len(b) < minInitialDatagram:
+		g.debug("dropped a short Initial", m.Addr, nil)
+		return false
+	}
+	g.assemble(k, m, frames, cfg, now)
+	return false
+}
+
+// assemble holds a copy of m, an Initial of the first flight k, adds its
+// CRYPTO frames to the flight's ClientHello, and once that is whole,
+// releases or drops the flight's datagrams.
+func (g *quicGate) assemble(k gateKey, m *ipv4.Message, frames []quicinitial.CryptoFrame, cfg *Config, now time.Time) {
+	p := g.pending[k]
+	if p != nil && now.Sub(p.start) > cfg.HandshakeTimeout {
+		g.unpend(k)
+		p = nil
+	}
+	if p == nil {
+		ip := k.src.Addr()
+		if g.perSource[ip] >= g.maxPerSource {
+			g.debug("dropped an Initial: too many incomplete ClientHellos from its source", m.Addr, nil)
+			return
+		}
+		if len(g.pending) >= g.maxPending {
+			// Evict one at random rather than refuse: a spoofed trickle
+			// could otherwise keep the table full and every client out,
+			// where now it has to outpace the few milliseconds a client
+			// takes to send its whole first flight.
+			for old := range g.pending {
+				g.unpend(old)
+				break
+			}
+		}
+		p = &pendingHello{start: now}
+		g.pending[k] = p
+		g.perSource[ip]++
+	}
+	p.held = append(p.held, hold(m))
+	var err error
+	for _, f := range frames {
+		if f.Offset+uint64(len(f.Data)) > maxHelloSpan {
+			err = errHelloSpan
+		}
+	}
+	if err == nil {
+		err = p.asm.Add(frames)
+	}
+	var msg []byte
+	complete := false
+	if err == nil {
+		msg, complete, err = p.asm.ClientHello()
+	}
+	if err == nil && !complete {
+		if len(p.held) < maxHelloDatagrams {
+			return // wait for the rest
+		}
+		err = errHelloDatagrams
+	}
+	var hello clientHello
+	if err == nil {
+		hello, err = parseClientHello(msg[4:])
+	}
+	admit := err == nil && sameName(hello.serverName, cfg.ServerName) && slices.Contains(hello.alpn, ALPNTunnel)
+	if admit {
+		g.queue = append(g.queue, p.held...)
+	} else {
+		g.debug("dropped a QUIC ClientHello", m.Addr, err, zap.String("server_name", hello.serverName), zap.Strings("alpn", hello.alpn))
+	}
+	g.unpend(k)
+	if len(g.decided) < g.maxDecided {
+		g.decided[k] = decision{admit: admit, at: now}
+	}
+}
+
+var (
+	errHelloDatagrams = errors.New("ClientHello incomplete after 4 datagrams")
+	errHelloSpan      = errors.New("CRYPTO data beyond what 4 datagrams carry")
+)
+
+func (g *quicGate) unpend(k gateKey) {
+	delete(g.pending, k)
+	ip := k.src.Addr()
+	if g.perSource[ip]--; g.perSource[ip] <= 0 {
+		delete(g.perSource, ip)
+	}
+}
+
+// sweep forgets, now and then, hellos that did not complete within the
+// handshake timeout and decisions older than twice that.
+func (g *quicGate) sweep(now time.Time, timeout time.Duration) {
+	if now.Sub(g.swept) < min(time.Second, timeout/4) {
+		return
+	}
+	g.swept = now
+	for k, p := range g.pending {
+		if now.Sub(p.start) > timeout {
+			g.unpend(k)
+		}
+	}
+	for k, d := range g.decided {
+		if now.Sub(d.at) > 2*timeout {
+			delete(g.decided, k)
+		}
+	}
+}
+
+func (g *quicGate) debug(msg string, from net.Addr, err error, fields ...zap.Field) {
+	if ce := g.s.log.Check(zap.DebugLevel, "quic: "+msg); ce != nil {
+		ce.Write(append(fields, zap.Stringer("remote", from), zap.Error(err))...)
+	}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if u, ok := a.(*net.UDPAddr); ok {
+		ap := u.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// ReadFrom reads the next datagram that passes the gate.
+func (g *quicGate) ReadFrom(p []byte) (int, net.Addr, error) {
+	ms := []ipv4.Message{{Buffers: [][]byte{p}}}
+	if _, err := g.readBatch(ms); err != nil {
+		return 0, nil, err
+	}
+	return ms[0].N, ms[0].Addr, nil
+}
+
+// Close forgets every hello and closes the socket.
+func (g *quicGate) Close() error {
+	g.mu.Lock()
+	clear(g.pending)
+	clear(g.perSource)
+	clear(g.decided)
+	g.queue = nil
+	g.mu.Unlock()
+	return g.pc.Close()
+}
+
+func (g *quicGate) WriteTo(p []byte, addr net.Addr) (int, error) { return g.pc.WriteTo(p, addr) }
+func (g *quicGate) LocalAddr() net.Addr                          { return g.pc.LocalAddr() }
+func (g *quicGate) SetDeadline(t time.Time) error                { return g.pc.SetDeadline(t) }
+func (g *quicGate) SetReadDeadline(t time.Time) error            { return g.pc.SetReadDeadline(t) }
+func (g *quicGate) SetWriteDeadline(t time.Time) error           { return g.pc.SetWriteDeadline(t) }
+
+// udpGate is the gate on a *net.UDPConn. It is a quic.OOBCapablePacketConn
+// with ReadBatch, so quic-go reads through the gate in batches, and finds
+// the socket itself through SyscallConn for its socket options: ECN, packet
+// info, DF, GSO and buffer sizes all work as on the bare socket.
+type udpGate struct{ *quicGate }
+
+var _ quic.OOBCapablePacketConn = udpGate{}
+
+// ReadBatch reads the datagrams that pass the gate; flags are ignored.
+func (g udpGate) ReadBatch(ms []ipv4.Message, _ int) (int, error) { return g.readBatch(ms) }
+
+// ReadMsgUDP reads the next datagram that passes the gate.
+func (g udpGate) ReadMsgUDP(b, oob []byte) (n, oobn, flags int, addr *net.UDPAddr, err error) {
+	ms := []ipv4.Message{{Buffers: [][]byte{b}, OOB: oob}}
+	if _, err := g.readBatch(ms); err != nil {
+		return 0, 0, 0, nil, err
+	}
+	addr, _ = ms[0].Addr.(*net.UDPAddr)
+	return ms[0].N, ms[0].NN, ms[0].Flags, addr, nil
+}
+
+func (g udpGate) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (int, int, error) {
+	return g.udp.WriteMsgUDP(b, oob, addr)
+}
+func (g udpGate) SyscallConn() (syscall.RawConn, error) { return g.udp.SyscallConn() }
+func (g udpGate) SetReadBuffer(n int) error             { return g.udp.SetReadBuffer(n) }
+func (g udpGate) SetWriteBuffer(n int) error            { return g.udp.SetWriteBuffer(n) }
+
+// connIDs issues the server's connection IDs, for quic-go to use as the
+// source ID of its Retry packets and connections, and recognizes them later
+// without keeping any: an ID is one AES block under a key of its own,
+// holding 8 random bytes, the second it was issued and 4 zero bytes. A
+// forged ID passes for one of ours once in 2^32 tries, and then only within
+// its short lifetime. Unlike a table of the IDs handed out, this cannot be
+// filled by a flood of hellos, which would make the gate drop the Initials
+// of handshakes under way.
+type connIDs struct {
+	block cipher.Block
+	born  time.Time
+}
+
+const (
+	connIDLen = 16
+	// connIDMargin is how long an issued ID outlives twice the handshake
+	// timeout, for Initials late on the wire.
+	connIDMargin = 10 * time.Second
+)
+
+func newConnIDs() *connIDs {
+	var key [16]byte
+	rand.Read(key[:])
+	block, err := aes.NewCipher(key[:])
+	if err != nil {
+		panic(err) // a 16-byte key is always valid
+	}
+	return &connIDs{block: block, born: time.Now()}
+}
+
+func (c *connIDs) GenerateConnectionID() (quic.ConnectionID, error) {
+	var b [connIDLen]byte
+	rand.Read(b[:8])
+	binary.BigEndian.PutUint32(b[8:12], uint32(time.Since(c.born)/time.Second))
+	c.block.Encrypt(b[:], b[:])
+	return quic.ConnectionIDFromBytes(b[:]), nil
+}
+
+func (c *connIDs) ConnectionIDLen() int { return connIDLen }
+
+// issued reports whether id is one of ours, issued at most maxAge before now.
+func (c *connIDs) issued(id []byte, now time.Time, maxAge time.Duration) bool {
+	if len(id) != connIDLen {
+		return false
+	}
+	var b [connIDLen]byte
+	c.block.Decrypt(b[:], id)
+	if binary.BigEndian.Uint32(b[12:]) != 0 {
+		return false
+	}
+	age := now.Sub(c.born) - time.Duration(binary.BigEndian.Uint32(b[8:12]))*time.Second
+	return age >= 0 && age <= maxAge+time.Second
+}
+
+// quicEndpoint is one socket's QUIC listener, transport and gate.
+type quicEndpoint struct {
+	ln   *quic.Listener
+	tr   *quic.Transport
+	gate *quicGate
+}
+
+// Close stops accepting, ends the connections, waits for quic-go to stop
+// reading and closes the socket.
+func (e *quicEndpoint) Close() error {
+	e.ln.Close()
+	e.tr.Close()
+	return e.gate.Close()
+}
