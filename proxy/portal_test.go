@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/ticket"
 	"github.com/bastiond/bastiond/proxy/websession"
 )
@@ -401,4 +402,34 @@ func FuzzSessionCookie(f *testing.F) {
 			t.Fatalf("cookie %q accepted", v)
 		}
 	})
+}
+
+// TestReloadTakesRights: a reload that removes a role applies to the next
+// request, and to a ticket issued before it when the relay redeems it.
+func TestReloadTakesRights(t *testing.T) {
+	rr := &relayRecorder{}
+	s := newTestServer(t, Config{Relay: rr.relay})
+	h := s.routes()
+	alice := newBrowser(t, h)
+	csrf := alice.signIn("alice")
+	r := alice.post("/connect", url.Values{"csrf": {csrf}, "target": {"vm1"}, "protocol": {"ssh"}})
+	tk := strings.TrimPrefix(r.header.Get("Location"), "/connect/")
+	if r.code != http.StatusSeeOther || tk == "" {
+		t.Fatalf("connect before reload: %d", r.code)
+	}
+
+	c := *s.cfg.Load()
+	c.Access = access.New(testName, []access.Target{{Name: "vm1", Tags: []string{"linux"}, SSH: 22}}, nil, nil)
+	if err := s.SetConfig(c); err != nil {
+		t.Fatal(err)
+	}
+	if r := alice.do(http.MethodGet, "/ws/ssh?ticket="+tk, nil, map[string]string{"Origin": alice.origin}); r.code != http.StatusForbidden || len(rr.got) != 0 || !strings.Contains(r.body, "not allowed") {
+		t.Errorf("ticket from before the reload still relayed: %d", r.code)
+	}
+	if r := alice.post("/connect", url.Values{"csrf": {csrf}, "target": {"vm1"}, "protocol": {"ssh"}}); r.code != http.StatusForbidden {
+		t.Errorf("connect after the role was removed: %d", r.code)
+	}
+	if p := alice.get("/"); strings.Contains(p.body, "vm1") {
+		t.Error("the portal still lists vm1")
+	}
 }
