@@ -35,16 +35,7 @@ func startServerWith(t *testing.T, network string, cfg Config) string {
 	if err != nil {
 		t.Skipf("no %s loopback: %v", network, err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve([]net.Listener{ln}, nil) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	serve(t, s, []net.Listener{ln}, nil)
 	return ln.Addr().String()
 }
 

@@ -44,16 +44,7 @@ func startQUIC(t *testing.T, network string, cfg Config) (*Server, *net.UDPAddr)
 	t.Helper()
 	s := newTestServer(t, cfg)
 	pc := loopbackUDP(t, network)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(nil, []net.PacketConn{pc}) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	serve(t, s, nil, []net.PacketConn{pc})
 	return s, pc.LocalAddr().(*net.UDPAddr)
 }
 

@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"context"
+	"net"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
@@ -66,3 +69,19 @@ func newTestServer(t testing.TB, cfg Config) *Server {
 const testPassword = "correct horse battery"
 
 func newTestServerF(f *testing.F) *Server { return newTestServer(f, Config{}) }
+
+// serve runs s on the listeners until the test ends, then shuts it down
+// and checks that Serve returned cleanly.
+func serve(t *testing.T, s *Server, tcp []net.Listener, udp []net.PacketConn) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(tcp, udp) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+}
