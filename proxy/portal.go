@@ -472,11 +472,20 @@ func (s *Server) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, TokenResponse{Secret: secret, Token: t})
 }
 
-// apiTokens is GET /api/tokens: the caller's own tokens.
-func (s *Server) apiTokens(w http.ResponseWriter, r *http.Request) {
+// bearerOnly authenticates a request that only an API token may make.
+func (s *Server) bearerOnly(w http.ResponseWriter, r *http.Request) (caller, bool) {
 	c, present, err := s.tokenCaller(r, auth.ScopeAPI)
 	if !present || err != nil {
 		writeJSON(w, http.StatusUnauthorized, apiError{Error: "present an API token (bastionctl login)"})
+		return caller{}, false
+	}
+	return c, true
+}
+
+// apiTokens is GET /api/tokens: the caller's own tokens.
+func (s *Server) apiTokens(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.bearerOnly(w, r)
+	if !ok {
 		return
 	}
 	ts, err := s.auth.Store().Tokens(c.user.Name)
@@ -489,9 +498,8 @@ func (s *Server) apiTokens(w http.ResponseWriter, r *http.Request) {
 
 // apiRevokeToken is DELETE /api/tokens/{id}; "current" names the token presented.
 func (s *Server) apiRevokeToken(w http.ResponseWriter, r *http.Request) {
-	c, present, err := s.tokenCaller(r, auth.ScopeAPI)
-	if !present || err != nil {
-		writeJSON(w, http.StatusUnauthorized, apiError{Error: "present an API token (bastionctl login)"})
+	c, ok := s.bearerOnly(w, r)
+	if !ok {
 		return
 	}
 	id := r.PathValue("id")
