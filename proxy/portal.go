@@ -212,10 +212,8 @@ func (s *Server) browserCaller(r *http.Request) (caller, bool) {
 
 // logout is POST /logout.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	c, ok := s.browserCaller(r)
+	c, ok := s.formCaller(w, r)
 	if !ok {
-		s.refuseBrowser(w, r)
 		return
 	}
 	s.sessions.End(c.session.ID)
@@ -225,21 +223,24 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-// refuseBrowser answers a state-changing request that failed the origin,
-// session or CSRF check: the expired page, which is also what a user whose
-// session ended sees.
-func (s *Server) refuseBrowser(w http.ResponseWriter, r *http.Request) {
-	s.log.Info("browser request refused: origin, session or CSRF token", zap.String("path", r.URL.Path),
-		zap.Stringer("source", clientAddr(r)), zap.String("origin", r.Header.Get("Origin")))
-	s.render(w, http.StatusForbidden, "expired.html", pageData{Title: "Session expired"})
+// formCaller returns the caller of a portal form post (bounded body, same
+// origin, live session, CSRF token). A post that fails gets the expired
+// page, which is also what a user whose session ended sees.
+func (s *Server) formCaller(w http.ResponseWriter, r *http.Request) (caller, bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	c, ok := s.browserCaller(r)
+	if !ok {
+		s.log.Info("browser request refused: origin, session or CSRF token", zap.String("path", r.URL.Path),
+			zap.Stringer("source", clientAddr(r)), zap.String("origin", r.Header.Get("Origin")))
+		s.render(w, http.StatusForbidden, "expired.html", pageData{Title: "Session expired"})
+	}
+	return c, ok
 }
 
 // connectForm is POST /connect from the portal's buttons.
 func (s *Server) connectForm(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	c, ok := s.browserCaller(r)
+	c, ok := s.formCaller(w, r)
 	if !ok {
-		s.refuseBrowser(w, r)
 		return
 	}
 	t, err := s.issueTicket(c, r.PostFormValue("target"), r.PostFormValue("protocol"), 0)
