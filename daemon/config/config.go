@@ -208,6 +208,22 @@ type Limits struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxSessionDuration ends any session after this long. Default 12h.
 	MaxSessionDuration time.Duration `yaml:"max_session_duration"`
+	// TargetTimeout ends a session whose machine stops acknowledging data
+	// or answering TCP keepalives for about this long (a VM that went
+	// down). Default 30s.
+	TargetTimeout time.Duration `yaml:"target_timeout"`
+	// SSH, RDP and Tunnel override idle_timeout and max_session_duration
+	// for one protocol's sessions.
+	SSH    ProtocolLimits `yaml:"ssh"`
+	RDP    ProtocolLimits `yaml:"rdp"`
+	Tunnel ProtocolLimits `yaml:"tunnel"`
+}
+
+// ProtocolLimits bound the sessions of one protocol. Zero takes the value
+// of the same key in limits.
+type ProtocolLimits struct {
+	IdleTimeout        time.Duration `yaml:"idle_timeout"`
+	MaxSessionDuration time.Duration `yaml:"max_session_duration"`
 }
 
 // Weights are the capacity units one session of each kind takes.
@@ -356,6 +372,11 @@ func (c *Config) setDefaults() {
 	lim.DialTimeout = orDefault(lim.DialTimeout, 10*time.Second)
 	lim.IdleTimeout = orDefault(lim.IdleTimeout, 20*time.Minute)
 	lim.MaxSessionDuration = orDefault(lim.MaxSessionDuration, 12*time.Hour)
+	lim.TargetTimeout = orDefault(lim.TargetTimeout, 30*time.Second)
+	for _, p := range []*ProtocolLimits{&lim.SSH, &lim.RDP, &lim.Tunnel} {
+		p.IdleTimeout = orDefault(p.IdleTimeout, lim.IdleTimeout)
+		p.MaxSessionDuration = orDefault(p.MaxSessionDuration, lim.MaxSessionDuration)
+	}
 
 	c.Logging.Level = orDefault(c.Logging.Level, "info")
 	c.Logging.Format = orDefault(c.Logging.Format, "auto")

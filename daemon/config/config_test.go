@@ -33,6 +33,13 @@ func TestParseLab(t *testing.T) {
 	if err != nil || noExempt.Firewall.ExemptPorts == nil || len(noExempt.Firewall.ExemptPorts) != 0 {
 		t.Errorf("exempt_ports: [] must mean none, got %v (%v)", noExempt.Firewall.ExemptPorts, err)
 	}
+	if l := cfg.Limits; l.TargetTimeout != 30*time.Second || l.SSH.IdleTimeout != 20*time.Minute || l.Tunnel.MaxSessionDuration != 12*time.Hour {
+		t.Errorf("per-protocol limits must default to the global ones: %+v", l)
+	}
+	perProto, err := Parse("x.yaml", []byte(mustRead(t, "testdata/lab.yaml")+"limits: {idle_timeout: 5m, rdp: {idle_timeout: 1h}}\n"))
+	if err != nil || perProto.Limits.RDP.IdleTimeout != time.Hour || perProto.Limits.SSH.IdleTimeout != 5*time.Minute {
+		t.Errorf("limits.rdp.idle_timeout must override limits.idle_timeout for rdp only: %+v (%v)", perProto.Limits, err)
+	}
 	if len(cfg.Digest) != 64 || cfg.File != "testdata/lab.yaml" {
 		t.Errorf("digest %q file %q", cfg.Digest, cfg.File)
 	}
@@ -92,6 +99,11 @@ func TestParseProblems(t *testing.T) {
 			name: "duration without unit",
 			edit: func(s string) string { return s + "limits:\n  drain_grace: 30\n" },
 			want: []string{`lab.yaml:30: limits.drain_grace: "30" is not a duration`},
+		},
+		{
+			name: "target timeout too short",
+			edit: func(s string) string { return s + "limits:\n  target_timeout: 10ms\n" },
+			want: []string{`lab.yaml:30: limits.target_timeout: must be at least 1s, not 10ms`},
 		},
 		{
 			name: "subnet smaller than /27",

@@ -332,6 +332,9 @@ func (c *Config) validateLimits(v *validator) {
 			v.errorf(p.path, "must be positive, not %d", p.n)
 		}
 	}
+	if l.TargetTimeout > 0 && l.TargetTimeout < time.Second {
+		v.errorf("limits.target_timeout", "must be at least 1s, not %s", l.TargetTimeout)
+	}
 	for _, w := range []int{l.Weights.SSH, l.Weights.RDP, l.Weights.Tunnel} {
 		if w > l.Capacity {
 			v.errorf("limits.weights", "a session weight (%d) above the capacity (%d) could never be admitted", w, l.Capacity)
