@@ -1,0 +1,88 @@
+package broker
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type byteKey struct{ protocol, direction string }
+
+// metrics are the broker's Prometheus series.
+type metrics struct {
+	active     *prometheus.GaugeVec
+	ended      *prometheus.CounterVec
+	refusals   *prometheus.CounterVec
+	dialErrors *prometheus.CounterVec
+	handshakes *prometheus.CounterVec
+
+	// endedBytes are the bytes of ended sessions; the broker's mu guards it.
+	endedBytes map[byteKey]int64
+}
+
+var (
+	bytesDesc = prometheus.NewDesc("bastiond_session_bytes_total",
+		"Bytes carried by sessions, live ones included: up is from users to machines.", []string{"protocol", "direction"}, nil)
+	unitsDesc = prometheus.NewDesc("bastiond_capacity_units",
+		"Capacity in weighted units: used by open sessions, and the total (limits.capacity).", []string{"state"}, nil)
+)
+
+func newMetrics() *metrics {
+	return &metrics{
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "bastiond_sessions_active",
+			Help: "Sessions open now."}, []string{"protocol"}),
+		ended: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bastiond_sessions_ended_total",
+			Help: "Sessions ended, by why."}, []string{"protocol", "reason"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bastiond_admission_refusals_total",
+			Help: "Sessions refused because the bastion was at capacity or the user at their cap."}, []string{"reason"}),
+		dialErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bastiond_dial_errors_total",
+			Help: "Sessions whose target could not be dialled."}, []string{"target"}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bastiond_handshake_failures_total",
+			Help: "Handshakes that failed, by layer: tls, quic, tunnel, ssh, rdp."}, []string{"layer"}),
+		endedBytes: map[byteKey]int64{},
+	}
+}
+
+// addBytes moves an ended session's bytes into the totals; b.mu is held.
+func (m *metrics) addBytes(protocol string, up, down int64) {
+	m.endedBytes[byteKey{protocol, "up"}] += up
+	m.endedBytes[byteKey{protocol, "down"}] += down
+}
+
+var _ prometheus.Collector = (*Broker)(nil)
+
+// Describe implements prometheus.Collector.
+func (b *Broker) Describe(ch chan<- *prometheus.Desc) {
+	m := b.metrics
+	m.active.Describe(ch)
+	m.ended.Describe(ch)
+	m.refusals.Describe(ch)
+	m.dialErrors.Describe(ch)
+	m.handshakes.Describe(ch)
+	ch <- bytesDesc
+	ch <- unitsDesc
+}
+
+// Collect implements prometheus.Collector.
+func (b *Broker) Collect(ch chan<- prometheus.Metric) {
+	m := b.metrics
+	m.active.Collect(ch)
+	m.ended.Collect(ch)
+	m.refusals.Collect(ch)
+	m.dialErrors.Collect(ch)
+	m.handshakes.Collect(ch)
+	b.mu.Lock()
+	totals := make(map[byteKey]int64, len(m.endedBytes))
+	for k, v := range m.endedBytes {
+		totals[k] = v
+	}
+	for _, s := range b.sessions {
+		totals[byteKey{s.info.Protocol, "up"}] += s.up.Load()
+		totals[byteKey{s.info.Protocol, "down"}] += s.down.Load()
+	}
+	used := b.used
+	b.mu.Unlock()
+	for k, v := range totals {
+		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(v), k.protocol, k.direction)
+	}
+	ch <- prometheus.MustNewConstMetric(unitsDesc, prometheus.GaugeValue, float64(used), "used")
+	ch <- prometheus.MustNewConstMetric(unitsDesc, prometheus.GaugeValue, float64(b.cfg.Load().Capacity), "total")
+}
