@@ -33,7 +33,9 @@ func (s *Session) Relay(client net.Conn) {
 		defer s.copying.Done()
 		r.report(true, s.pipe(s.target, client, &s.up), s)
 	}()
-	go func() {
+	// The caller's goroutine carries the other direction: one goroutine
+	// less per session.
+	func() {
 		defer s.copying.Done()
 		r.report(false, s.pipe(client, s.target, &s.down), s)
 	}()
