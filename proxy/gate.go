@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -76,7 +77,7 @@ func (g *gate) screen(c net.Conn) {
 	}
 	c.SetReadDeadline(time.Time{}) // the TLS stack sets its own
 	select {
-	case g.out <- &replayConn{Conn: c, head: raw}:
+	case g.out <- &replayConn{Conn: c, head: raw, failed: func() { g.s.handshakeFailed("tls") }}:
 	case <-g.closed:
 		c.Close()
 	}
@@ -144,10 +145,24 @@ func (g *gate) Close() error {
 
 func (g *gate) Addr() net.Addr { return g.ln.Addr() }
 
-// replayConn gives the TLS stack back the bytes the gate read.
+// replayConn gives the TLS stack back the bytes the gate read. It also
+// tells a TLS handshake that failed (the client named us, then gave up or
+// spoke wrong) from one that completed, for the metrics.
 type replayConn struct {
 	net.Conn
-	head []byte
+	head      []byte
+	handshook atomic.Bool
+	failed    func()
+	once      sync.Once
+}
+
+func (c *replayConn) Close() error {
+	c.once.Do(func() {
+		if !c.handshook.Load() {
+			c.failed()
+		}
+	})
+	return c.Conn.Close()
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {

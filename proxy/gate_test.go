@@ -263,6 +263,7 @@ func TestTLSVersionsAndCertificateReload(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		s.Shutdown(ctx)
+		s.Close()
 		<-done
 	}()
 	handshake := func(maxVersion uint16) (*tls.ConnectionState, error) {

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"net/http"
+
+	"github.com/bastiond/bastiond/proxy/tunnel"
 )
 
 func staticFile(name, contentType string) http.HandlerFunc {
@@ -26,6 +28,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /connect", s.connectForm)
 	mux.HandleFunc("GET /connect/{ticket}", s.connectPage)
 	mux.HandleFunc("GET /ws/{protocol}", s.relay)
+	mux.HandleFunc("GET "+tunnel.WebSocketPath, s.tunnelWebSocket)
 	mux.HandleFunc("GET /api/targets", s.apiTargets)
 	mux.HandleFunc("POST /api/connect", s.apiConnect)
 	mux.HandleFunc("POST /api/tokens", s.apiIssueToken)

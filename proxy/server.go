@@ -17,13 +17,15 @@ import (
 
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/certs"
 	"github.com/bastiond/bastiond/proxy/ticket"
+	"github.com/bastiond/bastiond/proxy/tunnel"
 	"github.com/bastiond/bastiond/proxy/websession"
 )
 
 // ALPNTunnel is the QUIC application protocol of the native tunnel.
-const ALPNTunnel = "bastion-tunnel/1"
+const ALPNTunnel = tunnel.ALPN
 
 // Config is what the front door needs. It can be replaced on reload with SetConfig.
 type Config struct {
@@ -50,6 +52,9 @@ type Config struct {
 	// Relay carries a browser session once its ticket is redeemed; nil
 	// answers 503.
 	Relay func(http.ResponseWriter, *http.Request, ticket.Ticket)
+	// Broker opens and carries sessions; nil refuses every tunnel as
+	// unavailable. It outlives reloads: pass the same one each time.
+	Broker *broker.Broker
 }
 
 // Server serves port 443 on the listeners given to Serve.
@@ -121,6 +126,9 @@ func (s *Server) SetConfig(cfg Config) error {
 
 func (s *Server) policy() *access.Policy { return s.cfg.Load().Access }
 
+// Policy is the authorization policy in force.
+func (s *Server) Policy() *access.Policy { return s.policy() }
+
 // WebSessions counts the browsers signed in.
 func (s *Server) WebSessions() int { return s.sessions.Len() }
 
@@ -139,11 +147,18 @@ func (s *Server) tlsConfig(alpn ...string) *tls.Config {
 			if !sameName(chi.ServerName, c.ServerName) {
 				return nil, errors.New("proxy: unknown server name")
 			}
-			return &tls.Config{
+			tc := &tls.Config{
 				MinVersion:     c.MinTLSVersion,
 				GetCertificate: c.Certs.GetCertificate,
 				NextProtos:     alpn,
-			}, nil
+			}
+			if rc, ok := chi.Conn.(*replayConn); ok {
+				tc.VerifyConnection = func(tls.ConnectionState) error {
+					rc.handshook.Store(true)
+					return nil
+				}
+			}
+			return tc, nil
 		},
 	}
 }
@@ -192,9 +207,11 @@ func (s *Server) listenQUIC(pc net.PacketConn) (*quic.Listener, error) {
 		DisableVersionNegotiationPackets: true,
 	}
 	ql, err := tr.Listen(s.tlsConfig(ALPNTunnel), &quic.Config{
-		Versions:             []quic.Version{quic.Version1},
-		HandshakeIdleTimeout: c.HandshakeTimeout,
-		MaxIdleTimeout:       c.IdleTimeout,
+		Versions:              []quic.Version{quic.Version1},
+		HandshakeIdleTimeout:  c.HandshakeTimeout,
+		MaxIdleTimeout:        c.IdleTimeout,
+		MaxIncomingStreams:    maxTunnelStreams,
+		MaxIncomingUniStreams: -1, // the tunnel uses bidirectional streams only
 	})
 	if err != nil {
 		tr.Close()
@@ -204,9 +221,7 @@ func (s *Server) listenQUIC(pc net.PacketConn) (*quic.Listener, error) {
 	return ql, nil
 }
 
-// acceptQUIC accepts tunnel connections. The tunnel protocol itself arrives
-// with the session broker; until then a connection is closed with a clear
-// application error.
+// acceptQUIC accepts tunnel connections until the listener closes.
 func (s *Server) acceptQUIC(ql *quic.Listener) error {
 	for {
 		conn, err := ql.Accept(context.Background())
@@ -216,19 +231,19 @@ func (s *Server) acceptQUIC(ql *quic.Listener) error {
 			}
 			return fmt.Errorf("proxy: quic accept: %w", err)
 		}
-		conn.CloseWithError(quicErrUnavailable, "tunnel service not available")
+		go s.serveQUIC(conn)
 	}
 }
 
-const quicErrUnavailable quic.ApplicationErrorCode = 0x103
-
-// Shutdown stops accepting, then waits for open requests until ctx ends, then
-// closes what is left.
+// Shutdown stops accepting connections (TLS and QUIC), then waits for open
+// HTTP requests until ctx ends. Tunnels and browser sessions live on in the
+// broker, over QUIC connections and WebSockets that Shutdown leaves open:
+// drain them with the broker, then call Close.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
-	for _, ql := range s.quic {
-		ql.Close()
+	for _, e := range s.quic {
+		e.ln.Close()
 	}
 	s.mu.Unlock()
 	err := s.http.Shutdown(ctx)
@@ -238,6 +253,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// LiveSessions counts the sessions being carried. Sessions arrive with the
-// broker; the front door alone carries none.
-func (s *Server) LiveSessions() int { return 0 }
+// Close ends every connection, QUIC ones included, and closes the sockets.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	eps := s.quic
+	s.quic = nil
+	s.mu.Unlock()
+	for _, e := range eps {
+		e.Close()
+	}
+	s.http.Close()
+}
+
+// LiveSessions counts the sessions being carried.
+func (s *Server) LiveSessions() int {
+	if b := s.cfg.Load().Broker; b != nil {
+		return b.Live()
+	}
+	return 0
+}

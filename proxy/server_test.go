@@ -80,6 +80,7 @@ func serve(t *testing.T, s *Server, tcp []net.Listener, udp []net.PacketConn) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		s.Shutdown(ctx)
+		s.Close()
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}

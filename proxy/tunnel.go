@@ -1,0 +1,177 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/quic-go/quic-go"
+	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/proxy/access"
+	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/tunnel"
+)
+
+// maxTunnelStreams bounds the tunnel streams one QUIC connection may have
+// open at once; a user's sessions are bounded by the broker's per-user cap
+// long before.
+const maxTunnelStreams = 1024
+
+// serveQUIC accepts tunnel streams on one QUIC connection until it closes.
+func (s *Server) serveQUIC(conn *quic.Conn) {
+	client := addrPortOf(conn.RemoteAddr())
+	for {
+		str, err := conn.AcceptStream(context.Background())
+		if err != nil {
+			return // the connection is gone; its streams end with it
+		}
+		go s.serveTunnel(tunnel.NewStreamConn(conn, str), "quic", client)
+	}
+}
+
+// tunnelWebSocket is GET /tunnel: the native tunnel's fallback when UDP is
+// blocked, one WebSocket per tunnelled connection. Browsers always send
+// Origin; the native client never does, and no page may open a tunnel.
+func (s *Server) tunnelWebSocket(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Origin") != "" {
+		http.Error(w, "forbidden", http.StatusForbidden)
+		return
+	}
+	ws, err := websocket.Accept(w, r, tunnel.AcceptOptions())
+	if err != nil {
+		return // Accept has answered
+	}
+	client := addrPortOf(stringAddr(r.RemoteAddr))
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	// The request's context ends when the handler returns; the tunnel
+	// lives on in the broker, so it gets a context of its own.
+	s.serveTunnel(tunnel.NewWSConn(context.Background(), ws, local, stringAddr(r.RemoteAddr)), "websocket", client)
+}
+
+// serveTunnel reads a tunnel request from c, authorizes it, has the broker
+// open the session and relays it. Every refusal is answered with a status
+// the client turns into a clear sentence, then c is closed.
+func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort) {
+	cfg := s.cfg.Load()
+	c.SetReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
+	req, err := tunnel.ReadRequest(c)
+	if err != nil {
+		s.handshakeFailed("tunnel")
+		var pe *tunnel.ProtocolError
+		if errors.As(err, &pe) {
+			s.refuseTunnel(c, pe.Status, pe.Error())
+		} else {
+			c.Close()
+		}
+		s.log.Debug("tunnel request unreadable", zap.String("via", via), zap.Stringer("client", client), zap.Error(err))
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	log := s.log.With(zap.String("via", via), zap.Stringer("client", client), zap.String("target", req.Target), zap.Uint16("port", req.Port))
+
+	tok, user, err := s.auth.Store().CheckToken(req.Token)
+	switch {
+	case err != nil:
+		s.handshakeFailed("tunnel")
+		log.Info("tunnel refused: bad token")
+		s.refuseTunnel(c, tunnel.StatusUnauthorized, auth.ErrBadToken.Error())
+		return
+	case !tok.HasScope(auth.ScopeTunnel):
+		log.Info("tunnel refused: token without the tunnel scope", zap.String("user", user.Name), zap.String("token", tok.ID))
+		s.refuseTunnel(c, tunnel.StatusUnauthorized, "this token may not open tunnels (it lacks the tunnel scope): run bastionctl login")
+		return
+	}
+	log = log.With(zap.String("user", user.Name))
+	policy := cfg.Access
+	t, ok := policy.Target(req.Target)
+	if !ok {
+		log.Info("tunnel refused: unknown target")
+		s.refuseTunnel(c, tunnel.StatusUnknownTarget, fmt.Sprintf("there is no machine called %q on this bastion", req.Target))
+		return
+	}
+	if !slices.Contains([]uint16{t.SSH, t.RDP}, req.Port) && !slices.Contains(t.Tunnel, req.Port) || req.Port == 0 {
+		log.Info("tunnel refused: port not offered")
+		s.refuseTunnel(c, tunnel.StatusUnknownTarget, fmt.Sprintf("%s does not offer port %d through the bastion", req.Target, req.Port))
+		return
+	}
+	d := policy.Check(access.Request{User: user.Name, Granted: user.Roles, Target: req.Target, Protocol: access.Tunnel, Port: req.Port})
+	if !d.Allowed {
+		log.Info("tunnel refused", zap.String("reason", d.Reason))
+		s.refuseTunnel(c, tunnel.StatusDenied, fmt.Sprintf("%s may not open tunnels to %s port %d", user.Name, req.Target, req.Port))
+		return
+	}
+	if cfg.Broker == nil {
+		s.refuseTunnel(c, tunnel.StatusUnavailable, "this bastion carries no sessions")
+		return
+	}
+	// The broker bounds the dial with its own timeout.
+	sess, err := cfg.Broker.Open(context.Background(), broker.Request{User: user.Name, Client: client, Target: req.Target, Protocol: broker.Tunnel,
+		Port: req.Port, Via: via, Token: tok.ID, Roles: d.Roles})
+	if err != nil {
+		log.Info("tunnel refused", zap.Error(err))
+		s.refuseTunnel(c, tunnelStatus(err), err.Error())
+		return
+	}
+	if err := tunnel.WriteResponse(c, tunnel.Response{Status: tunnel.StatusOK, Message: sess.ID()}); err != nil {
+		sess.End("client error: " + err.Error())
+		c.Close()
+		return
+	}
+	sess.Relay(c)
+}
+
+func (s *Server) refuseTunnel(c net.Conn, st tunnel.Status, msg string) {
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	tunnel.WriteResponse(c, tunnel.Response{Status: st, Message: msg})
+	// Half-close first so that the answer is delivered before the end.
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.Close()
+}
+
+// tunnelStatus maps a broker refusal to the tunnel's status.
+func tunnelStatus(err error) tunnel.Status {
+	var be *broker.Error
+	if !errors.As(err, &be) {
+		return tunnel.StatusUnavailable
+	}
+	switch be.Kind {
+	case broker.KindUnknownTarget:
+		return tunnel.StatusUnknownTarget
+	case broker.KindUserLimit:
+		return tunnel.StatusUserLimit
+	case broker.KindCapacity:
+		return tunnel.StatusCapacity
+	case broker.KindUnreachable, broker.KindRefused:
+		return tunnel.StatusUnreachable
+	}
+	return tunnel.StatusUnavailable
+}
+
+func (s *Server) handshakeFailed(layer string) {
+	if b := s.cfg.Load().Broker; b != nil {
+		b.HandshakeFailed(layer)
+	}
+}
+
+type stringAddr string
+
+func (a stringAddr) Network() string { return "tcp" }
+func (a stringAddr) String() string  { return string(a) }
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}

@@ -1,0 +1,195 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"go.etcd.io/bbolt"
+	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/tunnel"
+)
+
+// tunnelEnv is a test Server with a broker whose inventory puts vm1 and
+// vm2 on loopback, which the dial guard refuses: every refusal the tunnel
+// can answer is reachable without root. (Successful tunnels to real
+// machines are tested in the lab, test/e2e.)
+type tunnelEnv struct {
+	s      *Server
+	tcp    string // host:port of TLS
+	udp    string // host:port of QUIC
+	tokens map[string]string
+}
+
+func newTunnelEnv(t *testing.T, network string) *tunnelEnv {
+	t.Helper()
+	db, err := bbolt.Open(filepath.Join(t.TempDir(), "broker.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := netip.MustParseAddr("127.0.0.1")
+	b, err := broker.New(broker.Config{Logger: zap.NewNop(), Targets: []broker.Target{
+		{Name: "vm1", Addresses: []netip.Addr{loop}, SSH: 22},
+		{Name: "vm2", Addresses: []netip.Addr{loop}, RDP: 3389, Tunnel: []uint16{5985}},
+	}}, broker.Options{DB: db, AuditFile: filepath.Join(t.TempDir(), "audit.jsonl")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b.Close(context.Background())
+		db.Close()
+	})
+	s := newTestServer(t, Config{Broker: b})
+	host := "127.0.0.1"
+	if network == "6" {
+		host = "::1"
+	}
+	ln, err := net.Listen("tcp"+network, net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenPacket("udp"+network, net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, s, []net.Listener{ln}, []net.PacketConn{pc})
+	e := &tunnelEnv{s: s, tcp: ln.Addr().String(), udp: pc.LocalAddr().String(), tokens: map[string]string{}}
+	for _, u := range []string{"alice", "carol"} {
+		secret, _, err := s.auth.Store().IssueToken(u, []string{auth.ScopeTunnel, auth.ScopeAPI}, time.Hour, "test", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.tokens[u] = secret
+	}
+	apiOnly, _, err := s.auth.Store().IssueToken("carol", []string{auth.ScopeAPI}, time.Hour, "test", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.tokens["api-only"] = apiOnly
+	return e
+}
+
+func (e *tunnelEnv) client(t *testing.T, token, transport string) *tunnel.Client {
+	t.Helper()
+	addr := e.udp
+	if transport == "tcp" {
+		addr = e.tcp
+	}
+	c, err := tunnel.NewClient(tunnel.ClientConfig{Server: testName, Address: addr, TLS: &tls.Config{InsecureSkipVerify: true},
+		Token: token, Transport: transport})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestTunnelRefusals(t *testing.T) {
+	for _, network := range []string{"4", "6"} {
+		e := newTunnelEnv(t, network)
+		for _, transport := range []string{"quic", "tcp"} {
+			t.Run("ipv"+network+"/"+transport, func(t *testing.T) {
+				cases := []struct {
+					name, token, target string
+					port                uint16
+					status              tunnel.Status
+					msg                 string
+				}{
+					{"forged token", "bst_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "vm2", 5985, tunnel.StatusUnauthorized, "bastionctl login"},
+					{"token without the tunnel scope", e.tokens["api-only"], "vm2", 5985, tunnel.StatusUnauthorized, "tunnel scope"},
+					{"unknown target", e.tokens["carol"], "vm9", 22, tunnel.StatusUnknownTarget, `no machine called "vm9"`},
+					{"an address is not a target", e.tokens["carol"], "127.0.0.1", 22, tunnel.StatusUnknownTarget, "no machine called"},
+					{"port not offered", e.tokens["carol"], "vm2", 8080, tunnel.StatusUnknownTarget, "does not offer port 8080"},
+					{"no role", e.tokens["alice"], "vm2", 5985, tunnel.StatusDenied, "alice may not open tunnels to vm2 port 5985"},
+					{"role without that port", e.tokens["carol"], "vm2", 3389, tunnel.StatusDenied, "may not open tunnels"},
+					{"the dial guard refuses loopback", e.tokens["carol"], "vm2", 5985, tunnel.StatusUnreachable, "dial guard"},
+				}
+				for _, c := range cases {
+					cl := e.client(t, c.token, transport)
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					_, err := cl.Dial(ctx, c.target, c.port)
+					cancel()
+					var te *tunnel.Error
+					if !errors.As(err, &te) || te.Status != c.status || !strings.Contains(err.Error(), c.msg) {
+						t.Errorf("%s: got %v, want %v mentioning %q", c.name, err, c.status, c.msg)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestTunnelWebSocketRefusesBrowsers: a page cannot open a tunnel, even
+// from our own origin.
+func TestTunnelWebSocketRefusesBrowsers(t *testing.T) {
+	e := newTunnelEnv(t, "4")
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{ServerName: testName, InsecureSkipVerify: true},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, e.tcp)
+		}}}
+	req, _ := http.NewRequest(http.MethodGet, "https://"+testName+tunnel.WebSocketPath, nil)
+	req.Header.Set("Origin", "https://"+testName)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("upgrade with an Origin: %s, want 403", resp.Status)
+	}
+}
+
+// TestTunnelBadHeader: a stream that does not speak the protocol gets a
+// clear answer and counts as a failed handshake.
+func TestTunnelBadHeader(t *testing.T) {
+	e := newTunnelEnv(t, "4")
+	conn, err := quicDialForTest(t, e.udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		data   []byte
+		status tunnel.Status
+	}{
+		{"HTTP", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), tunnel.StatusBadRequest},
+		{"future version", []byte("BTUN\x09\x00\x00"), tunnel.StatusUnsupportedVersion},
+	} {
+		str, err := conn.OpenStreamSync(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		str.Write(c.data)
+		str.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := tunnel.ReadResponse(str)
+		if err != nil || resp.Status != c.status {
+			t.Errorf("%s: %v %v, want %v", c.name, resp, err, c.status)
+		}
+	}
+}
+
+func quicDialForTest(t *testing.T, addr string) (*quic.Conn, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, addr, tunnelTLS(testName), &quic.Config{Versions: []quic.Version{quic.Version1}})
+	if err == nil {
+		t.Cleanup(func() { conn.CloseWithError(0, "") })
+	}
+	return conn, err
+}
