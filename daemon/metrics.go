@@ -26,7 +26,7 @@ type metricsServer struct {
 	ln   net.Listener
 }
 
-func newMetricsServer(addr string, kernel *netpolicy.Kernel, log *zap.Logger) (*metricsServer, error) {
+func newMetricsServer(addr string, kernel *netpolicy.Kernel, log *zap.Logger, more ...prometheus.Collector) (*metricsServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics listener (listen.metrics): %w", err)
@@ -42,6 +42,7 @@ func newMetricsServer(addr string, kernel *netpolicy.Kernel, log *zap.Logger) (*
 		}, func() float64 { return 1 }),
 		&firewallCollector{k: kernel, log: log},
 	)
+	reg.MustRegister(more...)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:            zap.NewStdLog(log),

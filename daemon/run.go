@@ -23,6 +23,7 @@ import (
 	"github.com/bastiond/bastiond/netpolicy/discover"
 	"github.com/bastiond/bastiond/proxy"
 	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/certs"
 	"github.com/bastiond/bastiond/proxy/websession"
 )
@@ -45,6 +46,7 @@ type daemon struct {
 	front   *proxy.Server
 	state   *bbolt.DB
 	auth    *auth.Authenticator
+	broker  *broker.Broker
 	admin   *adminapi.Server
 	metrics *metricsServer
 
@@ -129,22 +131,30 @@ func (d *daemon) start() error {
 		d.state.Close()
 		return err
 	}
-	fail := func(err error) error {
+	d.broker, err = openBroker(cfg, d)
+	if err != nil {
 		lns.Close()
 		adminLn.Close()
 		d.state.Close()
 		return err
 	}
-	d.front, err = proxy.New(proxyConfig(cfg, d.log, d.certs), d.auth)
+	fail := func(err error) error {
+		lns.Close()
+		adminLn.Close()
+		d.broker.Close(context.Background())
+		d.state.Close()
+		return err
+	}
+	d.front, err = proxy.New(proxyConfig(cfg, d.log, d.certs, d.broker), d.auth)
 	if err != nil {
 		return fail(err)
 	}
 	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status,
-		Policy: policyAPI{d}, Targets: targetsAPI{d}, Users: usersAPI{d}})
+		Policy: policyAPI{d}, Targets: targetsAPI{d}, Users: usersAPI{d}, Sessions: sessionsAPI{d}})
 	if err != nil {
 		return fail(err)
 	}
-	d.metrics, err = newMetricsServer(cfg.Listen.Metrics.String(), d.kernel, d.log.Named("metrics"))
+	d.metrics, err = newMetricsServer(cfg.Listen.Metrics.String(), d.kernel, d.log.Named("metrics"), d.broker)
 	if err != nil {
 		return fail(err)
 	}
@@ -207,7 +217,12 @@ func (d *daemon) drain(sigs <-chan os.Signal, watchdog *time.Ticker) error {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- d.front.Shutdown(ctx) }()
+	go func() {
+		// Stop accepting, let HTTP requests and then sessions finish; the
+		// broker ends what is left when ctx ends.
+		d.front.Shutdown(ctx)
+		done <- d.broker.Close(ctx)
+	}()
 	for {
 		select {
 		case err := <-done:
@@ -236,6 +251,8 @@ func (d *daemon) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	d.front.Shutdown(ctx)
+	d.broker.Close(ctx) // drain has done this already, unless a listener died
+	d.front.Close()
 	d.admin.Shutdown(ctx)
 	d.metrics.Shutdown(ctx)
 	d.stopReconcile()
@@ -290,7 +307,10 @@ func (d *daemon) tryReload() error {
 	if err := d.certs.Load(certConfig(next)); err != nil {
 		return err
 	}
-	if err := d.front.SetConfig(proxyConfig(next, d.log, d.certs)); err != nil {
+	if err := d.front.SetConfig(proxyConfig(next, d.log, d.certs, d.broker)); err != nil {
+		return err
+	}
+	if err := d.broker.SetConfig(brokerConfig(next, d.log)); err != nil {
 		return err
 	}
 	d.admin.SetGroup(next.Listen.AdminGroup)
@@ -304,6 +324,7 @@ func (d *daemon) tryReload() error {
 		d.log.Warn("changed setting takes effect at the next restart", zap.String("key", key))
 	}
 	d.log.Info("reloaded", zap.String("digest", short(next.Digest)))
+	d.endRevoked("configuration reloaded")
 	return nil
 }
 
@@ -403,7 +424,7 @@ func certConfig(cfg *config.Config) certs.Config {
 	}
 }
 
-func proxyConfig(cfg *config.Config, log *zap.Logger, store *certs.Store) proxy.Config {
+func proxyConfig(cfg *config.Config, log *zap.Logger, store *certs.Store, b *broker.Broker) proxy.Config {
 	minTLS := uint16(tls.VersionTLS13)
 	if cfg.Listen.TLS.MinVersion == "1.2" {
 		minTLS = tls.VersionTLS12
@@ -417,6 +438,7 @@ func proxyConfig(cfg *config.Config, log *zap.Logger, store *certs.Store) proxy.
 		MaxConnsPerSource: cfg.Limits.ConnectionsPerSource,
 		Access:            accessPolicy(cfg),
 		WebSessions:       websession.Config{Idle: cfg.Access.SessionIdle, Absolute: cfg.Access.SessionLifetime},
+		Broker:            b,
 	}
 }
 

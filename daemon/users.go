@@ -138,7 +138,8 @@ func (u usersAPI) SetPassword(name, password string) error {
 func (u usersAPI) endAccess(name string) {
 	n := u.d.front.EndUser(name)
 	t, _ := u.store().RevokeTokens(name)
-	u.d.log.Info("ended the user's web sessions and tokens", zap.String("user", name), zap.Int("web_sessions", n), zap.Int("tokens", t))
+	s := u.d.endRevoked("password changed")
+	u.d.log.Info("ended the user's web sessions and tokens", zap.String("user", name), zap.Int("web_sessions", n), zap.Int("tokens", t), zap.Int("sessions", s))
 }
 
 func (u usersAPI) SetDisabled(name string, disabled bool) error {
@@ -147,6 +148,7 @@ func (u usersAPI) SetDisabled(name string, disabled bool) error {
 	}
 	if disabled {
 		u.d.front.EndUser(name)
+		u.d.endRevoked("account disabled")
 	}
 	return nil
 }
@@ -167,7 +169,11 @@ func (u usersAPI) Revoke(name string, roles []string) error {
 	if len(roles) == 0 {
 		return errors.New("name one or more roles")
 	}
-	return notFound(u.store().Revoke(name, roles...))
+	if err := u.store().Revoke(name, roles...); err != nil {
+		return notFound(err)
+	}
+	u.d.endRevoked("role revoked")
+	return nil
 }
 
 func (u usersAPI) Delete(name string) error {
@@ -175,6 +181,7 @@ func (u usersAPI) Delete(name string) error {
 		return notFound(err)
 	}
 	u.d.front.EndUser(name)
+	u.d.endRevoked("account deleted")
 	return nil
 }
 
@@ -207,11 +214,20 @@ func (u usersAPI) Tokens(user string) ([]adminapi.TokenInfo, error) {
 	return out, nil
 }
 
-func (u usersAPI) RevokeToken(id string) error { return notFound(u.store().RevokeToken(id, "")) }
+// RevokeToken and RevokeTokens also end the tunnels the tokens opened.
+func (u usersAPI) RevokeToken(id string) error {
+	if err := u.store().RevokeToken(id, ""); err != nil {
+		return notFound(err)
+	}
+	u.d.endRevoked("token revoked")
+	return nil
+}
 
 func (u usersAPI) RevokeTokens(user string) (int, error) {
 	if _, err := u.store().User(user); err != nil {
 		return 0, notFound(err)
 	}
-	return u.store().RevokeTokens(user)
+	n, err := u.store().RevokeTokens(user)
+	u.d.endRevoked("tokens revoked")
+	return n, err
 }

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,20 +81,9 @@ func loadCredentials() (credentials, string, error) {
 // httpClient is a client for the bastion in c, checking its certificate
 // against the system roots or c.CA.
 func (c credentials) httpClient() (*http.Client, error) {
-	host := c.Server
-	if h, _, err := net.SplitHostPort(c.Server); err == nil {
-		host = h
-	}
-	tc := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.Insecure}
-	if c.CA != "" {
-		pem, err := os.ReadFile(c.CA)
-		if err != nil {
-			return nil, err
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s: no PEM certificate", c.CA)
-		}
+	tc, err := c.tlsConfig()
+	if err != nil {
+		return nil, err
 	}
 	dialer := &net.Dialer{Timeout: 10 * time.Second}
 	tr := &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 10 * time.Second,

@@ -68,6 +68,8 @@ type Config struct {
 	Targets Targets
 	// Users serves account and token administration; nil leaves it out.
 	Users Users
+	// Sessions serves the session registry; nil leaves it out.
+	Sessions Sessions
 }
 
 // Server answers admin requests.
@@ -99,6 +101,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Users != nil {
 		s.userRoutes(mux, cfg.Users)
+	}
+	if cfg.Sessions != nil {
+		s.sessionRoutes(mux, cfg.Sessions)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "no such admin endpoint: " + r.Method + " " + r.URL.Path})

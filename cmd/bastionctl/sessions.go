@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/proxy/broker"
+)
+
+func newSessions(socket *string) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "sessions [--json]",
+		Short: "List the live sessions; 'sessions kill ID --reason TEXT' ends one",
+		Long: "List every live session: browser SSH and RDP, and native tunnels. BYTES are what the session has\n" +
+			"carried so far, up (from the user to the machine) and down.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			list, err := adminapi.NewClient(*socket).Sessions(ctx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return encodeJSON(cmd.OutOrStdout(), list)
+			}
+			printSessions(cmd.OutOrStdout(), list, time.Now())
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	var reason string
+	kill := &cobra.Command{
+		Use:   "kill ID --reason TEXT",
+		Short: "End a live session; the reason goes into its record, after your user name",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if strings.TrimSpace(reason) == "" {
+				return fmt.Errorf("--reason is required: it is recorded with the session")
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			if err := adminapi.NewClient(*socket).Kill(ctx, args[0], reason); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "session %s ended\n", args[0])
+			return nil
+		},
+	}
+	kill.Flags().StringVar(&reason, "reason", "", "why (recorded)")
+	cmd.AddCommand(kill)
+	return cmd
+}
+
+func printSessions(out io.Writer, list []broker.Info, now time.Time) {
+	if len(list) == 0 {
+		fmt.Fprintln(out, "no live sessions")
+		return
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tUSER\tFROM\tTARGET\tPROTOCOL\tVIA\tSTARTED\tIDLE\tUP\tDOWN")
+	for _, s := range list {
+		target := s.Target
+		if s.Login != "" {
+			target = s.Login + "@" + target
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s ago\t%s\t%s\t%s\n", s.ID, s.User, s.Client.Addr(),
+			fmt.Sprintf("%s:%d", target, s.Port), s.Protocol, s.Via,
+			now.Sub(s.Start).Round(time.Second), now.Sub(s.LastActive).Round(time.Second),
+			humanBytes(s.BytesUp), humanBytes(s.BytesDown))
+	}
+	w.Flush()
+	fmt.Fprintf(out, "%d live sessions\n", len(list))
+}
+
+// humanBytes is n in B, KiB, MiB or GiB, one decimal.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, suffix := float64(n), ""
+	for _, s := range []string{"KiB", "MiB", "GiB", "TiB"} {
+		v /= unit
+		suffix = s
+		if v < unit {
+			break
+		}
+	}
+	return fmt.Sprintf("%.1f %s", v, suffix)
+}

@@ -1,0 +1,105 @@
+package daemon
+
+import (
+	"slices"
+
+	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/daemon/config"
+	"github.com/bastiond/bastiond/proxy/access"
+	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/broker"
+)
+
+// openBroker starts the session broker over the state store and the audit
+// file, recovering the records of sessions a crash interrupted.
+func openBroker(cfg *config.Config, d *daemon) (*broker.Broker, error) {
+	b, err := broker.New(brokerConfig(cfg, d.log), broker.Options{DB: d.state, AuditFile: cfg.Logging.AuditFile})
+	if err != nil {
+		return nil, err
+	}
+	if n := b.Recovered(); n > 0 {
+		d.log.Warn("sessions interrupted by the last stop were recorded as abandoned", zap.Int("sessions", n),
+			zap.String("audit_file", cfg.Logging.AuditFile))
+	}
+	return b, nil
+}
+
+func brokerConfig(cfg *config.Config, log *zap.Logger) broker.Config {
+	inv := cfg.Inventory.Targets
+	targets := make([]broker.Target, len(inv))
+	for i, t := range inv {
+		targets[i] = broker.Target{Name: t.Name, Addresses: t.Addresses, SSH: t.Ports.SSH, RDP: t.Ports.RDP, Tunnel: t.Ports.Tunnel}
+	}
+	l := cfg.Limits
+	timeouts := func(p config.ProtocolLimits) broker.Timeouts {
+		return broker.Timeouts{Idle: p.IdleTimeout, Max: p.MaxSessionDuration}
+	}
+	return broker.Config{
+		Logger:        log.Named("broker"),
+		Targets:       targets,
+		Capacity:      l.Capacity,
+		Weights:       map[string]int{broker.SSH: l.Weights.SSH, broker.RDP: l.Weights.RDP, broker.Tunnel: l.Weights.Tunnel},
+		PerUser:       l.SessionsPerUser,
+		DialTimeout:   l.DialTimeout,
+		TargetTimeout: l.TargetTimeout,
+		Timeouts:      map[string]broker.Timeouts{broker.SSH: timeouts(l.SSH), broker.RDP: timeouts(l.RDP), broker.Tunnel: timeouts(l.Tunnel)},
+	}
+}
+
+// sessionsAPI is the session registry for the admin API.
+type sessionsAPI struct{ d *daemon }
+
+var _ adminapi.Sessions = sessionsAPI{}
+
+func (s sessionsAPI) List() []broker.Info          { return s.d.broker.Sessions() }
+func (s sessionsAPI) Kill(id, reason string) error { return s.d.broker.Kill(id, reason) }
+
+// endRevoked ends every live session whose right to exist is gone: its
+// user was deleted or disabled, no role allows it any more (a reload, a
+// revoked grant), or the token that opened it was revoked. It returns how
+// many it ended. A token that merely expired does not end the sessions it
+// opened; revoking it does.
+func (d *daemon) endRevoked(why string) int {
+	policy, store := d.front.Policy(), d.auth.Store()
+	type account struct {
+		user   auth.User
+		ok     bool
+		tokens []string
+	}
+	accounts := map[string]*account{}
+	lookup := func(name string) *account {
+		if a, ok := accounts[name]; ok {
+			return a
+		}
+		a := &account{}
+		if u, err := store.User(name); err == nil && !u.Disabled {
+			a.user, a.ok = u, true
+			ts, _ := store.Tokens(name)
+			for _, t := range ts {
+				a.tokens = append(a.tokens, t.ID)
+			}
+		}
+		accounts[name] = a
+		return a
+	}
+	n := d.broker.EndWhere(func(s broker.Info) bool {
+		a := lookup(s.User)
+		if !a.ok {
+			return true
+		}
+		if s.Token != "" && !slices.Contains(a.tokens, s.Token) {
+			return true
+		}
+		port := uint16(0)
+		if s.Protocol == broker.Tunnel {
+			port = s.Port
+		}
+		return !policy.Check(access.Request{User: s.User, Granted: a.user.Roles, Target: s.Target, Protocol: s.Protocol, Port: port, Login: s.Login}).Allowed
+	}, broker.ReasonAccessRevoked)
+	if n > 0 {
+		d.log.Info("ended sessions whose access was revoked", zap.Int("sessions", n), zap.String("why", why))
+	}
+	return n
+}
