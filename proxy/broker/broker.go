@@ -286,7 +286,7 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 		conn.Close()
 		return nil, &Error{Kind: KindInternal, Msg: "the bastion cannot record the session", Err: err}
 	}
-	s.log.Info("session started", start.fields()...)
+	b.log.Info("session started", start.fields()...)
 	b.mu.Lock()
 	b.sessions[s.info.ID] = s
 	registered = true

@@ -55,6 +55,7 @@ type relayOutcome struct {
 	mu        sync.Mutex
 	first     *pipeErr
 	firstUp   bool // the first event was on the upward direction
+	gone      bool // some target-side error said the machine is unreachable
 	eofClient bool // the client's end of stream came before the target's
 	events    int
 }
@@ -63,6 +64,9 @@ func (r *relayOutcome) report(up bool, e pipeErr, s *Session) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events++
+	if e.err != nil && up != e.readSide && unreachable(e.err) {
+		r.gone = true
+	}
 	if e.err != nil {
 		if r.first == nil {
 			r.first, r.firstUp = &e, up
@@ -80,6 +84,11 @@ func (r *relayOutcome) report(up bool, e pipeErr, s *Session) {
 }
 
 func (r *relayOutcome) reason() string {
+	// When a machine goes away, the direction that notices first may see
+	// only a broken pipe; the other sees the timeout that says why.
+	if r.gone {
+		return ReasonTargetUnreachable
+	}
 	if r.first == nil {
 		if r.eofClient {
 			return ReasonClientClosed
@@ -206,10 +215,22 @@ func isReadErr(err error) bool {
 func (s *Session) copyWhenReadable(dst, src net.Conn, rc syscall.RawConn, count *atomic.Int64) pipeErr {
 	var one [1]byte
 	for {
+		// The peek may be what collects a pending socket error (a timeout
+		// to a machine gone away): keep it, a later read would see none.
+		var perr error
 		err := rc.Read(func(fd uintptr) bool {
 			_, _, err := unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			return err != unix.EAGAIN
+			if err == unix.EAGAIN {
+				return false
+			}
+			if err != nil {
+				perr = os.NewSyscallError("recvfrom", err)
+			}
+			return true
 		})
+		if err == nil {
+			err = perr
+		}
 		if err != nil {
 			return pipeErr{err: err, readSide: true}
 		}

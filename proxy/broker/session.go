@@ -137,7 +137,7 @@ func (s *Session) finish(reason string) {
 		// abandoned with the counts last saved.
 		s.log.Error("cannot record the end of the session", zap.Error(err))
 	}
-	s.log.Info("session ended", end.fields()...)
+	b.log.Info("session ended", end.fields()...)
 	b.metrics.active.WithLabelValues(s.info.Protocol).Dec()
 	b.metrics.ended.WithLabelValues(s.info.Protocol, reasonClass(reason)).Inc()
 	b.forget(s, up, down)
