@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -19,8 +20,17 @@ import (
 	"github.com/bastiond/bastiond/proxy/tunnel"
 )
 
+const (
+	// dialTimeout bounds opening one tunnel: reaching the bastion and its
+	// connection to the target.
+	dialTimeout = 30 * time.Second
+	// upGrace is how long ssh-proxy, once the machine has ended its
+	// stream, still carries what ssh sends.
+	upGrace = time.Second
+)
+
 // tlsConfig checks the bastion's certificate against the system roots or
-// c.CA.
+// c.CA (or not at all with c.Insecure).
 func (c credentials) tlsConfig() (*tls.Config, error) {
 	host := c.Server
 	if h, _, err := net.SplitHostPort(c.Server); err == nil {
@@ -40,24 +50,41 @@ func (c credentials) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
-// tunnelClient is a tunnel client for the logged-in bastion.
-func tunnelClient(transport string, verbose bool) (*tunnel.Client, error) {
-	c, _, err := loadCredentials()
-	if err != nil {
-		return nil, err
-	}
+// tunnelClient is a tunnel client for the bastion c signed in to. logf,
+// if not nil, is told which transport carries the tunnels.
+func (c credentials) tunnelClient(transport string, logf func(string, ...any)) (*tunnel.Client, error) {
 	if !c.Expires.IsZero() && time.Now().After(c.Expires) {
-		return nil, fmt.Errorf("your login expired at %s: run bastionctl login", c.Expires.Local().Format(time.RFC1123))
+		return nil, fmt.Errorf("your login expired at %s: run bastionctl login", c.Expires.Local().Format(time.DateTime))
 	}
 	tc, err := c.tlsConfig()
 	if err != nil {
 		return nil, err
 	}
-	cfg := tunnel.ClientConfig{Server: c.Server, Address: c.Address, TLS: tc, Token: c.Token, Transport: transport}
-	if verbose {
-		cfg.Logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, "bastionctl: "+format+"\n", args...) }
+	return tunnel.NewClient(tunnel.ClientConfig{Server: c.Server, Address: c.Address, TLS: tc, Token: c.Token,
+		Transport: transport, Logger: logf})
+}
+
+// loginClient loads the credentials of bastionctl login and makes their
+// tunnel client.
+func loginClient(transport string, logf func(string, ...any)) (*tunnel.Client, error) {
+	c, _, err := loadCredentials()
+	if err != nil {
+		return nil, err
 	}
-	return tunnel.NewClient(cfg)
+	return c.tunnelClient(transport, logf)
+}
+
+// stderrLog is a logger for -v: nil (silent) unless verbose.
+func stderrLog(w io.Writer, verbose bool) func(string, ...any) {
+	if !verbose {
+		return nil
+	}
+	var mu sync.Mutex
+	return func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(w, "bastionctl: "+format+"\n", args...)
+	}
 }
 
 func newTunnel() *cobra.Command {
@@ -67,56 +94,73 @@ func newTunnel() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tunnel TARGET --port N [--listen ADDR]",
 		Short: "Carry local TCP connections to a machine's port through the bastion",
-		Long: "Listen on ADDR (default 127.0.0.1, a free port) and carry each connection made to it to TARGET's port\n" +
-			"through the bastion: point xfreerdp, mstsc or any TCP client at ADDR. QUIC on UDP 443, or TLS on TCP 443\n" +
-			"when UDP is blocked. Needs bastionctl login first.",
-		Args: cobra.ExactArgs(1),
+		Long: `Listen on ADDR and carry each connection made to it to TARGET's port
+through the bastion, which checks that your roles allow it: point xfreerdp,
+mstsc or any TCP client at ADDR. The tunnels ride on QUIC (UDP 443), or on
+TLS (TCP 443) where UDP is blocked. Needs bastionctl login first. Stop it
+with Ctrl-C.`,
+		Example: "  bastionctl tunnel vm2 --port 3389 --listen 127.0.0.1:13389\n  xfreerdp /v:127.0.0.1:13389",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if port == 0 {
 				return errors.New("--port is required")
 			}
-			cl, err := tunnelClient(transport, verbose)
+			target := strings.ToLower(args[0])
+			logf := stderrLog(cmd.ErrOrStderr(), verbose)
+			cl, err := loginClient(transport, logf)
 			if err != nil {
 				return err
 			}
 			defer cl.Close()
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cctx, cancel := context.WithTimeout(ctx, dialTimeout)
+			via, err := cl.Connect(cctx)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			go func() {
-				<-ctx.Done()
-				ln.Close()
-			}()
-			fmt.Fprintf(cmd.OutOrStdout(), "tunnel to %s:%d listening on %s\n", args[0], port, ln.Addr())
-			return serveTunnel(ctx, ln, cl, args[0], port, cmd.ErrOrStderr(), verbose)
+			fmt.Fprintf(cmd.OutOrStdout(), "tunnel to %s:%d listening on %s (via %s)\n", target, port, ln.Addr(), via)
+			return serveTunnel(ctx, ln, cl, target, port, cmd.ErrOrStderr(), logf)
 		},
 	}
-	cmd.Flags().Uint16Var(&port, "port", 0, "the machine's port (required)")
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "local address to listen on")
-	cmd.Flags().StringVar(&transport, "transport", "auto", "auto, quic or tcp")
-	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "say which transport carries each connection")
+	f := cmd.Flags()
+	f.Uint16Var(&port, "port", 0, "the machine's port (required)")
+	f.StringVar(&listen, "listen", "127.0.0.1:0", "local address to listen on (port 0: a free one, printed)")
+	f.StringVar(&transport, "transport", "auto", "auto (QUIC, else TLS), quic or tcp (TLS only)")
+	f.BoolVarP(&verbose, "verbose", "v", false, "say which transport carries each connection")
 	return cmd
 }
 
-// serveTunnel carries every connection accepted on ln until ctx ends,
-// then closes them all.
-func serveTunnel(ctx context.Context, ln net.Listener, cl *tunnel.Client, target string, port uint16, errOut io.Writer, verbose bool) error {
-	var mu sync.Mutex
-	open := map[net.Conn]bool{}
-	track := func(c net.Conn, add bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if add {
-			open[c] = true
-		} else {
-			delete(open, c)
-		}
+// dialer opens tunnels: a *tunnel.Client.
+type dialer interface {
+	Dial(ctx context.Context, target string, port uint16) (net.Conn, error)
+}
+
+var _ dialer = (*tunnel.Client)(nil)
+
+// serveTunnel carries each connection accepted on ln to target's port,
+// concurrently, until ctx ends; then it stops accepting, closes every
+// connection and returns nil. A tunnel the bastion refuses is told on
+// errOut and its local connection closed; the others go on.
+func serveTunnel(ctx context.Context, ln net.Listener, d dialer, target string, port uint16, errOut io.Writer, logf func(string, ...any)) error {
+	if logf == nil {
+		logf = func(string, ...any) {}
 	}
+	var mu sync.Mutex // guards open and errOut
+	open := map[net.Conn]bool{}
 	var wg sync.WaitGroup
+	stopAccept := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stopAccept()
 	defer func() {
+		ln.Close()
 		mu.Lock()
 		for c := range open {
 			c.Close()
@@ -124,33 +168,115 @@ func serveTunnel(ctx context.Context, ln net.Listener, cl *tunnel.Client, target
 		mu.Unlock()
 		wg.Wait()
 	}()
+	// track adds c to the connections closed at the end, or closes it if
+	// that is now.
+	track := func(c net.Conn) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if ctx.Err() != nil {
+			c.Close()
+			return false
+		}
+		open[c] = true
+		return true
+	}
+	untrack := func(c net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		delete(open, c)
+		c.Close()
+	}
 	for {
 		local, err := ln.Accept()
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			return err
+			// Out of file descriptors and the like: wait and go on.
+			mu.Lock()
+			fmt.Fprintf(errOut, "bastionctl: %v\n", err)
+			mu.Unlock()
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
 		}
-		track(local, true)
+		if !track(local) {
+			return nil
+		}
 		wg.Go(func() {
-			defer track(local, false)
-			defer local.Close()
-			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			remote, err := cl.Dial(dctx, target, port)
+			defer untrack(local)
+			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+			remote, err := d.Dial(dctx, target, port)
 			cancel()
 			if err != nil {
-				fmt.Fprintf(errOut, "bastionctl: %v\n", err)
+				if ctx.Err() == nil {
+					mu.Lock()
+					fmt.Fprintf(errOut, "bastionctl: %v\n", err)
+					mu.Unlock()
+				}
 				return
 			}
-			track(remote, true)
-			defer track(remote, false)
-			if verbose {
-				fmt.Fprintf(errOut, "bastionctl: %s -> %s:%d over %s (session %s)\n", local.RemoteAddr(), target, port, cl.Transport(), remote.SessionID())
+			if !track(remote) {
+				return
 			}
-			tunnel.Join(local, remote)
+			defer untrack(remote)
+			from := local.RemoteAddr()
+			logf("%s: tunnel to %s:%d open%s", from, target, port, describe(remote))
+			up, down, err := relay(local, remote)
+			if err != nil && ctx.Err() == nil {
+				logf("%s: tunnel to %s:%d failed after %d bytes up, %d down: %v", from, target, port, up, down, err)
+				return
+			}
+			logf("%s: tunnel to %s:%d closed after %d bytes up, %d down", from, target, port, up, down)
 		})
 	}
+}
+
+// describe is " over quic (session ...)" for a tunnel conn.
+func describe(c net.Conn) string {
+	tc, ok := c.(*tunnel.Conn)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf(" over %s (session %s)", tc.Transport(), tc.SessionID())
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+// relay copies between a and b both ways until both have ended their
+// streams: at one side's end it half-closes the other (CloseWrite). At an
+// error it closes both, which ends the other direction too. It returns
+// the bytes copied each way and the first error.
+func relay(a, b net.Conn) (aToB, bToA int64, err error) {
+	var once sync.Once
+	fail := func(e error) {
+		once.Do(func() {
+			err = e
+			a.Close()
+			b.Close()
+		})
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { aToB = pipe(b, a, fail) })
+	bToA = pipe(a, b, fail)
+	wg.Wait()
+	return aToB, bToA, err
+}
+
+// pipe copies src to dst, then half-closes dst.
+func pipe(dst, src net.Conn, fail func(error)) int64 {
+	n, err := io.Copy(dst, src)
+	if err == nil {
+		if cw, ok := dst.(closeWriter); ok {
+			err = cw.CloseWrite()
+		}
+	}
+	if err != nil {
+		fail(err)
+	}
+	return n
 }
 
 func newSSHProxy() *cobra.Command {
@@ -159,45 +285,85 @@ func newSSHProxy() *cobra.Command {
 	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "ssh-proxy TARGET [--port 22]",
-		Short: "OpenSSH ProxyCommand: carry stdin and stdout to a machine's SSH port through the bastion",
-		Long: "For ssh -o ProxyCommand='bastionctl ssh-proxy %n' or ProxyCommand in ~/.ssh/config. Needs bastionctl login\n" +
-			"first. Exits 255 when the bastion refuses, as ssh does.",
+		Short: "OpenSSH ProxyCommand: carry standard input and output to a machine's SSH port through the bastion",
+		Long: `Open one tunnel to TARGET's SSH port through the bastion and carry standard
+input and output over it, for OpenSSH's ProxyCommand. Needs bastionctl login
+first. Like ssh, it exits with status 255 when the tunnel cannot be opened.`,
+		Example: "  ssh -o ProxyCommand='bastionctl ssh-proxy %h --port %p' admin@vm1\n\n" +
+			"  # ~/.ssh/config\n  Host vm1 vm2\n      ProxyCommand bastionctl ssh-proxy %h --port %p",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := tunnelClient(transport, verbose)
-			if err == nil {
-				defer cl.Close()
-				ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-				var remote *tunnel.Conn
-				remote, err = cl.Dial(ctx, args[0], port)
-				cancel()
-				if err == nil {
-					_, _, err = tunnel.Join(stdio{}, remote)
-					if err != nil {
-						return err
-					}
-					return nil
+			logf := stderrLog(cmd.ErrOrStderr(), verbose)
+			err := func() error {
+				cl, err := loginClient(transport, logf)
+				if err != nil {
+					return err
 				}
+				defer cl.Close()
+				// ssh sends its ProxyCommand SIGHUP as it exits: close the
+				// tunnel properly then, so that the bastion records the
+				// session's end at once rather than at the idle timeout.
+				sigs := make(chan os.Signal, 1)
+				signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+				defer signal.Stop(sigs)
+				go func() {
+					if _, ok := <-sigs; ok {
+						cl.Close()
+						os.Exit(0)
+					}
+				}()
+				return sshProxy(cmd.Context(), cl, strings.ToLower(args[0]), port, cmd.InOrStdin(), cmd.OutOrStdout(), logf)
+			}()
+			if err != nil {
+				// Standard output is the SSH stream: nothing else goes there.
+				fmt.Fprintln(cmd.ErrOrStderr(), "bastionctl:", err)
+				os.Exit(255)
 			}
-			fmt.Fprintln(os.Stderr, "bastionctl:", err)
-			os.Exit(255)
 			return nil
 		},
 	}
-	cmd.Flags().Uint16Var(&port, "port", 22, "the machine's SSH port")
-	cmd.Flags().StringVar(&transport, "transport", "auto", "auto, quic or tcp")
-	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "say which transport is used")
+	f := cmd.Flags()
+	f.Uint16Var(&port, "port", 22, "the machine's SSH port")
+	f.StringVar(&transport, "transport", "auto", "auto (QUIC, else TLS), quic or tcp (TLS only)")
+	f.BoolVarP(&verbose, "verbose", "v", false, "say which transport carries the connection (on standard error)")
 	return cmd
 }
 
-// stdio is standard input and output as one connection end; CloseWrite
-// closes standard output, which is how ssh learns the end of the stream.
-type stdio struct{}
-
-func (stdio) Read(p []byte) (int, error)  { return os.Stdin.Read(p) }
-func (stdio) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
-func (stdio) CloseWrite() error           { return os.Stdout.Close() }
-func (stdio) Close() error {
-	os.Stdin.Close()
-	return os.Stdout.Close()
+// sshProxy opens one tunnel and carries in to it and what comes back to
+// out. It returns nil when the machine has ended its stream, after
+// carrying what in still holds for at most upGrace (ssh's last words).
+func sshProxy(ctx context.Context, d dialer, target string, port uint16, in io.Reader, out io.Writer, logf func(string, ...any)) error {
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	conn, err := d.Dial(dctx, target, port)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if logf != nil {
+		logf("tunnel to %s:%d open%s", target, port, describe(conn))
+	}
+	upDone := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(conn, in)
+		if err == nil {
+			err = conn.(closeWriter).CloseWrite()
+		}
+		upDone <- err
+	}()
+	if _, err := io.Copy(out, conn); err != nil {
+		return err
+	}
+	t := time.NewTimer(upGrace)
+	defer t.Stop()
+	select {
+	case err := <-upDone:
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+	case <-t.C:
+		// ssh has not ended its stream; it learns the end from out, and
+		// Close ends ours.
+	}
+	return nil
 }

@@ -3,212 +3,429 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/quic-go/quic-go"
 )
 
-// NewStreamConn is a QUIC stream as a net.Conn with CloseWrite.
-func NewStreamConn(c *quic.Conn, s *quic.Stream) net.Conn { return &streamConn{c: c, s: s} }
+// closeCode is the QUIC stream error code of a Close that had to abort a
+// direction.
+const closeCode quic.StreamErrorCode = 0
+
+// NewStreamConn is a QUIC stream as a net.Conn with CloseWrite (the
+// stream's FIN). Its addresses are the QUIC connection's and its
+// deadlines the stream's.
+//
+// Close sends the FIN after what was written and stops reading (the peer
+// is told with STOP_SENDING). quic-go does not allow closing a stream
+// while a Write is blocked on it; a Close that meets a blocked Write
+// resets the send direction instead, which unblocks the Write.
+func NewStreamConn(c *quic.Conn, s *quic.Stream) net.Conn {
+	return &streamConn{conn: c, str: s}
+}
 
 type streamConn struct {
-	c *quic.Conn
-	s *quic.Stream
+	conn *quic.Conn
+	str  *quic.Stream
+
+	wmu       sync.Mutex // held by Write and CloseWrite
+	closed    atomic.Bool
+	closeOnce sync.Once
+	carried   bool // Read has returned bytes; only Read's goroutine uses it
 }
 
-func (c *streamConn) Read(p []byte) (int, error)  { return c.s.Read(p) }
-func (c *streamConn) Write(p []byte) (int, error) { return c.s.Write(p) }
+var _ net.Conn = (*streamConn)(nil)
 
-// CloseWrite sends the stream's FIN: the peer reads to its end.
-func (c *streamConn) CloseWrite() error { return c.s.Close() }
+// Read maps the peer closing its whole connection without an error (code
+// 0, as a client that exits does, its FINs possibly still in flight) to
+// the end of a stream that has carried bytes. (Before any byte, the error
+// stays: a client tells a connection that died from a refusal by it.)
+func (c *streamConn) Read(p []byte) (int, error) {
+	n, err := c.str.Read(p)
+	if n > 0 {
+		c.carried = true
+	}
+	var ae *quic.ApplicationError
+	switch {
+	case err == nil || err == io.EOF:
+	case c.closed.Load():
+		err = net.ErrClosed
+	case c.carried && errors.As(err, &ae) && ae.Remote && ae.ErrorCode == 0:
+		err = io.EOF
+	}
+	return n, err
+}
 
-// Close ends both directions: a FIN after what was written (never a reset,
-// which could drop data still in flight) and no more reading.
+func (c *streamConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	n, err := c.str.Write(p)
+	if err != nil && c.closed.Load() {
+		err = net.ErrClosed
+	}
+	return n, err
+}
+
+// CloseWrite sends the stream's FIN: the peer reads to the end of what
+// was written, then io.EOF.
+func (c *streamConn) CloseWrite() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.str.Close()
+}
+
 func (c *streamConn) Close() error {
-	err := c.s.Close()
-	c.s.CancelRead(0)
-	return err
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		c.str.CancelRead(closeCode)
+		if c.wmu.TryLock() {
+			c.str.Close()
+			c.wmu.Unlock()
+		} else {
+			c.str.CancelWrite(closeCode)
+		}
+	})
+	return nil
 }
 
-func (c *streamConn) LocalAddr() net.Addr                { return c.c.LocalAddr() }
-func (c *streamConn) RemoteAddr() net.Addr               { return c.c.RemoteAddr() }
-func (c *streamConn) SetDeadline(t time.Time) error      { return c.s.SetDeadline(t) }
-func (c *streamConn) SetReadDeadline(t time.Time) error  { return c.s.SetReadDeadline(t) }
-func (c *streamConn) SetWriteDeadline(t time.Time) error { return c.s.SetWriteDeadline(t) }
+func (c *streamConn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
+func (c *streamConn) RemoteAddr() net.Addr               { return c.conn.RemoteAddr() }
+func (c *streamConn) SetDeadline(t time.Time) error      { return c.str.SetDeadline(t) }
+func (c *streamConn) SetReadDeadline(t time.Time) error  { return c.str.SetReadDeadline(t) }
+func (c *streamConn) SetWriteDeadline(t time.Time) error { return c.str.SetWriteDeadline(t) }
 
-// AcceptOptions are the server's WebSocket options for tunnels.
+// AcceptOptions are the options a server passes to websocket.Accept for
+// GET WebSocketPath: the tunnel's subprotocol, and no compression (the
+// relayed bytes are mostly encrypted already, and a compressing conn would
+// hold a flate dictionary and a compressor for its whole life).
+//
+// A client that did not offer Subprotocol is still accepted by the
+// library; the conn NewWSConn makes of it fails its first Read with a
+// *ProtocolError, which ReadRequest passes on, so the server answers
+// StatusBadRequest.
 func AcceptOptions() *websocket.AcceptOptions {
-	return &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}, CompressionMode: websocket.CompressionDisabled}
+	return &websocket.AcceptOptions{
+		Subprotocols:    []string{Subprotocol},
+		CompressionMode: websocket.CompressionDisabled,
+	}
 }
 
-// maxWSMessage bounds one message each way.
-const maxWSMessage = 256 << 10
+const (
+	// MaxWSMessage is the largest WebSocket message either side may send;
+	// a larger one ends the connection.
+	MaxWSMessage = 1 << 20
+	// wsWriteChunk is the largest message Write sends.
+	wsWriteChunk = 256 << 10
+)
 
-// NewWSConn is a WebSocket as a net.Conn with CloseWrite: binary messages
-// carry the bytes and an empty one ends a direction. Deadlines are fatal,
-// as the WebSocket library closes the connection when a read or write is
-// cancelled.
+// errWriteAfterCloseWrite is a Write after CloseWrite.
+var errWriteAfterCloseWrite = errors.New("tunnel: write after CloseWrite")
+
+// NewWSConn is a WebSocket as a net.Conn with CloseWrite. Binary messages
+// carry the bytes (a Write is one message, or several of at most 256 KiB);
+// an empty binary message ends a direction: CloseWrite sends it and Read
+// returns io.EOF once it has read it. A Write of nothing sends nothing. A
+// text message, or a message over MaxWSMessage, ends the connection.
+//
+// ctx is passed to every read and write of the WebSocket: once it is done
+// they fail, and one that is blocked closes the connection. A server
+// passes context.Background(), which costs nothing per call. local and
+// remote are what LocalAddr and RemoteAddr return.
+//
+// Deadlines are those of net.Conn with one difference, which comes from
+// the WebSocket library: a deadline that passes while a Read or Write is
+// blocked closes the whole connection (the call returns
+// os.ErrDeadlineExceeded). A deadline that passes while no call is
+// blocked only makes the calls fail until it is moved.
+//
+// Close closes the WebSocket with StatusNormalClosure, in the background:
+// the library waits up to five seconds for the peer's answer, and a Read
+// blocked meanwhile returns when it comes. With a Write blocked (a peer
+// that reads nothing), Close drops the connection at once instead. A peer
+// that closes the WebSocket before its end-of-stream message makes Read
+// fail with an error wrapping io.ErrUnexpectedEOF: the stream was cut.
+//
+// Idle, a conn costs the library's per-connection state (about 2 KiB) and
+// the reader and writer buffers it was made with (on a server, net/http's
+// 4 KiB each); this adapter adds a few hundred bytes and allocates nothing
+// while a Read waits.
 func NewWSConn(ctx context.Context, c *websocket.Conn, local, remote net.Addr) net.Conn {
-	c.SetReadLimit(maxWSMessage + 1024)
-	return &wsConn{ctx: ctx, c: c, local: local, remote: remote}
+	c.SetReadLimit(MaxWSMessage)
+	w := &wsConn{ctx: ctx, ws: c, local: local, remote: remote, badProto: c.Subprotocol() != Subprotocol}
+	if w.local == nil {
+		w.local = wsAddr{}
+	}
+	if w.remote == nil {
+		w.remote = wsAddr{}
+	}
+	return w
 }
 
 type wsConn struct {
 	ctx           context.Context
-	c             *websocket.Conn
+	ws            *websocket.Conn
 	local, remote net.Addr
+	badProto      bool // the peer did not agree on Subprotocol
 
-	rmu     sync.Mutex // serializes reads and guards the reading state
-	r       io.Reader  // the message being read
-	rcancel context.CancelFunc
-	fresh   bool // nothing read yet from r
-	eof     bool
+	// read.mu is held by Read and guards msg and eof.
+	read wsDirection
+	msg  io.Reader // the message being read; nil between messages
+	eof  bool      // the peer's end-of-stream message was read
 
-	wmu sync.Mutex // serializes writes
+	// write.mu is held by Write and CloseWrite and guards wroteEOF.
+	write    wsDirection
+	wroteEOF bool
 
-	deadlineMu     sync.Mutex // guards the deadlines
-	rdline, wdline time.Time
-
+	closed    atomic.Bool
 	closeOnce sync.Once
 }
 
-type timeoutError struct{}
+var _ net.Conn = (*wsConn)(nil)
 
-func (timeoutError) Error() string   { return "i/o timeout" }
-func (timeoutError) Timeout() bool   { return true }
-func (timeoutError) Temporary() bool { return true }
+// wsDirection is one direction's lock and deadline. The library cannot
+// interrupt a blocked call without closing the connection, so a deadline
+// that finds a call running (mu held) closes it; otherwise it marks the
+// direction expired.
+type wsDirection struct {
+	mu sync.Mutex
 
-func (w *wsConn) opCtx(deadline time.Time) (context.Context, context.CancelFunc) {
-	if deadline.IsZero() {
-		return w.ctx, func() {}
-	}
-	return context.WithDeadline(w.ctx, deadline)
+	timerMu sync.Mutex // guards timer and gen
+	timer   *time.Timer
+	gen     uint64 // counts deadline changes: a timer that fires late sees it changed
+
+	expired atomic.Bool // the deadline passed with no call running
+	killed  atomic.Bool // the deadline passed during a call, which closed the connection
 }
 
+func (d *wsDirection) setDeadline(t time.Time, kill func()) {
+	d.timerMu.Lock()
+	defer d.timerMu.Unlock()
+	d.gen++
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	d.expired.Store(false)
+	if t.IsZero() {
+		return
+	}
+	dur := time.Until(t)
+	if dur <= 0 {
+		d.passed(kill)
+		return
+	}
+	gen := d.gen
+	d.timer = time.AfterFunc(dur, func() {
+		d.timerMu.Lock()
+		defer d.timerMu.Unlock()
+		if d.gen == gen {
+			d.passed(kill)
+		}
+	})
+}
+
+// passed acts on a deadline that passed; timerMu is held.
+func (d *wsDirection) passed(kill func()) {
+	if d.mu.TryLock() {
+		d.expired.Store(true)
+		d.mu.Unlock()
+		return
+	}
+	d.killed.Store(true)
+	go kill()
+}
+
+func (d *wsDirection) stop() {
+	d.timerMu.Lock()
+	defer d.timerMu.Unlock()
+	d.gen++
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+}
+
+// kill drops the connection, which ends blocked calls.
+func (w *wsConn) kill() { w.ws.CloseNow() }
+
 func (w *wsConn) Read(p []byte) (int, error) {
-	w.rmu.Lock()
-	defer w.rmu.Unlock()
-	if w.eof {
+	w.read.mu.Lock()
+	defer w.read.mu.Unlock()
+	switch {
+	case w.eof:
 		return 0, io.EOF
+	case w.read.expired.Load():
+		return 0, os.ErrDeadlineExceeded
+	case w.closed.Load():
+		return 0, net.ErrClosed
+	case w.badProto:
+		return 0, &ProtocolError{Status: StatusBadRequest, Version: Version,
+			Msg: fmt.Sprintf("tunnel request: the WebSocket subprotocol must be %s", Subprotocol)}
+	case len(p) == 0:
+		return 0, nil
 	}
 	for {
-		if w.r == nil {
-			w.deadlineMu.Lock()
-			dl := w.rdline
-			w.deadlineMu.Unlock()
-			// The library reads the whole message under this context, so
-			// it lives until the message ends.
-			ctx, cancel := w.opCtx(dl)
-			typ, r, err := w.c.Reader(ctx)
+		if w.msg == nil {
+			typ, r, err := w.ws.Reader(w.ctx)
 			if err != nil {
-				cancel()
-				if ctx.Err() == context.DeadlineExceeded {
-					return 0, timeoutError{}
-				}
-				return 0, err
+				return 0, w.readErr(err)
 			}
 			if typ != websocket.MessageBinary {
-				cancel()
-				w.c.Close(websocket.StatusUnsupportedData, "binary messages only")
-				return 0, errors.New("tunnel: a text message on the tunnel")
+				w.shutdown(websocket.StatusUnsupportedData, "binary messages only")
+				return 0, errors.New("tunnel: a text message on the tunnel's WebSocket")
 			}
-			w.r, w.rcancel, w.fresh = r, cancel, true
+			n, err := r.Read(p)
+			if err == io.EOF {
+				if n == 0 {
+					w.eof = true // the empty message: the peer's end of stream
+					return 0, io.EOF
+				}
+				return n, nil // the whole message at once
+			}
+			if err != nil {
+				return n, w.readErr(err)
+			}
+			w.msg = r
+			if n > 0 {
+				return n, nil
+			}
+			continue
 		}
-		n, err := w.r.Read(p)
-		fresh := w.fresh
-		w.fresh = false
+		n, err := w.msg.Read(p)
 		if err == io.EOF {
-			w.r = nil
-			w.rcancel()
-			if n == 0 && fresh {
-				w.eof = true // the empty message: the peer's end of stream
-				return 0, io.EOF
-			}
-			if n == 0 {
-				continue
-			}
+			w.msg = nil
 			err = nil
 		}
 		if err != nil {
-			w.rcancel()
+			return n, w.readErr(err)
 		}
-		return n, err
+		if n > 0 {
+			return n, nil
+		}
 	}
+}
+
+func (w *wsConn) readErr(err error) error {
+	switch {
+	case w.read.killed.Load():
+		return os.ErrDeadlineExceeded
+	case w.closed.Load():
+		return net.ErrClosed
+	case websocket.CloseStatus(err) != -1:
+		return fmt.Errorf("tunnel: the peer closed the WebSocket (%v) before the end of its stream: %w",
+			websocket.CloseStatus(err), io.ErrUnexpectedEOF)
+	}
+	return fmt.Errorf("tunnel: %w", err)
 }
 
 func (w *wsConn) Write(p []byte) (int, error) {
-	w.wmu.Lock()
-	defer w.wmu.Unlock()
-	written := 0
+	w.write.mu.Lock()
+	defer w.write.mu.Unlock()
+	if err := w.writable(); err != nil {
+		return 0, err
+	}
+	n := 0
 	for len(p) > 0 {
-		chunk := p[:min(len(p), maxWSMessage)]
-		if err := w.write(chunk); err != nil {
-			return written, err
+		chunk := p[:min(len(p), wsWriteChunk)]
+		if err := w.ws.Write(w.ctx, websocket.MessageBinary, chunk); err != nil {
+			return n, w.writeErr(err)
 		}
-		written += len(chunk)
+		n += len(chunk)
 		p = p[len(chunk):]
 	}
-	return written, nil
-}
-
-func (w *wsConn) write(msg []byte) error {
-	w.deadlineMu.Lock()
-	dl := w.wdline
-	w.deadlineMu.Unlock()
-	ctx, cancel := w.opCtx(dl)
-	defer cancel()
-	err := w.c.Write(ctx, websocket.MessageBinary, msg)
-	if err != nil && ctx.Err() == context.DeadlineExceeded {
-		return timeoutError{}
-	}
-	return err
+	return n, nil
 }
 
 // CloseWrite sends the empty message that ends this direction.
 func (w *wsConn) CloseWrite() error {
-	w.wmu.Lock()
-	defer w.wmu.Unlock()
-	return w.write(nil)
+	w.write.mu.Lock()
+	defer w.write.mu.Unlock()
+	if w.wroteEOF {
+		return nil
+	}
+	if err := w.writable(); err != nil {
+		return err
+	}
+	if err := w.ws.Write(w.ctx, websocket.MessageBinary, nil); err != nil {
+		return w.writeErr(err)
+	}
+	w.wroteEOF = true
+	return nil
 }
 
-// Close closes the WebSocket. The closing handshake runs in the background
-// for up to a second, so that Close never stalls the caller.
-func (w *wsConn) Close() error {
-	w.closeOnce.Do(func() {
-		go func() {
-			t := time.AfterFunc(time.Second, func() { w.c.CloseNow() })
-			w.c.Close(websocket.StatusNormalClosure, "")
-			t.Stop()
-		}()
-	})
+// writable says why a write cannot start; write.mu is held.
+func (w *wsConn) writable() error {
+	switch {
+	case w.write.expired.Load():
+		return os.ErrDeadlineExceeded
+	case w.closed.Load():
+		return net.ErrClosed
+	case w.wroteEOF:
+		return errWriteAfterCloseWrite
+	}
 	return nil
+}
+
+func (w *wsConn) writeErr(err error) error {
+	switch {
+	case w.write.killed.Load():
+		return os.ErrDeadlineExceeded
+	case w.closed.Load():
+		return net.ErrClosed
+	}
+	return fmt.Errorf("tunnel: %w", err)
+}
+
+// Close closes the WebSocket: see NewWSConn.
+func (w *wsConn) Close() error {
+	w.closed.Store(true)
+	w.shutdown(websocket.StatusNormalClosure, "")
+	return nil
+}
+
+// shutdown closes the WebSocket with code, once, in the background.
+func (w *wsConn) shutdown(code websocket.StatusCode, reason string) {
+	w.closeOnce.Do(func() {
+		w.read.stop()
+		w.write.stop()
+		if !w.write.mu.TryLock() {
+			// A Write is blocked: the close frame would wait behind it.
+			go w.ws.CloseNow()
+			return
+		}
+		w.write.mu.Unlock()
+		go w.ws.Close(code, reason)
+	})
 }
 
 func (w *wsConn) LocalAddr() net.Addr  { return w.local }
 func (w *wsConn) RemoteAddr() net.Addr { return w.remote }
 
 func (w *wsConn) SetDeadline(t time.Time) error {
-	w.SetReadDeadline(t)
-	return w.SetWriteDeadline(t)
+	w.read.setDeadline(t, w.kill)
+	w.write.setDeadline(t, w.kill)
+	return nil
 }
 
-// SetReadDeadline applies to the next Read; a Read already blocked keeps
-// the deadline it started with.
 func (w *wsConn) SetReadDeadline(t time.Time) error {
-	// Not under rmu: a Read may hold it while blocked.
-	w.deadlineMu.Lock()
-	w.rdline = t
-	w.deadlineMu.Unlock()
+	w.read.setDeadline(t, w.kill)
 	return nil
 }
 
 func (w *wsConn) SetWriteDeadline(t time.Time) error {
-	w.deadlineMu.Lock()
-	w.wdline = t
-	w.deadlineMu.Unlock()
+	w.write.setDeadline(t, w.kill)
 	return nil
 }
+
+// wsAddr stands for an address NewWSConn was not given.
+type wsAddr struct{}
+
+func (wsAddr) Network() string { return "websocket" }
+func (wsAddr) String() string  { return "websocket/unknown-addr" }

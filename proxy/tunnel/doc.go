@@ -1,41 +1,76 @@
-// Package tunnel is the native tunnel's wire protocol, its connection
-// adapters and its client (what `bastionctl tunnel` and `bastionctl
-// ssh-proxy` use).
+// Package tunnel is the native tunnel of bastiond: its wire protocol, the
+// net.Conn adapters both ends use (a QUIC stream, a WebSocket), and the
+// client that `bastionctl tunnel` and `bastionctl ssh-proxy` use. The
+// server side (authorization, the broker, the relay) is package proxy's.
+//
+// # Transports
 //
 // A tunnel carries one TCP connection between a user's machine and a
-// target behind the bastion. It rides on QUIC (UDP 443, ALPN
-// "bastion-tunnel/1", one bidirectional stream per tunnelled connection) or,
-// when UDP is blocked, on a WebSocket over TLS on TCP 443 (GET /tunnel,
-// HTTP/1.1, subprotocol "bastion-tunnel.v1", one WebSocket per tunnelled
-// connection, no Origin header). The bytes below are the same on both.
+// target behind the bastion. It rides on one of:
 //
-// The client speaks first, with a request (integers big-endian):
+//   - QUIC version 1 on UDP 443, ALPN "bastion-tunnel/1" (ALPN): one QUIC
+//     connection per client process, one bidirectional stream, opened by
+//     the client, per tunnel. A direction ends with the stream's FIN.
+//   - When UDP is blocked, a WebSocket over TLS on TCP 443: GET /tunnel
+//     (WebSocketPath), HTTP/1.1 only (the client offers only "http/1.1" in
+//     ALPN), subprotocol "bastion-tunnel.v1" (Subprotocol), no compression
+//     and no Origin header (browsers always send one; the server refuses
+//     it). One WebSocket per tunnel. Binary messages carry the bytes, at
+//     most 1 MiB each (MaxWSMessage); an empty binary message ends one
+//     direction, like a FIN: nothing may follow it in that direction.
+//     Text messages are not allowed. A WebSocket closed before both
+//     directions have ended cuts the tunnel.
 //
-//	"BTUN"     4 bytes, magic
-//	version    1 byte, 1
-//	length     2 bytes, the length L of the rest of the request, at most 1024
-//	token      1 byte n (1..200) + n bytes: the API token, printable ASCII
-//	target     1 byte n (1..253) + n bytes: the target's inventory name
-//	           (lower-case letters, digits, '-' and '.'), never an address
-//	port       2 bytes, 1..65535
+// The client tries QUIC first and starts the TLS attempt too when QUIC has
+// not connected after 300ms (or has failed); after a QUIC failure it uses
+// the WebSocket for a minute before it tries QUIC again.
 //
-// with no bytes left over inside L. The server answers:
+// # Protocol
 //
-//	"BTUN"     4 bytes, magic
-//	version    1 byte: the server's version
-//	status     1 byte: 0 ok, 1 bad request, 2 unauthorized, 3 denied,
-//	           4 unknown target, 5 capacity, 6 user limit, 7 unreachable,
-//	           8 unavailable, 9 unsupported version
-//	length     2 bytes, at most 1024
-//	message    that many bytes of UTF-8: on ok, the session's ID; otherwise
-//	           a sentence for the user
+// The bytes below are the same on a QUIC stream and in the byte stream the
+// WebSocket's messages carry. Integers are big-endian. The client speaks
+// first, with a request:
 //
-// After ok, the tunnelled connection's bytes follow at once, both ways;
-// otherwise the server closes. The magic and the version come first and
-// the answer's layout never changes, so a server can tell a client of
-// another version so, in words it can show.
+//	magic    4 bytes  "BTUN"
+//	version  1 byte   1 (Version)
+//	length   2 bytes  L, the length of the rest of the request, 6..1024
+//	token    1 byte n, 1..200, then n bytes: the API token, printable
+//	         ASCII (0x21..0x7e)
+//	target   1 byte n, 1..253, then n bytes: the target's inventory name,
+//	         lower-case letters, digits, '-' and '.'; never an address
+//	port     2 bytes  1..65535
 //
-// Over a WebSocket, binary messages carry the bytes, and an empty binary
-// message ends one direction (a TCP half-close); a QUIC stream half-closes
-// with its FIN.
+// The fields must fill L exactly: version 1 has no optional fields, and a
+// new field is a new version. The client may send relayed bytes right
+// after the request, but the server reads nothing past it until it has
+// answered. The server answers:
+//
+//	magic    4 bytes  "BTUN"
+//	version  1 byte   the request's version, or, for status 9, the
+//	                  server's own version
+//	status   1 byte   see below
+//	length   2 bytes  M, 0..1024
+//	message  M bytes of UTF-8: for status 0 the session's ID, otherwise a
+//	         sentence for the person at the client
+//
+// After status 0 the tunnelled connection's bytes follow at once, both
+// ways, until each side ends its direction (half-close). After any other
+// status the server ends its direction and closes.
+//
+// The statuses: 0 ok, 1 bad request (malformed), 2 unauthorized (the token
+// is not valid, has expired, was revoked or lacks the "tunnel" scope), 3
+// denied (no role allows this target and port), 4 unknown target (or a
+// port it does not offer), 5 capacity (the bastion carries all the
+// sessions it may), 6 user limit, 7 unreachable (the bastion could not
+// connect to the target), 8 unavailable (shutting down, or failed), 9
+// unsupported version. A client shows an unknown status by its number and
+// message.
+//
+// The server reads the magic and the version before anything else: a
+// request that does not start with the magic is answered 1, one of a
+// version the server does not speak is answered 9 with the server's
+// version in the header, so that the client can say which side to
+// upgrade. The answer's layout is the same in every version. A server
+// reads at most 7+1024 bytes of a request, bounded by a deadline, before
+// it answers.
 package tunnel
