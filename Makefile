@@ -50,7 +50,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 
 .PHONY: bench
 bench: ## run the benchmarks (see BENCHMARKS.md)
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
 
 .PHONY: demo
 demo: build ## start the lab and bastiond in it; prints the URL and credentials (root)

@@ -14,6 +14,7 @@ packages=(
 	xvfb x11-apps x11-xserver-utils       # vm2's display and a known window on it
 	socat curl ca-certificates openssl    # the demo's forward; probes
 	nmap                                  # scan-resistance tests
+	iperf3                                # raw TCP benchmarks through the tunnel
 	systemd                               # systemd-socket-activate, systemd-analyze
 )
 # Later issues add the browser tier here: chromium, nodejs, npm.

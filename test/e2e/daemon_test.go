@@ -19,13 +19,15 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/bastiond/bastiond/proxy/tunnel"
 )
 
 const serverName = "bastion.lab.example"
 
 // daemon is one bastiond started by a test inside the bastion namespace.
 type daemon struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	cfgPath string
 	admin   string
@@ -48,7 +50,11 @@ const (
 )
 
 // labConfig is a configuration for the lab; extra is appended.
-func labConfig(dir, extra string) string {
+func labConfig(dir, extra string) string { return labConfigTargets(dir, "", extra) }
+
+// labConfigTargets is labConfig with more inventory targets (YAML list
+// items, indented by four spaces).
+func labConfigTargets(dir, targets, extra string) string {
 	return fmt.Sprintf(`listen:
   server_name: %s
   tls: {self_signed: true}
@@ -68,23 +74,46 @@ inventory:
     - name: vm2
       addresses: [%s, "%s"]
       ports: {rdp: %s, tunnel: [%s]}
-logging: {audit_file: %s/audit.jsonl, format: json}
+%slogging: {audit_file: %s/audit.jsonl, format: json}
 state_dir: %s/state
 %s`, serverName, dir, lab["PUB_IFACE"], lab["VNET_BRIDGE"], lab["BASTION_SUBNET4"], lab["BASTION_SUBNET6"],
-		lab["VM1_4"], lab["VM1_6"], lab["VM2_4"], lab["VM2_6"], lab["VM2_RDP_NLA_PORT"], lab["VM2_RDP_TLS_PORT"], dir, dir, extra)
+		lab["VM1_4"], lab["VM1_6"], lab["VM2_4"], lab["VM2_6"], lab["VM2_RDP_NLA_PORT"], lab["VM2_RDP_TLS_PORT"], targets, dir, dir, extra)
 }
 
-func startDaemon(t *testing.T, how activation, extra string) *daemon {
+func startDaemon(t testing.TB, how activation, extra string) *daemon {
+	t.Helper()
+	return startDaemonWith(t, how, func(dir string) string { return labConfig(dir, extra) })
+}
+
+// startDaemonWith starts a daemon on the configuration config returns for
+// the daemon's directory.
+func startDaemonWith(t testing.TB, how activation, config func(dir string) string) *daemon {
 	t.Helper()
 	needLab(t)
 	dir := t.TempDir()
 	os.Chmod(filepath.Dir(dir), 0o755)
 	os.Chmod(dir, 0o755)
-	d := &daemon{t: t, dir: dir, cfgPath: filepath.Join(dir, "bastiond.yaml"), admin: filepath.Join(dir, "admin.sock"),
-		notes: make(chan string, 256), done: make(chan struct{})}
-	d.writeConfig(labConfig(dir, extra))
+	d := &daemon{t: t, dir: dir, cfgPath: filepath.Join(dir, "bastiond.yaml"), admin: filepath.Join(dir, "admin.sock")}
+	d.writeConfig(config(dir))
+	d.launch(how)
+	return d
+}
 
+// restart starts a new daemon on d's directory, configuration and state,
+// once d has exited.
+func (d *daemon) restart(how activation) *daemon {
+	d.t.Helper()
+	n := &daemon{t: d.t, dir: d.dir, cfgPath: d.cfgPath, admin: d.admin}
+	n.launch(how)
+	return n
+}
+
+func (d *daemon) launch(how activation) {
+	t, dir := d.t, d.dir
+	t.Helper()
+	d.notes, d.done = make(chan string, 256), make(chan struct{})
 	notifyPath := filepath.Join(dir, "notify.sock")
+	os.Remove(notifyPath) // a restart's predecessor's
 	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
@@ -141,12 +170,11 @@ func startDaemon(t *testing.T, how activation, extra string) *daemon {
 		}
 	}
 	d.waitNotify("READY=1", 20*time.Second)
-	return d
 }
 
 // activationFiles makes TCP and UDP [::]:443 sockets inside the bastion
 // namespace, as systemd would for bastiond.socket.
-func activationFiles(t *testing.T) []*os.File {
+func activationFiles(t testing.TB) []*os.File {
 	var files []*os.File
 	err := inNetns(labValue(t, "NS_BASTION"), func() error {
 		ln, err := net.Listen("tcp", "[::]:443")
@@ -255,7 +283,7 @@ func (d *daemon) ctl(asUser []string, args ...string) (string, error) {
 
 // httpsGet fetches path from the bastion's public address, from the client
 // namespace, as a user's browser would.
-func httpsGet(t *testing.T, addr, path string) (*http.Response, error) {
+func httpsGet(t testing.TB, addr, path string) (*http.Response, error) {
 	t.Helper()
 	client := &http.Client{
 		Timeout: 10 * time.Second,
@@ -409,12 +437,19 @@ func TestSocketActivationBothSockets(t *testing.T) {
 			if err != nil {
 				t.Fatalf("QUIC handshake: %v", err)
 			}
-			// Until the tunnel exists the server closes with a clear code.
-			_, err = conn.AcceptStream(ctx)
-			var appErr *quic.ApplicationError
-			if !errors.As(err, &appErr) || appErr.ErrorCode != 0x103 {
-				t.Errorf("expected application close 0x103, got %v", err)
+			// The tunnel answers on the socket systemd passed: a request
+			// with a token that is not valid is refused in words.
+			str, err := conn.OpenStreamSync(ctx)
+			if err != nil {
+				t.Fatal(err)
 			}
+			req, _ := tunnel.Request{Token: "bst_0000000000000000_notvalid", Target: "vm1", Port: 22}.Marshal()
+			str.Write(req)
+			resp, err := tunnel.ReadResponse(str)
+			if err != nil || resp.Status != tunnel.StatusUnauthorized {
+				t.Errorf("tunnel answer: %+v %v, want unauthorized", resp, err)
+			}
+			conn.CloseWithError(0, "")
 		})
 	}
 

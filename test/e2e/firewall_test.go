@@ -17,7 +17,7 @@ import (
 // probe says what a TCP connection attempt from namespace ns to addr:port
 // meets: "open", "refused" (an RST: the port is visibly closed) or
 // "filtered" (silence: dropped).
-func probe(t *testing.T, ns, addr string, port int, from string) string {
+func probe(t testing.TB, ns, addr string, port int, from string) string {
 	t.Helper()
 	var result string
 	err := inNetns(ns, func() error {
@@ -50,14 +50,14 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func expectProbe(t *testing.T, ns, addr string, port int, want string) {
+func expectProbe(t testing.TB, ns, addr string, port int, want string) {
 	t.Helper()
 	if got := probe(t, ns, addr, port, ""); got != want {
 		t.Errorf("from %s, %s port %d is %s, want %s", ns, addr, port, got, want)
 	}
 }
 
-func inBastion(t *testing.T, args ...string) (string, error) {
+func inBastion(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	out, err := exec.Command("ip", append([]string{"netns", "exec", labValue(t, "NS_BASTION")}, args...)...).CombinedOutput()
 	return string(out), err
@@ -295,7 +295,7 @@ const scanPorts = "1-1024,3389,3390,8443,9443"
 
 // nmapScan SYN-scans addr from namespace ns and returns the open ports and
 // how many ports nmap found filtered.
-func nmapScan(t *testing.T, ns, addr string, extra ...string) (open []string, filtered int) {
+func nmapScan(t testing.TB, ns, addr string, extra ...string) (open []string, filtered int) {
 	t.Helper()
 	if _, err := exec.LookPath("nmap"); err != nil {
 		t.Skip("nmap not installed (test/deps.sh installs it)")

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -50,7 +51,12 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	os.Chmod(dir, 0o755) // tests run bastionctl as other users
 	binDir = dir
-	build := exec.Command("go", "build", "-race", "-o", binDir+"/", "./cmd/bastiond", "./cmd/bastionctl")
+	// Tests run race-enabled binaries; benchmarks measure the ones users run.
+	args := []string{"build", "-race", "-o", binDir + "/", "./cmd/bastiond", "./cmd/bastionctl"}
+	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+		args = slices.Delete(args, 1, 2)
+	}
+	build := exec.Command("go", args...)
 	build.Dir = repoRoot
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: build: %v\n%s", err, out)
@@ -102,7 +108,7 @@ func readEnv(path string) (map[string]string, error) {
 }
 
 // needLab skips t when the lab tier cannot run, saying why.
-func needLab(t *testing.T) {
+func needLab(t testing.TB) {
 	t.Helper()
 	if skipWhy != "" {
 		t.Skip(skipWhy)
@@ -110,7 +116,7 @@ func needLab(t *testing.T) {
 }
 
 // labValue returns a lab.env value, failing the test when it is missing.
-func labValue(t *testing.T, key string) string {
+func labValue(t testing.TB, key string) string {
 	t.Helper()
 	v, ok := lab[key]
 	if !ok {

@@ -38,12 +38,12 @@ const portalAccess = `access:
 // webUser is a browser in the client namespace talking to the bastion at
 // addr under its server name, with a cookie jar.
 type webUser struct {
-	t    *testing.T
+	t    testing.TB
 	c    *http.Client
 	base string
 }
 
-func newWebUser(t *testing.T, addr string) *webUser {
+func newWebUser(t testing.TB, addr string) *webUser {
 	jar, _ := cookiejar.New(nil)
 	tr := &http.Transport{
 		TLSClientConfig:   &tls.Config{ServerName: serverName, InsecureSkipVerify: true},
@@ -88,7 +88,7 @@ func (u *webUser) do(method, path string, form url.Values) (*http.Response, stri
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
-func csrfIn(t *testing.T, page string) string {
+func csrfIn(t testing.TB, page string) string {
 	t.Helper()
 	m := csrfField.FindStringSubmatch(page)
 	if m == nil {
@@ -118,7 +118,7 @@ func (d *daemon) ctlStdin(stdin string, args ...string) (string, error) {
 }
 
 // totpAt is the RFC 6238 code for secret, steps after the current one.
-func totpAt(t *testing.T, secret string, steps int64) string {
+func totpAt(t testing.TB, secret string, steps int64) string {
 	key, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(secret)
 	if err != nil {
 		t.Fatal(err)
