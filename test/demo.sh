@@ -130,7 +130,11 @@ cat <<BANNER
   Sign in as:    admin / $admin_password
   Machines:      vm1 (SSH, $VM1_4 / $VM1_6), vm2 (RDP, $VM2_4 / $VM2_6)
   Their logins:  $LAB_USER / $LAB_PASSWORD
-  Admin CLI:     sudo $bin/bastionctl --socket $demo/admin.sock status
+  Admin CLI:     sudo $bin/bastionctl --socket $demo/admin.sock status      (and: sessions, users, policy show)
+  Native tunnel: $bin/bastionctl login --server localhost:$port --insecure --user admin
+                 ssh -o ProxyCommand='$bin/bastionctl ssh-proxy vm1' $LAB_USER@vm1
+                 $bin/bastionctl tunnel vm2 --port $VM2_RDP_NLA_PORT --listen 127.0.0.1:13389
+                 (the demo forwards TCP only, so the tunnel falls back from QUIC to TLS by itself)
   Audit log:     $demo/audit.jsonl
 
   Press Ctrl-C to stop and remove the lab.
