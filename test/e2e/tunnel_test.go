@@ -262,12 +262,13 @@ func TestTunnelClients(t *testing.T) {
 					"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
 					"-i", labValue(t, "LAB_KEY"), "lab@vm1", "echo hello from $(hostname) as $(id -un)")
 				ssh.Env = append(os.Environ(), "BASTION_CREDENTIALS="+creds)
+				seen := len(endedTo(d, "vm1"))
 				out, err := ssh.CombinedOutput()
 				if err != nil || !strings.Contains(string(out), "hello from") || !strings.Contains(string(out), "as lab") {
 					t.Fatalf("ssh through the bastion: %v\n%s\ndaemon log:\n%s", err, out, d.log.String())
 				}
 				// The record says which transport carried it.
-				id := lastEnded(t, d, "vm1")
+				id := nextEnded(t, d, "vm1", seen)
 				if r := d.auditRecord(id, "session_end"); r["via"] != via || r["user"] != "alice" || r["protocol"] != "tunnel" {
 					t.Errorf("end record: %v", r)
 				}
@@ -305,23 +306,30 @@ func TestTunnelClients(t *testing.T) {
 	})
 }
 
-// lastEnded is the ID of the newest ended session to target in the audit file.
-func lastEnded(t testing.TB, d *daemon, target string) string {
-	t.Helper()
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		data, _ := os.ReadFile(filepath.Join(d.dir, "audit.jsonl"))
-		id := ""
-		for line := range strings.SplitSeq(string(data), "\n") {
-			var r map[string]any
-			if json.Unmarshal([]byte(line), &r) == nil && r["event"] == "session_end" && r["target"] == target {
-				id = r["session"].(string)
-			}
-		}
-		if id != "" {
-			return id
+// endedTo lists the IDs of the ended sessions to target in the audit
+// file, oldest first.
+func endedTo(d *daemon, target string) []string {
+	data, _ := os.ReadFile(filepath.Join(d.dir, "audit.jsonl"))
+	var ids []string
+	for line := range strings.SplitSeq(string(data), "\n") {
+		var r map[string]any
+		if json.Unmarshal([]byte(line), &r) == nil && r["event"] == "session_end" && r["target"] == target {
+			ids = append(ids, r["session"].(string))
 		}
 	}
-	t.Fatalf("no ended session to %s in the audit file; live: %v\n%s", target, d.liveSessions(), d.log.String())
+	return ids
+}
+
+// nextEnded waits for an end record to target beyond the first seen and
+// returns its session's ID.
+func nextEnded(t testing.TB, d *daemon, target string, seen int) string {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if ids := endedTo(d, target); len(ids) > seen {
+			return ids[seen]
+		}
+	}
+	t.Fatalf("no new ended session to %s in the audit file; live: %v\n%s", target, d.liveSessions(), d.log.String())
 	return ""
 }
 
