@@ -61,7 +61,7 @@ func (c credentials) tunnelClient(transport string, logf func(string, ...any)) (
 		return nil, err
 	}
 	return tunnel.NewClient(tunnel.ClientConfig{Server: c.Server, Address: c.Address, TLS: tc, Token: c.Token,
-		Transport: transport, Logger: logf})
+		Transport: transport, Logf: logf})
 }
 
 // loginClient loads the credentials of bastionctl login and makes their
@@ -127,7 +127,10 @@ with Ctrl-C.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "tunnel to %s:%d listening on %s (via %s)\n", target, port, ln.Addr(), via)
+			if logf != nil {
+				logf("the bastion answers over %s", via)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "tunnel to %s:%d listening on %s\n", target, port, ln.Addr())
 			return serveTunnel(ctx, ln, cl, target, port, cmd.ErrOrStderr(), logf)
 		},
 	}
@@ -224,7 +227,7 @@ func serveTunnel(ctx context.Context, ln net.Listener, d dialer, target string, 
 			defer untrack(remote)
 			from := local.RemoteAddr()
 			logf("%s: tunnel to %s:%d open%s", from, target, port, describe(remote))
-			up, down, err := relay(local, remote)
+			up, down, err := tunnel.Join(local, remote)
 			if err != nil && ctx.Err() == nil {
 				logf("%s: tunnel to %s:%d failed after %d bytes up, %d down: %v", from, target, port, up, down, err)
 				return
@@ -241,42 +244,6 @@ func describe(c net.Conn) string {
 		return ""
 	}
 	return fmt.Sprintf(" over %s (session %s)", tc.Transport(), tc.SessionID())
-}
-
-type closeWriter interface{ CloseWrite() error }
-
-// relay copies between a and b both ways until both have ended their
-// streams: at one side's end it half-closes the other (CloseWrite). At an
-// error it closes both, which ends the other direction too. It returns
-// the bytes copied each way and the first error.
-func relay(a, b net.Conn) (aToB, bToA int64, err error) {
-	var once sync.Once
-	fail := func(e error) {
-		once.Do(func() {
-			err = e
-			a.Close()
-			b.Close()
-		})
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { aToB = pipe(b, a, fail) })
-	bToA = pipe(a, b, fail)
-	wg.Wait()
-	return aToB, bToA, err
-}
-
-// pipe copies src to dst, then half-closes dst.
-func pipe(dst, src net.Conn, fail func(error)) int64 {
-	n, err := io.Copy(dst, src)
-	if err == nil {
-		if cw, ok := dst.(closeWriter); ok {
-			err = cw.CloseWrite()
-		}
-	}
-	if err != nil {
-		fail(err)
-	}
-	return n
 }
 
 func newSSHProxy() *cobra.Command {
@@ -347,7 +314,7 @@ func sshProxy(ctx context.Context, d dialer, target string, port uint16, in io.R
 	go func() {
 		_, err := io.Copy(conn, in)
 		if err == nil {
-			err = conn.(closeWriter).CloseWrite()
+			err = conn.(interface{ CloseWrite() error }).CloseWrite()
 		}
 		upDone <- err
 	}()

@@ -50,9 +50,9 @@ type ClientConfig struct {
 	// which includes its connection to the target. Default 30s; the
 	// context's deadline applies too.
 	DialTimeout time.Duration
-	// Logger, when set, is told which transport is used and why (for
+	// Logf, when set, is told which transport is used and why (for
 	// bastionctl -v).
-	Logger func(format string, args ...any)
+	Logf func(format string, args ...any)
 }
 
 const (
@@ -62,6 +62,7 @@ const (
 
 	quicHandshakeIdle = 5 * time.Second
 	quicKeepAlive     = 20 * time.Second
+	quicMaxIdle       = 60 * time.Second
 	// quicHandshakeLimit bounds a whole QUIC handshake, Retry included;
 	// quic-go's own limit is twice quicHandshakeIdle.
 	quicHandshakeLimit = 15 * time.Second
@@ -201,6 +202,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		Versions:             []quic.Version{quic.Version1},
 		HandshakeIdleTimeout: quicHandshakeIdle,
 		KeepAlivePeriod:      quicKeepAlive,
+		MaxIdleTimeout:       quicMaxIdle,
 		// The bastion never opens streams towards the client.
 		MaxIncomingStreams:    -1,
 		MaxIncomingUniStreams: -1,
@@ -210,8 +212,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 }
 
 func (c *Client) logf(format string, args ...any) {
-	if c.cfg.Logger != nil {
-		c.cfg.Logger(format, args...)
+	if c.cfg.Logf != nil {
+		c.cfg.Logf(format, args...)
 	}
 }
 

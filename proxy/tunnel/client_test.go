@@ -24,7 +24,7 @@ const testToken = "bst_0123456789abcdef_secret"
 func newClient(t testing.TB, s *tunneltest.Server, transport string, opt ...func(*tunnel.ClientConfig)) *tunnel.Client {
 	t.Helper()
 	cfg := tunnel.ClientConfig{Server: tunneltest.Name, Address: s.Addr, TLS: s.TLS, Token: testToken, Transport: transport,
-		Logger: func(format string, args ...any) { t.Logf("client: "+format, args...) }}
+		Logf: func(format string, args ...any) { t.Logf("client: "+format, args...) }}
 	for _, o := range opt {
 		o(&cfg)
 	}
@@ -109,7 +109,7 @@ func TestDialFallback(t *testing.T) {
 	var mu sync.Mutex
 	var logs []string
 	cl := newClient(t, s, "auto", func(c *tunnel.ClientConfig) {
-		c.Logger = func(format string, args ...any) {
+		c.Logf = func(format string, args ...any) {
 			mu.Lock()
 			defer mu.Unlock()
 			logs = append(logs, fmt.Sprintf(format, args...))
@@ -162,15 +162,15 @@ func TestDialConcurrentSharesQUIC(t *testing.T) {
 	s := tunneltest.New(t, tunneltest.Config{})
 	cl := newClient(t, s, "quic")
 	var wg sync.WaitGroup
-	for range 20 {
+	for range 50 {
 		wg.Go(func() {
 			conn := dial(t, cl, "vm1", 22)
 			echo(t, conn, 64<<10)
 		})
 	}
 	wg.Wait()
-	if q, st := s.QUICConns.Load(), s.Streams.Load(); q != 1 || st != 20 {
-		t.Errorf("%d QUIC connections and %d streams, want 1 and 20", q, st)
+	if q, st := s.QUICConns.Load(), s.Streams.Load(); q != 1 || st != 50 {
+		t.Errorf("%d QUIC connections and %d streams, want 1 and 50", q, st)
 	}
 }
 

@@ -1,0 +1,143 @@
+package tunnel_test
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/bastiond/bastiond/proxy/tunnel"
+)
+
+// tcpPair is both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+type joinResult struct {
+	aToB, bToA int64
+	err        error
+}
+
+// TestJoin relays between a local TCP connection and each kind of tunnel
+// conn, as bastionctl tunnel does: the bytes arrive exactly and the
+// counts are exact; the user's end of stream reaches the server, which
+// still answers after it.
+func TestJoin(t *testing.T) {
+	cases := pairs(t)
+	cases["tcp"] = tcpPair
+	for name, pair := range cases {
+		t.Run(name, func(t *testing.T) {
+			user, local := tcpPair(t)
+			client, server := pair(t)
+			done := make(chan joinResult, 1)
+			go func() {
+				var r joinResult
+				r.aToB, r.bToA, r.err = tunnel.Join(local, client)
+				done <- r
+			}()
+			up := make([]byte, 3<<20+5)
+			down := make([]byte, 2<<20+11)
+			rnd := rand.NewChaCha8([32]byte{1})
+			rnd.Read(up)
+			rnd.Read(down)
+
+			go func() {
+				user.Write(up)
+				user.(closeWriter).CloseWrite()
+			}()
+			got, err := io.ReadAll(server)
+			if err != nil || !bytes.Equal(got, up) {
+				t.Fatalf("server read %d bytes (%v), want %d", len(got), err, len(up))
+			}
+			// The server answers after the client's end of stream.
+			if _, err := server.Write(down); err != nil {
+				t.Fatal(err)
+			}
+			server.(closeWriter).CloseWrite()
+			got, err = io.ReadAll(user)
+			if err != nil || !bytes.Equal(got, down) {
+				t.Fatalf("user read %d bytes (%v), want %d", len(got), err, len(down))
+			}
+			select {
+			case r := <-done:
+				if r.err != nil || r.aToB != int64(len(up)) || r.bToA != int64(len(down)) {
+					t.Errorf("Join = %d, %d, %v; want %d, %d, nil", r.aToB, r.bToA, r.err, len(up), len(down))
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Join did not return after both ends of stream")
+			}
+		})
+	}
+}
+
+// TestJoinWithoutCloseWrite: a side that cannot half-close is closed at
+// its end of stream, which is no error.
+func TestJoinWithoutCloseWrite(t *testing.T) {
+	p, a := net.Pipe()
+	user, b := tcpPair(t)
+	done := make(chan joinResult, 1)
+	go func() {
+		var r joinResult
+		r.aToB, r.bToA, r.err = tunnel.Join(a, b)
+		done <- r
+	}()
+	user.Write([]byte("hello"))
+	user.(closeWriter).CloseWrite()
+	got, err := io.ReadAll(p)
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	r := <-done
+	if r.err != nil || r.bToA != 5 {
+		t.Errorf("Join = %d, %d, %v; want 5 bytes from b and no error", r.aToB, r.bToA, r.err)
+	}
+}
+
+// TestJoinError: a side that fails ends both directions and the error is
+// returned.
+func TestJoinError(t *testing.T) {
+	user, a := tcpPair(t)
+	client, server := wsConnPair(t)
+	done := make(chan joinResult, 1)
+	go func() {
+		var r joinResult
+		r.aToB, r.bToA, r.err = tunnel.Join(a, client)
+		done <- r
+	}()
+	user.Write([]byte("x"))
+	if _, err := io.ReadFull(server, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	server.Close() // cut, without an end of stream
+	select {
+	case r := <-done:
+		if r.err == nil {
+			t.Error("Join returned no error for a cut tunnel")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Join did not return after a cut")
+	}
+	// The user's side was closed too.
+	user.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(user); err != nil {
+		t.Errorf("user read: %v", err)
+	}
+}
