@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"net"
 	"net/netip"
 	"sync"
@@ -142,6 +141,3 @@ func (s *Session) finish(reason string) {
 	b.metrics.ended.WithLabelValues(s.info.Protocol, reasonClass(reason)).Inc()
 	b.forget(s, up, down)
 }
-
-// MarshalJSON keeps Info's shape when a Session is logged or listed.
-func (s *Session) MarshalJSON() ([]byte, error) { return json.Marshal(s.Info()) }
