@@ -207,11 +207,7 @@ type wsDirection struct {
 func (d *wsDirection) setDeadline(t time.Time, kill func()) {
 	d.timerMu.Lock()
 	defer d.timerMu.Unlock()
-	d.gen++
-	if d.timer != nil {
-		d.timer.Stop()
-		d.timer = nil
-	}
+	d.stopLocked()
 	d.expired.Store(false)
 	if t.IsZero() {
 		return
@@ -245,6 +241,11 @@ func (d *wsDirection) passed(kill func()) {
 func (d *wsDirection) stop() {
 	d.timerMu.Lock()
 	defer d.timerMu.Unlock()
+	d.stopLocked()
+}
+
+// stopLocked disarms the deadline's timer; timerMu is held.
+func (d *wsDirection) stopLocked() {
 	d.gen++
 	if d.timer != nil {
 		d.timer.Stop()
