@@ -32,9 +32,9 @@ type record struct {
 	Protocol   string     `json:"protocol"`
 	Port       uint16     `json:"port"`
 	Login      string     `json:"login,omitempty"`
-	Via        string     `json:"via,omitempty"`
+	Via        string     `json:"via"`
 	Token      string     `json:"token,omitempty"`
-	Roles      []string   `json:"roles,omitempty"`
+	Roles      []string   `json:"roles"`
 	Start      *time.Time `json:"start,omitempty"`
 	End        *time.Time `json:"end,omitempty"`
 	DurationMS *int64     `json:"duration_ms,omitempty"`
@@ -45,6 +45,9 @@ type record struct {
 }
 
 func startRecord(i Info) record {
+	if i.Roles == nil {
+		i.Roles = []string{} // "roles": [], not null
+	}
 	return record{Time: i.Start, Event: "session_start", Session: i.ID, User: i.User, Client: i.Client.String(),
 		Target: i.Target, Address: i.Address.String(), Protocol: i.Protocol, Port: i.Port, Login: i.Login, Via: i.Via,
 		Token: i.Token, Roles: i.Roles}
@@ -60,10 +63,12 @@ func endOf(r record, end time.Time, up, down int64, reason string, exact bool) r
 	return r
 }
 
+// fields are the record's fields for the log line that repeats it (the
+// session's logger carries "session").
 func (r record) fields() []zap.Field {
-	f := []zap.Field{zap.String("session", r.Session), zap.String("user", r.User), zap.String("client", r.Client),
+	f := []zap.Field{zap.String("event", r.Event), zap.String("user", r.User), zap.String("client", r.Client),
 		zap.String("target", r.Target), zap.String("address", r.Address), zap.String("protocol", r.Protocol),
-		zap.Uint16("port", r.Port), zap.String("via", r.Via)}
+		zap.Uint16("port", r.Port), zap.String("via", r.Via), zap.Strings("roles", r.Roles)}
 	if r.Login != "" {
 		f = append(f, zap.String("login", r.Login))
 	}
@@ -71,7 +76,7 @@ func (r record) fields() []zap.Field {
 		f = append(f, zap.String("token", r.Token))
 	}
 	if r.Event == "session_end" {
-		f = append(f, zap.Time("start", *r.Start), zap.Int64("duration_ms", *r.DurationMS), zap.Int64("bytes_up", *r.BytesUp),
+		f = append(f, zap.Time("start", *r.Start), zap.Time("end", *r.End), zap.Int64("duration_ms", *r.DurationMS), zap.Int64("bytes_up", *r.BytesUp),
 			zap.Int64("bytes_down", *r.BytesDown), zap.String("reason", r.Reason), zap.Bool("bytes_exact", *r.BytesExact))
 	}
 	return f
@@ -84,34 +89,44 @@ type liveEntry struct {
 	BytesDown int64  `json:"bytes_down"`
 }
 
-// auditOp is one request to the writer: lines to append and live entries
-// to put or delete once the lines are on disk.
+// auditOp is one request to the writer.
 type auditOp struct {
+	// start are live entries of sessions opening, committed before lines:
+	// a crash in between leaves an entry that the next start completes
+	// with an abandoned record, instead of a start record with no end.
+	start map[string][]byte
+	// lines are records to append, each without its newline.
 	lines [][]byte
-	put   map[string][]byte
-	del   []string
-	// update makes put change existing entries only: a refresh of byte
-	// counts must not bring back a session that ended meanwhile.
-	update bool
-	done   chan error // nil: nobody waits
+	// del are live entries to delete once lines are synced: a failed end
+	// record leaves the entry, and the session is recorded as abandoned
+	// at the next start rather than lost.
+	del []string
+	// refresh replaces existing entries only (byte counts): it must not
+	// bring back a session that ended meanwhile.
+	refresh map[string][]byte
+	done    chan error // nil: nobody waits
 }
 
 // auditLog appends records to the audit file and keeps the live bucket. One
 // goroutine does all the writing and commits whatever has queued up with
-// one fsync of the file and one bbolt commit (group commit), so that many
-// sessions opening at once share the cost of making their records durable.
+// one write and one fsync of the file, and at most two bbolt commits (group
+// commit), so that 10,000 sessions opening at once share a few dozen
+// fsyncs instead of making 20,000. The writer is the bucket's only writer,
+// so one db.Update per batch is what db.Batch would do, in order.
 type auditLog struct {
 	path string
 	db   *bbolt.DB
 	log  *zap.Logger
-	f    *os.File
 	ops  chan auditOp
 	done chan struct{}
 
 	closeMu sync.RWMutex // held to read while sending on ops; to write to close it
 	closed  bool
 
+	// The writer goroutine owns the fields below (and New, before it runs).
+	f       *os.File
 	checked time.Time // when the file's identity was last compared with path
+	torn    bool      // a failed write may have left a partial line
 }
 
 func openAudit(path string, db *bbolt.DB, log *zap.Logger) (*auditLog, error) {
@@ -142,25 +157,29 @@ func (a *auditLog) open() error {
 }
 
 // reopenIfMoved reopens the file when logrotate (or anyone) renamed or
-// removed it, so that records go to the file at path.
-func (a *auditLog) reopenIfMoved() {
-	if time.Since(a.checked) < time.Second {
+// removed it, so that records go to the file at path. It compares at most
+// once a second, unless force.
+func (a *auditLog) reopenIfMoved(force bool) {
+	if !force && time.Since(a.checked) < time.Second {
 		return
 	}
 	a.checked = time.Now()
 	onDisk, err := os.Stat(a.path)
 	mine, err2 := a.f.Stat()
-	if err == nil && err2 == nil && os.SameFile(onDisk, mine) {
+	if !force && err == nil && err2 == nil && os.SameFile(onDisk, mine) {
 		return
 	}
 	old := a.f
 	if err := a.open(); err != nil {
-		a.log.Error("cannot reopen the audit file; still writing to the moved one", zap.Error(err))
+		a.log.Error("cannot reopen the audit file; still writing to the old one", zap.String("path", a.path), zap.Error(err))
 		a.f = old
 		return
 	}
 	old.Close()
-	a.log.Info("audit file moved; reopened", zap.String("path", a.path))
+	a.torn = false // a fresh descriptor; a torn line in the old file stays there
+	if !force {
+		a.log.Info("audit file moved or removed; reopened", zap.String("path", a.path))
+	}
 }
 
 func (a *auditLog) run() {
@@ -189,50 +208,104 @@ func (a *auditLog) run() {
 	a.f.Close()
 }
 
+// commit makes batch durable: the start entries (one bbolt commit), then
+// the lines (one write, one fsync), then the deletes and refreshes (one
+// bbolt commit). An error fails the whole batch; every waiter gets it.
 func (a *auditLog) commit(batch []auditOp) error {
-	var buf bytes.Buffer
-	for _, op := range batch {
-		for _, l := range op.lines {
-			buf.Write(l)
-			buf.WriteByte('\n')
-		}
-	}
-	if buf.Len() > 0 {
-		a.reopenIfMoved()
-		if _, err := a.f.Write(buf.Bytes()); err != nil {
-			a.log.Error("cannot write the audit file", zap.Error(err))
-			return fmt.Errorf("broker: audit file: %w", err)
-		}
-		if err := a.f.Sync(); err != nil {
-			a.log.Error("cannot sync the audit file", zap.Error(err))
-			return fmt.Errorf("broker: audit file: %w", err)
-		}
-	}
-	// The live entries change only once the lines they stand for are on
-	// disk: an end record that failed leaves the entry, and the next start
-	// records the session as abandoned rather than losing it.
-	err := a.db.Update(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(liveBucket)
+	var starts []string
+	if err := a.update(func(b *bbolt.Bucket) error {
 		for _, op := range batch {
-			for k, v := range op.put {
-				if op.update && b.Get([]byte(k)) == nil {
+			for k, v := range op.start {
+				if err := b.Put([]byte(k), v); err != nil {
+					return err
+				}
+				starts = append(starts, k)
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := a.write(batch); err != nil {
+		// The sessions whose start records failed are refused: their
+		// entries go. If that fails too, the next start records them as
+		// abandoned, which says more than nothing.
+		a.update(func(b *bbolt.Bucket) error {
+			for _, k := range starts {
+				if err := b.Delete([]byte(k)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		return err
+	}
+	return a.update(func(b *bbolt.Bucket) error {
+		for _, op := range batch {
+			for _, k := range op.del {
+				if err := b.Delete([]byte(k)); err != nil {
+					return err
+				}
+			}
+			for k, v := range op.refresh {
+				if b.Get([]byte(k)) == nil {
 					continue
 				}
 				if err := b.Put([]byte(k), v); err != nil {
 					return err
 				}
 			}
-			for _, k := range op.del {
-				if err := b.Delete([]byte(k)); err != nil {
-					return err
-				}
-			}
 		}
 		return nil
+	})
+}
+
+// update runs fn on the live bucket in one bbolt transaction, if fn has
+// anything to do; bbolt syncs the commit.
+func (a *auditLog) update(fn func(*bbolt.Bucket) error) error {
+	err := a.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(liveBucket)
+		if b == nil {
+			return errors.New("bucket live_sessions is missing")
+		}
+		return fn(b)
 	})
 	if err != nil {
 		a.log.Error("cannot update the live sessions in the state store", zap.Error(err))
 		return fmt.Errorf("broker: state store: %w", err)
+	}
+	return nil
+}
+
+// write appends the batch's lines and syncs them.
+func (a *auditLog) write(batch []auditOp) error {
+	var buf bytes.Buffer
+	if a.torn {
+		buf.WriteByte('\n') // end the partial line a failed write left
+	}
+	for _, op := range batch {
+		for _, l := range op.lines {
+			buf.Write(l)
+			buf.WriteByte('\n')
+		}
+	}
+	if buf.Len() == 0 || (a.torn && buf.Len() == 1) {
+		return nil
+	}
+	a.reopenIfMoved(false)
+	if n, err := a.f.Write(buf.Bytes()); err != nil {
+		a.torn = a.torn || n > 0
+		a.log.Error("cannot write the audit file", zap.String("path", a.path), zap.Error(err))
+		return fmt.Errorf("broker: audit file: %w", err)
+	}
+	a.torn = false
+	if err := a.f.Sync(); err != nil {
+		// After a failed fsync the kernel may have dropped the dirty pages
+		// and a later fsync can succeed without them: never trust this
+		// descriptor again.
+		a.log.Error("cannot sync the audit file", zap.String("path", a.path), zap.Error(err))
+		a.reopenIfMoved(true)
+		return fmt.Errorf("broker: audit file: %w", err)
 	}
 	return nil
 }
@@ -263,6 +336,8 @@ func (a *auditLog) offer(op auditOp) {
 	}
 }
 
+// close stops the writer once it has committed what is queued, and closes
+// the file.
 func (a *auditLog) close() {
 	a.closeMu.Lock()
 	if a.closed {
@@ -281,19 +356,22 @@ func marshalLine(r record) []byte {
 }
 
 // recover completes the records of sessions left in the live bucket by a
-// crash, and returns how many it wrote. A session whose end record made it
-// to the file (a crash between the record and the delete) gets no second
-// one.
+// crash and deletes the entries; it returns the end records it wrote. A
+// session whose end record made it to the file (a crash between the record
+// and the delete) gets no second one. It runs before the writer starts.
 func (a *auditLog) recover(now time.Time) ([]record, error) {
 	var left []liveEntry
-	var keys [][]byte
+	var keys []string
 	err := a.db.View(func(tx *bbolt.Tx) error {
 		return tx.Bucket(liveBucket).ForEach(func(k, v []byte) error {
+			keys = append(keys, string(k))
 			var e liveEntry
-			if json.Unmarshal(v, &e) == nil {
-				left = append(left, e)
+			if err := json.Unmarshal(v, &e); err != nil || e.Start.Session == "" {
+				a.log.Error("unreadable live session entry; deleted without a record", zap.ByteString("key", k),
+					zap.ByteString("value", v), zap.Error(err))
+				return nil
 			}
-			keys = append(keys, append([]byte(nil), k...))
+			left = append(left, e)
 			return nil
 		})
 	})
@@ -301,7 +379,7 @@ func (a *auditLog) recover(now time.Time) ([]record, error) {
 		return nil, err
 	}
 	ended := a.endedInTail(1 << 20)
-	var op auditOp
+	op := auditOp{del: keys}
 	var ends []record
 	for _, e := range left {
 		if ended[e.Start.Session] {
@@ -310,10 +388,7 @@ func (a *auditLog) recover(now time.Time) ([]record, error) {
 		end := endOf(e.Start, now, e.BytesUp, e.BytesDown, ReasonAbandoned, false)
 		op.lines = append(op.lines, marshalLine(end))
 		ends = append(ends, end)
-		a.log.Warn("session ended by a crash", end.fields()...)
-	}
-	for _, k := range keys {
-		op.del = append(op.del, string(k))
+		a.log.Warn("session interrupted by a crash or a kill", append(end.fields(), zap.String("session", end.Session))...)
 	}
 	if err := a.commit([]auditOp{op}); err != nil {
 		return nil, err

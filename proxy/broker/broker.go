@@ -7,9 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
-	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,7 +19,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// sweepTick is how often idle and maximum times are checked.
+// sweepTick is how often idle and maximum times are checked: once a second.
+// Tests shorten it.
 var sweepTick = time.Second
 
 // Protocols, as in the configuration and the access package.
@@ -44,7 +46,8 @@ type Timeouts struct {
 
 // Config is what the broker enforces. SetConfig replaces it on reload.
 type Config struct {
-	// Logger is required.
+	// Logger is required. The broker logs with New's for its whole life;
+	// SetConfig's is only checked.
 	Logger *zap.Logger
 	// Targets are the inventory; the broker dials nothing else.
 	Targets []Target
@@ -59,32 +62,47 @@ type Config struct {
 	// together. Default 10s.
 	DialTimeout time.Duration
 	// TargetTimeout is TCP_USER_TIMEOUT on target sockets, and drives TCP
-	// keepalive (idle half of it, then 3 probes): a machine that stops
-	// answering ends its sessions after about this long. Default 30s.
+	// keepalive (first probe after TargetTimeout/2 idle, then every
+	// TargetTimeout/6, 3 probes): a machine that stops answering ends its
+	// sessions ("target unreachable") after about this long. Default 30s.
 	TargetTimeout time.Duration
-	// Timeouts are per protocol; a protocol not listed has no limits.
+	// Timeouts are per protocol; a protocol not listed has no limits. A
+	// reload's timeouts apply to live sessions too.
 	Timeouts map[string]Timeouts
 	// LocalAddrs returns the host's own addresses, which are never
-	// dialled. Default: the interfaces' addresses, cached for a second.
+	// dialled. Default: net.InterfaceAddrs, cached for a second. Tests
+	// replace it. An error refuses the dial.
 	LocalAddrs func() ([]netip.Addr, error)
 }
 
-// config is a Config with defaults and the inventory indexed.
+// config is a Config with defaults filled in and the inventory indexed.
 type config struct {
 	Config
 	targets map[string]Target
 }
 
+// build checks c and fills in the defaults, on a copy.
 func (c Config) build() (*config, error) {
 	if c.Logger == nil {
-		return nil, errors.New("broker: a Logger is required")
+		return nil, errors.New("broker: config: a Logger is required")
+	}
+	switch {
+	case c.Capacity < 0:
+		return nil, fmt.Errorf("broker: config: capacity %d is negative", c.Capacity)
+	case c.PerUser < 0:
+		return nil, fmt.Errorf("broker: config: sessions per user %d is negative", c.PerUser)
+	case c.DialTimeout < 0 || c.TargetTimeout < 0:
+		return nil, errors.New("broker: config: negative dial or target timeout")
 	}
 	if c.Capacity == 0 {
 		c.Capacity = 100
 	}
 	w := map[string]int{SSH: 1, RDP: 2, Tunnel: 1}
 	for p, n := range c.Weights {
-		if n > 0 {
+		switch {
+		case n < 0:
+			return nil, fmt.Errorf("broker: config: weight %d of %s is negative", n, p)
+		case n > 0:
 			w[p] = n
 		}
 	}
@@ -98,8 +116,18 @@ func (c Config) build() (*config, error) {
 	if c.TargetTimeout == 0 {
 		c.TargetTimeout = 30 * time.Second
 	}
+	for p, t := range c.Timeouts {
+		if t.Idle < 0 || t.Max < 0 {
+			return nil, fmt.Errorf("broker: config: negative timeout for %s", p)
+		}
+	}
+	c.Timeouts = maps.Clone(c.Timeouts)
 	cc := &config{Config: c, targets: make(map[string]Target, len(c.Targets))}
 	for _, t := range c.Targets {
+		if _, dup := cc.targets[t.Name]; dup {
+			return nil, fmt.Errorf("broker: config: target %q is listed twice", t.Name)
+		}
+		t.Addresses, t.Tunnel = slices.Clone(t.Addresses), slices.Clone(t.Tunnel) // the caller may reuse its slices
 		cc.targets[t.Name] = t
 	}
 	return cc, nil
@@ -107,12 +135,16 @@ func (c Config) build() (*config, error) {
 
 // Options are where the broker keeps its records.
 type Options struct {
-	// DB is the state store. The broker keeps the bucket live_sessions in
-	// it: one entry per open session, written before the session carries a
-	// byte and deleted after its end record is on disk.
+	// DB is the state store; required. The broker keeps the bucket
+	// live_sessions in it: one entry per open session (its start record
+	// and the byte counts last saved), committed before the session carries
+	// a byte and deleted after its end record is synced. An entry found at
+	// start-up is a session a crash interrupted.
 	DB *bbolt.DB
-	// AuditFile receives one JSON line per session start and end, synced
-	// before Open returns and before a session is forgotten.
+	// AuditFile receives one JSON line per session start and end; required.
+	// It is opened O_APPEND, created 0640 (its directory 0750), synced
+	// before Open returns (start) and before a session is forgotten (end),
+	// and reopened when logrotate moves it.
 	AuditFile string
 }
 
@@ -124,22 +156,31 @@ type Broker struct {
 	addrs   addrCache
 	metrics *metrics
 
+	// stopCtx is cancelled when Close gives up waiting: dials in flight
+	// abort, and sessions that register afterwards end at once.
+	stopCtx context.Context
+	stopAll context.CancelFunc
+
 	mu       sync.Mutex // guards the fields below
 	sessions map[string]*Session
-	perUser  map[string]int
-	used     int // capacity units held by open and opening sessions
-	opening  int // admitted sessions not yet registered
-	closed   bool
+	perUser  map[string]int // sessions open or opening, by user
+	used     int            // capacity units held by open and opening sessions
+	opening  int            // admitted sessions not yet registered or refused
+	closed   bool           // Drain or Close: no new sessions
+	stopping bool           // Close's grace is over: end everything
+	emptied  chan struct{}  // closed once closed is set and nothing is open or opening
+	isEmpty  bool           // emptied is closed
 
 	recovered int
 	tick      time.Duration // the sweeper's period
-	stop      chan struct{}
-	swept     chan struct{}
-	closeOnce sync.Once
+	stop      chan struct{} // closed to stop the sweeper
+	swept     chan struct{} // closed when the sweeper has returned
+	finalOnce sync.Once
 }
 
 // New opens the audit file, completes the records of sessions a crash
 // interrupted, and starts the sweeper that ends idle and overlong sessions.
+// Close stops it.
 func New(cfg Config, opt Options) (*Broker, error) {
 	c, err := cfg.build()
 	if err != nil {
@@ -153,14 +194,17 @@ func New(cfg Config, opt Options) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{log: c.Logger, audit: audit, metrics: newMetrics(), sessions: map[string]*Session{}, perUser: map[string]int{},
-		tick: sweepTick, stop: make(chan struct{}), swept: make(chan struct{})}
+		emptied: make(chan struct{}), tick: sweepTick, stop: make(chan struct{}), swept: make(chan struct{})}
+	b.stopCtx, b.stopAll = context.WithCancel(context.Background())
 	b.cfg.Store(c)
 	ends, err := audit.recover(time.Now())
 	if err != nil {
+		b.stopAll()
 		audit.f.Close()
 		return nil, err
 	}
 	for _, r := range ends {
+		// Their bytes were counted by the process that carried them.
 		b.metrics.ended.WithLabelValues(r.Protocol, reasonClass(ReasonAbandoned)).Inc()
 	}
 	b.recovered = len(ends)
@@ -169,11 +213,15 @@ func New(cfg Config, opt Options) (*Broker, error) {
 	return b, nil
 }
 
-// Recovered is how many abandoned sessions New recorded.
+// Recovered is how many sessions interrupted by a crash New recorded as
+// abandoned.
 func (b *Broker) Recovered() int { return b.recovered }
 
-// SetConfig applies a reloaded configuration: to new sessions, and its
-// timeouts to live ones too. It ends nothing itself.
+// SetConfig applies a reloaded configuration: inventory, capacity, weights
+// and limits to new sessions, timeouts to live ones too. It ends nothing
+// itself (the caller ends what lost its access with EndWhere). A session
+// keeps the units it was admitted with. A config that does not build
+// leaves the old one in force.
 func (b *Broker) SetConfig(cfg Config) error {
 	c, err := cfg.build()
 	if err != nil {
@@ -199,7 +247,7 @@ type Request struct {
 	// Port is the port a tunnel asks for; for SSH and RDP, 0 means the
 	// target's SSH or RDP port.
 	Port  uint16
-	Login string   // the account on the target, when known
+	Login string   // the account on the target, when known (browser SSH)
 	Via   string   // how the client came in: quic, websocket, browser
 	Token string   // the API token's ID, for sessions opened with one
 	Roles []string // the roles that allowed it
@@ -209,11 +257,11 @@ type Request struct {
 func portFor(t Target, r Request) uint16 {
 	switch r.Protocol {
 	case SSH:
-		if r.Port == 0 || r.Port == t.SSH {
+		if t.SSH != 0 && (r.Port == 0 || r.Port == t.SSH) {
 			return t.SSH
 		}
 	case RDP:
-		if r.Port == 0 || r.Port == t.RDP {
+		if t.RDP != 0 && (r.Port == 0 || r.Port == t.RDP) {
 			return t.RDP
 		}
 	case Tunnel:
@@ -225,7 +273,9 @@ func portFor(t Target, r Request) uint16 {
 }
 
 // Open admits, dials and registers a session, and returns once its start
-// record is on disk. Refusals are *Error.
+// record is in the audit file and its live entry in the state store, both
+// synced. Refusals are *Error. ctx bounds the dial (with
+// Config.DialTimeout); the session outlives it.
 func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 	c := b.cfg.Load()
 	t, ok := c.targets[req.Target]
@@ -234,16 +284,23 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 	}
 	port := portFor(t, req)
 	if port == 0 {
-		what := fmt.Sprintf("port %d", req.Port)
-		if req.Protocol != Tunnel {
+		var what string
+		switch {
+		case req.Protocol != SSH && req.Protocol != RDP && req.Protocol != Tunnel:
+			what = fmt.Sprintf("the protocol %q", req.Protocol)
+		case req.Port != 0:
+			what = fmt.Sprintf("port %d", req.Port)
+			if req.Protocol != Tunnel {
+				what += " for " + req.Protocol
+			}
+		case req.Protocol == Tunnel:
+			what = "a tunnel without a port"
+		default:
 			what = req.Protocol
 		}
-		return nil, &Error{Kind: KindUnknownTarget, Msg: fmt.Sprintf("%s does not offer %s through the bastion", req.Target, what)}
+		return nil, &Error{Kind: KindUnknownTarget, Msg: fmt.Sprintf("target %s does not offer %s", req.Target, what)}
 	}
 	weight := c.Weights[req.Protocol]
-	if weight == 0 {
-		weight = 1
-	}
 
 	b.mu.Lock()
 	switch {
@@ -259,6 +316,8 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 		b.metrics.refusals.WithLabelValues("capacity").Inc()
 		return nil, &Error{Kind: KindCapacity, Msg: "bastion at capacity"}
 	}
+	// The units are held from here: a burst of Opens cannot all pass the
+	// check and then overrun the capacity while they dial.
 	b.used += weight
 	b.perUser[req.User]++
 	b.opening++
@@ -270,6 +329,7 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 		if !registered {
 			b.release(req.User, weight)
 		}
+		b.checkEmptied()
 		b.mu.Unlock()
 	}()
 
@@ -278,20 +338,30 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 		return nil, err
 	}
 	s := newSession(b, Info{ID: newID(), User: req.User, Client: req.Client, Target: req.Target, Address: addr,
-		Protocol: req.Protocol, Port: port, Login: req.Login, Via: req.Via, Token: req.Token, Roles: req.Roles,
+		Protocol: req.Protocol, Port: port, Login: req.Login, Via: req.Via, Token: req.Token, Roles: slices.Clone(req.Roles),
 		Start: time.Now()}, weight, conn)
 	start := startRecord(s.info)
 	entry, _ := json.Marshal(liveEntry{Start: start})
-	if err := b.audit.submit(auditOp{lines: [][]byte{marshalLine(start)}, put: map[string][]byte{s.info.ID: entry}}); err != nil {
+	if err := b.audit.submit(auditOp{lines: [][]byte{marshalLine(start)}, start: map[string][]byte{s.info.ID: entry}}); err != nil {
 		conn.Close()
+		s.log.Error("session refused: its start record cannot be written", zap.Error(err))
 		return nil, &Error{Kind: KindInternal, Msg: "the bastion cannot record the session", Err: err}
 	}
-	b.log.Info("session started", start.fields()...)
+	if ce := s.log.Check(zap.InfoLevel, "session started"); ce != nil {
+		ce.Write(start.fields()...)
+	}
 	b.mu.Lock()
 	b.sessions[s.info.ID] = s
 	registered = true
+	stopping := b.stopping
 	b.mu.Unlock()
 	b.metrics.active.WithLabelValues(req.Protocol).Inc()
+	if stopping {
+		// Close gave up waiting while this one was dialling: it listed the
+		// sessions before this one registered.
+		s.End(ReasonShutdown)
+		return nil, &Error{Kind: KindClosed, Msg: "the bastion is shutting down"}
+	}
 	return s, nil
 }
 
@@ -303,20 +373,33 @@ func (b *Broker) release(user string, weight int) {
 	}
 }
 
-// forget is the last step of End: the record is on disk. The session's
-// bytes move from the live sum to the ended total in one step, so that the
-// bytes counter never goes down.
-func (b *Broker) forget(s *Session, up, down int64) {
+// checkEmptied wakes Close when the last session is gone; b.mu is held.
+func (b *Broker) checkEmptied() {
+	if b.closed && !b.isEmpty && len(b.sessions) == 0 && b.opening == 0 {
+		b.isEmpty = true
+		close(b.emptied)
+	}
+}
+
+// forget is the last step of End: the end record is on disk (or its
+// failure logged, the live entry kept for the next start). The session's
+// bytes move from the live sum to the ended totals under b.mu, the lock
+// Collect reads both under, so the bytes counter never goes down.
+func (b *Broker) forget(s *Session) {
 	b.mu.Lock()
-	delete(b.sessions, s.info.ID)
-	b.metrics.addBytes(s.info.Protocol, up, down)
+	if b.sessions[s.info.ID] == s {
+		delete(b.sessions, s.info.ID)
+	}
+	b.metrics.addBytes(s.info.Protocol, s.up.Load(), s.down.Load())
 	b.release(s.info.User, s.weight)
+	b.checkEmptied()
 	b.mu.Unlock()
 }
 
+// newID is a session ID: 12 lower-case hex digits, 48 random bits.
 func newID() string {
 	var b [6]byte
-	rand.Read(b[:])
+	rand.Read(b[:]) // never fails (crypto/rand)
 	return hex.EncodeToString(b[:])
 }
 
@@ -332,14 +415,18 @@ func (b *Broker) list() []*Session {
 
 // Sessions lists the live sessions, oldest first.
 func (b *Broker) Sessions() []Info {
-	b.mu.Lock()
-	list := make([]Info, 0, len(b.sessions))
-	for _, s := range b.sessions {
-		list = append(list, s.Info())
+	list := b.list()
+	infos := make([]Info, len(list))
+	for i, s := range list {
+		infos[i] = s.Info()
 	}
-	b.mu.Unlock()
-	sort.Slice(list, func(i, j int) bool { return list[i].Start.Before(list[j].Start) })
-	return list
+	slices.SortFunc(infos, func(x, y Info) int {
+		if c := x.Start.Compare(y.Start); c != 0 {
+			return c
+		}
+		return strings.Compare(x.ID, y.ID)
+	})
+	return infos
 }
 
 // Live is how many sessions are open.
@@ -349,9 +436,11 @@ func (b *Broker) Live() int {
 	return len(b.sessions)
 }
 
-// Kill ends the session id with reason "killed: " + reason.
+// Kill ends the session id with reason "killed: " + reason, and returns
+// once its end record is on disk. reason says who asked and why ("by root:
+// maintenance"); it is required. An unknown id is ErrNoSession.
 func (b *Broker) Kill(id, reason string) error {
-	if reason == "" {
+	if strings.TrimSpace(reason) == "" {
 		return errors.New("broker: a reason is required to kill a session")
 	}
 	b.mu.Lock()
@@ -364,22 +453,21 @@ func (b *Broker) Kill(id, reason string) error {
 	return nil
 }
 
-// EndWhere ends every live session match accepts, with reason, and returns
-// how many once their records are on disk.
+// EndWhere ends every live session match accepts, with reason, all at once,
+// and returns how many once their end records are on disk. match runs
+// without the broker's lock held: it may take its time (look users up).
 func (b *Broker) EndWhere(match func(Info) bool, reason string) int {
-	b.mu.Lock()
 	var victims []*Session
-	for _, s := range b.sessions {
+	for _, s := range b.list() {
 		if match(s.Info()) {
 			victims = append(victims, s)
 		}
 	}
-	b.mu.Unlock()
-	b.endAll(victims, reason)
+	endAll(victims, reason)
 	return len(victims)
 }
 
-func (b *Broker) endAll(list []*Session, reason string) {
+func endAll(list []*Session, reason string) {
 	var wg sync.WaitGroup
 	for _, s := range list {
 		wg.Go(func() { s.End(reason) })
@@ -387,45 +475,37 @@ func (b *Broker) endAll(list []*Session, reason string) {
 	wg.Wait()
 }
 
-// Drain refuses new sessions; live ones go on.
+// Drain refuses new sessions (KindClosed); live ones go on.
 func (b *Broker) Drain() {
 	b.mu.Lock()
 	b.closed = true
+	b.checkEmptied()
 	b.mu.Unlock()
 }
 
 // Close refuses new sessions, waits for the live ones until ctx is done,
-// ends the rest with reason "shutdown", and closes the audit file. Later
-// calls return at once.
+// then ends the rest with reason "shutdown" (and aborts dials in flight),
+// stops the sweeper and closes the audit file. It returns ctx's error when
+// it had to end sessions, else nil. It may be called again, with a shorter
+// deadline: every call returns once everything is closed.
 func (b *Broker) Close(ctx context.Context) error {
+	b.Drain()
 	var err error
-	b.closeOnce.Do(func() {
-		b.Drain()
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			b.mu.Lock()
-			n, opening := len(b.sessions), b.opening
-			list := make([]*Session, 0, n)
-			if ctx.Err() != nil {
-				for _, s := range b.sessions {
-					list = append(list, s)
-				}
-			}
-			b.mu.Unlock()
-			if n == 0 && opening == 0 {
-				break
-			}
-			if len(list) > 0 {
-				err = ctx.Err()
-				b.endAll(list, ReasonShutdown)
-				continue
-			}
-			select {
-			case <-ctx.Done():
-			case <-tick.C:
-			}
-		}
+	select {
+	case <-b.emptied:
+	case <-ctx.Done():
+		err = ctx.Err()
+		b.mu.Lock()
+		b.stopping = true
+		b.mu.Unlock()
+		b.stopAll()
+		// A session that registers after this list ends itself (Open
+		// checks stopping), so one pass and the wait are enough.
+		endAll(b.list(), ReasonShutdown)
+		<-b.emptied
+	}
+	b.finalOnce.Do(func() {
+		b.stopAll()
 		close(b.stop)
 		<-b.swept
 		b.audit.close()
@@ -438,6 +518,10 @@ func (b *Broker) Close(ctx context.Context) error {
 func (b *Broker) HandshakeFailed(layer string) {
 	b.metrics.handshakes.WithLabelValues(layer).Inc()
 }
+
+// saveEvery is how often the sweeper refreshes the byte counts kept with
+// the live entries.
+const saveEvery = 10 * time.Second
 
 // sweep ends sessions past their protocol's idle or maximum time, and
 // refreshes the byte counts kept with the live entries (what an abandoned
@@ -455,7 +539,12 @@ func (b *Broker) sweep() {
 			c := b.cfg.Load()
 			list := b.list()
 			for _, s := range list {
+				if s.ending.Load() {
+					continue
+				}
 				lim := c.Timeouts[s.info.Protocol]
+				// End waits for the record: never in the sweep itself, so
+				// that one slow end does not hold up the others.
 				switch {
 				case lim.Max > 0 && now.Sub(s.info.Start) >= lim.Max:
 					go s.End(ReasonMaxDuration)
@@ -463,7 +552,7 @@ func (b *Broker) sweep() {
 					go s.End(ReasonIdle)
 				}
 			}
-			if now.Sub(lastSave) >= 10*time.Second && len(list) > 0 {
+			if now.Sub(lastSave) >= saveEvery && len(list) > 0 {
 				lastSave = now
 				b.saveCounts(list)
 			}
@@ -471,14 +560,17 @@ func (b *Broker) sweep() {
 	}
 }
 
+// saveCounts queues the live entries' byte counts for the writer, without
+// waiting: it batches them with the records (one bbolt commit). If the
+// writer is busy, the next sweep tries again.
 func (b *Broker) saveCounts(list []*Session) {
-	op := auditOp{put: map[string][]byte{}, update: true}
+	op := auditOp{refresh: map[string][]byte{}}
 	for _, s := range list {
-		if s.ended.Load() {
+		if s.ending.Load() {
 			continue
 		}
 		v, _ := json.Marshal(liveEntry{Start: startRecord(s.info), BytesUp: s.up.Load(), BytesDown: s.down.Load()})
-		op.put[s.info.ID] = v
+		op.refresh[s.info.ID] = v
 	}
 	b.audit.offer(op)
 }

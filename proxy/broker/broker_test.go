@@ -1,336 +1,51 @@
 package broker
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"strings"
+	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 )
 
-func TestMain(m *testing.M) {
-	// Unit tests dial listeners on loopback; TestGuardRefusesLoopback
-	// turns this off again to prove the guard.
-	allowLoopbackForTest = true
-	sweepTick = 50 * time.Millisecond
-	os.Exit(m.Run())
-}
-
-// env is a broker over a fresh state store and audit file.
-type env struct {
-	t     testing.TB
-	dir   string
-	db    *bbolt.DB
-	b     *Broker
-	audit string
-}
-
-func newEnv(t testing.TB, cfg Config) *env {
-	t.Helper()
-	e := &env{t: t, dir: t.TempDir()}
-	e.audit = filepath.Join(e.dir, "log", "audit.jsonl")
-	e.open(cfg)
-	t.Cleanup(func() {
-		if e.b != nil {
-			e.b.Close(context.Background())
-		}
-		e.db.Close()
-	})
-	return e
-}
-
-func (e *env) open(cfg Config) {
-	e.t.Helper()
-	db, err := bbolt.Open(filepath.Join(e.dir, "state.db"), 0o600, nil)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.db = db
-	if cfg.Logger == nil {
-		cfg.Logger = zap.NewNop()
-	}
-	b, err := New(cfg, Options{DB: db, AuditFile: e.audit})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.b = b
-}
-
-// records reads the audit file.
-func (e *env) records() []record {
-	e.t.Helper()
-	f, err := os.Open(e.audit)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer f.Close()
-	var out []record
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var r record
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			e.t.Fatalf("audit line %q: %v", sc.Text(), err)
-		}
-		out = append(out, r)
-	}
-	return out
-}
-
-func (e *env) record(id, event string) record {
-	e.t.Helper()
-	for _, r := range e.records() {
-		if r.Session == id && r.Event == event {
-			return r
-		}
-	}
-	e.t.Fatalf("no %s record for %s", event, id)
-	return record{}
-}
-
-// server is a target: a listener that hands each accepted conn to handle.
-type server struct {
-	ln       net.Listener
-	accepted chan net.Conn
-}
-
-func listen(t testing.TB, network, addr string) *server {
-	t.Helper()
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &server{ln: ln, accepted: make(chan net.Conn, 4096)}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				close(s.accepted)
-				return
-			}
-			s.accepted <- c
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	return s
-}
-
-func (s *server) addrPort() netip.AddrPort {
-	return netip.MustParseAddrPort(s.ln.Addr().String())
-}
-
-func (s *server) next(t testing.TB) net.Conn {
-	t.Helper()
-	select {
-	case c := <-s.accepted:
-		t.Cleanup(func() { c.Close() })
-		return c
-	case <-time.After(5 * time.Second):
-		t.Fatal("the target saw no connection")
-		return nil
-	}
-}
-
-// none checks that the target saw no connection (an absence check: a
-// short wait, no timing assertion).
-func (s *server) none(t testing.TB) {
-	t.Helper()
-	select {
-	case c := <-s.accepted:
-		c.Close()
-		t.Error("the target was dialled")
-	case <-time.After(200 * time.Millisecond):
-	}
-}
-
-func targetAt(name string, ap netip.AddrPort) Target {
-	return Target{Name: name, Addresses: []netip.Addr{ap.Addr()}, Tunnel: []uint16{ap.Port()}}
-}
-
-func tunnelTo(user, target string, port uint16) Request {
-	return Request{User: user, Client: netip.MustParseAddrPort("[2001:db8::10]:50000"), Target: target, Protocol: Tunnel, Port: port, Via: "quic", Token: "tok1", Roles: []string{"ops"}}
-}
-
-// clientPair is a client conn given to Relay and the user's end of it,
-// over TCP. Unless splice is true the relay's side hides that it is a
-// socket, as a QUIC stream or a WebSocket would: the buffered path.
-func clientPair(t testing.TB, splice bool) (relaySide, userSide net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	user, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	relay, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !splice {
-		return opaque{relay}, user
-	}
-	return relay, user
-}
-
-// opaque is a conn with half-close that is not a *net.TCPConn and has no
-// syscall.Conn.
-type opaque struct{ net.Conn }
-
-func (o opaque) CloseWrite() error { return o.Conn.(*net.TCPConn).CloseWrite() }
-
-func wantKind(t *testing.T, err error, kind ErrorKind, msg string) {
-	t.Helper()
-	var be *Error
-	if !errors.As(err, &be) || be.Kind != kind || !strings.Contains(err.Error(), msg) {
-		t.Errorf("got %v, want a %v refusal mentioning %q", err, kind, msg)
-	}
-}
-
-func TestRelayExactCounts(t *testing.T) {
-	for _, c := range []struct {
-		name    string
-		network string
-		addr    string
-		tcp     bool
-	}{
-		{"splice/ipv4", "tcp4", "127.0.0.1:0", true},
-		{"splice/ipv6", "tcp6", "[::1]:0", true},
-		{"buffered/ipv4", "tcp4", "127.0.0.1:0", false},
-		{"buffered/ipv6", "tcp6", "[::1]:0", false},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			srv := listen(t, c.network, c.addr)
-			e := newEnv(t, Config{Targets: []Target{targetAt("vm1", srv.addrPort())}})
-			s, err := e.b.Open(context.Background(), tunnelTo("alice", "vm1", srv.addrPort().Port()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			relaySide, user := clientPair(t, c.tcp)
-			done := make(chan struct{})
-			go func() { s.Relay(relaySide); close(done) }()
-			target := srv.next(t)
-
-			const up = 100 << 20
-			const down = 3<<20 + 11
-			// The target reads everything, then answers after the user's
-			// end of stream: the half-close must carry both ways.
-			go func() {
-				io.Copy(io.Discard, target)
-				target.Write(make([]byte, down))
-				target.Close()
-			}()
-			go func() {
-				buf := make([]byte, 64<<10)
-				for sent := 0; sent < up; sent += len(buf) {
-					user.Write(buf)
-				}
-				user.(*net.TCPConn).CloseWrite()
-			}()
-			got, _ := io.Copy(io.Discard, user)
-			if got != down {
-				t.Errorf("user read %d bytes, want %d", got, down)
-			}
-			user.Close()
-			<-done
-			end := e.record(s.ID(), "session_end")
-			if *end.BytesUp != up || *end.BytesDown != down || !*end.BytesExact {
-				t.Errorf("end record: up %d down %d exact %v; want up %d down %d", *end.BytesUp, *end.BytesDown, *end.BytesExact, up, down)
-			}
-			if end.Reason != ReasonClientClosed {
-				t.Errorf("reason %q, want %q", end.Reason, ReasonClientClosed)
-			}
-			if start := e.record(s.ID(), "session_start"); start.User != "alice" || start.Address != srv.addrPort().String() || start.Via != "quic" || start.Token != "tok1" {
-				t.Errorf("start record: %+v", start)
-			}
-			if e.b.Live() != 0 {
-				t.Errorf("%d sessions still live", e.b.Live())
-			}
-		})
-	}
-}
-
-func TestDialGuard(t *testing.T) {
+func TestOpenRefusals(t *testing.T) {
 	srv := listen(t, "tcp4", "127.0.0.1:0")
 	port := srv.addrPort().Port()
-	local := netip.MustParseAddr("192.0.2.7")
-	cases := []struct {
+	tg := Target{Name: "vm1", Addresses: []netip.Addr{srv.addrPort().Addr()}, SSH: port, Tunnel: []uint16{port + 1}}
+	tunnelOnly := Target{Name: "vm2", Addresses: []netip.Addr{srv.addrPort().Addr()}, Tunnel: []uint16{port}}
+	e := newEnv(t, Config{Targets: []Target{tg, tunnelOnly}})
+	for _, c := range []struct {
 		name string
-		addr string
-		why  string
+		req  Request
+		msg  string
 	}{
-		{"unspecified v4", "0.0.0.0", "unspecified"},
-		{"unspecified v6", "::", "unspecified"},
-		{"link-local v4", "169.254.1.1", "link-local"},
-		{"link-local v6", "fe80::1", "link-local"},
-		{"multicast v4", "224.0.0.1", "multicast"},
-		{"multicast v6", "ff02::1", "multicast"},
-		{"mapped link-local", "::ffff:169.254.1.1", "link-local"},
-		{"broadcast", "255.255.255.255", "broadcast"},
-		{"own address", local.String(), "bastion's own"},
-	}
-	for _, c := range cases {
+		{"unknown target", Request{Target: "vm9", Protocol: SSH}, `there is no machine called "vm9"`},
+		{"an address is not a target", Request{Target: "127.0.0.1", Protocol: SSH}, "no machine called"},
+		{"tunnel port not offered", Request{Target: "vm1", Protocol: Tunnel, Port: 8080}, "target vm1 does not offer port 8080"},
+		{"tunnel without a port", Request{Target: "vm1", Protocol: Tunnel}, "target vm1 does not offer a tunnel without a port"},
+		{"rdp not offered", Request{Target: "vm1", Protocol: RDP}, "target vm1 does not offer rdp"},
+		{"ssh not offered", Request{Target: "vm2", Protocol: SSH}, "target vm2 does not offer ssh"},
+		{"ssh on another port", Request{Target: "vm1", Protocol: SSH, Port: port + 1}, "does not offer port"},
+		{"unknown protocol", Request{Target: "vm1", Protocol: "vnc"}, `does not offer the protocol "vnc"`},
+	} {
 		t.Run(c.name, func(t *testing.T) {
-			tg := Target{Name: "vm1", Addresses: []netip.Addr{netip.MustParseAddr(c.addr)}, Tunnel: []uint16{port}}
-			e := newEnv(t, Config{Targets: []Target{tg}, LocalAddrs: func() ([]netip.Addr, error) { return []netip.Addr{local}, nil }})
-			_, err := e.b.Open(context.Background(), tunnelTo("alice", "vm1", port))
-			wantKind(t, err, KindRefused, c.why)
+			c.req.User = "alice"
+			_, err := e.b.Open(context.Background(), c.req)
+			wantKind(t, err, KindUnknownTarget, c.msg)
 		})
 	}
-	t.Run("an address or port outside the inventory is never dialled", func(t *testing.T) {
-		e := newEnv(t, Config{Targets: []Target{targetAt("vm1", srv.addrPort())}})
-		// The control function sees the real address: an allowed list
-		// that does not hold it refuses.
-		ctl := e.b.control([]netip.AddrPort{netip.MustParseAddrPort("198.18.1.11:22")}, time.Second)
-		d := net.Dialer{Control: ctl}
-		if _, err := d.Dial("tcp", srv.ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "not an inventory address") {
-			t.Errorf("dial outside the allowed list: %v", err)
-		}
-		_, err := e.b.Open(context.Background(), tunnelTo("alice", "vm1", port+1))
-		wantKind(t, err, KindUnknownTarget, "does not offer port")
-		_, err = e.b.Open(context.Background(), tunnelTo("alice", "127.0.0.1", port))
-		wantKind(t, err, KindUnknownTarget, "no machine called")
-		_, err = e.b.Open(context.Background(), Request{User: "alice", Target: "vm1", Protocol: SSH})
-		wantKind(t, err, KindUnknownTarget, "does not offer ssh")
-		srv.none(t)
-	})
-	t.Run("loopback is refused", func(t *testing.T) {
-		allowLoopbackForTest = false
-		defer func() { allowLoopbackForTest = true }()
-		e := newEnv(t, Config{Targets: []Target{targetAt("vm1", srv.addrPort())}})
-		_, err := e.b.Open(context.Background(), tunnelTo("alice", "vm1", port))
-		wantKind(t, err, KindRefused, "loopback")
-		srv.none(t)
-		if n := testutil.ToFloat64(e.b.metrics.dialErrors.WithLabelValues("vm1")); n != 1 {
-			t.Errorf("dial errors %v, want 1", n)
-		}
-	})
-	t.Run("unreachable names every address", func(t *testing.T) {
-		ln, _ := net.Listen("tcp", "[::1]:0")
-		dead := netip.MustParseAddrPort(ln.Addr().String())
-		ln.Close()
-		tg := Target{Name: "vm1", Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1"), dead.Addr()}, Tunnel: []uint16{dead.Port()}}
-		e := newEnv(t, Config{Targets: []Target{tg}})
-		_, err := e.b.Open(context.Background(), tunnelTo("alice", "vm1", dead.Port()))
-		wantKind(t, err, KindUnreachable, "connection refused")
-		if !strings.Contains(err.Error(), "127.0.0.1:") || !strings.Contains(err.Error(), "[::1]:") {
-			t.Errorf("the error must name both addresses: %v", err)
-		}
-	})
+	srv.none(t)
+	if e.b.Live() != 0 || e.b.used != 0 {
+		t.Errorf("refusals hold sessions or units")
+	}
 }
 
 func TestAdmission(t *testing.T) {
@@ -346,6 +61,7 @@ func TestAdmission(t *testing.T) {
 		}
 		return e.b.Open(context.Background(), r)
 	}
+	units := func() float64 { return metricValue(t, e.b, "bastiond_capacity_units", "used") }
 	a1, err := open("alice", RDP) // 2 units
 	if err != nil {
 		t.Fatal(err)
@@ -353,6 +69,9 @@ func TestAdmission(t *testing.T) {
 	b1, err := open("bob", Tunnel) // 3 units
 	if err != nil {
 		t.Fatal(err)
+	}
+	if u := units(); u != 3 {
+		t.Errorf("units used %v, want 3", u)
 	}
 	_, err = open("carol", Tunnel)
 	wantKind(t, err, KindCapacity, "bastion at capacity")
@@ -367,7 +86,7 @@ func TestAdmission(t *testing.T) {
 	}
 	b1.End("test")
 	_, err = open("alice", Tunnel)
-	wantKind(t, err, KindUserLimit, "2 sessions open")
+	wantKind(t, err, KindUserLimit, "you have 2 sessions open, the most allowed")
 	if n := testutil.ToFloat64(e.b.metrics.refusals.WithLabelValues("capacity")); n != 1 {
 		t.Errorf("capacity refusals %v", n)
 	}
@@ -378,29 +97,94 @@ func TestAdmission(t *testing.T) {
 	a3.End("test")
 
 	// A failed dial gives its units back.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	dead := netip.MustParseAddrPort(ln.Addr().String())
-	ln.Close()
-	e.b.SetConfig(Config{Logger: zap.NewNop(), Targets: []Target{targetAt("dead", dead)}, Capacity: 1})
+	dead := deadAddr(t, "tcp4", "127.0.0.1:0")
+	if err := e.b.SetConfig(Config{Logger: zap.NewNop(), Targets: []Target{targetAt("dead", dead)}, Capacity: 1}); err != nil {
+		t.Fatal(err)
+	}
 	for range 3 {
 		_, err := e.b.Open(context.Background(), tunnelTo("alice", "dead", dead.Port()))
-		wantKind(t, err, KindUnreachable, "does not answer")
+		wantKind(t, err, KindUnreachable, "is not reachable")
 	}
-	e.b.mu.Lock()
-	used := e.b.used
-	e.b.mu.Unlock()
-	if used != 0 {
-		t.Errorf("%d units held after failed dials", used)
+	if u := units(); u != 0 {
+		t.Errorf("%v units held after failed dials", u)
+	}
+	if n := testutil.ToFloat64(e.b.metrics.dialErrors.WithLabelValues("dead")); n != 3 {
+		t.Errorf("dial errors %v, want 3", n)
 	}
 }
 
-func TestConcurrentOpens(t *testing.T) {
+// TestAdmissionUnderLoad opens and ends sessions from many goroutines at
+// once and checks that admitted sessions never exceed the capacity or a
+// user's cap, and that every unit comes back.
+func TestAdmissionUnderLoad(t *testing.T) {
 	srv := listen(t, "tcp4", "127.0.0.1:0")
 	go func() {
 		for c := range srv.accepted {
-			defer c.Close()
+			c.Close()
 		}
 	}()
+	tg := targetAt("vm1", srv.addrPort())
+	tg.RDP = srv.addrPort().Port()
+	const capacity, perUser = 12, 3
+	e := newEnv(t, Config{Targets: []Target{tg}, Capacity: capacity, PerUser: perUser})
+	var units atomic.Int64
+	var mu sync.Mutex
+	byUser := map[string]int{}
+	var admitted, refused atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 40 {
+		wg.Go(func() {
+			user := []string{"alice", "bob", "carol", "dave", "erin", "frank"}[g%6]
+			proto, weight := Tunnel, int64(1)
+			if g%3 == 0 {
+				proto, weight = RDP, 2
+			}
+			for range 15 {
+				r := tunnelTo(user, "vm1", srv.addrPort().Port())
+				r.Protocol = proto
+				s, err := e.b.Open(context.Background(), r)
+				var be *Error
+				if errors.As(err, &be) && (be.Kind == KindCapacity || be.Kind == KindUserLimit) {
+					refused.Add(1)
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				admitted.Add(1)
+				if u := units.Add(weight); u > capacity {
+					t.Errorf("%d units admitted, capacity %d", u, capacity)
+				}
+				mu.Lock()
+				if byUser[user]++; byUser[user] > perUser {
+					t.Errorf("%s has %d sessions", user, byUser[user])
+				}
+				mu.Unlock()
+				runtime.Gosched()
+				mu.Lock()
+				byUser[user]--
+				mu.Unlock()
+				units.Add(-weight)
+				s.End("test")
+			}
+		})
+	}
+	wg.Wait()
+	if admitted.Load() == 0 || refused.Load() == 0 {
+		t.Errorf("admitted %d, refused %d: the test did not reach the limits", admitted.Load(), refused.Load())
+	}
+	e.b.mu.Lock()
+	defer e.b.mu.Unlock()
+	if e.b.used != 0 || len(e.b.perUser) != 0 || e.b.opening != 0 || len(e.b.sessions) != 0 {
+		t.Errorf("after all ended: units %d, per-user %v, opening %d, sessions %d", e.b.used, e.b.perUser, e.b.opening, len(e.b.sessions))
+	}
+}
+
+// TestConcurrentOpens opens 2000 sessions at once: group commit must carry
+// them all, each with its start record and live entry.
+func TestConcurrentOpens(t *testing.T) {
+	srv := listen(t, "tcp4", "127.0.0.1:0")
 	e := newEnv(t, Config{Targets: []Target{targetAt("vm1", srv.addrPort())}, Capacity: 5000, PerUser: 5000})
 	const n = 2000
 	var wg sync.WaitGroup
@@ -420,62 +204,53 @@ func TestConcurrentOpens(t *testing.T) {
 	if got := e.b.Live(); got != n {
 		t.Fatalf("%d live, want %d", got, n)
 	}
+	if got := len(e.liveKeys()); got != n {
+		t.Errorf("%d live entries, want %d", got, n)
+	}
+	starts := 0
+	for _, r := range e.records() {
+		if r.Event == "session_start" {
+			starts++
+		}
+	}
+	if starts != n {
+		t.Errorf("%d start records, want %d", starts, n)
+	}
+	ids := map[string]bool{}
+	for _, i := range e.b.Sessions() {
+		ids[i.ID] = true
+	}
+	if len(ids) != n {
+		t.Errorf("%d distinct IDs", len(ids))
+	}
 	var list []*Session
 	for s := range sessions {
 		list = append(list, s)
 	}
-	e.b.endAll(list, "test")
-	starts, ends := 0, 0
+	endAll(list, "test")
+	ends := 0
 	for _, r := range e.records() {
-		switch r.Event {
-		case "session_start":
-			starts++
-		case "session_end":
+		if r.Event == "session_end" {
 			ends++
 		}
 	}
-	if starts != n || ends != n {
-		t.Errorf("%d start and %d end records, want %d each", starts, ends, n)
-	}
-	e.b.mu.Lock()
-	defer e.b.mu.Unlock()
-	if e.b.used != 0 || len(e.b.perUser) != 0 {
-		t.Errorf("units %d, per-user %v after all ended", e.b.used, e.b.perUser)
-	}
-}
-
-// relayed opens a session to srv and relays it to a TCP client; it returns
-// the session, the user's conn and a channel closed when Relay returns.
-func relayed(t *testing.T, e *env, srv *server, user string) (*Session, net.Conn, chan struct{}) {
-	t.Helper()
-	s, err := e.b.Open(context.Background(), tunnelTo(user, "vm1", srv.addrPort().Port()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	relaySide, u := clientPair(t, true)
-	done := make(chan struct{})
-	go func() { s.Relay(relaySide); close(done) }()
-	t.Cleanup(func() { u.Close() })
-	return s, u, done
-}
-
-func waitDone(t *testing.T, done chan struct{}) {
-	t.Helper()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the session did not end")
+	if ends != n || len(e.liveKeys()) != 0 {
+		t.Errorf("%d end records (want %d), %d live entries left", ends, n, len(e.liveKeys()))
 	}
 }
 
 func TestEndingSessions(t *testing.T) {
 	srv := listen(t, "tcp6", "[::1]:0")
-	e := newEnv(t, Config{Targets: []Target{targetAt("vm1", srv.addrPort())}, PerUser: 100,
-		Timeouts: map[string]Timeouts{Tunnel: {Idle: 300 * time.Millisecond}}})
+	cfg := Config{Logger: zap.NewNop(), Targets: []Target{targetAt("vm1", srv.addrPort())}, PerUser: 100,
+		Timeouts: map[string]Timeouts{Tunnel: {Idle: 300 * time.Millisecond}, SSH: {Max: time.Hour}}}
+	e := newEnv(t, cfg)
 
 	t.Run("kill", func(t *testing.T) {
-		s, u, done := relayed(t, e, srv, "alice")
+		s, u, done := relayed(t, e, srv, "alice", clientTCP)
 		srv.next(t)
+		if err := e.b.Kill(s.ID(), ""); err == nil {
+			t.Error("a kill without a reason was accepted")
+		}
 		if err := e.b.Kill(s.ID(), "by root: maintenance"); err != nil {
 			t.Fatal(err)
 		}
@@ -484,25 +259,33 @@ func TestEndingSessions(t *testing.T) {
 		if _, err := io.Copy(io.Discard, u); err != nil {
 			t.Errorf("the user's conn: %v", err)
 		}
-		if r := e.record(s.ID(), "session_end"); r.Reason != "killed: by root: maintenance" {
-			t.Errorf("reason %q", r.Reason)
+		if r := e.record(s.ID(), "session_end"); r.Reason != "killed: by root: maintenance" || !*r.BytesExact {
+			t.Errorf("end record: %+v", r)
+		}
+		var ee *EndedError
+		if s.Context().Err() == nil || !errors.As(context.Cause(s.Context()), &ee) || ee.Reason != "killed: by root: maintenance" {
+			t.Errorf("context: %v, cause %v", s.Context().Err(), context.Cause(s.Context()))
 		}
 		if err := e.b.Kill(s.ID(), "again"); !errors.Is(err, ErrNoSession) {
 			t.Errorf("second kill: %v", err)
 		}
+		s.End("ignored") // idempotent
+		if s.EndReason() != "killed: by root: maintenance" {
+			t.Errorf("EndReason %q", s.EndReason())
+		}
 	})
 	t.Run("idle timeout", func(t *testing.T) {
-		s, _, done := relayed(t, e, srv, "alice")
+		s, _, done := relayed(t, e, srv, "alice", clientTCP)
 		srv.next(t)
 		waitDone(t, done)
 		if r := e.record(s.ID(), "session_end"); r.Reason != ReasonIdle {
 			t.Errorf("reason %q", r.Reason)
 		}
 	})
-	t.Run("max duration applies to live sessions after a reload", func(t *testing.T) {
-		s, u, done := relayed(t, e, srv, "alice")
+	t.Run("activity keeps a session, and max duration applies to live sessions after a reload", func(t *testing.T) {
+		s, u, done := relayed(t, e, srv, "alice", clientTCP)
 		target := srv.next(t)
-		go io.Copy(target, target) // echo: the session is never idle
+		go io.Copy(target, target) // echo
 		go func() {
 			for {
 				if _, err := u.Write([]byte("x")); err != nil {
@@ -512,187 +295,238 @@ func TestEndingSessions(t *testing.T) {
 			}
 		}()
 		go io.Copy(io.Discard, u)
-		e.b.SetConfig(Config{Logger: zap.NewNop(), Targets: []Target{targetAt("vm1", srv.addrPort())}, PerUser: 100,
-			Timeouts: map[string]Timeouts{Tunnel: {Max: 500 * time.Millisecond}}})
+		time.Sleep(600 * time.Millisecond) // twice the idle timeout
+		if s.EndReason() != "" {
+			t.Fatalf("an active session ended: %q", s.EndReason())
+		}
+		c := cfg
+		c.Timeouts = map[string]Timeouts{Tunnel: {Max: 500 * time.Millisecond}}
+		if err := e.b.SetConfig(c); err != nil {
+			t.Fatal(err)
+		}
 		waitDone(t, done)
 		if r := e.record(s.ID(), "session_end"); r.Reason != ReasonMaxDuration {
 			t.Errorf("reason %q", r.Reason)
 		}
 	})
-	e.b.SetConfig(Config{Logger: zap.NewNop(), Targets: []Target{targetAt("vm1", srv.addrPort())}, PerUser: 100})
+	c := cfg
+	c.Timeouts = nil
+	if err := e.b.SetConfig(c); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("SetConfig ends nothing", func(t *testing.T) {
+		s, _, done := relayed(t, e, srv, "alice", clientTCP)
+		srv.next(t)
+		// Even an inventory without the target leaves its sessions alone.
+		if err := e.b.SetConfig(Config{Logger: zap.NewNop(), Targets: nil}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if e.b.Live() != 1 {
+			t.Error("SetConfig ended a session")
+		}
+		if err := e.b.SetConfig(Config{Logger: zap.NewNop(), Capacity: -1}); err == nil {
+			t.Error("a negative capacity was accepted")
+		}
+		if err := e.b.SetConfig(c); err != nil {
+			t.Fatal(err)
+		}
+		s.End("test")
+		waitDone(t, done)
+	})
 	t.Run("EndWhere", func(t *testing.T) {
-		a, _, da := relayed(t, e, srv, "alice")
-		b, _, db := relayed(t, e, srv, "bob")
-		srv.next(t)
-		srv.next(t)
-		if n := e.b.EndWhere(func(i Info) bool { return i.User == "alice" }, ReasonAccessRevoked); n != 1 {
+		a, _, da := relayed(t, e, srv, "alice", clientTCP)
+		a2, _, da2 := relayed(t, e, srv, "alice", clientOpaque)
+		b, _, db := relayed(t, e, srv, "bob", clientTCP)
+		for range 3 {
+			srv.next(t)
+		}
+		if n := e.b.EndWhere(func(i Info) bool { return i.User == "alice" }, ReasonAccessRevoked); n != 2 {
 			t.Errorf("EndWhere ended %d", n)
 		}
 		waitDone(t, da)
-		if r := e.record(a.ID(), "session_end"); r.Reason != ReasonAccessRevoked {
-			t.Errorf("reason %q", r.Reason)
+		waitDone(t, da2)
+		for _, s := range []*Session{a, a2} {
+			if r := e.record(s.ID(), "session_end"); r.Reason != ReasonAccessRevoked {
+				t.Errorf("reason %q", r.Reason)
+			}
 		}
-		if e.b.Live() != 1 {
-			t.Errorf("bob's session must go on")
+		if l := e.b.Sessions(); len(l) != 1 || l[0].ID != b.ID() {
+			t.Errorf("bob's session must go on: %+v", l)
 		}
 		b.End("test")
 		waitDone(t, db)
 	})
-	t.Run("the target resets", func(t *testing.T) {
-		s, u, done := relayed(t, e, srv, "alice")
-		target := srv.next(t).(*net.TCPConn)
-		u.Write([]byte("hello"))
-		buf := make([]byte, 5)
-		io.ReadFull(target, buf)
-		target.SetLinger(0)
-		target.Close()
-		// The user sees the end and closes.
+	t.Run("End before Relay", func(t *testing.T) {
+		s, err := e.b.Open(context.Background(), tunnelTo("alice", "vm1", srv.addrPort().Port()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.next(t)
+		s.End(ReasonAccessRevoked)
+		relaySide, u := clientPair(t, clientTCP)
+		s.Relay(relaySide) // closes the client and returns
 		u.SetReadDeadline(time.Now().Add(5 * time.Second))
-		io.Copy(io.Discard, u)
-		u.Close()
-		waitDone(t, done)
-		if r := e.record(s.ID(), "session_end"); !strings.HasPrefix(r.Reason, ReasonTargetError) || *r.BytesUp != 5 {
-			t.Errorf("end record: %q, up %d", r.Reason, *r.BytesUp)
+		if _, err := u.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("the client was not closed: %v", err)
 		}
 	})
-	t.Run("Close drains, then ends the rest", func(t *testing.T) {
-		s, _, done := relayed(t, e, srv, "alice")
-		srv.next(t)
+}
+
+// TestAddCounts covers relays that are not byte copies: the caller reads
+// and writes the target itself and counts.
+func TestAddCounts(t *testing.T) {
+	srv := listen(t, "tcp4", "127.0.0.1:0")
+	tg := Target{Name: "vm1", Addresses: []netip.Addr{srv.addrPort().Addr()}, SSH: srv.addrPort().Port()}
+	e := newEnv(t, Config{Targets: []Target{tg}, Timeouts: map[string]Timeouts{SSH: {Idle: 300 * time.Millisecond}}})
+	s, err := e.b.Open(context.Background(), Request{User: "alice", Target: "vm1", Protocol: SSH, Login: "root", Via: "browser"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := srv.next(t)
+	s.Target().Write([]byte("SSH-2.0-x\r\n"))
+	io.ReadFull(target, make([]byte, 11))
+	for range 10 {
+		s.AddUp(11)
+		s.AddDown(100)
+		time.Sleep(60 * time.Millisecond) // activity keeps it past the idle timeout
+	}
+	i := s.Info()
+	if i.BytesUp != 110 || i.BytesDown != 1000 || time.Since(i.LastActive) > time.Second || i.Login != "root" || i.Port != srv.addrPort().Port() {
+		t.Errorf("info: %+v", i)
+	}
+	select {
+	case <-s.Context().Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the idle timeout did not end the session")
+	}
+	s.End("ignored") // waits for the record
+	r := e.record(s.ID(), "session_end")
+	if r.Reason != ReasonIdle || *r.BytesUp != 110 || *r.BytesDown != 1000 || r.Login != "root" || r.Via != "browser" {
+		t.Errorf("end record: %+v", r)
+	}
+	if n, err := target.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("End left the target conn open")
+	}
+}
+
+func TestClose(t *testing.T) {
+	srv := listen(t, "tcp4", "127.0.0.1:0")
+	t.Run("waits for sessions that end by themselves", func(t *testing.T) {
+		e := newEnv(t, Config{Targets: []Target{targetAt("vm1", srv.addrPort())}})
+		s, u, done := relayed(t, e, srv, "alice", clientTCP)
+		target := srv.next(t)
+		closed := make(chan error, 1)
+		go func() { closed <- e.b.Close(context.Background()) }()
+		time.Sleep(50 * time.Millisecond)
+		_, err := e.b.Open(context.Background(), tunnelTo("alice", "vm1", srv.addrPort().Port()))
+		wantKind(t, err, KindClosed, "shutting down")
+		if e.b.Live() != 1 {
+			t.Error("draining ended the session")
+		}
+		u.Close()
+		io.Copy(io.Discard, target) // the user's end of stream arrives
+		target.Close()
+		waitDone(t, done)
+		if err := <-closed; err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if r := e.record(s.ID(), "session_end"); r.Reason != ReasonClientClosed {
+			t.Errorf("reason %q", r.Reason)
+		}
+	})
+	t.Run("ends the rest when ctx is done", func(t *testing.T) {
+		e := newEnv(t, Config{Targets: []Target{targetAt("vm1", srv.addrPort())}})
+		var list []*Session
+		var dones []chan struct{}
+		for range 5 {
+			s, _, done := relayed(t, e, srv, "alice", clientOpaque)
+			srv.next(t)
+			list, dones = append(list, s), append(dones, done)
+		}
+		e.b.Drain()
+		_, err := e.b.Open(context.Background(), tunnelTo("alice", "vm1", srv.addrPort().Port()))
+		wantKind(t, err, KindClosed, "shutting down")
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		if err := e.b.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("Close: %v", err)
 		}
-		waitDone(t, done)
-		if r := e.record(s.ID(), "session_end"); r.Reason != ReasonShutdown {
-			t.Errorf("reason %q", r.Reason)
+		for i, s := range list {
+			waitDone(t, dones[i])
+			if r := e.record(s.ID(), "session_end"); r.Reason != ReasonShutdown {
+				t.Errorf("reason %q", r.Reason)
+			}
 		}
-		_, err := e.b.Open(context.Background(), tunnelTo("alice", "vm1", srv.addrPort().Port()))
-		wantKind(t, err, KindClosed, "shutting down")
-		e.b.Close(context.Background()) // a second Close returns at once
+		if len(e.liveKeys()) != 0 {
+			t.Errorf("live entries left: %v", e.liveKeys())
+		}
+		if err := e.b.Close(context.Background()); err != nil { // again: returns at once
+			t.Errorf("second Close: %v", err)
+		}
 	})
 }
 
-func TestCrashRecovery(t *testing.T) {
+// TestCloseLeaksNothing checks that a closed broker leaves no goroutine
+// behind: the sweeper, the writer, the relays.
+func TestCloseLeaksNothing(t *testing.T) {
+	settle := func(want int) int {
+		deadline := time.Now().Add(5 * time.Second)
+		n := runtime.NumGoroutine()
+		for n > want && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			n = runtime.NumGoroutine()
+		}
+		return n
+	}
+	before := runtime.NumGoroutine()
+	t.Run("broker", func(t *testing.T) {
+		srv := listen(t, "tcp4", "127.0.0.1:0")
+		e := newEnv(t, Config{Targets: []Target{targetAt("vm1", srv.addrPort())}})
+		for _, kind := range []string{clientTCP, clientOpaque, clientPipe, clientTCP} {
+			relayed(t, e, srv, "alice", kind)
+			srv.next(t)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		e.b.Close(ctx)
+	})
+	if after := settle(before); after > before {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines before, %d after:\n%s", before, after, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+func TestSessionsSorted(t *testing.T) {
 	srv := listen(t, "tcp4", "127.0.0.1:0")
-	cfg := Config{Targets: []Target{targetAt("vm1", srv.addrPort())}}
-	e := newEnv(t, cfg)
+	e := newEnv(t, Config{Targets: []Target{targetAt("vm1", srv.addrPort())}})
 	var ids []string
-	for range 3 {
-		s, u, _ := relayed(t, e, srv, "alice")
-		target := srv.next(t)
-		u.Write([]byte("twelve bytes"))
-		io.ReadFull(target, make([]byte, 12))
+	for range 5 {
+		s, err := e.b.Open(context.Background(), tunnelTo("alice", "vm1", srv.addrPort().Port()))
+		if err != nil {
+			t.Fatal(err)
+		}
 		ids = append(ids, s.ID())
-	}
-	e.b.saveCounts(e.b.list())
-	// The writer commits in order: once a later op is durable the counts are.
-	e.b.audit.submit(auditOp{})
-	// One session's end record reached the file, but not its delete.
-	s := e.b.sessions[ids[2]]
-	end := endOf(startRecord(s.info), time.Now(), 12, 0, ReasonClientClosed, true)
-	e.b.audit.submit(auditOp{lines: [][]byte{marshalLine(end)}})
-
-	// A crash: nothing else is written.
-	e.b.crashForTest()
-	e.db.Close()
-
-	e.open(cfg)
-	if n := e.b.Recovered(); n != 2 {
-		t.Errorf("recovered %d, want 2", n)
-	}
-	for _, id := range ids[:2] {
-		r := e.record(id, "session_end")
-		if r.Reason != ReasonAbandoned || *r.BytesExact || *r.BytesUp != 12 || r.User != "alice" || r.Start == nil {
-			t.Errorf("abandoned record: %+v", r)
+		if len(s.ID()) != 12 || s.ID() != lowerHex(s.ID()) {
+			t.Errorf("ID %q", s.ID())
 		}
+		defer s.End("test")
 	}
-	ends := 0
-	for _, r := range e.records() {
-		if r.Session == ids[2] && r.Event == "session_end" {
-			ends++
-		}
+	var got []string
+	for _, i := range e.b.Sessions() {
+		got = append(got, i.ID)
 	}
-	if ends != 1 {
-		t.Errorf("%d end records for the session that had one, want 1", ends)
-	}
-	// And nothing is recovered twice.
-	e.b.Close(context.Background())
-	e.db.Close()
-	e.open(cfg)
-	if n := e.b.Recovered(); n != 0 {
-		t.Errorf("second start recovered %d", n)
+	if !slices.Equal(got, ids) {
+		t.Errorf("Sessions %v, want the order of opening %v", got, ids)
 	}
 }
 
-func TestAuditFileReopenedAfterRotation(t *testing.T) {
-	srv := listen(t, "tcp4", "127.0.0.1:0")
-	e := newEnv(t, Config{Targets: []Target{targetAt("vm1", srv.addrPort())}})
-	s1, err := e.b.Open(context.Background(), tunnelTo("alice", "vm1", srv.addrPort().Port()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s1.End("test")
-	if err := os.Rename(e.audit, e.audit+".1"); err != nil {
-		t.Fatal(err)
-	}
-	e.b.audit.checked = time.Time{} // do not wait the second between checks
-	s2, err := e.b.Open(context.Background(), tunnelTo("alice", "vm1", srv.addrPort().Port()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s2.End("test")
-	if r := e.record(s2.ID(), "session_end"); r.Reason != "test" {
-		t.Errorf("after rotation: %+v", r)
-	}
-	for _, r := range e.records() {
-		if r.Session == s1.ID() {
-			t.Errorf("the new file holds the old session")
+func lowerHex(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			b[i] = '!'
 		}
 	}
-}
-
-func TestMetrics(t *testing.T) {
-	srv := listen(t, "tcp4", "127.0.0.1:0")
-	e := newEnv(t, Config{Targets: []Target{targetAt("vm1", srv.addrPort())}})
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(e.b)
-	s, u, done := relayed(t, e, srv, "alice")
-	target := srv.next(t)
-	u.Write(make([]byte, 1000))
-	io.ReadFull(target, make([]byte, 1000))
-	e.b.HandshakeFailed("tunnel")
-	want := `
-# HELP bastiond_sessions_active Sessions open now.
-# TYPE bastiond_sessions_active gauge
-bastiond_sessions_active{protocol="tunnel"} 1
-# HELP bastiond_session_bytes_total Bytes carried by sessions, live ones included: up is from users to machines.
-# TYPE bastiond_session_bytes_total counter
-bastiond_session_bytes_total{direction="down",protocol="tunnel"} 0
-bastiond_session_bytes_total{direction="up",protocol="tunnel"} 1000
-# HELP bastiond_handshake_failures_total Handshakes that failed, by layer: tls, quic, tunnel, ssh, rdp.
-# TYPE bastiond_handshake_failures_total counter
-bastiond_handshake_failures_total{layer="tunnel"} 1
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "bastiond_sessions_active", "bastiond_session_bytes_total", "bastiond_handshake_failures_total"); err != nil {
-		t.Error(err)
-	}
-	s.End(ReasonAccessRevoked)
-	waitDone(t, done)
-	want = `
-# HELP bastiond_sessions_ended_total Sessions ended, by why.
-# TYPE bastiond_sessions_ended_total counter
-bastiond_sessions_ended_total{protocol="tunnel",reason="access_revoked"} 1
-# HELP bastiond_session_bytes_total Bytes carried by sessions, live ones included: up is from users to machines.
-# TYPE bastiond_session_bytes_total counter
-bastiond_session_bytes_total{direction="down",protocol="tunnel"} 0
-bastiond_session_bytes_total{direction="up",protocol="tunnel"} 1000
-# HELP bastiond_capacity_units Capacity in weighted units: used by open sessions, and the total (limits.capacity).
-# TYPE bastiond_capacity_units gauge
-bastiond_capacity_units{state="total"} 100
-bastiond_capacity_units{state="used"} 0
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "bastiond_sessions_ended_total", "bastiond_session_bytes_total", "bastiond_capacity_units"); err != nil {
-		t.Error(err)
-	}
+	return string(b)
 }

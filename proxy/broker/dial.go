@@ -30,33 +30,42 @@ func (e *guardError) Error() string {
 	return fmt.Sprintf("refused by the dial guard: %s %s", e.addr, e.why)
 }
 
-// forbidden says why a is never dialled, or "" when it may be.
+var thisNetwork = netip.MustParsePrefix("0.0.0.0/8")
+
+// forbidden says why a is never dialled, whatever the inventory says, or ""
+// when it may be. local are the host's own addresses.
 func forbidden(a netip.Addr, local []netip.Addr) string {
 	a = a.Unmap()
+	loopbackOK := a.IsLoopback() && allowLoopbackForTest
 	switch {
 	case !a.IsValid():
 		return "is not an address"
-	case a.IsLoopback() && !allowLoopbackForTest:
+	case a.IsLoopback() && !loopbackOK:
 		return "is a loopback address"
 	case a.IsUnspecified():
 		return "is the unspecified address"
+	case thisNetwork.Contains(a):
+		return "is in 0.0.0.0/8 (this host on this network)"
 	case a.IsLinkLocalUnicast():
 		return "is a link-local address"
 	case a.IsMulticast():
 		return "is a multicast address"
-	case a.Is4() && a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		return "is the broadcast address"
-	case slices.Contains(local, a) && !(a.IsLoopback() && allowLoopbackForTest):
+	case !loopbackOK && slices.ContainsFunc(local, func(l netip.Addr) bool { return l.Unmap() == a }):
 		return "is one of the bastion's own addresses"
 	}
 	return ""
 }
 
-// control is the dialer's Control for one target and port: it runs after
-// the socket exists and before connect(2), on the very address the kernel
-// is about to connect to, and refuses anything not allowed. It also sets
-// TCP_USER_TIMEOUT, so that unacknowledged data to a machine that went
-// away ends the session instead of hanging.
+// control is the dialer's Control for one target and port. The runtime calls
+// it after the socket exists and before connect(2), with the very address
+// the kernel is about to connect to; an error here means connect(2) is never
+// called. So whatever built the address string (a resolver, a future
+// refactor), what is checked is what would be dialled: one of allowed (the
+// target's inventory addresses on the port asked for) and none of the
+// forbidden classes. It also sets TCP_USER_TIMEOUT, so that unacknowledged
+// data to a machine that went away ends the session instead of hanging.
 func (b *Broker) control(allowed []netip.AddrPort, userTimeout time.Duration) func(network, address string, c syscall.RawConn) error {
 	return func(network, address string, c syscall.RawConn) error {
 		ap, err := netip.ParseAddrPort(address)
@@ -78,54 +87,99 @@ func (b *Broker) control(allowed []netip.AddrPort, userTimeout time.Duration) fu
 		err = c.Control(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(userTimeout.Milliseconds()))
 		})
-		return errors.Join(err, serr)
+		if err == nil && serr != nil {
+			err = fmt.Errorf("set TCP_USER_TIMEOUT: %w", serr)
+		}
+		return err
 	}
 }
 
+// dialFailure is why one address was not connected.
+type dialFailure struct {
+	addr   netip.AddrPort
+	reason string
+	guard  bool
+}
+
 // dial connects to the first of t's addresses that answers on port, within
-// the dial timeout for all of them.
+// c.DialTimeout for all of them together. Refusals are *Error.
 func (b *Broker) dial(ctx context.Context, c *config, t Target, port uint16) (*net.TCPConn, netip.AddrPort, error) {
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
 	defer cancel()
-	allowed := make([]netip.AddrPort, len(t.Addresses))
-	for i, a := range t.Addresses {
-		allowed[i] = netip.AddrPortFrom(a.Unmap(), port)
+	// Close, once its grace is over, aborts dials in flight.
+	defer context.AfterFunc(b.stopCtx, cancel)()
+
+	allowed := make([]netip.AddrPort, 0, len(t.Addresses))
+	for _, a := range t.Addresses {
+		if ap := netip.AddrPortFrom(a.Unmap(), port); !slices.Contains(allowed, ap) {
+			allowed = append(allowed, ap)
+		}
 	}
 	tt := c.TargetTimeout
 	d := net.Dialer{
+		// Seconds are the kernel's unit; the runtime rounds up.
 		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: tt / 2, Interval: max(tt/6, time.Second), Count: 3},
 		Control:         b.control(allowed, tt),
 	}
-	var failures []string
-	var guard *guardError
+	var failures []dialFailure
 	for _, ap := range allowed {
 		conn, err := d.DialContext(ctx, "tcp", ap.String())
 		if err == nil {
 			return conn.(*net.TCPConn), ap, nil
 		}
-		if errors.As(err, &guard) {
-			failures = append(failures, guard.Error())
+		if ge := (*guardError)(nil); errors.As(err, &ge) {
+			failures = append(failures, dialFailure{addr: ap, reason: ge.Error(), guard: true})
 			continue
 		}
-		failures = append(failures, ap.String()+": "+dialReason(err))
+		failures = append(failures, dialFailure{addr: ap, reason: dialReason(err)})
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	b.metrics.dialErrors.WithLabelValues(t.Name).Inc()
-	if guard != nil && len(failures) == len(allowed) && allGuard(failures) {
-		return nil, netip.AddrPort{}, &Error{Kind: KindRefused, Msg: fmt.Sprintf("%s is not dialled: %s", t.Name, strings.Join(failures, "; "))}
+	switch {
+	case b.stopCtx.Err() != nil:
+		return nil, netip.AddrPort{}, &Error{Kind: KindClosed, Msg: "the bastion is shutting down"}
+	case parent.Err() != nil:
+		// The caller gave up (the user went away): not the target's fault.
+		return nil, netip.AddrPort{}, &Error{Kind: KindUnreachable, Msg: fmt.Sprintf("%s: the connection was abandoned", t.Name),
+			Err: context.Cause(parent)}
 	}
-	return nil, netip.AddrPort{}, &Error{Kind: KindUnreachable, Msg: fmt.Sprintf("%s does not answer on port %d (%s)", t.Name, port, strings.Join(failures, "; "))}
+	b.metrics.dialErrors.WithLabelValues(t.Name).Inc()
+	return nil, netip.AddrPort{}, dialError(t.Name, failures)
 }
 
-func allGuard(failures []string) bool {
-	for _, f := range failures {
-		if !strings.HasPrefix(f, "refused by the dial guard") {
-			return false
-		}
+// dialError words the failure of every address: a guard refusal names the
+// rule, anything else reads "vm1 (198.18.1.11:22, [2001:db8::11]:22) is
+// not reachable: connection refused".
+func dialError(name string, failures []dialFailure) *Error {
+	if len(failures) == 0 {
+		return &Error{Kind: KindUnreachable, Msg: fmt.Sprintf("%s has no address in the inventory", name)}
 	}
-	return true
+	allGuard, same := true, true
+	addrs := make([]string, len(failures))
+	reasons := make([]string, len(failures))
+	for i, f := range failures {
+		allGuard = allGuard && f.guard
+		same = same && f.reason == failures[0].reason
+		addrs[i] = f.addr.String()
+		reasons[i] = f.reason
+	}
+	if allGuard {
+		return &Error{Kind: KindRefused, Msg: strings.Join(reasons, "; ")}
+	}
+	msg := fmt.Sprintf("%s (%s) is not reachable: ", name, strings.Join(addrs, ", "))
+	if same {
+		msg += failures[0].reason
+	} else {
+		for i, f := range failures {
+			if !f.guard {
+				reasons[i] = f.addr.String() + ": " + f.reason
+			}
+		}
+		msg += strings.Join(reasons, "; ")
+	}
+	return &Error{Kind: KindUnreachable, Msg: msg}
 }
 
 // dialReason is the short cause of a failed dial.
@@ -135,8 +189,10 @@ func dialReason(err error) string {
 		return "connection refused"
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT):
 		return "timed out"
-	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+	case errors.Is(err, syscall.EHOSTUNREACH):
 		return "no route to host"
+	case errors.Is(err, syscall.ENETUNREACH):
+		return "network unreachable"
 	case errors.Is(err, context.Canceled):
 		return "cancelled"
 	}
@@ -150,7 +206,7 @@ func dialReason(err error) string {
 // addrCache caches the host's addresses for a second: dials in a burst
 // share one netlink dump.
 type addrCache struct {
-	mu    sync.Mutex
+	mu    sync.Mutex // guards the fields below
 	at    time.Time
 	addrs []netip.Addr
 }
@@ -158,19 +214,19 @@ type addrCache struct {
 func (c *addrCache) get() ([]netip.Addr, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if time.Since(c.at) < time.Second {
-		return slices.Clone(c.addrs), nil
+	if !c.at.IsZero() && time.Since(c.at) < time.Second {
+		return c.addrs, nil // never modified: a refresh makes a new slice
 	}
 	ifaddrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil, err
 	}
-	c.addrs = c.addrs[:0]
+	addrs := make([]netip.Addr, 0, len(ifaddrs))
 	for _, ia := range ifaddrs {
 		if p, err := netip.ParsePrefix(ia.String()); err == nil {
-			c.addrs = append(c.addrs, p.Addr().Unmap())
+			addrs = append(addrs, p.Addr().Unmap())
 		}
 	}
-	c.at = time.Now()
-	return slices.Clone(c.addrs), nil
+	c.addrs, c.at = addrs, time.Now()
+	return addrs, nil
 }

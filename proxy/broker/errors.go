@@ -11,11 +11,11 @@ type ErrorKind int
 
 const (
 	KindUnknownTarget ErrorKind = iota + 1 // not in the inventory, or the port is not offered
-	KindUserLimit                          // the user has sessions_per_user open
+	KindUserLimit                          // the user has Config.PerUser sessions open
 	KindCapacity                           // the instance is full
-	KindUnreachable                        // no address of the target answered
-	KindRefused                            // the dial guard refused the address
-	KindClosed                             // the broker is shutting down
+	KindUnreachable                        // no address of the target answered (or the dial was cancelled)
+	KindRefused                            // the dial guard refused every address
+	KindClosed                             // the broker is draining or shut down
 	KindInternal                           // the start record could not be written
 )
 
@@ -59,17 +59,32 @@ func (e *Error) Unwrap() error { return e.Err }
 // ErrNoSession is the answer to Kill for an ID that is not live.
 var ErrNoSession = errors.New("broker: no such live session")
 
-// End reasons, as recorded.
+// End reasons, as recorded in the end record's "reason". The metric label
+// of bastiond_sessions_ended_total is the reason's class (reasonClass).
 const (
-	ReasonClientClosed      = "client closed"
-	ReasonTargetClosed      = "target closed"
-	ReasonIdle              = "idle timeout"
-	ReasonMaxDuration       = "max duration"
-	ReasonAccessRevoked     = "access revoked"
+	// ReasonClientClosed: the client ended its stream first (and the
+	// target then closed), or both closed normally with the client first.
+	ReasonClientClosed = "client closed"
+	// ReasonTargetClosed: the target ended its stream first.
+	ReasonTargetClosed = "target closed"
+	// ReasonIdle: no byte either way for the protocol's idle timeout.
+	ReasonIdle = "idle timeout"
+	// ReasonMaxDuration: the protocol's maximum session time passed.
+	ReasonMaxDuration = "max duration"
+	// ReasonAccessRevoked: the caller ended it (EndWhere) because the user,
+	// role or token that allowed it is gone.
+	ReasonAccessRevoked = "access revoked"
+	// ReasonTargetUnreachable: the machine went away mid-session
+	// (ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN, ECONNRESET on the
+	// target's side).
 	ReasonTargetUnreachable = "target unreachable"
-	ReasonShutdown          = "shutdown"
-	ReasonAbandoned         = "abandoned"
-	// Prefixes of reasons that carry detail.
+	// ReasonShutdown: the broker closed with the session still open.
+	ReasonShutdown = "shutdown"
+	// ReasonAbandoned: a crash interrupted it; written at the next start.
+	ReasonAbandoned = "abandoned"
+
+	// Prefixes of reasons that carry detail: "killed: by root:
+	// maintenance", "client error: <err>", "target error: <err>".
 	ReasonKilled      = "killed: "
 	ReasonClientError = "client error: "
 	ReasonTargetError = "target error: "
@@ -106,9 +121,12 @@ func reasonClass(reason string) string {
 	return "other"
 }
 
-// unreachable reports whether err says the peer is gone: no answer to data
-// or keepalives (TCP_USER_TIMEOUT), or no route to it any more.
+// unreachable reports whether err, seen on the target's side, says the
+// machine went away: no answer to data or keepalives (TCP_USER_TIMEOUT), no
+// route to it any more, or a reset (it rebooted, or its stack dropped the
+// connection).
 func unreachable(err error) bool {
 	return errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, syscall.EHOSTUNREACH) ||
-		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTDOWN)
+		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTDOWN) ||
+		errors.Is(err, syscall.ECONNRESET)
 }

@@ -1,15 +1,14 @@
 package broker
 
-// crashForTest stops the broker as a crash would: no end records, no
-// deletes, the files closed.
+// crashForTest stops the broker as a crash would: the writer stops
+// committing, so no end record or delete reaches the disk, and the files
+// are closed. Sessions still open end later without their records.
 func (b *Broker) crashForTest() {
-	close(b.stop)
-	<-b.swept
-	// Drain the writer without committing anything more.
-	b.audit.f.Close()
-	b.audit.close()
-	b.closeOnce.Do(func() {})
-	for _, s := range b.list() {
-		s.target.Close()
-	}
+	b.Drain()
+	b.finalOnce.Do(func() {
+		b.stopAll()
+		close(b.stop)
+		<-b.swept
+		b.audit.close()
+	})
 }

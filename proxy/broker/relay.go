@@ -15,10 +15,13 @@ import (
 // Relay carries bytes between client and the target both ways until both
 // directions end or one fails, then ends the session with the reason and
 // returns once the end record is on disk. Each direction half-closes its
-// destination at its source's end of stream.
+// destination at its source's end of stream (a destination without
+// CloseWrite is closed). End, from anywhere, closes both connections and
+// its reason wins. Relay takes client over, closes it, and is called at
+// most once.
 func (s *Session) Relay(client net.Conn) {
 	s.mu.Lock()
-	if s.closing {
+	if s.closing || s.client != nil {
 		s.mu.Unlock()
 		client.Close()
 		<-s.done
@@ -28,22 +31,22 @@ func (s *Session) Relay(client net.Conn) {
 	s.copying.Add(2)
 	s.mu.Unlock()
 
-	var r relayOutcome
+	r := relayOutcome{s: s, client: client}
 	go func() {
 		defer s.copying.Done()
-		r.report(true, s.pipe(s.target, client, &s.up), s)
+		r.report(true, s.pipe(s.target, client, &s.up, func(shut bool) { r.ended(true, shut) }))
 	}()
 	// The caller's goroutine carries the other direction: one goroutine
-	// less per session.
+	// (and its stack) less per session.
 	func() {
 		defer s.copying.Done()
-		r.report(false, s.pipe(client, s.target, &s.down), s)
+		r.report(false, s.pipe(client, s.target, &s.down, func(shut bool) { r.ended(false, shut) }))
 	}()
 	s.copying.Wait()
 	s.End(r.reason())
 }
 
-// pipeErr is how one direction ended: nil at the source's end of stream.
+// pipeErr is how one direction ended: err nil at the source's end of stream.
 type pipeErr struct {
 	err      error
 	readSide bool // the source failed, not the destination
@@ -52,218 +55,291 @@ type pipeErr struct {
 // relayOutcome decides the end reason from how the directions ended: the
 // first failure, or else whichever side ended its stream first.
 type relayOutcome struct {
-	mu        sync.Mutex
-	first     *pipeErr
-	firstUp   bool // the first event was on the upward direction
-	gone      bool // some target-side error said the machine is unreachable
-	eofClient bool // the client's end of stream came before the target's
-	events    int
+	s      *Session
+	client net.Conn
+
+	mu      sync.Mutex // guards the fields below
+	first   *pipeErr
+	firstUp bool // the first failure was on the upward direction
+	gone    bool // a target-side error said the machine went away
+	shut    bool // a destination was closed whole at an end of stream
+	// firstEnd is the side whose end of stream was read first: 1 the
+	// client's, 2 the target's, 0 none yet.
+	firstEnd int
 }
 
-func (r *relayOutcome) report(up bool, e pipeErr, s *Session) {
+// ended notes that a direction's source ended its stream. It is called
+// before the end is passed on (the half-close), so that a side reacting to
+// it cannot be noted first. Which side closed first is the order in which
+// the relay reads the two ends: when both close at nearly the same time
+// (one side reacting to the other's last data before the relay has read
+// the end behind that data), either may be recorded. shut says that the
+// destination has no half-close and is about to be closed whole: the other
+// direction will then fail on a closed conn, and that is the end of
+// stream, not an error.
+func (r *relayOutcome) ended(up, shut bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.events++
-	if e.err != nil && up != e.readSide && unreachable(e.err) {
-		r.gone = true
-	}
-	if e.err != nil {
-		if r.first == nil {
-			r.first, r.firstUp = &e, up
-			// One failed direction ends both.
-			s.target.Close()
-			if c := s.clientConn(); c != nil {
-				c.Close()
-			}
+	r.shut = r.shut || shut
+	if r.firstEnd == 0 {
+		r.firstEnd = 2
+		if up {
+			r.firstEnd = 1
 		}
+	}
+}
+
+// report records one direction's end. up is the direction from the client
+// (reading the client, writing the target).
+func (r *relayOutcome) report(up bool, e pipeErr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e.err == nil {
 		return
 	}
-	if r.events == 1 && r.first == nil {
-		r.eofClient = up
+	if r.shut && r.first == nil {
+		return
+	}
+	targetSide := up != e.readSide
+	if targetSide && unreachable(e.err) {
+		r.gone = true
+	}
+	if r.first == nil {
+		r.first, r.firstUp = &e, up
+		// One failed direction ends both at once.
+		r.s.target.Close()
+		r.client.Close()
 	}
 }
 
 func (r *relayOutcome) reason() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	// When a machine goes away, the direction that notices first may see
-	// only a broken pipe; the other sees the timeout that says why.
+	// only a broken pipe; the other sees the reset or timeout that says why.
 	if r.gone {
 		return ReasonTargetUnreachable
 	}
 	if r.first == nil {
-		if r.eofClient {
+		if r.firstEnd == 1 {
 			return ReasonClientClosed
 		}
 		return ReasonTargetClosed
 	}
 	// Up reads the client and writes the target; down the reverse.
-	targetSide := r.firstUp != r.first.readSide
-	if targetSide {
-		if unreachable(r.first.err) {
-			return ReasonTargetUnreachable
-		}
+	if r.firstUp != r.first.readSide {
 		return ReasonTargetError + r.first.err.Error()
 	}
 	return ReasonClientError + r.first.err.Error()
 }
 
-func (s *Session) clientConn() net.Conn {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.client
-}
-
 type closeWriter interface{ CloseWrite() error }
 
 // Buffers: an idle direction must not pin a large buffer (10,000 idle
-// sessions are a benchmark target), so a direction waits for data either
-// without a buffer (a socket: readiness, then read) or on a small one, and
-// takes a large pooled buffer only while data flows.
+// relayed sessions must fit in 64 KiB each, everything included), so a
+// direction waits for data either without a buffer (a socket: readiness,
+// then read) or on a small one, and takes a large pooled buffer only while
+// data flows.
 const (
 	bigBuf   = 32 << 10
 	smallBuf = 2 << 10
-	hotRead  = 1 << 10 // a read at least this big keeps the big buffer
+	hotRead  = 1 << 10 // a read at least this big takes (or keeps) the big buffer
 )
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bigBuf); return &b }}
 
 // pipe copies src to dst until src's end of stream (then half-closes dst)
-// or an error, adding what dst accepted to count.
-func (s *Session) pipe(dst, src net.Conn, count *atomic.Int64) pipeErr {
-	if d, ok := dst.(*net.TCPConn); ok {
-		if sc, ok := src.(*net.TCPConn); ok {
-			return s.splice(d, sc, count)
-		}
-	}
+// or an error, adding what dst accepted to count. At the end of stream it
+// calls ended before dst is half-closed (or closed whole, shut true, when
+// it has no CloseWrite).
+func (s *Session) pipe(dst, src net.Conn, count *atomic.Int64, ended func(shut bool)) pipeErr {
 	var e pipeErr
-	if sc, ok := src.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			e = s.copyWhenReadable(dst, src, rc, count)
-			goto done
+	d, dstTCP := dst.(*net.TCPConn)
+	switch sc := src.(type) {
+	case *net.TCPConn:
+		if dstTCP {
+			return s.splice(d, sc, count, ended)
 		}
+		e = s.copyWhenReadable(dst, src, sc, count)
+	case *net.UnixConn:
+		e = s.copyWhenReadable(dst, src, sc, count)
+	default:
+		// Not a socket we can poll for readiness: a QUIC stream, a
+		// WebSocket, a TLS conn. A type that embeds a socket but reads
+		// through a buffer of its own (a sniffed prefix) would look
+		// readable only when new data arrives, so only the socket types
+		// themselves take the path above.
+		e = s.copyAdaptive(dst, src, count)
 	}
-	e = s.copyAdaptive(dst, src, count)
-done:
 	if e.err == nil {
+		// A failed half-close (the peer reset meanwhile) is not this
+		// direction's outcome: the other direction sees the reset.
 		if cw, ok := dst.(closeWriter); ok {
+			ended(false)
 			cw.CloseWrite()
+		} else {
+			ended(true)
+			dst.Close()
 		}
 	}
 	return e
 }
 
-// splice copies between two TCP sockets with splice(2), through the
-// kernel. It waits for the source to be readable, asks how much it holds
-// (SIOCINQ) and splices exactly that (TCPConn.ReadFrom splices from a
-// LimitedReader around a TCPConn), so that every arrival updates the live
-// counters and the idle clock, as the buffered paths do.
-func (s *Session) splice(dst, src *net.TCPConn, count *atomic.Int64) pipeErr {
+// waitReadable waits in the runtime poller, holding no buffer, until rc has
+// data, an end of stream or an error; it peeks one byte without taking it.
+// A pending socket error (a reset, a timeout to a machine gone away) is
+// collected by the peek: it is returned, since a later read would not see
+// it. avail is how much the socket holds when asked for (SIOCINQ).
+func waitReadable(rc syscall.RawConn, wantAvail bool) (avail int, eof bool, err error) {
+	var one [1]byte
+	var perr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, err := unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		switch {
+		case err == unix.EAGAIN || err == unix.EINTR:
+			return false // not yet: park in the poller
+		case err != nil:
+			perr = os.NewSyscallError("recvfrom", err)
+		case n == 0:
+			eof = true
+		case wantAvail:
+			avail, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+		}
+		return true
+	})
+	if err == nil {
+		err = perr
+	}
+	return max(avail, 1), eof, err
+}
+
+// splice copies between two TCP sockets with splice(2), through the kernel:
+// TCPConn.ReadFrom splices from an io.LimitedReader around a TCPConn. It
+// waits for the source to be readable, asks how much it holds and splices
+// exactly that, so that ReadFrom returns at once and every arrival updates
+// the live counters and the idle clock (a plain ReadFrom would block until
+// its limit or the end of stream, and an interactive session would look
+// idle).
+func (s *Session) splice(dst, src *net.TCPConn, count *atomic.Int64, ended func(shut bool)) pipeErr {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return pipeErr{err: err, readSide: true}
 	}
-	var one [1]byte
+	lr := &io.LimitedReader{R: src} // one per direction: no allocation per chunk
 	for {
-		var avail int
-		var eof bool
-		var perr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, _, err := unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			switch {
-			case err == unix.EAGAIN:
-				return false
-			case err != nil:
-				perr = os.NewSyscallError("recvfrom", err)
-			case n == 0:
-				eof = true
-			default:
-				avail, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-			}
-			return true
-		})
-		if err == nil {
-			err = perr
-		}
+		avail, eof, err := waitReadable(rc, true)
 		if err != nil {
 			return pipeErr{err: err, readSide: true}
 		}
 		if eof {
-			dst.CloseWrite()
+			ended(false)
+			dst.CloseWrite() // as in pipe: a failure shows on the other direction
 			return pipeErr{}
 		}
-		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: int64(max(avail, 1))})
+		lr.N = int64(min(avail, 1<<20))
+		n, err := dst.ReadFrom(lr)
 		if n > 0 {
 			count.Add(n)
 			s.touch()
 		}
 		if err != nil {
-			return pipeErr{err: err, readSide: isReadErr(err)}
+			return pipeErr{err: err, readSide: spliceReadSide(dst, src, err)}
 		}
 	}
 }
 
-// isReadErr guesses the side of a splice error, which one syscall moves
-// between both sockets: a broken pipe is the destination's; anything else
-// (a reset, a timeout) is taken to be the source's. Only sessions whose
-// both ends are plain TCP take this path.
-func isReadErr(err error) bool {
-	return !errors.Is(err, syscall.EPIPE)
+// spliceReadSide tells which socket a splice error came from: one call
+// moves bytes between both. A broken pipe is the destination's. Otherwise
+// the socket the kernel has closed (a reset or a timeout moves it to
+// TCP_CLOSE) is the culprit; when that does not tell, the source.
+func spliceReadSide(dst, src *net.TCPConn, err error) bool {
+	if errors.Is(err, syscall.EPIPE) {
+		return false
+	}
+	srcClosed, dstClosed := tcpClosed(src), tcpClosed(dst)
+	return !(dstClosed && !srcClosed)
 }
+
+// tcpClose is TCP_CLOSE (include/net/tcp_states.h).
+const tcpClose = 7
+
+// tcpState is c's socket's TCP state, or 0 when it cannot be read.
+func tcpState(c *net.TCPConn) uint8 {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var state uint8
+	rc.Control(func(fd uintptr) {
+		if ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			state = ti.State
+		}
+	})
+	return state
+}
+
+func tcpClosed(c *net.TCPConn) bool { return tcpState(c) == tcpClose }
 
 // copyWhenReadable waits for src's socket to be readable without holding
-// a buffer (MSG_PEEK of one byte, non-blocking, in the runtime poller),
-// then reads into a pooled buffer and gives it back.
-func (s *Session) copyWhenReadable(dst, src net.Conn, rc syscall.RawConn, count *atomic.Int64) pipeErr {
-	var one [1]byte
+// a buffer, then reads into a pooled buffer until the socket is drained,
+// and gives the buffer back.
+func (s *Session) copyWhenReadable(dst, src net.Conn, sc syscall.Conn, count *atomic.Int64) pipeErr {
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return pipeErr{err: err, readSide: true}
+	}
 	for {
-		// The peek may be what collects a pending socket error (a timeout
-		// to a machine gone away): keep it, a later read would see none.
-		var perr error
-		err := rc.Read(func(fd uintptr) bool {
-			_, _, err := unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			if err == unix.EAGAIN {
-				return false
-			}
-			if err != nil {
-				perr = os.NewSyscallError("recvfrom", err)
-			}
-			return true
-		})
-		if err == nil {
-			err = perr
-		}
-		if err != nil {
+		if _, _, err := waitReadable(rc, false); err != nil {
 			return pipeErr{err: err, readSide: true}
 		}
+		// The peek saw data or the end of stream: the read does not block.
 		bp := bufPool.Get().(*[]byte)
-		for {
-			n, rerr := src.Read(*bp)
-			if n > 0 {
-				w, werr := dst.Write((*bp)[:n])
-				count.Add(int64(w))
-				s.touch()
-				if werr != nil {
-					bufPool.Put(bp)
-					return pipeErr{err: werr}
-				}
-			}
-			if rerr == io.EOF {
-				bufPool.Put(bp)
-				return pipeErr{}
-			}
-			if rerr != nil {
-				bufPool.Put(bp)
-				return pipeErr{err: rerr, readSide: true}
-			}
-			if n < len(*bp) {
-				break // drained for now: wait again without the buffer
-			}
-		}
+		e, drained := s.copyChunks(dst, src, *bp, count)
 		bufPool.Put(bp)
+		if !drained {
+			return e
+		}
 	}
 }
 
-// copyAdaptive reads src on a small buffer while it is quiet and on a
-// pooled large one while data flows.
+// copyChunks reads src into buf and writes to dst until a read comes back
+// short (the socket is drained for now: drained is true) or the stream
+// ends or fails (e says how).
+func (s *Session) copyChunks(dst, src net.Conn, buf []byte, count *atomic.Int64) (e pipeErr, drained bool) {
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if werr := s.write(dst, buf[:n], count); werr != nil {
+				return pipeErr{err: werr}, false
+			}
+		}
+		switch {
+		case rerr == io.EOF:
+			return pipeErr{}, false
+		case rerr != nil:
+			return pipeErr{err: rerr, readSide: true}, false
+		case n < len(buf):
+			return pipeErr{}, true
+		}
+	}
+}
+
+// write writes p to dst, counting what dst accepted.
+func (s *Session) write(dst net.Conn, p []byte, count *atomic.Int64) error {
+	w, err := dst.Write(p)
+	if w > 0 {
+		count.Add(int64(w))
+		s.touch()
+	}
+	if err == nil && w < len(p) {
+		err = io.ErrShortWrite
+	}
+	return err
+}
+
+// copyAdaptive reads src on a small buffer of its own while it is quiet
+// (a blocked Read must hold a buffer) and on a pooled large one while data
+// flows.
 func (s *Session) copyAdaptive(dst, src net.Conn, count *atomic.Int64) pipeErr {
 	small := make([]byte, smallBuf)
 	var big *[]byte
@@ -279,10 +355,7 @@ func (s *Session) copyAdaptive(dst, src net.Conn, count *atomic.Int64) pipeErr {
 		}
 		n, rerr := src.Read(buf)
 		if n > 0 {
-			w, werr := dst.Write(buf[:n])
-			count.Add(int64(w))
-			s.touch()
-			if werr != nil {
+			if werr := s.write(dst, buf[:n], count); werr != nil {
 				return pipeErr{err: werr}
 			}
 		}

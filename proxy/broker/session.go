@@ -34,21 +34,21 @@ type Info struct {
 // it is relayed to.
 type Session struct {
 	b      *Broker
-	info   Info // immutable after Open
-	weight int
+	info   Info // immutable after Open; the live fields are below
+	weight int  // the units it was admitted with
 	target *net.TCPConn
-	log    *zap.Logger
+	log    *zap.Logger // with the session's ID
 
-	up, down atomic.Int64
+	up, down atomic.Int64 // bytes from the user, to the user
 	last     atomic.Int64 // unix nanoseconds of the last byte either way
-	ended    atomic.Bool
+	ending   atomic.Bool  // End has begun
 
 	ctx    context.Context
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 
 	mu      sync.Mutex // guards the fields below
-	client  net.Conn
-	closing bool
+	client  net.Conn   // given to Relay
+	closing bool       // End has begun: Relay must not start
 	reason  string
 	copying sync.WaitGroup // the relay's two directions
 
@@ -56,21 +56,30 @@ type Session struct {
 	done chan struct{} // closed once the end record is on disk
 }
 
+// EndedError is the cause of a session's Context once it is ended.
+type EndedError struct{ Reason string }
+
+func (e *EndedError) Error() string { return "broker: session ended: " + e.Reason }
+
 func newSession(b *Broker, info Info, weight int, target *net.TCPConn) *Session {
 	s := &Session{b: b, info: info, weight: weight, target: target, done: make(chan struct{}),
 		log: b.log.With(zap.String("session", info.ID))}
 	s.last.Store(info.Start.UnixNano())
-	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.ctx, s.cancel = context.WithCancelCause(context.Background())
 	return s
 }
 
 // ID is the session's identifier, as listed and recorded.
 func (s *Session) ID() string { return s.info.ID }
 
-// Target is the connection to the machine.
+// Target is the connection to the machine, a *net.TCPConn. A caller that
+// does not use Relay (browser SSH terminates the protocol on the bastion)
+// reads and writes it itself, counts with AddUp and AddDown, and calls End.
 func (s *Session) Target() net.Conn { return s.target }
 
-// Context is done once the session is being ended.
+// Context is done once the session is being ended (kill, timeout,
+// revocation, shutdown, or the relay's end); context.Cause is then an
+// *EndedError with the reason.
 func (s *Session) Context() context.Context { return s.ctx }
 
 // Info is the session with its live counters.
@@ -92,30 +101,33 @@ func (s *Session) lastActive() time.Time { return time.Unix(0, s.last.Load()) }
 
 func (s *Session) touch() { s.last.Store(time.Now().UnixNano()) }
 
-// AddUp and AddDown count bytes for relays that are not byte splices (the
-// browser SSH terminal): from the user and to the user.
+// AddUp counts n bytes from the user to the machine, for relays that are
+// not byte copies (the browser SSH terminal), and marks the session active.
 func (s *Session) AddUp(n int64) {
 	s.up.Add(n)
 	s.touch()
 }
 
+// AddDown counts n bytes from the machine to the user; see AddUp.
 func (s *Session) AddDown(n int64) {
 	s.down.Add(n)
 	s.touch()
 }
 
-// End ends the session with reason: it closes both connections, waits
-// for the relay to stop counting, writes the end record (synced), deletes
-// the live entry and forgets the session. It is idempotent; every call
-// returns once the record is on disk, and the first reason wins.
+// End ends the session with reason: it closes the target connection and the
+// client given to Relay (so that blocked reads return), waits for the relay
+// to stop counting, writes the end record (synced), deletes the live entry,
+// updates the metrics, gives the units back and forgets the session. It is
+// idempotent and safe from any goroutine; the first reason wins and every
+// call returns once the record is on disk.
 func (s *Session) End(reason string) {
 	s.once.Do(func() {
-		s.ended.Store(true)
+		s.ending.Store(true)
 		s.mu.Lock()
 		s.closing, s.reason = true, reason
 		client := s.client
 		s.mu.Unlock()
-		s.cancel()
+		s.cancel(&EndedError{Reason: reason})
 		s.target.Close()
 		if client != nil {
 			client.Close()
@@ -129,15 +141,16 @@ func (s *Session) End(reason string) {
 
 func (s *Session) finish(reason string) {
 	b := s.b
-	up, down := s.up.Load(), s.down.Load()
-	end := endOf(startRecord(s.info), time.Now(), up, down, reason, true)
+	end := endOf(startRecord(s.info), time.Now(), s.up.Load(), s.down.Load(), reason, true)
 	if err := b.audit.submit(auditOp{lines: [][]byte{marshalLine(end)}, del: []string{s.info.ID}}); err != nil {
 		// The live entry stays: the next start records the session as
-		// abandoned with the counts last saved.
-		s.log.Error("cannot record the end of the session", zap.Error(err))
+		// abandoned, with the counts last saved, rather than losing it.
+		s.log.Error("cannot record the end of the session; it will be recorded as abandoned at the next start", zap.Error(err))
 	}
-	b.log.Info("session ended", end.fields()...)
+	if ce := s.log.Check(zap.InfoLevel, "session ended"); ce != nil {
+		ce.Write(end.fields()...)
+	}
 	b.metrics.active.WithLabelValues(s.info.Protocol).Dec()
 	b.metrics.ended.WithLabelValues(s.info.Protocol, reasonClass(reason)).Inc()
-	b.forget(s, up, down)
+	b.forget(s)
 }
