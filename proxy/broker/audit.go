@@ -42,6 +42,7 @@ type record struct {
 	BytesDown  *int64     `json:"bytes_down,omitempty"`
 	Reason     string     `json:"reason,omitempty"`
 	BytesExact *bool      `json:"bytes_exact,omitempty"`
+	Recording  string     `json:"recording,omitempty"`
 }
 
 func startRecord(i Info) record {
@@ -50,7 +51,7 @@ func startRecord(i Info) record {
 	}
 	return record{Time: i.Start, Event: "session_start", Session: i.ID, User: i.User, Client: i.Client.String(),
 		Target: i.Target, Address: i.Address.String(), Protocol: i.Protocol, Port: i.Port, Login: i.Login, Via: i.Via,
-		Token: i.Token, Roles: i.Roles}
+		Token: i.Token, Roles: i.Roles, Recording: i.Recording}
 }
 
 // endOf turns a start record into the end record of the same session.
@@ -74,6 +75,9 @@ func (r record) fields() []zap.Field {
 	}
 	if r.Token != "" {
 		f = append(f, zap.String("token", r.Token))
+	}
+	if r.Recording != "" {
+		f = append(f, zap.String("recording", r.Recording))
 	}
 	if r.Event == "session_end" {
 		f = append(f, zap.Time("start", *r.Start), zap.Time("end", *r.End), zap.Int64("duration_ms", *r.DurationMS), zap.Int64("bytes_up", *r.BytesUp),

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -272,15 +273,11 @@ func portFor(t Target, r Request) uint16 {
 	return 0
 }
 
-// Open admits, dials and registers a session, and returns once its start
-// record is in the audit file and its live entry in the state store, both
-// synced. Refusals are *Error. ctx bounds the dial (with
-// Config.DialTimeout); the session outlives it.
-func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
-	c := b.cfg.Load()
+// resolve finds the inventory target and port req asks for.
+func (c *config) resolve(req Request) (Target, uint16, error) {
 	t, ok := c.targets[req.Target]
 	if !ok {
-		return nil, &Error{Kind: KindUnknownTarget, Msg: fmt.Sprintf("there is no machine called %q on this bastion", req.Target)}
+		return Target{}, 0, &Error{Kind: KindUnknownTarget, Msg: fmt.Sprintf("there is no machine called %q on this bastion", req.Target)}
 	}
 	port := portFor(t, req)
 	if port == 0 {
@@ -298,7 +295,41 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 		default:
 			what = req.Protocol
 		}
-		return nil, &Error{Kind: KindUnknownTarget, Msg: fmt.Sprintf("target %s does not offer %s", req.Target, what)}
+		return Target{}, 0, &Error{Kind: KindUnknownTarget, Msg: fmt.Sprintf("target %s does not offer %s", req.Target, what)}
+	}
+	return t, port, nil
+}
+
+// Probe connects to the port protocol uses on target as a session would
+// (the inventory's addresses only, through the dial guard) but without
+// admission or accounting: for an admin's task such as scanning the
+// target's host keys. The caller closes the connection.
+func (b *Broker) Probe(ctx context.Context, target, protocol string) (net.Conn, error) {
+	c := b.cfg.Load()
+	t, port, err := c.resolve(Request{Target: target, Protocol: protocol})
+	if err != nil {
+		return nil, err
+	}
+	conn, addr, err := b.dial(ctx, c, t, port)
+	if err != nil {
+		return nil, err
+	}
+	b.log.Info("probe connection", zap.String("target", target), zap.String("protocol", protocol), zap.Stringer("address", addr))
+	return conn, nil
+}
+
+// Timeouts are the idle and maximum times in force for protocol's sessions.
+func (b *Broker) Timeouts(protocol string) Timeouts { return b.cfg.Load().Timeouts[protocol] }
+
+// Open admits, dials and registers a session, and returns once its start
+// record is in the audit file and its live entry in the state store, both
+// synced. Refusals are *Error. ctx bounds the dial (with
+// Config.DialTimeout); the session outlives it.
+func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
+	c := b.cfg.Load()
+	t, port, err := c.resolve(req)
+	if err != nil {
+		return nil, err
 	}
 	weight := c.Weights[req.Protocol]
 
@@ -569,7 +600,7 @@ func (b *Broker) saveCounts(list []*Session) {
 		if s.ending.Load() {
 			continue
 		}
-		v, _ := json.Marshal(liveEntry{Start: startRecord(s.info), BytesUp: s.up.Load(), BytesDown: s.down.Load()})
+		v, _ := json.Marshal(liveEntry{Start: startRecord(s.Info()), BytesUp: s.up.Load(), BytesDown: s.down.Load()})
 		op.refresh[s.info.ID] = v
 	}
 	b.audit.offer(op)

@@ -530,3 +530,52 @@ func lowerHex(s string) string {
 	}
 	return string(b)
 }
+
+func TestRecordingInRecords(t *testing.T) {
+	srv := listen(t, "tcp6", "[::1]:0")
+	tg := Target{Name: "vm1", Addresses: []netip.Addr{srv.addrPort().Addr()}, SSH: srv.addrPort().Port()}
+	e := newEnv(t, Config{Targets: []Target{tg}})
+	s, err := e.b.Open(context.Background(), Request{User: "alice", Target: "vm1", Protocol: SSH, Via: "browser"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.next(t)
+	const path = "/var/lib/bastiond/recordings/x.cast"
+	s.SetRecording(path)
+	if got := s.Info().Recording; got != path {
+		t.Errorf("Info().Recording = %q", got)
+	}
+	s.End(ReasonRemoteExit + " (status 0)")
+	if r := e.record(s.ID(), "session_end"); r.Recording != path || r.Reason != "remote exit (status 0)" {
+		t.Errorf("end record: recording %q, reason %q", r.Recording, r.Reason)
+	}
+}
+
+func TestProbe(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			addr := map[string]string{"tcp4": "127.0.0.1:0", "tcp6": "[::1]:0"}[network]
+			srv := listen(t, network, addr)
+			tg := Target{Name: "vm1", Addresses: []netip.Addr{srv.addrPort().Addr()}, SSH: srv.addrPort().Port()}
+			e := newEnv(t, Config{Targets: []Target{tg}})
+			c, err := e.b.Probe(context.Background(), "vm1", SSH)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv.next(t)
+			c.Close()
+			if e.b.Live() != 0 || len(e.records()) != 0 {
+				t.Errorf("a probe is not a session: %d live, %d records", e.b.Live(), len(e.records()))
+			}
+			_, err = e.b.Probe(context.Background(), "rogue", SSH)
+			wantKind(t, err, KindUnknownTarget, `no machine called "rogue"`)
+			_, err = e.b.Probe(context.Background(), "vm1", RDP)
+			wantKind(t, err, KindUnknownTarget, "does not offer rdp")
+
+			withoutLoopback(t)
+			_, err = e.b.Probe(context.Background(), "vm1", SSH)
+			wantKind(t, err, KindRefused, "loopback")
+			srv.none(t)
+		})
+	}
+}

@@ -82,12 +82,23 @@ const (
 	ReasonShutdown = "shutdown"
 	// ReasonAbandoned: a crash interrupted it; written at the next start.
 	ReasonAbandoned = "abandoned"
+	// ReasonAuthFailed: the target refused the credentials (a browser
+	// session; the bastion authenticates to the target on the user's behalf).
+	ReasonAuthFailed = "auth failed"
+	// ReasonRecordingFailed: the user's role requires a recording and it
+	// could not be written.
+	ReasonRecordingFailed = "recording failed"
 
 	// Prefixes of reasons that carry detail: "killed: by root:
 	// maintenance", "client error: <err>", "target error: <err>".
 	ReasonKilled      = "killed: "
 	ReasonClientError = "client error: "
 	ReasonTargetError = "target error: "
+	// ReasonRemoteExit: the remote shell exited: "remote exit (status 0)".
+	ReasonRemoteExit = "remote exit"
+	// ReasonHostKey: the target's identity was refused: "host key
+	// mismatch: ..." or "host key not pinned: ...".
+	ReasonHostKey = "host key "
 )
 
 // reasonClass is a reason as a metric label.
@@ -109,6 +120,10 @@ func reasonClass(reason string) string {
 		return "shutdown"
 	case ReasonAbandoned:
 		return "abandoned"
+	case ReasonAuthFailed:
+		return "auth_failed"
+	case ReasonRecordingFailed:
+		return "recording_failed"
 	}
 	switch {
 	case strings.HasPrefix(reason, ReasonKilled):
@@ -117,6 +132,10 @@ func reasonClass(reason string) string {
 		return "client_error"
 	case strings.HasPrefix(reason, ReasonTargetError):
 		return "target_error"
+	case strings.HasPrefix(reason, ReasonRemoteExit):
+		return "remote_exit"
+	case strings.HasPrefix(reason, ReasonHostKey):
+		return "host_key"
 	}
 	return "other"
 }

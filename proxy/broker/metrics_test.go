@@ -117,6 +117,10 @@ func TestReasonClass(t *testing.T) {
 		ReasonTargetError + "broken pipe":      "target_error",
 		ReasonShutdown:                         "shutdown",
 		ReasonAbandoned:                        "abandoned",
+		ReasonAuthFailed:                       "auth_failed",
+		ReasonRecordingFailed:                  "recording_failed",
+		ReasonRemoteExit + " (status 0)":       "remote_exit",
+		ReasonHostKey + "mismatch: vm1":        "host_key",
 		"test":                                 "other",
 	} {
 		if got := reasonClass(reason); got != class {

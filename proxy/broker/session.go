@@ -28,6 +28,8 @@ type Info struct {
 	LastActive time.Time      `json:"last_active"`
 	BytesUp    int64          `json:"bytes_up"`   // from the user to the machine, so far
 	BytesDown  int64          `json:"bytes_down"` // from the machine to the user, so far
+	// Recording is the path of the session's recording, if it is recorded.
+	Recording string `json:"recording,omitempty"`
 }
 
 // Session is one open session: a connection to a target, and the client
@@ -42,6 +44,7 @@ type Session struct {
 	up, down atomic.Int64 // bytes from the user, to the user
 	last     atomic.Int64 // unix nanoseconds of the last byte either way
 	ending   atomic.Bool  // End has begun
+	recorded atomic.Pointer[string]
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -87,6 +90,9 @@ func (s *Session) Info() Info {
 	i := s.info
 	i.LastActive = s.lastActive()
 	i.BytesUp, i.BytesDown = s.up.Load(), s.down.Load()
+	if p := s.recorded.Load(); p != nil {
+		i.Recording = *p
+	}
 	return i
 }
 
@@ -100,6 +106,10 @@ func (s *Session) EndReason() string {
 func (s *Session) lastActive() time.Time { return time.Unix(0, s.last.Load()) }
 
 func (s *Session) touch() { s.last.Store(time.Now().UnixNano()) }
+
+// SetRecording names the file the session is recorded to: the end record,
+// and the live entry (so an abandoned record too), refer to it.
+func (s *Session) SetRecording(path string) { s.recorded.Store(&path) }
 
 // AddUp counts n bytes from the user to the machine, for relays that are
 // not byte copies (the browser SSH terminal), and marks the session active.
@@ -141,7 +151,7 @@ func (s *Session) End(reason string) {
 
 func (s *Session) finish(reason string) {
 	b := s.b
-	end := endOf(startRecord(s.info), time.Now(), s.up.Load(), s.down.Load(), reason, true)
+	end := endOf(startRecord(s.Info()), time.Now(), s.up.Load(), s.down.Load(), reason, true)
 	if err := b.audit.submit(auditOp{lines: [][]byte{marshalLine(end)}, del: []string{s.info.ID}}); err != nil {
 		// The live entry stays: the next start records the session as
 		// abandoned, with the counts last saved, rather than losing it.
