@@ -17,8 +17,19 @@ FUZZTIME ?= 30s
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+.PHONY: web
+web: web/node_modules/.package-lock.json ## build the browser client into web/dist (tsc, esbuild)
+	cd web && npm run --silent build
+
+# npm ci only when node_modules is missing or older than the lock file; npm
+# writes node_modules/.package-lock.json on every install.
+web/node_modules/.package-lock.json: web/package-lock.json
+	@command -v npm >/dev/null || { echo "make web needs node >= 18 and npm: run 'sudo make deps'"; exit 1; }
+	cd web && npm ci --no-audit --no-fund
+	@touch $@
+
 .PHONY: build
-build: ## build bin/bastiond and bin/bastionctl
+build: web ## build bin/bastiond and bin/bastionctl
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/bastiond ./cmd/bastionctl
 
 .PHONY: deps
@@ -29,9 +40,11 @@ deps: ## install the system packages the tests and the demo need (root, idempote
 test: lint ## run every test: unit tests, and as root the network-namespace lab tier
 ifeq ($(UID),0)
 	bash test/deps.sh
+	@$(MAKE) --no-print-directory web
 	$(GO) test -race -timeout 30m -count=1 ./...
 else
 	@echo "make test: not root, so the root tier (network-namespace lab: real sshd, FreeRDP, nftables) is SKIPPED; run 'sudo make test' for it"
+	@$(MAKE) --no-print-directory web
 	$(GO) test -race -timeout 30m -count=1 ./...
 endif
 
@@ -53,9 +66,10 @@ bench: ## run the benchmarks (see BENCHMARKS.md)
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
 
 .PHONY: demo
-demo: build ## start the lab and bastiond in it; prints the URL and credentials (root)
+demo: ## start the lab and bastiond in it; prints the URL and credentials (root)
 	@if [ "$(UID)" != 0 ]; then echo "make demo needs root (network namespaces): sudo make demo"; exit 1; fi
 	bash test/deps.sh
+	@$(MAKE) --no-print-directory build
 	bash test/demo.sh $(BIN)
 
 .PHONY: lab-up lab-down
@@ -92,3 +106,4 @@ uninstall: ## remove what install put in place (keeps /etc/bastiond and state)
 .PHONY: clean
 clean: ## remove build output
 	rm -rf $(BIN)
+	find web/dist -mindepth 1 ! -name README.txt -delete

@@ -16,8 +16,16 @@ packages=(
 	nmap                                  # scan-resistance tests
 	iperf3                                # raw TCP benchmarks through the tunnel
 	systemd                               # systemd-socket-activate, systemd-analyze
+	chromium fonts-dejavu-core            # the browser tests (web/, playwright-core drives it)
 )
-# Later issues add the browser tier here: chromium, nodejs, npm.
+# node and npm build web/ and drive the browser. A node installed some other
+# way (nodesource, nvm) will do if it is 18 or newer: Debian's npm package
+# would conflict with nodesource's nodejs, so it is only asked for when
+# node or npm is missing or too old.
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if ! command -v npm >/dev/null || [ "$node_major" -lt 18 ]; then
+	packages+=(nodejs npm)
+fi
 
 if [ "$(id -u)" != 0 ]; then
 	echo "test/deps.sh: not root; not installing system packages" >&2
@@ -47,4 +55,13 @@ fi
 
 if [ -f "$root/go.mod" ] && command -v go >/dev/null; then
 	(cd "$root" && go mod download)
+fi
+
+# web/'s packages, from the lock file; nothing to do (and no network) when
+# node_modules is newer than the lock.
+web=$root/web
+if [ -f "$web/package-lock.json" ] && command -v npm >/dev/null &&
+	{ [ ! -f "$web/node_modules/.package-lock.json" ] || [ "$web/package-lock.json" -nt "$web/node_modules/.package-lock.json" ]; }; then
+	(cd "$web" && npm ci --no-audit --no-fund)
+	touch "$web/node_modules/.package-lock.json"
 fi

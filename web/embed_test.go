@@ -1,0 +1,23 @@
+package web
+
+import (
+	"io/fs"
+	"testing"
+)
+
+func TestAssets(t *testing.T) {
+	if _, err := fs.Stat(Assets(), "README.txt"); err != nil {
+		t.Errorf("the placeholder is not embedded: %v", err)
+	}
+	if !Built() {
+		t.Skip("web/dist is not built: run make web")
+	}
+	for _, name := range []string{"connect.js", "connect.css", "player.js", "player.css"} {
+		fi, err := fs.Stat(Assets(), name)
+		if err != nil {
+			t.Error(err)
+		} else if fi.Size() == 0 {
+			t.Errorf("%s is empty", name)
+		}
+	}
+}
