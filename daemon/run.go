@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	sdaemon "github.com/coreos/go-systemd/v22/daemon"
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
@@ -25,6 +28,8 @@ import (
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/certs"
+	"github.com/bastiond/bastiond/proxy/hostkeys"
+	"github.com/bastiond/bastiond/proxy/sshca"
 	"github.com/bastiond/bastiond/proxy/websession"
 )
 
@@ -49,6 +54,11 @@ type daemon struct {
 	broker  *broker.Broker
 	admin   *adminapi.Server
 	metrics *metricsServer
+
+	// hostKeys are the targets' pinned SSH host keys; sshCA signs the
+	// certificates of targets with ssh_certificates.
+	hostKeys *hostkeys.Store
+	sshCA    *sshca.CA
 
 	mu         sync.Mutex // guards the fields below
 	cfg        *config.Config
@@ -125,6 +135,12 @@ func (d *daemon) start() error {
 		lns.Close()
 		return err
 	}
+	d.hostKeys, d.sshCA, err = openSSHTrust(cfg, d.state)
+	if err != nil {
+		lns.Close()
+		d.state.Close()
+		return err
+	}
 	adminLn, err := adminapi.Listen(cfg.Listen.AdminSocket)
 	if err != nil {
 		lns.Close()
@@ -145,12 +161,16 @@ func (d *daemon) start() error {
 		d.state.Close()
 		return err
 	}
-	d.front, err = proxy.New(proxyConfig(cfg, d.log, d.certs, d.broker), d.auth)
+	d.front, err = proxy.New(d.proxyConfig(cfg), d.auth)
 	if err != nil {
 		return fail(err)
 	}
 	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status,
-		Policy: policyAPI{d}, Targets: targetsAPI{d}, Users: usersAPI{d}, Sessions: sessionsAPI{d}})
+		Policy: policyAPI{d}, Targets: targetsAPI{d}, Users: usersAPI{d}, Sessions: sessionsAPI{d},
+		HostKeys: hostKeysAPI{d.hostKeys, d}, SSHCA: d.sshCA,
+		ScanDial: func(ctx context.Context, target string) (net.Conn, error) {
+			return d.broker.Probe(ctx, target, broker.SSH)
+		}})
 	if err != nil {
 		return fail(err)
 	}
@@ -307,7 +327,7 @@ func (d *daemon) tryReload() error {
 	if err := d.certs.Load(certConfig(next)); err != nil {
 		return err
 	}
-	if err := d.front.SetConfig(proxyConfig(next, d.log, d.certs, d.broker)); err != nil {
+	if err := d.front.SetConfig(d.proxyConfig(next)); err != nil {
 		return err
 	}
 	if err := d.broker.SetConfig(brokerConfig(next, d.log)); err != nil {
@@ -424,21 +444,28 @@ func certConfig(cfg *config.Config) certs.Config {
 	}
 }
 
-func proxyConfig(cfg *config.Config, log *zap.Logger, store *certs.Store, b *broker.Broker) proxy.Config {
+func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 	minTLS := uint16(tls.VersionTLS13)
 	if cfg.Listen.TLS.MinVersion == "1.2" {
 		minTLS = tls.VersionTLS12
 	}
 	return proxy.Config{
-		Logger:            log.Named("proxy"),
+		Logger:            d.log.Named("proxy"),
 		ServerName:        cfg.Listen.ServerName,
-		Certs:             store,
+		Certs:             d.certs,
 		MinTLSVersion:     minTLS,
 		HandshakeTimeout:  cfg.Limits.HandshakeTimeout,
 		MaxConnsPerSource: cfg.Limits.ConnectionsPerSource,
 		Access:            accessPolicy(cfg),
 		WebSessions:       websession.Config{Idle: cfg.Access.SessionIdle, Absolute: cfg.Access.SessionLifetime},
-		Broker:            b,
+		Broker:            d.broker,
+		SSH: proxy.SSHConfig{
+			HostKeys: d.hostKeys.Verifier,
+			Sign: func(login, keyID string) (ssh.Signer, error) {
+				return d.sshCA.Sign(login, keyID, sshca.DefaultValidity)
+			},
+			RecordDir: filepath.Join(cfg.StateDir, "recordings"),
+		},
 	}
 }
 

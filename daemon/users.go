@@ -52,12 +52,13 @@ func openState(cfg *config.Config, log *zap.Logger) (*bbolt.DB, *auth.Authentica
 func accessPolicy(cfg *config.Config) *access.Policy {
 	targets := make([]access.Target, len(cfg.Inventory.Targets))
 	for i, t := range cfg.Inventory.Targets {
-		targets[i] = access.Target{Name: t.Name, Description: t.Description, Tags: t.Tags, SSH: t.Ports.SSH, RDP: t.Ports.RDP, Tunnel: t.Ports.Tunnel}
+		targets[i] = access.Target{Name: t.Name, Description: t.Description, Tags: t.Tags, SSH: t.Ports.SSH, RDP: t.Ports.RDP, Tunnel: t.Ports.Tunnel,
+			SSHCertificates: t.SSHCertificates}
 	}
 	roles := make([]access.Role, len(cfg.Access.Roles))
 	for i, r := range cfg.Access.Roles {
 		roles[i] = access.Role{Name: r.Name, Subjects: r.Subjects, Targets: r.Targets, Protocols: r.Protocols, Logins: r.Logins,
-			Bastions: r.Bastions, DisableClipboard: r.DisableClipboard, Record: r.Record}
+			Bastions: r.Bastions, DisableClipboard: r.DisableClipboard, Record: r.Record, Auditor: r.Auditor}
 	}
 	return access.New(cfg.Listen.ServerName, targets, cfg.Access.Groups, roles)
 }

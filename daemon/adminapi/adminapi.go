@@ -70,6 +70,13 @@ type Config struct {
 	Users Users
 	// Sessions serves the session registry; nil leaves it out.
 	Sessions Sessions
+	// HostKeys serves host key pinning; nil leaves it out.
+	HostKeys HostKeys
+	// ScanDial connects host key scans to targets; nil answers scans with
+	// 503 (keys can still be pinned from files).
+	ScanDial ScanDial
+	// SSHCA serves the SSH CA's public key; nil leaves it out.
+	SSHCA SSHCA
 }
 
 // Server answers admin requests.
@@ -104,6 +111,12 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Sessions != nil {
 		s.sessionRoutes(mux, cfg.Sessions)
+	}
+	if cfg.HostKeys != nil {
+		s.hostKeyRoutes(mux, cfg.HostKeys, cfg.ScanDial)
+	}
+	if cfg.SSHCA != nil {
+		s.caRoutes(mux, cfg.SSHCA)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "no such admin endpoint: " + r.Method + " " + r.URL.Path})

@@ -44,7 +44,9 @@ func TestAllowed(t *testing.T) {
 	}
 }
 
-func startServer(t *testing.T, group string) string {
+// startServer serves the admin API on a socket in a temporary directory
+// and returns its path; with adds endpoints to its Config.
+func startServer(t *testing.T, group string, with ...func(*Config)) string {
 	t.Helper()
 	dir := t.TempDir()
 	// Let other users reach the socket: authorization is by peer credentials.
@@ -55,11 +57,15 @@ func startServer(t *testing.T, group string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := NewServer(Config{
+	cfg := Config{
 		Logger: zaptest.NewLogger(t),
 		Group:  group,
 		Status: func() Status { return Status{Version: "test", Sessions: 3} },
-	})
+	}
+	for _, w := range with {
+		w(&cfg)
+	}
+	srv, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,6 +131,11 @@ type Target struct {
 	// Tags select targets in roles ("tag:linux").
 	Tags        []string `yaml:"tags"`
 	Description string   `yaml:"description"`
+	// SSHCertificates makes browser SSH log in with a short-lived
+	// certificate signed by the bastion's CA (`bastionctl ca show`), which
+	// the machine trusts through sshd's TrustedUserCAKeys: users type no
+	// password or key. Needs ports.ssh.
+	SSHCertificates bool `yaml:"ssh_certificates"`
 }
 
 // Ports are the services a target offers through the bastion. Zero means not offered.
@@ -183,6 +188,10 @@ type Role struct {
 	DisableClipboard bool `yaml:"disable_clipboard"`
 	// Record makes browser sessions of this role be recorded.
 	Record bool `yaml:"record"`
+	// Auditor lets the role's members list and play back session
+	// recordings in the portal. A role that only audits has no targets
+	// and no protocols.
+	Auditor bool `yaml:"auditor"`
 }
 
 // Limits bound resources and time.

@@ -40,6 +40,19 @@ func TestParseLab(t *testing.T) {
 	if err != nil || perProto.Limits.RDP.IdleTimeout != time.Hour || perProto.Limits.SSH.IdleTimeout != 5*time.Minute {
 		t.Errorf("limits.rdp.idle_timeout must override limits.idle_timeout for rdp only: %+v (%v)", perProto.Limits, err)
 	}
+	lab := mustRead(t, "testdata/lab.yaml")
+	lab = strings.Replace(lab, "ports: {ssh: 22}\n", "ports: {ssh: 22}\n      ssh_certificates: true\n", 1)
+	lab = strings.Replace(lab, "state_dir:", "    - name: auditors\n      subjects: [user:carol]\n      auditor: true\nstate_dir:", 1)
+	extra, err := Parse("x.yaml", []byte(lab))
+	if err != nil {
+		t.Fatalf("ssh_certificates and an auditor-only role: %v", err)
+	}
+	if !extra.Inventory.Targets[0].SSHCertificates || extra.Inventory.Targets[1].SSHCertificates {
+		t.Errorf("ssh_certificates: %+v", extra.Inventory.Targets)
+	}
+	if r := extra.Access.Roles[1]; !r.Auditor || r.Name != "auditors" || extra.Access.Roles[0].Auditor {
+		t.Errorf("auditor: %+v", extra.Access.Roles)
+	}
 	if len(cfg.Digest) != 64 || cfg.File != "testdata/lab.yaml" {
 		t.Errorf("digest %q file %q", cfg.Digest, cfg.File)
 	}
@@ -156,6 +169,30 @@ func TestParseProblems(t *testing.T) {
 				`lab.yaml:27: access.roles[0].protocols[2]: "tunnel:x" is not a protocol`,
 				`lab.yaml:28: access.roles[0].bastions[1]: "not a name" is not a server name`,
 			},
+		},
+		{
+			name: "ssh certificates without ssh",
+			edit: func(s string) string {
+				return strings.Replace(s, "ports: {rdp: 3389, tunnel: [3390]}\n", "ports: {rdp: 3389, tunnel: [3390]}\n      ssh_certificates: true\n", 1)
+			},
+			want: []string{"lab.yaml:19: inventory.targets[1].ssh_certificates: needs ports.ssh"},
+		},
+		{
+			name: "role with neither targets nor protocols",
+			edit: func(s string) string {
+				return strings.Replace(s, "      targets: [\"*\"]\n      protocols: [ssh, rdp, tunnel]\n", "", 1)
+			},
+			want: []string{
+				`lab.yaml:24: access.roles[0].targets: required: target names, "tag:TAG", or "*" (a role with auditor: true may have neither`,
+				"lab.yaml:24: access.roles[0].protocols: required: one or more of ssh, rdp, tunnel",
+			},
+		},
+		{
+			name: "auditor role with targets but no protocols",
+			edit: func(s string) string {
+				return strings.Replace(s, "      protocols: [ssh, rdp, tunnel]\n", "      auditor: true\n", 1)
+			},
+			want: []string{"lab.yaml:24: access.roles[0].protocols: required"},
 		},
 		{
 			name: "missing required key reported at its section",

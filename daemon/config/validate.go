@@ -201,6 +201,9 @@ func (c *Config) validateInventory(v *validator) map[string]bool {
 		if t.Ports.SSH == 0 && t.Ports.RDP == 0 && len(t.Ports.Tunnel) == 0 {
 			v.errorf(path+".ports", "required: at least one of ssh, rdp or tunnel")
 		}
+		if t.SSHCertificates && t.Ports.SSH == 0 {
+			v.errorf(path+".ssh_certificates", "needs ports.ssh: certificates are for SSH logins")
+		}
 		for j, p := range t.Ports.Tunnel {
 			if p == 0 {
 				v.errorf(fmt.Sprintf("%s.ports.tunnel[%d]", path, j), "0 is not a port")
@@ -279,8 +282,11 @@ func (c *Config) validateAccess(v *validator, targets map[string]bool) {
 				v.errorf(p, "%q is not a subject; write user:NAME or group:NAME", s)
 			}
 		}
-		if len(r.Targets) == 0 {
-			v.errorf(path+".targets", `required: target names, "tag:TAG", or "*"`)
+		// A role that only audits reaches no machine; any other role
+		// needs both targets and protocols.
+		auditOnly := r.Auditor && len(r.Targets) == 0 && len(r.Protocols) == 0
+		if len(r.Targets) == 0 && !auditOnly {
+			v.errorf(path+".targets", `required: target names, "tag:TAG", or "*" (a role with auditor: true may have neither targets nor protocols)`)
 		}
 		for j, t := range r.Targets {
 			p := fmt.Sprintf("%s.targets[%d]", path, j)
@@ -292,7 +298,7 @@ func (c *Config) validateAccess(v *validator, targets map[string]bool) {
 				v.errorf(p, "target %q is not in the inventory", t)
 			}
 		}
-		if len(r.Protocols) == 0 {
+		if len(r.Protocols) == 0 && !auditOnly {
 			v.errorf(path+".protocols", "required: one or more of ssh, rdp, tunnel")
 		}
 		for j, p := range r.Protocols {

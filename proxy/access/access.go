@@ -31,6 +31,9 @@ type Target struct {
 	Tags        []string
 	SSH, RDP    uint16   // 0: not offered
 	Tunnel      []uint16 // further ports for native tunnels
+	// SSHCertificates: browser SSH logs in with a certificate from the
+	// bastion's CA instead of what the user types.
+	SSHCertificates bool
 }
 
 // ports are every port a tunnel may reach on t.
@@ -60,6 +63,8 @@ type Role struct {
 	Bastions         []string
 	DisableClipboard bool
 	Record           bool
+	// Auditor lets members list and play back session recordings.
+	Auditor bool
 }
 
 // Policy is one configuration's access rules.
@@ -316,4 +321,12 @@ func (p *Policy) RolesOf(user string, granted []string) []string {
 		}
 	}
 	return out
+}
+
+// Auditor reports whether a role bound to user, through the configuration
+// or granted, lets it list and play back session recordings on this bastion.
+func (p *Policy) Auditor(user string, granted []string) bool {
+	return slices.ContainsFunc(p.roles, func(r Role) bool {
+		return r.Auditor && p.bound(r, user, granted) && p.onThisBastion(r)
+	})
 }

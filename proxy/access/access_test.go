@@ -91,3 +91,37 @@ func TestReachable(t *testing.T) {
 		t.Errorf("erin, whose role is for another bastion, sees %+v", got)
 	}
 }
+
+func TestAuditor(t *testing.T) {
+	p := New("bastion.example", []Target{{Name: "web1", SSH: 22}}, map[string][]string{"auditors": {"carol"}}, []Role{
+		{Name: "audit", Subjects: []string{"group:auditors"}, Auditor: true},
+		{Name: "audit-granted", Auditor: true},
+		{Name: "audit-elsewhere", Subjects: []string{"user:erin"}, Auditor: true, Bastions: []string{"other.example"}},
+		{Name: "ops", Subjects: []string{"user:alice"}, Targets: []string{"*"}, Protocols: []string{SSH}},
+	})
+	for _, tc := range []struct {
+		name    string
+		user    string
+		granted []string
+		want    bool
+	}{
+		{"group member", "carol", nil, true},
+		{"granted the role", "dave", []string{"audit-granted"}, true},
+		{"role for another bastion", "erin", nil, false},
+		{"session role only", "alice", nil, false},
+		{"no role", "mallory", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := p.Auditor(tc.user, tc.granted); got != tc.want {
+				t.Errorf("Auditor(%q, %q) = %v, want %v", tc.user, tc.granted, got, tc.want)
+			}
+		})
+	}
+	// An auditor role opens no sessions.
+	if d := p.Check(Request{User: "carol", Target: "web1", Protocol: SSH}); d.Allowed {
+		t.Errorf("auditor role allowed a session: %+v", d)
+	}
+	if got := p.Reachable("carol", nil); len(got) != 0 {
+		t.Errorf("auditor sees targets: %+v", got)
+	}
+}

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/proxy/hostkeys"
+)
+
+func newHostKeys(socket *string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "hostkeys",
+		Short: "Pin the SSH host keys of targets: scan, pin, list, forget",
+		Long: `The bastion connects to a target's SSH server only if it presents a host key
+pinned for that target. A key seen on a target with nothing pinned is kept as
+pending until an admin pins it; a key that differs from the pinned ones
+refuses every session, with both fingerprints in the log.
+
+To pin a new target: 'hostkeys scan TARGET', compare the fingerprints with
+the machine's own (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on it),
+then 'hostkeys pin TARGET'. Or pin the machine's .pub file directly with
+'hostkeys pin TARGET --key-file FILE'.`,
+	}
+	client := func() *adminapi.Client { return adminapi.NewClient(*socket) }
+
+	var asJSON bool
+	list := &cobra.Command{
+		Use: "list [TARGET]", Short: "List pinned and pending host keys, of every target or of one", Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target := ""
+			if len(args) == 1 {
+				target = args[0]
+			}
+			keys, err := client().HostKeys(cmd.Context(), target)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return encodeJSON(cmd.OutOrStdout(), keys)
+			}
+			if len(keys) == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), "no host keys seen or pinned")
+				return nil
+			}
+			printHostKeys(cmd.OutOrStdout(), keys)
+			return nil
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	var pinScanned bool
+	scan := &cobra.Command{
+		Use:   "scan TARGET [--pin]",
+		Short: "Collect the host keys a target's SSH server has; --pin pins them",
+		Long: `Have the bastion connect to the target's SSH port, as sessions do, and collect
+every host key its server has (ed25519, ECDSA, RSA). New keys are kept as
+pending. With --pin they are pinned at once: trust on first use, for a
+network you trust right now. --pin refuses a target that already has pinned
+keys and presents new ones: pin those by fingerprint once checked.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			keys, err := client().ScanHostKeys(cmd.Context(), args[0], pinScanned)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return encodeJSON(cmd.OutOrStdout(), keys)
+			}
+			printHostKeys(cmd.OutOrStdout(), keys)
+			if pending := countState(keys, hostkeys.StatePending); pending > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d key(s) pending: compare them with the machine's own "+
+					"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on it), then run: bastionctl hostkeys pin %s\n", pending, args[0])
+			}
+			return nil
+		},
+	}
+	scan.Flags().BoolVar(&pinScanned, "pin", false, "pin the keys found")
+	scan.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	var keyFile string
+	pin := &cobra.Command{
+		Use:   "pin TARGET [FINGERPRINT...] [--key-file FILE]",
+		Short: "Pin pending host keys (all, or those named), or the keys in a file",
+		Long: `Pin host keys of TARGET: the pending ones named by fingerprint, every pending
+one if none is named, or the keys in FILE (a .pub file, or authorized_keys or
+known_hosts lines; '-' reads standard input), for instance
+    ssh admin@vm1 cat /etc/ssh/ssh_host_ed25519_key.pub | bastionctl hostkeys pin vm1 --key-file -`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target, fingerprints := args[0], args[1:]
+			var req adminapi.PinRequest
+			switch {
+			case keyFile != "" && len(fingerprints) > 0:
+				return errors.New("give fingerprints or --key-file, not both")
+			case keyFile != "":
+				lines, err := readKeyFile(keyFile, cmd.InOrStdin())
+				if err != nil {
+					return err
+				}
+				req.Keys = lines
+			default:
+				req.Fingerprints = fingerprints
+			}
+			keys, err := client().PinHostKeys(cmd.Context(), target, req)
+			if err != nil {
+				return err
+			}
+			for _, k := range keys {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: pinned %s %s\n", target, keyType(k), k.Fingerprint)
+			}
+			return nil
+		},
+	}
+	pin.Flags().StringVar(&keyFile, "key-file", "", "pin the public keys in this file ('-': standard input)")
+
+	forget := &cobra.Command{
+		Use:   "forget TARGET [FINGERPRINT]",
+		Short: "Forget one host key of a target, or all of them (the next session then pins nothing)",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fingerprint := ""
+			if len(args) == 2 {
+				fingerprint = args[1]
+			}
+			keys, err := client().ForgetHostKeys(cmd.Context(), args[0], fingerprint)
+			if err != nil {
+				return err
+			}
+			for _, k := range keys {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: forgot %s %s (%s)\n", args[0], keyType(k), k.Fingerprint, k.State)
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(list, scan, pin, forget)
+	return cmd
+}
+
+// readKeyFile returns the key lines of path ("-": stdin), checked here so
+// that a mistake is reported with its line number.
+func readKeyFile(path string, stdin io.Reader) ([]string, error) {
+	in := stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		in = f
+	}
+	var lines []string
+	sc := bufio.NewScanner(in)
+	sc.Buffer(nil, 64<<10)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if _, err := hostkeys.ParseSSHKey(line); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
+		}
+		lines = append(lines, line)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(lines) == 0 {
+		return nil, fmt.Errorf("%s: no public key in it", path)
+	}
+	return lines, nil
+}
+
+func keyType(k hostkeys.Key) string {
+	if k.Algorithm != "" {
+		return k.Algorithm
+	}
+	return k.Kind
+}
+
+func countState(keys []hostkeys.Key, state string) int {
+	n := 0
+	for _, k := range keys {
+		if k.State == state {
+			n++
+		}
+	}
+	return n
+}
+
+func printHostKeys(out io.Writer, keys []hostkeys.Key) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TARGET\tTYPE\tFINGERPRINT\tSTATE\tSEEN AT\tFIRST SEEN\tPINNED")
+	for _, k := range keys {
+		seenAt := k.SeenAt
+		if seenAt == "" {
+			seenAt = "-"
+		}
+		pinned := "-"
+		if k.State == hostkeys.StatePinned {
+			pinned = k.Pinned.Local().Format(time.DateTime) + " by " + k.PinnedBy
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Target, keyType(k), k.Fingerprint, k.State, seenAt,
+			k.FirstSeen.Local().Format(time.DateTime), pinned)
+	}
+	w.Flush()
+}

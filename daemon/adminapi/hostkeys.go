@@ -1,0 +1,269 @@
+package adminapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/proxy/hostkeys"
+	"github.com/bastiond/bastiond/proxy/sshca"
+)
+
+// HostKeys is the store of targets' pinned host keys as the admin API
+// offers it. *hostkeys.Store implements it; the daemon wraps it to refuse
+// targets that are not in the inventory (ErrUnknownTarget).
+type HostKeys interface {
+	List(target string) ([]hostkeys.Key, error)
+	Scan(ctx context.Context, target string, dial func(context.Context) (net.Conn, error)) ([]hostkeys.Key, error)
+	Pin(target string, fingerprints []string, by string) ([]hostkeys.Key, error)
+	PinKey(target, line, by string) (hostkeys.Key, error)
+	Forget(target, fingerprint string) ([]hostkeys.Key, error)
+}
+
+var _ HostKeys = (*hostkeys.Store)(nil)
+
+// SSHCA is the bastion's SSH user certificate authority.
+type SSHCA interface {
+	// PublicKey is the authorized_keys line machines trust.
+	PublicKey() string
+}
+
+var _ SSHCA = (*sshca.CA)(nil)
+
+// ScanDial connects to the SSH port of an inventory target, through the
+// same dial policy as sessions.
+type ScanDial func(ctx context.Context, target string) (net.Conn, error)
+
+// ScanRequest is the body of POST /v1/hostkeys/{target}/scan.
+type ScanRequest struct {
+	// Pin pins the keys found, unless the target already has pinned keys
+	// and presents others: those an admin pins by fingerprint after
+	// checking them.
+	Pin bool `json:"pin,omitempty"`
+}
+
+// PinRequest is the body of POST /v1/hostkeys/{target}/pin: fingerprints
+// of keys already seen, or key lines, not both; neither pins every
+// pending key of the target.
+type PinRequest struct {
+	Fingerprints []string `json:"fingerprints,omitempty"`
+	// Keys are public key lines from a .pub, authorized_keys or
+	// known_hosts file, each obtained from the machine itself.
+	Keys []string `json:"keys,omitempty"`
+}
+
+// ForgetRequest is the body of POST /v1/hostkeys/{target}/forget.
+type ForgetRequest struct {
+	// Fingerprint is the key to forget; empty forgets every key of the
+	// target.
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+// CAInfo is the answer to GET /v1/ca.
+type CAInfo struct {
+	PublicKey string `json:"public_key"`
+}
+
+func (s *Server) hostKeyRoutes(mux *http.ServeMux, h HostKeys, dial ScanDial) {
+	answer := func(w http.ResponseWriter, keys []hostkeys.Key, err error) {
+		switch {
+		case errors.Is(err, hostkeys.ErrNoKey), errors.Is(err, ErrUnknownTarget):
+			writeJSON(w, http.StatusNotFound, apiError{Error: err.Error()})
+		case err != nil:
+			writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
+		case keys == nil:
+			writeJSON(w, http.StatusOK, []hostkeys.Key{})
+		default:
+			writeJSON(w, http.StatusOK, keys)
+		}
+	}
+	body := func(w http.ResponseWriter, r *http.Request, v any) bool {
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 256<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(v); err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "malformed request: " + err.Error()})
+			return false
+		}
+		return true
+	}
+	logKeys := func(r *http.Request, msg, target string, keys []hostkeys.Key) {
+		fps := make([]string, len(keys))
+		for i, k := range keys {
+			fps[i] = k.Fingerprint
+		}
+		s.log.Info(msg, zap.String("target", target), zap.Strings("fingerprints", fps), peerField(r))
+	}
+
+	mux.HandleFunc("GET /v1/hostkeys", func(w http.ResponseWriter, r *http.Request) {
+		keys, err := h.List(r.URL.Query().Get("target"))
+		answer(w, keys, err)
+	})
+	mux.HandleFunc("POST /v1/hostkeys/{target}/scan", func(w http.ResponseWriter, r *http.Request) {
+		var req ScanRequest
+		if !body(w, r, &req) {
+			return
+		}
+		target := r.PathValue("target")
+		if dial == nil {
+			writeJSON(w, http.StatusServiceUnavailable, apiError{Error: fmt.Sprintf(
+				"this bastiond cannot scan host keys (it has no dialer for scans); pin a key taken from the machine instead: "+
+					"`bastionctl hostkeys pin %s --key-file /etc/ssh/ssh_host_ed25519_key.pub` (a copy of that file)", target)})
+			return
+		}
+		keys, err := h.Scan(r.Context(), target, func(ctx context.Context) (net.Conn, error) { return dial(ctx, target) })
+		if err != nil {
+			if errors.Is(err, ErrUnknownTarget) {
+				answer(w, nil, err)
+				return
+			}
+			writeJSON(w, http.StatusBadGateway, apiError{Error: err.Error()})
+			return
+		}
+		logKeys(r, "host keys scanned", target, keys)
+		if req.Pin {
+			keys, err = pinScanned(h, target, keys, peerName(r))
+			if err != nil {
+				writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
+				return
+			}
+			logKeys(r, "host keys pinned", target, keys)
+		}
+		answer(w, keys, nil)
+	})
+	mux.HandleFunc("POST /v1/hostkeys/{target}/pin", func(w http.ResponseWriter, r *http.Request) {
+		var req PinRequest
+		if !body(w, r, &req) {
+			return
+		}
+		target, by := r.PathValue("target"), peerName(r)
+		if len(req.Fingerprints) > 0 && len(req.Keys) > 0 {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "give fingerprints of keys seen, or key lines, not both"})
+			return
+		}
+		var keys []hostkeys.Key
+		var err error
+		if len(req.Keys) == 0 {
+			keys, err = h.Pin(target, req.Fingerprints, by)
+		} else {
+			keys, err = pinLines(h, target, req.Keys, by)
+		}
+		if err == nil {
+			logKeys(r, "host keys pinned", target, keys)
+		}
+		answer(w, keys, err)
+	})
+	mux.HandleFunc("POST /v1/hostkeys/{target}/forget", func(w http.ResponseWriter, r *http.Request) {
+		var req ForgetRequest
+		if !body(w, r, &req) {
+			return
+		}
+		target := r.PathValue("target")
+		keys, err := h.Forget(target, req.Fingerprint)
+		if err == nil {
+			logKeys(r, "host keys forgotten", target, keys)
+		}
+		answer(w, keys, err)
+	})
+}
+
+// pinScanned pins the pending keys among those a scan found. A target that
+// has pinned keys and presents others may be another machine: its new keys
+// are left for an admin to check and pin by fingerprint.
+func pinScanned(h HostKeys, target string, scanned []hostkeys.Key, by string) ([]hostkeys.Key, error) {
+	var pending []string
+	for _, k := range scanned {
+		if k.State == hostkeys.StatePending {
+			pending = append(pending, k.Fingerprint)
+		}
+	}
+	if len(pending) == 0 {
+		return scanned, nil
+	}
+	known, err := h.List(target)
+	if err != nil {
+		return nil, err
+	}
+	if slices.ContainsFunc(known, func(k hostkeys.Key) bool { return k.Kind == hostkeys.KindSSH && k.State == hostkeys.StatePinned }) {
+		return nil, fmt.Errorf("not pinned: %s already has pinned host keys and now also presents %s; "+
+			"the machine may have been re-keyed, or someone may be in the way. Compare them with the machine's own, "+
+			"then run `bastionctl hostkeys pin %s FINGERPRINT`", target, strings.Join(pending, ", "), target)
+	}
+	pinned, err := h.Pin(target, pending, by)
+	if err != nil {
+		return nil, err
+	}
+	out := slices.Clone(scanned)
+	for i, k := range out {
+		if j := slices.IndexFunc(pinned, func(p hostkeys.Key) bool { return p.Fingerprint == k.Fingerprint }); j >= 0 {
+			out[i] = pinned[j]
+		}
+	}
+	return out, nil
+}
+
+// pinLines pins the keys on lines, all of them or, if one line is not a
+// key, none. A key on several lines (a known_hosts file) is returned once.
+func pinLines(h HostKeys, target string, lines []string, by string) ([]hostkeys.Key, error) {
+	for i, l := range lines {
+		if _, err := hostkeys.ParseSSHKey(l); err != nil {
+			return nil, fmt.Errorf("key %d: %w", i+1, err)
+		}
+	}
+	keys := make([]hostkeys.Key, 0, len(lines))
+	for _, l := range lines {
+		k, err := h.PinKey(target, l, by)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(keys, func(o hostkeys.Key) bool { return o.Fingerprint == k.Fingerprint }) {
+			keys = append(keys, k)
+		}
+	}
+	return keys, nil
+}
+
+func (s *Server) caRoutes(mux *http.ServeMux, ca SSHCA) {
+	mux.HandleFunc("GET /v1/ca", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, CAInfo{PublicKey: ca.PublicKey()})
+	})
+}
+
+// HostKeys lists the keys of target, or of every target for "".
+func (c *Client) HostKeys(ctx context.Context, target string) ([]hostkeys.Key, error) {
+	var v []hostkeys.Key
+	return v, c.call(ctx, http.MethodGet, "/v1/hostkeys?target="+url.QueryEscape(target), nil, &v)
+}
+
+// ScanHostKeys has the daemon collect target's host keys, and pin them
+// with pin (see ScanRequest).
+func (c *Client) ScanHostKeys(ctx context.Context, target string, pin bool) ([]hostkeys.Key, error) {
+	var v []hostkeys.Key
+	return v, c.call(ctx, http.MethodPost, "/v1/hostkeys/"+url.PathEscape(target)+"/scan", ScanRequest{Pin: pin}, &v)
+}
+
+// PinHostKeys pins keys of target (see PinRequest) and returns them.
+func (c *Client) PinHostKeys(ctx context.Context, target string, req PinRequest) ([]hostkeys.Key, error) {
+	var v []hostkeys.Key
+	return v, c.call(ctx, http.MethodPost, "/v1/hostkeys/"+url.PathEscape(target)+"/pin", req, &v)
+}
+
+// ForgetHostKeys removes the key of target with fingerprint, or all its
+// keys for "", and returns what it removed.
+func (c *Client) ForgetHostKeys(ctx context.Context, target, fingerprint string) ([]hostkeys.Key, error) {
+	var v []hostkeys.Key
+	return v, c.call(ctx, http.MethodPost, "/v1/hostkeys/"+url.PathEscape(target)+"/forget", ForgetRequest{Fingerprint: fingerprint}, &v)
+}
+
+// CA fetches the bastion's SSH CA public key.
+func (c *Client) CA(ctx context.Context) (CAInfo, error) {
+	var v CAInfo
+	return v, c.do(ctx, http.MethodGet, "/v1/ca", &v)
+}
