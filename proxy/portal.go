@@ -116,14 +116,20 @@ func (s *Server) sameOrigin(r *http.Request) bool {
 }
 
 type pageData struct {
-	Title    string
-	User     string
-	CSRF     string
-	Error    string
-	Targets  []access.Reachable
-	Target   string
-	Protocol string
-	Ticket   string
+	Title string
+	// Page is the body's class; Styles are the page's own stylesheets.
+	Page   string
+	Styles []string
+	// Auditor shows the link to the recordings.
+	Auditor    bool
+	Recordings []Recording
+	User       string
+	CSRF       string
+	Error      string
+	Targets    []access.Reachable
+	Target     string
+	Protocol   string
+	Ticket     string
 }
 
 func (s *Server) render(w http.ResponseWriter, code int, name string, d pageData) {
@@ -155,7 +161,7 @@ func (s *Server) portal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.render(w, http.StatusOK, "portal.html", pageData{
-		Title: "Machines", User: c.user.Name, CSRF: c.session.CSRF,
+		Title: "Machines", User: c.user.Name, CSRF: c.session.CSRF, Auditor: s.policy().Auditor(c.user.Name, c.user.Roles),
 		Targets: s.policy().Reachable(c.user.Name, c.user.Roles),
 	})
 }
@@ -282,7 +288,7 @@ func (s *Server) connectPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.render(w, http.StatusOK, "connect.html", pageData{
-		Title: t.Target, User: c.user.Name, CSRF: c.session.CSRF,
+		Title: t.Target, User: c.user.Name, CSRF: c.session.CSRF, Page: "wide", Styles: []string{"/static/app/connect.css"},
 		Target: t.Target, Protocol: t.Protocol, Ticket: r.PathValue("ticket"),
 	})
 }
@@ -315,12 +321,14 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not allowed", http.StatusForbidden)
 		return
 	}
-	relay := s.cfg.Load().Relay
-	if relay == nil {
-		http.Error(w, "browser sessions are not available on this bastion yet", http.StatusServiceUnavailable)
-		return
+	switch {
+	case s.relayForTest != nil:
+		s.relayForTest(w, r, t)
+	case t.Protocol == access.SSH:
+		s.serveSSH(w, r, c, t)
+	default:
+		http.Error(w, "the remote desktop in the browser is not available on this bastion yet", http.StatusServiceUnavailable)
 	}
-	relay(w, r, t)
 }
 
 // apiError is the body of every API error.

@@ -224,7 +224,9 @@ func (rr *relayRecorder) relay(w http.ResponseWriter, _ *http.Request, t ticket.
 
 func TestTickets(t *testing.T) {
 	rr := &relayRecorder{}
-	h := newTestServer(t, Config{Relay: rr.relay}).routes()
+	srv := newTestServer(t, Config{})
+	srv.relayForTest = rr.relay
+	h := srv.routes()
 	alice := newBrowser(t, h)
 	csrf := alice.signIn("alice")
 	connect := func() string {
@@ -408,7 +410,8 @@ func FuzzSessionCookie(f *testing.F) {
 // request, and to a ticket issued before it when the relay redeems it.
 func TestReloadTakesRights(t *testing.T) {
 	rr := &relayRecorder{}
-	s := newTestServer(t, Config{Relay: rr.relay})
+	s := newTestServer(t, Config{})
+	s.relayForTest = rr.relay
 	h := s.routes()
 	alice := newBrowser(t, h)
 	csrf := alice.signIn("alice")

@@ -23,12 +23,16 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", s.portal)
 	mux.HandleFunc("GET /static/portal.css", staticFile("pages/portal.css", "text/css; charset=utf-8"))
+	mux.HandleFunc("GET /static/app/{name}", s.appAsset)
 	mux.HandleFunc("POST /login", s.login)
 	mux.HandleFunc("POST /logout", s.logout)
 	mux.HandleFunc("POST /connect", s.connectForm)
 	mux.HandleFunc("GET /connect/{ticket}", s.connectPage)
 	mux.HandleFunc("GET /ws/{protocol}", s.relay)
 	mux.HandleFunc("GET "+tunnel.WebSocketPath, s.tunnelWebSocket)
+	mux.HandleFunc("GET /recordings", s.recordingsPage)
+	mux.HandleFunc("GET /recordings/{id}", s.playerPage)
+	mux.HandleFunc("GET /api/recordings/{id}", s.castFile)
 	mux.HandleFunc("GET /api/targets", s.apiTargets)
 	mux.HandleFunc("POST /api/connect", s.apiConnect)
 	mux.HandleFunc("POST /api/tokens", s.apiIssueToken)
@@ -38,11 +42,21 @@ func (s *Server) routes() http.Handler {
 	return securityHeaders(mux)
 }
 
+// csp is the Content-Security-Policy with the script sources given.
+func csp(scripts string) string {
+	return "default-src 'none'; script-src " + scripts + "; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+		"font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+}
+
+// playerCSP lets the recording player compile its WebAssembly terminal;
+// JavaScript eval stays refused.
+var playerCSP = csp("'self' 'wasm-unsafe-eval'")
+
 func securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
-		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+		h.Set("Content-Security-Policy", csp("'self'"))
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")

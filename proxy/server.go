@@ -13,6 +13,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bastiond/bastiond/proxy/access"
@@ -49,12 +50,26 @@ type Config struct {
 	Access *access.Policy
 	// WebSessions bounds browser sessions.
 	WebSessions websession.Config
-	// Relay carries a browser session once its ticket is redeemed; nil
-	// answers 503.
-	Relay func(http.ResponseWriter, *http.Request, ticket.Ticket)
+	// SSH is what browser SSH terminals need besides the broker.
+	SSH SSHConfig
 	// Broker opens and carries sessions; nil refuses every tunnel as
 	// unavailable. It outlives reloads: pass the same one each time.
 	Broker *broker.Broker
+}
+
+// SSHConfig is what browser SSH terminals need besides the broker and
+// the policy.
+type SSHConfig struct {
+	// HostKeys checks a target's host key against the pinned ones: the
+	// callback and the host key algorithms to offer. nil makes browser SSH
+	// unavailable.
+	HostKeys func(target string) (ssh.HostKeyCallback, []string)
+	// Sign makes a short-lived user certificate for targets that trust the
+	// bastion's CA (inventory ssh_certificates). nil: no CA.
+	Sign func(login, keyID string) (ssh.Signer, error)
+	// RecordDir receives the recordings of sessions whose role records
+	// them, and is where auditors play them from.
+	RecordDir string
 }
 
 // Server serves port 443 on the listeners given to Serve.
@@ -65,6 +80,10 @@ type Server struct {
 	auth     *auth.Authenticator
 	sessions *websession.Store
 	tickets  *ticket.Store
+
+	// relayForTest, when set, takes the redeemed tickets of browser
+	// sessions instead of the relays (tests of the ticket checks).
+	relayForTest func(http.ResponseWriter, *http.Request, ticket.Ticket)
 
 	mu     sync.Mutex // guards quic
 	quic   []*quicEndpoint

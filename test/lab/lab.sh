@@ -205,10 +205,15 @@ PasswordAuthentication yes
 UsePAM no
 KbdInteractiveAuthentication no
 AuthorizedKeysFile .ssh/authorized_keys
+# Certificates signed by the bastion's CA: tests write its public key
+# (bastionctl ca show) here; sshd reads the file at each login.
+TrustedUserCAKeys $dir/trusted_user_ca_keys
 StrictModes yes
 PrintMotd no
 Subsystem sftp internal-sftp
 EOF
+	: >"$dir/trusted_user_ca_keys"
+	chmod 0644 "$dir/trusted_user_ca_keys"
 	# sshd wants its privilege-separation directory.
 	mkdir -p /run/sshd
 	chmod 0755 /run/sshd
@@ -307,6 +312,7 @@ write_env() {
 			echo "$key=${!key}"
 		done
 		echo "LAB_KEY=$LAB_DIR/keys/lab_ed25519"
+		echo "VM1_TRUSTED_CA=$LAB_DIR/vm1/trusted_user_ca_keys"
 		echo "PUB_IFACE=pub0"
 		echo "VNET_BRIDGE=vnet0"
 	} >"$LAB_DIR/lab.env.tmp"

@@ -1,0 +1,196 @@
+package proxy
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// maxListed bounds the recordings page: the newest ones.
+const maxListed = 500
+
+// recordingID is a session ID, the name of its recording without ".cast".
+var recordingID = regexp.MustCompile(`^[0-9a-f]{12}$`)
+
+// Recording is one recorded session as the recordings page lists it.
+type Recording struct {
+	ID       string
+	Title    string
+	Start    time.Time
+	Duration time.Duration
+	Size     int64
+}
+
+// auditorCaller returns the caller of a request to the recordings, which
+// only users with an auditor role may see. Others get a 403 page (or,
+// signed out, the sign-in form).
+func (s *Server) auditorCaller(w http.ResponseWriter, r *http.Request) (caller, bool) {
+	c, ok := s.sessionCaller(r)
+	if !ok {
+		s.loginPage(w, http.StatusUnauthorized, "")
+		return caller{}, false
+	}
+	if !s.policy().Auditor(c.user.Name, c.user.Roles) {
+		s.log.Info("recordings refused: not an auditor", zap.String("user", c.user.Name), zap.String("path", r.URL.Path))
+		s.render(w, http.StatusForbidden, "expired.html", pageData{Title: "Not allowed", User: c.user.Name, CSRF: c.session.CSRF})
+		return caller{}, false
+	}
+	return c, true
+}
+
+// recordingsPage is GET /recordings: the newest recordings, for auditors.
+func (s *Server) recordingsPage(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.auditorCaller(w, r)
+	if !ok {
+		return
+	}
+	list, err := listRecordings(s.cfg.Load().SSH.RecordDir, maxListed)
+	if err != nil {
+		s.log.Warn("list recordings", zap.Error(err))
+	}
+	s.render(w, http.StatusOK, "recordings.html", pageData{Title: "Recordings", User: c.user.Name, CSRF: c.session.CSRF,
+		Auditor: true, Recordings: list})
+}
+
+// playerPage is GET /recordings/{id}: the player for one recording.
+func (s *Server) playerPage(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.auditorCaller(w, r)
+	if !ok {
+		return
+	}
+	rec, ok := s.recording(r.PathValue("id"))
+	if !ok {
+		s.render(w, http.StatusNotFound, "expired.html", pageData{Title: "No such recording", User: c.user.Name, CSRF: c.session.CSRF})
+		return
+	}
+	w.Header().Set("Content-Security-Policy", playerCSP)
+	s.render(w, http.StatusOK, "player.html", pageData{Title: "Recording " + rec.ID, User: c.user.Name, CSRF: c.session.CSRF,
+		Auditor: true, Styles: []string{"/static/app/player.css"}, Recordings: []Recording{rec}})
+}
+
+// castFile is GET /api/recordings/{id}: the asciicast itself. Every view
+// is logged: the auditors are audited too.
+func (s *Server) castFile(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.sessionCaller(r)
+	if !ok || !s.policy().Auditor(c.user.Name, c.user.Roles) {
+		writeJSON(w, http.StatusForbidden, apiError{Error: "only auditors may play recordings"})
+		return
+	}
+	id := strings.TrimSuffix(r.PathValue("id"), ".cast")
+	if !recordingID.MatchString(id) {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "no such recording"})
+		return
+	}
+	f, err := os.Open(filepath.Join(s.cfg.Load().SSH.RecordDir, id+".cast"))
+	if err != nil {
+		writeJSON(w, http.StatusNotFound, apiError{Error: "no such recording"})
+		return
+	}
+	defer f.Close()
+	s.log.Info("recording played", zap.String("user", c.user.Name), zap.String("recording", id), zap.Stringer("source", clientAddr(r)))
+	w.Header().Set("Content-Type", "application/x-asciicast")
+	io.Copy(w, f)
+}
+
+// recording describes the recording id, if there is one.
+func (s *Server) recording(id string) (Recording, bool) {
+	if !recordingID.MatchString(id) {
+		return Recording{}, false
+	}
+	rec, err := readRecording(filepath.Join(s.cfg.Load().SSH.RecordDir, id+".cast"))
+	return rec, err == nil
+}
+
+// listRecordings describes the newest n recordings in dir, newest first.
+// A missing dir is an empty list.
+func listRecordings(dir string, n int) ([]Recording, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	type named struct {
+		path string
+		mod  time.Time
+	}
+	var files []named
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".cast")
+		if !ok || !recordingID.MatchString(id) || !e.Type().IsRegular() {
+			continue
+		}
+		if fi, err := e.Info(); err == nil {
+			files = append(files, named{filepath.Join(dir, e.Name()), fi.ModTime()})
+		}
+	}
+	slices.SortFunc(files, func(a, b named) int { return b.mod.Compare(a.mod) })
+	var out []Recording
+	for _, f := range files[:min(n, len(files))] {
+		if rec, err := readRecording(f.path); err == nil {
+			out = append(out, rec)
+		}
+	}
+	return out, nil
+}
+
+// readRecording reads an asciicast v2 file's header and its last event's
+// time.
+func readRecording(path string) (Recording, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Recording{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return Recording{}, err
+	}
+	line, err := bufio.NewReaderSize(f, 4096).ReadSlice('\n')
+	if err != nil {
+		return Recording{}, err
+	}
+	var h struct {
+		Version   int    `json:"version"`
+		Timestamp int64  `json:"timestamp"`
+		Title     string `json:"title"`
+	}
+	if err := json.Unmarshal(line, &h); err != nil || h.Version != 2 {
+		return Recording{}, errors.New("not an asciicast v2 file")
+	}
+	rec := Recording{ID: strings.TrimSuffix(filepath.Base(path), ".cast"), Title: h.Title, Start: time.Unix(h.Timestamp, 0), Size: fi.Size()}
+	rec.Duration = lastEventTime(f, fi.Size())
+	return rec, nil
+}
+
+// lastEventTime is the time of the last complete event line, read from the
+// file's tail.
+func lastEventTime(f *os.File, size int64) time.Duration {
+	const tail = 64 << 10
+	off := max(0, size-tail)
+	buf := make([]byte, size-off)
+	if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
+		return 0
+	}
+	lines := strings.Split(strings.TrimRight(string(buf), "\n"), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		var ev []json.RawMessage
+		var t float64
+		if json.Unmarshal([]byte(lines[i]), &ev) == nil && len(ev) == 3 && json.Unmarshal(ev[0], &t) == nil {
+			return time.Duration(t * float64(time.Second)).Round(time.Second)
+		}
+	}
+	return 0
+}
