@@ -1,0 +1,300 @@
+// Package recording writes terminal sessions as asciicast v2 files
+// (https://docs.asciinema.org/manual/asciicast/v2/), which asciinema plays
+// back: a JSON header line, then one JSON array per event, output ("o") and
+// resizes ("r"). What the user types is never recorded, only what the
+// terminal shows: a password typed at a prompt that does not echo it (sudo,
+// su) stays out of the file.
+package recording
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// FlushInterval bounds how long an event waits in the buffer before it is
+// written to the file.
+const FlushInterval = time.Second
+
+// ErrClosed is returned by writes after Close.
+var ErrClosed = errors.New("recording: closed")
+
+// Header describes the terminal at the start of the recording.
+type Header struct {
+	Width, Height int    // columns and rows
+	Title         string // shown by players; may be empty
+}
+
+// Recorder writes one session's recording. Its methods may be called from
+// several goroutines. The first failed write ends the recording: every later
+// call returns that error, and the file keeps what was written before it.
+type Recorder struct {
+	path  string
+	f     *os.File
+	start time.Time
+
+	mu      sync.Mutex // guards the fields below
+	w       *bufio.Writer
+	timer   *time.Timer   // flushes what waits in w; made at the first event
+	last    time.Duration // the time of the last event; events never go back
+	carry   []byte        // the incomplete UTF-8 sequence that ended the last output
+	scratch []byte        // carry + the next output, joined
+	prefix  [48]byte      // an event's start, formatted
+	armed   bool          // the timer will flush
+	err     error         // the first failure
+	closed  bool
+}
+
+// Create makes dir (mode 0700) if needed and starts the recording
+// dir/SESSIONID.cast (mode 0600); the file must not exist. The header's
+// timestamp is now, and event times count from now.
+func Create(dir, sessionID string, h Header) (*Recorder, error) {
+	if !validID(sessionID) {
+		return nil, fmt.Errorf("recording: invalid session ID %q", sessionID)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("recording: %w", err)
+	}
+	path := filepath.Join(dir, sessionID+".cast")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("recording: %w", err)
+	}
+	r := &Recorder{path: path, f: f, start: time.Now(), w: bufio.NewWriter(f)}
+	line, _ := json.Marshal(header{Version: 2, Width: h.Width, Height: h.Height, Timestamp: r.start.Unix(),
+		Env: map[string]string{"TERM": "xterm-256color"}, Title: h.Title})
+	r.w.Write(line)
+	r.w.WriteByte('\n')
+	if err := r.w.Flush(); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("recording: write %s: %w", path, err)
+	}
+	return r, nil
+}
+
+type header struct {
+	Version   int               `json:"version"`
+	Width     int               `json:"width"`
+	Height    int               `json:"height"`
+	Timestamp int64             `json:"timestamp"`
+	Env       map[string]string `json:"env"`
+	Title     string            `json:"title,omitempty"`
+}
+
+// validID accepts the broker's session IDs and anything else that cannot
+// leave dir: letters, digits, '-' and '_'.
+func validID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Path is the recording's file.
+func (r *Recorder) Path() string { return r.path }
+
+// Output records what the terminal received. A multi-byte UTF-8 sequence
+// that p ends in the middle of is held back and recorded with the next
+// output; bytes that are not UTF-8 are recorded as U+FFFD.
+func (r *Recorder) Output(p []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.usable(); err != nil {
+		return err
+	}
+	if len(r.carry) > 0 {
+		r.scratch = append(append(r.scratch[:0], r.carry...), p...)
+		p = r.scratch
+	}
+	cut := completeLen(p)
+	r.carry = append(r.carry[:0], p[cut:]...)
+	if cut == 0 {
+		return nil
+	}
+	r.event('o')
+	writeEscaped(r.w, p[:cut])
+	return r.endEvent()
+}
+
+// Resize records a new terminal size.
+func (r *Recorder) Resize(cols, rows int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.usable(); err != nil {
+		return err
+	}
+	r.event('r')
+	n := strconv.AppendInt(r.prefix[:0], int64(cols), 10)
+	n = append(n, 'x')
+	n = strconv.AppendInt(n, int64(rows), 10)
+	r.w.Write(n)
+	return r.endEvent()
+}
+
+// Close records what output is still held back (as U+FFFD for each
+// byte, as for other bytes that are not UTF-8), writes the
+// buffer, syncs and closes the file. It returns the recording's first
+// failure, if any; later calls return nil.
+func (r *Recorder) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	if r.err == nil && len(r.carry) > 0 {
+		r.event('o')
+		for range r.carry {
+			r.w.WriteString(`\ufffd`)
+		}
+		r.endEvent()
+	}
+	if r.err == nil {
+		if err := r.w.Flush(); err != nil {
+			r.fail(err)
+		} else if err := r.f.Sync(); err != nil {
+			r.fail(err)
+		}
+	}
+	if err := r.f.Close(); err != nil && r.err == nil {
+		r.fail(err)
+	}
+	return r.err
+}
+
+// usable is the error a write must return instead of writing; r.mu is held.
+func (r *Recorder) usable() error {
+	if r.closed {
+		return ErrClosed
+	}
+	return r.err
+}
+
+// event starts an event line of code: `[TIME, "CODE", "`; r.mu is held.
+func (r *Recorder) event(code byte) {
+	t := time.Since(r.start) // monotonic clock
+	if t < r.last {
+		t = r.last
+	}
+	r.last = t
+	n := append(r.prefix[:0], '[')
+	n = strconv.AppendFloat(n, t.Seconds(), 'f', 6, 64)
+	n = append(n, ", \""...)
+	n = append(n, code)
+	n = append(n, "\", \""...)
+	r.w.Write(n)
+}
+
+// endEvent ends the event line and has it flushed within FlushInterval;
+// r.mu is held. bufio.Writer keeps its first error, so the last write
+// reports any failure of the event's writes.
+func (r *Recorder) endEvent() error {
+	if _, err := r.w.WriteString("\"]\n"); err != nil {
+		return r.fail(err)
+	}
+	switch {
+	case r.armed:
+	case r.timer == nil:
+		r.timer = time.AfterFunc(FlushInterval, r.flushLater)
+	default:
+		r.timer.Reset(FlushInterval)
+	}
+	r.armed = true
+	return nil
+}
+
+func (r *Recorder) flushLater() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.armed = false
+	if r.closed || r.err != nil {
+		return
+	}
+	if err := r.w.Flush(); err != nil {
+		r.fail(err)
+	}
+}
+
+// fail ends the recording with err; r.mu is held.
+func (r *Recorder) fail(err error) error {
+	if r.err == nil {
+		r.err = fmt.Errorf("recording: write %s: %w", r.path, err)
+	}
+	return r.err
+}
+
+// completeLen is the length of p without an incomplete UTF-8 sequence at
+// its end, one that more bytes could still complete.
+func completeLen(p []byte) int {
+	for i := len(p) - 1; i >= 0 && i > len(p)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(p[i]) {
+			if utf8.FullRune(p[i:]) {
+				return len(p)
+			}
+			return i
+		}
+	}
+	return len(p)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// writeEscaped writes p as the inside of a JSON string: quotes,
+// backslashes and control characters escaped, invalid UTF-8 as U+FFFD.
+func writeEscaped(w *bufio.Writer, p []byte) {
+	start := 0
+	for i := 0; i < len(p); {
+		c := p[i]
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRune(p[i:])
+			if r == utf8.RuneError && size == 1 {
+				w.Write(p[start:i])
+				w.WriteString(`\ufffd`)
+				i++
+				start = i
+				continue
+			}
+			i += size
+			continue
+		}
+		if c >= 0x20 && c != '"' && c != '\\' {
+			i++
+			continue
+		}
+		w.Write(p[start:i])
+		switch c {
+		case '"', '\\':
+			w.WriteByte('\\')
+			w.WriteByte(c)
+		case '\n':
+			w.WriteString(`\n`)
+		case '\r':
+			w.WriteString(`\r`)
+		case '\t':
+			w.WriteString(`\t`)
+		default:
+			w.WriteString(`\u00`)
+			w.WriteByte(hexDigits[c>>4])
+			w.WriteByte(hexDigits[c&0xf])
+		}
+		i++
+		start = i
+	}
+	w.Write(p[start:])
+}

@@ -1,0 +1,85 @@
+package webssh
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestSecret(t *testing.T) {
+	tests := []struct {
+		name string
+		json string
+		want string
+	}{
+		{"plain", `"hunter2"`, "hunter2"},
+		{"escapes", `"a\"b\\c\/d\b\f\n\r\t"`, "a\"b\\c/d\b\f\n\r\t"},
+		{"unicode escape", `"caf\u00e9 \u20AC"`, "café €"},
+		{"surrogate pair", `"\ud83d\ude00"`, "😀"},
+		{"lone high surrogate", `"\ud83dx"`, "\ufffdx"},
+		{"lone low surrogate", `"\ude00"`, "\ufffd"},
+		{"raw UTF-8", `"pässwörd 😀"`, "pässwörd 😀"},
+		{"invalid UTF-8", "\"a\xffb\"", "a\ufffdb"},
+		{"empty", `""`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var m struct{ P secret }
+			if err := json.Unmarshal([]byte(`{"P":`+tt.json+`}`), &m); err != nil {
+				t.Fatal(err)
+			}
+			if string(m.P) != tt.want {
+				t.Errorf("got %q, want %q", m.P, tt.want)
+			}
+			m.P.wipe()
+			for _, b := range m.P {
+				if b != 0 {
+					t.Fatalf("wipe left %q", m.P)
+				}
+			}
+		})
+	}
+	t.Run("not a string", func(t *testing.T) {
+		var m struct{ P secret }
+		err := json.Unmarshal([]byte(`{"P":12345678}`), &m)
+		if err == nil {
+			t.Fatal("a number decoded as a secret")
+		}
+		if strings.Contains(err.Error(), "12345678") {
+			t.Errorf("error quotes the input: %v", err)
+		}
+	})
+	t.Run("null", func(t *testing.T) {
+		var m struct{ P secret }
+		if err := json.Unmarshal([]byte(`{"P":null}`), &m); err != nil || m.P != nil {
+			t.Errorf("null: %q, %v", m.P, err)
+		}
+	})
+}
+
+// FuzzSecret checks that a secret decodes every JSON string exactly as
+// encoding/json decodes it into a Go string.
+func FuzzSecret(f *testing.F) {
+	for _, s := range []string{`"hunter2"`, `"a\"b\\c\/d\b\f\n\r\t"`, `"\ud83d\ude00"`, `"\ud83dx"`, `"\ud800\ud800\udc00"`,
+		"\"a\xffb\"", `"\u00"`, `"x\"`, `12`, `null`, `"-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----\n"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var want string
+		werr := json.Unmarshal(in, &want)
+		var got secret
+		gerr := json.Unmarshal(in, &got)
+		if werr != nil {
+			if gerr == nil {
+				t.Errorf("%q: decoded %q where encoding/json fails: %v", in, got, werr)
+			}
+			return
+		}
+		if gerr != nil {
+			t.Fatalf("%q: %v, encoding/json decodes %q", in, gerr, want)
+		}
+		if string(got) != want {
+			t.Errorf("%q: got %q, encoding/json %q", in, got, want)
+		}
+	})
+}
