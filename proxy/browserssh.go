@@ -1,12 +1,99 @@
 package proxy
 
 import (
+	"context"
+	"errors"
 	"net/http"
+	"net/netip"
+	"time"
 
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/proxy/access"
+	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/ticket"
+	"github.com/bastiond/bastiond/proxy/webssh"
 )
 
-// serveSSH carries the browser SSH terminal of ticket t.
-func (s *Server) serveSSH(w http.ResponseWriter, _ *http.Request, _ caller, _ ticket.Ticket) {
-	http.Error(w, "the terminal in the browser is not available on this bastion yet", http.StatusServiceUnavailable)
+// maxTerminalMessage bounds one WebSocket message from the page: the
+// protocol's own limit (a pasted private key fits).
+const maxTerminalMessage = 64 << 10
+
+// serveSSH carries the browser SSH terminal of ticket t, redeemed by c.
+// The ticket's rights were checked at redeem time; the login name, which
+// roles may restrict, is checked when the page sends it.
+func (s *Server) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ticket.Ticket) {
+	cfg := s.cfg.Load()
+	if cfg.Broker == nil || cfg.SSH.HostKeys == nil {
+		http.Error(w, "the terminal in the browser is not available on this bastion", http.StatusServiceUnavailable)
+		return
+	}
+	target, _ := cfg.Access.Target(t.Target)
+	if target.SSHCertificates && cfg.SSH.Sign == nil {
+		http.Error(w, "this machine expects a certificate from the bastion, which has no SSH CA", http.StatusServiceUnavailable)
+		return
+	}
+	d := cfg.Access.Check(access.Request{User: c.user.Name, Granted: c.user.Roles, Target: t.Target, Protocol: access.SSH})
+	logins := s.reachableLogins(c, t.Target)
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{webssh.Subprotocol}})
+	if err != nil {
+		return // Accept has answered
+	}
+	if ws.Subprotocol() != webssh.Subprotocol {
+		ws.Close(websocket.StatusPolicyViolation, "unsupported page: reload it")
+		return
+	}
+	ws.SetReadLimit(maxTerminalMessage)
+	client, _ := netip.ParseAddrPort(r.RemoteAddr)
+	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+	b := cfg.Broker
+	p := webssh.Params{
+		Target:           t.Target,
+		User:             c.user.Name,
+		Client:           client,
+		Logins:           logins,
+		Certificate:      target.SSHCertificates,
+		Clipboard:        !d.DisableClipboard,
+		Record:           d.Record,
+		RecordDir:        cfg.SSH.RecordDir,
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		Logger:           s.log.Named("webssh"),
+		HostKeys:         cfg.SSH.HostKeys,
+		Sign:             cfg.SSH.Sign,
+		IdleTimeout:      func() time.Duration { return b.Timeouts(broker.SSH).Idle },
+		Authorize: func(login string) ([]string, error) {
+			// The policy in force now, not the one the ticket was issued under.
+			d := s.policy().Check(access.Request{User: c.user.Name, Granted: c.user.Roles, Target: t.Target,
+				Protocol: access.SSH, Login: login})
+			if !d.Allowed {
+				s.log.Info("browser SSH login refused", zap.String("user", c.user.Name), zap.String("target", t.Target),
+					zap.String("login", login), zap.String("reason", d.Reason))
+				return nil, errors.New("no role of yours allows the login " + login + " on " + t.Target)
+			}
+			return d.Roles, nil
+		},
+		Open: func(ctx context.Context, login string, roles []string) (webssh.Session, error) {
+			sess, err := b.Open(ctx, broker.Request{User: c.user.Name, Client: client, Target: t.Target, Protocol: broker.SSH,
+				Login: login, Via: "browser", Roles: roles})
+			if err != nil {
+				return nil, err // not a nil *broker.Session in a non-nil interface
+			}
+			return sess, nil
+		},
+		SetRecording: func(sess webssh.Session, path string) { sess.(*broker.Session).SetRecording(path) },
+	}
+	// The terminal outlives the request's context only through the
+	// hijacked connection; the broker ends it on kill, timeout or drain.
+	webssh.Serve(context.WithoutCancel(r.Context()), ws, p)
+}
+
+// reachableLogins are the login names c's roles allow on target, nil for any.
+func (s *Server) reachableLogins(c caller, target string) []string {
+	for _, rt := range s.policy().Reachable(c.user.Name, c.user.Roles) {
+		if rt.Name == target {
+			return rt.Logins
+		}
+	}
+	return nil
 }

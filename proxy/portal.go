@@ -177,7 +177,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	ck, err := r.Cookie(loginCookie)
 	if err := r.ParseForm(); err != nil || !s.sameOrigin(r) || ck == nil || !equalTokens(ck.Value, r.PostFormValue("csrf")) {
-		s.log.Info("login form refused: no matching origin or form token", zap.Stringer("source", clientAddr(r)), zap.NamedError("form", err))
+		s.log.Info("login form refused: no matching origin or form token", zap.Stringer("source", clientAddr(r)), zap.NamedError("form", err),
+			zap.String("origin", r.Header.Get("Origin")), zap.Bool("form_cookie", ck != nil))
 		s.loginPage(w, http.StatusForbidden, "The sign-in form expired. Please sign in again.")
 		return
 	}

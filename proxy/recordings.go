@@ -43,7 +43,8 @@ func (s *Server) auditorCaller(w http.ResponseWriter, r *http.Request) (caller, 
 	}
 	if !s.policy().Auditor(c.user.Name, c.user.Roles) {
 		s.log.Info("recordings refused: not an auditor", zap.String("user", c.user.Name), zap.String("path", r.URL.Path))
-		s.render(w, http.StatusForbidden, "expired.html", pageData{Title: "Not allowed", User: c.user.Name, CSRF: c.session.CSRF})
+		s.render(w, http.StatusForbidden, "denied.html", pageData{Title: "Not allowed", User: c.user.Name, CSRF: c.session.CSRF,
+			Error: "Only users with an auditor role may see session recordings."})
 		return caller{}, false
 	}
 	return c, true
@@ -71,7 +72,7 @@ func (s *Server) playerPage(w http.ResponseWriter, r *http.Request) {
 	}
 	rec, ok := s.recording(r.PathValue("id"))
 	if !ok {
-		s.render(w, http.StatusNotFound, "expired.html", pageData{Title: "No such recording", User: c.user.Name, CSRF: c.session.CSRF})
+		s.render(w, http.StatusNotFound, "denied.html", pageData{Title: "No such recording", User: c.user.Name, CSRF: c.session.CSRF, Auditor: true})
 		return
 	}
 	w.Header().Set("Content-Security-Policy", playerCSP)

@@ -46,7 +46,7 @@ func checkHeaders(t *testing.T, what string, h http.Header) {
 	for name, want := range map[string]string{
 		"Strict-Transport-Security": "max-age=63072000; includeSubDomains",
 		"X-Content-Type-Options":    "nosniff",
-		"Referrer-Policy":           "no-referrer",
+		"Referrer-Policy":           "same-origin",
 	} {
 		if got := h.Get(name); got != want {
 			t.Errorf("%s: %s = %q, want %q", what, name, got, want)

@@ -81,6 +81,7 @@ access:
       targets: ["*"]
       protocols: [ssh, rdp, tunnel]
       record: true
+      auditor: true
 logging: {format: console, audit_file: $demo/audit.jsonl}
 state_dir: $demo/state
 YAML
@@ -103,6 +104,9 @@ if ! "$bin/bastionctl" --socket "$demo/admin.sock" users list | grep -q '^admin 
 else
 	printf '%s\n' "$admin_password" | "$bin/bastionctl" --socket "$demo/admin.sock" users passwd admin --password-stdin >/dev/null
 fi
+# A real install pins host keys after checking them out of band; the
+# demo's lab was made a moment ago by this script, so it trusts what it sees.
+"$bin/bastionctl" --socket "$demo/admin.sock" hostkeys scan vm1 --pin >/dev/null || die "cannot pin vm1's host keys"
 
 # The forward: host loopback -> unix socket -> the client namespace -> the
 # bastion's public address. A unix socket crosses namespaces without adding
@@ -130,6 +134,8 @@ cat <<BANNER
   Sign in as:    admin / $admin_password
   Machines:      vm1 (SSH, $VM1_4 / $VM1_6), vm2 (RDP, $VM2_4 / $VM2_6)
   Their logins:  $LAB_USER / $LAB_PASSWORD
+  In the browser: click SSH on vm1 and sign in as $LAB_USER: a terminal in the page
+                 (recorded; play it back under Recordings)
   Admin CLI:     sudo $bin/bastionctl --socket $demo/admin.sock status      (and: sessions, users, policy show)
   Native tunnel: $bin/bastionctl login --server localhost:$port --insecure --user admin
                  ssh -o ProxyCommand='$bin/bastionctl ssh-proxy vm1' $LAB_USER@vm1

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -51,6 +52,13 @@ func TestMetrics(t *testing.T) {
 	io.ReadFull(target, make([]byte, 1000))
 	target.Write(make([]byte, 10))
 	io.ReadFull(u, make([]byte, 10))
+	// The relay counts a chunk once its write returns, a moment after the
+	// peer may have read it.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if i := s.Info(); i.BytesUp == 1000 && i.BytesDown == 10 {
+			break
+		}
+	}
 	e.b.HandshakeFailed("tunnel")
 	e.b.HandshakeFailed("tls")
 	e.b.HandshakeFailed("tls")

@@ -33,6 +33,10 @@ type Config struct {
 	Chromium string
 	// Artifacts is the directory for screenshots. Required.
 	Artifacts string
+	// Netns is a network namespace to run the driver and its browser in
+	// (`ip netns exec`, which also gives them the namespace's /etc/hosts);
+	// empty: this process's.
+	Netns string
 	// Timeout bounds each call; zero means 30 seconds. The driver's own
 	// waits give up after 10 seconds, so a call fails with the driver's
 	// message rather than this timeout.
@@ -91,7 +95,11 @@ func Start(t testing.TB, cfg Config) *Browser {
 	if cfg.WebDir == "" || cfg.Artifacts == "" {
 		t.Fatal("browsertest: Config.WebDir and Config.Artifacts are required")
 	}
-	cmd := exec.Command("node", filepath.Join("test", "driver.mjs"))
+	argv := []string{"node", filepath.Join("test", "driver.mjs")}
+	if cfg.Netns != "" {
+		argv = append([]string{"ip", "netns", "exec", cfg.Netns}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = cfg.WebDir
 	cmd.Env = append(os.Environ(), "CHROMIUM="+cfg.Chromium, "ARTIFACTS="+cfg.Artifacts)
 	b := &Browser{cfg: cfg, cmd: cmd, replies: make(chan reply, 1), stderr: &lockedBuffer{}}

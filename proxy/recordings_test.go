@@ -1,0 +1,104 @@
+package proxy
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bastiond/bastiond/proxy/access"
+)
+
+// auditPolicy is testPolicy with carol as an auditor.
+func auditPolicy() *access.Policy {
+	return access.New(testName, []access.Target{{Name: "vm1", SSH: 22}}, nil, []access.Role{
+		{Name: "ops", Subjects: []string{"user:alice"}, Targets: []string{"vm1"}, Protocols: []string{access.SSH}},
+		{Name: "audit", Subjects: []string{"user:carol"}, Auditor: true},
+	})
+}
+
+func writeCast(t *testing.T, dir, id, title string, start time.Time, events ...string) {
+	t.Helper()
+	data := fmt.Sprintf(`{"version":2,"width":80,"height":24,"timestamp":%d,"title":%q}`+"\n", start.Unix(), title) +
+		strings.Join(events, "\n") + "\n"
+	if err := os.WriteFile(filepath.Join(dir, id+".cast"), []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRecordings(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	writeCast(t, dir, "0123456789ab", "alice → lab@vm1", start, `[0.5,"o","hello"]`, `[75.2,"o","bye"]`)
+	writeCast(t, dir, "ba9876543210", "alice → root@vm1", start.Add(time.Hour), `[1.0,"o","x"]`)
+	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("not a recording"), 0o600)
+	os.WriteFile(filepath.Join(dir, "ffffffffffff.cast"), []byte("garbage\n"), 0o600)
+	os.Chtimes(filepath.Join(dir, "ba9876543210.cast"), start.Add(time.Hour), start.Add(time.Hour))
+	os.Chtimes(filepath.Join(dir, "0123456789ab.cast"), start, start)
+	h := newTestServer(t, Config{Access: auditPolicy(), SSH: SSHConfig{RecordDir: dir}}).routes()
+
+	carol := newBrowser(t, h)
+	carol.signIn("carol")
+	if r := carol.get("/"); !strings.Contains(r.body, `href="/recordings"`) {
+		t.Error("the portal shows no recordings link to an auditor")
+	}
+	r := carol.get("/recordings")
+	if r.code != http.StatusOK {
+		t.Fatalf("list: %d\n%s", r.code, r.body)
+	}
+	newer, older := strings.Index(r.body, "root@vm1"), strings.Index(r.body, "lab@vm1")
+	if newer < 0 || older < 0 || newer > older || strings.Contains(r.body, "ffffffffffff") || !strings.Contains(r.body, "1m15s") {
+		t.Errorf("list, newest first, without the unreadable file, with durations:\n%s", r.body)
+	}
+	r = carol.get("/recordings/0123456789ab")
+	if r.code != http.StatusOK || !strings.Contains(r.body, `data-cast="/api/recordings/0123456789ab.cast"`) ||
+		!strings.Contains(r.header.Get("Content-Security-Policy"), "script-src 'self' 'wasm-unsafe-eval';") {
+		t.Errorf("player page: %d %q\n%s", r.code, r.header.Get("Content-Security-Policy"), r.body)
+	}
+	r = carol.get("/api/recordings/0123456789ab.cast")
+	if r.code != http.StatusOK || !strings.Contains(r.body, `"hello"`) || r.header.Get("Content-Type") != "application/x-asciicast" {
+		t.Errorf("cast: %d %q", r.code, r.body)
+	}
+	for _, bad := range []string{"/api/recordings/..%2fstate.db", "/api/recordings/0123456789AB.cast", "/api/recordings/aaaaaaaaaaaa.cast",
+		"/recordings/..%2f..%2fetc%2fpasswd", "/recordings/aaaaaaaaaaaa"} {
+		if r := carol.get(bad); r.code != http.StatusNotFound {
+			t.Errorf("%s: %d", bad, r.code)
+		}
+	}
+	if r := carol.get("/"); strings.Contains(r.header.Get("Content-Security-Policy"), "wasm") {
+		t.Error("the portal allows WebAssembly")
+	}
+
+	alice := newBrowser(t, h)
+	alice.signIn("alice")
+	if r := alice.get("/"); strings.Contains(r.body, `href="/recordings"`) {
+		t.Error("the portal shows the recordings link to a non-auditor")
+	}
+	for _, p := range []string{"/recordings", "/recordings/0123456789ab", "/api/recordings/0123456789ab.cast"} {
+		if r := alice.get(p); r.code != http.StatusForbidden || strings.Contains(r.body, "hello") {
+			t.Errorf("alice %s: %d", p, r.code)
+		}
+	}
+	if r := newBrowser(t, h).get("/api/recordings/0123456789ab.cast"); r.code != http.StatusForbidden {
+		t.Errorf("signed out: %d", r.code)
+	}
+}
+
+func TestAppAssets(t *testing.T) {
+	h := newTestServer(t, Config{}).routes()
+	b := newBrowser(t, h)
+	r := b.get("/static/app/README.txt")
+	if r.code != http.StatusOK || r.header.Get("ETag") == "" || r.header.Get("Cache-Control") != "no-cache" {
+		t.Fatalf("asset: %d %v", r.code, r.header)
+	}
+	again := b.do(http.MethodGet, "/static/app/README.txt", nil, map[string]string{"If-None-Match": r.header.Get("ETag")})
+	if again.code != http.StatusNotModified {
+		t.Errorf("revalidation: %d", again.code)
+	}
+	if r := b.get("/static/app/../portal.go"); r.code == http.StatusOK {
+		t.Errorf("path escape: %d", r.code)
+	}
+}

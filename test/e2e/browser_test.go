@@ -1,0 +1,253 @@
+package e2e
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/bastiond/bastiond/web"
+	"github.com/bastiond/bastiond/web/browsertest"
+)
+
+// artifactsDir is where browser tests keep their screenshots:
+// $BASTIOND_ARTIFACTS, or test/artifacts/ in the repository.
+func artifactsDir(t testing.TB, name string) string {
+	dir := os.Getenv("BASTIOND_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(repoRoot, "test", "artifacts")
+	}
+	dir = filepath.Join(dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// startBrowser starts Chromium in the client namespace. Without the web
+// client built or the browser installed it skips, except under CI, where
+// test/deps.sh and make have put them in place and a skip would hide a
+// broken install.
+func startBrowser(t testing.TB, name string) *browsertest.Browser {
+	t.Helper()
+	needLab(t)
+	cfg := browsertest.Config{WebDir: filepath.Join(repoRoot, "web"), Artifacts: artifactsDir(t, name), Netns: lab["NS_CLIENT"]}
+	why := browsertest.Missing(cfg)
+	if why == "" && !web.Built() {
+		why = "the web client is not built into this bastiond (make web)"
+	}
+	if why != "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("browser tests cannot run: %s", why)
+		}
+		t.Skipf("browser tests skipped: %s", why)
+	}
+	return browsertest.Start(t, cfg)
+}
+
+var sttySize = regexp.MustCompile(`(?m)^size (\d+) (\d+)$`)
+
+// terminalSize runs stty size in the terminal and returns rows, cols.
+func terminalSize(t testing.TB, b *browsertest.Browser, mark string) (rows, cols int) {
+	t.Helper()
+	b.Type(t, `echo size $(stty size) `+mark+"\n")
+	b.WaitTerminalText(t, mark)
+	for _, m := range sttySize.FindAllStringSubmatch(strings.ReplaceAll(b.TerminalText(t), " "+mark, ""), -1) {
+		rows, _ = strconv.Atoi(m[1])
+		cols, _ = strconv.Atoi(m[2])
+	}
+	return rows, cols
+}
+
+// TestBrowserSSH drives Debian's Chromium through the portal to vm1's real
+// sshd: sign in, click SSH, authenticate, run commands, resize, paste and
+// copy (allowed and disabled), the host key mismatch and expired pages,
+// and an auditor's playback. Screenshots are kept under test/artifacts.
+func TestBrowserSSH(t *testing.T) {
+	b := startBrowser(t, "browser-ssh")
+	d := startDaemonWith(t, viaFDs, func(dir string) string { return webSSHConfig(dir, "", "") })
+	addLabUsers(t, d, "alice", "bob", "carol")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the daemon's log ends:\n%s", tail(d.log.String(), 6000))
+		}
+	})
+	pinVM1(t, d)
+	base := "https://" + serverName + "/"
+	const submit = `#client form.signin button[type=submit]`
+	signOut := func() {
+		b.Goto(t, base)
+		b.Click(t, `header form[action="/logout"] button`)
+		b.WaitVisible(t, "form.login")
+	}
+	noProblems := func(when string) {
+		if p := b.TakeProblems(t); len(p.Violations)+len(p.Exceptions) > 0 {
+			t.Errorf("%s: CSP violations %q, exceptions %q", when, p.Violations, p.Exceptions)
+		}
+	}
+
+	// A failing step leaves a screenshot named after its subtest.
+	run := func(name string, f func(t *testing.T)) {
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if t.Failed() {
+					b.Screenshot(t, "failed-"+name)
+				}
+			}()
+			f(t)
+		})
+	}
+
+	var connectURL string
+	run("password, command, resize, copy and paste", func(t *testing.T) {
+		b.PortalLogin(t, base, "alice", tunnelPW)
+		b.Screenshot(t, "portal")
+		b.OpenTerminal(t, "vm1")
+		connectURL = b.URL(t)
+		b.SignIn(t, lab["LAB_USER"], lab["LAB_PASSWORD"])
+		b.WaitTerminalText(t, "$ ") // the shell's prompt
+		b.Type(t, "echo browser-$((6*7))\n")
+		b.WaitTerminalText(t, "browser-42")
+
+		var shown int
+		b.Eval(t, `document.querySelectorAll("#client .xterm-rows > div").length`, &shown)
+		rows, cols := terminalSize(t, b, "m1")
+		if rows != shown || cols < 40 {
+			t.Errorf("stty size %d %d; the page shows %d rows", rows, cols, shown)
+		}
+		b.Viewport(t, 640, 420)
+		rows2, cols2 := 0, 0
+		for i := 0; i < 20 && (rows2 == 0 || rows2 >= rows); i++ { // the resize is debounced
+			rows2, cols2 = terminalSize(t, b, fmt.Sprintf("m2x%d", i))
+		}
+		if rows2 >= rows || cols2 >= cols {
+			t.Errorf("after shrinking the window stty size is %d %d, was %d %d", rows2, cols2, rows, cols)
+		}
+		b.Viewport(t, 1000, 700)
+
+		// bash asks for bracketed paste: the pasted line waits for Enter.
+		if !b.Paste(t, "echo pasted-$((2+3))") {
+			t.Error("the paste went on to the browser's default action")
+		}
+		b.WaitTerminalText(t, "echo pasted-$((2+3))")
+		b.Type(t, "\n")
+		b.WaitTerminalText(t, "pasted-5")
+		b.DoubleClick(t, `#client .xterm-rows span:text-is("browser-42")`)
+		b.Press(t, "Control+Shift+C")
+		var copied string
+		b.Eval(t, `navigator.clipboard.readText()`, &copied)
+		if copied != "browser-42" {
+			t.Errorf("copied %q, want browser-42", copied)
+		}
+		b.Screenshot(t, "terminal")
+		b.Type(t, "exit\n")
+		b.WaitText(t, "#client .overlay", "exited")
+		b.Screenshot(t, "ended")
+		noProblems("terminal")
+	})
+
+	run("a used connect link shows the expired page", func(t *testing.T) {
+		b.Goto(t, connectURL)
+		b.WaitText(t, "body", "Your session has expired")
+		b.Screenshot(t, "expired")
+	})
+
+	run("private key", func(t *testing.T) {
+		key, err := os.ReadFile(lab["LAB_KEY"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Goto(t, base)
+		b.OpenTerminal(t, "vm1")
+		b.WaitVisible(t, "#client form.signin")
+		b.Fill(t, "#client form.signin input[type=text]", lab["LAB_USER"])
+		b.Click(t, `#client form.signin label:has-text("Private key")`)
+		b.Fill(t, "#client form.signin textarea", string(key))
+		b.Click(t, submit)
+		b.WaitTerminalText(t, "$ ")
+		b.Type(t, "echo key-$((40+2))\n")
+		b.WaitTerminalText(t, "key-42")
+		b.Type(t, "exit\n")
+		b.WaitText(t, "#client .overlay", "exited")
+		signOut()
+	})
+
+	run("clipboard disabled by the role", func(t *testing.T) {
+		b.PortalLogin(t, base, "bob", tunnelPW)
+		b.OpenTerminal(t, "vm1")
+		b.SignIn(t, lab["LAB_USER"], lab["LAB_PASSWORD"])
+		b.WaitTerminalText(t, "$ ") // the shell's prompt
+		b.Type(t, "echo typed-$((1+1))\n")
+		b.WaitTerminalText(t, "typed-2")
+		b.WaitText(t, "#client", "disabled")
+		b.Paste(t, "echo pasted-$((2+3))")
+		b.Type(t, "\necho after-paste\n")
+		b.WaitTerminalText(t, "after-paste")
+		if strings.Contains(b.TerminalText(t), "pasted-5") {
+			t.Error("a paste reached the machine with the clipboard disabled")
+		}
+		b.Eval(t, `navigator.clipboard.writeText("clipboard unchanged").then(() => true)`, nil)
+		b.DoubleClick(t, `#client .xterm-rows span:text-is("typed-2")`)
+		b.Press(t, "Control+Shift+C")
+		var copied string
+		b.Eval(t, `navigator.clipboard.readText()`, &copied)
+		if copied != "clipboard unchanged" {
+			t.Errorf("copy went through with the clipboard disabled: %q", copied)
+		}
+		b.Screenshot(t, "clipboard-disabled")
+		b.Type(t, "exit\n")
+		b.WaitText(t, "#client .overlay", "exited")
+		signOut()
+	})
+
+	run("host key mismatch", func(t *testing.T) {
+		pub, _, _ := ed25519.GenerateKey(rand.Reader)
+		impostor, _ := ssh.NewPublicKey(pub)
+		d.ctl(nil, "hostkeys", "forget", "vm1")
+		if out, err := d.ctlStdin(string(ssh.MarshalAuthorizedKey(impostor)), "hostkeys", "pin", "vm1", "--key-file", "-"); err != nil {
+			t.Fatalf("pin: %v\n%s", err, out)
+		}
+		defer func() {
+			d.ctl(nil, "hostkeys", "forget", "vm1")
+			pinVM1(t, d)
+		}()
+		b.PortalLogin(t, base, "alice", tunnelPW)
+		b.OpenTerminal(t, "vm1")
+		defer signOut()
+		b.SignIn(t, lab["LAB_USER"], lab["LAB_PASSWORD"])
+		b.WaitText(t, "#client .overlay", "identity")
+		if b.Visible(t, `#client .overlay button:text("Reconnect")`) {
+			t.Error("a host key mismatch offers Reconnect")
+		}
+		b.Screenshot(t, "host-key-mismatch")
+	})
+
+	run("an auditor plays the recording", func(t *testing.T) {
+		b.PortalLogin(t, base, "carol", tunnelPW)
+		defer signOut()
+		b.Click(t, `header a:text("Recordings")`)
+		b.WaitVisible(t, "table.recordings")
+		b.Click(t, `table.recordings a:text("Play")`)
+		b.WaitVisible(t, "#player .ap-player")
+		b.Click(t, "#player .ap-player")
+		b.WaitText(t, "#player .ap-term", "key-42") // the newest recording: alice's key session
+		b.Screenshot(t, "playback")
+		noProblems("player")
+	})
+
+	run("others may not play recordings", func(t *testing.T) {
+		b.PortalLogin(t, base, "bob", tunnelPW)
+		if b.Count(t, `header a:text("Recordings")`) != 0 {
+			t.Error("bob sees the recordings link")
+		}
+		b.Goto(t, base+"recordings")
+		b.WaitText(t, "body", "Not allowed")
+	})
+}
