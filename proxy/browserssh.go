@@ -81,7 +81,8 @@ func (s *Server) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 			}
 			return sess, nil
 		},
-		SetRecording: func(sess webssh.Session, path string) { sess.(*broker.Session).SetRecording(path) },
+		SetRecording:    func(sess webssh.Session, path string) { sess.(*broker.Session).SetRecording(path) },
+		HandshakeFailed: func() { b.HandshakeFailed("ssh") },
 	}
 	// The terminal outlives the request's context only through the
 	// hijacked connection; the broker ends it on kill, timeout or drain.

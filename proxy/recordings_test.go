@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,5 +101,22 @@ func TestAppAssets(t *testing.T) {
 	}
 	if r := b.get("/static/app/../portal.go"); r.code == http.StatusOK {
 		t.Errorf("path escape: %d", r.code)
+	}
+}
+
+// TestBrowserSSHUnavailable: without a broker or host key store the
+// terminal's WebSocket is refused with a clear 503, and the ticket is used.
+func TestBrowserSSHUnavailable(t *testing.T) {
+	h := newTestServer(t, Config{}).routes()
+	alice := newBrowser(t, h)
+	csrf := alice.signIn("alice")
+	r := alice.post("/connect", url.Values{"csrf": {csrf}, "target": {"vm1"}, "protocol": {"ssh"}})
+	tk := strings.TrimPrefix(r.header.Get("Location"), "/connect/")
+	ws := alice.do(http.MethodGet, "/ws/ssh?ticket="+tk, nil, map[string]string{"Origin": alice.origin})
+	if ws.code != http.StatusServiceUnavailable || !strings.Contains(ws.body, "not available") {
+		t.Errorf("%d %s", ws.code, ws.body)
+	}
+	if again := alice.do(http.MethodGet, "/ws/ssh?ticket="+tk, nil, map[string]string{"Origin": alice.origin}); again.code != http.StatusForbidden {
+		t.Errorf("the ticket was not used up: %d", again.code)
 	}
 }

@@ -171,6 +171,9 @@ func (c *conn) handshake(ctx context.Context, log *zap.Logger, sess Session, tc 
 		return nil, true, nil
 	}
 	log.Info("ssh handshake failed", zap.Error(err))
+	if c.p.HandshakeFailed != nil {
+		c.p.HandshakeFailed()
+	}
 	return nil, false, c.targetEnding("SSH handshake", tc, err)
 }
 

@@ -102,6 +102,10 @@ type Params struct {
 	// SetRecording gives the recording's path to the session's accounting
 	// record. Optional.
 	SetRecording func(s Session, path string)
+	// HandshakeFailed counts an SSH handshake with the machine that failed
+	// for another reason than the credentials or its host key (the
+	// bastiond_handshake_failures_total{layer="ssh"} metric). Optional.
+	HandshakeFailed func()
 }
 
 func (p *Params) setDefaults() error {

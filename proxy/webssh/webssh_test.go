@@ -666,3 +666,36 @@ func BenchmarkKeystrokeEcho(b *testing.B) {
 	h.session(0).End(broker.ReasonKilled + "benchmark over")
 	c.expectEnd(endKilled)
 }
+
+// TestNotSSH: a machine that answers with something other than SSH ends
+// the session with an error, and the handshake failure is counted.
+func TestNotSSH(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+			c.Close()
+		}
+	}()
+	var failed atomic.Int32
+	h := newHarness(t, nil, ln.Addr().String(), func(p *Params) {
+		p.HostKeys = func(string) (ssh.HostKeyCallback, []string) { return ssh.InsecureIgnoreHostKey(), nil }
+		p.HandshakeFailed = func() { failed.Add(1) }
+	})
+	c := h.dial()
+	c.expect(typeHello)
+	c.auth(map[string]any{"password": "x"})
+	c.expectEnd(endError)
+	h.waitServed()
+	if failed.Load() != 1 {
+		t.Errorf("HandshakeFailed called %d times, want 1", failed.Load())
+	}
+}
