@@ -147,8 +147,9 @@ func listRecordings(dir string, n int) ([]Recording, error) {
 	return out, nil
 }
 
-// readRecording reads an asciicast v2 file's header and its last event's
-// time.
+// readRecording describes an asciicast v2 file from its header, and its
+// duration from its last write (the recorder flushes at least every
+// second while output flows).
 func readRecording(path string) (Recording, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -171,27 +172,7 @@ func readRecording(path string) (Recording, error) {
 	if err := json.Unmarshal(line, &h); err != nil || h.Version != 2 {
 		return Recording{}, errors.New("not an asciicast v2 file")
 	}
-	rec := Recording{ID: strings.TrimSuffix(filepath.Base(path), ".cast"), Title: h.Title, Start: time.Unix(h.Timestamp, 0), Size: fi.Size()}
-	rec.Duration = lastEventTime(f, fi.Size())
-	return rec, nil
-}
-
-// lastEventTime is the time of the last complete event line, read from the
-// file's tail.
-func lastEventTime(f *os.File, size int64) time.Duration {
-	const tail = 64 << 10
-	off := max(0, size-tail)
-	buf := make([]byte, size-off)
-	if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
-		return 0
-	}
-	lines := strings.Split(strings.TrimRight(string(buf), "\n"), "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		var ev []json.RawMessage
-		var t float64
-		if json.Unmarshal([]byte(lines[i]), &ev) == nil && len(ev) == 3 && json.Unmarshal(ev[0], &t) == nil {
-			return time.Duration(t * float64(time.Second)).Round(time.Second)
-		}
-	}
-	return 0
+	start := time.Unix(h.Timestamp, 0)
+	return Recording{ID: strings.TrimSuffix(filepath.Base(path), ".cast"), Title: h.Title, Start: start,
+		Duration: max(0, fi.ModTime().Sub(start).Round(time.Second)), Size: fi.Size()}, nil
 }

@@ -38,7 +38,7 @@ func TestRecordings(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("not a recording"), 0o600)
 	os.WriteFile(filepath.Join(dir, "ffffffffffff.cast"), []byte("garbage\n"), 0o600)
 	os.Chtimes(filepath.Join(dir, "ba9876543210.cast"), start.Add(time.Hour), start.Add(time.Hour))
-	os.Chtimes(filepath.Join(dir, "0123456789ab.cast"), start, start)
+	os.Chtimes(filepath.Join(dir, "0123456789ab.cast"), start.Add(75*time.Second), start.Add(75*time.Second))
 	h := newTestServer(t, Config{Access: auditPolicy(), SSH: SSHConfig{RecordDir: dir}}).routes()
 
 	carol := newBrowser(t, h)
