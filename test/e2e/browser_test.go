@@ -52,17 +52,19 @@ func startBrowser(t testing.TB, name string) *browsertest.Browser {
 	return browsertest.Start(t, cfg)
 }
 
-var sttySize = regexp.MustCompile(`(?m)^size (\d+) (\d+)$`)
-
-// terminalSize runs stty size in the terminal and returns rows, cols.
+// terminalSize runs stty size in the terminal and returns rows, cols. The
+// line it waits for ("size R C MARK-5") is the output, never the command
+// as typed ("... MARK-$((2+3))").
 func terminalSize(t testing.TB, b *browsertest.Browser, mark string) (rows, cols int) {
 	t.Helper()
-	b.Type(t, `echo size $(stty size) `+mark+"\n")
-	b.WaitTerminalText(t, mark)
-	for _, m := range sttySize.FindAllStringSubmatch(strings.ReplaceAll(b.TerminalText(t), " "+mark, ""), -1) {
-		rows, _ = strconv.Atoi(m[1])
-		cols, _ = strconv.Atoi(m[2])
+	b.Type(t, "echo size $(stty size) "+mark+"-$((2+3))\n")
+	b.WaitTerminalText(t, mark+"-5")
+	m := regexp.MustCompile(`size (\d+) (\d+) ` + mark + `-5`).FindStringSubmatch(b.TerminalText(t))
+	if m == nil {
+		t.Fatalf("no stty size output for %s in:\n%s", mark, b.TerminalText(t))
 	}
+	rows, _ = strconv.Atoi(m[1])
+	cols, _ = strconv.Atoi(m[2])
 	return rows, cols
 }
 
@@ -139,12 +141,14 @@ func TestBrowserSSH(t *testing.T) {
 		b.WaitTerminalText(t, "echo pasted-$((2+3))")
 		b.Type(t, "\n")
 		b.WaitTerminalText(t, "pasted-5")
-		b.DoubleClick(t, `#client .xterm-rows span:text-is("browser-42")`)
+		b.Type(t, "clear; echo copy-$((6*7))\n")
+		b.WaitTerminalText(t, "copy-42")
+		b.DoubleClick(t, `#client .xterm-rows span:text-is("copy-42")`)
 		b.Press(t, "Control+Shift+C")
 		var copied string
 		b.Eval(t, `navigator.clipboard.readText()`, &copied)
-		if copied != "browser-42" {
-			t.Errorf("copied %q, want browser-42", copied)
+		if copied != "copy-42" {
+			t.Errorf("copied %q, want copy-42", copied)
 		}
 		b.Screenshot(t, "terminal")
 		b.Type(t, "exit\n")
