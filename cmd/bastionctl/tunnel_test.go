@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bastiond/bastiond/internal/syncbuf"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 	"github.com/bastiond/bastiond/proxy/tunnel/tunneltest"
 )
@@ -53,30 +54,12 @@ func refusing(c net.Conn, req tunnel.Request) {
 	tunneltest.Echo(c, req)
 }
 
-// lockedBuffer is a bytes.Buffer for several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestServeTunnel(t *testing.T) {
 	for _, transport := range []string{"quic", "tcp"} {
 		t.Run(transport, func(t *testing.T) {
 			s := tunneltest.New(t, tunneltest.Config{Handler: refusing})
 			cl := testClient(t, s, transport)
-			errOut := &lockedBuffer{}
+			errOut := &syncbuf.Buffer{}
 			run := func(target string) (string, func()) {
 				ln, err := net.Listen("tcp", "127.0.0.1:0")
 				if err != nil {
@@ -246,7 +229,7 @@ func TestTunnelCommand(t *testing.T) {
 
 	run := func(ctx context.Context, args ...string) (string, error) {
 		cmd := newRoot()
-		var out lockedBuffer
+		var out syncbuf.Buffer
 		cmd.SetOut(&out)
 		cmd.SetErr(&out)
 		cmd.SetArgs(args)
@@ -271,7 +254,7 @@ func TestTunnelCommand(t *testing.T) {
 	done := make(chan error, 1)
 	var out string
 	cmd := newRoot()
-	var stdout, stderr lockedBuffer
+	var stdout, stderr syncbuf.Buffer
 	cmd.SetOut(&stdout)
 	cmd.SetErr(&stderr)
 	cmd.SetArgs([]string{"tunnel", "VM1", "--port", "3389", "-v"})

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/bastiond/bastiond/internal/syncbuf"
 )
 
 func open(t *testing.T, dir string) *CA {
@@ -312,7 +314,7 @@ func TestOpenSSHLogin(t *testing.T) {
 				t.Fatal(err)
 			}
 			cmd := exec.Command(sshd, "-D", "-e", "-f", conf)
-			var log lockedBuffer
+			var log syncbuf.Buffer
 			cmd.Stderr = &log
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -363,25 +365,6 @@ func TestOpenSSHLogin(t *testing.T) {
 			}
 		})
 	}
-}
-
-// lockedBuffer is sshd's log, written by exec's copying goroutine while
-// the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func mustParse(t *testing.T, line string) ssh.PublicKey {

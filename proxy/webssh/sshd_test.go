@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/bastiond/bastiond/internal/syncbuf"
 )
 
 // The tests log in to a real OpenSSH sshd as a user that exists only in
@@ -44,7 +46,7 @@ type sshd struct {
 	ca                ssh.Signer // trusted for user certificates
 
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 }
 
 // sshdConfig is what differs between the servers the tests use.
@@ -115,7 +117,7 @@ func newSSHD(cfg sshdConfig) (_ *sshd, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &sshd{dir: dir, password: "pw-" + randomHex(8), passphrase: "pp-" + randomHex(8), stderr: &syncBuffer{}}
+	s := &sshd{dir: dir, password: "pw-" + randomHex(8), passphrase: "pp-" + randomHex(8), stderr: &syncbuf.Buffer{}}
 	defer func() {
 		if err != nil {
 			s.stop()
@@ -338,22 +340,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// syncBuffer is a bytes.Buffer for a process's output, read while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

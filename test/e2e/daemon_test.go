@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -13,13 +12,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/bastiond/bastiond/internal/syncbuf"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 )
 
@@ -32,7 +31,7 @@ type daemon struct {
 	cfgPath string
 	admin   string
 	cmd     *exec.Cmd
-	log     syncBuffer
+	log     syncbuf.Buffer
 	notes   chan string // sd_notify datagrams, in order
 	done    chan struct{}
 	exitErr error // valid once done is closed
@@ -529,22 +528,4 @@ func TestCheckConfig(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writes and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

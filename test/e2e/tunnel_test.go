@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bastiond/bastiond/internal/syncbuf"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 )
 
@@ -281,7 +282,7 @@ func TestTunnelClients(t *testing.T) {
 		tun := exec.Command("ip", "netns", "exec", labValue(t, "NS_CLIENT"), filepath.Join(binDir, "bastionctl"),
 			"tunnel", "vm2", "--port", labValue(t, "VM2_RDP_NLA_PORT"), "--listen", "127.0.0.1:13389")
 		tun.Env = append(os.Environ(), "BASTION_CREDENTIALS="+creds)
-		var tunOut syncBuffer
+		var tunOut syncbuf.Buffer
 		tun.Stdout, tun.Stderr = &tunOut, &tunOut
 		if err := tun.Start(); err != nil {
 			t.Fatal(err)

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bastiond/bastiond/internal/syncbuf"
 )
 
 // DefaultChromium is the browser the driver launches unless Config.Chromium says otherwise.
@@ -75,7 +77,7 @@ type Browser struct {
 	cmd     *exec.Cmd
 	stdin   io.WriteCloser
 	replies chan reply
-	stderr  *lockedBuffer
+	stderr  *syncbuf.Buffer
 
 	mu     sync.Mutex // serializes calls
 	nextID int
@@ -102,7 +104,7 @@ func Start(t testing.TB, cfg Config) *Browser {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = cfg.WebDir
 	cmd.Env = append(os.Environ(), "CHROMIUM="+cfg.Chromium, "ARTIFACTS="+cfg.Artifacts)
-	b := &Browser{cfg: cfg, cmd: cmd, replies: make(chan reply, 1), stderr: &lockedBuffer{}}
+	b := &Browser{cfg: cfg, cmd: cmd, replies: make(chan reply, 1), stderr: &syncbuf.Buffer{}}
 	cmd.Stderr = b.stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -379,23 +381,4 @@ func (b *Browser) Paste(t testing.TB, text string) bool {
 	var prevented bool
 	b.Call(t, "pasteInTerminal", map[string]any{"text": text}, &prevented)
 	return prevented
-}
-
-// lockedBuffer keeps the driver's stderr for error messages.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = append(l.buf, p...)
-	return len(p), nil
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return string(l.buf)
 }
