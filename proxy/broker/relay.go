@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bastiond/bastiond/proxy/internal/relaybuf"
 )
 
 // Relay carries bytes between client and the target both ways until both
@@ -139,14 +141,8 @@ type closeWriter interface{ CloseWrite() error }
 // relayed sessions must fit in 64 KiB each, everything included), so a
 // direction waits for data either without a buffer (a socket: readiness,
 // then read) or on a small one, and takes a large pooled buffer only while
-// data flows.
-const (
-	bigBuf   = 32 << 10
-	smallBuf = 2 << 10
-	hotRead  = 1 << 10 // a read at least this big takes (or keeps) the big buffer
-)
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bigBuf); return &b }}
+// data flows (relaybuf).
+const smallBuf = 2 << 10
 
 // pipe copies src to dst until src's end of stream (then half-closes dst)
 // or an error, adding what dst accepted to count. At the end of stream it
@@ -293,9 +289,9 @@ func (s *Session) copyWhenReadable(dst, src net.Conn, sc syscall.Conn, count *at
 			return pipeErr{err: err, readSide: true}
 		}
 		// The peek saw data or the end of stream: the read does not block.
-		bp := bufPool.Get().(*[]byte)
+		bp := relaybuf.Get()
 		e, drained := s.copyChunks(dst, src, *bp, count)
-		bufPool.Put(bp)
+		relaybuf.Put(bp)
 		if !drained {
 			return e
 		}
@@ -341,21 +337,12 @@ func (s *Session) write(dst net.Conn, p []byte, count *atomic.Int64) error {
 // (a blocked Read must hold a buffer) and on a pooled large one while data
 // flows.
 func (s *Session) copyAdaptive(dst, src net.Conn, count *atomic.Int64) pipeErr {
-	small := make([]byte, smallBuf)
-	var big *[]byte
-	defer func() {
-		if big != nil {
-			bufPool.Put(big)
-		}
-	}()
+	r := relaybuf.NewReader(src, smallBuf)
+	defer r.Close()
 	for {
-		buf := small
-		if big != nil {
-			buf = *big
-		}
-		n, rerr := src.Read(buf)
-		if n > 0 {
-			if werr := s.write(dst, buf[:n], count); werr != nil {
+		p, rerr := r.Read()
+		if len(p) > 0 {
+			if werr := s.write(dst, p, count); werr != nil {
 				return pipeErr{err: werr}
 			}
 		}
@@ -364,13 +351,6 @@ func (s *Session) copyAdaptive(dst, src net.Conn, count *atomic.Int64) pipeErr {
 		}
 		if rerr != nil {
 			return pipeErr{err: rerr, readSide: true}
-		}
-		switch {
-		case big == nil && n >= hotRead:
-			big = bufPool.Get().(*[]byte)
-		case big != nil && n < hotRead:
-			bufPool.Put(big)
-			big = nil
 		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -15,21 +14,18 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/internal/relaybuf"
 	"github.com/bastiond/bastiond/proxy/recording"
 )
 
 // Buffers: a quiet terminal waits for output on a small buffer (a thousand
 // idle sessions must not pin large ones) and takes a large pooled one
-// while output flows.
+// while output flows (relaybuf).
 const (
 	inputBuf  = 4 << 10
 	smallBuf  = 2 << 10
 	stderrBuf = 512
-	bigBuf    = 32 << 10
-	hotRead   = 1 << 10 // a read at least this big keeps the big buffer
 )
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bigBuf); return &b }}
 
 // drainTimeout bounds the wait for the machine's last output to reach the
 // page once the shell exited.
@@ -147,9 +143,9 @@ func (c *conn) relay(ctx context.Context) *ending {
 	c.wg.Go(c.input)
 	c.wg.Go(func() {
 		defer close(c.outputDone)
-		c.copyOutput(c.ch, make([]byte, smallBuf))
+		c.copyOutput(c.ch, smallBuf)
 	})
-	c.wg.Go(func() { c.copyOutput(c.ch.Stderr(), make([]byte, stderrBuf)) })
+	c.wg.Go(func() { c.copyOutput(c.ch.Stderr(), stderrBuf) })
 
 	var exit *ending
 	missed := 0
@@ -426,35 +422,20 @@ func (c *conn) control(m *inMsg) bool {
 }
 
 // copyOutput copies the machine's output from src to the page until src
-// ends, on small while it is quiet.
-func (c *conn) copyOutput(src io.Reader, small []byte) {
-	var big *[]byte
-	defer func() {
-		if big != nil {
-			bufPool.Put(big)
-		}
-	}()
+// ends, waiting on a small buffer of small bytes while it is quiet.
+func (c *conn) copyOutput(src io.Reader, small int) {
+	r := relaybuf.NewReader(src, small)
+	defer r.Close()
 	for {
-		buf := small
-		if big != nil {
-			buf = *big
-		}
-		n, err := src.Read(buf)
-		if n > 0 {
-			if e := c.output(buf[:n]); e != nil {
+		p, err := r.Read()
+		if len(p) > 0 {
+			if e := c.output(p); e != nil {
 				c.fail(e)
 				return
 			}
 		}
 		if err != nil {
 			return // the channel ended: the relay hears why from the machine
-		}
-		switch {
-		case big == nil && n == len(small):
-			big = bufPool.Get().(*[]byte)
-		case big != nil && n < hotRead:
-			bufPool.Put(big)
-			big = nil
 		}
 	}
 }
