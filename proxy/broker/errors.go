@@ -99,6 +99,10 @@ const (
 	// ReasonHostKey: the target's identity was refused: "host key
 	// mismatch: ..." or "host key not pinned: ...".
 	ReasonHostKey = "host key "
+	// ReasonNegotiation: the target and the bastion found no security
+	// protocol in common (an RDP server's X.224 answer or TLS handshake):
+	// "negotiation failed: the server requires NLA (CredSSP)".
+	ReasonNegotiation = "negotiation failed: "
 )
 
 // reasonClass is a reason as a metric label.
@@ -136,6 +140,8 @@ func reasonClass(reason string) string {
 		return "remote_exit"
 	case strings.HasPrefix(reason, ReasonHostKey):
 		return "host_key"
+	case strings.HasPrefix(reason, ReasonNegotiation):
+		return "negotiation"
 	}
 	return "other"
 }

@@ -129,6 +129,7 @@ func TestReasonClass(t *testing.T) {
 		ReasonRecordingFailed:                  "recording_failed",
 		ReasonRemoteExit + " (status 0)":       "remote_exit",
 		ReasonHostKey + "mismatch: vm1":        "host_key",
+		ReasonNegotiation + "TLS required":     "negotiation",
 		"test":                                 "other",
 	} {
 		if got := reasonClass(reason); got != class {

@@ -20,8 +20,13 @@ import (
 // destination at its source's end of stream (a destination without
 // CloseWrite is closed). End, from anywhere, closes both connections and
 // its reason wins. Relay takes client over, closes it, and is called at
-// most once.
-func (s *Session) Relay(client net.Conn) {
+// most once (Relay or RelayOver).
+func (s *Session) Relay(client net.Conn) { s.RelayOver(client, s.target) }
+
+// RelayOver is Relay to target, a connection layered over Target() (TLS
+// to an RDP server), which carries the bytes counted. End still closes
+// Target() beneath it.
+func (s *Session) RelayOver(client, target net.Conn) {
 	s.mu.Lock()
 	if s.closing || s.client != nil {
 		s.mu.Unlock()
@@ -36,13 +41,13 @@ func (s *Session) Relay(client net.Conn) {
 	r := relayOutcome{s: s, client: client}
 	go func() {
 		defer s.copying.Done()
-		r.report(true, s.pipe(s.target, client, &s.up, func(shut bool) { r.ended(true, shut) }))
+		r.report(true, s.pipe(target, client, &s.up, func(shut bool) { r.ended(true, shut) }))
 	}()
 	// The caller's goroutine carries the other direction: one goroutine
 	// (and its stack) less per session.
 	func() {
 		defer s.copying.Done()
-		r.report(false, s.pipe(client, s.target, &s.down, func(shut bool) { r.ended(false, shut) }))
+		r.report(false, s.pipe(client, target, &s.down, func(shut bool) { r.ended(false, shut) }))
 	}()
 	s.copying.Wait()
 	s.End(r.reason())
