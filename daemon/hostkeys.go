@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 
 	"go.etcd.io/bbolt"
 
@@ -30,9 +31,9 @@ func openSSHTrust(cfg *config.Config, db *bbolt.DB) (*hostkeys.Store, *sshca.CA,
 }
 
 // hostKeysAPI is the host key store for the admin API. Scans and pins
-// must name an inventory target that offers SSH, so that a typo does not
-// pin a key no session will ever check; listing and forgetting also reach
-// the keys of targets since removed.
+// must name an inventory target that offers the protocol, so that a typo
+// does not pin a key no session will ever check; listing and forgetting
+// also reach the keys of targets since removed.
 type hostKeysAPI struct {
 	*hostkeys.Store
 	d *daemon
@@ -40,36 +41,64 @@ type hostKeysAPI struct {
 
 var _ adminapi.HostKeys = hostKeysAPI{}
 
-// offersSSH checks that target is in the running inventory with an SSH port.
-func (h hostKeysAPI) offersSSH(target string) error {
+// offered returns the protocols of target whose keys are pinned (ssh,
+// rdp), those of want that it offers, with an error for one it does not.
+func (h hostKeysAPI) offered(target string, want ...string) ([]string, error) {
 	inv := h.d.config().Inventory.Targets
 	i := slices.IndexFunc(inv, func(t config.Target) bool { return t.Name == target })
-	switch {
-	case i < 0:
-		return fmt.Errorf("target %q: %w", target, adminapi.ErrUnknownTarget)
-	case inv[i].Ports.SSH == 0:
-		return fmt.Errorf("target %q offers no SSH (inventory ports.ssh): it has no host key to pin", target)
+	if i < 0 {
+		return nil, fmt.Errorf("target %q: %w", target, adminapi.ErrUnknownTarget)
 	}
-	return nil
+	ports := map[string]uint16{hostkeys.KindSSH: inv[i].Ports.SSH, hostkeys.KindRDP: inv[i].Ports.RDP}
+	var offered []string
+	for _, p := range []string{hostkeys.KindSSH, hostkeys.KindRDP} {
+		if ports[p] != 0 {
+			offered = append(offered, p)
+		}
+	}
+	if len(want) == 0 {
+		want = offered
+	}
+	for _, p := range want {
+		if _, known := ports[p]; !known {
+			return nil, fmt.Errorf("no keys are pinned for protocol %q: ssh or rdp", p)
+		}
+		if ports[p] == 0 {
+			return nil, fmt.Errorf("target %q offers no %s (inventory ports.%s): it has no key of that kind to pin", target, strings.ToUpper(p), p)
+		}
+	}
+	if len(want) == 0 {
+		return nil, fmt.Errorf("target %q offers neither SSH nor RDP: it has no key to pin", target)
+	}
+	return want, nil
 }
 
-func (h hostKeysAPI) Scan(ctx context.Context, target string, dial func(context.Context) (net.Conn, error)) ([]hostkeys.Key, error) {
-	if err := h.offersSSH(target); err != nil {
+func (h hostKeysAPI) Scan(ctx context.Context, target string, protocols []string,
+	dial func(context.Context, string) (net.Conn, error)) ([]hostkeys.Key, error) {
+	protocols, err := h.offered(target, protocols...)
+	if err != nil {
 		return nil, err
 	}
-	return h.Store.Scan(ctx, target, dial)
+	return h.Store.Scan(ctx, target, protocols, dial)
 }
 
 func (h hostKeysAPI) Pin(target string, fingerprints []string, by string) ([]hostkeys.Key, error) {
-	if err := h.offersSSH(target); err != nil {
+	if _, err := h.offered(target); err != nil {
 		return nil, err
 	}
 	return h.Store.Pin(target, fingerprints, by)
 }
 
 func (h hostKeysAPI) PinKey(target, line, by string) (hostkeys.Key, error) {
-	if err := h.offersSSH(target); err != nil {
+	if _, err := h.offered(target, hostkeys.KindSSH); err != nil {
 		return hostkeys.Key{}, err
 	}
 	return h.Store.PinKey(target, line, by)
+}
+
+func (h hostKeysAPI) PinCertificate(target string, data []byte, by string) (hostkeys.Key, error) {
+	if _, err := h.offered(target, hostkeys.KindRDP); err != nil {
+		return hostkeys.Key{}, err
+	}
+	return h.Store.PinCertificate(target, data, by)
 }

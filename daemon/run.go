@@ -168,8 +168,8 @@ func (d *daemon) start() error {
 	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status,
 		Policy: policyAPI{d}, Targets: targetsAPI{d}, Users: usersAPI{d}, Sessions: sessionsAPI{d},
 		HostKeys: hostKeysAPI{d.hostKeys, d}, SSHCA: d.sshCA,
-		ScanDial: func(ctx context.Context, target string) (net.Conn, error) {
-			return d.broker.Probe(ctx, target, broker.SSH)
+		ScanDial: func(ctx context.Context, target, protocol string) (net.Conn, error) {
+			return d.broker.Probe(ctx, target, protocol)
 		}})
 	if err != nil {
 		return fail(err)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -19,16 +21,19 @@ import (
 func newHostKeys(socket *string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "hostkeys",
-		Short: "Pin the SSH host keys of targets: scan, pin, list, forget",
+		Short: "Pin the SSH host keys and RDP certificates of targets: scan, pin, list, forget",
 		Long: `The bastion connects to a target's SSH server only if it presents a host key
-pinned for that target. A key seen on a target with nothing pinned is kept as
-pending until an admin pins it; a key that differs from the pinned ones
-refuses every session, with both fingerprints in the log.
+pinned for that target, and to its RDP server only if it presents the
+certificate pinned for it. A key or certificate seen on a target with nothing
+pinned is kept as pending until an admin pins it; one that differs from the
+pinned ones refuses every session, with both fingerprints in the log.
 
 To pin a new target: 'hostkeys scan TARGET', compare the fingerprints with
-the machine's own (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on it),
-then 'hostkeys pin TARGET'. Or pin the machine's .pub file directly with
-'hostkeys pin TARGET --key-file FILE'.`,
+the machine's own (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on it;
+for RDP the SHA-256 of its certificate: openssl x509 -noout -fingerprint
+-sha256, or certutil on Windows), then 'hostkeys pin TARGET'. Or pin the
+machine's .pub file or certificate directly with 'hostkeys pin TARGET
+--key-file FILE' or '--cert-file FILE'.`,
 	}
 	client := func() *adminapi.Client { return adminapi.NewClient(*socket) }
 
@@ -57,18 +62,19 @@ then 'hostkeys pin TARGET'. Or pin the machine's .pub file directly with
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
-	var pinScanned bool
+	var scanReq adminapi.ScanRequest
 	scan := &cobra.Command{
-		Use:   "scan TARGET [--pin]",
-		Short: "Collect the host keys a target's SSH server has; --pin pins them",
-		Long: `Have the bastion connect to the target's SSH port, as sessions do, and collect
-every host key its server has (ed25519, ECDSA, RSA). New keys are kept as
-pending. With --pin they are pinned at once: trust on first use, for a
-network you trust right now. --pin refuses a target that already has pinned
-keys and presents new ones: pin those by fingerprint once checked.`,
+		Use:   "scan TARGET [--pin] [--protocol ssh|rdp]",
+		Short: "Collect the host keys and certificate a target's servers present; --pin pins them",
+		Long: `Have the bastion connect to the target's SSH and RDP ports, as sessions do, and
+collect every host key its SSH server has (ed25519, ECDSA, RSA) and the
+certificate its RDP server presents. New ones are kept as pending. With --pin
+they are pinned at once: trust on first use, for a network you trust right
+now. --pin refuses a target that already has pinned keys and presents new
+ones: pin those by fingerprint once checked.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			keys, err := client().ScanHostKeys(cmd.Context(), args[0], pinScanned)
+			keys, err := client().ScanHostKeys(cmd.Context(), args[0], scanReq)
 			if err != nil {
 				return err
 			}
@@ -78,29 +84,41 @@ keys and presents new ones: pin those by fingerprint once checked.`,
 			printHostKeys(cmd.OutOrStdout(), keys)
 			if pending := countState(keys, hostkeys.StatePending); pending > 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%d key(s) pending: compare them with the machine's own "+
-					"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on it), then run: bastionctl hostkeys pin %s\n", pending, args[0])
+					"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub, or the SHA-256 of its RDP certificate), "+
+					"then run: bastionctl hostkeys pin %s\n", pending, args[0])
 			}
 			return nil
 		},
 	}
-	scan.Flags().BoolVar(&pinScanned, "pin", false, "pin the keys found")
+	scan.Flags().BoolVar(&scanReq.Pin, "pin", false, "pin the keys found")
+	scan.Flags().StringVar(&scanReq.Protocol, "protocol", "", "scan only this protocol's keys: ssh or rdp (default: every one the target offers)")
 	scan.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
-	var keyFile string
+	var keyFile, certFile string
 	pin := &cobra.Command{
-		Use:   "pin TARGET [FINGERPRINT...] [--key-file FILE]",
-		Short: "Pin pending host keys (all, or those named), or the keys in a file",
-		Long: `Pin host keys of TARGET: the pending ones named by fingerprint, every pending
-one if none is named, or the keys in FILE (a .pub file, or authorized_keys or
+		Use:   "pin TARGET [FINGERPRINT...] [--key-file FILE | --cert-file FILE]",
+		Short: "Pin pending keys (all, or those named), or the keys or certificate in a file",
+		Long: `Pin keys of TARGET: the pending ones named by fingerprint, every pending one if
+none is named, the SSH host keys in FILE (a .pub file, or authorized_keys or
 known_hosts lines; '-' reads standard input), for instance
-    ssh admin@vm1 cat /etc/ssh/ssh_host_ed25519_key.pub | bastionctl hostkeys pin vm1 --key-file -`,
+    ssh admin@vm1 cat /etc/ssh/ssh_host_ed25519_key.pub | bastionctl hostkeys pin vm1 --key-file -
+or the RDP server certificate in FILE (PEM or DER) with --cert-file.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			target, fingerprints := args[0], args[1:]
 			var req adminapi.PinRequest
 			switch {
-			case keyFile != "" && len(fingerprints) > 0:
-				return errors.New("give fingerprints or --key-file, not both")
+			case (keyFile != "" || certFile != "") && len(fingerprints) > 0, keyFile != "" && certFile != "":
+				return errors.New("give fingerprints, --key-file or --cert-file: only one of them")
+			case certFile != "":
+				data, err := readFile(certFile, cmd.InOrStdin())
+				if err != nil {
+					return err
+				}
+				if _, err := hostkeys.ParseCertificate(data); err != nil {
+					return fmt.Errorf("%s: %w", certFile, err)
+				}
+				req.Certificates = []string{string(data)}
 			case keyFile != "":
 				lines, err := readKeyFile(keyFile, cmd.InOrStdin())
 				if err != nil {
@@ -120,7 +138,8 @@ known_hosts lines; '-' reads standard input), for instance
 			return nil
 		},
 	}
-	pin.Flags().StringVar(&keyFile, "key-file", "", "pin the public keys in this file ('-': standard input)")
+	pin.Flags().StringVar(&keyFile, "key-file", "", "pin the SSH public keys in this file ('-': standard input)")
+	pin.Flags().StringVar(&certFile, "cert-file", "", "pin the RDP certificate in this file, PEM or DER ('-': standard input)")
 
 	forget := &cobra.Command{
 		Use:   "forget TARGET [FINGERPRINT]",
@@ -179,11 +198,32 @@ func readKeyFile(path string, stdin io.Reader) ([]string, error) {
 	return lines, nil
 }
 
+// readFile reads path, or stdin for "-".
+func readFile(path string, stdin io.Reader) ([]byte, error) {
+	if path == "-" {
+		return io.ReadAll(io.LimitReader(stdin, 1<<20))
+	}
+	return os.ReadFile(path)
+}
+
+// keyType is what a key is: its SSH algorithm, or for an RDP certificate
+// "rdp-cert" and what it says about itself.
 func keyType(k hostkeys.Key) string {
 	if k.Algorithm != "" {
 		return k.Algorithm
 	}
-	return k.Kind
+	if k.Kind != hostkeys.KindRDP {
+		return k.Kind
+	}
+	der, err := base64.StdEncoding.DecodeString(k.Data)
+	if err != nil {
+		return "rdp-cert"
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return "rdp-cert"
+	}
+	return fmt.Sprintf("rdp-cert (%s, until %s)", c.Subject.CommonName, c.NotAfter.Format(time.DateOnly))
 }
 
 func countState(keys []hostkeys.Key, state string) int {

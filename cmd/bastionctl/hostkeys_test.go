@@ -85,7 +85,7 @@ func adminServer(t *testing.T, key ssh.Signer) string {
 	srv, err := adminapi.NewServer(adminapi.Config{
 		Logger: zaptest.NewLogger(t), Status: func() adminapi.Status { return adminapi.Status{} },
 		HostKeys: store, SSHCA: ca,
-		ScanDial: func(ctx context.Context, target string) (net.Conn, error) {
+		ScanDial: func(ctx context.Context, target, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp", ln.Addr().String())
 		},
@@ -148,7 +148,7 @@ func TestHostKeysCommands(t *testing.T) {
 	if _, _, err := run(t, socket, "", "hostkeys", "pin", "vm2", "--key-file", bad); err == nil || !strings.Contains(err.Error(), bad+":2: hostkeys: not a public key line") {
 		t.Errorf("bad key file: %v", err)
 	}
-	if _, _, err := run(t, socket, "", "hostkeys", "pin", "vm2", fp, "--key-file", bad); err == nil || !strings.Contains(err.Error(), "not both") {
+	if _, _, err := run(t, socket, "", "hostkeys", "pin", "vm2", fp, "--key-file", bad); err == nil || !strings.Contains(err.Error(), "only one of them") {
 		t.Errorf("fingerprint and --key-file: %v", err)
 	}
 

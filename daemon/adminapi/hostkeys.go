@@ -22,9 +22,12 @@ import (
 // targets that are not in the inventory (ErrUnknownTarget).
 type HostKeys interface {
 	List(target string) ([]hostkeys.Key, error)
-	Scan(ctx context.Context, target string, dial func(context.Context) (net.Conn, error)) ([]hostkeys.Key, error)
+	// Scan collects the keys of target's servers for protocols ("ssh",
+	// "rdp"; none: every one the target offers).
+	Scan(ctx context.Context, target string, protocols []string, dial func(ctx context.Context, protocol string) (net.Conn, error)) ([]hostkeys.Key, error)
 	Pin(target string, fingerprints []string, by string) ([]hostkeys.Key, error)
 	PinKey(target, line, by string) (hostkeys.Key, error)
+	PinCertificate(target string, data []byte, by string) (hostkeys.Key, error)
 	Forget(target, fingerprint string) ([]hostkeys.Key, error)
 }
 
@@ -38,9 +41,9 @@ type SSHCA interface {
 
 var _ SSHCA = (*sshca.CA)(nil)
 
-// ScanDial connects to the SSH port of an inventory target, through the
-// same dial policy as sessions.
-type ScanDial func(ctx context.Context, target string) (net.Conn, error)
+// ScanDial connects to the port of protocol ("ssh", "rdp") on an inventory
+// target, through the same dial policy as sessions.
+type ScanDial func(ctx context.Context, target, protocol string) (net.Conn, error)
 
 // ScanRequest is the body of POST /v1/hostkeys/{target}/scan.
 type ScanRequest struct {
@@ -48,6 +51,9 @@ type ScanRequest struct {
 	// and presents others: those an admin pins by fingerprint after
 	// checking them.
 	Pin bool `json:"pin,omitempty"`
+	// Protocol limits the scan to the keys of "ssh" or "rdp"; empty scans
+	// every protocol the target offers.
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // PinRequest is the body of POST /v1/hostkeys/{target}/pin: fingerprints
@@ -58,6 +64,9 @@ type PinRequest struct {
 	// Keys are public key lines from a .pub, authorized_keys or
 	// known_hosts file, each obtained from the machine itself.
 	Keys []string `json:"keys,omitempty"`
+	// Certificates are RDP server certificates, PEM, each obtained from
+	// the machine itself.
+	Certificates []string `json:"certificates,omitempty"`
 }
 
 // ForgetRequest is the body of POST /v1/hostkeys/{target}/forget.
@@ -118,7 +127,13 @@ func (s *Server) hostKeyRoutes(mux *http.ServeMux, h HostKeys, dial ScanDial) {
 					"`bastionctl hostkeys pin %s --key-file /etc/ssh/ssh_host_ed25519_key.pub` (a copy of that file)", target)})
 			return
 		}
-		keys, err := h.Scan(r.Context(), target, func(ctx context.Context) (net.Conn, error) { return dial(ctx, target) })
+		var protocols []string
+		if req.Protocol != "" {
+			protocols = []string{req.Protocol}
+		}
+		keys, err := h.Scan(r.Context(), target, protocols, func(ctx context.Context, protocol string) (net.Conn, error) {
+			return dial(ctx, target, protocol)
+		})
 		if err != nil {
 			if errors.Is(err, ErrUnknownTarget) {
 				answer(w, nil, err)
@@ -144,16 +159,25 @@ func (s *Server) hostKeyRoutes(mux *http.ServeMux, h HostKeys, dial ScanDial) {
 			return
 		}
 		target, by := r.PathValue("target"), peerName(r)
-		if len(req.Fingerprints) > 0 && len(req.Keys) > 0 {
-			writeJSON(w, http.StatusBadRequest, apiError{Error: "give fingerprints of keys seen, or key lines, not both"})
+		given := 0
+		for _, n := range []int{len(req.Fingerprints), len(req.Keys), len(req.Certificates)} {
+			if n > 0 {
+				given++
+			}
+		}
+		if given > 1 {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "give fingerprints of keys seen, key lines or certificates, only one of them"})
 			return
 		}
 		var keys []hostkeys.Key
 		var err error
-		if len(req.Keys) == 0 {
-			keys, err = h.Pin(target, req.Fingerprints, by)
-		} else {
+		switch {
+		case len(req.Keys) > 0:
 			keys, err = pinLines(h, target, req.Keys, by)
+		case len(req.Certificates) > 0:
+			keys, err = pinCertificates(h, target, req.Certificates, by)
+		default:
+			keys, err = h.Pin(target, req.Fingerprints, by)
 		}
 		if err == nil {
 			logKeys(r, "host keys pinned", target, keys)
@@ -191,8 +215,12 @@ func pinScanned(h HostKeys, target string, scanned []hostkeys.Key, by string) ([
 	if err != nil {
 		return nil, err
 	}
-	if slices.ContainsFunc(known, func(k hostkeys.Key) bool { return k.Kind == hostkeys.KindSSH && k.State == hostkeys.StatePinned }) {
-		return nil, fmt.Errorf("not pinned: %s already has pinned host keys and now also presents %s; "+
+	rekeyed := func(kind string) bool {
+		return slices.ContainsFunc(known, func(k hostkeys.Key) bool { return k.Kind == kind && k.State == hostkeys.StatePinned }) &&
+			slices.ContainsFunc(scanned, func(k hostkeys.Key) bool { return k.Kind == kind && k.State == hostkeys.StatePending })
+	}
+	if rekeyed(hostkeys.KindSSH) || rekeyed(hostkeys.KindRDP) {
+		return nil, fmt.Errorf("not pinned: %s already has pinned keys and now also presents %s; "+
 			"the machine may have been re-keyed, or someone may be in the way. Compare them with the machine's own, "+
 			"then run `bastionctl hostkeys pin %s FINGERPRINT`", target, strings.Join(pending, ", "), target)
 	}
@@ -230,6 +258,25 @@ func pinLines(h HostKeys, target string, lines []string, by string) ([]hostkeys.
 	return keys, nil
 }
 
+// pinCertificates pins the certificates in the PEM texts, all of them or,
+// if one is not a certificate, none.
+func pinCertificates(h HostKeys, target string, texts []string, by string) ([]hostkeys.Key, error) {
+	for i, t := range texts {
+		if _, err := hostkeys.ParseCertificate([]byte(t)); err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", i+1, err)
+		}
+	}
+	keys := make([]hostkeys.Key, 0, len(texts))
+	for _, t := range texts {
+		k, err := h.PinCertificate(target, []byte(t), by)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
 func (s *Server) caRoutes(mux *http.ServeMux, ca SSHCA) {
 	mux.HandleFunc("GET /v1/ca", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, CAInfo{PublicKey: ca.PublicKey()})
@@ -244,9 +291,9 @@ func (c *Client) HostKeys(ctx context.Context, target string) ([]hostkeys.Key, e
 
 // ScanHostKeys has the daemon collect target's host keys, and pin them
 // with pin (see ScanRequest).
-func (c *Client) ScanHostKeys(ctx context.Context, target string, pin bool) ([]hostkeys.Key, error) {
+func (c *Client) ScanHostKeys(ctx context.Context, target string, req ScanRequest) ([]hostkeys.Key, error) {
 	var v []hostkeys.Key
-	return v, c.call(ctx, http.MethodPost, "/v1/hostkeys/"+url.PathEscape(target)+"/scan", ScanRequest{Pin: pin}, &v)
+	return v, c.call(ctx, http.MethodPost, "/v1/hostkeys/"+url.PathEscape(target)+"/scan", req, &v)
 }
 
 // PinHostKeys pins keys of target (see PinRequest) and returns them.

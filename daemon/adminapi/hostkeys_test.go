@@ -113,7 +113,7 @@ func TestHostKeysAPI(t *testing.T) {
 				"vm1": sshServer(t, n.network, n.addr, key1),
 				"vm2": sshServer(t, n.network, n.addr, key2),
 			}
-			dial := func(ctx context.Context, target string) (net.Conn, error) {
+			dial := func(ctx context.Context, target, _ string) (net.Conn, error) {
 				mu.Lock()
 				addr, ok := addrs[target]
 				mu.Unlock()
@@ -133,7 +133,7 @@ func TestHostKeysAPI(t *testing.T) {
 			}
 
 			// scan, then pin what is pending.
-			keys, err := c.ScanHostKeys(ctx, "vm1", false)
+			keys, err := c.ScanHostKeys(ctx, "vm1", ScanRequest{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -149,7 +149,7 @@ func TestHostKeysAPI(t *testing.T) {
 			}
 
 			// scan --pin.
-			keys, err = c.ScanHostKeys(ctx, "vm2", true)
+			keys, err = c.ScanHostKeys(ctx, "vm2", ScanRequest{Pin: true})
 			if err != nil || len(keys) != 1 || keys[0].State != hostkeys.StatePinned {
 				t.Fatalf("scan --pin vm2: %+v, %v", keys, err)
 			}
@@ -158,7 +158,7 @@ func TestHostKeysAPI(t *testing.T) {
 			addrs["vm2"] = sshServer(t, n.network, n.addr, rekeyed)
 			mu.Unlock()
 			newFP := ssh.FingerprintSHA256(rekeyed.PublicKey())
-			if _, err := c.ScanHostKeys(ctx, "vm2", true); err == nil || !strings.Contains(err.Error(), "vm2 already has pinned host keys and now also presents "+newFP) {
+			if _, err := c.ScanHostKeys(ctx, "vm2", ScanRequest{Pin: true}); err == nil || !strings.Contains(err.Error(), "vm2 already has pinned keys and now also presents "+newFP) {
 				t.Fatalf("scan --pin of a re-keyed target: %v", err)
 			}
 			if got := statusOf(t, c, "POST", "/v1/hostkeys/vm2/scan", `{"pin":true}`); got != http.StatusConflict {
@@ -190,7 +190,7 @@ func TestHostKeysAPI(t *testing.T) {
 			if err != nil || len(keys) != 2 || keys[0].State != hostkeys.StatePinned || keys[1].State != hostkeys.StatePinned {
 				t.Fatalf("pin from lines: %+v, %v", keys, err)
 			}
-			if _, err := c.PinHostKeys(ctx, "vm3", PinRequest{Keys: []string{line}, Fingerprints: []string{"SHA256:x"}}); err == nil || !strings.Contains(err.Error(), "not both") {
+			if _, err := c.PinHostKeys(ctx, "vm3", PinRequest{Keys: []string{line}, Fingerprints: []string{"SHA256:x"}}); err == nil || !strings.Contains(err.Error(), "only one of them") {
 				t.Errorf("fingerprints and keys: %v", err)
 			}
 
@@ -209,7 +209,7 @@ func TestHostKeysAPI(t *testing.T) {
 			if got := statusOf(t, c, "POST", "/v1/hostkeys/vm9/pin", `{}`); got != http.StatusNotFound {
 				t.Errorf("pin with nothing pending: status %d, want 404", got)
 			}
-			if _, err := c.ScanHostKeys(ctx, "vm9", false); err == nil || !strings.Contains(err.Error(), "refused by the dial guard") {
+			if _, err := c.ScanHostKeys(ctx, "vm9", ScanRequest{}); err == nil || !strings.Contains(err.Error(), "refused by the dial guard") {
 				t.Errorf("scan of an unreachable target: %v", err)
 			}
 			if got := statusOf(t, c, "POST", "/v1/hostkeys/vm9/scan", `{}`); got != http.StatusBadGateway {
@@ -229,7 +229,7 @@ func TestHostKeysAPI(t *testing.T) {
 func TestHostKeysAPIWithoutScanner(t *testing.T) {
 	path := startServer(t, "", func(c *Config) { c.HostKeys = newHostKeyStore(t) })
 	c := NewClient(path)
-	_, err := c.ScanHostKeys(context.Background(), "vm1", false)
+	_, err := c.ScanHostKeys(context.Background(), "vm1", ScanRequest{})
 	if err == nil || !strings.Contains(err.Error(), "cannot scan host keys") || !strings.Contains(err.Error(), "bastionctl hostkeys pin vm1 --key-file") {
 		t.Fatalf("scan without a dialer: %v", err)
 	}
@@ -242,7 +242,7 @@ func TestHostKeysAPIWithoutScanner(t *testing.T) {
 // the inventory.
 type unknownTargets struct{ HostKeys }
 
-func (unknownTargets) Scan(_ context.Context, target string, _ func(context.Context) (net.Conn, error)) ([]hostkeys.Key, error) {
+func (unknownTargets) Scan(_ context.Context, target string, _ []string, _ func(context.Context, string) (net.Conn, error)) ([]hostkeys.Key, error) {
 	return nil, fmt.Errorf("target %q: %w", target, ErrUnknownTarget)
 }
 
@@ -254,7 +254,7 @@ func TestHostKeysAPIUnknownTarget(t *testing.T) {
 	h := unknownTargets{newHostKeyStore(t)}
 	path := startServer(t, "", func(c *Config) {
 		c.HostKeys = h
-		c.ScanDial = func(context.Context, string) (net.Conn, error) { return nil, errors.New("not called") }
+		c.ScanDial = func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("not called") }
 	})
 	c := NewClient(path)
 	line := string(ssh.MarshalAuthorizedKey(newHostKey(t).PublicKey()))

@@ -94,11 +94,11 @@ var scanAlgorithms = []string{
 // past it is needed, and nothing is authenticated.
 var errScanned = errors.New("host key collected")
 
-// Scan connects to target's SSH server once per host key algorithm, with
-// dial, and returns every host key the server has. Keys not yet known are
-// recorded as pending; known ones keep their state (a pinned key stays
+// ScanSSH connects to target's SSH server once per host key algorithm,
+// with dial, and returns every host key the server has. Keys not yet known
+// are recorded as pending; known ones keep their state (a pinned key stays
 // pinned). Each connection is bounded by Config.ScanTimeout.
-func (s *Store) Scan(ctx context.Context, target string, dial func(context.Context) (net.Conn, error)) ([]Key, error) {
+func (s *Store) ScanSSH(ctx context.Context, target string, dial func(context.Context) (net.Conn, error)) ([]Key, error) {
 	if err := checkTarget(target); err != nil {
 		return nil, err
 	}
@@ -207,15 +207,19 @@ func (s *Store) PinKey(target, line, by string) (Key, error) {
 	if err != nil {
 		return Key{}, err
 	}
-	data := pub.Marshal()
+	return s.pin(KindSSH, target, pub.Type(), pub.Marshal(), by)
+}
+
+// pin pins data, a key of kind, for target: a new key, or one seen before.
+func (s *Store) pin(kind, target, algorithm string, data []byte, by string) (Key, error) {
 	now := s.now().UTC()
 	k := Key{
-		Kind: KindSSH, Target: target, Algorithm: pub.Type(), Data: encode(data), Fingerprint: Fingerprint(data),
+		Kind: kind, Target: target, Algorithm: algorithm, Data: encode(data), Fingerprint: Fingerprint(data),
 		State: StatePinned, FirstSeen: now, Pinned: now, PinnedBy: by,
 	}
-	err = s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.db.Update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucket)
-		if v := b.Get(storeKey(target, KindSSH, k.Fingerprint)); v != nil {
+		if v := b.Get(storeKey(target, kind, k.Fingerprint)); v != nil {
 			var old Key
 			if err := json.Unmarshal(v, &old); err != nil {
 				return err

@@ -163,7 +163,7 @@ func TestScan(t *testing.T) {
 		t.Run(n.name, func(t *testing.T) {
 			s := newStore(t)
 			addr := startSSH(t, n.network, n.addr, keys["ed25519"], keys["ecdsa"], keys["rsa"])
-			got, err := s.Scan(context.Background(), "vm1", dialer(addr))
+			got, err := s.ScanSSH(context.Background(), "vm1", dialer(addr))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -184,7 +184,7 @@ func TestScan(t *testing.T) {
 			if _, err := s.Pin("vm1", []string{fp(keys["ed25519"])}, "root"); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.Scan(context.Background(), "vm1", dialer(addr)); err != nil {
+			if _, err := s.ScanSSH(context.Background(), "vm1", dialer(addr)); err != nil {
 				t.Fatal(err)
 			}
 			list, _ := s.List("vm1")
@@ -198,7 +198,7 @@ func TestScan(t *testing.T) {
 func TestScanOneKey(t *testing.T) {
 	s := newStore(t)
 	ed := signers(t)["ed25519"]
-	got, err := s.Scan(context.Background(), "vm1", dialer(startSSH(t, "tcp4", "127.0.0.1:0", ed)))
+	got, err := s.ScanSSH(context.Background(), "vm1", dialer(startSSH(t, "tcp4", "127.0.0.1:0", ed)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestScanBounded(t *testing.T) {
 			}()
 			s := newStore(t)
 			s.scanTimeout = 200 * time.Millisecond
-			_, err = s.Scan(context.Background(), "vm1", dialer(ln.Addr().String()))
+			_, err = s.ScanSSH(context.Background(), "vm1", dialer(ln.Addr().String()))
 			if err == nil || !strings.Contains(err.Error(), "no ssh-ed25519 host key within 200ms") {
 				t.Fatalf("scan of a silent server: %v", err)
 			}
@@ -247,7 +247,7 @@ func TestScanBounded(t *testing.T) {
 			s.scanTimeout = time.Minute
 			time.AfterFunc(100*time.Millisecond, cancel)
 			start := time.Now()
-			if _, err := s.Scan(ctx, "vm1", dialer(ln.Addr().String())); !errors.Is(err, context.Canceled) {
+			if _, err := s.ScanSSH(ctx, "vm1", dialer(ln.Addr().String())); !errors.Is(err, context.Canceled) {
 				t.Fatalf("cancelled scan: %v", err)
 			}
 			if d := time.Since(start); d > 10*time.Second {
@@ -260,7 +260,7 @@ func TestScanBounded(t *testing.T) {
 func TestScanUnreachable(t *testing.T) {
 	s := newStore(t)
 	dial := func(context.Context) (net.Conn, error) { return nil, errors.New("refused by the dial guard") }
-	if _, err := s.Scan(context.Background(), "vm1", dial); err == nil || !strings.Contains(err.Error(), "hostkeys: scan vm1: refused by the dial guard") {
+	if _, err := s.ScanSSH(context.Background(), "vm1", dial); err == nil || !strings.Contains(err.Error(), "hostkeys: scan vm1: refused by the dial guard") {
 		t.Fatalf("got %v", err)
 	}
 	if list, _ := s.List(""); len(list) != 0 {
@@ -522,7 +522,7 @@ func TestPersistence(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := startSSH(t, "tcp6", "[::1]:0", keys["ed25519"])
-	if _, err := s.Scan(context.Background(), "vm1", dialer(addr)); err != nil {
+	if _, err := s.ScanSSH(context.Background(), "vm1", dialer(addr)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Pin("vm1", nil, "root"); err != nil {
