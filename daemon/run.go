@@ -466,6 +466,7 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 			},
 			RecordDir: filepath.Join(cfg.StateDir, "recordings"),
 		},
+		RDP: proxy.RDPConfig{Certificate: d.hostKeys.CertificateCheck},
 	}
 }
 

@@ -130,6 +130,10 @@ type pageData struct {
 	Target     string
 	Protocol   string
 	Ticket     string
+	// Script is the client page's module; Clipboard says whether the
+	// desktop may share the clipboard.
+	Script    string
+	Clipboard bool
 }
 
 func (s *Server) render(w http.ResponseWriter, code int, name string, d pageData) {
@@ -288,10 +292,19 @@ func (s *Server) connectPage(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusForbidden, "expired.html", pageData{Title: "Session expired"})
 		return
 	}
-	s.render(w, http.StatusOK, "connect.html", pageData{
+	d := pageData{
 		Title: t.Target, User: c.user.Name, CSRF: c.session.CSRF, Page: "wide", Styles: []string{"/static/app/connect.css"},
-		Target: t.Target, Protocol: t.Protocol, Ticket: r.PathValue("ticket"),
-	})
+		Target: t.Target, Protocol: t.Protocol, Ticket: r.PathValue("ticket"), Script: "/static/app/connect.js",
+	}
+	if t.Protocol == access.RDP {
+		// The desktop's client compiles WebAssembly (fetched from a data:
+		// URL) and draws through blob: images.
+		w.Header().Set("Content-Security-Policy", desktopCSP)
+		d.Styles, d.Script = []string{"/static/app/desktop.css"}, "/static/app/desktop.js"
+		d.Clipboard = !s.policy().Check(access.Request{User: c.user.Name, Granted: c.user.Roles, Target: t.Target,
+			Protocol: t.Protocol}).DisableClipboard
+	}
+	s.render(w, http.StatusOK, "connect.html", d)
 }
 
 // relay is GET /ws/{protocol}?ticket=T: the WebSocket of a browser session.
@@ -306,6 +319,10 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.sessionCaller(r)
 	if !ok {
 		http.Error(w, ticket.ErrExpired.Error(), http.StatusForbidden)
+		return
+	}
+	if r.PathValue("protocol") == access.RDP {
+		s.serveRDP(w, r, c) // its ticket comes inside the WebSocket
 		return
 	}
 	t, err := s.tickets.Redeem(r.URL.Query().Get("ticket"), c.session.ID)
@@ -325,10 +342,8 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case s.relayForTest != nil:
 		s.relayForTest(w, r, t)
-	case t.Protocol == access.SSH:
-		s.serveSSH(w, r, c, t)
 	default:
-		http.Error(w, "the remote desktop in the browser is not available on this bastion yet", http.StatusServiceUnavailable)
+		s.serveSSH(w, r, c, t)
 	}
 }
 

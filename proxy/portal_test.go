@@ -294,12 +294,6 @@ func TestTickets(t *testing.T) {
 			t.Errorf("after a refused origin the ticket should still work: %d", r.code)
 		}
 	})
-	t.Run("other protocol", func(t *testing.T) {
-		tk := connect()
-		if r := ws(alice, tk, "rdp"); r.code != http.StatusForbidden {
-			t.Errorf("ssh ticket on /ws/rdp: %d", r.code)
-		}
-	})
 	t.Run("not allowed", func(t *testing.T) {
 		r := alice.post("/connect", url.Values{"csrf": {csrf}, "target": {"vm2"}, "protocol": {"rdp"}})
 		if r.code != http.StatusForbidden || r.header.Get("Location") != "" {

@@ -33,6 +33,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /recordings", s.recordingsPage)
 	mux.HandleFunc("GET /recordings/{id}", s.playerPage)
 	mux.HandleFunc("GET /api/recordings/{id}", s.castFile)
+	mux.HandleFunc("GET /api/rdp/outcome", s.rdpOutcome)
 	mux.HandleFunc("GET /api/targets", s.apiTargets)
 	mux.HandleFunc("POST /api/connect", s.apiConnect)
 	mux.HandleFunc("POST /api/tokens", s.apiIssueToken)
@@ -51,6 +52,11 @@ func csp(scripts string) string {
 // playerCSP lets the recording player compile its WebAssembly terminal;
 // JavaScript eval stays refused.
 var playerCSP = csp("'self' 'wasm-unsafe-eval'")
+
+// desktopCSP lets the remote desktop's client compile its WebAssembly,
+// which it loads from a data: URL, and show images it makes as blobs.
+var desktopCSP = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; " +
+	"connect-src 'self' data:; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
 func securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

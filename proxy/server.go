@@ -52,6 +52,8 @@ type Config struct {
 	WebSessions websession.Config
 	// SSH is what browser SSH terminals need besides the broker.
 	SSH SSHConfig
+	// RDP is what browser remote desktops need.
+	RDP RDPConfig
 	// Broker opens and carries sessions; nil refuses every tunnel as
 	// unavailable. It outlives reloads: pass the same one each time.
 	Broker *broker.Broker
@@ -80,6 +82,7 @@ type Server struct {
 	auth     *auth.Authenticator
 	sessions *websession.Store
 	tickets  *ticket.Store
+	outcomes *outcomeStore // how browser remote desktops ended
 
 	// relayForTest, when set, takes the redeemed tickets of browser
 	// sessions instead of the relays (tests of the ticket checks).
@@ -99,7 +102,7 @@ func New(cfg Config, a *auth.Authenticator) (*Server, error) {
 	if a == nil {
 		return nil, errors.New("proxy: an Authenticator is required")
 	}
-	s := &Server{log: c.Logger, auth: a, sessions: websession.NewStore(c.WebSessions), tickets: ticket.NewStore()}
+	s := &Server{log: c.Logger, auth: a, sessions: websession.NewStore(c.WebSessions), tickets: ticket.NewStore(), outcomes: newOutcomeStore()}
 	s.cfg.Store(c)
 	s.http = &http.Server{
 		Handler:           s.routes(),

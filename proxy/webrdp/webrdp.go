@@ -1,0 +1,325 @@
+package webrdp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/hostkeys"
+	"github.com/bastiond/bastiond/proxy/rdcleanpath"
+)
+
+// Session is the broker session a desktop runs in.
+type Session interface {
+	ID() string
+	// Target is the TCP connection to the machine.
+	Target() net.Conn
+	// RelayOver relays the page to the TLS connection over Target until
+	// the session ends, and returns once its end record is written.
+	RelayOver(client, target net.Conn)
+	// End ends the session with reason (the first reason wins) and returns
+	// once its record is written.
+	End(reason string)
+	// EndReason is why the session ended, or "" while it is live.
+	EndReason() string
+}
+
+var _ Session = (*broker.Session)(nil)
+
+// Params are one desktop's settings.
+type Params struct {
+	// Authorize redeems the connect ticket the request carries as its
+	// proxyAuth and returns the inventory target the ticket names. A
+	// *Refusal says why it is refused; any other error is a 401.
+	// Required.
+	Authorize func(ticket string) (target string, err error)
+	// Open opens the broker session to target. Required.
+	Open func(ctx context.Context, target string) (Session, error)
+	// Certificate returns the check of the certificate the server of
+	// target presents from addr (hostkeys.Store.CertificateCheck).
+	// Required.
+	Certificate func(target, addr string) func(tls.ConnectionState) error
+	// HandshakeTimeout bounds the request from the page, then the
+	// negotiation with the server. Default 30s.
+	HandshakeTimeout time.Duration
+	// Logger gets the desktop's refusals and failures. Required.
+	Logger *zap.Logger
+	// HandshakeFailed counts a negotiation that failed with the server.
+	HandshakeFailed func()
+}
+
+// Refusal is a request the bastion refuses before any session: Status is
+// the HTTP-like code sent to the client, Outcome what the page shows.
+type Refusal struct {
+	Status  int
+	Outcome Outcome
+}
+
+func (r *Refusal) Error() string { return "webrdp: refused: " + r.Outcome.Message }
+
+// Classes of Outcome, for the page.
+const (
+	ClassCapacity     = "at_capacity"
+	ClassDenied       = "denied"
+	ClassExpired      = "expired"
+	ClassUnreachable  = "unreachable"
+	ClassCertificate  = "certificate"
+	ClassNegotiation  = "negotiation"
+	ClassKilled       = "killed"
+	ClassIdle         = "idle_timeout"
+	ClassMaxDuration  = "max_duration"
+	ClassClientClosed = "client_closed"
+	ClassTargetClosed = "target_closed"
+	ClassError        = "error"
+)
+
+// Outcome is how a desktop ended, as the page shows it.
+type Outcome struct {
+	// Class is one of the Class constants.
+	Class string `json:"reason"`
+	// Message is a sentence for the user.
+	Message string `json:"message"`
+	// Session is the broker session's ID, when one was opened.
+	Session string `json:"session,omitempty"`
+	// Target is the inventory target, once the ticket named it.
+	Target string `json:"-"`
+}
+
+// Serve runs one desktop on conn, the page's WebSocket as a byte stream,
+// until it ends, and returns how. It answers a failure before the relay with
+// an RDCleanPath error and leaves conn open for the caller to close with
+// the WebSocket status it chooses; once relaying, the session's end closes
+// conn.
+func Serve(ctx context.Context, conn net.Conn, p Params) Outcome {
+	if p.HandshakeTimeout <= 0 {
+		p.HandshakeTimeout = 30 * time.Second
+	}
+	g := &gateway{p: p, conn: conn}
+	return g.serve(ctx)
+}
+
+type gateway struct {
+	p    Params
+	conn net.Conn
+	log  *zap.Logger
+}
+
+func (g *gateway) serve(ctx context.Context) Outcome {
+	g.log = g.p.Logger
+	g.conn.SetDeadline(time.Now().Add(g.p.HandshakeTimeout))
+	req, err := rdcleanpath.Read(g.conn, rdcleanpath.MaxRequest)
+	if err != nil {
+		g.log.Info("rdp request refused: malformed", zap.Error(err))
+		return g.refuse(rdcleanpath.GeneralError(400), Outcome{Class: ClassError,
+			Message: "The page sent a request the bastion does not understand. Reload the page."})
+	}
+	cr, err := rdcleanpath.ParseConnectionRequest(req.X224ConnectionPDU)
+	if err != nil {
+		g.log.Info("rdp request refused: X.224 connection request", zap.Error(err))
+		return g.refuse(rdcleanpath.GeneralError(400), Outcome{Class: ClassError,
+			Message: "The page sent a connection request the bastion does not understand. Reload the page."})
+	}
+	target, err := g.p.Authorize(req.ProxyAuth)
+	if err != nil {
+		var r *Refusal
+		if !errors.As(err, &r) {
+			r = &Refusal{Status: 401, Outcome: Outcome{Class: ClassExpired, Message: "This connection link has expired. Open the machine again from the portal."}}
+		}
+		return g.refuse(rdcleanpath.GeneralError(r.Status), r.Outcome)
+	}
+	g.log = g.log.With(zap.String("target", target))
+	if cr.Protocols&(rdcleanpath.ProtocolSSL|rdcleanpath.ProtocolHybrid|rdcleanpath.ProtocolHybridEx) == 0 {
+		g.log.Info("rdp request refused: the client offers only standard RDP security", zap.Uint32("protocols", cr.Protocols))
+		return g.refuse(rdcleanpath.GeneralError(400), Outcome{Class: ClassNegotiation, Target: target,
+			Message: "The page asked for standard RDP security, which the bastion does not relay: only TLS or NLA."})
+	}
+	sess, err := g.p.Open(ctx, target)
+	if err != nil {
+		pdu, o := openRefusal(err)
+		o.Target = target
+		return g.refuse(pdu, o)
+	}
+	o := g.session(ctx, sess, target, req)
+	o.Session, o.Target = sess.ID(), target
+	return o
+}
+
+// session negotiates with the server of sess, answers the page and relays.
+func (g *gateway) session(ctx context.Context, sess Session, target string, req *rdcleanpath.PDU) Outcome {
+	g.log = g.log.With(zap.String("session", sess.ID()))
+	tconn := sess.Target()
+	addr := tconn.RemoteAddr().String()
+	hctx, cancel := context.WithTimeout(ctx, g.p.HandshakeTimeout)
+	defer cancel()
+	var pcb []byte
+	if req.PreconnectionBlob != "" {
+		pcb = rdcleanpath.PreconnectionPDU(req.PreconnectionBlob)
+	}
+	cfg := rdcleanpath.ClientTLS(g.p.Certificate(target, addr))
+	cc, tc, err := rdcleanpath.Connect(hctx, tconn, pcb, req.X224ConnectionPDU, cfg)
+	if err != nil {
+		pdu, o, reason := g.negotiationFailure(target, cc, err)
+		g.conn.SetDeadline(time.Now().Add(g.p.HandshakeTimeout))
+		g.send(pdu)
+		sess.End(reason)
+		return o
+	}
+	var chain [][]byte
+	for _, c := range tc.ConnectionState().PeerCertificates {
+		chain = append(chain, c.Raw)
+	}
+	if err := g.send(rdcleanpath.Response(cc, chain, addr)); err != nil {
+		g.log.Info("rdp: the page went away during the negotiation", zap.Error(err))
+		sess.End(broker.ReasonClientError + err.Error())
+		return ended(sess.EndReason(), target)
+	}
+	g.conn.SetDeadline(time.Time{})
+	tconn.SetDeadline(time.Time{})
+	sess.RelayOver(g.conn, tc)
+	return ended(sess.EndReason(), target)
+}
+
+// send writes pdu to the page.
+func (g *gateway) send(pdu *rdcleanpath.PDU) error {
+	b, err := pdu.Marshal()
+	if err != nil {
+		return err
+	}
+	_, err = g.conn.Write(b)
+	return err
+}
+
+// refuse answers the page with pdu and returns o.
+func (g *gateway) refuse(pdu *rdcleanpath.PDU, o Outcome) Outcome {
+	g.conn.SetDeadline(time.Now().Add(g.p.HandshakeTimeout))
+	if err := g.send(pdu); err != nil {
+		g.log.Debug("rdp: cannot send the refusal", zap.Error(err))
+	}
+	return o
+}
+
+// negotiationFailure is how a failed negotiation with the server of target
+// is answered, shown and recorded. cc is the server's Confirm, if it came.
+func (g *gateway) negotiationFailure(target string, cc []byte, err error) (*rdcleanpath.PDU, Outcome, string) {
+	if g.p.HandshakeFailed != nil {
+		g.p.HandshakeFailed()
+	}
+	var ce *hostkeys.CheckError
+	switch {
+	case errors.As(err, &ce):
+		g.log.Warn("rdp certificate refused: session refused", zap.Error(err))
+		o := Outcome{Class: ClassCertificate, Message: fmt.Sprintf(
+			"The bastion has no pinned certificate for %s, so it cannot verify the machine's identity. "+
+				"The session was refused; an administrator must approve the machine's certificate.", target)}
+		reason := broker.ReasonHostKey + "not pinned: " + err.Error()
+		if errors.Is(err, hostkeys.ErrMismatch) {
+			o.Message = fmt.Sprintf("The identity of %s has changed: its certificate is not the one the bastion pinned. "+
+				"Someone may be intercepting the connection, or the machine was reinstalled. "+
+				"The session was refused; an administrator must check the machine and pin its new certificate.", target)
+			reason = broker.ReasonHostKey + "mismatch: " + err.Error()
+		}
+		return rdcleanpath.TLSAlertError(alertBadCertificate), o, reason
+	case errors.Is(err, rdcleanpath.ErrNegotiationFailed), errors.Is(err, rdcleanpath.ErrStandardSecurity):
+		g.log.Info("rdp negotiation failed", zap.Error(err))
+		o := Outcome{Class: ClassNegotiation, Message: sentence(fmt.Sprintf("%s refused the connection: %s", target, detail(err)))}
+		return rdcleanpath.NegotiationFailure(cc), o, broker.ReasonNegotiation + detail(err)
+	}
+	if alert, ok := rdcleanpath.TLSAlert(err); ok {
+		g.log.Info("rdp TLS handshake refused by the server", zap.Error(err))
+		o := Outcome{Class: ClassNegotiation, Message: fmt.Sprintf("%s refused the TLS handshake with the bastion (%s).", target, detail(err))}
+		return rdcleanpath.TLSAlertError(alert), o, broker.ReasonNegotiation + "TLS: " + detail(err)
+	}
+	g.log.Info("rdp negotiation failed", zap.Error(err))
+	if code, ok := rdcleanpath.WSACode(err); ok {
+		o := Outcome{Class: ClassUnreachable, Message: fmt.Sprintf("%s stopped answering during the connection (%s).", target, detail(err))}
+		return rdcleanpath.WSAError(code), o, broker.ReasonTargetError + err.Error()
+	}
+	o := Outcome{Class: ClassError, Message: fmt.Sprintf("The connection to %s failed during the negotiation (%s).", target, detail(err))}
+	return rdcleanpath.GeneralError(500), o, broker.ReasonTargetError + err.Error()
+}
+
+// alertBadCertificate is the TLS alert the page is told of when the bastion
+// refuses the server's certificate: what a client that checked it would
+// have sent.
+const alertBadCertificate = 42
+
+// detail is err without the package prefixes that mean nothing to a user.
+func detail(err error) string {
+	s := err.Error()
+	for _, p := range []string{"rdcleanpath: ", "tls: ", "remote error: "} {
+		s = strings.ReplaceAll(s, p, "")
+	}
+	return s
+}
+
+// openRefusal is how a session the broker would not open is answered.
+func openRefusal(err error) (*rdcleanpath.PDU, Outcome) {
+	var be *broker.Error
+	if !errors.As(err, &be) {
+		return rdcleanpath.GeneralError(500), Outcome{Class: ClassError, Message: "The bastion could not open the session."}
+	}
+	switch be.Kind {
+	case broker.KindCapacity:
+		return rdcleanpath.GeneralError(503), Outcome{Class: ClassCapacity, Message: "The bastion is at capacity. Try again in a few minutes."}
+	case broker.KindUserLimit:
+		return rdcleanpath.GeneralError(429), Outcome{Class: ClassCapacity, Message: "You have as many sessions open as you may. Close one and try again."}
+	case broker.KindClosed:
+		return rdcleanpath.GeneralError(503), Outcome{Class: ClassCapacity, Message: "The bastion is restarting. Try again in a moment."}
+	case broker.KindUnreachable:
+		code, ok := rdcleanpath.WSACode(be.Err)
+		if !ok {
+			code = rdcleanpath.WSAETIMEDOUT
+		}
+		return rdcleanpath.WSAError(code), Outcome{Class: ClassUnreachable, Message: sentence(be.Msg)}
+	case broker.KindUnknownTarget, broker.KindRefused:
+		return rdcleanpath.GeneralError(403), Outcome{Class: ClassDenied, Message: sentence(be.Msg)}
+	}
+	return rdcleanpath.GeneralError(500), Outcome{Class: ClassError, Message: sentence(be.Msg)}
+}
+
+// ended is the Outcome of a session the relay ended with reason.
+func ended(reason, target string) Outcome {
+	switch {
+	case reason == broker.ReasonClientClosed:
+		return Outcome{Class: ClassClientClosed, Message: "The session ended."}
+	case reason == broker.ReasonTargetClosed:
+		return Outcome{Class: ClassTargetClosed, Message: fmt.Sprintf("%s ended the session.", target)}
+	case reason == broker.ReasonIdle:
+		return Outcome{Class: ClassIdle, Message: "The session was ended after a period without activity."}
+	case reason == broker.ReasonMaxDuration:
+		return Outcome{Class: ClassMaxDuration, Message: "The session reached its maximum duration."}
+	case reason == broker.ReasonAccessRevoked:
+		return Outcome{Class: ClassDenied, Message: fmt.Sprintf("Your access to %s was withdrawn.", target)}
+	case reason == broker.ReasonShutdown:
+		return Outcome{Class: ClassError, Message: "The bastion is restarting. Reconnect in a moment."}
+	case reason == broker.ReasonTargetUnreachable:
+		return Outcome{Class: ClassUnreachable, Message: fmt.Sprintf("%s stopped answering.", target)}
+	case strings.HasPrefix(reason, broker.ReasonKilled):
+		return Outcome{Class: ClassKilled, Message: fmt.Sprintf("An administrator ended the session (%s).", strings.TrimPrefix(reason, broker.ReasonKilled))}
+	case strings.HasPrefix(reason, broker.ReasonClientError):
+		return Outcome{Class: ClassClientClosed, Message: "The connection from this page was lost."}
+	}
+	return Outcome{Class: ClassError, Message: "The session was ended."}
+}
+
+// sentence capitalizes s and ends it with a full stop.
+func sentence(s string) string {
+	if s == "" {
+		return "The session could not be opened."
+	}
+	r, n := utf8.DecodeRuneInString(s)
+	s = string(unicode.ToUpper(r)) + s[n:]
+	if !strings.HasSuffix(s, ".") {
+		s += "."
+	}
+	return s
+}
