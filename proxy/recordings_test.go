@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"compress/gzip"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bastiond/bastiond/proxy/access"
+	"github.com/bastiond/bastiond/web"
 )
 
 // auditPolicy is testPolicy with carol as an auditor.
@@ -101,6 +104,23 @@ func TestAppAssets(t *testing.T) {
 	}
 	if r := b.get("/static/app/../portal.go"); r.code == http.StatusOK {
 		t.Errorf("path escape: %d", r.code)
+	}
+	if !web.Built() {
+		t.Skip("web/dist is not built (make web): no bundle to compress")
+	}
+	plain := b.get("/static/app/desktop.js")
+	gz := b.do(http.MethodGet, "/static/app/desktop.js", nil, map[string]string{"Accept-Encoding": "br, gzip"})
+	if plain.header.Get("Content-Encoding") != "" || gz.header.Get("Content-Encoding") != "gzip" ||
+		gz.header.Get("Vary") != "Accept-Encoding" || gz.header.Get("ETag") == plain.header.Get("ETag") {
+		t.Fatalf("encodings: plain %v, gzip %v", plain.header, gz.header)
+	}
+	zr, err := gzip.NewReader(strings.NewReader(gz.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(zr)
+	if err != nil || string(body) != plain.body || len(gz.body) >= len(plain.body)/2 {
+		t.Errorf("gzip body: %d bytes for %d, decoded equal %v, %v", len(gz.body), len(plain.body), string(body) == plain.body, err)
 	}
 }
 
