@@ -7,35 +7,68 @@ import * as esbuild from "esbuild";
 
 const dist = "dist";
 
-// xterm.js 6 puts its theme and layout rules in <style> elements and truecolor
-// cells in style attributes set with setAttribute; a CSP of style-src 'self'
-// blocks both. These rewrites send the rules to a constructed stylesheet
-// (src/cspstyle.ts) and the cell colours through the CSSOM, which CSP does
-// not govern. Each must match exactly as often as stated, so that an xterm
-// upgrade that changes the code fails the build instead of the page.
-const xtermPatches = [
-  { find: 'createElement("style")', replace: 'createElement("bastion-style")', count: 3 },
+// Some dependencies write styles in ways that a CSP of style-src 'self'
+// blocks: <style> elements and style attributes set with setAttribute. These
+// rewrites send the rules to a constructed stylesheet (src/cspstyle.ts) and
+// the inline styles through the CSSOM, which CSP does not govern. Each must
+// match exactly as often as stated, and each patched module must be part of
+// the build, so that an upgrade that changes the code fails the build
+// instead of the page.
+const patchedModules = [
   {
-    find: 't.setAttribute("style",`${t.getAttribute("style")||""}${e};`)',
-    replace: "t.style.cssText+=`${e};`",
-    count: 1,
+    // xterm.js 6: theme and layout rules in <style> elements, truecolor cells
+    // in style attributes.
+    name: "@xterm/xterm",
+    filter: /[\\/]@xterm[\\/]xterm[\\/]lib[\\/]xterm\.mjs$/,
+    patches: [
+      { find: 'createElement("style")', replace: 'createElement("bastion-style")', count: 3 },
+      {
+        find: 't.setAttribute("style",`${t.getAttribute("style")||""}${e};`)',
+        replace: "t.style.cssText+=`${e};`",
+        count: 1,
+      },
+    ],
+  },
+  {
+    // iron-remote-desktop 0.11 (Svelte 5): the component's scoped rules in a
+    // <style> element appended to its shadow root, and the sizes of the
+    // canvas's wrappers in style attributes (Svelte's attribute setter).
+    name: "@devolutions/iron-remote-desktop",
+    filter: /[\\/]@devolutions[\\/]iron-remote-desktop[\\/]iron-remote-desktop\.js$/,
+    patches: [
+      {
+        find: 'const n = document.createElement("style");',
+        replace: 'const n = document.createElement("bastion-style");',
+        count: 1,
+      },
+      {
+        find: 'typeof i != "string" && gn(t).includes(e) ? t[e] = i : t.setAttribute(e, i)',
+        replace: 'typeof i != "string" && gn(t).includes(e) ? t[e] = i : e === "style" ? t.style.cssText = i : t.setAttribute(e, i)',
+        count: 1,
+      },
+    ],
   },
 ];
 
-const cspCompatibleXterm = {
-  name: "csp-compatible-xterm",
+const applied = new Set();
+
+const cspCompatible = {
+  name: "csp-compatible",
   setup(build) {
-    build.onLoad({ filter: /[\\/]@xterm[\\/]xterm[\\/]lib[\\/]xterm\.mjs$/ }, async (args) => {
-      let code = await readFile(args.path, "utf8");
-      for (const p of xtermPatches) {
-        const found = code.split(p.find).length - 1;
-        if (found !== p.count) {
-          throw new Error(`xterm patch: ${JSON.stringify(p.find)} found ${found} times, want ${p.count}`);
+    for (const mod of patchedModules) {
+      build.onLoad({ filter: mod.filter }, async (args) => {
+        let code = await readFile(args.path, "utf8");
+        for (const p of mod.patches) {
+          const found = code.split(p.find).length - 1;
+          if (found !== p.count) {
+            throw new Error(`${mod.name} patch: ${JSON.stringify(p.find)} found ${found} times, want ${p.count}`);
+          }
+          code = code.replaceAll(p.find, p.replace);
         }
-        code = code.replaceAll(p.find, p.replace);
-      }
-      return { contents: code, loader: "js" };
-    });
+        applied.add(mod.name);
+        return { contents: code, loader: "js" };
+      });
+    }
   },
 };
 
@@ -43,8 +76,11 @@ for (const name of await readdir(dist).catch(() => [])) {
   if (name !== "README.txt") await rm(`${dist}/${name}`, { recursive: true });
 }
 
+// Each page is one script and one stylesheet (no code splitting): the
+// terminal page does not download the desktop's WebAssembly, which the
+// desktop page carries inline (a data: URL in iron-remote-desktop-rdp).
 await esbuild.build({
-  entryPoints: ["src/connect.ts", "src/connect.css", "src/player.ts", "src/player.css"],
+  entryPoints: ["src/connect.ts", "src/connect.css", "src/desktop.ts", "src/desktop.css", "src/player.ts", "src/player.css"],
   outdir: dist,
   bundle: true,
   minify: true,
@@ -52,8 +88,12 @@ await esbuild.build({
   target: ["es2022"],
   legalComments: "eof",
   logLevel: "warning",
-  plugins: [cspCompatibleXterm],
+  plugins: [cspCompatible],
 });
+
+for (const mod of patchedModules) {
+  if (!applied.has(mod.name)) throw new Error(`${mod.name} patch: the module was not bundled from the expected path`);
+}
 
 for (const name of (await readdir(dist)).sort()) {
   const size = (await stat(`${dist}/${name}`)).size;

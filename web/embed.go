@@ -1,5 +1,5 @@
-// Package web is bastiond's browser client: the SSH terminal page and the
-// recording player, written in TypeScript under src/ and bundled by esbuild
+// Package web is bastiond's browser client: the SSH terminal page, the
+// remote desktop page and the recording player, written in TypeScript under src/ and bundled by esbuild
 // into dist/ (make web). The bundles are embedded here for the server to
 // serve under /static/app/.
 //
@@ -15,8 +15,8 @@ import (
 //go:embed dist
 var dist embed.FS
 
-// Assets is the contents of dist/: connect.js, connect.css, player.js and
-// player.css once built.
+// Assets is the contents of dist/: connect.js, connect.css, desktop.js,
+// desktop.css, player.js and player.css once built.
 func Assets() fs.FS {
 	sub, err := fs.Sub(dist, "dist")
 	if err != nil {

@@ -29,3 +29,43 @@ export async function newTicket(target: string, protocol: string, csrf: string):
   if (!ticket || !url || !/^\/(?!\/)/.test(url)) throw new Error("the bastion's answer has no ticket");
   return { ticket, url };
 }
+
+/** How a remote desktop ended, as the bastion saw it (GET /api/rdp/outcome). */
+export interface RDPOutcome {
+  /**
+   * at_capacity, denied, expired, unreachable, certificate, negotiation,
+   * killed, idle_timeout, max_duration, client_closed, target_closed or error.
+   */
+  reason: string;
+  /** A sentence for the user, shown as is. */
+  message: string;
+  /** The bastion's session ID, when one was opened. */
+  session?: string;
+}
+
+/**
+ * rdpOutcome asks how the desktop opened with ticket ended. The bastion may
+ * write it a moment after the WebSocket closed, so a 404 is asked again for
+ * about 1.5 s; undefined means that no outcome is known.
+ */
+export async function rdpOutcome(ticket: string): Promise<RDPOutcome | undefined> {
+  const retries = 5;
+  const interval = 300; // ms
+  for (let i = 0; ; i++) {
+    let res: Response;
+    try {
+      res = await fetch(`/api/rdp/outcome?ticket=${encodeURIComponent(ticket)}`, { credentials: "same-origin", cache: "no-store" });
+    } catch {
+      return undefined;
+    }
+    if (res.ok) {
+      const body: unknown = await res.json().catch(() => undefined);
+      if (typeof body !== "object" || body === null) return undefined;
+      const { reason, message, session } = body as Record<string, unknown>;
+      if (typeof reason !== "string" || typeof message !== "string") return undefined;
+      return typeof session === "string" && session ? { reason, message, session } : { reason, message };
+    }
+    if (res.status !== 404 || i >= retries) return undefined;
+    await new Promise((resolve) => setTimeout(resolve, interval));
+  }
+}

@@ -1,8 +1,10 @@
-// The sign-in forms: the credentials for the target, and the questions of a
-// keyboard-interactive challenge. Secrets live only in the form's inputs,
-// which are emptied once read; the forms never navigate (method "dialog"
-// outside a dialog submits nowhere, and no input has a name), so nothing
-// typed can end up in a URL even if a handler failed.
+// The sign-in forms: the credentials for the target (SSH or RDP), and the
+// questions of a keyboard-interactive challenge. Secrets live only in the
+// form's inputs, which are emptied once read; the forms never navigate
+// (method "dialog" outside a dialog submits nowhere, and the SSH forms'
+// inputs have no name), so nothing typed can end up in a URL even if a
+// handler failed. The desktop form's inputs are named (user, password,
+// domain) for password managers and the browser tests.
 import { field, h } from "./dom";
 import type { Credentials, Hello, Prompt } from "./protocol";
 
@@ -136,6 +138,67 @@ export function promptForm(prompt: Prompt, submit: (answers: string[]) => void):
     for (const i of inputs) i.value = "";
     controls.disabled = true;
     submit(answers);
+  });
+  return form;
+}
+
+export interface DesktopCredentials {
+  user: string;
+  password: string;
+  /** Empty when not given. */
+  domain: string;
+}
+
+export interface DesktopFormOptions {
+  target: string;
+  /** The user name and domain to offer: the ones used last on this page. */
+  user: string;
+  domain: string;
+  /** Why the previous attempt failed. */
+  error?: string;
+}
+
+/**
+ * desktopForm asks for the Windows account to sign in to a remote desktop
+ * with. A user name typed as DOMAIN\user, with no domain given, is split.
+ */
+export function desktopForm(opts: DesktopFormOptions, submit: (creds: DesktopCredentials) => void): HTMLFormElement {
+  const error = h("p", { className: "error", hidden: !opts.error, textContent: opts.error ?? "", attrs: { role: "alert" } });
+  const user = h("input", {
+    type: "text",
+    name: "user",
+    value: opts.user,
+    required: true,
+    autocomplete: "username",
+    spellcheck: false,
+    autocapitalize: "none",
+    autofocus: opts.user === "",
+  });
+  const password = h("input", { type: "password", name: "password", autocomplete: "current-password", autofocus: opts.user !== "" });
+  const domain = h("input", { type: "text", name: "domain", value: opts.domain, autocomplete: "off", spellcheck: false, autocapitalize: "none" });
+  const controls = h(
+    "fieldset",
+    {},
+    field("User name", user),
+    field("Password", password),
+    field("Domain", domain, "optional"),
+    h("button", { type: "submit", textContent: "Connect" }),
+  );
+  const form = h("form", { className: "signin", method: "dialog" }, h("h2", { textContent: `Sign in to ${opts.target}` }), error, controls);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    let name = user.value.trim();
+    let dom = domain.value.trim();
+    const slash = name.indexOf("\\");
+    if (!dom && slash > 0) {
+      dom = name.slice(0, slash);
+      name = name.slice(slash + 1);
+    }
+    if (!name) return;
+    const creds = { user: name, password: password.value, domain: dom };
+    password.value = "";
+    controls.disabled = true;
+    submit(creds);
   });
   return form;
 }

@@ -1,7 +1,8 @@
-// The connect page's frame: a header with the target and the session's
-// state, and a stage holding the terminal, with over it the idle warning
-// banner, the sign-in panel and the end-of-session overlay. Nothing that
-// comes and goes changes the terminal's size.
+// The client pages' frame: a header with the target, the session's state
+// and the page's tools, and a stage holding the screen (the terminal or the
+// remote desktop), with over it the idle warning banner, the sign-in panel
+// and the end-of-session overlay. Nothing that comes and goes changes the
+// screen's size.
 import { h } from "./dom";
 
 export interface EndAction {
@@ -9,9 +10,20 @@ export interface EndAction {
   run(): void;
 }
 
+export interface LayoutOptions {
+  target: string;
+  /** The protocol's name in the header: "SSH", "RDP". */
+  protocol: string;
+  /** The screen's class ("terminal", "desktop") and its name for assistive technology. */
+  screen: { className: string; label: string };
+  /** Buttons of the page's own, in the header before Disconnect. */
+  tools?: HTMLElement[];
+  onDisconnect(): void;
+}
+
 export class Layout {
-  /** Where the terminal lives; it keeps its size while hidden so that it can be measured. */
-  readonly terminalHost = h("div", { className: "terminal concealed", attrs: { "aria-label": "Terminal" } });
+  /** Where the terminal or the desktop lives; it keeps its size while hidden so that it can be measured. */
+  readonly screen: HTMLDivElement;
   readonly #status = h("span", { className: "status", attrs: { role: "status" } });
   readonly #recorded = h("span", {
     className: "badge recorded",
@@ -34,20 +46,22 @@ export class Layout {
   });
   #countdown = 0;
 
-  constructor(root: HTMLElement, target: string, onDisconnect: () => void) {
-    this.#disconnect.addEventListener("click", onDisconnect);
+  constructor(root: HTMLElement, opts: LayoutOptions) {
+    this.screen = h("div", { className: `${opts.screen.className} concealed`, attrs: { "aria-label": opts.screen.label } });
+    this.#disconnect.addEventListener("click", () => opts.onDisconnect());
     root.replaceChildren(
       h(
         "header",
         { className: "bar" },
-        h("h1", { textContent: target }),
-        h("span", { className: "protocol", textContent: "SSH" }),
+        h("h1", { textContent: opts.target }),
+        h("span", { className: "protocol", textContent: opts.protocol }),
         this.#status,
         this.#recorded,
         this.#noClipboard,
+        ...(opts.tools ?? []),
         this.#disconnect,
       ),
-      h("div", { className: "stage" }, this.terminalHost, this.#banner, this.#panel, this.#overlay),
+      h("div", { className: "stage" }, this.screen, this.#banner, this.#panel, this.#overlay),
     );
   }
 
@@ -72,8 +86,8 @@ export class Layout {
     this.#noClipboard.classList.add("flash");
   }
 
-  showTerminal(shown: boolean): void {
-    this.terminalHost.classList.toggle("concealed", !shown);
+  showScreen(shown: boolean): void {
+    this.screen.classList.toggle("concealed", !shown);
   }
 
   /** showPanel puts a form over the stage and focuses its first control. */

@@ -38,12 +38,17 @@ class SSHPage {
 
   constructor(root: HTMLElement, config: SSHConfig) {
     this.#config = config;
-    this.#ui = new Layout(root, config.target, () => this.#disconnect());
-    this.#view = new TerminalView(this.#ui.terminalHost, {
+    this.#ui = new Layout(root, {
+      target: config.target,
+      protocol: "SSH",
+      screen: { className: "terminal", label: "Terminal" },
+      onDisconnect: () => this.#disconnect(),
+    });
+    this.#view = new TerminalView(this.#ui.screen, {
       input: (bytes) => this.#input(bytes),
       resize: () => this.#sendSize(),
     });
-    this.#clipboard = new Clipboard(this.#ui.terminalHost, this.#view.term, {
+    this.#clipboard = new Clipboard(this.#ui.screen, this.#view.term, {
       paste: (data) => {
         if (this.#phase !== "ready") return;
         this.#ui.clearIdleWarning();
@@ -63,7 +68,7 @@ class SSHPage {
     this.#clipboard.allowed = false;
     this.#view.term.reset();
     this.#view.term.options.disableStdin = true;
-    this.#ui.showTerminal(false);
+    this.#ui.showScreen(false);
     this.#ui.status("Connecting…");
     this.#ui.canDisconnect(true);
     // A replaced socket's late events are ignored.
@@ -109,7 +114,7 @@ class SSHPage {
       case "ready":
         this.#phase = "ready";
         this.#ui.hidePanel();
-        this.#ui.showTerminal(true);
+        this.#ui.showScreen(true);
         this.#ui.status("Connected");
         this.#view.term.options.disableStdin = false;
         this.#view.fit();

@@ -1,0 +1,17 @@
+// Entry point of the remote desktop page (GET /connect/{ticket} for an RDP
+// target). The server renders <div id="client" data-ticket data-protocol
+// data-target data-csrf data-clipboard>; this module turns it into the
+// desktop client. The terminal page (connect.ts) is a separate bundle, so
+// that it does not download the desktop's WebAssembly.
+import "./cspstyle"; // before the component creates its styles: see build.mjs
+import { startDesktop } from "./rdp";
+
+const root = document.getElementById("client");
+if (root) {
+  const { ticket = "", protocol = "", target = "", csrf = "", clipboard = "" } = root.dataset;
+  if (protocol === "rdp") {
+    startDesktop(root, { ticket, target, csrf, clipboard: clipboard === "true" });
+  } else {
+    root.textContent = `This page cannot open ${protocol || "this kind of"} connection.`;
+  }
+}
