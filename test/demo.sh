@@ -107,6 +107,7 @@ fi
 # A real install pins host keys after checking them out of band; the
 # demo's lab was made a moment ago by this script, so it trusts what it sees.
 "$bin/bastionctl" --socket "$demo/admin.sock" hostkeys scan vm1 --pin >/dev/null || die "cannot pin vm1's host keys"
+"$bin/bastionctl" --socket "$demo/admin.sock" hostkeys scan vm2 --pin >/dev/null || die "cannot pin vm2's RDP certificate"
 
 # The forward: host loopback -> unix socket -> the client namespace -> the
 # bastion's public address. A unix socket crosses namespaces without adding
@@ -135,7 +136,8 @@ cat <<BANNER
   Machines:      vm1 (SSH, $VM1_4 / $VM1_6), vm2 (RDP, $VM2_4 / $VM2_6)
   Their logins:  $LAB_USER / $LAB_PASSWORD
   In the browser: click SSH on vm1 and sign in as $LAB_USER: a terminal in the page
-                 (recorded; play it back under Recordings)
+                 (recorded; play it back under Recordings); click RDP on vm2 and
+                 sign in as $LAB_USER: its desktop (an X display with a clock) in the page
   Admin CLI:     sudo $bin/bastionctl --socket $demo/admin.sock status      (and: sessions, users, policy show)
   Native tunnel: $bin/bastionctl login --server localhost:$port --insecure --user admin
                  ssh -o ProxyCommand='$bin/bastionctl ssh-proxy vm1' $LAB_USER@vm1

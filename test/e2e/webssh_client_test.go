@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -91,23 +92,41 @@ func (u *webUser) dialWS(target, protocol string) (*websocket.Conn, *http.Respon
 // connectTicket is POST /api/connect with the session's CSRF token.
 func (u *webUser) connectTicket(target, protocol string) string {
 	u.t.Helper()
-	_, portal := u.do(http.MethodGet, "/", nil)
+	tk, err := u.ticket(target, protocol)
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	return tk
+}
+
+// ticket is connectTicket for any goroutine: it returns its failure.
+func (u *webUser) ticket(target, protocol string) (string, error) {
+	resp, err := u.c.Get(u.base + "/")
+	if err != nil {
+		return "", err
+	}
+	portal, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := csrfField.FindSubmatch(portal)
+	if m == nil {
+		return "", fmt.Errorf("connect %s %s: no CSRF token in the portal (%d)", target, protocol, resp.StatusCode)
+	}
 	body := fmt.Sprintf(`{"target":%q,"protocol":%q}`, target, protocol)
 	req, _ := http.NewRequest(http.MethodPost, u.base+"/api/connect", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Origin", u.base)
-	req.Header.Set("X-CSRF-Token", csrfIn(u.t, portal))
-	resp, err := u.c.Do(req)
+	req.Header.Set("X-CSRF-Token", string(m[1]))
+	resp, err = u.c.Do(req)
 	if err != nil {
-		u.t.Fatal(err)
+		return "", err
 	}
 	defer resp.Body.Close()
 	var r struct{ Ticket, Error string }
 	json.NewDecoder(resp.Body).Decode(&r)
 	if resp.StatusCode != http.StatusOK {
-		u.t.Fatalf("connect %s %s: %d %s", target, protocol, resp.StatusCode, r.Error)
+		return "", fmt.Errorf("connect %s %s: %d %s", target, protocol, resp.StatusCode, r.Error)
 	}
-	return r.Ticket
+	return r.Ticket, nil
 }
 
 func (tc *termClient) read() {
