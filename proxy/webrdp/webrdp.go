@@ -230,7 +230,12 @@ func (g *gateway) negotiationFailure(target string, cc []byte, err error) (*rdcl
 		return rdcleanpath.TLSAlertError(alertBadCertificate), o, reason
 	case errors.Is(err, rdcleanpath.ErrNegotiationFailed), errors.Is(err, rdcleanpath.ErrStandardSecurity):
 		g.log.Info("rdp negotiation failed", zap.Error(err))
-		o := Outcome{Class: ClassNegotiation, Message: sentence(fmt.Sprintf("%s refused the connection: %s", target, detail(err)))}
+		o := Outcome{Class: ClassNegotiation, Message: fmt.Sprintf("%s refused the connection: %s.", target, detail(err))}
+		if c, _ := rdcleanpath.ParseConnectionConfirm(cc); errors.Is(err, rdcleanpath.ErrStandardSecurity) ||
+			c.Negotiation == rdcleanpath.RDPNegFailure && c.FailureCode == sslNotAllowedByServer {
+			o.Message = fmt.Sprintf("%s allows only standard RDP security, which the bastion does not relay: "+
+				"an administrator must enable TLS or NLA on it.", target)
+		}
 		return rdcleanpath.NegotiationFailure(cc), o, broker.ReasonNegotiation + detail(err)
 	}
 	if alert, ok := rdcleanpath.TLSAlert(err); ok {
@@ -246,6 +251,10 @@ func (g *gateway) negotiationFailure(target string, cc []byte, err error) (*rdcl
 	o := Outcome{Class: ClassError, Message: fmt.Sprintf("The connection to %s failed during the negotiation (%s).", target, detail(err))}
 	return rdcleanpath.GeneralError(500), o, broker.ReasonTargetError + err.Error()
 }
+
+// sslNotAllowedByServer is the failure code of a server that allows only
+// standard RDP security ([MS-RDPBCGR] 2.2.1.2.2).
+const sslNotAllowedByServer = 2
 
 // alertBadCertificate is the TLS alert the page is told of when the bastion
 // refuses the server's certificate: what a client that checked it would
