@@ -360,6 +360,11 @@ function judge(outcome: RDPOutcome | undefined, end: End, disconnected: boolean)
       case "client_closed":
         return disconnected ? { message: "The session ended.", action: "Reconnect" } : { message, action: "Reconnect" };
       case "target_closed":
+        // A machine that closes the connection before the desktop opens has
+        // refused the sign-in (FreeRDP's server, for one, says nothing more).
+        if (!end.connected && !disconnected) {
+          return { message: "The machine closed the connection while signing you in: check the user name and password.", action: "Try again", detail: describe(end.error) };
+        }
         return { message: "The session ended.", action: "Reconnect" };
       case "killed":
       case "idle_timeout":
