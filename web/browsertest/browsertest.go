@@ -343,6 +343,12 @@ func (b *Browser) OpenTerminal(t testing.TB, target string) {
 	b.Call(t, "openTerminal", map[string]any{"target": target}, nil)
 }
 
+// OpenDesktop clicks target's RDP button on the portal and waits for the connect page.
+func (b *Browser) OpenDesktop(t testing.TB, target string) {
+	t.Helper()
+	b.Call(t, "openClient", map[string]any{"target": target, "protocol": "RDP"}, nil)
+}
+
 // SignIn answers the connect page's sign-in form; an empty password is left
 // out, as for a certificate.
 func (b *Browser) SignIn(t testing.TB, login, password string) {

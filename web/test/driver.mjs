@@ -37,6 +37,7 @@ const ops = {
   problems: () => takeProblems(),
   portalLogin: ({ baseURL, user, password }) => lib.portalLogin(page, baseURL, user, password),
   openTerminal: ({ target }) => lib.openTerminal(page, target),
+  openClient: ({ target, protocol }) => lib.openClient(page, target, protocol),
   signIn: ({ login, password }) => lib.signIn(page, { login, password }),
   terminalText: () => lib.terminalText(page),
   waitTerminalText: ({ text }) => lib.waitForTerminalText(page, text),

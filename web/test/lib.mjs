@@ -68,8 +68,13 @@ export async function portalLogin(page, baseURL, user, password) {
 
 /** openTerminal clicks a target's SSH button on the portal and waits for the connect page. */
 export async function openTerminal(page, target) {
+  await openClient(page, target, "SSH");
+}
+
+/** openClient clicks a target's button for protocol ("SSH", "RDP") on the portal and waits for the connect page. */
+export async function openClient(page, target, protocol) {
   const item = page.locator("ul.targets li").filter({ has: page.locator(".name", { hasText: target }) });
-  await Promise.all([page.waitForURL(/\/connect\//), item.getByRole("button", { name: "SSH" }).click()]);
+  await Promise.all([page.waitForURL(/\/connect\//), item.getByRole("button", { name: protocol }).click()]);
 }
 
 /** signIn answers the connect page's sign-in form with a password, or with nothing for a certificate. */
