@@ -58,7 +58,7 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 	var presented string
 	var roles []string
 	p := webrdp.Params{
-		Authorize: func(v string) (string, error) {
+		Authorize: func(v string) (webrdp.Grant, error) {
 			presented = v
 			t, err := s.tickets.Redeem(v, c.session.ID)
 			if err == nil && t.Protocol != access.RDP {
@@ -66,18 +66,18 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 			}
 			if err != nil {
 				log.Info("browser RDP refused: ticket", zap.Error(err))
-				return "", err
+				return webrdp.Grant{}, err
 			}
 			// Rights are checked again: a reload may have taken them away
 			// since the ticket was issued.
 			d := s.policy().Check(access.Request{User: c.user.Name, Granted: c.user.Roles, Target: t.Target, Protocol: access.RDP, Port: t.Port})
 			if !d.Allowed {
 				log.Info("browser RDP refused", zap.String("target", t.Target), zap.String("reason", d.Reason))
-				return "", &webrdp.Refusal{Status: http.StatusForbidden, Outcome: webrdp.Outcome{Class: webrdp.ClassDenied,
+				return webrdp.Grant{}, &webrdp.Refusal{Status: http.StatusForbidden, Outcome: webrdp.Outcome{Class: webrdp.ClassDenied,
 					Message: "You are no longer allowed to open a remote desktop on " + t.Target + "."}}
 			}
 			roles = d.Roles
-			return t.Target, nil
+			return webrdp.Grant{Target: t.Target, Clipboard: !d.DisableClipboard}, nil
 		},
 		Open: func(ctx context.Context, target string) (webrdp.Session, error) {
 			sess, err := b.Open(ctx, broker.Request{User: c.user.Name, Client: client, Target: target, Protocol: broker.RDP,

@@ -38,10 +38,9 @@ var _ Session = (*broker.Session)(nil)
 // Params are one desktop's settings.
 type Params struct {
 	// Authorize redeems the connect ticket the request carries as its
-	// proxyAuth and returns the inventory target the ticket names. A
-	// *Refusal says why it is refused; any other error is a 401.
-	// Required.
-	Authorize func(ticket string) (target string, err error)
+	// proxyAuth and returns what it grants. A *Refusal says why it is
+	// refused; any other error is a 401. Required.
+	Authorize func(ticket string) (Grant, error)
 	// Open opens the broker session to target. Required.
 	Open func(ctx context.Context, target string) (Session, error)
 	// Certificate returns the check of the certificate the server of
@@ -55,6 +54,15 @@ type Params struct {
 	Logger *zap.Logger
 	// HandshakeFailed counts a negotiation that failed with the server.
 	HandshakeFailed func()
+}
+
+// Grant is what a connect ticket allows.
+type Grant struct {
+	// Target is the inventory target the ticket names.
+	Target string
+	// Clipboard lets the desktop have its clipboard channel; without it the
+	// gateway takes the channel out of the client's request (noClipboard).
+	Clipboard bool
 }
 
 // Refusal is a request the bastion refuses before any session: Status is
@@ -128,7 +136,8 @@ func (g *gateway) serve(ctx context.Context) Outcome {
 		return g.refuse(rdcleanpath.GeneralError(400), Outcome{Class: ClassError,
 			Message: "The page sent a connection request the bastion does not understand. Reload the page."})
 	}
-	target, err := g.p.Authorize(req.ProxyAuth)
+	grant, err := g.p.Authorize(req.ProxyAuth)
+	target := grant.Target
 	if err != nil {
 		var r *Refusal
 		if !errors.As(err, &r) {
@@ -148,13 +157,14 @@ func (g *gateway) serve(ctx context.Context) Outcome {
 		o.Target = target
 		return g.refuse(pdu, o)
 	}
-	o := g.session(ctx, sess, target, req)
+	o := g.session(ctx, sess, grant, req)
 	o.Session, o.Target = sess.ID(), target
 	return o
 }
 
 // session negotiates with the server of sess, answers the page and relays.
-func (g *gateway) session(ctx context.Context, sess Session, target string, req *rdcleanpath.PDU) Outcome {
+func (g *gateway) session(ctx context.Context, sess Session, grant Grant, req *rdcleanpath.PDU) Outcome {
+	target := grant.Target
 	g.log = g.log.With(zap.String("session", sess.ID()))
 	tconn := sess.Target()
 	addr := tconn.RemoteAddr().String()
@@ -184,7 +194,13 @@ func (g *gateway) session(ctx context.Context, sess Session, target string, req 
 	}
 	g.conn.SetDeadline(time.Time{})
 	tconn.SetDeadline(time.Time{})
-	sess.RelayOver(g.conn, tc)
+	var client net.Conn = g.conn
+	if !grant.Clipboard {
+		client = &noClipboard{Conn: g.conn, removed: func(n int) {
+			g.log.Info("rdp clipboard channel removed: the role disables the clipboard", zap.Int("channels", n))
+		}}
+	}
+	sess.RelayOver(client, tc)
 	return ended(sess.EndReason(), target)
 }
 

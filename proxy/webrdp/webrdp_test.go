@@ -145,12 +145,23 @@ func (s *rdpServer) handle(c net.Conn) {
 	for {
 		n, err := tc.Read(buf)
 		if n > 0 {
-			tc.Write(bytes.ToUpper(buf[:n]))
+			tc.Write(asciiUpper(buf[:n]))
 		}
 		if err != nil {
 			return
 		}
 	}
+}
+
+// asciiUpper upper-cases the ASCII letters of p and nothing else.
+func asciiUpper(p []byte) []byte {
+	out := bytes.Clone(p)
+	for i, c := range out {
+		if 'a' <= c && c <= 'z' {
+			out[i] = c - 'a' + 'A'
+		}
+	}
+	return out
 }
 
 func (s *rdpServer) received() []byte {
@@ -239,14 +250,16 @@ func newGateway(t *testing.T, srv *rdpServer, edit func(*Params)) *gatewayTest {
 	}
 	g := &gatewayTest{t: t, outcome: make(chan Outcome, 1), store: store}
 	p := Params{
-		Authorize: func(ticket string) (string, error) {
+		Authorize: func(ticket string) (Grant, error) {
 			switch ticket {
 			case "good":
-				return "vm2", nil
+				return Grant{Target: "vm2", Clipboard: true}, nil
+			case "no-clipboard":
+				return Grant{Target: "vm2"}, nil
 			case "revoked":
-				return "", &Refusal{Status: 403, Outcome: Outcome{Class: ClassDenied, Message: "no longer allowed"}}
+				return Grant{}, &Refusal{Status: 403, Outcome: Outcome{Class: ClassDenied, Message: "no longer allowed"}}
 			}
-			return "", errors.New("unknown ticket")
+			return Grant{}, errors.New("unknown ticket")
 		},
 		Open: func(ctx context.Context, target string) (Session, error) {
 			var d net.Dialer

@@ -286,6 +286,28 @@ func TestXfreerdpThroughGateway(t *testing.T) {
 	if out, err := d.ctl(nil, "hostkeys", "scan", "vm2", "--pin"); err != nil {
 		t.Fatalf("hostkeys scan vm2 --pin: %v\n%s", err, out)
 	}
+	addLabUsers(t, d, "bob")
+	t.Run("the clipboard refused at the gateway", func(t *testing.T) {
+		// bob's role disables the clipboard; xfreerdp asks for it anyway.
+		b := newRDPBridge(t, signedIn(t, lab["BASTION_PUB4"], "bob"), "vm2")
+		c := b.xfreerdp("+clipboard", "/size:800x600")
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(6 * time.Second)
+		syscall.Kill(-c.Process.Pid, syscall.SIGTERM)
+		c.Wait()
+		b.wg.Wait()
+		if !strings.Contains(d.log.String(), `"msg":"rdp clipboard channel removed: the role disables the clipboard","user":"bob"`) ||
+			!strings.Contains(d.log.String(), `"channels":1`) {
+			t.Errorf("no removal of xfreerdp's clipboard channel in the log")
+		}
+		recs := endedRecords(d, "vm2")
+		if last := recs[len(recs)-1]; last["user"] != "bob" || last["bytes_down"].(float64) < 10000 {
+			t.Errorf("the desktop did not run without its clipboard: %v (bridge: %v)", last, b.errors())
+		}
+	})
 	for _, bastion := range []string{"BASTION_PUB4", "BASTION_PUB6"} {
 		t.Run(bastion, func(t *testing.T) {
 			b := newRDPBridge(t, signedIn(t, lab[bastion], "alice"), "vm2")
