@@ -156,6 +156,22 @@ func TestBrowserRDP(t *testing.T) {
 		p := shown(t)
 		t.Logf("desktop %dx%d, %d colours sampled", p.Width, p.Height, p.Colors)
 		b.Screenshot(t, "desktop-nla")
+		// The toolbar: Ctrl+Alt+Del goes to the desktop and leaves it
+		// running; Full screen takes the page's client and gives it back.
+		b.Click(t, `#client button:text("Ctrl+Alt+Del")`)
+		b.Click(t, `#client button:text("Full screen")`)
+		var full bool
+		for i := 0; i < 20 && !full; i++ {
+			b.Eval(t, `document.fullscreenElement === document.querySelector("#client")`, &full)
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !full {
+			t.Error("Full screen did not take the page's client")
+		}
+		b.Click(t, `#client button:text("Exit full screen")`)
+		if state() != "connected" {
+			t.Errorf("after Ctrl+Alt+Del and full screen the page is %q", state())
+		}
 		if b.Visible(t, `#client .badge:has-text("Copy and paste disabled")`) {
 			t.Error("alice's clipboard is shown as disabled")
 		}
@@ -277,6 +293,17 @@ func TestBrowserRDP(t *testing.T) {
 		b.Screenshot(t, "no-clipboard")
 		disconnect(t)
 		waitState(t, "ended")
+	})
+
+	// Invariant 10: what users typed never reaches a log or a record, TLS
+	// alone (the password inside the relayed stream) included.
+	run("passwords stay out of the logs", func(t *testing.T) {
+		audit, _ := os.ReadFile(filepath.Join(d.dir, "audit.jsonl"))
+		for _, secret := range []string{lab["LAB_PASSWORD"], "not-" + lab["LAB_PASSWORD"]} {
+			if strings.Contains(d.log.String(), secret) || strings.Contains(string(audit), secret) {
+				t.Errorf("a password typed in the desktop's form is in the daemon's log or audit file")
+			}
+		}
 	})
 
 	run("a used link", func(t *testing.T) {
