@@ -191,8 +191,14 @@ func newCountingForward(t testing.TB, to string) *countingForward {
 		t.Fatal(err)
 	}
 	f := &countingForward{ln: ln}
-	t.Cleanup(func() { ln.Close(); f.wg.Wait() })
+	accepting := make(chan struct{})
+	t.Cleanup(func() {
+		ln.Close()
+		<-accepting // no Add after this
+		f.wg.Wait()
+	})
 	go func() {
+		defer close(accepting)
 		for {
 			c, err := ln.Accept()
 			if err != nil {

@@ -38,7 +38,8 @@ type rdpBridge struct {
 	mu       sync.Mutex
 	errs     []error
 	sessions []string // the outcomes' session IDs, as connections end
-	wg       sync.WaitGroup
+	// ended receives a value as each connection ends.
+	ended chan struct{}
 }
 
 func newRDPBridge(t testing.TB, u *webUser, target string) *rdpBridge {
@@ -47,26 +48,42 @@ func newRDPBridge(t testing.TB, u *webUser, target string) *rdpBridge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &rdpBridge{t: t, u: u, target: target, ln: ln, cert: bridgeCert(t)}
-	t.Cleanup(func() { ln.Close(); b.wg.Wait() })
+	b := &rdpBridge{t: t, u: u, target: target, ln: ln, cert: bridgeCert(t), ended: make(chan struct{}, 100)}
+	var wg sync.WaitGroup
+	accepting := make(chan struct{})
+	t.Cleanup(func() {
+		ln.Close()
+		<-accepting // no Add after this
+		wg.Wait()
+	})
 	go func() {
+		defer close(accepting)
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
+			wg.Go(func() {
 				if err := b.serve(c); err != nil {
 					b.mu.Lock()
 					b.errs = append(b.errs, err)
 					b.mu.Unlock()
 				}
-			}()
+				b.ended <- struct{}{}
+			})
 		}
 	}()
 	return b
+}
+
+// waitEnded waits for the end of one connection through the bridge.
+func (b *rdpBridge) waitEnded(t testing.TB) {
+	t.Helper()
+	select {
+	case <-b.ended:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the connection through the bridge did not end")
+	}
 }
 
 // addr is where the RDP client connects.
@@ -125,7 +142,7 @@ func (b *rdpBridge) serve(c net.Conn) error {
 	b.down.Add(n)
 	tc.Close()
 	<-done
-	if _, o := b.u.outcome(tk); o.Session != "" {
+	if _, o, _ := b.u.outcomeOf(tk); o.Session != "" {
 		b.mu.Lock()
 		b.sessions = append(b.sessions, o.Session)
 		b.mu.Unlock()

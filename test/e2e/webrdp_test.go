@@ -108,22 +108,33 @@ func (c *rdpClient) request(ticket string, protocols uint32) *rdcleanpath.PDU {
 }
 
 // outcome is GET /api/rdp/outcome for ticket.
-func (u *webUser) outcome(ticket string) (code int, o struct{ Reason, Message, Session string }) {
+func (u *webUser) outcome(ticket string) (code int, o rdpOutcome) {
 	u.t.Helper()
+	code, o, err := u.outcomeOf(ticket)
+	if err != nil {
+		u.t.Error(err)
+	}
+	return code, o
+}
+
+type rdpOutcome struct{ Reason, Message, Session string }
+
+// outcomeOf is outcome for any goroutine. The outcome is kept a moment
+// after the WebSocket closes: a 404 is asked again for up to 2 s.
+func (u *webUser) outcomeOf(ticket string) (code int, o rdpOutcome, err error) {
 	for range 20 {
 		resp, err := u.c.Get(u.base + "/api/rdp/outcome?ticket=" + ticket)
 		if err != nil {
-			u.t.Error(err)
-			return 0, o
+			return 0, o, err
 		}
 		json.NewDecoder(resp.Body).Decode(&o)
 		resp.Body.Close()
 		if code = resp.StatusCode; code != http.StatusNotFound {
-			return code, o
+			return code, o, nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return code, o
+	return code, o, nil
 }
 
 const (
@@ -298,7 +309,7 @@ func TestXfreerdpThroughGateway(t *testing.T) {
 		time.Sleep(6 * time.Second)
 		syscall.Kill(-c.Process.Pid, syscall.SIGTERM)
 		c.Wait()
-		b.wg.Wait()
+		b.waitEnded(t)
 		if !strings.Contains(d.log.String(), `"msg":"rdp clipboard channel removed: the role disables the clipboard","user":"bob"`) ||
 			!strings.Contains(d.log.String(), `"channels":1`) {
 			t.Errorf("no removal of xfreerdp's clipboard channel in the log")
@@ -314,7 +325,7 @@ func TestXfreerdpThroughGateway(t *testing.T) {
 			if out, err := b.xfreerdp("+auth-only").CombinedOutput(); err != nil {
 				t.Fatalf("xfreerdp +auth-only through the gateway: %v\n%s\nbridge: %v", err, out, b.errors())
 			}
-			b.wg.Wait()
+			b.waitEnded(t)
 			if errs := b.errors(); len(errs) > 0 {
 				t.Fatalf("bridge: %v", errs)
 			}
