@@ -252,6 +252,24 @@ func TestWebRDPGateway(t *testing.T) {
 		}
 	})
 
+	t.Run("RDP weighs more than the capacity left", func(t *testing.T) {
+		reload(webRDPConfig(d.dir, false, "  capacity: 3\n")) // an RDP session takes 2 units
+		defer reload(webRDPConfig(d.dir, false, ""))
+		first := alice.openDesktop()
+		if resp := first.request(alice.connectTicket("vm2", "rdp"), anyTLS); resp.Error != nil {
+			t.Fatalf("the first desktop: %+v", resp.Error)
+		}
+		defer first.ws.Close(websocket.StatusNormalClosure, "")
+		tk := alice.connectTicket("vm2", "rdp")
+		resp := alice.openDesktop().request(tk, anyTLS)
+		if resp.Error == nil || resp.Error.HTTPStatus != 503 {
+			t.Errorf("answer: %+v", resp)
+		}
+		if code, o := alice.outcome(tk); code != 200 || o.Reason != "at_capacity" || !strings.Contains(o.Message, "capacity") {
+			t.Errorf("outcome: %d %+v", code, o)
+		}
+	})
+
 	t.Run("a used ticket", func(t *testing.T) {
 		tk := alice.connectTicket("vm2", "rdp")
 		rc := alice.openDesktop()
