@@ -62,12 +62,21 @@ func (c *noClipboard) Read(p []byte) (int, error) {
 
 // next reads the client's next whole message: a CredSSP TSRequest (DER),
 // passed as it is, or the TPKT that must be the MCS Connect Initial,
-// rewritten.
+// rewritten. The stream may end cleanly only between messages.
 func (c *noClipboard) next() ([]byte, error) {
 	var head [4]byte
 	if _, err := io.ReadFull(c.Conn, head[:2]); err != nil {
 		return nil, err
 	}
+	msg, err := c.rest(head)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return msg, err
+}
+
+// rest reads the message whose first two bytes are in head.
+func (c *noClipboard) rest(head [4]byte) ([]byte, error) {
 	switch head[0] {
 	case 0x30: // a CredSSP TSRequest: DER SEQUENCE
 		return c.readDER(head[:2])

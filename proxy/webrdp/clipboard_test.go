@@ -162,3 +162,63 @@ func TestGatewayNoClipboard(t *testing.T) {
 		t.Error("a stream that hides its Connect Initial was relayed")
 	}
 }
+
+// FuzzRenameClipboard: whatever a client sends as its Connect Initial, the
+// filter does not panic, changes nothing but channel names, and leaves no
+// clipboard channel behind when it accepts the PDU.
+func FuzzRenameClipboard(f *testing.F) {
+	f.Add(connectInitial(block(0xc001, make([]byte, 8)), block(0xc003, networkData("rdpdr", "cliprdr", "drdynvc"))))
+	f.Add(connectInitial(block(0xc001, make([]byte, 8))))
+	f.Add([]byte{3, 0, 0, 9, 0x02, 0xf0, 0x80, 0x7f, 0x65})
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		before := bytes.Clone(pkt)
+		n, err := renameClipboard(pkt)
+		if len(pkt) != len(before) {
+			t.Fatal("the length changed")
+		}
+		changed := 0
+		for i := range pkt {
+			if pkt[i] != before[i] {
+				changed++
+			}
+		}
+		if err != nil && changed > 0 || changed > 8*n {
+			t.Fatalf("%d bytes changed for %d channels renamed (error %v)", changed, n, err)
+		}
+		if err == nil && n > 0 && bytes.Contains(bytes.ToLower(pkt), clipboardChannel) {
+			// Only a name the walk renamed counts; another "cliprdr" in the
+			// PDU (a client name) is not a channel. Check the walk again.
+			if again, _ := renameClipboard(bytes.Clone(pkt)); again != 0 {
+				t.Fatalf("a clipboard channel is left after renaming %d", n)
+			}
+		}
+	})
+}
+
+// FuzzNoClipboard: any client stream read through the filter comes out
+// whole and in order, or ends with an error; never more, never reordered.
+func FuzzNoClipboard(f *testing.F) {
+	ci := connectInitial(block(0xc001, make([]byte, 8)), block(0xc003, networkData("cliprdr")))
+	f.Add(append([]byte{0x30, 0x03, 1, 2, 3}, ci...), uint8(5))
+	f.Add([]byte{0x30, 0x84, 0xff, 0xff, 0xff, 0xff}, uint8(1))
+	f.Add([]byte{0x03, 0x00, 0xff, 0xff}, uint8(3))
+	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
+		a, b := net.Pipe()
+		go func() { a.Write(stream); a.Close() }()
+		fl := &noClipboard{Conn: b}
+		step := int(chunk%64) + 1
+		got, err := io.ReadAll(readerFunc(func(p []byte) (int, error) { return fl.Read(p[:min(len(p), step)]) }))
+		b.Close()
+		if len(got) > len(stream) {
+			t.Fatalf("read %d bytes from %d", len(got), len(stream))
+		}
+		if err == nil && len(got) != len(stream) {
+			t.Fatalf("read %d bytes of %d without an error", len(got), len(stream))
+		}
+		for i := range got {
+			if got[i] != stream[i] && !bytes.Contains(noChannel[:], got[i:i+1]) {
+				t.Fatalf("byte %d changed to %#x, not part of a channel's new name", i, got[i])
+			}
+		}
+	})
+}

@@ -83,3 +83,17 @@ func FuzzSecret(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseKey: a private key pasted in the page, with its passphrase, is
+// read or refused with a message, never a panic.
+func FuzzParseKey(f *testing.F) {
+	f.Add([]byte("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"), []byte(""))
+	f.Add([]byte("-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n"), []byte("pw"))
+	f.Add([]byte("not a key"), []byte("x"))
+	f.Fuzz(func(t *testing.T, key, passphrase []byte) {
+		s, msg := parseKey(secret(key), secret(passphrase))
+		if (s == nil) == (msg == "") {
+			t.Fatalf("signer %v with message %q", s, msg)
+		}
+	})
+}
