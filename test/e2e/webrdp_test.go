@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -267,6 +270,27 @@ func TestWebRDPGateway(t *testing.T) {
 		}
 		if code, o := alice.outcome(tk); code != 200 || o.Reason != "at_capacity" || !strings.Contains(o.Message, "capacity") {
 			t.Errorf("outcome: %d %+v", code, o)
+		}
+	})
+
+	t.Run("a reload that withdraws the right ends the desktop", func(t *testing.T) {
+		u := signedIn(t, lab["BASTION_PUB4"], "alice")
+		tk := u.connectTicket("vm2", "rdp")
+		rc := u.openDesktop()
+		if resp := rc.request(tk, anyTLS); resp.Error != nil {
+			t.Fatalf("answer: %+v", resp.Error)
+		}
+		reload(strings.Replace(webRDPConfig(d.dir, false, ""), "ops: [alice]", "ops: []", 1))
+		defer reload(webRDPConfig(d.dir, false, ""))
+		rc.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.Copy(io.Discard, rc.conn); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("the desktop is still open after its right was withdrawn")
+		}
+		if code, o := u.outcome(tk); code != 200 || o.Reason != "denied" || !strings.Contains(o.Message, "withdrawn") {
+			t.Errorf("outcome: %d %+v", code, o)
+		}
+		if recs := endedRecords(d, "vm2"); recs[len(recs)-1]["reason"] != "access revoked" {
+			t.Errorf("end record: %v", recs[len(recs)-1])
 		}
 	})
 
