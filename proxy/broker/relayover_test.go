@@ -2,33 +2,14 @@ package broker
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"testing"
-	"time"
-)
 
-// selfSigned is a throwaway server certificate.
-func selfSigned(t testing.TB) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
+	"github.com/bastiond/bastiond/internal/testcert"
+)
 
 // TestRelayOverTLS relays to a TLS layer on the target connection, as the
 // RDP gateway does: the counts are the plaintext both ways, and a kill
@@ -44,7 +25,7 @@ func TestRelayOverTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cert := selfSigned(t)
+			cert := testcert.New(t, testcert.Options{})
 			served := make(chan error, 1)
 			go func() {
 				conn := tls.Server(srv.next(t), &tls.Config{Certificates: []tls.Certificate{cert}})

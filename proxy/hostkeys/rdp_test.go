@@ -2,38 +2,19 @@ package hostkeys
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"testing"
 	"time"
-)
 
-// rdpCert is a self-signed certificate as RDP servers present.
-func rdpCert(t *testing.T, name string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
+	"github.com/bastiond/bastiond/internal/testcert"
+)
 
 // startRDP serves the start of an RDP connection on addr: it reads the
 // X.224 request, selects TLS (or, with nla, fails as a server that
@@ -77,7 +58,7 @@ func TestScanRDPAndCheck(t *testing.T) {
 	for _, n := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
 		t.Run(n.network, func(t *testing.T) {
 			s := newStore(t)
-			cert := rdpCert(t, "vm2")
+			cert := testcert.New(t, testcert.Options{Name: "vm2"})
 			addr := startRDP(t, n.network, n.addr, cert, false)
 			keys, err := s.ScanRDP(context.Background(), "vm2", dialer(addr))
 			if err != nil {
@@ -102,7 +83,7 @@ func TestScanRDPAndCheck(t *testing.T) {
 				t.Errorf("the pinned certificate: %v", err)
 			}
 			// Another certificate, or this one for another target, is refused.
-			other, _ := x509.ParseCertificate(rdpCert(t, "vm2").Certificate[0])
+			other, _ := x509.ParseCertificate(testcert.New(t, testcert.Options{Name: "vm2"}).Certificate[0])
 			err = s.CertificateCheck("vm2", addr)(tls.ConnectionState{PeerCertificates: []*x509.Certificate{other}})
 			if !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "the certificate of vm2 is not the one pinned") {
 				t.Errorf("another certificate: %v", err)
@@ -123,7 +104,7 @@ func TestScanRDPAndCheck(t *testing.T) {
 
 func TestScanRDPFailures(t *testing.T) {
 	s := newStore(t)
-	addr := startRDP(t, "tcp4", "127.0.0.1:0", rdpCert(t, "vm2"), true)
+	addr := startRDP(t, "tcp4", "127.0.0.1:0", testcert.New(t, testcert.Options{Name: "vm2"}), true)
 	if _, err := s.ScanRDP(context.Background(), "vm2", dialer(addr)); err == nil || !strings.Contains(err.Error(), "NLA") {
 		t.Errorf("a server refusing TLS alone: %v", err)
 	}
@@ -153,7 +134,7 @@ func TestScanRDPFailures(t *testing.T) {
 
 func TestPinCertificate(t *testing.T) {
 	s := newStore(t)
-	der := rdpCert(t, "vm2").Certificate[0]
+	der := testcert.New(t, testcert.Options{Name: "vm2"}).Certificate[0]
 	pemText := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte("not this")})
 	pemText = append(pemText, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	for _, data := range [][]byte{pemText, der} {

@@ -2,21 +2,18 @@ package rdcleanpath
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bastiond/bastiond/internal/testcert"
 )
 
 // closedPort returns an address on network where nothing listens.
@@ -153,29 +150,6 @@ func TestWSACodeOthers(t *testing.T) {
 	}
 }
 
-// selfSigned returns a certificate for name signed by its own key.
-func selfSigned(t *testing.T, name string, usage x509.ExtKeyUsage) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 // handshake runs a TLS handshake over net.Pipe and returns the client's
 // error: from Handshake, or from the first Read when the server refuses
 // the client only after the client's handshake is done (TLS 1.3), and the
@@ -202,12 +176,12 @@ func handshake(t *testing.T, client, server *tls.Config) (clientErr, serverErr e
 }
 
 func TestTLSAlert(t *testing.T) {
-	serverCert := selfSigned(t, "rdp.test", x509.ExtKeyUsageServerAuth)
-	clientCert := selfSigned(t, "gateway", x509.ExtKeyUsageClientAuth)
+	serverCert := testcert.New(t, testcert.Options{Name: "rdp.test", Usage: x509.ExtKeyUsageServerAuth})
+	clientCert := testcert.New(t, testcert.Options{Name: "gateway", Usage: x509.ExtKeyUsageClientAuth})
 	trusted := x509.NewCertPool()
 	trusted.AddCert(must(x509.ParseCertificate(serverCert.Certificate[0])))
 	otherCA := x509.NewCertPool()
-	otherCA.AddCert(must(x509.ParseCertificate(selfSigned(t, "ca", x509.ExtKeyUsageClientAuth).Certificate[0])))
+	otherCA.AddCert(must(x509.ParseCertificate(testcert.New(t, testcert.Options{Name: "ca", Usage: x509.ExtKeyUsageClientAuth}).Certificate[0])))
 
 	for _, tc := range []struct {
 		name   string

@@ -3,15 +3,10 @@ package webrdp
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"path/filepath"
 	"strings"
@@ -23,26 +18,11 @@ import (
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/bastiond/bastiond/internal/testcert"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
 	"github.com/bastiond/bastiond/proxy/rdcleanpath"
 )
-
-// newCert is a throwaway self-signed server certificate, as RDP servers
-// have.
-func newCert(t testing.TB) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 // confirm is an X.224 Connection Confirm with a negotiation structure of
 // type typ carrying value (the selected protocol or the failure code).
@@ -80,7 +60,7 @@ func newRDPServer(t testing.TB, network, mode string) *rdpServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &rdpServer{t: t, ln: ln, cert: newCert(t), mode: mode}
+	s := &rdpServer{t: t, ln: ln, cert: testcert.New(t, testcert.Options{Name: "vm2"}), mode: mode}
 	t.Cleanup(func() { ln.Close() })
 	go s.serve()
 	return s

@@ -1,13 +1,7 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bastiond/bastiond/internal/testcert"
 )
 
 // desktopPixels is what the page's desktop canvas shows: how many distinct
@@ -256,7 +252,7 @@ func TestBrowserRDP(t *testing.T) {
 
 	run("a certificate that is not the pinned one", func(t *testing.T) {
 		other := filepath.Join(t.TempDir(), "other.pem")
-		os.WriteFile(other, selfSignedPEM(t), 0o600)
+		os.WriteFile(other, testcert.PEM(testcert.New(t, testcert.Options{Name: "vm2"})), 0o600)
 		for _, args := range [][]string{{"forget", "vm2"}, {"pin", "vm2", "--cert-file", other}} {
 			if out, err := d.ctl(nil, append([]string{"hostkeys"}, args...)...); err != nil {
 				t.Fatalf("hostkeys %v: %v\n%s", args, err, out)
@@ -343,19 +339,4 @@ func startShadow(t *testing.T, port string, security ...string) func() {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// selfSignedPEM is a certificate no server of the lab has.
-func selfSignedPEM(t *testing.T) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(9), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

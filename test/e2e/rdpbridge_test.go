@@ -1,14 +1,9 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os/exec"
 	"sync"
@@ -16,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bastiond/bastiond/internal/testcert"
 	"github.com/bastiond/bastiond/proxy/rdcleanpath"
 )
 
@@ -48,7 +44,7 @@ func newRDPBridge(t testing.TB, u *webUser, target string) *rdpBridge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &rdpBridge{t: t, u: u, target: target, ln: ln, cert: bridgeCert(t), ended: make(chan struct{}, 100)}
+	b := &rdpBridge{t: t, u: u, target: target, ln: ln, cert: testcert.New(t, testcert.Options{Name: "bridge"}), ended: make(chan struct{}, 100)}
 	var wg sync.WaitGroup
 	accepting := make(chan struct{})
 	t.Cleanup(func() {
@@ -162,18 +158,4 @@ func (b *rdpBridge) errors() []error {
 func (b *rdpBridge) xfreerdp(args ...string) *exec.Cmd {
 	return exec.Command("xvfb-run", append([]string{"-a", "xfreerdp", "/v:" + b.addr(), "/u:" + lab["LAB_USER"],
 		"/p:" + lab["LAB_PASSWORD"], "/cert:ignore", "/sec:tls", "/log-level:ERROR"}, args...)...)
-}
-
-func bridgeCert(t testing.TB) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
