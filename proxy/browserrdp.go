@@ -87,6 +87,7 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 			}
 			return sess, nil
 		},
+		Ping:             ws.Ping,
 		Certificate:      cfg.RDP.Certificate,
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		Logger:           log,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -47,6 +48,13 @@ type Params struct {
 	// target presents from addr (hostkeys.Store.CertificateCheck).
 	// Required.
 	Certificate func(target, addr string) func(tls.ConnectionState) error
+	// Ping pings the page (a WebSocket ping) and returns once it answers;
+	// nil sends none. A page that does not answer within KeepAlive is gone:
+	// its session ends, rather than wait for TCP to give up on it.
+	Ping func(ctx context.Context) error
+	// KeepAlive is the period of the pings, and how long one may wait for
+	// its answer. Default 15s.
+	KeepAlive time.Duration
 	// HandshakeTimeout bounds the request from the page, then the
 	// negotiation with the server. Default 30s.
 	HandshakeTimeout time.Duration
@@ -110,6 +118,9 @@ type Outcome struct {
 func Serve(ctx context.Context, conn net.Conn, p Params) Outcome {
 	if p.HandshakeTimeout <= 0 {
 		p.HandshakeTimeout = 30 * time.Second
+	}
+	if p.KeepAlive <= 0 {
+		p.KeepAlive = 15 * time.Second
 	}
 	g := &gateway{p: p, conn: conn}
 	return g.serve(ctx)
@@ -200,8 +211,46 @@ func (g *gateway) session(ctx context.Context, sess Session, grant Grant, req *r
 			g.log.Info("rdp clipboard channel removed: the role disables the clipboard", zap.Int("channels", n))
 		}}
 	}
+	stop := g.keepAlive(sess)
 	sess.RelayOver(client, tc)
+	stop()
 	return ended(sess.EndReason(), target)
+}
+
+// keepAlive pings the page every KeepAlive while sess is relayed, and ends
+// sess when a ping goes unanswered. The function it returns stops it.
+func (g *gateway) keepAlive(sess Session) (stop func()) {
+	if g.p.Ping == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(g.p.KeepAlive)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), g.p.KeepAlive)
+			err := g.p.Ping(ctx)
+			cancel()
+			if err != nil {
+				select {
+				case <-done: // the relay ended first
+				default:
+					if ctx.Err() != nil {
+						g.log.Info("rdp: the page does not answer pings", zap.Duration("keepalive", g.p.KeepAlive))
+						sess.End(broker.ReasonClientError + "no answer to pings")
+					}
+				}
+				return
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
 }
 
 // send writes pdu to the page.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -466,5 +467,39 @@ func TestGatewaySilentPage(t *testing.T) {
 	go io.Copy(io.Discard, g.page)
 	if o := g.wait(); o.Class != ClassError {
 		t.Errorf("outcome %+v", o)
+	}
+}
+
+// TestGatewayKeepAlive: a page that answers its pings keeps its desktop;
+// one that stops answering loses it, as a client error, within the ping
+// period and its wait (the bound checked is loose: CI machines are busy).
+func TestGatewayKeepAlive(t *testing.T) {
+	srv := newRDPServer(t, "tcp4", modeTLS)
+	var answering atomic.Bool
+	answering.Store(true)
+	g := newGateway(t, srv, func(p *Params) {
+		p.KeepAlive = 100 * time.Millisecond
+		p.Ping = func(ctx context.Context) error {
+			if answering.Load() {
+				return nil
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		}
+	})
+	g.pin(srv)
+	if resp := g.send(request("good", anyTLS)); resp.Error != nil {
+		t.Fatalf("answer: %+v", resp.Error)
+	}
+	go io.Copy(io.Discard, g.page)
+	time.Sleep(500 * time.Millisecond) // five pings answered
+	if r := g.reason(); r != "" {
+		t.Fatalf("a page that answers its pings lost its desktop: %q", r)
+	}
+	answering.Store(false)
+	start := time.Now()
+	g.wait()
+	if r := g.reason(); r != broker.ReasonClientError+"no answer to pings" || time.Since(start) > 10*time.Second {
+		t.Errorf("reason %q after %s", r, time.Since(start))
 	}
 }
