@@ -256,7 +256,11 @@ func TestConnectPage(t *testing.T) {
 		if p2.ticket != "reconnect-1" {
 			t.Errorf("reconnected with ticket %q, want reconnect-1", p2.ticket)
 		}
-		if u := b.URL(t); !strings.HasSuffix(u, "/connect/reconnect-1") {
+		// The page's own location: Playwright's idea of the URL follows
+		// history.replaceState a moment later.
+		var u string
+		b.Eval(t, "location.href", &u)
+		if !strings.HasSuffix(u, "/connect/reconnect-1") {
 			t.Errorf("page address %s after reconnect", u)
 		}
 		p2.send(t, hello(map[string]any{"logins": []string{"lab", "admin"}}))

@@ -35,6 +35,7 @@ var connectPage = template.Must(template.New("connect").Parse(`<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<link rel="icon" href="data:,">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{.Target}} · Bastion</title>
 <link rel="stylesheet" href="/static/app/connect.css">
@@ -50,6 +51,7 @@ var playerPage = template.Must(template.New("player").Parse(`<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<link rel="icon" href="data:,">
 <title>Recording · Bastion</title>
 <link rel="stylesheet" href="/static/app/player.css">
 </head>
