@@ -40,9 +40,12 @@ func (s *Store) Scan(ctx context.Context, target string, protocols []string,
 	}
 	var found []Key
 	for _, p := range protocols {
-		scan := map[string]func(context.Context, string, func(context.Context) (net.Conn, error)) ([]Key, error){
-			KindSSH: s.ScanSSH, KindRDP: s.ScanRDP}[p]
-		if scan == nil {
+		scan := s.ScanSSH
+		switch p {
+		case KindSSH:
+		case KindRDP:
+			scan = s.ScanRDP
+		default:
 			return nil, fmt.Errorf("hostkeys: scan %s: no keys to scan for protocol %q (ssh or rdp)", target, p)
 		}
 		keys, err := scan(ctx, target, func(ctx context.Context) (net.Conn, error) { return dial(ctx, p) })

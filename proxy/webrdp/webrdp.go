@@ -189,8 +189,7 @@ func (g *gateway) session(ctx context.Context, sess Session, grant Grant, req *r
 	cc, tc, err := rdcleanpath.Connect(hctx, tconn, pcb, req.X224ConnectionPDU, cfg)
 	if err != nil {
 		pdu, o, reason := g.negotiationFailure(target, cc, err)
-		g.conn.SetDeadline(time.Now().Add(g.p.HandshakeTimeout))
-		g.send(pdu)
+		o = g.refuse(pdu, o)
 		sess.End(reason)
 		return o
 	}

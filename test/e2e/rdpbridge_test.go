@@ -24,7 +24,6 @@ import (
 // works through it: CredSSP would bind the bridge's certificate, not the
 // server's.
 type rdpBridge struct {
-	t      testing.TB
 	u      *webUser
 	target string
 	ln     net.Listener
@@ -44,7 +43,7 @@ func newRDPBridge(t testing.TB, u *webUser, target string) *rdpBridge {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &rdpBridge{t: t, u: u, target: target, ln: ln, cert: testcert.New(t, testcert.Options{Name: "bridge"}), ended: make(chan struct{}, 100)}
+	b := &rdpBridge{u: u, target: target, ln: ln, cert: testcert.New(t, testcert.Options{Name: "bridge"}), ended: make(chan struct{}, 100)}
 	var wg sync.WaitGroup
 	accepting := make(chan struct{})
 	t.Cleanup(func() {

@@ -54,7 +54,6 @@ limits:
 // client namespace with the cookies of a signed-in webUser.
 type rdpClient struct {
 	t    testing.TB
-	u    *webUser
 	ws   *websocket.Conn
 	conn net.Conn
 }
@@ -86,7 +85,7 @@ func (u *webUser) dialDesktop() (*rdpClient, error) {
 		return nil, fmt.Errorf("open the desktop WebSocket: %w (HTTP %d)", err, code)
 	}
 	ws.SetReadLimit(1 << 20)
-	return &rdpClient{t: u.t, u: u, ws: ws, conn: websocket.NetConn(context.Background(), ws, websocket.MessageBinary)}, nil
+	return &rdpClient{t: u.t, ws: ws, conn: websocket.NetConn(context.Background(), ws, websocket.MessageBinary)}, nil
 }
 
 // request sends an RDCleanPath request with ticket and an X.224 request
