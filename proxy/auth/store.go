@@ -49,15 +49,23 @@ var (
 	bucketTokens = []byte("tokens")
 )
 
+// DB is what the stores need of the state database: a *bbolt.DB, or the
+// daemon's handle on one (internal/statedb), which it can hand over to a
+// new process during an upgrade.
+type DB interface {
+	View(func(*bbolt.Tx) error) error
+	Update(func(*bbolt.Tx) error) error
+}
+
 // Store keeps accounts and API tokens in a bbolt database that it shares
 // with other parts of the daemon (each owns its buckets).
 type Store struct {
-	db  *bbolt.DB
+	db  DB
 	now func() time.Time
 }
 
 // NewStore creates the store's buckets in db if they are missing.
-func NewStore(db *bbolt.DB) (*Store, error) {
+func NewStore(db DB) (*Store, error) {
 	err := db.Update(func(tx *bbolt.Tx) error {
 		for _, b := range [][]byte{bucketUsers, bucketTokens} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {

@@ -58,11 +58,19 @@ const maxPending = 16
 
 var bucket = []byte("host_keys")
 
+// DB is what the store needs of the state database: a *bbolt.DB, or the
+// daemon's handle on one (internal/statedb), which it can hand over to a
+// new process during an upgrade.
+type DB interface {
+	View(func(*bbolt.Tx) error) error
+	Update(func(*bbolt.Tx) error) error
+}
+
 // Config configures a Store.
 type Config struct {
 	// DB is the daemon's state database; the store keeps its keys in the
 	// bucket "host_keys". Required.
-	DB *bbolt.DB
+	DB DB
 	// ScanTimeout bounds each connection of a Scan, from the dial to the
 	// host key. Default 10s.
 	ScanTimeout time.Duration
@@ -70,7 +78,7 @@ type Config struct {
 
 // Store is the pinned and pending keys of every target.
 type Store struct {
-	db          *bbolt.DB
+	db          DB
 	scanTimeout time.Duration
 	now         func() time.Time
 }

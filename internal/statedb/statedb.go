@@ -1,0 +1,110 @@
+// Package statedb is the daemon's state database (users, tokens, pinned host
+// keys: one bbolt file) behind a handle that can be let go of and taken
+// back. bbolt locks its file for one process at a time, and during a binary
+// upgrade the store has to pass from the old process to the new one while
+// the old one still serves its live sessions: the old process releases it,
+// the new one opens it, and if the new one fails to start, the old one
+// takes it back. Stores hold the Handle, never the *bbolt.DB inside it.
+package statedb
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+// ErrReleased is what a transaction gets while the store is released,
+// that is handed over to another process.
+var ErrReleased = errors.New("state store handed over to the new bastiond process")
+
+// Handle is the state database of one process.
+type Handle struct {
+	path string
+
+	mu sync.RWMutex // held to read by transactions, to write by Release and Reopen
+	db *bbolt.DB    // nil while released or closed
+}
+
+// Open opens the database at path, waiting up to two seconds for a process
+// that holds it.
+func Open(path string) (*Handle, error) {
+	h := &Handle{path: path}
+	if err := h.open(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *Handle) open() error {
+	db, err := bbolt.Open(h.path, 0o600, &bbolt.Options{Timeout: 2 * time.Second})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return fmt.Errorf("state store %s is held by another bastiond", h.path)
+	}
+	if err != nil {
+		return fmt.Errorf("state store %s: %w", h.path, err)
+	}
+	h.db = db
+	return nil
+}
+
+// Path is the database file.
+func (h *Handle) Path() string { return h.path }
+
+// View runs fn in a read-only transaction.
+func (h *Handle) View(fn func(*bbolt.Tx) error) error {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.db == nil {
+		return ErrReleased
+	}
+	return h.db.View(fn)
+}
+
+// Update runs fn in a read-write transaction, committed and synced when fn
+// returns nil.
+func (h *Handle) Update(fn func(*bbolt.Tx) error) error {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if h.db == nil {
+		return ErrReleased
+	}
+	return h.db.Update(fn)
+}
+
+// Bolt is the database itself, for a caller that needs it at start-up
+// (before anything can release it); nil while released.
+func (h *Handle) Bolt() *bbolt.DB {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.db
+}
+
+// Release waits for the transactions under way, then closes the file and
+// lets go of its lock, for another process to open it. Transactions fail
+// with ErrReleased until Reopen.
+func (h *Handle) Release() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.db == nil {
+		return nil
+	}
+	err := h.db.Close()
+	h.db = nil
+	return err
+}
+
+// Reopen takes the database back after Release.
+func (h *Handle) Reopen() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.db != nil {
+		return nil
+	}
+	return h.open()
+}
+
+// Close closes the database for good (Release, without coming back).
+func (h *Handle) Close() error { return h.Release() }
