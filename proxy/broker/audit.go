@@ -6,18 +6,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 )
 
-// liveBucket holds one entry per open session: its start record, with the
-// byte counts last seen. An entry left at start-up is a session a crash
-// interrupted.
+// liveBucket holds, in a live journal, one entry per open session: its
+// start record, with the byte counts last saved. An entry left in a dead
+// process's journal is a session a crash interrupted. Versions before live
+// journals kept the bucket in the state store.
 var liveBucket = []byte("live_sessions")
 
 // record is one line of the audit file.
@@ -93,57 +97,99 @@ type liveEntry struct {
 	BytesDown int64  `json:"bytes_down"`
 }
 
+// auditRetry is how often the writer tries again to write the records the
+// audit file refused. Tests shorten it.
+var auditRetry = time.Second
+
 // auditOp is one request to the writer.
 type auditOp struct {
-	// start are live entries of sessions opening, committed before lines:
-	// a crash in between leaves an entry that the next start completes
-	// with an abandoned record, instead of a start record with no end.
-	start map[string][]byte
+	// opening and entry are the ID and live entry of a session opening. The
+	// entry is committed before lines (its start record): a crash in
+	// between leaves an entry that the next start completes with an
+	// abandoned record, instead of a start record with no end.
+	opening string
+	entry   []byte
 	// lines are records to append, each without its newline.
 	lines [][]byte
-	// del are live entries to delete once lines are synced: a failed end
-	// record leaves the entry, and the session is recorded as abandoned
-	// at the next start rather than lost.
-	del []string
+	// ended is the session whose end record lines holds: its live entry is
+	// deleted once the line is synced. If the audit file refuses the line,
+	// it waits in the writer's queue and the entry stays.
+	ended string
 	// refresh replaces existing entries only (byte counts): it must not
 	// bring back a session that ended meanwhile.
 	refresh map[string][]byte
-	done    chan error // nil: nobody waits
+	// done receives nil once lines are synced, else why not: for an
+	// opening session, the refusal (the journal's error, or the audit
+	// file's fault, and then its start record waits in the queue with an
+	// end record saying why); for an ended one, the fault that queued its
+	// record; for other lines (abandoned records), the fault, and they are
+	// not kept. Faults wrap ErrAuditUnavailable. nil: nobody waits.
+	done chan error
 }
 
-// auditLog appends records to the audit file and keeps the live bucket. One
-// goroutine does all the writing and commits whatever has queued up with
-// one write and one fsync of the file, and at most two bbolt commits (group
-// commit), so that 10,000 sessions opening at once share a few dozen
-// fsyncs instead of making 20,000. The writer is the bucket's only writer,
-// so one db.Update per batch is what db.Batch would do, in order.
+// queued is a record in the writer's queue: the audit file refused it.
+type queued struct {
+	line   []byte
+	inFile bool   // a failed attempt left it whole in the file: it needs a sync, not a write
+	del    string // the live entry to delete once it is synced, if any
+}
+
+// auditFile is the open audit file: an *os.File, which tests wrap to inject
+// faults.
+type auditFile interface {
+	io.WriteCloser
+	Sync() error
+	Stat() (fs.FileInfo, error)
+}
+
+// openAuditFile opens the audit file for appending. Tests replace it before
+// New.
+var openAuditFile = func(path string) (auditFile, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// auditLog appends records to the audit file and keeps the live journal.
+// One goroutine does all the writing and commits whatever has queued up
+// with one write and one fsync of the file, and at most two bbolt commits
+// (group commit), so that 10,000 sessions opening at once share a few
+// dozen fsyncs instead of making 20,000. The writer is the journal's only
+// writer, so one db.Update per batch is what db.Batch would do, in order.
+//
+// When the audit file cannot be written (disk full, read-only, moved and
+// not reopenable), the records it refused (end records, and both records
+// of a session refused for it) wait in a queue, in order, with their live
+// entries, and go ahead of every later batch; the writer also retries them
+// every auditRetry. Meanwhile Open refuses sessions.
 type auditLog struct {
 	path string
-	db   *bbolt.DB
+	db   *bbolt.DB // the live journal
 	log  *zap.Logger
 	ops  chan auditOp
 	done chan struct{}
+
+	// fault is why the audit file cannot be written (it wraps
+	// ErrAuditUnavailable), nil while it can. The writer sets it when a
+	// write or sync fails and clears it when one succeeds.
+	fault atomic.Pointer[error]
 
 	closeMu sync.RWMutex // held to read while sending on ops; to write to close it
 	closed  bool
 
 	// The writer goroutine owns the fields below (and New, before it runs).
-	f       *os.File
+	f       auditFile // nil after a failed fsync or reopen, until reopened
 	checked time.Time // when the file's identity was last compared with path
-	torn    bool      // a failed write may have left a partial line
+	torn    bool      // a failed write left a partial line
+	queue   []queued  // records the audit file refused, oldest first
 }
 
-func openAudit(path string, db *bbolt.DB, log *zap.Logger) (*auditLog, error) {
-	a := &auditLog{path: path, db: db, log: log, ops: make(chan auditOp, 1024), done: make(chan struct{})}
+func openAudit(path string, journal *bbolt.DB, log *zap.Logger) (*auditLog, error) {
+	a := &auditLog{path: path, db: journal, log: log, ops: make(chan auditOp, 1024), done: make(chan struct{})}
 	if err := a.open(); err != nil {
 		return nil, err
-	}
-	if err := db.Update(func(tx *bbolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(liveBucket)
-		return err
-	}); err != nil {
-		a.f.Close()
-		return nil, fmt.Errorf("broker: state store: %w", err)
 	}
 	return a, nil
 }
@@ -152,105 +198,224 @@ func (a *auditLog) open() error {
 	if err := os.MkdirAll(filepath.Dir(a.path), 0o750); err != nil {
 		return fmt.Errorf("broker: audit file: %w", err)
 	}
-	f, err := os.OpenFile(a.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := openAuditFile(a.path)
 	if err != nil {
 		return fmt.Errorf("broker: audit file: %w", err)
 	}
-	a.f, a.checked = f, time.Now()
+	// A fresh descriptor: a partial line in a file it replaces stays there.
+	a.f, a.checked, a.torn = f, time.Now(), false
 	return nil
 }
 
-// reopenIfMoved reopens the file when logrotate (or anyone) renamed or
-// removed it, so that records go to the file at path. It compares at most
-// once a second, unless force.
-func (a *auditLog) reopenIfMoved(force bool) {
-	if !force && time.Since(a.checked) < time.Second {
-		return
+// ensureFile makes a.f the file at path: it reopens it when logrotate (or
+// anyone) renamed or removed it, compared at most once a second, and after
+// a failed fsync discarded it. A file that cannot be reopened is a fault:
+// records written to the old one would go wherever it went.
+func (a *auditLog) ensureFile() error {
+	if a.f != nil {
+		if time.Since(a.checked) < time.Second {
+			return nil
+		}
+		a.checked = time.Now()
+		onDisk, err := os.Stat(a.path)
+		mine, err2 := a.f.Stat()
+		if err == nil && err2 == nil && os.SameFile(onDisk, mine) {
+			return nil
+		}
+		a.f.Close()
+		a.f = nil
+		a.log.Info("audit file moved or removed; reopening it", zap.String("path", a.path))
 	}
-	a.checked = time.Now()
-	onDisk, err := os.Stat(a.path)
-	mine, err2 := a.f.Stat()
-	if !force && err == nil && err2 == nil && os.SameFile(onDisk, mine) {
-		return
+	return a.open()
+}
+
+// unavailable is why the audit file cannot be written, or nil.
+func (a *auditLog) unavailable() error {
+	if p := a.fault.Load(); p != nil {
+		return *p
 	}
-	old := a.f
-	if err := a.open(); err != nil {
-		a.log.Error("cannot reopen the audit file; still writing to the old one", zap.String("path", a.path), zap.Error(err))
-		a.f = old
-		return
-	}
-	old.Close()
-	a.torn = false // a fresh descriptor; a torn line in the old file stays there
-	if !force {
-		a.log.Info("audit file moved or removed; reopened", zap.String("path", a.path))
-	}
+	return nil
 }
 
 func (a *auditLog) run() {
 	defer close(a.done)
-	for op := range a.ops {
-		batch := []auditOp{op}
-	more:
-		for len(batch) < 4096 {
-			select {
-			case op, ok := <-a.ops:
-				if !ok {
-					break more
-				}
-				batch = append(batch, op)
-			default:
-				break more
-			}
+	retry := time.NewTicker(auditRetry)
+	defer retry.Stop()
+	for {
+		var tick <-chan time.Time
+		if len(a.queue) > 0 {
+			tick = retry.C
 		}
-		err := a.commit(batch)
-		for _, op := range batch {
-			if op.done != nil {
-				op.done <- err
+		select {
+		case op, ok := <-a.ops:
+			if !ok {
+				a.shut()
+				return
 			}
+			a.commit(a.gather(op))
+		case <-tick:
+			a.commit(nil)
 		}
 	}
-	a.f.Close()
 }
 
-// commit makes batch durable: the start entries (one bbolt commit), then
-// the lines (one write, one fsync), then the deletes and refreshes (one
-// bbolt commit). An error fails the whole batch; every waiter gets it.
-func (a *auditLog) commit(batch []auditOp) error {
-	var starts []string
-	if err := a.update(func(b *bbolt.Bucket) error {
+// gather is a batch: op and whatever else has queued up behind it.
+func (a *auditLog) gather(op auditOp) []auditOp {
+	batch := []auditOp{op}
+	for len(batch) < 4096 {
+		select {
+		case op, ok := <-a.ops:
+			if !ok {
+				return batch // run sees the close next
+			}
+			batch = append(batch, op)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// shut tries the queue once more and closes the file. What is still
+// refused is left to the journal, whose entries the next start records as
+// abandoned.
+func (a *auditLog) shut() {
+	if len(a.queue) > 0 {
+		a.commit(nil)
+	}
+	if len(a.queue) > 0 {
+		a.log.Error("audit file still unwritable at shutdown: the sessions whose end records are not written will be recorded as abandoned at the next start",
+			zap.String("path", a.path), zap.Int("records", len(a.queue)), zap.Error(a.unavailable()))
+	}
+	if a.f != nil {
+		a.f.Close()
+	}
+}
+
+// commit makes batch durable behind the queue: the entries of the sessions
+// opening (one bbolt commit), then every record not yet in the file (one
+// write, one fsync), then the deletes and refreshes (one bbolt commit).
+func (a *auditLog) commit(batch []auditOp) {
+	batch = a.putEntries(batch)
+	items := slices.Clone(a.queue)
+	for _, op := range batch {
+		for i, l := range op.lines {
+			q := queued{line: l}
+			if i == len(op.lines)-1 {
+				q.del = op.ended
+			}
+			items = append(items, q)
+		}
+	}
+	if len(items) == 0 { // refreshes only: nothing for the file
+		a.settle(nil, batch)
+		reply(batch, nil)
+		return
+	}
+	err := a.flush(items)
+	if err == nil {
+		a.settle(items, batch)
+		if a.unavailable() != nil {
+			a.log.Info("audit file writable again", zap.String("path", a.path), zap.Int("records", len(a.queue)))
+			a.fault.Store(nil)
+		}
+		a.queue = nil
+		reply(batch, nil)
+		return
+	}
+	if a.unavailable() == nil {
+		a.log.Error("audit file unwritable: new sessions are refused, and end records wait in memory until it can be written",
+			zap.String("path", a.path), zap.Error(err))
+	}
+	a.fault.Store(&err)
+	next := slices.Clone(items[:len(a.queue)])
+	fresh := items[len(a.queue):]
+	for _, op := range batch {
+		mine := fresh[:len(op.lines)]
+		fresh = fresh[len(op.lines):]
+		switch {
+		case op.opening != "":
+			// The session is refused, but its target was dialled: once the
+			// file can be written, it shows the start and an end at once.
+			next = append(next, mine...)
+			next = append(next, queued{line: refusedEnd(op.entry), del: op.opening})
+		case op.ended != "":
+			next = append(next, mine...)
+		}
+		// Abandoned records are not kept: their journal still holds them.
+	}
+	a.queue = next
+	a.settle(nil, batch)
+	reply(batch, err)
+}
+
+func reply(batch []auditOp, err error) {
+	for _, op := range batch {
+		if op.done != nil {
+			op.done <- err
+		}
+	}
+}
+
+// refusedEnd is the end record of a session refused because its start
+// record could not be written.
+func refusedEnd(entry []byte) []byte {
+	var e liveEntry
+	json.Unmarshal(entry, &e) // Open marshalled it
+	return marshalLine(endOf(e.Start, time.Now(), 0, 0, ReasonAuditUnavailable, true))
+}
+
+// putEntries commits the entries of the sessions opening in batch. If that
+// fails, those sessions are refused: answered, and left out of the batch.
+func (a *auditLog) putEntries(batch []auditOp) []auditOp {
+	if !slices.ContainsFunc(batch, func(op auditOp) bool { return op.opening != "" }) {
+		return batch
+	}
+	err := a.update(func(b *bbolt.Bucket) error {
 		for _, op := range batch {
-			for k, v := range op.start {
-				if err := b.Put([]byte(k), v); err != nil {
+			if op.opening != "" {
+				if err := b.Put([]byte(op.opening), op.entry); err != nil {
 					return err
 				}
-				starts = append(starts, k)
 			}
 		}
 		return nil
-	}); err != nil {
-		return err
+	})
+	if err == nil {
+		return batch
 	}
-	if err := a.write(batch); err != nil {
-		// The sessions whose start records failed are refused: their
-		// entries go. If that fails too, the next start records them as
-		// abandoned, which says more than nothing.
-		a.update(func(b *bbolt.Bucket) error {
-			for _, k := range starts {
-				if err := b.Delete([]byte(k)); err != nil {
-					return err
-				}
+	kept := batch[:0]
+	for _, op := range batch {
+		if op.opening != "" {
+			op.done <- err
+			continue
+		}
+		kept = append(kept, op)
+	}
+	return kept
+}
+
+// settle deletes the entries of the sessions whose records in synced are
+// durable, and applies batch's refreshes, in one bbolt commit. If that
+// fails the entries stay, and a later recovery finds their end records in
+// the file's tail.
+func (a *auditLog) settle(synced []queued, batch []auditOp) {
+	var del []string
+	for _, q := range synced {
+		if q.del != "" {
+			del = append(del, q.del)
+		}
+	}
+	if len(del) == 0 && !slices.ContainsFunc(batch, func(op auditOp) bool { return len(op.refresh) > 0 }) {
+		return // an empty bbolt commit still costs an fsync
+	}
+	a.update(func(b *bbolt.Bucket) error {
+		for _, k := range del {
+			if err := b.Delete([]byte(k)); err != nil {
+				return err
 			}
-			return nil
-		})
-		return err
-	}
-	return a.update(func(b *bbolt.Bucket) error {
+		}
 		for _, op := range batch {
-			for _, k := range op.del {
-				if err := b.Delete([]byte(k)); err != nil {
-					return err
-				}
-			}
 			for k, v := range op.refresh {
 				if b.Get([]byte(k)) == nil {
 					continue
@@ -264,8 +429,8 @@ func (a *auditLog) commit(batch []auditOp) error {
 	})
 }
 
-// update runs fn on the live bucket in one bbolt transaction, if fn has
-// anything to do; bbolt syncs the commit.
+// update runs fn on the journal's live bucket in one bbolt transaction;
+// bbolt syncs the commit.
 func (a *auditLog) update(fn func(*bbolt.Bucket) error) error {
 	err := a.db.Update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(liveBucket)
@@ -275,46 +440,74 @@ func (a *auditLog) update(fn func(*bbolt.Bucket) error) error {
 		return fn(b)
 	})
 	if err != nil {
-		a.log.Error("cannot update the live sessions in the state store", zap.Error(err))
-		return fmt.Errorf("broker: state store: %w", err)
+		a.log.Error("cannot update the live journal", zap.Error(err))
+		return fmt.Errorf("broker: live journal: %w", err)
 	}
 	return nil
 }
 
-// write appends the batch's lines and syncs them.
-func (a *auditLog) write(batch []auditOp) error {
+// flush appends the lines of the items not yet in the file, in order, and
+// syncs the file. If that fails, it marks the items the attempt left whole
+// in the file (they are not written again: each record appears once) and
+// returns the fault.
+func (a *auditLog) flush(items []queued) error {
+	if err := a.ensureFile(); err != nil {
+		return a.faultOf(err)
+	}
 	var buf bytes.Buffer
 	if a.torn {
 		buf.WriteByte('\n') // end the partial line a failed write left
 	}
-	for _, op := range batch {
-		for _, l := range op.lines {
-			buf.Write(l)
+	ends := make([]int, len(items)) // where each item's line ends in buf; 0: not in buf
+	for i, q := range items {
+		if !q.inFile {
+			buf.Write(q.line)
 			buf.WriteByte('\n')
+			ends[i] = buf.Len()
 		}
 	}
-	if buf.Len() == 0 || (a.torn && buf.Len() == 1) {
-		return nil
+	if buf.Len() > 0 {
+		n, err := a.f.Write(buf.Bytes())
+		if err != nil {
+			for i, end := range ends {
+				if end > 0 && end <= n {
+					items[i].inFile = true
+				}
+			}
+			if n > 0 {
+				a.torn = buf.Bytes()[n-1] != '\n'
+			}
+			return a.faultOf(err)
+		}
+		a.torn = false
 	}
-	a.reopenIfMoved(false)
-	if n, err := a.f.Write(buf.Bytes()); err != nil {
-		a.torn = a.torn || n > 0
-		a.log.Error("cannot write the audit file", zap.String("path", a.path), zap.Error(err))
-		return fmt.Errorf("broker: audit file: %w", err)
-	}
-	a.torn = false
 	if err := a.f.Sync(); err != nil {
 		// After a failed fsync the kernel may have dropped the dirty pages
 		// and a later fsync can succeed without them: never trust this
-		// descriptor again.
-		a.log.Error("cannot sync the audit file", zap.String("path", a.path), zap.Error(err))
-		a.reopenIfMoved(true)
-		return fmt.Errorf("broker: audit file: %w", err)
+		// descriptor again. What it wrote counts as in the file, as for
+		// recovery, which reads the file back: writing it again would
+		// repeat every record that did reach the disk.
+		a.f.Close()
+		a.f = nil
+		for i := range items {
+			items[i].inFile = true
+		}
+		return a.faultOf(err)
 	}
 	return nil
 }
 
-// submit queues op and waits for it to be durable.
+// faultOf is err, an I/O error on the audit file, as the reason the audit
+// log is unavailable.
+func (a *auditLog) faultOf(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err // the path is said once
+	}
+	return fmt.Errorf("%w (%s: %w): new sessions are refused until it can be written", ErrAuditUnavailable, a.path, err)
+}
+
+// submit queues op and waits for the writer's answer (see auditOp.done).
 func (a *auditLog) submit(op auditOp) error {
 	op.done = make(chan error, 1)
 	a.closeMu.RLock()
@@ -340,8 +533,8 @@ func (a *auditLog) offer(op auditOp) {
 	}
 }
 
-// close stops the writer once it has committed what is queued, and closes
-// the file.
+// close stops the writer once it has committed what is queued (and tried
+// the refused records once more), and closes the file.
 func (a *auditLog) close() {
 	a.closeMu.Lock()
 	if a.closed {
@@ -357,47 +550,6 @@ func (a *auditLog) close() {
 func marshalLine(r record) []byte {
 	b, _ := json.Marshal(r) // a record always marshals
 	return b
-}
-
-// recover completes the records of sessions left in the live bucket by a
-// crash and deletes the entries; it returns the end records it wrote. A
-// session whose end record made it to the file (a crash between the record
-// and the delete) gets no second one. It runs before the writer starts.
-func (a *auditLog) recover(now time.Time) ([]record, error) {
-	var left []liveEntry
-	var keys []string
-	err := a.db.View(func(tx *bbolt.Tx) error {
-		return tx.Bucket(liveBucket).ForEach(func(k, v []byte) error {
-			keys = append(keys, string(k))
-			var e liveEntry
-			if err := json.Unmarshal(v, &e); err != nil || e.Start.Session == "" {
-				a.log.Error("unreadable live session entry; deleted without a record", zap.ByteString("key", k),
-					zap.ByteString("value", v), zap.Error(err))
-				return nil
-			}
-			left = append(left, e)
-			return nil
-		})
-	})
-	if err != nil || len(keys) == 0 {
-		return nil, err
-	}
-	ended := a.endedInTail(1 << 20)
-	op := auditOp{del: keys}
-	var ends []record
-	for _, e := range left {
-		if ended[e.Start.Session] {
-			continue
-		}
-		end := endOf(e.Start, now, e.BytesUp, e.BytesDown, ReasonAbandoned, false)
-		op.lines = append(op.lines, marshalLine(end))
-		ends = append(ends, end)
-		a.log.Warn("session interrupted by a crash or a kill", append(end.fields(), zap.String("session", end.Session))...)
-	}
-	if err := a.commit([]auditOp{op}); err != nil {
-		return nil, err
-	}
-	return ends, nil
 }
 
 // endedInTail returns the sessions with an end record in the last n bytes

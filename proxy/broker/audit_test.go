@@ -4,15 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 )
 
@@ -69,6 +70,9 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	if keys := e.liveKeys(); len(keys) != 0 {
 		t.Errorf("live entries left after recovery: %v", keys)
+	}
+	if names := journals(t, e.live); len(names) != 1 {
+		t.Errorf("live journals after recovery: %v, want the new broker's only", names)
 	}
 	// Nothing is recovered twice.
 	e.b.Close(context.Background())
@@ -192,26 +196,27 @@ func TestAuditFileCreated(t *testing.T) {
 }
 
 // TestNoSessionWithoutItsRecord: when the start record cannot be written,
-// the session is refused, its target conn closed, its units and live entry
-// gone.
+// the session is refused, its target conn closed and its units given back;
+// its live entry stays until its records (start, and an end saying why) can
+// be written, and with the file never writable Close leaves it to the next
+// start.
 func TestNoSessionWithoutItsRecord(t *testing.T) {
 	if _, err := os.Stat("/dev/full"); err != nil {
 		t.Skip("no /dev/full")
 	}
 	srv := listen(t, "tcp4", "127.0.0.1:0")
-	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	cfg := Config{Logger: zap.NewNop(), Targets: []Target{targetAt("vm1", srv.addrPort())}}
+	live := filepath.Join(t.TempDir(), "live")
 	// Every write to /dev/full fails with ENOSPC.
-	b, err := New(Config{Logger: zap.NewNop(), Targets: []Target{targetAt("vm1", srv.addrPort())}}, Options{DB: db, AuditFile: "/dev/full"})
+	b, err := New(cfg, Options{LiveDir: live, AuditFile: "/dev/full"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close(context.Background())
 	_, err = b.Open(context.Background(), tunnelTo("alice", "vm1", srv.addrPort().Port()))
-	wantKind(t, err, KindInternal, "no space left on device")
+	wantKind(t, err, KindAuditUnavailable, "audit log unwritable (/dev/full: no space left on device): new sessions are refused until it can be written")
+	if !errors.Is(err, ErrAuditUnavailable) || !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("%v is not ErrAuditUnavailable and ENOSPC", err)
+	}
 	target := srv.next(t)
 	target.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := target.Read(make([]byte, 1)); n != 0 || err != io.EOF {
@@ -220,12 +225,26 @@ func TestNoSessionWithoutItsRecord(t *testing.T) {
 	if b.Live() != 0 || b.used != 0 || len(b.perUser) != 0 {
 		t.Errorf("a refused session holds: live %d, units %d", b.Live(), b.used)
 	}
-	db.View(func(tx *bbolt.Tx) error {
-		if k, _ := tx.Bucket(liveBucket).Cursor().First(); k != nil {
-			t.Errorf("live entry %s left for a refused session", k)
-		}
-		return nil
-	})
+	if keys := liveKeys(t, b); len(keys) != 1 {
+		t.Errorf("live entries %v, want the refused session's until its records are written", keys)
+	}
+	b.Close(context.Background())
+	if names := journals(t, live); len(names) != 1 {
+		t.Fatalf("live journals after Close: %v, want the one kept", names)
+	}
+
+	audit := filepath.Join(t.TempDir(), "audit.jsonl")
+	b2, err := New(cfg, Options{LiveDir: live, AuditFile: audit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close(context.Background())
+	if b2.Recovered() != 1 {
+		t.Errorf("recovered %d, want the refused session", b2.Recovered())
+	}
+	if recs := readRecords(t, audit); len(recs) != 1 || recs[0].Reason != ReasonAbandoned || recs[0].User != "alice" {
+		t.Errorf("records %+v", recs)
+	}
 }
 
 func TestEndedInTail(t *testing.T) {

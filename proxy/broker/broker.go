@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -136,16 +137,28 @@ func (c Config) build() (*config, error) {
 
 // Options are where the broker keeps its records.
 type Options struct {
-	// DB is the state store; required. The broker keeps the bucket
-	// live_sessions in it: one entry per open session (its start record
-	// and the byte counts last saved), committed before the session carries
-	// a byte and deleted after its end record is synced. An entry found at
-	// start-up is a session a crash interrupted.
+	// LiveDir holds the live journals; required, created 0750 if missing
+	// (the daemon passes state_dir/live). The broker keeps its own there,
+	// live-<pid>-<random>.db (bbolt, 0600), under an exclusive lock for its
+	// whole life: one entry per open session (its start record and the byte
+	// counts last saved), committed before the session carries a byte and
+	// deleted after its end record is synced. Close removes it when every
+	// end record was written. The other journals whose lock can be taken
+	// belong to processes that are gone: New, RecoverOrphans and the
+	// sweeper record their sessions as abandoned and remove them. A locked
+	// one (the old process during an upgrade) is left alone.
+	LiveDir string
+	// DB is the state store of a version that kept the live entries in it
+	// (bucket live_sessions); optional. New records the sessions it holds
+	// as abandoned and drops the bucket; the broker does not keep DB, which
+	// may then be handed to another process.
 	DB *bbolt.DB
 	// AuditFile receives one JSON line per session start and end; required.
 	// It is opened O_APPEND, created 0640 (its directory 0750), synced
 	// before Open returns (start) and before a session is forgotten (end),
-	// and reopened when logrotate moves it.
+	// and reopened when logrotate moves it. While it cannot be written, Open
+	// refuses sessions (ErrAuditUnavailable) and end records wait in memory
+	// (see Session.End).
 	AuditFile string
 }
 
@@ -172,50 +185,67 @@ type Broker struct {
 	emptied  chan struct{}  // closed once closed is set and nothing is open or opening
 	isEmpty  bool           // emptied is closed
 
-	recovered int
-	tick      time.Duration // the sweeper's period
-	stop      chan struct{} // closed to stop the sweeper
-	swept     chan struct{} // closed when the sweeper has returned
-	finalOnce sync.Once
+	liveDir    string
+	journal    string // the path of this broker's live journal
+	recovered  int
+	tick       time.Duration // the sweeper's period
+	orphanScan time.Duration // how often the sweeper calls RecoverOrphans
+	stop       chan struct{} // closed to stop the sweeper
+	swept      chan struct{} // closed when the sweeper has returned
+	finalOnce  sync.Once
 }
 
-// New opens the audit file, completes the records of sessions a crash
-// interrupted, and starts the sweeper that ends idle and overlong sessions.
-// Close stops it.
+// New creates the broker's live journal, opens the audit file, records as
+// abandoned the sessions of processes that are gone (Options.DB's, and the
+// journals in Options.LiveDir whose lock it can take), and starts the
+// sweeper that ends idle and overlong sessions. Close stops it. A journal
+// it cannot record (a full disk, a damaged file) is logged and left to the
+// sweeper; Options.DB's sessions, which it sees only now, fail New.
 func New(cfg Config, opt Options) (*Broker, error) {
 	c, err := cfg.build()
 	if err != nil {
 		return nil, err
 	}
-	if opt.DB == nil || opt.AuditFile == "" {
-		return nil, errors.New("broker: Options.DB and Options.AuditFile are required")
+	if opt.LiveDir == "" || opt.AuditFile == "" {
+		return nil, errors.New("broker: Options.LiveDir and Options.AuditFile are required")
 	}
-	audit, err := openAudit(opt.AuditFile, opt.DB, c.Logger)
+	journal, path, err := createJournal(opt.LiveDir)
 	if err != nil {
+		return nil, err
+	}
+	audit, err := openAudit(opt.AuditFile, journal, c.Logger)
+	if err != nil {
+		journal.Close()
+		os.Remove(path)
 		return nil, err
 	}
 	b := &Broker{log: c.Logger, audit: audit, metrics: newMetrics(), sessions: map[string]*Session{}, perUser: map[string]int{},
-		emptied: make(chan struct{}), tick: sweepTick, stop: make(chan struct{}), swept: make(chan struct{})}
+		emptied: make(chan struct{}), liveDir: opt.LiveDir, journal: path, tick: sweepTick, orphanScan: orphanScan,
+		stop: make(chan struct{}), swept: make(chan struct{})}
 	b.stopCtx, b.stopAll = context.WithCancel(context.Background())
 	b.cfg.Store(c)
-	ends, err := audit.recover(time.Now())
-	if err != nil {
-		b.stopAll()
-		audit.f.Close()
-		return nil, err
-	}
-	for _, r := range ends {
-		// Their bytes were counted by the process that carried them.
-		b.metrics.ended.WithLabelValues(r.Protocol, reasonClass(ReasonAbandoned)).Inc()
-	}
-	b.recovered = len(ends)
 	go audit.run()
+	if opt.DB != nil {
+		n, err := b.recordAbandoned(opt.DB)
+		if err != nil {
+			b.stopAll()
+			audit.close()
+			b.closeJournal()
+			return nil, fmt.Errorf("broker: live sessions in the state store: %w", err)
+		}
+		b.recovered = n
+	}
+	n, err := b.RecoverOrphans()
+	if err != nil {
+		b.log.Error(orphansFailed, zap.Error(err))
+	}
+	b.recovered += n
 	go b.sweep()
 	return b, nil
 }
 
-// Recovered is how many sessions interrupted by a crash New recorded as
-// abandoned.
+// Recovered is how many sessions of processes that are gone (a crash, a
+// kill) New recorded as abandoned.
 func (b *Broker) Recovered() int { return b.recovered }
 
 // SetConfig applies a reloaded configuration: inventory, capacity, weights
@@ -322,9 +352,10 @@ func (b *Broker) Probe(ctx context.Context, target, protocol string) (net.Conn, 
 func (b *Broker) Timeouts(protocol string) Timeouts { return b.cfg.Load().Timeouts[protocol] }
 
 // Open admits, dials and registers a session, and returns once its start
-// record is in the audit file and its live entry in the state store, both
-// synced. Refusals are *Error. ctx bounds the dial (with
-// Config.DialTimeout); the session outlives it.
+// record is in the audit file and its live entry in the live journal, both
+// synced. Refusals are *Error; while the audit file cannot be written they
+// are KindAuditUnavailable and wrap ErrAuditUnavailable. ctx bounds the
+// dial (with Config.DialTimeout); the session outlives it.
 func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 	c := b.cfg.Load()
 	t, port, err := c.resolve(req)
@@ -333,11 +364,16 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 	}
 	weight := c.Weights[req.Protocol]
 
+	fault := b.audit.unavailable()
 	b.mu.Lock()
 	switch {
 	case b.closed:
 		b.mu.Unlock()
 		return nil, &Error{Kind: KindClosed, Msg: "the bastion is shutting down"}
+	case fault != nil:
+		// Not even a dial: the start record could not be written.
+		b.mu.Unlock()
+		return nil, b.auditRefusal(fault)
 	case b.perUser[req.User] >= c.PerUser:
 		b.mu.Unlock()
 		b.metrics.refusals.WithLabelValues("user_limit").Inc()
@@ -373,8 +409,13 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 		Start: time.Now()}, weight, conn)
 	start := startRecord(s.info)
 	entry, _ := json.Marshal(liveEntry{Start: start})
-	if err := b.audit.submit(auditOp{lines: [][]byte{marshalLine(start)}, start: map[string][]byte{s.info.ID: entry}}); err != nil {
+	if err := b.audit.submit(auditOp{opening: s.info.ID, entry: entry, lines: [][]byte{marshalLine(start)}}); err != nil {
 		conn.Close()
+		if errors.Is(err, ErrAuditUnavailable) {
+			// The writer logs the fault itself, once.
+			s.log.Warn("session refused: the audit file cannot be written", zap.Error(err))
+			return nil, b.auditRefusal(err)
+		}
 		s.log.Error("session refused: its start record cannot be written", zap.Error(err))
 		return nil, &Error{Kind: KindInternal, Msg: "the bastion cannot record the session", Err: err}
 	}
@@ -396,6 +437,14 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 	return s, nil
 }
 
+// auditRefusal counts and returns Open's refusal while the audit file
+// cannot be written: the message for the user says no more, the error it
+// wraps says the file and why.
+func (b *Broker) auditRefusal(fault error) *Error {
+	b.metrics.refusals.WithLabelValues(KindAuditUnavailable.String()).Inc()
+	return &Error{Kind: KindAuditUnavailable, Msg: "the bastion cannot record new sessions at the moment", Err: fault}
+}
+
 // release gives back a session's units; b.mu is held.
 func (b *Broker) release(user string, weight int) {
 	b.used -= weight
@@ -412,10 +461,10 @@ func (b *Broker) checkEmptied() {
 	}
 }
 
-// forget is the last step of End: the end record is on disk (or its
-// failure logged, the live entry kept for the next start). The session's
-// bytes move from the live sum to the ended totals under b.mu, the lock
-// Collect reads both under, so the bytes counter never goes down.
+// forget is the last step of End: the end record is on disk, or queued, or
+// its failure logged (the live entry stays until it is written). The
+// session's bytes move from the live sum to the ended totals under b.mu,
+// the lock Collect reads both under, so the bytes counter never goes down.
 func (b *Broker) forget(s *Session) {
 	b.mu.Lock()
 	if b.sessions[s.info.ID] == s {
@@ -468,8 +517,9 @@ func (b *Broker) Live() int {
 }
 
 // Kill ends the session id with reason "killed: " + reason, and returns
-// once its end record is on disk. reason says who asked and why ("by root:
-// maintenance"); it is required. An unknown id is ErrNoSession.
+// once its end record is on disk or queued (see Session.End). reason says
+// who asked and why ("by root: maintenance"); it is required. An unknown id
+// is ErrNoSession.
 func (b *Broker) Kill(id, reason string) error {
 	if strings.TrimSpace(reason) == "" {
 		return errors.New("broker: a reason is required to kill a session")
@@ -485,8 +535,9 @@ func (b *Broker) Kill(id, reason string) error {
 }
 
 // EndWhere ends every live session match accepts, with reason, all at once,
-// and returns how many once their end records are on disk. match runs
-// without the broker's lock held: it may take its time (look users up).
+// and returns how many once their end records are on disk or queued (see
+// Session.End). match runs without the broker's lock held: it may take its
+// time (look users up).
 func (b *Broker) EndWhere(match func(Info) bool, reason string) int {
 	var victims []*Session
 	for _, s := range b.list() {
@@ -516,9 +567,12 @@ func (b *Broker) Drain() {
 
 // Close refuses new sessions, waits for the live ones until ctx is done,
 // then ends the rest with reason "shutdown" (and aborts dials in flight),
-// stops the sweeper and closes the audit file. It returns ctx's error when
-// it had to end sessions, else nil. It may be called again, with a shorter
-// deadline: every call returns once everything is closed.
+// stops the sweeper, closes the audit file, and removes the live journal.
+// End records the audit file still refuses after one more try are logged
+// and left in the journal, which is then kept: the next start records
+// those sessions as abandoned. It returns ctx's error when it had to end
+// sessions, else nil. It may be called again, with a shorter deadline:
+// every call returns once everything is closed.
 func (b *Broker) Close(ctx context.Context) error {
 	b.Drain()
 	var err error
@@ -540,6 +594,7 @@ func (b *Broker) Close(ctx context.Context) error {
 		close(b.stop)
 		<-b.swept
 		b.audit.close()
+		b.closeJournal()
 	})
 	return err
 }
@@ -554,14 +609,15 @@ func (b *Broker) HandshakeFailed(layer string) {
 // the live entries.
 const saveEvery = 10 * time.Second
 
-// sweep ends sessions past their protocol's idle or maximum time, and
+// sweep ends sessions past their protocol's idle or maximum time,
 // refreshes the byte counts kept with the live entries (what an abandoned
-// record reports after a crash).
+// record reports after a crash), and records the sessions of processes
+// that died since (RecoverOrphans).
 func (b *Broker) sweep() {
 	defer close(b.swept)
 	t := time.NewTicker(b.tick)
 	defer t.Stop()
-	lastSave := time.Now()
+	lastSave, lastScan := time.Now(), time.Now()
 	for {
 		select {
 		case <-b.stop:
@@ -587,13 +643,20 @@ func (b *Broker) sweep() {
 				lastSave = now
 				b.saveCounts(list)
 			}
+			if now.Sub(lastScan) >= b.orphanScan {
+				lastScan = now
+				if _, err := b.RecoverOrphans(); err != nil {
+					b.log.Error(orphansFailed, zap.Error(err))
+				}
+			}
 		}
 	}
 }
 
 // saveCounts queues the live entries' byte counts for the writer, without
 // waiting: it batches them with the records (one bbolt commit). If the
-// writer is busy, the next sweep tries again.
+// writer is busy, the next sweep tries again. They reach the journal even
+// while the audit file cannot be written.
 func (b *Broker) saveCounts(list []*Session) {
 	op := auditOp{refresh: map[string][]byte{}}
 	for _, s := range list {

@@ -458,8 +458,8 @@ func TestClose(t *testing.T) {
 				t.Errorf("reason %q", r.Reason)
 			}
 		}
-		if len(e.liveKeys()) != 0 {
-			t.Errorf("live entries left: %v", e.liveKeys())
+		if names := journals(t, e.live); len(names) != 0 {
+			t.Errorf("a clean Close left live journals: %v", names)
 		}
 		if err := e.b.Close(context.Background()); err != nil { // again: returns at once
 			t.Errorf("second Close: %v", err)

@@ -16,7 +16,12 @@ const (
 	KindUnreachable                        // no address of the target answered (or the dial was cancelled)
 	KindRefused                            // the dial guard refused every address
 	KindClosed                             // the broker is draining or shut down
-	KindInternal                           // the start record could not be written
+	KindInternal                           // the live journal could not be written
+	// KindAuditUnavailable: the audit file cannot be written (disk full,
+	// read-only, moved and not reopenable); the error wraps the fault, and
+	// errors.Is(err, ErrAuditUnavailable). Sessions are admitted again once
+	// a write to it succeeds.
+	KindAuditUnavailable
 )
 
 // String is the kind as a metric label.
@@ -36,6 +41,8 @@ func (k ErrorKind) String() string {
 		return "closed"
 	case KindInternal:
 		return "internal"
+	case KindAuditUnavailable:
+		return "audit_unavailable"
 	}
 	return "unknown"
 }
@@ -58,6 +65,12 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // ErrNoSession is the answer to Kill for an ID that is not live.
 var ErrNoSession = errors.New("broker: no such live session")
+
+// ErrAuditUnavailable is why Open refuses sessions while the audit file
+// cannot be written: errors.Is(err, ErrAuditUnavailable). The error says
+// the file and the cause: "audit log unwritable (/var/log/bastiond/audit.jsonl:
+// no space left on device): new sessions are refused until it can be written".
+var ErrAuditUnavailable = errors.New("audit log unwritable")
 
 // End reasons, as recorded in the end record's "reason". The metric label
 // of bastiond_sessions_ended_total is the reason's class (reasonClass).
@@ -88,6 +101,10 @@ const (
 	// ReasonRecordingFailed: the user's role requires a recording and it
 	// could not be written.
 	ReasonRecordingFailed = "recording failed"
+	// ReasonAuditUnavailable: Open refused the session after dialling its
+	// target because its start record could not be written; both records
+	// are written once the audit file can be (KindAuditUnavailable).
+	ReasonAuditUnavailable = "audit log unwritable"
 
 	// Prefixes of reasons that carry detail: "killed: by root:
 	// maintenance", "client error: <err>", "target error: <err>".
@@ -128,6 +145,8 @@ func reasonClass(reason string) string {
 		return "auth_failed"
 	case ReasonRecordingFailed:
 		return "recording_failed"
+	case ReasonAuditUnavailable:
+		return "audit_unavailable"
 	}
 	switch {
 	case strings.HasPrefix(reason, ReasonKilled):

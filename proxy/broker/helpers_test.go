@@ -22,6 +22,7 @@ func TestMain(m *testing.M) {
 	// again to prove that loopback is refused.
 	allowLoopbackForTest = true
 	sweepTick = 50 * time.Millisecond
+	auditRetry = 50 * time.Millisecond
 	os.Exit(m.Run())
 }
 
@@ -32,12 +33,14 @@ func withoutLoopback(t testing.TB) {
 	t.Cleanup(func() { allowLoopbackForTest = true })
 }
 
-// env is a broker over a fresh state store and audit file.
+// env is a broker over a fresh state store, live journal directory and
+// audit file.
 type env struct {
 	t     testing.TB
 	dir   string
 	db    *bbolt.DB
 	b     *Broker
+	live  string
 	audit string
 }
 
@@ -45,6 +48,7 @@ func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir()}
 	e.audit = filepath.Join(e.dir, "log", "audit.jsonl")
+	e.live = filepath.Join(e.dir, "live")
 	e.open(cfg)
 	t.Cleanup(func() {
 		if e.b != nil {
@@ -65,7 +69,7 @@ func (e *env) open(cfg Config) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	b, err := New(cfg, Options{DB: db, AuditFile: e.audit})
+	b, err := New(cfg, Options{LiveDir: e.live, DB: db, AuditFile: e.audit})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -109,19 +113,38 @@ func (e *env) record(id, event string) record {
 	return record{}
 }
 
-// liveKeys are the entries of the live_sessions bucket.
+// liveKeys are the entries of the broker's live journal.
 func (e *env) liveKeys() []string {
 	e.t.Helper()
+	return liveKeys(e.t, e.b)
+}
+
+func liveKeys(t testing.TB, b *Broker) []string {
+	t.Helper()
 	var keys []string
-	if err := e.db.View(func(tx *bbolt.Tx) error {
+	if err := b.audit.db.View(func(tx *bbolt.Tx) error {
 		return tx.Bucket(liveBucket).ForEach(func(k, _ []byte) error {
 			keys = append(keys, string(k))
 			return nil
 		})
 	}); err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return keys
+}
+
+// journals are the names of the files in a live journal directory.
+func journals(t testing.TB, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
 }
 
 // server is a target: a listener whose accepted conns queue in accepted.

@@ -23,6 +23,8 @@ var (
 		"Bytes carried by sessions, live ones included: up is from users to machines.", []string{"protocol", "direction"}, nil)
 	unitsDesc = prometheus.NewDesc("bastiond_capacity_units",
 		"Capacity in weighted units: used by open sessions, and the total (limits.capacity).", []string{"state"}, nil)
+	auditDesc = prometheus.NewDesc("bastiond_audit_writable",
+		"1 while the audit file can be written; 0 while it cannot: new sessions are refused and end records wait in memory.", nil, nil)
 )
 
 func newMetrics() *metrics {
@@ -32,7 +34,7 @@ func newMetrics() *metrics {
 		ended: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bastiond_sessions_ended_total",
 			Help: "Sessions ended, by why."}, []string{"protocol", "reason"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bastiond_admission_refusals_total",
-			Help: "Sessions refused because the bastion was at capacity or the user at their cap."}, []string{"reason"}),
+			Help: "Sessions refused because the bastion was at capacity, the user at their cap, or the audit file unwritable."}, []string{"reason"}),
 		dialErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bastiond_dial_errors_total",
 			Help: "Sessions whose target could not be dialled."}, []string{"target"}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bastiond_handshake_failures_total",
@@ -59,6 +61,7 @@ func (b *Broker) Describe(ch chan<- *prometheus.Desc) {
 	m.handshakes.Describe(ch)
 	ch <- bytesDesc
 	ch <- unitsDesc
+	ch <- auditDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -85,4 +88,9 @@ func (b *Broker) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(unitsDesc, prometheus.GaugeValue, float64(used), "used")
 	ch <- prometheus.MustNewConstMetric(unitsDesc, prometheus.GaugeValue, float64(b.cfg.Load().Capacity), "total")
+	writable := 1.0
+	if b.audit.unavailable() != nil {
+		writable = 0
+	}
+	ch <- prometheus.MustNewConstMetric(auditDesc, prometheus.GaugeValue, writable)
 }

@@ -12,7 +12,8 @@ import (
 )
 
 // metricValue is the value of the series of c named name that has
-// labelValue among its label values.
+// labelValue among its label values, or that has no labels if labelValue
+// is "".
 func metricValue(t testing.TB, c prometheus.Collector, name, labelValue string) float64 {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
@@ -26,6 +27,9 @@ func metricValue(t testing.TB, c prometheus.Collector, name, labelValue string) 
 			continue
 		}
 		for _, m := range f.GetMetric() {
+			if labelValue == "" && len(m.GetLabel()) == 0 {
+				return m.Gauge.GetValue()
+			}
 			for _, l := range m.GetLabel() {
 				if l.GetValue() != labelValue {
 					continue
@@ -127,6 +131,7 @@ func TestReasonClass(t *testing.T) {
 		ReasonAbandoned:                        "abandoned",
 		ReasonAuthFailed:                       "auth_failed",
 		ReasonRecordingFailed:                  "recording_failed",
+		ReasonAuditUnavailable:                 "audit_unavailable",
 		ReasonRemoteExit + " (status 0)":       "remote_exit",
 		ReasonHostKey + "mismatch: vm1":        "host_key",
 		ReasonNegotiation + "TLS required":     "negotiation",
@@ -137,7 +142,7 @@ func TestReasonClass(t *testing.T) {
 		}
 	}
 	for k, s := range map[ErrorKind]string{KindUnknownTarget: "unknown_target", KindUserLimit: "user_limit", KindCapacity: "capacity",
-		KindUnreachable: "unreachable", KindRefused: "refused", KindClosed: "closed", KindInternal: "internal"} {
+		KindUnreachable: "unreachable", KindRefused: "refused", KindClosed: "closed", KindInternal: "internal", KindAuditUnavailable: "audit_unavailable"} {
 		if k.String() != s {
 			t.Errorf("%d.String() = %q, want %q", k, k.String(), s)
 		}

@@ -16,9 +16,9 @@ import (
 
 // Relay carries bytes between client and the target both ways until both
 // directions end or one fails, then ends the session with the reason and
-// returns once the end record is on disk. Each direction half-closes its
-// destination at its source's end of stream (a destination without
-// CloseWrite is closed). End, from anywhere, closes both connections and
+// returns once the end record is on disk or queued (see End). Each
+// direction half-closes its destination at its source's end of stream (a
+// destination without CloseWrite is closed). End, from anywhere, closes both connections and
 // its reason wins. Relay takes client over, closes it, and is called at
 // most once (Relay or RelayOver).
 func (s *Session) Relay(client net.Conn) { s.RelayOver(client, s.target) }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -56,7 +57,7 @@ type Session struct {
 	copying sync.WaitGroup // the relay's two directions
 
 	once sync.Once
-	done chan struct{} // closed once the end record is on disk
+	done chan struct{} // closed once the end record is on disk or queued
 }
 
 // EndedError is the cause of a session's Context once it is ended.
@@ -129,7 +130,11 @@ func (s *Session) AddDown(n int64) {
 // to stop counting, writes the end record (synced), deletes the live entry,
 // updates the metrics, gives the units back and forgets the session. It is
 // idempotent and safe from any goroutine; the first reason wins and every
-// call returns once the record is on disk.
+// call returns once the record is on disk, or once it is queued because the
+// audit file cannot be written: End waits for one attempt, never for the
+// file to come back. A queued record is retried every second and with
+// every later record, and the live entry stays until it is written (if the
+// process stops first, the next start records the session as abandoned).
 func (s *Session) End(reason string) {
 	s.once.Do(func() {
 		s.ending.Store(true)
@@ -152,7 +157,11 @@ func (s *Session) End(reason string) {
 func (s *Session) finish(reason string) {
 	b := s.b
 	end := endOf(startRecord(s.Info()), time.Now(), s.up.Load(), s.down.Load(), reason, true)
-	if err := b.audit.submit(auditOp{lines: [][]byte{marshalLine(end)}, del: []string{s.info.ID}}); err != nil {
+	switch err := b.audit.submit(auditOp{lines: [][]byte{marshalLine(end)}, ended: s.info.ID}); {
+	case err == nil:
+	case errors.Is(err, ErrAuditUnavailable):
+		s.log.Warn("the end record waits in memory until the audit file can be written", zap.Error(err))
+	default:
 		// The live entry stays: the next start records the session as
 		// abandoned, with the counts last saved, rather than losing it.
 		s.log.Error("cannot record the end of the session; it will be recorded as abandoned at the next start", zap.Error(err))
