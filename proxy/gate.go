@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,12 +27,17 @@ type gate struct {
 	closed chan struct{}
 	err    error // the listener's accept error, set before closed is closed
 
+	acceptMu sync.Mutex // held by the accept loop while it is in Accept, for Pause
+
 	mu      sync.Mutex
 	sources map[netip.Addr]int // open connections per source address
 }
 
 func newGate(ln net.Listener, s *Server) *gate {
 	g := &gate{ln: ln, s: s, out: make(chan net.Conn), closed: make(chan struct{}), sources: map[netip.Addr]int{}}
+	s.mu.Lock()
+	s.gates = append(s.gates, g) // before the loop starts: Pause must reach every Accept
+	s.mu.Unlock()
 	go g.acceptLoop()
 	return g
 }
@@ -39,8 +45,25 @@ func newGate(ln net.Listener, s *Server) *gate {
 func (g *gate) acceptLoop() {
 	var delay time.Duration
 	for {
+		if resume := g.s.pausedUntil(); resume != nil {
+			// Paused: new connections wait in the kernel's backlog.
+			select {
+			case <-resume:
+			case <-g.closed:
+				return
+			}
+		}
+		g.acceptMu.Lock()
+		if g.s.paused.Load() { // paused since
+			g.acceptMu.Unlock()
+			continue
+		}
 		c, err := g.ln.Accept()
+		g.acceptMu.Unlock()
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue // Pause interrupted Accept
+			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 				// Out of descriptors or a transient error: back off as
@@ -144,6 +167,28 @@ func (g *gate) Close() error {
 }
 
 func (g *gate) Addr() net.Addr { return g.ln.Addr() }
+
+// pause interrupts the loop's Accept and waits for it to return: a
+// connection it returns meanwhile was taken before Pause returned, and the
+// loop calls Accept no more. A listener without deadlines cannot be
+// interrupted: its loop pauses after its next Accept.
+func (g *gate) pause() {
+	if !g.setAcceptDeadline(aLongTimeAgo) {
+		return
+	}
+	g.acceptMu.Lock()
+	g.acceptMu.Unlock() //nolint:staticcheck // empty: a barrier
+}
+
+// setAcceptDeadline sets the deadline of Accept, if the listener has
+// deadlines, as a *net.TCPListener has, and reports whether it has.
+func (g *gate) setAcceptDeadline(t time.Time) bool {
+	d, ok := g.ln.(interface{ SetDeadline(time.Time) error })
+	if ok {
+		d.SetDeadline(t)
+	}
+	return ok
+}
 
 // replayConn gives the TLS stack back the bytes the gate read. It also
 // tells a TLS handshake that failed (the client named us, then gave up or

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"syscall"
@@ -42,15 +43,26 @@ import (
 // the first packet of a datagram; packets coalesced behind it reach quic-go
 // unread, which matters only to a client that sent the right name in the
 // first ones.
+//
+// Across upgrades (see Lineage), the gate also routes: a datagram whose
+// Destination Connection ID an earlier generation issued goes to the
+// predecessor's link instead of quic-go. Paused, the gate drops the
+// Initials that could start a connection; retired, it reads the
+// successor's link instead of the socket.
 type quicGate struct {
 	pc   net.PacketConn
 	udp  *net.UDPConn                         // pc, when it is one
 	read func(ms []ipv4.Message) (int, error) // reads the socket
 	s    *Server
 	ids  *connIDs
+	pred *quicLink // to the predecessor, for its datagrams; nil drops them
 	now  func() time.Time
 
 	maxPending, maxPerSource, maxDecided int
+
+	// rbuf and wbuf hold a link message read or written; only the one
+	// goroutine that reads the gate (quic-go's) uses them.
+	rbuf, wbuf []byte
 
 	mu        sync.Mutex
 	pending   map[gateKey]*pendingHello
@@ -58,6 +70,11 @@ type quicGate struct {
 	decided   map[gateKey]decision
 	queue     []heldDatagram // admitted, for quic-go's next reads
 	swept     time.Time
+	// link is the successor's, which the gate reads instead of the socket
+	// once retired; readDeadline is the last one quic-go set, for whichever
+	// of the two the gate reads.
+	link         *quicLink
+	readDeadline time.Time
 }
 
 // Bounds of the gate's state.
@@ -97,10 +114,11 @@ type decision struct {
 	at    time.Time
 }
 
-// newQUICGate puts a gate in front of pc for the QUIC server of s.
-func newQUICGate(pc net.PacketConn, s *Server) *quicGate {
+// newQUICGate puts a gate in front of pc for the QUIC server of s, with
+// the link to s's predecessor, if it has one.
+func newQUICGate(pc net.PacketConn, s *Server, pred *quicLink) *quicGate {
 	g := &quicGate{
-		pc: pc, s: s, ids: newConnIDs(), now: time.Now,
+		pc: pc, s: s, ids: s.ids, pred: pred, now: time.Now,
 		maxPending: maxPendingHellos, maxPerSource: maxPendingPerSrc, maxDecided: maxDecidedHellos,
 		pending: map[gateKey]*pendingHello{}, perSource: map[netip.Addr]int{}, decided: map[gateKey]decision{},
 	}
@@ -133,9 +151,10 @@ func (g *quicGate) conn() net.PacketConn {
 }
 
 // readBatch fills ms with the datagrams that pass: those the gate released
-// first, else those it reads from the socket. It holds no lock while it
-// reads, and never reads while released datagrams wait. Each message must
-// have a single buffer, as quic-go's do.
+// first, else those it reads from the socket, or once retired, from the
+// successor's link. It holds no lock while it reads, and never reads while
+// released datagrams wait. Each message must have a single buffer, as
+// quic-go's do.
 func (g *quicGate) readBatch(ms []ipv4.Message) (int, error) {
 	if len(ms) == 0 {
 		return 0, nil
@@ -147,15 +166,48 @@ func (g *quicGate) readBatch(ms []ipv4.Message) (int, error) {
 			g.mu.Unlock()
 			return n, nil
 		}
+		link := g.link
 		g.mu.Unlock()
-		n, err := g.read(ms)
-		if err != nil || n <= 0 {
-			return n, err
+		var n int
+		var err error
+		if link != nil {
+			n, err = g.readLink(link, ms)
+		} else if n, err = g.read(ms); errors.Is(err, os.ErrDeadlineExceeded) && g.retired() {
+			// retire interrupted the read: the next one is from the link,
+			// and quic-go, which would take this for a closing, never
+			// hears of it.
+			n, err = 0, nil
+		}
+		if err != nil {
+			return 0, err
 		}
 		if n = g.filter(ms[:n]); n > 0 {
 			return n, nil
 		}
 	}
+}
+
+// retire makes the gate read the successor's link instead of the socket,
+// for good.
+func (g *quicGate) retire(link *quicLink) {
+	g.mu.Lock()
+	g.rbuf = make([]byte, maxLinkMessage)
+	g.link = link
+	// A deadline quic-go set to stop its reads applies to the link now.
+	link.conn.SetReadDeadline(g.readDeadline)
+	g.mu.Unlock()
+	// Wake a read of the socket under way. An error means the socket is
+	// closed, and then nothing reads it anyway.
+	g.pc.SetReadDeadline(aLongTimeAgo)
+}
+
+// aLongTimeAgo is a deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (g *quicGate) retired() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.link != nil
 }
 
 // filter screens the datagrams in ms and moves those that pass to the front,
@@ -215,34 +267,42 @@ func hold(m *ipv4.Message) heldDatagram {
 }
 
 // screen decides on one datagram: true to pass it on now; false when it is
-// dropped, or held or released by the gate, which then keeps a copy.
+// dropped, handed to the predecessor, or held or released by the gate,
+// which then keeps a copy.
 func (g *quicGate) screen(m *ipv4.Message) bool {
 	b := m.Buffers[0][:m.N]
 	switch {
 	case len(b) == 0:
 		return false
-	case b[0]&0x80 == 0: // short header: a connection quic-go has, or nothing
-		return true
+	case b[0]&0x80 == 0: // short header: a connection quic-go or a predecessor has, or nothing
+		return g.route(m, b[1:min(len(b), 1+connIDLen)])
 	case len(b) < 5 || binary.BigEndian.Uint32(b[1:5]) != quicinitial.Version1:
 		g.debug("dropped a datagram of another QUIC version", m.Addr, nil)
 		return false
 	case b[0]>>4&3 != 0: // 0-RTT, Handshake, Retry
-		return true
+		return g.route(m, longDCID(b))
 	}
 	hdr, err := quicinitial.ParseLongHeader(b)
 	if err != nil {
 		g.debug("dropped an unreadable Initial", m.Addr, err)
 		return false
 	}
+	if !g.route(m, hdr.DCID) {
+		return false
+	}
 	k := gateKey{src: addrPort(m.Addr), n: uint8(len(hdr.DCID))}
 	copy(k.dcid[:], hdr.DCID)
 	cfg := g.s.cfg.Load()
 	now := g.now()
+	issued := g.ids.issued(hdr.DCID, now, 2*cfg.HandshakeTimeout+connIDMargin)
+	if !issued && g.s.paused.Load() {
+		g.debug("dropped an Initial: paused", m.Addr, nil)
+		return false
+	}
 	g.sweep(now, cfg.HandshakeTimeout)
 	if d, ok := g.decided[k]; ok && now.Sub(d.at) <= 2*cfg.HandshakeTimeout {
 		return d.admit
 	}
-	issued := g.ids.issued(hdr.DCID, now, 2*cfg.HandshakeTimeout+connIDMargin)
 	if !issued && len(b) < minInitialDatagram {
 		g.debug("dropped a short Initial", m.Addr, nil)
 		return false
@@ -335,6 +395,51 @@ var (
 	errHelloSpan      = errors.New("CRYPTO data beyond what 4 datagrams carry")
 )
 
+// route says whether m, a datagram to the connection ID dcid, is this
+// process's to screen. A datagram for an earlier generation goes to the
+// predecessor instead; in a retired gate, which reads what its successor
+// sends, one for no generation of the lineage or a later one is dropped.
+// Datagrams only ever go to an earlier generation than the one that
+// routes them, so none can loop.
+func (g *quicGate) route(m *ipv4.Message, dcid []byte) bool {
+	gen, ok := g.ids.generation(dcid)
+	switch {
+	case ok && gen < g.ids.gen:
+		g.forward(m)
+		return false
+	case g.link != nil && (!ok || gen != g.ids.gen):
+		g.debug("dropped a datagram from the successor's link: not of this generation", m.Addr, nil)
+		return false
+	}
+	return true
+}
+
+// forward writes m to the predecessor's link, or drops it if there is none
+// or the link is full.
+func (g *quicGate) forward(m *ipv4.Message) {
+	if g.pred == nil {
+		g.debug("dropped a datagram of an earlier generation: no predecessor", m.Addr, nil)
+		return
+	}
+	var err error
+	g.wbuf, err = appendLinkDatagram(g.wbuf[:0], rawAddrPort(m.Addr), m.OOB[:m.NN], m.Buffers[0][:m.N])
+	if err == nil {
+		err = g.pred.send(g.wbuf)
+	}
+	if err != nil {
+		g.debug("dropped a datagram for the predecessor", m.Addr, err)
+	}
+}
+
+// longDCID is the Destination Connection ID of a long-header packet, or
+// nil if b is too short to hold it.
+func longDCID(b []byte) []byte {
+	if len(b) < 6 || len(b) < 6+int(b[5]) {
+		return nil
+	}
+	return b[6 : 6+int(b[5])]
+}
+
 func (g *quicGate) unpend(k gateKey) {
 	delete(g.pending, k)
 	ip := k.src.Addr()
@@ -364,20 +469,30 @@ func (g *quicGate) sweep(now time.Time, timeout time.Duration) {
 
 func (g *quicGate) debug(msg string, from net.Addr, err error, fields ...zap.Field) {
 	if ce := g.s.log.Check(zap.DebugLevel, "quic: "+msg); ce != nil {
-		ce.Write(append(fields, zap.Stringer("remote", from), zap.Error(err))...)
+		if from != nil {
+			fields = append(fields, zap.Stringer("remote", from))
+		}
+		ce.Write(append(fields, zap.Error(err))...)
 	}
 }
 
+// addrPort is a's address, unmapped, and port.
 func addrPort(a net.Addr) netip.AddrPort {
-	if u, ok := a.(*net.UDPAddr); ok {
-		ap := u.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	if a == nil {
+	ap := rawAddrPort(a)
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// rawAddrPort is a's address and port as the socket gave them, IPv4-mapped
+// or with a zone.
+func rawAddrPort(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case nil:
 		return netip.AddrPort{}
+	case *net.UDPAddr:
+		return a.AddrPort()
 	}
 	ap, _ := netip.ParseAddrPort(a.String())
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	return ap
 }
 
 // ReadFrom reads the next datagram that passes the gate.
@@ -389,7 +504,8 @@ func (g *quicGate) ReadFrom(p []byte) (int, net.Addr, error) {
 	return ms[0].N, ms[0].Addr, nil
 }
 
-// Close forgets every hello and closes the socket.
+// Close forgets every hello and closes the socket. The links are the
+// Server's to close.
 func (g *quicGate) Close() error {
 	g.mu.Lock()
 	clear(g.pending)
@@ -400,10 +516,27 @@ func (g *quicGate) Close() error {
 	return g.pc.Close()
 }
 
+// SetReadDeadline sets the deadline of the gate's reads, from the socket
+// or the link: quic-go sets one to stop reading when it closes.
+func (g *quicGate) SetReadDeadline(t time.Time) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.readDeadline = t
+	if g.link != nil {
+		return g.link.conn.SetReadDeadline(t)
+	}
+	return g.pc.SetReadDeadline(t)
+}
+
+func (g *quicGate) SetDeadline(t time.Time) error {
+	if err := g.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return g.pc.SetWriteDeadline(t)
+}
+
 func (g *quicGate) WriteTo(p []byte, addr net.Addr) (int, error) { return g.pc.WriteTo(p, addr) }
 func (g *quicGate) LocalAddr() net.Addr                          { return g.pc.LocalAddr() }
-func (g *quicGate) SetDeadline(t time.Time) error                { return g.pc.SetDeadline(t) }
-func (g *quicGate) SetReadDeadline(t time.Time) error            { return g.pc.SetReadDeadline(t) }
 func (g *quicGate) SetWriteDeadline(t time.Time) error           { return g.pc.SetWriteDeadline(t) }
 
 // udpGate is the gate on a *net.UDPConn. It is a quic.OOBCapablePacketConn
@@ -434,17 +567,21 @@ func (g udpGate) SyscallConn() (syscall.RawConn, error) { return g.udp.SyscallCo
 func (g udpGate) SetReadBuffer(n int) error             { return g.udp.SetReadBuffer(n) }
 func (g udpGate) SetWriteBuffer(n int) error            { return g.udp.SetWriteBuffer(n) }
 
-// connIDs issues the server's connection IDs, for quic-go to use as the
-// source ID of its Retry packets and connections, and recognizes them later
-// without keeping any: an ID is one AES block under a key of its own,
-// holding 8 random bytes, the second it was issued and 4 zero bytes. A
-// forged ID passes for one of ours once in 2^32 tries, and then only within
-// its short lifetime. Unlike a table of the IDs handed out, this cannot be
-// filled by a flood of hellos, which would make the gate drop the Initials
-// of handshakes under way.
+// connIDs issues the connection IDs of one generation of a lineage (see
+// Lineage), for quic-go to use as the source ID of its Retry packets and
+// connections, and recognizes them later without keeping any: an ID is one
+// AES block under the lineage's key, holding 6 random bytes, the
+// generation, the second it was issued (counted from the lineage's birth)
+// and 4 zero bytes. A forged ID passes for one of the lineage's once in
+// 2^32 tries, and for one this generation issued only within its short
+// lifetime. Unlike a table of the IDs handed out, this cannot be filled by
+// a flood of hellos, which would make the gate drop the Initials of
+// handshakes under way; and every process of the lineage can tell which of
+// them a datagram is for.
 type connIDs struct {
 	block cipher.Block
-	born  time.Time
+	born  time.Time // the lineage's birth, on this process's monotonic clock
+	gen   uint16
 }
 
 const (
@@ -454,19 +591,21 @@ const (
 	connIDMargin = 10 * time.Second
 )
 
-func newConnIDs() *connIDs {
-	var key [16]byte
-	rand.Read(key[:])
-	block, err := aes.NewCipher(key[:])
+func newConnIDs(l Lineage) *connIDs {
+	block, err := aes.NewCipher(l.Key[:])
 	if err != nil {
 		panic(err) // a 16-byte key is always valid
 	}
-	return &connIDs{block: block, born: time.Now()}
+	// A Born from the predecessor has no monotonic reading: take it over on
+	// ours, so that a step of the wall clock moves no ID's age.
+	born := time.Now().Add(-max(time.Since(l.Born), 0))
+	return &connIDs{block: block, born: born, gen: l.Generation}
 }
 
 func (c *connIDs) GenerateConnectionID() (quic.ConnectionID, error) {
 	var b [connIDLen]byte
-	rand.Read(b[:8])
+	rand.Read(b[:6])
+	binary.BigEndian.PutUint16(b[6:8], c.gen)
 	binary.BigEndian.PutUint32(b[8:12], uint32(time.Since(c.born)/time.Second))
 	c.block.Encrypt(b[:], b[:])
 	return quic.ConnectionIDFromBytes(b[:]), nil
@@ -474,17 +613,34 @@ func (c *connIDs) GenerateConnectionID() (quic.ConnectionID, error) {
 
 func (c *connIDs) ConnectionIDLen() int { return connIDLen }
 
-// issued reports whether id is one of ours, issued at most maxAge before now.
-func (c *connIDs) issued(id []byte, now time.Time, maxAge time.Duration) bool {
+// open decrypts id and returns the generation and second it holds, and ok
+// false if it is not an ID of the lineage.
+func (c *connIDs) open(id []byte) (gen uint16, second uint32, ok bool) {
 	if len(id) != connIDLen {
-		return false
+		return 0, 0, false
 	}
 	var b [connIDLen]byte
 	c.block.Decrypt(b[:], id)
 	if binary.BigEndian.Uint32(b[12:]) != 0 {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint16(b[6:8]), binary.BigEndian.Uint32(b[8:12]), true
+}
+
+// generation returns the generation that issued id, however long ago, and
+// ok false if id is not of the lineage.
+func (c *connIDs) generation(id []byte) (gen uint16, ok bool) {
+	gen, _, ok = c.open(id)
+	return gen, ok
+}
+
+// issued reports whether this generation issued id at most maxAge before now.
+func (c *connIDs) issued(id []byte, now time.Time, maxAge time.Duration) bool {
+	gen, second, ok := c.open(id)
+	if !ok || gen != c.gen {
 		return false
 	}
-	age := now.Sub(c.born) - time.Duration(binary.BigEndian.Uint32(b[8:12]))*time.Second
+	age := now.Sub(c.born) - time.Duration(second)*time.Second
 	return age >= 0 && age <= maxAge+time.Second
 }
 

@@ -365,7 +365,7 @@ func TestQUICGateState(t *testing.T) {
 	clock := time.Now()
 	newGate := func(in ...fakeDatagram) (*quicGate, *fakeSocket) {
 		f := &fakeSocket{in: in}
-		g := newQUICGate(f, s)
+		g := newQUICGate(f, s, nil)
 		g.now = func() time.Time { return clock }
 		return g, f
 	}
@@ -526,7 +526,7 @@ func TestQUICGateState(t *testing.T) {
 		if g.ids.issued(id.Bytes(), time.Now().Add(2*time.Minute), time.Minute) {
 			t.Error("an old ID is recognized")
 		}
-		other := newConnIDs()
+		other := newConnIDs(NewLineage())
 		if other.issued(id.Bytes(), time.Now(), time.Minute) {
 			t.Error("another gate's ID is recognized")
 		}
@@ -570,7 +570,7 @@ func keyOf(t *testing.T, d []byte, from net.Addr) gateKey {
 func TestQUICGateKeepsOptimizations(t *testing.T) {
 	s := newTestServer(t, Config{})
 	pc := loopbackUDP(t, "udp4")
-	g := newQUICGate(pc, s)
+	g := newQUICGate(pc, s, nil)
 	var batch, tos atomic.Int32
 	read := g.read
 	g.read = func(ms []ipv4.Message) (int, error) {
@@ -599,7 +599,7 @@ func TestQUICGateKeepsOptimizations(t *testing.T) {
 	if err := rc.Control(func(fd uintptr) { _, gsoErr = unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT) }); err != nil || gsoErr != nil {
 		t.Errorf("UDP_SEGMENT through the gate: %v, %v", err, gsoErr)
 	}
-	tr := &quic.Transport{Conn: g.conn(), ConnectionIDGenerator: g.ids}
+	tr := &quic.Transport{Conn: g.conn(), ConnectionIDGenerator: s.ids}
 	ql, err := tr.Listen(s.tlsConfig(ALPNTunnel), &quic.Config{})
 	if err != nil {
 		t.Fatal(err)

@@ -57,6 +57,10 @@ type Config struct {
 	// Broker opens and carries sessions; nil refuses every tunnel as
 	// unavailable. It outlives reloads: pass the same one each time.
 	Broker *broker.Broker
+	// Lineage is the line of processes this one continues across
+	// upgrades: its predecessor's Lineage().Next(). nil: NewLineage(), a
+	// line of its own. Read by New only; SetConfig ignores it.
+	Lineage *Lineage
 }
 
 // SSHConfig is what browser SSH terminals need besides the broker and
@@ -88,9 +92,21 @@ type Server struct {
 	// sessions instead of the relays (tests of the ticket checks).
 	relayForTest func(http.ResponseWriter, *http.Request, ticket.Ticket)
 
-	mu     sync.Mutex // guards quic
-	quic   []*quicEndpoint
-	closed bool
+	lineage Lineage
+	ids     *connIDs    // the QUIC connection IDs of this generation
+	paused  atomic.Bool // set by Pause, for the gates to read without mu
+
+	mu      sync.Mutex // guards the fields below
+	quic    []*quicEndpoint
+	gates   []*gate         // the TCP gates, for Pause
+	resume  chan struct{}   // while paused: closed by Resume
+	pred    []*net.UnixConn // SetPredecessor's links
+	links   []*net.UnixConn // every link given to s, for Close
+	retired bool
+	// movedTunnels counts the new tunnels sent on to a new process
+	// (tunnel.StatusMoved) during or after a hand-over.
+	movedTunnels atomic.Int64
+	closed       bool
 }
 
 // New checks cfg and returns a Server that signs users in with a.
@@ -102,7 +118,14 @@ func New(cfg Config, a *auth.Authenticator) (*Server, error) {
 	if a == nil {
 		return nil, errors.New("proxy: an Authenticator is required")
 	}
-	s := &Server{log: c.Logger, auth: a, sessions: websession.NewStore(c.WebSessions), tickets: ticket.NewStore(), outcomes: newOutcomeStore()}
+	l := NewLineage()
+	if c.Lineage != nil {
+		if l = *c.Lineage; l.Born.IsZero() {
+			return nil, errors.New("proxy: Config.Lineage has no Born time")
+		}
+	}
+	s := &Server{log: c.Logger, auth: a, sessions: websession.NewStore(c.WebSessions), tickets: ticket.NewStore(), outcomes: newOutcomeStore(),
+		lineage: l, ids: newConnIDs(l)}
 	s.cfg.Store(c)
 	s.http = &http.Server{
 		Handler:           s.routes(),
@@ -188,6 +211,12 @@ func (s *Server) tlsConfig(alpn ...string) *tls.Config {
 // Serve serves TLS on each of tcp and QUIC on each of udp until Shutdown. It
 // returns nil after Shutdown, or the first error of a listener.
 func (s *Server) Serve(tcp []net.Listener, udp []net.PacketConn) error {
+	s.mu.Lock()
+	pred := s.pred
+	s.mu.Unlock()
+	if pred != nil && len(pred) != len(udp) {
+		return fmt.Errorf("proxy: %d predecessor links for %d UDP sockets", len(pred), len(udp))
+	}
 	var g errgroup.Group
 	for _, ln := range tcp {
 		tl := tls.NewListener(newGate(ln, s), s.tlsConfig("h2", "http/1.1"))
@@ -198,8 +227,12 @@ func (s *Server) Serve(tcp []net.Listener, udp []net.PacketConn) error {
 			return nil
 		})
 	}
-	for _, pc := range udp {
-		ql, err := s.listenQUIC(pc)
+	for i, pc := range udp {
+		var link *net.UnixConn
+		if pred != nil {
+			link = pred[i]
+		}
+		ql, err := s.listenQUIC(pc, link)
 		if err != nil {
 			s.http.Close()
 			return err
@@ -209,11 +242,20 @@ func (s *Server) Serve(tcp []net.Listener, udp []net.PacketConn) error {
 	return g.Wait()
 }
 
-func (s *Server) listenQUIC(pc net.PacketConn) (*quic.Listener, error) {
+// listenQUIC serves QUIC on pc, with the link to the predecessor that
+// takes the datagrams of its connections, if there is one.
+func (s *Server) listenQUIC(pc net.PacketConn, pred *net.UnixConn) (*quic.Listener, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, http.ErrServerClosed
+	}
+	var link *quicLink
+	if pred != nil {
+		var err error
+		if link, err = newQUICLink(pred); err != nil {
+			return nil, err
+		}
 	}
 	c := s.cfg.Load()
 	// quic-go reads through the gate, which drops every hello that does not
@@ -221,10 +263,10 @@ func (s *Server) listenQUIC(pc net.PacketConn) (*quic.Listener, error) {
 	// first (address validation, RFC 9000 section 8.1.2), and only version
 	// 1 is spoken, without Version Negotiation. No StatelessResetKey: a
 	// reset would answer datagrams of connections that do not exist.
-	g := newQUICGate(pc, s)
+	g := newQUICGate(pc, s, link)
 	tr := &quic.Transport{
 		Conn:                             g.conn(),
-		ConnectionIDGenerator:            g.ids,
+		ConnectionIDGenerator:            s.ids,
 		VerifySourceAddress:              func(net.Addr) bool { return true },
 		DisableVersionNegotiationPackets: true,
 	}
@@ -275,15 +317,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Close ends every connection, QUIC ones included, and closes the sockets.
+// Close ends every connection, QUIC ones included, and closes the sockets
+// and the links.
 func (s *Server) Close() {
 	s.mu.Lock()
 	s.closed = true
-	eps := s.quic
-	s.quic = nil
+	eps, links := s.quic, s.links
+	s.quic, s.links = nil, nil
 	s.mu.Unlock()
 	for _, e := range eps {
 		e.Close()
+	}
+	for _, l := range links {
+		l.Close()
 	}
 	s.http.Close()
 }

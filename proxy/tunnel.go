@@ -14,6 +14,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
@@ -78,9 +79,21 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort) {
 	}
 	c.SetReadDeadline(time.Time{})
 	log := s.log.With(zap.String("via", via), zap.Stringer("client", client), zap.String("target", req.Target), zap.Uint16("port", req.Port))
+	if s.handingOver() {
+		// A new tunnel on a QUIC connection this process holds, during or
+		// after an upgrade: the new process takes it.
+		log.Info("tunnel refused: this process is handing over to a new one")
+		s.movedTunnels.Add(1)
+		s.refuseTunnel(c, tunnel.StatusMoved, "this bastion process was replaced by an upgrade: connect again")
+		return
+	}
 
 	tok, user, err := s.auth.Store().CheckToken(req.Token)
 	switch {
+	case errors.Is(err, statedb.ErrReleased):
+		log.Info("tunnel refused: the state store was handed over to a new process")
+		s.refuseTunnel(c, tunnel.StatusMoved, "this bastion process was replaced by an upgrade: connect again")
+		return
 	case err != nil:
 		s.handshakeFailed("tunnel")
 		log.Info("tunnel refused: bad token")

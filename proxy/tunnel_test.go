@@ -42,7 +42,7 @@ func newTunnelEnv(t *testing.T, network string) *tunnelEnv {
 	b, err := broker.New(broker.Config{Logger: zap.NewNop(), Targets: []broker.Target{
 		{Name: "vm1", Addresses: []netip.Addr{loop}, SSH: 22},
 		{Name: "vm2", Addresses: []netip.Addr{loop}, RDP: 3389, Tunnel: []uint16{5985}},
-	}}, broker.Options{DB: db, AuditFile: filepath.Join(t.TempDir(), "audit.jsonl")})
+	}}, broker.Options{LiveDir: filepath.Join(t.TempDir(), "live"), AuditFile: filepath.Join(t.TempDir(), "audit.jsonl")})
 	if err != nil {
 		t.Fatal(err)
 	}

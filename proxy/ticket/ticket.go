@@ -11,7 +11,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -143,4 +145,51 @@ func (s *Store) expire(now time.Time) {
 			delete(s.tickets, k)
 		}
 	}
+}
+
+// exported is a ticket as Export writes it, under the SHA-256 of its
+// value: the store never had the value itself.
+type exported struct {
+	Hash []byte
+	Ticket
+}
+
+// Export returns the outstanding tickets, for Import in the process that
+// takes over from this one.
+func (s *Store) Export() ([]byte, error) {
+	s.mu.Lock()
+	s.expire(s.now())
+	out := make([]exported, 0, len(s.tickets))
+	for k, t := range s.tickets {
+		out = append(out, exported{Hash: k[:], Ticket: *t})
+	}
+	s.mu.Unlock()
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("ticket: export: %w", err)
+	}
+	return b, nil
+}
+
+// Import adds the tickets Export returned, each with its expiry: those
+// expired already are left out. On an error, nothing is added.
+func (s *Store) Import(b []byte) error {
+	var in []exported
+	if err := json.Unmarshal(b, &in); err != nil {
+		return fmt.Errorf("ticket: import: %w", err)
+	}
+	for _, e := range in {
+		if len(e.Hash) != len(key{}) || e.Session == "" {
+			return errors.New("ticket: import: a ticket lacks its hash or session")
+		}
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range in {
+		if now.Before(e.Expires) {
+			s.tickets[key(e.Hash)] = &e.Ticket
+		}
+	}
+	return nil
 }

@@ -139,3 +139,57 @@ func BenchmarkIssueRedeem(b *testing.B) {
 		}
 	}
 }
+
+func TestExportImport(t *testing.T) {
+	old, c := newTestStore()
+	early := old.Issue(Ticket{Session: "s1", User: "alice", Target: "vm1", Protocol: "ssh", Port: 22})
+	c.t = c.t.Add(30 * time.Second)
+	late := old.Issue(Ticket{Session: "s1", User: "alice", Target: "vm1", Protocol: "ssh", Port: 22})
+	used := old.Issue(Ticket{Session: "s1"})
+	if _, err := old.Redeem(used, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := old.Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), early) || strings.Contains(string(b), late) {
+		t.Fatal("the export holds a ticket's value")
+	}
+
+	// The successor takes over 31 s later: the early ticket has expired
+	// by then, the late one has not, and keeps its expiry.
+	s, c2 := newTestStore()
+	c2.t = c.t.Add(31 * time.Second)
+	if err := s.Import(b); err != nil {
+		t.Fatal(err)
+	}
+	if s.Len() != 1 {
+		t.Errorf("%d tickets imported, want 1", s.Len())
+	}
+	if _, err := s.Peek(early, "s1"); !errors.Is(err, ErrExpired) {
+		t.Error("an expired ticket was imported")
+	}
+	if _, err := s.Peek(used, "s1"); !errors.Is(err, ErrExpired) {
+		t.Error("a used ticket was imported")
+	}
+	c2.t = c.t.Add(TTL - time.Second)
+	if got, err := s.Peek(late, "s1"); err != nil || got.User != "alice" || got.Port != 22 {
+		t.Errorf("the late ticket after import: %+v, %v", got, err)
+	}
+	c2.t = c.t.Add(TTL)
+	if _, err := s.Peek(late, "s1"); !errors.Is(err, ErrExpired) {
+		t.Error("an imported ticket outlived its expiry")
+	}
+
+	for name, in := range map[string]string{
+		"not JSON":   "[",
+		"short hash": `[{"Hash":"AAAA","Session":"s1"}]`,
+		"no session": `[{"Hash":"` + strings.Repeat("A", 43) + `="}]`,
+	} {
+		s := NewStore()
+		if err := s.Import([]byte(in)); err == nil || s.Len() != 0 {
+			t.Errorf("%s: imported, %d tickets", name, s.Len())
+		}
+	}
+}

@@ -113,13 +113,14 @@ type quicAttempt struct {
 	err     error      // after done, on failure
 	used    atomic.Bool
 	dead    atomic.Bool // a stream saw the connection end
+	moved   atomic.Bool // the server takes no new tunnels on it (StatusMoved)
 }
 
 func (a *quicAttempt) finished() bool { return a.done.Err() != nil }
 
 // alive says whether a finished attempt left a live connection.
 func (a *quicAttempt) alive() bool {
-	return a.err == nil && !a.dead.Load() && a.conn.Context().Err() == nil
+	return a.err == nil && !a.dead.Load() && !a.moved.Load() && a.conn.Context().Err() == nil
 }
 
 // connectionEnded says whether err is the end of the whole QUIC
@@ -320,6 +321,14 @@ func (c *Client) Dial(ctx context.Context, target string, port uint16) (net.Conn
 			}
 		}
 		tun, err := c.request(ctx, conn, via, req, target, port)
+		var moved *Error
+		if a != nil && errors.As(err, &moved) && moved.Status == StatusMoved && try == 0 {
+			// The process at the other end was replaced by an upgrade: the
+			// next connection reaches the new one. This one stays open for
+			// the tunnels it carries, and ends when they do.
+			a.moved.Store(true)
+			continue
+		}
 		if a != nil && connectionEnded(err) && ctx.Err() == nil {
 			// The connection ended under the request, before any answer
 			// (the bastion restarted, or the connection idled out just

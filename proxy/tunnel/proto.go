@@ -56,6 +56,11 @@ const (
 	StatusUnreachable        Status = 7 // the bastion could not connect to the target
 	StatusUnavailable        Status = 8 // the bastion is shutting down or failed
 	StatusUnsupportedVersion Status = 9 // the server does not speak the request's version
+	// StatusMoved: the bastion process that holds this QUIC connection
+	// was replaced by a binary upgrade and serves only the tunnels it has;
+	// a new connection reaches the new process. The client asks again on
+	// one, and leaves the old connection to its tunnels.
+	StatusMoved Status = 10
 )
 
 var statusNames = [...]string{
@@ -69,6 +74,7 @@ var statusNames = [...]string{
 	StatusUnreachable:        "unreachable",
 	StatusUnavailable:        "unavailable",
 	StatusUnsupportedVersion: "unsupported version",
+	StatusMoved:              "moved",
 }
 
 // String is the status's short name, e.g. "unknown target".
@@ -100,6 +106,8 @@ func (s Status) sentence() string {
 		return "the bastion is unavailable (shutting down?)"
 	case StatusUnsupportedVersion:
 		return "the bastion does not speak this version of the tunnel protocol"
+	case StatusMoved:
+		return "the bastion was upgraded while this connection was open: connect again"
 	}
 	return s.String()
 }

@@ -12,6 +12,9 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -206,6 +209,63 @@ func (s *Store) expire(now time.Time) {
 			s.remove(sess.ID)
 		}
 	}
+}
+
+// exported is a session as Export writes it, under the SHA-256 of its
+// cookie: the store never had the cookie itself.
+type exported struct {
+	Hash []byte
+	Session
+}
+
+// Export returns the live sessions, for Import in the process that takes
+// over from this one. The bytes hold the sessions' CSRF tokens: they are
+// secret.
+func (s *Store) Export() ([]byte, error) {
+	s.mu.Lock()
+	s.expire(s.now())
+	out := make([]exported, 0, len(s.sessions))
+	for k, sess := range s.sessions {
+		out = append(out, exported{Hash: k[:], Session: *sess})
+	}
+	s.mu.Unlock()
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("websession: export: %w", err)
+	}
+	return b, nil
+}
+
+// Import adds the sessions Export returned, with their sign-in and
+// last-use times: those that this store's limits expire are left out. A
+// session with the ID or cookie of one already here replaces it. On an
+// error, nothing is added.
+func (s *Store) Import(b []byte) error {
+	var in []exported
+	if err := json.Unmarshal(b, &in); err != nil {
+		return fmt.Errorf("websession: import: %w", err)
+	}
+	for _, e := range in {
+		if len(e.Hash) != len(key{}) || e.ID == "" || e.User == "" || e.CSRF == "" {
+			return errors.New("websession: import: a session lacks its cookie hash, ID, user or CSRF token")
+		}
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range in {
+		if s.expired(&e.Session, now) {
+			continue
+		}
+		k := key(e.Hash)
+		s.remove(e.ID)
+		if old, ok := s.sessions[k]; ok {
+			s.remove(old.ID)
+		}
+		s.sessions[k] = &e.Session
+		s.byID[e.ID] = k
+	}
+	return nil
 }
 
 // CheckCSRF compares a presented token with the session's in constant time.

@@ -97,3 +97,52 @@ func FuzzGet(f *testing.F) {
 		}
 	})
 }
+
+func TestExportImport(t *testing.T) {
+	old, now := newTestStore(Config{})
+	cookie, sess := old.New("alice", src)
+	stale, _ := old.New("bob", src)
+	*now = now.Add(20 * time.Minute)
+	if _, ok := old.Get(cookie); !ok {
+		t.Fatal("alice's session ended")
+	}
+	b, err := old.Export()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), cookie) || strings.Contains(string(b), stale) {
+		t.Fatal("the export holds a cookie")
+	}
+
+	// The successor's idle limit is shorter: bob, idle for 20 minutes, is
+	// out; alice, seen just now, is in, with her times.
+	s, now2 := newTestStore(Config{Idle: 15 * time.Minute})
+	*now2 = *now
+	if err := s.Import(b); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := s.Get(cookie)
+	if !ok || got.ID != sess.ID || got.User != "alice" || got.CSRF != sess.CSRF || !got.Created.Equal(sess.Created) || got.Source != src {
+		t.Fatalf("alice's session after import: %+v, %v; want %+v", got, ok, sess)
+	}
+	if _, ok := s.Get(stale); ok || s.Len() != 1 {
+		t.Errorf("an expired session was imported (%d sessions)", s.Len())
+	}
+	// Its absolute lifetime still counts from the first sign-in.
+	*now2 = sess.Created.Add(12 * time.Hour)
+	if _, ok := s.Get(cookie); ok {
+		t.Error("an imported session outlived its absolute lifetime")
+	}
+
+	for name, in := range map[string]string{
+		"not JSON":     "{",
+		"short hash":   `[{"Hash":"AAAA","ID":"1","User":"u","CSRF":"c"}]`,
+		"no CSRF":      `[{"Hash":"` + strings.Repeat("A", 43) + `=","ID":"1","User":"u"}]`,
+		"not an array": `{}`,
+	} {
+		s := NewStore(Config{})
+		if err := s.Import([]byte(in)); err == nil || s.Len() != 0 {
+			t.Errorf("%s: imported, %d sessions", name, s.Len())
+		}
+	}
+}

@@ -1,0 +1,899 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+
+	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/quicinitial"
+	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/proxy/websession"
+)
+
+// families are the loopback addresses the hand-over tests run on.
+var families = []struct{ name, ip string }{{"ipv4", "127.0.0.1"}, {"ipv6", "::1"}}
+
+// loopbackSockets listens on TCP and UDP on ip, or skips the test.
+func loopbackSockets(t *testing.T, ip string) (*net.TCPListener, *net.UDPConn) {
+	t.Helper()
+	a := netip.MustParseAddr(ip)
+	ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
+	if err != nil {
+		t.Skipf("no loopback %s: %v", ip, err)
+	}
+	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
+	if err != nil {
+		ln.Close()
+		t.Skipf("no loopback %s: %v", ip, err)
+	}
+	t.Cleanup(func() {
+		ln.Close()
+		pc.Close()
+	})
+	return ln, pc
+}
+
+// generation is one process of a lineage, as the tests play it: a Server
+// on its own descriptors of the listening sockets.
+type generation struct {
+	s     *Server
+	tcp   *net.TCPListener
+	udp   *net.UDPConn
+	pred  *generation
+	token string // a tunnel token that only this Server's account store knows
+	cert  []byte // this Server's certificate
+}
+
+// startGeneration serves a Server of lineage l (nil: a new one) on ln and
+// pc, with links to its predecessor, until the test ends.
+func startGeneration(t *testing.T, ln *net.TCPListener, pc *net.UDPConn, l *Lineage, pred []*net.UnixConn) *generation {
+	t.Helper()
+	s := newTestServer(t, Config{Lineage: l})
+	if pred != nil {
+		s.SetPredecessor(pred)
+	}
+	serve(t, s, []net.Listener{ln}, []net.PacketConn{pc})
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		s.mu.Lock()
+		n := len(s.quic)
+		s.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server does not serve QUIC")
+		}
+	}
+	token, _, err := s.auth.Store().IssueToken("carol", []string{auth.ScopeTunnel}, time.Hour, "test", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := s.cfg.Load().Certs.GetCertificate(&tls.ClientHelloInfo{ServerName: testName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &generation{s: s, tcp: ln, udp: pc, token: token, cert: cert.Certificate[0]}
+}
+
+// handOver starts g's successor on duplicates of g's sockets, as the
+// daemon does: g pauses, the successor serves with the next generation
+// and links to g, g retires.
+func (g *generation) handOver(t *testing.T) *generation {
+	t.Helper()
+	g.s.Pause()
+	f, err := g.tcp.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err = g.udp.File(); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.FilePacketConn(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, theirs, err := QUICLinkPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := g.s.Lineage().Next()
+	n := startGeneration(t, ln.(*net.TCPListener), pc.(*net.UDPConn), &next, []*net.UnixConn{mine})
+	n.pred = g
+	if err := g.s.Retire([]*net.UnixConn{theirs}); err != nil {
+		t.Fatal(err)
+	}
+	// A predecessor ends before its successor, whose link it reads: ended
+	// after, it would lose its link first, and end its connections with
+	// an error.
+	t.Cleanup(g.closeLine)
+	return n
+}
+
+// closeLine closes g and its predecessors, oldest first.
+func (g *generation) closeLine() {
+	var line []*generation
+	for p := g; p != nil; p = p.pred {
+		line = append(line, p)
+	}
+	for i := len(line) - 1; i >= 0; i-- {
+		line[i].s.Close()
+	}
+}
+
+// ask opens a stream on conn and asks for a tunnel to vm2 port 5985, which
+// carol may open, with token. A server that knows the token answers that
+// it carries no sessions (it has no broker); any other, unauthorized.
+func ask(t *testing.T, conn *quic.Conn, token string) tunnel.Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := tunnelRequest(t, token)
+	if _, err := str.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	return answerOf(t, str)
+}
+
+func tunnelRequest(t *testing.T, token string) []byte {
+	t.Helper()
+	req, err := tunnel.Request{Token: token, Target: "vm2", Port: 5985}.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+func answerOf(t *testing.T, str *quic.Stream) tunnel.Status {
+	t.Helper()
+	defer str.CancelRead(0)
+	str.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := tunnel.ReadResponse(str)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Status
+}
+
+// servedBy checks that g, and g alone, serves the streams of conn.
+// servedBy checks that conn's datagrams reach g. A serving g answers a new
+// tunnel itself (unavailable with its token: it knows the token but has no
+// broker; unauthorized with another generation's); a retired g sends it
+// on to the new process (moved), and counts it.
+func servedBy(t *testing.T, conn *quic.Conn, g, other *generation) {
+	t.Helper()
+	g.s.mu.Lock()
+	retired := g.s.retired
+	g.s.mu.Unlock()
+	if retired {
+		before := g.s.movedTunnels.Load()
+		if st := ask(t, conn, g.token); st != tunnel.StatusMoved || g.s.movedTunnels.Load() != before+1 {
+			t.Errorf("a new tunnel on a retired generation's connection: %v (moved by it: %d), want moved",
+				st, g.s.movedTunnels.Load()-before)
+		}
+		return
+	}
+	if st := ask(t, conn, g.token); st != tunnel.StatusUnavailable {
+		t.Errorf("with its own token: %v, want %v", st, tunnel.StatusUnavailable)
+	}
+	if st := ask(t, conn, other.token); st != tunnel.StatusUnauthorized {
+		t.Errorf("with another generation's token: %v, want %v", st, tunnel.StatusUnauthorized)
+	}
+}
+
+func peerCert(conn *quic.Conn) []byte { return conn.ConnectionState().TLS.PeerCertificates[0].Raw }
+
+// dialTLS completes a TLS handshake with the front door at addr and
+// returns the connection.
+func dialTLS(t *testing.T, addr string) *tls.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d := tls.Dialer{Config: &tls.Config{ServerName: testName, InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*tls.Conn)
+}
+
+// getPortal asks for / on c, an HTTP/1.1 connection, and checks the answer.
+func getPortal(t *testing.T, c *tls.Conn, br *bufio.Reader) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: " + testName + "\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /: %s", resp.Status)
+	}
+}
+
+func TestHandover(t *testing.T) {
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			ln, pc := loopbackSockets(t, fam.ip)
+			old := startGeneration(t, ln, pc, nil, nil)
+			addr := old.udp.LocalAddr().String()
+			conn, err := quicDialForTest(t, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(peerCert(conn), old.cert) {
+				t.Fatal("the first connection is not the old server's")
+			}
+			if st := ask(t, conn, old.token); st != tunnel.StatusUnavailable {
+				t.Fatalf("before the hand-over: %v", st)
+			}
+			// A stream with half a request on the wire across the hand-over.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			live, err := conn.OpenStreamSync(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := tunnelRequest(t, old.token)
+			if _, err := live.Write(req[:len(req)/2]); err != nil {
+				t.Fatal(err)
+			}
+
+			next := old.handOver(t)
+
+			if _, err := live.Write(req[len(req)/2:]); err != nil {
+				t.Fatal(err)
+			}
+			// Its request completes after the hand-over: the old server
+			// answers it (the datagrams reach it through the link), sending
+			// this new tunnel on to the new process.
+			if st := answerOf(t, live); st != tunnel.StatusMoved {
+				t.Errorf("the stream whose request spans the hand-over: %v, want %v", st, tunnel.StatusMoved)
+			}
+			t.Run("the old connection stays with the old server", func(t *testing.T) {
+				servedBy(t, conn, old, next)
+				if !old.s.quic[0].gate.retired() {
+					t.Error("the old gate still reads the socket")
+				}
+			})
+			t.Run("a new QUIC connection is the new server's", func(t *testing.T) {
+				c, err := quicDialForTest(t, addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(peerCert(c), next.cert) {
+					t.Error("served by another server's certificate")
+				}
+				servedBy(t, c, next, old)
+			})
+			t.Run("new TLS connections are the new server's", func(t *testing.T) {
+				for range 4 {
+					c := dialTLS(t, old.tcp.Addr().String())
+					if !bytes.Equal(c.ConnectionState().PeerCertificates[0].Raw, next.cert) {
+						t.Fatal("served by another server's certificate")
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestHandoverLeavesNoGoroutines hands over with a live connection, closes
+// both servers and waits for the goroutines to end.
+func TestHandoverLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Run("hand-over", func(t *testing.T) {
+		ln, pc := loopbackSockets(t, "127.0.0.1")
+		old := startGeneration(t, ln, pc, nil, nil)
+		conn, err := quicDialForTest(t, pc.LocalAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		servedBy(t, conn, old, old.handOver(t))
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines before, %d after:\n%s", before, n, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+func TestHandoverChain(t *testing.T) {
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			ln, pc := loopbackSockets(t, fam.ip)
+			gen0 := startGeneration(t, ln, pc, nil, nil)
+			addr := gen0.udp.LocalAddr().String()
+			c0, err := quicDialForTest(t, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gen1 := gen0.handOver(t)
+			servedBy(t, c0, gen0, gen1)
+			c1, err := quicDialForTest(t, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gen2 := gen1.handOver(t)
+			if g := gen2.s.Lineage().Generation; g != 2 {
+				t.Fatalf("generation %d", g)
+			}
+			servedBy(t, c0, gen0, gen2)
+			servedBy(t, c1, gen1, gen2)
+			c2, err := quicDialForTest(t, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			servedBy(t, c2, gen2, gen1)
+		})
+	}
+}
+
+func TestPauseResume(t *testing.T) {
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			ln, pc := loopbackSockets(t, fam.ip)
+			g := startGeneration(t, ln, pc, nil, nil)
+			tcpAddr, udpAddr := g.tcp.Addr().String(), g.udp.LocalAddr().String()
+			liveQUIC, err := quicDialForTest(t, udpAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			liveTLS := dialTLS(t, tcpAddr)
+			br := bufio.NewReader(liveTLS)
+			getPortal(t, liveTLS, br)
+
+			g.s.Pause()
+			g.s.Pause() // twice is once
+
+			// A TCP connection completes in the kernel, its handshake waits.
+			raw, err := net.DialTimeout("tcp", tcpAddr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			tc := tls.Client(raw, &tls.Config{ServerName: testName, InsecureSkipVerify: true})
+			tc.SetDeadline(time.Now().Add(10 * time.Second))
+			handshook := make(chan error, 1)
+			go func() { handshook <- tc.Handshake() }()
+			dialed := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				c, err := quic.DialAddr(ctx, udpAddr, tunnelTLS(testName), &quic.Config{Versions: []quic.Version{quic.Version1}})
+				if err == nil {
+					c.CloseWithError(0, "")
+				}
+				dialed <- err
+			}()
+
+			// Live connections go on meanwhile; a new tunnel on one is sent
+			// to the new process (its state store may be the new one's).
+			if st := ask(t, liveQUIC, g.token); st != tunnel.StatusMoved {
+				t.Errorf("a new tunnel on a live QUIC connection while paused: %v, want moved", st)
+			}
+			getPortal(t, liveTLS, br)
+			select {
+			case err := <-handshook:
+				t.Fatalf("a TLS handshake while paused: %v", err)
+			case err := <-dialed:
+				t.Fatalf("a QUIC handshake while paused: %v", err)
+			case <-time.After(700 * time.Millisecond):
+			}
+
+			g.s.Resume()
+			g.s.Resume()
+			if err := <-handshook; err != nil {
+				t.Errorf("the TLS handshake after Resume: %v", err)
+			}
+			if err := <-dialed; err != nil {
+				t.Errorf("the QUIC handshake after Resume: %v", err)
+			}
+		})
+	}
+}
+
+// shortHeader is a 1-RTT packet to id.
+func shortHeader(id []byte) []byte {
+	b := make([]byte, 1+len(id)+40)
+	crand.Read(b)
+	b[0] = 0x41
+	copy(b[1:], id)
+	return b
+}
+
+// longTo is a version 1 long-header packet of type first to id, with no
+// SCID, of size bytes.
+func longTo(first byte, id []byte, size int) []byte {
+	b := longHeader(first, quicinitial.Version1, size)
+	b[5] = byte(len(id))
+	copy(b[6:], id)
+	b[6+len(id)] = 0
+	return b
+}
+
+func randomID() []byte {
+	b := make([]byte, connIDLen)
+	crand.Read(b)
+	return b
+}
+
+func newID(t *testing.T, c *connIDs) []byte {
+	id, err := c.GenerateConnectionID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id.Bytes()
+}
+
+// garbage is what must never reach a predecessor of generation 1 in l:
+// noise, packets to IDs of no lineage, and to IDs of generations 1 and 2.
+func garbage(t *testing.T, l Lineage) [][]byte {
+	var out [][]byte
+	for _, n := range []int{1, 5, 17, 100, 1200, 1452} {
+		b := make([]byte, n)
+		crand.Read(b)
+		out = append(out, b)
+	}
+	for range 4 {
+		out = append(out, shortHeader(randomID()), longTo(0xc3, randomID(), 1200), longTo(0xe3, randomID(), 300))
+	}
+	for _, gen := range []uint16{1, 2} {
+		id := newID(t, newConnIDs(Lineage{Key: l.Key, Born: l.Born, Generation: gen}))
+		out = append(out, shortHeader(id), longTo(0xc3, id, 1200), longTo(0xe3, id, 300), longTo(0xd3, id, 300))
+	}
+	return out
+}
+
+// nextLinkMessage reads the next message of the link end c within d, or
+// returns nil.
+func nextLinkMessage(t *testing.T, c *net.UnixConn, d time.Duration) []byte {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, maxLinkMessage)
+	n, err := c.Read(buf)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf[:n]
+}
+
+// checkForwarded checks that the next message on c is the datagram want
+// from addr, and that nothing follows.
+func checkForwarded(t *testing.T, c *net.UnixConn, want []byte, from netip.AddrPort) {
+	t.Helper()
+	msg := nextLinkMessage(t, c, 5*time.Second)
+	if msg == nil {
+		t.Fatal("nothing reached the predecessor")
+	}
+	m := ipv4.Message{Buffers: [][]byte{make([]byte, 1452)}, OOB: make([]byte, 128)}
+	if err := decodeLinkDatagram(msg, &m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Buffers[0][:m.N]; !bytes.Equal(got, want) {
+		t.Fatalf("the predecessor got %x first, want %x", got[:min(len(got), 24)], want[:24])
+	}
+	if got := addrPort(m.Addr); got != from {
+		t.Errorf("from %v, want %v", got, from)
+	}
+	if msg := nextLinkMessage(t, c, 300*time.Millisecond); msg != nil {
+		t.Errorf("more reached the predecessor: %x", msg[:min(len(msg), 24)])
+	}
+}
+
+func TestHandoverGarbage(t *testing.T) {
+	for _, fam := range families {
+		t.Run(fam.name+"/serving", func(t *testing.T) {
+			// Generation 1, with a predecessor the test plays.
+			pred, link, err := QUICLinkPair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pred.Close()
+			l := NewLineage().Next()
+			ln, pc := loopbackSockets(t, fam.ip)
+			g := startGeneration(t, ln, pc, &l, []*net.UnixConn{link})
+			client, err := net.DialUDP("udp", nil, g.udp.LocalAddr().(*net.UDPAddr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			for _, d := range garbage(t, l) {
+				if _, err := client.Write(d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The socket is read in order: what reaches the predecessor
+			// first must be this.
+			want := shortHeader(newID(t, newConnIDs(Lineage{Key: l.Key, Born: l.Born})))
+			if _, err := client.Write(want); err != nil {
+				t.Fatal(err)
+			}
+			checkForwarded(t, pred, want, addrPort(client.LocalAddr()))
+		})
+
+		t.Run(fam.name+"/retired", func(t *testing.T) {
+			// Generation 1, retired, between a successor and a
+			// predecessor the test plays.
+			pred, link, err := QUICLinkPair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pred.Close()
+			l := NewLineage().Next()
+			ln, pc := loopbackSockets(t, fam.ip)
+			g := startGeneration(t, ln, pc, &l, []*net.UnixConn{link})
+			succ, theirs, err := QUICLinkPair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer succ.Close()
+			defer g.s.Close() // first: without its successor's link, it would end its connections with an error
+			if err := g.s.Retire(nil); err == nil {
+				t.Fatal("retired without a link for its UDP socket")
+			}
+			if err := g.s.Retire([]*net.UnixConn{theirs}); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.s.Retire([]*net.UnixConn{theirs}); err == nil {
+				t.Error("retired twice")
+			}
+			earlier := newConnIDs(Lineage{Key: l.Key, Born: l.Born})
+			// The socket is the successor's now: a datagram on it must not
+			// go anywhere.
+			client, err := net.DialUDP("udp", nil, g.udp.LocalAddr().(*net.UDPAddr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			if _, err := client.Write(shortHeader(newID(t, earlier))); err != nil {
+				t.Fatal(err)
+			}
+			from := netip.MustParseAddrPort("[2001:db8::7]:50000")
+			send := func(msg []byte) {
+				t.Helper()
+				if _, err := succ.Write(msg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, msg := range [][]byte{{2, 0}, {1, 200, 1}, bytes.Repeat([]byte{1}, 100)} {
+				send(msg)
+			}
+			for _, d := range garbage(t, l) {
+				msg, err := appendLinkDatagram(nil, from, nil, d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				send(msg)
+			}
+			want := shortHeader(newID(t, earlier))
+			msg, err := appendLinkDatagram(nil, from, []byte{1, 2, 3}, want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			send(msg)
+			checkForwarded(t, pred, want, from)
+			if msg := nextLinkMessage(t, succ, 100*time.Millisecond); msg != nil {
+				t.Error("the retired server wrote back on the link it reads")
+			}
+		})
+	}
+}
+
+// TestHandoverSessions: a browser signed in on the old server is signed
+// in on the new one, its ticket works there, and what expired stays out.
+func TestHandoverSessions(t *testing.T) {
+	old := newTestServer(t, Config{})
+	rr := &relayRecorder{}
+	old.relayForTest = rr.relay
+	alice, bob := newBrowser(t, old.routes()), newBrowser(t, old.routes())
+	csrf := alice.signIn("alice")
+	bob.signIn("bob")
+	connect := func() string {
+		t.Helper()
+		r := alice.post("/connect", url.Values{"csrf": {csrf}, "target": {"vm1"}, "protocol": {"ssh"}})
+		if r.code != http.StatusSeeOther {
+			t.Fatalf("connect: %d", r.code)
+		}
+		return strings.TrimPrefix(r.header.Get("Location"), "/connect/")
+	}
+	ws := func(tk string) int {
+		return alice.do(http.MethodGet, "/ws/ssh?ticket="+tk, nil, map[string]string{"Origin": alice.origin}).code
+	}
+	tk, used := connect(), connect()
+	if code := ws(used); code != http.StatusSwitchingProtocols {
+		t.Fatalf("relay: %d", code)
+	}
+	// bob idles past the new server's idle limit; alice does not.
+	time.Sleep(1100 * time.Millisecond)
+	alice.get("/")
+
+	b, err := old.ExportSessions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{alice.cookies[websession.CookieName].Value, csrf, tk} {
+		if strings.Contains(string(b), secret) {
+			t.Fatal("the export holds a cookie, ticket or CSRF token as it is")
+		}
+	}
+	s := newTestServer(t, Config{WebSessions: websession.Config{Idle: time.Second}})
+	s.relayForTest = rr.relay
+	if err := s.ImportSessions(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ImportSessions([]byte(`{"version":2}`)); err == nil {
+		t.Error("a future version imported")
+	}
+	alice.h, bob.h = s.routes(), s.routes()
+
+	if r := alice.get("/"); r.code != http.StatusOK || strings.Contains(r.body, `action="/login"`) {
+		t.Fatalf("alice is signed out after the hand-over: %d", r.code)
+	}
+	if r := alice.get("/connect/" + tk); r.code != http.StatusOK || !strings.Contains(r.body, `data-ticket="`+tk+`"`) {
+		t.Errorf("the ticket's page after the hand-over: %d", r.code)
+	}
+	if code := ws(tk); code != http.StatusSwitchingProtocols {
+		t.Errorf("the ticket after the hand-over: %d", code)
+	}
+	if code := ws(used); code != http.StatusForbidden {
+		t.Errorf("a used ticket after the hand-over: %d", code)
+	}
+	// The CSRF token is the session's, and came along.
+	if r := alice.post("/connect", url.Values{"csrf": {csrf}, "target": {"vm1"}, "protocol": {"ssh"}}); r.code != http.StatusSeeOther {
+		t.Errorf("a form with the session's CSRF token: %d", r.code)
+	}
+	if r := bob.get("/"); !strings.Contains(r.body, `action="/login"`) {
+		t.Error("an expired session came along")
+	}
+}
+
+func TestConnIDs(t *testing.T) {
+	root := NewLineage()
+	now := time.Now()
+	for _, gen := range []uint16{0, 1, 2, 65535} {
+		l := root
+		l.Generation = gen
+		c := newConnIDs(l)
+		seen := map[string]bool{}
+		for range 100 {
+			id := newID(t, c)
+			seen[string(id)] = true
+			for _, other := range []uint16{0, 1, 2, 65535} {
+				o := newConnIDs(Lineage{Key: root.Key, Born: root.Born, Generation: other})
+				if g, ok := o.generation(id); !ok || g != gen {
+					t.Fatalf("generation %d reads %d, %v from an ID of generation %d", other, g, ok, gen)
+				}
+				if o.issued(id, now, time.Minute) != (other == gen) {
+					t.Fatalf("generation %d takes an ID of generation %d for its own: %v", other, gen, !(other == gen))
+				}
+			}
+		}
+		if len(seen) != 100 {
+			t.Errorf("%d distinct IDs of 100", len(seen))
+		}
+	}
+
+	c := newConnIDs(root)
+	id := newID(t, c)
+	if _, ok := newConnIDs(NewLineage()).generation(id); ok {
+		t.Error("an ID read under another lineage's key")
+	}
+	if _, ok := c.generation(id[:15]); ok {
+		t.Error("a 15-byte ID read")
+	}
+	if !c.issued(id, now.Add(30*time.Second), time.Minute) || c.issued(id, now.Add(2*time.Minute), time.Minute) {
+		t.Error("age not checked")
+	}
+
+	// A lineage born two days ago, as the successor reads it.
+	old := Lineage{Key: root.Key, Born: time.Now().Add(-48 * time.Hour).Round(0), Generation: 3}
+	b, err := old.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l Lineage
+	if err := l.UnmarshalBinary(b); err != nil || l.Key != old.Key || !l.Born.Equal(old.Born) || l.Generation != 3 {
+		t.Fatalf("%+v, %v", l, err)
+	}
+	if n := l.Next(); n.Generation != 4 || n.Key != l.Key || !n.Born.Equal(l.Born) {
+		t.Errorf("Next: %+v", n)
+	}
+	c = newConnIDs(l)
+	if !c.issued(newID(t, c), time.Now(), time.Minute) {
+		t.Error("an ID of an old lineage is not recognized")
+	}
+	for name, b := range map[string][]byte{"empty": nil, "short": b[:lineageLen-1], "version 2": append([]byte{2}, b[1:]...)} {
+		if err := l.UnmarshalBinary(b); err == nil {
+			t.Errorf("%s: decoded", name)
+		}
+	}
+	if _, err := (Lineage{}).MarshalBinary(); err == nil {
+		t.Error("a lineage without Born encoded")
+	}
+}
+
+func TestServeChecksPredecessorLinks(t *testing.T) {
+	a, b, err := QUICLinkPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	s := newTestServer(t, Config{})
+	s.SetPredecessor([]*net.UnixConn{a})
+	defer s.Close()
+	if err := s.Serve(nil, nil); err == nil {
+		t.Error("served without a UDP socket for the predecessor's link")
+	}
+}
+
+func TestQUICLinkPair(t *testing.T) {
+	a, b, err := QUICLinkPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	rc, err := a.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var typ, fdFlags int
+	rc.Control(func(fd uintptr) {
+		typ, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE)
+		fdFlags, _ = unix.FcntlInt(fd, unix.F_GETFD, 0)
+	})
+	if typ != unix.SOCK_SEQPACKET || fdFlags&unix.FD_CLOEXEC == 0 {
+		t.Errorf("socket type %d, descriptor flags %#x", typ, fdFlags)
+	}
+	// One message is one datagram, whatever its size.
+	for _, n := range []int{1, 1452, 3000} {
+		if _, err := a.Write(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []int{1, 1452, 3000} {
+		if got := nextLinkMessage(t, b, time.Second); len(got) != n {
+			t.Errorf("read %d bytes, want %d", len(got), n)
+		}
+	}
+}
+
+// linkSeeds are link messages of every kind of address.
+func linkSeeds(t testing.TB) [][]byte {
+	var out [][]byte
+	for _, a := range []string{"192.0.2.1:443", "[2001:db8::1]:65535", "[::ffff:192.0.2.1]:1", "[fe80::1%eth0]:4433"} {
+		for _, oob := range [][]byte{nil, bytes.Repeat([]byte{0xee}, 128)} {
+			b, err := appendLinkDatagram(nil, netip.MustParseAddrPort(a), oob, []byte{0x40, 1, 2, 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func TestLinkCodec(t *testing.T) {
+	data := bytes.Repeat([]byte{0x55}, 1452)
+	for _, a := range []string{"192.0.2.1:443", "[2001:db8::1]:65535", "[::ffff:192.0.2.1]:1", "[fe80::1%eth0]:4433"} {
+		for _, oob := range [][]byte{nil, {1, 2, 3}, bytes.Repeat([]byte{0xee}, 128)} {
+			for _, d := range [][]byte{data[:1], data} {
+				addr := netip.MustParseAddrPort(a)
+				b, err := appendLinkDatagram([]byte("prefix"), addr, oob, d)
+				if err != nil || !bytes.HasPrefix(b, []byte("prefix")) {
+					t.Fatal(a, err)
+				}
+				m := ipv4.Message{Buffers: [][]byte{make([]byte, 1452)}, OOB: make([]byte, 128), Flags: 7}
+				if err := decodeLinkDatagram(b[len("prefix"):], &m); err != nil {
+					t.Fatalf("%s, %d bytes of control, %d of data: %v", a, len(oob), len(d), err)
+				}
+				u, ok := m.Addr.(*net.UDPAddr)
+				if !ok || u.AddrPort() != addr || !bytes.Equal(m.OOB[:m.NN], oob) || !bytes.Equal(m.Buffers[0][:m.N], d) || m.Flags != 0 {
+					t.Errorf("%s, %d bytes of control, %d of data: decoded from %v, %x, %d bytes", a, len(oob), len(d), m.Addr, m.OOB[:m.NN], m.N)
+				}
+			}
+		}
+	}
+
+	good, err := appendLinkDatagram(nil, netip.MustParseAddrPort("192.0.2.1:443"), []byte{1, 2}, []byte{3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := appendLinkDatagram(nil, netip.MustParseAddrPort("192.0.2.1:443"), nil, make([]byte, 1453))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bigOOB, err := appendLinkDatagram(nil, netip.MustParseAddrPort("192.0.2.1:443"), make([]byte, 129), []byte{3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		msg  []byte
+	}{
+		{"empty", nil},
+		{"version 2", append([]byte{2}, good[1:]...)},
+		{"address cut", good[:5]},
+		{"address of 5 bytes", []byte{1, 7, 1, 2, 3, 4, 5, 0, 0, 0, 0, 3}},
+		{"no address", []byte{1, 2, 0, 0, 0, 0, 3}},
+		{"control messages cut", good[:len(good)-2]},
+		{"no datagram", good[:len(good)-1]},
+		{"a datagram larger than quic-go's buffer", big},
+		{"control messages larger than quic-go's buffer", bigOOB},
+	} {
+		m := ipv4.Message{Buffers: [][]byte{make([]byte, 1452)}, OOB: make([]byte, 128)}
+		if err := decodeLinkDatagram(c.msg, &m); err == nil {
+			t.Errorf("%s: decoded", c.name)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		addr netip.AddrPort
+		oob  []byte
+	}{
+		{"no address", netip.AddrPort{}, nil},
+		{"a zone too long", netip.AddrPortFrom(netip.MustParseAddr("fe80::1").WithZone(strings.Repeat("z", 300)), 1), nil},
+		{"too many control messages", netip.MustParseAddrPort("192.0.2.1:443"), make([]byte, 1<<16)},
+	} {
+		if b, err := appendLinkDatagram([]byte("x"), c.addr, c.oob, []byte{1}); err == nil || string(b) != "x" {
+			t.Errorf("%s: encoded", c.name)
+		}
+	}
+}
+
+// FuzzLinkDatagram: the decoder of link messages takes any bytes without
+// failing, and what it accepts is what the encoder writes.
+func FuzzLinkDatagram(f *testing.F) {
+	for _, s := range linkSeeds(f) {
+		f.Add(s)
+		f.Add(s[:len(s)-1])
+	}
+	f.Add([]byte{1, 0, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		m := ipv4.Message{Buffers: [][]byte{make([]byte, 1452)}, OOB: make([]byte, 128)}
+		if decodeLinkDatagram(p, &m) != nil {
+			return
+		}
+		b, err := appendLinkDatagram(nil, rawAddrPort(m.Addr), m.OOB[:m.NN], m.Buffers[0][:m.N])
+		if err != nil || !bytes.Equal(b, p) {
+			t.Fatalf("%x decodes to %v, %x, %x, which encodes to %x, %v", p, m.Addr, m.OOB[:m.NN], m.Buffers[0][:m.N], b, err)
+		}
+	})
+}
