@@ -26,11 +26,7 @@ type metricsServer struct {
 	ln   net.Listener
 }
 
-func newMetricsServer(addr string, kernel *netpolicy.Kernel, log *zap.Logger, more ...prometheus.Collector) (*metricsServer, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics listener (listen.metrics): %w", err)
-	}
+func newMetricsServer(ln net.Listener, kernel *netpolicy.Kernel, log *zap.Logger, more ...prometheus.Collector) *metricsServer {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -59,7 +55,7 @@ func newMetricsServer(addr string, kernel *netpolicy.Kernel, log *zap.Logger, mo
 			IdleTimeout:       time.Minute,
 			ErrorLog:          zap.NewStdLog(log),
 		},
-	}, nil
+	}
 }
 
 func (m *metricsServer) Serve() error {

@@ -15,12 +15,12 @@ import (
 	"time"
 
 	sdaemon "github.com/coreos/go-systemd/v22/daemon"
-	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
+	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/internal/version"
 	"github.com/bastiond/bastiond/netpolicy"
 	"github.com/bastiond/bastiond/netpolicy/discover"
@@ -42,6 +42,7 @@ type Config struct {
 // daemon is one running bastiond.
 type daemon struct {
 	file    string
+	exe     string // this binary's path at start, where an upgrade finds the new one
 	log     *zap.Logger
 	level   zap.AtomicLevel
 	started time.Time
@@ -49,10 +50,11 @@ type daemon struct {
 	certs   *certs.Store
 	kernel  *netpolicy.Kernel
 	front   *proxy.Server
-	state   *bbolt.DB
+	state   *statedb.Handle
 	auth    *auth.Authenticator
 	broker  *broker.Broker
 	admin   *adminapi.Server
+	adminLn net.Listener
 	metrics *metricsServer
 
 	// hostKeys are the targets' pinned SSH host keys; sshCA signs the
@@ -60,56 +62,86 @@ type daemon struct {
 	hostKeys *hostkeys.Store
 	sshCA    *sshca.CA
 
+	// pred is the process this one replaced in a binary upgrade, while it
+	// still serves sessions (see upgrade.go); nil otherwise.
+	pred *predecessor
+
 	mu         sync.Mutex // guards the fields below
 	cfg        *config.Config
 	loaded     time.Time
 	lastReload *adminapi.ReloadResult
 	draining   bool
+	upgrading  bool
 
 	adminPath     string
 	serveErrs     chan error
 	stopReconcile context.CancelFunc
 	reconciled    chan error
+	upgrades      chan upgradeRequest
 }
 
 // Run runs the daemon until ctx is cancelled or SIGTERM or SIGINT arrives,
 // then drains and returns nil. It returns an error when the daemon cannot
 // start (bad configuration, host not as configured, sockets not available)
-// or a listener fails.
+// or a listener fails. SIGHUP reloads the configuration, SIGUSR2 upgrades
+// the binary (as `bastionctl upgrade` does).
 func Run(ctx context.Context, dc Config) error {
 	file := dc.ConfigFile
 	if file == "" {
 		file = config.DefaultFile
 	}
+	// The predecessor of a binary upgrade waits for an answer whatever
+	// happens: it is told why this process could not start.
+	pred, err := inheritPredecessor()
+	if err != nil {
+		return err
+	}
 	cfg, err := config.Load(file)
 	if err != nil {
+		pred.fail(err)
 		return err
 	}
 	log, level, err := newLogger(cfg.Logging)
 	if err != nil {
+		pred.fail(err)
 		return err
 	}
 	defer log.Sync()
-	d := &daemon{file: file, log: log, level: level, started: time.Now(), cfg: cfg, loaded: time.Now(), certs: &certs.Store{}}
+	exe, err := os.Executable()
+	if err != nil {
+		pred.fail(err)
+		return fmt.Errorf("daemon: cannot find this binary: %w", err)
+	}
+	d := &daemon{file: file, exe: exe, log: log, level: level, started: time.Now(), cfg: cfg, loaded: time.Now(),
+		certs: &certs.Store{}, pred: pred, upgrades: make(chan upgradeRequest)}
 
 	// Signals are taken before anything slow so that a SIGTERM during
 	// start-up is not lost (the default action would kill us mid-way).
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 
 	if err := d.start(); err != nil {
 		log.Error("cannot start", zap.Error(err))
+		pred.fail(err)
 		notify("STATUS=failed to start: " + firstLine(err.Error()))
 		return err
+	}
+	if pred != nil {
+		d.takeOver()
 	}
 	return d.serve(ctx, sigs)
 }
 
 // start checks the host, puts the firewall in force, takes the sockets and
 // starts serving. The firewall comes first: nothing is served before the
-// policy that guards it is loaded.
-func (d *daemon) start() error {
+// policy that guards it is loaded. A failure closes what was opened.
+func (d *daemon) start() (err error) {
+	defer func() {
+		if err != nil {
+			d.abort()
+		}
+	}()
 	cfg := d.cfg
 	if err := checkHost(cfg); err != nil {
 		return err
@@ -125,74 +157,105 @@ func (d *daemon) start() error {
 	if err := d.certs.Load(certConfig(cfg)); err != nil {
 		return err
 	}
-	lns, err := acquireListeners(cfg)
+	d.lns, err = acquireListeners(cfg, d.pred.handover(), d.pred.listeners())
 	if err != nil {
 		return err
 	}
-	d.lns = lns
+	// In an upgrade, everything that could fail without the state store
+	// has been done: now the previous process lets go of it.
+	if err := d.pred.release(); err != nil {
+		return err
+	}
 	d.state, d.auth, err = openState(cfg, d.log)
 	if err != nil {
-		lns.Close()
 		return err
 	}
 	d.hostKeys, d.sshCA, err = openSSHTrust(cfg, d.state)
 	if err != nil {
-		lns.Close()
-		d.state.Close()
 		return err
 	}
-	adminLn, err := adminapi.Listen(cfg.Listen.AdminSocket)
+	if d.adminLn, err = d.pred.adminListener(); d.adminLn == nil && err == nil {
+		d.adminLn, err = adminapi.Listen(cfg.Listen.AdminSocket)
+	}
 	if err != nil {
-		lns.Close()
-		d.state.Close()
 		return err
 	}
+	d.adminPath = cfg.Listen.AdminSocket
 	d.broker, err = openBroker(cfg, d)
 	if err != nil {
-		lns.Close()
-		adminLn.Close()
-		d.state.Close()
 		return err
 	}
-	fail := func(err error) error {
-		lns.Close()
-		adminLn.Close()
-		d.broker.Close(context.Background())
-		d.state.Close()
-		return err
-	}
-	d.front, err = proxy.New(d.proxyConfig(cfg), d.auth)
+	pcfg := d.proxyConfig(cfg)
+	pcfg.Lineage = d.pred.lineage()
+	d.front, err = proxy.New(pcfg, d.auth)
 	if err != nil {
-		return fail(err)
+		return err
+	}
+	if err := d.pred.importSessions(d.front); err != nil {
+		return err
 	}
 	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status,
 		Policy: policyAPI{d}, Targets: targetsAPI{d}, Users: usersAPI{d}, Sessions: sessionsAPI{d},
-		HostKeys: hostKeysAPI{d.hostKeys, d}, SSHCA: d.sshCA,
+		HostKeys: hostKeysAPI{d.hostKeys, d}, SSHCA: d.sshCA, Upgrade: d.requestUpgrade,
 		ScanDial: func(ctx context.Context, target, protocol string) (net.Conn, error) {
 			return d.broker.Probe(ctx, target, protocol)
 		}})
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	d.metrics, err = newMetricsServer(cfg.Listen.Metrics.String(), d.kernel, d.log.Named("metrics"), d.broker)
+	metricsLn, err := d.pred.metricsListener()
+	if metricsLn == nil && err == nil {
+		if metricsLn, err = net.Listen("tcp", cfg.Listen.Metrics.String()); err != nil {
+			err = fmt.Errorf("metrics listener (listen.metrics): %w", err)
+		}
+	}
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	// Keep the policy in force: repair whatever anyone changes in our tables.
-	ctx, cancel := context.WithCancel(context.Background())
-	d.stopReconcile, d.reconciled = cancel, make(chan error, 1)
-	go func() { d.reconciled <- d.kernel.Reconcile(ctx, d.log.Named("firewall"), 0) }()
+	d.metrics = newMetricsServer(metricsLn, d.kernel, d.log.Named("metrics"), d.broker)
+	if d.pred != nil {
+		d.front.SetPredecessor(d.pred.quicLinks())
+	}
+	d.startReconcile()
 	d.serveErrs = make(chan error, 3)
-	go func() { d.serveErrs <- d.front.Serve(lns.tcp, lns.udp) }()
-	go func() { d.serveErrs <- d.admin.Serve(adminLn) }()
+	go func() { d.serveErrs <- d.front.Serve(d.lns.tcp, d.lns.udp) }()
+	go func() { d.serveErrs <- d.admin.Serve(d.adminLn) }()
 	go func() { d.serveErrs <- d.metrics.Serve() }()
-	d.adminPath = cfg.Listen.AdminSocket
-	for _, l := range lns.info {
+	for _, l := range d.lns.info {
 		d.log.Info("listening", zap.String("network", l.Network), zap.String("address", l.Address), zap.Bool("socket_activated", l.Activated))
 	}
 	d.log.Info("admin socket", zap.String("path", cfg.Listen.AdminSocket))
-	d.log.Info("metrics", zap.String("url", "http://"+cfg.Listen.Metrics.String()+"/metrics"))
+	d.log.Info("metrics", zap.String("url", "http://"+metricsLn.Addr().String()+"/metrics"))
 	return nil
+}
+
+// abort closes what a failed start opened. The admin socket's file stays:
+// it is the previous process's in an upgrade, and a stale one is replaced
+// at the next start anyway.
+func (d *daemon) abort() {
+	if d.lns != nil {
+		d.lns.Close()
+	}
+	if d.adminLn != nil {
+		d.adminLn.Close()
+	}
+	if d.metrics != nil {
+		d.metrics.ln.Close()
+	}
+	if d.broker != nil {
+		d.broker.Close(context.Background())
+	}
+	if d.state != nil {
+		d.state.Close()
+	}
+}
+
+// startReconcile keeps the policy in force: it repairs whatever anyone
+// changes in our tables, until stopReconcile.
+func (d *daemon) startReconcile() {
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stopReconcile, d.reconciled = cancel, make(chan error, 1)
+	go func() { d.reconciled <- d.kernel.Reconcile(ctx, d.log.Named("firewall"), 0) }()
 }
 
 // serve is the main loop: it answers signals and keeps the watchdog fed. The
@@ -203,6 +266,17 @@ func (d *daemon) serve(ctx context.Context, sigs <-chan os.Signal) error {
 	defer watchdog.Stop()
 	d.log.Info("ready", zap.String("version", version.Version), zap.String("config", d.file), zap.String("digest", short(d.cfg.Digest)))
 	notify(sdaemon.SdNotifyReady, "STATUS="+d.statusLine())
+	upgraded := make(chan upgradeResult, 1)
+	var waiting []chan<- upgradeResult // bastionctl upgrade calls waiting for the result
+	startUpgrade := func() {
+		d.mu.Lock()
+		busy := d.upgrading
+		d.upgrading = true
+		d.mu.Unlock()
+		if !busy {
+			go func() { upgraded <- d.upgrade() }()
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -214,15 +288,44 @@ func (d *daemon) serve(ctx context.Context, sigs <-chan os.Signal) error {
 			return err
 		case <-watchdog.C:
 			notify(sdaemon.SdNotifyWatchdog)
+		case req := <-d.upgrades:
+			waiting = append(waiting, req.result)
+			startUpgrade()
+		case res := <-upgraded:
+			d.mu.Lock()
+			d.upgrading = false
+			d.mu.Unlock()
+			for _, w := range waiting {
+				w <- res
+			}
+			waiting = nil
+			if res.err == nil {
+				return d.retired(res.succ, sigs)
+			}
+			notify("STATUS=upgrade failed, still serving: " + firstLine(res.err.Error()))
 		case s := <-sigs:
-			if s == syscall.SIGHUP {
+			switch s {
+			case syscall.SIGHUP:
+				if d.isUpgrading() {
+					d.log.Warn("reload ignored: an upgrade is under way")
+					continue
+				}
 				d.reload()
+				continue
+			case syscall.SIGUSR2:
+				startUpgrade()
 				continue
 			}
 			d.log.Info("signal received, draining", zap.String("signal", s.String()))
 			return d.drain(sigs, watchdog)
 		}
 	}
+}
+
+func (d *daemon) isUpgrading() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.upgrading
 }
 
 // drain stops accepting, lets sessions finish for up to the grace period,
@@ -253,8 +356,8 @@ func (d *daemon) drain(sigs <-chan os.Signal, watchdog *time.Ticker) error {
 			d.log.Info("stopped")
 			return nil
 		case s := <-sigs:
-			if s == syscall.SIGHUP {
-				d.log.Info("reload ignored while draining")
+			if s == syscall.SIGHUP || s == syscall.SIGUSR2 {
+				d.log.Info("reload or upgrade ignored while draining")
 				continue
 			}
 			d.log.Warn("second signal: closing every session now", zap.String("signal", s.String()))
@@ -279,6 +382,7 @@ func (d *daemon) close() {
 	<-d.reconciled
 	os.Remove(d.adminPath)
 	d.lns.Close()
+	d.pred.close()
 	if err := d.state.Close(); err != nil {
 		d.log.Error("closing the state store", zap.Error(err))
 	}
@@ -497,7 +601,12 @@ func (d *daemon) statusLine() string {
 }
 
 // notify sends states to systemd; outside systemd it does nothing.
+// Between the two halves of an upgrade, only the process systemd knows as
+// the main one speaks (see notMain).
 func notify(states ...string) {
+	if notMain.Load() {
+		return
+	}
 	sdaemon.SdNotify(false, strings.Join(states, "\n"))
 }
 

@@ -1,7 +1,10 @@
 package daemon
 
 import (
+	"context"
+	"path/filepath"
 	"slices"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -15,7 +18,8 @@ import (
 // openBroker starts the session broker over the state store and the audit
 // file, recovering the records of sessions a crash interrupted.
 func openBroker(cfg *config.Config, d *daemon) (*broker.Broker, error) {
-	b, err := broker.New(brokerConfig(cfg, d.log), broker.Options{DB: d.state, AuditFile: cfg.Logging.AuditFile})
+	b, err := broker.New(brokerConfig(cfg, d.log), broker.Options{DB: d.state.Bolt(), LiveDir: filepath.Join(cfg.StateDir, "live"),
+		AuditFile: cfg.Logging.AuditFile})
 	if err != nil {
 		return nil, err
 	}
@@ -53,8 +57,14 @@ type sessionsAPI struct{ d *daemon }
 
 var _ adminapi.Sessions = sessionsAPI{}
 
-func (s sessionsAPI) List() []broker.Info          { return s.d.broker.Sessions() }
-func (s sessionsAPI) Kill(id, reason string) error { return s.d.broker.Kill(id, reason) }
+// List and Kill reach the sessions a previous process still carries after
+// an upgrade too.
+func (s sessionsAPI) List() []broker.Info { return s.d.allSessions(context.Background()) }
+func (s sessionsAPI) Kill(id, reason string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.d.kill(ctx, id, reason)
+}
 
 // endRevoked ends every live session whose right to exist is gone: its
 // user was deleted or disabled, no role allows it any more (a reload, a
@@ -84,7 +94,7 @@ func (d *daemon) endRevoked(why string) int {
 		accounts[name] = a
 		return a
 	}
-	n := d.broker.EndWhere(func(s broker.Info) bool {
+	revoked := func(s broker.Info) bool {
 		a := lookup(s.User)
 		if !a.ok {
 			return true
@@ -97,7 +107,11 @@ func (d *daemon) endRevoked(why string) int {
 			port = s.Port
 		}
 		return !policy.Check(access.Request{User: s.User, Granted: a.user.Roles, Target: s.Target, Protocol: s.Protocol, Port: port, Login: s.Login}).Allowed
-	}, broker.ReasonAccessRevoked)
+	}
+	// The sessions of a process this one replaced lose their right too.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n := d.broker.EndWhere(revoked, broker.ReasonAccessRevoked) + d.pred.endWhere(ctx, revoked, broker.ReasonAccessRevoked)
 	if n > 0 {
 		d.log.Info("ended sessions whose access was revoked", zap.Int("sessions", n), zap.String("why", why))
 	}

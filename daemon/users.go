@@ -9,28 +9,24 @@ import (
 	"strings"
 	"time"
 
-	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
+	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 )
 
 // openState opens the state store, state_dir/state.db. Only one daemon may
 // hold it: a second one waits a moment, then fails with a clear error.
-func openState(cfg *config.Config, log *zap.Logger) (*bbolt.DB, *auth.Authenticator, error) {
+func openState(cfg *config.Config, log *zap.Logger) (*statedb.Handle, *auth.Authenticator, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("state_dir: %w", err)
 	}
-	path := filepath.Join(cfg.StateDir, "state.db")
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 2 * time.Second})
+	db, err := statedb.Open(filepath.Join(cfg.StateDir, "state.db"))
 	if err != nil {
-		if errors.Is(err, bbolt.ErrTimeout) {
-			return nil, nil, fmt.Errorf("state store %s is held by another bastiond", path)
-		}
-		return nil, nil, fmt.Errorf("state store %s: %w", path, err)
+		return nil, nil, err
 	}
 	store, err := auth.NewStore(db)
 	if err != nil {

@@ -77,6 +77,8 @@ type Config struct {
 	ScanDial ScanDial
 	// SSHCA serves the SSH CA's public key; nil leaves it out.
 	SSHCA SSHCA
+	// Upgrade serves POST /v1/upgrade; nil leaves it out.
+	Upgrade Upgrade
 }
 
 // Server answers admin requests.
@@ -117,6 +119,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.SSHCA != nil {
 		s.caRoutes(mux, cfg.SSHCA)
+	}
+	if cfg.Upgrade != nil {
+		s.upgradeRoutes(mux, cfg.Upgrade)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "no such admin endpoint: " + r.Method + " " + r.URL.Path})

@@ -209,6 +209,9 @@ type Limits struct {
 	ConnectionsPerSource int `yaml:"connections_per_source"`
 	// DrainGrace is how long SIGTERM waits for sessions to end. Default 30s.
 	DrainGrace time.Duration `yaml:"drain_grace"`
+	// UpgradeGrace is how long the old process of a binary upgrade keeps
+	// serving its live sessions before it ends them. Default 1h.
+	UpgradeGrace time.Duration `yaml:"upgrade_grace"`
 	// HandshakeTimeout bounds TLS, QUIC and SSH handshakes. Default 10s.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// DialTimeout bounds connecting to a target. Default 10s.
@@ -377,6 +380,7 @@ func (c *Config) setDefaults() {
 	lim.SessionsPerUser = orDefault(lim.SessionsPerUser, 10)
 	lim.ConnectionsPerSource = orDefault(lim.ConnectionsPerSource, 256)
 	lim.DrainGrace = orDefault(lim.DrainGrace, 30*time.Second)
+	lim.UpgradeGrace = orDefault(lim.UpgradeGrace, time.Hour)
 	lim.HandshakeTimeout = orDefault(lim.HandshakeTimeout, 10*time.Second)
 	lim.DialTimeout = orDefault(lim.DialTimeout, 10*time.Second)
 	lim.IdleTimeout = orDefault(lim.IdleTimeout, 20*time.Minute)

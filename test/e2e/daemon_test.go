@@ -30,6 +30,7 @@ type daemon struct {
 	dir     string
 	cfgPath string
 	admin   string
+	bin     string // the bastiond binary; binDir's when empty
 	cmd     *exec.Cmd
 	log     syncbuf.Buffer
 	notes   chan string // sd_notify datagrams, in order
@@ -130,7 +131,10 @@ func (d *daemon) launch(how activation) {
 		}
 	}()
 
-	bastiond := filepath.Join(binDir, "bastiond")
+	bastiond := d.bin
+	if bastiond == "" {
+		bastiond = filepath.Join(binDir, "bastiond")
+	}
 	env := []string{"NOTIFY_SOCKET=" + notifyPath, "WATCHDOG_USEC=400000"}
 	switch how {
 	case viaTool:

@@ -1,0 +1,441 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/bastiond/bastiond/proxy/sshca"
+	"github.com/bastiond/bastiond/proxy/tunnel"
+)
+
+// upgradeConfig lets alice open browser terminals to vm1 and tunnels to its
+// echo service on 9001, fifty and more at once.
+func upgradeConfig(dir string) string {
+	cfg := labConfig(dir, `access:
+  roles:
+    - name: ops
+      subjects: [user:alice]
+      targets: [vm1]
+      protocols: [ssh, tunnel]
+limits:
+  capacity: 400
+  sessions_per_user: 200
+  target_timeout: 2s
+  upgrade_grace: 5m
+`)
+	return strings.Replace(cfg, "ports: {ssh: 22}", "ports: {ssh: 22, tunnel: [9001]}", 1)
+}
+
+// startEcho serves an echo on addr in namespace ns.
+func startEcho(t testing.TB, ns, addr string) {
+	t.Helper()
+	var ln net.Listener
+	if err := inNetns(ns, func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+}
+
+// echoTunnel is a tunnel to the echo service, with what went through it.
+type echoTunnel struct {
+	c        net.Conn
+	id       string
+	sent     int64
+	received int64
+}
+
+// roundTrip sends a line through the tunnel and checks it comes back.
+func (e *echoTunnel) roundTrip(t testing.TB, line string) {
+	t.Helper()
+	e.c.SetDeadline(time.Now().Add(15 * time.Second))
+	n, err := io.WriteString(e.c, line)
+	e.sent += int64(n)
+	if err != nil {
+		t.Fatalf("tunnel %s: write: %v", e.id, err)
+	}
+	buf := make([]byte, len(line))
+	n, err = io.ReadFull(e.c, buf)
+	e.received += int64(n)
+	if err != nil || string(buf) != line {
+		t.Fatalf("tunnel %s: read %q, %v; want %q", e.id, buf[:n], err, line)
+	}
+}
+
+// installBinary builds bastiond as version into path, atomically, as a
+// package manager installs it over the running one.
+func installBinary(t testing.TB, path, version string) {
+	t.Helper()
+	tmp := path + ".new"
+	build := exec.Command("go", "build", "-race", "-ldflags", "-X github.com/bastiond/bastiond/internal/version.Version="+version, "-o", tmp, "./cmd/bastiond")
+	build.Dir = repoRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", version, err, out)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// auditRecords reads every record of the audit file, by session and event.
+func (d *daemon) auditRecords() map[string]map[string][]map[string]any {
+	d.t.Helper()
+	f, err := os.Open(filepath.Join(d.dir, "audit.jsonl"))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer f.Close()
+	recs := map[string]map[string][]map[string]any{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var r map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			d.t.Fatalf("audit line %q: %v", sc.Text(), err)
+		}
+		id, ev := r["session"].(string), r["event"].(string)
+		if recs[id] == nil {
+			recs[id] = map[string][]map[string]any{}
+		}
+		recs[id][ev] = append(recs[id][ev], r)
+	}
+	return recs
+}
+
+// waitGone waits for the process pid to exit. After an upgrade, d.wait
+// does not do: the new process shares the old one's output pipe, and
+// exec.Cmd.Wait waits for the pipe too. An exited child of the test stays a
+// zombie until then.
+func waitGone(t testing.TB, pid int, timeout time.Duration) {
+	t.Helper()
+	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		// pid (comm) state ...
+		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+			return
+		}
+	}
+	t.Fatalf("process %d still runs after %s", pid, timeout)
+}
+
+type upgradeResult struct {
+	OldPID   int    `json:"old_pid"`
+	NewPID   int    `json:"new_pid"`
+	Sessions int    `json:"sessions"`
+	Binary   string `json:"binary"`
+}
+
+func TestUpgradeKeepsSessions(t *testing.T) {
+	needLab(t)
+	const terminals, tunnels = 24, 26 // 50 live sessions
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "bin", "bastiond")
+	os.MkdirAll(filepath.Dir(bin), 0o755)
+	installBinary(t, bin, "before-upgrade")
+	d := &daemon{t: t, dir: dir, cfgPath: filepath.Join(dir, "bastiond.yaml"), admin: filepath.Join(dir, "admin.sock"), bin: bin}
+	d.writeConfig(upgradeConfig(dir))
+	d.launch(viaFDs)
+	var newPIDs []int
+	t.Cleanup(func() {
+		// The processes the upgrades started: the test's daemon started them.
+		for _, pid := range newPIDs {
+			if p, err := os.FindProcess(pid); err == nil {
+				p.Signal(syscall.SIGKILL)
+			}
+		}
+		if t.Failed() {
+			os.WriteFile("/tmp/upgrade-daemon.log", []byte(d.log.String()), 0o644)
+			t.Logf("the daemons' log ends:\n%s", tail(d.log.String(), 8000))
+		}
+	})
+	addLabUsers(t, d, "alice")
+	pinVM1(t, d)
+	startEcho(t, labValue(t, "NS_VM1"), "[::]:9001")
+	pw := lab["LAB_PASSWORD"]
+
+	// 24 browser terminals (IPv4 and IPv6 alternately) and 26 tunnels (QUIC
+	// and TLS, IPv4 and IPv6).
+	addrs := []string{lab["BASTION_PUB4"], lab["BASTION_PUB6"]}
+	var terms []*termClient
+	users := []*webUser{signedIn(t, addrs[0], "alice"), signedIn(t, addrs[1], "alice")}
+	for i := range terminals {
+		tc := users[i%2].openTerminal("vm1")
+		tc.shell(pw)
+		tc.typeText(fmt.Sprintf("echo before-%d-$((%d*3))\r", i, i))
+		tc.screenHas(fmt.Sprintf("before-%d-%d", i, i*3), 15*time.Second)
+		terms = append(terms, tc)
+	}
+	creds := loginAs(t, "alice", addrs[0])
+	clients := map[string]*tunnel.Client{}
+	for _, tr := range []string{"quic", "tcp"} {
+		for _, a := range addrs {
+			clients[tr+a] = tunnelClient(t, creds, a, tr)
+		}
+	}
+	var tuns []*echoTunnel
+	seen := map[string]bool{}
+	for i := range tunnels {
+		tr := []string{"quic", "tcp"}[i%2]
+		cl := clients[tr+addrs[(i/2)%2]]
+		c, err := dial(t, cl, "vm1", 9001)
+		if err != nil {
+			t.Fatalf("tunnel %d over %s: %v", i, tr, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		e := &echoTunnel{c: c}
+		e.roundTrip(t, fmt.Sprintf("before %d\n", i))
+		tuns = append(tuns, e)
+	}
+	// Session ids from the registry, matched to tunnels by their bytes.
+	for _, s := range d.liveSessions() {
+		seen[s["id"].(string)] = true
+	}
+	if len(seen) != terminals+tunnels {
+		t.Fatalf("%d live sessions before the upgrade, want %d", len(seen), terminals+tunnels)
+	}
+
+	// Upgrade to a new build installed over the running one.
+	installBinary(t, bin, "after-upgrade")
+	oldPID := d.cmd.Process.Pid
+	out, err := d.ctl(nil, "upgrade", "--json")
+	if err != nil {
+		t.Fatalf("bastionctl upgrade: %v\n%s", err, out)
+	}
+	var up upgradeResult
+	if err := json.Unmarshal([]byte(out), &up); err != nil {
+		t.Fatalf("upgrade answer %q: %v", out, err)
+	}
+	newPIDs = append(newPIDs, up.NewPID)
+	if up.OldPID != oldPID || up.NewPID == oldPID || up.Sessions != terminals+tunnels || up.Binary != bin {
+		t.Errorf("upgrade result %+v; old pid %d, %d sessions", up, oldPID, terminals+tunnels)
+	}
+	d.waitNotify(fmt.Sprintf("MAINPID=%d", up.NewPID), 10*time.Second)
+	st, err := d.ctl(nil, "status", "--json")
+	if err != nil || !strings.Contains(st, `"version": "after-upgrade"`) || !strings.Contains(st, `"pid": `+strconv.Itoa(up.NewPID)) {
+		t.Errorf("status after the upgrade: %v\n%s", err, st)
+	}
+
+	// Every session lives on, in the old process, and the new process
+	// lists them.
+	for i, tc := range terms {
+		tc.typeText(fmt.Sprintf("echo after-%d-$((%d*5))\r", i, i))
+		tc.screenHas(fmt.Sprintf("after-%d-%d", i, i*5), 15*time.Second)
+	}
+	for i, e := range tuns {
+		e.roundTrip(t, fmt.Sprintf("after %d\n", i))
+	}
+	if got := len(d.liveSessions()); got != terminals+tunnels {
+		t.Errorf("the new process lists %d sessions, want the old process's %d", got, terminals+tunnels)
+	}
+
+	// New sessions go to the new process: a terminal from the web session
+	// signed in before the upgrade (no new sign-in), and tunnels both ways.
+	newTerm := users[0].openTerminal("vm1")
+	newTerm.shell(pw)
+	newTerm.typeText("echo fresh-$((7*6))\r")
+	newTerm.screenHas("fresh-42", 15*time.Second)
+	var newTuns []*echoTunnel
+	for _, tr := range []string{"quic", "tcp"} {
+		c, err := dial(t, clients[tr+addrs[1]], "vm1", 9001)
+		if err != nil {
+			t.Fatalf("new tunnel over %s after the upgrade: %v", tr, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		e := &echoTunnel{c: c}
+		e.roundTrip(t, "new "+tr+"\n")
+		newTuns = append(newTuns, e)
+	}
+
+	// An admin kills one of the old process's sessions through the new one.
+	var killed string
+	for _, s := range d.liveSessions() {
+		if id := s["id"].(string); seen[id] && s["protocol"] == "ssh" {
+			killed = id
+			break
+		}
+	}
+	if out, err := d.ctl(nil, "sessions", "kill", killed, "--reason", "after upgrade"); err != nil {
+		t.Fatalf("kill an old session through the new process: %v\n%s", err, out)
+	}
+	if r := d.auditRecord(killed, "session_end"); r["reason"] != "killed: by root: after upgrade" {
+		t.Errorf("killed session's end record: %v", r)
+	}
+
+	// The old sessions end; the old process then exits on its own, and
+	// the new sessions still work: they were never the old process's.
+	for _, tc := range terms {
+		// The killed one's socket is closed already: no error to check.
+		tc.ws.Write(context.Background(), websocket.MessageBinary, []byte("exit\r"))
+	}
+	for _, e := range tuns {
+		e.c.Close()
+	}
+	waitGone(t, oldPID, 60*time.Second)
+	newTerm.typeText("echo still-$((8*8))\r")
+	newTerm.screenHas("still-64", 15*time.Second)
+	for _, e := range newTuns {
+		e.roundTrip(t, "still there\n")
+	}
+
+	// Every session has exactly one start and one end record, with the
+	// tunnels' exact byte counts.
+	recs := d.auditRecords()
+	for id := range seen {
+		if len(recs[id]["session_start"]) != 1 || len(recs[id]["session_end"]) != 1 {
+			t.Errorf("session %s: %d start and %d end records", id, len(recs[id]["session_start"]), len(recs[id]["session_end"]))
+			continue
+		}
+		end := recs[id]["session_end"][0]
+		if end["bytes_exact"] != true || end["reason"] == "abandoned" {
+			t.Errorf("session %s ended %v", id, end)
+		}
+	}
+	var up64, down64 int64
+	for _, e := range tuns {
+		up64 += e.sent
+		down64 += e.received
+	}
+	var recUp, recDown int64
+	for id := range seen {
+		if r := recs[id]["session_end"]; len(r) == 1 && r[0]["protocol"] == "tunnel" {
+			recUp += int64(r[0]["bytes_up"].(float64))
+			recDown += int64(r[0]["bytes_down"].(float64))
+		}
+	}
+	if recUp != up64 || recDown != down64 {
+		t.Errorf("tunnel records: %d up, %d down; the clients sent %d and got %d", recUp, recDown, up64, down64)
+	}
+	t.Logf("upgrade: %d sessions kept (%d terminals, %d tunnels), old pid %d exited, new pid %d serves", terminals+tunnels, terminals, tunnels, oldPID, up.NewPID)
+}
+
+// An upgrade whose new binary cannot start leaves the running process
+// serving as before: its sessions, its sign-ins, new sessions, and a later
+// upgrade that works.
+func TestUpgradeThatFailsKeepsServing(t *testing.T) {
+	needLab(t)
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "bin", "bastiond")
+	os.MkdirAll(filepath.Dir(bin), 0o755)
+	installBinary(t, bin, "running")
+	d := &daemon{t: t, dir: dir, cfgPath: filepath.Join(dir, "bastiond.yaml"), admin: filepath.Join(dir, "admin.sock"), bin: bin}
+	d.writeConfig(upgradeConfig(dir))
+	d.launch(viaFDs)
+	var newPIDs []int
+	t.Cleanup(func() {
+		for _, pid := range newPIDs {
+			if p, err := os.FindProcess(pid); err == nil {
+				p.Signal(syscall.SIGKILL)
+			}
+		}
+		if t.Failed() {
+			os.WriteFile("/tmp/upgrade-daemon.log", []byte(d.log.String()), 0o644)
+			t.Logf("the daemons' log ends:\n%s", tail(d.log.String(), 8000))
+		}
+	})
+	addLabUsers(t, d, "alice")
+	startEcho(t, labValue(t, "NS_VM1"), "[::]:9001")
+	addr := lab["BASTION_PUB6"]
+	creds := loginAs(t, "alice", addr)
+	cl := tunnelClient(t, creds, addr, "quic")
+	c, err := dial(t, cl, "vm1", 9001)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	live := &echoTunnel{c: c}
+	live.roundTrip(t, "before\n")
+
+	stillServing := func(step string) {
+		t.Helper()
+		live.roundTrip(t, step+"\n")
+		loginAs(t, "alice", addr) // the state store is back
+		c, err := dial(t, tunnelClient(t, creds, addr, "tcp"), "vm1", 9001)
+		if err != nil {
+			t.Fatalf("%s: a new tunnel: %v", step, err)
+		}
+		(&echoTunnel{c: c}).roundTrip(t, "new after "+step+"\n")
+		c.Close()
+		if st, err := d.ctl(nil, "status", "--json"); err != nil || !strings.Contains(st, `"version": "running"`) {
+			t.Errorf("%s: status: %v\n%s", step, err, st)
+		}
+	}
+
+	// A binary that is not bastiond at all.
+	script := "#!/bin/sh\necho not a bastiond >&2\nexit 3\n"
+	if err := os.WriteFile(bin+".new", []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	running, _ := os.ReadFile(bin) // to put back
+	os.Rename(bin+".new", bin)
+	out, err := d.ctl(nil, "upgrade")
+	if err == nil || !strings.Contains(out, "upgrade failed, the running bastiond still serves") || !strings.Contains(out, "exit status 3") {
+		t.Errorf("upgrade to a binary that exits: %v\n%s", err, out)
+	}
+	stillServing("a binary that exits")
+
+	// A bastiond that fails after the running one let go of the state
+	// store: it cannot read the SSH CA's key. The running one takes the
+	// store back.
+	os.WriteFile(bin+".new", running, 0o755)
+	os.Rename(bin+".new", bin)
+	caKey := filepath.Join(dir, "state", sshca.KeyFile)
+	good, err := os.ReadFile(caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(caKey, []byte("not a key\n"), 0o600)
+	out, err = d.ctl(nil, "upgrade")
+	if err == nil || !strings.Contains(out, "the new process could not start") {
+		t.Errorf("upgrade to a bastiond that cannot read its CA key: %v\n%s", err, out)
+	}
+	stillServing("a bastiond that fails after the release")
+
+	// Put right, the same binary upgrades.
+	os.WriteFile(caKey, good, 0o600)
+	installBinary(t, bin, "fixed")
+	out, err = d.ctl(nil, "upgrade", "--json")
+	if err != nil {
+		t.Fatalf("upgrade after the fix: %v\n%s", err, out)
+	}
+	var up upgradeResult
+	json.Unmarshal([]byte(out), &up)
+	newPIDs = append(newPIDs, up.NewPID)
+	live.roundTrip(t, "after the upgrade\n")
+	live.c.Close()
+	waitGone(t, d.cmd.Process.Pid, 30*time.Second)
+}
