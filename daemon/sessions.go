@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -79,7 +80,10 @@ func (d *daemon) endRevoked(why string) int {
 		tokens []string
 	}
 	accounts := map[string]*account{}
+	var mu sync.Mutex // this and the previous process's sessions are checked at once
 	lookup := func(name string) *account {
+		mu.Lock()
+		defer mu.Unlock()
 		if a, ok := accounts[name]; ok {
 			return a
 		}
@@ -111,7 +115,9 @@ func (d *daemon) endRevoked(why string) int {
 	// The sessions of a process this one replaced lose their right too.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	n := d.broker.EndWhere(revoked, broker.ReasonAccessRevoked) + d.pred.endWhere(ctx, revoked, broker.ReasonAccessRevoked)
+	older := make(chan int, 1)
+	go func() { older <- d.pred.endWhere(ctx, revoked, broker.ReasonAccessRevoked) }()
+	n := d.broker.EndWhere(revoked, broker.ReasonAccessRevoked) + <-older
 	if n > 0 {
 		d.log.Info("ended sessions whose access was revoked", zap.Int("sessions", n), zap.String("why", why))
 	}

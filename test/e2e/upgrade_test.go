@@ -2,8 +2,8 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/coder/websocket"
 
 	"github.com/bastiond/bastiond/proxy/sshca"
 	"github.com/bastiond/bastiond/proxy/tunnel"
@@ -282,7 +280,7 @@ func TestUpgradeKeepsSessions(t *testing.T) {
 	// An admin kills one of the old process's sessions through the new one.
 	var killed string
 	for _, s := range d.liveSessions() {
-		if id := s["id"].(string); seen[id] && s["protocol"] == "ssh" {
+		if id := s["id"].(string); seen[id] && s["protocol"] == "tunnel" {
 			killed = id
 			break
 		}
@@ -294,21 +292,37 @@ func TestUpgradeKeepsSessions(t *testing.T) {
 		t.Errorf("killed session's end record: %v", r)
 	}
 
-	// The old sessions end; the old process then exits on its own, and
-	// the new sessions still work: they were never the old process's.
-	for _, tc := range terms {
-		// The killed one's socket is closed already: no error to check.
-		tc.ws.Write(context.Background(), websocket.MessageBinary, []byte("exit\r"))
+	// A reload in the new process withdraws tunnels from alice: every
+	// tunnel ends, in both processes, with that reason; the terminals,
+	// still allowed, go on.
+	d.writeConfig(strings.Replace(upgradeConfig(dir), "protocols: [ssh, tunnel]", "protocols: [ssh]", 1))
+	if err := syscall.Kill(up.NewPID, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
 	}
-	for _, e := range tuns {
+	d.waitNotify("RELOADING=1", 10*time.Second)
+	// A WebSocket tunnel's end waits up to 5 s for the client's close frame
+	// (this test's clients do not read meanwhile).
+	d.waitNotify("READY=1", 20*time.Second)
+	for i, e := range append(tuns, newTuns...) {
+		e.c.SetReadDeadline(time.Now().Add(15 * time.Second))
+		if n, err := e.c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("tunnel %d still open after the reload withdrew tunnels: %d bytes, %v", i, n, err)
+		}
 		e.c.Close()
+	}
+	for i, tc := range terms {
+		tc.typeText(fmt.Sprintf("echo reloaded-%d-$((%d*7))\r", i, i))
+		tc.screenHas(fmt.Sprintf("reloaded-%d-%d", i, i*7), 15*time.Second)
+	}
+
+	// The old sessions end; the old process then exits on its own, and
+	// the new terminal still works: it was never the old process's.
+	for _, tc := range terms {
+		tc.typeText("exit\r")
 	}
 	waitGone(t, oldPID, 60*time.Second)
 	newTerm.typeText("echo still-$((8*8))\r")
 	newTerm.screenHas("still-64", 15*time.Second)
-	for _, e := range newTuns {
-		e.roundTrip(t, "still there\n")
-	}
 
 	// Every session has exactly one start and one end record, with the
 	// tunnels' exact byte counts.
@@ -319,8 +333,15 @@ func TestUpgradeKeepsSessions(t *testing.T) {
 			continue
 		}
 		end := recs[id]["session_end"][0]
-		if end["bytes_exact"] != true || end["reason"] == "abandoned" {
-			t.Errorf("session %s ended %v", id, end)
+		want := "remote exit (status 0)"
+		switch {
+		case id == killed:
+			want = "killed: by root: after upgrade"
+		case end["protocol"] == "tunnel":
+			want = "access revoked"
+		}
+		if end["bytes_exact"] != true || end["reason"] != want {
+			t.Errorf("session %s ended %v, want the reason %q", id, end, want)
 		}
 	}
 	var up64, down64 int64
