@@ -559,6 +559,7 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 		Certs:             d.certs,
 		MinTLSVersion:     minTLS,
 		HandshakeTimeout:  cfg.Limits.HandshakeTimeout,
+		ClientTimeout:     cfg.Limits.ClientTimeout,
 		MaxConnsPerSource: cfg.Limits.ConnectionsPerSource,
 		Access:            accessPolicy(cfg),
 		WebSessions:       websession.Config{Idle: cfg.Access.SessionIdle, Absolute: cfg.Access.SessionLifetime},

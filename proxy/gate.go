@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // gate is the first thing a TCP connection on 443 meets. It reads the
@@ -77,12 +78,34 @@ func (g *gate) acceptLoop() {
 			return
 		}
 		delay = 0
+		setClientTimeout(c, g.s.cfg.Load().ClientTimeout, g.s.log)
 		tc, ok := g.admit(c)
 		if !ok {
 			c.Close() // over the per-source cap: nothing sent
 			continue
 		}
 		go g.screen(tc)
+	}
+}
+
+// setClientTimeout makes the kernel end c once the user stops answering
+// for about timeout: keepalive probes from timeout/2 of silence on, and
+// TCP_USER_TIMEOUT for data left unacknowledged (without it, a vanished
+// user's socket retransmits for some 15 minutes).
+func setClientTimeout(c net.Conn, timeout time.Duration, log *zap.Logger) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	err := tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: timeout / 2, Interval: max(timeout/6, time.Second), Count: 3})
+	if rc, rerr := tc.SyscallConn(); err == nil && rerr == nil {
+		cerr := rc.Control(func(fd uintptr) {
+			err = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(timeout.Milliseconds()))
+		})
+		err = errors.Join(err, cerr)
+	}
+	if err != nil {
+		log.Debug("cannot set the client timeout on a connection", zap.Stringer("remote", c.RemoteAddr()), zap.Error(err))
 	}
 }
 

@@ -43,6 +43,13 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes keep-alive connections without requests. Default 2m.
 	IdleTimeout time.Duration
+	// ClientTimeout ends a user's connection that stops answering: TCP
+	// keepalives from half of it on and TCP_USER_TIMEOUT on TCP, the idle
+	// timeout (with pings every third of it) on QUIC. A user who vanishes
+	// without closing (a laptop shut, a network gone) is reaped after about
+	// this long, and their sessions recorded. Default 30s. QUIC takes the
+	// value at start; TCP that of each connection's accept.
+	ClientTimeout time.Duration
 	// MaxConnsPerSource caps the TCP connections one source address holds
 	// open; past it, new ones are closed with nothing sent. Default 256.
 	MaxConnsPerSource int
@@ -150,6 +157,9 @@ func (c Config) withDefaults() (*Config, error) {
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 2 * time.Minute
+	}
+	if c.ClientTimeout == 0 {
+		c.ClientTimeout = 30 * time.Second
 	}
 	if c.MaxConnsPerSource == 0 {
 		c.MaxConnsPerSource = 256
@@ -273,7 +283,8 @@ func (s *Server) listenQUIC(pc net.PacketConn, pred *net.UnixConn) (*quic.Listen
 	ql, err := tr.Listen(s.tlsConfig(ALPNTunnel), &quic.Config{
 		Versions:              []quic.Version{quic.Version1},
 		HandshakeIdleTimeout:  c.HandshakeTimeout,
-		MaxIdleTimeout:        c.IdleTimeout,
+		MaxIdleTimeout:        c.ClientTimeout,
+		KeepAlivePeriod:       c.ClientTimeout / 3,
 		MaxIncomingStreams:    maxTunnelStreams,
 		MaxIncomingUniStreams: -1, // the tunnel uses bidirectional streams only
 	})

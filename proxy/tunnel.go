@@ -132,7 +132,11 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort) {
 		Port: req.Port, Via: via, Token: tok.ID, Roles: d.Roles})
 	if err != nil {
 		log.Info("tunnel refused", zap.Error(err))
-		s.refuseTunnel(c, tunnelStatus(err), err.Error())
+		msg := err.Error()
+		if errors.Is(err, broker.ErrAuditUnavailable) {
+			msg = "the bastion cannot record new sessions at the moment, so it opens none: try again later" // the file's path is the admins'
+		}
+		s.refuseTunnel(c, tunnelStatus(err), msg)
 		return
 	}
 	if err := tunnel.WriteResponse(c, tunnel.Response{Status: tunnel.StatusOK, Message: sess.ID()}); err != nil {

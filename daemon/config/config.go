@@ -224,6 +224,11 @@ type Limits struct {
 	// or answering TCP keepalives for about this long (a VM that went
 	// down). Default 30s.
 	TargetTimeout time.Duration `yaml:"target_timeout"`
+	// ClientTimeout ends a user's connection that stops answering (TCP
+	// keepalive and TCP_USER_TIMEOUT, QUIC idle timeout): a user who
+	// vanishes is reaped, and their sessions recorded, after about this
+	// long. Default 30s.
+	ClientTimeout time.Duration `yaml:"client_timeout"`
 	// SSH, RDP and Tunnel override idle_timeout and max_session_duration
 	// for one protocol's sessions.
 	SSH    ProtocolLimits `yaml:"ssh"`
@@ -386,6 +391,7 @@ func (c *Config) setDefaults() {
 	lim.IdleTimeout = orDefault(lim.IdleTimeout, 20*time.Minute)
 	lim.MaxSessionDuration = orDefault(lim.MaxSessionDuration, 12*time.Hour)
 	lim.TargetTimeout = orDefault(lim.TargetTimeout, 30*time.Second)
+	lim.ClientTimeout = orDefault(lim.ClientTimeout, 30*time.Second)
 	for _, p := range []*ProtocolLimits{&lim.SSH, &lim.RDP, &lim.Tunnel} {
 		p.IdleTimeout = orDefault(p.IdleTimeout, lim.IdleTimeout)
 		p.MaxSessionDuration = orDefault(p.MaxSessionDuration, lim.MaxSessionDuration)

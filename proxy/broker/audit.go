@@ -140,6 +140,7 @@ type auditFile interface {
 	io.WriteCloser
 	Sync() error
 	Stat() (fs.FileInfo, error)
+	Truncate(size int64) error
 }
 
 // openAuditFile opens the audit file for appending. Tests replace it before
@@ -467,7 +468,14 @@ func (a *auditLog) flush(items []queued) error {
 		}
 	}
 	if buf.Len() > 0 {
+		var before int64 = -1
+		if st, err := a.f.Stat(); err == nil {
+			before = st.Size()
+		}
 		n, err := a.f.Write(buf.Bytes())
+		if err != nil && n > 0 && a.cutBack(before, n) {
+			n = 0 // the part written is gone again: no torn line in the file
+		}
 		if err != nil {
 			for i, end := range ends {
 				if end > 0 && end <= n {
@@ -495,6 +503,20 @@ func (a *auditLog) flush(items []queued) error {
 		return a.faultOf(err)
 	}
 	return nil
+}
+
+// cutBack undoes a write that failed after n bytes (a disk that filled
+// mid-record) by truncating the file to its size before it, before, so
+// that the file holds no partial line for an auditor's parser to trip on.
+// It does nothing, and says so, when the file's size is not before+n: the
+// process of an upgrade's other half appended meanwhile, and the partial
+// line then stays, ended by the next write (torn).
+func (a *auditLog) cutBack(before int64, n int) bool {
+	st, err := a.f.Stat()
+	if before < 0 || err != nil || st.Size() != before+int64(n) {
+		return false
+	}
+	return a.f.Truncate(before) == nil
 }
 
 // faultOf is err, an I/O error on the audit file, as the reason the audit

@@ -170,7 +170,8 @@ func TestAuditUnwritable(t *testing.T) {
 					t.Errorf("the refused session's end record: %+v", r)
 				}
 			}
-			if (torn > 0) != c.partial {
+			if torn > 0 {
+				// A partial write is cut back: the file holds whole lines.
 				t.Errorf("%d lines that are not records", torn)
 			}
 			if keys := e.liveKeys(); len(keys) != 0 {

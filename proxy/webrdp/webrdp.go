@@ -347,6 +347,9 @@ func openRefusal(err error) (*rdcleanpath.PDU, Outcome) {
 		return rdcleanpath.GeneralError(429), Outcome{Class: ClassCapacity, Message: "You have as many sessions open as you may. Close one and try again."}
 	case broker.KindClosed:
 		return rdcleanpath.GeneralError(503), Outcome{Class: ClassCapacity, Message: "The bastion is restarting. Try again in a moment."}
+	case broker.KindAuditUnavailable:
+		return rdcleanpath.GeneralError(503), Outcome{Class: ClassError,
+			Message: "The bastion cannot record new sessions at the moment, so it opens none. Try again later."}
 	case broker.KindUnreachable:
 		code, ok := rdcleanpath.WSACode(be.Err)
 		if !ok {

@@ -268,6 +268,8 @@ func openEnding(err error) *ending {
 		m = end(endUnreachable, sentence(be.Msg))
 	case broker.KindClosed:
 		return shutdownEnding()
+	case broker.KindAuditUnavailable:
+		m = end(endError, "The bastion cannot record new sessions at the moment, so it opens none. Try again later.")
 	default:
 		return &ending{msg: end(endError, sentence(be.Msg))}
 	}

@@ -294,7 +294,7 @@ func TestBrowserRDP(t *testing.T) {
 	// Invariant 10: what users typed never reaches a log or a record, TLS
 	// alone (the password inside the relayed stream) included.
 	run("passwords stay out of the logs", func(t *testing.T) {
-		audit, _ := os.ReadFile(filepath.Join(d.dir, "audit.jsonl"))
+		audit, _ := os.ReadFile(d.auditFile())
 		for _, secret := range []string{lab["LAB_PASSWORD"], "not-" + lab["LAB_PASSWORD"]} {
 			if strings.Contains(d.log.String(), secret) || strings.Contains(string(audit), secret) {
 				t.Errorf("a password typed in the desktop's form is in the daemon's log or audit file")

@@ -31,6 +31,7 @@ type daemon struct {
 	cfgPath string
 	admin   string
 	bin     string // the bastiond binary; binDir's when empty
+	audit   string // the audit file; dir/audit.jsonl when empty
 	cmd     *exec.Cmd
 	log     syncbuf.Buffer
 	notes   chan string // sd_notify datagrams, in order
@@ -205,6 +206,14 @@ func activationFiles(t testing.TB) []*os.File {
 		t.Fatal(err)
 	}
 	return files
+}
+
+// auditFile is the daemon's audit file.
+func (d *daemon) auditFile() string {
+	if d.audit != "" {
+		return d.audit
+	}
+	return filepath.Join(d.dir, "audit.jsonl")
 }
 
 func (d *daemon) writeConfig(s string) {

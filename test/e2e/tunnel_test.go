@@ -165,7 +165,7 @@ func wantRefusal(t testing.TB, err error, st tunnel.Status, msg string) {
 func (d *daemon) auditRecord(id, ev string) map[string]any {
 	d.t.Helper()
 	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		f, err := os.Open(filepath.Join(d.dir, "audit.jsonl"))
+		f, err := os.Open(d.auditFile())
 		if err != nil {
 			continue
 		}
@@ -310,7 +310,7 @@ func TestTunnelClients(t *testing.T) {
 // endedTo lists the IDs of the ended sessions to target in the audit
 // file, oldest first.
 func endedTo(d *daemon, target string) []string {
-	data, _ := os.ReadFile(filepath.Join(d.dir, "audit.jsonl"))
+	data, _ := os.ReadFile(d.auditFile())
 	var ids []string
 	for line := range strings.SplitSeq(string(data), "\n") {
 		var r map[string]any

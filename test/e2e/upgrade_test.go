@@ -106,7 +106,7 @@ func installBinary(t testing.TB, path, version string) {
 // auditRecords reads every record of the audit file, by session and event.
 func (d *daemon) auditRecords() map[string]map[string][]map[string]any {
 	d.t.Helper()
-	f, err := os.Open(filepath.Join(d.dir, "audit.jsonl"))
+	f, err := os.Open(d.auditFile())
 	if err != nil {
 		d.t.Fatal(err)
 	}
