@@ -2,6 +2,7 @@ package handover
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -177,4 +178,26 @@ func TestReceiveRefusesGarbage(t *testing.T) {
 	if _, err := c.Receive(); err != io.EOF {
 		t.Fatalf("closed: %v", err)
 	}
+}
+
+// FuzzReceive: whatever arrives on the control socket is a message, an
+// error, or the end of the stream; never a panic, never a message without
+// a type.
+func FuzzReceive(f *testing.F) {
+	for _, s := range []string{`{"type":"hello","body":{"pid":1}}` + "\n", `{"type":"reply","id":3,"error":"no"}` + "\n",
+		`{"type":""}` + "\n", "{\n", "\n\n", `{"type":"a","body":nul}` + "\n", strings.Repeat("x", 70000)} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c := &Conn{r: bufio.NewReaderSize(bytes.NewReader(in), 64<<10)}
+		for range 100 {
+			m, err := c.Receive()
+			if err != nil {
+				return
+			}
+			if m.Type == "" {
+				t.Fatalf("%q: a message without a type", in)
+			}
+		}
+	})
 }

@@ -1,9 +1,12 @@
 package webssh
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/coder/websocket"
 )
 
 func TestSecret(t *testing.T) {
@@ -94,6 +97,40 @@ func FuzzParseKey(f *testing.F) {
 		s, msg := parseKey(secret(key), secret(passphrase))
 		if (s == nil) == (msg == "") {
 			t.Fatalf("signer %v with message %q", s, msg)
+		}
+	})
+}
+
+// FuzzBrowserMessage: any text message from the page is decoded into a
+// message or refused as unreadable, never a panic; the buffer it was read
+// into is cleared (it may hold a password), and wipe clears every secret.
+func FuzzBrowserMessage(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"auth","login":"lab","password":"hunter2","cols":80,"rows":24}`,
+		`{"type":"auth","private_key":"-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n-----END OPENSSH PRIVATE KEY-----\n","passphrase":"p"}`,
+		`{"type":"answers","answers":["123456","x"]}`, `{"type":"resize","cols":1000,"rows":1}`, `{"type":"paste","data":"\u0000\ud800"}`,
+		`{"type":"resize","cols":-1,"rows":1e9}`, `{"answers":null}`, `[]`, `{"type":`, "", "\xff",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c := &conn{}
+		var m inMsg
+		err := c.decode(websocket.MessageText, bytes.NewReader(in), &m)
+		if err != nil && err != errUnreadable {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if !bytes.Equal(c.in, make([]byte, len(c.in))) {
+			t.Fatalf("%q: the read buffer still holds the message", in)
+		}
+		m.wipe()
+		for _, s := range append([]secret{m.Password, m.PrivateKey, m.Passphrase, m.Data}, m.Answers...) {
+			if !bytes.Equal(s, make([]byte, len(s))) {
+				t.Fatalf("%q: a secret survives wipe: %q", in, s)
+			}
+		}
+		if err := c.decode(websocket.MessageBinary, bytes.NewReader(in), &m); err != errUnreadable {
+			t.Fatalf("a binary message decoded as a control message: %v", err)
 		}
 	})
 }
