@@ -460,3 +460,81 @@ func TestUpgradeThatFailsKeepsServing(t *testing.T) {
 	live.c.Close()
 	waitGone(t, d.cmd.Process.Pid, 30*time.Second)
 }
+
+// Two upgrades in a row while the first process still serves a QUIC
+// tunnel: its datagrams reach it through the second process, which stays
+// until the first has gone; then both have exited and the third serves.
+func TestUpgradeTwice(t *testing.T) {
+	needLab(t)
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "bin", "bastiond")
+	os.MkdirAll(filepath.Dir(bin), 0o755)
+	installBinary(t, bin, "gen0")
+	d := &daemon{t: t, dir: dir, cfgPath: filepath.Join(dir, "bastiond.yaml"), admin: filepath.Join(dir, "admin.sock"), bin: bin}
+	d.writeConfig(upgradeConfig(dir))
+	d.launch(viaFDs)
+	var pids []int
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			if p, err := os.FindProcess(pid); err == nil {
+				p.Signal(syscall.SIGKILL)
+			}
+		}
+		if t.Failed() {
+			t.Logf("the daemons' log ends:\n%s", tail(d.log.String(), 8000))
+		}
+	})
+	addLabUsers(t, d, "alice")
+	startEcho(t, labValue(t, "NS_VM1"), "[::]:9001")
+	creds := loginAs(t, "alice", lab["BASTION_PUB6"])
+	open := func() *echoTunnel {
+		t.Helper()
+		c, err := dial(t, tunnelClient(t, creds, lab["BASTION_PUB6"], "quic"), "vm1", 9001)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		e := &echoTunnel{c: c}
+		e.roundTrip(t, "hello\n")
+		return e
+	}
+	upgrade := func(version string) int {
+		t.Helper()
+		installBinary(t, bin, version)
+		out, err := d.ctl(nil, "upgrade", "--json")
+		if err != nil {
+			t.Fatalf("upgrade to %s: %v\n%s", version, err, out)
+		}
+		var up upgradeResult
+		json.Unmarshal([]byte(out), &up)
+		pids = append(pids, up.NewPID)
+		return up.NewPID
+	}
+	gen0 := d.cmd.Process.Pid
+	t0 := open()
+	gen1 := upgrade("gen1")
+	t1 := open()
+	upgrade("gen2")
+	t0.roundTrip(t, "gen0's tunnel after two upgrades\n")
+	t1.roundTrip(t, "gen1's tunnel after one\n")
+	if n := len(d.liveSessions()); n != 2 {
+		t.Errorf("the newest process lists %d sessions, want both older ones'", n)
+	}
+
+	// gen1's own tunnel ends; gen1 stays, relaying gen0's datagrams.
+	t1.c.Close()
+	time.Sleep(2 * time.Second)
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", gen1)); err != nil {
+		t.Fatal("the middle process exited while the first still served through it")
+	}
+	t0.roundTrip(t, "still through the middle process\n")
+	t0.c.Close()
+	waitGone(t, gen0, 30*time.Second)
+	waitGone(t, gen1, 30*time.Second)
+	if st, err := d.ctl(nil, "status", "--json"); err != nil || !strings.Contains(st, `"version": "gen2"`) {
+		t.Errorf("status: %v\n%s", err, st)
+	}
+	open().roundTrip(t, "the third process serves\n")
+}
