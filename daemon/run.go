@@ -576,6 +576,10 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 }
 
 func (d *daemon) status() adminapi.Status {
+	var prev *adminapi.PreviousProcess
+	if list, err := d.pred.list(context.Background()); err == nil {
+		prev = &adminapi.PreviousProcess{PID: d.pred.hello.PID, Version: d.pred.hello.Version, Sessions: len(list)}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st := adminapi.Status{
@@ -593,6 +597,7 @@ func (d *daemon) status() adminapi.Status {
 		}),
 		Sessions: d.front.LiveSessions(),
 		Draining: d.draining,
+		Previous: prev,
 	}
 	return st
 }

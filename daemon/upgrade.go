@@ -539,16 +539,23 @@ func (p *predecessor) close() {
 // sessions lists the sessions the previous processes still carry; none if
 // they are gone or do not answer in time.
 func (p *predecessor) sessions(ctx context.Context, log *zap.Logger) []broker.Info {
+	list, err := p.list(ctx)
+	if err != nil && p.alive() {
+		log.Warn("cannot list the sessions of the previous process", zap.Error(err))
+	}
+	return list
+}
+
+// list asks the previous processes for their sessions.
+func (p *predecessor) list(ctx context.Context) ([]broker.Info, error) {
 	if !p.alive() {
-		return nil
+		return nil, errors.New("the previous process has exited")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var list []broker.Info
-	if err := p.Call(ctx, "sessions", nil, &list); err != nil {
-		log.Warn("cannot list the sessions of the previous process", zap.Error(err))
-	}
-	return list
+	err := p.Call(ctx, "sessions", nil, &list)
+	return list, err
 }
 
 func (p *predecessor) kill(ctx context.Context, id, reason string) error {

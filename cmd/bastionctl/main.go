@@ -87,6 +87,9 @@ func printStatus(out io.Writer, st adminapi.Status) {
 		fmt.Fprintf(w, "listener\t%s %s%s\n", l.Network, l.Address, how)
 	}
 	fmt.Fprintf(w, "sessions\t%d\n", st.Sessions)
+	if p := st.Previous; p != nil {
+		fmt.Fprintf(w, "previous process\t%s (pid %d) serves its %d sessions until they end (upgrade)\n", p.Version, p.PID, p.Sessions)
+	}
 	w.Flush()
 }
 

@@ -36,6 +36,17 @@ type Status struct {
 	Listeners    []Listener    `json:"listeners"`
 	Sessions     int           `json:"sessions"`
 	Draining     bool          `json:"draining"`
+	// Previous is the process this one replaced in a binary upgrade,
+	// while it still serves sessions.
+	Previous *PreviousProcess `json:"previous,omitempty"`
+}
+
+// PreviousProcess is a process an upgrade replaced, still serving its
+// live sessions (and those of any process before it).
+type PreviousProcess struct {
+	PID      int    `json:"pid"`
+	Version  string `json:"version"`
+	Sessions int    `json:"sessions"`
 }
 
 // ReloadResult is the outcome of the last SIGHUP.

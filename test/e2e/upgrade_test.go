@@ -245,6 +245,11 @@ func TestUpgradeKeepsSessions(t *testing.T) {
 	if err != nil || !strings.Contains(st, `"version": "after-upgrade"`) || !strings.Contains(st, `"pid": `+strconv.Itoa(up.NewPID)) {
 		t.Errorf("status after the upgrade: %v\n%s", err, st)
 	}
+	var status struct{ Previous *struct{ PID, Sessions int } }
+	json.Unmarshal([]byte(st), &status)
+	if p := status.Previous; p == nil || p.PID != oldPID || p.Sessions != terminals+tunnels {
+		t.Errorf("status shows the previous process as %+v; want pid %d with %d sessions", p, oldPID, terminals+tunnels)
+	}
 
 	// Every session lives on, in the old process, and the new process
 	// lists them.
@@ -321,6 +326,9 @@ func TestUpgradeKeepsSessions(t *testing.T) {
 		tc.typeText("exit\r")
 	}
 	waitGone(t, oldPID, 60*time.Second)
+	if st, err := d.ctl(nil, "status"); err != nil || strings.Contains(st, "previous process") {
+		t.Errorf("status once the old process has gone: %v\n%s", err, st)
+	}
 	newTerm.typeText("echo still-$((8*8))\r")
 	newTerm.screenHas("still-64", 15*time.Second)
 
