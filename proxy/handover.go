@@ -150,6 +150,15 @@ func QUICLinkPair() (a, b *net.UnixConn, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("proxy: quic link: %w", os.NewSyscallError("socketpair", err))
 	}
+	for _, fd := range fds {
+		// What a sender may have in flight on a Unix socket is its send
+		// buffer: the default (about 200 KiB) would drop a burst of a busy
+		// QUIC connection. Past net.core.wmem_max needs CAP_NET_ADMIN,
+		// which the daemon has; without it the kernel's maximum is taken.
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, linkBuffer) != nil {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, linkBuffer)
+		}
+	}
 	a, err = linkEnd(fds[0])
 	if err != nil {
 		unix.Close(fds[1])
@@ -163,6 +172,10 @@ func QUICLinkPair() (a, b *net.UnixConn, err error) {
 }
 
 // linkEnd makes a *net.UnixConn of fd, which it closes.
+// linkBuffer is the send buffer of a QUIC link's ends: 4 MiB, some 3,000
+// full-size datagrams.
+const linkBuffer = 4 << 20
+
 func linkEnd(fd int) (*net.UnixConn, error) {
 	f := os.NewFile(uintptr(fd), "quic-link")
 	defer f.Close()
