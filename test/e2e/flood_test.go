@@ -301,25 +301,22 @@ func TestTCPFlood(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("slow clients: %v", err)
 	}
-	// The slow clients trickle a ClientHello: its first bytes, one every
-	// second, for 12 s (past the 10 s handshake timeout).
-	hello := []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0x00}
-	stop := make(chan struct{})
+	// The slow clients trickle a ClientHello: its first bytes, one a second,
+	// for 16 s (the gate closes them at its 10 s handshake timeout; a write
+	// after that fails, at the latest the second one after the close).
+	hello := []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0x00, 0x11, 0x22, 0x33, 0x44}
 	trickled := make(chan int, 1)
 	go func() {
-		cut := 0
+		cut := map[int]bool{}
 		for i := range hello {
-			select {
-			case <-stop:
-			case <-time.After(time.Second):
-			}
+			time.Sleep(time.Second)
 			for _, fd := range slowConns.fds {
-				if _, err := unix.Write(fd, hello[i:i+1]); err != nil && err != unix.EAGAIN && i == len(hello)-1 {
-					cut++
+				if _, err := unix.Write(fd, hello[i:i+1]); err != nil && err != unix.EAGAIN {
+					cut[fd] = true
 				}
 			}
 		}
-		trickled <- cut
+		trickled <- len(cut)
 	}()
 	time.Sleep(2 * time.Second) // the flood is in place
 	synRecv, _ := exec.Command("ip", "netns", "exec", labValue(t, "NS_BASTION"), "ss", "-Htn", "state", "syn-recv", "sport", "= :443").Output()
@@ -335,10 +332,9 @@ func TestTCPFlood(t *testing.T) {
 	c.Close()
 	rssLoad := rssOf(t, d.cmd.Process.Pid)
 	cut := <-trickled
-	close(stop)
 	t.Logf("TCP flood: %d half-open and %d slow connections started; bastion side: %d SYN-RECV, %d established on 443",
 		len(flood.fds), len(slowConns.fds), strings.Count(string(synRecv), "\n"), strings.Count(string(estab), "\n"))
-	t.Logf("sign-in: %s idle, %s under the flood; bastiond RSS %d MiB idle, %d MiB under the flood; %d slow clients cut off by their 12th second",
+	t.Logf("sign-in: %s idle, %s under the flood; bastiond RSS %d MiB idle, %d MiB under the flood; %d slow clients cut off by their 16th second",
 		idle.Round(time.Millisecond), underLoad.Round(time.Millisecond), rssIdle>>20, rssLoad>>20, cut)
 	if cut < len(slowConns.fds)*9/10 {
 		t.Errorf("only %d of %d slow clients were cut off at the handshake timeout", cut, len(slowConns.fds))
