@@ -36,7 +36,7 @@ func startFaultDaemon(t *testing.T, edit func(dir, cfg string) string) *daemon {
 	})
 	addLabUsers(t, d, "alice")
 	pinVM1(t, d)
-	startEcho(t, labValue(t, "NS_VM1"), "[::]:9001")
+	startSink(t, labValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
 	return d
 }
 

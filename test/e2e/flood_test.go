@@ -102,7 +102,7 @@ func (r retryCounter) ReadFrom(p []byte) (int, net.Addr, error) {
 func TestQUICInitialFlood(t *testing.T) {
 	d := startDaemonWith(t, viaFDs, func(dir string) string { return upgradeConfig(dir) })
 	addLabUsers(t, d, "alice")
-	startEcho(t, labValue(t, "NS_VM1"), "[::]:9001")
+	startSink(t, labValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
 	rssBefore := rssOf(t, d.cmd.Process.Pid)
 
 	const sockets, perSocket = 40, 50 // 2,000 handshakes, from 40 source ports each family
@@ -215,7 +215,7 @@ func TestTCPFlood(t *testing.T) {
 		return upgradeConfig(dir) + "firewall: {conn_rate: 1000}\n"
 	})
 	addLabUsers(t, d, "alice")
-	startEcho(t, labValue(t, "NS_VM1"), "[::]:9001")
+	startSink(t, labValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
 	client := labValue(t, "NS_CLIENT")
 	bastion := netip.MustParseAddr(lab["BASTION_PUB4"])
 

@@ -63,6 +63,7 @@ const (
 	sinkAnswer sinkMode = iota // read the connection to its end, then send sinkReply bytes and close
 	sinkHold                   // read the connection to its end, then close
 	sinkClose                  // close at once: only count connections
+	sinkEcho                   // send back what it reads
 )
 
 const sinkReply = 1<<20 + 7
@@ -91,6 +92,10 @@ func startSink(t testing.TB, ns, addr string, mode sinkMode) *sink {
 			}
 			go func() {
 				defer c.Close()
+				if mode == sinkEcho {
+					io.Copy(c, c)
+					return
+				}
 				io.Copy(io.Discard, c)
 				if mode == sinkAnswer {
 					c.Write(make([]byte, sinkReply))

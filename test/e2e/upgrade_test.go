@@ -38,31 +38,6 @@ limits:
 	return strings.Replace(cfg, "ports: {ssh: 22}", "ports: {ssh: 22, tunnel: [9001]}", 1)
 }
 
-// startEcho serves an echo on addr in namespace ns.
-func startEcho(t testing.TB, ns, addr string) {
-	t.Helper()
-	var ln net.Listener
-	if err := inNetns(ns, func() (err error) {
-		ln, err = net.Listen("tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-}
-
 // echoTunnel is a tunnel to the echo service, with what went through it.
 type echoTunnel struct {
 	c        net.Conn
@@ -154,34 +129,64 @@ type upgradeResult struct {
 	Binary   string `json:"binary"`
 }
 
-func TestUpgradeKeepsSessions(t *testing.T) {
+// upgradable is a daemon started from a binary of its own, which a test
+// replaces and then upgrades to, with alice signed up and vm1's echo
+// service on 9001. The processes its upgrades start are killed at the end:
+// the test's daemon started them.
+type upgradable struct {
+	*daemon
+	pids []int // started by successful upgrades
+}
+
+func startUpgradable(t *testing.T, version string) *upgradable {
+	t.Helper()
 	needLab(t)
-	const terminals, tunnels = 24, 26 // 50 live sessions
 	dir := t.TempDir()
 	os.Chmod(filepath.Dir(dir), 0o755)
 	os.Chmod(dir, 0o755)
 	bin := filepath.Join(dir, "bin", "bastiond")
 	os.MkdirAll(filepath.Dir(bin), 0o755)
-	installBinary(t, bin, "before-upgrade")
+	installBinary(t, bin, version)
 	d := &daemon{t: t, dir: dir, cfgPath: filepath.Join(dir, "bastiond.yaml"), admin: filepath.Join(dir, "admin.sock"), bin: bin}
 	d.writeConfig(upgradeConfig(dir))
 	d.launch(viaFDs)
-	var newPIDs []int
+	u := &upgradable{daemon: d}
 	t.Cleanup(func() {
-		// The processes the upgrades started: the test's daemon started them.
-		for _, pid := range newPIDs {
+		for _, pid := range u.pids {
 			if p, err := os.FindProcess(pid); err == nil {
 				p.Signal(syscall.SIGKILL)
 			}
 		}
 		if t.Failed() {
-			os.WriteFile("/tmp/upgrade-daemon.log", []byte(d.log.String()), 0o644)
 			t.Logf("the daemons' log ends:\n%s", tail(d.log.String(), 8000))
 		}
 	})
 	addLabUsers(t, d, "alice")
+	startSink(t, labValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
+	return u
+}
+
+// upgrade installs version over the running binary and upgrades to it.
+func (u *upgradable) upgrade(version string) upgradeResult {
+	u.t.Helper()
+	installBinary(u.t, u.bin, version)
+	out, err := u.ctl(nil, "upgrade", "--json")
+	if err != nil {
+		u.t.Fatalf("upgrade to %s: %v\n%s", version, err, out)
+	}
+	var up upgradeResult
+	if err := json.Unmarshal([]byte(out), &up); err != nil {
+		u.t.Fatalf("upgrade answer %q: %v", out, err)
+	}
+	u.pids = append(u.pids, up.NewPID)
+	return up
+}
+
+func TestUpgradeKeepsSessions(t *testing.T) {
+	const terminals, tunnels = 24, 26 // 50 live sessions
+	u := startUpgradable(t, "before-upgrade")
+	d := u.daemon
 	pinVM1(t, d)
-	startEcho(t, labValue(t, "NS_VM1"), "[::]:9001")
 	pw := lab["LAB_PASSWORD"]
 
 	// 24 browser terminals (IPv4 and IPv6 alternately) and 26 tunnels (QUIC
@@ -226,18 +231,9 @@ func TestUpgradeKeepsSessions(t *testing.T) {
 	}
 
 	// Upgrade to a new build installed over the running one.
-	installBinary(t, bin, "after-upgrade")
 	oldPID := d.cmd.Process.Pid
-	out, err := d.ctl(nil, "upgrade", "--json")
-	if err != nil {
-		t.Fatalf("bastionctl upgrade: %v\n%s", err, out)
-	}
-	var up upgradeResult
-	if err := json.Unmarshal([]byte(out), &up); err != nil {
-		t.Fatalf("upgrade answer %q: %v", out, err)
-	}
-	newPIDs = append(newPIDs, up.NewPID)
-	if up.OldPID != oldPID || up.NewPID == oldPID || up.Sessions != terminals+tunnels || up.Binary != bin {
+	up := u.upgrade("after-upgrade")
+	if up.OldPID != oldPID || up.NewPID == oldPID || up.Sessions != terminals+tunnels || up.Binary != d.bin {
 		t.Errorf("upgrade result %+v; old pid %d, %d sessions", up, oldPID, terminals+tunnels)
 	}
 	d.waitNotify(fmt.Sprintf("MAINPID=%d", up.NewPID), 10*time.Second)
@@ -300,7 +296,7 @@ func TestUpgradeKeepsSessions(t *testing.T) {
 	// A reload in the new process withdraws tunnels from alice: every
 	// tunnel ends, in both processes, with that reason; the terminals,
 	// still allowed, go on.
-	d.writeConfig(strings.Replace(upgradeConfig(dir), "protocols: [ssh, tunnel]", "protocols: [ssh]", 1))
+	d.writeConfig(strings.Replace(upgradeConfig(d.dir), "protocols: [ssh, tunnel]", "protocols: [ssh]", 1))
 	if err := syscall.Kill(up.NewPID, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -374,30 +370,8 @@ func TestUpgradeKeepsSessions(t *testing.T) {
 // serving as before: its sessions, its sign-ins, new sessions, and a later
 // upgrade that works.
 func TestUpgradeThatFailsKeepsServing(t *testing.T) {
-	needLab(t)
-	dir := t.TempDir()
-	os.Chmod(filepath.Dir(dir), 0o755)
-	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "bin", "bastiond")
-	os.MkdirAll(filepath.Dir(bin), 0o755)
-	installBinary(t, bin, "running")
-	d := &daemon{t: t, dir: dir, cfgPath: filepath.Join(dir, "bastiond.yaml"), admin: filepath.Join(dir, "admin.sock"), bin: bin}
-	d.writeConfig(upgradeConfig(dir))
-	d.launch(viaFDs)
-	var newPIDs []int
-	t.Cleanup(func() {
-		for _, pid := range newPIDs {
-			if p, err := os.FindProcess(pid); err == nil {
-				p.Signal(syscall.SIGKILL)
-			}
-		}
-		if t.Failed() {
-			os.WriteFile("/tmp/upgrade-daemon.log", []byte(d.log.String()), 0o644)
-			t.Logf("the daemons' log ends:\n%s", tail(d.log.String(), 8000))
-		}
-	})
-	addLabUsers(t, d, "alice")
-	startEcho(t, labValue(t, "NS_VM1"), "[::]:9001")
+	u := startUpgradable(t, "running")
+	d, bin := u.daemon, u.bin
 	addr := lab["BASTION_PUB6"]
 	creds := loginAs(t, "alice", addr)
 	cl := tunnelClient(t, creds, addr, "quic")
@@ -442,7 +416,7 @@ func TestUpgradeThatFailsKeepsServing(t *testing.T) {
 	// store back.
 	os.WriteFile(bin+".new", running, 0o755)
 	os.Rename(bin+".new", bin)
-	caKey := filepath.Join(dir, "state", sshca.KeyFile)
+	caKey := filepath.Join(d.dir, "state", sshca.KeyFile)
 	good, err := os.ReadFile(caKey)
 	if err != nil {
 		t.Fatal(err)
@@ -456,14 +430,7 @@ func TestUpgradeThatFailsKeepsServing(t *testing.T) {
 
 	// Put right, the same binary upgrades.
 	os.WriteFile(caKey, good, 0o600)
-	installBinary(t, bin, "fixed")
-	out, err = d.ctl(nil, "upgrade", "--json")
-	if err != nil {
-		t.Fatalf("upgrade after the fix: %v\n%s", err, out)
-	}
-	var up upgradeResult
-	json.Unmarshal([]byte(out), &up)
-	newPIDs = append(newPIDs, up.NewPID)
+	u.upgrade("fixed")
 	live.roundTrip(t, "after the upgrade\n")
 	live.c.Close()
 	waitGone(t, d.cmd.Process.Pid, 30*time.Second)
@@ -473,29 +440,8 @@ func TestUpgradeThatFailsKeepsServing(t *testing.T) {
 // tunnel: its datagrams reach it through the second process, which stays
 // until the first has gone; then both have exited and the third serves.
 func TestUpgradeTwice(t *testing.T) {
-	needLab(t)
-	dir := t.TempDir()
-	os.Chmod(filepath.Dir(dir), 0o755)
-	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "bin", "bastiond")
-	os.MkdirAll(filepath.Dir(bin), 0o755)
-	installBinary(t, bin, "gen0")
-	d := &daemon{t: t, dir: dir, cfgPath: filepath.Join(dir, "bastiond.yaml"), admin: filepath.Join(dir, "admin.sock"), bin: bin}
-	d.writeConfig(upgradeConfig(dir))
-	d.launch(viaFDs)
-	var pids []int
-	t.Cleanup(func() {
-		for _, pid := range pids {
-			if p, err := os.FindProcess(pid); err == nil {
-				p.Signal(syscall.SIGKILL)
-			}
-		}
-		if t.Failed() {
-			t.Logf("the daemons' log ends:\n%s", tail(d.log.String(), 8000))
-		}
-	})
-	addLabUsers(t, d, "alice")
-	startEcho(t, labValue(t, "NS_VM1"), "[::]:9001")
+	u := startUpgradable(t, "gen0")
+	d := u.daemon
 	creds := loginAs(t, "alice", lab["BASTION_PUB6"])
 	open := func() *echoTunnel {
 		t.Helper()
@@ -508,23 +454,11 @@ func TestUpgradeTwice(t *testing.T) {
 		e.roundTrip(t, "hello\n")
 		return e
 	}
-	upgrade := func(version string) int {
-		t.Helper()
-		installBinary(t, bin, version)
-		out, err := d.ctl(nil, "upgrade", "--json")
-		if err != nil {
-			t.Fatalf("upgrade to %s: %v\n%s", version, err, out)
-		}
-		var up upgradeResult
-		json.Unmarshal([]byte(out), &up)
-		pids = append(pids, up.NewPID)
-		return up.NewPID
-	}
 	gen0 := d.cmd.Process.Pid
 	t0 := open()
-	gen1 := upgrade("gen1")
+	gen1 := u.upgrade("gen1").NewPID
 	t1 := open()
-	upgrade("gen2")
+	u.upgrade("gen2")
 	t0.roundTrip(t, "gen0's tunnel after two upgrades\n")
 	t1.roundTrip(t, "gen1's tunnel after one\n")
 	if n := len(d.liveSessions()); n != 2 {
