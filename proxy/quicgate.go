@@ -402,6 +402,12 @@ var (
 // Datagrams only ever go to an earlier generation than the one that
 // routes them, so none can loop.
 func (g *quicGate) route(m *ipv4.Message, dcid []byte) bool {
+	if g.pred == nil && g.link == nil {
+		// Neither upgraded from nor retired: every datagram is this
+		// process's (an earlier generation's would be dropped anyway),
+		// and the hot path decrypts no connection ID.
+		return true
+	}
 	gen, ok := g.ids.generation(dcid)
 	switch {
 	case ok && gen < g.ids.gen:
