@@ -517,18 +517,25 @@ func checkForwarded(t *testing.T, c *net.UnixConn, want []byte, from netip.AddrP
 	}
 }
 
+// withPredecessor starts a generation 1 on ip whose predecessor the test
+// plays: pred is the predecessor's end of the link.
+func withPredecessor(t *testing.T, ip string) (pred *net.UnixConn, l Lineage, g *generation) {
+	t.Helper()
+	pred, link, err := QUICLinkPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pred.Close() })
+	l = NewLineage().Next()
+	ln, pc := loopbackSockets(t, ip)
+	return pred, l, startGeneration(t, ln, pc, &l, []*net.UnixConn{link})
+}
+
 func TestHandoverGarbage(t *testing.T) {
 	for _, fam := range families {
 		t.Run(fam.name+"/serving", func(t *testing.T) {
 			// Generation 1, with a predecessor the test plays.
-			pred, link, err := QUICLinkPair()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer pred.Close()
-			l := NewLineage().Next()
-			ln, pc := loopbackSockets(t, fam.ip)
-			g := startGeneration(t, ln, pc, &l, []*net.UnixConn{link})
+			pred, l, g := withPredecessor(t, fam.ip)
 			client, err := net.DialUDP("udp", nil, g.udp.LocalAddr().(*net.UDPAddr))
 			if err != nil {
 				t.Fatal(err)
@@ -551,14 +558,7 @@ func TestHandoverGarbage(t *testing.T) {
 		t.Run(fam.name+"/retired", func(t *testing.T) {
 			// Generation 1, retired, between a successor and a
 			// predecessor the test plays.
-			pred, link, err := QUICLinkPair()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer pred.Close()
-			l := NewLineage().Next()
-			ln, pc := loopbackSockets(t, fam.ip)
-			g := startGeneration(t, ln, pc, &l, []*net.UnixConn{link})
+			pred, l, g := withPredecessor(t, fam.ip)
 			succ, theirs, err := QUICLinkPair()
 			if err != nil {
 				t.Fatal(err)
