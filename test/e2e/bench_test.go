@@ -33,7 +33,7 @@ import (
 // The peers run first, with no bastiond firewall in the bastion namespace
 // (the jump host and socat listen on ports it would drop), then bastiond.
 func BenchmarkTunnel(b *testing.B) {
-	needLab(b)
+	NeedLab(b)
 	env := newBenchEnv(b)
 	results := map[string]float64{}
 	bulk := func(name string, ssh []string) {
@@ -104,8 +104,8 @@ func BenchmarkTunnel(b *testing.B) {
 	env.stopPeers()
 
 	// bastiond, with the binaries users run (no race detector).
-	d := startDaemonWith(b, viaFDs, func(dir string) string {
-		return tunnelConfig(dir, `access:
+	d := StartDaemonWith(b, ViaFDs, func(dir string) string {
+		return TunnelConfig(dir, `access:
   roles:
     - name: tunnels
       subjects: [user:bench]
@@ -116,8 +116,8 @@ limits:
   sessions_per_user: 30000
 `)
 	})
-	addLabUsers(b, d, "bench")
-	env.creds = loginAs(b, "bench", labValue(b, "BASTION_PUB4"))
+	AddLabUsers(b, d, "bench")
+	env.creds = LoginAs(b, "bench", LabValue(b, "BASTION_PUB4"))
 	bulk("tunnel-tls", env.sshTunnel("tcp"))
 	bulk("tunnel-quic", env.sshTunnel("quic"))
 	setup("tunnel-quic", env.sshTunnel("quic"))
@@ -169,7 +169,7 @@ func newBenchEnv(b testing.TB) *benchEnv {
 	return e
 }
 
-func (e *benchEnv) ns(key string) string { return labValue(e.b, key) }
+func (e *benchEnv) ns(key string) string { return LabValue(e.b, key) }
 
 // start runs a long-lived helper process and remembers it to stop it.
 func (e *benchEnv) start(cmd *exec.Cmd) *exec.Cmd {
@@ -318,13 +318,13 @@ func (e *benchEnv) startTunnel(transport, target, port, local string) func() {
 // idleSessions opens n tunnel sessions to a listener on vm1 that holds
 // them, and returns the daemon's resident memory per session: the growth
 // from 1% of n sessions to n, divided by the sessions added.
-func (e *benchEnv) idleSessions(b *testing.B, d *daemon, n int) float64 {
-	startSink(b, e.ns("NS_VM1"), "[::]:9001", sinkHold)
+func (e *benchEnv) idleSessions(b *testing.B, d *Daemon, n int) float64 {
+	StartSink(b, e.ns("NS_VM1"), "[::]:9001", sinkHold)
 	pub4 := e.ns("BASTION_PUB4")
 	const perClient = 1000 // tunnel streams per QUIC connection
 	clients := make([]*tunnel.Client, (n+perClient-1)/perClient)
 	for i := range clients {
-		clients[i] = tunnelClient(b, e.creds, pub4, "quic")
+		clients[i] = TunnelClient(b, e.creds, pub4, "quic")
 	}
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -338,7 +338,7 @@ func (e *benchEnv) idleSessions(b *testing.B, d *daemon, n int) float64 {
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				c, err := dial(b, clients[i/perClient], "vm1", 9001)
+				c, err := Dial(b, clients[i/perClient], "vm1", 9001)
 				if err != nil {
 					failed.Store(&err)
 					return
@@ -363,10 +363,10 @@ func (e *benchEnv) idleSessions(b *testing.B, d *daemon, n int) float64 {
 	base := n / 100
 	open(0, base)
 	time.Sleep(2 * time.Second)
-	before := rssOf(b, d.cmd.Process.Pid)
+	before := rssOf(b, d.Cmd.Process.Pid)
 	open(base, n)
 	time.Sleep(2 * time.Second)
-	after := rssOf(b, d.cmd.Process.Pid)
+	after := rssOf(b, d.Cmd.Process.Pid)
 	if live := len(d.liveSessions()); live != n {
 		b.Fatalf("%d live sessions, want %d", live, n)
 	}
@@ -392,7 +392,7 @@ func rssOf(t testing.TB, pid int) int64 {
 func waitTCP(t testing.TB, ns, addr string) {
 	t.Helper()
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		err := inNetns(ns, func() error {
+		err := InNetns(ns, func() error {
 			c, err := net.DialTimeout("tcp", addr, time.Second)
 			if err == nil {
 				c.Close()

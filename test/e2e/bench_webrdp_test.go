@@ -32,17 +32,17 @@ import (
 // bastiond: the capacity is bastiond's CPU per session extrapolated to the
 // machine's cores, not a count of sessions run.
 func BenchmarkWebRDP(b *testing.B) {
-	needLab(b)
-	d := startDaemonWith(b, viaFDs, func(dir string) string {
-		return webRDPConfig(dir, true, "  capacity: 1000\n  sessions_per_user: 100\n")
+	NeedLab(b)
+	d := StartDaemonWith(b, ViaFDs, func(dir string) string {
+		return WebRDPConfig(dir, true, "  capacity: 1000\n  sessions_per_user: 100\n")
 	})
-	addLabUsers(b, d, "alice")
-	if out, err := d.ctl(nil, "hostkeys", "scan", "vm2", "--pin"); err != nil {
+	AddLabUsers(b, d, "alice")
+	if out, err := d.Ctl(nil, "hostkeys", "scan", "vm2", "--pin"); err != nil {
 		b.Fatalf("hostkeys scan vm2 --pin: %v\n%s", err, out)
 	}
 	stopAnimation := animate(b)
 	defer stopAnimation()
-	bridge := newRDPBridge(b, signedIn(b, lab["BASTION_PUB4"], "alice"), "vm2")
+	bridge := newRDPBridge(b, SignedIn(b, lab["BASTION_PUB4"], "alice"), "vm2")
 	direct := newCountingForward(b, "["+lab["VM2_6"]+"]:"+lab["VM2_RDP_TLS_PORT"])
 	const warmUp, window = 6 * time.Second, 20 * time.Second
 
@@ -56,9 +56,9 @@ func BenchmarkWebRDP(b *testing.B) {
 	}
 	var all []figures
 	// idle is bastiond's own CPU with no session, subtracted from the rest.
-	cpu0 := cpuOf(b, d.cmd.Process.Pid)
+	cpu0 := cpuOf(b, d.Cmd.Process.Pid)
 	time.Sleep(5 * time.Second)
-	idle := float64(cpuOf(b, d.cmd.Process.Pid)-cpu0) / float64(5*time.Second)
+	idle := float64(cpuOf(b, d.Cmd.Process.Pid)-cpu0) / float64(5*time.Second)
 
 	run := func(name string, n int, addr string, down func() int64) {
 		b.Run(name, func(b *testing.B) {
@@ -76,9 +76,9 @@ func BenchmarkWebRDP(b *testing.B) {
 					clients[i] = c
 				}
 				time.Sleep(warmUp)
-				bytes0, cpu0, t0 := down(), cpuOf(b, d.cmd.Process.Pid), time.Now()
+				bytes0, cpu0, t0 := down(), cpuOf(b, d.Cmd.Process.Pid), time.Now()
 				time.Sleep(window)
-				bytes1, cpu1, elapsed := down(), cpuOf(b, d.cmd.Process.Pid), time.Since(t0)
+				bytes1, cpu1, elapsed := down(), cpuOf(b, d.Cmd.Process.Pid), time.Since(t0)
 				for _, c := range clients {
 					syscall.Kill(-c.Process.Pid, syscall.SIGTERM) // xvfb-run, its Xvfb and xfreerdp
 				}
@@ -153,9 +153,9 @@ func animate(t testing.TB) func() {
 
 // liveBytesDown is the bytes sent to the users of target's live sessions
 // so far, from `bastionctl sessions`.
-func liveBytesDown(t testing.TB, d *daemon, target string) int64 {
+func liveBytesDown(t testing.TB, d *Daemon, target string) int64 {
 	t.Helper()
-	out, err := d.ctl(nil, "sessions", "--json")
+	out, err := d.Ctl(nil, "sessions", "--json")
 	if err != nil {
 		t.Fatalf("sessions: %v\n%s", err, out)
 	}
@@ -207,7 +207,7 @@ func newCountingForward(t testing.TB, to string) *countingForward {
 			f.wg.Go(func() {
 				defer c.Close()
 				var s net.Conn
-				if err := inNetns(lab["NS_BASTION"], func() (err error) {
+				if err := InNetns(lab["NS_BASTION"], func() (err error) {
 					s, err = net.DialTimeout("tcp", to, 5*time.Second)
 					return err
 				}); err != nil {

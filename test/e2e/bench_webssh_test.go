@@ -44,7 +44,7 @@ type directProbe struct {
 func newDirectProbe(t testing.TB) *directProbe {
 	t.Helper()
 	var conn net.Conn
-	err := inNetns(lab["NS_BASTION"], func() (err error) {
+	err := InNetns(lab["NS_BASTION"], func() (err error) {
 		conn, err = net.DialTimeout("tcp", net.JoinHostPort(lab["VM1_4"], "22"), 5*time.Second)
 		return err
 	})
@@ -106,8 +106,8 @@ type wsProbe struct {
 
 // openWSProbe opens a terminal on vm1 as u and turns it into an echo
 // terminal.
-func openWSProbe(t testing.TB, u *webUser) (*wsProbe, error) {
-	ws, _, err := u.dialWS("vm1", "ssh")
+func openWSProbe(t testing.TB, u *WebUser) (*wsProbe, error) {
+	ws, _, err := u.DialWS("vm1", "ssh")
 	if err != nil {
 		return nil, err
 	}
@@ -221,18 +221,18 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // each, driven by this process over the same protocol), and bastiond's
 // memory per terminal.
 func BenchmarkWebSSH(b *testing.B) {
-	needLab(b)
+	NeedLab(b)
 	const load = 1000
-	d := startDaemonWith(b, viaFDs, func(dir string) string {
-		return webSSHConfig(dir, "", `  capacity: 5000
+	d := StartDaemonWith(b, ViaFDs, func(dir string) string {
+		return WebSSHConfig(dir, "", `  capacity: 5000
   sessions_per_user: 5000
   connections_per_source: 5000
 firewall: {conn_rate: 2000}
 `)
 	})
-	addLabUsers(b, d, "alice")
-	pinVM1(b, d)
-	u := signedIn(b, lab["BASTION_PUB4"], "alice")
+	AddLabUsers(b, d, "alice")
+	PinVM1(b, d)
+	u := SignedIn(b, lab["BASTION_PUB4"], "alice")
 	direct := newDirectProbe(b)
 	defer direct.close()
 	probe, err := openWSProbe(b, u)
@@ -266,7 +266,7 @@ firewall: {conn_rate: 2000}
 	// probes' own sshd processes, started before, keep the normal priority.
 	reniceVM1(b, 10)
 	defer reniceVM1(b, 0)
-	rssBefore := rssOf(b, d.cmd.Process.Pid)
+	rssBefore := rssOf(b, d.Cmd.Process.Pid)
 	var (
 		terms   []*wsProbe
 		mu      sync.Mutex
@@ -325,12 +325,12 @@ firewall: {conn_rate: 2000}
 			})
 		}
 		time.Sleep(2 * time.Second)
-		rssAfter = max(rssAfter, rssOf(b, d.cmd.Process.Pid))
+		rssAfter = max(rssAfter, rssOf(b, d.Cmd.Process.Pid))
 		name := fmt.Sprintf("echo-with-%d-active-every-%s", load, period)
-		cpu0, keys0, t0 := cpuOf(b, d.cmd.Process.Pid), keys.Load(), time.Now()
+		cpu0, keys0, t0 := cpuOf(b, d.Cmd.Process.Pid), keys.Load(), time.Now()
 		measure(name)
 		n := max(1, keys.Load()-keys0)
-		loads = append(loads, loadFigures{name, float64(n) / time.Since(t0).Seconds(), (cpuOf(b, d.cmd.Process.Pid) - cpu0) / time.Duration(n)})
+		loads = append(loads, loadFigures{name, float64(n) / time.Since(t0).Seconds(), (cpuOf(b, d.Cmd.Process.Pid) - cpu0) / time.Duration(n)})
 		close(stop)
 		typing.Wait()
 	}

@@ -55,23 +55,23 @@ type pixels struct {
 // test/artifacts/browser-rdp.
 func TestBrowserRDP(t *testing.T) {
 	b := startBrowser(t, "browser-rdp")
-	d := startDaemonWith(t, viaFDs, func(dir string) string { return webRDPConfig(dir, false, "") })
-	addLabUsers(t, d, "alice", "bob")
+	d := StartDaemonWith(t, ViaFDs, func(dir string) string { return WebRDPConfig(dir, false, "") })
+	AddLabUsers(t, d, "alice", "bob")
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("the daemon's log ends:\n%s", tail(d.log.String(), 6000))
+			t.Logf("the daemon's log ends:\n%s", tail(d.Log.String(), 6000))
 		}
 	})
-	if out, err := d.ctl(nil, "hostkeys", "scan", "vm2", "--pin"); err != nil {
+	if out, err := d.Ctl(nil, "hostkeys", "scan", "vm2", "--pin"); err != nil {
 		t.Fatalf("hostkeys scan vm2 --pin: %v\n%s", err, out)
 	}
 	reload := func(cfg string) {
 		t.Helper()
-		d.writeConfig(cfg)
-		d.signal(syscall.SIGHUP)
-		d.waitNotify("READY=1", 10*time.Second)
+		d.WriteConfig(cfg)
+		d.Signal(syscall.SIGHUP)
+		d.WaitNotify("READY=1", 10*time.Second)
 	}
-	base := "https://" + serverName + "/"
+	base := "https://" + ServerName + "/"
 	run := func(name string, f func(t *testing.T)) {
 		t.Run(name, func(t *testing.T) {
 			defer func() {
@@ -144,7 +144,7 @@ func TestBrowserRDP(t *testing.T) {
 
 	var usedURL string
 	run("NLA: the desktop, a kill, a reconnect, a disconnect", func(t *testing.T) {
-		b.PortalLogin(t, base, "alice", tunnelPW)
+		b.PortalLogin(t, base, "alice", TunnelPassword)
 		b.OpenDesktop(t, "vm2")
 		usedURL = b.URL(t)
 		signIn(t, lab["LAB_PASSWORD"])
@@ -173,12 +173,12 @@ func TestBrowserRDP(t *testing.T) {
 		}
 		noProblems(t, "the desktop")
 
-		out, err := d.ctl(nil, "sessions", "--json")
+		out, err := d.Ctl(nil, "sessions", "--json")
 		var live []struct{ ID, Target, Protocol, Via string }
 		if err != nil || json.Unmarshal([]byte(out), &live) != nil || len(live) != 1 || live[0].Protocol != "rdp" || live[0].Via != "browser" {
 			t.Fatalf("live sessions: %v %s", err, out)
 		}
-		if out, err := d.ctl(nil, "sessions", "kill", live[0].ID, "--reason", "maintenance"); err != nil {
+		if out, err := d.Ctl(nil, "sessions", "kill", live[0].ID, "--reason", "maintenance"); err != nil {
 			t.Fatalf("kill: %v\n%s", err, out)
 		}
 		if msg := endMessage(t); !strings.Contains(msg, "administrator") || !strings.Contains(msg, "maintenance") {
@@ -195,7 +195,7 @@ func TestBrowserRDP(t *testing.T) {
 		}
 		// Disconnect asks the server to end the session (a Shutdown
 		// Request), and the server closes the connection.
-		recs := endedRecords(d, "vm2")
+		recs := EndedRecords(d, "vm2")
 		if last := recs[len(recs)-1]; len(recs) < 2 || !strings.HasPrefix(recs[len(recs)-2]["reason"].(string), "killed: ") ||
 			last["reason"] != "target closed" && last["reason"] != "client closed" || last["bytes_down"].(float64) < 10000 {
 			t.Errorf("end records: %v", recs)
@@ -224,8 +224,8 @@ func TestBrowserRDP(t *testing.T) {
 	})
 
 	run("TLS to vm2's IPv6 address", func(t *testing.T) {
-		reload(webRDPConfig(d.dir, true, ""))
-		defer reload(webRDPConfig(d.dir, false, ""))
+		reload(WebRDPConfig(d.Dir, true, ""))
+		defer reload(WebRDPConfig(d.Dir, false, ""))
 		b.Goto(t, base)
 		b.OpenDesktop(t, "vm2")
 		signIn(t, lab["LAB_PASSWORD"])
@@ -239,8 +239,8 @@ func TestBrowserRDP(t *testing.T) {
 	run("a server with standard RDP security only", func(t *testing.T) {
 		stop := startShadow(t, "3391", "/sec:rdp")
 		defer stop()
-		reload(strings.Replace(webRDPConfig(d.dir, false, ""), "ports: {rdp: "+lab["VM2_RDP_NLA_PORT"], "ports: {rdp: 3391", 1))
-		defer reload(webRDPConfig(d.dir, false, ""))
+		reload(strings.Replace(WebRDPConfig(d.Dir, false, ""), "ports: {rdp: "+lab["VM2_RDP_NLA_PORT"], "ports: {rdp: 3391", 1))
+		defer reload(WebRDPConfig(d.Dir, false, ""))
 		b.Goto(t, base)
 		b.OpenDesktop(t, "vm2")
 		signIn(t, lab["LAB_PASSWORD"])
@@ -254,13 +254,13 @@ func TestBrowserRDP(t *testing.T) {
 		other := filepath.Join(t.TempDir(), "other.pem")
 		os.WriteFile(other, testcert.PEM(testcert.New(t, testcert.Options{Name: "vm2"})), 0o600)
 		for _, args := range [][]string{{"forget", "vm2"}, {"pin", "vm2", "--cert-file", other}} {
-			if out, err := d.ctl(nil, append([]string{"hostkeys"}, args...)...); err != nil {
+			if out, err := d.Ctl(nil, append([]string{"hostkeys"}, args...)...); err != nil {
 				t.Fatalf("hostkeys %v: %v\n%s", args, err, out)
 			}
 		}
 		defer func() {
-			d.ctl(nil, "hostkeys", "forget", "vm2")
-			d.ctl(nil, "hostkeys", "scan", "vm2", "--pin")
+			d.Ctl(nil, "hostkeys", "forget", "vm2")
+			d.Ctl(nil, "hostkeys", "scan", "vm2", "--pin")
 		}()
 		b.Goto(t, base)
 		b.OpenDesktop(t, "vm2")
@@ -269,7 +269,7 @@ func TestBrowserRDP(t *testing.T) {
 			t.Errorf("the page says %q", msg)
 		}
 		b.Screenshot(t, "certificate-mismatch")
-		if recs := endedRecords(d, "vm2"); !strings.HasPrefix(recs[len(recs)-1]["reason"].(string), "host key mismatch: ") {
+		if recs := EndedRecords(d, "vm2"); !strings.HasPrefix(recs[len(recs)-1]["reason"].(string), "host key mismatch: ") {
 			t.Errorf("end record: %v", recs[len(recs)-1])
 		}
 	})
@@ -278,7 +278,7 @@ func TestBrowserRDP(t *testing.T) {
 		b.Goto(t, base)
 		b.Click(t, `header form[action="/logout"] button`)
 		b.WaitVisible(t, "form.login")
-		b.PortalLogin(t, base, "bob", tunnelPW)
+		b.PortalLogin(t, base, "bob", TunnelPassword)
 		b.OpenDesktop(t, "vm2")
 		signIn(t, lab["LAB_PASSWORD"])
 		waitState(t, "connected")
@@ -294,9 +294,9 @@ func TestBrowserRDP(t *testing.T) {
 	// Invariant 10: what users typed never reaches a log or a record, TLS
 	// alone (the password inside the relayed stream) included.
 	run("passwords stay out of the logs", func(t *testing.T) {
-		audit, _ := os.ReadFile(d.auditFile())
+		audit, _ := os.ReadFile(d.AuditFile())
 		for _, secret := range []string{lab["LAB_PASSWORD"], "not-" + lab["LAB_PASSWORD"]} {
-			if strings.Contains(d.log.String(), secret) || strings.Contains(string(audit), secret) {
+			if strings.Contains(d.Log.String(), secret) || strings.Contains(string(audit), secret) {
 				t.Errorf("a password typed in the desktop's form is in the daemon's log or audit file")
 			}
 		}
@@ -324,7 +324,7 @@ func startShadow(t *testing.T, port string, security ...string) func() {
 	}
 	stop := func() { c.Process.Kill(); c.Wait() }
 	for i := 0; ; i++ {
-		if inNetns(lab["NS_BASTION"], func() error {
+		if InNetns(lab["NS_BASTION"], func() error {
 			conn, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp", net.JoinHostPort(lab["VM2_4"], port))
 			if err == nil {
 				conn.Close()

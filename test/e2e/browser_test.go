@@ -37,7 +37,7 @@ func artifactsDir(t testing.TB, name string) string {
 // broken install.
 func startBrowser(t testing.TB, name string) *browsertest.Browser {
 	t.Helper()
-	needLab(t)
+	NeedLab(t)
 	cfg := browsertest.Config{WebDir: filepath.Join(repoRoot, "web"), Artifacts: artifactsDir(t, name), Netns: lab["NS_CLIENT"]}
 	why := browsertest.Missing(cfg)
 	if why == "" && !web.Built() {
@@ -74,15 +74,15 @@ func terminalSize(t testing.TB, b *browsertest.Browser, mark string) (rows, cols
 // and an auditor's playback. Screenshots are kept under test/artifacts.
 func TestBrowserSSH(t *testing.T) {
 	b := startBrowser(t, "browser-ssh")
-	d := startDaemonWith(t, viaFDs, func(dir string) string { return webSSHConfig(dir, "", "") })
-	addLabUsers(t, d, "alice", "bob", "carol")
+	d := StartDaemonWith(t, ViaFDs, func(dir string) string { return WebSSHConfig(dir, "", "") })
+	AddLabUsers(t, d, "alice", "bob", "carol")
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("the daemon's log ends:\n%s", tail(d.log.String(), 6000))
+			t.Logf("the daemon's log ends:\n%s", tail(d.Log.String(), 6000))
 		}
 	})
-	pinVM1(t, d)
-	base := "https://" + serverName + "/"
+	PinVM1(t, d)
+	base := "https://" + ServerName + "/"
 	const submit = `#client form.signin button[type=submit]`
 	signOut := func() {
 		b.Goto(t, base)
@@ -109,7 +109,7 @@ func TestBrowserSSH(t *testing.T) {
 
 	var connectURL string
 	run("password, command, resize, copy and paste", func(t *testing.T) {
-		b.PortalLogin(t, base, "alice", tunnelPW)
+		b.PortalLogin(t, base, "alice", TunnelPassword)
 		b.Screenshot(t, "portal")
 		b.OpenTerminal(t, "vm1")
 		connectURL = b.URL(t)
@@ -184,7 +184,7 @@ func TestBrowserSSH(t *testing.T) {
 	})
 
 	run("clipboard disabled by the role", func(t *testing.T) {
-		b.PortalLogin(t, base, "bob", tunnelPW)
+		b.PortalLogin(t, base, "bob", TunnelPassword)
 		b.OpenTerminal(t, "vm1")
 		b.SignIn(t, lab["LAB_USER"], lab["LAB_PASSWORD"])
 		b.WaitTerminalText(t, "$ ") // the shell's prompt
@@ -214,15 +214,15 @@ func TestBrowserSSH(t *testing.T) {
 	run("host key mismatch", func(t *testing.T) {
 		pub, _, _ := ed25519.GenerateKey(rand.Reader)
 		impostor, _ := ssh.NewPublicKey(pub)
-		d.ctl(nil, "hostkeys", "forget", "vm1")
-		if out, err := d.ctlStdin(string(ssh.MarshalAuthorizedKey(impostor)), "hostkeys", "pin", "vm1", "--key-file", "-"); err != nil {
+		d.Ctl(nil, "hostkeys", "forget", "vm1")
+		if out, err := d.CtlStdin(string(ssh.MarshalAuthorizedKey(impostor)), "hostkeys", "pin", "vm1", "--key-file", "-"); err != nil {
 			t.Fatalf("pin: %v\n%s", err, out)
 		}
 		defer func() {
-			d.ctl(nil, "hostkeys", "forget", "vm1")
-			pinVM1(t, d)
+			d.Ctl(nil, "hostkeys", "forget", "vm1")
+			PinVM1(t, d)
 		}()
-		b.PortalLogin(t, base, "alice", tunnelPW)
+		b.PortalLogin(t, base, "alice", TunnelPassword)
 		b.OpenTerminal(t, "vm1")
 		defer signOut()
 		b.SignIn(t, lab["LAB_USER"], lab["LAB_PASSWORD"])
@@ -234,7 +234,7 @@ func TestBrowserSSH(t *testing.T) {
 	})
 
 	run("an auditor plays the recording", func(t *testing.T) {
-		b.PortalLogin(t, base, "carol", tunnelPW)
+		b.PortalLogin(t, base, "carol", TunnelPassword)
 		defer signOut()
 		b.Click(t, `header a:text("Recordings")`)
 		b.WaitVisible(t, "table.recordings")
@@ -247,7 +247,7 @@ func TestBrowserSSH(t *testing.T) {
 	})
 
 	run("others may not play recordings", func(t *testing.T) {
-		b.PortalLogin(t, base, "bob", tunnelPW)
+		b.PortalLogin(t, base, "bob", TunnelPassword)
 		if b.Count(t, `header a:text("Recordings")`) != 0 {
 			t.Error("bob sees the recordings link")
 		}

@@ -26,17 +26,17 @@ func faultConfig(dir string) string {
 }
 
 // startFaultDaemon starts a daemon on faultConfig, edited by edit.
-func startFaultDaemon(t *testing.T, edit func(dir, cfg string) string) *daemon {
+func startFaultDaemon(t *testing.T, edit func(dir, cfg string) string) *Daemon {
 	t.Helper()
-	d := startDaemonWith(t, viaFDs, func(dir string) string { return edit(dir, faultConfig(dir)) })
+	d := StartDaemonWith(t, ViaFDs, func(dir string) string { return edit(dir, faultConfig(dir)) })
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("the daemon's log ends:\n%s", tail(d.log.String(), 6000))
+			t.Logf("the daemon's log ends:\n%s", tail(d.Log.String(), 6000))
 		}
 	})
-	addLabUsers(t, d, "alice")
-	pinVM1(t, d)
-	startSink(t, labValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
+	AddLabUsers(t, d, "alice")
+	PinVM1(t, d)
+	StartSink(t, LabValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
 	return d
 }
 
@@ -58,7 +58,7 @@ func nft(t testing.TB, ns, table, rules string) func() {
 
 // waitEnd waits for the end record of session id and returns it with how
 // long after since it came.
-func (d *daemon) waitEnd(id string, since time.Time, limit time.Duration) (map[string]any, time.Duration) {
+func (d *Daemon) waitEnd(id string, since time.Time, limit time.Duration) (map[string]any, time.Duration) {
 	d.t.Helper()
 	for end := time.Now().Add(limit); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
 		if r := d.auditRecords()[id]["session_end"]; len(r) > 0 {
@@ -72,7 +72,7 @@ func (d *daemon) waitEnd(id string, since time.Time, limit time.Duration) (map[s
 
 // newSessionIDs returns the ids of the live sessions not in seen, and adds
 // them to seen.
-func (d *daemon) newSessionIDs(seen map[string]bool) []string {
+func (d *Daemon) newSessionIDs(seen map[string]bool) []string {
 	d.t.Helper()
 	var ids []string
 	for _, s := range d.liveSessions() {
@@ -93,16 +93,16 @@ func TestClientVanishes(t *testing.T) {
 	seen := map[string]bool{}
 	open := map[string]string{} // session id -> what it is
 
-	tc := signedIn(t, lab["BASTION_PUB4"], "alice").openTerminal("vm1")
-	tc.shell(pw)
-	tc.typeText("echo up-$((2*21))\r")
-	tc.screenHas("up-42", 10*time.Second)
+	tc := SignedIn(t, lab["BASTION_PUB4"], "alice").OpenTerminal("vm1")
+	tc.Shell(pw)
+	tc.TypeText("echo up-$((2*21))\r")
+	tc.ScreenHas("up-42", 10*time.Second)
 	for _, id := range d.newSessionIDs(seen) {
 		open[id] = "browser terminal"
 	}
-	creds := loginAs(t, "alice", lab["BASTION_PUB6"])
+	creds := LoginAs(t, "alice", lab["BASTION_PUB6"])
 	for _, tr := range []string{"quic", "tcp"} {
-		c, err := dial(t, tunnelClient(t, creds, lab["BASTION_PUB6"], tr), "vm1", 9001)
+		c, err := Dial(t, TunnelClient(t, creds, lab["BASTION_PUB6"], tr), "vm1", 9001)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +118,7 @@ func TestClientVanishes(t *testing.T) {
 
 	// The client's network goes silent both ways.
 	start := time.Now()
-	undo := nft(t, labValue(t, "NS_CLIENT"), "vanish", `table inet vanish {
+	undo := nft(t, LabValue(t, "NS_CLIENT"), "vanish", `table inet vanish {
 	chain in { type filter hook input priority -10; policy drop; }
 	chain out { type filter hook output priority -10; policy drop; }
 }`)
@@ -132,7 +132,7 @@ func TestClientVanishes(t *testing.T) {
 	undo()
 
 	// A connection reset: the session ends at once.
-	u := signedIn(t, lab["BASTION_PUB4"], "alice")
+	u := SignedIn(t, lab["BASTION_PUB4"], "alice")
 	var mu sync.Mutex
 	var conns []*net.TCPConn
 	tr := u.c.Transport.(*http.Transport)
@@ -146,8 +146,8 @@ func TestClientVanishes(t *testing.T) {
 		}
 		return c, err
 	}
-	tc = u.openTerminal("vm1")
-	tc.shell(pw)
+	tc = u.OpenTerminal("vm1")
+	tc.Shell(pw)
 	ids := d.newSessionIDs(seen)
 	if len(ids) != 1 {
 		t.Fatalf("new sessions %v", ids)
@@ -169,13 +169,13 @@ func TestClientVanishes(t *testing.T) {
 // bounded time, and every session that opened has its record.
 func TestTargetFaults(t *testing.T) {
 	d := startFaultDaemon(t, func(_, cfg string) string { return cfg })
-	creds := loginAs(t, "alice", lab["BASTION_PUB4"])
-	cl := tunnelClient(t, creds, lab["BASTION_PUB4"], "quic")
-	vm1 := labValue(t, "NS_VM1")
+	creds := LoginAs(t, "alice", lab["BASTION_PUB4"])
+	cl := TunnelClient(t, creds, lab["BASTION_PUB4"], "quic")
+	vm1 := LabValue(t, "NS_VM1")
 
 	t.Run("refuses", func(t *testing.T) {
 		start := time.Now()
-		_, err := dial(t, cl, "vm1", 9002) // nothing listens
+		_, err := Dial(t, cl, "vm1", 9002) // nothing listens
 		var te *tunnel.Error
 		if !errors.As(err, &te) || te.Status != tunnel.StatusUnreachable || !strings.Contains(err.Error(), "refused") {
 			t.Errorf("dial a closed port: %v", err)
@@ -188,7 +188,7 @@ func TestTargetFaults(t *testing.T) {
 
 	t.Run("resets mid-session", func(t *testing.T) {
 		var ln net.Listener
-		if err := inNetns(vm1, func() (err error) {
+		if err := InNetns(vm1, func() (err error) {
 			ln, err = net.Listen("tcp", "[::]:9003")
 			return err
 		}); err != nil {
@@ -206,7 +206,7 @@ func TestTargetFaults(t *testing.T) {
 		}()
 		seen := map[string]bool{}
 		d.newSessionIDs(seen)
-		c, err := dial(t, cl, "vm1", 9003)
+		c, err := Dial(t, cl, "vm1", 9003)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,7 +228,7 @@ func TestTargetFaults(t *testing.T) {
 	t.Run("goes silent mid-session", func(t *testing.T) {
 		seen := map[string]bool{}
 		d.newSessionIDs(seen)
-		c, err := dial(t, cl, "vm1", 9001)
+		c, err := Dial(t, cl, "vm1", 9001)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -259,7 +259,7 @@ func TestTargetFaults(t *testing.T) {
 	chain in { type filter hook input priority -10; tcp dport 9001 drop; }
 }`)()
 		start := time.Now()
-		_, err := dial(t, cl, "vm1", 9001)
+		_, err := Dial(t, cl, "vm1", 9001)
 		var te *tunnel.Error
 		if !errors.As(err, &te) || te.Status != tunnel.StatusUnreachable {
 			t.Errorf("dial a machine that drops: %v", err)
@@ -276,7 +276,7 @@ func TestTargetFaults(t *testing.T) {
 // refuses new sessions with a clear error, lets the live ones go on, and
 // writes their records once it can.
 func TestAuditUnwritable(t *testing.T) {
-	needLab(t)
+	NeedLab(t)
 	logDir := filepath.Join(t.TempDir(), "log")
 	os.MkdirAll(logDir, 0o755)
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", logDir).CombinedOutput(); err != nil {
@@ -288,9 +288,9 @@ func TestAuditUnwritable(t *testing.T) {
 		return strings.Replace(cfg, "audit_file: "+dir+"/audit.jsonl", "audit_file: "+audit, 1)
 	})
 	d.audit = audit
-	creds := loginAs(t, "alice", lab["BASTION_PUB4"])
-	cl := tunnelClient(t, creds, lab["BASTION_PUB4"], "tcp")
-	u := signedIn(t, lab["BASTION_PUB6"], "alice")
+	creds := LoginAs(t, "alice", lab["BASTION_PUB4"])
+	cl := TunnelClient(t, creds, lab["BASTION_PUB4"], "tcp")
+	u := SignedIn(t, lab["BASTION_PUB6"], "alice")
 	writable := func() string {
 		for _, l := range strings.Split(metricsText(t), "\n") {
 			if strings.HasPrefix(l, "bastiond_audit_writable ") {
@@ -314,7 +314,7 @@ func TestAuditUnwritable(t *testing.T) {
 		t.Run(fault.name, func(t *testing.T) {
 			seen := map[string]bool{}
 			d.newSessionIDs(seen)
-			c, err := dial(t, cl, "vm1", 9001)
+			c, err := Dial(t, cl, "vm1", 9001)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -327,7 +327,7 @@ func TestAuditUnwritable(t *testing.T) {
 			// on a full tmpfs, the first start record that needs a new page.
 			lives := []*echoTunnel{live}
 			for range 40 {
-				c, err = dial(t, cl, "vm1", 9001)
+				c, err = Dial(t, cl, "vm1", 9001)
 				if err != nil {
 					break
 				}
@@ -341,15 +341,15 @@ func TestAuditUnwritable(t *testing.T) {
 			if !errors.As(err, &te) || te.Status != tunnel.StatusUnavailable || !strings.Contains(err.Error(), "cannot record new sessions") {
 				t.Errorf("a new tunnel with the audit log unwritable: %v", err)
 			}
-			tc := u.openTerminal("vm1")
-			tc.send(wsMsg{Type: "auth", Login: lab["LAB_USER"], Password: lab["LAB_PASSWORD"], Cols: 80, Rows: 24})
-			if end := tc.ended(); !strings.Contains(end.Message, "cannot record new sessions") {
+			tc := u.OpenTerminal("vm1")
+			tc.Send(WSMsg{Type: "auth", Login: lab["LAB_USER"], Password: lab["LAB_PASSWORD"], Cols: 80, Rows: 24})
+			if end := tc.Ended(); !strings.Contains(end.Message, "cannot record new sessions") {
 				t.Errorf("a new terminal with the audit log unwritable: %+v", end)
 			}
 			if w := writable(); w != "0" {
 				t.Errorf("bastiond_audit_writable %s while %s", w, fault.name)
 			}
-			if !strings.Contains(d.log.String(), fault.wantError) {
+			if !strings.Contains(d.Log.String(), fault.wantError) {
 				t.Errorf("the log does not say %q", fault.wantError)
 			}
 			// The live sessions go on; their ends wait for the file.
@@ -388,7 +388,7 @@ func TestAuditUnwritable(t *testing.T) {
 					t.Errorf("session %s recorded twice: %v", id, evs)
 				}
 			}
-			c, err = dial(t, cl, "vm1", 9001)
+			c, err = Dial(t, cl, "vm1", 9001)
 			if err != nil {
 				t.Fatalf("a new tunnel once the audit log is writable again: %v", err)
 			}

@@ -27,19 +27,19 @@ func TestLoginBruteForce(t *testing.T) {
 	// The firewall's per-source connection rate would drop some of the
 	// guesser's connections: raised, so that every guess reaches the
 	// sign-in and is counted there.
-	d := startDaemonWith(t, viaFDs, func(dir string) string { return upgradeConfig(dir) + "firewall: {conn_rate: 1000}\n" })
-	addLabUsers(t, d, "alice", "bob")
+	d := StartDaemonWith(t, ViaFDs, func(dir string) string { return upgradeConfig(dir) + "firewall: {conn_rate: 1000}\n" })
+	AddLabUsers(t, d, "alice", "bob")
 	attacker := lab["BASTION_PUB4"]
 
 	// Guesses as fast as the bastion answers, for at most 8 s or 40 tries.
 	start := time.Now()
 	tries := 0
 	for ; tries < 40 && time.Since(start) < 8*time.Second; tries++ {
-		if code, _ := newWebUser(t, attacker).signIn("alice", "guess "+string(rune('a'+tries%26)), ""); code == 303 {
+		if code, _ := NewWebUser(t, attacker).SignIn("alice", "guess "+string(rune('a'+tries%26)), ""); code == 303 {
 			t.Fatal("a wrong password signed in")
 		}
 	}
-	log := d.log.String()
+	log := d.Log.String()
 	evaluated := strings.Count(log, `"reason":"wrong password"`)
 	throttled := strings.Count(log, `"msg":"login refused: throttled"`)
 	t.Logf("brute force: %d tries in %s, %d checked against the password, %d refused unchecked (throttled)",
@@ -48,14 +48,14 @@ func TestLoginBruteForce(t *testing.T) {
 		t.Errorf("%d tries: %d checked, %d throttled", tries, evaluated, throttled)
 	}
 	// The right password is refused while the backoff runs.
-	if code, _ := newWebUser(t, attacker).signIn("alice", tunnelPW, ""); code == 303 {
+	if code, _ := NewWebUser(t, attacker).SignIn("alice", TunnelPassword, ""); code == 303 {
 		t.Error("the right password got through during the backoff")
 	}
 	// Another user, from the same address, is not locked out of their
 	// account (the source's own backoff may hold them a moment).
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		code, _ := newWebUser(t, lab["BASTION_PUB6"]).signIn("bob", tunnelPW, "")
+		code, _ := NewWebUser(t, lab["BASTION_PUB6"]).SignIn("bob", TunnelPassword, "")
 		if code == 303 {
 			break
 		}
@@ -67,12 +67,12 @@ func TestLoginBruteForce(t *testing.T) {
 	// More guesses from the other address; an admin's unlock then clears
 	// the backoff and any lockout at once.
 	for range 12 {
-		newWebUser(t, lab["BASTION_PUB6"]).signIn("alice", "more guesses", "")
+		NewWebUser(t, lab["BASTION_PUB6"]).SignIn("alice", "more guesses", "")
 	}
-	if out, err := d.ctl(nil, "users", "unlock", "alice"); err != nil {
+	if out, err := d.Ctl(nil, "users", "unlock", "alice"); err != nil {
 		t.Fatalf("unlock: %v\n%s", err, out)
 	}
-	if code, page := newWebUser(t, lab["BASTION_PUB6"]).signIn("alice", tunnelPW, ""); code != 303 {
+	if code, page := NewWebUser(t, lab["BASTION_PUB6"]).SignIn("alice", TunnelPassword, ""); code != 303 {
 		t.Errorf("alice after the unlock: %d\n%s", code, page)
 	}
 }
@@ -103,10 +103,10 @@ func (r retryCounter) ReadFrom(p []byte) (int, net.Addr, error) {
 // packets only: the bastion keeps no state for a source that has not shown
 // it receives at its address, and a real client connects after it.
 func TestQUICInitialFlood(t *testing.T) {
-	d := startDaemonWith(t, viaFDs, func(dir string) string { return upgradeConfig(dir) })
-	addLabUsers(t, d, "alice")
-	startSink(t, labValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
-	rssBefore := rssOf(t, d.cmd.Process.Pid)
+	d := StartDaemonWith(t, ViaFDs, func(dir string) string { return upgradeConfig(dir) })
+	AddLabUsers(t, d, "alice")
+	StartSink(t, LabValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
+	rssBefore := rssOf(t, d.Cmd.Process.Pid)
 
 	const sockets, perSocket = 40, 50 // 2,000 handshakes, from 40 source ports each family
 	var retries, other, sent atomic.Int64
@@ -117,7 +117,7 @@ func TestQUICInitialFlood(t *testing.T) {
 			addr = lab["BASTION_PUB6"]
 		}
 		var pc net.PacketConn
-		if err := inNetns(labValue(t, "NS_CLIENT"), func() (err error) {
+		if err := InNetns(LabValue(t, "NS_CLIENT"), func() (err error) {
 			pc, err = net.ListenPacket("udp", ":0")
 			return err
 		}); err != nil {
@@ -137,7 +137,7 @@ func TestQUICInitialFlood(t *testing.T) {
 					defer inner.Done()
 					ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 					defer cancel()
-					tr.Dial(ctx, raddr, &tls.Config{ServerName: serverName, NextProtos: []string{tunnel.ALPN}, InsecureSkipVerify: true},
+					tr.Dial(ctx, raddr, &tls.Config{ServerName: ServerName, NextProtos: []string{tunnel.ALPN}, InsecureSkipVerify: true},
 						&quic.Config{HandshakeIdleTimeout: 300 * time.Millisecond})
 				}()
 			}
@@ -151,14 +151,14 @@ func TestQUICInitialFlood(t *testing.T) {
 	// A real user after it. (During it, with the tests' race-enabled
 	// daemon on the lab's two cores, a user's Initial can wait behind the
 	// flood's for longer than the client's handshake timeout.)
-	creds := loginAs(t, "alice", lab["BASTION_PUB4"])
-	c, err := dial(t, tunnelClient(t, creds, lab["BASTION_PUB4"], "quic"), "vm1", 9001)
+	creds := LoginAs(t, "alice", lab["BASTION_PUB4"])
+	c, err := Dial(t, TunnelClient(t, creds, lab["BASTION_PUB4"], "quic"), "vm1", 9001)
 	if err != nil {
 		t.Fatalf("a tunnel after the flood: %v", err)
 	}
 	(&echoTunnel{c: c}).roundTrip(t, "after the flood\n")
 	c.Close()
-	rssAfter := rssOf(t, d.cmd.Process.Pid)
+	rssAfter := rssOf(t, d.Cmd.Process.Pid)
 	t.Logf("QUIC flood: %d handshakes started, %d Retry packets back, %d other packets; bastiond RSS %d -> %d MiB",
 		sent.Load(), retries.Load(), other.Load(), rssBefore>>20, rssAfter>>20)
 	// UDP under a flood loses datagrams both ways (the lab's two cores run
@@ -215,14 +215,14 @@ func (f *floodSockets) connect(src, dst netip.Addr) error {
 // slow clients are cut off at the handshake timeout, and that nothing of
 // the flood reaches a session.
 func TestTCPFlood(t *testing.T) {
-	d := startDaemonWith(t, viaFDs, func(dir string) string {
+	d := StartDaemonWith(t, ViaFDs, func(dir string) string {
 		// The per-source rate limit would drop most of the flood before the
 		// daemon sees it: raised, so that the daemon and kernel take it.
 		return upgradeConfig(dir) + "firewall: {conn_rate: 1000}\n"
 	})
-	addLabUsers(t, d, "alice")
-	startSink(t, labValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
-	client := labValue(t, "NS_CLIENT")
+	AddLabUsers(t, d, "alice")
+	StartSink(t, LabValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
+	client := LabValue(t, "NS_CLIENT")
 	bastion := netip.MustParseAddr(lab["BASTION_PUB4"])
 
 	var lim unix.Rlimit
@@ -271,17 +271,17 @@ func TestTCPFlood(t *testing.T) {
 
 	signInTime := func() time.Duration {
 		start := time.Now()
-		if code, page := newWebUser(t, lab["BASTION_PUB4"]).signIn("alice", tunnelPW, ""); code != 303 {
+		if code, page := NewWebUser(t, lab["BASTION_PUB4"]).SignIn("alice", TunnelPassword, ""); code != 303 {
 			t.Fatalf("sign in: %d\n%s", code, page)
 		}
 		return time.Since(start)
 	}
 	idle := signInTime()
-	rssIdle := rssOf(t, d.cmd.Process.Pid)
+	rssIdle := rssOf(t, d.Cmd.Process.Pid)
 
 	var flood floodSockets
 	defer flood.close()
-	if err := inNetns(client, func() error {
+	if err := InNetns(client, func() error {
 		for _, src := range halfOpen {
 			for range 200 {
 				if err := flood.connect(src, bastion); err != nil {
@@ -295,7 +295,7 @@ func TestTCPFlood(t *testing.T) {
 	}
 	var slowConns floodSockets
 	defer slowConns.close()
-	if err := inNetns(client, func() error {
+	if err := InNetns(client, func() error {
 		for _, src := range slow {
 			for range 200 {
 				if err := slowConns.connect(src, bastion); err != nil {
@@ -325,18 +325,18 @@ func TestTCPFlood(t *testing.T) {
 		trickled <- len(cut)
 	}()
 	time.Sleep(2 * time.Second) // the flood is in place
-	synRecv, _ := exec.Command("ip", "netns", "exec", labValue(t, "NS_BASTION"), "ss", "-Htn", "state", "syn-recv", "sport", "= :443").Output()
-	estab, _ := exec.Command("ip", "netns", "exec", labValue(t, "NS_BASTION"), "ss", "-Htn", "state", "established", "sport", "= :443").Output()
+	synRecv, _ := exec.Command("ip", "netns", "exec", LabValue(t, "NS_BASTION"), "ss", "-Htn", "state", "syn-recv", "sport", "= :443").Output()
+	estab, _ := exec.Command("ip", "netns", "exec", LabValue(t, "NS_BASTION"), "ss", "-Htn", "state", "established", "sport", "= :443").Output()
 
 	underLoad := signInTime()
-	creds := loginAs(t, "alice", lab["BASTION_PUB4"])
-	c, err := dial(t, tunnelClient(t, creds, lab["BASTION_PUB4"], "tcp"), "vm1", 9001)
+	creds := LoginAs(t, "alice", lab["BASTION_PUB4"])
+	c, err := Dial(t, TunnelClient(t, creds, lab["BASTION_PUB4"], "tcp"), "vm1", 9001)
 	if err != nil {
 		t.Fatalf("a tunnel during the flood: %v", err)
 	}
 	(&echoTunnel{c: c}).roundTrip(t, "through the flood\n")
 	c.Close()
-	rssLoad := rssOf(t, d.cmd.Process.Pid)
+	rssLoad := rssOf(t, d.Cmd.Process.Pid)
 	cut := <-trickled
 	t.Logf("TCP flood: %d half-open and %d slow connections started; bastion side: %d SYN-RECV, %d established on 443",
 		len(flood.fds), len(slowConns.fds), strings.Count(string(synRecv), "\n"), strings.Count(string(estab), "\n"))

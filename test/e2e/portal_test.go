@@ -1,17 +1,14 @@
 package e2e
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/sha1"
-	"crypto/tls"
 	"encoding/base32"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"os/exec"
@@ -35,88 +32,6 @@ const portalAccess = `access:
       protocols: [rdp]
 `
 
-// webUser is a browser in the client namespace talking to the bastion at
-// addr under its server name, with a cookie jar.
-type webUser struct {
-	t    testing.TB
-	c    *http.Client
-	base string
-}
-
-func newWebUser(t testing.TB, addr string) *webUser {
-	jar, _ := cookiejar.New(nil)
-	tr := &http.Transport{
-		TLSClientConfig:   &tls.Config{ServerName: serverName, InsecureSkipVerify: true},
-		ForceAttemptHTTP2: true,
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var c net.Conn
-			err := inNetns(labValue(t, "NS_CLIENT"), func() (err error) {
-				c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, net.JoinHostPort(addr, "443"))
-				return err
-			})
-			return c, err
-		},
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &webUser{t: t, base: "https://" + serverName, c: &http.Client{
-		Jar: jar, Transport: tr, Timeout: 10 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
-}
-
-func (u *webUser) do(method, path string, form url.Values) (*http.Response, string) {
-	u.t.Helper()
-	var body io.Reader
-	if form != nil {
-		body = strings.NewReader(form.Encode())
-	}
-	req, _ := http.NewRequest(method, u.base+path, body)
-	if form != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	}
-	if method != http.MethodGet {
-		req.Header.Set("Origin", u.base)
-	}
-	resp, err := u.c.Do(req)
-	if err != nil {
-		u.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	return resp, string(data)
-}
-
-var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
-
-func csrfIn(t testing.TB, page string) string {
-	t.Helper()
-	m := csrfField.FindStringSubmatch(page)
-	if m == nil {
-		t.Fatalf("no CSRF token in:\n%s", page)
-	}
-	return m[1]
-}
-
-// signIn posts the login form and returns the portal page.
-func (u *webUser) signIn(user, password, code string) (int, string) {
-	u.t.Helper()
-	_, login := u.do(http.MethodGet, "/", nil)
-	resp, body := u.do(http.MethodPost, "/login", url.Values{"csrf": {csrfIn(u.t, login)}, "user": {user}, "password": {password}, "code": {code}})
-	if resp.StatusCode != http.StatusSeeOther {
-		return resp.StatusCode, body
-	}
-	_, portal := u.do(http.MethodGet, "/", nil)
-	return resp.StatusCode, portal
-}
-
-// ctlStdin runs bastionctl with stdin.
-func (d *daemon) ctlStdin(stdin string, args ...string) (string, error) {
-	cmd := exec.Command(filepath.Join(binDir, "bastionctl"), append([]string{"--socket", d.admin}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
 // totpAt is the RFC 6238 code for secret, steps after the current one.
 func totpAt(t testing.TB, secret string, steps int64) string {
 	key, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(secret)
@@ -136,31 +51,31 @@ func totpAt(t testing.TB, secret string, steps int64) string {
 // see the machines their roles allow; connect tickets work once and only in
 // their own browser; TOTP, disable and tokens behave end to end.
 func TestPortal(t *testing.T) {
-	d := startDaemon(t, viaFDs, portalAccess)
+	d := StartDaemon(t, ViaFDs, portalAccess)
 	const pw = "lab password 1234"
 	for _, u := range []string{"alice", "carol"} {
-		if out, err := d.ctlStdin(pw+"\n", "users", "add", u, "--password-stdin"); err != nil {
+		if out, err := d.CtlStdin(pw+"\n", "users", "add", u, "--password-stdin"); err != nil {
 			t.Fatalf("users add %s: %v\n%s", u, err, out)
 		}
 	}
-	if out, err := d.ctl(nil, "users", "grant", "carol", "desktops"); err != nil {
+	if out, err := d.Ctl(nil, "users", "grant", "carol", "desktops"); err != nil {
 		t.Fatalf("grant: %v\n%s", err, out)
 	}
-	if out, err := d.ctl(nil, "users", "grant", "carol", "no-such-role"); err == nil || !strings.Contains(out, `no role "no-such-role"`) {
+	if out, err := d.Ctl(nil, "users", "grant", "carol", "no-such-role"); err == nil || !strings.Contains(out, `no role "no-such-role"`) {
 		t.Errorf("granting an undefined role: %v\n%s", err, out)
 	}
-	if out, _ := d.ctl(nil, "users", "list"); !regexp.MustCompile(`(?m)^alice\s+active\s+-\s+ops-ssh`).MatchString(out) ||
+	if out, _ := d.Ctl(nil, "users", "list"); !regexp.MustCompile(`(?m)^alice\s+active\s+-\s+ops-ssh`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^carol\s+active\s+-\s+desktops`).MatchString(out) {
 		t.Errorf("users list:\n%s", out)
 	}
 
-	for _, fam := range []struct{ name, addr string }{{"IPv4", labValue(t, "BASTION_PUB4")}, {"IPv6", labValue(t, "BASTION_PUB6")}} {
+	for _, fam := range []struct{ name, addr string }{{"IPv4", LabValue(t, "BASTION_PUB4")}, {"IPv6", LabValue(t, "BASTION_PUB6")}} {
 		t.Run(fam.name, func(t *testing.T) {
-			alice := newWebUser(t, fam.addr)
-			if code, _ := alice.signIn("alice", "wrong password!!", ""); code != http.StatusUnauthorized {
+			alice := NewWebUser(t, fam.addr)
+			if code, _ := alice.SignIn("alice", "wrong password!!", ""); code != http.StatusUnauthorized {
 				t.Fatalf("wrong password: %d", code)
 			}
-			code, portal := alice.signIn("alice", pw, "")
+			code, portal := alice.SignIn("alice", pw, "")
 			if code != http.StatusSeeOther || !strings.Contains(portal, "vm1") || strings.Contains(portal, "vm2") {
 				t.Fatalf("alice's portal (%d):\n%s", code, portal)
 			}
@@ -173,7 +88,7 @@ func TestPortal(t *testing.T) {
 				t.Fatalf("connect page: %d\n%s", resp.StatusCode, page)
 			}
 			// The same link in another browser shows the expired page.
-			if resp, page := newWebUser(t, fam.addr).do(http.MethodGet, loc, nil); resp.StatusCode != http.StatusForbidden ||
+			if resp, page := NewWebUser(t, fam.addr).do(http.MethodGet, loc, nil); resp.StatusCode != http.StatusForbidden ||
 				!strings.Contains(page, "Your session has expired, start again from the portal") {
 				t.Fatalf("copied link: %d\n%s", resp.StatusCode, page)
 			}
@@ -182,8 +97,8 @@ func TestPortal(t *testing.T) {
 				t.Errorf("alice's own link after a stranger opened it: %d", resp.StatusCode)
 			}
 			// carol holds rdp on vm2 by a grant alone.
-			carol := newWebUser(t, fam.addr)
-			if _, p := carol.signIn("carol", pw, ""); !strings.Contains(p, "vm2") || strings.Contains(p, "vm1") {
+			carol := NewWebUser(t, fam.addr)
+			if _, p := carol.SignIn("carol", pw, ""); !strings.Contains(p, "vm2") || strings.Contains(p, "vm1") {
 				t.Errorf("carol's portal:\n%s", p)
 			}
 		})
@@ -216,65 +131,65 @@ func TestPortal(t *testing.T) {
 		if err := cmd.Wait(); err != nil || !strings.Contains(string(rest), "TOTP enrolled") {
 			t.Fatalf("confirm: %v\n%s", err, rest)
 		}
-		web := newWebUser(t, labValue(t, "BASTION_PUB4"))
-		if code, _ := web.signIn("alice", pw, ""); code != http.StatusUnauthorized {
+		web := NewWebUser(t, LabValue(t, "BASTION_PUB4"))
+		if code, _ := web.SignIn("alice", pw, ""); code != http.StatusUnauthorized {
 			t.Fatalf("signed in without the code: %d", code)
 		}
 		// The enrolment used this step's code; the next step's is accepted
 		// (one step of clock drift), once.
 		next := totpAt(t, m[1], 1)
-		if code, _ := web.signIn("alice", pw, next); code != http.StatusSeeOther {
+		if code, _ := web.SignIn("alice", pw, next); code != http.StatusSeeOther {
 			t.Fatalf("sign in with the code: %d", code)
 		}
-		if code, _ := newWebUser(t, labValue(t, "BASTION_PUB4")).signIn("alice", pw, next); code != http.StatusUnauthorized {
+		if code, _ := NewWebUser(t, LabValue(t, "BASTION_PUB4")).SignIn("alice", pw, next); code != http.StatusUnauthorized {
 			t.Errorf("a code was accepted twice: %d", code)
 		}
-		if out, _ := d.ctl(nil, "users", "list"); !regexp.MustCompile(`(?m)^alice\s+active\s+yes`).MatchString(out) {
+		if out, _ := d.Ctl(nil, "users", "list"); !regexp.MustCompile(`(?m)^alice\s+active\s+yes`).MatchString(out) {
 			t.Errorf("users list does not show TOTP:\n%s", out)
 		}
-		if out, err := d.ctl(nil, "users", "totp", "alice", "--reset"); err != nil {
+		if out, err := d.Ctl(nil, "users", "totp", "alice", "--reset"); err != nil {
 			t.Fatal(out)
 		}
 	})
 
 	t.Run("disable ends the web session", func(t *testing.T) {
-		alice := newWebUser(t, labValue(t, "BASTION_PUB6"))
-		alice.signIn("alice", pw, "")
-		if out, err := d.ctl(nil, "users", "disable", "alice"); err != nil {
+		alice := NewWebUser(t, LabValue(t, "BASTION_PUB6"))
+		alice.SignIn("alice", pw, "")
+		if out, err := d.Ctl(nil, "users", "disable", "alice"); err != nil {
 			t.Fatal(out)
 		}
 		if _, page := alice.do(http.MethodGet, "/", nil); !strings.Contains(page, `action="/login"`) {
 			t.Error("a disabled user's session still shows the portal")
 		}
-		if code, _ := alice.signIn("alice", pw, ""); code != http.StatusUnauthorized {
+		if code, _ := alice.SignIn("alice", pw, ""); code != http.StatusUnauthorized {
 			t.Errorf("disabled user signed in: %d", code)
 		}
-		d.ctl(nil, "users", "enable", "alice")
+		d.Ctl(nil, "users", "enable", "alice")
 	})
 
 	t.Run("bastionctl login and tokens", func(t *testing.T) {
 		creds := filepath.Join(t.TempDir(), "credentials.json")
-		login := exec.Command("ip", "netns", "exec", labValue(t, "NS_CLIENT"), filepath.Join(binDir, "bastionctl"), "login",
-			"--server", serverName, "--address", net.JoinHostPort(labValue(t, "BASTION_PUB6"), "443"), "--insecure",
+		login := exec.Command("ip", "netns", "exec", LabValue(t, "NS_CLIENT"), filepath.Join(binDir, "bastionctl"), "login",
+			"--server", ServerName, "--address", net.JoinHostPort(LabValue(t, "BASTION_PUB6"), "443"), "--insecure",
 			"--user", "alice", "--password-stdin", "--ttl", "1h")
 		login.Env = append(os.Environ(), "BASTION_CREDENTIALS="+creds)
 		login.Stdin = strings.NewReader(pw + "\n")
-		if out, err := login.CombinedOutput(); err != nil || !strings.Contains(string(out), "signed in to "+serverName+" as alice") {
+		if out, err := login.CombinedOutput(); err != nil || !strings.Contains(string(out), "signed in to "+ServerName+" as alice") {
 			t.Fatalf("login: %v\n%s", err, out)
 		}
 		if st, err := os.Stat(creds); err != nil || st.Mode().Perm() != 0o600 {
 			t.Fatalf("credentials file: %v %v", st.Mode(), err)
 		}
-		out, _ := d.ctl(nil, "tokens", "list", "--user", "alice")
+		out, _ := d.Ctl(nil, "tokens", "list", "--user", "alice")
 		if !strings.Contains(out, "alice") || !strings.Contains(out, "api,tunnel") {
 			t.Fatalf("tokens list:\n%s", out)
 		}
-		logout := exec.Command("ip", "netns", "exec", labValue(t, "NS_CLIENT"), filepath.Join(binDir, "bastionctl"), "logout")
+		logout := exec.Command("ip", "netns", "exec", LabValue(t, "NS_CLIENT"), filepath.Join(binDir, "bastionctl"), "logout")
 		logout.Env = append(os.Environ(), "BASTION_CREDENTIALS="+creds)
 		if out, err := logout.CombinedOutput(); err != nil {
 			t.Fatalf("logout: %v\n%s", err, out)
 		}
-		if out, _ := d.ctl(nil, "tokens", "list", "--user", "alice"); strings.Contains(out, "api,tunnel") {
+		if out, _ := d.Ctl(nil, "tokens", "list", "--user", "alice"); strings.Contains(out, "api,tunnel") {
 			t.Errorf("token still listed after logout:\n%s", out)
 		}
 	})

@@ -24,7 +24,7 @@ import (
 // works through it: CredSSP would bind the bridge's certificate, not the
 // server's.
 type rdpBridge struct {
-	u      *webUser
+	u      *WebUser
 	target string
 	ln     net.Listener
 	cert   tls.Certificate
@@ -37,7 +37,7 @@ type rdpBridge struct {
 	ended chan struct{}
 }
 
-func newRDPBridge(t testing.TB, u *webUser, target string) *rdpBridge {
+func newRDPBridge(t testing.TB, u *WebUser, target string) *rdpBridge {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -91,7 +91,7 @@ func (b *rdpBridge) serve(c net.Conn) error {
 	if err != nil {
 		return fmt.Errorf("bridge: the client's X.224 request: %w", err)
 	}
-	tk, err := b.u.ticket(b.target, "rdp")
+	tk, err := b.u.Ticket(b.target, "rdp")
 	if err != nil {
 		return err
 	}

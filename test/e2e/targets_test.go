@@ -12,23 +12,23 @@ import (
 // inventory, is found by its IPv4 and IPv6 addresses and its MAC once it has
 // talked to the bastion; the targets and the bastion itself are not listed.
 func TestTargetsDiscover(t *testing.T) {
-	needLab(t)
-	d := startDaemon(t, viaFDs, "")
+	NeedLab(t)
+	d := StartDaemon(t, ViaFDs, "")
 	t.Cleanup(func() {
-		d.stop()
-		inBastion(t, filepath.Join(binDir, "bastiond"), "-cleanup")
+		d.Stop()
+		InBastion(t, filepath.Join(binDir, "bastiond"), "-cleanup")
 	})
-	bastion, rogue := labValue(t, "NS_BASTION"), labValue(t, "NS_ROGUE")
+	bastion, rogue := LabValue(t, "NS_BASTION"), LabValue(t, "NS_ROGUE")
 	// The bastion talks to the targets; the rogue knocks on the bastion
 	// (dropped, but it had to resolve the bastion's address first).
 	for _, key := range []string{"VM1_4", "VM1_6", "VM2_4", "VM2_6"} {
-		probe(t, bastion, labValue(t, key), 22, "")
+		Probe(t, bastion, LabValue(t, key), 22, "")
 	}
 	for _, key := range []string{"BASTION_VNET4", "BASTION_VNET6"} {
-		probe(t, rogue, labValue(t, key), 443, "")
+		Probe(t, rogue, LabValue(t, key), 443, "")
 	}
 
-	out, err := d.ctl(nil, "targets", "discover", "--json")
+	out, err := d.Ctl(nil, "targets", "discover", "--json")
 	if err != nil {
 		t.Fatalf("targets discover: %v\n%s", err, out)
 	}
@@ -48,15 +48,15 @@ func TestTargetsDiscover(t *testing.T) {
 	found := false
 	for _, h := range v.Unknown {
 		for _, key := range []string{"VM1_4", "VM1_6", "VM2_4", "VM2_6", "BASTION_VNET4", "BASTION_VNET6"} {
-			if slices.Contains(h.Addrs, labValue(t, key)) {
-				t.Errorf("%s (%s) listed as unknown: %+v", key, labValue(t, key), h)
+			if slices.Contains(h.Addrs, LabValue(t, key)) {
+				t.Errorf("%s (%s) listed as unknown: %+v", key, LabValue(t, key), h)
 			}
 		}
 		if h.MAC == rogueMAC {
 			found = true
 			for _, key := range []string{"ROGUE4", "ROGUE6"} {
-				if !slices.Contains(h.Addrs, labValue(t, key)) {
-					t.Errorf("the rogue's %s is missing: %+v", labValue(t, key), h)
+				if !slices.Contains(h.Addrs, LabValue(t, key)) {
+					t.Errorf("the rogue's %s is missing: %+v", LabValue(t, key), h)
 				}
 			}
 			if len(h.Targets) > 0 || h.BridgeOnly {
@@ -67,8 +67,8 @@ func TestTargetsDiscover(t *testing.T) {
 	if !found || v.Interface != "vnet0" {
 		t.Errorf("the rogue (%s) is not listed on vnet0:\n%s", rogueMAC, out)
 	}
-	text, err := d.ctl(nil, "targets", "discover")
-	if err != nil || !strings.Contains(text, rogueMAC) || !strings.Contains(text, labValue(t, "ROGUE6")) {
+	text, err := d.Ctl(nil, "targets", "discover")
+	if err != nil || !strings.Contains(text, rogueMAC) || !strings.Contains(text, LabValue(t, "ROGUE6")) {
 		t.Errorf("targets discover: %v\n%s", err, text)
 	}
 	t.Logf("bastionctl targets discover:\n%s", text)

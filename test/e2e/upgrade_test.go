@@ -23,7 +23,7 @@ import (
 // upgradeConfig lets alice open browser terminals to vm1 and tunnels to its
 // echo service on 9001, fifty and more at once.
 func upgradeConfig(dir string) string {
-	cfg := labConfig(dir, `access:
+	cfg := LabConfig(dir, `access:
   roles:
     - name: ops
       subjects: [user:alice]
@@ -79,9 +79,9 @@ func installBinary(t testing.TB, path, version string) {
 }
 
 // auditRecords reads every record of the audit file, by session and event.
-func (d *daemon) auditRecords() map[string]map[string][]map[string]any {
+func (d *Daemon) auditRecords() map[string]map[string][]map[string]any {
 	d.t.Helper()
-	f, err := os.Open(d.auditFile())
+	f, err := os.Open(d.AuditFile())
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -134,23 +134,23 @@ type upgradeResult struct {
 // service on 9001. The processes its upgrades start are killed at the end:
 // the test's daemon started them.
 type upgradable struct {
-	*daemon
+	*Daemon
 	pids []int // started by successful upgrades
 }
 
 func startUpgradable(t *testing.T, version string) *upgradable {
 	t.Helper()
-	needLab(t)
+	NeedLab(t)
 	dir := t.TempDir()
 	os.Chmod(filepath.Dir(dir), 0o755)
 	os.Chmod(dir, 0o755)
 	bin := filepath.Join(dir, "bin", "bastiond")
 	os.MkdirAll(filepath.Dir(bin), 0o755)
 	installBinary(t, bin, version)
-	d := &daemon{t: t, dir: dir, cfgPath: filepath.Join(dir, "bastiond.yaml"), admin: filepath.Join(dir, "admin.sock"), bin: bin}
-	d.writeConfig(upgradeConfig(dir))
-	d.launch(viaFDs)
-	u := &upgradable{daemon: d}
+	d := &Daemon{t: t, Dir: dir, cfgPath: filepath.Join(dir, "bastiond.yaml"), admin: filepath.Join(dir, "admin.sock"), bin: bin}
+	d.WriteConfig(upgradeConfig(dir))
+	d.launch(ViaFDs)
+	u := &upgradable{Daemon: d}
 	t.Cleanup(func() {
 		for _, pid := range u.pids {
 			if p, err := os.FindProcess(pid); err == nil {
@@ -158,11 +158,11 @@ func startUpgradable(t *testing.T, version string) *upgradable {
 			}
 		}
 		if t.Failed() {
-			t.Logf("the daemons' log ends:\n%s", tail(d.log.String(), 8000))
+			t.Logf("the daemons' log ends:\n%s", tail(d.Log.String(), 8000))
 		}
 	})
-	addLabUsers(t, d, "alice")
-	startSink(t, labValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
+	AddLabUsers(t, d, "alice")
+	StartSink(t, LabValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
 	return u
 }
 
@@ -170,7 +170,7 @@ func startUpgradable(t *testing.T, version string) *upgradable {
 func (u *upgradable) upgrade(version string) upgradeResult {
 	u.t.Helper()
 	installBinary(u.t, u.bin, version)
-	out, err := u.ctl(nil, "upgrade", "--json")
+	out, err := u.Ctl(nil, "upgrade", "--json")
 	if err != nil {
 		u.t.Fatalf("upgrade to %s: %v\n%s", version, err, out)
 	}
@@ -185,27 +185,27 @@ func (u *upgradable) upgrade(version string) upgradeResult {
 func TestUpgradeKeepsSessions(t *testing.T) {
 	const terminals, tunnels = 24, 26 // 50 live sessions
 	u := startUpgradable(t, "before-upgrade")
-	d := u.daemon
-	pinVM1(t, d)
+	d := u.Daemon
+	PinVM1(t, d)
 	pw := lab["LAB_PASSWORD"]
 
 	// 24 browser terminals (IPv4 and IPv6 alternately) and 26 tunnels (QUIC
 	// and TLS, IPv4 and IPv6).
 	addrs := []string{lab["BASTION_PUB4"], lab["BASTION_PUB6"]}
-	var terms []*termClient
-	users := []*webUser{signedIn(t, addrs[0], "alice"), signedIn(t, addrs[1], "alice")}
+	var terms []*TermClient
+	users := []*WebUser{SignedIn(t, addrs[0], "alice"), SignedIn(t, addrs[1], "alice")}
 	for i := range terminals {
-		tc := users[i%2].openTerminal("vm1")
-		tc.shell(pw)
-		tc.typeText(fmt.Sprintf("echo before-%d-$((%d*3))\r", i, i))
-		tc.screenHas(fmt.Sprintf("before-%d-%d", i, i*3), 15*time.Second)
+		tc := users[i%2].OpenTerminal("vm1")
+		tc.Shell(pw)
+		tc.TypeText(fmt.Sprintf("echo before-%d-$((%d*3))\r", i, i))
+		tc.ScreenHas(fmt.Sprintf("before-%d-%d", i, i*3), 15*time.Second)
 		terms = append(terms, tc)
 	}
-	creds := loginAs(t, "alice", addrs[0])
+	creds := LoginAs(t, "alice", addrs[0])
 	clients := map[string]*tunnel.Client{}
 	for _, tr := range []string{"quic", "tcp"} {
 		for _, a := range addrs {
-			clients[tr+a] = tunnelClient(t, creds, a, tr)
+			clients[tr+a] = TunnelClient(t, creds, a, tr)
 		}
 	}
 	var tuns []*echoTunnel
@@ -213,7 +213,7 @@ func TestUpgradeKeepsSessions(t *testing.T) {
 	for i := range tunnels {
 		tr := []string{"quic", "tcp"}[i%2]
 		cl := clients[tr+addrs[(i/2)%2]]
-		c, err := dial(t, cl, "vm1", 9001)
+		c, err := Dial(t, cl, "vm1", 9001)
 		if err != nil {
 			t.Fatalf("tunnel %d over %s: %v", i, tr, err)
 		}
@@ -231,13 +231,13 @@ func TestUpgradeKeepsSessions(t *testing.T) {
 	}
 
 	// Upgrade to a new build installed over the running one.
-	oldPID := d.cmd.Process.Pid
+	oldPID := d.Cmd.Process.Pid
 	up := u.upgrade("after-upgrade")
 	if up.OldPID != oldPID || up.NewPID == oldPID || up.Sessions != terminals+tunnels || up.Binary != d.bin {
 		t.Errorf("upgrade result %+v; old pid %d, %d sessions", up, oldPID, terminals+tunnels)
 	}
-	d.waitNotify(fmt.Sprintf("MAINPID=%d", up.NewPID), 10*time.Second)
-	st, err := d.ctl(nil, "status", "--json")
+	d.WaitNotify(fmt.Sprintf("MAINPID=%d", up.NewPID), 10*time.Second)
+	st, err := d.Ctl(nil, "status", "--json")
 	if err != nil || !strings.Contains(st, `"version": "after-upgrade"`) || !strings.Contains(st, `"pid": `+strconv.Itoa(up.NewPID)) {
 		t.Errorf("status after the upgrade: %v\n%s", err, st)
 	}
@@ -250,8 +250,8 @@ func TestUpgradeKeepsSessions(t *testing.T) {
 	// Every session lives on, in the old process, and the new process
 	// lists them.
 	for i, tc := range terms {
-		tc.typeText(fmt.Sprintf("echo after-%d-$((%d*5))\r", i, i))
-		tc.screenHas(fmt.Sprintf("after-%d-%d", i, i*5), 15*time.Second)
+		tc.TypeText(fmt.Sprintf("echo after-%d-$((%d*5))\r", i, i))
+		tc.ScreenHas(fmt.Sprintf("after-%d-%d", i, i*5), 15*time.Second)
 	}
 	for i, e := range tuns {
 		e.roundTrip(t, fmt.Sprintf("after %d\n", i))
@@ -262,13 +262,13 @@ func TestUpgradeKeepsSessions(t *testing.T) {
 
 	// New sessions go to the new process: a terminal from the web session
 	// signed in before the upgrade (no new sign-in), and tunnels both ways.
-	newTerm := users[0].openTerminal("vm1")
-	newTerm.shell(pw)
-	newTerm.typeText("echo fresh-$((7*6))\r")
-	newTerm.screenHas("fresh-42", 15*time.Second)
+	newTerm := users[0].OpenTerminal("vm1")
+	newTerm.Shell(pw)
+	newTerm.TypeText("echo fresh-$((7*6))\r")
+	newTerm.ScreenHas("fresh-42", 15*time.Second)
 	var newTuns []*echoTunnel
 	for _, tr := range []string{"quic", "tcp"} {
-		c, err := dial(t, clients[tr+addrs[1]], "vm1", 9001)
+		c, err := Dial(t, clients[tr+addrs[1]], "vm1", 9001)
 		if err != nil {
 			t.Fatalf("new tunnel over %s after the upgrade: %v", tr, err)
 		}
@@ -286,24 +286,24 @@ func TestUpgradeKeepsSessions(t *testing.T) {
 			break
 		}
 	}
-	if out, err := d.ctl(nil, "sessions", "kill", killed, "--reason", "after upgrade"); err != nil {
+	if out, err := d.Ctl(nil, "sessions", "kill", killed, "--reason", "after upgrade"); err != nil {
 		t.Fatalf("kill an old session through the new process: %v\n%s", err, out)
 	}
-	if r := d.auditRecord(killed, "session_end"); r["reason"] != "killed: by root: after upgrade" {
+	if r := d.AuditRecord(killed, "session_end"); r["reason"] != "killed: by root: after upgrade" {
 		t.Errorf("killed session's end record: %v", r)
 	}
 
 	// A reload in the new process withdraws tunnels from alice: every
 	// tunnel ends, in both processes, with that reason; the terminals,
 	// still allowed, go on.
-	d.writeConfig(strings.Replace(upgradeConfig(d.dir), "protocols: [ssh, tunnel]", "protocols: [ssh]", 1))
+	d.WriteConfig(strings.Replace(upgradeConfig(d.Dir), "protocols: [ssh, tunnel]", "protocols: [ssh]", 1))
 	if err := syscall.Kill(up.NewPID, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	d.waitNotify("RELOADING=1", 10*time.Second)
+	d.WaitNotify("RELOADING=1", 10*time.Second)
 	// A WebSocket tunnel's end waits up to 5 s for the client's close frame
 	// (this test's clients do not read meanwhile).
-	d.waitNotify("READY=1", 20*time.Second)
+	d.WaitNotify("READY=1", 20*time.Second)
 	for i, e := range append(tuns, newTuns...) {
 		e.c.SetReadDeadline(time.Now().Add(15 * time.Second))
 		if n, err := e.c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
@@ -312,21 +312,21 @@ func TestUpgradeKeepsSessions(t *testing.T) {
 		e.c.Close()
 	}
 	for i, tc := range terms {
-		tc.typeText(fmt.Sprintf("echo reloaded-%d-$((%d*7))\r", i, i))
-		tc.screenHas(fmt.Sprintf("reloaded-%d-%d", i, i*7), 15*time.Second)
+		tc.TypeText(fmt.Sprintf("echo reloaded-%d-$((%d*7))\r", i, i))
+		tc.ScreenHas(fmt.Sprintf("reloaded-%d-%d", i, i*7), 15*time.Second)
 	}
 
 	// The old sessions end; the old process then exits on its own, and
 	// the new terminal still works: it was never the old process's.
 	for _, tc := range terms {
-		tc.typeText("exit\r")
+		tc.TypeText("exit\r")
 	}
 	waitGone(t, oldPID, 60*time.Second)
-	if st, err := d.ctl(nil, "status"); err != nil || strings.Contains(st, "previous process") {
+	if st, err := d.Ctl(nil, "status"); err != nil || strings.Contains(st, "previous process") {
 		t.Errorf("status once the old process has gone: %v\n%s", err, st)
 	}
-	newTerm.typeText("echo still-$((8*8))\r")
-	newTerm.screenHas("still-64", 15*time.Second)
+	newTerm.TypeText("echo still-$((8*8))\r")
+	newTerm.ScreenHas("still-64", 15*time.Second)
 
 	// Every session has exactly one start and one end record, with the
 	// tunnels' exact byte counts.
@@ -371,11 +371,11 @@ func TestUpgradeKeepsSessions(t *testing.T) {
 // upgrade that works.
 func TestUpgradeThatFailsKeepsServing(t *testing.T) {
 	u := startUpgradable(t, "running")
-	d, bin := u.daemon, u.bin
+	d, bin := u.Daemon, u.bin
 	addr := lab["BASTION_PUB6"]
-	creds := loginAs(t, "alice", addr)
-	cl := tunnelClient(t, creds, addr, "quic")
-	c, err := dial(t, cl, "vm1", 9001)
+	creds := LoginAs(t, "alice", addr)
+	cl := TunnelClient(t, creds, addr, "quic")
+	c, err := Dial(t, cl, "vm1", 9001)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,14 +386,14 @@ func TestUpgradeThatFailsKeepsServing(t *testing.T) {
 	stillServing := func(step string) {
 		t.Helper()
 		live.roundTrip(t, step+"\n")
-		loginAs(t, "alice", addr) // the state store is back
-		c, err := dial(t, tunnelClient(t, creds, addr, "tcp"), "vm1", 9001)
+		LoginAs(t, "alice", addr) // the state store is back
+		c, err := Dial(t, TunnelClient(t, creds, addr, "tcp"), "vm1", 9001)
 		if err != nil {
 			t.Fatalf("%s: a new tunnel: %v", step, err)
 		}
 		(&echoTunnel{c: c}).roundTrip(t, "new after "+step+"\n")
 		c.Close()
-		if st, err := d.ctl(nil, "status", "--json"); err != nil || !strings.Contains(st, `"version": "running"`) {
+		if st, err := d.Ctl(nil, "status", "--json"); err != nil || !strings.Contains(st, `"version": "running"`) {
 			t.Errorf("%s: status: %v\n%s", step, err, st)
 		}
 	}
@@ -405,7 +405,7 @@ func TestUpgradeThatFailsKeepsServing(t *testing.T) {
 	}
 	running, _ := os.ReadFile(bin) // to put back
 	os.Rename(bin+".new", bin)
-	out, err := d.ctl(nil, "upgrade")
+	out, err := d.Ctl(nil, "upgrade")
 	if err == nil || !strings.Contains(out, "upgrade failed, the running bastiond still serves") || !strings.Contains(out, "exit status 3") {
 		t.Errorf("upgrade to a binary that exits: %v\n%s", err, out)
 	}
@@ -416,13 +416,13 @@ func TestUpgradeThatFailsKeepsServing(t *testing.T) {
 	// store back.
 	os.WriteFile(bin+".new", running, 0o755)
 	os.Rename(bin+".new", bin)
-	caKey := filepath.Join(d.dir, "state", sshca.KeyFile)
+	caKey := filepath.Join(d.Dir, "state", sshca.KeyFile)
 	good, err := os.ReadFile(caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(caKey, []byte("not a key\n"), 0o600)
-	out, err = d.ctl(nil, "upgrade")
+	out, err = d.Ctl(nil, "upgrade")
 	if err == nil || !strings.Contains(out, "the new process could not start") {
 		t.Errorf("upgrade to a bastiond that cannot read its CA key: %v\n%s", err, out)
 	}
@@ -433,7 +433,7 @@ func TestUpgradeThatFailsKeepsServing(t *testing.T) {
 	u.upgrade("fixed")
 	live.roundTrip(t, "after the upgrade\n")
 	live.c.Close()
-	waitGone(t, d.cmd.Process.Pid, 30*time.Second)
+	waitGone(t, d.Cmd.Process.Pid, 30*time.Second)
 }
 
 // Two upgrades in a row while the first process still serves a QUIC
@@ -441,11 +441,11 @@ func TestUpgradeThatFailsKeepsServing(t *testing.T) {
 // until the first has gone; then both have exited and the third serves.
 func TestUpgradeTwice(t *testing.T) {
 	u := startUpgradable(t, "gen0")
-	d := u.daemon
-	creds := loginAs(t, "alice", lab["BASTION_PUB6"])
+	d := u.Daemon
+	creds := LoginAs(t, "alice", lab["BASTION_PUB6"])
 	open := func() *echoTunnel {
 		t.Helper()
-		c, err := dial(t, tunnelClient(t, creds, lab["BASTION_PUB6"], "quic"), "vm1", 9001)
+		c, err := Dial(t, TunnelClient(t, creds, lab["BASTION_PUB6"], "quic"), "vm1", 9001)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -454,7 +454,7 @@ func TestUpgradeTwice(t *testing.T) {
 		e.roundTrip(t, "hello\n")
 		return e
 	}
-	gen0 := d.cmd.Process.Pid
+	gen0 := d.Cmd.Process.Pid
 	t0 := open()
 	gen1 := u.upgrade("gen1").NewPID
 	t1 := open()
@@ -475,7 +475,7 @@ func TestUpgradeTwice(t *testing.T) {
 	t0.c.Close()
 	waitGone(t, gen0, 30*time.Second)
 	waitGone(t, gen1, 30*time.Second)
-	if st, err := d.ctl(nil, "status", "--json"); err != nil || !strings.Contains(st, `"version": "gen2"`) {
+	if st, err := d.Ctl(nil, "status", "--json"); err != nil || !strings.Contains(st, `"version": "gen2"`) {
 		t.Errorf("status: %v\n%s", err, st)
 	}
 	open().roundTrip(t, "the third process serves\n")

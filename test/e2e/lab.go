@@ -1,0 +1,179 @@
+// Package e2e holds the whole-system tests and the lab harness they share
+// with test/security: the tests bring up the network namespace lab
+// (test/lab/lab.sh), run the real binaries in it and talk to them as users,
+// admins and systemd would. They need root; without it every test is
+// skipped with a message saying so.
+//
+// A package's TestMain calls Main. The lab is one per machine, so Main holds
+// a lock on it from "lab up" to "lab down": `go test ./...` runs test/e2e
+// and test/security one after the other, whatever its -p.
+package e2e
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+var (
+	repoRoot string
+	binDir   string            // where TestMain built bastiond and bastionctl
+	lab      map[string]string // lab.env
+	skipWhy  string            // non-empty: why the lab tier cannot run
+)
+
+// Main builds the binaries, brings the lab up, runs the package's tests and
+// takes the lab down; it returns the exit code for os.Exit.
+func Main(m *testing.M) int {
+	flag.Parse()
+	wd, _ := os.Getwd()
+	repoRoot = filepath.Clean(filepath.Join(wd, "..", ".."))
+	if os.Geteuid() != 0 {
+		skipWhy = "not root: the lab tier needs network namespaces; run 'sudo make test'"
+		fmt.Println("e2e:", skipWhy)
+		return m.Run()
+	}
+	if testing.Short() {
+		skipWhy = "-short: lab tier skipped"
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "bastiond-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755) // tests run bastionctl as other users
+	binDir = dir
+	// Tests run race-enabled binaries; benchmarks measure the ones users run.
+	args := []string{"build", "-race", "-o", binDir + "/", "./cmd/bastiond", "./cmd/bastionctl"}
+	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+		args = slices.Delete(args, 1, 2)
+	}
+	build := exec.Command("go", args...)
+	build.Dir = repoRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: build: %v\n%s", err, out)
+		return 1
+	}
+	unlock, err := lockLab()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer unlock()
+	if out, err := labCmd("up"); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: lab up: %v\n%s", err, out)
+		labCmd("down")
+		return 1
+	}
+	if os.Getenv("BASTIOND_KEEP_LAB") == "" {
+		defer labCmd("down")
+	}
+	lab, err = readEnv(filepath.Join(labDir(), "lab.env"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// lockLab waits for the lab's lock, saying so when another test binary
+// holds it.
+func lockLab() (unlock func(), err error) {
+	f, err := os.OpenFile(labDir()+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lab lock: %w", err)
+	}
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		fmt.Println("e2e: waiting for the lab: another test package is using it")
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lab lock: %w", err)
+		}
+	}
+	return func() { f.Close() }, nil
+}
+
+// BinPath is the path of the binary name (bastiond, bastionctl) that Main
+// built.
+func BinPath(name string) string { return filepath.Join(binDir, name) }
+
+func labDir() string {
+	if d := os.Getenv("LAB_DIR"); d != "" {
+		return d
+	}
+	return "/run/bastiond-lab"
+}
+
+func labCmd(args ...string) ([]byte, error) {
+	cmd := exec.Command("bash", append([]string{filepath.Join(repoRoot, "test", "lab", "lab.sh")}, args...)...)
+	return cmd.CombinedOutput()
+}
+
+func readEnv(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	env := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			env[k] = strings.Trim(v, `"'`)
+		}
+	}
+	return env, sc.Err()
+}
+
+// NeedLab skips t when the lab tier cannot run, saying why.
+func NeedLab(t testing.TB) {
+	t.Helper()
+	if skipWhy != "" {
+		t.Skip(skipWhy)
+	}
+}
+
+// LabValue returns a lab.env value, failing the test when it is missing.
+func LabValue(t testing.TB, key string) string {
+	t.Helper()
+	v, ok := lab[key]
+	if !ok {
+		t.Fatalf("lab.env has no %s", key)
+	}
+	return v
+}
+
+// InNetns runs fn with the calling OS thread in the named namespace. Sockets
+// created in fn stay in that namespace after it returns.
+func InNetns(name string, fn func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		return fmt.Errorf("netns %s: %w", name, err)
+	}
+	defer ns.Close()
+	if err := netns.Set(ns); err != nil {
+		return err
+	}
+	defer netns.Set(orig)
+	return fn()
+}
