@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"os"
 	"os/exec"
 	"slices"
@@ -10,8 +8,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/ssh"
 )
 
 func TestWebSSH(t *testing.T) {
@@ -215,28 +211,4 @@ func TestWebSSH(t *testing.T) {
 		}
 	})
 
-	t.Run("a changed host key", func(t *testing.T) {
-		pub, _, _ := ed25519.GenerateKey(rand.Reader)
-		impostor, _ := ssh.NewPublicKey(pub)
-		if out, err := d.Ctl(nil, "hostkeys", "forget", "vm1"); err != nil {
-			t.Fatalf("forget: %v\n%s", err, out)
-		}
-		if out, err := d.CtlStdin(string(ssh.MarshalAuthorizedKey(impostor)), "hostkeys", "pin", "vm1", "--key-file", "-"); err != nil {
-			t.Fatalf("pin the impostor key: %v\n%s", err, out)
-		}
-		defer func() {
-			d.Ctl(nil, "hostkeys", "forget", "vm1")
-			PinVM1(t, d)
-		}()
-		tc := SignedIn(t, lab["BASTION_PUB4"], "alice").OpenTerminal("vm1")
-		tc.Send(WSMsg{Type: "auth", Login: lab["LAB_USER"], Password: pw, Cols: 80, Rows: 24})
-		end := tc.Ended()
-		if end.Reason != "host_key_mismatch" || end.Reconnect {
-			t.Errorf("end: %+v", end)
-		}
-		last := EndedRecords(d, "vm1")
-		if r := last[len(last)-1]; !strings.HasPrefix(r["reason"].(string), "host key mismatch") {
-			t.Errorf("end record: %v", r)
-		}
-	})
 }
