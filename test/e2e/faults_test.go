@@ -271,18 +271,25 @@ func TestTargetFaults(t *testing.T) {
 	})
 }
 
-// An audit log that cannot be written (here a full disk; a read-only one
-// is tested in proxy/broker: a busy tmpfs cannot be remounted read-only)
-// refuses new sessions with a clear error, lets the live ones go on, and
-// writes their records once it can.
+// An audit log that cannot be written (a full disk, a file system gone
+// read-only) refuses new sessions with a clear error, lets the live ones go
+// on, and writes their records once it can.
 func TestAuditUnwritable(t *testing.T) {
 	NeedLab(t)
-	logDir := filepath.Join(t.TempDir(), "log")
+	// The audit log is on a 256 KiB tmpfs, seen through a faultFS that
+	// can turn it read-only.
+	disk, logDir := filepath.Join(t.TempDir(), "disk"), filepath.Join(t.TempDir(), "log")
+	os.MkdirAll(disk, 0o755)
 	os.MkdirAll(logDir, 0o755)
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", logDir).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", disk).CombinedOutput(); err != nil {
 		t.Skipf("cannot mount a tmpfs for the audit log: %v %s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("umount", "-l", logDir).Run() })
+	t.Cleanup(func() { exec.Command("umount", "-l", disk).Run() })
+	ffs, err := mountFaultFS(t, disk, logDir)
+	if err != nil {
+		t.Logf("no FUSE here (%v): the audit log goes on the tmpfs itself, and the read-only case is skipped", err)
+		logDir = disk
+	}
 	audit := filepath.Join(logDir, "audit.jsonl")
 	d := startFaultDaemon(t, func(dir, cfg string) string {
 		return strings.Replace(cfg, "audit_file: "+dir+"/audit.jsonl", "audit_file: "+audit, 1)
@@ -310,22 +317,32 @@ func TestAuditUnwritable(t *testing.T) {
 			io.Copy(f, io.LimitReader(zeros{}, 1<<20)) // stops at ENOSPC
 			f.Close()
 		}, func() { os.Remove(filepath.Join(logDir, "fill")) }, "no space left"},
+		{"read-only", func() { ffs.readOnly.Store(true) }, func() { ffs.readOnly.Store(false) }, "read-only file system"},
 	} {
 		t.Run(fault.name, func(t *testing.T) {
+			if fault.name == "read-only" && ffs == nil {
+				t.Skip("needs FUSE (/dev/fuse) to make the audit log's file system read-only under the daemon")
+			}
 			seen := map[string]bool{}
 			d.newSessionIDs(seen)
-			c, err := Dial(t, cl, "vm1", 9001)
-			if err != nil {
-				t.Fatal(err)
+			var lives []*echoTunnel
+			for range 3 {
+				c, err := Dial(t, cl, "vm1", 9001)
+				if err != nil {
+					t.Fatal(err)
+				}
+				live := &echoTunnel{c: c}
+				live.roundTrip(t, "before the fault\n")
+				lives = append(lives, live)
 			}
-			live := &echoTunnel{c: c}
-			live.roundTrip(t, "before the fault\n")
 			ids := d.newSessionIDs(seen)
 
 			fault.on()
 			// The fault shows at the first write that needs what is gone:
 			// on a full tmpfs, the first start record that needs a new page.
-			lives := []*echoTunnel{live}
+			opened := len(lives)
+			var c net.Conn
+			var err error
 			for range 40 {
 				c, err = Dial(t, cl, "vm1", 9001)
 				if err != nil {
@@ -336,7 +353,7 @@ func TestAuditUnwritable(t *testing.T) {
 				lives = append(lives, e)
 			}
 			ids = append(ids, d.newSessionIDs(seen)...)
-			t.Logf("%s: %d sessions opened before a record failed", fault.name, len(lives)-1)
+			t.Logf("%s: %d sessions opened before a record failed", fault.name, len(lives)-opened)
 			var te *tunnel.Error
 			if !errors.As(err, &te) || te.Status != tunnel.StatusUnavailable || !strings.Contains(err.Error(), "cannot record new sessions") {
 				t.Errorf("a new tunnel with the audit log unwritable: %v", err)
