@@ -646,6 +646,7 @@ func (c *Client) dialTLS(ctx context.Context) (*tls.Conn, error) {
 // upgrade makes tc a WebSocket on WebSocketPath.
 func (c *Client) upgrade(ctx context.Context, tc *tls.Conn) (net.Conn, error) {
 	var used atomic.Bool
+	rc := newRecordConn(tc)
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	tr := &http.Transport{
@@ -653,7 +654,7 @@ func (c *Client) upgrade(ctx context.Context, tc *tls.Conn) (net.Conn, error) {
 			if used.Swap(true) {
 				return nil, errors.New("tunnel: one connection per WebSocket")
 			}
-			return tc, nil
+			return rc, nil
 		},
 		Protocols:              &protos,
 		DisableCompression:     true,
@@ -676,7 +677,9 @@ func (c *Client) upgrade(ctx context.Context, tc *tls.Conn) (net.Conn, error) {
 		ws.CloseNow()
 		return nil, &ReachError{Server: c.host, TLS: fmt.Errorf("the bastion does not speak %s on %s", Subprotocol, WebSocketPath)}
 	}
-	return NewWSConn(c.ctx, ws, tc.LocalAddr(), tc.RemoteAddr()), nil
+	conn := NewWSConn(c.ctx, ws, tc.LocalAddr(), tc.RemoteAddr()).(*wsConn)
+	conn.flush = rc.Flush
+	return conn, nil
 }
 
 // Close closes the QUIC connection, and with it every tunnel on it, and

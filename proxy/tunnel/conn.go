@@ -185,6 +185,11 @@ type wsConn struct {
 
 	closed    atomic.Bool
 	closeOnce sync.Once
+
+	// flush, when set, sends what the connection under the WebSocket
+	// holds back (a client's recordConn); Write and CloseWrite call it
+	// after their messages.
+	flush func() error
 }
 
 var _ net.Conn = (*wsConn)(nil)
@@ -341,7 +346,18 @@ func (w *wsConn) Write(p []byte) (int, error) {
 		n += len(chunk)
 		p = p[len(chunk):]
 	}
-	return n, nil
+	return n, w.flushed()
+}
+
+// flushed sends what the connection under the WebSocket holds back.
+func (w *wsConn) flushed() error {
+	if w.flush == nil {
+		return nil
+	}
+	if err := w.flush(); err != nil {
+		return w.writeErr(err)
+	}
+	return nil
 }
 
 // CloseWrite sends the empty message that ends this direction.
@@ -358,7 +374,7 @@ func (w *wsConn) CloseWrite() error {
 		return w.writeErr(err)
 	}
 	w.wroteEOF = true
-	return nil
+	return w.flushed()
 }
 
 // writable says why a write cannot start; write.mu is held.
