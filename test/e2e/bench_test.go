@@ -36,16 +36,32 @@ func BenchmarkTunnel(b *testing.B) {
 	NeedLab(b)
 	env := newBenchEnv(b)
 	results := map[string]float64{}
-	bulk := func(name string, ssh []string) {
+	// bulk pushes 1 GiB through ssh; relay, when not 0, is the process on
+	// the bastion that carries it (the jump host's sshd, bastiond), whose
+	// CPU per GiB is reported.
+	bulk := func(name string, ssh []string, relay int) {
 		b.Run("bulk-ssh-1GiB/"+name, func(b *testing.B) {
 			b.SetBytes(1 << 30)
+			var cpu time.Duration
 			for b.Loop() {
+				var before time.Duration
+				if relay != 0 {
+					before = cpuOf(b, relay)
+				}
 				script := `head -c 1073741824 /dev/zero | "$@" 'cat >/dev/null'`
 				if out, err := exec.Command("sh", append([]string{"-c", script, "sh"}, ssh...)...).CombinedOutput(); err != nil {
 					b.Fatalf("%s: %v\n%s", name, err, out)
 				}
+				if relay != 0 {
+					waitReaped(b, relay)
+					cpu += cpuOf(b, relay) - before
+				}
 			}
 			results["bulk/"+name] = float64(b.N) * (1 << 30) / b.Elapsed().Seconds() / 1e6
+			if relay != 0 {
+				results["cpu/"+name] = cpu.Seconds() / float64(b.N)
+				b.ReportMetric(results["cpu/"+name], "relay-cpu-s/GiB")
+			}
 		})
 	}
 	setup := func(name string, ssh []string) {
@@ -96,8 +112,8 @@ func BenchmarkTunnel(b *testing.B) {
 	env.cleanupFirewall()
 	env.startJump()
 	env.startSocat()
-	bulk("direct", env.sshDirect())
-	bulk("ssh-J", env.sshJump())
+	bulk("direct", env.sshDirect(), 0)
+	bulk("ssh-J", env.sshJump(), env.jump.Process.Pid)
 	setup("direct", env.sshDirect())
 	setup("ssh-J", env.sshJump())
 	iperf("socat-tls", "15202")
@@ -118,8 +134,8 @@ limits:
 	})
 	AddLabUsers(b, d, "bench")
 	env.creds = LoginAs(b, "bench", LabValue(b, "BASTION_PUB4"))
-	bulk("tunnel-tls", env.sshTunnel("tcp"))
-	bulk("tunnel-quic", env.sshTunnel("quic"))
+	bulk("tunnel-tls", env.sshTunnel("tcp"), d.Cmd.Process.Pid)
+	bulk("tunnel-quic", env.sshTunnel("quic"), d.Cmd.Process.Pid)
 	setup("tunnel-quic", env.sshTunnel("quic"))
 	setup("tunnel-tls", env.sshTunnel("tcp"))
 	for _, tr := range []string{"tcp", "quic"} {
@@ -143,6 +159,10 @@ limits:
 	logf("bulk SSH through the tunnel over TLS/TCP vs ssh -J: %.2fx (target >= 1.6x)", ratio("bulk/tunnel-tls", "bulk/ssh-J"))
 	logf("bulk SSH through the tunnel over QUIC vs ssh -J: %.2fx", ratio("bulk/tunnel-quic", "bulk/ssh-J"))
 	logf("bulk SSH, direct vs ssh -J: %.2fx", ratio("bulk/direct", "bulk/ssh-J"))
+	for _, tr := range []string{"tunnel-tls", "tunnel-quic"} {
+		logf("bastion CPU per GiB relayed: bastiond (%s) %.2f s, the jump host's sshd %.2f s: %.2fx less",
+			tr, results["cpu/"+tr], results["cpu/ssh-J"], ratio("cpu/ssh-J", "cpu/"+tr))
+	}
 	logf("iperf3 through the tunnel over TLS/TCP vs socat TLS splice: %.2fx (target >= 1.0x)", ratio("iperf/tunnel-tls", "iperf/socat-tls"))
 	logf("iperf3 through the tunnel over QUIC vs socat TLS splice: %.2fx", ratio("iperf/tunnel-quic", "iperf/socat-tls"))
 	jumpAdds := results["setup/ssh-J"] - results["setup/direct"]
@@ -158,6 +178,7 @@ type benchEnv struct {
 	b     testing.TB
 	dir   string
 	creds string
+	jump  *exec.Cmd // the jump host's sshd
 	peers []*exec.Cmd
 }
 
@@ -274,7 +295,7 @@ Host vm1-tunnel
 `, key, e.ns("BASTION_PUB4"), e.ns("VM1_4"), e.ns("VM1_4"))
 	os.WriteFile(filepath.Join(e.dir, "ssh_config"), []byte(client), 0o644)
 	os.MkdirAll("/run/sshd", 0o755)
-	e.start(exec.Command("ip", "netns", "exec", e.ns("NS_BASTION"), "/usr/sbin/sshd", "-D", "-e", "-f", filepath.Join(e.dir, "sshd_config")))
+	e.jump = e.start(exec.Command("ip", "netns", "exec", e.ns("NS_BASTION"), "/usr/sbin/sshd", "-D", "-e", "-f", filepath.Join(e.dir, "sshd_config")))
 	waitTCP(e.b, e.ns("NS_CLIENT"), net.JoinHostPort(e.ns("BASTION_PUB4"), "2222"))
 }
 
@@ -372,6 +393,19 @@ func (e *benchEnv) idleSessions(b *testing.B, d *Daemon, n int) float64 {
 	}
 	b.Logf("bastiond RSS: %d MiB with %d sessions, %d MiB with %d", before>>20, base, after>>20, n)
 	return float64(after-before) / float64(n-base)
+}
+
+// waitReaped waits, up to 5 s, until pid has no children left: their
+// CPU time is counted in pid's once pid has waited for them.
+func waitReaped(t testing.TB, pid int) {
+	t.Helper()
+	for start := time.Now(); time.Since(start) < 5*time.Second; time.Sleep(20 * time.Millisecond) {
+		children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if err != nil || len(strings.TrimSpace(string(children))) == 0 {
+			return
+		}
+	}
+	t.Fatalf("process %d still has children 5 s after the transfer", pid)
 }
 
 func rssOf(t testing.TB, pid int) int64 {

@@ -375,7 +375,8 @@ func reniceVM1(t testing.TB, nice int) {
 	}
 }
 
-// cpuOf is the CPU time (user and system) process pid has used.
+// cpuOf is the CPU time pid has used, with that of the children it waited
+// for: for an sshd, its per-connection processes.
 func cpuOf(t testing.TB, pid int) time.Duration {
 	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -384,7 +385,10 @@ func cpuOf(t testing.TB, pid int) time.Duration {
 	}
 	// Fields after the command name, which is in parentheses.
 	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+	var ticks int64
+	for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime
+		n, _ := strconv.ParseInt(f[i], 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
 }
