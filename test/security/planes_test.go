@@ -90,7 +90,10 @@ func TestInvariant08AdminPlaneIsLocal(t *testing.T) {
 // state store, the live-session journals and the session recordings.
 func TestInvariant10SecretsAreNeverKept(t *testing.T) {
 	e2e.NeedLab(t)
-	d := e2e.StartDaemonWith(t, e2e.ViaFDs, func(dir string) string { return e2e.WebSSHConfig(dir, "", "") })
+	// At debug level, so that whatever the daemon can log is in the log.
+	d := e2e.StartDaemonWith(t, e2e.ViaFDs, func(dir string) string {
+		return strings.Replace(e2e.WebSSHConfig(dir, "", ""), "logging: {", "logging: {level: debug, ", 1)
+	})
 	removeFirewallAtEnd(t)
 	e2e.PinVM1(t, d)
 	pub4, labUser, labPW := e2e.LabValue(t, "BASTION_PUB4"), e2e.LabValue(t, "LAB_USER"), e2e.LabValue(t, "LAB_PASSWORD")
@@ -158,6 +161,9 @@ func TestInvariant10SecretsAreNeverKept(t *testing.T) {
 	})
 	if len(files) < 3 {
 		t.Fatalf("the daemon wrote only %v", files)
+	}
+	if !strings.Contains(d.Log.String(), `"level":"debug"`) {
+		t.Error("the daemon did not log at debug level")
 	}
 	t.Logf("searched the log and %d files: %v", len(files), files)
 	for _, s := range secrets {
