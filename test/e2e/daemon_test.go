@@ -119,13 +119,7 @@ func TestSocketActivationBothSockets(t *testing.T) {
 
 	for _, key := range []string{"BASTION_PUB4", "BASTION_PUB6"} {
 		t.Run("QUIC answers the tunnel ALPN over "+key, func(t *testing.T) {
-			var pc net.PacketConn
-			if err := InNetns(LabValue(t, "NS_CLIENT"), func() (err error) {
-				pc, err = net.ListenPacket("udp", ":0")
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
+			pc := ClientUDP(t)
 			defer pc.Close()
 			raddr, _ := net.ResolveUDPAddr("udp", net.JoinHostPort(LabValue(t, key), "443"))
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -116,13 +116,7 @@ func TestQUICInitialFlood(t *testing.T) {
 		if i%2 == 1 {
 			addr = lab["BASTION_PUB6"]
 		}
-		var pc net.PacketConn
-		if err := InNetns(LabValue(t, "NS_CLIENT"), func() (err error) {
-			pc, err = net.ListenPacket("udp", ":0")
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		pc := ClientUDP(t)
 		tr := &quic.Transport{Conn: retryCounter{PacketConn: pc, retries: &retries, other: &other}}
 		defer tr.Close()
 		raddr := net.UDPAddrFromAddrPort(netipAddrPort(t, addr, 443))

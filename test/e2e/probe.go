@@ -47,6 +47,21 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// ClientUDP is a UDP socket in the client's namespace, closed when the test
+// ends.
+func ClientUDP(t testing.TB) net.PacketConn {
+	t.Helper()
+	var pc net.PacketConn
+	if err := InNetns(LabValue(t, "NS_CLIENT"), func() (err error) {
+		pc, err = net.ListenPacket("udp", ":0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return pc
+}
+
 // ExpectProbe fails t unless a probe from ns meets want at addr:port.
 func ExpectProbe(t testing.TB, ns, addr string, port int, want string) {
 	t.Helper()

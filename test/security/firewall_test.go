@@ -48,7 +48,7 @@ func TestInvariant01OnlyPort443Answers(t *testing.T) {
 					t.Errorf("udp port %s is %q, want silence (open|filtered)", port, state)
 				}
 			}
-			if err := quicHandshake(t, ns, addr, e2e.ServerName); err != nil {
+			if err := quicHandshake(t, addr, e2e.ServerName); err != nil {
 				t.Errorf("QUIC on udp 443 does not answer: %v", err)
 			}
 		})
@@ -86,9 +86,9 @@ func nmapUDP(t testing.TB, ns, addr string, ports []string) map[string]string {
 }
 
 // quicHandshake completes a QUIC handshake with the bastion at addr from
-// namespace ns, asking for the tunnel's ALPN under serverName.
-func quicHandshake(t testing.TB, ns, addr, serverName string) error {
-	_, err := quicHello(t, ns, addr, serverName, 5*time.Second)
+// the client, asking for the tunnel's ALPN under serverName.
+func quicHandshake(t testing.TB, addr, serverName string) error {
+	_, err := quicHello(t, addr, serverName, 5*time.Second)
 	return err
 }
 
@@ -107,7 +107,7 @@ func TestInvariant03ProbersAreBlocklisted(t *testing.T) {
 		e2e.ExpectProbe(t, ns, pub4, 443, "open") // typing http:// locks nobody out
 		e2e.ExpectProbe(t, ns, pub4, 22, "filtered")
 		e2e.ExpectProbe(t, ns, pub4, 443, "filtered")
-		if err := quicHandshake(t, ns, pub4, e2e.ServerName); err == nil {
+		if err := quicHandshake(t, pub4, e2e.ServerName); err == nil {
 			t.Error("a blocklisted source completed a QUIC handshake on udp 443")
 		}
 		e2e.ExpectProbe(t, ns, pub6, 443, "open") // another source address
@@ -260,18 +260,12 @@ func (c *countingPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	return n, addr, err
 }
 
-// quicHello starts a QUIC handshake with the bastion at addr:443 from
-// namespace ns under serverName ("": no SNI) and returns how many bytes
+// quicHello starts a QUIC handshake with the bastion at addr:443 from the
+// client under serverName ("": no SNI) and returns how many bytes
 // came back and how the handshake ended.
-func quicHello(t testing.TB, ns, addr, serverName string, limit time.Duration) (int, error) {
+func quicHello(t testing.TB, addr, serverName string, limit time.Duration) (int, error) {
 	t.Helper()
-	var pc net.PacketConn
-	if err := e2e.InNetns(ns, func() (err error) {
-		pc, err = net.ListenPacket("udp", ":0")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	pc := e2e.ClientUDP(t)
 	counted := &countingPacketConn{PacketConn: pc}
 	tr := &quic.Transport{Conn: counted}
 	ctx, cancel := context.WithTimeout(context.Background(), limit)

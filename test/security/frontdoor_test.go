@@ -32,11 +32,11 @@ func TestInvariant02OtherServerNamesGetNothing(t *testing.T) {
 			}
 		})
 		t.Run("QUIC over "+key, func(t *testing.T) {
-			if n, err := quicHello(t, ns, addr, e2e.ServerName, 5*time.Second); err != nil || n == 0 {
+			if n, err := quicHello(t, addr, e2e.ServerName, 5*time.Second); err != nil || n == 0 {
 				t.Fatalf("the configured name: %d bytes back, %v; want a handshake", n, err)
 			}
 			for _, name := range strangers {
-				if n, err := quicHello(t, ns, addr, name, 2*time.Second); n != 0 || err == nil {
+				if n, err := quicHello(t, addr, name, 2*time.Second); n != 0 || err == nil {
 					t.Errorf("server name %q: %d bytes back (%v), want none", name, n, err)
 				}
 			}
