@@ -98,7 +98,7 @@ func (u usersAPI) List() ([]adminapi.UserInfo, error) {
 		}
 		out = append(out, adminapi.UserInfo{
 			Name: us.Name, Disabled: us.Disabled, TOTP: us.HasTOTP(), Granted: us.Roles, Roles: roles,
-			LockedUntil: us.LockedUntil, Created: us.Created, PasswordChanged: us.PasswordChanged, Tokens: n,
+			LockedUntil: us.LockedUntil, LockedBy: us.LockedBy, Created: us.Created, PasswordChanged: us.PasswordChanged, Tokens: n,
 		})
 	}
 	return out, nil

@@ -172,6 +172,9 @@ func printUsers(out io.Writer, us []adminapi.UserInfo) {
 			state = "disabled"
 		case time.Now().Before(u.LockedUntil):
 			state = "locked until " + u.LockedUntil.Local().Format("15:04")
+			if len(u.LockedBy) > 0 {
+				state += " by " + strings.Join(u.LockedBy, ",")
+			}
 		}
 		totp := "-"
 		if u.TOTP {

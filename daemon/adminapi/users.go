@@ -39,8 +39,10 @@ type UserInfo struct {
 	// Granted are roles granted with `bastionctl users grant`.
 	Granted []string `json:"granted,omitempty"`
 	// Roles are every role that applies, from the configuration and grants.
-	Roles           []string  `json:"roles"`
-	LockedUntil     time.Time `json:"locked_until,omitzero"`
+	Roles       []string  `json:"roles"`
+	LockedUntil time.Time `json:"locked_until,omitzero"`
+	// LockedBy are the sources whose failures caused the lockout.
+	LockedBy        []string  `json:"locked_by,omitempty"`
 	Created         time.Time `json:"created"`
 	PasswordChanged time.Time `json:"password_changed"`
 	Tokens          int       `json:"tokens"`

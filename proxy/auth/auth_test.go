@@ -5,13 +5,18 @@ import (
 	"errors"
 	"net/netip"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/bastiond/bastiond/proxy/internal/source"
 )
 
 // clock is a settable time source for tests.
@@ -235,28 +240,30 @@ func TestLoginTOTP(t *testing.T) {
 	}
 }
 
+// loginReason returns the reason a login failed, or "ok".
+func loginReason(a *Authenticator, user, pw, code string, src netip.Addr) string {
+	_, err := a.Login(context.Background(), user, pw, code, src)
+	var le *LoginError
+	if errors.As(err, &le) {
+		return le.Reason
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return "ok"
+}
+
 func TestThrottleAndLockout(t *testing.T) {
 	a, c, _ := newTestAuthenticator(t)
 	s := a.Store()
 	s.AddUser("alice", goodPassword, nil)
-	ctx := context.Background()
 	attacker := netip.MustParseAddr("2001:db8:bad::1")
-	reasons := func(src netip.Addr, pw string) string {
-		_, err := a.Login(ctx, "alice", pw, "", src)
-		var le *LoginError
-		if errors.As(err, &le) {
-			return le.Reason
-		}
-		return "ok"
-	}
+	reasons := func(src netip.Addr, pw string) string { return loginReason(a, "alice", pw, "", src) }
 	// Three free failures, then each wait doubles: 1s, 2s, 4s...
-	for i := range 3 {
+	for i := range 4 {
 		if r := reasons(attacker, "guess"); r != "wrong password" {
 			t.Fatalf("failure %d: %s", i+1, r)
 		}
-	}
-	if r := reasons(attacker, "guess"); r != "wrong password" {
-		t.Fatalf("4th: %s", r)
 	}
 	if r := reasons(attacker, goodPassword); r != "throttled" {
 		t.Fatalf("right password during backoff: %s, want throttled", r)
@@ -265,9 +272,14 @@ func TestThrottleAndLockout(t *testing.T) {
 	if r := reasons(netip.MustParseAddr("2001:db8:bad::2"), goodPassword); r != "throttled" {
 		t.Fatalf("same /64: %s", r)
 	}
+	// From another source, the right password is refused while the
+	// account's own backoff runs, and that is not a failure.
+	if r := reasons(netip.MustParseAddr("192.0.2.6"), goodPassword); r != "throttled" {
+		t.Fatalf("right password from elsewhere during the account's backoff: %s", r)
+	}
 	waits := []time.Duration{}
-	for range 6 {
-		w := a.throttle.wait("alice", attacker, c.t)
+	for range 5 {
+		w := a.throttle.sourceWait(attacker, c.t)
 		waits = append(waits, w)
 		c.advance(w)
 		reasons(attacker, "guess")
@@ -278,12 +290,13 @@ func TestThrottleAndLockout(t *testing.T) {
 			break
 		}
 	}
-	// Ten failures in a row lock the account, even for the right password
-	// from a clean source once the backoff has passed.
-	c.advance(a.throttle.wait("alice", attacker, c.t))
+	// Ten failures in a row from one source lock the account: the right
+	// password from a clean source is refused, without a code.
+	c.advance(a.throttle.sourceWait(attacker, c.t))
+	reasons(attacker, "guess")
 	u, _ := s.User("alice")
-	if !c.t.Before(u.LockedUntil) {
-		t.Fatalf("not locked after %d failures: %v", a.lockAt, u.LockedUntil)
+	if !c.t.Before(u.LockedUntil) || !slices.Equal(u.LockedBy, []string{"2001:db8:bad::/64"}) {
+		t.Fatalf("not locked by the attacker's /64 after %d failures: %v %v", a.lockAt, u.LockedUntil, u.LockedBy)
 	}
 	clean := netip.MustParseAddr("192.0.2.7")
 	c.advance(5 * time.Minute)
@@ -296,15 +309,187 @@ func TestThrottleAndLockout(t *testing.T) {
 	if r := reasons(clean, goodPassword); r != "ok" {
 		t.Fatalf("after unlock: %s", r)
 	}
-	// The lockout also ends by itself.
+	if u, _ := s.User("alice"); !u.LockedUntil.IsZero() || u.LockedBy != nil {
+		t.Errorf("unlock left %v %v", u.LockedUntil, u.LockedBy)
+	}
+	// The lockout also ends by itself, and one failure after it does not
+	// lock again: the count restarted when the lock began.
 	for range 10 {
-		c.advance(a.throttle.wait("alice", clean, c.t))
+		c.advance(a.throttle.sourceWait(clean, c.t))
 		reasons(clean, "guess")
 	}
+	if u, _ := s.User("alice"); !c.t.Before(u.LockedUntil) {
+		t.Fatal("not locked after ten failures from 192.0.2.7")
+	}
 	c.advance(a.lockFor + a.throttle.cfg.MaxDelay)
+	reasons(clean, "guess")
+	if u, _ := s.User("alice"); c.t.Before(u.LockedUntil) {
+		t.Fatal("one failure after a lockout locked the account again")
+	}
+	c.advance(a.throttle.cfg.MaxDelay)
 	if r := reasons(netip.MustParseAddr("192.0.2.8"), goodPassword); r != "ok" {
 		t.Fatalf("after the lockout period: %s", r)
 	}
+}
+
+// Failures of one account from many sources, one each, hold the account
+// up but never lock it; and the right password and code get through the
+// hold, where the password alone does not.
+func TestLockoutIsPerSource(t *testing.T) {
+	a, c, logs := newTestAuthenticator(t)
+	s := a.Store()
+	s.AddUser("alice", goodPassword, nil)
+	s.AddUser("bob", goodPassword, nil)
+	secret := enrolTOTP(t, s, c, "bob")
+	for _, user := range []string{"alice", "bob"} {
+		for i := range 2 * a.lockAt {
+			src := netip.AddrFrom4([4]byte{198, 51, 100, byte(i)})
+			if r := loginReason(a, user, "guess", "", src); r != "wrong password" {
+				t.Fatalf("%s: guess %d from %s: %s", user, i, src, r)
+			}
+		}
+		if u, _ := s.User(user); !u.LockedUntil.IsZero() {
+			t.Fatalf("%s: locked by failures from %d sources, one each", user, 2*a.lockAt)
+		}
+	}
+	fresh := netip.MustParseAddr("2001:db8:900d::1")
+	if r := loginReason(a, "alice", goodPassword, "", fresh); r != "throttled" {
+		t.Fatalf("alice's password alone during the account's backoff: %s", r)
+	}
+	c.advance(30 * time.Second)
+	if r := loginReason(a, "bob", goodPassword, totpAt(secret, totpStep(c.t)), fresh); r != "ok" {
+		t.Fatalf("bob's password and code during the account's backoff: %s", r)
+	}
+	// A lock caused by one source: that source is refused even with the
+	// code, another gets through with password and code only.
+	locker := netip.MustParseAddr("2001:db8:bad:1::1")
+	for range a.lockAt {
+		c.advance(a.throttle.sourceWait(locker, c.t))
+		loginReason(a, "bob", "guess", "", locker)
+	}
+	if u, _ := s.User("bob"); !c.t.Before(u.LockedUntil) {
+		t.Fatal("bob not locked after ten failures from one /64")
+	}
+	c.advance(a.throttle.cfg.MaxDelay)
+	c.advance(30 * time.Second)
+	if r := loginReason(a, "bob", goodPassword, totpAt(secret, totpStep(c.t)), netip.MustParseAddr("2001:db8:bad:1::99")); r != "locked" {
+		t.Fatalf("the locking /64 with password and code: %s", r)
+	}
+	if r := loginReason(a, "bob", goodPassword, "", fresh); r != "wrong code" {
+		t.Fatalf("bob's password without a code during the lock: %s", r)
+	}
+	c.advance(30 * time.Second)
+	if r := loginReason(a, "bob", goodPassword, totpAt(secret, totpStep(c.t)), fresh); r != "ok" {
+		t.Fatalf("bob's password and code during a lock others caused: %s", r)
+	}
+	if n := logs.FilterMessage("account locked").Len(); n != 1 {
+		t.Errorf("%d \"account locked\" log entries, want 1", n)
+	}
+	if n := testutil.ToFloat64(a.outcomes.WithLabelValues("ok_while_locked")); n != 1 {
+		t.Errorf("ok_while_locked = %v, want 1", n)
+	}
+}
+
+// Input that no account can have is refused before it reaches a table or
+// a log line, whatever its size.
+func TestMalformedInputIsNotKept(t *testing.T) {
+	a, _, logs := newTestAuthenticator(t)
+	a.Store().AddUser("alice", goodPassword, nil)
+	long := strings.Repeat("x", 16<<10)
+	for i, tc := range []struct{ name, user, pw, code string }{
+		{"long name", long, goodPassword, ""},
+		{"name one over", strings.Repeat("a", 65), goodPassword, ""},
+		{"empty name", "", goodPassword, ""},
+		{"control characters", "alice\x1b[2J", goodPassword, ""},
+		{"not a name", "alice bob", goodPassword, ""},
+		{"long password", "alice", long, ""},
+		{"password one over", "alice", strings.Repeat("p", MaxPasswordLen+1), ""},
+		{"long code", "alice", goodPassword, long},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, byte(i), 0, 0, 0, 0, 0, 0, 0, 0, 1})
+			if r := loginReason(a, tc.user, tc.pw, tc.code, src); r != "malformed input" {
+				t.Fatalf("reason %s", r)
+			}
+		})
+	}
+	if st := a.Stats(); st.Sources+st.Users+st.Pairs != 0 {
+		t.Errorf("malformed input reached the tables: %+v", st)
+	}
+	for _, e := range logs.All() {
+		for _, f := range e.Context {
+			if strings.Contains(f.String, "xxxx") || strings.Contains(f.String, "\x1b") || strings.Contains(f.String, "pppp") {
+				t.Errorf("malformed input reached the log: %s %v", e.Message, f)
+			}
+		}
+	}
+	// Names within the rules still work, as typed.
+	if r := loginReason(a, "  Alice", goodPassword, "", netip.MustParseAddr("192.0.2.1")); r != "ok" {
+		t.Errorf("alice: %s", r)
+	}
+	if r := loginReason(a, strings.Repeat("a", 64), "guess", "", netip.MustParseAddr("192.0.2.1")); r != "unknown user" {
+		t.Errorf("a 64-character name: %s", r)
+	}
+}
+
+// Full tables make room by forgetting the entries with the fewest
+// failures: a flood of new sources and names pushes out only its own kind,
+// a guesser's record stays, the accounts' failures keep being counted, and
+// a newcomer with the right password gets in.
+func TestThrottleTablesEvict(t *testing.T) {
+	s, c := newTestStore(t)
+	a, err := NewAuthenticator(AuthenticatorConfig{Store: s, Logger: zap.NewNop(), Throttle: ThrottleConfig{MaxEntries: 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AddUser("alice", goodPassword, nil)
+	s.AddUser("admin", goodPassword, nil)
+	guesser := netip.MustParseAddr("203.0.113.66")
+	for range 4 {
+		c.advance(a.throttle.sourceWait(guesser, c.t))
+		loginReason(a, "admin", "guess", "", guesser)
+	}
+	// The flood: one failure each from 40 sources of a /48, half with
+	// unknown names, half against alice.
+	for i := range 40 {
+		src := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xf1, 0x00, 0, byte(i), 15: 1})
+		user := "alice"
+		if i%2 == 0 {
+			user = "nobody" + strconv.Itoa(i)
+		}
+		loginReason(a, user, "guess", "", src)
+	}
+	st := a.Stats()
+	if st.Sources != 8 || st.SourceEvictions != 33 || st.Pairs != 8 || st.PairEvictions == 0 || st.Users != 2 {
+		t.Errorf("stats %+v, want 8 sources (33 forgotten), 8 pairs (some forgotten), 2 accounts", st)
+	}
+	if w := a.throttle.sourceWait(guesser, c.t); w == 0 {
+		t.Error("the guesser's record was forgotten to make room for the flood")
+	}
+	if n := a.throttle.pairs.m[pair{"admin", source.Of(guesser)}]; n == nil || n.n != 4 {
+		t.Errorf("the guesser's count against admin: %+v, want 4", n)
+	}
+	// alice's failures were counted throughout: her account is held up.
+	if w := a.throttle.userWait("alice", c.t); w == 0 {
+		t.Error("alice's failures were not counted while the tables were full")
+	}
+	c.advance(a.throttle.cfg.MaxDelay)
+	if r := loginReason(a, "alice", goodPassword, "", netip.MustParseAddr("192.0.2.200")); r != "ok" {
+		t.Errorf("a newcomer with the right password, tables full: %s", r)
+	}
+}
+
+func enrolTOTP(t *testing.T, s *Store, c *clock, name string) []byte {
+	t.Helper()
+	e, err := s.BeginTOTP(name, "bastion.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, _ := b32.DecodeString(e.Secret)
+	if err := s.ConfirmTOTP(name, totpAt(secret, totpStep(c.t))); err != nil {
+		t.Fatal(err)
+	}
+	return secret
 }
 
 func TestTokens(t *testing.T) {

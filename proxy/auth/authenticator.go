@@ -5,10 +5,15 @@ import (
 	"errors"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/proxy/internal/source"
 )
 
 // ErrLoginFailed is the one answer to every failed login.
@@ -49,6 +54,9 @@ type Authenticator struct {
 	// known user costs.
 	dummyHash string
 	now       func() time.Time
+
+	outcomes *prometheus.CounterVec
+	lockouts atomic.Uint64
 }
 
 // NewAuthenticator returns an Authenticator.
@@ -73,21 +81,89 @@ func NewAuthenticator(cfg AuthenticatorConfig) (*Authenticator, error) {
 		hashing:   make(chan struct{}, cfg.MaxHashing),
 		dummyHash: dummy,
 		now:       cfg.Store.now,
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bastiond_signins_total",
+			Help: "Sign-in attempts by outcome: ok, ok_while_throttled and ok_while_locked (password and code through a hold others caused), failed, throttled, locked, malformed."},
+			[]string{"outcome"}),
 	}, nil
+}
+
+func (a *Authenticator) count(outcome string) { a.outcomes.WithLabelValues(outcome).Inc() }
+
+// Stats returns the sizes of the throttle's tables and their evictions.
+func (a *Authenticator) Stats() ThrottleStats { return a.throttle.stats() }
+
+var (
+	tableEntriesDesc = prometheus.NewDesc("bastiond_signin_throttle_entries",
+		"Entries in the sign-in throttle's tables: per source (IPv4 address, IPv6 /64), per account, per account and source.", []string{"table"}, nil)
+	tableEvictionsDesc = prometheus.NewDesc("bastiond_signin_throttle_evictions_total",
+		"Entries a full sign-in throttle table forgot to make room (the fewest failures, the oldest of those).", []string{"table"}, nil)
+	lockoutsDesc = prometheus.NewDesc("bastiond_account_lockouts_total",
+		"Accounts locked by failures in a row from one source.", nil, nil)
+)
+
+var _ prometheus.Collector = (*Authenticator)(nil)
+
+// Describe implements prometheus.Collector.
+func (a *Authenticator) Describe(ch chan<- *prometheus.Desc) {
+	a.outcomes.Describe(ch)
+	ch <- tableEntriesDesc
+	ch <- tableEvictionsDesc
+	ch <- lockoutsDesc
+}
+
+// Collect implements prometheus.Collector.
+func (a *Authenticator) Collect(ch chan<- prometheus.Metric) {
+	a.outcomes.Collect(ch)
+	st := a.throttle.stats()
+	for _, t := range []struct {
+		name    string
+		entries int
+		evicted uint64
+	}{{"sources", st.Sources, st.SourceEvictions}, {"users", st.Users, st.UserEvictions}, {"pairs", st.Pairs, st.PairEvictions}} {
+		ch <- prometheus.MustNewConstMetric(tableEntriesDesc, prometheus.GaugeValue, float64(t.entries), t.name)
+		ch <- prometheus.MustNewConstMetric(tableEvictionsDesc, prometheus.CounterValue, float64(t.evicted), t.name)
+	}
+	ch <- prometheus.MustNewConstMetric(lockoutsDesc, prometheus.CounterValue, float64(a.lockouts.Load()))
 }
 
 // Store returns the account store.
 func (a *Authenticator) Store() *Store { return a.store }
 
+// Limits of the sign-in form's fields. Input past them, or a name that
+// breaks the name rules, is refused before it reaches a table or a log
+// line: no account can have such a name, and no secret is that long.
+const maxCodeLen = 16 // six digits, with the spaces some apps show
+
 // Login checks a user name, password and (for users enrolled in TOTP) code
 // presented from src. Any failure is a *LoginError.
+//
+// The model, against guessing and against being locked out by a stranger:
+//   - A source (an IPv4 address, an IPv6 /64) that failed FreeFailures
+//     times waits twice as long after each further failure; its attempts
+//     are refused unchecked meanwhile. A source holds up only itself.
+//   - An existing account that failed FreeFailures times, from wherever,
+//     is held up the same way: while it waits, the right password is
+//     refused, so that guesses spread over many sources learn nothing. The
+//     right password with the right TOTP code gets through: a second
+//     factor is what a guesser does not have.
+//   - LockAfter failures in a row of one account from one source lock the
+//     account for LockFor. The source that caused the lock is refused
+//     whatever it sends; another source gets through with the right
+//     password and code (not with the password alone).
+//   - Every attempt that is not refused unchecked costs one password hash,
+//     and costs the same for known and unknown names, so that the timing
+//     tells nothing about which accounts exist or are held up.
 func (a *Authenticator) Login(ctx context.Context, name, password, code string, src netip.Addr) (User, error) {
 	name = strings.ToLower(strings.TrimSpace(name))
 	now := a.now()
-	if len(name) > 64 || len(password) > MaxPasswordLen {
-		return User{}, a.failed(name, src, now, "oversized input", false)
+	if !userName.MatchString(name) || len(password) > MaxPasswordLen || len(code) > maxCodeLen {
+		a.count("malformed")
+		a.log.Info("login refused: malformed input", zap.Stringer("source", src),
+			zap.Int("user_bytes", len(name)), zap.Int("password_bytes", len(password)), zap.Int("code_bytes", len(code)))
+		return User{}, &LoginError{Reason: "malformed input"}
 	}
-	if w := a.throttle.wait(name, src, now); w > 0 {
+	if w := a.throttle.sourceWait(src, now); w > 0 {
+		a.count("throttled")
 		a.log.Info("login refused: throttled", zap.String("user", name), zap.Stringer("source", src), zap.Duration("wait", w))
 		return User{}, &LoginError{Reason: "throttled"}
 	}
@@ -114,16 +190,45 @@ func (a *Authenticator) Login(ctx context.Context, name, password, code string, 
 		return User{}, a.failed(name, src, now, "wrong password", true)
 	case u.Disabled:
 		return User{}, a.failed(name, src, now, "disabled", false)
+	}
+	// The password is right. What holds the account up now is refused
+	// without counting a failure: it is not a guess that failed.
+	lockedHere := now.Before(u.LockedUntil) && slices.Contains(u.LockedBy, source.Of(src).String())
+	if lockedHere {
+		return User{}, a.refused(name, src, "locked", "the source that caused the lockout")
+	}
+	held := ""
+	switch {
 	case now.Before(u.LockedUntil):
-		return User{}, a.failed(name, src, now, "locked", false)
+		held = "locked"
+	case a.throttle.userWait(name, now) > 0:
+		held = "throttled"
+	}
+	if held != "" && !u.HasTOTP() {
+		return User{}, a.refused(name, src, held, "the password alone does not pass while the account is held up")
 	}
 	if u.HasTOTP() {
 		if err := a.useCode(name, code, now); err != nil {
 			return User{}, a.failed(name, src, now, "wrong code", true)
 		}
 	}
-	a.throttle.succeed(name)
+	a.throttle.succeed(name, src)
+	if held != "" {
+		a.count("ok_while_" + held)
+		a.log.Warn("signed in with password and code while the account was held up by other sources' failures",
+			zap.String("user", name), zap.Stringer("source", src), zap.String("held", held), zap.Time("locked_until", u.LockedUntil))
+	} else {
+		a.count("ok")
+	}
 	return u, nil
+}
+
+// refused is a failed login of the right password: logged and counted as
+// an outcome, not as a failure.
+func (a *Authenticator) refused(name string, src netip.Addr, reason, why string) error {
+	a.count(reason)
+	a.log.Info("login refused: "+reason, zap.String("user", name), zap.Stringer("source", src), zap.String("why", why))
+	return &LoginError{Reason: reason}
 }
 
 // useCode accepts a TOTP code once: the step is recorded in the same
@@ -140,27 +245,44 @@ func (a *Authenticator) useCode(name, code string, now time.Time) error {
 	})
 }
 
-// failed counts a failure, locks the account when it has failed too often
-// in a row (lockable: the account exists), logs the reason and returns the
-// generic error.
+// failed counts a failure from src, locks the account when it has failed
+// LockAfter times in a row from that source (lockable: the account
+// exists), logs the reason and returns the generic error.
 func (a *Authenticator) failed(name string, src netip.Addr, now time.Time, reason string, lockable bool) error {
-	n := a.throttle.fail(name, src, now)
+	a.count("failed")
+	n := a.throttle.fail(name, src, lockable, now)
 	fields := []zap.Field{zap.String("user", name), zap.Stringer("source", src), zap.String("reason", reason), zap.Int("failures", n)}
 	if lockable && n >= a.lockAt {
-		until := now.Add(a.lockFor).UTC()
+		until, by := now.Add(a.lockFor).UTC(), source.Of(src).String()
 		err := a.store.Update(name, func(u *User) error {
+			if !now.Before(u.LockedUntil) {
+				u.LockedBy = nil
+			}
 			if u.LockedUntil.Before(until) {
 				u.LockedUntil = until
+			}
+			if !slices.Contains(u.LockedBy, by) {
+				u.LockedBy = append(u.LockedBy, by)
+				if len(u.LockedBy) > maxLockedBy {
+					u.LockedBy = u.LockedBy[len(u.LockedBy)-maxLockedBy:]
+				}
 			}
 			return nil
 		})
 		if err == nil {
-			fields = append(fields, zap.Time("locked_until", until))
+			a.throttle.locked(name, src)
+			a.lockouts.Add(1)
+			a.log.Warn("account locked", append(fields, zap.Time("locked_until", until), zap.String("locked_by", by))...)
+			return &LoginError{Reason: reason}
 		}
+		a.log.Error("login: cannot record a lockout", zap.String("user", name), zap.Error(err))
 	}
 	a.log.Info("login failed", fields...)
 	return &LoginError{Reason: reason}
 }
+
+// maxLockedBy bounds the sources a lockout remembers as its cause.
+const maxLockedBy = 16
 
 // Unlock clears an account's lockout and its failure count.
 func (a *Authenticator) Unlock(name string) error {

@@ -36,7 +36,11 @@ type User struct {
 	TOTPLastStep int64 `json:"totp_last_step,omitempty"`
 	// LockedUntil is set by repeated login failures; an admin clears it
 	// with `bastionctl users unlock`.
-	LockedUntil     time.Time `json:"locked_until,omitzero"`
+	LockedUntil time.Time `json:"locked_until,omitzero"`
+	// LockedBy are the sources (IPv4 addresses, IPv6 /64s) whose failures
+	// caused the lockout: they are refused until it ends, while others get
+	// through with the password and a TOTP code.
+	LockedBy        []string  `json:"locked_by,omitempty"`
 	Created         time.Time `json:"created"`
 	PasswordChanged time.Time `json:"password_changed"`
 }
@@ -168,7 +172,7 @@ func (s *Store) SetDisabled(name string, disabled bool) error {
 
 // Unlock clears a lockout.
 func (s *Store) Unlock(name string) error {
-	return s.Update(name, func(u *User) error { u.LockedUntil = time.Time{}; return nil })
+	return s.Update(name, func(u *User) error { u.LockedUntil, u.LockedBy = time.Time{}, nil; return nil })
 }
 
 // Grant adds roles to an account; Revoke removes them.

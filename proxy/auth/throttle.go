@@ -1,9 +1,12 @@
 package auth
 
 import (
+	"container/heap"
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/bastiond/bastiond/proxy/internal/source"
 )
 
 // ThrottleConfig tunes login throttling. Zero fields take the defaults.
@@ -14,13 +17,20 @@ type ThrottleConfig struct {
 	BaseDelay time.Duration
 	// MaxDelay caps the wait. Default 5m.
 	MaxDelay time.Duration
-	// LockAfter consecutive failures lock an account. Default 10.
+	// LockAfter consecutive failures for one account from one source lock
+	// the account. Default 10.
 	LockAfter int
 	// LockFor is how long a lockout lasts unless an admin unlocks. Default 15m.
 	LockFor time.Duration
 	// Forget drops the record of a user or source with no failure for this
 	// long. Default 1h.
 	Forget time.Duration
+	// MaxEntries bounds each of the throttle's tables (sources, accounts,
+	// account and source pairs). A full table makes room by forgetting the
+	// entry with the fewest failures, the oldest of those: a flood of new
+	// entries pushes out other newcomers, never a guesser with a long
+	// record, and never refuses anyone. Default 65536.
+	MaxEntries int
 }
 
 func (c ThrottleConfig) withDefaults() ThrottleConfig {
@@ -42,118 +52,251 @@ func (c ThrottleConfig) withDefaults() ThrottleConfig {
 	if c.Forget == 0 {
 		c.Forget = time.Hour
 	}
+	if c.MaxEntries == 0 {
+		c.MaxEntries = 1 << 16
+	}
 	return c
 }
 
-// maxTracked bounds each table. When a flood fills one with live entries,
-// sources it does not know wait BaseDelay: slower logins for everyone rather
-// than memory without bound.
-const maxTracked = 1 << 16
-
-type failures struct {
-	n     int       // consecutive failures
-	last  time.Time // of the last failure
-	until time.Time // no attempt before this
+// pair is an account as tried from one source: the unit of lockout, so
+// that failures from many sources cannot add up to lock someone out.
+type pair struct {
+	user string
+	src  netip.Prefix
 }
 
-// throttle counts failures per user name and per source network (an IPv4
-// address, an IPv6 /64) and says how long each must wait.
+// throttle counts failed sign-ins in three bounded tables:
+//   - per source (source.Of: an IPv4 address, an IPv6 /64), whose backoff
+//     refuses the source's attempts unchecked;
+//   - per existing account, whose backoff holds up the account's password
+//     however many sources the guesses come from;
+//   - per existing account and source, which counts towards a lockout.
+//
+// Only names that pass the name rules reach it, and only names of
+// existing accounts enter the last two tables: a stranger can add entries
+// to the first only, one per source, each at the price of a password hash.
 type throttle struct {
 	cfg ThrottleConfig
 
-	mu      sync.Mutex // guards the maps
-	users   map[string]*failures
-	sources map[netip.Prefix]*failures
+	mu      sync.Mutex // guards the tables
+	sources *table[netip.Prefix]
+	users   *table[string]
+	pairs   *table[pair]
+	swept   time.Time
 }
 
 func newThrottle(cfg ThrottleConfig) *throttle {
-	return &throttle{cfg: cfg.withDefaults(), users: map[string]*failures{}, sources: map[netip.Prefix]*failures{}}
-}
-
-func sourceKey(a netip.Addr) netip.Prefix {
-	a = a.Unmap()
-	bits := 32
-	if a.Is6() {
-		bits = 64
+	cfg = cfg.withDefaults()
+	return &throttle{
+		cfg:     cfg,
+		sources: newTable[netip.Prefix](cfg.MaxEntries),
+		users:   newTable[string](cfg.MaxEntries),
+		pairs:   newTable[pair](cfg.MaxEntries),
 	}
-	p, _ := a.Prefix(bits)
-	return p
 }
 
-// wait is how long before user may try again from src; zero means now.
-func (t *throttle) wait(user string, src netip.Addr, now time.Time) time.Duration {
+// sourceWait is how long before src may try again; zero means now.
+func (t *throttle) sourceWait(src netip.Addr, now time.Time) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	w := max(untilOf(t.users[user], now), untilOf(t.sources[sourceKey(src)], now))
-	if w == 0 && (len(t.users) >= maxTracked || len(t.sources) >= maxTracked) {
-		t.sweep(now)
-		if t.sources[sourceKey(src)] == nil && len(t.sources) >= maxTracked {
-			w = t.cfg.BaseDelay
-		}
-	}
-	return w
+	return t.sources.wait(source.Of(src), now)
 }
 
-func untilOf(f *failures, now time.Time) time.Duration {
-	if f == nil || !now.Before(f.until) {
+// userWait is how long the account name is held up; zero means it is not.
+func (t *throttle) userWait(name string, now time.Time) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.users.wait(name, now)
+}
+
+// fail records a failure from src. known says name is an existing
+// account; only those are counted per account. It returns the failures in
+// a row of the account from this source (zero when not known).
+func (t *throttle) fail(name string, src netip.Addr, known bool, now time.Time) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sweepEvery(now)
+	net := source.Of(src)
+	t.sources.bump(net, now, t.cfg)
+	if !known {
 		return 0
 	}
-	return f.until.Sub(now)
+	t.users.bump(name, now, t.cfg)
+	return t.pairs.bump(pair{name, net}, now, t.cfg)
 }
 
-// fail records a failure and returns the user's consecutive failures.
-func (t *throttle) fail(user string, src netip.Addr, now time.Time) int {
+// locked restarts the count of the account from src after it caused a
+// lockout: after the lock, it takes another LockAfter failures to lock
+// again, not one.
+func (t *throttle) locked(name string, src netip.Addr) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.users) >= maxTracked || len(t.sources) >= maxTracked {
-		t.sweep(now)
-	}
-	n := bumpIn(t.users, user, now, t.cfg)
-	bumpIn(t.sources, sourceKey(src), now, t.cfg)
-	return n
+	t.pairs.remove(pair{name, source.Of(src)})
 }
 
-func bumpIn[K comparable](m map[K]*failures, k K, now time.Time, cfg ThrottleConfig) int {
-	f := m[k]
-	if f == nil {
-		if len(m) >= maxTracked {
-			return 0
-		}
-		f = &failures{}
-		m[k] = f
+// succeed clears the account's failures, its own and those from src. The
+// source's stay, and the account's from other sources: one good sign-in
+// from a network must not wipe out the guessing done from it or elsewhere.
+func (t *throttle) succeed(name string, src netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.users.remove(name)
+	t.pairs.remove(pair{name, source.Of(src)})
+}
+
+// reset forgets every failure of the account (an admin unlocked it).
+func (t *throttle) reset(name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.users.remove(name)
+	t.pairs.removeIf(func(p pair) bool { return p.user == name })
+}
+
+// sweepEvery forgets the entries idle for longer than Forget, at most
+// once every Forget/8: a sweep walks every table.
+func (t *throttle) sweepEvery(now time.Time) {
+	if now.Sub(t.swept) < t.cfg.Forget/8 {
+		return
 	}
-	f.n++
-	f.last = now
-	if over := f.n - cfg.FreeFailures; over > 0 {
+	t.swept = now
+	stale := func(e *entry) bool { return now.Sub(e.last) > t.cfg.Forget && !now.Before(e.until) }
+	t.sources.sweep(stale)
+	t.users.sweep(stale)
+	t.pairs.sweep(stale)
+}
+
+// ThrottleStats are the sizes of the throttle's tables and what each has
+// forgotten to make room.
+type ThrottleStats struct {
+	Sources, Users, Pairs                         int
+	SourceEvictions, UserEvictions, PairEvictions uint64
+}
+
+func (t *throttle) stats() ThrottleStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return ThrottleStats{
+		Sources: t.sources.len(), Users: t.users.len(), Pairs: t.pairs.len(),
+		SourceEvictions: t.sources.evictions, UserEvictions: t.users.evictions, PairEvictions: t.pairs.evictions,
+	}
+}
+
+// entry is the failure record of one key.
+type entry struct {
+	n     int       // failures in a row
+	last  time.Time // of the last failure
+	until time.Time // no attempt before this
+	index int       // in the table's heap
+}
+
+// table is a map of failure records with at most max entries. A heap
+// keeps the entry to forget first on top: the fewest failures, the oldest
+// of those.
+type table[K comparable] struct {
+	max       int
+	m         map[K]*entry
+	order     entryHeap[K]
+	evictions uint64
+}
+
+func newTable[K comparable](max int) *table[K] {
+	return &table[K]{max: max, m: map[K]*entry{}}
+}
+
+func (t *table[K]) len() int { return len(t.m) }
+
+func (t *table[K]) wait(k K, now time.Time) time.Duration {
+	e := t.m[k]
+	if e == nil || !now.Before(e.until) {
+		return 0
+	}
+	return e.until.Sub(now)
+}
+
+// bump counts a failure of k and returns its failures in a row.
+func (t *table[K]) bump(k K, now time.Time, cfg ThrottleConfig) int {
+	e := t.m[k]
+	if e == nil {
+		if len(t.m) >= t.max {
+			t.remove(t.order.keys[0])
+			t.evictions++
+		}
+		e = &entry{}
+		t.m[k] = e
+		heap.Push(&t.order, keyed[K]{k, e})
+	}
+	e.n++
+	e.last = now
+	if over := e.n - cfg.FreeFailures; over > 0 {
 		d := cfg.MaxDelay
 		if over <= 20 {
 			d = min(cfg.BaseDelay<<(over-1), cfg.MaxDelay)
 		}
-		f.until = now.Add(d)
+		e.until = now.Add(d)
 	}
-	return f.n
+	heap.Fix(&t.order, e.index)
+	return e.n
 }
 
-// succeed clears a user's failures. The source's stay: one good login
-// from a network must not wipe out the guessing done from it.
-func (t *throttle) succeed(user string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.users, user)
+func (t *table[K]) remove(k K) {
+	if e := t.m[k]; e != nil {
+		heap.Remove(&t.order, e.index)
+		delete(t.m, k)
+	}
 }
 
-// reset forgets a user's failures (an admin unlocked it).
-func (t *throttle) reset(user string) { t.succeed(user) }
+func (t *table[K]) removeIf(match func(K) bool) {
+	for k := range t.m {
+		if match(k) {
+			t.remove(k)
+		}
+	}
+}
 
-func (t *throttle) sweep(now time.Time) {
-	for k, f := range t.users {
-		if now.Sub(f.last) > t.cfg.Forget && !now.Before(f.until) {
-			delete(t.users, k)
+func (t *table[K]) sweep(stale func(*entry) bool) {
+	for k, e := range t.m {
+		if stale(e) {
+			t.remove(k)
 		}
 	}
-	for k, f := range t.sources {
-		if now.Sub(f.last) > t.cfg.Forget && !now.Before(f.until) {
-			delete(t.sources, k)
-		}
-	}
+}
+
+type keyed[K comparable] struct {
+	k K
+	e *entry
+}
+
+// entryHeap orders a table's entries for eviction (container/heap).
+type entryHeap[K comparable] struct {
+	keys []K
+	ents []*entry
+}
+
+func (h *entryHeap[K]) Len() int { return len(h.ents) }
+
+func (h *entryHeap[K]) Less(i, j int) bool {
+	a, b := h.ents[i], h.ents[j]
+	return a.n < b.n || a.n == b.n && a.last.Before(b.last)
+}
+
+func (h *entryHeap[K]) Swap(i, j int) {
+	h.keys[i], h.keys[j] = h.keys[j], h.keys[i]
+	h.ents[i], h.ents[j] = h.ents[j], h.ents[i]
+	h.ents[i].index, h.ents[j].index = i, j
+}
+
+func (h *entryHeap[K]) Push(x any) {
+	kv := x.(keyed[K])
+	kv.e.index = len(h.ents)
+	h.keys = append(h.keys, kv.k)
+	h.ents = append(h.ents, kv.e)
+}
+
+func (h *entryHeap[K]) Pop() any {
+	n := len(h.ents) - 1
+	kv := keyed[K]{h.keys[n], h.ents[n]}
+	var zero K
+	h.keys[n], h.ents[n] = zero, nil
+	h.keys, h.ents = h.keys[:n], h.ents[:n]
+	return kv
 }
