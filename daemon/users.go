@@ -33,7 +33,8 @@ func openState(cfg *config.Config, log *zap.Logger) (*statedb.Handle, *auth.Auth
 		db.Close()
 		return nil, nil, err
 	}
-	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: store, Logger: log.Named("auth")})
+	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: store, Logger: log.Named("auth"),
+		Throttle: auth.ThrottleConfig{MaxEntries: cfg.Limits.SigninThrottleEntries}})
 	if err != nil {
 		db.Close()
 		return nil, nil, err

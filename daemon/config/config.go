@@ -207,6 +207,12 @@ type Limits struct {
 	// Generous by default (256): many users may share one address behind
 	// a NAT.
 	ConnectionsPerSource int `yaml:"connections_per_source"`
+	// SigninThrottleEntries bounds each table of the sign-in throttle (per
+	// source, per account, per account and source); a full table forgets
+	// its entries with the fewest failures to make room, so that a flood
+	// can neither grow it nor push out a guesser's record. Read at start.
+	// Default 65536 (some 15 MiB per table when full).
+	SigninThrottleEntries int `yaml:"signin_throttle_entries"`
 	// DrainGrace is how long SIGTERM waits for sessions to end. Default 30s.
 	DrainGrace time.Duration `yaml:"drain_grace"`
 	// UpgradeGrace is how long the old process of a binary upgrade keeps
@@ -384,6 +390,7 @@ func (c *Config) setDefaults() {
 	lim.Weights.Tunnel = orDefault(lim.Weights.Tunnel, 1)
 	lim.SessionsPerUser = orDefault(lim.SessionsPerUser, 10)
 	lim.ConnectionsPerSource = orDefault(lim.ConnectionsPerSource, 256)
+	lim.SigninThrottleEntries = orDefault(lim.SigninThrottleEntries, 1<<16)
 	lim.DrainGrace = orDefault(lim.DrainGrace, 30*time.Second)
 	lim.UpgradeGrace = orDefault(lim.UpgradeGrace, time.Hour)
 	lim.HandshakeTimeout = orDefault(lim.HandshakeTimeout, 10*time.Second)

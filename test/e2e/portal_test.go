@@ -1,12 +1,6 @@
 package e2e
 
 import (
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/base32"
-	"encoding/binary"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,7 +10,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 )
 
 const portalAccess = `access:
@@ -31,21 +24,6 @@ const portalAccess = `access:
       targets: [vm2]
       protocols: [rdp]
 `
-
-// totpAt is the RFC 6238 code for secret, steps after the current one.
-func totpAt(t testing.TB, secret string, steps int64) string {
-	key, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var msg [8]byte
-	binary.BigEndian.PutUint64(msg[:], uint64(time.Now().Unix()/30+steps))
-	m := hmac.New(sha1.New, key)
-	m.Write(msg[:])
-	sum := m.Sum(nil)
-	off := sum[19] & 0x0f
-	return fmt.Sprintf("%06d", (binary.BigEndian.Uint32(sum[off:])&0x7fffffff)%1_000_000)
-}
 
 // TestPortal: accounts made with bastionctl sign in over IPv4 and IPv6 and
 // see the machines their roles allow; connect tickets work once and only in
@@ -107,29 +85,9 @@ func TestPortal(t *testing.T) {
 	t.Run("TOTP", func(t *testing.T) {
 		// The admin runs the enrolment with the user present: the QR code
 		// is shown, the app's code typed in.
-		cmd := exec.Command(filepath.Join(binDir, "bastionctl"), "--socket", d.admin, "users", "totp", "alice")
-		stdin, _ := cmd.StdinPipe()
-		stdout, _ := cmd.StdoutPipe()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		var shown strings.Builder
-		buf := make([]byte, 4096)
-		for !strings.Contains(shown.String(), "Code shown by the app: ") {
-			n, err := stdout.Read(buf)
-			if err != nil {
-				t.Fatalf("enrolment output: %v\n%s", err, shown.String())
-			}
-			shown.Write(buf[:n])
-		}
-		m := regexp.MustCompile(`by hand: ([A-Z2-7]+)`).FindStringSubmatch(shown.String())
-		if m == nil || !strings.Contains(shown.String(), "▀") {
-			t.Fatalf("no QR code or secret:\n%s", shown.String())
-		}
-		fmt.Fprintln(stdin, totpAt(t, m[1], 0))
-		rest, _ := io.ReadAll(stdout)
-		if err := cmd.Wait(); err != nil || !strings.Contains(string(rest), "TOTP enrolled") {
-			t.Fatalf("confirm: %v\n%s", err, rest)
+		secret, shown := EnrolTOTP(t, d, "alice")
+		if !strings.Contains(shown, "▀") {
+			t.Fatalf("no QR code:\n%s", shown)
 		}
 		web := NewWebUser(t, LabValue(t, "BASTION_PUB4"))
 		if code, _ := web.SignIn("alice", pw, ""); code != http.StatusUnauthorized {
@@ -137,7 +95,7 @@ func TestPortal(t *testing.T) {
 		}
 		// The enrolment used this step's code; the next step's is accepted
 		// (one step of clock drift), once.
-		next := totpAt(t, m[1], 1)
+		next := TOTPAt(t, secret, 1)
 		if code, _ := web.SignIn("alice", pw, next); code != http.StatusSeeOther {
 			t.Fatalf("sign in with the code: %d", code)
 		}

@@ -57,6 +57,15 @@ func NewWebUser(t testing.TB, addr string) *WebUser {
 
 func (u *WebUser) do(method, path string, form url.Values) (*http.Response, string) {
 	u.t.Helper()
+	resp, body, err := u.try(method, path, form)
+	if err != nil {
+		u.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp, body
+}
+
+// try is do that returns its error, for goroutines other than the test's.
+func (u *WebUser) try(method, path string, form url.Values) (*http.Response, string, error) {
 	var body io.Reader
 	if form != nil {
 		body = strings.NewReader(form.Encode())
@@ -70,11 +79,11 @@ func (u *WebUser) do(method, path string, form url.Values) (*http.Response, stri
 	}
 	resp, err := u.c.Do(req)
 	if err != nil {
-		u.t.Fatalf("%s %s: %v", method, path, err)
+		return nil, "", err
 	}
 	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	return resp, string(data)
+	data, err := io.ReadAll(resp.Body)
+	return resp, string(data), err
 }
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
@@ -91,13 +100,33 @@ func csrfIn(t testing.TB, page string) string {
 // SignIn posts the login form and returns the portal page.
 func (u *WebUser) SignIn(user, password, code string) (int, string) {
 	u.t.Helper()
-	_, login := u.do(http.MethodGet, "/", nil)
-	resp, body := u.do(http.MethodPost, "/login", url.Values{"csrf": {csrfIn(u.t, login)}, "user": {user}, "password": {password}, "code": {code}})
-	if resp.StatusCode != http.StatusSeeOther {
-		return resp.StatusCode, body
+	status, page, err := u.TrySignIn(user, password, code)
+	if err != nil {
+		u.t.Fatal(err)
 	}
-	_, portal := u.do(http.MethodGet, "/", nil)
-	return resp.StatusCode, portal
+	return status, page
+}
+
+// TrySignIn is SignIn that returns its error, for goroutines other than
+// the test's.
+func (u *WebUser) TrySignIn(user, password, code string) (int, string, error) {
+	_, login, err := u.try(http.MethodGet, "/", nil)
+	if err != nil {
+		return 0, "", fmt.Errorf("GET /: %w", err)
+	}
+	m := csrfField.FindStringSubmatch(login)
+	if m == nil {
+		return 0, "", fmt.Errorf("no CSRF token in:\n%s", login)
+	}
+	resp, body, err := u.try(http.MethodPost, "/login", url.Values{"csrf": {m[1]}, "user": {user}, "password": {password}, "code": {code}})
+	if err != nil {
+		return 0, "", fmt.Errorf("POST /login: %w", err)
+	}
+	if resp.StatusCode != http.StatusSeeOther {
+		return resp.StatusCode, body, nil
+	}
+	_, portal, err := u.try(http.MethodGet, "/", nil)
+	return resp.StatusCode, portal, err
 }
 
 // WSMsg is any message of the browser SSH protocol (proxy/webssh/doc.go).
