@@ -163,8 +163,8 @@ lost phone).`,
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "Scan this with the authenticator app of %s:\n\n%s\n", name, e.QR)
-			fmt.Fprintf(out, "Or enter the secret by hand: %s\n\n", e.Secret)
+			fmt.Fprintf(out, "Scan this with the authenticator app of %s:\n\n%s\n", name, printableText(e.QR))
+			fmt.Fprintf(out, "Or enter the secret by hand: %s\n\n", printable(e.Secret))
 			if code == "" {
 				fmt.Fprint(out, "Code shown by the app: ")
 				line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
@@ -204,7 +204,7 @@ func printUsers(out io.Writer, us []adminapi.UserInfo) {
 		if roles == "" {
 			roles = "(none)"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", u.Name, state, totp, roles, u.Tokens, u.PasswordChanged.Local().Format("2006-01-02"))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", printable(u.Name), state, totp, printable(roles), u.Tokens, u.PasswordChanged.Local().Format("2006-01-02"))
 	}
 	w.Flush()
 }
@@ -273,7 +273,8 @@ func newTokens(socket *string) *cobra.Command {
 				if time.Now().After(t.Expires) {
 					exp += " (expired)"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.User, strings.Join(t.Scopes, ","), exp, t.Source, t.Comment)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", printable(t.ID), printable(t.User), printable(strings.Join(t.Scopes, ",")), exp,
+					printable(t.Source), printable(t.Comment))
 			}
 			return w.Flush()
 		},
