@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // guard bounds how long a test waits for something that must happen; it
@@ -64,19 +66,41 @@ var bodyPaths = []struct{ method, path, contentType string }{
 func TestBodyDeadline(t *testing.T) {
 	for _, network := range []string{"tcp4", "tcp6"} {
 		t.Run(network, func(t *testing.T) {
-			addr := startServerWith(t, network, Config{HandshakeTimeout: bodyTimeout})
-			for _, p := range bodyPaths {
-				t.Run("http1 "+p.method+" "+p.path, func(t *testing.T) {
-					t.Parallel()
-					stalledHTTP1(t, addr, p.method, p.path, p.contentType)
-				})
-				t.Run("http2 "+p.method+" "+p.path, func(t *testing.T) {
-					t.Parallel()
-					stalledHTTP2(t, addr, p.method, p.path, p.contentType)
-				})
+			s, addr := startFrontDoor(t, network, Config{HandshakeTimeout: bodyTimeout})
+			t.Run("stalled", func(t *testing.T) {
+				for _, p := range bodyPaths {
+					t.Run("http1 "+p.method+" "+p.path, func(t *testing.T) {
+						t.Parallel()
+						stalledHTTP1(t, addr, p.method, p.path, p.contentType)
+					})
+					t.Run("http2 "+p.method+" "+p.path, func(t *testing.T) {
+						t.Parallel()
+						stalledHTTP2(t, addr, p.method, p.path, p.contentType)
+					})
+				}
+			})
+			if got, want := testutil.ToFloat64(s.refusals.WithLabelValues(refusedBodyTimeout)), float64(2*len(bodyPaths)); got != want {
+				t.Errorf("bastiond_http_refusals_total{reason=body_timeout} = %v, want %v", got, want)
 			}
 		})
 	}
+}
+
+// startFrontDoor serves a test server on a loopback listener of network
+// (tcp4 or tcp6) and returns it with its address.
+func startFrontDoor(t *testing.T, network string, cfg Config) (*Server, string) {
+	t.Helper()
+	s := newTestServer(t, cfg)
+	host := "127.0.0.1"
+	if network == "tcp6" {
+		host = "::1"
+	}
+	ln, err := net.Listen(network, net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Skipf("no %s loopback: %v", network, err)
+	}
+	serve(t, s, []net.Listener{ln}, nil)
+	return s, ln.Addr().String()
 }
 
 func stalledHTTP1(t *testing.T, addr, method, path, contentType string) {
@@ -194,7 +218,8 @@ func TestBodyArrives(t *testing.T) {
 // any port, is served; every other Host gets the uniform 404 with the
 // security headers.
 func TestHostRule(t *testing.T) {
-	h := newTestServer(t, Config{}).routes()
+	s := newTestServer(t, Config{})
+	h := s.routes()
 	notFoundBody := func() string {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "https://"+testName+"/nope", nil))
@@ -249,6 +274,15 @@ func TestHostRule(t *testing.T) {
 				}
 			})
 		}
+	}
+	refused := 0
+	for _, tt := range tests {
+		if !tt.served {
+			refused += 2
+		}
+	}
+	if got := testutil.ToFloat64(s.refusals.WithLabelValues(refusedUnknownHost)); got != float64(refused) {
+		t.Errorf("bastiond_http_refusals_total{reason=unknown_host} = %v, want %d", got, refused)
 	}
 }
 
