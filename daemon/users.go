@@ -140,16 +140,27 @@ func (u usersAPI) endAccess(name string) {
 	u.d.log.Info("ended the user's web sessions and tokens", zap.String("user", name), zap.Int("web_sessions", n), zap.Int("tokens", t), zap.Int("sessions", s))
 }
 
-func (u usersAPI) SetDisabled(name string, disabled bool) error {
-	if err := u.store().SetDisabled(name, disabled); err != nil {
-		return notFound(err)
+// Disable revokes the account's tokens after disabling it: IssueToken
+// refuses a disabled account, so none is made in between, and enabling it
+// again brings back no token made before.
+func (u usersAPI) Disable(name string) (adminapi.Ended, error) {
+	if err := u.store().SetDisabled(name, true); err != nil {
+		return adminapi.Ended{}, notFound(err)
 	}
-	if disabled {
-		u.d.front.EndUser(name)
-		u.d.endRevoked("account disabled")
+	var e adminapi.Ended
+	var err error
+	e.WebSessions = u.d.front.EndUser(name)
+	e.Tokens, err = u.store().RevokeTokens(name)
+	e.Sessions = u.d.endRevoked("account disabled")
+	if err != nil {
+		return e, fmt.Errorf("account %s disabled, but its API tokens could not be revoked: %w", name, err)
 	}
-	return nil
+	u.d.log.Info("account disabled", zap.String("user", name), zap.Int("web_sessions", e.WebSessions), zap.Int("tokens", e.Tokens),
+		zap.Int("sessions", e.Sessions))
+	return e, nil
 }
+
+func (u usersAPI) Enable(name string) error { return notFound(u.store().SetDisabled(name, false)) }
 
 func (u usersAPI) Unlock(name string) error { return notFound(u.d.auth.Unlock(name)) }
 

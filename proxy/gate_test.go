@@ -87,7 +87,9 @@ func TestGate(t *testing.T) {
 				for _, name := range []string{testName, "BASTION.test.example."} {
 					client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 						TLSClientConfig: &tls.Config{ServerName: name, InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
-					resp, err := client.Get("https://" + addr + "/")
+					req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/", nil)
+					req.Host = name // the Host names the server too
+					resp, err := client.Do(req)
 					if err != nil {
 						t.Fatalf("%s: %v", name, err)
 					}

@@ -480,6 +480,12 @@ func (s *Server) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = d
 	}
+	// Refused before the password is checked: a comment that cannot be
+	// kept costs no sign-in.
+	if err := auth.CheckTokenComment(req.Comment); err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
+		return
+	}
 	src := clientAddr(r)
 	u, err := s.auth.Login(r.Context(), req.User, req.Password, req.Code, src)
 	if err != nil {

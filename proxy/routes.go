@@ -18,7 +18,8 @@ func staticFile(name, contentType string) http.HandlerFunc {
 }
 
 // routes is the public HTTP surface. Every response carries the security
-// headers; every unknown path gets the same 404.
+// headers; every unknown path, another Host and OPTIONS * get the same 404;
+// every body is read whole, under a deadline, before a route sees it.
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", s.portal)
@@ -40,7 +41,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/tokens", s.apiTokens)
 	mux.HandleFunc("DELETE /api/tokens/{id}", s.apiRevokeToken)
 	mux.HandleFunc("/", notFound)
-	return securityHeaders(mux)
+	return securityHeaders(s.frontDoor(mux))
 }
 
 // csp is the Content-Security-Policy with the script sources given.

@@ -16,7 +16,7 @@ func TestResponsesRevealNothing(t *testing.T) {
 	for _, path := range []string{"/nope", "/admin", "/.git/config", "/wp-login.php", "/index.html", "/%2e%2e/etc/passwd", "/api/"} {
 		for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodHead} {
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+			h.ServeHTTP(rec, httptest.NewRequest(method, "https://"+testName+path, nil))
 			res := rec.Result()
 			body, _ := io.ReadAll(res.Body)
 			if res.StatusCode != http.StatusNotFound {
@@ -34,7 +34,7 @@ func TestResponsesRevealNothing(t *testing.T) {
 		}
 	}
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "https://"+testName+"/", nil))
 	if rec.Code != http.StatusOK {
 		t.Errorf("GET /: %d", rec.Code)
 	}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
@@ -38,7 +39,8 @@ type Config struct {
 	Certs *certs.Store
 	// MinTLSVersion is tls.VersionTLS13 (default) or tls.VersionTLS12.
 	MinTLSVersion uint16
-	// HandshakeTimeout bounds the TLS handshake and reading request headers.
+	// HandshakeTimeout bounds the TLS handshake, reading request headers,
+	// and reading a request's body (which is refused with 408 past it).
 	// Default 10s.
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes keep-alive connections without requests. Default 2m.
@@ -94,6 +96,7 @@ type Server struct {
 	sessions *websession.Store
 	tickets  *ticket.Store
 	outcomes *outcomeStore // how browser remote desktops ended
+	refusals *prometheus.CounterVec
 
 	// relayForTest, when set, takes the redeemed tickets of browser
 	// sessions instead of the relays (tests of the ticket checks).
@@ -132,13 +135,16 @@ func New(cfg Config, a *auth.Authenticator) (*Server, error) {
 		}
 	}
 	s := &Server{log: c.Logger, auth: a, sessions: websession.NewStore(c.WebSessions), tickets: ticket.NewStore(), outcomes: newOutcomeStore(),
-		lineage: l, ids: newConnIDs(l)}
+		lineage: l, ids: newConnIDs(l), refusals: newRefusals()}
 	s.cfg.Store(c)
 	s.http = &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: c.HandshakeTimeout,
 		IdleTimeout:       c.IdleTimeout,
 		MaxHeaderBytes:    32 << 10,
+		// OPTIONS * goes to the handler, which answers it like any
+		// request that is not for a route, security headers included.
+		DisableGeneralOptionsHandler: true,
 		// Handshake errors from scanners are noise at the default level.
 		ErrorLog: zap.NewStdLog(c.Logger.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
 	}

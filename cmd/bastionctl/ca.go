@@ -22,7 +22,7 @@ func newCA(socket *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), info.PublicKey)
+			fmt.Fprintln(cmd.OutOrStdout(), printable(info.PublicKey))
 			fmt.Fprintln(cmd.ErrOrStderr(), "On each machine with ssh_certificates: true, put this line in a file "+
 				"(say /etc/ssh/bastiond_ca.pub), set `TrustedUserCAKeys /etc/ssh/bastiond_ca.pub` in sshd_config, and reload sshd.")
 			return nil

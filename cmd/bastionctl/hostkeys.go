@@ -85,7 +85,7 @@ ones: pin those by fingerprint once checked.`,
 			if pending := countState(keys, hostkeys.StatePending); pending > 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%d key(s) pending: compare them with the machine's own "+
 					"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub, or the SHA-256 of its RDP certificate), "+
-					"then run: bastionctl hostkeys pin %s\n", pending, args[0])
+					"then run: bastionctl hostkeys pin %s\n", pending, printable(args[0]))
 			}
 			return nil
 		},
@@ -133,7 +133,7 @@ or the RDP server certificate in FILE (PEM or DER) with --cert-file.`,
 				return err
 			}
 			for _, k := range keys {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: pinned %s %s\n", target, keyType(k), k.Fingerprint)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: pinned %s %s\n", printable(target), printable(keyType(k)), printable(k.Fingerprint))
 			}
 			return nil
 		},
@@ -155,7 +155,7 @@ or the RDP server certificate in FILE (PEM or DER) with --cert-file.`,
 				return err
 			}
 			for _, k := range keys {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: forgot %s %s (%s)\n", args[0], keyType(k), k.Fingerprint, k.State)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: forgot %s %s (%s)\n", printable(args[0]), printable(keyType(k)), printable(k.Fingerprint), printable(k.State))
 			}
 			return nil
 		},
@@ -248,8 +248,8 @@ func printHostKeys(out io.Writer, keys []hostkeys.Key) {
 		if k.State == hostkeys.StatePinned {
 			pinned = k.Pinned.Local().Format(time.DateTime) + " by " + k.PinnedBy
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Target, keyType(k), k.Fingerprint, k.State, seenAt,
-			k.FirstSeen.Local().Format(time.DateTime), pinned)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(k.Target), printable(keyType(k)), printable(k.Fingerprint), printable(k.State),
+			printable(seenAt), k.FirstSeen.Local().Format(time.DateTime), printable(pinned))
 	}
 	w.Flush()
 }

@@ -199,7 +199,8 @@ with bastionctl tokens; bastionctl logout revokes yours.`,
 				return fmt.Errorf("signed in, but cannot keep the token: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "signed in to %s as %s; token %s (%s) valid until %s, kept in %s\n",
-				c.Server, c.User, resp.ID, strings.Join(resp.Scopes, ", "), resp.Expires.Local().Format(time.DateTime), path)
+				printable(c.Server), printable(c.User), printable(resp.ID), printable(strings.Join(resp.Scopes, ", ")),
+				resp.Expires.Local().Format(time.DateTime), printable(path))
 			return nil
 		},
 	}
@@ -234,9 +235,9 @@ func newLogout() *cobra.Command {
 				return err
 			}
 			if revokeErr != nil {
-				return fmt.Errorf("token forgotten here, but the bastion did not confirm its revocation (%v); an admin can revoke %s with bastionctl tokens revoke", revokeErr, c.TokenID)
+				return fmt.Errorf("token forgotten here, but the bastion did not confirm its revocation (%v); an admin can revoke %s with bastionctl tokens revoke", revokeErr, printable(c.TokenID))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "token %s revoked and forgotten\n", c.TokenID)
+			fmt.Fprintf(cmd.OutOrStdout(), "token %s revoked and forgotten\n", printable(c.TokenID))
 			return nil
 		},
 	}

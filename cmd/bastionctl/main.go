@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -19,7 +18,7 @@ import (
 
 func main() {
 	if err := newRoot().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "bastionctl:", err)
+		fmt.Fprintln(os.Stderr, "bastionctl:", printableError(err))
 		os.Exit(1)
 	}
 }
@@ -68,15 +67,15 @@ func printStatus(out io.Writer, st adminapi.Status) {
 	if st.Draining {
 		state = "draining"
 	}
-	fmt.Fprintf(w, "bastiond\t%s (pid %d, %s)\n", st.Version, st.PID, state)
+	fmt.Fprintf(w, "bastiond\t%s (pid %d, %s)\n", printable(st.Version), st.PID, state)
 	fmt.Fprintf(w, "uptime\t%s (since %s)\n", st.Now.Sub(st.Started).Round(time.Second), st.Started.Format(time.RFC3339))
-	fmt.Fprintf(w, "config\t%s\n", st.ConfigFile)
-	fmt.Fprintf(w, "digest\tsha256:%s (loaded %s)\n", st.ConfigDigest, st.ConfigLoaded.Format(time.RFC3339))
+	fmt.Fprintf(w, "config\t%s\n", printable(st.ConfigFile))
+	fmt.Fprintf(w, "digest\tsha256:%s (loaded %s)\n", printable(st.ConfigDigest), st.ConfigLoaded.Format(time.RFC3339))
 	if r := st.LastReload; r != nil {
 		if r.OK {
 			fmt.Fprintf(w, "last reload\tok at %s\n", r.Time.Format(time.RFC3339))
 		} else {
-			fmt.Fprintf(w, "last reload\tFAILED at %s, previous configuration kept: %s\n", r.Time.Format(time.RFC3339), r.Error)
+			fmt.Fprintf(w, "last reload\tFAILED at %s, previous configuration kept: %s\n", r.Time.Format(time.RFC3339), printable(r.Error))
 		}
 	}
 	for _, l := range st.Listeners {
@@ -84,18 +83,11 @@ func printStatus(out io.Writer, st adminapi.Status) {
 		if l.Activated {
 			how = " (from systemd)"
 		}
-		fmt.Fprintf(w, "listener\t%s %s%s\n", l.Network, l.Address, how)
+		fmt.Fprintf(w, "listener\t%s %s%s\n", printable(l.Network), printable(l.Address), how)
 	}
 	fmt.Fprintf(w, "sessions\t%d\n", st.Sessions)
 	if p := st.Previous; p != nil {
-		fmt.Fprintf(w, "previous process\t%s (pid %d) serves its %d sessions until they end (upgrade)\n", p.Version, p.PID, p.Sessions)
+		fmt.Fprintf(w, "previous process\t%s (pid %d) serves its %d sessions until they end (upgrade)\n", printable(p.Version), p.PID, p.Sessions)
 	}
 	w.Flush()
-}
-
-// encodeJSON prints v as indented JSON.
-func encodeJSON(out io.Writer, v any) error {
-	enc := json.NewEncoder(out)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

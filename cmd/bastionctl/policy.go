@@ -48,7 +48,7 @@ func newPolicy(socket *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprint(cmd.OutOrStdout(), v.Text)
+			fmt.Fprint(cmd.OutOrStdout(), printableText(v.Text))
 			if len(v.Differences) > 0 {
 				printDifferences(cmd.ErrOrStderr(), v.Differences)
 			}
@@ -89,7 +89,7 @@ func newPolicy(socket *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprint(cmd.OutOrStdout(), text)
+			fmt.Fprint(cmd.OutOrStdout(), printableText(text))
 			return nil
 		},
 	}
@@ -119,7 +119,7 @@ func newBlocklist(client func(*cobra.Command) (*adminapi.Client, context.Context
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "SOURCE\tEXPIRES IN")
 			for _, e := range list {
-				fmt.Fprintf(w, "%s\t%s\n", e.Addr, e.Expires.Round(time.Second))
+				fmt.Fprintf(w, "%s\t%s\n", printable(fmt.Sprint(e.Addr)), e.Expires.Round(time.Second))
 			}
 			return w.Flush()
 		},
@@ -150,7 +150,7 @@ func newBlocklist(client func(*cobra.Command) (*adminapi.Client, context.Context
 func printDifferences(w io.Writer, diffs []string) {
 	fmt.Fprintln(w, "WARNING: the kernel differs from the compiled policy (the daemon restores it within seconds):")
 	for _, d := range diffs {
-		fmt.Fprintln(w, "  -", d)
+		fmt.Fprintln(w, "  -", printable(d))
 	}
 }
 
@@ -160,7 +160,7 @@ func printCounters(out io.Writer, v adminapi.CountersView) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "TARGET\tSENT PKTS\tSENT BYTES\tRECEIVED PKTS\tRECEIVED BYTES\tBLOCKED PKTS\tBLOCKED BYTES")
 	for _, t := range v.Targets {
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", t.Target,
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", printable(t.Target),
 			t.Sent.Packets, t.Sent.Bytes, t.Received.Packets, t.Received.Bytes, t.Blocked.Packets, t.Blocked.Bytes)
 	}
 	w.Flush()

@@ -73,8 +73,8 @@ func printSessions(out io.Writer, list []broker.Info, now time.Time) {
 		if s.Login != "" {
 			target = s.Login + "@" + target
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s ago\t%s\t%s\t%s\n", s.ID, s.User, s.Client.Addr(),
-			fmt.Sprintf("%s:%d", target, s.Port), s.Protocol, s.Via,
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s ago\t%s\t%s\t%s\n", printable(s.ID), printable(s.User), s.Client.Addr(),
+			printable(fmt.Sprintf("%s:%d", target, s.Port)), printable(s.Protocol), printable(s.Via),
 			now.Sub(s.Start).Round(time.Second), now.Sub(s.LastActive).Round(time.Second),
 			humanBytes(s.BytesUp), humanBytes(s.BytesDown))
 	}

@@ -48,7 +48,7 @@ func newTargets(socket *string) *cobra.Command {
 
 func printDiscovery(out io.Writer, v adminapi.Discovery) {
 	if len(v.Unknown) == 0 {
-		fmt.Fprintf(out, "no unknown hosts on %s (%d entries read)\n", v.Interface, v.Seen)
+		fmt.Fprintf(out, "no unknown hosts on %s (%d entries read)\n", printable(v.Interface), v.Seen)
 		return
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -69,14 +69,14 @@ func printDiscovery(out io.Writer, v adminapi.Discovery) {
 		if allLinkLocal(h.Addrs) {
 			note = append(note, "link-local only")
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", h.MAC, strings.Join(addrs, " "), h.State, strings.Join(note, "; "))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", printable(h.MAC), strings.Join(addrs, " "), printable(h.State), printable(strings.Join(note, "; ")))
 	}
 	w.Flush()
 	hosts := "hosts"
 	if len(v.Unknown) == 1 {
 		hosts = "host"
 	}
-	fmt.Fprintf(out, "%d unknown %s on %s\n", len(v.Unknown), hosts, v.Interface)
+	fmt.Fprintf(out, "%d unknown %s on %s\n", len(v.Unknown), hosts, printable(v.Interface))
 }
 
 func allLinkLocal(addrs []netip.Addr) bool {

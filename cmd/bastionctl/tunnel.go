@@ -83,7 +83,7 @@ func stderrLog(w io.Writer, verbose bool) func(string, ...any) {
 	return func(format string, args ...any) {
 		mu.Lock()
 		defer mu.Unlock()
-		fmt.Fprintf(w, "bastionctl: "+format+"\n", args...)
+		fmt.Fprintln(w, printable(fmt.Sprintf("bastionctl: "+format, args...)))
 	}
 }
 
@@ -130,7 +130,7 @@ with Ctrl-C.`,
 			if logf != nil {
 				logf("the bastion answers over %s", via)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "tunnel to %s:%d listening on %s\n", target, port, ln.Addr())
+			fmt.Fprintf(cmd.OutOrStdout(), "tunnel to %s:%d listening on %s\n", printable(target), port, ln.Addr())
 			return serveTunnel(ctx, ln, cl, target, port, cmd.ErrOrStderr(), logf)
 		},
 	}
@@ -197,7 +197,7 @@ func serveTunnel(ctx context.Context, ln net.Listener, d dialer, target string, 
 			}
 			// Out of file descriptors and the like: wait and go on.
 			mu.Lock()
-			fmt.Fprintf(errOut, "bastionctl: %v\n", err)
+			fmt.Fprintf(errOut, "bastionctl: %s\n", printableError(err))
 			mu.Unlock()
 			select {
 			case <-ctx.Done():
@@ -216,7 +216,7 @@ func serveTunnel(ctx context.Context, ln net.Listener, d dialer, target string, 
 			if err != nil {
 				if ctx.Err() == nil {
 					mu.Lock()
-					fmt.Fprintf(errOut, "bastionctl: %v\n", err)
+					fmt.Fprintf(errOut, "bastionctl: %s\n", printableError(err))
 					mu.Unlock()
 				}
 				return
@@ -283,7 +283,7 @@ first. Like ssh, it exits with status 255 when the tunnel cannot be opened.`,
 			}()
 			if err != nil {
 				// Standard output is the SSH stream: nothing else goes there.
-				fmt.Fprintln(cmd.ErrOrStderr(), "bastionctl:", err)
+				fmt.Fprintln(cmd.ErrOrStderr(), "bastionctl:", printableError(err))
 				os.Exit(255)
 			}
 			return nil

@@ -31,7 +31,7 @@ func newUpgrade(socket *string) *cobra.Command {
 				return encodeJSON(cmd.OutOrStdout(), res)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "upgraded: %s now runs as pid %d; pid %d serves its %d live sessions until they end\n",
-				res.Binary, res.NewPID, res.OldPID, res.Sessions)
+				printable(res.Binary), res.NewPID, res.OldPID, res.Sessions)
 			return nil
 		},
 	}

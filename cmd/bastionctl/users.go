@@ -104,8 +104,8 @@ with --password-stdin; they never appear on the command line.`,
 		}
 	}
 	cmd.AddCommand(list, add, passwd,
-		simple("disable", "disable", "Disable an account and end its web sessions", "disabled"),
-		simple("enable", "enable", "Enable a disabled account", "enabled"),
+		newDisable(client),
+		simple("enable", "enable", "Enable a disabled account (its API tokens were revoked at disable)", "enabled"),
 		simple("unlock", "unlock", "Clear a lockout after repeated failed sign-ins", "unlocked"),
 		simple("delete", "delete", "Delete an account and its API tokens", "deleted"),
 		roleChange("grant", "grant", "Grant roles defined in access.roles to a user", "granted"),
@@ -113,6 +113,29 @@ with --password-stdin; they never appear on the command line.`,
 		newTOTP(client),
 	)
 	return cmd
+}
+
+func newDisable(client func() *adminapi.Client) *cobra.Command {
+	return &cobra.Command{
+		Use: "disable NAME", Short: "Disable an account: end its web sessions and live sessions, revoke its API tokens", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := client().DisableUser(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "user %s disabled: %s revoked, %s and %s ended\n", args[0],
+				count(e.Tokens, "API token"), count(e.WebSessions, "web session"), count(e.Sessions, "live session"))
+			return nil
+		},
+	}
+}
+
+// count is "1 thing" or "n things".
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }
 
 func newTOTP(client func() *adminapi.Client) *cobra.Command {
@@ -140,8 +163,8 @@ lost phone).`,
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "Scan this with the authenticator app of %s:\n\n%s\n", name, e.QR)
-			fmt.Fprintf(out, "Or enter the secret by hand: %s\n\n", e.Secret)
+			fmt.Fprintf(out, "Scan this with the authenticator app of %s:\n\n%s\n", name, printableText(e.QR))
+			fmt.Fprintf(out, "Or enter the secret by hand: %s\n\n", printable(e.Secret))
 			if code == "" {
 				fmt.Fprint(out, "Code shown by the app: ")
 				line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
@@ -184,7 +207,7 @@ func printUsers(out io.Writer, us []adminapi.UserInfo) {
 		if roles == "" {
 			roles = "(none)"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", u.Name, state, totp, roles, u.Tokens, u.PasswordChanged.Local().Format("2006-01-02"))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", printable(u.Name), state, totp, printable(roles), u.Tokens, u.PasswordChanged.Local().Format("2006-01-02"))
 	}
 	w.Flush()
 }
@@ -253,7 +276,8 @@ func newTokens(socket *string) *cobra.Command {
 				if time.Now().After(t.Expires) {
 					exp += " (expired)"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.User, strings.Join(t.Scopes, ","), exp, t.Source, t.Comment)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", printable(t.ID), printable(t.User), printable(strings.Join(t.Scopes, ",")), exp,
+					printable(t.Source), printable(t.Comment))
 			}
 			return w.Flush()
 		},

@@ -18,7 +18,11 @@ type Users interface {
 	List() ([]UserInfo, error)
 	Add(name, password string, roles []string) error
 	SetPassword(name, password string) error
-	SetDisabled(name string, disabled bool) error
+	// Disable disables an account and ends what it holds: web sessions,
+	// API tokens (revoked, so that Enable brings none back) and live
+	// sessions.
+	Disable(name string) (Ended, error)
+	Enable(name string) error
 	Unlock(name string) error
 	Grant(name string, roles []string) error
 	Revoke(name string, roles []string) error
@@ -46,6 +50,15 @@ type UserInfo struct {
 	Created         time.Time `json:"created"`
 	PasswordChanged time.Time `json:"password_changed"`
 	Tokens          int       `json:"tokens"`
+}
+
+// Ended is what disabling an account ended.
+type Ended struct {
+	WebSessions int `json:"web_sessions"`
+	// Tokens are the API tokens revoked.
+	Tokens int `json:"tokens"`
+	// Sessions are the live SSH, RDP and tunnel sessions ended.
+	Sessions int `json:"sessions"`
 }
 
 // TOTPEnrolment is what an authenticator app needs.
@@ -124,8 +137,8 @@ func (s *Server) userRoutes(mux *http.ServeMux, u Users) {
 	})
 	change("POST /v1/users", "added", func(n string, q UserRequest) (any, error) { return nil, u.Add(n, q.Password, q.Roles) })
 	change("POST /v1/users/{name}/password", "password set", func(n string, q UserRequest) (any, error) { return nil, u.SetPassword(n, q.Password) })
-	change("POST /v1/users/{name}/disable", "disabled", func(n string, _ UserRequest) (any, error) { return nil, u.SetDisabled(n, true) })
-	change("POST /v1/users/{name}/enable", "enabled", func(n string, _ UserRequest) (any, error) { return nil, u.SetDisabled(n, false) })
+	change("POST /v1/users/{name}/disable", "disabled", func(n string, _ UserRequest) (any, error) { return u.Disable(n) })
+	change("POST /v1/users/{name}/enable", "enabled", func(n string, _ UserRequest) (any, error) { return nil, u.Enable(n) })
 	change("POST /v1/users/{name}/unlock", "unlocked", func(n string, _ UserRequest) (any, error) { return nil, u.Unlock(n) })
 	change("POST /v1/users/{name}/grant", "roles granted", func(n string, q UserRequest) (any, error) { return nil, u.Grant(n, q.Roles) })
 	change("POST /v1/users/{name}/revoke", "roles revoked", func(n string, q UserRequest) (any, error) { return nil, u.Revoke(n, q.Roles) })
@@ -167,7 +180,7 @@ func (c *Client) Users(ctx context.Context) ([]UserInfo, error) {
 }
 
 // UserChange posts a change to an account: action is "" (add), password,
-// disable, enable, unlock, grant, revoke, delete, totp/confirm or totp/reset.
+// enable, unlock, grant, revoke, delete, totp/confirm or totp/reset.
 func (c *Client) UserChange(ctx context.Context, name, action string, req UserRequest) error {
 	path := "/v1/users"
 	if action != "" {
@@ -176,6 +189,12 @@ func (c *Client) UserChange(ctx context.Context, name, action string, req UserRe
 		req.Name = name
 	}
 	return c.call(ctx, http.MethodPost, path, req, &struct{}{})
+}
+
+// DisableUser disables the account name and returns what that ended.
+func (c *Client) DisableUser(ctx context.Context, name string) (Ended, error) {
+	var v Ended
+	return v, c.call(ctx, http.MethodPost, "/v1/users/"+url.PathEscape(name)+"/disable", UserRequest{}, &v)
 }
 
 // BeginTOTP starts a TOTP enrolment for name.

@@ -218,7 +218,8 @@ type Limits struct {
 	// UpgradeGrace is how long the old process of a binary upgrade keeps
 	// serving its live sessions before it ends them. Default 1h.
 	UpgradeGrace time.Duration `yaml:"upgrade_grace"`
-	// HandshakeTimeout bounds TLS, QUIC and SSH handshakes. Default 10s.
+	// HandshakeTimeout bounds TLS, QUIC and SSH handshakes, and reading an
+	// HTTP request's headers and body. Default 10s.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// DialTimeout bounds connecting to a target. Default 10s.
 	DialTimeout time.Duration `yaml:"dial_timeout"`

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"go.etcd.io/bbolt"
 )
@@ -51,12 +53,52 @@ type Token struct {
 // HasScope reports whether t carries scope.
 func (t Token) HasScope(scope string) bool { return slices.Contains(t.Scopes, scope) }
 
+// MaxTokenComment is the most characters a token's comment may hold.
+const MaxTokenComment = 200
+
+// ErrUserDisabled is IssueToken's refusal of a disabled account.
+var ErrUserDisabled = errors.New("the account is disabled")
+
+// ErrBadComment marks a token comment that IssueToken refuses.
+var ErrBadComment = errors.New("auth: token comment refused")
+
+// CheckTokenComment refuses a comment that is not valid UTF-8, is longer
+// than MaxTokenComment characters, or holds a control character (Unicode
+// category Cc: C0, DEL, C1) or a bidirectional override or isolate
+// (U+202A-U+202E, U+2066-U+2069). Comments are shown to admins in
+// terminals, where such characters rewrite what is on the screen.
+func CheckTokenComment(comment string) error {
+	if !utf8.ValidString(comment) {
+		return fmt.Errorf("%w: not valid UTF-8", ErrBadComment)
+	}
+	if n := utf8.RuneCountInString(comment); n > MaxTokenComment {
+		return fmt.Errorf("%w: %d characters, at most %d", ErrBadComment, n, MaxTokenComment)
+	}
+	for i, r := range comment {
+		if unicode.Is(unicode.Cc, r) || isBidiControl(r) {
+			return fmt.Errorf("%w: control character %U at byte %d", ErrBadComment, r, i)
+		}
+	}
+	return nil
+}
+
+// isBidiControl reports whether r is a bidirectional embedding, override
+// or isolate: characters that reorder the text around them.
+func isBidiControl(r rune) bool {
+	return r >= '\u202a' && r <= '\u202e' || r >= '\u2066' && r <= '\u2069'
+}
+
 // tokenPrefix marks bastiond tokens, so that secret scanners can find leaked ones.
 const tokenPrefix = "bst_"
 
 // IssueToken creates a token for user and returns its secret (the only time
-// it exists in clear) with its record.
+// it exists in clear) with its record. It refuses a comment that
+// CheckTokenComment refuses, and a disabled user: `users disable` revokes
+// the user's tokens, and none may be issued after it.
 func (s *Store) IssueToken(user string, scopes []string, ttl time.Duration, comment, source string) (string, Token, error) {
+	if err := CheckTokenComment(comment); err != nil {
+		return "", Token{}, err
+	}
 	if ttl <= 0 {
 		ttl = DefaultTokenTTL
 	}
@@ -92,8 +134,12 @@ func (s *Store) IssueToken(user string, scopes []string, ttl time.Duration, comm
 		Verifier: verifier(sec),
 	}
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		if _, err := getUser(tx.Bucket(bucketUsers), user); err != nil {
+		u, err := getUser(tx.Bucket(bucketUsers), user)
+		if err != nil {
 			return err
+		}
+		if u.Disabled {
+			return fmt.Errorf("auth: issue a token to %s: %w", user, ErrUserDisabled)
 		}
 		v, err := json.Marshal(t)
 		if err != nil {

@@ -323,7 +323,12 @@ func httpsGet(t testing.TB, addr, path string) (*http.Response, error) {
 		},
 	}
 	defer client.CloseIdleConnections()
-	resp, err := client.Get("https://" + net.JoinHostPort(addr, "443") + path)
+	req, err := http.NewRequest(http.MethodGet, "https://"+net.JoinHostPort(addr, "443")+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Host = ServerName // as a browser would: the bastion serves no other Host
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
 	}
