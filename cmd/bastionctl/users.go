@@ -196,7 +196,7 @@ func printUsers(out io.Writer, us []adminapi.UserInfo) {
 		case time.Now().Before(u.LockedUntil):
 			state = "locked until " + u.LockedUntil.Local().Format("15:04")
 			if len(u.LockedBy) > 0 {
-				state += " by " + strings.Join(u.LockedBy, ",")
+				state += " by " + printable(strings.Join(u.LockedBy, ","))
 			}
 		}
 		totp := "-"
