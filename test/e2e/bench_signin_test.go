@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"net/netip"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -82,31 +81,12 @@ func BenchmarkSigninFlood(b *testing.B) {
 	}
 	took := time.Since(start)
 	rssFlood, logFlood := rssOf(b, d.Cmd.Process.Pid), len(d.Log.String())
-	heap := func() float64 {
-		m, err := InBastion(b, "curl", "-sSf", "--max-time", "10", "http://127.0.0.1:9443/metrics")
-		if err != nil {
-			b.Fatalf("metrics: %v\n%s", err, m)
-		}
-		for line := range strings.SplitSeq(m, "\n") {
-			if v, ok := strings.CutPrefix(line, "go_memstats_heap_alloc_bytes "); ok {
-				f, _ := strconv.ParseFloat(v, 64)
-				return f
-			}
-		}
-		b.Fatal("no go_memstats_heap_alloc_bytes")
-		return 0
-	}
-	// The heap once the flood's garbage is collected: what it left behind.
-	time.Sleep(3 * time.Second)
-	NewWebUser(b, pub4).SignIn("alice", TunnelPassword, "") // some allocation, for the GC to run
-	heapAfter := heap()
 	b.ReportMetric(float64(rssIdle)/(1<<20), "MiB-RSS-idle")
 	b.ReportMetric(float64(rssFlood)/(1<<20), "MiB-RSS-flood")
 	b.ReportMetric(float64(logFlood-logIdle)/(1<<20), "MiB-log-flood")
-	b.ReportMetric(heapAfter/(1<<20), "MiB-heap-after")
 	b.ReportMetric(float64(median(idle).Microseconds())/1000, "ms-signin-idle")
 	b.ReportMetric(float64(median(flooded).Microseconds())/1000, "ms-signin-flood")
-	b.Logf("%d oversized sign-ins in %s: bastiond RSS %d -> %d MiB, heap %.0f MiB after, log +%d KiB; alice signs in in %s idle, %s under the flood (median of %d)",
-		n, took.Round(100*time.Millisecond), rssIdle>>20, rssFlood>>20, heapAfter/(1<<20), (logFlood-logIdle)>>10,
+	b.Logf("%d oversized sign-ins in %s: bastiond RSS %d -> %d MiB, log +%d KiB; alice signs in in %s idle, %s under the flood (median of %d)",
+		n, took.Round(100*time.Millisecond), rssIdle>>20, rssFlood>>20, (logFlood-logIdle)>>10,
 		median(idle).Round(time.Millisecond), median(flooded).Round(time.Millisecond), len(flooded))
 }
