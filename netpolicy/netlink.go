@@ -401,6 +401,20 @@ func saddrOffset(v6 bool) (offset, length uint32) {
 	return 12, 4
 }
 
+// source loads the source address into register 1, masked to its first
+// bits when bits is set: a bitwise AND with the netmask, as nft encodes
+// "ip6 saddr & ffff:ffff:ffff:ffff::".
+func (e *encoder) source(v6 bool, bits int) {
+	e.needNet(v6)
+	off, n := saddrOffset(v6)
+	e.payload(expr.PayloadBaseNetworkHeader, off, n, 1)
+	if bits == 0 {
+		return
+	}
+	e.add(&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n,
+		Mask: sourceMask(v6, bits).AsSlice(), Xor: make([]byte, n)})
+}
+
 var protoNumbers = map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "icmp": unix.IPPROTO_ICMP, "ipv6-icmp": unix.IPPROTO_ICMPV6}
 
 var icmpTypes = map[string]byte{
@@ -476,9 +490,7 @@ func (e *encoder) match(m Match) error {
 		if err != nil {
 			return err
 		}
-		e.needNet(m.V6)
-		off, n := saddrOffset(m.V6)
-		e.payload(expr.PayloadBaseNetworkHeader, off, n, 1)
+		e.source(m.V6, m.Bits)
 		e.add(&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, Invert: m.Negate})
 	case DAddrIn:
 		s, err := e.namedSet(m.Set)
@@ -553,9 +565,7 @@ func (e *encoder) match(m Match) error {
 		if err != nil {
 			return err
 		}
-		e.needNet(m.V6)
-		off, n := saddrOffset(m.V6)
-		e.payload(expr.PayloadBaseNetworkHeader, off, n, 1)
+		e.source(m.V6, m.Bits)
 		unit := expr.LimitTimeSecond
 		if m.PerMinute {
 			unit = expr.LimitTimeMinute
@@ -577,9 +587,7 @@ func (e *encoder) stmt(s Stmt) error {
 		if err != nil {
 			return err
 		}
-		e.needNet(s.V6)
-		off, n := saddrOffset(s.V6)
-		e.payload(expr.PayloadBaseNetworkHeader, off, n, 1)
+		e.source(s.V6, s.Bits)
 		e.add(&expr.Dynset{SrcRegKey: 1, SetName: set.Name, SetID: set.ID, Operation: unix.NFT_DYNSET_OP_ADD})
 	case Counter:
 		e.add(&expr.Counter{})
