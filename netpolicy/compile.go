@@ -84,11 +84,11 @@ func hostTable(cfg *config.Config) Table {
 		Name:   HostTable,
 		Sets: []Set{
 			{Name: "blocklist4", Type: TypeIPv4, Dynamic: true, Timeout: fw.BlockFor, Size: maxDynamicSet, Keep: true},
-			{Name: "blocklist6", Type: TypeIPv6, Dynamic: true, Timeout: fw.BlockFor, Size: maxDynamicSet, Keep: true},
+			{Name: "blocklist6", Type: TypeIPv6, Dynamic: true, Timeout: fw.BlockFor, Size: maxDynamicSet, Keep: true, SourceBits: SourceBits6},
 			{Name: "admin4", Type: TypeIPv4, Interval: true, Elements: admin4},
 			{Name: "admin6", Type: TypeIPv6, Interval: true, Elements: admin6},
 			{Name: "conn4", Type: TypeIPv4, Dynamic: true, Timeout: connTimeout, Size: maxDynamicSet},
-			{Name: "conn6", Type: TypeIPv6, Dynamic: true, Timeout: connTimeout, Size: maxDynamicSet},
+			{Name: "conn6", Type: TypeIPv6, Dynamic: true, Timeout: connTimeout, Size: maxDynamicSet, SourceBits: SourceBits6},
 		},
 	}
 	rules := []Rule{
@@ -142,7 +142,7 @@ func trapRules(pub IIF, fw config.Firewall, t *Table) []Rule {
 			if v6 {
 				typ = TypeIPv6
 			}
-			t.Sets = append(t.Sets, Set{Name: probes, Type: typ, Dynamic: true, Timeout: fw.BlockFor, Size: maxDynamicSet})
+			t.Sets = append(t.Sets, Set{Name: probes, Type: typ, Dynamic: true, Timeout: fw.BlockFor, Size: maxDynamicSet, SourceBits: bits})
 			match = append(match, SourceOver{V6: v6, Set: probes, PerSecond: 1, PerMinute: true, BurstPacket: fw.TrapThreshold - 1, Bits: bits})
 		}
 		rules = append(rules, Rule{Match: match, Stmts: []Stmt{AddSource{V6: v6, Set: blocklist, Bits: bits}}, Verdict: "drop",

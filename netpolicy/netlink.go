@@ -138,17 +138,41 @@ func keptElements(c *nftables.Conn, t Table) (map[string][]nftables.SetElement, 
 		if err != nil {
 			return nil, fmt.Errorf("read set %s: %w", s.Name, err)
 		}
+		// One element per key: masking to SourceBits may fold several
+		// into one, which keeps the longest time left.
+		at := map[string]int{}
 		for _, e := range elems {
 			left := e.Expires
 			if left <= 0 || (s.Timeout > 0 && left > s.Timeout) {
 				left = s.Timeout // the new block time caps what is left
 			}
-			if left > 0 {
-				kept[s.Name] = append(kept[s.Name], nftables.SetElement{Key: e.Key, Timeout: left})
+			if left <= 0 {
+				continue
 			}
+			key := maskKey(e.Key, s.SourceBits)
+			if i, ok := at[string(key)]; ok {
+				kept[s.Name][i].Timeout = max(kept[s.Name][i].Timeout, left)
+				continue
+			}
+			at[string(key)] = len(kept[s.Name])
+			kept[s.Name] = append(kept[s.Name], nftables.SetElement{Key: key, Timeout: left})
 		}
 	}
 	return kept, nil
+}
+
+// maskKey keeps the first bits bits of an address key (all of it when bits
+// is 0 or the key is no address).
+func maskKey(key []byte, bits int) []byte {
+	a, ok := netip.AddrFromSlice(key)
+	if bits == 0 || !ok {
+		return key
+	}
+	p, err := a.Prefix(bits)
+	if err != nil {
+		return key
+	}
+	return p.Addr().AsSlice()
 }
 
 func encodeChain(t *nftables.Table, ch Chain) *nftables.Chain {

@@ -63,6 +63,12 @@ type Set struct {
 	// Keep carries a dynamic set's entries, with their remaining time,
 	// across a re-apply (the blocklist must survive a reload).
 	Keep bool
+	// SourceBits, when set, is the prefix length the rules mask a source
+	// to before they add it to the set or look it up: the keys are such
+	// prefixes. Kept entries are masked the same way, so that whole
+	// addresses kept from an older ruleset stay blocked. Not rendered: nft
+	// has no attribute for it.
+	SourceBits int
 	// Counter gives every element its own packet and byte counter, counted
 	// whenever a rule's lookup matches the element.
 	Counter bool
