@@ -82,7 +82,7 @@ var (
 		"Bytes counted by the firewall per target (see bastiond_target_packets_total).",
 		[]string{"target", "direction"}, nil)
 	blocklisted = prometheus.NewDesc("bastiond_blocklist_entries",
-		"Sources in the scan blocklist now.", []string{"family"}, nil)
+		"Sources in the scan blocklist now: IPv4 addresses and IPv6 /64s.", []string{"family"}, nil)
 	driftRepairs = prometheus.NewDesc("bastiond_firewall_drift_repairs_total",
 		"Times someone changed bastiond's nftables tables and the daemon restored them.", nil, nil)
 )
@@ -114,7 +114,7 @@ func (c *firewallCollector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		var v4, v6 float64
 		for _, e := range list {
-			if e.Addr.Is4() {
+			if e.Prefix.Addr().Is4() {
 				v4++
 			} else {
 				v6++

@@ -69,12 +69,12 @@ func (p policyAPI) Blocklist() ([]adminapi.BlockEntry, error) {
 	}
 	out := make([]adminapi.BlockEntry, len(list))
 	for i, e := range list {
-		out[i] = adminapi.BlockEntry{Addr: e.Addr, Expires: e.Expires}
+		out[i] = adminapi.BlockEntry{Prefix: e.Prefix, Expires: e.Expires}
 	}
 	return out, nil
 }
 
-func (p policyAPI) Unblock(addrs []netip.Addr) (int, error) { return p.d.kernel.Unblock(addrs) }
+func (p policyAPI) Unblock(sources []netip.Prefix) (int, error) { return p.d.kernel.Unblock(sources) }
 
 // config returns the configuration in force.
 func (d *daemon) config() *config.Config {

@@ -212,7 +212,7 @@ func (d *daemon) start() (err error) {
 	if err != nil {
 		return err
 	}
-	d.metrics = newMetricsServer(metricsLn, d.kernel, d.log.Named("metrics"), d.broker, d.auth, d.front.RequestMetrics())
+	d.metrics = newMetricsServer(metricsLn, d.kernel, d.log.Named("metrics"), d.broker, d.auth, d.front.RequestMetrics(), d.front.TCPMetrics())
 	if d.pred != nil {
 		d.front.SetPredecessor(d.pred.quicLinks())
 	}

@@ -17,6 +17,14 @@ const (
 	GuardName = "bastiond_guard" // family inet on a VM: what `policy export` prints
 )
 
+// SourceBits6 is the length of the IPv6 prefix that counts as one source
+// in every per-source set: the blocklist, the probe meter and the connection
+// rate meter hold /64s. One subscriber's link gets a whole /64, so an
+// attacker rotating addresses inside it is still one source (the front
+// door's limits count the same way: proxy/internal/source). An IPv4 source
+// is one address.
+const SourceBits6 = 64
+
 // alwaysProtected are guarded on every target whatever its configuration:
 // nothing but the bastion may reach a machine's SSH or RDP.
 var alwaysProtected = []uint16{22, 3389}
@@ -76,17 +84,17 @@ func hostTable(cfg *config.Config) Table {
 		Name:   HostTable,
 		Sets: []Set{
 			{Name: "blocklist4", Type: TypeIPv4, Dynamic: true, Timeout: fw.BlockFor, Size: maxDynamicSet, Keep: true},
-			{Name: "blocklist6", Type: TypeIPv6, Dynamic: true, Timeout: fw.BlockFor, Size: maxDynamicSet, Keep: true},
+			{Name: "blocklist6", Type: TypeIPv6, Dynamic: true, Timeout: fw.BlockFor, Size: maxDynamicSet, Keep: true, SourceBits: SourceBits6},
 			{Name: "admin4", Type: TypeIPv4, Interval: true, Elements: admin4},
 			{Name: "admin6", Type: TypeIPv6, Interval: true, Elements: admin6},
 			{Name: "conn4", Type: TypeIPv4, Dynamic: true, Timeout: connTimeout, Size: maxDynamicSet},
-			{Name: "conn6", Type: TypeIPv6, Dynamic: true, Timeout: connTimeout, Size: maxDynamicSet},
+			{Name: "conn6", Type: TypeIPv6, Dynamic: true, Timeout: connTimeout, Size: maxDynamicSet, SourceBits: SourceBits6},
 		},
 	}
 	rules := []Rule{
 		{Match: []Match{IIFLoopback{}}, Verdict: "accept", Comment: "admin socket peers, metrics: loopback only"},
 		{Match: []Match{SAddrIn{Set: "blocklist4"}}, Verdict: "drop", Comment: "blocklisted: dropped everywhere"},
-		{Match: []Match{SAddrIn{V6: true, Set: "blocklist6"}}, Verdict: "drop"},
+		{Match: []Match{SAddrIn{V6: true, Set: "blocklist6", Bits: SourceBits6}}, Verdict: "drop"},
 		{Match: []Match{CtState{States: []string{"invalid"}}}, Verdict: "drop"},
 		sessionCountRules(true)[0], sessionCountRules(true)[1],
 		{Match: []Match{CtState{States: []string{"established", "related"}}}, Verdict: "accept"},
@@ -98,7 +106,7 @@ func hostTable(cfg *config.Config) Table {
 		{Match: []Match{pub, DPort{Proto: "tcp", Ports: []uint16{443}}, CtState{States: []string{"new"}},
 			SourceOver{Set: "conn4", PerSecond: fw.ConnRate, BurstPacket: 2 * fw.ConnRate}}, Verdict: "drop", Comment: "per-source connection rate"},
 		{Match: []Match{pub, DPort{Proto: "tcp", Ports: []uint16{443}}, CtState{States: []string{"new"}},
-			SourceOver{V6: true, Set: "conn6", PerSecond: fw.ConnRate, BurstPacket: 2 * fw.ConnRate}}, Verdict: "drop"},
+			SourceOver{V6: true, Set: "conn6", PerSecond: fw.ConnRate, BurstPacket: 2 * fw.ConnRate, Bits: SourceBits6}}, Verdict: "drop"},
 		{Match: []Match{pub, DPort{Proto: "tcp", Ports: []uint16{443}}}, Verdict: "accept", Comment: "TLS"},
 		{Match: []Match{pub, DPort{Proto: "udp", Ports: []uint16{443}}}, Verdict: "accept", Comment: "QUIC"},
 	}
@@ -124,9 +132,9 @@ func hostTable(cfg *config.Config) Table {
 func trapRules(pub IIF, fw config.Firewall, t *Table) []Rule {
 	var rules []Rule
 	for _, v6 := range []bool{false, true} {
-		fam, blocklist, probes := "4", "blocklist4", "probes4"
+		fam, blocklist, probes, bits := "4", "blocklist4", "probes4", 0
 		if v6 {
-			fam, blocklist, probes = "6", "blocklist6", "probes6"
+			fam, blocklist, probes, bits = "6", "blocklist6", "probes6", SourceBits6
 		}
 		match := []Match{pub, NFProto{V6: v6}, L4Proto{Protos: []string{"tcp", "udp"}}}
 		if fw.TrapThreshold > 1 {
@@ -134,10 +142,10 @@ func trapRules(pub IIF, fw config.Firewall, t *Table) []Rule {
 			if v6 {
 				typ = TypeIPv6
 			}
-			t.Sets = append(t.Sets, Set{Name: probes, Type: typ, Dynamic: true, Timeout: fw.BlockFor, Size: maxDynamicSet})
-			match = append(match, SourceOver{V6: v6, Set: probes, PerSecond: 1, PerMinute: true, BurstPacket: fw.TrapThreshold - 1})
+			t.Sets = append(t.Sets, Set{Name: probes, Type: typ, Dynamic: true, Timeout: fw.BlockFor, Size: maxDynamicSet, SourceBits: bits})
+			match = append(match, SourceOver{V6: v6, Set: probes, PerSecond: 1, PerMinute: true, BurstPacket: fw.TrapThreshold - 1, Bits: bits})
 		}
-		rules = append(rules, Rule{Match: match, Stmts: []Stmt{AddSource{V6: v6, Set: blocklist}}, Verdict: "drop",
+		rules = append(rules, Rule{Match: match, Stmts: []Stmt{AddSource{V6: v6, Set: blocklist, Bits: bits}}, Verdict: "drop",
 			Comment: "scan trap: closed port probed (IPv" + fam + ")"})
 	}
 	return rules

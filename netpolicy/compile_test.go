@@ -205,3 +205,70 @@ func TestRuleDiff(t *testing.T) {
 		})
 	}
 }
+
+// TestIPv6SourceIsSlash64 holds every per-source set to its unit: the IPv6
+// blocklist and meters are keyed, filled and matched by /64, the IPv4 ones
+// by address, and the admin exemption stays a set of whole prefixes.
+func TestIPv6SourceIsSlash64(t *testing.T) {
+	want := map[string]int{"blocklist4": 0, "probes4": 0, "conn4": 0, "admin4": 0, "admin6": 0,
+		"blocklist6": SourceBits6, "probes6": SourceBits6, "conn6": SourceBits6}
+	for _, tt := range goldenCases {
+		t.Run(tt.name, func(t *testing.T) {
+			rs, err := Compile(Input{Config: labConfig(t, tt.edit), VNetAddrs: labVNet})
+			if err != nil {
+				t.Fatal(err)
+			}
+			host := rs.Tables[0]
+			for _, s := range host.Sets {
+				if bits, ok := want[s.Name]; ok && s.SourceBits != bits {
+					t.Errorf("set %s: keys are /%d, want /%d (0: whole address)", s.Name, s.SourceBits, bits)
+				}
+			}
+			uses := 0
+			check := func(rule Rule, set string, bits int) {
+				uses++
+				if w, ok := want[set]; ok && bits != w {
+					t.Errorf("rule %q uses @%s with the source masked to /%d, want /%d (0: whole address)", rule, set, bits, w)
+				}
+			}
+			for _, ch := range host.Chains {
+				for _, r := range ch.Rules {
+					for _, m := range r.Match {
+						switch m := m.(type) {
+						case SAddrIn:
+							check(r, m.Set, m.Bits)
+						case SourceOver:
+							check(r, m.Set, m.Bits)
+						}
+					}
+					for _, s := range r.Stmts {
+						if s, ok := s.(AddSource); ok {
+							check(r, s.Set, s.Bits)
+						}
+					}
+				}
+			}
+			if uses == 0 {
+				t.Fatal("no rule uses a per-source set")
+			}
+		})
+	}
+}
+
+func TestSourceOf(t *testing.T) {
+	for _, tc := range []struct{ name, addr, want string }{
+		{"IPv4", "203.0.113.7", "203.0.113.7/32"},
+		{"IPv4-mapped", "::ffff:203.0.113.7", "203.0.113.7/32"},
+		{"IPv6", "2001:db8:cafe::21", "2001:db8:cafe::/64"},
+		{"IPv6 high bits of the interface id", "2001:db8:cafe:0:ffff:ffff:ffff:ffff", "2001:db8:cafe::/64"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := SourceOf(netip.MustParseAddr(tc.addr)); got != netip.MustParsePrefix(tc.want) {
+				t.Errorf("SourceOf(%s) = %v, want %s", tc.addr, got, tc.want)
+			}
+		})
+	}
+	if got := SourceOf(netip.Addr{}); got.IsValid() {
+		t.Errorf("SourceOf(zero) = %v", got)
+	}
+}

@@ -138,17 +138,41 @@ func keptElements(c *nftables.Conn, t Table) (map[string][]nftables.SetElement, 
 		if err != nil {
 			return nil, fmt.Errorf("read set %s: %w", s.Name, err)
 		}
+		// One element per key: masking to SourceBits may fold several
+		// into one, which keeps the longest time left.
+		at := map[string]int{}
 		for _, e := range elems {
 			left := e.Expires
 			if left <= 0 || (s.Timeout > 0 && left > s.Timeout) {
 				left = s.Timeout // the new block time caps what is left
 			}
-			if left > 0 {
-				kept[s.Name] = append(kept[s.Name], nftables.SetElement{Key: e.Key, Timeout: left})
+			if left <= 0 {
+				continue
 			}
+			key := maskKey(e.Key, s.SourceBits)
+			if i, ok := at[string(key)]; ok {
+				kept[s.Name][i].Timeout = max(kept[s.Name][i].Timeout, left)
+				continue
+			}
+			at[string(key)] = len(kept[s.Name])
+			kept[s.Name] = append(kept[s.Name], nftables.SetElement{Key: key, Timeout: left})
 		}
 	}
 	return kept, nil
+}
+
+// maskKey keeps the first bits bits of an address key (all of it when bits
+// is 0 or the key is no address).
+func maskKey(key []byte, bits int) []byte {
+	a, ok := netip.AddrFromSlice(key)
+	if bits == 0 || !ok {
+		return key
+	}
+	p, err := a.Prefix(bits)
+	if err != nil {
+		return key
+	}
+	return p.Addr().AsSlice()
 }
 
 func encodeChain(t *nftables.Table, ch Chain) *nftables.Chain {
@@ -401,6 +425,20 @@ func saddrOffset(v6 bool) (offset, length uint32) {
 	return 12, 4
 }
 
+// source loads the source address into register 1, masked to its first
+// bits when bits is set: a bitwise AND with the netmask, as nft encodes
+// "ip6 saddr & ffff:ffff:ffff:ffff::".
+func (e *encoder) source(v6 bool, bits int) {
+	e.needNet(v6)
+	off, n := saddrOffset(v6)
+	e.payload(expr.PayloadBaseNetworkHeader, off, n, 1)
+	if bits == 0 {
+		return
+	}
+	e.add(&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n,
+		Mask: sourceMask(v6, bits).AsSlice(), Xor: make([]byte, n)})
+}
+
 var protoNumbers = map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "icmp": unix.IPPROTO_ICMP, "ipv6-icmp": unix.IPPROTO_ICMPV6}
 
 var icmpTypes = map[string]byte{
@@ -476,9 +514,7 @@ func (e *encoder) match(m Match) error {
 		if err != nil {
 			return err
 		}
-		e.needNet(m.V6)
-		off, n := saddrOffset(m.V6)
-		e.payload(expr.PayloadBaseNetworkHeader, off, n, 1)
+		e.source(m.V6, m.Bits)
 		e.add(&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, Invert: m.Negate})
 	case DAddrIn:
 		s, err := e.namedSet(m.Set)
@@ -553,9 +589,7 @@ func (e *encoder) match(m Match) error {
 		if err != nil {
 			return err
 		}
-		e.needNet(m.V6)
-		off, n := saddrOffset(m.V6)
-		e.payload(expr.PayloadBaseNetworkHeader, off, n, 1)
+		e.source(m.V6, m.Bits)
 		unit := expr.LimitTimeSecond
 		if m.PerMinute {
 			unit = expr.LimitTimeMinute
@@ -577,9 +611,7 @@ func (e *encoder) stmt(s Stmt) error {
 		if err != nil {
 			return err
 		}
-		e.needNet(s.V6)
-		off, n := saddrOffset(s.V6)
-		e.payload(expr.PayloadBaseNetworkHeader, off, n, 1)
+		e.source(s.V6, s.Bits)
 		e.add(&expr.Dynset{SrcRegKey: 1, SetName: set.Name, SetID: set.ID, Operation: unix.NFT_DYNSET_OP_ADD})
 	case Counter:
 		e.add(&expr.Counter{})

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -157,15 +158,20 @@ func TestApplyKeepsBlocklist(t *testing.T) {
 		t.Fatal(err)
 	}
 	nft(t, ns, "add element inet bastiond blocklist4 { 203.0.113.99 timeout 5m }")
-	nft(t, ns, "add element inet bastiond blocklist6 { 2001:db8:cafe::99 }")
+	// Whole IPv6 addresses, as an older ruleset put them there: kept as
+	// the /64 they lie in, which is what the rules now look up.
+	nft(t, ns, "add element inet bastiond blocklist6 { 2001:db8:cafe::99, 2001:db8:cafe::98 timeout 5m }")
 	nft(t, ns, "add element inet bastiond conn4 { 203.0.113.98 }")
 	if err := Apply(c, rs); err != nil {
 		t.Fatal(err)
 	}
 	b4 := nft(t, ns, "list", "set", "inet", "bastiond", "blocklist4")
 	b6 := nft(t, ns, "list", "set", "inet", "bastiond", "blocklist6")
-	if !strings.Contains(b4, "203.0.113.99 timeout") || !strings.Contains(b6, "2001:db8:cafe::99") {
+	if !strings.Contains(b4, "203.0.113.99 timeout") || !strings.Contains(b6, "elements = { 2001:db8:cafe:: timeout") {
 		t.Errorf("blocklist lost on re-apply:\n%s\n%s", b4, b6)
+	}
+	if strings.Contains(b6, "::99") || strings.Contains(b6, "::98") {
+		t.Errorf("IPv6 entries kept as whole addresses, which the /64 lookup never matches:\n%s", b6)
 	}
 	if strings.Contains(b4, "timeout 10m expires") {
 		t.Errorf("kept entry got a fresh full timeout instead of its remaining time:\n%s", b4)
@@ -248,33 +254,113 @@ func TestVerifyAndReconcile(t *testing.T) {
 	})
 }
 
+// The blocklist lists IPv4 sources as /32s and IPv6 sources as /64s, and
+// clearing an address or a prefix clears the sources it overlaps.
 func TestBlocklistListAndClear(t *testing.T) {
+	pfx := netip.MustParsePrefix
+	cases := []struct {
+		name string
+		add  []string // nft add element commands
+		list []netip.Prefix
+		// clear, then what is left; nil clear is --all.
+		clear []netip.Prefix
+		left  []netip.Prefix
+	}{
+		{
+			name:  "IPv4 one address",
+			add:   []string{"blocklist4 { 203.0.113.7, 203.0.113.8 timeout 2m }"},
+			list:  []netip.Prefix{pfx("203.0.113.8/32"), pfx("203.0.113.7/32")},
+			clear: []netip.Prefix{pfx("203.0.113.7/32")},
+			left:  []netip.Prefix{pfx("203.0.113.8/32")},
+		},
+		{
+			name:  "IPv4 a prefix",
+			add:   []string{"blocklist4 { 203.0.113.7, 198.51.100.9 timeout 2m }"},
+			list:  []netip.Prefix{pfx("198.51.100.9/32"), pfx("203.0.113.7/32")},
+			clear: []netip.Prefix{pfx("203.0.113.0/24")},
+			left:  []netip.Prefix{pfx("198.51.100.9/32")},
+		},
+		{
+			name:  "IPv4-mapped address",
+			add:   []string{"blocklist4 { 203.0.113.7 }"},
+			list:  []netip.Prefix{pfx("203.0.113.7/32")},
+			clear: []netip.Prefix{pfx("::ffff:203.0.113.7/128")},
+		},
+		{
+			name: "IPv6 another address of the /64",
+			// The rules add /64s; a whole address is what an older
+			// ruleset left, listed as its /64 all the same.
+			add:   []string{"blocklist6 { 2001:db8:cafe::, 2001:db8:cafe:1::5 timeout 2m }"},
+			list:  []netip.Prefix{pfx("2001:db8:cafe:1::/64"), pfx("2001:db8:cafe::/64")},
+			clear: []netip.Prefix{pfx("2001:db8:cafe::21/128")},
+			left:  []netip.Prefix{pfx("2001:db8:cafe:1::/64")},
+		},
+		{
+			name:  "IPv6 the /64",
+			add:   []string{"blocklist6 { 2001:db8:cafe::, 2001:db8:cafe:1:: timeout 2m }"},
+			list:  []netip.Prefix{pfx("2001:db8:cafe:1::/64"), pfx("2001:db8:cafe::/64")},
+			clear: []netip.Prefix{pfx("2001:db8:cafe:1::/64")},
+			left:  []netip.Prefix{pfx("2001:db8:cafe::/64")},
+		},
+		{
+			name:  "IPv6 a /48 clears its /64s",
+			add:   []string{"blocklist6 { 2001:db8:cafe::, 2001:db8:cafe:1::, 2001:db8:beef:: timeout 2m }"},
+			list:  []netip.Prefix{pfx("2001:db8:beef::/64"), pfx("2001:db8:cafe:1::/64"), pfx("2001:db8:cafe::/64")},
+			clear: []netip.Prefix{pfx("2001:db8:cafe::/48")},
+			left:  []netip.Prefix{pfx("2001:db8:beef::/64")},
+		},
+		{
+			name: "all",
+			add:  []string{"blocklist4 { 203.0.113.7 }", "blocklist6 { 2001:db8:cafe:: timeout 2m }"},
+			list: []netip.Prefix{pfx("2001:db8:cafe::/64"), pfx("203.0.113.7/32")},
+		},
+	}
 	ns, k := testKernel(t)
 	rs, _ := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet})
-	if err := k.Apply(rs); err != nil {
-		t.Fatal(err)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := k.Apply(rs); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := k.Unblock(nil); err != nil {
+				t.Fatalf("clear all first: %d, %v", n, err)
+			}
+			for _, a := range tc.add {
+				nft(t, ns, "add element inet bastiond "+a)
+			}
+			list, err := k.Blocklist()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := prefixes(list); !slices.Equal(got, tc.list) {
+				t.Fatalf("blocklist = %v, want %v (soonest to expire first)", got, tc.list)
+			}
+			for _, e := range list {
+				if e.Expires <= 0 || e.Expires > 10*time.Minute {
+					t.Errorf("%v expires in %v", e.Prefix, e.Expires)
+				}
+			}
+			n, err := k.Unblock(tc.clear)
+			if err != nil || n != len(tc.list)-len(tc.left) {
+				t.Fatalf("unblock %v: %d, %v; want %d removed", tc.clear, n, err, len(tc.list)-len(tc.left))
+			}
+			list, _ = k.Blocklist()
+			if got := prefixes(list); !slices.Equal(got, tc.left) {
+				t.Errorf("left %v, want %v", got, tc.left)
+			}
+			if d, _ := k.Verify(); len(d) != 0 {
+				t.Errorf("clearing the blocklist counted as drift: %v", d)
+			}
+		})
 	}
-	nft(t, ns, "add element inet bastiond blocklist4 { 203.0.113.7, 203.0.113.8 timeout 2m }")
-	nft(t, ns, "add element inet bastiond blocklist6 { 2001:db8:cafe::7 }")
-	list, err := k.Blocklist()
-	if err != nil {
-		t.Fatal(err)
+}
+
+func prefixes(list []BlockEntry) []netip.Prefix {
+	var out []netip.Prefix
+	for _, e := range list {
+		out = append(out, e.Prefix)
 	}
-	if len(list) != 3 || list[0].Addr != netip.MustParseAddr("203.0.113.8") || list[0].Expires <= 0 || list[0].Expires > 2*time.Minute {
-		t.Fatalf("blocklist = %+v", list)
-	}
-	if n, err := k.Unblock([]netip.Addr{netip.MustParseAddr("203.0.113.7")}); err != nil || n != 1 {
-		t.Fatalf("unblock one: %d, %v", n, err)
-	}
-	if n, err := k.Unblock(nil); err != nil || n != 2 {
-		t.Fatalf("unblock all: %d, %v", n, err)
-	}
-	if list, _ := k.Blocklist(); len(list) != 0 {
-		t.Errorf("left: %+v", list)
-	}
-	if d, _ := k.Verify(); len(d) != 0 {
-		t.Errorf("clearing the blocklist counted as drift: %v", d)
-	}
+	return out
 }
 
 // A large inventory must arrive whole: every element of every set, in one

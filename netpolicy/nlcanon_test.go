@@ -72,6 +72,9 @@ package netpolicy
 //     name or handle (google/nftables sends flags 0 there, nft nothing).
 //   - NFTA_DYNSET_FLAGS 0: nft_dynset_init acts only on the bits set, so 0
 //     is the same as no attribute (google/nftables sends 0, nft nothing).
+//   - NFTA_BITWISE_OP 0 (NFT_BITWISE_BOOL): nft_bitwise_init takes the
+//     mask-and-xor operation when the attribute is absent (nft sends it for
+//     "ip6 saddr & mask", google/nftables never does).
 //   - A counter's NFTA_COUNTER_PACKETS and NFTA_COUNTER_BYTES of 0: the
 //     kernel starts from zero and sets only the values sent (nft sends none).
 //
@@ -923,7 +926,7 @@ func (tx *nlTx) ruleExpr(family, table string, b []byte) (text, extra string, an
 		}
 		text = fmt.Sprintf("bitwise reg %d = ( reg %d & %s ) ^ %s", u32(unix.NFTA_BITWISE_DREG), u32(unix.NFTA_BITWISE_SREG), mask, xor)
 		x = append(x, fmt.Sprintf("len %d mask %s xor %s", u32(unix.NFTA_BITWISE_LEN), mx, xx))
-		if v, ok := d.u32(nftaBitwiseOp); ok {
+		if v, ok := d.u32(nftaBitwiseOp); ok && v != 0 {
 			x = append(x, fmt.Sprintf("op %d", v))
 		}
 	case "dynset":

@@ -63,6 +63,12 @@ type Set struct {
 	// Keep carries a dynamic set's entries, with their remaining time,
 	// across a re-apply (the blocklist must survive a reload).
 	Keep bool
+	// SourceBits, when set, is the prefix length the rules mask a source
+	// to before they add it to the set or look it up: the keys are such
+	// prefixes. Kept entries are masked the same way, so that whole
+	// addresses kept from an older ruleset stay blocked. Not rendered: nft
+	// has no attribute for it.
+	SourceBits int
 	// Counter gives every element its own packet and byte counter, counted
 	// whenever a rule's lookup matches the element.
 	Counter bool
@@ -119,11 +125,14 @@ type (
 	}
 	// L4Proto matches any of the transport protocols.
 	L4Proto struct{ Protos []string }
-	// SAddrIn matches the source address against a named set.
+	// SAddrIn matches the source address against a named set, or with
+	// Bits the source address masked to its first Bits bits (see
+	// SourceBits).
 	SAddrIn struct {
 		V6     bool
 		Set    string
 		Negate bool
+		Bits   int
 	}
 	// DAddrIn matches the destination address against a named set.
 	DAddrIn struct {
@@ -147,14 +156,16 @@ type (
 	ARPSAddr struct{ Addr netip.Addr }
 	// NDTarget matches IPv6 neighbour advertisements for Addr.
 	NDTarget struct{ Addr netip.Addr }
-	// SourceOver holds when the source address exceeds a per-source rate,
-	// tracked in the dynamic set Set (an nftables meter).
+	// SourceOver holds when the source exceeds a per-source rate, tracked
+	// in the dynamic set Set (an nftables meter) under the source address,
+	// or with Bits under the address masked to its first Bits bits.
 	SourceOver struct {
 		V6          bool
 		Set         string
 		PerSecond   int // or per minute when PerMinute is set
 		PerMinute   bool
 		BurstPacket int
+		Bits        int
 	}
 )
 
@@ -162,10 +173,12 @@ type (
 type (
 	// Limit lets packets through at Rate per second, with a burst.
 	Limit struct{ PerSecond, Burst int }
-	// AddSource adds the source address to a dynamic set.
+	// AddSource adds the source address to a dynamic set, or with Bits
+	// the address masked to its first Bits bits.
 	AddSource struct {
-		V6  bool
-		Set string
+		V6   bool
+		Set  string
+		Bits int
 	}
 	// Counter counts packets and bytes.
 	Counter struct{}
@@ -193,7 +206,7 @@ func (m SAddrIn) nft() string {
 	if m.Negate {
 		op = "!= "
 	}
-	return fmt.Sprintf("%s saddr %s@%s", ipKeyword(m.V6), op, m.Set)
+	return fmt.Sprintf("%s %s@%s", saddr(m.V6, m.Bits), op, m.Set)
 }
 func (m DAddrIn) nft() string { return fmt.Sprintf("%s daddr @%s", ipKeyword(m.V6), m.Set) }
 func (m AddrPortIn) nft() string {
@@ -222,17 +235,36 @@ func (m SourceOver) nft() string {
 	if m.PerMinute {
 		unit = "minute"
 	}
-	return fmt.Sprintf("add @%s { %s saddr limit rate over %d/%s burst %d packets }",
-		m.Set, ipKeyword(m.V6), m.PerSecond, unit, m.BurstPacket)
+	return fmt.Sprintf("add @%s { %s limit rate over %d/%s burst %d packets }",
+		m.Set, saddr(m.V6, m.Bits), m.PerSecond, unit, m.BurstPacket)
 }
 
 func (s Limit) nft() string {
 	return fmt.Sprintf("limit rate %d/second burst %d packets", s.PerSecond, s.Burst)
 }
 func (s AddSource) nft() string {
-	return fmt.Sprintf("add @%s { %s saddr }", s.Set, ipKeyword(s.V6))
+	return fmt.Sprintf("add @%s { %s }", s.Set, saddr(s.V6, s.Bits))
 }
 func (Counter) nft() string { return "counter" }
+
+// saddr is the source address, masked to its first bits when bits is set
+// ("ip6 saddr & ffff:ffff:ffff:ffff::" for an IPv6 /64).
+func saddr(v6 bool, bits int) string {
+	if bits == 0 {
+		return ipKeyword(v6) + " saddr"
+	}
+	return ipKeyword(v6) + " saddr & " + sourceMask(v6, bits).String()
+}
+
+// sourceMask is the netmask of a /bits prefix in the family v6 says.
+func sourceMask(v6 bool, bits int) netip.Addr {
+	ones := netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	if v6 {
+		ones = netip.AddrFrom16([16]byte{255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255})
+	}
+	p, _ := ones.Prefix(bits)
+	return p.Addr()
+}
 
 func ipKeyword(v6 bool) string {
 	if v6 {

@@ -5,13 +5,17 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/bastiond/bastiond/proxy/internal/source"
 )
 
 // gate is the first thing a TCP connection on 443 meets. It reads the
@@ -31,11 +35,13 @@ type gate struct {
 	acceptMu sync.Mutex // held by the accept loop while it is in Accept, for Pause
 
 	mu      sync.Mutex
-	sources map[netip.Addr]int // open connections per source address
+	sources map[netip.Prefix]int // open connections per source (source.Of)
+	conns   int                  // the sum of sources
+	refused int64                // connections closed at their source's cap
 }
 
 func newGate(ln net.Listener, s *Server) *gate {
-	g := &gate{ln: ln, s: s, out: make(chan net.Conn), closed: make(chan struct{}), sources: map[netip.Addr]int{}}
+	g := &gate{ln: ln, s: s, out: make(chan net.Conn), closed: make(chan struct{}), sources: map[netip.Prefix]int{}}
 	s.mu.Lock()
 	s.gates = append(s.gates, g) // before the loop starts: Pause must reach every Accept
 	s.mu.Unlock()
@@ -130,27 +136,84 @@ func (g *gate) screen(c net.Conn) {
 }
 
 // admit counts c against its source's cap, and returns c wrapped so that
-// closing it gives the place back.
+// closing it gives the place back. A source is an IPv4 address or an IPv6
+// /64 (source.Of): a client rotating addresses inside its /64 is one source.
 func (g *gate) admit(c net.Conn) (net.Conn, bool) {
 	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
 	if err != nil {
 		return c, true // not an IP peer: nothing to count
 	}
-	src, limit := ap.Addr().Unmap(), g.s.cfg.Load().MaxConnsPerSource
+	src, limit := source.Of(ap.Addr()), g.s.cfg.Load().MaxConnsPerSource
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.sources[src] >= limit {
-		g.s.log.Debug("per-source connection cap reached", zap.Stringer("source", src), zap.Int("cap", limit))
+		g.refused++
+		if ce := g.s.log.Check(zap.DebugLevel, "per-source connection cap reached"); ce != nil {
+			ce.Write(zap.Stringer("source", src), zap.Stringer("remote", ap), zap.Int("cap", limit))
+		}
 		return nil, false
 	}
 	g.sources[src]++
+	g.conns++
 	return &countedConn{Conn: c, release: func() {
 		g.mu.Lock()
 		defer g.mu.Unlock()
+		g.conns--
 		if g.sources[src]--; g.sources[src] <= 0 {
 			delete(g.sources, src)
 		}
 	}}, true
+}
+
+// gateCounts are the size of a gate's per-source table and what its cap
+// refused, for the metrics.
+type gateCounts struct {
+	sources, conns int
+	refused        int64
+}
+
+func (g *gate) counts() gateCounts {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return gateCounts{sources: len(g.sources), conns: g.conns, refused: g.refused}
+}
+
+var (
+	tcpSourcesDesc = prometheus.NewDesc("bastiond_tcp_sources",
+		"Sources (IPv4 addresses, IPv6 /64s) with TCP connections open on 443, the size of the per-source table.", nil, nil)
+	tcpConnsDesc = prometheus.NewDesc("bastiond_tcp_connections",
+		"TCP connections open on 443, counted against their source's cap (limits.connections_per_source).", nil, nil)
+	tcpRefusedDesc = prometheus.NewDesc("bastiond_tcp_refused_total",
+		"TCP connections on 443 closed with nothing sent because a cap was reached (reason: connection_per_source).",
+		[]string{"reason"}, nil)
+)
+
+// TCPMetrics is the collector of the TCP front door's per-source table:
+// its size, the connections it counts, and what its cap refused.
+func (s *Server) TCPMetrics() prometheus.Collector { return tcpCollector{s} }
+
+type tcpCollector struct{ s *Server }
+
+func (c tcpCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- tcpSourcesDesc
+	ch <- tcpConnsDesc
+	ch <- tcpRefusedDesc
+}
+
+func (c tcpCollector) Collect(ch chan<- prometheus.Metric) {
+	var sum gateCounts
+	c.s.mu.Lock()
+	gates := slices.Clone(c.s.gates)
+	c.s.mu.Unlock()
+	for _, g := range gates { // gates are never removed: the counter only grows
+		n := g.counts()
+		sum.sources += n.sources
+		sum.conns += n.conns
+		sum.refused += n.refused
+	}
+	ch <- prometheus.MustNewConstMetric(tcpSourcesDesc, prometheus.GaugeValue, float64(sum.sources))
+	ch <- prometheus.MustNewConstMetric(tcpConnsDesc, prometheus.GaugeValue, float64(sum.conns))
+	ch <- prometheus.MustNewConstMetric(tcpRefusedDesc, prometheus.CounterValue, float64(sum.refused), "connection_per_source")
 }
 
 // countedConn gives its source's place back once, when closed.

@@ -101,16 +101,25 @@ func newPolicy(socket *string) *cobra.Command {
 }
 
 func newBlocklist(client func(*cobra.Command) (*adminapi.Client, context.Context, context.CancelFunc)) *cobra.Command {
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "blocklist",
 		Short: "List the sources the scan trap has blocklisted",
-		Args:  cobra.NoArgs,
+		Long: "List the sources the scan trap has blocklisted. A source is an IPv4 address (shown as a /32)\n" +
+			"or an IPv6 /64: the firewall blocks a whole /64 at once.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, ctx, cancel := client(cmd)
 			defer cancel()
 			list, err := c.Blocklist(ctx)
 			if err != nil {
 				return err
+			}
+			if asJSON {
+				if list == nil {
+					list = []adminapi.BlockEntry{}
+				}
+				return encodeJSON(cmd.OutOrStdout(), list)
 			}
 			if len(list) == 0 {
 				fmt.Fprintln(cmd.OutOrStdout(), "no source is blocklisted")
@@ -119,18 +128,26 @@ func newBlocklist(client func(*cobra.Command) (*adminapi.Client, context.Context
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "SOURCE\tEXPIRES IN")
 			for _, e := range list {
-				fmt.Fprintf(w, "%s\t%s\n", printable(fmt.Sprint(e.Addr)), e.Expires.Round(time.Second))
+				fmt.Fprintf(w, "%s\t%s\n", printable(e.Prefix.String()), e.Expires.Round(time.Second))
 			}
 			return w.Flush()
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: prefix (an IPv4 /32 or an IPv6 /64) and expires_ns")
 	var all bool
 	clear := &cobra.Command{
-		Use:   "clear [ADDRESS...] | --all",
+		Use:   "clear [ADDRESS|PREFIX...] | --all",
 		Short: "Remove sources from the blocklist",
+		Long: "Remove sources from the blocklist: every source an ADDRESS or PREFIX overlaps. An IPv6\n" +
+			"address clears the whole /64 it lies in; a shorter prefix clears every /64 inside it.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if all == (len(args) > 0) {
-				return errors.New("name the addresses to clear, or --all")
+				return errors.New("name the addresses or prefixes to clear, or --all")
+			}
+			for _, a := range args {
+				if _, err := adminapi.ParseSource(a); err != nil {
+					return err
+				}
 			}
 			c, ctx, cancel := client(cmd)
 			defer cancel()

@@ -237,12 +237,12 @@ func peerField(r *http.Request) zap.Field {
 	return zap.Uint32("uid", p.UID)
 }
 
-func zapAddrs(addrs []netip.Addr) zap.Field {
-	s := make([]string, len(addrs))
-	for i, a := range addrs {
-		s[i] = a.String()
+func zapPrefixes(ps []netip.Prefix) zap.Field {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
 	}
-	return zap.Strings("addrs", s)
+	return zap.Strings("sources", s)
 }
 
 func zapInt(key string, n int) zap.Field { return zap.Int(key, n) }

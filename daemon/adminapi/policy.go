@@ -17,9 +17,12 @@ type Policy interface {
 	Show() (PolicyView, error)
 	// Export returns the nft script for target's own firewall.
 	Export(target string) (string, error)
+	// Blocklist lists the blocklisted sources.
 	Blocklist() ([]BlockEntry, error)
-	// Unblock removes addrs from the blocklist, or all entries when empty.
-	Unblock(addrs []netip.Addr) (int, error)
+	// Unblock removes from the blocklist every source that overlaps one of
+	// sources (an IPv6 address clears its whole /64), or all entries when
+	// sources is empty, and returns how many sources it removed.
+	Unblock(sources []netip.Prefix) (int, error)
 	// Counters returns the firewall's per-target counters.
 	Counters() (CountersView, error)
 }
@@ -56,10 +59,25 @@ type PolicyView struct {
 	Differences []string `json:"differences"`
 }
 
-// BlockEntry is one blocklisted source.
+// BlockEntry is one blocklisted source: an IPv4 address, as a /32, or an
+// IPv6 /64 (the firewall counts a /64 as one source).
 type BlockEntry struct {
-	Addr    netip.Addr    `json:"addr"`
+	Prefix  netip.Prefix  `json:"prefix"`
 	Expires time.Duration `json:"expires_ns"`
+}
+
+// ParseSource reads an address or a prefix as a blocklist source to clear:
+// an address is the /32 or /128 of itself (the daemon clears the /64 it
+// lies in).
+func ParseSource(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("parse source %q: not an IP address or prefix", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // ErrUnknownTarget is returned by Policy.Export for a name not in the inventory.
@@ -103,25 +121,25 @@ func (s *Server) policyRoutes(mux *http.ServeMux, p Policy) {
 	})
 	mux.HandleFunc("DELETE /v1/policy/blocklist", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		var addrs []netip.Addr
-		for _, a := range q["addr"] {
-			addr, err := netip.ParseAddr(a)
+		var sources []netip.Prefix
+		for _, a := range q["addr"] { // an address or a prefix
+			p, err := ParseSource(a)
 			if err != nil {
-				writeJSON(w, http.StatusBadRequest, apiError{Error: fmt.Sprintf("%q is not an IP address", a)})
+				writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
 				return
 			}
-			addrs = append(addrs, addr)
+			sources = append(sources, p)
 		}
-		if len(addrs) == 0 && q.Get("all") != "true" {
-			writeJSON(w, http.StatusBadRequest, apiError{Error: "name the addresses to unblock, or all"})
+		if len(sources) == 0 && q.Get("all") != "true" {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "name the addresses or prefixes to unblock, or all"})
 			return
 		}
-		n, err := p.Unblock(addrs)
+		n, err := p.Unblock(sources)
 		if err != nil {
 			writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
 			return
 		}
-		s.log.Info("blocklist cleared by admin", peerField(r), zapAddrs(addrs), zapInt("removed", n))
+		s.log.Info("blocklist cleared by admin", peerField(r), zapPrefixes(sources), zapInt("removed", n))
 		writeJSON(w, http.StatusOK, map[string]int{"removed": n})
 	})
 }
@@ -151,7 +169,9 @@ func (c *Client) Blocklist(ctx context.Context) ([]BlockEntry, error) {
 	return list, c.do(ctx, http.MethodGet, "/v1/policy/blocklist", &list)
 }
 
-// Unblock removes addrs, or every entry when all is set.
+// Unblock removes the sources that overlap addrs (addresses or prefixes;
+// an IPv6 address clears its /64), or every entry when all is set, and
+// returns how many sources it removed.
 func (c *Client) Unblock(ctx context.Context, addrs []string, all bool) (int, error) {
 	q := url.Values{"addr": addrs}
 	if all {

@@ -98,7 +98,8 @@ type Bastion struct {
 	Mode string `yaml:"mode"`
 }
 
-// Firewall tunes the nftables policy on the public side.
+// Firewall tunes the nftables policy on the public side. A source, for the
+// blocklist and the rate meters, is an IPv4 address or an IPv6 /64.
 type Firewall struct {
 	// AdminCIDRs are sources that are never put in the blocklist (the
 	// admins' own networks), IPv4 or IPv6.
@@ -202,10 +203,11 @@ type Limits struct {
 	Weights  Weights `yaml:"weights"`
 	// SessionsPerUser caps one user's concurrent sessions. Default 10.
 	SessionsPerUser int `yaml:"sessions_per_user"`
-	// ConnectionsPerSource caps the TCP connections one source address may
-	// hold open on port 443; past it, new ones are closed unanswered.
-	// Generous by default (256): many users may share one address behind
-	// a NAT.
+	// ConnectionsPerSource caps the TCP connections one source may hold
+	// open on port 443; past it, new ones are closed unanswered. A source
+	// is an IPv4 address or an IPv6 /64: addresses rotated inside one /64
+	// count together. Generous by default (256): many users may share one
+	// address behind a NAT.
 	ConnectionsPerSource int `yaml:"connections_per_source"`
 	// SigninThrottleEntries bounds each table of the sign-in throttle (per
 	// source, per account, per account and source); a full table forgets

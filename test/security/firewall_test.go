@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,14 +117,16 @@ func TestInvariant03ProbersAreBlocklisted(t *testing.T) {
 	})
 
 	t.Run("the blocklist is timed", func(t *testing.T) {
-		for set, addr := range map[string]string{"blocklist4": client4, "blocklist6": client6} {
+		// An IPv6 source is its /64 (TestInvariant17ASlash64IsOneSource).
+		net6 := netip.PrefixFrom(netip.MustParseAddr(client6), 64).Masked()
+		for set, key := range map[string]string{"blocklist4": client4, "blocklist6": net6.Addr().String()} {
 			out, err := e2e.InBastion(t, "nft", "list", "set", "inet", "bastiond", set)
-			if err != nil || !strings.Contains(out, addr+" expires ") || !strings.Contains(out, "\ttimeout ") {
-				t.Errorf("%s does not hold %s with a timeout: %v\n%s", set, addr, err, out)
+			if err != nil || !strings.Contains(out, key+" expires ") || !strings.Contains(out, "\ttimeout ") {
+				t.Errorf("%s does not hold %s with a timeout: %v\n%s", set, key, err, out)
 			}
 		}
 		out, err := d.Ctl(nil, "policy", "blocklist")
-		if err != nil || !strings.Contains(out, client4) || !strings.Contains(out, client6) {
+		if err != nil || !strings.Contains(out, client4+"/32") || !strings.Contains(out, net6.String()) {
 			t.Errorf("bastionctl policy blocklist: %v\n%s", err, out)
 		}
 		// Clearing one entry lets that address back in, and only it.
