@@ -105,22 +105,25 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort) {
 		return
 	}
 	log = log.With(zap.String("user", user.Name))
+	// Authorization before lookup: whoever the roles do not cover gets one
+	// answer, whether the machine exists, offers the port, or neither, so
+	// that a user without a role learns nothing of the inventory. Only a
+	// user whose roles cover the target and port is told which of them is
+	// missing. The log keeps the reason.
 	policy := cfg.Access
-	t, ok := policy.Target(req.Target)
-	if !ok {
-		log.Info("tunnel refused: unknown target")
-		s.refuseTunnel(c, tunnel.StatusUnknownTarget, fmt.Sprintf("there is no machine called %q on this bastion", req.Target))
-		return
-	}
-	if !slices.Contains([]uint16{t.SSH, t.RDP}, req.Port) && !slices.Contains(t.Tunnel, req.Port) || req.Port == 0 {
-		log.Info("tunnel refused: port not offered")
-		s.refuseTunnel(c, tunnel.StatusUnknownTarget, fmt.Sprintf("%s does not offer port %d through the bastion", req.Target, req.Port))
-		return
-	}
-	d := policy.Check(access.Request{User: user.Name, Granted: user.Roles, Target: req.Target, Protocol: access.Tunnel, Port: req.Port})
+	ar := access.Request{User: user.Name, Granted: user.Roles, Target: req.Target, Protocol: access.Tunnel, Port: req.Port}
+	d := policy.Check(ar)
 	if !d.Allowed {
 		log.Info("tunnel refused", zap.String("reason", d.Reason))
-		s.refuseTunnel(c, tunnel.StatusDenied, fmt.Sprintf("%s may not open tunnels to %s port %d", user.Name, req.Target, req.Port))
+		st, msg := tunnel.StatusDenied, fmt.Sprintf("%s may not open tunnels to %s port %d", user.Name, req.Target, req.Port)
+		if policy.Covers(ar) {
+			if t, ok := policy.Target(req.Target); !ok {
+				st, msg = tunnel.StatusUnknownTarget, fmt.Sprintf("there is no machine called %q on this bastion", req.Target)
+			} else if !slices.Contains([]uint16{t.SSH, t.RDP}, req.Port) && !slices.Contains(t.Tunnel, req.Port) {
+				st, msg = tunnel.StatusUnknownTarget, fmt.Sprintf("%s does not offer port %d through the bastion", req.Target, req.Port)
+			}
+		}
+		s.refuseTunnel(c, st, msg)
 		return
 	}
 	if cfg.Broker == nil {
