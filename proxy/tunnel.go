@@ -21,20 +21,26 @@ import (
 	"github.com/bastiond/bastiond/proxy/tunnel"
 )
 
-// maxTunnelStreams bounds the tunnel streams one QUIC connection may have
-// open at once; a user's sessions are bounded by the broker's per-user cap
-// long before.
-const maxTunnelStreams = 1024
-
 // serveQUIC accepts tunnel streams on one QUIC connection until it closes.
+// A stream over the connection's or the server's cap of pending requests
+// is reset at once: no goroutine waits on it.
 func (s *Server) serveQUIC(conn *quic.Conn) {
 	client := addrPortOf(conn.RemoteAddr())
+	cs := &quicConnState{conn: conn}
 	for {
 		str, err := conn.AcceptStream(context.Background())
 		if err != nil {
 			return // the connection is gone; its streams end with it
 		}
-		go s.serveTunnel(tunnel.NewStreamConn(conn, str), "quic", client)
+		if why, ok := s.quicLimits.admitStream(cs, s.cfg.Load().MaxPendingTunnels); !ok {
+			s.quicLimits.refused[why].Add(1)
+			refuseStream(str)
+			if ce := s.log.Check(zap.DebugLevel, "quic: tunnel stream refused"); ce != nil {
+				ce.Write(zap.Stringer("client", client), zap.String("reason", quicRefusalNames[why]))
+			}
+			continue
+		}
+		go s.serveTunnel(tunnel.NewStreamConn(conn, str), "quic", client, cs)
 	}
 }
 
@@ -56,16 +62,21 @@ func (s *Server) tunnelWebSocket(w http.ResponseWriter, r *http.Request) {
 	// context of its own: the handler's goroutine returns, and with it the
 	// stack the TLS handshake grew and the request's buffers (about 12 KiB
 	// per idle tunnel).
-	go s.serveTunnel(tunnel.NewWSConn(context.Background(), ws, local, stringAddr(r.RemoteAddr)), "websocket", client)
+	go s.serveTunnel(tunnel.NewWSConn(context.Background(), ws, local, stringAddr(r.RemoteAddr)), "websocket", client, nil)
 }
 
 // serveTunnel reads a tunnel request from c, authorizes it, has the broker
 // open the session and relays it. Every refusal is answered with a status
-// the client turns into a clear sentence, then c is closed.
-func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort) {
+// the client turns into a clear sentence, then c is closed. cs is the
+// QUIC connection's state for a stream, nil for a WebSocket: the stream
+// holds one of its pending places until its request is read.
+func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, cs *quicConnState) {
 	cfg := s.cfg.Load()
 	c.SetReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	req, err := tunnel.ReadRequest(c)
+	if cs != nil {
+		s.quicLimits.requestRead(cs)
+	}
 	if err != nil {
 		s.handshakeFailed("tunnel")
 		var pe *tunnel.ProtocolError
@@ -98,6 +109,13 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort) {
 		s.handshakeFailed("tunnel")
 		log.Info("tunnel refused: bad token")
 		s.refuseTunnel(c, tunnel.StatusUnauthorized, auth.ErrBadToken.Error())
+		if cs != nil && cs.badTokens.Add(1) >= badTokensPerConn {
+			// A guesser, not a client with a stale token: end its
+			// connection, which a new one (a new handshake) must replace.
+			s.quicLimits.refused[closedBadTokens].Add(1)
+			log.Info("quic connection closed: too many bad tokens")
+			cs.conn.CloseWithError(tunnel.ErrCodeBadTokens, "too many bad tokens")
+		}
 		return
 	case !tok.HasScope(auth.ScopeTunnel):
 		log.Info("tunnel refused: token without the tunnel scope", zap.String("user", user.Name), zap.String("token", tok.ID))

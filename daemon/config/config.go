@@ -207,6 +207,13 @@ type Limits struct {
 	// Generous by default (256): many users may share one address behind
 	// a NAT.
 	ConnectionsPerSource int `yaml:"connections_per_source"`
+	// PendingTunnelRequests caps the QUIC streams, over all connections,
+	// that have not sent their tunnel request yet (each has
+	// handshake_timeout to send it, and one connection may have 8);
+	// past it, new streams are refused at once. Default 1024. The QUIC
+	// connections of one source are capped by connections_per_source,
+	// counted apart from its TCP connections.
+	PendingTunnelRequests int `yaml:"pending_tunnel_requests"`
 	// DrainGrace is how long SIGTERM waits for sessions to end. Default 30s.
 	DrainGrace time.Duration `yaml:"drain_grace"`
 	// UpgradeGrace is how long the old process of a binary upgrade keeps
@@ -384,6 +391,7 @@ func (c *Config) setDefaults() {
 	lim.Weights.Tunnel = orDefault(lim.Weights.Tunnel, 1)
 	lim.SessionsPerUser = orDefault(lim.SessionsPerUser, 10)
 	lim.ConnectionsPerSource = orDefault(lim.ConnectionsPerSource, 256)
+	lim.PendingTunnelRequests = orDefault(lim.PendingTunnelRequests, 1024)
 	lim.DrainGrace = orDefault(lim.DrainGrace, 30*time.Second)
 	lim.UpgradeGrace = orDefault(lim.UpgradeGrace, time.Hour)
 	lim.HandshakeTimeout = orDefault(lim.HandshakeTimeout, 10*time.Second)

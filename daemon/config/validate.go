@@ -332,6 +332,7 @@ func (c *Config) validateLimits(v *validator) {
 		{"limits.weights.tunnel", l.Weights.Tunnel},
 		{"limits.sessions_per_user", l.SessionsPerUser},
 		{"limits.connections_per_source", l.ConnectionsPerSource},
+		{"limits.pending_tunnel_requests", l.PendingTunnelRequests},
 	}
 	for _, p := range positive {
 		if p.n < 0 {

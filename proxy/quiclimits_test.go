@@ -1,0 +1,223 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/bastiond/bastiond/proxy/tunnel"
+)
+
+// dialQUIC makes a tunnel connection to addr from a socket of its own (a
+// source port of its own, the same address).
+func dialQUIC(t *testing.T, network string, addr *net.UDPAddr) (*quic.Conn, error) {
+	t.Helper()
+	tr := &quic.Transport{Conn: loopbackUDP(t, network)}
+	t.Cleanup(func() { tr.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := tr.Dial(ctx, addr, tunnelTLS(testName), &quic.Config{Versions: []quic.Version{quic.Version1}})
+	if err == nil {
+		t.Cleanup(func() { conn.CloseWithError(0, "") })
+	}
+	return conn, err
+}
+
+// stalledStream opens a stream on conn that sends the first bytes of a
+// request and never the rest, as a flood would.
+func stalledStream(t *testing.T, conn *quic.Conn) *quic.Stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatalf("open stream: %v", err)
+	}
+	if _, err := str.Write([]byte("BTU")); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	return str
+}
+
+// streamEnd reads str until it ends, for at most limit, and says how:
+// "busy" (reset with tunnel.ErrCodeBusy), "closed" (any other end) or
+// "open" (still open after limit).
+func streamEnd(str *quic.Stream, limit time.Duration) string {
+	str.SetReadDeadline(time.Now().Add(limit))
+	_, err := io.Copy(io.Discard, str)
+	var se *quic.StreamError
+	var ne net.Error
+	switch {
+	case errors.As(err, &se) && se.Remote && se.ErrorCode == tunnel.ErrCodeBusy:
+		return "busy"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "open"
+	}
+	return "closed"
+}
+
+// TestQUICLimits: the QUIC connections of one source are capped, refused
+// before their handshake; the streams waiting for their request are capped
+// per connection and in all, those past the caps reset at once, and those
+// within them closed at the handshake timeout; a connection that sends bad
+// tokens again and again is closed.
+func TestQUICLimits(t *testing.T) {
+	for _, network := range []string{"udp4", "udp6"} {
+		t.Run(network, func(t *testing.T) {
+			t.Run("connections per source", func(t *testing.T) {
+				s, addr := startQUIC(t, network, Config{MaxConnsPerSource: 3})
+				var open []*quic.Conn
+				refused := 0
+				for range 5 {
+					conn, err := dialQUIC(t, network, addr)
+					var te *quic.TransportError
+					switch {
+					case err == nil:
+						open = append(open, conn)
+					case errors.As(err, &te) && te.ErrorCode == quic.ConnectionRefused:
+						refused++
+					default:
+						t.Fatalf("dial: %v", err)
+					}
+				}
+				if len(open) != 3 || refused != 2 {
+					t.Fatalf("%d connections open and %d refused, want 3 and 2", len(open), refused)
+				}
+				// (Each Initial a refused client sends again is refused
+				// again.)
+				if n := s.quicLimits.refused[refusedConnSource].Load(); n < 2 {
+					t.Errorf("%d refusals counted, want 2 or more", n)
+				}
+				// A place given back is a place for another connection.
+				open[0].CloseWithError(0, "")
+				var err error
+				for range 50 { // the server learns of the close within a round trip
+					if _, err = dialQUIC(t, network, addr); err == nil {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				if err != nil {
+					t.Errorf("a new connection after one closed: %v", err)
+				}
+			})
+
+			t.Run("pending streams", func(t *testing.T) {
+				s, addr := startQUIC(t, network, Config{MaxPendingTunnels: 10, HandshakeTimeout: 2 * time.Second})
+				var waiting []*quic.Stream // the streams not refused
+				count := func(conn *quic.Conn, n int) map[string]int {
+					strs := make([]*quic.Stream, n)
+					for i := range strs {
+						strs[i] = stalledStream(t, conn)
+					}
+					// A refusal comes at once; give it a moment, well
+					// below the handshake timeout.
+					ends := make([]string, n)
+					var wg sync.WaitGroup
+					for i, str := range strs {
+						wg.Go(func() { ends[i] = streamEnd(str, 300*time.Millisecond) })
+					}
+					wg.Wait()
+					got := map[string]int{}
+					for i, end := range ends {
+						got[end]++
+						if end == "open" {
+							waiting = append(waiting, strs[i])
+						}
+					}
+					return got
+				}
+				first, err := dialQUIC(t, network, addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := count(first, 12); got["busy"] != 12-pendingPerConn || got["open"] != pendingPerConn {
+					t.Errorf("one connection, 12 streams: %v, want %d open and the rest busy", got, pendingPerConn)
+				}
+				second, err := dialQUIC(t, network, addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := count(second, 6); got["busy"] != 4 || got["open"] != 2 {
+					t.Errorf("second connection, 6 streams with 8 of 10 places taken: %v, want 2 open and 4 busy", got)
+				}
+				if n := s.quicLimits.pending.Load(); n != 10 {
+					t.Errorf("%d pending, want 10", n)
+				}
+				if a, b := s.quicLimits.refused[refusedStreamConn].Load(), s.quicLimits.refused[refusedStreamAll].Load(); a != 4 || b != 4 {
+					t.Errorf("refusals counted: %d per connection, %d over all; want 4 and 4", a, b)
+				}
+				// A client is told, in a sentence, to try again.
+				cl, err := tunnel.NewClient(tunnel.ClientConfig{Server: testName, Address: addr.String(), TLS: &tls.Config{InsecureSkipVerify: true},
+					Token: "bst_0000000000000000_notvalid", Transport: "quic"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer cl.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err = cl.Dial(ctx, "vm1", 22)
+				cancel()
+				var te *tunnel.Error
+				if !errors.As(err, &te) || te.Status != tunnel.StatusCapacity || !strings.Contains(err.Error(), "try again") {
+					t.Errorf("a tunnel while the bastion is full: %v, want capacity, try again", err)
+				}
+				// The waiting streams are closed at the handshake timeout,
+				// and their places given back.
+				for _, str := range waiting {
+					if end := streamEnd(str, 10*time.Second); end != "closed" {
+						t.Errorf("a stream that never sent its request: %s after the handshake timeout, want closed", end)
+					}
+				}
+				for range 100 {
+					if s.quicLimits.pending.Load() == 0 {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				if n := s.quicLimits.pending.Load(); n != 0 {
+					t.Errorf("%d pending after the handshake timeout, want 0", n)
+				}
+				waiting = nil
+				if got := count(first, 1); got["open"] != 1 {
+					t.Errorf("a stream once the others are gone: %v, want it waiting for its request", got)
+				}
+			})
+
+			t.Run("bad tokens", func(t *testing.T) {
+				s, addr := startQUIC(t, network, Config{})
+				conn, err := dialQUIC(t, network, addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				for i := range badTokensPerConn - 1 {
+					if err := askBadToken(ctx, conn); err != nil {
+						t.Fatalf("bad token %d: %v", i+1, err)
+					}
+				}
+				askBadToken(ctx, conn) // the last: the answer may be lost with the connection
+				select {
+				case <-conn.Context().Done():
+				case <-ctx.Done():
+					t.Fatalf("the connection is still open after %d bad tokens", badTokensPerConn)
+				}
+				var ae *quic.ApplicationError
+				if err := context.Cause(conn.Context()); !errors.As(err, &ae) || ae.ErrorCode != tunnel.ErrCodeBadTokens {
+					t.Errorf("the connection ended with %v, want application error %d", err, tunnel.ErrCodeBadTokens)
+				}
+				if n := s.quicLimits.refused[closedBadTokens].Load(); n != 1 {
+					t.Errorf("%d closes counted, want 1", n)
+				}
+			})
+		})
+	}
+}
