@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"net/netip"
@@ -26,6 +27,10 @@ const (
 	// the same instant has more than one or two waiting; it is told to
 	// try again (tunnel.ErrCodeBusy).
 	pendingPerConn = 8
+	// pendingPerSource is how many streams of one source's connections
+	// may be waiting at once: a sixteenth of the default global cap, so
+	// that no one source fills it.
+	pendingPerSource = 64
 	// badTokensPerConn is how many requests with a bad token one
 	// connection may send; the next ends the connection. A client sends
 	// one token per process, so a second bad one is already a guesser.
@@ -37,36 +42,45 @@ var errQUICSourceFull = errors.New("proxy: quic: too many connections from this 
 
 // quicLimits bounds what QUIC clients hold before they are authorized:
 // connections per source (an IPv4 address or an IPv6 /64) and streams
-// whose tunnel request has not arrived, per connection and in all. A
-// stream over either stream cap is reset at once, before any goroutine
-// waits on it.
+// whose tunnel request has not arrived, per connection, per source and in
+// all. A stream over its connection's or its source's cap is reset at
+// once, before any goroutine waits on it. At the global cap, the stream
+// that has waited longest is reset to make room: a real client sends its
+// request within a round trip of opening the stream, so to keep others
+// out, a flood would have to open streams faster than that, from many
+// sources.
 type quicLimits struct {
-	pending atomic.Int64 // streams waiting for their request, on every connection
+	perSource int // pendingPerSource; tests lower it
 
-	mu      sync.Mutex           // guards sources
-	sources map[netip.Prefix]int // open QUIC connections per source
-	conns   atomic.Int64         // the sum of sources
+	mu        sync.Mutex           // guards the fields below
+	sources   map[netip.Prefix]int // open QUIC connections per source
+	conns     int                  // the sum of sources
+	pending   list.List            // of *pendingStream, oldest first
+	pendingBy map[netip.Prefix]int // pending streams per source
+
 	refused [numQUICRefusals]atomic.Int64
 }
 
 // The refusals quicLimits counts, a label of bastiond_quic_refused_total.
 const (
-	refusedConnSource = iota // a connection over its source's cap
-	refusedStreamConn        // a stream over its connection's pending cap
-	refusedStreamAll         // a stream over the global pending cap
-	closedBadTokens          // a connection closed after too many bad tokens
+	refusedConnSource   = iota // a connection over its source's cap
+	refusedStreamConn          // a stream over its connection's pending cap
+	refusedStreamSource        // a stream over its source's pending cap
+	evictedStream              // a pending stream reset to make room at the global cap
+	closedBadTokens            // a connection closed after too many bad tokens
 	numQUICRefusals
 )
 
 var quicRefusalNames = [numQUICRefusals]string{
-	refusedConnSource: "connection_per_source",
-	refusedStreamConn: "stream_per_connection",
-	refusedStreamAll:  "stream_pending",
-	closedBadTokens:   "bad_tokens",
+	refusedConnSource:   "connection_per_source",
+	refusedStreamConn:   "stream_per_connection",
+	refusedStreamSource: "stream_per_source",
+	evictedStream:       "stream_evicted",
+	closedBadTokens:     "bad_tokens",
 }
 
 func newQUICLimits() *quicLimits {
-	return &quicLimits{sources: map[netip.Prefix]int{}}
+	return &quicLimits{perSource: pendingPerSource, sources: map[netip.Prefix]int{}, pendingBy: map[netip.Prefix]int{}}
 }
 
 // connContext is the Transport's ConnContext: quic-go calls it for a new
@@ -87,12 +101,12 @@ func (s *Server) connContext(ctx context.Context, info *quic.ClientInfo) (contex
 		return nil, errQUICSourceFull
 	}
 	l.sources[src]++
-	l.conns.Add(1)
+	l.conns++
 	l.mu.Unlock()
 	context.AfterFunc(ctx, func() {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		l.conns.Add(-1)
+		l.conns--
 		if l.sources[src]--; l.sources[src] <= 0 {
 			delete(l.sources, src)
 		}
@@ -103,30 +117,72 @@ func (s *Server) connContext(ctx context.Context, info *quic.ClientInfo) (contex
 // quicConnState is what serveQUIC keeps for one connection.
 type quicConnState struct {
 	conn      *quic.Conn
-	pending   atomic.Int32 // streams waiting for their request
+	src       netip.Prefix
+	pending   int // streams waiting for their request; guarded by quicLimits.mu
 	badTokens atomic.Int32
 }
 
-// admitStream takes a pending place for a new stream of cs, or says which
-// cap refuses it.
-func (l *quicLimits) admitStream(cs *quicConnState, global int) (refusal int, ok bool) {
-	if cs.pending.Add(1) > pendingPerConn {
-		cs.pending.Add(-1)
-		return refusedStreamConn, false
-	}
-	if l.pending.Add(1) > int64(global) {
-		l.pending.Add(-1)
-		cs.pending.Add(-1)
-		return refusedStreamAll, false
-	}
-	return 0, true
+// pendingStream is a stream waiting for its tunnel request.
+type pendingStream struct {
+	cs   *quicConnState
+	str  *quic.Stream
+	elem *list.Element // nil once its place is given back
 }
 
-// requestRead gives back the pending place of a stream of cs, once its
-// request is read or its reading failed.
-func (l *quicLimits) requestRead(cs *quicConnState) {
-	cs.pending.Add(-1)
-	l.pending.Add(-1)
+// admitStream takes a pending place for str, a new stream of cs, under
+// the global cap of global streams, or says which cap refuses it.
+func (l *quicLimits) admitStream(cs *quicConnState, str *quic.Stream, global int) (ps *pendingStream, refusal int) {
+	var evicted *quic.Stream
+	defer func() {
+		if evicted != nil {
+			l.refused[evictedStream].Add(1)
+			refuseStream(evicted) // its goroutine's read fails, and it ends
+		}
+	}()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case cs.pending >= pendingPerConn:
+		return nil, refusedStreamConn
+	case l.pendingBy[cs.src] >= l.perSource:
+		return nil, refusedStreamSource
+	}
+	if l.pending.Len() >= global {
+		old := l.pending.Front().Value.(*pendingStream)
+		l.unpend(old)
+		evicted = old.str
+	}
+	ps = &pendingStream{cs: cs, str: str}
+	ps.elem = l.pending.PushBack(ps)
+	cs.pending++
+	l.pendingBy[cs.src]++
+	return ps, 0
+}
+
+// requestRead gives back the pending place of ps, once its request is
+// read or its reading failed (if it was not evicted already).
+func (l *quicLimits) requestRead(ps *pendingStream) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ps.elem != nil {
+		l.unpend(ps)
+	}
+}
+
+func (l *quicLimits) unpend(ps *pendingStream) {
+	l.pending.Remove(ps.elem)
+	ps.elem = nil
+	ps.cs.pending--
+	if l.pendingBy[ps.cs.src]--; l.pendingBy[ps.cs.src] <= 0 {
+		delete(l.pendingBy, ps.cs.src)
+	}
+}
+
+// pendingLen is the number of streams waiting for their request.
+func (l *quicLimits) pendingLen() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pending.Len()
 }
 
 // refuseStream resets str in both directions with tunnel.ErrCodeBusy.
@@ -142,8 +198,10 @@ var (
 		"QUIC connections open or in their handshake.", nil, nil)
 	quicPendingDesc = prometheus.NewDesc("bastiond_quic_pending_tunnel_requests",
 		"QUIC streams waiting for their tunnel request, on every connection.", nil, nil)
+	quicPendingSourcesDesc = prometheus.NewDesc("bastiond_quic_pending_tunnel_request_sources",
+		"Sources (IPv4 addresses, IPv6 /64s) with QUIC streams waiting for their tunnel request.", nil, nil)
 	quicRefusedDesc = prometheus.NewDesc("bastiond_quic_refused_total",
-		"QUIC connections and streams refused by a cap (reason: connection_per_source, stream_per_connection, stream_pending), and connections closed after too many bad tokens (bad_tokens).",
+		"QUIC connections and streams refused by a cap (reason: connection_per_source, stream_per_connection, stream_per_source), streams waiting for their request reset to make room at the global cap (stream_evicted), and connections closed after too many bad tokens (bad_tokens).",
 		[]string{"reason"}, nil)
 	quicHellosDesc = prometheus.NewDesc("bastiond_quic_pending_hellos",
 		"QUIC first flights the gate holds until their ClientHello is whole, the size of its table.", nil, nil)
@@ -166,7 +224,7 @@ var _ prometheus.Collector = quicCollector{}
 func (s *Server) QUICMetrics() prometheus.Collector { return quicCollector{s} }
 
 func (c quicCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{quicSourcesDesc, quicConnsDesc, quicPendingDesc, quicRefusedDesc,
+	for _, d := range []*prometheus.Desc{quicSourcesDesc, quicConnsDesc, quicPendingDesc, quicPendingSourcesDesc, quicRefusedDesc,
 		quicHellosDesc, quicHelloSourcesDesc, quicHelloEvictionsDesc, quicHelloRefusedDesc} {
 		ch <- d
 	}
@@ -175,11 +233,12 @@ func (c quicCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c quicCollector) Collect(ch chan<- prometheus.Metric) {
 	l := c.s.quicLimits
 	l.mu.Lock()
-	sources := len(l.sources)
+	sources, conns, pending, pendingSources := len(l.sources), l.conns, l.pending.Len(), len(l.pendingBy)
 	l.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(quicSourcesDesc, prometheus.GaugeValue, float64(sources))
-	ch <- prometheus.MustNewConstMetric(quicConnsDesc, prometheus.GaugeValue, float64(l.conns.Load()))
-	ch <- prometheus.MustNewConstMetric(quicPendingDesc, prometheus.GaugeValue, float64(l.pending.Load()))
+	ch <- prometheus.MustNewConstMetric(quicConnsDesc, prometheus.GaugeValue, float64(conns))
+	ch <- prometheus.MustNewConstMetric(quicPendingDesc, prometheus.GaugeValue, float64(pending))
+	ch <- prometheus.MustNewConstMetric(quicPendingSourcesDesc, prometheus.GaugeValue, float64(pendingSources))
 	for i, name := range quicRefusalNames {
 		ch <- prometheus.MustNewConstMetric(quicRefusedDesc, prometheus.CounterValue, float64(l.refused[i].Load()), name)
 	}

@@ -110,50 +110,57 @@ func TestQUICLimits(t *testing.T) {
 				}
 			})
 
-			t.Run("pending streams", func(t *testing.T) {
-				s, addr := startQUIC(t, network, Config{MaxPendingTunnels: 10, HandshakeTimeout: 2 * time.Second})
-				var waiting []*quic.Stream // the streams not refused
-				count := func(conn *quic.Conn, n int) map[string]int {
-					strs := make([]*quic.Stream, n)
-					for i := range strs {
-						strs[i] = stalledStream(t, conn)
-					}
-					// A refusal comes at once; give it a moment, well
-					// below the handshake timeout.
-					ends := make([]string, n)
-					var wg sync.WaitGroup
-					for i, str := range strs {
-						wg.Go(func() { ends[i] = streamEnd(str, 300*time.Millisecond) })
-					}
-					wg.Wait()
-					got := map[string]int{}
-					for i, end := range ends {
-						got[end]++
-						if end == "open" {
-							waiting = append(waiting, strs[i])
-						}
-					}
-					return got
+			// streams opens n streams on conn that never send their
+			// request and says how many were refused at once ("busy")
+			// and which wait ("open").
+			streams := func(t *testing.T, conn *quic.Conn, n int) (map[string]int, []*quic.Stream) {
+				strs := make([]*quic.Stream, n)
+				for i := range strs {
+					strs[i] = stalledStream(t, conn)
 				}
+				// A refusal comes at once; give it a moment, well below
+				// the handshake timeout.
+				ends := make([]string, n)
+				var wg sync.WaitGroup
+				for i, str := range strs {
+					wg.Go(func() { ends[i] = streamEnd(str, 300*time.Millisecond) })
+				}
+				wg.Wait()
+				got, open := map[string]int{}, []*quic.Stream(nil)
+				for i, end := range ends {
+					got[end]++
+					if end == "open" {
+						open = append(open, strs[i])
+					}
+				}
+				return got, open
+			}
+
+			t.Run("pending streams per connection and per source", func(t *testing.T) {
+				s, addr := startQUIC(t, network, Config{HandshakeTimeout: 2 * time.Second})
+				s.quicLimits.perSource = 10
 				first, err := dialQUIC(t, network, addr)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got := count(first, 12); got["busy"] != 12-pendingPerConn || got["open"] != pendingPerConn {
+				got, waiting := streams(t, first, 12)
+				if got["busy"] != 12-pendingPerConn || got["open"] != pendingPerConn {
 					t.Errorf("one connection, 12 streams: %v, want %d open and the rest busy", got, pendingPerConn)
 				}
 				second, err := dialQUIC(t, network, addr)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got := count(second, 6); got["busy"] != 4 || got["open"] != 2 {
-					t.Errorf("second connection, 6 streams with 8 of 10 places taken: %v, want 2 open and 4 busy", got)
+				got, more := streams(t, second, 6)
+				waiting = append(waiting, more...)
+				if got["busy"] != 4 || got["open"] != 2 {
+					t.Errorf("second connection of the source, 6 streams with 8 of its 10 places taken: %v, want 2 open and 4 busy", got)
 				}
-				if n := s.quicLimits.pending.Load(); n != 10 {
+				if n := s.quicLimits.pendingLen(); n != 10 {
 					t.Errorf("%d pending, want 10", n)
 				}
-				if a, b := s.quicLimits.refused[refusedStreamConn].Load(), s.quicLimits.refused[refusedStreamAll].Load(); a != 4 || b != 4 {
-					t.Errorf("refusals counted: %d per connection, %d over all; want 4 and 4", a, b)
+				if a, b := s.quicLimits.refused[refusedStreamConn].Load(), s.quicLimits.refused[refusedStreamSource].Load(); a != 4 || b != 4 {
+					t.Errorf("refusals counted: %d per connection, %d per source; want 4 and 4", a, b)
 				}
 				// A client is told, in a sentence, to try again.
 				cl, err := tunnel.NewClient(tunnel.ClientConfig{Server: testName, Address: addr.String(), TLS: &tls.Config{InsecureSkipVerify: true},
@@ -167,7 +174,7 @@ func TestQUICLimits(t *testing.T) {
 				cancel()
 				var te *tunnel.Error
 				if !errors.As(err, &te) || te.Status != tunnel.StatusCapacity || !strings.Contains(err.Error(), "try again") {
-					t.Errorf("a tunnel while the bastion is full: %v, want capacity, try again", err)
+					t.Errorf("a tunnel while the source is full: %v, want capacity, try again", err)
 				}
 				// The waiting streams are closed at the handshake timeout,
 				// and their places given back.
@@ -177,17 +184,42 @@ func TestQUICLimits(t *testing.T) {
 					}
 				}
 				for range 100 {
-					if s.quicLimits.pending.Load() == 0 {
+					if s.quicLimits.pendingLen() == 0 {
 						break
 					}
 					time.Sleep(20 * time.Millisecond)
 				}
-				if n := s.quicLimits.pending.Load(); n != 0 {
+				if n := s.quicLimits.pendingLen(); n != 0 {
 					t.Errorf("%d pending after the handshake timeout, want 0", n)
 				}
-				waiting = nil
-				if got := count(first, 1); got["open"] != 1 {
+				if got, _ := streams(t, first, 1); got["open"] != 1 {
 					t.Errorf("a stream once the others are gone: %v, want it waiting for its request", got)
+				}
+			})
+
+			t.Run("the global cap evicts the oldest", func(t *testing.T) {
+				s, addr := startQUIC(t, network, Config{MaxPendingTunnels: 10})
+				first, err := dialQUIC(t, network, addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, old := streams(t, first, pendingPerConn)
+				second, err := dialQUIC(t, network, addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, _ := streams(t, second, 6); got["open"] != 6 {
+					t.Errorf("6 new streams with 8 of 10 places taken: %v, want all 6 waiting", got)
+				}
+				got := map[string]int{}
+				for _, str := range old {
+					got[streamEnd(str, 300*time.Millisecond)]++
+				}
+				if got["busy"] != 4 || got["open"] != 4 {
+					t.Errorf("the 8 older streams: %v, want the 4 oldest reset busy", got)
+				}
+				if n, e := s.quicLimits.pendingLen(), s.quicLimits.refused[evictedStream].Load(); n != 10 || e != 4 {
+					t.Errorf("%d pending and %d evicted, want 10 and 4", n, e)
 				}
 			})
 

@@ -18,21 +18,23 @@ import (
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/internal/source"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 )
 
 // serveQUIC accepts tunnel streams on one QUIC connection until it closes.
-// A stream over the connection's or the server's cap of pending requests
+// A stream over its connection's or its source's cap of pending requests
 // is reset at once: no goroutine waits on it.
 func (s *Server) serveQUIC(conn *quic.Conn) {
 	client := addrPortOf(conn.RemoteAddr())
-	cs := &quicConnState{conn: conn}
+	cs := &quicConnState{conn: conn, src: source.Of(client.Addr())}
 	for {
 		str, err := conn.AcceptStream(context.Background())
 		if err != nil {
 			return // the connection is gone; its streams end with it
 		}
-		if why, ok := s.quicLimits.admitStream(cs, s.cfg.Load().MaxPendingTunnels); !ok {
+		ps, why := s.quicLimits.admitStream(cs, str, s.cfg.Load().MaxPendingTunnels)
+		if ps == nil {
 			s.quicLimits.refused[why].Add(1)
 			refuseStream(str)
 			if ce := s.log.Check(zap.DebugLevel, "quic: tunnel stream refused"); ce != nil {
@@ -40,7 +42,7 @@ func (s *Server) serveQUIC(conn *quic.Conn) {
 			}
 			continue
 		}
-		go s.serveTunnel(tunnel.NewStreamConn(conn, str), "quic", client, cs)
+		go s.serveTunnel(tunnel.NewStreamConn(conn, str), "quic", client, ps)
 	}
 }
 
@@ -67,15 +69,15 @@ func (s *Server) tunnelWebSocket(w http.ResponseWriter, r *http.Request) {
 
 // serveTunnel reads a tunnel request from c, authorizes it, has the broker
 // open the session and relays it. Every refusal is answered with a status
-// the client turns into a clear sentence, then c is closed. cs is the
-// QUIC connection's state for a stream, nil for a WebSocket: the stream
-// holds one of its pending places until its request is read.
-func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, cs *quicConnState) {
+// the client turns into a clear sentence, then c is closed. ps is the
+// pending place of a QUIC stream, given back once its request is read;
+// nil for a WebSocket.
+func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *pendingStream) {
 	cfg := s.cfg.Load()
 	c.SetReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	req, err := tunnel.ReadRequest(c)
-	if cs != nil {
-		s.quicLimits.requestRead(cs)
+	if ps != nil {
+		s.quicLimits.requestRead(ps)
 	}
 	if err != nil {
 		s.handshakeFailed("tunnel")
@@ -109,12 +111,12 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, cs *
 		s.handshakeFailed("tunnel")
 		log.Info("tunnel refused: bad token")
 		s.refuseTunnel(c, tunnel.StatusUnauthorized, auth.ErrBadToken.Error())
-		if cs != nil && cs.badTokens.Add(1) >= badTokensPerConn {
+		if ps != nil && ps.cs.badTokens.Add(1) >= badTokensPerConn {
 			// A guesser, not a client with a stale token: end its
 			// connection, which a new one (a new handshake) must replace.
 			s.quicLimits.refused[closedBadTokens].Add(1)
 			log.Info("quic connection closed: too many bad tokens")
-			cs.conn.CloseWithError(tunnel.ErrCodeBadTokens, "too many bad tokens")
+			ps.cs.conn.CloseWithError(tunnel.ErrCodeBadTokens, "too many bad tokens")
 		}
 		return
 	case !tok.HasScope(auth.ScopeTunnel):
