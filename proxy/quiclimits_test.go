@@ -99,11 +99,11 @@ func TestQUICLimits(t *testing.T) {
 				// A place given back is a place for another connection.
 				open[0].CloseWithError(0, "")
 				var err error
-				for range 50 { // the server learns of the close within a round trip
+				for range 100 { // the server learns of the close within a round trip
 					if _, err = dialQUIC(t, network, addr); err == nil {
 						break
 					}
-					time.Sleep(20 * time.Millisecond)
+					time.Sleep(100 * time.Millisecond)
 				}
 				if err != nil {
 					t.Errorf("a new connection after one closed: %v", err)
