@@ -138,7 +138,9 @@ func TestQUICLimits(t *testing.T) {
 
 			t.Run("pending streams per connection and per source", func(t *testing.T) {
 				s, addr := startQUIC(t, network, Config{HandshakeTimeout: 2 * time.Second})
+				s.quicLimits.mu.Lock()
 				s.quicLimits.perSource = 10
+				s.quicLimits.mu.Unlock()
 				first, err := dialQUIC(t, network, addr)
 				if err != nil {
 					t.Fatal(err)
