@@ -63,10 +63,11 @@ type Config struct {
 	// cap (limits.sessions_per_user). Default 10.
 	TunnelsPerConn int
 	// MaxPendingTunnels caps the QUIC streams, over every connection,
-	// whose tunnel request has not arrived yet; past it, a new stream is
-	// reset at once (tunnel.ErrCodeBusy). Each connection may have at most
-	// 8 of them, and each has HandshakeTimeout to send its request.
-	// Default 1024.
+	// whose tunnel request has not arrived yet; at the cap, the one that
+	// has waited longest is reset (tunnel.ErrCodeBusy) to make room. One
+	// connection may have at most 8 of them and one source 64 (past
+	// those, a new stream is reset at once), and each has
+	// HandshakeTimeout to send its request. Default 1024.
 	MaxPendingTunnels int
 	// Access is the authorization policy. Required.
 	Access *access.Policy

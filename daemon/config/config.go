@@ -209,10 +209,11 @@ type Limits struct {
 	ConnectionsPerSource int `yaml:"connections_per_source"`
 	// PendingTunnelRequests caps the QUIC streams, over all connections,
 	// that have not sent their tunnel request yet (each has
-	// handshake_timeout to send it, and one connection may have 8);
-	// past it, new streams are refused at once. Default 1024. The QUIC
-	// connections of one source are capped by connections_per_source,
-	// counted apart from its TCP connections.
+	// handshake_timeout to send it; one connection may have 8 and one
+	// source 64); at the cap, the one that waited longest is reset to
+	// make room. Default 1024. The QUIC connections of one source are
+	// capped by connections_per_source, counted apart from its TCP
+	// connections.
 	PendingTunnelRequests int `yaml:"pending_tunnel_requests"`
 	// DrainGrace is how long SIGTERM waits for sessions to end. Default 30s.
 	DrainGrace time.Duration `yaml:"drain_grace"`
