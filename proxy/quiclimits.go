@@ -31,6 +31,13 @@ const (
 	// may be waiting at once: a sixteenth of the default global cap, so
 	// that no one source fills it.
 	pendingPerSource = 64
+	// maxUnauthConns is how many QUIC connections that have not shown a
+	// valid token yet the bastion holds, from every source; at the cap, the
+	// oldest is closed to make room. A real client sends its token as soon
+	// as it has a tunnel to open (bastionctl tunnel connects first and
+	// then waits for one; closed, it connects again), so a flood from many
+	// sources costs at most this many connections, about 70 KiB each.
+	maxUnauthConns = 2048
 	// badTokensPerConn is how many requests with a bad token one
 	// connection may send; the next ends the connection. A client sends
 	// one token per process, so a second bad one is already a guesser.
@@ -51,12 +58,14 @@ var errQUICSourceFull = errors.New("proxy: quic: too many connections from this 
 // sources.
 type quicLimits struct {
 	perSource int // pendingPerSource; tests lower it
+	maxUnauth int // maxUnauthConns; tests lower it
 
 	mu        sync.Mutex           // guards the fields below
 	sources   map[netip.Prefix]int // open QUIC connections per source
 	conns     int                  // the sum of sources
 	pending   list.List            // of *pendingStream, oldest first
 	pendingBy map[netip.Prefix]int // pending streams per source
+	unauth    list.List            // of *quicConnState without a valid token yet, oldest first
 
 	refused [numQUICRefusals]atomic.Int64
 }
@@ -67,6 +76,7 @@ const (
 	refusedStreamConn          // a stream over its connection's pending cap
 	refusedStreamSource        // a stream over its source's pending cap
 	evictedStream              // a pending stream reset to make room at the global cap
+	evictedConn                // a connection without a valid token closed to make room
 	closedBadTokens            // a connection closed after too many bad tokens
 	numQUICRefusals
 )
@@ -76,11 +86,12 @@ var quicRefusalNames = [numQUICRefusals]string{
 	refusedStreamConn:   "stream_per_connection",
 	refusedStreamSource: "stream_per_source",
 	evictedStream:       "stream_evicted",
+	evictedConn:         "connection_evicted",
 	closedBadTokens:     "bad_tokens",
 }
 
 func newQUICLimits() *quicLimits {
-	return &quicLimits{perSource: pendingPerSource, sources: map[netip.Prefix]int{}, pendingBy: map[netip.Prefix]int{}}
+	return &quicLimits{perSource: pendingPerSource, maxUnauth: maxUnauthConns, sources: map[netip.Prefix]int{}, pendingBy: map[netip.Prefix]int{}}
 }
 
 // connContext is the Transport's ConnContext: quic-go calls it for a new
@@ -118,9 +129,42 @@ func (s *Server) connContext(ctx context.Context, info *quic.ClientInfo) (contex
 type quicConnState struct {
 	conn      *quic.Conn
 	src       netip.Prefix
-	pending   int // streams waiting for their request; guarded by quicLimits.mu
+	pending   int           // streams waiting for their request; guarded by quicLimits.mu
+	unauth    *list.Element // in quicLimits.unauth until a valid token; guarded by quicLimits.mu
 	badTokens atomic.Int32
 }
+
+// connAccepted puts cs, a connection whose handshake completed, among
+// those without a valid token, closing the oldest of them if there are
+// as many as the cap allows.
+func (l *quicLimits) connAccepted(cs *quicConnState) {
+	var evicted *quic.Conn
+	l.mu.Lock()
+	if l.unauth.Len() >= l.maxUnauth {
+		old := l.unauth.Remove(l.unauth.Front()).(*quicConnState)
+		old.unauth = nil
+		evicted = old.conn
+	}
+	cs.unauth = l.unauth.PushBack(cs)
+	l.mu.Unlock()
+	if evicted != nil {
+		l.refused[evictedConn].Add(1)
+		evicted.CloseWithError(tunnel.ErrCodeUnauthenticated, "too many connections without a valid token")
+	}
+}
+
+// authenticated takes cs off the list of connections without a valid
+// token, for good; connGone does so when the connection ends.
+func (l *quicLimits) authenticated(cs *quicConnState) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cs.unauth != nil {
+		l.unauth.Remove(cs.unauth)
+		cs.unauth = nil
+	}
+}
+
+func (l *quicLimits) connGone(cs *quicConnState) { l.authenticated(cs) }
 
 // pendingStream is a stream waiting for its tunnel request.
 type pendingStream struct {
@@ -196,12 +240,14 @@ var (
 		"Sources (IPv4 addresses, IPv6 /64s) with QUIC connections open, the size of the per-source table.", nil, nil)
 	quicConnsDesc = prometheus.NewDesc("bastiond_quic_connections",
 		"QUIC connections open or in their handshake.", nil, nil)
+	quicUnauthDesc = prometheus.NewDesc("bastiond_quic_unauthenticated_connections",
+		"QUIC connections past their handshake that have not shown a valid token yet.", nil, nil)
 	quicPendingDesc = prometheus.NewDesc("bastiond_quic_pending_tunnel_requests",
 		"QUIC streams waiting for their tunnel request, on every connection.", nil, nil)
 	quicPendingSourcesDesc = prometheus.NewDesc("bastiond_quic_pending_tunnel_request_sources",
 		"Sources (IPv4 addresses, IPv6 /64s) with QUIC streams waiting for their tunnel request.", nil, nil)
 	quicRefusedDesc = prometheus.NewDesc("bastiond_quic_refused_total",
-		"QUIC connections and streams refused by a cap (reason: connection_per_source, stream_per_connection, stream_per_source), streams waiting for their request reset to make room at the global cap (stream_evicted), and connections closed after too many bad tokens (bad_tokens).",
+		"QUIC connections and streams refused by a cap (reason: connection_per_source, stream_per_connection, stream_per_source), streams waiting for their request reset to make room at the global cap (stream_evicted), connections without a valid token closed to make room (connection_evicted), and connections closed after too many bad tokens (bad_tokens).",
 		[]string{"reason"}, nil)
 	quicHellosDesc = prometheus.NewDesc("bastiond_quic_pending_hellos",
 		"QUIC first flights the gate holds until their ClientHello is whole, the size of its table.", nil, nil)
@@ -224,7 +270,7 @@ var _ prometheus.Collector = quicCollector{}
 func (s *Server) QUICMetrics() prometheus.Collector { return quicCollector{s} }
 
 func (c quicCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{quicSourcesDesc, quicConnsDesc, quicPendingDesc, quicPendingSourcesDesc, quicRefusedDesc,
+	for _, d := range []*prometheus.Desc{quicSourcesDesc, quicConnsDesc, quicUnauthDesc, quicPendingDesc, quicPendingSourcesDesc, quicRefusedDesc,
 		quicHellosDesc, quicHelloSourcesDesc, quicHelloEvictionsDesc, quicHelloRefusedDesc} {
 		ch <- d
 	}
@@ -233,8 +279,9 @@ func (c quicCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c quicCollector) Collect(ch chan<- prometheus.Metric) {
 	l := c.s.quicLimits
 	l.mu.Lock()
-	sources, conns, pending, pendingSources := len(l.sources), l.conns, l.pending.Len(), len(l.pendingBy)
+	sources, conns, pending, pendingSources, unauth := len(l.sources), l.conns, l.pending.Len(), len(l.pendingBy), l.unauth.Len()
 	l.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(quicUnauthDesc, prometheus.GaugeValue, float64(unauth))
 	ch <- prometheus.MustNewConstMetric(quicSourcesDesc, prometheus.GaugeValue, float64(sources))
 	ch <- prometheus.MustNewConstMetric(quicConnsDesc, prometheus.GaugeValue, float64(conns))
 	ch <- prometheus.MustNewConstMetric(quicPendingDesc, prometheus.GaugeValue, float64(pending))

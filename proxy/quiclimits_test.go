@@ -13,6 +13,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 )
 
@@ -222,6 +223,72 @@ func TestQUICLimits(t *testing.T) {
 				}
 				if n, e := s.quicLimits.pendingLen(), s.quicLimits.refused[evictedStream].Load(); n != 10 || e != 4 {
 					t.Errorf("%d pending and %d evicted, want 10 and 4", n, e)
+				}
+			})
+
+			t.Run("connections without a valid token", func(t *testing.T) {
+				s, addr := startQUIC(t, network, Config{})
+				s.quicLimits.mu.Lock()
+				s.quicLimits.maxUnauth = 2
+				s.quicLimits.mu.Unlock()
+				secret, _, err := s.auth.Store().IssueToken("carol", []string{auth.ScopeTunnel}, time.Hour, "test", "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				unauth := func(want int) {
+					t.Helper()
+					for range 100 {
+						s.quicLimits.mu.Lock()
+						n := s.quicLimits.unauth.Len()
+						s.quicLimits.mu.Unlock()
+						if n == want {
+							return
+						}
+						time.Sleep(20 * time.Millisecond)
+					}
+					t.Fatalf("never %d connections without a valid token", want)
+				}
+				dial := func(want int) *quic.Conn {
+					t.Helper()
+					conn, err := dialQUIC(t, network, addr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					unauth(want)
+					return conn
+				}
+				// A user's connection shows a valid token (carol may not
+				// tunnel to vm1, but her token is good).
+				user := dial(1)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				str, err := user.OpenStreamSync(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req, _ := tunnel.Request{Token: secret, Target: "vm1", Port: 22}.Marshal()
+				str.Write(req)
+				str.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if resp, err := tunnel.ReadResponse(str); err != nil || resp.Status != tunnel.StatusDenied {
+					t.Fatalf("carol's request: %v %v, want denied", resp, err)
+				}
+				unauth(0)
+				oldest, newer := dial(1), dial(2)
+				dial(2) // one more: the oldest without a token makes room
+				select {
+				case <-oldest.Context().Done():
+				case <-ctx.Done():
+					t.Fatal("the oldest connection without a valid token is still open")
+				}
+				var ae *quic.ApplicationError
+				if err := context.Cause(oldest.Context()); !errors.As(err, &ae) || ae.ErrorCode != tunnel.ErrCodeUnauthenticated {
+					t.Errorf("the oldest ended with %v, want application error %d", err, tunnel.ErrCodeUnauthenticated)
+				}
+				if user.Context().Err() != nil || newer.Context().Err() != nil {
+					t.Errorf("the user's connection (%v) or the newer one (%v) was closed", context.Cause(user.Context()), context.Cause(newer.Context()))
+				}
+				if n := s.quicLimits.refused[evictedConn].Load(); n != 1 {
+					t.Errorf("%d evictions counted, want 1", n)
 				}
 			})
 

@@ -28,6 +28,8 @@ import (
 func (s *Server) serveQUIC(conn *quic.Conn) {
 	client := addrPortOf(conn.RemoteAddr())
 	cs := &quicConnState{conn: conn, src: source.Of(client.Addr())}
+	s.quicLimits.connAccepted(cs)
+	defer s.quicLimits.connGone(cs)
 	for {
 		str, err := conn.AcceptStream(context.Background())
 		if err != nil {
@@ -123,6 +125,9 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		log.Info("tunnel refused: token without the tunnel scope", zap.String("user", user.Name), zap.String("token", tok.ID))
 		s.refuseTunnel(c, tunnel.StatusUnauthorized, "this token may not open tunnels (it lacks the tunnel scope): run bastionctl login")
 		return
+	}
+	if ps != nil {
+		s.quicLimits.authenticated(ps.cs)
 	}
 	log = log.With(zap.String("user", user.Name))
 	// Authorization before lookup: whoever the roles do not cover gets one

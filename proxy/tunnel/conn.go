@@ -29,6 +29,12 @@ const ErrCodeBusy quic.StreamErrorCode = 1
 // closes a connection that sent too many requests with a bad token.
 const ErrCodeBadTokens quic.ApplicationErrorCode = 1
 
+// ErrCodeUnauthenticated is the QUIC application error code with which a
+// server closes a connection that has not sent a valid token yet, to make
+// room for new ones when it holds as many such connections as it may. A
+// client connects again when it has a tunnel to open.
+const ErrCodeUnauthenticated quic.ApplicationErrorCode = 2
+
 // NewStreamConn is a QUIC stream as a net.Conn with CloseWrite (the
 // stream's FIN). Its addresses are the QUIC connection's and its
 // deadlines the stream's.
