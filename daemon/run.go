@@ -212,7 +212,8 @@ func (d *daemon) start() (err error) {
 	if err != nil {
 		return err
 	}
-	d.metrics = newMetricsServer(metricsLn, d.kernel, d.log.Named("metrics"), d.broker, d.auth, d.front.RequestMetrics(), d.front.TCPMetrics())
+	d.metrics = newMetricsServer(metricsLn, d.kernel, d.log.Named("metrics"), d.broker, d.auth,
+		d.front.RequestMetrics(), d.front.TCPMetrics(), d.front.QUICMetrics())
 	if d.pred != nil {
 		d.front.SetPredecessor(d.pred.quicLinks())
 	}
@@ -561,6 +562,8 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 		HandshakeTimeout:  cfg.Limits.HandshakeTimeout,
 		ClientTimeout:     cfg.Limits.ClientTimeout,
 		MaxConnsPerSource: cfg.Limits.ConnectionsPerSource,
+		TunnelsPerConn:    cfg.Limits.SessionsPerUser,
+		MaxPendingTunnels: cfg.Limits.PendingTunnelRequests,
 		Access:            accessPolicy(cfg),
 		WebSessions:       websession.Config{Idle: cfg.Access.SessionIdle, Absolute: cfg.Access.SessionLifetime},
 		Broker:            d.broker,

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/net/ipv4"
 
+	"github.com/bastiond/bastiond/proxy/internal/source"
 	"github.com/bastiond/bastiond/proxy/quicinitial"
 )
 
@@ -66,8 +67,10 @@ type quicGate struct {
 
 	mu        sync.Mutex
 	pending   map[gateKey]*pendingHello
-	perSource map[netip.Addr]int // pending entries per source address
+	perSource map[netip.Prefix]int // pending entries per source (source.Of)
 	decided   map[gateKey]decision
+	evicted   int64          // pending entries forgotten to make room, for the metrics
+	refused   int64          // Initials dropped at their source's cap, for the metrics
 	queue     []heldDatagram // admitted, for quic-go's next reads
 	swept     time.Time
 	// link is the successor's, which the gate reads instead of the socket
@@ -80,7 +83,7 @@ type quicGate struct {
 // Bounds of the gate's state.
 const (
 	maxPendingHellos   = 4096  // Initials whose ClientHello is incomplete
-	maxPendingPerSrc   = 16    // of them from one source address
+	maxPendingPerSrc   = 16    // of them from one source (an IPv4 address, an IPv6 /64)
 	maxDecidedHellos   = 16384 // (source, DCID) admitted or rejected
 	maxHelloDatagrams  = 4     // datagrams held for one ClientHello
 	minInitialDatagram = 1200  // RFC 9000 section 14.1
@@ -120,7 +123,7 @@ func newQUICGate(pc net.PacketConn, s *Server, pred *quicLink) *quicGate {
 	g := &quicGate{
 		pc: pc, s: s, ids: s.ids, pred: pred, now: time.Now,
 		maxPending: maxPendingHellos, maxPerSource: maxPendingPerSrc, maxDecided: maxDecidedHellos,
-		pending: map[gateKey]*pendingHello{}, perSource: map[netip.Addr]int{}, decided: map[gateKey]decision{},
+		pending: map[gateKey]*pendingHello{}, perSource: map[netip.Prefix]int{}, decided: map[gateKey]decision{},
 	}
 	if udp, ok := pc.(*net.UDPConn); ok {
 		// As quic-go does for a *net.UDPConn: recvmmsg, with the control
@@ -334,8 +337,9 @@ func (g *quicGate) assemble(k gateKey, m *ipv4.Message, frames []quicinitial.Cry
 		p = nil
 	}
 	if p == nil {
-		ip := k.src.Addr()
-		if g.perSource[ip] >= g.maxPerSource {
+		src := source.Of(k.src.Addr())
+		if g.perSource[src] >= g.maxPerSource {
+			g.refused++
 			g.debug("dropped an Initial: too many incomplete ClientHellos from its source", m.Addr, nil)
 			return
 		}
@@ -346,12 +350,13 @@ func (g *quicGate) assemble(k gateKey, m *ipv4.Message, frames []quicinitial.Cry
 			// takes to send its whole first flight.
 			for old := range g.pending {
 				g.unpend(old)
+				g.evicted++
 				break
 			}
 		}
 		p = &pendingHello{start: now}
 		g.pending[k] = p
-		g.perSource[ip]++
+		g.perSource[src]++
 	}
 	p.held = append(p.held, hold(m))
 	var err error
@@ -448,10 +453,31 @@ func longDCID(b []byte) []byte {
 
 func (g *quicGate) unpend(k gateKey) {
 	delete(g.pending, k)
-	ip := k.src.Addr()
-	if g.perSource[ip]--; g.perSource[ip] <= 0 {
-		delete(g.perSource, ip)
+	src := source.Of(k.src.Addr())
+	if g.perSource[src]--; g.perSource[src] <= 0 {
+		delete(g.perSource, src)
 	}
+}
+
+// gateStats are the sizes of a gate's tables and what its caps did, for
+// the metrics.
+type gateStats struct {
+	pending, sources, decided int
+	evicted, refused          int64
+}
+
+func (a *gateStats) add(b gateStats) {
+	a.pending += b.pending
+	a.sources += b.sources
+	a.decided += b.decided
+	a.evicted += b.evicted
+	a.refused += b.refused
+}
+
+func (g *quicGate) stats() gateStats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return gateStats{pending: len(g.pending), sources: len(g.perSource), decided: len(g.decided), evicted: g.evicted, refused: g.refused}
 }
 
 // sweep forgets, now and then, hellos that did not complete within the

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
+	"github.com/bastiond/bastiond/proxy/internal/source"
 	"github.com/bastiond/bastiond/proxy/quicinitial"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 )
@@ -452,6 +453,39 @@ func TestQUICGateState(t *testing.T) {
 		}
 	})
 
+	// The per-source cap counts an IPv6 /64 as one source: a client
+	// rotating its addresses inside it gets no more room than one address.
+	t.Run("one source is an IPv4 address or an IPv6 /64", func(t *testing.T) {
+		for _, c := range []struct {
+			name  string
+			from  func(i int) net.Addr
+			other net.Addr // another source
+		}{
+			{"IPv4", func(int) net.Addr { return &net.UDPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 4433} },
+				&net.UDPAddr{IP: net.IPv4(192, 0, 2, 8), Port: 4433}},
+			{"IPv6 addresses in one /64", func(i int) net.Addr {
+				return &net.UDPAddr{IP: net.ParseIP(fmt.Sprintf("2001:db8:cafe:0:%x::%x", i, i+1)), Port: 4433 + i}
+			}, &net.UDPAddr{IP: net.ParseIP("2001:db8:cafe:1::1"), Port: 4433}},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				g, _ := newGate()
+				g.maxPerSource = 4
+				for i, f := range flights {
+					g.in(f[:1], c.from(i))
+				}
+				readAll(g)
+				if st := g.stats(); st.pending != 4 || st.sources != 1 || st.refused != int64(len(flights)-4) {
+					t.Errorf("stats %+v: want 4 pending from 1 source, %d refused", st, len(flights)-4)
+				}
+				g.in(flights[0][:1], c.other)
+				readAll(g)
+				if st := g.stats(); st.pending != 5 || st.sources != 2 {
+					t.Errorf("another source: stats %+v, want 5 pending from 2 sources", st)
+				}
+			})
+		}
+	})
+
 	t.Run("per-source and total caps", func(t *testing.T) {
 		g, _ := newGate()
 		g.maxPerSource, g.maxPending = 4, 9
@@ -461,8 +495,8 @@ func TestQUICGateState(t *testing.T) {
 		if got := readAll(g); len(got) != 0 {
 			t.Fatalf("%d datagrams passed", len(got))
 		}
-		if len(g.pending) != 4 || g.perSource[addrPort(src(1)).Addr()] != 4 {
-			t.Errorf("%d pending, per source %v", len(g.pending), g.perSource)
+		if len(g.pending) != 4 || g.perSource[source.Of(addrPort(src(1)).Addr())] != 4 || g.refused != int64(len(flights)-4) {
+			t.Errorf("%d pending, per source %v, %d refused", len(g.pending), g.perSource, g.refused)
 		}
 		// A hello completed from a full source is still admitted.
 		g.in(flights[0][1:], src(1))
@@ -485,6 +519,9 @@ func TestQUICGateState(t *testing.T) {
 		}
 		if len(g.pending) != 9 || held != 9 || counted != 9 {
 			t.Errorf("%d pending, %d held, %d counted per source", len(g.pending), held, counted)
+		}
+		if st := g.stats(); st.evicted == 0 || st.pending != 9 {
+			t.Errorf("stats %+v: want 9 pending and evictions counted", st)
 		}
 
 		// Past the handshake timeout, the entries go.

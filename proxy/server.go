@@ -54,7 +54,23 @@ type Config struct {
 	ClientTimeout time.Duration
 	// MaxConnsPerSource caps the TCP connections one source address holds
 	// open; past it, new ones are closed with nothing sent. Default 256.
+	// It caps the QUIC connections of one source too, counted apart from
+	// its TCP ones: an IPv4 address or an IPv6 /64 (source.Of). Past it, a
+	// new QUIC connection is refused before its TLS handshake.
 	MaxConnsPerSource int
+	// TunnelsPerConn is how many tunnels one QUIC connection may carry at
+	// once; with the requests that may be pending on it, quic-go's
+	// MaxIncomingStreams. A client opens one connection per process and
+	// the broker caps a user's sessions anyway: the daemon passes that
+	// cap (limits.sessions_per_user). Default 10.
+	TunnelsPerConn int
+	// MaxPendingTunnels caps the QUIC streams, over every connection,
+	// whose tunnel request has not arrived yet; at the cap, the one that
+	// has waited longest is reset (tunnel.ErrCodeBusy) to make room. One
+	// connection may have at most 8 of them and one source 64 (past
+	// those, a new stream is reset at once), and each has
+	// HandshakeTimeout to send its request. Default 1024.
+	MaxPendingTunnels int
 	// Access is the authorization policy. Required.
 	Access *access.Policy
 	// WebSessions bounds browser sessions.
@@ -97,6 +113,9 @@ type Server struct {
 	tickets  *ticket.Store
 	outcomes *outcomeStore // how browser remote desktops ended
 	refusals *prometheus.CounterVec
+	// quicLimits bounds the QUIC connections per source and the streams
+	// waiting for their request.
+	quicLimits *quicLimits
 
 	// relayForTest, when set, takes the redeemed tickets of browser
 	// sessions instead of the relays (tests of the ticket checks).
@@ -135,7 +154,7 @@ func New(cfg Config, a *auth.Authenticator) (*Server, error) {
 		}
 	}
 	s := &Server{log: c.Logger, auth: a, sessions: websession.NewStore(c.WebSessions), tickets: ticket.NewStore(), outcomes: newOutcomeStore(),
-		lineage: l, ids: newConnIDs(l), refusals: newRefusals()}
+		lineage: l, ids: newConnIDs(l), refusals: newRefusals(), quicLimits: newQUICLimits()}
 	s.cfg.Store(c)
 	s.http = &http.Server{
 		Handler:           s.routes(),
@@ -169,6 +188,12 @@ func (c Config) withDefaults() (*Config, error) {
 	}
 	if c.MaxConnsPerSource == 0 {
 		c.MaxConnsPerSource = 256
+	}
+	if c.TunnelsPerConn == 0 {
+		c.TunnelsPerConn = 10
+	}
+	if c.MaxPendingTunnels == 0 {
+		c.MaxPendingTunnels = 1024
 	}
 	return &c, nil
 }
@@ -285,21 +310,53 @@ func (s *Server) listenQUIC(pc net.PacketConn, pred *net.UnixConn) (*quic.Listen
 		ConnectionIDGenerator:            s.ids,
 		VerifySourceAddress:              func(net.Addr) bool { return true },
 		DisableVersionNegotiationPackets: true,
+		// The per-source connection cap, checked once the source has
+		// answered the Retry and before any TLS state exists.
+		ConnContext: s.connContext,
 	}
-	ql, err := tr.Listen(s.tlsConfig(ALPNTunnel), &quic.Config{
-		Versions:              []quic.Version{quic.Version1},
-		HandshakeIdleTimeout:  c.HandshakeTimeout,
-		MaxIdleTimeout:        c.ClientTimeout,
-		KeepAlivePeriod:       c.ClientTimeout / 3,
-		MaxIncomingStreams:    maxTunnelStreams,
-		MaxIncomingUniStreams: -1, // the tunnel uses bidirectional streams only
-	})
+	qc := s.quicConfig(c)
+	// Each new connection takes the settings in force when it starts, so
+	// that a reload applies to the next ones.
+	qc.GetConfigForClient = func(*quic.ClientInfo) (*quic.Config, error) { return s.quicConfig(s.cfg.Load()), nil }
+	ql, err := tr.Listen(s.tlsConfig(ALPNTunnel), qc)
 	if err != nil {
 		tr.Close()
 		return nil, fmt.Errorf("proxy: quic on %s: %w", pc.LocalAddr(), err)
 	}
 	s.quic = append(s.quic, &quicEndpoint{ln: ql, tr: tr, gate: g})
 	return ql, nil
+}
+
+// Flow-control windows of a QUIC connection. Before a stream is authorized
+// the server reads only its request (at most 7+1024 bytes) and nothing
+// after it, so what a client sends beyond that waits in quic-go's buffers
+// until the token is checked: these initial windows bound those bytes,
+// per stream and per connection (quic-go's defaults are 512 KiB each).
+// Once a tunnel relays, quic-go grows its windows as the relay reads,
+// doubling them up to its defaults' maximums (6 MB a stream, 15 MB a
+// connection), so bulk transfers reach full speed after a few round trips.
+const (
+	quicStreamWindow = 64 << 10
+	quicConnWindow   = 128 << 10
+)
+
+// quicConfig is the QUIC configuration of a new connection under c.
+func (s *Server) quicConfig(c *Config) *quic.Config {
+	return &quic.Config{
+		Versions: []quic.Version{quic.Version1},
+		// A client that stops mid-handshake is dropped after this (and
+		// one that keeps trickling after twice this).
+		HandshakeIdleTimeout: c.HandshakeTimeout,
+		MaxIdleTimeout:       c.ClientTimeout,
+		KeepAlivePeriod:      c.ClientTimeout / 3,
+		// The tunnels a connection may carry, and the requests that may
+		// be waiting on it besides: a peer cannot even open more streams
+		// (quic-go's default is 100, ours was 1024).
+		MaxIncomingStreams:             int64(c.TunnelsPerConn + pendingPerConn),
+		MaxIncomingUniStreams:          -1, // the tunnel uses bidirectional streams only
+		InitialStreamReceiveWindow:     quicStreamWindow,
+		InitialConnectionReceiveWindow: quicConnWindow,
+	}
 }
 
 // acceptQUIC accepts tunnel connections until the listener closes.

@@ -18,23 +18,33 @@ import (
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/internal/source"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 )
 
-// maxTunnelStreams bounds the tunnel streams one QUIC connection may have
-// open at once; a user's sessions are bounded by the broker's per-user cap
-// long before.
-const maxTunnelStreams = 1024
-
 // serveQUIC accepts tunnel streams on one QUIC connection until it closes.
+// A stream over its connection's or its source's cap of pending requests
+// is reset at once: no goroutine waits on it.
 func (s *Server) serveQUIC(conn *quic.Conn) {
 	client := addrPortOf(conn.RemoteAddr())
+	cs := &quicConnState{conn: conn, src: source.Of(client.Addr())}
+	s.quicLimits.connAccepted(cs)
+	defer s.quicLimits.connGone(cs)
 	for {
 		str, err := conn.AcceptStream(context.Background())
 		if err != nil {
 			return // the connection is gone; its streams end with it
 		}
-		go s.serveTunnel(tunnel.NewStreamConn(conn, str), "quic", client)
+		ps, why := s.quicLimits.admitStream(cs, str, s.cfg.Load().MaxPendingTunnels)
+		if ps == nil {
+			s.quicLimits.refused[why].Add(1)
+			refuseStream(str)
+			if ce := s.log.Check(zap.DebugLevel, "quic: tunnel stream refused"); ce != nil {
+				ce.Write(zap.Stringer("client", client), zap.String("reason", quicRefusalNames[why]))
+			}
+			continue
+		}
+		go s.serveTunnel(tunnel.NewStreamConn(conn, str), "quic", client, ps)
 	}
 }
 
@@ -56,16 +66,21 @@ func (s *Server) tunnelWebSocket(w http.ResponseWriter, r *http.Request) {
 	// context of its own: the handler's goroutine returns, and with it the
 	// stack the TLS handshake grew and the request's buffers (about 12 KiB
 	// per idle tunnel).
-	go s.serveTunnel(tunnel.NewWSConn(context.Background(), ws, local, stringAddr(r.RemoteAddr)), "websocket", client)
+	go s.serveTunnel(tunnel.NewWSConn(context.Background(), ws, local, stringAddr(r.RemoteAddr)), "websocket", client, nil)
 }
 
 // serveTunnel reads a tunnel request from c, authorizes it, has the broker
 // open the session and relays it. Every refusal is answered with a status
-// the client turns into a clear sentence, then c is closed.
-func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort) {
+// the client turns into a clear sentence, then c is closed. ps is the
+// pending place of a QUIC stream, given back once its request is read;
+// nil for a WebSocket.
+func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *pendingStream) {
 	cfg := s.cfg.Load()
 	c.SetReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	req, err := tunnel.ReadRequest(c)
+	if ps != nil {
+		s.quicLimits.requestRead(ps)
+	}
 	if err != nil {
 		s.handshakeFailed("tunnel")
 		var pe *tunnel.ProtocolError
@@ -98,29 +113,42 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort) {
 		s.handshakeFailed("tunnel")
 		log.Info("tunnel refused: bad token")
 		s.refuseTunnel(c, tunnel.StatusUnauthorized, auth.ErrBadToken.Error())
+		if ps != nil && ps.cs.badTokens.Add(1) >= badTokensPerConn {
+			// A guesser, not a client with a stale token: end its
+			// connection, which a new one (a new handshake) must replace.
+			s.quicLimits.refused[closedBadTokens].Add(1)
+			log.Info("quic connection closed: too many bad tokens")
+			ps.cs.conn.CloseWithError(tunnel.ErrCodeBadTokens, "too many bad tokens")
+		}
 		return
 	case !tok.HasScope(auth.ScopeTunnel):
 		log.Info("tunnel refused: token without the tunnel scope", zap.String("user", user.Name), zap.String("token", tok.ID))
 		s.refuseTunnel(c, tunnel.StatusUnauthorized, "this token may not open tunnels (it lacks the tunnel scope): run bastionctl login")
 		return
 	}
+	if ps != nil {
+		s.quicLimits.authenticated(ps.cs)
+	}
 	log = log.With(zap.String("user", user.Name))
+	// Authorization before lookup: whoever the roles do not cover gets one
+	// answer, whether the machine exists, offers the port, or neither, so
+	// that a user without a role learns nothing of the inventory. Only a
+	// user whose roles cover the target and port is told which of them is
+	// missing. The log keeps the reason.
 	policy := cfg.Access
-	t, ok := policy.Target(req.Target)
-	if !ok {
-		log.Info("tunnel refused: unknown target")
-		s.refuseTunnel(c, tunnel.StatusUnknownTarget, fmt.Sprintf("there is no machine called %q on this bastion", req.Target))
-		return
-	}
-	if !slices.Contains([]uint16{t.SSH, t.RDP}, req.Port) && !slices.Contains(t.Tunnel, req.Port) || req.Port == 0 {
-		log.Info("tunnel refused: port not offered")
-		s.refuseTunnel(c, tunnel.StatusUnknownTarget, fmt.Sprintf("%s does not offer port %d through the bastion", req.Target, req.Port))
-		return
-	}
-	d := policy.Check(access.Request{User: user.Name, Granted: user.Roles, Target: req.Target, Protocol: access.Tunnel, Port: req.Port})
+	ar := access.Request{User: user.Name, Granted: user.Roles, Target: req.Target, Protocol: access.Tunnel, Port: req.Port}
+	d := policy.Check(ar)
 	if !d.Allowed {
 		log.Info("tunnel refused", zap.String("reason", d.Reason))
-		s.refuseTunnel(c, tunnel.StatusDenied, fmt.Sprintf("%s may not open tunnels to %s port %d", user.Name, req.Target, req.Port))
+		st, msg := tunnel.StatusDenied, fmt.Sprintf("%s may not open tunnels to %s port %d", user.Name, req.Target, req.Port)
+		if policy.Covers(ar) {
+			if t, ok := policy.Target(req.Target); !ok {
+				st, msg = tunnel.StatusUnknownTarget, fmt.Sprintf("there is no machine called %q on this bastion", req.Target)
+			} else if !slices.Contains([]uint16{t.SSH, t.RDP}, req.Port) && !slices.Contains(t.Tunnel, req.Port) {
+				st, msg = tunnel.StatusUnknownTarget, fmt.Sprintf("%s does not offer port %d through the bastion", req.Target, req.Port)
+			}
+		}
+		s.refuseTunnel(c, st, msg)
 		return
 	}
 	if cfg.Broker == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -16,6 +17,7 @@ import (
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/tunnel"
@@ -50,7 +52,7 @@ func newTunnelEnv(t *testing.T, network string) *tunnelEnv {
 		b.Close(context.Background())
 		db.Close()
 	})
-	s := newTestServer(t, Config{Broker: b})
+	s := newTestServer(t, Config{Broker: b, Access: tunnelPolicy()})
 	host := "127.0.0.1"
 	if network == "6" {
 		host = "::1"
@@ -65,7 +67,7 @@ func newTunnelEnv(t *testing.T, network string) *tunnelEnv {
 	}
 	serve(t, s, []net.Listener{ln}, []net.PacketConn{pc})
 	e := &tunnelEnv{s: s, tcp: ln.Addr().String(), udp: pc.LocalAddr().String(), tokens: map[string]string{}}
-	for _, u := range []string{"alice", "carol"} {
+	for _, u := range []string{"alice", "bob", "carol"} {
 		secret, _, err := s.auth.Store().IssueToken(u, []string{auth.ScopeTunnel, auth.ScopeAPI}, time.Hour, "test", "")
 		if err != nil {
 			t.Fatal(err)
@@ -78,6 +80,20 @@ func newTunnelEnv(t *testing.T, network string) *tunnelEnv {
 	}
 	e.tokens["api-only"] = apiOnly
 	return e
+}
+
+// tunnelPolicy is testPolicy with one more role: bob may tunnel to any
+// port of any machine, so his roles cover every target and port, even
+// those the inventory lacks.
+func tunnelPolicy() *access.Policy {
+	return access.New(testName, []access.Target{
+		{Name: "vm1", Description: "Debian", Tags: []string{"linux"}, SSH: 22},
+		{Name: "vm2", Tags: []string{"windows"}, RDP: 3389, Tunnel: []uint16{5985}},
+	}, map[string][]string{"ops": {"alice"}}, []access.Role{
+		{Name: "ops", Subjects: []string{"group:ops"}, Targets: []string{"tag:linux"}, Protocols: []string{access.SSH}, Logins: []string{"deploy"}},
+		{Name: "win", Subjects: []string{"user:carol"}, Targets: []string{"vm2"}, Protocols: []string{access.RDP, "tunnel:5985"}},
+		{Name: "explorer", Subjects: []string{"user:bob"}, Targets: []string{"*"}, Protocols: []string{access.Tunnel}},
+	})
 }
 
 func (e *tunnelEnv) client(t *testing.T, token, transport string) *tunnel.Client {
@@ -108,11 +124,19 @@ func TestTunnelRefusals(t *testing.T) {
 				}{
 					{"forged token", "bst_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "vm2", 5985, tunnel.StatusUnauthorized, "bastionctl login"},
 					{"token without the tunnel scope", e.tokens["api-only"], "vm2", 5985, tunnel.StatusUnauthorized, "tunnel scope"},
-					{"unknown target", e.tokens["carol"], "vm9", 22, tunnel.StatusUnknownTarget, `no machine called "vm9"`},
-					{"an address is not a target", e.tokens["carol"], "127.0.0.1", 22, tunnel.StatusUnknownTarget, "no machine called"},
-					{"port not offered", e.tokens["carol"], "vm2", 8080, tunnel.StatusUnknownTarget, "does not offer port 8080"},
+					// Whoever the roles do not cover gets the same answer
+					// for a machine that does not exist, a port it does not
+					// offer and one it offers: nothing to tell them apart.
+					{"unknown target, not covered", e.tokens["carol"], "vm9", 22, tunnel.StatusDenied, "carol may not open tunnels to vm9 port 22"},
+					{"an address, not covered", e.tokens["carol"], "127.0.0.1", 22, tunnel.StatusDenied, "carol may not open tunnels to 127.0.0.1 port 22"},
+					{"port not offered, not covered", e.tokens["carol"], "vm2", 8080, tunnel.StatusDenied, "carol may not open tunnels to vm2 port 8080"},
 					{"no role", e.tokens["alice"], "vm2", 5985, tunnel.StatusDenied, "alice may not open tunnels to vm2 port 5985"},
-					{"role without that port", e.tokens["carol"], "vm2", 3389, tunnel.StatusDenied, "may not open tunnels"},
+					{"role without that port", e.tokens["carol"], "vm2", 3389, tunnel.StatusDenied, "carol may not open tunnels to vm2 port 3389"},
+					// A user whose roles cover the target and port may learn
+					// what is missing.
+					{"unknown target, covered", e.tokens["bob"], "vm9", 22, tunnel.StatusUnknownTarget, `no machine called "vm9"`},
+					{"an address, covered", e.tokens["bob"], "127.0.0.1", 22, tunnel.StatusUnknownTarget, "no machine called"},
+					{"port not offered, covered", e.tokens["bob"], "vm2", 8080, tunnel.StatusUnknownTarget, "does not offer port 8080"},
 					{"the dial guard refuses loopback", e.tokens["carol"], "vm2", 5985, tunnel.StatusUnreachable, "dial guard"},
 				}
 				for _, c := range cases {
@@ -126,6 +150,42 @@ func TestTunnelRefusals(t *testing.T) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// TestTunnelNoEnumeration: a user whose roles do not cover a request gets
+// one answer, byte for byte the same but for the names asked for, whether
+// the machine exists and offers the port (not allowed), exists and does
+// not offer it, or does not exist: the refusals tell nothing of the
+// inventory.
+func TestTunnelNoEnumeration(t *testing.T) {
+	for _, network := range []string{"4", "6"} {
+		e := newTunnelEnv(t, network)
+		for _, transport := range []string{"quic", "tcp"} {
+			for _, user := range []string{"alice", "carol"} {
+				t.Run("ipv"+network+"/"+transport+"/"+user, func(t *testing.T) {
+					cl := e.client(t, e.tokens[user], transport)
+					for _, c := range []struct {
+						name, target string
+						port         uint16
+					}{
+						{"unknown target", "vm9", 3389},
+						{"port not offered", "vm2", 3390},
+						{"offered, not allowed", "vm1", 22},
+						{"offered, not allowed, other port", "vm2", 3389},
+					} {
+						ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+						_, err := cl.Dial(ctx, c.target, c.port)
+						cancel()
+						want := fmt.Sprintf("bastion refused the tunnel to %s:%d: %s may not open tunnels to %s port %d", c.target, c.port, user, c.target, c.port)
+						var te *tunnel.Error
+						if !errors.As(err, &te) || te.Status != tunnel.StatusDenied || err.Error() != want {
+							t.Errorf("%s: got %v, want %v %q", c.name, err, tunnel.StatusDenied, want)
+						}
+					}
+				})
+			}
 		}
 	}
 }

@@ -215,6 +215,14 @@ type Limits struct {
 	// can neither grow it nor push out a guesser's record. Read at start.
 	// Default 65536 (some 15 MiB per table when full).
 	SigninThrottleEntries int `yaml:"signin_throttle_entries"`
+	// PendingTunnelRequests caps the QUIC streams, over all connections,
+	// that have not sent their tunnel request yet (each has
+	// handshake_timeout to send it; one connection may have 8 and one
+	// source 64); at the cap, the one that waited longest is reset to
+	// make room. Default 1024. The QUIC connections of one source are
+	// capped by connections_per_source, counted apart from its TCP
+	// connections.
+	PendingTunnelRequests int `yaml:"pending_tunnel_requests"`
 	// DrainGrace is how long SIGTERM waits for sessions to end. Default 30s.
 	DrainGrace time.Duration `yaml:"drain_grace"`
 	// UpgradeGrace is how long the old process of a binary upgrade keeps
@@ -394,6 +402,7 @@ func (c *Config) setDefaults() {
 	lim.SessionsPerUser = orDefault(lim.SessionsPerUser, 10)
 	lim.ConnectionsPerSource = orDefault(lim.ConnectionsPerSource, 256)
 	lim.SigninThrottleEntries = orDefault(lim.SigninThrottleEntries, 1<<16)
+	lim.PendingTunnelRequests = orDefault(lim.PendingTunnelRequests, 1024)
 	lim.DrainGrace = orDefault(lim.DrainGrace, 30*time.Second)
 	lim.UpgradeGrace = orDefault(lim.UpgradeGrace, time.Hour)
 	lim.HandshakeTimeout = orDefault(lim.HandshakeTimeout, 10*time.Second)

@@ -333,6 +333,7 @@ func (c *Config) validateLimits(v *validator) {
 		{"limits.sessions_per_user", l.SessionsPerUser},
 		{"limits.connections_per_source", l.ConnectionsPerSource},
 		{"limits.signin_throttle_entries", l.SigninThrottleEntries},
+		{"limits.pending_tunnel_requests", l.PendingTunnelRequests},
 	}
 	for _, p := range positive {
 		if p.n < 0 {

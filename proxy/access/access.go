@@ -156,6 +156,28 @@ func (p *Policy) Check(r Request) Decision {
 	return d
 }
 
+// Covers reports whether a role bound to r.User on this bastion names
+// r.Target (by name, tag or "*") with r.Protocol (on r.Port, for a tunnel)
+// and r.Login, whether or not the inventory has that target or it offers
+// that port. It is what a user may learn about the inventory: someone
+// whose roles do not cover a request is told "not allowed", never whether
+// the machine or the port exists (see Check for the answer itself). A
+// target outside the inventory has no tags, so only a role naming it, or
+// "*", covers it.
+func (p *Policy) Covers(r Request) bool {
+	t, ok := p.targets[r.Target]
+	if !ok {
+		t = Target{Name: r.Target}
+	}
+	for _, role := range p.roles {
+		if p.bound(role, r.User, r.Granted) && p.onThisBastion(role) && covers(role.Targets, t) &&
+			allowsProtocol(role.Protocols, r.Protocol, r.Port) && allowsLogin(role.Logins, r.Login) {
+			return true
+		}
+	}
+	return false
+}
+
 // resolvePort checks that t offers protocol (on port, for a tunnel) and
 // returns the port.
 func resolvePort(t Target, protocol string, port uint16) (uint16, error) {

@@ -62,6 +62,33 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// TestCovers: what a user may be told about the inventory. A user is
+// covered only by a role that names the target (or "*") and the port;
+// whether the target exists or offers the port does not change the answer.
+func TestCovers(t *testing.T) {
+	p := testPolicy()
+	for _, tc := range []struct {
+		name  string
+		req   Request
+		cover bool
+	}{
+		{"allowed", Request{User: "dave", Target: "web1", Protocol: Tunnel, Port: 5432}, true},
+		{"any port, one the target does not offer", Request{User: "frank", Target: "web1", Protocol: Tunnel, Port: 80}, true},
+		{"\"*\", a target the inventory lacks", Request{User: "frank", Target: "db9", Protocol: Tunnel, Port: 22}, true},
+		{"one port, another", Request{User: "dave", Target: "web1", Protocol: Tunnel, Port: 22}, false},
+		{"one port, a target the inventory lacks", Request{User: "dave", Target: "db9", Protocol: Tunnel, Port: 5432}, false},
+		{"a tag, a target the inventory lacks", Request{User: "alice", Target: "db9", Protocol: SSH}, false},
+		{"no role", Request{User: "mallory", Target: "db9", Protocol: Tunnel, Port: 22}, false},
+		{"role for another bastion", Request{User: "erin", Target: "db9", Protocol: Tunnel, Port: 22}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := p.Covers(tc.req); got != tc.cover {
+				t.Errorf("%+v: Covers %v, want %v", tc.req, got, tc.cover)
+			}
+		})
+	}
+}
+
 func TestStricterSettingsWin(t *testing.T) {
 	p := New("b", []Target{{Name: "w", RDP: 3389}}, nil, []Role{
 		{Name: "a", Subjects: []string{"user:u"}, Targets: []string{"*"}, Protocols: []string{RDP}, DisableClipboard: true},

@@ -380,6 +380,11 @@ func (c *Client) request(ctx context.Context, conn net.Conn, via string, req []b
 		conn.Close()
 		return nil, fmt.Errorf("tunnel to %s:%d over %s: no answer from %s: %w", target, port, via, c.host, context.Cause(ctx))
 	}
+	var se *quic.StreamError
+	if errors.As(err, &se) && se.Remote && se.ErrorCode == ErrCodeBusy {
+		conn.Close()
+		return nil, &Error{Status: StatusCapacity, Message: "the bastion has too many tunnel requests waiting: try again in a moment", Target: target, Port: port, Version: Version}
+	}
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("tunnel to %s:%d over %s: %w", target, port, via, err)

@@ -19,6 +19,22 @@ import (
 // direction.
 const closeCode quic.StreamErrorCode = 0
 
+// ErrCodeBusy is the QUIC stream error code with which a server resets,
+// in both directions and before reading it, a stream it has no room for:
+// the connection or the bastion has as many tunnel requests waiting as it
+// may. Nothing was read or opened; the client may try again.
+const ErrCodeBusy quic.StreamErrorCode = 1
+
+// ErrCodeBadTokens is the QUIC application error code with which a server
+// closes a connection that sent too many requests with a bad token.
+const ErrCodeBadTokens quic.ApplicationErrorCode = 1
+
+// ErrCodeUnauthenticated is the QUIC application error code with which a
+// server closes a connection that has not sent a valid token yet, to make
+// room for new ones when it holds as many such connections as it may. A
+// client connects again when it has a tunnel to open.
+const ErrCodeUnauthenticated quic.ApplicationErrorCode = 2
+
 // NewStreamConn is a QUIC stream as a net.Conn with CloseWrite (the
 // stream's FIN). Its addresses are the QUIC connection's and its
 // deadlines the stream's.

@@ -59,8 +59,10 @@
 //
 // The statuses: 0 ok, 1 bad request (malformed), 2 unauthorized (the token
 // is not valid, has expired, was revoked or lacks the "tunnel" scope), 3
-// denied (no role allows this target and port), 4 unknown target (or a
-// port it does not offer), 5 capacity (the bastion carries all the
+// denied (no role allows this target and port: the answer to anything the
+// user's roles do not cover, whether the target exists or not), 4 unknown
+// target (or a port it does not offer; told only to a user whose roles
+// cover that target and port), 5 capacity (the bastion carries all the
 // sessions it may), 6 user limit, 7 unreachable (the bastion could not
 // connect to the target), 8 unavailable (shutting down, or failed), 9
 // unsupported version. A client shows an unknown status by its number and

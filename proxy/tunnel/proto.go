@@ -49,8 +49,8 @@ const (
 	StatusOK                 Status = 0 // the tunnel is open: the relayed bytes follow
 	StatusBadRequest         Status = 1 // the request is malformed
 	StatusUnauthorized       Status = 2 // the token is not valid, expired, revoked or lacks the tunnel scope
-	StatusDenied             Status = 3 // no role of the token's user allows this target and port
-	StatusUnknownTarget      Status = 4 // no such target, or it offers no such port
+	StatusDenied             Status = 3 // no role of the token's user allows this target and port (whether or not they exist)
+	StatusUnknownTarget      Status = 4 // no such target, or it offers no such port, to a user whose roles cover them
 	StatusCapacity           Status = 5 // the bastion carries all the sessions it may
 	StatusUserLimit          Status = 6 // the user has all the sessions they may have
 	StatusUnreachable        Status = 7 // the bastion could not connect to the target

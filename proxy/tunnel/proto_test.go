@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -289,6 +290,59 @@ func TestErrorSentences(t *testing.T) {
 	}
 }
 
+// requestEdges are requests at the size and name limits and one step past
+// them, with whether ReadRequest accepts each.
+var requestEdges = []struct {
+	name string
+	data []byte
+	ok   bool
+}{
+	{"longest token", rawRequest(Version, strings.Repeat("~", MaxToken), "vm1", 22), true},
+	{"token one byte over", rawRequest(Version, strings.Repeat("~", MaxToken+1), "vm1", 22), false},
+	{"longest target", rawRequest(Version, "t", strings.Repeat("a", MaxTarget), 22), true},
+	{"target one byte over", rawRequest(Version, "t", strings.Repeat("a", MaxTarget+1), 22), false},
+	{"both longest", rawRequest(Version, strings.Repeat("!", MaxToken), strings.Repeat("9", MaxTarget), 65535), true},
+	{"empty token", rawRequest(Version, "", "vm1", 22), false},
+	{"empty target", rawRequest(Version, "t", "", 22), false},
+	{"port 0", rawRequest(Version, "t", "vm1", 0), false},
+	{"NUL in the token", rawRequest(Version, "to\x00ken", "vm1", 22), false},
+	{"escape in the token", rawRequest(Version, "\x1b]52;c;AAAA\x07", "vm1", 22), false},
+	{"DEL in the token", rawRequest(Version, "token\x7f", "vm1", 22), false},
+	{"space in the token", rawRequest(Version, "to ken", "vm1", 22), false},
+	{"newline in the target", rawRequest(Version, "t", "vm1\nINFO forged", 22), false},
+	{"escape in the target", rawRequest(Version, "t", "vm1\x1b[2J", 22), false},
+	{"upper case target", rawRequest(Version, "t", "VM1", 22), false},
+	{"UTF-8 target", rawRequest(Version, "t", "vm\u00e9", 22), false},
+	{"address target with a colon", rawRequest(Version, "t", "2001:db8::1", 22), false},
+	{"length at the maximum", append(append(magic[:], Version), binary.BigEndian.AppendUint16(nil, MaxRequest)...), false},
+	{"length one over the maximum", append(append(magic[:], Version), binary.BigEndian.AppendUint16(nil, MaxRequest+1)...), false},
+	{"length one under the minimum", append(append(magic[:], Version), binary.BigEndian.AppendUint16(nil, minRequestBody-1)...), false},
+	{"empty", nil, false},
+	{"magic and version only", append(magic[:], Version), false},
+}
+
+// TestReadRequestEdges: requests at the limits are read, those one byte
+// past them refused as bad requests, and nothing beyond 7+MaxRequest bytes
+// is ever read.
+func TestReadRequestEdges(t *testing.T) {
+	for _, c := range requestEdges {
+		t.Run(c.name, func(t *testing.T) {
+			r := &countingReader{r: bytes.NewReader(append(slices.Clip(c.data), make([]byte, 2*MaxRequest)...))}
+			_, err := ReadRequest(r)
+			if (err == nil) != c.ok {
+				t.Errorf("ReadRequest: %v, want ok %v", err, c.ok)
+			}
+			var pe *ProtocolError
+			if err != nil && len(c.data) > 0 && (!errors.As(err, &pe) || pe.Status != StatusBadRequest) {
+				t.Errorf("ReadRequest: %v, want a bad request", err)
+			}
+			if r.n > 7+MaxRequest {
+				t.Errorf("read %d bytes", r.n)
+			}
+		})
+	}
+}
+
 func FuzzReadRequest(f *testing.F) {
 	for _, r := range []Request{
 		{Token: "bst_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", Target: "vm1", Port: 22},
@@ -301,6 +355,9 @@ func FuzzReadRequest(f *testing.F) {
 		}
 		f.Add(b)
 		f.Add(append(b, "SSH-2.0-OpenSSH_9.6\r\n"...))
+	}
+	for _, c := range requestEdges {
+		f.Add(c.data)
 	}
 	f.Add([]byte("BTUN\x09\x00\x00"))
 	f.Add([]byte("BTUN\x01\x04\x00"))
