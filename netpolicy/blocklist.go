@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+
+	"github.com/bastiond/bastiond/internal/source"
 )
 
 // BlockEntry is one blocklisted source: an IPv4 address (a /32) or an IPv6
@@ -24,22 +26,6 @@ type blockKey struct {
 	key     []byte
 	source  netip.Prefix
 	expires time.Duration
-}
-
-// SourceOf is the source a lies in, as the firewall counts sources: its /32
-// for IPv4 (an IPv4-mapped address counts as the IPv4 address), its /64 for
-// IPv6. The zero Addr gives the zero Prefix.
-func SourceOf(a netip.Addr) netip.Prefix {
-	if !a.IsValid() {
-		return netip.Prefix{}
-	}
-	a = a.Unmap()
-	bits := 32
-	if a.Is6() {
-		bits = SourceBits6
-	}
-	p, _ := a.Prefix(bits)
-	return p
 }
 
 // Blocklist lists the blocklisted sources, soonest to expire first.
@@ -85,7 +71,7 @@ func (k *Kernel) blockKeys() ([]blockKey, error) {
 		}
 		for _, e := range elems {
 			if a, ok := netip.AddrFromSlice(e.Key); ok {
-				out = append(out, blockKey{set: name, key: e.Key, source: SourceOf(a), expires: e.Expires})
+				out = append(out, blockKey{set: name, key: e.Key, source: source.Of(a), expires: e.Expires})
 			}
 		}
 	}

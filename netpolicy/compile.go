@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/bastiond/bastiond/daemon/config"
+
+	"github.com/bastiond/bastiond/internal/source"
 )
 
 // Names of the tables bastiond owns. It never touches any other table.
@@ -21,9 +23,9 @@ const (
 // in every per-source set: the blocklist, the probe meter and the connection
 // rate meter hold /64s. One subscriber's link gets a whole /64, so an
 // attacker rotating addresses inside it is still one source (the front
-// door's limits count the same way: proxy/internal/source). An IPv4 source
+// door's limits count the same way: internal/source). An IPv4 source
 // is one address.
-const SourceBits6 = 64
+const SourceBits6 = source.IPv6Bits
 
 // alwaysProtected are guarded on every target whatever its configuration:
 // nothing but the bastion may reach a machine's SSH or RDP.

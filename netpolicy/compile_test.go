@@ -254,21 +254,3 @@ func TestIPv6SourceIsSlash64(t *testing.T) {
 		})
 	}
 }
-
-func TestSourceOf(t *testing.T) {
-	for _, tc := range []struct{ name, addr, want string }{
-		{"IPv4", "203.0.113.7", "203.0.113.7/32"},
-		{"IPv4-mapped", "::ffff:203.0.113.7", "203.0.113.7/32"},
-		{"IPv6", "2001:db8:cafe::21", "2001:db8:cafe::/64"},
-		{"IPv6 high bits of the interface id", "2001:db8:cafe:0:ffff:ffff:ffff:ffff", "2001:db8:cafe::/64"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := SourceOf(netip.MustParseAddr(tc.addr)); got != netip.MustParsePrefix(tc.want) {
-				t.Errorf("SourceOf(%s) = %v, want %s", tc.addr, got, tc.want)
-			}
-		})
-	}
-	if got := SourceOf(netip.Addr{}); got.IsValid() {
-		t.Errorf("SourceOf(zero) = %v", got)
-	}
-}

@@ -15,7 +15,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/bastiond/bastiond/proxy/internal/source"
+	"github.com/bastiond/bastiond/internal/source"
 )
 
 // gate is the first thing a TCP connection on 443 meets. It reads the

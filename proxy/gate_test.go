@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/bastiond/bastiond/proxy/certs"
-	"github.com/bastiond/bastiond/proxy/internal/source"
+	"github.com/bastiond/bastiond/internal/source"
 )
 
 const testName = "bastion.test.example"

@@ -20,7 +20,7 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
-	"github.com/bastiond/bastiond/proxy/internal/source"
+	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/proxy/quicinitial"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 )

@@ -12,7 +12,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
 
-	"github.com/bastiond/bastiond/proxy/internal/source"
+	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 )
 

@@ -18,7 +18,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
-	"github.com/bastiond/bastiond/proxy/internal/source"
+	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 )
 

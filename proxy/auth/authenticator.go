@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/bastiond/bastiond/proxy/internal/source"
+	"github.com/bastiond/bastiond/internal/source"
 )
 
 // ErrLoginFailed is the one answer to every failed login.

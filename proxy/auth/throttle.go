@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bastiond/bastiond/proxy/internal/source"
+	"github.com/bastiond/bastiond/internal/source"
 )
 
 // ThrottleConfig tunes login throttling. Zero fields take the defaults.

@@ -1,5 +1,7 @@
 // Package source says who a client is, for every per-source limit of the
-// front door: an IPv4 address, or the IPv6 /64 an address lies in. One
+// bastion (the firewall's blocklist and rate meter, the front door's caps
+// and sign-in throttle): an IPv4 address, or the IPv6 /64 an address lies
+// in. One
 // subscriber's link gets a whole /64 (RFC 6177 and common practice), so a
 // client rotating addresses inside it is still one source: counting each
 // IPv6 address alone would let it step around every per-source limit.
