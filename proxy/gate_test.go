@@ -15,8 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/bastiond/bastiond/proxy/certs"
 	"github.com/bastiond/bastiond/internal/source"
+	"github.com/bastiond/bastiond/proxy/certs"
 )
 
 const testName = "bastion.test.example"

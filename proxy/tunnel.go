@@ -14,11 +14,11 @@ import (
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
-	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 )
 
