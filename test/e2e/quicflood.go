@@ -159,19 +159,25 @@ func Metric(t testing.TB, name string) float64 {
 // RSS is the resident memory of the daemon's process (VmRSS), in bytes.
 func (d *Daemon) RSS() int64 {
 	d.t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.Cmd.Process.Pid))
+	return rssOf(d.t, d.Cmd.Process.Pid)
+}
+
+// rssOf is the resident memory of process pid (VmRSS), in bytes.
+func rssOf(t testing.TB, pid int) int64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		d.t.Fatal(err)
+		t.Fatal(err)
 	}
 	for line := range strings.SplitSeq(string(data), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			if err != nil {
-				d.t.Fatalf("VmRSS: %v", err)
+				t.Fatalf("VmRSS: %v", err)
 			}
 			return kb << 10
 		}
 	}
-	d.t.Fatal("no VmRSS")
+	t.Fatal("no VmRSS")
 	return 0
 }

@@ -88,19 +88,18 @@ func TestInvariant15StrangersCannotRefuseASignIn(t *testing.T) {
 
 	// Every table is full and has forgotten entries to stay so; no input
 	// over the limits reached the log.
-	m := metrics(t)
 	for _, table := range []string{"sources", "pairs"} {
-		if n := metricValue(t, m, `bastiond_signin_throttle_entries{table="`+table+`"}`); n != entries {
+		if n := e2e.Metric(t, `bastiond_signin_throttle_entries{table="`+table+`"}`); n != entries {
 			t.Errorf("%s table: %v entries, want %d (full)", table, n, entries)
 		}
-		if n := metricValue(t, m, `bastiond_signin_throttle_evictions_total{table="`+table+`"}`); n < entries {
+		if n := e2e.Metric(t, `bastiond_signin_throttle_evictions_total{table="`+table+`"}`); n < entries {
 			t.Errorf("%s table: %v evictions, want at least %d", table, n, entries)
 		}
 	}
-	if n := metricValue(t, m, `bastiond_signin_throttle_entries{table="users"}`); n != 1 {
+	if n := e2e.Metric(t, `bastiond_signin_throttle_entries{table="users"}`); n != 1 {
 		t.Errorf("accounts table: %v entries, want 1 (admin: names of no account are not kept)", n)
 	}
-	if n := metricValue(t, m, `bastiond_signins_total{outcome="malformed"}`); n != float64(4*len(sources)) {
+	if n := e2e.Metric(t, `bastiond_signins_total{outcome="malformed"}`); n != float64(4*len(sources)) {
 		t.Errorf("malformed sign-ins counted: %v, want %d", n, 4*len(sources))
 	}
 	log := d.Log.String()
@@ -207,30 +206,4 @@ func countLines(s string, parts ...string) int {
 		}
 	}
 	return n
-}
-
-// metrics scrapes the daemon's metrics from inside the bastion.
-func metrics(t testing.TB) string {
-	t.Helper()
-	out, err := e2e.InBastion(t, "curl", "-sSf", "--max-time", "10", "http://127.0.0.1:9443/metrics")
-	if err != nil {
-		t.Fatalf("metrics: %v\n%s", err, out)
-	}
-	return out
-}
-
-// metricValue is the value of the series named exactly so in m.
-func metricValue(t testing.TB, m, series string) float64 {
-	t.Helper()
-	for _, line := range strings.Split(m, "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %v", line, err)
-			}
-			return f
-		}
-	}
-	t.Errorf("no series %s in the metrics", series)
-	return -1
 }

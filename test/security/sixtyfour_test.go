@@ -100,15 +100,8 @@ func TestInvariant17ASlash64IsOneSource(t *testing.T) {
 	})
 
 	t.Run("tcp cap", func(t *testing.T) {
-		metrics := func() string {
-			out, err := e2e.InBastion(t, "curl", "-sSf", "--max-time", "10", "http://127.0.0.1:9443/metrics")
-			if err != nil {
-				t.Fatalf("metrics: %v\n%s", err, out)
-			}
-			return out
-		}
-		const refusedMetric = `bastiond_tcp_refused_total{reason="connection_per_source"} `
-		before := metricValue(metrics(), refusedMetric)
+		const refusedMetric = `bastiond_tcp_refused_total{reason="connection_per_source"}`
+		before := max(e2e.Metric(t, refusedMetric), 0) // -1: no refusal yet
 		// Connections held open from rotating addresses of one /64, sending
 		// nothing: the gate counts each while it waits for a ClientHello.
 		for i := range capPerSource {
@@ -137,8 +130,8 @@ func TestInvariant17ASlash64IsOneSource(t *testing.T) {
 		if err := tlsHelloFrom(t, other4, pub4); err != nil {
 			t.Errorf("from %s, another IPv4 address: %v", other4, err)
 		}
-		if after := metricValue(metrics(), refusedMetric); after != before+2 {
-			t.Errorf("%s went from %v to %v, want 2 more", strings.TrimSpace(refusedMetric), before, after)
+		if after := e2e.Metric(t, refusedMetric); after != before+2 {
+			t.Errorf("%s went from %v to %v, want 2 more", refusedMetric, before, after)
 		}
 	})
 
@@ -210,17 +203,4 @@ func tlsHelloFrom(t testing.TB, from, addr string) error {
 		return err
 	}
 	return nil
-}
-
-// metricValue is the value of the sample line that starts with prefix, 0
-// when there is none.
-func metricValue(metrics, prefix string) float64 {
-	for _, line := range strings.Split(metrics, "\n") {
-		if v, ok := strings.CutPrefix(line, prefix); ok {
-			var f float64
-			fmt.Sscan(v, &f)
-			return f
-		}
-	}
-	return 0
 }
