@@ -211,8 +211,9 @@ type Limits struct {
 	ConnectionsPerSource int `yaml:"connections_per_source"`
 	// SigninThrottleEntries bounds each table of the sign-in throttle (per
 	// source, per account, per account and source); a full table forgets
-	// its entries with the fewest failures to make room, so that a flood
-	// can neither grow it nor push out a guesser's record. Read at start.
+	// the entry that mattered least recently to make room (never one in
+	// backoff while others are not), so that a flood can neither grow it
+	// nor push out a guesser's record. Read at start.
 	// Default 65536 (some 15 MiB per table when full).
 	SigninThrottleEntries int `yaml:"signin_throttle_entries"`
 	// PendingTunnelRequests caps the QUIC streams, over all connections,

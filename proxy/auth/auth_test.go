@@ -432,10 +432,10 @@ func TestMalformedInputIsNotKept(t *testing.T) {
 	}
 }
 
-// Full tables make room by forgetting the entries with the fewest
-// failures: a flood of new sources and names pushes out only its own kind,
-// a guesser's record stays, the accounts' failures keep being counted, and
-// a newcomer with the right password gets in.
+// Full tables make room by forgetting the entries that mattered least
+// recently: a flood of new sources and names pushes out only older
+// entries, a guesser's record in backoff stays, the accounts' failures
+// keep being counted, and a newcomer with the right password gets in.
 func TestThrottleTablesEvict(t *testing.T) {
 	s, c := newTestStore(t)
 	a, err := NewAuthenticator(AuthenticatorConfig{Store: s, Logger: zap.NewNop(), Throttle: ThrottleConfig{MaxEntries: 8}})
@@ -476,6 +476,28 @@ func TestThrottleTablesEvict(t *testing.T) {
 	c.advance(a.throttle.cfg.MaxDelay)
 	if r := loginReason(a, "alice", goodPassword, "", netip.MustParseAddr("192.0.2.200")); r != "ok" {
 		t.Errorf("a newcomer with the right password, tables full: %s", r)
+	}
+
+	// Two guessers taking turns at the full table each keep their record
+	// and meet their backoff: a newcomer is not the next to be forgotten.
+	// The table is full of sources with two failures each, older ones.
+	for i := range 8 {
+		for range 2 {
+			loginReason(a, "nobody", "guess", "", netip.AddrFrom4([4]byte{198, 51, 100, byte(100 + i)}))
+		}
+	}
+	c.advance(time.Second)
+	guessers := []netip.Addr{netip.MustParseAddr("203.0.113.70"), netip.MustParseAddr("2001:db8:70::1")}
+	for range 5 {
+		for _, g := range guessers {
+			loginReason(a, "nobody", "guess", "", g)
+		}
+		c.advance(time.Second)
+	}
+	for _, g := range guessers {
+		if r := loginReason(a, "nobody", "guess", "", g); r != "throttled" {
+			t.Errorf("guesser %s, after 5 failures taking turns with another at a full table: %s, want throttled", g, r)
+		}
 	}
 }
 

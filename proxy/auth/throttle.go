@@ -27,9 +27,9 @@ type ThrottleConfig struct {
 	Forget time.Duration
 	// MaxEntries bounds each of the throttle's tables (sources, accounts,
 	// account and source pairs). A full table makes room by forgetting the
-	// entry with the fewest failures, the oldest of those: a flood of new
-	// entries pushes out other newcomers, never a guesser with a long
-	// record, and never refuses anyone. Default 65536.
+	// entry that mattered least recently (see entry.key): a flood of new
+	// entries pushes out the oldest ones, never one whose backoff still
+	// runs while others do not, and never refuses anyone. Default 65536.
 	MaxEntries int
 }
 
@@ -189,9 +189,24 @@ type entry struct {
 	index int       // in the table's heap
 }
 
+// key orders entries for eviction, the smallest first: the end of the
+// entry's backoff, or its last failure if it has none. An entry in backoff
+// is what the throttle enforces, and is kept until its backoff ends; the
+// others are forgotten oldest first. (Not the fewest failures first: that
+// would make every newcomer the next to go, so that two sources taking
+// turns at a full table would never see a backoff.) A flood of new entries
+// therefore pushes out only entries older than itself and not in backoff,
+// and filling a table with entries in backoff takes FreeFailures+1
+// failures, each a password hash, per entry.
+func (e *entry) key() time.Time {
+	if e.until.After(e.last) {
+		return e.until
+	}
+	return e.last
+}
+
 // table is a map of failure records with at most max entries. A heap
-// keeps the entry to forget first on top: the fewest failures, the oldest
-// of those.
+// keeps the entry to forget first on top (entry.key).
 type table[K comparable] struct {
 	max       int
 	m         map[K]*entry
@@ -275,8 +290,7 @@ type entryHeap[K comparable] struct {
 func (h *entryHeap[K]) Len() int { return len(h.ents) }
 
 func (h *entryHeap[K]) Less(i, j int) bool {
-	a, b := h.ents[i], h.ents[j]
-	return a.n < b.n || a.n == b.n && a.last.Before(b.last)
+	return h.ents[i].key().Before(h.ents[j].key())
 }
 
 func (h *entryHeap[K]) Swap(i, j int) {
