@@ -96,7 +96,7 @@ var (
 	tableEntriesDesc = prometheus.NewDesc("bastiond_signin_throttle_entries",
 		"Entries in the sign-in throttle's tables: per source (IPv4 address, IPv6 /64), per account, per account and source.", []string{"table"}, nil)
 	tableEvictionsDesc = prometheus.NewDesc("bastiond_signin_throttle_evictions_total",
-		"Entries a full sign-in throttle table forgot to make room (the fewest failures, the oldest of those).", []string{"table"}, nil)
+		"Entries a full sign-in throttle table forgot to make room (the one that mattered least recently).", []string{"table"}, nil)
 	lockoutsDesc = prometheus.NewDesc("bastiond_account_lockouts_total",
 		"Accounts locked by failures in a row from one source.", nil, nil)
 )
