@@ -177,10 +177,13 @@ func TestQUICInitialFlood(t *testing.T) {
 	t.Logf("QUIC flood: %d handshakes started, %d Retry packets back, %d other packets; bastiond RSS %d -> %d MiB",
 		sent.Load(), retries.Load(), other.Load(), rssBefore>>20, rssAfter>>20)
 	// UDP under a flood loses datagrams both ways (the lab's two cores run
-	// the flood, the daemon and the kernel): what matters is that whatever
-	// comes back is a Retry, so no handshake left state behind.
-	if other.Load() != 0 || retries.Load() < sent.Load()/2 {
-		t.Errorf("%d handshakes: %d Retry packets and %d others back, want Retry packets only, for most of them",
+	// the flood, the daemon and the kernel, and in CI other packages' tests
+	// too: 730 of 2,000 came back in one such run, over 3,000 with
+	// retransmissions on a quiet machine): what matters is that whatever
+	// comes back is a Retry, so no handshake left state behind. The lower
+	// bound only shows that the flood reached the daemon and was answered.
+	if other.Load() != 0 || retries.Load() < sent.Load()/5 {
+		t.Errorf("%d handshakes: %d Retry packets and %d others back, want Retry packets only, for a fifth of them at least",
 			sent.Load(), retries.Load(), other.Load())
 	}
 }
