@@ -17,15 +17,15 @@ import (
 )
 
 // testPolicy: alice (group ops) may SSH to vm1 as deploy; carol may RDP to
-// vm2; bob is in no role.
-func testPolicy() *access.Policy {
+// vm2; bob is in no role, unless extra gives him one.
+func testPolicy(extra ...access.Role) *access.Policy {
 	return access.New(testName, []access.Target{
 		{Name: "vm1", Description: "Debian", Tags: []string{"linux"}, SSH: 22},
 		{Name: "vm2", Tags: []string{"windows"}, RDP: 3389, Tunnel: []uint16{5985}},
-	}, map[string][]string{"ops": {"alice"}}, []access.Role{
+	}, map[string][]string{"ops": {"alice"}}, append([]access.Role{
 		{Name: "ops", Subjects: []string{"group:ops"}, Targets: []string{"tag:linux"}, Protocols: []string{access.SSH}, Logins: []string{"deploy"}},
 		{Name: "win", Subjects: []string{"user:carol"}, Targets: []string{"vm2"}, Protocols: []string{access.RDP, "tunnel:5985"}},
-	})
+	}, extra...))
 }
 
 // newTestServer returns a Server for testName with a self-signed

@@ -86,14 +86,7 @@ func newTunnelEnv(t *testing.T, network string) *tunnelEnv {
 // port of any machine, so his roles cover every target and port, even
 // those the inventory lacks.
 func tunnelPolicy() *access.Policy {
-	return access.New(testName, []access.Target{
-		{Name: "vm1", Description: "Debian", Tags: []string{"linux"}, SSH: 22},
-		{Name: "vm2", Tags: []string{"windows"}, RDP: 3389, Tunnel: []uint16{5985}},
-	}, map[string][]string{"ops": {"alice"}}, []access.Role{
-		{Name: "ops", Subjects: []string{"group:ops"}, Targets: []string{"tag:linux"}, Protocols: []string{access.SSH}, Logins: []string{"deploy"}},
-		{Name: "win", Subjects: []string{"user:carol"}, Targets: []string{"vm2"}, Protocols: []string{access.RDP, "tunnel:5985"}},
-		{Name: "explorer", Subjects: []string{"user:bob"}, Targets: []string{"*"}, Protocols: []string{access.Tunnel}},
-	})
+	return testPolicy(access.Role{Name: "explorer", Subjects: []string{"user:bob"}, Targets: []string{"*"}, Protocols: []string{access.Tunnel}})
 }
 
 func (e *tunnelEnv) client(t *testing.T, token, transport string) *tunnel.Client {
