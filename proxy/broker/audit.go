@@ -12,10 +12,13 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/internal/audit"
 )
 
 // liveBucket holds, in a live journal, one entry per open session: its
@@ -24,36 +27,17 @@ import (
 // journals kept the bucket in the state store.
 var liveBucket = []byte("live_sessions")
 
-// record is one line of the audit file.
-type record struct {
-	Time       time.Time  `json:"time"`
-	Event      string     `json:"event"` // session_start, session_end
-	Session    string     `json:"session"`
-	User       string     `json:"user"`
-	Client     string     `json:"client"`
-	Target     string     `json:"target"`
-	Address    string     `json:"address"`
-	Protocol   string     `json:"protocol"`
-	Port       uint16     `json:"port"`
-	Login      string     `json:"login,omitempty"`
-	Via        string     `json:"via"`
-	Token      string     `json:"token,omitempty"`
-	Roles      []string   `json:"roles"`
-	Start      *time.Time `json:"start,omitempty"`
-	End        *time.Time `json:"end,omitempty"`
-	DurationMS *int64     `json:"duration_ms,omitempty"`
-	BytesUp    *int64     `json:"bytes_up,omitempty"`
-	BytesDown  *int64     `json:"bytes_down,omitempty"`
-	Reason     string     `json:"reason,omitempty"`
-	BytesExact *bool      `json:"bytes_exact,omitempty"`
-	Recording  string     `json:"recording,omitempty"`
-}
+// record is a session's line of the audit file: a session_start or
+// session_end event.
+type record = audit.Event
 
 func startRecord(i Info) record {
-	if i.Roles == nil {
-		i.Roles = []string{} // "roles": [], not null
+	source := audit.ActorAnonymous
+	if i.Client.IsValid() {
+		source = i.Client.Addr().String()
 	}
-	return record{Time: i.Start, Event: "session_start", Session: i.ID, User: i.User, Client: i.Client.String(),
+	return record{V: audit.Version, Time: i.Start, Event: audit.SessionStart, Actor: i.User, Source: source,
+		Session: i.ID, User: i.User, Client: i.Client.String(),
 		Target: i.Target, Address: i.Address.String(), Protocol: i.Protocol, Port: i.Port, Login: i.Login, Via: i.Via,
 		Token: i.Token, Roles: i.Roles, Recording: i.Recording}
 }
@@ -62,7 +46,7 @@ func startRecord(i Info) record {
 func endOf(r record, end time.Time, up, down int64, reason string, exact bool) record {
 	start := r.Time
 	dur := end.Sub(start).Milliseconds()
-	r.Time, r.Event = end, "session_end"
+	r.Time, r.Event = end, audit.SessionEnd
 	r.Start, r.End, r.DurationMS = &start, &end, &dur
 	r.BytesUp, r.BytesDown, r.Reason, r.BytesExact = &up, &down, reason, &exact
 	return r
@@ -70,7 +54,7 @@ func endOf(r record, end time.Time, up, down int64, reason string, exact bool) r
 
 // fields are the record's fields for the log line that repeats it (the
 // session's logger carries "session").
-func (r record) fields() []zap.Field {
+func fields(r record) []zap.Field {
 	f := []zap.Field{zap.String("event", r.Event), zap.String("user", r.User), zap.String("client", r.Client),
 		zap.String("target", r.Target), zap.String("address", r.Address), zap.String("protocol", r.Protocol),
 		zap.Uint16("port", r.Port), zap.String("via", r.Via), zap.Strings("roles", r.Roles)}
@@ -118,6 +102,9 @@ type auditOp struct {
 	// refresh replaces existing entries only (byte counts): it must not
 	// bring back a session that ended meanwhile.
 	refresh map[string][]byte
+	// event marks lines that are audit events (Broker.Audit): while the
+	// file refuses them they wait in the queue, up to maxQueuedEvents.
+	event bool
 	// done receives nil once lines are synced, else why not: for an
 	// opening session, the refusal (the journal's error, or the audit
 	// file's fault, and then its start record waits in the queue with an
@@ -127,26 +114,30 @@ type auditOp struct {
 	done chan error
 }
 
-// queued is a record in the writer's queue: the audit file refused it.
+// queued is a line in the writer's queue: the audit file refused it.
 type queued struct {
-	line   []byte
+	line   []byte // as marshalled, without prev
+	out    []byte // line as stamped for the file, once a write left it whole there
 	inFile bool   // a failed attempt left it whole in the file: it needs a sync, not a write
 	del    string // the live entry to delete once it is synced, if any
+	event  bool   // an audit event, not a session record: dropped first when the queue is full
 }
 
 // auditFile is the open audit file: an *os.File, which tests wrap to inject
 // faults.
 type auditFile interface {
 	io.WriteCloser
+	io.ReaderAt
 	Sync() error
 	Stat() (fs.FileInfo, error)
 	Truncate(size int64) error
+	Fd() uintptr
 }
 
 // openAuditFile opens the audit file for appending. Tests replace it before
 // New.
 var openAuditFile = func(path string) (auditFile, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640) // read: the chain goes on from the last line
 	if err != nil {
 		return nil, err
 	}
@@ -183,12 +174,101 @@ type auditLog struct {
 	// The writer goroutine owns the fields below (and New, before it runs).
 	f       auditFile // nil after a failed fsync or reopen, until reopened
 	checked time.Time // when the file's identity was last compared with path
-	torn    bool      // a failed write left a partial line
 	queue   []queued  // records the audit file refused, oldest first
+	// head is the hash of the last line in the file, which the next line
+	// carries as its prev, and size the file's size after it: when the
+	// size on disk differs (the other process of an upgrade appended, a
+	// failed write left part of a line, a new file), the writer reads the
+	// tail again. size is -1 when unknown.
+	head audit.Hash
+	size int64
+	// carried is the head of the last file written, which the first line
+	// of the next one (after logrotate moved it) continues.
+	carried audit.Hash
+	// lost counts the events dropped because too many waited, not yet
+	// reported in an audit_events_lost line.
+	lost int64
+
+	// ship receives the lines of every successful write, in order, as
+	// written (stamped, without newlines); it must not block. nil: none.
+	ship func(lines [][]byte)
+
+	evMu     sync.Mutex // guards the fields below
+	evs      [][]byte   // events waiting for the writer (Broker.Audit)
+	evLost   int64      // events refused because evs was full
+	kick     chan struct{}
+	depth    atomic.Int64 // events waiting: in evs and in the queue
+	lostEver atomic.Int64 // events ever lost, for the metric
 }
 
-func openAudit(path string, journal *bbolt.DB, log *zap.Logger) (*auditLog, error) {
-	a := &auditLog{path: path, db: journal, log: log, ops: make(chan auditOp, 1024), done: make(chan struct{})}
+// maxQueuedEvents bounds the audit events kept in memory, waiting for the
+// writer or for a file that refuses them: at about 400 bytes a line, 64 MiB.
+// Beyond it the oldest are dropped, counted, and the count written as an
+// audit_events_lost line once the file takes lines again. Session records
+// are never dropped (there is at most one start and one end per session).
+const maxQueuedEvents = 1 << 17
+
+// event queues one audit event line for the writer, without waiting.
+func (a *auditLog) event(line []byte) {
+	a.evMu.Lock()
+	if len(a.evs) >= maxQueuedEvents {
+		a.evLost++
+		a.evMu.Unlock()
+		a.lostEver.Add(1)
+		return
+	}
+	a.evs = append(a.evs, line)
+	a.evMu.Unlock()
+	a.depth.Add(1)
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// takeEvents is the op of the events waiting, if any.
+func (a *auditLog) takeEvents() (auditOp, bool) {
+	a.evMu.Lock()
+	evs, lost := a.evs, a.evLost
+	a.evs, a.evLost = nil, 0
+	a.evMu.Unlock()
+	a.lost += lost
+	if len(evs) == 0 {
+		return auditOp{}, false
+	}
+	return auditOp{lines: evs, event: true}, true
+}
+
+// bound drops the oldest events of queue beyond maxQueuedEvents (never a
+// session record, nor a line already in the file), counting them in lost.
+func (a *auditLog) bound(queue []queued) []queued {
+	n := 0
+	for _, q := range queue {
+		if q.event && !q.inFile {
+			n++
+		}
+	}
+	drop := n - maxQueuedEvents
+	if drop <= 0 {
+		return queue
+	}
+	kept := queue[:0]
+	for _, q := range queue {
+		if drop > 0 && q.event && !q.inFile {
+			drop--
+			a.lost++
+			a.lostEver.Add(1)
+			a.depth.Add(-1)
+			continue
+		}
+		kept = append(kept, q)
+	}
+	return kept
+}
+
+func openAudit(path string, journal *bbolt.DB, log *zap.Logger, ship func([][]byte)) (*auditLog, error) {
+	a := &auditLog{path: path, db: journal, log: log, ops: make(chan auditOp, 1024), done: make(chan struct{}), size: -1,
+		kick: make(chan struct{}, 1), ship: ship}
 	if err := a.open(); err != nil {
 		return nil, err
 	}
@@ -204,7 +284,10 @@ func (a *auditLog) open() error {
 		return fmt.Errorf("broker: audit file: %w", err)
 	}
 	// A fresh descriptor: a partial line in a file it replaces stays there.
-	a.f, a.checked, a.torn = f, time.Now(), false
+	if a.size >= 0 {
+		a.carried = a.head
+	}
+	a.f, a.checked, a.size = f, time.Now(), -1
 	return nil
 }
 
@@ -253,11 +336,29 @@ func (a *auditLog) run() {
 				a.shut()
 				return
 			}
-			a.commit(a.gather(op))
+			a.commit(a.withEvents(a.gather(op)))
+		case <-a.kick:
+			a.commit(a.withEvents(nil))
 		case <-tick:
-			a.commit(nil)
+			a.commit(a.withEvents(nil))
 		}
 	}
+}
+
+// withEvents adds to batch the events waiting, and a line for the events
+// lost since the last one was written.
+func (a *auditLog) withEvents(batch []auditOp) []auditOp {
+	if op, ok := a.takeEvents(); ok {
+		batch = append(batch, op)
+	}
+	if a.lost > 0 && a.unavailable() == nil {
+		line := audit.Marshal(audit.Event{Event: audit.EventsLost, Actor: audit.ActorDaemon, Source: audit.SourceLocal, Count: a.lost,
+			Reason: "too many events waited for the audit file"})
+		a.lost = 0
+		a.depth.Add(1)
+		batch = append(batch, auditOp{lines: [][]byte{line}, event: true})
+	}
+	return batch
 }
 
 // gather is a batch: op and whatever else has queued up behind it.
@@ -281,8 +382,8 @@ func (a *auditLog) gather(op auditOp) []auditOp {
 // refused is left to the journal, whose entries the next start records as
 // abandoned.
 func (a *auditLog) shut() {
-	if len(a.queue) > 0 {
-		a.commit(nil)
+	if batch := a.withEvents(nil); len(batch) > 0 || len(a.queue) > 0 {
+		a.commit(batch)
 	}
 	if len(a.queue) > 0 {
 		a.log.Error("audit file still unwritable at shutdown: the sessions whose end records are not written will be recorded as abandoned at the next start",
@@ -301,7 +402,7 @@ func (a *auditLog) commit(batch []auditOp) {
 	items := slices.Clone(a.queue)
 	for _, op := range batch {
 		for i, l := range op.lines {
-			q := queued{line: l}
+			q := queued{line: l, event: op.event}
 			if i == len(op.lines)-1 {
 				q.del = op.ended
 			}
@@ -313,8 +414,16 @@ func (a *auditLog) commit(batch []auditOp) {
 		reply(batch, nil)
 		return
 	}
-	err := a.flush(items)
+	written, err := a.flush(items)
 	if err == nil {
+		if a.ship != nil {
+			a.ship(written)
+		}
+		for _, q := range items {
+			if q.event {
+				a.depth.Add(-1)
+			}
+		}
 		a.settle(items, batch)
 		if a.unavailable() != nil {
 			a.log.Info("audit file writable again", zap.String("path", a.path), zap.Int("records", len(a.queue)))
@@ -340,12 +449,12 @@ func (a *auditLog) commit(batch []auditOp) {
 			// file can be written, it shows the start and an end at once.
 			next = append(next, mine...)
 			next = append(next, queued{line: refusedEnd(op.entry), del: op.opening})
-		case op.ended != "":
+		case op.ended != "", op.event:
 			next = append(next, mine...)
 		}
 		// Abandoned records are not kept: their journal still holds them.
 	}
-	a.queue = next
+	a.queue = a.bound(next)
 	a.settle(nil, batch)
 	reply(batch, err)
 }
@@ -447,34 +556,56 @@ func (a *auditLog) update(fn func(*bbolt.Bucket) error) error {
 	return nil
 }
 
-// flush appends the lines of the items not yet in the file, in order, and
-// syncs the file. If that fails, it marks the items the attempt left whole
-// in the file (they are not written again: each record appears once) and
-// returns the fault.
-func (a *auditLog) flush(items []queued) error {
+// flush appends the lines of the items not yet in the file, in order,
+// each stamped with the hash of the line before it, and syncs the file. If
+// that fails, it marks the items the attempt left whole in the file (they
+// are not written again: each record appears once) and returns the fault.
+// It returns the lines it wrote, for shipping.
+//
+// The write is made under an exclusive flock of the file, which the other
+// process of an upgrade takes too, so that the two never interleave and
+// each continues the chain from the line the other wrote last.
+func (a *auditLog) flush(items []queued) ([][]byte, error) {
 	if err := a.ensureFile(); err != nil {
-		return a.faultOf(err)
+		return nil, a.faultOf(err)
 	}
+	fd := int(a.f.Fd())
+	if err := syscall.Flock(fd, syscall.LOCK_EX); err != nil {
+		return nil, a.faultOf(err)
+	}
+	defer syscall.Flock(fd, syscall.LOCK_UN)
+	st, err := a.f.Stat()
+	if err != nil {
+		return nil, a.faultOf(err)
+	}
+	before := st.Size()
 	var buf bytes.Buffer
-	if a.torn {
-		buf.WriteByte('\n') // end the partial line a failed write left
+	var lines [][]byte // what this write adds, for shipping
+	head := a.head
+	if before != a.size {
+		var start []byte
+		head, start = a.resume(before, &buf)
+		if start != nil {
+			lines = append(lines, start)
+		}
 	}
 	ends := make([]int, len(items)) // where each item's line ends in buf; 0: not in buf
-	for i, q := range items {
-		if !q.inFile {
-			buf.Write(q.line)
-			buf.WriteByte('\n')
-			ends[i] = buf.Len()
+	for i := range items {
+		q := &items[i]
+		if q.inFile {
+			continue
 		}
+		q.out = audit.Stamp(q.line, head)
+		head = audit.HashLine(q.out)
+		buf.Write(q.out)
+		buf.WriteByte('\n')
+		ends[i] = buf.Len()
+		lines = append(lines, q.out)
 	}
 	if buf.Len() > 0 {
-		var before int64 = -1
-		if st, err := a.f.Stat(); err == nil {
-			before = st.Size()
-		}
 		n, err := a.f.Write(buf.Bytes())
 		if err != nil && n > 0 && a.cutBack(before, n) {
-			n = 0 // the part written is gone again: no torn line in the file
+			n = 0 // the part written is gone again: no partial line in the file
 		}
 		if err != nil {
 			for i, end := range ends {
@@ -482,12 +613,9 @@ func (a *auditLog) flush(items []queued) error {
 					items[i].inFile = true
 				}
 			}
-			if n > 0 {
-				a.torn = buf.Bytes()[n-1] != '\n'
-			}
-			return a.faultOf(err)
+			a.size = -1 // read the tail again before the next write
+			return nil, a.faultOf(err)
 		}
-		a.torn = false
 	}
 	if err := a.f.Sync(); err != nil {
 		// After a failed fsync the kernel may have dropped the dirty pages
@@ -500,9 +628,54 @@ func (a *auditLog) flush(items []queued) error {
 		for i := range items {
 			items[i].inFile = true
 		}
-		return a.faultOf(err)
+		a.size = -1
+		return nil, a.faultOf(err)
 	}
-	return nil
+	a.head, a.size = head, before+int64(buf.Len())
+	return lines, nil
+}
+
+// resume finds where the chain stands in a file of size bytes that this
+// writer did not write last, and returns its head. To an empty file, or
+// one that ends with a line from before the chain, it first adds (to buf)
+// an audit_chain_started line, returned too. A partial last line, which a
+// failed write left, is ended with a newline: it stays in the file, where
+// audit verify reports it, and the chain goes on from it.
+func (a *auditLog) resume(size int64, buf *bytes.Buffer) (audit.Hash, []byte) {
+	start := audit.Event{Event: audit.ChainStarted, Actor: audit.ActorDaemon, Source: audit.SourceLocal}
+	var prev audit.Hash
+	last, whole, err := audit.Tail(a.f, size)
+	switch {
+	case errors.Is(err, audit.ErrNoLine):
+		prev = a.carried
+		start.Reason = "new file"
+		if prev != audit.Zero {
+			start.Reason = "continues the file logrotate moved"
+		}
+	case err != nil:
+		// Unreadable: the chain restarts, and says why.
+		a.log.Error("cannot read the audit file's last line: the chain restarts", zap.String("path", a.path), zap.Error(err))
+		start.Reason, start.Detail = "tail unreadable", err.Error()
+	default:
+		prev = audit.HashLine(last)
+		if !whole {
+			buf.WriteByte('\n')
+		}
+		var l struct {
+			Prev *string `json:"prev"`
+		}
+		if whole && json.Unmarshal(last, &l) == nil && l.Prev != nil {
+			return prev, nil // a chained line: go on from it
+		}
+		start.Reason = "continues a file of unchained lines"
+		if !whole {
+			start.Reason = "after a partial line"
+		}
+	}
+	line := audit.Stamp(audit.Marshal(start), prev)
+	buf.Write(line)
+	buf.WriteByte('\n')
+	return audit.HashLine(line), line
 }
 
 // cutBack undoes a write that failed after n bytes (a disk that filled
@@ -510,7 +683,7 @@ func (a *auditLog) flush(items []queued) error {
 // that the file holds no partial line for an auditor's parser to trip on.
 // It does nothing, and says so, when the file's size is not before+n: the
 // process of an upgrade's other half appended meanwhile, and the partial
-// line then stays, ended by the next write (torn).
+// line then stays, ended by the next write (see resume).
 func (a *auditLog) cutBack(before int64, n int) bool {
 	st, err := a.f.Stat()
 	if before < 0 || err != nil || st.Size() != before+int64(n) {
@@ -569,10 +742,7 @@ func (a *auditLog) close() {
 	<-a.done
 }
 
-func marshalLine(r record) []byte {
-	b, _ := json.Marshal(r) // a record always marshals
-	return b
-}
+func marshalLine(r record) []byte { return audit.Marshal(r) }
 
 // endedInTail returns the sessions with an end record in the last n bytes
 // of the audit file.

@@ -162,9 +162,10 @@ func TestAuditFileCreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
-	if len(lines) != 2 {
+	if len(lines) != 3 {
 		t.Fatalf("%d lines", len(lines))
 	}
+	lines = lines[1:] // after audit_chain_started
 	// The exact keys: a reader of the file depends on them.
 	keys := func(line []byte) string {
 		var m map[string]any
@@ -172,8 +173,8 @@ func TestAuditFileCreated(t *testing.T) {
 			t.Fatal(err)
 		}
 		var ks []string
-		for _, k := range []string{"time", "event", "session", "user", "client", "target", "address", "protocol", "port", "login",
-			"via", "token", "roles", "start", "end", "duration_ms", "bytes_up", "bytes_down", "reason", "bytes_exact"} {
+		for _, k := range []string{"v", "time", "event", "actor", "source", "session", "user", "client", "target", "address", "protocol", "port", "login",
+			"via", "token", "roles", "start", "end", "duration_ms", "bytes_up", "bytes_down", "reason", "bytes_exact", "prev"} {
 			if _, ok := m[k]; ok {
 				ks = append(ks, k)
 			}
@@ -183,13 +184,13 @@ func TestAuditFileCreated(t *testing.T) {
 		}
 		return strings.Join(ks, ",")
 	}
-	if k := keys(lines[0]); k != "time,event,session,user,client,target,address,protocol,port,via,roles" {
+	if k := keys(lines[0]); k != "v,time,event,actor,source,session,user,client,target,address,protocol,port,via,prev" {
 		t.Errorf("start keys %s", k)
 	}
-	if k := keys(lines[1]); k != "time,event,session,user,client,target,address,protocol,port,via,roles,start,end,duration_ms,bytes_up,bytes_down,reason,bytes_exact" {
+	if k := keys(lines[1]); k != "v,time,event,actor,source,session,user,client,target,address,protocol,port,via,start,end,duration_ms,bytes_up,bytes_down,reason,bytes_exact,prev" {
 		t.Errorf("end keys %s", k)
 	}
-	if !bytes.Contains(lines[0], []byte(`"roles":[]`)) || !bytes.Contains(lines[1], []byte(`"reason":"killed: by root: maintenance"`)) ||
+	if !bytes.Contains(lines[0], []byte(`"v":2`)) || !bytes.Contains(lines[1], []byte(`"reason":"killed: by root: maintenance"`)) ||
 		!bytes.Contains(lines[1], []byte(`"bytes_exact":true`)) || !bytes.Contains(lines[0], []byte(`"client":"192.0.2.1:4000"`)) {
 		t.Errorf("records:\n%s", data)
 	}

@@ -19,6 +19,8 @@ import (
 
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/internal/audit"
 )
 
 // sweepTick is how often idle and maximum times are checked: once a second.
@@ -160,6 +162,10 @@ type Options struct {
 	// refuses sessions (ErrAuditUnavailable) and end records wait in memory
 	// (see Session.End).
 	AuditFile string
+	// Ship, if set, receives the lines of every write to the audit file
+	// once it is synced, in order, as written (without newlines): the
+	// shippers' feed (journald, syslog). It must not block.
+	Ship func(lines [][]byte)
 }
 
 // Broker admits, dials, registers, relays and accounts for sessions.
@@ -193,6 +199,36 @@ type Broker struct {
 	stop       chan struct{} // closed to stop the sweeper
 	swept      chan struct{} // closed when the sweeper has returned
 	finalOnce  sync.Once
+
+	eventsMu sync.Mutex       // guards events
+	events   map[string]int64 // audit events submitted, by type
+}
+
+var _ audit.Sink = (*Broker)(nil)
+
+// Audit appends e to the audit trail, after every line submitted before it.
+// It does not wait for the write: the event is durable with the writer's
+// next group commit, a few milliseconds later. While the audit file cannot
+// be written, events wait in memory (up to a bound, then the oldest are
+// counted as lost). After Close, events are logged and dropped.
+func (b *Broker) Audit(e audit.Event) {
+	b.countEvent(e.Event)
+	b.audit.closeMu.RLock()
+	defer b.audit.closeMu.RUnlock()
+	if b.audit.closed {
+		b.log.Warn("audit event after the broker closed, not written", zap.String("event", e.Event), zap.String("actor", e.Actor))
+		return
+	}
+	b.audit.event(audit.Marshal(e))
+}
+
+func (b *Broker) countEvent(ev string) {
+	b.eventsMu.Lock()
+	if b.events == nil {
+		b.events = map[string]int64{}
+	}
+	b.events[ev]++
+	b.eventsMu.Unlock()
 }
 
 // New creates the broker's live journal, opens the audit file, records as
@@ -213,7 +249,7 @@ func New(cfg Config, opt Options) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	audit, err := openAudit(opt.AuditFile, journal, c.Logger)
+	audit, err := openAudit(opt.AuditFile, journal, c.Logger, opt.Ship)
 	if err != nil {
 		journal.Close()
 		os.Remove(path)
@@ -419,8 +455,9 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 		s.log.Error("session refused: its start record cannot be written", zap.Error(err))
 		return nil, &Error{Kind: KindInternal, Msg: "the bastion cannot record the session", Err: err}
 	}
+	b.countEvent(audit.SessionStart)
 	if ce := s.log.Check(zap.InfoLevel, "session started"); ce != nil {
-		ce.Write(start.fields()...)
+		ce.Write(fields(start)...)
 	}
 	b.mu.Lock()
 	b.sessions[s.info.ID] = s

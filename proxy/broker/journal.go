@@ -227,7 +227,7 @@ func (b *Broker) recordAbandoned(db *bbolt.DB) (int, error) {
 		}
 	}
 	for _, end := range ends {
-		b.log.Warn("session interrupted by a crash or a kill", append(end.fields(), zap.String("session", end.Session))...)
+		b.log.Warn("session interrupted by a crash or a kill", append(fields(end), zap.String("session", end.Session))...)
 		// Their bytes were counted by the process that carried them.
 		b.metrics.ended.WithLabelValues(end.Protocol, reasonClass(ReasonAbandoned)).Inc()
 	}

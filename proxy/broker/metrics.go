@@ -25,6 +25,12 @@ var (
 		"Capacity in weighted units: used by open sessions, and the total (limits.capacity).", []string{"state"}, nil)
 	auditDesc = prometheus.NewDesc("bastiond_audit_writable",
 		"1 while the audit file can be written; 0 while it cannot: new sessions are refused and end records wait in memory.", nil, nil)
+	auditQueueDesc = prometheus.NewDesc("bastiond_audit_queue_depth",
+		"Audit events waiting to be written to the audit file.", nil, nil)
+	auditEventsDesc = prometheus.NewDesc("bastiond_audit_events_total",
+		"Audit events submitted, by type (session records included).", []string{"event"}, nil)
+	auditLostDesc = prometheus.NewDesc("bastiond_audit_events_lost_total",
+		"Audit events dropped because too many waited for the audit file (each loss is counted in an audit_events_lost line).", nil, nil)
 )
 
 func newMetrics() *metrics {
@@ -62,6 +68,9 @@ func (b *Broker) Describe(ch chan<- *prometheus.Desc) {
 	ch <- bytesDesc
 	ch <- unitsDesc
 	ch <- auditDesc
+	ch <- auditQueueDesc
+	ch <- auditEventsDesc
+	ch <- auditLostDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -93,4 +102,11 @@ func (b *Broker) Collect(ch chan<- prometheus.Metric) {
 		writable = 0
 	}
 	ch <- prometheus.MustNewConstMetric(auditDesc, prometheus.GaugeValue, writable)
+	ch <- prometheus.MustNewConstMetric(auditQueueDesc, prometheus.GaugeValue, float64(b.audit.depth.Load()))
+	ch <- prometheus.MustNewConstMetric(auditLostDesc, prometheus.CounterValue, float64(b.audit.lostEver.Load()))
+	b.eventsMu.Lock()
+	for ev, n := range b.events {
+		ch <- prometheus.MustNewConstMetric(auditEventsDesc, prometheus.CounterValue, float64(n), ev)
+	}
+	b.eventsMu.Unlock()
 }

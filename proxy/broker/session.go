@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/internal/audit"
 )
 
 // Info is a live session as `bastionctl sessions` shows it.
@@ -166,8 +168,9 @@ func (s *Session) finish(reason string) {
 		// abandoned, with the counts last saved, rather than losing it.
 		s.log.Error("cannot record the end of the session; it will be recorded as abandoned at the next start", zap.Error(err))
 	}
+	b.countEvent(audit.SessionEnd)
 	if ce := s.log.Check(zap.InfoLevel, "session ended"); ce != nil {
-		ce.Write(end.fields()...)
+		ce.Write(fields(end)...)
 	}
 	b.metrics.active.WithLabelValues(s.info.Protocol).Dec()
 	b.metrics.ended.WithLabelValues(s.info.Protocol, reasonClass(reason)).Inc()

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/internal/audit"
 	"go.uber.org/zap/zaptest/observer"
 )
 
@@ -33,7 +35,9 @@ func auditLines(t testing.TB, path string) (recs []record, torn int) {
 			torn++
 			continue
 		}
-		recs = append(recs, r)
+		if r.Event != audit.ChainStarted {
+			recs = append(recs, r)
+		}
 	}
 	return recs, torn
 }
