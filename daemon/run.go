@@ -54,6 +54,9 @@ type daemon struct {
 	auth    *auth.Authenticator
 	broker  *broker.Broker
 	admin   *adminapi.Server
+	// trail is the audit sink every subsystem is given: the broker's
+	// writer once it is open.
+	trail   *trail
 	adminLn net.Listener
 	metrics *metricsServer
 
@@ -113,7 +116,8 @@ func Run(ctx context.Context, dc Config) error {
 		return fmt.Errorf("daemon: cannot find this binary: %w", err)
 	}
 	d := &daemon{file: file, exe: exe, log: log, level: level, started: time.Now(), cfg: cfg, loaded: time.Now(),
-		certs: &certs.Store{}, pred: pred, upgrades: make(chan upgradeRequest)}
+		certs: &certs.Store{}, pred: pred, upgrades: make(chan upgradeRequest), trail: newTrail(log.Named("audit"))}
+	defer d.trail.close()
 
 	// Signals are taken before anything slow so that a SIGTERM during
 	// start-up is not lost (the default action would kill us mid-way).
@@ -166,7 +170,7 @@ func (d *daemon) start() (err error) {
 	if err := d.pred.release(); err != nil {
 		return err
 	}
-	d.state, d.auth, err = openState(cfg, d.log)
+	d.state, d.auth, err = openState(cfg, d.log, d.trail)
 	if err != nil {
 		return err
 	}
@@ -185,6 +189,7 @@ func (d *daemon) start() (err error) {
 	if err != nil {
 		return err
 	}
+	d.trail.attach(d.broker)
 	pcfg := d.proxyConfig(cfg)
 	pcfg.Lineage = d.pred.lineage()
 	d.front, err = proxy.New(pcfg, d.auth)
@@ -554,7 +559,7 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 	if cfg.Listen.TLS.MinVersion == "1.2" {
 		minTLS = tls.VersionTLS12
 	}
-	return proxy.Config{
+	return proxy.Config{Audit: d.trail,
 		Logger:            d.log.Named("proxy"),
 		ServerName:        cfg.Listen.ServerName,
 		Certs:             d.certs,

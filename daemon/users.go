@@ -11,6 +11,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/audit"
+
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
 	"github.com/bastiond/bastiond/internal/statedb"
@@ -20,7 +22,7 @@ import (
 
 // openState opens the state store, state_dir/state.db. Only one daemon may
 // hold it: a second one waits a moment, then fails with a clear error.
-func openState(cfg *config.Config, log *zap.Logger) (*statedb.Handle, *auth.Authenticator, error) {
+func openState(cfg *config.Config, log *zap.Logger, trail audit.Sink) (*statedb.Handle, *auth.Authenticator, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("state_dir: %w", err)
 	}
@@ -33,7 +35,7 @@ func openState(cfg *config.Config, log *zap.Logger) (*statedb.Handle, *auth.Auth
 		db.Close()
 		return nil, nil, err
 	}
-	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: store, Logger: log.Named("auth"),
+	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: store, Logger: log.Named("auth"), Audit: trail,
 		Throttle: auth.ThrottleConfig{MaxEntries: cfg.Limits.SigninThrottleEntries}})
 	if err != nil {
 		db.Close()

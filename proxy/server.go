@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/internal/audit"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sync/errgroup"
 
@@ -33,6 +35,10 @@ const ALPNTunnel = tunnel.ALPN
 type Config struct {
 	// Logger is required.
 	Logger *zap.Logger
+	// Audit receives the security events of everything on port 443:
+	// sign-outs, tickets, refused connects, recordings played. Default
+	// audit.Discard.
+	Audit audit.Sink
 	// ServerName is the DNS name users connect to. Required.
 	ServerName string
 	// Certs provides the certificate. Required.
@@ -173,6 +179,9 @@ func New(cfg Config, a *auth.Authenticator) (*Server, error) {
 func (c Config) withDefaults() (*Config, error) {
 	if c.Logger == nil || c.Certs == nil || c.ServerName == "" || c.Access == nil {
 		return nil, errors.New("proxy: Logger, Certs, ServerName and Access are required")
+	}
+	if c.Audit == nil {
+		c.Audit = audit.Discard
 	}
 	if c.MinTLSVersion == 0 {
 		c.MinTLSVersion = tls.VersionTLS13

@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/audit"
+
 	"github.com/bastiond/bastiond/internal/source"
 )
 
@@ -37,6 +39,9 @@ type AuthenticatorConfig struct {
 	// Logger records failures with their reason. Required.
 	Logger   *zap.Logger
 	Throttle ThrottleConfig
+	// Audit receives the sign-in events (succeeded, failed, throttled,
+	// refused, account locked). Default audit.Discard.
+	Audit audit.Sink
 	// MaxHashing bounds concurrent password hashes (each takes about
 	// 19 MiB for its duration). Default 2 per CPU.
 	MaxHashing int
@@ -46,6 +51,7 @@ type AuthenticatorConfig struct {
 type Authenticator struct {
 	store    *Store
 	log      *zap.Logger
+	audit    audit.Sink
 	throttle *throttle
 	lockFor  time.Duration
 	lockAt   int
@@ -71,10 +77,14 @@ func NewAuthenticator(cfg AuthenticatorConfig) (*Authenticator, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Audit == nil {
+		cfg.Audit = audit.Discard
+	}
 	th := newThrottle(cfg.Throttle)
 	return &Authenticator{
 		store:     cfg.Store,
 		log:       cfg.Logger,
+		audit:     cfg.Audit,
 		throttle:  th,
 		lockFor:   th.cfg.LockFor,
 		lockAt:    th.cfg.LockAfter,
