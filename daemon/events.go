@@ -160,6 +160,15 @@ type reloadOutcome struct {
 // errBusy answers a reload asked for during an upgrade or a drain.
 var errBusy = errors.New("not reloaded: an upgrade or a stop is under way; try again when it is over")
 
+// serveReload answers a reload request, in the main loop.
+func (d *daemon) serveReload(req reloadRequest) {
+	if d.isUpgrading() {
+		req.result <- reloadOutcome{err: errBusy}
+		return
+	}
+	req.result <- reloadOutcome{res: d.reload(req.actor, "bastionctl reload")}
+}
+
 // requestReload is the admin API's `bastionctl reload`: the main loop
 // reloads, as on SIGHUP, and the outcome is the answer.
 func (d *daemon) requestReload(ctx context.Context) (adminapi.ReloadResult, error) {

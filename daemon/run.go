@@ -305,11 +305,7 @@ func (d *daemon) serve(ctx context.Context, sigs <-chan os.Signal) error {
 			waiting = append(waiting, req.result)
 			startUpgrade(req.actor, "bastionctl upgrade")
 		case req := <-d.reloads:
-			if d.isUpgrading() {
-				req.result <- reloadOutcome{err: errBusy}
-				continue
-			}
-			req.result <- reloadOutcome{res: d.reload(req.actor, "bastionctl reload")}
+			d.serveReload(req)
 		case res := <-upgraded:
 			d.mu.Lock()
 			d.upgrading = false
