@@ -11,13 +11,16 @@ import (
 	"encoding/base32"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +32,7 @@ import (
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/version"
 	"github.com/bastiond/bastiond/proxy"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
@@ -390,4 +394,207 @@ func totpCode(t *testing.T, secret string, at time.Time) string {
 	sum := mac.Sum(nil)
 	off := sum[len(sum)-1] & 0x0f
 	return fmt.Sprintf("%06d", (binary.BigEndian.Uint32(sum[off:])&0x7fffffff)%1_000_000)
+}
+
+// TestHostKeyEvents: pinning from a scan, from a key line and by
+// fingerprint, and forgetting, are one event per key.
+func TestHostKeyEvents(t *testing.T) {
+	e := adminDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := e.client
+	fp := ssh.FingerprintSHA256(e.sshKey)
+
+	keys, err := c.ScanHostKeys(ctx, "vm1", adminapi.ScanRequest{Pin: true})
+	if err != nil || len(keys) != 1 || keys[0].Fingerprint != fp {
+		t.Fatalf("scan and pin: %+v, %v", keys, err)
+	}
+	e.expect(t, audit.Event{Event: audit.HostKeyPinned, Target: "vm1", Protocol: "ssh", Fingerprint: fp, Detail: "pinned as a scan found it"})
+
+	// A scan that finds the key pinned already pins nothing: no event.
+	if _, err := c.ScanHostKeys(ctx, "vm1", adminapi.ScanRequest{Pin: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ForgetHostKeys(ctx, "vm1", fp); err != nil {
+		t.Fatal(err)
+	}
+	e.expect(t, audit.Event{Event: audit.HostKeyForgot, Target: "vm1", Protocol: "ssh", Fingerprint: fp})
+
+	other := newHostKey(t).PublicKey()
+	if _, err := c.PinHostKeys(ctx, "vm1", adminapi.PinRequest{Keys: []string{string(ssh.MarshalAuthorizedKey(other))}}); err != nil {
+		t.Fatal(err)
+	}
+	e.expect(t, audit.Event{Event: audit.HostKeyPinned, Target: "vm1", Protocol: "ssh", Fingerprint: ssh.FingerprintSHA256(other),
+		Detail: "pinned from a key line the admin gave"})
+
+	// Seen by a scan without pinning, then pinned by its fingerprint.
+	if _, err := c.ScanHostKeys(ctx, "vm1", adminapi.ScanRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PinHostKeys(ctx, "vm1", adminapi.PinRequest{Fingerprints: []string{fp}}); err != nil {
+		t.Fatal(err)
+	}
+	e.expect(t, audit.Event{Event: audit.HostKeyPinned, Target: "vm1", Protocol: "ssh", Fingerprint: fp,
+		Detail: "pinned by fingerprint, as seen before"})
+
+	// Forgetting every key of a target: one event each.
+	if _, err := c.ForgetHostKeys(ctx, "vm1", ""); err != nil {
+		t.Fatal(err)
+	}
+	forgot := e.peek(t, 2)
+	want := []audit.Event{{Event: audit.HostKeyForgot, Target: "vm1", Protocol: "ssh", Fingerprint: fp},
+		{Event: audit.HostKeyForgot, Target: "vm1", Protocol: "ssh", Fingerprint: ssh.FingerprintSHA256(other)}}
+	if len(forgot) == 2 && !bytes.Contains(forgot[0], []byte(fp)) {
+		want[0], want[1] = want[1], want[0]
+	}
+	e.expect(t, want...)
+
+	// Refused: a target not in the inventory; nothing recorded.
+	if _, err := c.PinHostKeys(ctx, "vm9", adminapi.PinRequest{Keys: []string{string(ssh.MarshalAuthorizedKey(other))}}); err == nil {
+		t.Error("pinned a key for a target not in the inventory")
+	}
+	time.Sleep(200 * time.Millisecond)
+	e.verify(t)
+}
+
+// TestReloadEvents: `bastionctl reload` of a file that does not load is a
+// config_refused event naming the admin, the file and line; the running
+// configuration stays.
+func TestReloadEvents(t *testing.T) {
+	e := adminDaemon(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	running := e.d.config()
+	bad := strings.Replace(testConfig, "protocols: [rdp]", "protocols: [rdp, telnet]", 1)
+	if err := os.WriteFile(e.d.file, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, loadErr := config.Load(e.d.file)
+	if loadErr == nil || !strings.Contains(loadErr.Error(), e.d.file+":") {
+		t.Fatalf("the bad file loads: %v", loadErr)
+	}
+	res, err := e.client.Reload(ctx)
+	if err != nil || res.OK || res.Error != loadErr.Error() {
+		t.Fatalf("reload answered %+v, %v", res, err)
+	}
+	if e.d.config() != running {
+		t.Error("a refused configuration replaced the running one")
+	}
+	e.expect(t, audit.Event{Event: audit.ConfigRefused, Reason: "config_invalid", Digest: fileDigest(e.d.file),
+		Detail: "bastionctl reload; the running configuration stays in force: " + loadErr.Error()})
+
+	// On SIGHUP the daemon is the actor. A file that is gone has no digest.
+	os.Remove(e.d.file)
+	e.d.reload(audit.ActorDaemon, "on SIGHUP")
+	e.expect(t, audit.Event{Event: audit.ConfigRefused, Actor: audit.ActorDaemon, Reason: "config_invalid",
+		Detail: "on SIGHUP; the running configuration stays in force: config: open " + e.d.file + ": no such file or directory"})
+	e.verify(t)
+}
+
+// TestConfigReloadedEvent: a reload that took names the new file's digest
+// and the settings that changed. (Swapping a configuration in needs the
+// firewall, so this takes the event from a reload's outcome.)
+func TestConfigReloadedEvent(t *testing.T) {
+	e := adminDaemon(t)
+	prev := e.d.config()
+	changed := strings.Replace(testConfig, "protocols: [rdp]", "protocols: [rdp, tunnel]", 1)
+	changed = strings.Replace(changed, "state_dir: /tmp/bastiond-test", "state_dir: /tmp/bastiond-test2", 1)
+	if err := os.WriteFile(e.d.file, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	next, err := config.Load(e.d.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.d.auditReload("alice", "bastionctl reload", prev, next, nil)
+	e.expect(t, audit.Event{Event: audit.ConfigReloaded, Actor: "alice", Digest: next.Digest,
+		Detail: "bastionctl reload; changed: access.roles, state_dir; at the next restart only: state_dir"})
+	e.d.auditReload(audit.ActorDaemon, "on SIGHUP", next, next, nil)
+	e.expect(t, audit.Event{Event: audit.ConfigReloaded, Actor: audit.ActorDaemon, Digest: next.Digest, Detail: "on SIGHUP; changed: nothing"})
+	e.d.auditReload(audit.ActorDaemon, "on SIGHUP", next, nil, refused("firewall_refused", errors.New("cannot put the firewall in force: EPERM")))
+	e.expect(t, audit.Event{Event: audit.ConfigRefused, Actor: audit.ActorDaemon, Reason: "firewall_refused", Digest: next.Digest,
+		Detail: "on SIGHUP; the running configuration stays in force: cannot put the firewall in force: EPERM"})
+	e.verify(t)
+}
+
+// TestDaemonEvents: start, stop and firewall repairs are the daemon's own
+// events.
+func TestDaemonEvents(t *testing.T) {
+	e := adminDaemon(t)
+	e.d.auditStarted()
+	e.expect(t, audit.Event{Event: audit.DaemonStarted, Actor: audit.ActorDaemon, Version: version.Version, Digest: e.d.config().Digest,
+		Detail: fmt.Sprintf("pid %d, configuration %s", os.Getpid(), e.d.file)})
+	diffs := make([]string, 23)
+	for i := range diffs {
+		diffs[i] = fmt.Sprintf("inet bastiond chain input: rule %d removed", i+1)
+	}
+	e.d.auditDrift(diffs[:2])
+	e.expect(t, audit.Event{Event: audit.DriftRepaired, Actor: audit.ActorDaemon, Count: 2,
+		Detail: "someone changed bastiond's tables; restored them: inet bastiond chain input: rule 1 removed; inet bastiond chain input: rule 2 removed"})
+	e.d.auditDrift(diffs)
+	e.expect(t, audit.Event{Event: audit.DriftRepaired, Actor: audit.ActorDaemon, Count: 23,
+		Detail: "someone changed bastiond's tables; restored them: " + strings.Join(diffs[:20], "; ") + "; and 3 more"})
+	e.d.auditStopped("", "on SIGTERM; 0 sessions were still open after the drain and are ended")
+	e.expect(t, audit.Event{Event: audit.DaemonStopped, Actor: audit.ActorDaemon, Version: version.Version,
+		Detail: "on SIGTERM; 0 sessions were still open after the drain and are ended"})
+	e.verify(t)
+}
+
+// peek waits for n more lines of the trail and returns them, unread.
+func (e *adminEnv) peek(t *testing.T, n int) [][]byte {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		data, err := os.ReadFile(e.trail)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
+		if len(lines) >= e.read+n || time.Now().After(deadline) {
+			return lines[min(e.read, len(lines)):min(e.read+n, len(lines))]
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestUpgradeFailedEvents: an upgrade whose new binary does not start is
+// upgrade_started then upgrade_failed, named for who asked.
+func TestUpgradeFailedEvents(t *testing.T) {
+	e := adminDaemon(t)
+	d := e.d
+	falseBin, err := exec.LookPath("false")
+	if err != nil {
+		t.Skip("no false(1) to stand for a new binary that cannot start")
+	}
+	d.exe = falseBin
+	d.lns = &listeners{}
+	adminLn, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(t.TempDir(), "a.sock"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adminLn.Close()
+	metricsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer metricsLn.Close()
+	d.adminLn, d.metrics = adminLn, &metricsServer{ln: metricsLn}
+
+	res := d.upgrade("alice", "bastionctl upgrade")
+	if res.err == nil {
+		t.Fatal("an upgrade to false(1) succeeded")
+	}
+	e.expect(t, audit.Event{Event: audit.UpgradeStarted, Actor: "alice", Version: version.Version,
+		Detail: fmt.Sprintf("bastionctl upgrade: pid %d starts %s", os.Getpid(), falseBin)})
+	lines := e.peek(t, 1)
+	var got audit.Event
+	if len(lines) != 1 || json.Unmarshal(lines[0], &got) != nil {
+		t.Fatalf("no upgrade_failed line: %q", lines)
+	}
+	prefix := fmt.Sprintf("pid %d still serves: ", os.Getpid())
+	if !strings.HasPrefix(got.Detail, prefix) || !strings.Contains(got.Detail, "the new process") {
+		t.Errorf("upgrade_failed detail %q", got.Detail)
+	}
+	e.expect(t, audit.Event{Event: audit.UpgradeFailed, Actor: "alice", Version: version.Version, Reason: "upgrade_failed", Detail: got.Detail})
+	e.verify(t)
 }
