@@ -61,8 +61,12 @@ func (s *Server) sessionRoutes(mux *http.ServeMux, ss Sessions) {
 			return
 		}
 		s.log.Info("session killed", peerField(r), zap.String("session", id), zap.String("reason", req.Reason))
-		s.audit(r, audit.Event{Event: audit.SessionKilled, Session: id, User: info.User, Target: info.Target,
-			Protocol: info.Protocol, Detail: req.Reason})
+		e := audit.Event{Event: audit.SessionKilled, Session: id, User: info.User, Target: info.Target,
+			Protocol: info.Protocol, Detail: req.Reason}
+		if info.Client.IsValid() {
+			e.Client = info.Client.Addr().Unmap().String()
+		}
+		s.audit(r, e)
 		writeJSON(w, http.StatusOK, struct{}{})
 	})
 }
