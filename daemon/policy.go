@@ -75,7 +75,8 @@ func (p policyAPI) Blocklist() ([]adminapi.BlockEntry, error) {
 }
 
 // Unblock tells which sources it removed by listing the blocklist before
-// and after: a source that expired in between counts as removed, which it is.
+// and after (for the audit trail); a source whose block happened to expire
+// in between is counted with them.
 func (p policyAPI) Unblock(sources []netip.Prefix) ([]netip.Prefix, error) {
 	before, err := p.d.kernel.Blocklist()
 	if err != nil {
