@@ -200,6 +200,13 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 		if !ok || !s.allowed(p) {
 			s.log.Warn("admin request refused", zap.Uint32("uid", p.UID), zap.Int32("pid", p.PID),
 				zap.String("method", r.Method), zap.String("path", r.URL.Path))
+			e := audit.Event{Event: audit.AdminRefused, Actor: audit.ActorAnonymous, Source: audit.SourceLocal, Reason: "not_admin",
+				Detail: fmt.Sprintf("%s %s: no peer credentials", r.Method, r.URL.Path)}
+			if ok {
+				e.Actor = uidName(p.UID)
+				e.Detail = fmt.Sprintf("%s %s: uid %d (pid %d) is not root and not in the admin group", r.Method, r.URL.Path, p.UID, p.PID)
+			}
+			s.trail.Audit(e)
 			writeJSON(w, http.StatusForbidden, apiError{Error: fmt.Sprintf(
 				"permission denied: uid %d is not root and not in the bastion admin group", p.UID)})
 			return

@@ -155,3 +155,40 @@ func TestCallerWithoutName(t *testing.T) {
 		t.Errorf("the session's end reason: %q", ss.killed)
 	}
 }
+
+// TestAdminRefusedEvent: a local user who is not an admin is refused, and
+// the refusal is an audit event naming them.
+func TestAdminRefusedEvent(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to connect as another user")
+	}
+	for _, tool := range []string{"setpriv", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	rec, ss := &recorder{}, &liveSessions{}
+	path := startServer(t, "", func(c *Config) { c.Sessions, c.Audit = ss, rec })
+	out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		"curl", "-sS", "--unix-socket", path, "-X", "POST", "-d", `{"reason":"test"}`,
+		"http://bastiond/v1/sessions/0123456789abcdef/kill").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "permission denied") {
+		t.Fatalf("setpriv curl: %v: %s", err, out)
+	}
+	if len(ss.killed) != 0 {
+		t.Fatal("a refused caller killed a session")
+	}
+	got := rec.take()
+	actor := "uid:65534"
+	if u, err := user.LookupId("65534"); err == nil {
+		actor = u.Username
+	}
+	prefix := "POST /v1/sessions/0123456789abcdef/kill: uid 65534 (pid "
+	if len(got) != 1 || !strings.HasPrefix(got[0].Detail, prefix) || !strings.HasSuffix(got[0].Detail, ") is not root and not in the admin group") {
+		t.Fatalf("events: %+v", got)
+	}
+	want := audit.Event{Event: audit.AdminRefused, Actor: actor, Source: audit.SourceLocal, Reason: "not_admin", Detail: got[0].Detail}
+	if !reflect.DeepEqual(got[0], want) {
+		t.Errorf("event:\n got %+v\nwant %+v", got[0], want)
+	}
+}
