@@ -74,7 +74,29 @@ func (p policyAPI) Blocklist() ([]adminapi.BlockEntry, error) {
 	return out, nil
 }
 
-func (p policyAPI) Unblock(sources []netip.Prefix) (int, error) { return p.d.kernel.Unblock(sources) }
+// Unblock tells which sources it removed by listing the blocklist before
+// and after (for the audit trail); a source whose block happened to expire
+// in between is counted with them.
+func (p policyAPI) Unblock(sources []netip.Prefix) ([]netip.Prefix, error) {
+	before, err := p.d.kernel.Blocklist()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := p.d.kernel.Unblock(sources); err != nil {
+		return nil, err
+	}
+	after, err := p.d.kernel.Blocklist()
+	if err != nil {
+		return nil, err
+	}
+	var removed []netip.Prefix
+	for _, e := range before {
+		if !slices.ContainsFunc(after, func(a netpolicy.BlockEntry) bool { return a.Prefix == e.Prefix }) {
+			removed = append(removed, e.Prefix)
+		}
+	}
+	return removed, nil
+}
 
 // config returns the configuration in force.
 func (d *daemon) config() *config.Config {

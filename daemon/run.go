@@ -17,9 +17,11 @@ import (
 	sdaemon "github.com/coreos/go-systemd/v22/daemon"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/internal/version"
 	"github.com/bastiond/bastiond/netpolicy"
@@ -81,6 +83,7 @@ type daemon struct {
 	stopReconcile context.CancelFunc
 	reconciled    chan error
 	upgrades      chan upgradeRequest
+	reloads       chan reloadRequest
 }
 
 // Run runs the daemon until ctx is cancelled or SIGTERM or SIGINT arrives,
@@ -116,7 +119,8 @@ func Run(ctx context.Context, dc Config) error {
 		return fmt.Errorf("daemon: cannot find this binary: %w", err)
 	}
 	d := &daemon{file: file, exe: exe, log: log, level: level, started: time.Now(), cfg: cfg, loaded: time.Now(),
-		certs: &certs.Store{}, pred: pred, upgrades: make(chan upgradeRequest), trail: newTrail(log.Named("audit"))}
+		certs: &certs.Store{}, pred: pred, upgrades: make(chan upgradeRequest), reloads: make(chan reloadRequest),
+		trail: newTrail(log.Named("audit"))}
 	defer d.trail.close()
 
 	// Signals are taken before anything slow so that a SIGTERM during
@@ -201,7 +205,7 @@ func (d *daemon) start() (err error) {
 	}
 	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status,
 		Policy: policyAPI{d}, Targets: targetsAPI{d}, Users: usersAPI{d}, Sessions: sessionsAPI{d},
-		HostKeys: hostKeysAPI{d.hostKeys, d}, SSHCA: d.sshCA, Upgrade: d.requestUpgrade,
+		HostKeys: hostKeysAPI{d.hostKeys, d}, SSHCA: d.sshCA, Upgrade: d.requestUpgrade, Reload: d.requestReload, Audit: d.trail,
 		ScanDial: func(ctx context.Context, target, protocol string) (net.Conn, error) {
 			return d.broker.Probe(ctx, target, protocol)
 		}})
@@ -261,6 +265,7 @@ func (d *daemon) abort() {
 func (d *daemon) startReconcile() {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stopReconcile, d.reconciled = cancel, make(chan error, 1)
+	d.kernel.OnRepair(d.auditDrift)
 	go func() { d.reconciled <- d.kernel.Reconcile(ctx, d.log.Named("firewall"), 0) }()
 }
 
@@ -271,32 +276,36 @@ func (d *daemon) serve(ctx context.Context, sigs <-chan os.Signal) error {
 	watchdog := watchdogTicker()
 	defer watchdog.Stop()
 	d.log.Info("ready", zap.String("version", version.Version), zap.String("config", d.file), zap.String("digest", short(d.cfg.Digest)))
+	d.auditStarted()
 	notify(sdaemon.SdNotifyReady, "STATUS="+d.statusLine())
 	upgraded := make(chan upgradeResult, 1)
 	var waiting []chan<- upgradeResult // bastionctl upgrade calls waiting for the result
-	startUpgrade := func() {
+	startUpgrade := func(actor, how string) {
 		d.mu.Lock()
 		busy := d.upgrading
 		d.upgrading = true
 		d.mu.Unlock()
 		if !busy {
-			go func() { upgraded <- d.upgrade() }()
+			go func() { upgraded <- d.upgrade(actor, how) }()
 		}
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			return d.drain(sigs, watchdog)
+			return d.drain(sigs, watchdog, "asked to stop")
 		case err := <-d.serveErrs:
 			// A listener died: nothing can be served any more.
 			d.log.Error("listener failed", zap.Error(err))
+			d.auditStopped("listener_failed", firstLine(err.Error()))
 			d.close()
 			return err
 		case <-watchdog.C:
 			notify(sdaemon.SdNotifyWatchdog)
 		case req := <-d.upgrades:
 			waiting = append(waiting, req.result)
-			startUpgrade()
+			startUpgrade(req.actor, "bastionctl upgrade")
+		case req := <-d.reloads:
+			d.serveReload(req)
 		case res := <-upgraded:
 			d.mu.Lock()
 			d.upgrading = false
@@ -316,14 +325,14 @@ func (d *daemon) serve(ctx context.Context, sigs <-chan os.Signal) error {
 					d.log.Warn("reload ignored: an upgrade is under way")
 					continue
 				}
-				d.reload()
+				d.reload(audit.ActorDaemon, "on SIGHUP")
 				continue
 			case syscall.SIGUSR2:
-				startUpgrade()
+				startUpgrade(audit.ActorDaemon, "on SIGUSR2")
 				continue
 			}
 			d.log.Info("signal received, draining", zap.String("signal", s.String()))
-			return d.drain(sigs, watchdog)
+			return d.drain(sigs, watchdog, "on "+signalName(s))
 		}
 	}
 }
@@ -335,8 +344,9 @@ func (d *daemon) isUpgrading() bool {
 }
 
 // drain stops accepting, lets sessions finish for up to the grace period,
-// then closes them. A second SIGTERM or SIGINT ends the wait at once.
-func (d *daemon) drain(sigs <-chan os.Signal, watchdog *time.Ticker) error {
+// then closes them. A second SIGTERM or SIGINT ends the wait at once. why
+// says what asked for the stop, in the audit trail.
+func (d *daemon) drain(sigs <-chan os.Signal, watchdog *time.Ticker, why string) error {
 	d.mu.Lock()
 	d.draining = true
 	grace := d.cfg.Limits.DrainGrace
@@ -350,6 +360,7 @@ func (d *daemon) drain(sigs <-chan os.Signal, watchdog *time.Ticker) error {
 		// Stop accepting, let HTTP requests and then sessions finish; the
 		// broker ends what is left when ctx ends.
 		d.front.Shutdown(ctx)
+		d.auditStopped("", fmt.Sprintf("%s; %d sessions were still open after the drain and are ended", why, d.broker.Live()))
 		done <- d.broker.Close(ctx)
 	}()
 	for {
@@ -396,10 +407,13 @@ func (d *daemon) close() {
 
 // reload builds and checks the new configuration, and only when all of it is
 // good swaps it in. Any error leaves the running configuration untouched.
-func (d *daemon) reload() {
+// actor and how are who asked and how, for the audit trail.
+func (d *daemon) reload(actor, how string) adminapi.ReloadResult {
 	notify(sdaemon.SdNotifyReloading, sdaemon.SdNotifyMonotonicUsec())
 	d.log.Info("reloading", zap.String("config", d.file))
-	err := d.tryReload()
+	prev := d.config()
+	next, err := d.tryReload()
+	d.auditReload(actor, how, prev, next, err)
 	res := &adminapi.ReloadResult{Time: time.Now(), OK: err == nil}
 	if err != nil {
 		res.Error = err.Error()
@@ -413,35 +427,38 @@ func (d *daemon) reload() {
 		status = "reload failed, running previous configuration: " + firstLine(err.Error())
 	}
 	notify(sdaemon.SdNotifyReady, "STATUS="+status)
+	return *res
 }
 
-func (d *daemon) tryReload() error {
+// tryReload returns the configuration it swapped in, or why it did not
+// (a *reloadError).
+func (d *daemon) tryReload() (*config.Config, error) {
 	next, err := config.Load(d.file)
 	if err != nil {
-		return err
+		return nil, refused("config_invalid", err)
 	}
 	if err := checkHost(next); err != nil {
-		return err
+		return nil, refused("host_mismatch", err)
 	}
 	level, err := zap.ParseAtomicLevel(next.Logging.Level)
 	if err != nil {
-		return err
+		return nil, refused("config_invalid", err)
 	}
 	// The policy is applied before the rest is swapped: if the kernel
 	// refuses it, the old policy is still in force and so is the old config.
 	if err := d.applyPolicy(next); err != nil {
-		return err
+		return nil, refused("firewall_refused", err)
 	}
 	// The certificate is the last thing that can fail; certs.Load keeps the
 	// old certificate on error, so nothing has changed when it returns one.
 	if err := d.certs.Load(certConfig(next)); err != nil {
-		return err
+		return nil, refused("certificate_unusable", err)
 	}
 	if err := d.front.SetConfig(d.proxyConfig(next)); err != nil {
-		return err
+		return nil, refused("not_applied", err)
 	}
 	if err := d.broker.SetConfig(brokerConfig(next, d.log)); err != nil {
-		return err
+		return nil, refused("not_applied", err)
 	}
 	d.admin.SetGroup(next.Listen.AdminGroup)
 	d.level.SetLevel(level.Level())
@@ -455,7 +472,7 @@ func (d *daemon) tryReload() error {
 	}
 	d.log.Info("reloaded", zap.String("digest", short(next.Digest)))
 	d.endRevoked("configuration reloaded")
-	return nil
+	return next, nil
 }
 
 // applyPolicy compiles the firewall for cfg and puts it in force atomically.
@@ -641,6 +658,16 @@ func short(digest string) string {
 		return digest[:12]
 	}
 	return digest
+}
+
+// signalName is SIGTERM for terminated, as admins know signals.
+func signalName(s os.Signal) string {
+	if n, ok := s.(syscall.Signal); ok {
+		if name := unix.SignalName(n); name != "" {
+			return name
+		}
+	}
+	return s.String()
 }
 
 func firstLine(s string) string {

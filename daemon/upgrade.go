@@ -32,6 +32,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -40,6 +41,7 @@ import (
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/handover"
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/internal/version"
 	"github.com/bastiond/bastiond/proxy"
 	"github.com/bastiond/bastiond/proxy/broker"
@@ -78,7 +80,10 @@ type (
 	}
 )
 
-type upgradeRequest struct{ result chan<- upgradeResult }
+type upgradeRequest struct {
+	actor  string // who asked, for the audit trail
+	result chan<- upgradeResult
+}
 
 type upgradeResult struct {
 	succ *handover.Successor
@@ -90,7 +95,7 @@ type upgradeResult struct {
 func (d *daemon) requestUpgrade(ctx context.Context) (adminapi.UpgradeResult, error) {
 	res := make(chan upgradeResult, 1)
 	select {
-	case d.upgrades <- upgradeRequest{result: res}:
+	case d.upgrades <- upgradeRequest{actor: actorOf(ctx), result: res}:
 	case <-ctx.Done():
 		return adminapi.UpgradeResult{}, ctx.Err()
 	}
@@ -106,22 +111,30 @@ func (d *daemon) requestUpgrade(ctx context.Context) (adminapi.UpgradeResult, er
 }
 
 // upgrade starts the new binary and hands over to it; on error this
-// process still serves, as before.
-func (d *daemon) upgrade() upgradeResult {
+// process still serves, as before. actor and how are who asked and how,
+// for the audit trail.
+func (d *daemon) upgrade(actor, how string) upgradeResult {
 	log := d.log.With(zap.String("binary", d.exe))
 	log.Info("upgrade: starting the new binary")
-	succ, err := d.handOver(log)
+	d.event(audit.Event{Event: audit.UpgradeStarted, Actor: actor, Version: version.Version,
+		Detail: fmt.Sprintf("%s: pid %d starts %s", how, os.Getpid(), d.exe)})
+	succ, newVersion, err := d.handOver(log)
 	if err != nil {
 		log.Error("upgrade failed; this process still serves", zap.Error(err))
+		d.event(audit.Event{Event: audit.UpgradeFailed, Actor: actor, Version: version.Version, Reason: "upgrade_failed",
+			Detail: "pid " + strconv.Itoa(os.Getpid()) + " still serves: " + firstLine(err.Error())})
 		return upgradeResult{err: fmt.Errorf("upgrade failed, the running bastiond still serves: %w", err)}
 	}
+	d.event(audit.Event{Event: audit.UpgradeFinished, Actor: actor, Version: newVersion,
+		Detail: fmt.Sprintf("pid %d (version %s) handed over to pid %d (version %s)", os.Getpid(), version.Version, succ.PID(), newVersion)})
 	return upgradeResult{succ: succ}
 }
 
-func (d *daemon) handOver(log *zap.Logger) (_ *handover.Successor, err error) {
+// handOver returns the new process and its version.
+func (d *daemon) handOver(log *zap.Logger) (_ *handover.Successor, newVersion string, err error) {
 	files, err := d.lns.handoverFiles()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer func() { closeFiles(files) }()
 	for _, s := range []struct {
@@ -130,7 +143,7 @@ func (d *daemon) handOver(log *zap.Logger) (_ *handover.Successor, err error) {
 	}{{"admin", d.adminLn.(syscall.Conn)}, {"metrics", d.metrics.ln.(syscall.Conn)}} {
 		f, err := handover.Dup(s.c, s.name)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		files = append(files, handover.File{Name: s.name, File: f})
 	}
@@ -144,14 +157,14 @@ func (d *daemon) handOver(log *zap.Logger) (_ *handover.Successor, err error) {
 		mine, theirs, err := proxy.QUICLinkPair()
 		if err != nil {
 			closeLinks()
-			return nil, err
+			return nil, "", err
 		}
 		links = append(links, mine)
 		f, err := handover.Dup(theirs, fmt.Sprintf("quic/%d", i))
 		theirs.Close()
 		if err != nil {
 			closeLinks()
-			return nil, err
+			return nil, "", err
 		}
 		files = append(files, handover.File{Name: f.Name(), File: f})
 	}
@@ -159,7 +172,7 @@ func (d *daemon) handOver(log *zap.Logger) (_ *handover.Successor, err error) {
 	succ, err := handover.Start(d.exe, os.Args, files)
 	if err != nil {
 		closeLinks()
-		return nil, err
+		return nil, "", err
 	}
 	log = log.With(zap.Int("new_pid", succ.PID()))
 	timer := time.AfterFunc(upgradeTimeout, succ.Kill)
@@ -185,13 +198,13 @@ func (d *daemon) handOver(log *zap.Logger) (_ *handover.Successor, err error) {
 
 	lineage, err := d.front.Lineage().Next().MarshalBinary()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := succ.Send("hello", 0, helloMsg{Lineage: lineage, Listeners: d.lns.info, PID: os.Getpid(), Version: version.Version}); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if _, err := expect(succ.Conn, "release"); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 
 	// Stop taking new connections and let go of the state store. The live
@@ -202,21 +215,21 @@ func (d *daemon) handOver(log *zap.Logger) (_ *handover.Successor, err error) {
 	d.front.Pause()
 	sessions, err := d.front.ExportSessions()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := d.state.Release(); err != nil {
-		return nil, fmt.Errorf("state store: %w", err)
+		return nil, "", fmt.Errorf("state store: %w", err)
 	}
 	if err := succ.Send("released", 0, releasedMsg{Sessions: sessions}); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	m, err := expect(succ.Conn, "ready")
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var ready readyMsg
 	if err := m.Decode(&ready); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 
 	// The new process serves: from here on there is no way back. The admin
@@ -234,7 +247,7 @@ func (d *daemon) handOver(log *zap.Logger) (_ *handover.Successor, err error) {
 		log.Error("upgrade: telling the new process", zap.Error(err))
 	}
 	log.Info("upgrade: the new process serves", zap.String("new_version", ready.Version))
-	return succ, nil
+	return succ, ready.Version, nil
 }
 
 // errFromNewProcess marks the reason the new process gave for failing.
@@ -282,6 +295,8 @@ func (d *daemon) retired(succ *handover.Successor, sigs <-chan os.Signal) error 
 	d.metrics.Shutdown(ctx)
 	cancel()
 	log.Info("upgrade: serving the live sessions until they end", zap.Int("sessions", d.broker.Live()), zap.Duration("upgrade_grace", grace))
+	d.auditStopped("upgraded", fmt.Sprintf("handed over to pid %d; serves its %d live sessions until they end (up to %s), and their ends are the last lines it writes",
+		succ.PID(), d.broker.Live(), grace))
 	go succ.Dispatch(func(m handover.Message) { d.answer(succ.Conn, m) })
 
 	ctx, cancel = context.WithTimeout(context.Background(), grace)

@@ -3,71 +3,19 @@ package daemon
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
-
 	"github.com/bastiond/bastiond/daemon/adminapi"
-	"github.com/bastiond/bastiond/proxy"
-	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
-	"github.com/bastiond/bastiond/proxy/broker"
-	"github.com/bastiond/bastiond/proxy/certs"
 )
 
 // usersDaemon is a daemon with what account administration uses (the
 // account store, the front door, the broker) and its admin API on a socket.
 func usersDaemon(t *testing.T) (*daemon, *adminapi.Client) {
 	t.Helper()
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	dir := t.TempDir()
-	db, err := bbolt.Open(filepath.Join(dir, "state.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	store, err := auth.NewStore(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: store, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := &certs.Store{}
-	if err := cs.Load(certs.Config{SelfSigned: true, ServerName: "bastion.test.example", Dir: dir}); err != nil {
-		t.Fatal(err)
-	}
-	front, err := proxy.New(proxy.Config{Logger: log, ServerName: "bastion.test.example", Certs: cs,
-		Access: access.New("bastion.test.example", nil, nil, nil)}, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := broker.New(broker.Config{Logger: log},
-		broker.Options{LiveDir: filepath.Join(dir, "live"), AuditFile: filepath.Join(dir, "audit.jsonl")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close(context.Background()) })
-	d := &daemon{log: log, auth: a, front: front, broker: b}
-
-	path := filepath.Join(dir, "admin.sock")
-	ln, err := adminapi.Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := adminapi.NewServer(adminapi.Config{Logger: log, Status: func() adminapi.Status { return adminapi.Status{} },
-		Users: usersAPI{d}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	return d, adminapi.NewClient(path)
+	e := adminDaemon(t)
+	return e.d, e.client
 }
 
 // TestDisableRevokesTokens: `users disable` revokes the account's API

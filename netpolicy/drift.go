@@ -310,6 +310,9 @@ func (k *Kernel) check(log *zap.Logger) {
 		if err = k.applyLocked(*k.applied); err == nil {
 			k.repairs++
 			log.Info("firewall restored")
+			if k.repaired != nil {
+				k.repaired(diffs)
+			}
 		}
 	}
 	if err != nil {
@@ -345,6 +348,15 @@ func (k *Kernel) watch() (<-chan *nftables.MonitorEvent, func(), error) {
 		return nil, nil, fmt.Errorf("netpolicy: monitor: %w", err)
 	}
 	return ch, func() { mon.Close() }, nil
+}
+
+// OnRepair has Reconcile call f after each repair, with the differences it
+// found and undid (the daemon's audit trail). f is called with the Kernel
+// locked: it must return at once and not use the Kernel.
+func (k *Kernel) OnRepair(f func(differences []string)) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.repaired = f
 }
 
 // Repairs is how many times Reconcile found drift and restored the policy.

@@ -54,6 +54,8 @@ type Kernel struct {
 	since   time.Time                 // first apply: when the counters started
 	counted map[string]TargetCounters // what replaced tables had counted, by target
 	repairs uint64                    // drift repaired by Reconcile
+	// repaired is told of each repair (OnRepair).
+	repaired func(differences []string)
 }
 
 // Open connects to the nftables of the caller's network namespace.

@@ -231,6 +231,9 @@ func TestVerifyAndReconcile(t *testing.T) {
 
 	t.Run("reconcile restores a deleted table", func(t *testing.T) {
 		core, logs := observer.New(zap.InfoLevel)
+		repaired := make(chan []string, 4)
+		k.OnRepair(func(d []string) { repaired <- d })
+		defer k.OnRepair(nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- k.Reconcile(ctx, zap.New(core), time.Hour) }() // only notifications can trigger the repair
@@ -249,6 +252,14 @@ func TestVerifyAndReconcile(t *testing.T) {
 		}
 		if !strings.Contains(nft(t, ns, "list", "ruleset"), "table inet bastiond") {
 			t.Error("table not back")
+		}
+		select {
+		case d := <-repaired:
+			if !strings.Contains(strings.Join(d, "\n"), "table inet bastiond is missing") {
+				t.Errorf("OnRepair was told %q", d)
+			}
+		default:
+			t.Error("OnRepair was not called")
 		}
 		mustClean("after reconcile")
 	})

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/internal/audit"
 )
 
 // Status is what `bastionctl status` shows.
@@ -90,12 +92,18 @@ type Config struct {
 	SSHCA SSHCA
 	// Upgrade serves POST /v1/upgrade; nil leaves it out.
 	Upgrade Upgrade
+	// Reload serves POST /v1/reload; nil leaves it out.
+	Reload Reload
+	// Audit receives an event for every change made through the API, named
+	// for the admin who made it (Caller). Default audit.Discard.
+	Audit audit.Sink
 }
 
 // Server answers admin requests.
 type Server struct {
 	log      *zap.Logger
 	status   func() Status
+	trail    audit.Sink
 	adminGID atomic.Int64 // -1 when there is no admin group
 	http     *http.Server
 }
@@ -107,7 +115,10 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil || cfg.Status == nil {
 		return nil, errors.New("adminapi: Logger and Status are required")
 	}
-	s := &Server{log: cfg.Logger, status: cfg.Status}
+	s := &Server{log: cfg.Logger, status: cfg.Status, trail: cfg.Audit}
+	if s.trail == nil {
+		s.trail = audit.Discard
+	}
 	s.SetGroup(cfg.Group)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
@@ -133,6 +144,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Upgrade != nil {
 		s.upgradeRoutes(mux, cfg.Upgrade)
+	}
+	if cfg.Reload != nil {
+		s.reloadRoutes(mux, cfg.Reload)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "no such admin endpoint: " + r.Method + " " + r.URL.Path})
@@ -186,6 +200,13 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 		if !ok || !s.allowed(p) {
 			s.log.Warn("admin request refused", zap.Uint32("uid", p.UID), zap.Int32("pid", p.PID),
 				zap.String("method", r.Method), zap.String("path", r.URL.Path))
+			e := audit.Event{Event: audit.AdminRefused, Actor: audit.ActorAnonymous, Source: audit.SourceLocal, Reason: "not_admin",
+				Detail: fmt.Sprintf("%s %s: no peer credentials", r.Method, r.URL.Path)}
+			if ok {
+				e.Actor = uidName(p.UID)
+				e.Detail = fmt.Sprintf("%s %s: uid %d (pid %d) is not root and not in the admin group", r.Method, r.URL.Path, p.UID, p.PID)
+			}
+			s.trail.Audit(e)
 			writeJSON(w, http.StatusForbidden, apiError{Error: fmt.Sprintf(
 				"permission denied: uid %d is not root and not in the bastion admin group", p.UID)})
 			return

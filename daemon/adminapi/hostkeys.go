@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
 	"github.com/bastiond/bastiond/proxy/sshca"
 )
@@ -111,6 +112,13 @@ func (s *Server) hostKeyRoutes(mux *http.ServeMux, h HostKeys, dial ScanDial) {
 		s.log.Info(msg, zap.String("target", target), zap.Strings("fingerprints", fps), peerField(r))
 	}
 
+	// auditKeys records one event per key.
+	auditKeys := func(r *http.Request, event, detail string, keys []hostkeys.Key) {
+		for _, k := range keys {
+			s.audit(r, audit.Event{Event: event, Target: k.Target, Protocol: k.Kind, Fingerprint: k.Fingerprint, Detail: detail})
+		}
+	}
+
 	mux.HandleFunc("GET /v1/hostkeys", func(w http.ResponseWriter, r *http.Request) {
 		keys, err := h.List(r.URL.Query().Get("target"))
 		answer(w, keys, err)
@@ -144,12 +152,14 @@ func (s *Server) hostKeyRoutes(mux *http.ServeMux, h HostKeys, dial ScanDial) {
 		}
 		logKeys(r, "host keys scanned", target, keys)
 		if req.Pin {
-			keys, err = pinScanned(h, target, keys, peerName(r))
+			var pinned []hostkeys.Key
+			keys, pinned, err = pinScanned(h, target, keys, peerName(r))
 			if err != nil {
 				writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
 				return
 			}
 			logKeys(r, "host keys pinned", target, keys)
+			auditKeys(r, audit.HostKeyPinned, "pinned as a scan found it", pinned)
 		}
 		answer(w, keys, nil)
 	})
@@ -171,16 +181,24 @@ func (s *Server) hostKeyRoutes(mux *http.ServeMux, h HostKeys, dial ScanDial) {
 		}
 		var keys []hostkeys.Key
 		var err error
+		var how string
 		switch {
 		case len(req.Keys) > 0:
 			keys, err = pinLines(h, target, req.Keys, by)
+			how = "pinned from a key line the admin gave"
 		case len(req.Certificates) > 0:
 			keys, err = pinCertificates(h, target, req.Certificates, by)
-		default:
+			how = "pinned from a certificate the admin gave"
+		case len(req.Fingerprints) > 0:
 			keys, err = h.Pin(target, req.Fingerprints, by)
+			how = "pinned by fingerprint, as seen before"
+		default:
+			keys, err = h.Pin(target, nil, by)
+			how = "pinned as seen before (every pending key)"
 		}
 		if err == nil {
 			logKeys(r, "host keys pinned", target, keys)
+			auditKeys(r, audit.HostKeyPinned, how, keys)
 		}
 		answer(w, keys, err)
 	})
@@ -193,6 +211,7 @@ func (s *Server) hostKeyRoutes(mux *http.ServeMux, h HostKeys, dial ScanDial) {
 		keys, err := h.Forget(target, req.Fingerprint)
 		if err == nil {
 			logKeys(r, "host keys forgotten", target, keys)
+			auditKeys(r, audit.HostKeyForgot, "", keys)
 		}
 		answer(w, keys, err)
 	})
@@ -200,8 +219,9 @@ func (s *Server) hostKeyRoutes(mux *http.ServeMux, h HostKeys, dial ScanDial) {
 
 // pinScanned pins the pending keys among those a scan found. A target that
 // has pinned keys and presents others may be another machine: its new keys
-// are left for an admin to check and pin by fingerprint.
-func pinScanned(h HostKeys, target string, scanned []hostkeys.Key, by string) ([]hostkeys.Key, error) {
+// are left for an admin to check and pin by fingerprint. It returns the
+// scanned keys as they stand now, and those it pinned.
+func pinScanned(h HostKeys, target string, scanned []hostkeys.Key, by string) (_, pinned []hostkeys.Key, _ error) {
 	var pending []string
 	for _, k := range scanned {
 		if k.State == hostkeys.StatePending {
@@ -209,24 +229,24 @@ func pinScanned(h HostKeys, target string, scanned []hostkeys.Key, by string) ([
 		}
 	}
 	if len(pending) == 0 {
-		return scanned, nil
+		return scanned, nil, nil
 	}
 	known, err := h.List(target)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rekeyed := func(kind string) bool {
 		return slices.ContainsFunc(known, func(k hostkeys.Key) bool { return k.Kind == kind && k.State == hostkeys.StatePinned }) &&
 			slices.ContainsFunc(scanned, func(k hostkeys.Key) bool { return k.Kind == kind && k.State == hostkeys.StatePending })
 	}
 	if rekeyed(hostkeys.KindSSH) || rekeyed(hostkeys.KindRDP) {
-		return nil, fmt.Errorf("not pinned: %s already has pinned keys and now also presents %s; "+
+		return nil, nil, fmt.Errorf("not pinned: %s already has pinned keys and now also presents %s; "+
 			"the machine may have been re-keyed, or someone may be in the way. Compare them with the machine's own, "+
 			"then run `bastionctl hostkeys pin %s FINGERPRINT`", target, strings.Join(pending, ", "), target)
 	}
-	pinned, err := h.Pin(target, pending, by)
+	pinned, err = h.Pin(target, pending, by)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := slices.Clone(scanned)
 	for i, k := range out {
@@ -234,7 +254,7 @@ func pinScanned(h HostKeys, target string, scanned []hostkeys.Key, by string) ([
 			out[i] = pinned[j]
 		}
 	}
-	return out, nil
+	return out, pinned, nil
 }
 
 // pinLines pins the keys on lines, all of them or, if one line is not a

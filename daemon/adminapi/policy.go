@@ -7,7 +7,10 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strings"
 	"time"
+
+	"github.com/bastiond/bastiond/internal/audit"
 )
 
 // Policy is the firewall as the admin API shows it. The daemon implements it.
@@ -21,8 +24,8 @@ type Policy interface {
 	Blocklist() ([]BlockEntry, error)
 	// Unblock removes from the blocklist every source that overlaps one of
 	// sources (an IPv6 address clears its whole /64), or all entries when
-	// sources is empty, and returns how many sources it removed.
-	Unblock(sources []netip.Prefix) (int, error)
+	// sources is empty, and returns the sources it removed.
+	Unblock(sources []netip.Prefix) ([]netip.Prefix, error)
 	// Counters returns the firewall's per-target counters.
 	Counters() (CountersView, error)
 }
@@ -134,14 +137,29 @@ func (s *Server) policyRoutes(mux *http.ServeMux, p Policy) {
 			writeJSON(w, http.StatusBadRequest, apiError{Error: "name the addresses or prefixes to unblock, or all"})
 			return
 		}
-		n, err := p.Unblock(sources)
+		removed, err := p.Unblock(sources)
 		if err != nil {
 			writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
 			return
 		}
-		s.log.Info("blocklist cleared by admin", peerField(r), zapPrefixes(sources), zapInt("removed", n))
-		writeJSON(w, http.StatusOK, map[string]int{"removed": n})
+		s.log.Info("blocklist cleared by admin", peerField(r), zapPrefixes(sources), zapInt("removed", len(removed)))
+		detail := "the whole blocklist cleared"
+		if len(sources) > 0 {
+			detail = "cleared the sources overlapping " + joinPrefixes(sources)
+		}
+		for _, p := range removed {
+			s.audit(r, audit.Event{Event: audit.BlocklistClear, Prefix: p.String(), Detail: detail})
+		}
+		writeJSON(w, http.StatusOK, map[string]int{"removed": len(removed)})
 	})
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 // Policy fetches the policy in force and its differences from the kernel.

@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os/user"
-	"strconv"
+	"slices"
 
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/broker"
 )
 
@@ -44,6 +44,13 @@ func (s *Server) sessionRoutes(mux *http.ServeMux, ss Sessions) {
 		}
 		id := r.PathValue("id")
 		reason := "by " + peerName(r) + ": " + req.Reason
+		// Whose session it was, for the record: looked up first, as a
+		// killed session leaves the registry.
+		var info broker.Info
+		list := ss.List()
+		if i := slices.IndexFunc(list, func(i broker.Info) bool { return i.ID == id }); i >= 0 {
+			info = list[i]
+		}
 		err := ss.Kill(id, reason)
 		switch {
 		case errors.Is(err, broker.ErrNoSession):
@@ -54,18 +61,14 @@ func (s *Server) sessionRoutes(mux *http.ServeMux, ss Sessions) {
 			return
 		}
 		s.log.Info("session killed", peerField(r), zap.String("session", id), zap.String("reason", req.Reason))
+		e := audit.Event{Event: audit.SessionKilled, Session: id, User: info.User, Target: info.Target,
+			Protocol: info.Protocol, Detail: req.Reason}
+		if info.Client.IsValid() {
+			e.Client = info.Client.Addr().Unmap().String()
+		}
+		s.audit(r, e)
 		writeJSON(w, http.StatusOK, struct{}{})
 	})
-}
-
-// peerName is the user name of the process that sent r, or its uid.
-func peerName(r *http.Request) string {
-	p, _ := r.Context().Value(peerKey{}).(Peer)
-	uid := strconv.FormatUint(uint64(p.UID), 10)
-	if u, err := user.LookupId(uid); err == nil {
-		return u.Username
-	}
-	return "uid " + uid
 }
 
 // Sessions lists the live sessions.

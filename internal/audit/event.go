@@ -87,6 +87,7 @@ const (
 	BlocklistClear  = "blocklist_cleared"
 	DaemonStarted   = "daemon_started"
 	DaemonStopped   = "daemon_stopped"
+	AdminRefused    = "admin_refused" // a request on the admin socket from a user who is not an admin
 )
 
 // Actors that are not users.

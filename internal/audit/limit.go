@@ -11,7 +11,8 @@ import (
 
 // Floods are the event types a stranger can cause at will, without an
 // account: refusals of malformed or throttled sign-ins, of unknown API
-// tokens, of connects with no valid ticket. A Limiter writes the first
+// tokens, of connects with no valid ticket, of a local user who is not an
+// admin on the admin socket. A Limiter writes the first
 // ones of each second and summarises the rest.
 var Floods = map[string]bool{
 	SigninFailed:    true,
@@ -19,6 +20,7 @@ var Floods = map[string]bool{
 	SigninRefused:   true,
 	TokenRefused:    true,
 	ConnectRefused:  true,
+	AdminRefused:    true, // any local user can knock on the admin socket
 }
 
 // Limiter is a Sink that passes events on to Next, except that of the

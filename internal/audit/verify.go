@@ -30,6 +30,13 @@ type Report struct {
 	Head Hash
 	// Broken is the first line that does not verify, or nil.
 	Broken *Break
+	// Restarts are the files after the first that start a new trail (an
+	// audit_chain_started line with an empty prev) instead of continuing
+	// the file before: the daemon lost the trail's head there (a restart
+	// after logrotate moved the file, an unreadable tail), or the files
+	// are out of order. Nothing ties such a file to the one before it, so
+	// lines cut from the end of that one would not show.
+	Restarts []Break
 }
 
 // Break locates the first line that does not verify.
@@ -64,9 +71,10 @@ func Verify(files ...File) (Report, error) {
 				return rep, nil
 			}
 			var l struct {
-				V     int     `json:"v"`
-				Event string  `json:"event"`
-				Prev  *string `json:"prev"`
+				V      int     `json:"v"`
+				Event  string  `json:"event"`
+				Reason string  `json:"reason"`
+				Prev   *string `json:"prev"`
 			}
 			if err := json.Unmarshal(line, &l); err != nil {
 				return brk("not a JSON object (a torn or edited line): %v", err)
@@ -96,6 +104,11 @@ func Verify(files ...File) (Report, error) {
 				// A new trail starts with this file (the daemon lost the
 				// head of the last one): said, and checked from here on.
 				rep.Continues = ""
+				why := "a new trail starts here, not linked to the line before"
+				if l.Reason != "" {
+					why += " (" + l.Reason + ")"
+				}
+				rep.Restarts = append(rep.Restarts, Break{File: f.Name, Line: n, Reason: why})
 			case p != prev:
 				if n == 1 {
 					return brk("does not continue the last line of %s: a file between them is missing, or that file was cut", files[fi-1].Name)

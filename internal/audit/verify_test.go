@@ -75,6 +75,23 @@ func TestVerify(t *testing.T) {
 		if rep.Broken == nil || rep.Broken.File != "b" || rep.Broken.Line != 1 {
 			t.Fatalf("the first cut: %+v", rep.Broken)
 		}
+		if len(rep.Restarts) != 0 {
+			t.Errorf("restarts in a continued trail: %+v", rep.Restarts)
+		}
+	})
+
+	t.Run("a new trail after the first file", func(t *testing.T) {
+		// What files out of order look like, and a daemon that lost the
+		// head: verified, and said.
+		fresh := trail(3, Zero)
+		rep, err := Verify(file("a", good[:4]), file("b", fresh))
+		if err != nil || rep.Broken != nil || len(rep.Restarts) != 1 {
+			t.Fatalf("%+v %v", rep, err)
+		}
+		if r := rep.Restarts[0]; r.File != "b" || r.Line != 1 || !strings.Contains(r.Reason, "new trail starts here") ||
+			!strings.Contains(r.Reason, "(new file)") {
+			t.Errorf("restart: %+v", r)
+		}
 	})
 
 	t.Run("legacy lines first", func(t *testing.T) {

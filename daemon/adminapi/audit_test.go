@@ -1,0 +1,194 @@
+package adminapi
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/user"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/proxy/broker"
+)
+
+// recorder keeps the events it is given.
+type recorder struct {
+	mu     sync.Mutex
+	events []audit.Event
+}
+
+func (r *recorder) Audit(e audit.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+}
+
+// take returns the events recorded since the last take.
+func (r *recorder) take() []audit.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.events
+	r.events = nil
+	return out
+}
+
+func (r *recorder) expect(t *testing.T, want ...audit.Event) {
+	t.Helper()
+	got := r.take()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("events:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// liveSessions is a registry of one session.
+type liveSessions struct {
+	mu     sync.Mutex
+	killed []string // reasons
+}
+
+func (l *liveSessions) List() []broker.Info {
+	return []broker.Info{{ID: "0123456789abcdef", User: "bob", Target: "vm1", Protocol: "ssh",
+		Client: netip.MustParseAddrPort("[2001:db8::7]:51234")}}
+}
+
+func (l *liveSessions) Kill(id, reason string) error {
+	if id != "0123456789abcdef" {
+		return broker.ErrNoSession
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.killed = append(l.killed, reason)
+	return nil
+}
+
+// TestSessionKilledEvent: a kill names the admin as actor and the
+// session's user as user; a kill of no session is no event.
+func TestSessionKilledEvent(t *testing.T) {
+	rec, ss := &recorder{}, &liveSessions{}
+	path := startServer(t, "", func(c *Config) { c.Sessions, c.Audit = ss, rec })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := NewClient(path).Kill(ctx, "0123456789abcdef", "left open overnight"); err != nil {
+		t.Fatal(err)
+	}
+	rec.expect(t, audit.Event{Event: audit.SessionKilled, Actor: me(t), Source: audit.SourceLocal, Session: "0123456789abcdef",
+		User: "bob", Client: "2001:db8::7", Target: "vm1", Protocol: "ssh", Detail: "left open overnight"})
+	if want := "by " + me(t) + ": left open overnight"; len(ss.killed) != 1 || ss.killed[0] != want {
+		t.Errorf("the session's end reason: %q, want %q", ss.killed, want)
+	}
+	if err := NewClient(path).Kill(ctx, "ffffffffffffffff", "gone"); err == nil {
+		t.Error("killing no session succeeded")
+	}
+	rec.expect(t)
+}
+
+// blocked is a blocklist that removes what it is asked to.
+type blocked struct {
+	Policy
+	removed []netip.Prefix
+}
+
+func (b *blocked) Unblock(sources []netip.Prefix) ([]netip.Prefix, error) { return b.removed, nil }
+
+// TestBlocklistClearedEvent: one event per source removed, IPv4 and IPv6.
+func TestBlocklistClearedEvent(t *testing.T) {
+	rec := &recorder{}
+	p := &blocked{removed: []netip.Prefix{netip.MustParsePrefix("203.0.113.7/32"), netip.MustParsePrefix("2001:db8:cafe::/64")}}
+	path := startServer(t, "", func(c *Config) { c.Policy, c.Audit = p, rec })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := NewClient(path).Unblock(ctx, []string{"203.0.113.7", "2001:db8:cafe::21"}, false)
+	if err != nil || n != 2 {
+		t.Fatalf("unblock: %d, %v", n, err)
+	}
+	detail := "cleared the sources overlapping 203.0.113.7/32, 2001:db8:cafe::21/128"
+	rec.expect(t, audit.Event{Event: audit.BlocklistClear, Actor: me(t), Source: audit.SourceLocal, Prefix: "203.0.113.7/32", Detail: detail},
+		audit.Event{Event: audit.BlocklistClear, Actor: me(t), Source: audit.SourceLocal, Prefix: "2001:db8:cafe::/64", Detail: detail})
+
+	p.removed = p.removed[1:]
+	if _, err := NewClient(path).Unblock(ctx, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	rec.expect(t, audit.Event{Event: audit.BlocklistClear, Actor: me(t), Source: audit.SourceLocal, Prefix: "2001:db8:cafe::/64",
+		Detail: "the whole blocklist cleared"})
+	if _, err := NewClient(path).Unblock(ctx, []string{"not-an-address"}, false); err == nil {
+		t.Error("unblocking a name succeeded")
+	}
+	rec.expect(t)
+}
+
+// TestCallerWithoutName: an admin whose uid has no name (a member of the
+// admin group) is "uid:N" in the trail and in the session's end reason.
+func TestCallerWithoutName(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to connect as another user")
+	}
+	for _, tool := range []string{"setpriv", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	g, err := user.LookupGroup("users")
+	if err != nil {
+		t.Skip("no group 'users' on this host")
+	}
+	const uid = "54321"
+	if _, err := user.LookupId(uid); err == nil {
+		t.Skipf("uid %s has a name here", uid)
+	}
+	rec, ss := &recorder{}, &liveSessions{}
+	path := startServer(t, "users", func(c *Config) { c.Sessions, c.Audit = ss, rec })
+	out, err := exec.Command("setpriv", "--reuid="+uid, "--regid="+uid, "--groups="+g.Gid,
+		"curl", "-sS", "--unix-socket", path, "-X", "POST", "-d", `{"reason":"test"}`,
+		"http://bastiond/v1/sessions/0123456789abcdef/kill").CombinedOutput()
+	if err != nil || strings.Contains(string(out), "error") {
+		t.Fatalf("setpriv curl: %v: %s", err, out)
+	}
+	rec.expect(t, audit.Event{Event: audit.SessionKilled, Actor: "uid:" + uid, Source: audit.SourceLocal, Session: "0123456789abcdef",
+		User: "bob", Client: "2001:db8::7", Target: "vm1", Protocol: "ssh", Detail: "test"})
+	if len(ss.killed) != 1 || ss.killed[0] != "by uid:"+uid+": test" {
+		t.Errorf("the session's end reason: %q", ss.killed)
+	}
+}
+
+// TestAdminRefusedEvent: a local user who is not an admin is refused, and
+// the refusal is an audit event naming them.
+func TestAdminRefusedEvent(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to connect as another user")
+	}
+	for _, tool := range []string{"setpriv", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	rec, ss := &recorder{}, &liveSessions{}
+	path := startServer(t, "", func(c *Config) { c.Sessions, c.Audit = ss, rec })
+	out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		"curl", "-sS", "--unix-socket", path, "-X", "POST", "-d", `{"reason":"test"}`,
+		"http://bastiond/v1/sessions/0123456789abcdef/kill").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "permission denied") {
+		t.Fatalf("setpriv curl: %v: %s", err, out)
+	}
+	if len(ss.killed) != 0 {
+		t.Fatal("a refused caller killed a session")
+	}
+	got := rec.take()
+	actor := "uid:65534"
+	if u, err := user.LookupId("65534"); err == nil {
+		actor = u.Username
+	}
+	prefix := "POST /v1/sessions/0123456789abcdef/kill: uid 65534 (pid "
+	if len(got) != 1 || !strings.HasPrefix(got[0].Detail, prefix) || !strings.HasSuffix(got[0].Detail, ") is not root and not in the admin group") {
+		t.Fatalf("events: %+v", got)
+	}
+	want := audit.Event{Event: audit.AdminRefused, Actor: actor, Source: audit.SourceLocal, Reason: "not_admin", Detail: got[0].Detail}
+	if !reflect.DeepEqual(got[0], want) {
+		t.Errorf("event:\n got %+v\nwant %+v", got[0], want)
+	}
+}
