@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -651,6 +653,10 @@ func (a *auditLog) resume(size int64, buf *bytes.Buffer) (audit.Hash, []byte) {
 		start.Reason = "new file"
 		if prev != audit.Zero {
 			start.Reason = "continues the file logrotate moved"
+		} else if h, name, ok := rotatedHead(a.path); ok {
+			// Rotated while no process had it open (a restart).
+			prev = h
+			start.Reason, start.Detail = "continues the file logrotate moved", "the last line of "+name
 		}
 	case err != nil:
 		// Unreadable: the chain restarts, and says why.
@@ -772,3 +778,48 @@ func (a *auditLog) endedInTail(n int64) map[string]bool {
 }
 
 var errClosed = errors.New("broker: closed")
+
+// rotatedHead finds the file logrotate last moved path to (path.1,
+// path-20261206, path.1.gz...: the newest file in path's directory whose
+// name starts with path's, and is not path) and returns the hash of its last
+// line, for a new file to continue its chain.
+func rotatedHead(path string) (audit.Hash, string, bool) {
+	matches, _ := filepath.Glob(path + "?*")
+	var newest string
+	var newestMod time.Time
+	for _, m := range matches {
+		st, err := os.Stat(m)
+		if err != nil || !st.Mode().IsRegular() || st.Size() == 0 {
+			continue
+		}
+		if newest == "" || st.ModTime().After(newestMod) {
+			newest, newestMod = m, st.ModTime()
+		}
+	}
+	if newest == "" {
+		return audit.Zero, "", false
+	}
+	f, err := os.Open(newest)
+	if err != nil {
+		return audit.Zero, "", false
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if zr, err := gzip.NewReader(f); err == nil {
+		r = zr
+	} else {
+		f.Seek(0, io.SeekStart)
+	}
+	var last []byte
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if len(sc.Bytes()) > 0 {
+			last = append(last[:0], sc.Bytes()...)
+		}
+	}
+	if sc.Err() != nil || last == nil {
+		return audit.Zero, "", false
+	}
+	return audit.HashLine(last), filepath.Base(newest), true
+}

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"os"
@@ -230,6 +232,41 @@ func TestAuditContinuesAnOldFile(t *testing.T) {
 	defer f.Close()
 	rep, err := audit.Verify(audit.File{Name: path, R: f})
 	if err != nil || rep.Broken != nil || rep.Legacy != 2 || rep.Chained != 2 {
+		t.Fatalf("%+v %v %v", rep, err, rep.Broken)
+	}
+}
+
+// TestAuditContinuesARotatedFile: a file logrotate moved (and compressed)
+// while the daemon was stopped is continued by the new file's first line.
+func TestAuditContinuesARotatedFile(t *testing.T) {
+	e := newEnv(t, Config{})
+	e.b.Audit(audit.Event{Event: audit.Signout, Actor: "alice", Source: "192.0.2.1"})
+	e.b.Close(context.Background())
+	e.b = nil
+	e.db.Close()
+	data, err := os.ReadFile(e.audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(data)
+	zw.Close()
+	rotated := e.audit + ".1.gz"
+	if err := os.WriteFile(rotated, gz.Bytes(), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(e.audit)
+	e.open(Config{})
+	e.b.Audit(audit.Event{Event: audit.Signout, Actor: "bob", Source: "2001:db8::1"})
+	e.b.Close(context.Background())
+	e.b = nil
+	second, err := os.ReadFile(e.audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.Verify(audit.File{Name: "1", R: bytes.NewReader(data)}, audit.File{Name: "2", R: bytes.NewReader(second)})
+	if err != nil || rep.Broken != nil || len(rep.Restarts) != 0 || rep.Chained != 3 {
 		t.Fatalf("%+v %v %v", rep, err, rep.Broken)
 	}
 }
