@@ -329,7 +329,7 @@ func (a *Authenticator) failed(name string, src netip.Addr, now time.Time, reaso
 		ev.Actor = audit.ActorAnonymous
 	}
 	if n > 0 {
-		ev.Detail = fmt.Sprintf("%d failures in a row of this account from this source", n)
+		ev.Detail = fmt.Sprintf("failures in a row of this account from this source: %d", n)
 	}
 	a.emit(src, ev)
 	if lockable && n >= a.lockAt {
