@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -12,14 +14,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/ticket"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 	"github.com/bastiond/bastiond/proxy/websession"
+	"github.com/bastiond/bastiond/proxy/webssh"
 )
 
 // capture is an audit sink that keeps what it is given.
@@ -340,4 +347,67 @@ func prometheusRegistry(t *testing.T, s *Server) *prometheus.Registry {
 		t.Fatal(err)
 	}
 	return reg
+}
+
+// TestBrowserSSHAuditEvents: the refusals of the terminal's logins are
+// connect_refused events naming the target, the protocol and the login.
+// (The broker's dial guard refuses vm1 on loopback: the login that the
+// policy allows is refused there.)
+func TestBrowserSSHAuditEvents(t *testing.T) {
+	for _, network := range []string{"4", "6"} {
+		t.Run("ipv"+network, func(t *testing.T) {
+			e := newTunnelEnv(t, network)
+			sink := audited(t, e.s)
+			c := *e.s.cfg.Load()
+			c.SSH.HostKeys = func(string) (ssh.HostKeyCallback, []string) { return nil, nil }
+			e.s.cfg.Store(&c)
+			u, err := e.s.auth.Store().User("alice")
+			if err != nil {
+				t.Fatal(err)
+			}
+			host := "127.0.0.1"
+			if network == "6" {
+				host = "::1"
+			}
+			ln, err := net.Listen("tcp"+network, net.JoinHostPort(host, "0"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				e.s.serveSSH(w, r, caller{user: u}, ticket.Ticket{User: "alice", Target: "vm1", Protocol: access.SSH, Port: 22})
+			}))
+			srv.Listener = ln
+			srv.Start()
+			t.Cleanup(srv.Close)
+			const password = "hunter2 is not a password"
+			for _, tc := range []struct {
+				login string
+				want  ev
+			}{
+				{"root", ev{event: audit.ConnectRefused, actor: "alice", source: host, user: "alice", target: "vm1",
+					protocol: access.SSH, reason: refusedNoRole, via: "browser"}},
+				{"deploy", ev{event: audit.ConnectRefused, actor: "alice", source: host, user: "alice", target: "vm1",
+					protocol: access.SSH, reason: refusedDialGuard, via: "browser"}},
+			} {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				ws, _, err := websocket.Dial(ctx, srv.URL, &websocket.DialOptions{Subprotocols: []string{webssh.Subprotocol}})
+				if err != nil {
+					cancel()
+					t.Fatal(err)
+				}
+				ws.Read(ctx) // hello
+				auth, _ := json.Marshal(map[string]any{"type": "auth", "login": tc.login, "password": password, "cols": 80, "rows": 24})
+				ws.Write(ctx, websocket.MessageText, auth)
+				_, end, _ := ws.Read(ctx)
+				ws.CloseNow()
+				cancel()
+				got := sink.take()
+				checkEvents(t, tc.login+" ("+string(end)+")", got, tc.want)
+				if got[0].Login != tc.login {
+					t.Errorf("login %q, want %q", got[0].Login, tc.login)
+				}
+				noSecrets(t, got, password)
+			}
+		})
+	}
 }
