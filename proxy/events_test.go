@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/rdcleanpath"
 	"github.com/bastiond/bastiond/proxy/ticket"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 	"github.com/bastiond/bastiond/proxy/websession"
@@ -407,6 +409,75 @@ func TestBrowserSSHAuditEvents(t *testing.T) {
 					t.Errorf("login %q, want %q", got[0].Login, tc.login)
 				}
 				noSecrets(t, got, password)
+			}
+		})
+	}
+}
+
+// TestBrowserRDPAuditEvents: the refusals of remote desktops are
+// connect_refused events naming the target and the protocol.
+func TestBrowserRDPAuditEvents(t *testing.T) {
+	for _, network := range []string{"4", "6"} {
+		t.Run("ipv"+network, func(t *testing.T) {
+			e := newTunnelEnv(t, network)
+			sink := audited(t, e.s)
+			c := *e.s.cfg.Load()
+			c.RDP.Certificate = func(string, string) func(tls.ConnectionState) error { return nil }
+			e.s.cfg.Store(&c)
+			host := "127.0.0.1"
+			if network == "6" {
+				host = "::1"
+			}
+			ln, err := net.Listen("tcp"+network, net.JoinHostPort(host, "0"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var as auth.User
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				e.s.serveRDP(w, r, caller{user: as, session: websession.Session{ID: "ws1", User: as.Name}})
+			}))
+			srv.Listener = ln
+			srv.Start()
+			t.Cleanup(srv.Close)
+			issue := func(user, protocol string) string {
+				return e.s.tickets.Issue(ticket.Ticket{Session: "ws1", User: user, Target: "vm2", Protocol: protocol, Port: 3389})
+			}
+			for _, tc := range []struct {
+				name, user, ticket string
+				want               ev
+			}{
+				{"bad ticket", "carol", "forged-ticket-value-123", ev{event: audit.ConnectRefused, actor: "carol", source: host, user: "carol",
+					protocol: access.RDP, reason: ticket.ReasonBad, via: "browser"}},
+				{"ssh ticket", "carol", issue("carol", access.SSH), ev{event: audit.ConnectRefused, actor: "carol", source: host,
+					user: "carol", target: "vm2", protocol: access.RDP, reason: ticket.ReasonBad, via: "browser"}},
+				{"no role", "alice", issue("alice", access.RDP), ev{event: audit.ConnectRefused, actor: "alice", source: host,
+					user: "alice", target: "vm2", protocol: access.RDP, reason: refusedNoRole, via: "browser"}},
+				{"dial guard", "carol", issue("carol", access.RDP), ev{event: audit.ConnectRefused, actor: "carol", source: host,
+					user: "carol", target: "vm2", protocol: access.RDP, reason: refusedDialGuard, via: "browser"}},
+			} {
+				as, err = e.s.auth.Store().User(tc.user)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				ws, _, err := websocket.Dial(ctx, srv.URL, nil)
+				if err != nil {
+					cancel()
+					t.Fatal(err)
+				}
+				conn := websocket.NetConn(ctx, ws, websocket.MessageBinary)
+				req, _ := (&rdcleanpath.PDU{Version: rdcleanpath.Version, ProxyAuth: tc.ticket, Destination: "ignored:3389",
+					X224ConnectionPDU: rdcleanpath.ConnectionRequestPDU("carol", rdcleanpath.ProtocolSSL)}).Marshal()
+				conn.Write(req)
+				resp, err := rdcleanpath.Read(conn, 1<<20)
+				conn.Close()
+				cancel()
+				if err != nil || resp.Error == nil {
+					t.Fatalf("%s: the gateway answered %+v, %v", tc.name, resp, err)
+				}
+				got := sink.take()
+				checkEvents(t, tc.name, got, tc.want)
+				noSecrets(t, got, tc.ticket)
 			}
 		})
 	}
