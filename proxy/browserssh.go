@@ -100,10 +100,7 @@ func (s *Server) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 			refused(login, reason, err.Error(), sess.ID())
 		},
 		CertSigned: func(sess webssh.Session, login string, cert *ssh.Certificate) {
-			s.audit().Audit(audit.Event{Event: audit.CertSigned, Actor: c.user.Name, Source: addrString(client.Addr()),
-				User: c.user.Name, Session: sess.ID(), Target: t.Target, Protocol: access.SSH, Login: login,
-				Serial: cert.Serial, Principal: login, Fingerprint: ssh.FingerprintSHA256(cert.Key),
-				Until: new(time.Unix(int64(cert.ValidBefore), 0).UTC())})
+			s.audit().Audit(certSigned(c.user.Name, client, t.Target, sess.ID(), cert))
 		},
 		SetRecording:    func(sess webssh.Session, path string) { sess.(*broker.Session).SetRecording(path) },
 		HandshakeFailed: func() { b.HandshakeFailed("ssh") },
@@ -121,4 +118,18 @@ func (s *Server) reachableLogins(c caller, target string) []string {
 		}
 	}
 	return nil
+}
+
+// certSigned is the ca_cert_signed event of cert, which the bastion's CA
+// signed for user's session on target from client: the certificate's
+// serial, principal, key fingerprint and end of validity.
+func certSigned(user string, client netip.AddrPort, target, session string, cert *ssh.Certificate) audit.Event {
+	e := audit.Event{Event: audit.CertSigned, Actor: user, Source: addrString(client.Addr()), User: user, Client: client.String(),
+		Session: session, Target: target, Protocol: access.SSH, Serial: cert.Serial,
+		Fingerprint: ssh.FingerprintSHA256(cert.Key), Detail: "key ID " + cert.KeyId,
+		Until: new(time.Unix(int64(cert.ValidBefore), 0).UTC())}
+	if len(cert.ValidPrincipals) > 0 {
+		e.Principal, e.Login = cert.ValidPrincipals[0], cert.ValidPrincipals[0]
+	}
+	return e
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/rdcleanpath"
+	"github.com/bastiond/bastiond/proxy/sshca"
 	"github.com/bastiond/bastiond/proxy/ticket"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 	"github.com/bastiond/bastiond/proxy/websession"
@@ -480,5 +481,27 @@ func TestBrowserRDPAuditEvents(t *testing.T) {
 				noSecrets(t, got, tc.ticket)
 			}
 		})
+	}
+}
+
+func TestCertSignedEvent(t *testing.T) {
+	ca, err := sshca.Open(sshca.Config{Dir: t.TempDir(), ServerName: testName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ca.Sign("deploy", "alice (bastiond session 0123456789ab)", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := signer.PublicKey().(*ssh.Certificate)
+	for _, client := range []string{"192.0.2.10:50000", "[2001:db8::10]:50000"} {
+		ap := netip.MustParseAddrPort(client)
+		e := certSigned("alice", ap, "vm1", "0123456789ab", cert)
+		if e.Event != audit.CertSigned || e.Actor != "alice" || e.Source != ap.Addr().String() || e.Session != "0123456789ab" ||
+			e.Target != "vm1" || e.Serial != cert.Serial || e.Serial == 0 || e.Principal != "deploy" ||
+			e.Fingerprint != ssh.FingerprintSHA256(cert.Key) || e.Until == nil || e.Until.Unix() != int64(cert.ValidBefore) {
+			t.Errorf("%s: %+v", client, e)
+		}
+		t.Log(string(audit.Marshal(e)))
 	}
 }
