@@ -6,12 +6,14 @@ import (
 	"crypto/tls"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/ticket"
@@ -57,15 +59,21 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 	log := s.log.Named("webrdp").With(zap.String("user", c.user.Name), zap.Stringer("client", client))
 	var presented string
 	var roles []string
+	refused := func(target, reason, detail string) {
+		s.connectRefused(audit.Event{Actor: c.user.Name, Source: addrString(client.Addr()), User: c.user.Name,
+			Client: client.String(), Target: target, Protocol: access.RDP, Via: "browser", Reason: reason, Detail: detail})
+	}
 	p := webrdp.Params{
 		Authorize: func(v string) (webrdp.Grant, error) {
 			presented = v
 			t, err := s.tickets.Redeem(v, c.session.ID)
 			if err == nil && t.Protocol != access.RDP {
-				err = ticket.ErrExpired
+				err = &ticket.Error{Reason: ticket.ReasonBad, Detail: "a ticket for " + t.Protocol + " presented for rdp"}
 			}
 			if err != nil {
 				log.Info("browser RDP refused: ticket", zap.Error(err))
+				reason, detail := ticketRefusal(err)
+				refused(t.Target, reason, detail)
 				return webrdp.Grant{}, err
 			}
 			// Rights are checked again: a reload may have taken them away
@@ -73,6 +81,7 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 			d := s.policy().Check(access.Request{User: c.user.Name, Granted: c.user.Roles, Target: t.Target, Protocol: access.RDP, Port: t.Port})
 			if !d.Allowed {
 				log.Info("browser RDP refused", zap.String("target", t.Target), zap.String("reason", d.Reason))
+				refused(t.Target, refusedNoRole, d.Reason)
 				return webrdp.Grant{}, &webrdp.Refusal{Status: http.StatusForbidden, Outcome: webrdp.Outcome{Class: webrdp.ClassDenied,
 					Message: "You are no longer allowed to open a remote desktop on " + t.Target + "."}}
 			}
@@ -83,6 +92,7 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 			sess, err := b.Open(ctx, broker.Request{User: c.user.Name, Client: client, Target: target, Protocol: broker.RDP,
 				Via: "browser", Roles: roles})
 			if err != nil {
+				refused(target, brokerRefusal(err), err.Error())
 				return nil, err // not a nil *broker.Session in a non-nil interface
 			}
 			return sess, nil
@@ -96,6 +106,17 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 	o := webrdp.Serve(ctx, conn, p)
 	if presented != "" {
 		s.outcomes.put(presented, c.session.ID, o)
+	}
+	if o.Class == webrdp.ClassCertificate {
+		// The machine's certificate is not the pinned one, or none is
+		// pinned; webrdp says which only in the message.
+		reason := refusedHostKeyNew
+		if strings.Contains(o.Message, "has changed") {
+			reason = refusedHostKey
+		}
+		e := audit.Event{Actor: c.user.Name, Source: addrString(client.Addr()), User: c.user.Name, Client: client.String(),
+			Target: o.Target, Protocol: access.RDP, Via: "browser", Session: o.Session, Reason: reason, Detail: o.Message}
+		s.connectRefused(e)
 	}
 	switch o.Class {
 	case webrdp.ClassClientClosed, webrdp.ClassTargetClosed:

@@ -9,7 +9,9 @@ import (
 
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
+	"golang.org/x/crypto/ssh"
 
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/ticket"
@@ -48,6 +50,13 @@ func (s *Server) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 	client, _ := netip.ParseAddrPort(r.RemoteAddr)
 	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
 	b := cfg.Broker
+	// refused writes the connect_refused event of a login; session is the
+	// broker session the refusal ended, if one was open.
+	refused := func(login, reason, detail, session string) {
+		s.connectRefused(audit.Event{Actor: c.user.Name, Source: addrString(client.Addr()), User: c.user.Name,
+			Client: client.String(), Target: t.Target, Protocol: access.SSH, Login: login, Via: "browser",
+			Session: session, Reason: reason, Detail: detail})
+	}
 	p := webssh.Params{
 		Target:           t.Target,
 		User:             c.user.Name,
@@ -69,6 +78,7 @@ func (s *Server) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 			if !d.Allowed {
 				s.log.Info("browser SSH login refused", zap.String("user", c.user.Name), zap.String("target", t.Target),
 					zap.String("login", login), zap.String("reason", d.Reason))
+				refused(login, refusedNoRole, d.Reason, "")
 				return nil, errors.New("no role of yours allows the login " + login + " on " + t.Target)
 			}
 			return d.Roles, nil
@@ -77,9 +87,20 @@ func (s *Server) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 			sess, err := b.Open(ctx, broker.Request{User: c.user.Name, Client: client, Target: t.Target, Protocol: broker.SSH,
 				Login: login, Via: "browser", Roles: roles})
 			if err != nil {
+				refused(login, brokerRefusal(err), err.Error(), "")
 				return nil, err // not a nil *broker.Session in a non-nil interface
 			}
 			return sess, nil
+		},
+		HostKeyRefused: func(sess webssh.Session, login string, mismatch bool, err error) {
+			reason := refusedHostKeyNew
+			if mismatch {
+				reason = refusedHostKey
+			}
+			refused(login, reason, err.Error(), sess.ID())
+		},
+		CertSigned: func(sess webssh.Session, login string, cert *ssh.Certificate) {
+			s.audit().Audit(certSigned(c.user.Name, client, t.Target, sess.ID(), cert))
 		},
 		SetRecording:    func(sess webssh.Session, path string) { sess.(*broker.Session).SetRecording(path) },
 		HandshakeFailed: func() { b.HandshakeFailed("ssh") },
@@ -97,4 +118,18 @@ func (s *Server) reachableLogins(c caller, target string) []string {
 		}
 	}
 	return nil
+}
+
+// certSigned is the ca_cert_signed event of cert, which the bastion's CA
+// signed for user's session on target from client: the certificate's
+// serial, principal, key fingerprint and end of validity.
+func certSigned(user string, client netip.AddrPort, target, session string, cert *ssh.Certificate) audit.Event {
+	e := audit.Event{Event: audit.CertSigned, Actor: user, Source: addrString(client.Addr()), User: user, Client: client.String(),
+		Session: session, Target: target, Protocol: access.SSH, Serial: cert.Serial,
+		Fingerprint: ssh.FingerprintSHA256(cert.Key), Detail: "key ID " + cert.KeyId,
+		Until: new(time.Unix(int64(cert.ValidBefore), 0).UTC())}
+	if len(cert.ValidPrincipals) > 0 {
+		e.Principal, e.Login = cert.ValidPrincipals[0], cert.ValidPrincipals[0]
+	}
+	return e
 }

@@ -34,8 +34,11 @@ func newRefusals() *prometheus.CounterVec {
 	return v
 }
 
-// RequestMetrics are the front door's Prometheus series.
-func (s *Server) RequestMetrics() prometheus.Collector { return s.refusals }
+// RequestMetrics are the front door's Prometheus series, and the connects
+// refused (bastiond_connect_refusals_total).
+func (s *Server) RequestMetrics() prometheus.Collector {
+	return collectors{s.refusals, s.connectRefusals}
+}
 
 // frontDoor is in front of every route (inside securityHeaders, so that
 // its answers carry them too). It reads the request's body whole under a

@@ -13,12 +13,14 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/ticket"
@@ -73,6 +75,7 @@ func (s *Server) sessionCaller(r *http.Request) (caller, bool) {
 	u, err := s.auth.Store().User(sess.User)
 	if err != nil || u.Disabled {
 		s.sessions.End(sess.ID)
+		s.webSessionExpired(sess, "account_disabled")
 		return caller{}, false
 	}
 	return caller{user: u, session: sess}, true
@@ -87,13 +90,16 @@ func (s *Server) tokenCaller(r *http.Request, scope string) (c caller, present b
 	}
 	v, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok {
+		s.tokenRefused(clientAddr(r), "api", auth.ErrBadToken)
 		return caller{}, true, auth.ErrBadToken
 	}
 	t, u, err := s.auth.Store().CheckToken(strings.TrimSpace(v))
 	if err != nil {
+		s.tokenRefused(clientAddr(r), "api", err)
 		return caller{}, true, err
 	}
 	if !t.HasScope(scope) {
+		s.scopeRefused(clientAddr(r), "api", t, scope)
 		return caller{}, true, errors.New("the token lacks the " + scope + " scope")
 	}
 	return caller{user: u, token: t}, true, nil
@@ -183,6 +189,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil || !s.sameOrigin(r) || ck == nil || !equalTokens(ck.Value, r.PostFormValue("csrf")) {
 		s.log.Info("login form refused: no matching origin or form token", zap.Stringer("source", clientAddr(r)), zap.NamedError("form", err),
 			zap.String("origin", r.Header.Get("Origin")), zap.Bool("form_cookie", ck != nil))
+		s.audit().Audit(audit.Event{Event: audit.SigninRefused, Actor: audit.ActorAnonymous, Source: addrString(clientAddr(r)),
+			Reason: "form", Detail: "the sign-in form came without a matching origin or form token (expired, or posted from another site)"})
 		s.loginPage(w, http.StatusForbidden, "The sign-in form expired. Please sign in again.")
 		return
 	}
@@ -230,6 +238,9 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	s.sessions.End(c.session.ID)
 	s.tickets.EndSession(c.session.ID)
 	s.log.Info("signed out", zap.String("user", c.user.Name), zap.String("web_session", c.session.ID))
+	start := c.session.Created.UTC()
+	s.audit().Audit(audit.Event{Event: audit.Signout, Actor: c.user.Name, Source: addrString(clientAddr(r)), User: c.user.Name,
+		Session: c.session.ID, Start: &start})
 	setCookie(w, websession.CookieName, "", -1)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
@@ -254,7 +265,7 @@ func (s *Server) connectForm(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	t, err := s.issueTicket(c, r.PostFormValue("target"), r.PostFormValue("protocol"), 0)
+	t, err := s.issueTicket(c, clientAddr(r), r.PostFormValue("target"), r.PostFormValue("protocol"), 0)
 	if err != nil {
 		s.render(w, http.StatusForbidden, "expired.html", pageData{Title: "Not allowed"})
 		return
@@ -264,19 +275,59 @@ func (s *Server) connectForm(w http.ResponseWriter, r *http.Request) {
 
 var errNotAllowed = errors.New("not allowed")
 
-// issueTicket checks that c may open protocol on target and returns a ticket.
-func (s *Server) issueTicket(c caller, target, protocol string, port uint16) (string, error) {
-	d := s.policy().Check(access.Request{User: c.user.Name, Granted: c.user.Roles, Target: target, Protocol: protocol, Port: port})
+// issueTicket checks that c, from src, may open protocol on target and
+// returns a ticket. Either outcome is an audit event: ticket_issued, or
+// connect_refused.
+func (s *Server) issueTicket(c caller, src netip.Addr, target, protocol string, port uint16) (string, error) {
+	policy := s.policy()
+	ar := access.Request{User: c.user.Name, Granted: c.user.Roles, Target: target, Protocol: protocol, Port: port}
+	d := policy.Check(ar)
 	if !d.Allowed {
 		s.log.Info("connect refused", zap.String("user", c.user.Name), zap.String("target", target),
 			zap.String("protocol", protocol), zap.String("reason", d.Reason))
+		e := refusal(c, src, target, protocol, deniedReason(policy, ar), d.Reason)
+		e.Port, e.Via = port, c.via()
+		s.connectRefused(e)
 		return "", errNotAllowed
 	}
 	if protocol != access.Tunnel {
-		t, _ := s.policy().Target(target)
+		t, _ := policy.Target(target)
 		port = map[string]uint16{access.SSH: t.SSH, access.RDP: t.RDP}[protocol]
 	}
-	return s.tickets.Issue(ticket.Ticket{Session: c.binding(), User: c.user.Name, Target: target, Protocol: protocol, Port: port}), nil
+	v := s.tickets.Issue(ticket.Ticket{Session: c.binding(), User: c.user.Name, Target: target, Protocol: protocol, Port: port})
+	s.audit().Audit(audit.Event{Event: audit.TicketIssued, Actor: c.user.Name, Source: addrString(src), User: c.user.Name,
+		Target: target, Protocol: protocol, Port: port, Via: c.via(), Token: c.token.ID, Roles: d.Roles})
+	return v, nil
+}
+
+// via is how c is signed in, for the audit trail: the portal (a web
+// session) or the API (a token).
+func (c caller) via() string {
+	if c.token.ID != "" {
+		return "api"
+	}
+	return "portal"
+}
+
+// deniedReason is the reason class of a refused access request: the
+// machine or port is not in the inventory, or no role allows it.
+func deniedReason(p *access.Policy, r access.Request) string {
+	t, ok := p.Target(r.Target)
+	if !ok {
+		return refusedUnknownTarget
+	}
+	switch r.Protocol {
+	case access.SSH:
+		ok = t.SSH != 0
+	case access.RDP:
+		ok = t.RDP != 0
+	case access.Tunnel:
+		ok = r.Port == 0 || slices.Contains([]uint16{t.SSH, t.RDP}, r.Port) || slices.Contains(t.Tunnel, r.Port)
+	}
+	if !ok {
+		return refusedUnknownTarget
+	}
+	return refusedNoRole
 }
 
 // connectPage is GET /connect/{ticket}: the client page for a ticket this
@@ -325,17 +376,26 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 		s.serveRDP(w, r, c) // its ticket comes inside the WebSocket
 		return
 	}
+	src := clientAddr(r)
 	t, err := s.tickets.Redeem(r.URL.Query().Get("ticket"), c.session.ID)
 	if err == nil && t.Protocol != r.PathValue("protocol") {
-		err = ticket.ErrExpired
+		err = &ticket.Error{Reason: ticket.ReasonBad, Detail: "a ticket for " + t.Protocol + " presented for " + r.PathValue("protocol")}
 	}
 	if err != nil {
+		reason, detail := ticketRefusal(err)
+		e := refusal(c, src, t.Target, r.PathValue("protocol"), reason, detail)
+		e.Via = "browser"
+		s.connectRefused(e)
 		http.Error(w, ticket.ErrExpired.Error(), http.StatusForbidden)
 		return
 	}
 	// Rights are checked again: a reload may have taken them away since
 	// the ticket was issued.
-	if !s.policy().Check(access.Request{User: c.user.Name, Granted: c.user.Roles, Target: t.Target, Protocol: t.Protocol, Port: t.Port}).Allowed {
+	ar := access.Request{User: c.user.Name, Granted: c.user.Roles, Target: t.Target, Protocol: t.Protocol, Port: t.Port}
+	if d := s.policy().Check(ar); !d.Allowed {
+		e := refusal(c, src, t.Target, t.Protocol, deniedReason(s.policy(), ar), d.Reason)
+		e.Via = "browser"
+		s.connectRefused(e)
 		http.Error(w, "not allowed", http.StatusForbidden)
 		return
 	}
@@ -440,7 +500,7 @@ func (s *Server) apiConnect(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	t, err := s.issueTicket(c, req.Target, req.Protocol, req.Port)
+	t, err := s.issueTicket(c, clientAddr(r), req.Target, req.Protocol, req.Port)
 	if err != nil {
 		writeJSON(w, http.StatusForbidden, apiError{Error: "not allowed: no role of yours covers " + req.Protocol + " on " + strconv.Quote(req.Target)})
 		return
@@ -499,6 +559,9 @@ func (s *Server) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("API token issued", zap.String("user", u.Name), zap.String("token", t.ID), zap.Strings("scopes", t.Scopes),
 		zap.Time("expires", t.Expires), zap.Stringer("source", src))
+	expires := t.Expires
+	s.audit().Audit(audit.Event{Event: audit.TokenIssued, Actor: u.Name, Source: addrString(src), User: u.Name, Token: t.ID,
+		Until: &expires, Detail: "scopes " + strings.Join(t.Scopes, ", ")})
 	t.Verifier = ""
 	writeJSON(w, http.StatusOK, TokenResponse{Secret: secret, Token: t})
 }
@@ -542,5 +605,7 @@ func (s *Server) apiRevokeToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("API token revoked", zap.String("user", c.user.Name), zap.String("token", id))
+	s.audit().Audit(audit.Event{Event: audit.TokenRevoked, Actor: c.user.Name, Source: addrString(clientAddr(r)), User: c.user.Name,
+		Token: id, Via: "api"})
 	writeJSON(w, http.StatusOK, struct{}{})
 }

@@ -119,6 +119,8 @@ type Server struct {
 	tickets  *ticket.Store
 	outcomes *outcomeStore // how browser remote desktops ended
 	refusals *prometheus.CounterVec
+	// connectRefusals counts the connect_refused events by reason.
+	connectRefusals *prometheus.CounterVec
 	// quicLimits bounds the QUIC connections per source and the streams
 	// waiting for their request.
 	quicLimits *quicLimits
@@ -160,8 +162,9 @@ func New(cfg Config, a *auth.Authenticator) (*Server, error) {
 		}
 	}
 	s := &Server{log: c.Logger, auth: a, sessions: websession.NewStore(c.WebSessions), tickets: ticket.NewStore(), outcomes: newOutcomeStore(),
-		lineage: l, ids: newConnIDs(l), refusals: newRefusals(), quicLimits: newQUICLimits()}
+		lineage: l, ids: newConnIDs(l), refusals: newRefusals(), connectRefusals: newConnectRefusals(), quicLimits: newQUICLimits()}
 	s.cfg.Store(c)
+	s.sessions.OnExpire(s.webSessionExpired)
 	s.http = &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: c.HandshakeTimeout,

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"runtime"
 	"slices"
@@ -170,11 +171,19 @@ func (a *Authenticator) Login(ctx context.Context, name, password, code string, 
 		a.count("malformed")
 		a.log.Info("login refused: malformed input", zap.Stringer("source", src),
 			zap.Int("user_bytes", len(name)), zap.Int("password_bytes", len(password)), zap.Int("code_bytes", len(code)))
+		// Nothing typed is recorded, only which field broke which rule.
+		a.emit(src, audit.Event{Event: audit.SigninRefused, Actor: audit.ActorAnonymous, Reason: "malformed",
+			Detail: malformed(name, password, code)})
 		return User{}, &LoginError{Reason: "malformed input"}
 	}
 	if w := a.throttle.sourceWait(src, now); w > 0 {
 		a.count("throttled")
 		a.log.Info("login refused: throttled", zap.String("user", name), zap.Stringer("source", src), zap.Duration("wait", w))
+		until := now.Add(w).UTC()
+		// Refused unchecked: whether the name is an account is not looked
+		// up, so the actor is unknown; the name passed the name rule.
+		a.emit(src, audit.Event{Event: audit.SigninThrottled, Actor: audit.ActorAnonymous, User: name, Reason: "source", Until: &until,
+			Detail: "this source failed too often: its attempts are refused unchecked until its backoff ends"})
 		return User{}, &LoginError{Reason: "throttled"}
 	}
 	select {
@@ -192,62 +201,112 @@ func (a *Authenticator) Login(ctx context.Context, name, password, code string, 
 	<-a.hashing
 	switch {
 	case !known:
-		return User{}, a.failed(name, src, now, "unknown user", false)
+		return User{}, a.failed(name, src, now, "unknown user", "unknown_user", false)
 	case herr != nil:
 		a.log.Error("login: stored hash unreadable", zap.String("user", name), zap.Error(herr))
-		return User{}, a.failed(name, src, now, "unreadable hash", true)
+		return User{}, a.failed(name, src, now, "unreadable hash", "unreadable_hash", true)
 	case !ok:
-		return User{}, a.failed(name, src, now, "wrong password", true)
+		return User{}, a.failed(name, src, now, "wrong password", "bad_password", true)
 	case u.Disabled:
-		return User{}, a.failed(name, src, now, "disabled", false)
+		return User{}, a.failed(name, src, now, "disabled", "disabled", false)
 	}
 	// The password is right. What holds the account up now is refused
 	// without counting a failure: it is not a guess that failed.
 	lockedHere := now.Before(u.LockedUntil) && slices.Contains(u.LockedBy, source.Of(src).String())
 	if lockedHere {
-		return User{}, a.refused(name, src, "locked", "the source that caused the lockout")
+		return User{}, a.refused(name, src, "locked", "the source that caused the lockout", u.LockedUntil)
 	}
-	held := ""
+	held, heldUntil := "", time.Time{}
 	switch {
 	case now.Before(u.LockedUntil):
-		held = "locked"
-	case a.throttle.userWait(name, now) > 0:
-		held = "throttled"
-	}
-	if held != "" && !u.HasTOTP() {
-		return User{}, a.refused(name, src, held, "the password alone does not pass while the account is held up")
-	}
-	if u.HasTOTP() {
-		if err := a.useCode(name, code, now); err != nil {
-			return User{}, a.failed(name, src, now, "wrong code", true)
+		held, heldUntil = "locked", u.LockedUntil
+	default:
+		if w := a.throttle.userWait(name, now); w > 0 {
+			held, heldUntil = "throttled", now.Add(w)
 		}
 	}
+	if held != "" && !u.HasTOTP() {
+		return User{}, a.refused(name, src, held, "the password alone does not pass while the account is held up", heldUntil)
+	}
+	method := "password"
+	if u.HasTOTP() {
+		if err := a.useCode(name, code, now); err != nil {
+			class := "bad_code"
+			if errors.Is(err, errCodeReused) {
+				class = "code_reused"
+			}
+			return User{}, a.failed(name, src, now, "wrong code", class, true)
+		}
+		method = "password_totp"
+	}
 	a.throttle.succeed(name, src)
+	ev := audit.Event{Event: audit.SigninSucceeded, Actor: name, User: name, Reason: method}
 	if held != "" {
 		a.count("ok_while_" + held)
 		a.log.Warn("signed in with password and code while the account was held up by other sources' failures",
 			zap.String("user", name), zap.Stringer("source", src), zap.String("held", held), zap.Time("locked_until", u.LockedUntil))
+		ev.Detail = "signed in with password and code while the account was " + held + " by failures from other sources"
 	} else {
 		a.count("ok")
 	}
+	a.emit(src, ev)
 	return u, nil
 }
 
 // refused is a failed login of the right password: logged and counted as
-// an outcome, not as a failure.
-func (a *Authenticator) refused(name string, src netip.Addr, reason, why string) error {
+// an outcome, not as a failure. In the audit trail, a lockout's refusal is
+// a signin_failed (reason locked), the hold of an account that failed too
+// often a signin_throttled (reason user); until is when the hold ends.
+func (a *Authenticator) refused(name string, src netip.Addr, reason, why string, until time.Time) error {
 	a.count(reason)
 	a.log.Info("login refused: "+reason, zap.String("user", name), zap.Stringer("source", src), zap.String("why", why))
+	until = until.UTC()
+	ev := audit.Event{Event: audit.SigninFailed, Actor: name, User: name, Reason: "locked", Until: &until, Detail: why}
+	if reason == "throttled" {
+		ev.Event, ev.Reason = audit.SigninThrottled, "user"
+	}
+	a.emit(src, ev)
 	return &LoginError{Reason: reason}
 }
+
+// emit sends e, from src, to the audit trail.
+func (a *Authenticator) emit(src netip.Addr, e audit.Event) {
+	e.Source = audit.ActorAnonymous
+	if src.IsValid() {
+		e.Source = src.Unmap().String()
+	}
+	a.audit.Audit(e)
+}
+
+// malformed names what breaks the sign-in form's rules, without a byte of
+// what was typed.
+func malformed(name, password, code string) string {
+	var what []string
+	if !userName.MatchString(name) {
+		what = append(what, "the user name breaks the name rule")
+	}
+	if len(password) > MaxPasswordLen {
+		what = append(what, "the password is too long")
+	}
+	if len(code) > maxCodeLen {
+		what = append(what, "the code is too long")
+	}
+	return strings.Join(what, "; ")
+}
+
+// errCodeReused is a TOTP code that matched a step already used.
+var errCodeReused = errors.New("auth: the code was used already")
 
 // useCode accepts a TOTP code once: the step is recorded in the same
 // transaction that checks it, so two logins racing with one code cannot
 // both pass.
 func (a *Authenticator) useCode(name, code string, now time.Time) error {
 	return a.store.Update(name, func(u *User) error {
-		step, ok := checkTOTP(u.TOTPSecret, code, now, u.TOTPLastStep)
-		if !ok {
+		step, ok, reused := matchTOTP(u.TOTPSecret, code, now, u.TOTPLastStep)
+		switch {
+		case reused:
+			return errCodeReused
+		case !ok:
 			return ErrBadCode
 		}
 		u.TOTPLastStep = step
@@ -257,11 +316,22 @@ func (a *Authenticator) useCode(name, code string, now time.Time) error {
 
 // failed counts a failure from src, locks the account when it has failed
 // LockAfter times in a row from that source (lockable: the account
-// exists), logs the reason and returns the generic error.
-func (a *Authenticator) failed(name string, src netip.Addr, now time.Time, reason string, lockable bool) error {
+// exists), logs the reason and returns the generic error. class is the
+// reason in the audit trail.
+func (a *Authenticator) failed(name string, src netip.Addr, now time.Time, reason, class string, lockable bool) error {
 	a.count("failed")
 	n := a.throttle.fail(name, src, lockable, now)
 	fields := []zap.Field{zap.String("user", name), zap.Stringer("source", src), zap.String("reason", reason), zap.Int("failures", n)}
+	ev := audit.Event{Event: audit.SigninFailed, Actor: name, User: name, Reason: class}
+	if class == "unknown_user" {
+		// The name passed the name rule (or the sign-in was refused
+		// before this, as malformed); it is no account, so nobody acted.
+		ev.Actor = audit.ActorAnonymous
+	}
+	if n > 0 {
+		ev.Detail = fmt.Sprintf("failures in a row of this account from this source: %d", n)
+	}
+	a.emit(src, ev)
 	if lockable && n >= a.lockAt {
 		until, by := now.Add(a.lockFor).UTC(), source.Of(src).String()
 		err := a.store.Update(name, func(u *User) error {
@@ -283,6 +353,10 @@ func (a *Authenticator) failed(name string, src netip.Addr, now time.Time, reaso
 			a.throttle.locked(name, src)
 			a.lockouts.Add(1)
 			a.log.Warn("account locked", append(fields, zap.Time("locked_until", until), zap.String("locked_by", by))...)
+			// The daemon locks the account; the source is the guesser's.
+			a.emit(src, audit.Event{Event: audit.AccountLocked, Actor: audit.ActorDaemon, User: name, Until: &until,
+				Detail: fmt.Sprintf("%d failures in a row from %s: refused from there until the lock ends; "+
+					"elsewhere the password passes only with a TOTP code", n, by)})
 			return &LoginError{Reason: reason}
 		}
 		a.log.Error("login: cannot record a lockout", zap.String("user", name), zap.Error(err))

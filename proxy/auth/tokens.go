@@ -177,29 +177,65 @@ func parseToken(s string) (id, secret string, ok bool) {
 	return id, secret, true
 }
 
-// CheckToken returns the token and its user for a presented secret, or ErrBadToken.
+// Why a presented token is refused: TokenError.Reason, the reason of a
+// token_refused audit event.
+const (
+	TokenMalformed    = "malformed"     // not bst_ID_SECRET
+	TokenUnknown      = "unknown"       // no such token: never issued, revoked or pruned
+	TokenBadSecret    = "bad_secret"    // the ID of a token with another secret
+	TokenExpired      = "expired"       // past its expiry
+	TokenUserDisabled = "user_disabled" // its user is disabled or gone
+)
+
+// TokenError is a refused token: errors.Is(err, ErrBadToken), with the
+// same message whatever the reason, which is for the audit trail and
+// the log. ID and User are set once the token's record was found (an ID is
+// not a secret).
+type TokenError struct {
+	Reason string
+	ID     string
+	User   string
+}
+
+func (e *TokenError) Error() string { return ErrBadToken.Error() }
+
+// Is makes errors.Is(err, ErrBadToken) true.
+func (e *TokenError) Is(target error) bool { return target == ErrBadToken }
+
+// CheckToken returns the token and its user for a presented secret, or a
+// *TokenError (errors.Is(err, ErrBadToken)), or the store's error if it
+// could not be read.
 func (s *Store) CheckToken(presented string) (Token, User, error) {
 	id, secret, ok := parseToken(presented)
 	if !ok {
-		return Token{}, User{}, ErrBadToken
+		return Token{}, User{}, &TokenError{Reason: TokenMalformed}
 	}
 	var t Token
 	var u User
+	found := false
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		v := tx.Bucket(bucketTokens).Get([]byte(id))
 		if v == nil || json.Unmarshal(v, &t) != nil {
 			return ErrBadToken
 		}
+		found = true
 		var err error
 		u, err = getUser(tx.Bucket(bucketUsers), t.User)
 		return err
 	})
-	if err != nil {
-		return Token{}, User{}, ErrBadToken
-	}
-	if subtle.ConstantTimeCompare([]byte(verifier(secret)), []byte(t.Verifier)) != 1 ||
-		!s.now().Before(t.Expires) || u.Disabled {
-		return Token{}, User{}, ErrBadToken
+	switch {
+	case !found && err != nil && !errors.Is(err, ErrBadToken):
+		// The store could not be read (handed over to a new process
+		// during an upgrade): not the token's fault.
+		return Token{}, User{}, fmt.Errorf("auth: check a token: %w", err)
+	case !found:
+		return Token{}, User{}, &TokenError{Reason: TokenUnknown}
+	case subtle.ConstantTimeCompare([]byte(verifier(secret)), []byte(t.Verifier)) != 1:
+		return Token{}, User{}, &TokenError{Reason: TokenBadSecret, ID: t.ID, User: t.User}
+	case err != nil || u.Disabled:
+		return Token{}, User{}, &TokenError{Reason: TokenUserDisabled, ID: t.ID, User: t.User}
+	case !s.now().Before(t.Expires):
+		return Token{}, User{}, &TokenError{Reason: TokenExpired, ID: t.ID, User: t.User}
 	}
 	return t, u, nil
 }

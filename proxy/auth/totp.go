@@ -51,21 +51,30 @@ func totpStep(t time.Time) int64 { return t.Unix() / totpPeriod }
 // checkTOTP looks for code within the skew around now, in steps after
 // last (the last step accepted). It returns the matching step.
 func checkTOTP(secret []byte, code string, now time.Time, last int64) (int64, bool) {
+	step, ok, _ := matchTOTP(secret, code, now, last)
+	return step, ok
+}
+
+// matchTOTP is checkTOTP that also says whether code matched a step at or
+// before last: a code used already (replayed, or typed twice).
+func matchTOTP(secret []byte, code string, now time.Time, last int64) (found int64, ok, reused bool) {
 	code = strings.ReplaceAll(strings.TrimSpace(code), " ", "")
 	if len(code) != totpDigits {
-		return 0, false
+		return 0, false, false
 	}
 	cur := totpStep(now)
-	var found int64
-	ok := 0
+	matched, used := 0, 0
 	// Try every step in the window, whatever matches, so the time taken
 	// does not tell which one did.
 	for step := cur - totpSkew; step <= cur+totpSkew; step++ {
-		if subtle.ConstantTimeCompare([]byte(totpAt(secret, step)), []byte(code)) == 1 && step > last {
-			found, ok = step, 1
+		m := subtle.ConstantTimeCompare([]byte(totpAt(secret, step)), []byte(code))
+		if m == 1 && step > last {
+			found, matched = step, 1
+		} else if m == 1 {
+			used = 1
 		}
 	}
-	return found, ok == 1
+	return found, matched == 1, matched == 0 && used == 1
 }
 
 // TOTPEnrolment is what a user needs to set up an authenticator app.

@@ -2,8 +2,9 @@
 // a minute, that a signed-in user asked to open one protocol on one target
 // from one web session. A ticket is 256 random bits; the server keeps its
 // SHA-256 only. Whatever goes wrong with a ticket (unknown, used, expired,
-// presented from another session) the caller gets the one error ErrExpired,
-// and a ticket presented from the wrong session is burnt, so that a leaked
+// presented from another session) the caller gets the one answer
+// ErrExpired (an *Error whose Reason says why, for the audit trail), and a
+// ticket presented from the wrong session is burnt, so that a leaked
 // connect link is worth nothing to anyone.
 package ticket
 
@@ -26,6 +27,25 @@ const MaxPerSession = 16
 
 // ErrExpired is the one answer for a ticket that cannot be used.
 var ErrExpired = errors.New("your session has expired, start again from the portal")
+
+// Why a ticket could not be used: Error.Reason, the reason of the
+// connect_refused audit event.
+const (
+	ReasonBad     = "bad_ticket"     // malformed, unknown, used already, or presented from another session
+	ReasonExpired = "ticket_expired" // its minute passed
+)
+
+// Error is a ticket refused: errors.Is(err, ErrExpired), with ErrExpired's
+// message whatever the reason. Reason and Detail are for the audit trail.
+type Error struct {
+	Reason string
+	Detail string
+}
+
+func (e *Error) Error() string { return ErrExpired.Error() }
+
+// Is makes errors.Is(err, ErrExpired) true.
+func (e *Error) Is(target error) bool { return target == ErrExpired }
 
 // Ticket is what a ticket stands for.
 type Ticket struct {
@@ -101,7 +121,7 @@ func (s *Store) Redeem(v, session string) (Ticket, error) {
 
 func (s *Store) lookup(v, session string, use bool) (Ticket, error) {
 	if len(v) != encodedLen || session == "" {
-		return Ticket{}, ErrExpired
+		return Ticket{}, &Error{Reason: ReasonBad, Detail: "not a ticket"}
 	}
 	k := hash(v)
 	now := s.now()
@@ -109,13 +129,16 @@ func (s *Store) lookup(v, session string, use bool) (Ticket, error) {
 	defer s.mu.Unlock()
 	t, ok := s.tickets[k]
 	if !ok {
-		return Ticket{}, ErrExpired
+		return Ticket{}, &Error{Reason: ReasonBad, Detail: "no such ticket: never issued, used already, or expired and forgotten"}
 	}
 	if use || t.Session != session || !now.Before(t.Expires) {
 		delete(s.tickets, k)
 	}
-	if t.Session != session || !now.Before(t.Expires) {
-		return Ticket{}, ErrExpired
+	switch {
+	case t.Session != session:
+		return Ticket{}, &Error{Reason: ReasonBad, Detail: "the ticket of " + t.User + ", presented from another session: burnt"}
+	case !now.Before(t.Expires):
+		return Ticket{}, &Error{Reason: ReasonExpired, Detail: "the ticket expired at " + t.Expires.UTC().Format(time.RFC3339)}
 	}
 	return *t, nil
 }

@@ -193,3 +193,34 @@ func TestExportImport(t *testing.T) {
 		}
 	}
 }
+
+func TestRefusalReasons(t *testing.T) {
+	s := NewStore()
+	c := &clock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+	s.now = c.now
+	reason := func(err error) string {
+		var te *Error
+		if !errors.As(err, &te) || err.Error() != ErrExpired.Error() || !errors.Is(err, ErrExpired) {
+			t.Fatalf("err %v is not a ticket *Error with ErrExpired's message", err)
+		}
+		return te.Reason
+	}
+	if _, err := s.Redeem("short", "s1"); reason(err) != ReasonBad {
+		t.Errorf("malformed: %v", err)
+	}
+	v := s.Issue(Ticket{Session: "s1", User: "alice", Target: "vm1", Protocol: "ssh"})
+	if _, err := s.Redeem(v, "s2"); reason(err) != ReasonBad {
+		t.Errorf("another session: %v", err)
+	}
+	if _, err := s.Redeem(v, "s1"); reason(err) != ReasonBad {
+		t.Errorf("burnt: %v", err)
+	}
+	v = s.Issue(Ticket{Session: "s1", User: "alice", Target: "vm1", Protocol: "ssh"})
+	c.t = c.t.Add(TTL)
+	if _, err := s.Redeem(v, "s1"); reason(err) != ReasonExpired {
+		t.Errorf("expired: %v", err)
+	}
+	if _, err := s.Redeem(v, "s1"); reason(err) != ReasonBad {
+		t.Errorf("used after expiry: %v", err)
+	}
+}

@@ -64,14 +64,34 @@ type Session struct {
 
 type key [sha256.Size]byte
 
+// Why the store ended a session by itself: the reason of a
+// websession_expired audit event.
+const (
+	EndIdle       = "idle"         // unused for Config.Idle
+	EndAbsolute   = "absolute"     // Config.Absolute after sign-in
+	EndPerUserCap = "per_user_cap" // the oldest of Config.MaxPerUser, ended by a new sign-in
+)
+
 // Store holds sessions in memory.
 type Store struct {
 	cfg Config
 	now func() time.Time
 
-	mu       sync.Mutex // guards the maps and LastSeen
+	mu       sync.Mutex // guards the fields below and LastSeen
 	sessions map[key]*Session
 	byID     map[string]key
+	onExpire func(Session, string)
+}
+
+// OnExpire has f called with each session the store ends by itself, and
+// why (EndIdle, EndAbsolute, EndPerUserCap): when a request presents its
+// cookie after the end, or when a sweep (at each sign-in, count or export)
+// finds it. f is called with the store's lock held: it must be quick and
+// must not call the store.
+func (s *Store) OnExpire(f func(sess Session, reason string)) {
+	s.mu.Lock()
+	s.onExpire = f
+	s.mu.Unlock()
 }
 
 // NewStore returns an empty Store.
@@ -124,7 +144,7 @@ func (s *Store) New(user string, src netip.Addr) (string, Session) {
 				oldest = i
 			}
 		}
-		s.remove(mine[oldest].ID)
+		s.ended(mine[oldest], EndPerUserCap)
 		mine = append(mine[:oldest], mine[oldest+1:]...)
 	}
 	k := hash(cookie)
@@ -145,8 +165,8 @@ func (s *Store) Get(cookie string) (Session, bool) {
 	if !ok {
 		return Session{}, false
 	}
-	if s.expired(sess, now) {
-		s.remove(sess.ID)
+	if why := s.expiry(sess, now); why != "" {
+		s.ended(sess, why)
 		return Session{}, false
 	}
 	sess.LastSeen = now
@@ -162,8 +182,25 @@ func (s *Store) Alive(id string) bool {
 	return ok && !s.expired(s.sessions[k], now)
 }
 
-func (s *Store) expired(sess *Session, now time.Time) bool {
-	return now.Sub(sess.LastSeen) >= s.cfg.Idle || now.Sub(sess.Created) >= s.cfg.Absolute
+func (s *Store) expired(sess *Session, now time.Time) bool { return s.expiry(sess, now) != "" }
+
+// expiry is why sess is over at now (EndAbsolute first), or "".
+func (s *Store) expiry(sess *Session, now time.Time) string {
+	switch {
+	case now.Sub(sess.Created) >= s.cfg.Absolute:
+		return EndAbsolute
+	case now.Sub(sess.LastSeen) >= s.cfg.Idle:
+		return EndIdle
+	}
+	return ""
+}
+
+// ended removes sess, which the store ended by itself for why; s.mu is held.
+func (s *Store) ended(sess *Session, why string) {
+	s.remove(sess.ID)
+	if s.onExpire != nil {
+		s.onExpire(*sess, why)
+	}
 }
 
 // End ends the session with this id.
@@ -205,8 +242,8 @@ func (s *Store) remove(id string) {
 
 func (s *Store) expire(now time.Time) {
 	for _, sess := range s.sessions {
-		if s.expired(sess, now) {
-			s.remove(sess.ID)
+		if why := s.expiry(sess, now); why != "" {
+			s.ended(sess, why)
 		}
 	}
 }

@@ -146,3 +146,52 @@ func TestExportImport(t *testing.T) {
 		}
 	}
 }
+
+func TestOnExpire(t *testing.T) {
+	s, now := newTestStore(Config{Idle: 10 * time.Minute, Absolute: time.Hour, MaxPerUser: 2})
+	type ended struct{ id, user, why string }
+	var got []ended
+	s.OnExpire(func(sess Session, why string) { got = append(got, ended{sess.ID, sess.User, why}) })
+	check := func(what string, want ...ended) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: ended %v, want %v", what, got, want)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("%s: ended %v, want %v", what, got, want)
+			}
+		}
+		got = nil
+	}
+	// Idle: noticed when the cookie comes back.
+	c1, s1 := s.New("alice", src)
+	*now = now.Add(10 * time.Minute)
+	s.Get(c1)
+	check("idle", ended{s1.ID, "alice", EndIdle})
+
+	// Absolute: noticed by the sweep of the next sign-in, though in use.
+	c2, s2 := s.New("bob", netip.MustParseAddr("192.0.2.1"))
+	for range 6 {
+		*now = now.Add(9 * time.Minute)
+		s.Get(c2)
+	}
+	check("in use")
+	*now = now.Add(9 * time.Minute)
+	s.New("carol", src)
+	check("absolute", ended{s2.ID, "bob", EndAbsolute})
+
+	// A sign-in past MaxPerUser ends the oldest.
+	_, d1 := s.New("dave", src)
+	*now = now.Add(time.Second)
+	s.New("dave", src)
+	*now = now.Add(time.Second)
+	s.New("dave", src)
+	check("per user cap", ended{d1.ID, "dave", EndPerUserCap})
+
+	// Ended by a sign-out or an admin: not an expiry.
+	_, e1 := s.New("erin", src)
+	s.End(e1.ID)
+	s.EndUser("dave")
+	check("ended by someone")
+}

@@ -101,6 +101,9 @@ func (c *conn) attempt(ctx context.Context, m *inMsg) (refused string, e *ending
 			return "", &ending{msg: end(endError, fmt.Sprintf("The bastion could not issue a certificate for %s.", login))}
 		}
 		a.signer = signer
+		if cert, ok := signer.PublicKey().(*ssh.Certificate); ok && c.p.CertSigned != nil {
+			c.p.CertSigned(sess, login, cert)
+		}
 	}
 
 	tc := &targetConn{Conn: sess.Target()}
@@ -164,6 +167,9 @@ func (c *conn) handshake(ctx context.Context, log *zap.Logger, sess Session, tc 
 	case a.userEnd != nil:
 		return nil, false, a.userEnd
 	case a.hostKeyErr != nil:
+		if c.p.HostKeyRefused != nil {
+			c.p.HostKeyRefused(sess, login, errors.Is(a.hostKeyErr, hostkeys.ErrMismatch), a.hostKeyErr)
+		}
 		return nil, false, c.hostKeyEnding(a.hostKeyErr)
 	case sess.Context().Err() != nil:
 		return nil, false, c.brokerEnding(sess.EndReason())

@@ -102,6 +102,13 @@ type Params struct {
 	// SetRecording gives the recording's path to the session's accounting
 	// record. Optional.
 	SetRecording func(s Session, path string)
+	// HostKeyRefused is told of a session refused because the machine's
+	// host key is not the pinned one (mismatch) or none is pinned, with the
+	// check's error: for the audit trail. Optional.
+	HostKeyRefused func(s Session, login string, mismatch bool, err error)
+	// CertSigned is told of each certificate Sign made, for the session s
+	// it logs in: for the audit trail. Optional.
+	CertSigned func(s Session, login string, cert *ssh.Certificate)
 	// HandshakeFailed counts an SSH handshake with the machine that failed
 	// for another reason than the credentials or its host key (the
 	// bastiond_handshake_failures_total{layer="ssh"} metric). Optional.

@@ -347,7 +347,17 @@ func TestKeyboardInteractive(t *testing.T) {
 
 func TestCertificate(t *testing.T) {
 	d := startSSHD(t, sshdConfig{})
-	h := newHarness(t, d, d.addr(false), func(p *Params) { p.Certificate = true })
+	var mu sync.Mutex
+	var signed []*ssh.Certificate
+	var signedFor []string
+	h := newHarness(t, d, d.addr(false), func(p *Params) {
+		p.Certificate = true
+		p.CertSigned = func(s Session, login string, cert *ssh.Certificate) {
+			mu.Lock()
+			defer mu.Unlock()
+			signed, signedFor = append(signed, cert), append(signedFor, s.ID()+" "+login)
+		}
+	})
 	c := h.dial()
 	if hello := c.expect(typeHello); hello["certificate"] != true {
 		t.Errorf("hello %v", hello)
@@ -361,27 +371,42 @@ func TestCertificate(t *testing.T) {
 	if len(ids) != 1 || !strings.Contains(ids[0], "alice") || !strings.Contains(ids[0], h.session(0).id) {
 		t.Errorf("certificate key IDs %q, want one naming the user and the session", ids)
 	}
+	// CertSigned was told, for the audit trail, before the login.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(signed) != 1 || signedFor[0] != h.session(0).id+" "+testUser || signed[0].KeyId != ids[0] ||
+		len(signed[0].ValidPrincipals) != 1 || signed[0].ValidPrincipals[0] != testUser {
+		t.Errorf("CertSigned got %v for %q", signed, signedFor)
+	}
 }
 
 func TestHostKey(t *testing.T) {
 	d := startSSHD(t, sshdConfig{})
 	other, _, _ := newKey("")
 	tests := []struct {
-		name   string
-		check  ssh.HostKeyCallback
-		end    string
-		reason string
+		name     string
+		check    ssh.HostKeyCallback
+		end      string
+		reason   string
+		mismatch bool
 	}{
-		{"mismatch", pinned(other), endHostKeyChanged, "host key mismatch: "},
+		{"mismatch", pinned(other), endHostKeyChanged, "host key mismatch: ", true},
 		{"not pinned", func(host string, _ net.Addr, key ssh.PublicKey) error {
 			return fmt.Errorf("hostkeys: %s: %w; seen %s", host, hostkeys.ErrNotPinned, ssh.FingerprintSHA256(key))
-		}, endHostKeyUnknown, "host key not pinned: "},
-		{"no check", nil, endHostKeyUnknown, "host key not pinned: "},
+		}, endHostKeyUnknown, "host key not pinned: ", false},
+		{"no check", nil, endHostKeyUnknown, "host key not pinned: ", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var refused []string
 			h := newHarness(t, d, d.addr(false), func(p *Params) {
 				p.HostKeys = func(string) (ssh.HostKeyCallback, []string) { return tt.check, nil }
+				p.HostKeyRefused = func(s Session, login string, mismatch bool, err error) {
+					mu.Lock()
+					defer mu.Unlock()
+					refused = append(refused, fmt.Sprintf("%s %s %v %v", s.ID(), login, mismatch, err != nil))
+				}
 			})
 			c := h.dial()
 			c.expect(typeHello)
@@ -393,6 +418,11 @@ func TestHostKey(t *testing.T) {
 			h.waitServed()
 			if r := h.session(0).EndReason(); !strings.HasPrefix(r, tt.reason) {
 				t.Errorf("session ended with %q, want %q…", r, tt.reason)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if want := fmt.Sprintf("%s %s %v true", h.session(0).id, testUser, tt.mismatch); len(refused) != 1 || refused[0] != want {
+				t.Errorf("HostKeyRefused got %q, want %q", refused, want)
 			}
 		})
 	}
