@@ -94,7 +94,11 @@ func (d *Daemon) auditRecords() map[string]map[string][]map[string]any {
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			d.t.Fatalf("audit line %q: %v", sc.Text(), err)
 		}
-		id, ev := r["session"].(string), r["event"].(string)
+		id, _ := r["session"].(string)
+		ev, _ := r["event"].(string)
+		if id == "" || (ev != "session_start" && ev != "session_end") {
+			continue // not a session record
+		}
 		if recs[id] == nil {
 			recs[id] = map[string][]map[string]any{}
 		}
