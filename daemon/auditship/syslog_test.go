@@ -258,4 +258,3 @@ func ExampleSyslog_message() {
 	// Output:
 	// <36>1 2026-12-06T05:00:00.123456Z bastion-1 bastiond 4242 signin_failed [bastiond@32473 hash="3405963ade7ccebc12db086404999d725d4830d815cd7bce14c556d77846b9a5" v="2"] {"v":2,"time":"2026-12-06T05:00:00.123456789Z","event":"signin_failed","actor":"alice","source":"198.51.100.7","reason":"bad_password","prev":""}
 }
-
