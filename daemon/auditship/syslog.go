@@ -250,10 +250,13 @@ func (s *Syslog) serve(ctx context.Context, c *conn) error {
 			}
 		}
 	}()
+	// Stopping interrupts a write to a collector that does not read.
+	stop := context.AfterFunc(ctx, func() { c.w.SetDeadline(time.Now()) })
+	defer stop()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var buf []byte
-	for {
+	for ctx.Err() == nil {
 		last, lines := s.q.take(batchLines, batchBytes)
 		if len(lines) > 0 {
 			buf = buf[:0]
@@ -261,6 +264,9 @@ func (s *Syslog) serve(ctx context.Context, c *conn) error {
 				buf = frame(buf, s.hdr.message(l))
 			}
 			c.w.SetWriteDeadline(time.Now().Add(s.cfg.Timeout))
+			if ctx.Err() != nil {
+				break // the stop's deadline may have come just before this one
+			}
 			if _, err := c.w.Write(buf); err != nil {
 				return fmt.Errorf("write to %s: %w", s.cfg.Address, err)
 			}
@@ -276,9 +282,9 @@ func (s *Syslog) serve(ctx context.Context, c *conn) error {
 		case <-tick.C:
 			s.confirm(c)
 		case <-ctx.Done():
-			return nil
 		}
 	}
+	return nil
 }
 
 // confirm forgets the lines the collector's TCP acknowledged more than

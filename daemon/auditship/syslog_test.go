@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"regexp"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -94,9 +95,8 @@ func TestSyslogFraming(t *testing.T) {
 			if got := string(rfc5424.FindSubmatch(msgs[1])[4]); got != audit.SessionStart {
 				t.Errorf("MSGID %q, want the event type", got)
 			}
-			if n := s.c.shipped.Load(); n != int64(len(lines)) {
-				t.Errorf("shipped = %d, want %d", n, len(lines))
-			}
+			// Counted once Write returns, which may be after the collector read.
+			waitFor(t, "shipped to count every line", 5*time.Second, func() bool { return s.c.shipped.Load() == int64(len(lines)) })
 		})
 	}
 }
@@ -257,4 +257,26 @@ func ExampleSyslog_message() {
 	fmt.Printf("%s\n", h.message(line))
 	// Output:
 	// <36>1 2026-12-06T05:00:00.123456Z bastion-1 bastiond 4242 signin_failed [bastiond@32473 hash="3405963ade7ccebc12db086404999d725d4830d815cd7bce14c556d77846b9a5" v="2"] {"v":2,"time":"2026-12-06T05:00:00.123456789Z","event":"signin_failed","actor":"alice","source":"198.51.100.7","reason":"bad_password","prev":""}
+}
+
+// Stopping does not wait for a collector that stopped reading.
+func TestSyslogStopsWhileStalled(t *testing.T) {
+	c := newCollector(t, "127.0.0.1", nil)
+	c.setDeaf(true)
+	s := newTestSyslog(t, c.addr, nil, &events{}, func(c *SyslogConfig) { c.Timeout = time.Hour })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	big := bytes.Repeat([]byte("x"), 64<<10)
+	for range 200 { // 12 MiB: more than the socket buffers hold
+		s.Ship([][]byte{big})
+	}
+	waitFor(t, "a write to block", 10*time.Second, func() bool { _, unsent, _ := s.q.stats(); return unsent < 200 })
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		buf := make([]byte, 1<<20); n := runtime.Stack(buf, true); t.Fatalf("Run did not return within 5s of its context's end\n%s", buf[:n])
+	}
 }
