@@ -277,6 +277,8 @@ func TestSyslogStopsWhileStalled(t *testing.T) {
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
-		buf := make([]byte, 1<<20); n := runtime.Stack(buf, true); t.Fatalf("Run did not return within 5s of its context's end\n%s", buf[:n])
+		buf := make([]byte, 1<<20)
+		n := runtime.Stack(buf, true)
+		t.Fatalf("Run did not return within 5s of its context's end\n%s", buf[:n])
 	}
 }
