@@ -549,6 +549,11 @@ func CheckConfig(file string) (*config.Config, error) {
 	if err := checkHost(cfg); err != nil {
 		return cfg, fmt.Errorf("%s: host check: %w", file, err)
 	}
+	if s := cfg.Logging.Syslog; s != nil && s.TLS {
+		if _, err := auditship.ClientTLS(s.CAFile, s.ServerName, s.CertFile, s.KeyFile); err != nil {
+			return cfg, fmt.Errorf("%s: logging.syslog: %w", file, err)
+		}
+	}
 	return cfg, nil
 }
 
