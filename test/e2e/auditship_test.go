@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -74,6 +76,33 @@ func TestAuditShipping(t *testing.T) {
 	waitShipped(t, d, r, 30*time.Second)
 	before := len(auditLines(t, d))
 
+	// Malformed sign-ins (refused before any check, each an audit event)
+	// go on across the stop and the start, so that lines are in flight
+	// when rsyslog goes.
+	stream, streamer := make(chan struct{}), NewWebUser(t, LabValue(t, "BASTION_PUB4"))
+	var streamed atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stream:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if code, _, err := streamer.TrySignIn("not a name!", "x", ""); err == nil && code >= 400 {
+				streamed.Add(1)
+			}
+		}
+	})
+	t.Cleanup(func() {
+		select {
+		case <-stream:
+		default:
+			close(stream)
+		}
+		wg.Wait()
+	})
+
 	// The collector goes away; events go on happening.
 	pid := r.PID()
 	r.Stop()
@@ -85,6 +114,9 @@ func TestAuditShipping(t *testing.T) {
 	r.Start()
 	t.Logf("started rsyslogd again (pid %d)", r.PID())
 	signIns("after")
+	close(stream)
+	wg.Wait()
+	t.Logf("%d malformed sign-ins across the stop and the start", streamed.Load())
 	waitAudit(t, d, "audit_shipping_resumed", 60*time.Second)
 	waitShipped(t, d, r, 60*time.Second)
 
