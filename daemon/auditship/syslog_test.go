@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"sync"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/testcert"
 )
 
 // run starts s and stops it at the end of the test.
@@ -280,5 +284,50 @@ func TestSyslogStopsWhileStalled(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		n := runtime.Stack(buf, true)
 		t.Fatalf("Run did not return within 5s of its context's end\n%s", buf[:n])
+	}
+}
+
+// ClientTLS reads the collector's CA and a client certificate from files,
+// for a collector that authenticates its senders; without the client
+// certificate that collector takes nothing.
+func TestSyslogClientCertificate(t *testing.T) {
+	dir := t.TempDir()
+	server, _ := collectorTLS(t)
+	clientCert := testcert.New(t, testcert.Options{Name: "bastion-1", Usage: x509.ExtKeyUsageClientAuth, CA: true})
+	pool := x509.NewCertPool()
+	pool.AddCert(clientCert.Leaf)
+	server.ClientAuth, server.ClientCAs = tls.RequireAndVerifyClientCert, pool
+	files := map[string][]byte{"ca.pem": testcert.PEM(server.Certificates[0]), "client.pem": testcert.PEM(clientCert), "client.key": testcert.KeyPEM(t, clientCert)}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newCollector(t, "::1", server)
+	with, err := ClientTLS(filepath.Join(dir, "ca.pem"), "collector.test", filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	without, err := ClientTLS(filepath.Join(dir, "ca.pem"), "collector.test", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, _ := trailLines(3, audit.Zero)
+	refused := newTestSyslog(t, c.addr, without, &events{}, nil)
+	refused.Ship(lines[:1])
+	run(t, refused)
+	s := newTestSyslog(t, c.addr, with, &events{}, nil)
+	s.Ship(lines)
+	run(t, s)
+	c.waitLines(lines, 10*time.Second)
+	waitFor(t, "the refused sender's failures", 5*time.Second, func() bool { return refused.c.failures.Load() > 0 })
+	if n := len(c.messages()); n != 3 {
+		t.Errorf("%d messages; want only the 3 of the sender with a certificate", n)
+	}
+	if _, err := ClientTLS(filepath.Join(dir, "client.key"), "x", "", ""); err == nil {
+		t.Error("a key as the CA file was accepted")
+	}
+	if _, err := ClientTLS("", "x", filepath.Join(dir, "client.pem"), filepath.Join(dir, "ca.pem")); err == nil {
+		t.Error("a certificate without its key was accepted")
 	}
 }
