@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/bastiond/bastiond/internal/audit"
 )
 
 // shipPort is where the lab's rsyslog takes TLS, on the bastion's loopback.
@@ -142,6 +144,24 @@ func TestAuditShipping(t *testing.T) {
 	}
 	if extra := len(count) - (len(lines) - missing); extra != 0 {
 		t.Errorf("rsyslog has %d lines that are not in the audit file", extra)
+	}
+	// The collector's copy, its duplicates dropped (first arrival kept),
+	// verifies as a chain and ends at the same head as the file.
+	var first bytes.Buffer
+	seen := map[string]bool{}
+	for _, l := range received {
+		if !seen[string(l)] {
+			seen[string(l)] = true
+			first.Write(append(l, '\n'))
+		}
+	}
+	mine, err := audit.Verify(audit.File{Name: "audit.jsonl", R: bytes.NewReader(bytes.Join(lines, []byte("\n")))})
+	if err != nil || mine.Broken != nil {
+		t.Fatalf("the audit file does not verify: %v %v", err, mine.Broken)
+	}
+	theirs, err := audit.Verify(audit.File{Name: "rsyslog", R: &first})
+	if err != nil || theirs.Broken != nil || theirs.Head != mine.Head {
+		t.Errorf("rsyslog's copy without duplicates: %v, %+v; head %s, the file's %s", err, theirs.Broken, theirs.Head, mine.Head)
 	}
 	for _, l := range lines {
 		if bytes.Contains(l, []byte(`"event":"audit_shipping_`)) {
