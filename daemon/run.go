@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/daemon/auditship"
 	"github.com/bastiond/bastiond/daemon/config"
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/internal/statedb"
@@ -61,6 +62,7 @@ type daemon struct {
 	trail   *trail
 	adminLn net.Listener
 	metrics *metricsServer
+	ship    *auditship.Shipper // copies the audit file's lines to journald and syslog
 
 	// hostKeys are the targets' pinned SSH host keys; sshCA signs the
 	// certificates of targets with ssh_certificates.
@@ -222,7 +224,7 @@ func (d *daemon) start() (err error) {
 		return err
 	}
 	d.metrics = newMetricsServer(metricsLn, d.kernel, d.log.Named("metrics"), d.broker, d.auth,
-		d.front.RequestMetrics(), d.front.TCPMetrics(), d.front.QUICMetrics())
+		d.front.RequestMetrics(), d.front.TCPMetrics(), d.front.QUICMetrics(), d.ship)
 	if d.pred != nil {
 		d.front.SetPredecessor(d.pred.quicLinks())
 	}
@@ -254,6 +256,9 @@ func (d *daemon) abort() {
 	}
 	if d.broker != nil {
 		d.broker.Close(context.Background())
+	}
+	if d.ship != nil {
+		d.ship.Close(time.Second)
 	}
 	if d.state != nil {
 		d.state.Close()
@@ -392,6 +397,7 @@ func (d *daemon) close() {
 	defer cancel()
 	d.front.Shutdown(ctx)
 	d.broker.Close(ctx) // drain has done this already, unless a listener died
+	d.ship.Close(2 * time.Second)
 	d.front.Close()
 	d.admin.Shutdown(ctx)
 	d.metrics.Shutdown(ctx)
@@ -521,6 +527,8 @@ func restartOnly(a, b *config.Config) []string {
 		{"listen.admin_socket", a.Listen.AdminSocket, b.Listen.AdminSocket},
 		{"logging.format", a.Logging.Format, b.Logging.Format},
 		{"logging.audit_file", a.Logging.AuditFile, b.Logging.AuditFile},
+		{"logging.journald", a.Logging.Journald, b.Logging.Journald},
+		{"logging.syslog", fmt.Sprint(a.Logging.Syslog), fmt.Sprint(b.Logging.Syslog)},
 		{"state_dir", a.StateDir, b.StateDir},
 		{"listen.metrics", a.Listen.Metrics.String(), b.Listen.Metrics.String()},
 	}
@@ -557,6 +565,11 @@ func CheckConfig(file string) (*config.Config, error) {
 	}
 	if err := checkHost(cfg); err != nil {
 		return cfg, fmt.Errorf("%s: host check: %w", file, err)
+	}
+	if s := cfg.Logging.Syslog; s != nil && s.TLS {
+		if _, err := auditship.ClientTLS(s.CAFile, s.ServerName, s.CertFile, s.KeyFile); err != nil {
+			return cfg, fmt.Errorf("%s: logging.syslog: %w", file, err)
+		}
 	}
 	return cfg, nil
 }

@@ -2,6 +2,9 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -10,25 +13,67 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/daemon/auditship"
 	"github.com/bastiond/bastiond/daemon/config"
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
 )
 
 // openBroker starts the session broker over the state store and the audit
-// file, recovering the records of sessions a crash interrupted.
+// file, recovering the records of sessions a crash interrupted, and the
+// shipper (d.ship) that copies every line it writes to journald and the
+// syslog collector.
 func openBroker(cfg *config.Config, d *daemon) (*broker.Broker, error) {
-	b, err := broker.New(brokerConfig(cfg, d.log), broker.Options{DB: d.state.Bolt(), LiveDir: filepath.Join(cfg.StateDir, "live"),
-		AuditFile: cfg.Logging.AuditFile})
+	ship, err := openShipper(cfg.Logging, d.log.Named("ship"), d.trail)
 	if err != nil {
 		return nil, err
 	}
+	d.ship = ship
+	b, err := broker.New(brokerConfig(cfg, d.log), broker.Options{DB: d.state.Bolt(), LiveDir: filepath.Join(cfg.StateDir, "live"),
+		AuditFile: cfg.Logging.AuditFile, Ship: ship.Ship})
+	if err != nil {
+		return nil, err
+	}
+	ship.Start()
 	if n := b.Recovered(); n > 0 {
 		d.log.Warn("sessions interrupted by the last stop were recorded as abandoned", zap.Int("sessions", n),
 			zap.String("audit_file", cfg.Logging.AuditFile))
 	}
 	return b, nil
+}
+
+// openShipper builds the audit shipper that logging asks for; with no
+// destination it ships nowhere. Its failures are told to sink.
+func openShipper(l config.Logging, log *zap.Logger, sink audit.Sink) (*auditship.Shipper, error) {
+	var dests []auditship.Destination
+	switch {
+	case l.Journald == "on" && !auditship.UnderJournald():
+		return nil, errors.New("logging.journald: on, but journald is not there (no $JOURNAL_STREAM, no /run/systemd/journal/socket); use auto or off")
+	case l.Journald == "on", l.Journald == "auto" && auditship.UnderJournald():
+		dests = append(dests, auditship.NewJournal(auditship.JournalConfig{Logger: log, Audit: sink}))
+	}
+	if s := l.Syslog; s != nil {
+		var tlsCfg *tls.Config
+		if s.TLS {
+			var err error
+			if tlsCfg, err = auditship.ClientTLS(s.CAFile, s.ServerName, s.CertFile, s.KeyFile); err != nil {
+				return nil, fmt.Errorf("logging.syslog: %w", err)
+			}
+		}
+		dest, err := auditship.NewSyslog(auditship.SyslogConfig{Address: s.Address, TLS: tlsCfg, Facility: config.Facilities[s.Facility],
+			AppName: s.AppName, Queue: s.Queue, Logger: log, Audit: sink})
+		if err != nil {
+			return nil, fmt.Errorf("logging.syslog: %w", err)
+		}
+		dests = append(dests, dest)
+	}
+	ship := auditship.New(dests...)
+	if names := ship.Destinations(); len(names) > 0 {
+		log.Info("shipping the audit trail", zap.Strings("to", names))
+	}
+	return ship, nil
 }
 
 func brokerConfig(cfg *config.Config, log *zap.Logger) broker.Config {

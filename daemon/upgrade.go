@@ -346,6 +346,7 @@ func (d *daemon) closeRetired(succ *handover.Successor, log *zap.Logger) error {
 	d.front.Shutdown(ctx)
 	cancel()
 	d.front.Close()
+	d.ship.Close(2 * time.Second) // the broker has written its last lines
 	d.lns.Close()
 	succ.Close()
 	d.pred.close()

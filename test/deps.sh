@@ -17,6 +17,7 @@ packages=(
 	iperf3                                # raw TCP benchmarks through the tunnel
 	systemd                               # systemd-socket-activate, systemd-analyze
 	chromium fonts-dejavu-core            # the browser tests (web/, playwright-core drives it)
+	rsyslog rsyslog-gnutls                # the collector audit shipping is tested against (TLS)
 )
 # node and npm build web/ and drive the browser. A node installed some other
 # way (nodesource, nvm) will do if it is 18 or newer: Debian's npm package

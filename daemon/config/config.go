@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"regexp"
@@ -278,6 +279,50 @@ type Logging struct {
 	// AuditFile receives one JSON line per session event.
 	// Default /var/log/bastiond/audit.jsonl.
 	AuditFile string `yaml:"audit_file"`
+	// Journald copies every audit line to journald with structured fields:
+	// auto (default: when running under systemd, that is when
+	// $JOURNAL_STREAM is set or journald's socket exists), on or off.
+	Journald string `yaml:"journald"`
+	// Syslog ships every audit line to a collector as RFC 5424 syslog over
+	// TCP or TLS. Absent: no syslog shipping.
+	Syslog *Syslog `yaml:"syslog"`
+}
+
+// Syslog is a collector that receives the audit trail (RFC 5424 messages,
+// octet-counted framing as RFC 6587 and RFC 5425 describe).
+type Syslog struct {
+	// Address is the collector's host:port (a DNS name or an IP address).
+	// Required.
+	Address string `yaml:"address"`
+	// TLS sends over TLS (RFC 5425), verifying the collector's certificate;
+	// false sends plain TCP.
+	TLS bool `yaml:"tls"`
+	// CAFile is a PEM file of the CAs that sign the collector's
+	// certificate. Absent: the system's roots. Needs tls: true.
+	CAFile string `yaml:"ca_file"`
+	// ServerName is the name the collector's certificate must carry.
+	// Default: the host part of Address.
+	ServerName string `yaml:"server_name"`
+	// CertFile and KeyFile are a client certificate, for collectors that
+	// authenticate their senders. Both or neither; need tls: true.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// Queue is how many lines wait in memory while the collector is slow
+	// or away; beyond it the oldest are dropped, counted. Default 100000.
+	Queue int `yaml:"queue"`
+	// Facility is the syslog facility of the messages: kern, user, mail,
+	// daemon, auth (default), syslog, lpr, news, uucp, cron, authpriv,
+	// ftp, local0 to local7.
+	Facility string `yaml:"facility"`
+	// AppName is the messages' APP-NAME. Default bastiond.
+	AppName string `yaml:"app_name"`
+}
+
+// Facilities are the syslog facilities by name, with their codes (RFC 5424).
+var Facilities = map[string]int{
+	"kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7, "uucp": 8, "cron": 9,
+	"authpriv": 10, "ftp": 11, "local0": 16, "local1": 17, "local2": 18, "local3": 19, "local4": 20, "local5": 21,
+	"local6": 22, "local7": 23,
 }
 
 // Problem is one thing wrong with a configuration file.
@@ -420,6 +465,15 @@ func (c *Config) setDefaults() {
 	c.Logging.Level = orDefault(c.Logging.Level, "info")
 	c.Logging.Format = orDefault(c.Logging.Format, "auto")
 	c.Logging.AuditFile = orDefault(c.Logging.AuditFile, "/var/log/bastiond/audit.jsonl")
+	c.Logging.Journald = orDefault(c.Logging.Journald, "auto")
+	if s := c.Logging.Syslog; s != nil {
+		s.Queue = orDefault(s.Queue, 100000)
+		s.Facility = orDefault(s.Facility, "auth")
+		s.AppName = orDefault(s.AppName, "bastiond")
+		if host, _, err := net.SplitHostPort(s.Address); err == nil && s.ServerName == "" {
+			s.ServerName = host
+		}
+	}
 	c.StateDir = orDefault(c.StateDir, "/var/lib/bastiond")
 }
 

@@ -58,6 +58,38 @@ func TestParseLab(t *testing.T) {
 	}
 }
 
+func TestParseSyslog(t *testing.T) {
+	lab := mustRead(t, "testdata/lab.yaml")
+	for _, tt := range []struct {
+		name, yaml string
+		want       Syslog
+	}{
+		{"TLS over IPv4 with defaults", `{address: "198.51.100.7:6514", tls: true, ca_file: /etc/ca.pem}`,
+			Syslog{Address: "198.51.100.7:6514", TLS: true, CAFile: "/etc/ca.pem", ServerName: "198.51.100.7", Queue: 100000, Facility: "auth", AppName: "bastiond"}},
+		{"TLS over IPv6 with a client certificate", `{address: "[2001:db8::7]:6514", tls: true, server_name: logs.example.net, cert_file: /c.pem, key_file: /k.pem, queue: 10, facility: local3, app_name: bastion-1}`,
+			Syslog{Address: "[2001:db8::7]:6514", TLS: true, ServerName: "logs.example.net", CertFile: "/c.pem", KeyFile: "/k.pem", Queue: 10, Facility: "local3", AppName: "bastion-1"}},
+		{"plain TCP to a name", `{address: "logs.example.net:514"}`,
+			Syslog{Address: "logs.example.net:514", ServerName: "logs.example.net", Queue: 100000, Facility: "auth", AppName: "bastiond"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse("x.yaml", []byte(lab+"logging: {journald: off, syslog: "+tt.yaml+"}\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Logging.Syslog == nil || *cfg.Logging.Syslog != tt.want {
+				t.Errorf("syslog = %+v, want %+v", cfg.Logging.Syslog, tt.want)
+			}
+			if cfg.Logging.Journald != "off" {
+				t.Errorf("journald = %q", cfg.Logging.Journald)
+			}
+		})
+	}
+	cfg, err := Load("testdata/lab.yaml")
+	if err != nil || cfg.Logging.Syslog != nil || cfg.Logging.Journald != "auto" {
+		t.Errorf("without a logging section: syslog %+v, journald %q (%v)", cfg.Logging.Syslog, cfg.Logging.Journald, err)
+	}
+}
+
 // The commented example shipped in systemd/ must always be a valid config.
 func TestParseExample(t *testing.T) {
 	if _, err := Load("../../systemd/bastiond.example.yaml"); err != nil {
@@ -233,6 +265,33 @@ func TestParseProblems(t *testing.T) {
 			want: []string{
 				`lab.yaml:13: inventory.targets[0].addresses[2]: 2001:db8:b5:1::11 is listed twice`,
 				`lab.yaml:17: inventory.targets[1].addresses[0]: 198.18.1.11 is already target "vm1"'s address: an address belongs to one target`,
+			},
+		},
+		{
+			name: "syslog collector",
+			edit: func(s string) string {
+				return s + "logging:\n  journald: maybe\n  syslog:\n    address: logs.example.net\n    ca_file: ca.pem\n    cert_file: /etc/c.pem\n    queue: -1\n    facility: security\n    app_name: bastion d\n"
+			},
+			want: []string{
+				`lab.yaml:30: logging.journald: "maybe" is not a choice; use auto, on or off`,
+				`lab.yaml:31: logging.syslog: cert_file and key_file go together`,
+				`lab.yaml:32: logging.syslog.address: "logs.example.net" is not host:port`,
+				`lab.yaml:33: logging.syslog.ca_file: needs tls: true`,
+				`lab.yaml:34: logging.syslog.cert_file: needs tls: true`,
+				`lab.yaml:35: logging.syslog.queue: must be from 1 to 10000000 lines, not -1`,
+				`lab.yaml:36: logging.syslog.facility: "security" is not a syslog facility`,
+				`lab.yaml:37: logging.syslog.app_name: "bastion d" is not an APP-NAME`,
+			},
+		},
+		{
+			name: "syslog address and files",
+			edit: func(s string) string {
+				return s + "logging:\n  syslog: {address: \"[2001:db8::1]:0\", tls: true, ca_file: ca.pem, key_file: /k.pem}\n"
+			},
+			want: []string{
+				`lab.yaml:30: logging.syslog.address: "0" is not a port from 1 to 65535`,
+				`lab.yaml:30: logging.syslog.ca_file: must be an absolute path, not "ca.pem"`,
+				`lab.yaml:30: logging.syslog: cert_file and key_file go together`,
 			},
 		},
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"reflect"
@@ -360,6 +361,56 @@ func (c *Config) validateLogging(v *validator) {
 	}
 	if !filepath.IsAbs(c.Logging.AuditFile) {
 		v.errorf("logging.audit_file", "must be an absolute path, not %q", c.Logging.AuditFile)
+	}
+	if !slices.Contains([]string{"auto", "on", "off"}, c.Logging.Journald) {
+		v.errorf("logging.journald", "%q is not a choice; use auto, on or off", c.Logging.Journald)
+	}
+	if c.Logging.Syslog != nil {
+		c.validateSyslog(v, c.Logging.Syslog)
+	}
+}
+
+// appName is what RFC 5424 allows in APP-NAME: 1 to 48 printable ASCII
+// characters, no space.
+var appName = regexp.MustCompile(`^[!-~]{1,48}$`)
+
+func (c *Config) validateSyslog(v *validator, s *Syslog) {
+	const p = "logging.syslog"
+	host, port, err := net.SplitHostPort(s.Address)
+	switch {
+	case s.Address == "":
+		v.errorf(p+".address", "required: the collector's host:port, such as logs.example.net:6514")
+	case err != nil:
+		v.errorf(p+".address", "%q is not host:port (an IPv6 address goes in brackets: [2001:db8::1]:6514)", s.Address)
+	default:
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			v.errorf(p+".address", "%q is not a port from 1 to 65535", port)
+		}
+		if _, err := netip.ParseAddr(host); err != nil && !isDNSName(strings.TrimSuffix(host, ".")) {
+			v.errorf(p+".address", "%q is neither an IP address nor a DNS name", host)
+		}
+	}
+	tlsOnly := []struct{ key, val string }{{"ca_file", s.CAFile}, {"cert_file", s.CertFile}, {"key_file", s.KeyFile}}
+	for _, f := range tlsOnly {
+		switch {
+		case f.val == "":
+		case !s.TLS:
+			v.errorf(p+"."+f.key, "needs tls: true (a plain TCP collector has no certificates)")
+		case !filepath.IsAbs(f.val):
+			v.errorf(p+"."+f.key, "must be an absolute path, not %q", f.val)
+		}
+	}
+	if (s.CertFile == "") != (s.KeyFile == "") {
+		v.errorf(p, "cert_file and key_file go together; one of them is missing")
+	}
+	if s.Queue < 1 || s.Queue > 10_000_000 {
+		v.errorf(p+".queue", "must be from 1 to 10000000 lines, not %d", s.Queue)
+	}
+	if _, ok := Facilities[s.Facility]; !ok {
+		v.errorf(p+".facility", "%q is not a syslog facility; use kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron, authpriv, ftp or local0 to local7", s.Facility)
+	}
+	if !appName.MatchString(s.AppName) {
+		v.errorf(p+".app_name", "%q is not an APP-NAME: 1 to 48 printable ASCII characters, no space", s.AppName)
 	}
 }
 
