@@ -161,6 +161,9 @@ type Event struct {
 	Collector string `json:"collector,omitempty"`
 	// Bytes is a recording's size.
 	Bytes int64 `json:"bytes,omitempty"`
+	// RecordingSHA256 is the hex SHA-256 of the recording's file as it was
+	// closed (session_end), which `bastionctl recordings verify` checks.
+	RecordingSHA256 string `json:"recording_sha256,omitempty"`
 }
 
 // Sink receives audit events. Audit never blocks on I/O: the event is queued

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -65,7 +66,8 @@ type Recorder struct {
 	armed   bool          // the timer will flush
 	err     error         // the first failure
 	closed  bool
-	release func() // lets retention remove the file
+	release func()        // lets retention remove the file
+	failed  chan struct{} // closed at the first failure
 }
 
 // Create makes dir (mode 0700) if needed and starts the recording
@@ -88,7 +90,8 @@ func Create(dir, sessionID string, h Header) (*Recorder, error) {
 	release := hold(path)
 	disk := &diskWriter{f: f, sum: sha256.New()}
 	gz, _ := gzip.NewWriterLevel(disk, gzip.DefaultCompression) // the level is valid
-	r := &Recorder{path: path, f: f, start: time.Now(), disk: disk, gz: gz, w: bufio.NewWriterSize(gz, 8<<10), release: release}
+	r := &Recorder{path: path, f: f, start: time.Now(), disk: disk, gz: gz, w: bufio.NewWriterSize(gz, 8<<10), release: release,
+		failed: make(chan struct{})}
 	line, _ := json.Marshal(header{Version: 2, Width: h.Width, Height: h.Height, Timestamp: r.start.Unix(),
 		Env: map[string]string{"TERM": "xterm-256color"}, Title: h.Title})
 	r.w.Write(line)
@@ -104,7 +107,7 @@ func Create(dir, sessionID string, h Header) (*Recorder, error) {
 		f.Close()
 		os.Remove(path)
 		release()
-		return nil, fmt.Errorf("recording: write %s: %w", path, err)
+		return nil, fmt.Errorf("recording: %w", err) // a *fs.PathError naming the file
 	}
 	return r, nil
 }
@@ -302,9 +305,42 @@ func (r *Recorder) flushLater() {
 // fail ends the recording with err; r.mu is held.
 func (r *Recorder) fail(err error) error {
 	if r.err == nil {
-		r.err = fmt.Errorf("recording: write %s: %w", r.path, err)
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			r.err = fmt.Errorf("recording: %w", err) // it names the file
+		} else {
+			r.err = fmt.Errorf("recording: write %s: %w", r.path, err)
+		}
+		close(r.failed)
 	}
 	return r.err
+}
+
+// Failed is closed when the recording fails, also when the failure is
+// found by the flush that follows an event rather than by a write call:
+// a relay that must not go on unrecorded watches it.
+func (r *Recorder) Failed() <-chan struct{} { return r.failed }
+
+// Err is the recording's first failure, or nil.
+func (r *Recorder) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// Cause is the innermost text of a recording's error, without the paths
+// that only the bastion's admins should see: "no space left on device".
+func Cause(err error) string {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			break
+		}
+		err = next
+	}
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // completeLen is the length of p without an incomplete UTF-8 sequence at
