@@ -221,6 +221,10 @@ func hold(path string) func() {
 	}
 }
 
+// Writing reports whether the recording at path is being written by this
+// process.
+func Writing(path string) bool { return held(path) }
+
 func held(path string) bool {
 	openMu.Lock()
 	defer openMu.Unlock()
