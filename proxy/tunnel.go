@@ -14,6 +14,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/proxy/access"
@@ -151,6 +152,15 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		s.refuseTunnel(c, st, msg)
 		return
 	}
+	if d.Record {
+		// Invariant 11: recorded or refused. A tunnel carries SSH, RDP or
+		// anything else end to end encrypted: the bastion cannot record it.
+		// The configuration refuses record with tunnel rights, but a grant
+		// or a reload can still combine them.
+		log.Warn("tunnel refused: a role of the user requires recording", zap.Strings("roles", d.Roles))
+		s.refuseTunnelUnrecorded(c, user.Name, client, req, d.Roles)
+		return
+	}
 	if cfg.Broker == nil {
 		s.refuseTunnel(c, tunnel.StatusUnavailable, "this bastion carries no sessions")
 		return
@@ -173,6 +183,22 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		return
 	}
 	sess.Relay(c)
+}
+
+// refuseTunnelUnrecorded refuses a tunnel whose rights require recording,
+// with a connect_refused event (reason recording_unavailable).
+func (s *Server) refuseTunnelUnrecorded(c net.Conn, user string, client netip.AddrPort, req tunnel.Request, roles []string) {
+	msg := fmt.Sprintf("sessions to %s port %d must be recorded (a role of %s says record: true), and a native tunnel cannot be: "+
+		"it carries an end-to-end encrypted protocol the bastion cannot see into; use the browser session in the portal",
+		req.Target, req.Port, user)
+	e := audit.Event{Event: audit.ConnectRefused, Actor: user, Source: audit.ActorAnonymous, User: user, Target: req.Target,
+		Protocol: "tunnel", Port: req.Port, Roles: roles, Reason: "recording_unavailable",
+		Detail: "a role requires recording and native tunnels cannot be recorded"}
+	if client.IsValid() {
+		e.Source, e.Client = client.Addr().String(), client.String()
+	}
+	s.cfg.Load().Audit.Audit(e)
+	s.refuseTunnel(c, tunnel.StatusDenied, msg)
 }
 
 func (s *Server) refuseTunnel(c net.Conn, st tunnel.Status, msg string) {
