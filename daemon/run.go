@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -29,6 +28,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/certs"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
+	"github.com/bastiond/bastiond/proxy/recording"
 	"github.com/bastiond/bastiond/proxy/sshca"
 	"github.com/bastiond/bastiond/proxy/websession"
 )
@@ -59,6 +59,10 @@ type daemon struct {
 	trail   *trail
 	adminLn net.Listener
 	metrics *metricsServer
+	// retention keeps the recordings directory within its limits until
+	// stopRetention.
+	retention     *recording.Retention
+	stopRetention func()
 
 	// hostKeys are the targets' pinned SSH host keys; sshCA signs the
 	// certificates of targets with ssh_certificates.
@@ -190,6 +194,7 @@ func (d *daemon) start() (err error) {
 		return err
 	}
 	d.trail.attach(d.broker)
+	d.startRetention(cfg)
 	pcfg := d.proxyConfig(cfg)
 	pcfg.Lineage = d.pred.lineage()
 	d.front, err = proxy.New(pcfg, d.auth)
@@ -201,7 +206,7 @@ func (d *daemon) start() (err error) {
 	}
 	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status,
 		Policy: policyAPI{d}, Targets: targetsAPI{d}, Users: usersAPI{d}, Sessions: sessionsAPI{d},
-		HostKeys: hostKeysAPI{d.hostKeys, d}, SSHCA: d.sshCA, Upgrade: d.requestUpgrade,
+		HostKeys: hostKeysAPI{d.hostKeys, d}, SSHCA: d.sshCA, Upgrade: d.requestUpgrade, Recordings: recordingsAPI{d},
 		ScanDial: func(ctx context.Context, target, protocol string) (net.Conn, error) {
 			return d.broker.Probe(ctx, target, protocol)
 		}})
@@ -219,6 +224,7 @@ func (d *daemon) start() (err error) {
 	}
 	d.metrics = newMetricsServer(metricsLn, d.kernel, d.log.Named("metrics"), d.broker, d.auth,
 		d.front.RequestMetrics(), d.front.TCPMetrics(), d.front.QUICMetrics())
+	d.metrics.reg.MustRegister(recording.Collectors()...)
 	if d.pred != nil {
 		d.front.SetPredecessor(d.pred.quicLinks())
 	}
@@ -386,6 +392,9 @@ func (d *daemon) close() {
 	d.metrics.Shutdown(ctx)
 	d.stopReconcile()
 	<-d.reconciled
+	if d.stopRetention != nil {
+		d.stopRetention()
+	}
 	os.Remove(d.adminPath)
 	d.lns.Close()
 	d.pred.close()
@@ -444,6 +453,7 @@ func (d *daemon) tryReload() error {
 		return err
 	}
 	d.admin.SetGroup(next.Listen.AdminGroup)
+	d.retention.SetLimits(recordingLimits(next))
 	d.level.SetLevel(level.Level())
 
 	d.mu.Lock()
@@ -577,7 +587,8 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 			Sign: func(login, keyID string) (ssh.Signer, error) {
 				return d.sshCA.Sign(login, keyID, sshca.DefaultValidity)
 			},
-			RecordDir: filepath.Join(cfg.StateDir, "recordings"),
+			RecordDir:        recordDir(cfg),
+			RecordingWritten: d.retention.Written,
 		},
 		RDP: proxy.RDPConfig{Certificate: d.hostKeys.CertificateCheck},
 	}

@@ -90,6 +90,8 @@ type Config struct {
 	SSHCA SSHCA
 	// Upgrade serves POST /v1/upgrade; nil leaves it out.
 	Upgrade Upgrade
+	// Recordings serves the session recordings; nil leaves them out.
+	Recordings Recordings
 }
 
 // Server answers admin requests.
@@ -133,6 +135,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Upgrade != nil {
 		s.upgradeRoutes(mux, cfg.Upgrade)
+	}
+	if cfg.Recordings != nil {
+		s.recordingRoutes(mux, cfg.Recordings)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "no such admin endpoint: " + r.Method + " " + r.URL.Path})

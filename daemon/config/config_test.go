@@ -209,7 +209,9 @@ func TestParseProblems(t *testing.T) {
 		},
 		{
 			name: "recordings limits",
-			edit: func(s string) string { return s + "limits:\n  recordings_keep: 90 days\n  recordings_max_bytes: 20 gigs\n" },
+			edit: func(s string) string {
+				return s + "limits:\n  recordings_keep: 90 days\n  recordings_max_bytes: 20 gigs\n"
+			},
 			want: []string{
 				`lab.yaml:30: limits.recordings_keep: "90 days" is not a duration (write it with a unit, such as 30s, 10m, 1h or 90d)`,
 				`lab.yaml:31: limits.recordings_max_bytes: "20 gigs" is not a size`,
