@@ -254,6 +254,9 @@ func (d *daemon) abort() {
 	if d.metrics != nil {
 		d.metrics.ln.Close()
 	}
+	if d.stopRetention != nil {
+		d.stopRetention()
+	}
 	if d.broker != nil {
 		d.broker.Close(context.Background())
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,10 +81,10 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 			if d.Record {
 				// Invariant 11: recorded or refused. Until the RDP recorder
 				// is wired here, a desktop that must be recorded is refused.
-				log.Warn("browser RDP refused: a role of the user requires recording", zap.String("target", t.Target), zap.Strings("roles", d.Roles))
+				log.Warn("browser RDP refused: a role of the user requires recording", zap.String("target", t.Target), zap.Strings("roles", d.RecordedBy))
 				e := audit.Event{Event: audit.ConnectRefused, Actor: c.user.Name, Source: audit.ActorAnonymous, User: c.user.Name,
 					Target: t.Target, Protocol: access.RDP, Via: "browser", Roles: d.Roles, Reason: "recording_unavailable",
-					Detail: "a role requires recording and this bastion cannot record remote desktops yet"}
+					Detail: "this bastion cannot record remote desktops yet, and role " + strings.Join(d.RecordedBy, ", ") + " requires recording"}
 				if client.IsValid() {
 					e.Source, e.Client = client.Addr().String(), client.String()
 				}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/coder/websocket"
@@ -155,10 +156,12 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 	if d.Record {
 		// Invariant 11: recorded or refused. A tunnel carries SSH, RDP or
 		// anything else end to end encrypted: the bastion cannot record it.
-		// The configuration refuses record with tunnel rights, but a grant
-		// or a reload can still combine them.
-		log.Warn("tunnel refused: a role of the user requires recording", zap.Strings("roles", d.Roles))
-		s.refuseTunnelUnrecorded(c, user.Name, client, req, d.Roles)
+		// The configuration refuses record with tunnel rights in one role,
+		// but a tunnel role can reach the SSH or RDP port of a machine on
+		// which another role of the user records that protocol
+		// (access.Decision.Record).
+		log.Warn("tunnel refused: a role of the user requires recording", zap.Strings("roles", d.RecordedBy))
+		s.refuseTunnelUnrecorded(c, user.Name, client, req, d)
 		return
 	}
 	if cfg.Broker == nil {
@@ -187,13 +190,13 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 
 // refuseTunnelUnrecorded refuses a tunnel whose rights require recording,
 // with a connect_refused event (reason recording_unavailable).
-func (s *Server) refuseTunnelUnrecorded(c net.Conn, user string, client netip.AddrPort, req tunnel.Request, roles []string) {
-	msg := fmt.Sprintf("sessions to %s port %d must be recorded (a role of %s says record: true), and a native tunnel cannot be: "+
+func (s *Server) refuseTunnelUnrecorded(c net.Conn, user string, client netip.AddrPort, req tunnel.Request, d access.Decision) {
+	msg := fmt.Sprintf("sessions of %s to %s port %d must be recorded (role %s says record: true), and a native tunnel cannot be: "+
 		"it carries an end-to-end encrypted protocol the bastion cannot see into; use the browser session in the portal",
-		req.Target, req.Port, user)
+		user, req.Target, req.Port, strings.Join(d.RecordedBy, ", "))
 	e := audit.Event{Event: audit.ConnectRefused, Actor: user, Source: audit.ActorAnonymous, User: user, Target: req.Target,
-		Protocol: "tunnel", Port: req.Port, Roles: roles, Reason: "recording_unavailable",
-		Detail: "a role requires recording and native tunnels cannot be recorded"}
+		Protocol: "tunnel", Port: req.Port, Roles: d.Roles, Reason: "recording_unavailable",
+		Detail: "native tunnels cannot be recorded, and role " + strings.Join(d.RecordedBy, ", ") + " requires recording"}
 	if client.IsValid() {
 		e.Source, e.Client = client.Addr().String(), client.String()
 	}
