@@ -85,6 +85,11 @@ func (r recordingsAPI) Export(id, actor string, raw bool) (io.ReadCloser, admina
 			return nil, adminapi.RecordingInfo{}, err
 		}
 		rc = readCloser{zr, f}
+		if recording.Writing(info.Path) {
+			// A live recording's gzip stream is not finished: it ends at
+			// its last flush, at most a second ago.
+			rc = readCloser{liveReader{zr}, f}
+		}
 	}
 	detail := "decompressed"
 	if raw {
@@ -93,6 +98,18 @@ func (r recordingsAPI) Export(id, actor string, raw bool) (io.ReadCloser, admina
 	r.d.trail.Audit(audit.Event{Event: audit.RecordingExported, Actor: actor, Source: audit.SourceLocal, Session: info.ID,
 		Protocol: info.Protocol, Recording: info.Path, Bytes: info.Size, Detail: detail})
 	return rc, adminapi.RecordingInfo{Info: info}, nil
+}
+
+// liveReader ends at the last flush of a gzip stream still being
+// written, instead of failing there.
+type liveReader struct{ io.ReadCloser }
+
+func (r liveReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = io.EOF
+	}
+	return n, err
 }
 
 // readCloser reads r and closes both r and f.
@@ -272,6 +289,13 @@ func (idx trailIndex) read(path string) error {
 			}
 			if e.RecordingSHA256 != "" {
 				s.sha = e.RecordingSHA256
+			}
+		case audit.RecordingClosed:
+			if e.RecordingSHA256 != "" {
+				s.sha = e.RecordingSHA256
+			}
+			if s.recording == "" {
+				s.recording = e.Recording
 			}
 		case audit.RecordingRemoved:
 			s.removed = true

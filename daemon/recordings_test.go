@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,5 +159,34 @@ func TestRecordingsAPI(t *testing.T) {
 	one, err := c.VerifyRecordings(ctx, []string{"aaaaaaaaaaa1"})
 	if err != nil || len(one) != 1 || one[0].Outcome != adminapi.CheckOK || one[0].Got != good.SHA256() {
 		t.Errorf("verify one: %+v %v", one, err)
+	}
+}
+
+// TestExportLive: a recording still being written exports up to its
+// last flush.
+func TestExportLive(t *testing.T) {
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	dir := t.TempDir()
+	cfg := &config.Config{StateDir: dir}
+	cfg.Logging.AuditFile = filepath.Join(dir, "audit.jsonl")
+	tr := newTrail(log)
+	t.Cleanup(tr.close)
+	tr.attach(audit.Discard)
+	d := &daemon{log: log, cfg: cfg, trail: tr}
+	r, err := recording.Create(recordDir(cfg), "aaaaaaaaaaa1", recording.Header{Width: 80, Height: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.Output([]byte("live output"))
+	time.Sleep(recording.FlushInterval + 500*time.Millisecond)
+	rc, _, err := recordingsAPI{d}.Export("aaaaaaaaaaa1", "root", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil || !strings.Contains(string(b), "live output") {
+		t.Errorf("export of a live recording: %q %v", b, err)
 	}
 }

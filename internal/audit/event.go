@@ -75,6 +75,10 @@ const (
 	RecordingExported = "recording_exported"
 	RecordingRemoved  = "recording_removed"
 	RecordingFailed   = "recording_failed"
+	// RecordingClosed carries a recording's hash when the session's end
+	// record was written before the recording was complete (a kill, a
+	// timeout).
+	RecordingClosed = "recording_closed"
 
 	// The daemon.
 	ConfigReloaded  = "config_reloaded"

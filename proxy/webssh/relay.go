@@ -129,6 +129,17 @@ func recordingEnding(err error) *ending {
 			"): the session was ended.")}
 }
 
+// recordingClosed sends the recording_closed event, with the closed
+// recording's hash.
+func (c *conn) recordingClosed() {
+	e := audit.Event{Event: audit.RecordingClosed, Actor: c.p.User, Source: audit.ActorAnonymous, Session: c.sess.ID(),
+		Target: c.p.Target, Protocol: "ssh", Login: c.login, Recording: c.rec.Path(), RecordingSHA256: c.rec.SHA256(), Bytes: c.rec.Size()}
+	if c.p.Client.IsValid() {
+		e.Source, e.Client = c.p.Client.Addr().String(), c.p.Client.String()
+	}
+	c.p.Audit.Audit(e)
+}
+
 // recordingFailed sends the recording_failed event: class is
 // create_failed or write_failed.
 func (c *conn) recordingFailed(class string, err error) {

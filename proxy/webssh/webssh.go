@@ -256,8 +256,16 @@ func (c *conn) finish(e *ending) {
 				// the recording is incomplete too.
 				e.reason += "; " + broker.ReasonRecordingFailed + ": " + recording.Cause(err)
 			}
-		} else if c.p.RecordingClosed != nil {
-			c.p.RecordingClosed(c.sess, c.rec.SHA256(), c.rec.Size())
+		} else {
+			if c.p.RecordingClosed != nil {
+				c.p.RecordingClosed(c.sess, c.rec.SHA256(), c.rec.Size())
+			}
+			if c.sess != nil && c.sess.EndReason() != "" {
+				// The broker ended the session (kill, timeout) and wrote
+				// its end record before the recording was complete: the
+				// hash goes in an event of its own.
+				c.recordingClosed()
+			}
 		}
 	}
 	if c.sess != nil {

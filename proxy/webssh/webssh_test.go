@@ -779,3 +779,25 @@ func TestNotSSH(t *testing.T) {
 		t.Errorf("HandshakeFailed called %d times, want 1", failed.Load())
 	}
 }
+
+// TestRecordingClosedAfterKill: when the broker ends a recorded session
+// (a kill), its end record is written before the recording is complete:
+// the recording's hash follows in a recording_closed event.
+func TestRecordingClosedAfterKill(t *testing.T) {
+	d := startSSHD(t, sshdConfig{})
+	dir := filepath.Join(t.TempDir(), "recordings")
+	h := newHarness(t, d, d.addr(true), func(p *Params) { p.Record, p.RecordDir = true, dir })
+	c := h.dial()
+	c.login(map[string]any{"password": d.password})
+	c.run("echo KILL-$((6*7))", "KILL-42")
+	h.session(0).End(broker.ReasonKilled + "by root: test")
+	c.expectEnd(endKilled)
+	h.waitServed()
+	ev := h.audited(audit.RecordingClosed)
+	path := filepath.Join(dir, h.session(0).id+".cast.gz")
+	sum, _ := recording.FileSHA256(path)
+	if len(ev) != 1 || ev[0].RecordingSHA256 != sum || sum == "" || ev[0].Recording != path || ev[0].Session != h.session(0).id {
+		t.Errorf("recording_closed events %+v, file's hash %q", ev, sum)
+	}
+	t.Logf("example line: %s", audit.Marshal(ev[0]))
+}
