@@ -256,7 +256,8 @@ type Limits struct {
 // Prune removes the recordings of dir that l no longer allows: every one
 // older than l.Keep, then the oldest ones until the rest fit in
 // l.MaxBytes. A recording still being written (Hold) is never removed, and
-// counts towards MaxBytes. It returns what it removed, and the first error.
+// counts towards MaxBytes; neither is, for size, a compressed one whose
+// stream is unfinished (being written by another process). It returns what it removed, and the first error.
 func Prune(dir string, l Limits, now time.Time) ([]Removed, error) {
 	list, err := List(dir)
 	if err != nil || (l.Keep <= 0 && l.MaxBytes <= 0) {
@@ -269,7 +270,7 @@ func Prune(dir string, l Limits, now time.Time) ([]Removed, error) {
 	var removed []Removed
 	var firstErr error
 	remove := func(i Info, reason string) bool {
-		if held(i.Path) {
+		if held(i.Path) || (reason == RemovedSize && i.Compressed && unfinished(i.Path)) {
 			return false
 		}
 		if err := os.Remove(i.Path); err != nil {
@@ -296,6 +297,28 @@ func Prune(dir string, l Limits, now time.Time) ([]Removed, error) {
 		remove(i, RemovedSize)
 	}
 	return removed, firstErr
+}
+
+// unfinished reports whether the gzip file at path ends with a sync
+// flush's marker rather than the stream's trailer: a recording still
+// being written, maybe by another process (the other half of an upgrade),
+// or one a crash cut short. Size pressure leaves those alone; age does
+// not (no live session goes unwritten for days).
+func unfinished(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var tail [4]byte
+	fi, err := f.Stat()
+	if err != nil || fi.Size() < int64(len(tail)) {
+		return false
+	}
+	if _, err := f.ReadAt(tail[:], fi.Size()-int64(len(tail))); err != nil {
+		return false
+	}
+	return tail == [4]byte{0, 0, 0xff, 0xff}
 }
 
 var (

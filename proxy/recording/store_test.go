@@ -118,7 +118,7 @@ func TestPrune(t *testing.T) {
 	}{
 		{"no limits", Limits{}, nil},
 		{"age", Limits{Keep: 10 * day}, []string{"aaaaaaaaaaa1 age", "aaaaaaaaaaa2 age"}},
-		{"size", Limits{MaxBytes: 250}, []string{"aaaaaaaaaaa1 size", "aaaaaaaaaaa2 size"}},
+		{"size", Limits{MaxBytes: 350}, []string{"aaaaaaaaaaa1 size", "aaaaaaaaaaa2 size"}},
 		{"age then size", Limits{Keep: 25 * day, MaxBytes: 150}, []string{"aaaaaaaaaaa1 age", "aaaaaaaaaaa2 size", "aaaaaaaaaaa3 size"}},
 		{"the one being written stays", Limits{MaxBytes: 1}, []string{"aaaaaaaaaaa1 size", "aaaaaaaaaaa2 size", "aaaaaaaaaaa3 size"}},
 	}
@@ -131,6 +131,13 @@ func TestPrune(t *testing.T) {
 			live := file(t, dir, "aaaaaaaaaaa4.cast.gz", 100, now.Add(-40*day))
 			release := Hold(live)
 			defer release()
+			// Another process's live recording: a gzip stream that ends
+			// with a flush, written 1 minute ago.
+			otherPath := file(t, dir, "aaaaaaaaaaa5.cast.gz", 100, now.Add(-time.Minute))
+			f, _ := os.OpenFile(otherPath, os.O_WRONLY, 0)
+			f.WriteAt([]byte{0, 0, 0xff, 0xff}, 96)
+			f.Close()
+			os.Chtimes(otherPath, now.Add(-time.Minute), now.Add(-time.Minute))
 			removed, err := Prune(dir, tt.limits, now)
 			if err != nil {
 				t.Fatal(err)
@@ -147,6 +154,9 @@ func TestPrune(t *testing.T) {
 			}
 			if _, err := os.Stat(live); err != nil {
 				t.Errorf("the recording being written was removed: %v", err)
+			}
+			if _, err := os.Stat(otherPath); err != nil {
+				t.Errorf("another process's live recording was removed: %v", err)
 			}
 		})
 	}
@@ -262,4 +272,25 @@ func TestFullDisk(t *testing.T) {
 			t.Errorf("a failed recording has a hash")
 		}
 	})
+}
+
+// TestUnfinished: a live recording's file ends with a flush marker, a
+// closed one with the gzip trailer.
+func TestUnfinished(t *testing.T) {
+	r, err := Create(t.TempDir(), "s1", Header{Width: 80, Height: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Output([]byte("some output"))
+	if !unfinished(r.Path()) {
+		t.Error("a live recording (header flushed) reads as finished")
+	}
+	time.Sleep(FlushInterval + 300*time.Millisecond)
+	if !unfinished(r.Path()) {
+		t.Error("a live recording (output flushed) reads as finished")
+	}
+	r.Close()
+	if unfinished(r.Path()) {
+		t.Error("a closed recording reads as unfinished")
+	}
 }
