@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +31,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/certs"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
+	"github.com/bastiond/bastiond/proxy/recording"
 	"github.com/bastiond/bastiond/proxy/sshca"
 	"github.com/bastiond/bastiond/proxy/websession"
 )
@@ -63,6 +63,10 @@ type daemon struct {
 	adminLn net.Listener
 	metrics *metricsServer
 	ship    *auditship.Shipper // copies the audit file's lines to journald and syslog
+	// retention keeps the recordings directory within its limits until
+	// stopRetention.
+	retention     *recording.Retention
+	stopRetention func()
 
 	// hostKeys are the targets' pinned SSH host keys; sshCA signs the
 	// certificates of targets with ssh_certificates.
@@ -196,6 +200,7 @@ func (d *daemon) start() (err error) {
 		return err
 	}
 	d.trail.attach(d.broker)
+	d.startRetention(cfg)
 	pcfg := d.proxyConfig(cfg)
 	pcfg.Lineage = d.pred.lineage()
 	d.front, err = proxy.New(pcfg, d.auth)
@@ -208,6 +213,7 @@ func (d *daemon) start() (err error) {
 	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status,
 		Policy: policyAPI{d}, Targets: targetsAPI{d}, Users: usersAPI{d}, Sessions: sessionsAPI{d},
 		HostKeys: hostKeysAPI{d.hostKeys, d}, SSHCA: d.sshCA, Upgrade: d.requestUpgrade, Reload: d.requestReload, Audit: d.trail,
+		Recordings: recordingsAPI{d},
 		ScanDial: func(ctx context.Context, target, protocol string) (net.Conn, error) {
 			return d.broker.Probe(ctx, target, protocol)
 		}})
@@ -225,6 +231,7 @@ func (d *daemon) start() (err error) {
 	}
 	d.metrics = newMetricsServer(metricsLn, d.kernel, d.log.Named("metrics"), d.broker, d.auth,
 		d.front.RequestMetrics(), d.front.TCPMetrics(), d.front.QUICMetrics(), d.ship)
+	d.metrics.reg.MustRegister(recording.Collectors()...)
 	if d.pred != nil {
 		d.front.SetPredecessor(d.pred.quicLinks())
 	}
@@ -253,6 +260,9 @@ func (d *daemon) abort() {
 	}
 	if d.metrics != nil {
 		d.metrics.ln.Close()
+	}
+	if d.stopRetention != nil {
+		d.stopRetention()
 	}
 	if d.broker != nil {
 		d.broker.Close(context.Background())
@@ -403,6 +413,9 @@ func (d *daemon) close() {
 	d.metrics.Shutdown(ctx)
 	d.stopReconcile()
 	<-d.reconciled
+	if d.stopRetention != nil {
+		d.stopRetention()
+	}
 	os.Remove(d.adminPath)
 	d.lns.Close()
 	d.pred.close()
@@ -467,6 +480,7 @@ func (d *daemon) tryReload() (*config.Config, error) {
 		return nil, refused("not_applied", err)
 	}
 	d.admin.SetGroup(next.Listen.AdminGroup)
+	d.retention.SetLimits(recordingLimits(next))
 	d.level.SetLevel(level.Level())
 
 	d.mu.Lock()
@@ -607,7 +621,8 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 			Sign: func(login, keyID string) (ssh.Signer, error) {
 				return d.sshCA.Sign(login, keyID, sshca.DefaultValidity)
 			},
-			RecordDir: filepath.Join(cfg.StateDir, "recordings"),
+			RecordDir:        recordDir(cfg),
+			RecordingWritten: d.retention.Written,
 		},
 		RDP: proxy.RDPConfig{Certificate: d.hostKeys.CertificateCheck},
 	}

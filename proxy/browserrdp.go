@@ -85,6 +85,20 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 				return webrdp.Grant{}, &webrdp.Refusal{Status: http.StatusForbidden, Outcome: webrdp.Outcome{Class: webrdp.ClassDenied,
 					Message: "You are no longer allowed to open a remote desktop on " + t.Target + "."}}
 			}
+			if d.Record {
+				// Invariant 11: recorded or refused. Until the RDP recorder
+				// is wired here, a desktop that must be recorded is refused.
+				log.Warn("browser RDP refused: a role of the user requires recording", zap.String("target", t.Target), zap.Strings("roles", d.RecordedBy))
+				e := audit.Event{Event: audit.ConnectRefused, Actor: c.user.Name, Source: audit.ActorAnonymous, User: c.user.Name,
+					Target: t.Target, Protocol: access.RDP, Via: "browser", Roles: d.Roles, Reason: "recording_unavailable",
+					Detail: "this bastion cannot record remote desktops yet, and role " + strings.Join(d.RecordedBy, ", ") + " requires recording"}
+				if client.IsValid() {
+					e.Source, e.Client = client.Addr().String(), client.String()
+				}
+				cfg.Audit.Audit(e)
+				return webrdp.Grant{}, &webrdp.Refusal{Status: http.StatusForbidden, Outcome: webrdp.Outcome{Class: webrdp.ClassDenied,
+					Message: "Remote desktops on " + t.Target + " must be recorded for you, and this bastion cannot record remote desktops yet, so it opens none. Use a role that does not require recording, or ask the bastion's administrators."}}
+			}
 			roles = d.Roles
 			return webrdp.Grant{Target: t.Target, Clipboard: !d.DisableClipboard}, nil
 		},

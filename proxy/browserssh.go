@@ -102,7 +102,14 @@ func (s *Server) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 		CertSigned: func(sess webssh.Session, login string, cert *ssh.Certificate) {
 			s.audit().Audit(certSigned(c.user.Name, client, t.Target, sess.ID(), cert))
 		},
-		SetRecording:    func(sess webssh.Session, path string) { sess.(*broker.Session).SetRecording(path) },
+		SetRecording: func(sess webssh.Session, path string) { sess.(*broker.Session).SetRecording(path) },
+		RecordingClosed: func(sess webssh.Session, sum string, _ int64) {
+			sess.(*broker.Session).SetRecordingSHA256(sum)
+			if cfg.SSH.RecordingWritten != nil {
+				cfg.SSH.RecordingWritten()
+			}
+		},
+		Audit:           cfg.Audit,
 		HandshakeFailed: func() { b.HandshakeFailed("ssh") },
 	}
 	// The terminal outlives the request's context only through the

@@ -1,26 +1,24 @@
 package proxy
 
 import (
-	"bufio"
-	"encoding/json"
-	"errors"
 	"io"
-	"io/fs"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
-	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/proxy/recording"
 )
 
 // maxListed bounds the recordings page: the newest ones.
 const maxListed = 500
 
-// recordingID is a session ID, the name of its recording without ".cast".
+// recordingID is a session ID, the name of its recording without
+// ".cast.gz" (or ".cast" for the recordings of earlier releases).
 var recordingID = regexp.MustCompile(`^[0-9a-f]{12}$`)
 
 // Recording is one recorded session as the recordings page lists it.
@@ -80,99 +78,98 @@ func (s *Server) playerPage(w http.ResponseWriter, r *http.Request) {
 		Auditor: true, Styles: []string{"/static/app/player.css"}, Recordings: []Recording{rec}})
 }
 
-// castFile is GET /api/recordings/{id}: the asciicast itself. Every view
-// is logged: the auditors are audited too.
+// castFile is GET /api/recordings/{id}: the asciicast itself. A
+// compressed recording goes as it is on disk, with Content-Encoding: gzip
+// (the browser inflates it), unless the client does not take gzip or the
+// recording is still being written (its gzip stream is not finished yet):
+// then it is inflated here. Every view is an audit event
+// (recording_played): the auditors are audited too.
 func (s *Server) castFile(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.sessionCaller(r)
 	if !ok || !s.policy().Auditor(c.user.Name, c.user.Roles) {
 		writeJSON(w, http.StatusForbidden, apiError{Error: "only auditors may play recordings"})
 		return
 	}
+	cfg := s.cfg.Load()
 	id := strings.TrimSuffix(r.PathValue("id"), ".cast")
 	if !recordingID.MatchString(id) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "no such recording"})
 		return
 	}
-	f, err := os.Open(filepath.Join(s.cfg.Load().SSH.RecordDir, id+".cast"))
-	if err != nil {
+	f, info, err := recording.Open(cfg.SSH.RecordDir, id)
+	if err != nil || info.Protocol != "ssh" {
+		if f != nil {
+			f.Close()
+		}
 		writeJSON(w, http.StatusNotFound, apiError{Error: "no such recording"})
 		return
 	}
 	defer f.Close()
-	s.log.Info("recording played", zap.String("user", c.user.Name), zap.String("recording", id), zap.Stringer("source", clientAddr(r)))
+	src := clientAddr(r)
+	s.log.Info("recording played", zap.String("user", c.user.Name), zap.String("recording", id), zap.Stringer("source", src))
+	e := audit.Event{Event: audit.RecordingPlayed, Actor: c.user.Name, Source: audit.ActorAnonymous, Session: id,
+		Protocol: info.Protocol, Recording: info.Path, Bytes: info.Size}
+	if src.IsValid() {
+		e.Source = src.String()
+	}
+	cfg.Audit.Audit(e)
 	w.Header().Set("Content-Type", "application/x-asciicast")
-	io.Copy(w, f)
+	w.Header().Set("Vary", "Accept-Encoding")
+	if info.Compressed && acceptsGzip(r) && !recording.Writing(info.Path) {
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Header().Set("Content-Length", strconv.FormatInt(info.Size, 10))
+		io.Copy(w, f)
+		return
+	}
+	rd, err := recording.Decompressed(f, info)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, apiError{Error: "the recording cannot be read"})
+		return
+	}
+	defer rd.Close()
+	io.Copy(w, rd) // a recording being written ends at its last flush
 }
 
-// recording describes the recording id, if there is one.
+// recording describes the SSH recording id, if there is one.
 func (s *Server) recording(id string) (Recording, bool) {
 	if !recordingID.MatchString(id) {
 		return Recording{}, false
 	}
-	rec, err := readRecording(filepath.Join(s.cfg.Load().SSH.RecordDir, id+".cast"))
+	info, err := recording.Find(s.cfg.Load().SSH.RecordDir, id)
+	if err != nil || info.Protocol != "ssh" {
+		return Recording{}, false
+	}
+	rec, err := readRecording(info)
 	return rec, err == nil
 }
 
-// listRecordings describes the newest n recordings in dir, newest first.
-// A missing dir is an empty list.
+// listRecordings describes the newest n SSH recordings in dir, newest
+// first. A missing dir is an empty list.
 func listRecordings(dir string, n int) ([]Recording, error) {
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	list, err := recording.List(dir) // oldest first
 	if err != nil {
 		return nil, err
 	}
-	type named struct {
-		path string
-		mod  time.Time
-	}
-	var files []named
-	for _, e := range ents {
-		id, ok := strings.CutSuffix(e.Name(), ".cast")
-		if !ok || !recordingID.MatchString(id) || !e.Type().IsRegular() {
+	var out []Recording
+	for i := len(list) - 1; i >= 0 && len(out) < n; i-- {
+		if list[i].Protocol != "ssh" {
 			continue
 		}
-		if fi, err := e.Info(); err == nil {
-			files = append(files, named{filepath.Join(dir, e.Name()), fi.ModTime()})
-		}
-	}
-	slices.SortFunc(files, func(a, b named) int { return b.mod.Compare(a.mod) })
-	var out []Recording
-	for _, f := range files[:min(n, len(files))] {
-		if rec, err := readRecording(f.path); err == nil {
+		if rec, err := readRecording(list[i]); err == nil {
 			out = append(out, rec)
 		}
 	}
 	return out, nil
 }
 
-// readRecording describes an asciicast v2 file from its header, and its
+// readRecording describes an SSH recording from its header, and its
 // duration from its last write (the recorder flushes at least every
 // second while output flows).
-func readRecording(path string) (Recording, error) {
-	f, err := os.Open(path)
+func readRecording(info recording.Info) (Recording, error) {
+	h, err := recording.ReadCast(info)
 	if err != nil {
 		return Recording{}, err
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return Recording{}, err
-	}
-	line, err := bufio.NewReaderSize(f, 4096).ReadSlice('\n')
-	if err != nil {
-		return Recording{}, err
-	}
-	var h struct {
-		Version   int    `json:"version"`
-		Timestamp int64  `json:"timestamp"`
-		Title     string `json:"title"`
-	}
-	if err := json.Unmarshal(line, &h); err != nil || h.Version != 2 {
-		return Recording{}, errors.New("not an asciicast v2 file")
-	}
-	start := time.Unix(h.Timestamp, 0)
-	return Recording{ID: strings.TrimSuffix(filepath.Base(path), ".cast"), Title: h.Title, Start: start,
-		Duration: max(0, fi.ModTime().Sub(start).Round(time.Second)), Size: fi.Size()}, nil
+	return Recording{ID: info.ID, Title: h.Title, Start: h.Start,
+		Duration: max(0, info.Modified.Sub(h.Start).Round(time.Second)), Size: info.Size}, nil
 }

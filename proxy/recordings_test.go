@@ -9,10 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
+	"github.com/bastiond/bastiond/proxy/recording"
 	"github.com/bastiond/bastiond/web"
 )
 
@@ -139,4 +142,52 @@ func TestBrowserSSHUnavailable(t *testing.T) {
 	if again := alice.do(http.MethodGet, "/ws/ssh?ticket="+tk, nil, map[string]string{"Origin": alice.origin}); again.code != http.StatusForbidden {
 		t.Errorf("the ticket was not used up: %d", again.code)
 	}
+}
+
+// TestCompressedRecording: a recording written by the recorder (gzip) is
+// listed with the old plain ones, goes to a browser compressed with
+// Content-Encoding: gzip (inflated here for a client without gzip), and
+// every playback is a recording_played event.
+func TestCompressedRecording(t *testing.T) {
+	dir := t.TempDir()
+	writeCast(t, dir, "0123456789ab", "old plain", time.Now().Add(-time.Hour), `[0.5,"o","old"]`)
+	rec, err := recording.Create(dir, "abcdef012345", recording.Header{Width: 80, Height: 24, Title: "lab@vm1 by alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Output([]byte("compressed output"))
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var events []audit.Event
+	var mu sync.Mutex
+	sink := audit.SinkFunc(func(e audit.Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
+	h := newTestServer(t, Config{Access: auditPolicy(), Audit: sink, SSH: SSHConfig{RecordDir: dir}}).routes()
+	carol := newBrowser(t, h)
+	carol.signIn("carol")
+	if r := carol.get("/recordings"); !strings.Contains(r.body, "lab@vm1 by alice") || !strings.Contains(r.body, "old plain") {
+		t.Errorf("list lacks a recording:\n%s", r.body)
+	}
+	r := carol.do(http.MethodGet, "/api/recordings/abcdef012345.cast", nil, map[string]string{"Accept-Encoding": "gzip, deflate, br"})
+	if r.code != http.StatusOK || r.header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("cast: %d %v", r.code, r.header)
+	}
+	zr, err := gzip.NewReader(strings.NewReader(r.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(zr); err != nil || !strings.Contains(string(b), "compressed output") {
+		t.Errorf("inflated cast %q %v", b, err)
+	}
+	r = carol.get("/api/recordings/abcdef012345.cast")
+	if r.code != http.StatusOK || r.header.Get("Content-Encoding") != "" || !strings.Contains(r.body, "compressed output") {
+		t.Errorf("cast without gzip: %d %v %q", r.code, r.header, r.body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(events) != 2 || events[0].Event != audit.RecordingPlayed || events[0].Actor != "carol" ||
+		events[0].Source != "2001:db8::10" || events[0].Session != "abcdef012345" || events[0].Recording != rec.Path() {
+		t.Errorf("events %+v", events)
+	}
+	t.Logf("example line: %s", audit.Marshal(events[0]))
 }

@@ -107,6 +107,9 @@ type SSHConfig struct {
 	// RecordDir receives the recordings of sessions whose role records
 	// them, and is where auditors play them from.
 	RecordDir string
+	// RecordingWritten is called after each recording is closed (the
+	// retention of the recordings directory runs then). Optional.
+	RecordingWritten func()
 }
 
 // Server serves port 443 on the listeners given to Serve.

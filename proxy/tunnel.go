@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/coder/websocket"
@@ -160,6 +161,17 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		s.refuseTunnel(c, st, msg)
 		return
 	}
+	if d.Record {
+		// Invariant 11: recorded or refused. A tunnel carries SSH, RDP or
+		// anything else end to end encrypted: the bastion cannot record it.
+		// The configuration refuses record with tunnel rights in one role,
+		// but a tunnel role can reach the SSH or RDP port of a machine on
+		// which another role of the user records that protocol
+		// (access.Decision.Record).
+		log.Warn("tunnel refused: a role of the user requires recording", zap.Strings("roles", d.RecordedBy))
+		s.refuseTunnelUnrecorded(c, user.Name, client, req, d)
+		return
+	}
 	if cfg.Broker == nil {
 		refused(refusedUnavailable, "this bastion carries no sessions")
 		s.refuseTunnel(c, tunnel.StatusUnavailable, "this bastion carries no sessions")
@@ -184,6 +196,22 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		return
 	}
 	sess.Relay(c)
+}
+
+// refuseTunnelUnrecorded refuses a tunnel whose rights require recording,
+// with a connect_refused event (reason recording_unavailable).
+func (s *Server) refuseTunnelUnrecorded(c net.Conn, user string, client netip.AddrPort, req tunnel.Request, d access.Decision) {
+	msg := fmt.Sprintf("sessions of %s to %s port %d must be recorded (role %s says record: true), and a native tunnel cannot be: "+
+		"it carries an end-to-end encrypted protocol the bastion cannot see into; use the browser session in the portal",
+		user, req.Target, req.Port, strings.Join(d.RecordedBy, ", "))
+	e := audit.Event{Event: audit.ConnectRefused, Actor: user, Source: audit.ActorAnonymous, User: user, Target: req.Target,
+		Protocol: "tunnel", Port: req.Port, Roles: d.Roles, Reason: "recording_unavailable",
+		Detail: "native tunnels cannot be recorded, and role " + strings.Join(d.RecordedBy, ", ") + " requires recording"}
+	if client.IsValid() {
+		e.Source, e.Client = client.Addr().String(), client.String()
+	}
+	s.cfg.Load().Audit.Audit(e)
+	s.refuseTunnel(c, tunnel.StatusDenied, msg)
 }
 
 func (s *Server) refuseTunnel(c net.Conn, st tunnel.Status, msg string) {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
@@ -245,4 +247,53 @@ func quicDialForTest(t *testing.T, addr string) (*quic.Conn, error) {
 		t.Cleanup(func() { conn.CloseWithError(0, "") })
 	}
 	return conn, err
+}
+
+// TestTunnelRecordedRoleRefused: invariant 11. A user whose rights to a
+// tunnel come with a role that records (a reload or a grant combined
+// them; the configuration check refuses it) is refused, told why, and
+// the refusal is a connect_refused event; nothing is dialled.
+func TestTunnelRecordedRoleRefused(t *testing.T) {
+	for _, network := range []string{"4", "6"} {
+		e := newTunnelEnv(t, network)
+		var mu sync.Mutex
+		var events []audit.Event
+		cfg := *e.s.cfg.Load()
+		cfg.Access = testPolicy(access.Role{Name: "watched", Subjects: []string{"user:alice"}, Targets: []string{"vm2"},
+			Protocols: []string{"tunnel:5985"}, Record: true})
+		cfg.Audit = audit.SinkFunc(func(ev audit.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() })
+		if err := e.s.SetConfig(cfg); err != nil {
+			t.Fatal(err)
+		}
+		for _, transport := range []string{"quic", "tcp"} {
+			t.Run("ipv"+network+"/"+transport, func(t *testing.T) {
+				cl := e.client(t, e.tokens["alice"], transport)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_, err := cl.Dial(ctx, "vm2", 5985)
+				var te *tunnel.Error
+				if !errors.As(err, &te) || te.Status != tunnel.StatusDenied ||
+					!strings.Contains(err.Error(), "must be recorded") || !strings.Contains(err.Error(), "end-to-end encrypted") {
+					t.Fatalf("got %v", err)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				last := events[len(events)-1]
+				if last.Event != audit.ConnectRefused || last.Reason != "recording_unavailable" || last.Actor != "alice" ||
+					last.Target != "vm2" || last.Port != 5985 || netip.MustParseAddr(last.Source).Is6() != (network == "6") {
+					t.Errorf("event %+v", last)
+				}
+				t.Logf("example line: %s", audit.Marshal(last))
+			})
+		}
+		// carol's role allows the same tunnel without recording: her
+		// refusal is the dial guard's (loopback), not the recording's.
+		cl := e.client(t, e.tokens["carol"], "tcp")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := cl.Dial(ctx, "vm2", 5985)
+		cancel()
+		if err == nil || strings.Contains(err.Error(), "recorded") {
+			t.Errorf("carol: %v", err)
+		}
+	}
 }

@@ -79,9 +79,13 @@ access:
     - name: admins
       subjects: [group:admins]
       targets: ["*"]
-      protocols: [ssh, rdp, tunnel]
+      protocols: [ssh]
       record: true
       auditor: true
+    - name: admins-unrecorded
+      subjects: [group:admins]
+      targets: ["*"]
+      protocols: [rdp, tunnel]
 logging: {format: console, audit_file: $demo/audit.jsonl}
 state_dir: $demo/state
 YAML

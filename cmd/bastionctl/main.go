@@ -35,6 +35,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&socket, "socket", "/run/bastiond/admin.sock", "the daemon's admin socket")
 	root.AddCommand(newStatus(&socket), newPolicy(&socket), newTargets(&socket), newUsers(&socket), newTokens(&socket), newSessions(&socket), newHostKeys(&socket), newCA(&socket), newUpgrade(&socket), newLogin(), newLogout(), newTunnel(), newSSHProxy())
 	root.AddCommand(newAudit(), newReload(&socket))
+	root.AddCommand(newRecordings(&socket))
 	return root
 }
 

@@ -97,6 +97,8 @@ type Config struct {
 	// Audit receives an event for every change made through the API, named
 	// for the admin who made it (Caller). Default audit.Discard.
 	Audit audit.Sink
+	// Recordings serves the session recordings; nil leaves them out.
+	Recordings Recordings
 }
 
 // Server answers admin requests.
@@ -147,6 +149,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Reload != nil {
 		s.reloadRoutes(mux, cfg.Reload)
+	}
+	if cfg.Recordings != nil {
+		s.recordingRoutes(mux, cfg.Recordings)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "no such admin endpoint: " + r.Method + " " + r.URL.Path})

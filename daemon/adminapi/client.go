@@ -66,25 +66,39 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		switch {
-		case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
-			return fmt.Errorf("bastiond is not running (nothing answers on %s)", c.path)
-		case errors.Is(err, os.ErrPermission):
-			return fmt.Errorf("cannot open %s: permission denied", c.path)
-		}
-		return err
+		return c.callError(err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return answerError(resp)
+	}
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != http.StatusOK {
-		var e apiError
-		if json.Unmarshal(answer, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
-		}
-		return fmt.Errorf("admin API: %s", resp.Status)
-	}
 	return json.Unmarshal(answer, out)
+}
+
+// callError says why a request did not reach the daemon.
+func (c *Client) callError(err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("bastiond is not running (nothing answers on %s)", c.path)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("cannot open %s: permission denied", c.path)
+	}
+	return err
+}
+
+// answerError is the error an answer other than 200 carries.
+func answerError(resp *http.Response) error {
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	var e apiError
+	if json.Unmarshal(answer, &e) == nil && e.Error != "" {
+		return errors.New(e.Error)
+	}
+	return fmt.Errorf("admin API: %s", resp.Status)
 }

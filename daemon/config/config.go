@@ -248,12 +248,25 @@ type Limits struct {
 	// vanishes is reaped, and their sessions recorded, after about this
 	// long. Default 30s.
 	ClientTimeout time.Duration `yaml:"client_timeout"`
+	// RecordingsKeep is how long a session recording is kept after it
+	// ended ("90d"); older ones are removed. Default 0: kept until
+	// recordings_max_bytes, if set, needs the room.
+	RecordingsKeep time.Duration `yaml:"recordings_keep"`
+	// RecordingsMaxBytes caps the recordings directory ("50GiB"); past it
+	// the oldest recordings are removed first. Default 0: no cap (a full
+	// disk then refuses recorded sessions).
+	RecordingsMaxBytes ByteSize `yaml:"recordings_max_bytes"`
 	// SSH, RDP and Tunnel override idle_timeout and max_session_duration
 	// for one protocol's sessions.
 	SSH    ProtocolLimits `yaml:"ssh"`
 	RDP    ProtocolLimits `yaml:"rdp"`
 	Tunnel ProtocolLimits `yaml:"tunnel"`
 }
+
+// ByteSize is a number of bytes, written as a whole number or with a unit:
+// 500MiB, 20GB (KiB, MiB, GiB, TiB are powers of 1024; KB, MB, GB, TB of
+// 1000).
+type ByteSize int64
 
 // ProtocolLimits bound the sessions of one protocol. Zero takes the value
 // of the same key in limits.

@@ -53,6 +53,19 @@ func TestParseLab(t *testing.T) {
 	if r := extra.Access.Roles[1]; !r.Auditor || r.Name != "auditors" || extra.Access.Roles[0].Auditor {
 		t.Errorf("auditor: %+v", extra.Access.Roles)
 	}
+	if cfg.Limits.RecordingsKeep != 0 || cfg.Limits.RecordingsMaxBytes != 0 {
+		t.Errorf("recordings retention must default to none: %+v", cfg.Limits)
+	}
+	kept, err := Parse("x.yaml", []byte(mustRead(t, "testdata/lab.yaml")+"limits: {recordings_keep: 90d, recordings_max_bytes: 20GiB}\n"))
+	if err != nil || kept.Limits.RecordingsKeep != 90*24*time.Hour || kept.Limits.RecordingsMaxBytes != 20<<30 {
+		t.Errorf("recordings_keep 90d, recordings_max_bytes 20GiB: %+v (%v)", kept.Limits, err)
+	}
+	for in, want := range map[string]ByteSize{"1000": 1000, "5MB": 5e6, "5 MiB": 5 << 20, "1TB": 1e12} {
+		c, err := Parse("x.yaml", []byte(mustRead(t, "testdata/lab.yaml")+"limits: {recordings_max_bytes: "+in+"}\n"))
+		if err != nil || c.Limits.RecordingsMaxBytes != want {
+			t.Errorf("recordings_max_bytes %s: %v (%v)", in, c.Limits.RecordingsMaxBytes, err)
+		}
+	}
 	if len(cfg.Digest) != 64 || cfg.File != "testdata/lab.yaml" {
 		t.Errorf("digest %q file %q", cfg.Digest, cfg.File)
 	}
@@ -225,6 +238,26 @@ func TestParseProblems(t *testing.T) {
 				return strings.Replace(s, "      protocols: [ssh, rdp, tunnel]\n", "      auditor: true\n", 1)
 			},
 			want: []string{"lab.yaml:24: access.roles[0].protocols: required"},
+		},
+		{
+			name: "recordings limits",
+			edit: func(s string) string {
+				return s + "limits:\n  recordings_keep: 90 days\n  recordings_max_bytes: 20 gigs\n"
+			},
+			want: []string{
+				`lab.yaml:30: limits.recordings_keep: "90 days" is not a duration (write it with a unit, such as 30s, 10m, 1h or 90d)`,
+				`lab.yaml:31: limits.recordings_max_bytes: "20 gigs" is not a size`,
+			},
+		},
+		{
+			name: "record with tunnel rights",
+			edit: func(s string) string {
+				return strings.Replace(s, "      protocols: [ssh, rdp, tunnel]\n", "      protocols: [ssh, tunnel, \"tunnel:5985\"]\n      record: true\n", 1)
+			},
+			want: []string{
+				`lab.yaml:27: access.roles[0].protocols[1]: "tunnel" cannot go with record: true: a native tunnel carries an end-to-end encrypted protocol the bastion cannot see into`,
+				`lab.yaml:27: access.roles[0].protocols[2]: "tunnel:5985" cannot go with record: true`,
+			},
 		},
 		{
 			name: "missing required key reported at its section",

@@ -33,6 +33,7 @@ const maxNodes = 1_000_000
 
 var (
 	durationType = reflect.TypeFor[time.Duration]()
+	byteSizeType = reflect.TypeFor[ByteSize]()
 	addrType     = reflect.TypeFor[netip.Addr]()
 	prefixType   = reflect.TypeFor[netip.Prefix]()
 	addrPortType = reflect.TypeFor[netip.AddrPort]()
@@ -72,6 +73,9 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 	switch {
 	case v.Type() == durationType:
 		d.duration(n, path, v)
+		return
+	case v.Type() == byteSizeType:
+		d.byteSize(n, path, v)
 		return
 	case v.Type() == addrType, v.Type() == prefixType, v.Type() == addrPortType:
 		d.netip(n, path, v)
@@ -154,12 +158,52 @@ func (d *decoder) duration(n *yaml.Node, path string, v reflect.Value) {
 	if !d.scalar(n, path, "a duration such as 30s or 10m") {
 		return
 	}
-	dur, err := time.ParseDuration(n.Value)
+	dur, err := parseDuration(n.Value)
 	if err != nil || dur < 0 {
-		d.errorf(n, path, "%q is not a duration (write it with a unit, such as 30s, 10m or 1h)", n.Value)
+		d.errorf(n, path, "%q is not a duration (write it with a unit, such as 30s, 10m, 1h or 90d)", n.Value)
 		return
 	}
 	v.SetInt(int64(dur))
+}
+
+// parseDuration is time.ParseDuration, and whole days: "90d".
+func parseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseUint(days, 10, 32)
+		if err != nil || n > 100*365 {
+			return 0, fmt.Errorf("not a number of days: %q", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
+}
+
+// byteUnits are the suffixes a size may have.
+var byteUnits = []struct {
+	suffix string
+	n      int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+}
+
+func (d *decoder) byteSize(n *yaml.Node, path string, v reflect.Value) {
+	if !d.scalar(n, path, "a size such as 500MiB or 20GB") {
+		return
+	}
+	num, mult := strings.TrimSpace(n.Value), int64(1)
+	for _, u := range byteUnits {
+		if rest, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(rest), u.n
+			break
+		}
+	}
+	x, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || x < 0 || x > math.MaxInt64/mult {
+		d.errorf(n, path, "%q is not a size (a whole number of bytes, or with a unit: KiB, MiB, GiB, TiB, KB, MB, GB, TB)", n.Value)
+		return
+	}
+	v.SetInt(x * mult)
 }
 
 func (d *decoder) netip(n *yaml.Node, path string, v reflect.Value) {

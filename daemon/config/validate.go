@@ -303,6 +303,12 @@ func (c *Config) validateAccess(v *validator, targets map[string]bool) {
 			v.errorf(path+".protocols", "required: one or more of ssh, rdp, tunnel")
 		}
 		for j, p := range r.Protocols {
+			if r.Record && (p == ProtoTunnel || strings.HasPrefix(p, ProtoTunnel+":")) {
+				v.errorf(fmt.Sprintf("%s.protocols[%d]", path, j), "%q cannot go with record: true: a native tunnel carries an "+
+					"end-to-end encrypted protocol the bastion cannot see into, so its sessions cannot be recorded (and would be "+
+					"refused); give tunnel rights in a role without record", p)
+				continue
+			}
 			if p == ProtoSSH || p == ProtoRDP || p == ProtoTunnel {
 				continue
 			}

@@ -75,6 +75,10 @@ const (
 	RecordingExported = "recording_exported"
 	RecordingRemoved  = "recording_removed"
 	RecordingFailed   = "recording_failed"
+	// RecordingClosed carries a recording's hash when the session's end
+	// record was written before the recording was complete (a kill, a
+	// timeout).
+	RecordingClosed = "recording_closed"
 
 	// The daemon.
 	ConfigReloaded  = "config_reloaded"
@@ -162,6 +166,9 @@ type Event struct {
 	Collector string `json:"collector,omitempty"`
 	// Bytes is a recording's size.
 	Bytes int64 `json:"bytes,omitempty"`
+	// RecordingSHA256 is the hex SHA-256 of the recording's file as it was
+	// closed (session_end), which `bastionctl recordings verify` checks.
+	RecordingSHA256 string `json:"recording_sha256,omitempty"`
 }
 
 // Sink receives audit events. Audit never blocks on I/O: the event is queued

@@ -118,8 +118,13 @@ type Decision struct {
 	Roles []string
 	// Reason says why not, for the log; users see only "not allowed".
 	Reason string
-	// Record is true if any allowing role records sessions.
+	// Record is true if any allowing role records sessions; for a tunnel
+	// to a target's SSH or RDP port, also if a role of the user records
+	// that protocol on that target: the tunnel would carry the very
+	// session that role says must be recorded.
 	Record bool
+	// RecordedBy are the roles that make Record true.
+	RecordedBy []string
 	// DisableClipboard is true if any allowing role disables the
 	// clipboard: the stricter setting wins.
 	DisableClipboard bool
@@ -151,7 +156,29 @@ func (p *Policy) Check(r Request) Decision {
 		d.Reason = ""
 		d.Roles = append(d.Roles, role.Name)
 		d.Record = d.Record || role.Record
+		if role.Record {
+			d.RecordedBy = append(d.RecordedBy, role.Name)
+		}
 		d.DisableClipboard = d.DisableClipboard || role.DisableClipboard
+	}
+	if d.Allowed && r.Protocol == Tunnel {
+		// A tunnel to the SSH or RDP port carries that protocol: if a role
+		// records the user's sessions of it on this target, the tunnel
+		// cannot give them unrecorded.
+		var carried string
+		switch {
+		case t.SSH != 0 && port == t.SSH:
+			carried = SSH
+		case t.RDP != 0 && port == t.RDP:
+			carried = RDP
+		}
+		for _, role := range p.roles {
+			if carried != "" && role.Record && !slices.Contains(d.RecordedBy, role.Name) && p.bound(role, r.User, r.Granted) &&
+				p.onThisBastion(role) && covers(role.Targets, t) && allowsProtocol(role.Protocols, carried, 0) {
+				d.Record = true
+				d.RecordedBy = append(d.RecordedBy, role.Name)
+			}
+		}
 	}
 	return d
 }

@@ -152,3 +152,38 @@ func TestAuditor(t *testing.T) {
 		t.Errorf("auditor sees targets: %+v", got)
 	}
 }
+
+// TestRecordedTunnels: a tunnel is recorded (so refused) when an allowing
+// role records, and when it goes to the SSH or RDP port of a target on
+// which a role of the user records that protocol: it would carry the
+// session that role says must be recorded. Other ports stay open.
+func TestRecordedTunnels(t *testing.T) {
+	p := New("b", []Target{{Name: "vm1", SSH: 22, Tunnel: []uint16{9000}}, {Name: "vm2", RDP: 3389}, {Name: "vm3", SSH: 22}}, nil, []Role{
+		{Name: "ssh-recorded", Subjects: []string{"user:u"}, Targets: []string{"vm1"}, Protocols: []string{SSH}, Logins: []string{"deploy"}, Record: true},
+		{Name: "rdp-recorded", Subjects: []string{"user:u"}, Targets: []string{"vm2"}, Protocols: []string{RDP}, Record: true},
+		{Name: "tunnels", Subjects: []string{"user:u", "user:v"}, Targets: []string{"*"}, Protocols: []string{Tunnel}},
+		{Name: "granted-recorded", Targets: []string{"vm3"}, Protocols: []string{SSH}, Record: true},
+	})
+	for _, tc := range []struct {
+		name    string
+		user    string
+		granted []string
+		target  string
+		port    uint16
+		want    bool
+	}{
+		{"to the recorded SSH port", "u", nil, "vm1", 22, true},
+		{"to another port", "u", nil, "vm1", 9000, false},
+		{"to the recorded RDP port", "u", nil, "vm2", 3389, true},
+		{"SSH of a target without recording", "u", nil, "vm3", 22, false},
+		{"SSH recorded by a granted role", "u", []string{"granted-recorded"}, "vm3", 22, true},
+		{"a user without the recorded role", "v", nil, "vm1", 22, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := p.Check(Request{User: tc.user, Granted: tc.granted, Target: tc.target, Protocol: Tunnel, Port: tc.port})
+			if !d.Allowed || d.Record != tc.want || (len(d.RecordedBy) > 0) != tc.want {
+				t.Errorf("%+v", d)
+			}
+		})
+	}
+}

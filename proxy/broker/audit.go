@@ -41,7 +41,7 @@ func startRecord(i Info) record {
 	return record{V: audit.Version, Time: i.Start, Event: audit.SessionStart, Actor: i.User, Source: source,
 		Session: i.ID, User: i.User, Client: i.Client.String(),
 		Target: i.Target, Address: i.Address.String(), Protocol: i.Protocol, Port: i.Port, Login: i.Login, Via: i.Via,
-		Token: i.Token, Roles: i.Roles, Recording: i.Recording}
+		Token: i.Token, Roles: i.Roles, Recording: i.Recording, RecordingSHA256: i.RecordingSHA256}
 }
 
 // endOf turns a start record into the end record of the same session.

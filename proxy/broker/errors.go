@@ -99,7 +99,8 @@ const (
 	// session; the bastion authenticates to the target on the user's behalf).
 	ReasonAuthFailed = "auth failed"
 	// ReasonRecordingFailed: the user's role requires a recording and it
-	// could not be written.
+	// could not be written; followed by ": CAUSE" ("recording failed: no
+	// space left on device").
 	ReasonRecordingFailed = "recording failed"
 	// ReasonAuditUnavailable: Open refused the session after dialling its
 	// target because its start record could not be written; both records
@@ -143,12 +144,13 @@ func reasonClass(reason string) string {
 		return "abandoned"
 	case ReasonAuthFailed:
 		return "auth_failed"
-	case ReasonRecordingFailed:
-		return "recording_failed"
 	case ReasonAuditUnavailable:
 		return "audit_unavailable"
 	}
 	switch {
+	case strings.HasPrefix(reason, ReasonRecordingFailed):
+		// "recording failed: no space left on device"
+		return "recording_failed"
 	case strings.HasPrefix(reason, ReasonKilled):
 		return "killed"
 	case strings.HasPrefix(reason, ReasonClientError):

@@ -33,6 +33,9 @@ type Info struct {
 	BytesDown  int64          `json:"bytes_down"` // from the machine to the user, so far
 	// Recording is the path of the session's recording, if it is recorded.
 	Recording string `json:"recording,omitempty"`
+	// RecordingSHA256 is the hex SHA-256 of the recording's file, once it
+	// is closed.
+	RecordingSHA256 string `json:"recording_sha256,omitempty"`
 }
 
 // Session is one open session: a connection to a target, and the client
@@ -48,6 +51,7 @@ type Session struct {
 	last     atomic.Int64 // unix nanoseconds of the last byte either way
 	ending   atomic.Bool  // End has begun
 	recorded atomic.Pointer[string]
+	digest   atomic.Pointer[string] // the closed recording's SHA-256
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -96,6 +100,9 @@ func (s *Session) Info() Info {
 	if p := s.recorded.Load(); p != nil {
 		i.Recording = *p
 	}
+	if p := s.digest.Load(); p != nil {
+		i.RecordingSHA256 = *p
+	}
 	return i
 }
 
@@ -113,6 +120,10 @@ func (s *Session) touch() { s.last.Store(time.Now().UnixNano()) }
 // SetRecording names the file the session is recorded to: the end record,
 // and the live entry (so an abandoned record too), refer to it.
 func (s *Session) SetRecording(path string) { s.recorded.Store(&path) }
+
+// SetRecordingSHA256 gives the hash of the closed recording's file to the
+// end record (call it before End).
+func (s *Session) SetRecordingSHA256(sum string) { s.digest.Store(&sum) }
 
 // AddUp counts n bytes from the user to the machine, for relays that are
 // not byte copies (the browser SSH terminal), and marks the session active.

@@ -4,13 +4,24 @@
 // resizes ("r"). What the user types is never recorded, only what the
 // terminal shows: a password typed at a prompt that does not echo it (sudo,
 // su) stays out of the file.
+//
+// Recordings are gzip-compressed at rest (SESSIONID.cast.gz), flushed at
+// least every FlushInterval so that a crash loses at most that much; the
+// store (store.go) also reads the plain SESSIONID.cast of earlier releases
+// and the RDP recordings (SESSIONID.rdp.gz) another writer keeps in the same
+// directory, and applies the retention limits to all of them.
 package recording
 
 import (
 	"bufio"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,9 +30,12 @@ import (
 	"unicode/utf8"
 )
 
-// FlushInterval bounds how long an event waits in the buffer before it is
-// written to the file.
+// FlushInterval bounds how long an event waits in the buffer (and in the
+// compressor) before it is written to the file.
 const FlushInterval = time.Second
+
+// Protocol is the metric label of the recordings this package writes.
+const Protocol = "ssh"
 
 // ErrClosed is returned by writes after Close.
 var ErrClosed = errors.New("recording: closed")
@@ -40,8 +54,10 @@ type Recorder struct {
 	f     *os.File
 	start time.Time
 
-	mu      sync.Mutex // guards the fields below
-	w       *bufio.Writer
+	mu      sync.Mutex    // guards the fields below
+	w       *bufio.Writer // the events, into gz
+	gz      *gzip.Writer  // into disk
+	disk    *diskWriter   // into f, hashing and counting
 	timer   *time.Timer   // flushes what waits in w; made at the first event
 	last    time.Duration // the time of the last event; events never go back
 	carry   []byte        // the incomplete UTF-8 sequence that ended the last output
@@ -50,11 +66,15 @@ type Recorder struct {
 	armed   bool          // the timer will flush
 	err     error         // the first failure
 	closed  bool
+	release func()        // lets retention remove the file
+	failed  chan struct{} // closed at the first failure
 }
 
 // Create makes dir (mode 0700) if needed and starts the recording
-// dir/SESSIONID.cast (mode 0600); the file must not exist. The header's
-// timestamp is now, and event times count from now.
+// dir/SESSIONID.cast.gz (mode 0600); the file must not exist. The header's
+// timestamp is now, and event times count from now. The header is on disk
+// (synced) when Create returns: a directory that cannot take the file (full,
+// read-only) fails here, before the session shows anything.
 func Create(dir, sessionID string, h Header) (*Recorder, error) {
 	if !validID(sessionID) {
 		return nil, fmt.Errorf("recording: invalid session ID %q", sessionID)
@@ -62,22 +82,49 @@ func Create(dir, sessionID string, h Header) (*Recorder, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("recording: %w", err)
 	}
-	path := filepath.Join(dir, sessionID+".cast")
+	path := filepath.Join(dir, sessionID+ExtCastGzip)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("recording: %w", err)
 	}
-	r := &Recorder{path: path, f: f, start: time.Now(), w: bufio.NewWriter(f)}
+	release := hold(path)
+	disk := &diskWriter{f: f, sum: sha256.New()}
+	gz, _ := gzip.NewWriterLevel(disk, gzip.DefaultCompression) // the level is valid
+	r := &Recorder{path: path, f: f, start: time.Now(), disk: disk, gz: gz, w: bufio.NewWriterSize(gz, 8<<10), release: release,
+		failed: make(chan struct{})}
 	line, _ := json.Marshal(header{Version: 2, Width: h.Width, Height: h.Height, Timestamp: r.start.Unix(),
 		Env: map[string]string{"TERM": "xterm-256color"}, Title: h.Title})
 	r.w.Write(line)
 	r.w.WriteByte('\n')
-	if err := r.w.Flush(); err != nil {
+	err = r.w.Flush()
+	if err == nil {
+		err = gz.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
 		f.Close()
 		os.Remove(path)
-		return nil, fmt.Errorf("recording: write %s: %w", path, err)
+		release()
+		return nil, fmt.Errorf("recording: %w", err) // a *fs.PathError naming the file
 	}
 	return r, nil
+}
+
+// diskWriter writes to the file, hashing and counting what it wrote.
+type diskWriter struct {
+	f   *os.File
+	sum hash.Hash
+	n   int64
+}
+
+func (d *diskWriter) Write(p []byte) (int, error) {
+	n, err := d.f.Write(p)
+	d.sum.Write(p[:n])
+	d.n += int64(n)
+	bytesWritten.WithLabelValues(Protocol).Add(float64(n))
+	return n, err
 }
 
 type header struct {
@@ -105,6 +152,25 @@ func validID(id string) bool {
 
 // Path is the recording's file.
 func (r *Recorder) Path() string { return r.path }
+
+// SHA256 is the hex SHA-256 of the file's bytes, once Close has returned
+// without an error; "" before, or after a failure. It goes in the
+// session's end record, for `bastionctl recordings verify`.
+func (r *Recorder) SHA256() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.closed || r.err != nil {
+		return ""
+	}
+	return hex.EncodeToString(r.disk.sum.Sum(nil))
+}
+
+// Size is the number of bytes written to the file so far (compressed).
+func (r *Recorder) Size() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.disk.n
+}
 
 // Output records what the terminal received. A multi-byte UTF-8 sequence
 // that p ends in the middle of is held back and recorded with the next
@@ -146,8 +212,8 @@ func (r *Recorder) Resize(cols, rows int) error {
 
 // Close records what output is still held back (as U+FFFD for each
 // byte, as for other bytes that are not UTF-8), writes the
-// buffer, syncs and closes the file. It returns the recording's first
-// failure, if any; later calls return nil.
+// buffer and the end of the gzip stream, syncs and closes the file. It
+// returns the recording's first failure, if any; later calls return nil.
 func (r *Recorder) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -155,6 +221,7 @@ func (r *Recorder) Close() error {
 		return nil
 	}
 	r.closed = true
+	defer r.release()
 	if r.timer != nil {
 		r.timer.Stop()
 	}
@@ -167,6 +234,8 @@ func (r *Recorder) Close() error {
 	}
 	if r.err == nil {
 		if err := r.w.Flush(); err != nil {
+			r.fail(err)
+		} else if err := r.gz.Close(); err != nil {
 			r.fail(err)
 		} else if err := r.f.Sync(); err != nil {
 			r.fail(err)
@@ -228,15 +297,50 @@ func (r *Recorder) flushLater() {
 	}
 	if err := r.w.Flush(); err != nil {
 		r.fail(err)
+	} else if err := r.gz.Flush(); err != nil {
+		r.fail(err)
 	}
 }
 
 // fail ends the recording with err; r.mu is held.
 func (r *Recorder) fail(err error) error {
 	if r.err == nil {
-		r.err = fmt.Errorf("recording: write %s: %w", r.path, err)
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+			r.err = fmt.Errorf("recording: %w", err) // it names the file
+		} else {
+			r.err = fmt.Errorf("recording: write %s: %w", r.path, err)
+		}
+		close(r.failed)
 	}
 	return r.err
+}
+
+// Failed is closed when the recording fails, also when the failure is
+// found by the flush that follows an event rather than by a write call:
+// a relay that must not go on unrecorded watches it.
+func (r *Recorder) Failed() <-chan struct{} { return r.failed }
+
+// Err is the recording's first failure, or nil.
+func (r *Recorder) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// Cause is the innermost text of a recording's error, without the paths
+// that only the bastion's admins should see: "no space left on device".
+func Cause(err error) string {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			break
+		}
+		err = next
+	}
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // completeLen is the length of p without an incomplete UTF-8 sequence at

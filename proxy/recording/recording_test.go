@@ -3,8 +3,11 @@ package recording
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
+	"io"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,10 +25,7 @@ type event struct {
 // one [time, code, data] array per line.
 func parse(t *testing.T, path string) (map[string]any, []event) {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readPlain(t, path)
 	if !bytes.HasSuffix(b, []byte("\n")) {
 		t.Fatalf("recording does not end with a newline: %q", b)
 	}
@@ -52,6 +52,33 @@ func parse(t *testing.T, path string) (map[string]any, []event) {
 		evs = append(evs, event{tm, code, data})
 	}
 	return h, evs
+}
+
+// readPlain reads a recording's bytes, decompressed; a gzip stream not
+// closed yet reads up to its last flush.
+func readPlain(t testing.TB, path string) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if !strings.HasSuffix(path, ".gz") {
+		b, err := io.ReadAll(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return b
 }
 
 func output(evs []event) string {
@@ -85,7 +112,7 @@ func TestRoundTrip(t *testing.T) {
 	if err := r.Output([]byte("late")); !errors.Is(err, ErrClosed) {
 		t.Errorf("Output after Close: %v, want ErrClosed", err)
 	}
-	if want := filepath.Join(dir, "5f2c0a9e13b7.cast"); r.Path() != want {
+	if want := filepath.Join(dir, "5f2c0a9e13b7.cast.gz"); r.Path() != want {
 		t.Errorf("path %q, want %q", r.Path(), want)
 	}
 	h, evs := parse(t, r.Path())
@@ -227,8 +254,7 @@ func TestFlushedWithinInterval(t *testing.T) {
 	r.Output([]byte("visible"))
 	deadline := time.Now().Add(FlushInterval + 2*time.Second)
 	for {
-		b, _ := os.ReadFile(r.Path())
-		if bytes.Contains(b, []byte("visible")) {
+		if bytes.Contains(readPlain(t, r.Path()), []byte("visible")) {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -243,8 +269,12 @@ func TestWriteFailureEndsRecording(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.f.Close() // the disk goes away
-	big := bytes.Repeat([]byte("x"), 3*bufio.MaxScanTokenSize)
+	r.f.Close()                                   // the disk goes away
+	big := make([]byte, 3*bufio.MaxScanTokenSize) // random: the compressor must pass it on
+	rand.Read(big)
+	for i := range big {
+		big[i] = 'a' + big[i]%26
+	}
 	err = r.Output(big)
 	if err == nil {
 		t.Fatal("Output to a closed file succeeded")

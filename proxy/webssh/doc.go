@@ -79,7 +79,9 @@
 // Every attempt to log in is a broker session with its own start and end
 // record: an attempt the machine refused ends with reason "auth failed", a
 // shell that exited with "remote exit (status N)" or "remote exit (signal
-// S)", a recording that failed with "recording failed", a host key check
+// S)", a recording that failed with "recording failed: CAUSE" (a
+// recording that cannot be created refuses the session before its shell
+// opens), a host key check
 // with "host key mismatch: …" or "host key not pinned: …"; the broker's own
 // reasons otherwise.
 package webssh

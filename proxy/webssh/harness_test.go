@@ -2,11 +2,14 @@ package webssh
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +28,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
 )
 
@@ -86,10 +90,44 @@ type harness struct {
 	cancel  context.CancelFunc // ends Serve's context: shutdown
 	serving sync.WaitGroup
 
-	mu        sync.Mutex
-	sessions  []*testSession
-	recording string
-	keyIDs    []string
+	mu           sync.Mutex
+	sessions     []*testSession
+	recording    string
+	recordingSum string
+	events       []audit.Event
+	keyIDs       []string
+}
+
+// audited are the audit events of type typ sent so far.
+func (h *harness) audited(typ string) []audit.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []audit.Event
+	for _, e := range h.events {
+		if e.Event == typ {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// gunzip reads a compressed recording, up to its last flush.
+func gunzip(t testing.TB, path string) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // newHarness serves a terminal to target at addr (an sshd), with the
@@ -140,6 +178,16 @@ func newHarness(t testing.TB, d *sshd, addr string, edit func(*Params)) *harness
 			defer h.mu.Unlock()
 			h.recording = path
 		},
+		RecordingClosed: func(s Session, sum string, size int64) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.recordingSum = sum
+		},
+		Audit: audit.SinkFunc(func(e audit.Event) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.events = append(h.events, e)
+		}),
 	}
 	if d != nil {
 		h.p.Sign = func(login, keyID string) (ssh.Signer, error) {

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/internal/relaybuf"
 	"github.com/bastiond/bastiond/proxy/recording"
@@ -84,7 +85,10 @@ func (c *conn) openShell(cols, rows int) *ending {
 			Title: fmt.Sprintf("%s@%s by %s", c.login, c.p.Target, c.p.User)})
 		if err != nil {
 			c.log.Error("cannot record the session", zap.Error(err))
-			return recordingEnding()
+			c.recordingFailed("create_failed", err)
+			return &ending{reason: broker.ReasonRecordingFailed + ": " + recording.Cause(err),
+				msg: end(endError, "This session must be recorded, and the bastion cannot write its recording ("+
+					recording.Cause(err)+"), so it was not opened. Tell the bastion's administrators.")}
 		}
 		c.rec = rec
 		if c.p.SetRecording != nil {
@@ -117,9 +121,40 @@ func (c *conn) setupEnding(what string, err error) *ending {
 	return c.targetEnding(what, c.target, err)
 }
 
-func recordingEnding() *ending {
-	return &ending{reason: broker.ReasonRecordingFailed,
-		msg: end(endError, "This session must be recorded, and its recording failed: the session was ended.")}
+// recordingEnding is how a session ends when its recording failed; the
+// recording_failed event is sent once, by finish (Close returns err).
+func recordingEnding(err error) *ending {
+	return &ending{reason: broker.ReasonRecordingFailed + ": " + recording.Cause(err),
+		msg: end(endError, "This session must be recorded, and its recording failed ("+recording.Cause(err)+
+			"): the session was ended.")}
+}
+
+// recordingClosed sends the recording_closed event, with the closed
+// recording's hash.
+func (c *conn) recordingClosed() {
+	e := audit.Event{Event: audit.RecordingClosed, Actor: c.p.User, Source: audit.ActorAnonymous, Session: c.sess.ID(),
+		Target: c.p.Target, Protocol: "ssh", Login: c.login, Recording: c.rec.Path(), RecordingSHA256: c.rec.SHA256(), Bytes: c.rec.Size()}
+	if c.p.Client.IsValid() {
+		e.Source, e.Client = c.p.Client.Addr().String(), c.p.Client.String()
+	}
+	c.p.Audit.Audit(e)
+}
+
+// recordingFailed sends the recording_failed event: class is
+// create_failed or write_failed.
+func (c *conn) recordingFailed(class string, err error) {
+	e := audit.Event{Event: audit.RecordingFailed, Actor: c.p.User, Source: audit.ActorAnonymous,
+		Target: c.p.Target, Protocol: "ssh", Login: c.login, Reason: class, Detail: err.Error()}
+	if c.p.Client.IsValid() {
+		e.Source, e.Client = c.p.Client.Addr().String(), c.p.Client.String()
+	}
+	if c.sess != nil {
+		e.Session = c.sess.ID()
+	}
+	if c.rec != nil {
+		e.Recording = c.rec.Path()
+	}
+	c.p.Audit.Audit(e)
 }
 
 // relay tells the page the shell is open and carries the terminal: one
@@ -152,8 +187,18 @@ func (c *conn) relay(ctx context.Context) *ending {
 	nextProbe := time.Now().Add(c.p.KeepAlive)
 	timer := time.NewTimer(c.nextWake(time.Now(), nextProbe))
 	defer timer.Stop()
+	var recFailed <-chan struct{} // nil: never
+	if c.rec != nil {
+		recFailed = c.rec.Failed()
+	}
 	for {
 		select {
+		case <-recFailed:
+			// A flush failed between events: what the page was shown
+			// since is not on disk, and nothing more may be.
+			err := c.rec.Err()
+			c.log.Error("recording failed", zap.Error(err))
+			return recordingEnding(err)
 		case req, ok := <-c.reqs:
 			if !ok {
 				return c.channelClosed(exit)
@@ -401,7 +446,7 @@ func (c *conn) control(m *inMsg) bool {
 		if c.rec != nil {
 			if err := c.rec.Resize(m.Cols, m.Rows); err != nil {
 				c.log.Error("recording failed", zap.Error(err))
-				c.fail(recordingEnding())
+				c.fail(recordingEnding(err))
 				return false
 			}
 		}
@@ -445,7 +490,7 @@ func (c *conn) output(p []byte) *ending {
 	if c.rec != nil {
 		if err := c.rec.Output(p); err != nil {
 			c.log.Error("recording failed", zap.Error(err))
-			return recordingEnding()
+			return recordingEnding(err)
 		}
 	}
 	if err := c.ws.Write(context.Background(), websocket.MessageBinary, p); err != nil {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/recording"
 )
@@ -60,7 +61,10 @@ type Params struct {
 	// Clipboard allows pasting. Without it, pastes are dropped and logged.
 	Clipboard bool
 	// Record records the terminal's output in RecordDir (then required) as
-	// SESSIONID.cast. A recording that fails ends the session.
+	// SESSIONID.cast.gz. A recording that cannot be started refuses the
+	// session before the shell opens, and one that fails later ends it
+	// (end reason "recording failed: CAUSE"); either is a recording_failed
+	// event on Audit.
 	Record    bool
 	RecordDir string
 	// CredentialTimeout bounds each wait for the user: for the credentials
@@ -109,6 +113,12 @@ type Params struct {
 	// CertSigned is told of each certificate Sign made, for the session s
 	// it logs in: for the audit trail. Optional.
 	CertSigned func(s Session, login string, cert *ssh.Certificate)
+	// RecordingClosed is told of the recording once it is closed, complete,
+	// before the session's end record is written: its file's SHA-256 and
+	// size. Optional.
+	RecordingClosed func(s Session, sha256 string, size int64)
+	// Audit receives recording_failed events. Default audit.Discard.
+	Audit audit.Sink
 	// HandshakeFailed counts an SSH handshake with the machine that failed
 	// for another reason than the credentials or its host key (the
 	// bastiond_handshake_failures_total{layer="ssh"} metric). Optional.
@@ -144,6 +154,9 @@ func (p *Params) setDefaults() error {
 	}
 	if p.IdleTimeout == nil {
 		p.IdleTimeout = func() time.Duration { return 0 }
+	}
+	if p.Audit == nil {
+		p.Audit = audit.Discard
 	}
 	return nil
 }
@@ -244,6 +257,22 @@ func (c *conn) finish(e *ending) {
 	if c.rec != nil {
 		if err := c.rec.Close(); err != nil {
 			c.log.Error("recording incomplete", zap.Error(err))
+			c.recordingFailed("write_failed", err)
+			if e.reason != "" && !strings.HasPrefix(e.reason, broker.ReasonRecordingFailed) {
+				// The session ended for another reason; its record says
+				// the recording is incomplete too.
+				e.reason += "; " + broker.ReasonRecordingFailed + ": " + recording.Cause(err)
+			}
+		} else {
+			if c.p.RecordingClosed != nil {
+				c.p.RecordingClosed(c.sess, c.rec.SHA256(), c.rec.Size())
+			}
+			if c.sess != nil && c.sess.EndReason() != "" {
+				// The broker ended the session (kill, timeout) and wrote
+				// its end record before the recording was complete: the
+				// hash goes in an event of its own.
+				c.recordingClosed()
+			}
 		}
 	}
 	if c.sess != nil {

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,8 +19,10 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
+	"github.com/bastiond/bastiond/proxy/recording"
 )
 
 func TestTerminal(t *testing.T) {
@@ -474,7 +478,7 @@ func TestRecording(t *testing.T) {
 	c.expectEnd(endExit)
 	h.waitServed()
 
-	path := filepath.Join(dir, h.session(0).id+".cast")
+	path := filepath.Join(dir, h.session(0).id+".cast.gz")
 	if h.recording != path {
 		t.Errorf("SetRecording got %q, want %q", h.recording, path)
 	}
@@ -485,8 +489,10 @@ func TestRecording(t *testing.T) {
 	if fi.Mode() != 0o600 {
 		t.Errorf("recording mode %v", fi.Mode())
 	}
-	b, _ := os.ReadFile(path)
-	cast := string(b)
+	if sum, _ := recording.FileSHA256(path); h.recordingSum != sum || sum == "" {
+		t.Errorf("RecordingClosed got SHA-256 %q, the file's is %q", h.recordingSum, sum)
+	}
+	cast := string(gunzip(t, path))
 	header, _, _ := strings.Cut(cast, "\n")
 	for _, want := range []string{`"version":2`, `"width":120`, `"height":40`, `"title":"` + testUser + `@vm1 by alice"`} {
 		if !strings.Contains(header, want) {
@@ -515,9 +521,83 @@ func TestRecordingFails(t *testing.T) {
 	c.auth(map[string]any{"password": d.password})
 	c.expectEnd(endError)
 	h.waitServed()
-	if r := h.session(0).EndReason(); r != broker.ReasonRecordingFailed {
+	if r := h.session(0).EndReason(); !strings.HasPrefix(r, broker.ReasonRecordingFailed+": ") {
 		t.Errorf("session ended with %q", r)
 	}
+	if ev := h.audited(audit.RecordingFailed); len(ev) != 1 || ev[0].Reason != "create_failed" || ev[0].Session != h.session(0).id {
+		t.Errorf("recording_failed events %+v", ev)
+	}
+}
+
+// TestRecordingDiskFull: a recorded session on a full file system is
+// refused before its shell opens, and one whose disk fills up while it
+// runs is ended; both say why, to the user and in the session's record.
+func TestRecordingDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs (a full disk)")
+	}
+	d := startSSHD(t, sshdConfig{})
+	dir := filepath.Join(t.TempDir(), "recordings")
+	os.Mkdir(dir, 0o700)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	filler := filepath.Join(dir, "filler")
+	fill := func() {
+		f, _ := os.OpenFile(filler, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		defer f.Close()
+		for buf := make([]byte, 1024); ; {
+			if _, err := f.Write(buf); err != nil {
+				return
+			}
+		}
+	}
+	h := newHarness(t, d, d.addr(true), func(p *Params) { p.Record, p.RecordDir = true, dir })
+
+	t.Run("while it runs", func(t *testing.T) {
+		c := h.dial()
+		c.expect(typeHello)
+		c.auth(map[string]any{"password": d.password})
+		c.expect(typeReady)
+		c.run("echo BEFORE-$((2+2))", "BEFORE-4")
+		fill()
+		// Output that does not compress, until the recording fails.
+		c.typeText("head -c 3000000 /dev/urandom | base64\r")
+		m := c.expectEnd(endError)
+		if msg := m.str("message"); !strings.Contains(msg, "recording failed (no space left on device)") {
+			t.Errorf("end message %q", msg)
+		}
+		h.waitServed()
+		if r := h.session(0).EndReason(); r != broker.ReasonRecordingFailed+": no space left on device" {
+			t.Errorf("session ended with %q", r)
+		}
+		if ev := h.audited(audit.RecordingFailed); len(ev) != 1 || ev[0].Reason != "write_failed" {
+			t.Errorf("recording_failed events %+v", ev)
+		}
+	})
+	t.Run("refused at start", func(t *testing.T) {
+		fill()
+		c := h.dial()
+		c.expect(typeHello)
+		c.auth(map[string]any{"password": d.password})
+		m := c.expectEnd(endError)
+		if msg := m.str("message"); !strings.Contains(msg, "cannot write its recording (no space left on device), so it was not opened") {
+			t.Errorf("end message %q", msg)
+		}
+		h.waitServed()
+		if r := h.session(1).EndReason(); r != broker.ReasonRecordingFailed+": no space left on device" {
+			t.Errorf("session ended with %q", r)
+		}
+		if ev := h.audited(audit.RecordingFailed); len(ev) != 2 || ev[1].Reason != "create_failed" || ev[1].Client == "" {
+			t.Errorf("recording_failed events %+v", ev)
+		}
+		t.Logf("example line: %s", audit.Marshal(h.audited(audit.RecordingFailed)[1]))
+	})
 }
 
 func TestIdleWarning(t *testing.T) {
@@ -728,4 +808,26 @@ func TestNotSSH(t *testing.T) {
 	if failed.Load() != 1 {
 		t.Errorf("HandshakeFailed called %d times, want 1", failed.Load())
 	}
+}
+
+// TestRecordingClosedAfterKill: when the broker ends a recorded session
+// (a kill), its end record is written before the recording is complete:
+// the recording's hash follows in a recording_closed event.
+func TestRecordingClosedAfterKill(t *testing.T) {
+	d := startSSHD(t, sshdConfig{})
+	dir := filepath.Join(t.TempDir(), "recordings")
+	h := newHarness(t, d, d.addr(true), func(p *Params) { p.Record, p.RecordDir = true, dir })
+	c := h.dial()
+	c.login(map[string]any{"password": d.password})
+	c.run("echo KILL-$((6*7))", "KILL-42")
+	h.session(0).End(broker.ReasonKilled + "by root: test")
+	c.expectEnd(endKilled)
+	h.waitServed()
+	ev := h.audited(audit.RecordingClosed)
+	path := filepath.Join(dir, h.session(0).id+".cast.gz")
+	sum, _ := recording.FileSHA256(path)
+	if len(ev) != 1 || ev[0].RecordingSHA256 != sum || sum == "" || ev[0].Recording != path || ev[0].Session != h.session(0).id {
+		t.Errorf("recording_closed events %+v, file's hash %q", ev, sum)
+	}
+	t.Logf("example line: %s", audit.Marshal(ev[0]))
 }

@@ -1,6 +1,11 @@
 package e2e
 
 import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -76,7 +81,18 @@ func TestWebSSH(t *testing.T) {
 				t.Errorf("end record counts %v up, %v down", up, down)
 			}
 			path, _ := r["recording"].(string)
-			cast, err := os.ReadFile(path) // closed before the end record was written
+			raw, err := os.ReadFile(path) // closed before the end record was written
+			if err != nil {
+				t.Fatalf("recording %q: %v", path, err)
+			}
+			if sum := sha256.Sum256(raw); r["recording_sha256"] != hex.EncodeToString(sum[:]) {
+				t.Errorf("end record's recording_sha256 %v, the file's %x", r["recording_sha256"], sum)
+			}
+			zr, err := gzip.NewReader(bytes.NewReader(raw))
+			if err != nil {
+				t.Fatalf("recording %q: %v", path, err)
+			}
+			cast, err := io.ReadAll(zr)
 			if err != nil {
 				t.Fatalf("recording %q: %v", path, err)
 			}
