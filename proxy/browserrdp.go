@@ -14,6 +14,7 @@ import (
 
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/recording"
 	"github.com/bastiond/bastiond/proxy/ticket"
 	"github.com/bastiond/bastiond/proxy/webrdp"
 )
@@ -57,6 +58,7 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 	log := s.log.Named("webrdp").With(zap.String("user", c.user.Name), zap.Stringer("client", client))
 	var presented string
 	var roles []string
+	var record bool
 	p := webrdp.Params{
 		Authorize: func(v string) (webrdp.Grant, error) {
 			presented = v
@@ -76,7 +78,7 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 				return webrdp.Grant{}, &webrdp.Refusal{Status: http.StatusForbidden, Outcome: webrdp.Outcome{Class: webrdp.ClassDenied,
 					Message: "You are no longer allowed to open a remote desktop on " + t.Target + "."}}
 			}
-			roles = d.Roles
+			roles, record = d.Roles, d.Record
 			return webrdp.Grant{Target: t.Target, Clipboard: !d.DisableClipboard}, nil
 		},
 		Open: func(ctx context.Context, target string) (webrdp.Session, error) {
@@ -92,6 +94,18 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		Logger:           log,
 		HandshakeFailed:  func() { b.HandshakeFailed("rdp") },
+		Record: func(sess webrdp.Session, h recording.RDPHeader) (*recording.RDPRecorder, error) {
+			if !record {
+				return nil, nil
+			}
+			h.User = c.user.Name
+			rec, err := recording.CreateRDP(cfg.SSH.RecordDir, h)
+			if err != nil {
+				return nil, err
+			}
+			sess.(*broker.Session).SetRecording(rec.Path())
+			return rec, nil
+		},
 	}
 	o := webrdp.Serve(ctx, conn, p)
 	if presented != "" {
