@@ -118,6 +118,7 @@ type Server struct {
 	sessions *websession.Store
 	tickets  *ticket.Store
 	outcomes *outcomeStore // how browser remote desktops ended
+	players  players       // the clocks of recorded desktops played back
 	refusals *prometheus.CounterVec
 	// quicLimits bounds the QUIC connections per source and the streams
 	// waiting for their request.
