@@ -104,7 +104,8 @@ func CreateRDP(dir string, h RDPHeader) (*RDPRecorder, error) {
 		h.Start = time.Now()
 	}
 	h.Version, h.Kind = RDPVersion, "rdp"
-	r := &RDPRecorder{path: path, f: f, start: h.Start, gz: gzip.NewWriter(f)}
+	gz, _ := gzip.NewWriterLevel(f, rdpLevel)
+	r := &RDPRecorder{path: path, f: f, start: h.Start, gz: gz}
 	line, _ := json.Marshal(h)
 	r.gz.Write(append(line, '\n'))
 	if err := r.gz.Flush(); err != nil {
@@ -361,3 +362,8 @@ type rdpMeta struct {
 	Width  int `json:"width,omitempty"`
 	Height int `json:"height,omitempty"`
 }
+
+// rdpLevel is the gzip level of RDP recordings. The stream is mostly
+// bitmaps the server has already compressed: the default level gains a few
+// percent over the fastest at several times its CPU (BENCHMARKS.md).
+var rdpLevel = gzip.BestSpeed

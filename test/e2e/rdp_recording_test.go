@@ -22,8 +22,8 @@ import (
 
 // RecordedRDPConfig is WebRDPConfig with alice's and bob's desktops
 // recorded and carol an auditor.
-func RecordedRDPConfig(dir string, tlsV6 bool) string {
-	cfg := WebRDPConfig(dir, tlsV6, "")
+func RecordedRDPConfig(dir string, tlsV6 bool, limits string) string {
+	cfg := WebRDPConfig(dir, tlsV6, limits)
 	cfg = strings.Replace(cfg, "    ops: [alice]\n", "    ops: [alice]\n    auditors: [carol]\n", 1)
 	cfg = strings.Replace(cfg, "      protocols: [rdp]\n", "      protocols: [rdp]\n      record: true\n", 2)
 	return strings.Replace(cfg, "limits:\n", "    - name: audit\n      subjects: [group:auditors]\n      auditor: true\nlimits:\n", 1)
@@ -56,7 +56,7 @@ func rdpRecordings(t *testing.T, d *Daemon) map[string]string {
 // Screenshots are kept under test/artifacts/rdp-recording.
 func TestRDPRecording(t *testing.T) {
 	b := startBrowser(t, "rdp-recording")
-	d := StartDaemonWith(t, ViaFDs, func(dir string) string { return RecordedRDPConfig(dir, false) })
+	d := StartDaemonWith(t, ViaFDs, func(dir string) string { return RecordedRDPConfig(dir, false, "") })
 	AddLabUsers(t, d, "alice", "bob", "carol")
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -181,8 +181,8 @@ func TestRDPRecording(t *testing.T) {
 		}
 	})
 	t.Run("TLS session recorded", func(t *testing.T) {
-		reload(RecordedRDPConfig(d.Dir, true))
-		defer reload(RecordedRDPConfig(d.Dir, false))
+		reload(RecordedRDPConfig(d.Dir, true, ""))
+		defer reload(RecordedRDPConfig(d.Dir, false, ""))
 		tls = session(t, "desktop-tls")
 		check(t, tls)
 	})
@@ -251,6 +251,18 @@ func TestRDPRecording(t *testing.T) {
 		}
 		if resp == nil || resp.StatusCode != 403 {
 			t.Errorf("bob's replay WebSocket: %v", err)
+		}
+		audit, _ := os.ReadFile(d.AuditFile())
+		var refused int
+		for _, line := range strings.Split(string(audit), "\n") {
+			var e map[string]any
+			if json.Unmarshal([]byte(line), &e) == nil && e["event"] == "connect_refused" && e["actor"] == "bob" && e["reason"] == "not_auditor" {
+				refused++
+				t.Logf("audit: %s", line)
+			}
+		}
+		if refused != 1 {
+			t.Errorf("%d connect_refused events for bob's replay, want 1", refused)
 		}
 	})
 }
