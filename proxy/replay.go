@@ -52,7 +52,8 @@ type playerEntry struct {
 
 // get returns the player name of session for recording id; created says
 // it is new.
-func (ps *players) get(session, name, id string, from time.Duration, speed int) (p *webrdp.Player, created bool, ok bool) {
+// gen is the seek the new connection plays.
+func (ps *players) get(session, name, id string, from time.Duration, speed int) (p *webrdp.Player, gen int, created bool, ok bool) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.m == nil {
@@ -62,8 +63,7 @@ func (ps *players) get(session, name, id string, from time.Duration, speed int) 
 	k := session + "/" + name
 	if e, found := ps.m[k]; found && e.recording == id {
 		e.used = now
-		e.p.Seek(from, speed)
-		return e.p, false, true
+		return e.p, e.p.Seek(from, speed), false, true
 	}
 	for k, e := range ps.m {
 		if now.Sub(e.used) > playerTTL {
@@ -71,11 +71,11 @@ func (ps *players) get(session, name, id string, from time.Duration, speed int) 
 		}
 	}
 	if len(ps.m) >= maxPlayers {
-		return nil, false, false
+		return nil, 0, false, false
 	}
 	e := &playerEntry{p: webrdp.NewPlayer(from, speed), recording: id, used: now}
 	ps.m[k] = e
-	return e.p, true, true
+	return e.p, e.p.Generation(), true, true
 }
 
 // lookup returns the player name of session.
@@ -134,7 +134,7 @@ func (s *Server) replayRDP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer rec.Close()
-	p, created, ok := s.players.get(c.session.ID, name, id, time.Duration(from)*time.Millisecond, speed)
+	p, gen, created, ok := s.players.get(c.session.ID, name, id, time.Duration(from)*time.Millisecond, speed)
 	if !ok {
 		http.Error(w, "too many players", http.StatusServiceUnavailable)
 		return
@@ -151,7 +151,7 @@ func (s *Server) replayRDP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(maxDesktopMessage)
 	conn := websocket.NetConn(r.Context(), ws, websocket.MessageBinary)
-	err = webrdp.Replay(r.Context(), conn, webrdp.ReplayParams{Recording: rec, Player: p,
+	err = webrdp.Replay(r.Context(), conn, webrdp.ReplayParams{Recording: rec, Player: p, Generation: gen,
 		HandshakeTimeout: s.cfg.Load().HandshakeTimeout, Logger: s.log.Named("replay")})
 	if err != nil {
 		s.log.Info("rdp replay", zap.String("recording", id), zap.Error(err))

@@ -3,6 +3,7 @@ package recording
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -185,7 +186,7 @@ func TestRDPTap(t *testing.T) {
 			concat(nlaServer, []byte{0, 0, 0, 0}, rdpServer)},
 	} {
 		for _, chunk := range []int{1, 3, 7, 64, 1 << 16} {
-			t.Run(tc.name+"/"+string(rune('0'+chunk%10))+"-"+time.Duration(chunk).String(), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/chunks-of-%d", tc.name, chunk), func(t *testing.T) {
 				rec, err := CreateRDP(t.TempDir(), RDPHeader{Session: "s1", Protocol: tc.protocol})
 				if err != nil {
 					t.Fatal(err)
@@ -328,3 +329,53 @@ const (
 	capturedUser     = "lab"
 	capturedPassword = "OyjnJG9QxC1MLHEd"
 )
+
+// saveSessionInfo is a server's Save Session Info PDU (logon info
+// extended) with an auto-reconnect packet holding random.
+func saveSessionInfo(random []byte, compressed bool) []byte {
+	body := binary.LittleEndian.AppendUint32(nil, infoTypeLogonExtended)
+	body = binary.LittleEndian.AppendUint16(body, 4+4+arcPacketLen)
+	body = binary.LittleEndian.AppendUint32(body, logonExAutoReconnect)
+	body = binary.LittleEndian.AppendUint32(body, arcPacketLen)
+	body = binary.LittleEndian.AppendUint32(body, arcPacketLen)
+	body = binary.LittleEndian.AppendUint32(body, 1)
+	body = binary.LittleEndian.AppendUint32(body, 7) // logon ID
+	body = append(body, random...)
+	sd := []byte{0xea, 0x03, 0x01, 0x00, 0, 1, 0, 0, pduType2SaveSession, 0, 0, 0}
+	if compressed {
+		sd[9] = packetCompressed
+	}
+	sc := binary.LittleEndian.AppendUint16(nil, uint16(6+len(sd)+len(body)))
+	sc = append(sc, 0x17, 0, 0xea, 0x03)
+	payload := concat(sc, sd, body)
+	mcs := []byte{0x68, 0, 1, 0x03, 0xeb, 0x70, 0x80 | byte(len(payload)>>8), byte(len(payload))}
+	return tpkt(append(mcs, payload...))
+}
+
+// TestRDPTapAutoReconnect: the server's auto-reconnect random is not
+// recorded, whether or not the PDU can be read; fast-path updates around
+// it are recorded as they are.
+func TestRDPTapAutoReconnect(t *testing.T) {
+	random := bytes.Repeat([]byte{0xab}, 16)
+	fast := []byte{0x00, 0x08, 1, 2, 3, 4, 5, 6}
+	for _, compressed := range []bool{false, true} {
+		for _, chunk := range []int{1, 5, 1 << 16} {
+			rec, err := CreateRDP(t.TempDir(), RDPHeader{Session: "s1", Protocol: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tap := NewRDPTap(rec, 1)
+			stream := concat(fast, saveSessionInfo(random, compressed), fast)
+			feed(t, tap.FromServer, stream, chunk)
+			rec.Close()
+			_, recs := readAll(t, rec.Path())
+			var got []byte
+			for _, r := range recs {
+				got = append(got, r.Data...)
+			}
+			if len(got) != len(stream) || bytes.Contains(got, random) || !bytes.HasPrefix(got, fast) || !bytes.HasSuffix(got, fast) {
+				t.Errorf("compressed %v, chunks of %d: recorded % x", compressed, chunk, got)
+			}
+		}
+	}
+}

@@ -29,6 +29,9 @@ const (
 //     header is zeroed. From the Connect Initial before it, the desktop size
 //     is recorded (an RDPMeta record). A client stream that is neither TPKT
 //     nor fast-path before its Client Info is not recorded any further.
+//   - The server's PDUs are framed too, and a slow-path Save Session Info PDU
+//     has its auto-reconnect random (ARC_SC_PRIVATE_PACKET) zeroed: with it a
+//     client could reconnect to the session without credentials.
 //
 // The relayed bytes are never changed: the tap reads them and writes a copy.
 // FromClient and FromServer are each called by one goroutine at a time
@@ -65,10 +68,10 @@ const maxDERHeader = 6
 
 // NewRDPTap returns the tap of a session whose server selected protocol.
 func NewRDPTap(rec *RDPRecorder, protocol uint32) *RDPTap {
-	t := &RDPTap{rec: rec, client: tapDirection{state: tapFramed}, server: tapDirection{state: tapRaw}}
+	t := &RDPTap{rec: rec, client: tapDirection{state: tapFramed}, server: tapDirection{state: tapFramed}}
 	if protocol&(protocolHybrid|protocolHybridEx) != 0 {
 		t.client.state, t.client.after = tapNLA, tapFramed
-		t.server.state, t.server.after = tapNLA, tapRaw
+		t.server.state, t.server.after = tapNLA, tapFramed
 		if protocol&protocolHybridEx != 0 {
 			t.server.after = tapEarly
 		}
@@ -79,13 +82,44 @@ func NewRDPTap(rec *RDPRecorder, protocol uint32) *RDPTap {
 // ClientInfoRedacted says whether the tap found the Client Info PDU.
 func (t *RDPTap) ClientInfoRedacted() bool { return t.infoSeen }
 
-// FromServer records p, read from the server.
+// FromServer records p, read from the server. Its PDUs are framed to find
+// the slow-path ones (TPKT) among the fast-path updates: a Save Session
+// Info PDU's auto-reconnect random is zeroed in the copy recorded. Each
+// call records what complete PDUs it has, in one record.
 func (t *RDPTap) FromServer(p []byte) error {
-	p = t.server.skipNegotiation(p)
-	if len(p) == 0 || t.server.state == tapOff {
+	d := &t.server
+	p = d.skipNegotiation(p)
+	switch {
+	case len(p) == 0 || d.state == tapOff:
 		return nil
+	case d.state == tapRaw:
+		return t.rec.Record(RDPServer, p)
 	}
-	return t.rec.Record(RDPServer, p)
+	d.pend = append(d.pend, p...)
+	done := 0
+	for {
+		n, err := frameLen(d.pend[done:])
+		if err != nil {
+			// Lost: what follows is recorded as it comes (the server's side
+			// carries no password; at worst an auto-reconnect random).
+			d.state = tapRaw
+			done = len(d.pend)
+			break
+		}
+		if n == 0 || done+n > len(d.pend) {
+			break
+		}
+		if d.pend[done] == 3 {
+			redactSaveSessionInfo(d.pend[done : done+n])
+		}
+		done += n
+	}
+	var err error
+	if done > 0 {
+		err = t.rec.Record(RDPServer, d.pend[:done])
+	}
+	d.pend = append(d.pend[:0], d.pend[done:]...)
+	return err
 }
 
 // FromClient records p, read from the client.
@@ -139,7 +173,7 @@ func (d *tapDirection) skipNegotiation(p []byte) []byte {
 			d.skip -= n
 			p = p[n:]
 		case d.state == tapEarly:
-			d.skip, d.state = 4, tapRaw
+			d.skip, d.state = 4, tapFramed
 		case d.state != tapNLA:
 			return p
 		case len(d.hdr) == 0 && p[0] != 0x30:
@@ -363,4 +397,63 @@ func redactClientInfo(b []byte) bool {
 	}
 	clear(ext[at : at+n])
 	return true
+}
+
+// Slow-path server PDUs ([MS-RDPBCGR] 2.2.8.1.1.1.1, 2.2.10.1).
+const (
+	mcsSendDataIndication = 26
+	pduTypeData           = 7
+	pduType2SaveSession   = 0x26
+	infoTypeLogonExtended = 3
+	logonExAutoReconnect  = 1
+	packetCompressed      = 0x20
+	arcPacketLen          = 28
+)
+
+// redactSaveSessionInfo zeroes, in a server's TPKT PDU, the auto-reconnect
+// random of a Save Session Info PDU (logon info extended, with the
+// ARC_SC_PRIVATE_PACKET): with it, a client could reconnect to the session
+// without credentials. A Save Session Info PDU that is compressed or does not
+// parse has its whole payload zeroed. Other PDUs are left alone.
+func redactSaveSessionInfo(pdu []byte) {
+	if len(pdu) < 8 || pdu[4] != 2 || pdu[5] != 0xf0 {
+		return
+	}
+	mcs := pdu[7:]
+	if mcs[0]>>2 != mcsSendDataIndication || len(mcs) < 8 {
+		return
+	}
+	off := 7
+	if mcs[6]&0x80 != 0 {
+		off = 8
+	}
+	// Share Control Header (6) + Share Data Header (12), no security
+	// header with TLS.
+	sc := mcs[off:]
+	if len(sc) < 18 || binary.LittleEndian.Uint16(sc[2:])&0xf != pduTypeData || sc[14] != pduType2SaveSession {
+		return
+	}
+	body := sc[18:]
+	if sc[15]&packetCompressed != 0 || len(body) < 4 {
+		clear(body)
+		return
+	}
+	if binary.LittleEndian.Uint32(body) != infoTypeLogonExtended {
+		return // plain logon info: names, no secret
+	}
+	// infoType (4), Length (2), FieldsPresent (4), cbFieldData (4), ARC_SC_PRIVATE_PACKET:
+	// cbLen (4), Version (4), LogonId (4), ArcRandomBits (16).
+	if len(body) < 14 {
+		clear(body[4:])
+		return
+	}
+	if binary.LittleEndian.Uint32(body[6:])&logonExAutoReconnect == 0 {
+		return
+	}
+	arc := body[14:]
+	if len(arc) < arcPacketLen {
+		clear(body[4:])
+		return
+	}
+	clear(arc[12:arcPacketLen])
 }

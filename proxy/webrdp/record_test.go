@@ -159,7 +159,7 @@ func replayTo(t *testing.T, path string, p *Player) (net.Conn, *rdcleanpath.PDU)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Replay(ctx, conn, ReplayParams{Recording: r, Player: p, Logger: zaptest.NewLogger(t)})
+		Replay(ctx, conn, ReplayParams{Recording: r, Player: p, Generation: p.Generation(), Logger: zaptest.NewLogger(t)})
 		conn.Close()
 		r.Close()
 	}()
@@ -217,6 +217,29 @@ func TestReplay(t *testing.T) {
 	})
 }
 
+// TestReplaySeekTakesOver: after a seek, the connection it replaces sends
+// no more and cannot end the player; the new one plays to the end.
+func TestReplaySeekTakesOver(t *testing.T) {
+	path := writeRecording(t, []time.Duration{0, 300 * time.Millisecond, 600 * time.Millisecond})
+	p := NewPlayer(0, 1)
+	old, _ := replayTo(t, path, p)
+	first := make([]byte, len(tpktFrame("A")))
+	if _, err := io.ReadFull(old, first); err != nil {
+		t.Fatal(err)
+	}
+	p.Seek(0, 8)
+	page, _ := replayTo(t, path, p)
+	got := make([]byte, 3*len(tpktFrame("A")))
+	if _, err := io.ReadFull(page, got); err != nil {
+		t.Fatal(err)
+	}
+	waitEnded(t, p)
+	old.SetReadDeadline(time.Now().Add(700 * time.Millisecond))
+	if n, err := old.Read(make([]byte, 64)); n > 0 || err == nil {
+		t.Errorf("the replaced connection sent %d more bytes (%v)", n, err)
+	}
+}
+
 func waitEnded(t *testing.T, p *Player) {
 	t.Helper()
 	for range 100 {
@@ -233,7 +256,7 @@ func concat(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
 // TestPlayerClock: pause holds the position, speed scales it.
 func TestPlayerClock(t *testing.T) {
 	now := time.Unix(1000, 0)
-	p := &Player{changed: make(chan struct{}, 1), now: func() time.Time { return now }}
+	p := &Player{changed: make(chan struct{}), now: func() time.Time { return now }}
 	p.Seek(10*time.Second, 2)
 	now = now.Add(time.Second)
 	if s := p.State(); s.Position != 12000 || s.Speed != 2 || s.Paused {

@@ -37,15 +37,24 @@ type Player struct {
 	speed   int
 	paused  bool
 	ended   bool
-	changed chan struct{}
+	gen     int           // counts seeks: a connection plays while its seek is the last
+	changed chan struct{} // closed and replaced at each change: wakes every waiting connection
 	now     func() time.Time
 }
 
-// NewPlayer returns a paused-free player at from, at speed.
+// NewPlayer returns a player playing from from, at speed; its first
+// connection is the seek Generation returns.
 func NewPlayer(from time.Duration, speed int) *Player {
-	p := &Player{changed: make(chan struct{}, 1), now: time.Now}
+	p := &Player{changed: make(chan struct{}), now: time.Now}
 	p.Seek(from, speed)
 	return p
+}
+
+// Generation is the last seek's: the connection that plays it.
+func (p *Player) Generation() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gen
 }
 
 // PlayerState is what the page shows.
@@ -66,12 +75,16 @@ func validSpeed(speed int) int {
 	return 1
 }
 
-// Seek moves the clock to from at speed, playing.
-func (p *Player) Seek(from time.Duration, speed int) {
+// Seek moves the clock to from at speed, playing, for a new connection:
+// the one of the generation it returns. The connection of an earlier seek
+// stops sending.
+func (p *Player) Seek(from time.Duration, speed int) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.pos, p.wall, p.speed, p.paused, p.ended = max(0, from), p.now(), validSpeed(speed), false, false
+	p.gen++
 	p.signal()
+	return p.gen
 }
 
 // SetPaused pauses or resumes.
@@ -99,10 +112,13 @@ func (p *Player) State() PlayerState {
 	return PlayerState{Position: p.position().Milliseconds(), Speed: p.speed, Paused: p.paused, Ended: p.ended}
 }
 
-func (p *Player) setEnded(at time.Duration) {
+// setEnded says that the connection of seek gen sent the last record, at.
+func (p *Player) setEnded(gen int, at time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.pos, p.wall, p.paused, p.ended = at, p.now(), true, true
+	if gen == p.gen {
+		p.pos, p.wall, p.paused, p.ended = at, p.now(), true, true
+	}
 }
 
 // position is the clock's reading; p.mu is held.
@@ -113,20 +129,22 @@ func (p *Player) position() time.Duration {
 	return p.pos + p.now().Sub(p.wall)*time.Duration(p.speed)
 }
 
-// signal wakes a waiting replay; p.mu is held.
+// signal wakes the waiting connections; p.mu is held.
 func (p *Player) signal() {
-	select {
-	case p.changed <- struct{}{}:
-	default:
-	}
+	close(p.changed)
+	p.changed = make(chan struct{})
 }
 
-// until waits until the clock reaches at; false if ctx ended first.
-func (p *Player) until(ctx context.Context, at time.Duration) bool {
+// until waits until the clock reaches at; false if ctx ended first, or a
+// later seek than gen took over.
+func (p *Player) until(ctx context.Context, gen int, at time.Duration) bool {
 	for {
 		p.mu.Lock()
-		pos, paused, speed := p.position(), p.paused, p.speed
+		pos, paused, speed, last, changed := p.position(), p.paused, p.speed, p.gen, p.changed
 		p.mu.Unlock()
+		if last != gen {
+			return false
+		}
 		if !paused && pos >= at {
 			return true
 		}
@@ -139,7 +157,7 @@ func (p *Player) until(ctx context.Context, at time.Duration) bool {
 		case <-ctx.Done():
 			t.Stop()
 			return false
-		case <-p.changed:
+		case <-changed:
 		case <-t.C:
 		}
 		t.Stop()
@@ -151,6 +169,9 @@ type ReplayParams struct {
 	// Recording is the open recording, positioned after its header.
 	Recording *recording.RDPReader
 	Player    *Player
+	// Generation is the seek this connection plays (Player.Seek's, or
+	// Player.Generation of a new player).
+	Generation int
 	// HandshakeTimeout bounds reading the client's request. Default 30s.
 	HandshakeTimeout time.Duration
 	Logger           *zap.Logger
@@ -200,7 +221,7 @@ func Replay(ctx context.Context, conn net.Conn, p ReplayParams) error {
 		if rec.Kind != recording.RDPServer {
 			continue
 		}
-		if !p.Player.until(ctx, rec.At) {
+		if !p.Player.until(ctx, p.Generation, rec.At) {
 			break
 		}
 		last = rec.At
@@ -209,7 +230,7 @@ func Replay(ctx context.Context, conn net.Conn, p ReplayParams) error {
 		}
 	}
 	if ctx.Err() == nil {
-		p.Player.setEnded(last)
+		p.Player.setEnded(p.Generation, last)
 	}
 	// The last picture stays on the page until it closes the connection.
 	select {
