@@ -101,7 +101,7 @@ func TestGatewayRecordingUnavailable(t *testing.T) {
 		t.Errorf("answer %+v", resp)
 	}
 	o := g.wait()
-	if o.Class != ClassRecording || !strings.Contains(o.Message, "read-only file system") {
+	if o.Class != ClassRecording || !strings.Contains(o.Message, "storage is read-only") || strings.Contains(o.Message, "/x") {
 		t.Errorf("outcome %+v", o)
 	}
 	if r := g.reason(); !strings.HasPrefix(r, broker.ReasonRecordingFailed+": ") {

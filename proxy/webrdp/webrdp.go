@@ -261,7 +261,7 @@ func (g *gateway) record(sess Session, target string, cc []byte, chain [][]byte)
 	if err != nil {
 		g.log.Warn("rdp recording cannot start: session refused", zap.Error(err))
 		o := g.refuse(rdcleanpath.GeneralError(503), Outcome{Class: ClassRecording, Message: "Your role requires this session to be " +
-			"recorded, and the bastion cannot record it at the moment (" + detail(err) + "), so it refuses the session."})
+			"recorded, and the bastion cannot record it at the moment (" + storageTrouble(err.Error()) + "), so it refuses the session."})
 		sess.End(broker.ReasonRecordingFailed + ": " + err.Error())
 		return nil, &o
 	}
@@ -429,7 +429,7 @@ func ended(reason, target string) Outcome {
 		return Outcome{Class: ClassDenied, Message: fmt.Sprintf("Your access to %s was withdrawn.", target)}
 	case strings.HasPrefix(reason, broker.ReasonRecordingFailed):
 		return Outcome{Class: ClassRecording, Message: "The session was ended because the bastion could not record it, " +
-			"which your role requires (" + strings.TrimPrefix(strings.TrimPrefix(reason, broker.ReasonRecordingFailed), ": ") + ")."}
+			"which your role requires (" + storageTrouble(reason) + ")."}
 	case reason == broker.ReasonShutdown:
 		return Outcome{Class: ClassError, Message: "The bastion is restarting. Reconnect in a moment."}
 	case reason == broker.ReasonTargetUnreachable:
@@ -440,6 +440,19 @@ func ended(reason, target string) Outcome {
 		return Outcome{Class: ClassClientClosed, Message: "The connection from this page was lost."}
 	}
 	return Outcome{Class: ClassError, Message: "The session was ended."}
+}
+
+// storageTrouble says what went wrong with the recordings' storage, from
+// an error's text, for a user: the error itself names paths on the bastion,
+// which the record keeps.
+func storageTrouble(err string) string {
+	switch {
+	case strings.Contains(err, "no space left"), strings.Contains(err, "quota exceeded"):
+		return "its storage is full"
+	case strings.Contains(err, "read-only file system"):
+		return "its storage is read-only"
+	}
+	return "its storage failed"
 }
 
 // sentence capitalizes s and ends it with a full stop.
