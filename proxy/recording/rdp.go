@@ -74,8 +74,11 @@ type RDPRecorder struct {
 	path string
 	f    *os.File
 
-	mu     sync.Mutex // guards the fields below
-	gz     *gzip.Writer
+	mu sync.Mutex // guards the fields below
+	gz *gzip.Writer
+	// bw gathers gzip's output, which comes in pieces of a few hundred
+	// bytes, into writes of the file.
+	bw     *bufio.Writer
 	start  time.Time
 	last   time.Duration // the time of the previous record
 	timer  *time.Timer
@@ -104,11 +107,12 @@ func CreateRDP(dir string, h RDPHeader) (*RDPRecorder, error) {
 		h.Start = time.Now()
 	}
 	h.Version, h.Kind = RDPVersion, "rdp"
-	gz, _ := gzip.NewWriterLevel(f, rdpLevel)
-	r := &RDPRecorder{path: path, f: f, start: h.Start, gz: gz}
+	bw := bufio.NewWriterSize(f, 64<<10)
+	gz, _ := gzip.NewWriterLevel(bw, rdpLevel)
+	r := &RDPRecorder{path: path, f: f, start: h.Start, gz: gz, bw: bw}
 	line, _ := json.Marshal(h)
 	r.gz.Write(append(line, '\n'))
-	if err := r.gz.Flush(); err != nil {
+	if err := r.flush(); err != nil {
 		f.Close()
 		os.Remove(path)
 		return nil, fmt.Errorf("recording: write %s: %w", path, err)
@@ -162,9 +166,17 @@ func (r *RDPRecorder) flushLater() {
 	if r.closed || r.err != nil {
 		return
 	}
-	if err := r.gz.Flush(); err != nil {
+	if err := r.flush(); err != nil {
 		r.fail(err)
 	}
+}
+
+// flush writes what gzip holds to the file; r.mu is held (or r is new).
+func (r *RDPRecorder) flush() error {
+	if err := r.gz.Flush(); err != nil {
+		return err
+	}
+	return r.bw.Flush()
 }
 
 // Err is the recording's first failure, if any.
@@ -188,6 +200,8 @@ func (r *RDPRecorder) Close() error {
 	}
 	if r.err == nil {
 		if err := r.gz.Close(); err != nil {
+			r.fail(err)
+		} else if err := r.bw.Flush(); err != nil {
 			r.fail(err)
 		} else if err := r.f.Sync(); err != nil {
 			r.fail(err)
