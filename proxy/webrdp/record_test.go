@@ -115,11 +115,18 @@ func TestTapConnFails(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	var ended error
-	c := &tapConn{Conn: a, record: func([]byte) error { return errors.New("disk full") }, failed: func(err error) { ended = err }}
-	go b.Write([]byte("x"))
-	if n, err := c.Read(make([]byte, 8)); n != 0 || err == nil || ended == nil || ended.Error() != "disk full" {
-		t.Fatalf("read %d, %v; failed with %v", n, err, ended)
+	ended := make(chan error, 1)
+	// As the session's End does: close the connections.
+	c := &tapConn{Conn: a, record: func([]byte) error { return errors.New("disk full") }, failed: func(err error) { ended <- err; a.Close() }}
+	go func() {
+		b.Write([]byte("x"))
+		b.Write([]byte("not relayed"))
+	}()
+	if n, err := c.Read(make([]byte, 8)); n != 0 || err == nil {
+		t.Fatalf("read %d, %v", n, err)
+	}
+	if err := <-ended; err.Error() != "disk full" {
+		t.Fatalf("failed with %v", err)
 	}
 	if out := endedOutcome(broker.ReasonRecordingFailed + ": disk full"); out.Class != ClassRecording {
 		t.Errorf("outcome %+v", out)

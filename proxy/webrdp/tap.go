@@ -5,8 +5,11 @@ import (
 )
 
 // tapConn gives what is read from Conn to record before returning it. A
-// failed recording fails the read, after failed has ended the session (its
-// reason wins over the read's).
+// failed recording starts failed, which ends the session, and the read
+// returns only once the session's end has closed Conn, so that the end's
+// reason is the recording's, not the relay's. failed runs on a goroutine
+// of its own: the session's End waits for the relay, which this Read is
+// part of.
 type tapConn struct {
 	net.Conn
 	record func([]byte) error
@@ -17,8 +20,13 @@ func (c *tapConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		if rerr := c.record(p[:n]); rerr != nil {
-			c.failed(rerr)
-			return 0, rerr
+			go c.failed(rerr)
+			for {
+				// Nothing more is relayed unrecorded.
+				if _, err := c.Conn.Read(p); err != nil {
+					return 0, err
+				}
+			}
 		}
 	}
 	return n, err

@@ -56,7 +56,19 @@ func rdpRecordings(t *testing.T, d *Daemon) map[string]string {
 // Screenshots are kept under test/artifacts/rdp-recording.
 func TestRDPRecording(t *testing.T) {
 	b := startBrowser(t, "rdp-recording")
-	d := StartDaemonWith(t, ViaFDs, func(dir string) string { return RecordedRDPConfig(dir, false, "") })
+	// The recordings' store is a FUSE loopback that the last subtest makes
+	// read-only; mounted before the daemon starts, in whose mount
+	// namespace (ip netns exec) a later mount would not appear.
+	var ffs *faultFS
+	var noFUSE error
+	d := StartDaemonWith(t, ViaFDs, func(dir string) string {
+		store := filepath.Join(dir, "state", "recordings")
+		if err := os.MkdirAll(store, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		ffs, noFUSE = mountFaultFS(t, t.TempDir(), store)
+		return RecordedRDPConfig(dir, false, "")
+	})
 	AddLabUsers(t, d, "alice", "bob", "carol")
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -163,7 +175,9 @@ func TestRDPRecording(t *testing.T) {
 	// The first request for the client's files has the daemon compress
 	// them all (6 MB of desktop script): made here, without the browser's
 	// time limit, on a busy machine.
-	if resp, err := NewWebUser(t, lab["BASTION_PUB4"]).c.Get(base + "static/app/desktop.js"); err != nil {
+	warm := *NewWebUser(t, lab["BASTION_PUB4"]).c
+	warm.Timeout = 3 * time.Minute
+	if resp, err := warm.Get(base + "static/app/desktop.js"); err != nil {
 		t.Fatal(err)
 	} else {
 		io.Copy(io.Discard, resp.Body)
@@ -263,6 +277,51 @@ func TestRDPRecording(t *testing.T) {
 		}
 		if refused != 1 {
 			t.Errorf("%d connect_refused events for bob's replay, want 1", refused)
+		}
+	})
+
+	// Recorded or refused: a recording that cannot be created refuses the
+	// desktop, one that fails ends it, and the page and the record say so.
+	t.Run("a recording that cannot be written", func(t *testing.T) {
+		if ffs == nil {
+			t.Skipf("no FUSE here: %v", noFUSE)
+		}
+		ffs.readOnly.Store(true)
+		b.Goto(t, base)
+		b.OpenDesktop(t, "vm2")
+		b.WaitVisible(t, `#client input[name="user"]`)
+		b.Fill(t, `#client input[name="user"]`, lab["LAB_USER"])
+		b.Fill(t, `#client input[name="password"]`, lab["LAB_PASSWORD"])
+		b.Click(t, `#client form button[type="submit"]`)
+		waitAttr(t, "#client", "ended")
+		if msg := b.Text(t, "#client-end-message"); !strings.Contains(msg, "cannot record") {
+			t.Errorf("refused, the page says %q", msg)
+		}
+		b.Screenshot(t, "recording-unavailable")
+		recs := EndedRecords(d, "vm2")
+		if r := recs[len(recs)-1]; !strings.HasPrefix(r["reason"].(string), "recording failed: ") {
+			t.Errorf("end record of the refused desktop: %v", r)
+		}
+
+		ffs.readOnly.Store(false)
+		b.Click(t, `#client button:text("Try again")`)
+		b.WaitVisible(t, `#client input[name="user"]`)
+		b.Fill(t, `#client input[name="user"]`, lab["LAB_USER"])
+		b.Fill(t, `#client input[name="password"]`, lab["LAB_PASSWORD"])
+		b.Click(t, `#client form button[type="submit"]`)
+		waitAttr(t, "#client", "connected")
+		shown(t)
+		ffs.readOnly.Store(true)
+		waitAttr(t, "#client", "ended")
+		if msg := b.Text(t, "#client-end-message"); !strings.Contains(msg, "could not record") {
+			t.Errorf("ended, the page says %q", msg)
+		}
+		b.Screenshot(t, "recording-failed")
+		recs = EndedRecords(d, "vm2")
+		if r := recs[len(recs)-1]; !strings.HasPrefix(r["reason"].(string), "recording failed: ") {
+			t.Errorf("end record of the desktop whose recording failed: %v", r)
+		} else {
+			t.Logf("end record: %v", r["reason"])
 		}
 	})
 }
