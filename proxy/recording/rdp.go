@@ -213,10 +213,11 @@ func (r *RDPRecorder) Close() error {
 	return r.err
 }
 
-// fail ends the recording with err; r.mu is held.
+// fail ends the recording with err (a file's error, which names it); r.mu
+// is held.
 func (r *RDPRecorder) fail(err error) error {
 	if r.err == nil {
-		r.err = fmt.Errorf("recording: write %s: %w", r.path, err)
+		r.err = fmt.Errorf("recording: %w", err)
 	}
 	return r.err
 }
