@@ -114,7 +114,7 @@ func (s *Server) replayRDP(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if !s.policy().Auditor(c.user.Name, c.user.Roles) {
 		s.log.Info("recording playback refused: not an auditor", zap.String("user", c.user.Name), zap.String("recording", id))
-		s.replayAudit(audit.Event{Event: audit.ConnectRefused, Actor: c.user.Name, Source: clientAddr(r).String(), Recording: id,
+		s.replayAudit(audit.Event{Event: audit.ConnectRefused, Actor: c.user.Name, Source: auditSource(r), Recording: id,
 			Reason: "not_auditor", Detail: "only auditors may play recordings"})
 		http.Error(w, "only auditors may play recordings", http.StatusForbidden)
 		return
@@ -142,7 +142,7 @@ func (s *Server) replayRDP(w http.ResponseWriter, r *http.Request) {
 	if created {
 		h := rec.Header
 		s.log.Info("recording played", zap.String("user", c.user.Name), zap.String("recording", id), zap.Stringer("source", clientAddr(r)))
-		s.replayAudit(audit.Event{Event: audit.RecordingPlayed, Actor: c.user.Name, Source: clientAddr(r).String(),
+		s.replayAudit(audit.Event{Event: audit.RecordingPlayed, Actor: c.user.Name, Source: auditSource(r),
 			Session: h.Session, User: h.User, Target: h.Target, Protocol: "rdp", Recording: filepath.Base(path)})
 	}
 	ws, err := websocket.Accept(w, r, nil)
@@ -209,6 +209,14 @@ func (s *Server) replayControl(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, p.State())
+}
+
+// auditSource is the client's address as an audit event's source.
+func auditSource(r *http.Request) string {
+	if a := clientAddr(r); a.IsValid() {
+		return a.String()
+	}
+	return audit.ActorAnonymous
 }
 
 // replayAudit sends e to the audit trail.

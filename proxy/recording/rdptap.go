@@ -37,7 +37,7 @@ const (
 // FromClient and FromServer are each called by one goroutine at a time
 // (the relay's direction).
 type RDPTap struct {
-	rec    *RDPRecorder
+	rec    RecordWriter
 	client tapDirection
 	server tapDirection
 	// infoSeen says the Client Info PDU was found and redacted.
@@ -66,8 +66,16 @@ const (
 // maxDERHeader bounds a TSRequest's DER header: tag, 0x84, 4 length bytes.
 const maxDERHeader = 6
 
-// NewRDPTap returns the tap of a session whose server selected protocol.
-func NewRDPTap(rec *RDPRecorder, protocol uint32) *RDPTap {
+// RecordWriter takes the records of an RDP recording: an *RDPRecorder.
+type RecordWriter interface {
+	Record(kind byte, p []byte) error
+}
+
+var _ RecordWriter = (*RDPRecorder)(nil)
+
+// NewRDPTap returns the tap of a session whose server selected protocol,
+// writing to rec.
+func NewRDPTap(rec RecordWriter, protocol uint32) *RDPTap {
 	t := &RDPTap{rec: rec, client: tapDirection{state: tapFramed}, server: tapDirection{state: tapFramed}}
 	if protocol&(protocolHybrid|protocolHybridEx) != 0 {
 		t.client.state, t.client.after = tapNLA, tapFramed
