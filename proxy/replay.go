@@ -124,7 +124,7 @@ func (s *Server) replayRDP(w http.ResponseWriter, r *http.Request) {
 	from, _ := strconv.ParseInt(q.Get("from"), 10, 64)
 	speed, _ := strconv.Atoi(q.Get("speed"))
 	path, ok := s.rdpRecordingPath(id)
-	if !ok || !playerName.MatchString(name) || from < 0 {
+	if !ok || !playerName.MatchString(name) || from < 0 || from > int64(100*24*time.Hour/time.Millisecond) {
 		http.Error(w, "no such recording", http.StatusNotFound)
 		return
 	}
