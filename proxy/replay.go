@@ -226,14 +226,14 @@ func (s *Server) replayAudit(e audit.Event) {
 	}
 }
 
-// rdpRecording describes the RDP recording id, reading it whole for its
-// duration and desktop size.
+// rdpRecording describes the RDP recording id: its header, desktop size
+// and duration (from its last write), without reading it whole.
 func (s *Server) rdpRecording(id string) (Recording, bool) {
 	path, ok := s.rdpRecordingPath(id)
 	if !ok {
 		return Recording{}, false
 	}
-	sum, err := recording.SummarizeRDP(path)
+	sum, err := recording.ProbeRDP(path)
 	if err != nil || sum.Width <= 0 || sum.Height <= 0 {
 		return Recording{}, false
 	}

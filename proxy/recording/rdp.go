@@ -372,6 +372,38 @@ func SummarizeRDP(path string) (RDPSummary, error) {
 	}
 }
 
+// maxProbe bounds the records ProbeRDP reads for the desktop size: the
+// Connect Initial is among the client's first PDUs.
+const maxProbe = 1000
+
+// ProbeRDP reads the header of the recording at path and its first records,
+// up to the desktop size; it does not read the whole file, as SummarizeRDP
+// does. The duration is the time from the start to the file's last write
+// (the recorder flushes every FlushInterval while data flows); the byte
+// counts are left zero.
+func ProbeRDP(path string) (RDPSummary, error) {
+	r, err := OpenRDP(path)
+	if err != nil {
+		return RDPSummary{}, err
+	}
+	defer r.Close()
+	s := RDPSummary{Header: r.Header, Width: r.Header.Width, Height: r.Header.Height}
+	if fi, err := os.Stat(path); err == nil {
+		s.Duration = max(0, fi.ModTime().Sub(r.Header.Start))
+	}
+	for i := 0; i < maxProbe && s.Width == 0; i++ {
+		rec, err := r.Next()
+		if err != nil {
+			break
+		}
+		var m rdpMeta
+		if rec.Kind == RDPMeta && json.Unmarshal(rec.Data, &m) == nil && m.Width > 0 && m.Height > 0 {
+			s.Width, s.Height = m.Width, m.Height
+		}
+	}
+	return s, nil
+}
+
 // rdpMeta is the payload of an RDPMeta record.
 type rdpMeta struct {
 	Width  int `json:"width,omitempty"`

@@ -81,6 +81,10 @@ func TestRDPRoundTrip(t *testing.T) {
 	if recs[1].At < 20*time.Millisecond || recs[1].At < recs[0].At {
 		t.Errorf("times %v, %v", recs[0].At, recs[1].At)
 	}
+	probe, err := ProbeRDP(r.Path())
+	if err != nil || probe.Width != 1024 || probe.Height != 768 || probe.Header.User != "alice" || probe.Duration <= 0 {
+		t.Errorf("probe %+v, %v", probe, err)
+	}
 	sum, err := SummarizeRDP(r.Path())
 	if err != nil || sum.Width != 1024 || sum.Height != 768 || sum.ServerBytes != int64(12+len(big)) || sum.ClientBytes != 12 {
 		t.Errorf("summary %+v, %v", sum, err)
