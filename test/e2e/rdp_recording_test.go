@@ -236,15 +236,9 @@ func TestRDPRecording(t *testing.T) {
 		if len(p2.Violations)+len(p2.Exceptions) > 0 {
 			t.Errorf("CSP violations %q, exceptions %q", p2.Violations, p2.Exceptions)
 		}
-		audit, _ := os.ReadFile(d.AuditFile())
-		var played int
-		for _, line := range strings.Split(string(audit), "\n") {
-			var e map[string]any
-			if json.Unmarshal([]byte(line), &e) == nil && e["event"] == "recording_played" && e["actor"] == "carol" && e["protocol"] == "rdp" {
-				played++
-				t.Logf("audit: %s", line)
-			}
-		}
+		played := auditEvents(t, d, func(e map[string]any) bool {
+			return e["event"] == "recording_played" && e["actor"] == "carol" && e["protocol"] == "rdp"
+		})
 		if played != 1 {
 			t.Errorf("%d recording_played events for carol's playback (a seek is the same playback), want 1", played)
 		}
@@ -266,15 +260,9 @@ func TestRDPRecording(t *testing.T) {
 		if resp == nil || resp.StatusCode != 403 {
 			t.Errorf("bob's replay WebSocket: %v", err)
 		}
-		audit, _ := os.ReadFile(d.AuditFile())
-		var refused int
-		for _, line := range strings.Split(string(audit), "\n") {
-			var e map[string]any
-			if json.Unmarshal([]byte(line), &e) == nil && e["event"] == "connect_refused" && e["actor"] == "bob" && e["reason"] == "not_auditor" {
-				refused++
-				t.Logf("audit: %s", line)
-			}
-		}
+		refused := auditEvents(t, d, func(e map[string]any) bool {
+			return e["event"] == "connect_refused" && e["actor"] == "bob" && e["reason"] == "not_auditor"
+		})
 		if refused != 1 {
 			t.Errorf("%d connect_refused events for bob's replay, want 1", refused)
 		}
@@ -332,4 +320,29 @@ func (u *WebUser) dialReplay(id string) (*websocket.Conn, *http.Response, error)
 	defer cancel()
 	return websocket.Dial(ctx, "wss://"+ServerName+"/ws/replay/"+id+"?player=0123456789abcdef0123&from=0&speed=1",
 		&websocket.DialOptions{HTTPClient: u.c, HTTPHeader: http.Header{"Origin": {u.base}}})
+}
+
+// auditEvents counts the events of d's audit file that match, logging
+// them. Events are written with the next group commit: it waits up to 5 s
+// for a first one.
+func auditEvents(t *testing.T, d *Daemon, match func(map[string]any) bool) int {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		data, _ := os.ReadFile(d.AuditFile())
+		var lines []string
+		for _, line := range strings.Split(string(data), "\n") {
+			var e map[string]any
+			if json.Unmarshal([]byte(line), &e) == nil && match(e) {
+				lines = append(lines, line)
+			}
+		}
+		if len(lines) > 0 || time.Now().After(deadline) {
+			for _, l := range lines {
+				t.Logf("audit: %s", l)
+			}
+			return len(lines)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
