@@ -16,6 +16,7 @@ import (
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/recording"
 	"github.com/bastiond/bastiond/proxy/ticket"
 	"github.com/bastiond/bastiond/proxy/webrdp"
 )
@@ -63,6 +64,7 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 		s.connectRefused(audit.Event{Actor: c.user.Name, Source: addrString(client.Addr()), User: c.user.Name,
 			Client: client.String(), Target: target, Protocol: access.RDP, Via: "browser", Reason: reason, Detail: detail})
 	}
+	var record bool
 	p := webrdp.Params{
 		Authorize: func(v string) (webrdp.Grant, error) {
 			presented = v
@@ -85,21 +87,7 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 				return webrdp.Grant{}, &webrdp.Refusal{Status: http.StatusForbidden, Outcome: webrdp.Outcome{Class: webrdp.ClassDenied,
 					Message: "You are no longer allowed to open a remote desktop on " + t.Target + "."}}
 			}
-			if d.Record {
-				// Invariant 11: recorded or refused. Until the RDP recorder
-				// is wired here, a desktop that must be recorded is refused.
-				log.Warn("browser RDP refused: a role of the user requires recording", zap.String("target", t.Target), zap.Strings("roles", d.RecordedBy))
-				e := audit.Event{Event: audit.ConnectRefused, Actor: c.user.Name, Source: audit.ActorAnonymous, User: c.user.Name,
-					Target: t.Target, Protocol: access.RDP, Via: "browser", Roles: d.Roles, Reason: "recording_unavailable",
-					Detail: "this bastion cannot record remote desktops yet, and role " + strings.Join(d.RecordedBy, ", ") + " requires recording"}
-				if client.IsValid() {
-					e.Source, e.Client = client.Addr().String(), client.String()
-				}
-				cfg.Audit.Audit(e)
-				return webrdp.Grant{}, &webrdp.Refusal{Status: http.StatusForbidden, Outcome: webrdp.Outcome{Class: webrdp.ClassDenied,
-					Message: "Remote desktops on " + t.Target + " must be recorded for you, and this bastion cannot record remote desktops yet, so it opens none. Use a role that does not require recording, or ask the bastion's administrators."}}
-			}
-			roles = d.Roles
+			roles, record = d.Roles, d.Record
 			return webrdp.Grant{Target: t.Target, Clipboard: !d.DisableClipboard}, nil
 		},
 		Open: func(ctx context.Context, target string) (webrdp.Session, error) {
@@ -116,6 +104,18 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		Logger:           log,
 		HandshakeFailed:  func() { b.HandshakeFailed("rdp") },
+		Record: func(sess webrdp.Session, h recording.RDPHeader) (*recording.RDPRecorder, error) {
+			if !record {
+				return nil, nil
+			}
+			h.User = c.user.Name
+			rec, err := recording.CreateRDP(cfg.SSH.RecordDir, h)
+			if err != nil {
+				return nil, err
+			}
+			sess.(*broker.Session).SetRecording(rec.Path())
+			return rec, nil
+		},
 	}
 	o := webrdp.Serve(ctx, conn, p)
 	if presented != "" {

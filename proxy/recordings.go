@@ -28,6 +28,10 @@ type Recording struct {
 	Start    time.Time
 	Duration time.Duration
 	Size     int64
+	// RDP recordings (RECORDDIR/ID.rdp.gz): the desktop's size, for the
+	// player's client to ask for.
+	RDP           bool
+	Width, Height int
 }
 
 // auditorCaller returns the caller of a request to the recordings, which
@@ -58,6 +62,7 @@ func (s *Server) recordingsPage(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.log.Warn("list recordings", zap.Error(err))
 	}
+	list = withRDPRecordings(list, s.cfg.Load().SSH.RecordDir, maxListed)
 	s.render(w, http.StatusOK, "recordings.html", pageData{Title: "Recordings", User: c.user.Name, CSRF: c.session.CSRF,
 		Auditor: true, Recordings: list})
 }
@@ -70,6 +75,10 @@ func (s *Server) playerPage(w http.ResponseWriter, r *http.Request) {
 	}
 	rec, ok := s.recording(r.PathValue("id"))
 	if !ok {
+		if rec, ok := s.rdpRecording(r.PathValue("id")); ok {
+			s.rdpPlayerPage(w, c, rec)
+			return
+		}
 		s.render(w, http.StatusNotFound, "denied.html", pageData{Title: "No such recording", User: c.user.Name, CSRF: c.session.CSRF, Auditor: true})
 		return
 	}

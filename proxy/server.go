@@ -121,6 +121,7 @@ type Server struct {
 	sessions *websession.Store
 	tickets  *ticket.Store
 	outcomes *outcomeStore // how browser remote desktops ended
+	players  players       // the clocks of recorded desktops played back
 	refusals *prometheus.CounterVec
 	// connectRefusals counts the connect_refused events by reason.
 	connectRefusals *prometheus.CounterVec

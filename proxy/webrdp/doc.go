@@ -13,9 +13,16 @@
 // chain, which the client needs for NLA. From then on it relays bytes both
 // ways between the WebSocket and the TLS connection. The credentials the
 // user types travel in that stream: with NLA, CredSSP encrypts them for the
-// server; with TLS alone they are in the RDP stream the gateway relays. It
-// relays them and nothing else: no log, no recording, no copy of relayed
-// bytes (invariant 10).
+// server; with TLS alone they are in the RDP stream the gateway relays, and
+// the client sends the password in its Client Info PDU after NLA too. They
+// are never logged. A desktop whose role records it (Params.Record) is
+// recorded by a tap on the relay (recording.RDPTap): the CredSSP messages
+// are left out and the Client Info's password and auto-reconnect cookie are
+// zeroed in the copy recorded (invariant 10); a recording that cannot start
+// refuses the desktop, and one that fails ends it (invariant 11).
+//
+// Replay plays such a recording back to the same web client, the gateway
+// then being a player: see replay.go.
 //
 // Every failure is answered with an RDCleanPath error the client can show
 // (an HTTP-like status, a Windows socket error code or a TLS alert), and

@@ -17,6 +17,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
 	"github.com/bastiond/bastiond/proxy/rdcleanpath"
+	"github.com/bastiond/bastiond/proxy/recording"
 )
 
 // Session is the broker session a desktop runs in.
@@ -62,6 +63,13 @@ type Params struct {
 	Logger *zap.Logger
 	// HandshakeFailed counts a negotiation that failed with the server.
 	HandshakeFailed func()
+	// Record, when set, starts the recording of sess once the negotiation
+	// with the server is done (h has the session, target, protocol,
+	// Confirm and certificates filled in), or returns nil, nil for a
+	// session that is not recorded. An error refuses the session:
+	// a session that must be recorded is recorded or refused. A recording
+	// that fails later ends the session (broker.ReasonRecordingFailed).
+	Record func(sess Session, h recording.RDPHeader) (*recording.RDPRecorder, error)
 }
 
 // Grant is what a connect ticket allows.
@@ -96,6 +104,7 @@ const (
 	ClassClientClosed = "client_closed"
 	ClassTargetClosed = "target_closed"
 	ClassError        = "error"
+	ClassRecording    = "recording_failed"
 )
 
 // Outcome is how a desktop ended, as the page shows it.
@@ -197,9 +206,16 @@ func (g *gateway) session(ctx context.Context, sess Session, grant Grant, req *r
 	for _, c := range tc.ConnectionState().PeerCertificates {
 		chain = append(chain, c.Raw)
 	}
+	rec, refused := g.record(sess, target, cc, chain)
+	if refused != nil {
+		return *refused
+	}
 	if err := g.send(rdcleanpath.Response(cc, chain, addr)); err != nil {
 		g.log.Info("rdp: the page went away during the negotiation", zap.Error(err))
 		sess.End(broker.ReasonClientError + err.Error())
+		if rec != nil {
+			rec.Close()
+		}
 		return ended(sess.EndReason(), target)
 	}
 	g.conn.SetDeadline(time.Time{})
@@ -210,10 +226,46 @@ func (g *gateway) session(ctx context.Context, sess Session, grant Grant, req *r
 			g.log.Info("rdp clipboard channel removed: the role disables the clipboard", zap.Int("channels", n))
 		}}
 	}
+	var server net.Conn = tc
+	if rec != nil {
+		// The tap sees what the relay reads, after the clipboard's rewrite.
+		c, _ := rdcleanpath.ParseConnectionConfirm(cc)
+		tap := recording.NewRDPTap(rec, c.Protocol)
+		failed := func(err error) {
+			g.log.Warn("rdp recording failed: session ended", zap.Error(err))
+			sess.End(broker.ReasonRecordingFailed + ": " + err.Error())
+		}
+		client = &tapConn{Conn: client, record: tap.FromClient, failed: failed}
+		server = &tapTLSConn{tapConn{Conn: tc, record: tap.FromServer, failed: failed}}
+	}
 	stop := g.keepAlive(sess)
-	sess.RelayOver(client, tc)
+	sess.RelayOver(client, server)
 	stop()
+	if rec != nil {
+		if err := rec.Close(); err != nil {
+			g.log.Warn("rdp recording: close", zap.Error(err))
+		}
+	}
 	return ended(sess.EndReason(), target)
+}
+
+// record starts the recording of sess, if the desktop's role records it.
+// An error has been answered and sess ended.
+func (g *gateway) record(sess Session, target string, cc []byte, chain [][]byte) (*recording.RDPRecorder, *Outcome) {
+	if g.p.Record == nil {
+		return nil, nil
+	}
+	c, _ := rdcleanpath.ParseConnectionConfirm(cc)
+	rec, err := g.p.Record(sess, recording.RDPHeader{Session: sess.ID(), Target: target, Protocol: c.Protocol,
+		Confirm: cc, CertChain: chain})
+	if err != nil {
+		g.log.Warn("rdp recording cannot start: session refused", zap.Error(err))
+		o := g.refuse(rdcleanpath.GeneralError(503), Outcome{Class: ClassRecording, Message: "Your role requires this session to be " +
+			"recorded, and the bastion cannot record it at the moment (" + storageTrouble(err.Error()) + "), so it refuses the session."})
+		sess.End(broker.ReasonRecordingFailed + ": " + err.Error())
+		return nil, &o
+	}
+	return rec, nil // nil when the session is not recorded
 }
 
 // keepAlive pings the page every KeepAlive while sess is relayed, and ends
@@ -375,6 +427,9 @@ func ended(reason, target string) Outcome {
 		return Outcome{Class: ClassMaxDuration, Message: "The session reached its maximum duration."}
 	case reason == broker.ReasonAccessRevoked:
 		return Outcome{Class: ClassDenied, Message: fmt.Sprintf("Your access to %s was withdrawn.", target)}
+	case strings.HasPrefix(reason, broker.ReasonRecordingFailed):
+		return Outcome{Class: ClassRecording, Message: "The session was ended because the bastion could not record it, " +
+			"which your role requires (" + storageTrouble(reason) + ")."}
 	case reason == broker.ReasonShutdown:
 		return Outcome{Class: ClassError, Message: "The bastion is restarting. Reconnect in a moment."}
 	case reason == broker.ReasonTargetUnreachable:
@@ -385,6 +440,19 @@ func ended(reason, target string) Outcome {
 		return Outcome{Class: ClassClientClosed, Message: "The connection from this page was lost."}
 	}
 	return Outcome{Class: ClassError, Message: "The session was ended."}
+}
+
+// storageTrouble says what went wrong with the recordings' storage, from
+// an error's text, for a user: the error itself names paths on the bastion,
+// which the record keeps.
+func storageTrouble(err string) string {
+	switch {
+	case strings.Contains(err, "no space left"), strings.Contains(err, "quota exceeded"):
+		return "its storage is full"
+	case strings.Contains(err, "read-only file system"):
+		return "its storage is read-only"
+	}
+	return "its storage failed"
 }
 
 // sentence capitalizes s and ends it with a full stop.

@@ -2,9 +2,12 @@
 // target). The server renders <div id="client" data-ticket data-protocol
 // data-target data-csrf data-clipboard>; this module turns it into the
 // desktop client. The terminal page (connect.ts) is a separate bundle, so
-// that it does not download the desktop's WebAssembly.
+// that it does not download the desktop's WebAssembly. The player of RDP
+// recordings (<div id="rdpplayer">, rdpplayer.ts) is in this bundle too:
+// one 6 MB download, cached, serves both.
 import "./cspstyle"; // before the component creates its styles: see build.mjs
 import { startDesktop } from "./rdp";
+import { startPlayer } from "./rdpplayer";
 
 const root = document.getElementById("client");
 if (root) {
@@ -15,3 +18,6 @@ if (root) {
     root.textContent = `This page cannot open ${protocol || "this kind of"} connection.`;
   }
 }
+
+const player = document.getElementById("rdpplayer");
+if (player) startPlayer(player);
