@@ -3,7 +3,9 @@ package recording
 import (
 	"bufio"
 	"compress/gzip"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,8 +73,10 @@ type RDPHeader struct {
 // from several goroutines. The first failed write ends the recording: every
 // later call returns that error.
 type RDPRecorder struct {
-	path string
-	f    *os.File
+	path    string
+	f       *os.File
+	disk    *diskWriter // into f, hashing and counting
+	release func()      // lets retention remove the file
 
 	mu sync.Mutex // guards the fields below
 	gz *gzip.Writer
@@ -107,14 +111,17 @@ func CreateRDP(dir string, h RDPHeader) (*RDPRecorder, error) {
 		h.Start = time.Now()
 	}
 	h.Version, h.Kind = RDPVersion, "rdp"
-	bw := bufio.NewWriterSize(f, 64<<10)
+	release := hold(path)
+	disk := &diskWriter{f: f, sum: sha256.New(), proto: "rdp"}
+	bw := bufio.NewWriterSize(disk, 64<<10)
 	gz, _ := gzip.NewWriterLevel(bw, rdpLevel)
-	r := &RDPRecorder{path: path, f: f, start: h.Start, gz: gz, bw: bw}
+	r := &RDPRecorder{path: path, f: f, disk: disk, release: release, start: h.Start, gz: gz, bw: bw}
 	line, _ := json.Marshal(h)
 	r.gz.Write(append(line, '\n'))
 	if err := r.flush(); err != nil {
 		f.Close()
 		os.Remove(path)
+		release()
 		return nil, fmt.Errorf("recording: write %s: %w", path, err)
 	}
 	return r, nil
@@ -195,6 +202,7 @@ func (r *RDPRecorder) Close() error {
 		return nil
 	}
 	r.closed = true
+	defer r.release()
 	if r.timer != nil {
 		r.timer.Stop()
 	}
@@ -211,6 +219,14 @@ func (r *RDPRecorder) Close() error {
 		r.fail(err)
 	}
 	return r.err
+}
+
+// SHA256 is the hex SHA-256 of the file as written, and its size; final
+// after Close.
+func (r *RDPRecorder) SHA256() (string, int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return hex.EncodeToString(r.disk.sum.Sum(nil)), r.disk.n
 }
 
 // fail ends the recording with err (a file's error, which names it); r.mu

@@ -114,16 +114,21 @@ func Create(dir, sessionID string, h Header) (*Recorder, error) {
 
 // diskWriter writes to the file, hashing and counting what it wrote.
 type diskWriter struct {
-	f   *os.File
-	sum hash.Hash
-	n   int64
+	f     *os.File
+	sum   hash.Hash
+	n     int64
+	proto string // for the bytes metric; "" is Protocol
 }
 
 func (d *diskWriter) Write(p []byte) (int, error) {
 	n, err := d.f.Write(p)
 	d.sum.Write(p[:n])
 	d.n += int64(n)
-	bytesWritten.WithLabelValues(Protocol).Add(float64(n))
+	proto := d.proto
+	if proto == "" {
+		proto = Protocol
+	}
+	bytesWritten.WithLabelValues(proto).Add(float64(n))
 	return n, err
 }
 

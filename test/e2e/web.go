@@ -528,6 +528,9 @@ func (c *RDPClient) Request(ticket string, protocols uint32) *rdcleanpath.PDU {
 	return resp
 }
 
+// Close closes the desktop's WebSocket.
+func (c *RDPClient) Close() { c.ws.Close(websocket.StatusNormalClosure, "") }
+
 // Outcome is GET /api/rdp/Outcome for ticket.
 func (u *WebUser) Outcome(ticket string) (code int, o RDPOutcome) {
 	u.t.Helper()
