@@ -528,6 +528,13 @@ func (c *RDPClient) Request(ticket string, protocols uint32) *rdcleanpath.PDU {
 	return resp
 }
 
+// Get is GET path with u's cookies: the status and the body.
+func (u *WebUser) Get(path string) (int, string) {
+	u.t.Helper()
+	resp, body := u.do(http.MethodGet, path, nil)
+	return resp.StatusCode, body
+}
+
 // Close closes the desktop's WebSocket.
 func (c *RDPClient) Close() { c.ws.Close(websocket.StatusNormalClosure, "") }
 
