@@ -174,9 +174,20 @@ func TestInvariant15StrangersCannotRefuseASignIn(t *testing.T) {
 		if code, _ := e2e.NewWebUserFrom(t, g.bastion, g.src).SignIn(g.user, pw, ""); code != 401 {
 			t.Errorf("the right password of %s from the guesser that locked it: %d, want 401", g.user, code)
 		}
+		// Invariant 12: the lockout is an audit event, naming the guesser.
+		if waitEvent(t, d, func(e map[string]any) bool {
+			return e["event"] == "account_locked" && e["user"] == g.user && e["source"] == g.src.String() && e["until"] != nil
+		}) == nil {
+			t.Errorf("no account_locked audit event for %s from %s", g.user, g.src)
+		}
 	}
 	if out, err := d.Ctl(nil, "users", "unlock", "alice"); err != nil {
 		t.Fatalf("unlock: %v\n%s", err, out)
+	}
+	if waitEvent(t, d, func(e map[string]any) bool {
+		return e["event"] == "user_unlocked" && e["user"] == "alice" && e["source"] == "local"
+	}) == nil {
+		t.Error("no user_unlocked audit event")
 	}
 	if code, _ := e2e.NewWebUser(t, pub4).SignIn("alice", pw, ""); code != 303 {
 		t.Errorf("alice after an admin's unlock: %d", code)
