@@ -388,6 +388,14 @@ func PinVM1(t testing.TB, d *Daemon) {
 	}
 }
 
+// PinVM2 pins vm2's RDP certificates as an admin would: a scan, then a pin.
+func PinVM2(t testing.TB, d *Daemon) {
+	t.Helper()
+	if out, err := d.Ctl(nil, "hostkeys", "scan", "vm2", "--pin"); err != nil {
+		t.Fatalf("hostkeys scan vm2 --pin: %v\n%s", err, out)
+	}
+}
+
 // SignedIn is a signed-in browser of user at the bastion address addr.
 func SignedIn(t testing.TB, addr, user string) *WebUser {
 	t.Helper()

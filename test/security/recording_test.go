@@ -51,6 +51,7 @@ func TestInvariant11ARecordedRoleIsRecordedOrRefused(t *testing.T) {
 	removeFirewallAtEnd(t)
 	e2e.AddLabUsers(t, d, "alice", "carol")
 	e2e.PinVM1(t, d)
+	e2e.PinVM2(t, d)
 	pub4, pub6, pw := e2e.LabValue(t, "BASTION_PUB4"), e2e.LabValue(t, "BASTION_PUB6"), e2e.LabValue(t, "LAB_PASSWORD")
 	client4 := e2e.LabValue(t, "CLIENT4") // the source the bastion sees of connections to pub4
 
