@@ -116,6 +116,20 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 			sess.(*broker.Session).SetRecording(rec.Path())
 			return rec, nil
 		},
+		RecordingClosed: func(sess webrdp.Session, rec *recording.RDPRecorder, err error) {
+			sum, size := rec.SHA256()
+			e := audit.Event{Event: audit.RecordingClosed, Actor: c.user.Name, Source: addrString(client.Addr()), User: c.user.Name,
+				Client: client.String(), Session: sess.ID(), Protocol: access.RDP, Recording: rec.Path(), RecordingSHA256: sum, Bytes: size}
+			if err != nil {
+				f := e
+				f.Event, f.RecordingSHA256, f.Bytes, f.Reason, f.Detail = audit.RecordingFailed, "", 0, "write_failed", err.Error()
+				cfg.Audit.Audit(f)
+			}
+			cfg.Audit.Audit(e)
+			if cfg.SSH.RecordingWritten != nil {
+				cfg.SSH.RecordingWritten()
+			}
+		},
 	}
 	o := webrdp.Serve(ctx, conn, p)
 	if presented != "" {

@@ -70,6 +70,10 @@ type Params struct {
 	// a session that must be recorded is recorded or refused. A recording
 	// that fails later ends the session (broker.ReasonRecordingFailed).
 	Record func(sess Session, h recording.RDPHeader) (*recording.RDPRecorder, error)
+	// RecordingClosed, when set, is told of a recording Record started once
+	// it is closed, after the session's end record: with its first
+	// failure, if any (the recording's hash is then of what it holds).
+	RecordingClosed func(sess Session, rec *recording.RDPRecorder, err error)
 }
 
 // Grant is what a connect ticket allows.
@@ -242,8 +246,12 @@ func (g *gateway) session(ctx context.Context, sess Session, grant Grant, req *r
 	sess.RelayOver(client, server)
 	stop()
 	if rec != nil {
-		if err := rec.Close(); err != nil {
+		err := rec.Close()
+		if err != nil {
 			g.log.Warn("rdp recording: close", zap.Error(err))
+		}
+		if g.p.RecordingClosed != nil {
+			g.p.RecordingClosed(sess, rec, err)
 		}
 	}
 	return ended(sess.EndReason(), target)

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -117,8 +118,17 @@ func TestInvariant11ARecordedRoleIsRecordedOrRefused(t *testing.T) {
 		if !strings.HasSuffix(path, ".rdp.gz") {
 			t.Fatalf("the desktop's end record names no recording: %v", end)
 		}
-		if rec := gunzipFile(t, path); !strings.Contains(rec, `"kind":"rdp"`) || !strings.Contains(rec, end["session"].(string)) {
+		id := end["session"].(string)
+		if rec := gunzipFile(t, path); !strings.Contains(rec, `"kind":"rdp"`) || !strings.Contains(rec, id) {
 			t.Errorf("the recording's header: %.200q", rec)
+		}
+		if waitEvent(t, d, func(e map[string]any) bool {
+			return e["event"] == "recording_closed" && e["session"] == id && len(fmt.Sprint(e["recording_sha256"])) == 64
+		}) == nil {
+			t.Error("no recording_closed event with the desktop recording's hash")
+		}
+		if out, err := d.Ctl(nil, "recordings", "verify", id); err != nil || !strings.Contains(out, " ok ") {
+			t.Errorf("recordings verify: %v\n%s", err, out)
 		}
 	})
 
