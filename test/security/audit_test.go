@@ -63,7 +63,14 @@ func (w want) matches(e map[string]any) bool {
 // address families; then the file verifies, and an edit to it is caught.
 func TestInvariant12EveryRefusalAndChangeIsAnAuditEvent(t *testing.T) {
 	e2e.NeedLab(t)
-	d := e2e.StartDaemonWith(t, e2e.ViaFDs, func(dir string) string { return e2e.LabConfig(dir, dayAccess) })
+	// The day's trail is shipped to a real rsyslog over TLS, which is
+	// stopped for part of it.
+	r := e2e.StartRsyslog(t, e2e.LabValue(t, "NS_BASTION"), 6515)
+	withSyslog := func(cfg string) string {
+		return strings.Replace(cfg, "format: json}", fmt.Sprintf(`format: json, journald: off, syslog: {address: "[::1]:%d", tls: true, ca_file: %s, server_name: %s}}`,
+			r.Port, r.CAFile, r.Name), 1)
+	}
+	d := e2e.StartDaemonWith(t, e2e.ViaFDs, func(dir string) string { return withSyslog(e2e.LabConfig(dir, dayAccess)) })
 	removeFirewallAtEnd(t)
 	e2e.AddLabUsers(t, d, "alice", "bob", "carol")
 	e2e.PinVM2(t, d)
@@ -92,6 +99,8 @@ func TestInvariant12EveryRefusalAndChangeIsAnAuditEvent(t *testing.T) {
 		t.Fatalf("grant: %v\n%s", err, out)
 	}
 	e2e.PinVM1(t, d)
+	// The collector goes away for the sessions and the kill.
+	r.Stop()
 	// alice's recorded SSH session, over IPv4.
 	alice := e2e.SignedIn(t, pub4, "alice")
 	tc := alice.OpenTerminal("vm1")
@@ -118,6 +127,7 @@ func TestInvariant12EveryRefusalAndChangeIsAnAuditEvent(t *testing.T) {
 	}
 	tc.Ended()
 	waitEvent(t, d, func(e map[string]any) bool { return e["event"] == "session_end" && e["session"] == ready.Session })
+	r.Start()
 	// carol plays the first recording back, over IPv6.
 	carol := e2e.SignedIn(t, pub6, "carol")
 	id := strings.TrimSuffix(filepath.Base(sshEnd["recording"].(string)), ".cast.gz")
@@ -125,7 +135,7 @@ func TestInvariant12EveryRefusalAndChangeIsAnAuditEvent(t *testing.T) {
 		t.Fatalf("playback: %d", code)
 	}
 	// A reload that changes the configuration.
-	reload(t, d, e2e.LabConfig(d.Dir, dayAccess+"  session_idle: 25m\n"))
+	reload(t, d, withSyslog(e2e.LabConfig(d.Dir, dayAccess+"  session_idle: 25m\n")))
 
 	wants := []want{
 		{"signin_failed", map[string]string{"actor": "bob", "source": client4, "reason": "bad_password"}},
@@ -169,7 +179,9 @@ func TestInvariant12EveryRefusalAndChangeIsAnAuditEvent(t *testing.T) {
 	for _, w := range wants {
 		allowed[w.event] = true
 	}
-	allowed["recording_closed"] = true // the SSH recording's hash, when written after its end record
+	allowed["recording_closed"] = true // a recording's hash, when written after its end record
+	// The collector's outage, whenever the shipper notices it.
+	allowed["audit_shipping_failed"], allowed["audit_shipping_resumed"] = true, true
 	var day []string
 	i := 0
 	for _, e := range got {
@@ -182,12 +194,49 @@ func TestInvariant12EveryRefusalAndChangeIsAnAuditEvent(t *testing.T) {
 			i++
 			continue
 		}
-		if e["event"] != "recording_closed" {
+		if ev := e["event"]; ev != "recording_closed" && ev != "audit_shipping_failed" && ev != "audit_shipping_resumed" {
 			t.Errorf("unexpected event %v (next expected: %v)", e, wants[min(i, len(wants)-1)])
 		}
 	}
 	if i != len(wants) {
 		t.Errorf("missing from the audit trail: %v\nthe day's events:\n%s", wants[i:], strings.Join(day, "\n"))
+	}
+
+	// Every line of the file reached rsyslog, across its restart.
+	var missing int
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		received := map[string]bool{}
+		for _, l := range r.Lines() {
+			received[string(l)] = true
+		}
+		data, err := os.ReadFile(d.AuditFile())
+		if err != nil {
+			t.Fatal(err)
+		}
+		missing = 0
+		for l := range strings.SplitSeq(strings.TrimSuffix(string(data), "\n"), "\n") {
+			if !received[l] {
+				missing++
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d lines of the audit file never reached rsyslog", missing)
+	}
+	var failed, resumed int
+	for _, e := range auditEvents(t, d) {
+		switch e["event"] {
+		case "audit_shipping_failed":
+			failed++
+		case "audit_shipping_resumed":
+			resumed++
+		}
+	}
+	if failed != 1 || resumed != 1 {
+		t.Errorf("the collector's outage: %d audit_shipping_failed and %d audit_shipping_resumed events, want 1 and 1", failed, resumed)
 	}
 
 	// The whole file verifies; an edit to one of the day's lines is caught.
