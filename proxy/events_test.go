@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,26 +31,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/webssh"
 )
 
-// capture is an audit sink that keeps what it is given.
-type capture struct {
-	mu     sync.Mutex
-	events []audit.Event
-}
-
-func (c *capture) Audit(e audit.Event) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.events = append(c.events, e)
-}
-
-// take returns the events so far and forgets them.
-func (c *capture) take() []audit.Event {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	es := c.events
-	c.events = nil
-	return es
-}
+type capture = audit.Capture
 
 // audited has s send its audit events, and its authenticator's, to a
 // capture.
@@ -121,7 +101,7 @@ func TestPortalAuditEvents(t *testing.T) {
 			h := srv.routes()
 			var all []audit.Event
 			take := func() []audit.Event {
-				es := sink.take()
+				es := sink.Take()
 				all = append(all, es...)
 				return es
 			}
@@ -197,7 +177,7 @@ func TestTokenAuditEvents(t *testing.T) {
 			r := cli.postJSON("/api/tokens", TokenRequest{User: "carol", Password: testPassword, TTL: "1h"}, nil)
 			var tr TokenResponse
 			json.Unmarshal([]byte(r.body), &tr)
-			got := sink.take()
+			got := sink.Take()
 			all := got
 			checkEvents(t, "issue", got,
 				ev{event: audit.SigninSucceeded, actor: "carol", source: tc.ip, user: "carol", reason: "password"},
@@ -212,7 +192,7 @@ func TestTokenAuditEvents(t *testing.T) {
 			}
 			var cr ConnectResponse
 			json.Unmarshal([]byte(r.body), &cr)
-			checkEvents(t, "ticket", sink.take(), ev{event: audit.TicketIssued, actor: "carol", source: tc.ip, user: "carol",
+			checkEvents(t, "ticket", sink.Take(), ev{event: audit.TicketIssued, actor: "carol", source: tc.ip, user: "carol",
 				target: "vm2", protocol: "tunnel", port: 5985, via: "api", token: true})
 
 			forged := tr.Secret[:len(tr.Secret)-4] + "AAAA"
@@ -222,7 +202,7 @@ func TestTokenAuditEvents(t *testing.T) {
 			cli.do(http.MethodGet, "/api/targets", nil, bearer(forged))
 			cli.do(http.MethodGet, "/api/targets", nil, bearer("not a token at all"))
 			cli.do(http.MethodGet, "/api/targets", nil, map[string]string{"Authorization": "Basic Zm9vOmJhcg=="})
-			got = sink.take()
+			got = sink.Take()
 			all = append(all, got...)
 			checkEvents(t, "refused", got,
 				ev{event: audit.TokenRefused, actor: audit.ActorAnonymous, source: tc.ip, user: "carol", reason: auth.TokenBadSecret, via: "api", token: true},
@@ -230,9 +210,9 @@ func TestTokenAuditEvents(t *testing.T) {
 				ev{event: audit.TokenRefused, actor: audit.ActorAnonymous, source: tc.ip, reason: auth.TokenMalformed, via: "api"})
 
 			cli.do(http.MethodDelete, "/api/tokens/current", nil, bearer(tr.Secret))
-			checkEvents(t, "revoke", sink.take(), ev{event: audit.TokenRevoked, actor: "carol", source: tc.ip, user: "carol", token: true})
+			checkEvents(t, "revoke", sink.Take(), ev{event: audit.TokenRevoked, actor: "carol", source: tc.ip, user: "carol", token: true})
 			cli.do(http.MethodGet, "/api/targets", nil, bearer(tr.Secret))
-			got = sink.take()
+			got = sink.Take()
 			all = append(all, got...)
 			checkEvents(t, "revoked token", got, ev{event: audit.TokenRefused, actor: audit.ActorAnonymous, source: tc.ip,
 				reason: auth.TokenUnknown, via: "api"})
@@ -247,12 +227,12 @@ func TestWebSessionExpiredEvent(t *testing.T) {
 	alice := newBrowser(t, s.routes())
 	alice.remote = "[2001:db8::44]:1234"
 	alice.signIn("alice")
-	sink.take()
+	sink.Take()
 	time.Sleep(400 * time.Millisecond)
 	if r := alice.get("/"); !strings.Contains(r.body, `name="password"`) {
 		t.Fatalf("an idle session still works:\n%s", r.body)
 	}
-	got := sink.take()
+	got := sink.Take()
 	checkEvents(t, "idle", got, ev{event: audit.WebSessionEnded, actor: audit.ActorDaemon, source: audit.SourceLocal,
 		user: "alice", reason: websession.EndIdle, session: true})
 	if got[0].Client != "2001:db8::44" || got[0].Start == nil {
@@ -263,10 +243,10 @@ func TestWebSessionExpiredEvent(t *testing.T) {
 	bob := newBrowser(t, s.routes())
 	bob.remote = "192.0.2.8:1234"
 	bob.signIn("bob")
-	sink.take()
+	sink.Take()
 	s.auth.Store().SetDisabled("bob", true)
 	bob.get("/")
-	checkEvents(t, "disabled", sink.take(), ev{event: audit.WebSessionEnded, actor: audit.ActorDaemon, source: audit.SourceLocal,
+	checkEvents(t, "disabled", sink.Take(), ev{event: audit.WebSessionEnded, actor: audit.ActorDaemon, source: audit.SourceLocal,
 		user: "bob", reason: "account_disabled", session: true})
 }
 
@@ -317,7 +297,7 @@ func TestTunnelAuditEvents(t *testing.T) {
 					if !errors.As(err, &te) {
 						t.Fatalf("%s: %v", c.name, err)
 					}
-					got := sink.take()
+					got := sink.Take()
 					checkEvents(t, c.name, got, c.want)
 					noSecrets(t, got, forged, e.tokens["alice"], e.tokens["bob"], e.tokens["carol"], e.tokens["api-only"])
 				}
@@ -404,7 +384,7 @@ func TestBrowserSSHAuditEvents(t *testing.T) {
 				_, end, _ := ws.Read(ctx)
 				ws.CloseNow()
 				cancel()
-				got := sink.take()
+				got := sink.Take()
 				checkEvents(t, tc.login+" ("+string(end)+")", got, tc.want)
 				if got[0].Login != tc.login {
 					t.Errorf("login %q, want %q", got[0].Login, tc.login)
@@ -476,7 +456,7 @@ func TestBrowserRDPAuditEvents(t *testing.T) {
 				if err != nil || resp.Error == nil {
 					t.Fatalf("%s: the gateway answered %+v, %v", tc.name, resp, err)
 				}
-				got := sink.take()
+				got := sink.Take()
 				checkEvents(t, tc.name, got, tc.want)
 				noSecrets(t, got, tc.ticket)
 			}

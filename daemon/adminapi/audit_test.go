@@ -16,30 +16,12 @@ import (
 	"github.com/bastiond/bastiond/proxy/broker"
 )
 
-// recorder keeps the events it is given.
-type recorder struct {
-	mu     sync.Mutex
-	events []audit.Event
-}
+type recorder = audit.Capture
 
-func (r *recorder) Audit(e audit.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, e)
-}
-
-// take returns the events recorded since the last take.
-func (r *recorder) take() []audit.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := r.events
-	r.events = nil
-	return out
-}
-
-func (r *recorder) expect(t *testing.T, want ...audit.Event) {
+// expect checks that the events r was given since the last look are want.
+func expect(t *testing.T, r *recorder, want ...audit.Event) {
 	t.Helper()
-	got := r.take()
+	got := r.Take()
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("events:\n got %+v\nwant %+v", got, want)
 	}
@@ -76,7 +58,7 @@ func TestSessionKilledEvent(t *testing.T) {
 	if err := NewClient(path).Kill(ctx, "0123456789abcdef", "left open overnight"); err != nil {
 		t.Fatal(err)
 	}
-	rec.expect(t, audit.Event{Event: audit.SessionKilled, Actor: me(t), Source: audit.SourceLocal, Session: "0123456789abcdef",
+	expect(t, rec, audit.Event{Event: audit.SessionKilled, Actor: me(t), Source: audit.SourceLocal, Session: "0123456789abcdef",
 		User: "bob", Client: "2001:db8::7", Target: "vm1", Protocol: "ssh", Detail: "left open overnight"})
 	if want := "by " + me(t) + ": left open overnight"; len(ss.killed) != 1 || ss.killed[0] != want {
 		t.Errorf("the session's end reason: %q, want %q", ss.killed, want)
@@ -84,7 +66,7 @@ func TestSessionKilledEvent(t *testing.T) {
 	if err := NewClient(path).Kill(ctx, "ffffffffffffffff", "gone"); err == nil {
 		t.Error("killing no session succeeded")
 	}
-	rec.expect(t)
+	expect(t, rec)
 }
 
 // blocked is a blocklist that removes what it is asked to.
@@ -107,19 +89,19 @@ func TestBlocklistClearedEvent(t *testing.T) {
 		t.Fatalf("unblock: %d, %v", n, err)
 	}
 	detail := "cleared the sources overlapping 203.0.113.7/32, 2001:db8:cafe::21/128"
-	rec.expect(t, audit.Event{Event: audit.BlocklistClear, Actor: me(t), Source: audit.SourceLocal, Prefix: "203.0.113.7/32", Detail: detail},
+	expect(t, rec, audit.Event{Event: audit.BlocklistClear, Actor: me(t), Source: audit.SourceLocal, Prefix: "203.0.113.7/32", Detail: detail},
 		audit.Event{Event: audit.BlocklistClear, Actor: me(t), Source: audit.SourceLocal, Prefix: "2001:db8:cafe::/64", Detail: detail})
 
 	p.removed = p.removed[1:]
 	if _, err := NewClient(path).Unblock(ctx, nil, true); err != nil {
 		t.Fatal(err)
 	}
-	rec.expect(t, audit.Event{Event: audit.BlocklistClear, Actor: me(t), Source: audit.SourceLocal, Prefix: "2001:db8:cafe::/64",
+	expect(t, rec, audit.Event{Event: audit.BlocklistClear, Actor: me(t), Source: audit.SourceLocal, Prefix: "2001:db8:cafe::/64",
 		Detail: "the whole blocklist cleared"})
 	if _, err := NewClient(path).Unblock(ctx, []string{"not-an-address"}, false); err == nil {
 		t.Error("unblocking a name succeeded")
 	}
-	rec.expect(t)
+	expect(t, rec)
 }
 
 // TestCallerWithoutName: an admin whose uid has no name (a member of the
@@ -149,7 +131,7 @@ func TestCallerWithoutName(t *testing.T) {
 	if err != nil || strings.Contains(string(out), "error") {
 		t.Fatalf("setpriv curl: %v: %s", err, out)
 	}
-	rec.expect(t, audit.Event{Event: audit.SessionKilled, Actor: "uid:" + uid, Source: audit.SourceLocal, Session: "0123456789abcdef",
+	expect(t, rec, audit.Event{Event: audit.SessionKilled, Actor: "uid:" + uid, Source: audit.SourceLocal, Session: "0123456789abcdef",
 		User: "bob", Client: "2001:db8::7", Target: "vm1", Protocol: "ssh", Detail: "test"})
 	if len(ss.killed) != 1 || ss.killed[0] != "by uid:"+uid+": test" {
 		t.Errorf("the session's end reason: %q", ss.killed)
@@ -178,7 +160,7 @@ func TestAdminRefusedEvent(t *testing.T) {
 	if len(ss.killed) != 0 {
 		t.Fatal("a refused caller killed a session")
 	}
-	got := rec.take()
+	got := rec.Take()
 	actor := "uid:65534"
 	if u, err := user.LookupId("65534"); err == nil {
 		actor = u.Username

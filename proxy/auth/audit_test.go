@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,26 +12,7 @@ import (
 	"github.com/bastiond/bastiond/internal/audit"
 )
 
-// capture is an audit sink that keeps what it is given.
-type capture struct {
-	mu     sync.Mutex
-	events []audit.Event
-}
-
-func (c *capture) Audit(e audit.Event) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.events = append(c.events, e)
-}
-
-// take returns the events so far and forgets them.
-func (c *capture) take() []audit.Event {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	es := c.events
-	c.events = nil
-	return es
-}
+type capture = audit.Capture
 
 func newAuditedAuthenticator(t *testing.T) (*Authenticator, *clock, *capture) {
 	t.Helper()
@@ -97,7 +77,7 @@ func TestLoginAuditEvents(t *testing.T) {
 			step := func(name, user, pw, code string, wants ...want) {
 				t.Helper()
 				a.Login(ctx, user, pw, code, src)
-				got := sink.take()
+				got := sink.Take()
 				all = append(all, got...)
 				t.Run(name, func(t *testing.T) { checkEvents(t, got, wants...) })
 			}
@@ -142,7 +122,7 @@ func TestLoginAuditTOTP(t *testing.T) {
 	var all []audit.Event
 	login := func(code string) []audit.Event {
 		a.Login(ctx, "alice", goodPassword, code, src)
-		got := sink.take()
+		got := sink.Take()
 		all = append(all, got...)
 		return got
 	}
@@ -170,11 +150,11 @@ func TestLoginAuditThrottleAndLockout(t *testing.T) {
 	for range a.throttle.cfg.FreeFailures + 1 {
 		a.Login(ctx, "alice", "guess one", "", attacker)
 	}
-	checkEvents(t, sink.take(), bad, bad, bad, bad)
+	checkEvents(t, sink.Take(), bad, bad, bad, bad)
 
 	// The source waits: refused unchecked, without looking the name up.
 	a.Login(ctx, "alice", goodPassword, "", attacker)
-	got := sink.take()
+	got := sink.Take()
 	checkEvents(t, got, want{event: audit.SigninThrottled, actor: audit.ActorAnonymous, source: attacker.String(),
 		user: "alice", reason: "source", until: true})
 	if w := a.throttle.sourceWait(attacker, c.t); !got[0].Until.Equal(c.t.Add(w)) {
@@ -185,7 +165,7 @@ func TestLoginAuditThrottleAndLockout(t *testing.T) {
 	// code, is held up.
 	other := netip.MustParseAddr("192.0.2.6")
 	a.Login(ctx, "alice", goodPassword, "", other)
-	checkEvents(t, sink.take(), want{event: audit.SigninThrottled, actor: "alice", source: other.String(),
+	checkEvents(t, sink.Take(), want{event: audit.SigninThrottled, actor: "alice", source: other.String(),
 		user: "alice", reason: "user", until: true})
 
 	// LockAfter failures in a row from one source lock the account.
@@ -193,7 +173,7 @@ func TestLoginAuditThrottleAndLockout(t *testing.T) {
 		c.advance(a.throttle.sourceWait(attacker, c.t))
 		a.Login(ctx, "alice", "guess two", "", attacker)
 	}
-	got = sink.take()
+	got = sink.Take()
 	last := got[len(got)-1]
 	checkEvents(t, got[len(got)-2:], bad, want{event: audit.AccountLocked, actor: audit.ActorDaemon,
 		source: attacker.String(), user: "alice", until: true})
@@ -206,12 +186,12 @@ func TestLoginAuditThrottleAndLockout(t *testing.T) {
 	// failure, reason locked.
 	c.advance(a.throttle.sourceWait(attacker, c.t))
 	a.Login(ctx, "alice", goodPassword, "", attacker)
-	checkEvents(t, sink.take(), want{event: audit.SigninFailed, actor: "alice", source: attacker.String(),
+	checkEvents(t, sink.Take(), want{event: audit.SigninFailed, actor: "alice", source: attacker.String(),
 		user: "alice", reason: "locked", until: true})
 	// Elsewhere, the password alone does not pass while the lock holds.
 	fresh := netip.MustParseAddr("198.51.100.1")
 	a.Login(ctx, "alice", goodPassword, "", fresh)
-	checkEvents(t, sink.take(), want{event: audit.SigninFailed, actor: "alice", source: fresh.String(),
+	checkEvents(t, sink.Take(), want{event: audit.SigninFailed, actor: "alice", source: fresh.String(),
 		user: "alice", reason: "locked", until: true})
 }
 
@@ -219,7 +199,7 @@ func TestLoginAuditMarshalled(t *testing.T) {
 	a, _, sink := newAuditedAuthenticator(t)
 	a.Store().AddUser("alice", goodPassword, nil)
 	a.Login(context.Background(), "alice", "not the password", "", netip.MustParseAddr("::ffff:192.0.2.44"))
-	es := sink.take()
+	es := sink.Take()
 	if len(es) != 1 {
 		t.Fatalf("%d events", len(es))
 	}
