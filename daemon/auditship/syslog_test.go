@@ -141,7 +141,11 @@ func TestSyslogReconnectResend(t *testing.T) {
 			msgs := c.waitLines(all, 10*time.Second)
 			dups := len(msgs) - len(all)
 			t.Logf("%d lines, %d messages received (%d duplicates), %d failures", len(all), len(msgs), dups, s.c.failures.Load())
-			waitFor(t, "the resumed event", 5*time.Second, func() bool { return len(ev.of(audit.ShippingResumed)) > 0 })
+			// The resumed event follows the backlog, a moment after the
+			// lines: wait for one per outage noticed.
+			waitFor(t, "the resumed events", 10*time.Second, func() bool {
+				return len(ev.of(audit.ShippingResumed)) >= 2 || len(ev.of(audit.ShippingResumed)) >= len(ev.of(audit.ShippingFailed))
+			})
 			failed, resumed := ev.of(audit.ShippingFailed), ev.of(audit.ShippingResumed)
 			// The first stop of the collector is an outage of its own.
 			if len(failed) != 2 || len(resumed) != 2 {
