@@ -82,14 +82,13 @@ type RDPRecorder struct {
 	gz *gzip.Writer
 	// bw gathers gzip's output, which comes in pieces of a few hundred
 	// bytes, into writes of the file.
-	bw     *bufio.Writer
-	start  time.Time
-	last   time.Duration // the time of the previous record
-	timer  *time.Timer
-	armed  bool
-	hdr    [2 * binary.MaxVarintLen64]byte
-	err    error
-	closed bool
+	bw      *bufio.Writer
+	start   time.Time
+	last    time.Duration // the time of the previous record
+	flusher flushTimer
+	hdr     [2 * binary.MaxVarintLen64]byte
+	err     error
+	closed  bool
 }
 
 // CreateRDP makes dir (mode 0700) if needed and starts the recording
@@ -155,21 +154,14 @@ func (r *RDPRecorder) Record(kind byte, p []byte) error {
 	if _, err := r.gz.Write(p); err != nil {
 		return r.fail(err)
 	}
-	switch {
-	case r.armed:
-	case r.timer == nil:
-		r.timer = time.AfterFunc(FlushInterval, r.flushLater)
-	default:
-		r.timer.Reset(FlushInterval)
-	}
-	r.armed = true
+	r.flusher.arm(r.flushLater)
 	return nil
 }
 
 func (r *RDPRecorder) flushLater() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.armed = false
+	r.flusher.fired()
 	if r.closed || r.err != nil {
 		return
 	}
@@ -203,9 +195,7 @@ func (r *RDPRecorder) Close() error {
 	}
 	r.closed = true
 	defer r.release()
-	if r.timer != nil {
-		r.timer.Stop()
-	}
+	r.flusher.stop()
 	if r.err == nil {
 		if err := r.gz.Close(); err != nil {
 			r.fail(err)

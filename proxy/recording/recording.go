@@ -58,12 +58,11 @@ type Recorder struct {
 	w       *bufio.Writer // the events, into gz
 	gz      *gzip.Writer  // into disk
 	disk    *diskWriter   // into f, hashing and counting
-	timer   *time.Timer   // flushes what waits in w; made at the first event
+	flusher flushTimer    // flushes what waits in w
 	last    time.Duration // the time of the last event; events never go back
 	carry   []byte        // the incomplete UTF-8 sequence that ended the last output
 	scratch []byte        // carry + the next output, joined
 	prefix  [48]byte      // an event's start, formatted
-	armed   bool          // the timer will flush
 	err     error         // the first failure
 	closed  bool
 	release func()        // lets retention remove the file
@@ -227,9 +226,7 @@ func (r *Recorder) Close() error {
 	}
 	r.closed = true
 	defer r.release()
-	if r.timer != nil {
-		r.timer.Stop()
-	}
+	r.flusher.stop()
 	if r.err == nil && len(r.carry) > 0 {
 		r.event('o')
 		for range r.carry {
@@ -282,21 +279,14 @@ func (r *Recorder) endEvent() error {
 	if _, err := r.w.WriteString("\"]\n"); err != nil {
 		return r.fail(err)
 	}
-	switch {
-	case r.armed:
-	case r.timer == nil:
-		r.timer = time.AfterFunc(FlushInterval, r.flushLater)
-	default:
-		r.timer.Reset(FlushInterval)
-	}
-	r.armed = true
+	r.flusher.arm(r.flushLater)
 	return nil
 }
 
 func (r *Recorder) flushLater() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.armed = false
+	r.flusher.fired()
 	if r.closed || r.err != nil {
 		return
 	}
