@@ -3,12 +3,14 @@ package broker
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -89,6 +91,8 @@ var auditRetry = time.Second
 
 // auditOp is one request to the writer.
 type auditOp struct {
+	// seq orders the op among every op and event submitted (auditLog.seq).
+	seq uint64
 	// opening and entry are the ID and live entry of a session opening. The
 	// entry is committed before lines (its start record): a crash in
 	// between leaves an entry that the next start completes with an
@@ -195,12 +199,24 @@ type auditLog struct {
 	// written (stamped, without newlines); it must not block. nil: none.
 	ship func(lines [][]byte)
 
-	evMu     sync.Mutex // guards the fields below
-	evs      [][]byte   // events waiting for the writer (Broker.Audit)
-	evLost   int64      // events refused because evs was full
+	evMu     sync.Mutex     // guards the fields below
+	evs      []pendingEvent // events waiting for the writer (Broker.Audit)
+	evLost   int64          // events refused because evs was full
 	kick     chan struct{}
 	depth    atomic.Int64 // events waiting: in evs and in the queue
 	lostEver atomic.Int64 // events ever lost, for the metric
+
+	// seq numbers events and ops as they are submitted, so that the
+	// writer puts them in the file in that order although they reach it
+	// by two ways (evs and ops): an event audited before a session opens
+	// (its ticket_issued) is written before the session's start record.
+	seq atomic.Uint64
+}
+
+// pendingEvent is an audit event line waiting for the writer.
+type pendingEvent struct {
+	seq  uint64
+	line []byte
 }
 
 // maxQueuedEvents bounds the audit events kept in memory, waiting for the
@@ -219,7 +235,7 @@ func (a *auditLog) event(line []byte) {
 		a.lostEver.Add(1)
 		return
 	}
-	a.evs = append(a.evs, line)
+	a.evs = append(a.evs, pendingEvent{seq: a.seq.Add(1), line: line})
 	a.evMu.Unlock()
 	a.depth.Add(1)
 	select {
@@ -228,17 +244,42 @@ func (a *auditLog) event(line []byte) {
 	}
 }
 
-// takeEvents is the op of the events waiting, if any.
-func (a *auditLog) takeEvents() (auditOp, bool) {
+// takeEvents returns the events waiting, in the order they were audited.
+func (a *auditLog) takeEvents() []pendingEvent {
 	a.evMu.Lock()
 	evs, lost := a.evs, a.evLost
 	a.evs, a.evLost = nil, 0
 	a.evMu.Unlock()
 	a.lost += lost
+	return evs
+}
+
+// interleave puts evs among the ops of batch in the order both were
+// submitted: the events audited before an op go ahead of it, in one event
+// op per run. Ops sent at once by different goroutines reach the writer in
+// any order, so batch is sorted first; those have no order of their own.
+func interleave(batch []auditOp, evs []pendingEvent) []auditOp {
 	if len(evs) == 0 {
-		return auditOp{}, false
+		return batch
 	}
-	return auditOp{lines: evs, event: true}, true
+	slices.SortStableFunc(batch, func(x, y auditOp) int { return cmp.Compare(x.seq, y.seq) })
+	out := make([]auditOp, 0, len(batch)+2)
+	run := func(upTo uint64) {
+		var lines [][]byte
+		for len(evs) > 0 && evs[0].seq < upTo {
+			lines = append(lines, evs[0].line)
+			evs = evs[1:]
+		}
+		if len(lines) > 0 {
+			out = append(out, auditOp{seq: upTo - 1, lines: lines, event: true})
+		}
+	}
+	for _, op := range batch {
+		run(op.seq)
+		out = append(out, op)
+	}
+	run(math.MaxUint64)
+	return out
 }
 
 // bound drops the oldest events of queue beyond maxQueuedEvents (never a
@@ -350,9 +391,7 @@ func (a *auditLog) run() {
 // withEvents adds to batch the events waiting, and a line for the events
 // lost since the last one was written.
 func (a *auditLog) withEvents(batch []auditOp) []auditOp {
-	if op, ok := a.takeEvents(); ok {
-		batch = append(batch, op)
-	}
+	batch = interleave(batch, a.takeEvents())
 	if a.lost > 0 && a.unavailable() == nil {
 		line := audit.Marshal(audit.Event{Event: audit.EventsLost, Actor: audit.ActorDaemon, Source: audit.SourceLocal, Count: a.lost,
 			Reason: "too many events waited for the audit file"})
@@ -716,6 +755,7 @@ func (a *auditLog) submit(op auditOp) error {
 		a.closeMu.RUnlock()
 		return errClosed
 	}
+	op.seq = a.seq.Add(1)
 	a.ops <- op
 	a.closeMu.RUnlock()
 	return <-op.done
@@ -728,6 +768,7 @@ func (a *auditLog) offer(op auditOp) {
 	if a.closed {
 		return
 	}
+	op.seq = a.seq.Add(1)
 	select {
 	case a.ops <- op:
 	default: // busy; the next sweep tries again
