@@ -476,3 +476,27 @@ func TestParsePortsAndEgress(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParsePortAndEndpoint: whatever parses prints back to the same value,
+// and a port always has a protocol.
+func FuzzParsePortAndEndpoint(f *testing.F) {
+	for _, s := range []string{"8080", "5353/udp", "4000/tcp+udp", "22/tcp", "3389/udp+tcp", "0", "70000", "1/", "1/tcp+", "x/udp",
+		"192.0.2.7:5432", "[2001:db8::7]:88/tcp+udp", "192.0.2.8:514/udp", "idp.example.com:443", "[fe80::1%eth0]:53/udp"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if p, err := ParsePort(s); err == nil {
+			if !p.TCP && !p.UDP || p.Number == 0 {
+				t.Fatalf("%q parsed to %+v", s, p)
+			}
+			if back, err := ParsePort(p.String()); err != nil || back != p {
+				t.Fatalf("%q -> %+v -> %q -> %+v, %v", s, p, p.String(), back, err)
+			}
+		}
+		if e, err := ParseEndpoint(s); err == nil {
+			if back, err := ParseEndpoint(e.String()); err != nil || back != e {
+				t.Fatalf("%q -> %+v -> %q -> %+v, %v", s, e, e.String(), back, err)
+			}
+		}
+	})
+}
