@@ -80,7 +80,7 @@ func brokerConfig(cfg *config.Config, log *zap.Logger) broker.Config {
 	inv := cfg.Inventory.Targets
 	targets := make([]broker.Target, len(inv))
 	for i, t := range inv {
-		targets[i] = broker.Target{Name: t.Name, Addresses: t.Addresses, SSH: t.Ports.SSH, RDP: t.Ports.RDP, Tunnel: t.Ports.Tunnel}
+		targets[i] = broker.Target{Name: t.Name, Addresses: t.Addresses, SSH: t.Ports.SSH, RDP: t.Ports.RDP, Tunnel: t.Ports.TunnelPorts()}
 	}
 	l := cfg.Limits
 	timeouts := func(p config.ProtocolLimits) broker.Timeouts {

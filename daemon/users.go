@@ -51,7 +51,7 @@ func openState(cfg *config.Config, log *zap.Logger, trail audit.Sink) (*statedb.
 func accessPolicy(cfg *config.Config) *access.Policy {
 	targets := make([]access.Target, len(cfg.Inventory.Targets))
 	for i, t := range cfg.Inventory.Targets {
-		targets[i] = access.Target{Name: t.Name, Description: t.Description, Tags: t.Tags, SSH: t.Ports.SSH, RDP: t.Ports.RDP, Tunnel: t.Ports.Tunnel,
+		targets[i] = access.Target{Name: t.Name, Description: t.Description, Tags: t.Tags, SSH: t.Ports.SSH, RDP: t.Ports.RDP, Tunnel: t.Ports.TunnelPorts(),
 			SSHCertificates: t.SSHCertificates}
 	}
 	roles := make([]access.Role, len(cfg.Access.Roles))

@@ -28,7 +28,7 @@ func bigConfigT(b testing.TB, n int) *config.Config {
 				netip.AddrFrom4([4]byte{198, 18, byte(1 + i/250), byte(1 + i%250)}),
 				netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0xb5, 0, 1, 14: byte(i >> 8), 15: byte(i)}),
 			},
-			Ports: config.Ports{SSH: 22, RDP: 3389, Tunnel: []uint16{5985}},
+			Ports: config.Ports{SSH: 22, RDP: 3389, Tunnel: []config.Port{{Number: 5985, TCP: true}}},
 		})
 	}
 	return cfg
@@ -51,7 +51,7 @@ func BenchmarkCompile10kTargets(b *testing.B) {
 	var rs Ruleset
 	for b.Loop() {
 		var err error
-		if rs, err = Compile(Input{Config: cfg, VNetAddrs: labVNet}); err != nil {
+		if rs, err = Compile(Input{Config: cfg, VNetAddrs: labVNet, Egress: labEgress}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -88,7 +88,7 @@ func benchNetns(b *testing.B) (string, *Kernel) {
 // one netlink transaction) in a fresh network namespace.
 func BenchmarkApply10kTargets(b *testing.B) {
 	_, k := benchNetns(b)
-	rs, err := Compile(Input{Config: bigConfig(b, 10_000), VNetAddrs: labVNet})
+	rs, err := Compile(Input{Config: bigConfig(b, 10_000), VNetAddrs: labVNet, Egress: labEgress})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func BenchmarkApply10kTargets(b *testing.B) {
 // appliedBig is a namespace with the 10,000-target ruleset in force.
 func appliedBig(b *testing.B) (string, *Kernel) {
 	ns, k := benchNetns(b)
-	rs, err := Compile(Input{Config: bigConfig(b, 10_000), VNetAddrs: labVNet})
+	rs, err := Compile(Input{Config: bigConfig(b, 10_000), VNetAddrs: labVNet, Egress: labEgress})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func BenchmarkNftLoad10kTargets(b *testing.B) {
 		b.Fatalf("%v: %s", err, out)
 	}
 	defer exec.Command("ip", "netns", "del", name).Run()
-	rs, _ := Compile(Input{Config: bigConfig(b, 10_000), VNetAddrs: labVNet})
+	rs, _ := Compile(Input{Config: bigConfig(b, 10_000), VNetAddrs: labVNet, Egress: labEgress})
 	// The same atomic replace Apply does: create, delete, create.
 	var script strings.Builder
 	for _, t := range rs.Tables {

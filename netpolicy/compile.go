@@ -1,10 +1,13 @@
 package netpolicy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/bastiond/bastiond/daemon/config"
@@ -28,8 +31,9 @@ const (
 const SourceBits6 = source.IPv6Bits
 
 // alwaysProtected are guarded on every target whatever its configuration:
-// nothing but the bastion may reach a machine's SSH or RDP.
-var alwaysProtected = []uint16{22, 3389}
+// nothing but the bastion may reach a machine's SSH or RDP, RDP's UDP
+// transport included.
+var alwaysProtected = []config.Port{{Number: 22, TCP: true}, {Number: 3389, TCP: true, UDP: true}}
 
 // Input is what Compile needs: the configuration and the facts about this
 // host that discovery found.
@@ -37,7 +41,36 @@ type Input struct {
 	Config *config.Config
 	// VNetAddrs are the bastion's own global addresses on the VNet interface.
 	VNetAddrs []netip.Addr
+	// Egress are the facts the egress chain needs (invariant 13).
+	Egress EgressFacts
 }
+
+// EgressFacts are what the host says about the configuration's egress
+// settings, looked up by the caller so that Compile stays pure.
+type EgressFacts struct {
+	// UID is the uid of firewall.egress_user, when UserFound.
+	UID       uint32
+	UserFound bool
+	// Resolvers are /etc/resolv.conf's nameservers, used when the
+	// configuration sets no firewall.egress_dns.
+	Resolvers []netip.Addr
+	// SyslogAddrs are the addresses logging.syslog's collector name
+	// resolved to, when it is a name and not an address.
+	SyslogAddrs []netip.Addr
+}
+
+// Names of the egress sets: address . protocol . port the restricted
+// processes may open connections to.
+const (
+	Egress4 = "egress4"
+	Egress6 = "egress6"
+	// EgressLogPrefix starts every kernel log line of a refused packet.
+	EgressLogPrefix = "bastiond egress refused: "
+)
+
+// anyUID is no user's id ((uid_t)-1): "meta skuid != anyUID" matches every
+// packet that leaves from a process's socket.
+const anyUID = 1<<32 - 1
 
 // Compile turns the configuration into the ruleset bastiond keeps in force.
 // It is pure and deterministic: the same input gives the same ruleset, and
@@ -52,6 +85,7 @@ func Compile(in Input) (Ruleset, error) {
 	}
 	host := hostTable(cfg)
 	rs := Ruleset{}
+	rs.Notes = egress(in, &host)
 	switch cfg.Bastion.Mode {
 	case config.ModeBridged:
 		rs.Tables = append(rs.Tables, host, vnetBridgeTable(cfg, in.VNetAddrs))
@@ -164,28 +198,52 @@ const (
 	ProtectedSet6 = "protected6"
 )
 
-// targetElements lists address . port for every target and every port that
-// ports returns for it, per family, each named after its target. An address
-// belongs to one target (the configuration refuses anything else); should
-// one appear twice, the first target keeps it.
-func targetElements(cfg *config.Config, ports func(config.Target) []uint16) (v4, v6 []Element) {
+// protoPort is one transport protocol and port.
+type protoPort struct {
+	proto string
+	port  uint16
+}
+
+// protoPorts lists every protocol and port of ports once, sorted by port
+// and then protocol.
+func protoPorts(ports []config.Port) []protoPort {
+	var out []protoPort
+	for _, p := range ports {
+		if p.Number == 0 {
+			continue
+		}
+		if p.TCP {
+			out = append(out, protoPort{"tcp", p.Number})
+		}
+		if p.UDP {
+			out = append(out, protoPort{"udp", p.Number})
+		}
+	}
+	slices.SortFunc(out, func(a, b protoPort) int {
+		return cmp.Or(cmp.Compare(a.port, b.port), cmp.Compare(a.proto, b.proto))
+	})
+	return slices.Compact(out)
+}
+
+// targetElements lists address . protocol . port for every target and
+// every port that ports returns for it, per family, each named after its
+// target. An address belongs to one target (the configuration refuses
+// anything else); should one appear twice, the first target keeps it.
+func targetElements(cfg *config.Config, ports func(config.Target) []config.Port) (v4, v6 []Element) {
 	type key struct {
 		addr netip.Addr
-		port uint16
+		pp   protoPort
 	}
 	seen := make(map[key]bool)
 	for _, t := range cfg.Inventory.Targets {
-		for _, port := range sortedPorts(ports(t)) {
-			if port == 0 {
-				continue
-			}
+		for _, pp := range protoPorts(ports(t)) {
 			for _, a := range t.Addresses {
 				a = a.Unmap()
-				if seen[key{a, port}] {
+				if seen[key{a, pp}] {
 					continue
 				}
-				seen[key{a, port}] = true
-				e := Element{Prefix: netip.PrefixFrom(a, a.BitLen()), Port: port, Comment: t.Name}
+				seen[key{a, pp}] = true
+				e := Element{Prefix: netip.PrefixFrom(a, a.BitLen()), Proto: pp.proto, Port: pp.port, Comment: t.Name}
 				if a.Is4() {
 					v4 = append(v4, e)
 				} else {
@@ -197,10 +255,11 @@ func targetElements(cfg *config.Config, ports func(config.Target) []uint16) (v4,
 	return v4, v6
 }
 
-// guardedPorts are the ports nobody but the bastion may reach on t: SSH and
-// RDP wherever they listen, and every port the bastion offers.
-func guardedPorts(t config.Target) []uint16 {
-	return append(slices.Clone(alwaysProtected), append([]uint16{t.Ports.SSH, t.Ports.RDP}, t.Ports.Tunnel...)...)
+// guardedPorts are the ports nobody but the bastion may reach on t, with
+// their protocols: SSH and RDP wherever they listen, and every port the
+// bastion offers.
+func guardedPorts(t config.Target) []config.Port {
+	return append(slices.Clone(alwaysProtected), t.Ports.Services()...)
 }
 
 // sessionSets hold every target address, with a counter per element: all
@@ -238,8 +297,8 @@ func sessionSets(cfg *config.Config) []Set {
 func protectedSets(cfg *config.Config) []Set {
 	v4, v6 := targetElements(cfg, guardedPorts)
 	return []Set{
-		{Name: ProtectedSet4, Type: TypeIPv4Port, Counter: true, Elements: v4},
-		{Name: ProtectedSet6, Type: TypeIPv6Port, Counter: true, Elements: v6},
+		{Name: ProtectedSet4, Type: TypeIPv4ProtoPort, Counter: true, Elements: v4},
+		{Name: ProtectedSet6, Type: TypeIPv6ProtoPort, Counter: true, Elements: v6},
 	}
 }
 
@@ -259,15 +318,15 @@ func sessionCountRules(inbound bool) []Rule {
 	}
 }
 
-// protectRules drop every packet to a guarded address and port that crosses
+// protectRules drop every packet to a guarded address, protocol and port that crosses
 // the forward hook. The bastion's own connections to the machines never do
 // (they leave through the bridge's own device, or through output when it
 // routes), so whatever is seen here comes from someone else, including a
 // rogue host that spoofs the bastion's address.
 func protectRules() []Rule {
 	return []Rule{
-		{Match: []Match{AddrPortIn{Set: ProtectedSet4}}, Stmts: []Stmt{Counter{}}, Verdict: "drop", Comment: "only the bastion reaches SSH/RDP"},
-		{Match: []Match{AddrPortIn{V6: true, Set: ProtectedSet6}}, Stmts: []Stmt{Counter{}}, Verdict: "drop"},
+		{Match: []Match{AddrProtoPortIn{Set: ProtectedSet4}}, Stmts: []Stmt{Counter{}}, Verdict: "drop", Comment: "only the bastion reaches SSH/RDP (TCP and UDP)"},
+		{Match: []Match{AddrProtoPortIn{V6: true, Set: ProtectedSet6}}, Stmts: []Stmt{Counter{}}, Verdict: "drop"},
 	}
 }
 
@@ -289,4 +348,103 @@ func vnetBridgeTable(cfg *config.Config, vnetAddrs []netip.Addr) Table {
 		Sets:   protectedSets(cfg),
 		Chains: []Chain{{Name: "forward", Hook: "forward", Policy: "accept", Rules: rules}},
 	}
+}
+
+// egress adds to the host table the sets and output rules that pin what
+// the restricted processes may reach (invariant 13), and returns the notes
+// that tell an auditor whose traffic they restrict. The rules come after
+// the counting rules, which have no verdict.
+func egress(in Input, host *Table) []string {
+	fw := in.Config.Firewall
+	var own Match
+	var notes []string
+	where := fmt.Sprintf("refused packets are logged to the kernel log (journalctl -k), prefix %q, at most 10 a minute", EgressLogPrefix)
+	switch {
+	case fw.RestrictEgress == config.EgressOff:
+		return []string{"egress: not restricted (firewall.restrict_egress: off); only the daemon's dial guard limits what it reaches"}
+	case fw.RestrictEgress == config.EgressAll:
+		own = SKUID{UID: anyUID, Negate: true}
+		notes = append(notes, "egress: every process of this host (firewall.restrict_egress: all) may open connections only to @egress4 and @egress6; "+
+			"established connections and replies are kept; "+where)
+	case !in.Egress.UserFound:
+		return []string{fmt.Sprintf("egress: NOT restricted: user %q (firewall.egress_user) does not exist on this host; "+
+			"create it and run the daemon as it (User= in the unit), or set restrict_egress: all", fw.EgressUser)}
+	default:
+		own = SKUID{UID: in.Egress.UID}
+		notes = append(notes, fmt.Sprintf("egress: processes of user %s (uid %d, firewall.egress_user) may open connections only to @egress4 and @egress6; "+
+			"other users are not restricted; %s", fw.EgressUser, in.Egress.UID, where))
+	}
+	v4, v6 := egressElements(in)
+	host.Sets = append(host.Sets,
+		Set{Name: Egress4, Type: TypeIPv4ProtoPort, Elements: v4},
+		Set{Name: Egress6, Type: TypeIPv6ProtoPort, Elements: v6},
+	)
+	for i := range host.Chains {
+		if host.Chains[i].Name != "output" {
+			continue
+		}
+		host.Chains[i].Rules = append(host.Chains[i].Rules,
+			Rule{Match: []Match{own, CtState{States: []string{"established", "related"}}}, Verdict: "accept",
+				Comment: "egress pinned (invariant 13): connections already made, replies to the host's listeners"},
+			Rule{Match: []Match{own, AddrProtoPortIn{Set: Egress4}}, Verdict: "accept", Comment: "the inventory and the services the config names"},
+			Rule{Match: []Match{own, AddrProtoPortIn{V6: true, Set: Egress6}}, Verdict: "accept"},
+			Rule{Match: []Match{own}, Stmts: []Stmt{LimitPerMinute{Rate: 10, Burst: 5}, Log{Prefix: EgressLogPrefix}}},
+			Rule{Match: []Match{own}, Verdict: "drop", Comment: "anything else, loopback included"},
+		)
+	}
+	return notes
+}
+
+// egressElements are what the restricted processes may reach: every
+// target's offered ports with their protocols, the DNS resolvers, the
+// syslog collector and firewall.egress_allow.
+func egressElements(in Input) (v4, v6 []Element) {
+	cfg := in.Config
+	v4, v6 = targetElements(cfg, func(t config.Target) []config.Port { return t.Ports.Services() })
+	type key struct {
+		addr netip.Addr
+		pp   protoPort
+	}
+	seen := map[key]bool{}
+	for _, e := range append(slices.Clone(v4), v6...) {
+		seen[key{e.Prefix.Addr(), protoPort{e.Proto, e.Port}}] = true
+	}
+	add := func(a netip.Addr, p config.Port, comment string) {
+		a = a.Unmap().WithZone("")
+		for _, pp := range protoPorts([]config.Port{p}) {
+			if seen[key{a, pp}] {
+				continue
+			}
+			seen[key{a, pp}] = true
+			e := Element{Prefix: netip.PrefixFrom(a, a.BitLen()), Proto: pp.proto, Port: pp.port, Comment: comment}
+			if a.Is4() {
+				v4 = append(v4, e)
+			} else {
+				v6 = append(v6, e)
+			}
+		}
+	}
+	dns := cfg.Firewall.EgressDNS
+	if dns == nil {
+		dns = in.Egress.Resolvers
+	}
+	for _, a := range dns {
+		add(a, config.Port{Number: 53, TCP: true, UDP: true}, "dns")
+	}
+	if s := cfg.Logging.Syslog; s != nil {
+		if host, port, err := net.SplitHostPort(s.Address); err == nil {
+			n, _ := strconv.ParseUint(port, 10, 16)
+			addrs := in.Egress.SyslogAddrs
+			if a, err := netip.ParseAddr(host); err == nil {
+				addrs = []netip.Addr{a}
+			}
+			for _, a := range addrs {
+				add(a, config.Port{Number: uint16(n), TCP: true}, "syslog")
+			}
+		}
+	}
+	for _, e := range cfg.Firewall.EgressAllow {
+		add(e.Addr, e.Port, "egress_allow")
+	}
+	return v4, v6
 }

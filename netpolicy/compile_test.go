@@ -34,6 +34,11 @@ func labConfig(t testing.TB, edit func(string) string) *config.Config {
 
 var labVNet = []netip.Addr{netip.MustParseAddr("198.18.0.4"), netip.MustParseAddr("2001:db8:b5::4")}
 
+// labEgress is a host where the daemon's user is uid 998 and resolv.conf
+// names one resolver per family.
+var labEgress = EgressFacts{UID: 998, UserFound: true,
+	Resolvers: []netip.Addr{netip.MustParseAddr("192.0.2.53"), netip.MustParseAddr("2001:db8:53::53")}}
+
 // goldenCases are the configurations behind testdata/NAME.nft, and
 // testdata/NAME.netlink for the netlink message tests.
 var goldenCases = []struct {
@@ -46,6 +51,14 @@ var goldenCases = []struct {
 	{"trap-threshold-admins", func(s string) string {
 		return s + "firewall:\n  trap_threshold: 3\n  admin_cidrs: [192.0.2.0/24, \"2001:db8:ad::/48\"]\n  exempt_ports: [80, 8080]\n  block_for: 1h30m\n"
 	}},
+	// Every process restricted; tunnel ports with their protocols; what
+	// the configuration names besides the inventory.
+	{"egress-all", func(s string) string {
+		s = strings.Replace(s, "tunnel: [3390]", `tunnel: [3390, "5353/udp", "4000/tcp+udp"]`, 1)
+		return s + "firewall:\n  restrict_egress: all\n  egress_dns: [198.18.0.53]\n" +
+			"  egress_allow: [\"192.0.2.7:5432\", \"[2001:db8::7]:88/tcp+udp\", \"192.0.2.8:514/udp\"]\n" +
+			"logging:\n  syslog:\n    address: \"[2001:db8::9]:6514\"\n    tls: true\n"
+	}},
 }
 
 // TestCompileGolden renders the compiled ruleset for each mode and compares
@@ -53,7 +66,7 @@ var goldenCases = []struct {
 func TestCompileGolden(t *testing.T) {
 	for _, tt := range goldenCases {
 		t.Run(tt.name, func(t *testing.T) {
-			rs, err := Compile(Input{Config: labConfig(t, tt.edit), VNetAddrs: labVNet})
+			rs, err := Compile(Input{Config: labConfig(t, tt.edit), VNetAddrs: labVNet, Egress: labEgress})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -77,8 +90,8 @@ func TestCompileGolden(t *testing.T) {
 
 func TestCompileDeterministic(t *testing.T) {
 	cfg := labConfig(t, nil)
-	a, _ := Compile(Input{Config: cfg, VNetAddrs: labVNet})
-	b, _ := Compile(Input{Config: cfg, VNetAddrs: labVNet})
+	a, _ := Compile(Input{Config: cfg, VNetAddrs: labVNet, Egress: labEgress})
+	b, _ := Compile(Input{Config: cfg, VNetAddrs: labVNet, Egress: labEgress})
 	if a.Render() != b.Render() {
 		t.Error("two compilations of the same input differ")
 	}
@@ -96,7 +109,7 @@ func TestRuleCountIndependentOfInventory(t *testing.T) {
 		})
 	}
 	count := func(cfg *config.Config) (rules, elements int) {
-		rs, err := Compile(Input{Config: cfg, VNetAddrs: labVNet})
+		rs, err := Compile(Input{Config: cfg, VNetAddrs: labVNet, Egress: labEgress})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -214,7 +227,7 @@ func TestIPv6SourceIsSlash64(t *testing.T) {
 		"blocklist6": SourceBits6, "probes6": SourceBits6, "conn6": SourceBits6}
 	for _, tt := range goldenCases {
 		t.Run(tt.name, func(t *testing.T) {
-			rs, err := Compile(Input{Config: labConfig(t, tt.edit), VNetAddrs: labVNet})
+			rs, err := Compile(Input{Config: labConfig(t, tt.edit), VNetAddrs: labVNet, Egress: labEgress})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -250,6 +263,109 @@ func TestIPv6SourceIsSlash64(t *testing.T) {
 			}
 			if uses == 0 {
 				t.Fatal("no rule uses a per-source set")
+			}
+		})
+	}
+}
+
+// Invariant 4 covers RDP's UDP transport: 3389 is guarded on UDP as well as
+// TCP on every target, SSH on TCP only, tunnel ports as listed.
+func TestProtectedProtocols(t *testing.T) {
+	cfg := labConfig(t, func(s string) string {
+		return strings.Replace(s, "tunnel: [3390]", `tunnel: [3390, "5353/udp"]`, 1)
+	})
+	got := map[string]bool{}
+	for _, s := range protectedSets(cfg) {
+		for _, e := range s.Elements {
+			got[e.String(s.Type)] = true
+		}
+	}
+	for _, want := range []string{
+		`198.18.1.11 . tcp . 3389 comment "vm1"`, `198.18.1.11 . udp . 3389 comment "vm1"`,
+		`2001:db8:b5:1::12 . udp . 3389 comment "vm2"`, `198.18.1.12 . udp . 5353 comment "vm2"`,
+		`2001:db8:b5:1::12 . tcp . 3390 comment "vm2"`, `198.18.1.11 . tcp . 22 comment "vm1"`,
+	} {
+		if !got[want] {
+			t.Errorf("not guarded: %s", want)
+		}
+	}
+	for _, never := range []string{`198.18.1.11 . udp . 22 comment "vm1"`, `198.18.1.12 . tcp . 5353 comment "vm2"`, `198.18.1.12 . udp . 3390 comment "vm2"`} {
+		if got[never] {
+			t.Errorf("guarded although not listed: %s", never)
+		}
+	}
+}
+
+// The egress chain (invariant 13): whose traffic it restricts, and what it
+// says when it restricts nothing.
+func TestEgressChain(t *testing.T) {
+	output := func(rs Ruleset) (rules []string, sets []string) {
+		for _, s := range rs.Tables[0].Sets {
+			sets = append(sets, s.Name)
+		}
+		for _, c := range rs.Tables[0].Chains {
+			if c.Name == "output" {
+				for _, r := range c.Rules {
+					rules = append(rules, r.String())
+				}
+			}
+		}
+		return rules, sets
+	}
+	for _, tt := range []struct {
+		name  string
+		yaml  string
+		facts EgressFacts
+		owner string // the match every egress rule starts with; "" for none
+		note  string
+	}{
+		{"the daemon's user", "", labEgress, "meta skuid 998 ", "processes of user bastiond (uid 998"},
+		{"every process", "firewall: {restrict_egress: all}\n", EgressFacts{}, "meta skuid != 4294967295 ", "every process of this host"},
+		{"no such user", "", EgressFacts{}, "", `NOT restricted: user "bastiond" (firewall.egress_user) does not exist`},
+		{"off", "firewall: {restrict_egress: \"off\"}\n", labEgress, "", "not restricted (firewall.restrict_egress: off)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rs, err := Compile(Input{Config: labConfig(t, func(s string) string { return s + tt.yaml }), VNetAddrs: labVNet, Egress: tt.facts})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rs.Notes) != 1 || !strings.Contains(rs.Notes[0], tt.note) || !strings.HasPrefix(rs.Render(), "# egress: ") {
+				t.Errorf("notes %q, want one containing %q, printed first", rs.Notes, tt.note)
+			}
+			rules, sets := output(rs)
+			if tt.owner == "" {
+				if len(rules) != 2 || slices.Contains(sets, Egress4) {
+					t.Errorf("egress rules or sets where nothing is restricted: %q %q", rules, sets)
+				}
+				return
+			}
+			want := []string{
+				tt.owner + `ct state established,related accept comment "egress pinned (invariant 13): connections already made, replies to the host's listeners"`,
+				tt.owner + `ip daddr . meta l4proto . th dport @egress4 accept comment "the inventory and the services the config names"`,
+				tt.owner + `ip6 daddr . meta l4proto . th dport @egress6 accept`,
+				tt.owner + `limit rate 10/minute burst 5 packets log prefix "bastiond egress refused: "`,
+				tt.owner + `drop comment "anything else, loopback included"`,
+			}
+			if !slices.Equal(rules[2:], want) {
+				t.Errorf("output chain:\n%s\nwant after the counting rules:\n%s", strings.Join(rules, "\n"), strings.Join(want, "\n"))
+			}
+			var elems []string
+			for _, s := range rs.Tables[0].Sets {
+				if s.Name == Egress4 || s.Name == Egress6 {
+					for _, e := range s.Elements {
+						elems = append(elems, e.key(s.Type))
+					}
+				}
+			}
+			for _, w := range []string{"198.18.1.11 . tcp . 22", "2001:db8:b5:1::12 . udp . 3389", "198.18.1.12 . tcp . 3390"} {
+				if !slices.Contains(elems, w) {
+					t.Errorf("egress sets lack %s: %q", w, elems)
+				}
+			}
+			for _, never := range []string{"198.18.1.11 . tcp . 3389", "198.18.1.12 . tcp . 22", "198.18.1.11 . udp . 22"} {
+				if slices.Contains(elems, never) {
+					t.Errorf("egress sets hold %s, which the inventory does not offer", never)
+				}
 			}
 		})
 	}

@@ -51,7 +51,7 @@ func TestTargetCounters(t *testing.T) {
 		}
 	}
 	k := kernelIn(t, ns)
-	rs, err := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet})
+	rs, err := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet, Egress: labEgress})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestTargetCounters(t *testing.T) {
 	}
 	only2, err := Compile(Input{Config: labConfig(t, func(s string) string {
 		return strings.Replace(s, "    - name: vm1\n      addresses: [198.18.1.11, \"2001:db8:b5:1::11\"]\n      ports: {ssh: 22}\n      tags: [linux]\n", "", 1)
-	}), VNetAddrs: labVNet})
+	}), VNetAddrs: labVNet, Egress: labEgress})
 	if err != nil {
 		t.Fatal(err)
 	}

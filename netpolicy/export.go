@@ -19,7 +19,10 @@ func Export(cfg *config.Config, target string, bastion []netip.Addr) (Ruleset, e
 		return Ruleset{}, fmt.Errorf("netpolicy: target %q is not in the inventory", target)
 	}
 	t := cfg.Inventory.Targets[i]
-	ports := slices.DeleteFunc(sortedPorts(guardedPorts(t)), func(p uint16) bool { return p == 0 })
+	var guarded []Element
+	for _, pp := range protoPorts(guardedPorts(t)) {
+		guarded = append(guarded, Element{Proto: pp.proto, Port: pp.port})
+	}
 	var b4, b6 []Element
 	for _, a := range bastion {
 		if a.IsLinkLocalUnicast() {
@@ -33,14 +36,15 @@ func Export(cfg *config.Config, target string, bastion []netip.Addr) (Ruleset, e
 		}
 	}
 	rules := []Rule{
-		{Match: []Match{NFProto{}, DPort{Proto: "tcp", Ports: ports}, SAddrIn{Set: "bastion4", Negate: true}}, Verdict: "drop",
-			Comment: "only the bastion reaches " + t.Name + "'s SSH/RDP"},
-		{Match: []Match{NFProto{V6: true}, DPort{Proto: "tcp", Ports: ports}, SAddrIn{V6: true, Set: "bastion6", Negate: true}}, Verdict: "drop"},
+		{Match: []Match{NFProto{}, ProtoPortIn{Set: "guarded"}, SAddrIn{Set: "bastion4", Negate: true}}, Verdict: "drop",
+			Comment: "only the bastion reaches " + t.Name + "'s SSH/RDP (TCP and UDP)"},
+		{Match: []Match{NFProto{V6: true}, ProtoPortIn{Set: "guarded"}, SAddrIn{V6: true, Set: "bastion6", Negate: true}}, Verdict: "drop"},
 	}
 	return Ruleset{Tables: []Table{{
 		Family: FamilyInet,
 		Name:   GuardName,
 		Sets: []Set{
+			{Name: "guarded", Type: TypeProtoPort, Elements: guarded},
 			{Name: "bastion4", Type: TypeIPv4, Elements: b4},
 			{Name: "bastion6", Type: TypeIPv6, Elements: b6},
 		},

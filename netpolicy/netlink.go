@@ -222,6 +222,12 @@ func encodeSet(t *nftables.Table, s Set) (*nftables.Set, []nftables.SetElement, 
 		ns.KeyType = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
 	case TypeIPv6Port:
 		ns.KeyType = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService)
+	case TypeIPv4ProtoPort:
+		ns.KeyType = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
+	case TypeIPv6ProtoPort:
+		ns.KeyType = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService)
+	case TypeProtoPort:
+		ns.KeyType = nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)
 	default:
 		return nil, nil, fmt.Errorf("unknown set type %q", s.Type)
 	}
@@ -239,6 +245,19 @@ func encodeSet(t *nftables.Table, s Set) (*nftables.Set, []nftables.SetElement, 
 		case TypeIPv4Port, TypeIPv6Port:
 			key := append(e.Prefix.Addr().AsSlice(), be16(e.Port)...)
 			elems = append(elems, nftables.SetElement{Key: append(key, 0, 0), Comment: e.Comment}) // ports are padded to 4 bytes
+		case TypeIPv4ProtoPort, TypeIPv6ProtoPort, TypeProtoPort:
+			proto, ok := protoNumbers[e.Proto]
+			if !ok || (e.Proto != "tcp" && e.Proto != "udp") {
+				return nil, nil, fmt.Errorf("element %s: protocol %q is not tcp or udp", e.String(s.Type), e.Proto)
+			}
+			var key []byte
+			if s.Type != TypeProtoPort {
+				key = e.Prefix.Addr().AsSlice()
+			}
+			// Each part of a concatenation takes whole 4-byte words.
+			key = append(key, proto, 0, 0, 0)
+			key = append(key, be16(e.Port)...)
+			elems = append(elems, nftables.SetElement{Key: append(key, 0, 0), Comment: e.Comment})
 		default:
 			p := e.Prefix.Masked()
 			elems = append(elems, nftables.SetElement{Key: p.Addr().AsSlice(), Comment: e.Comment})
@@ -326,7 +345,9 @@ func (e *encoder) cmp(op expr.CmpOp, data []byte) {
 	e.add(&expr.Cmp{Op: op, Register: 1, Data: data})
 }
 
-func (e *encoder) meta(key expr.MetaKey) { e.add(&expr.Meta{Key: key, Register: 1}) }
+func (e *encoder) meta(key expr.MetaKey) { e.metaTo(key, 1) }
+
+func (e *encoder) metaTo(key expr.MetaKey, reg uint32) { e.add(&expr.Meta{Key: key, Register: reg}) }
 
 func (e *encoder) payload(base expr.PayloadBase, offset, length, reg uint32) {
 	e.add(&expr.Payload{DestRegister: reg, Base: base, Offset: offset, Len: length})
@@ -525,29 +546,40 @@ func (e *encoder) match(m Match) error {
 		off, n := saddrOffset(m.V6)
 		e.payload(expr.PayloadBaseNetworkHeader, off+n, n, 1) // the destination follows the source
 		e.add(&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
-	case AddrPortIn:
+	case AddrProtoPortIn:
 		s, err := e.namedSet(m.Set)
 		if err != nil {
 			return err
 		}
 		e.needNet(m.V6)
-		e.needL4(unix.IPPROTO_TCP)
-		// Offsets of the destination address in the IPv4 and IPv6
-		// headers, and of the destination port; or of the sources.
-		addr4, addr6, port := uint32(16), uint32(24), uint32(2)
-		if m.Source {
-			addr4, addr6, port = 12, 8, 0
-		}
+		// A concatenation fills consecutive 4-byte registers from
+		// register 1 (NFT_REG32_00 is 8; register 2 is 12, the word after
+		// an IPv6 address), as nft allocates them.
 		if m.V6 {
-			// 16-byte registers: the port goes to the one after register 1.
-			e.payload(expr.PayloadBaseNetworkHeader, addr6, 16, 1)
-			e.payload(expr.PayloadBaseTransportHeader, port, 2, 2)
+			e.payload(expr.PayloadBaseNetworkHeader, 24, 16, 1)
+			e.metaTo(expr.MetaKeyL4PROTO, 2)
+			e.payload(expr.PayloadBaseTransportHeader, 2, 2, 13)
 		} else {
-			// 4-byte registers: register 9 is the one after register 1's first word.
-			e.payload(expr.PayloadBaseNetworkHeader, addr4, 4, 1)
-			e.payload(expr.PayloadBaseTransportHeader, port, 2, 9)
+			e.payload(expr.PayloadBaseNetworkHeader, 16, 4, 1)
+			e.metaTo(expr.MetaKeyL4PROTO, 9)
+			e.payload(expr.PayloadBaseTransportHeader, 2, 2, 10)
 		}
 		e.add(&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
+	case ProtoPortIn:
+		s, err := e.namedSet(m.Set)
+		if err != nil {
+			return err
+		}
+		e.meta(expr.MetaKeyL4PROTO)
+		e.payload(expr.PayloadBaseTransportHeader, 2, 2, 9)
+		e.add(&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
+	case SKUID:
+		op := expr.CmpOpEq
+		if m.Negate {
+			op = expr.CmpOpNeq
+		}
+		e.meta(expr.MetaKeySKUID)
+		e.cmp(op, binary.NativeEndian.AppendUint32(nil, m.UID))
 	case ICMPType:
 		types, proto, keyType := icmpTypes, byte(unix.IPPROTO_ICMP), nftables.TypeICMPType
 		if m.V6 {
@@ -615,6 +647,10 @@ func (e *encoder) stmt(s Stmt) error {
 		e.add(&expr.Dynset{SrcRegKey: 1, SetName: set.Name, SetID: set.ID, Operation: unix.NFT_DYNSET_OP_ADD})
 	case Counter:
 		e.add(&expr.Counter{})
+	case LimitPerMinute:
+		e.add(&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(s.Rate), Unit: expr.LimitTimeMinute, Burst: uint32(s.Burst)})
+	case Log:
+		e.add(&expr.Log{Key: 1 << unix.NFTA_LOG_PREFIX, Data: []byte(s.Prefix)})
 	default:
 		return fmt.Errorf("no netlink encoding for %T", s)
 	}

@@ -82,17 +82,13 @@ func nft(t *testing.T, ns string, args ...string) string {
 // TestApplyMatchesNft holds the netlink encoding to nft's own: the ruleset
 // applied by Apply must list exactly like the rendered text loaded by nft.
 func TestApplyMatchesNft(t *testing.T) {
-	cases := map[string]func(string) string{
-		"bridged":  nil,
-		"routed":   func(s string) string { return strings.Replace(s, "mode: bridged", "mode: routed", 1) },
-		"attached": func(s string) string { return strings.Replace(s, "mode: bridged", "mode: attached", 1) },
-		"trap-threshold-admins": func(s string) string {
-			return s + "firewall:\n  trap_threshold: 3\n  admin_cidrs: [192.0.2.0/24, \"2001:db8:ad::/48\"]\n  exempt_ports: [80, 8080]\n  block_for: 1h30m\n"
-		},
+	cases := map[string]func(string) string{} // every golden case
+	for _, gc := range goldenCases {
+		cases[gc.name] = gc.edit
 	}
 	for name, edit := range cases {
 		t.Run(name, func(t *testing.T) {
-			rs, err := Compile(Input{Config: labConfig(t, edit), VNetAddrs: labVNet})
+			rs, err := Compile(Input{Config: labConfig(t, edit), VNetAddrs: labVNet, Egress: labEgress})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -150,7 +146,7 @@ func withoutTable(listing, table string) string {
 // A re-apply (a reload) must not forgive blocklisted sources.
 func TestApplyKeepsBlocklist(t *testing.T) {
 	ns, c := testNetns(t)
-	rs, err := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet})
+	rs, err := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet, Egress: labEgress})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +180,7 @@ func TestApplyKeepsBlocklist(t *testing.T) {
 func TestVerifyAndReconcile(t *testing.T) {
 	ns, k := testKernel(t)
 	cfg := labConfig(t, func(s string) string { return s + "firewall: {admin_cidrs: [192.0.2.0/24]}\n" })
-	rs, err := Compile(Input{Config: cfg, VNetAddrs: labVNet})
+	rs, err := Compile(Input{Config: cfg, VNetAddrs: labVNet, Egress: labEgress})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +323,7 @@ func TestBlocklistListAndClear(t *testing.T) {
 		},
 	}
 	ns, k := testKernel(t)
-	rs, _ := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet})
+	rs, _ := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet, Egress: labEgress})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := k.Apply(rs); err != nil {
@@ -379,7 +375,7 @@ func prefixes(list []BlockEntry) []netip.Prefix {
 func TestApplyLargeInventory(t *testing.T) {
 	_, c := testNetns(t)
 	for _, n := range []int{2000, 5000} {
-		rs, err := Compile(Input{Config: bigConfigT(t, n), VNetAddrs: labVNet})
+		rs, err := Compile(Input{Config: bigConfigT(t, n), VNetAddrs: labVNet, Egress: labEgress})
 		if err != nil {
 			t.Fatal(err)
 		}

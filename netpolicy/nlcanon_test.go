@@ -976,6 +976,25 @@ func (tx *nlTx) ruleExpr(family, table string, b []byte) (text, extra string, an
 			typ = "bytes"
 		}
 		text = fmt.Sprintf("limit rate %d/%s burst %d type %s flags 0x%x", u64(nftaLimitRate), unit, u32(nftaLimitBurst), typ, u32(nftaLimitFlags))
+	case "log":
+		// libnftnl prints the prefix, the group (with snaplen and
+		// qthreshold) and the level, each only when sent.
+		text = "log"
+		if v, ok := d.str(unix.NFTA_LOG_PREFIX); ok {
+			// libnftnl's text loses the prefix's spaces to the
+			// whitespace normalisation; the exact prefix goes after ##.
+			text += " prefix " + normSpace(v)
+			x = append(x, fmt.Sprintf("prefix %q", v))
+		}
+		if v, ok := d.bytes(unix.NFTA_LOG_GROUP); ok && len(v) == 2 {
+			text += fmt.Sprintf(" group %d snaplen %d qthreshold %d", binary.BigEndian.Uint16(v), u32(unix.NFTA_LOG_SNAPLEN), uint16(u32(unix.NFTA_LOG_QTHRESHOLD)))
+		}
+		if v, ok := d.u32(unix.NFTA_LOG_LEVEL); ok {
+			text += fmt.Sprintf(" level %d", v)
+		}
+		if v, ok := d.u32(unix.NFTA_LOG_FLAGS); ok {
+			x = append(x, fmt.Sprintf("flags %#x", v))
+		}
 	case "counter":
 		// Absent start values are zero: nft_counter_do_init sets only
 		// those sent on zeroed per-cpu counters (nft sends none,

@@ -112,7 +112,7 @@ func TestApplyMessagesMatchNft(t *testing.T) {
 	}
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
-			rs, err := Compile(Input{Config: labConfig(t, tc.edit), VNetAddrs: labVNet})
+			rs, err := Compile(Input{Config: labConfig(t, tc.edit), VNetAddrs: labVNet, Egress: labEgress})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -192,6 +192,10 @@ func wantKeys(s Set) []string {
 		case TypeIPv4Port, TypeIPv6Port:
 			k = binary.BigEndian.AppendUint16(e.Prefix.Addr().AsSlice(), e.Port)
 			k = append(k, 0, 0)
+		case TypeIPv4ProtoPort, TypeIPv6ProtoPort:
+			k = append(e.Prefix.Addr().AsSlice(), map[string]byte{"tcp": 6, "udp": 17}[e.Proto], 0, 0, 0)
+			k = binary.BigEndian.AppendUint16(k, e.Port)
+			k = append(k, 0, 0)
 		default:
 			k = e.Prefix.Masked().Addr().AsSlice()
 		}
@@ -226,7 +230,7 @@ func TestApplyMessagesLargeInventory(t *testing.T) {
 					cfg.Inventory.Targets[i].Name = tc.rename(i)
 				}
 			}
-			rs, err := Compile(Input{Config: cfg, VNetAddrs: labVNet})
+			rs, err := Compile(Input{Config: cfg, VNetAddrs: labVNet, Egress: labEgress})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -355,7 +359,7 @@ func editAttrs(b []byte, path []uint16, f func([]byte) []byte) ([]byte, bool) {
 // text alone would not show or that change what the kernel does, and
 // checks that each fails it.
 func TestMessageCanonicalFormSeesChanges(t *testing.T) {
-	rs, err := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet})
+	rs, err := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet, Egress: labEgress})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,15 +387,15 @@ func TestMessageCanonicalFormSeesChanges(t *testing.T) {
 		{"port key without its padding", unix.NFT_MSG_NEWSETELEM,
 			[]uint16{unix.NFTA_SET_ELEM_LIST_ELEMENTS, anyAttr, unix.NFTA_SET_ELEM_KEY, unix.NFTA_DATA_VALUE},
 			func(b []byte) []byte {
-				if len(b) == 8 {
-					return b[:6]
+				if len(b) == 12 { // IPv4 address . protocol . port
+					return b[:10]
 				}
 				return nil
 			}},
 		{"port loaded into the wrong register", unix.NFT_MSG_NEWRULE,
 			append(ruleExpr, unix.NFTA_PAYLOAD_DREG),
 			func(b []byte) []byte {
-				if binary.BigEndian.Uint32(b) == 9 {
+				if binary.BigEndian.Uint32(b) == 10 {
 					return be32(2)
 				}
 				return nil

@@ -17,6 +17,10 @@ import (
 // tables and say exactly how they differ.
 type Ruleset struct {
 	Tables []Table
+	// Notes are what an auditor must know that the rules alone do not say
+	// (whose egress is restricted, and when it is not): Render prints them
+	// first, as nft comments.
+	Notes []string
 }
 
 // Family is an nftables table family.
@@ -39,12 +43,17 @@ type Table struct {
 type SetType string
 
 const (
-	TypeIPv4      SetType = "ipv4_addr"
-	TypeIPv6      SetType = "ipv6_addr"
-	TypeIPv4Port  SetType = "ipv4_addr . inet_service"
-	TypeIPv6Port  SetType = "ipv6_addr . inet_service"
-	TypeInetPort  SetType = "inet_service"
-	maxDynamicSet         = 65535
+	TypeIPv4     SetType = "ipv4_addr"
+	TypeIPv6     SetType = "ipv6_addr"
+	TypeIPv4Port SetType = "ipv4_addr . inet_service"
+	TypeIPv6Port SetType = "ipv6_addr . inet_service"
+	TypeInetPort SetType = "inet_service"
+	// Keys of the guard and egress sets: a destination, its transport
+	// protocol and port, so that one rule covers TCP and UDP alike.
+	TypeIPv4ProtoPort SetType = "ipv4_addr . inet_proto . inet_service"
+	TypeIPv6ProtoPort SetType = "ipv6_addr . inet_proto . inet_service"
+	TypeProtoPort     SetType = "inet_proto . inet_service"
+	maxDynamicSet             = 65535
 )
 
 // Set is a named set.
@@ -75,10 +84,11 @@ type Set struct {
 }
 
 // Element is a set member: a prefix (a single address is a /32 or /128), a
-// port, or an address and a port.
+// port, or an address, a transport protocol and a port.
 type Element struct {
 	Prefix netip.Prefix
 	Port   uint16
+	Proto  string // tcp or udp, in the sets keyed by protocol
 	// Comment names what the element stands for (the target, in the
 	// sets that count per target).
 	Comment string
@@ -139,13 +149,21 @@ type (
 		V6  bool
 		Set string
 	}
-	// AddrPortIn matches destination address . TCP destination port
-	// against a named set, or with Source the source address and port (the
-	// replies of a connection to such an address and port).
-	AddrPortIn struct {
-		V6     bool
-		Set    string
-		Source bool
+	// AddrProtoPortIn matches destination address . transport protocol .
+	// destination port against a named set: TCP and UDP with one rule.
+	AddrProtoPortIn struct {
+		V6  bool
+		Set string
+	}
+	// ProtoPortIn matches transport protocol . destination port against a
+	// named set.
+	ProtoPortIn struct{ Set string }
+	// SKUID matches the user id of the socket a packet leaves from (the
+	// output hook only); a packet without one (sent by the kernel itself)
+	// never matches, Negate or not.
+	SKUID struct {
+		UID    uint32
+		Negate bool
 	}
 	// ICMPType matches ICMP or ICMPv6 types.
 	ICMPType struct {
@@ -182,6 +200,10 @@ type (
 	}
 	// Counter counts packets and bytes.
 	Counter struct{}
+	// Log writes the packet to the kernel log with Prefix (at level warn).
+	Log struct{ Prefix string }
+	// LimitPerMinute lets packets through at Rate per minute, with a burst.
+	LimitPerMinute struct{ Rate, Burst int }
 )
 
 func (m IIF) nft() string       { return fmt.Sprintf("iifname %q", m.Name) }
@@ -209,11 +231,15 @@ func (m SAddrIn) nft() string {
 	return fmt.Sprintf("%s %s@%s", saddr(m.V6, m.Bits), op, m.Set)
 }
 func (m DAddrIn) nft() string { return fmt.Sprintf("%s daddr @%s", ipKeyword(m.V6), m.Set) }
-func (m AddrPortIn) nft() string {
-	if m.Source {
-		return fmt.Sprintf("%s saddr . tcp sport @%s", ipKeyword(m.V6), m.Set)
+func (m AddrProtoPortIn) nft() string {
+	return fmt.Sprintf("%s daddr . meta l4proto . th dport @%s", ipKeyword(m.V6), m.Set)
+}
+func (m ProtoPortIn) nft() string { return "meta l4proto . th dport @" + m.Set }
+func (m SKUID) nft() string {
+	if m.Negate {
+		return fmt.Sprintf("meta skuid != %d", m.UID)
 	}
-	return fmt.Sprintf("%s daddr . tcp dport @%s", ipKeyword(m.V6), m.Set)
+	return fmt.Sprintf("meta skuid %d", m.UID)
 }
 func (m ICMPType) nft() string {
 	kw := "icmp"
@@ -246,6 +272,10 @@ func (s AddSource) nft() string {
 	return fmt.Sprintf("add @%s { %s }", s.Set, saddr(s.V6, s.Bits))
 }
 func (Counter) nft() string { return "counter" }
+func (s Log) nft() string   { return fmt.Sprintf("log prefix %q", s.Prefix) }
+func (s LimitPerMinute) nft() string {
+	return fmt.Sprintf("limit rate %d/minute burst %d packets", s.Rate, s.Burst)
+}
 
 // saddr is the source address, masked to its first bits when bits is set
 // ("ip6 saddr & ffff:ffff:ffff:ffff::" for an IPv6 /64).
@@ -293,6 +323,12 @@ func braceList(items []string) string {
 // prints and what `nft -f` would load.
 func (rs Ruleset) Render() string {
 	var b strings.Builder
+	for _, n := range rs.Notes {
+		b.WriteString("# " + n + "\n")
+	}
+	if len(rs.Notes) > 0 {
+		b.WriteString("\n")
+	}
 	for i, t := range rs.Tables {
 		if i > 0 {
 			b.WriteString("\n")
@@ -365,6 +401,10 @@ func (e Element) key(t SetType) string {
 		return strconv.Itoa(int(e.Port))
 	case TypeIPv4Port, TypeIPv6Port:
 		return e.Prefix.Addr().String() + " . " + strconv.Itoa(int(e.Port))
+	case TypeIPv4ProtoPort, TypeIPv6ProtoPort:
+		return e.Prefix.Addr().String() + " . " + e.Proto + " . " + strconv.Itoa(int(e.Port))
+	case TypeProtoPort:
+		return e.Proto + " . " + strconv.Itoa(int(e.Port))
 	}
 	if e.Prefix.IsSingleIP() {
 		return e.Prefix.Addr().String()

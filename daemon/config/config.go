@@ -116,6 +116,112 @@ type Firewall struct {
 	// ConnRate is the new connections per second one source may open to
 	// port 443 (bursts of twice that). Default 20.
 	ConnRate int `yaml:"conn_rate"`
+
+	// RestrictEgress pins outbound traffic in nftables (invariant 13):
+	// "user" (default) lets the processes of EgressUser open connections
+	// only to the inventory's address . protocol . port pairs and to what
+	// EgressDNS, logging.syslog and EgressAllow name, and logs and drops
+	// the rest, loopback included; "all" does the same to every process of
+	// the host; "off" adds no egress rules. Replies to connections made to
+	// the host (443, metrics) are never cut.
+	RestrictEgress string `yaml:"restrict_egress"`
+	// EgressUser is the user whose traffic "user" restricts: the one the
+	// daemon's unit runs as (User=). Default bastiond. Resolved to a uid
+	// when the policy is compiled; a user that does not exist restricts
+	// nothing, which the log and `bastionctl policy show` say.
+	EgressUser string `yaml:"egress_user"`
+	// EgressDNS are the resolvers the daemon may ask, on UDP and TCP 53.
+	// Absent: the nameservers of /etc/resolv.conf when the policy is
+	// compiled; [] allows no resolver.
+	EgressDNS []netip.Addr `yaml:"egress_dns"`
+	// EgressAllow are further destinations the daemon may reach (an
+	// identity provider, a database): "address:port" for TCP,
+	// "address:port/udp" or "address:port/tcp+udp" otherwise; IPv6 as
+	// "[2001:db8::5]:636". Addresses, not names: nftables matches addresses.
+	EgressAllow []Endpoint `yaml:"egress_allow"`
+}
+
+// Egress restriction modes (firewall.restrict_egress).
+const (
+	EgressUser = "user"
+	EgressAll  = "all"
+	EgressOff  = "off"
+)
+
+// Port is a port number and the transport protocols it is served on.
+// In YAML: 8080 or "8080/tcp" (TCP), "5353/udp", "4000/tcp+udp".
+type Port struct {
+	Number   uint16
+	TCP, UDP bool
+}
+
+// String is the port as the configuration writes it.
+func (p Port) String() string {
+	n := strconv.Itoa(int(p.Number))
+	switch {
+	case p.TCP && p.UDP:
+		return n + "/tcp+udp"
+	case p.UDP:
+		return n + "/udp"
+	}
+	return n + "/tcp"
+}
+
+// ParsePort reads 8080, "8080/tcp", "5353/udp" or "4000/tcp+udp"; without
+// a protocol the port is TCP.
+func ParsePort(s string) (Port, error) {
+	num, protos, hasProtos := strings.Cut(s, "/")
+	n, err := strconv.ParseUint(num, 10, 16)
+	if err != nil || n == 0 {
+		return Port{}, fmt.Errorf("%q is not a port from 1 to 65535", num)
+	}
+	p := Port{Number: uint16(n), TCP: !hasProtos}
+	if hasProtos {
+		for _, proto := range strings.Split(protos, "+") {
+			switch proto {
+			case "tcp":
+				p.TCP = true
+			case "udp":
+				p.UDP = true
+			default:
+				return Port{}, fmt.Errorf("%q is not a protocol (write tcp, udp or tcp+udp after the slash)", proto)
+			}
+		}
+	}
+	return p, nil
+}
+
+// Endpoint is an address and a port with its protocols:
+// "192.0.2.7:5432", "[2001:db8::7]:53/udp", "192.0.2.8:88/tcp+udp".
+type Endpoint struct {
+	Addr netip.Addr
+	Port Port
+}
+
+// String is the endpoint as the configuration writes it.
+func (e Endpoint) String() string {
+	ap := netip.AddrPortFrom(e.Addr, e.Port.Number).String()
+	_, protos, _ := strings.Cut(e.Port.String(), "/")
+	return ap + "/" + protos
+}
+
+// ParseEndpoint reads "address:port" with an optional "/udp" or
+// "/tcp+udp" (TCP without one).
+func ParseEndpoint(s string) (Endpoint, error) {
+	hostPort, protos, hasProtos := strings.Cut(s, "/")
+	ap, err := netip.ParseAddrPort(hostPort)
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("%q is not address:port (an IP address, IPv6 in brackets; names cannot be matched by nftables)", hostPort)
+	}
+	spec := strconv.Itoa(int(ap.Port()))
+	if hasProtos {
+		spec += "/" + protos
+	}
+	p, err := ParsePort(spec)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	return Endpoint{Addr: ap.Addr(), Port: p}, nil
 }
 
 // Inventory lists the machines behind the bastion. The daemon dials nothing else.
@@ -146,7 +252,35 @@ type Ports struct {
 	RDP uint16 `yaml:"rdp"`
 	// Tunnel lists further ports that native tunnels may reach; the SSH and
 	// RDP ports are always reachable by tunnel for roles that allow it.
-	Tunnel []uint16 `yaml:"tunnel"`
+	// A port is TCP unless it says otherwise: [8080, "5353/udp",
+	// "4000/tcp+udp"]. Tunnels carry TCP; a UDP port is guarded by the
+	// firewall (only the bastion reaches it) and open to the bastion's own
+	// egress.
+	Tunnel []Port `yaml:"tunnel"`
+}
+
+// TunnelPorts are the tunnel ports served on TCP: those a tunnel can reach.
+func (p Ports) TunnelPorts() []uint16 {
+	var out []uint16
+	for _, t := range p.Tunnel {
+		if t.TCP {
+			out = append(out, t.Number)
+		}
+	}
+	return out
+}
+
+// Services are every port the target offers with its protocols: SSH on
+// TCP, RDP on TCP and UDP (RDP's UDP transport), the tunnel ports as listed.
+func (p Ports) Services() []Port {
+	var out []Port
+	if p.SSH != 0 {
+		out = append(out, Port{Number: p.SSH, TCP: true})
+	}
+	if p.RDP != 0 {
+		out = append(out, Port{Number: p.RDP, TCP: true, UDP: true})
+	}
+	return append(out, p.Tunnel...)
 }
 
 // Protocols a role can allow.
@@ -449,6 +583,8 @@ func (c *Config) setDefaults() {
 		fw.ExemptPorts = []uint16{80}
 	}
 	fw.ConnRate = orDefault(fw.ConnRate, 20)
+	fw.RestrictEgress = orDefault(fw.RestrictEgress, EgressUser)
+	fw.EgressUser = orDefault(fw.EgressUser, "bastiond")
 
 	c.Access.SessionIdle = orDefault(c.Access.SessionIdle, 30*time.Minute)
 	c.Access.SessionLifetime = orDefault(c.Access.SessionLifetime, 12*time.Hour)

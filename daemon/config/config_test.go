@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,7 @@ func TestParseLab(t *testing.T) {
 	if cfg.Limits.DrainGrace != 30*time.Second || cfg.Limits.Weights.RDP != 2 || cfg.Listen.AdminGroup != "bastion-admin" {
 		t.Errorf("defaults not filled: %+v", cfg.Limits)
 	}
-	if len(cfg.Inventory.Targets) != 2 || cfg.Inventory.Targets[1].Ports.Tunnel[0] != 3390 {
+	if len(cfg.Inventory.Targets) != 2 || cfg.Inventory.Targets[1].Ports.Tunnel[0] != (Port{Number: 3390, TCP: true}) {
 		t.Errorf("inventory = %+v", cfg.Inventory)
 	}
 	if a := cfg.Inventory.Targets[0].Addresses[1]; a != netip.MustParseAddr("2001:db8:b5:1::11") {
@@ -424,4 +425,78 @@ func mustRead(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// Ports carry their protocols: tunnel ports and firewall.egress_allow say
+// them after a slash, and a typo is an error with its file and line.
+func TestParsePortsAndEgress(t *testing.T) {
+	lab := mustRead(t, "testdata/lab.yaml")
+	withTunnel := func(list string) string { return strings.Replace(lab, "tunnel: [3390]", "tunnel: "+list, 1) }
+	cfg, err := Parse("lab.yaml", []byte(withTunnel(`[3390, "5353/udp", "4000/tcp+udp", "8080/tcp"]`)+
+		"firewall:\n  restrict_egress: all\n  egress_user: svc-bastion\n  egress_dns: [192.0.2.53]\n  egress_allow: [\"192.0.2.7:5432\", \"[2001:db8::7]:88/tcp+udp\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Port{{3390, true, false}, {5353, false, true}, {4000, true, true}, {8080, true, false}}
+	if got := cfg.Inventory.Targets[1].Ports.Tunnel; !slices.Equal(got, want) {
+		t.Errorf("tunnel = %v, want %v", got, want)
+	}
+	if got := cfg.Inventory.Targets[1].Ports.TunnelPorts(); !slices.Equal(got, []uint16{3390, 4000, 8080}) {
+		t.Errorf("TCP tunnel ports = %v", got)
+	}
+	if got := cfg.Inventory.Targets[1].Ports.Services(); !slices.Equal(got[:1], []Port{{3389, true, true}}) {
+		t.Errorf("services = %v: RDP is TCP and UDP", got)
+	}
+	fw := cfg.Firewall
+	if fw.RestrictEgress != EgressAll || fw.EgressUser != "svc-bastion" || len(fw.EgressDNS) != 1 ||
+		!slices.Equal(fw.EgressAllow, []Endpoint{{netip.MustParseAddr("192.0.2.7"), Port{5432, true, false}}, {netip.MustParseAddr("2001:db8::7"), Port{88, true, true}}}) {
+		t.Errorf("firewall = %+v", fw)
+	}
+	if fw.EgressAllow[1].String() != "[2001:db8::7]:88/tcp+udp" {
+		t.Errorf("endpoint string %q", fw.EgressAllow[1])
+	}
+	def, _ := Load("testdata/lab.yaml")
+	if def.Firewall.RestrictEgress != EgressUser || def.Firewall.EgressUser != "bastiond" || def.Firewall.EgressDNS != nil {
+		t.Errorf("egress defaults: %+v", def.Firewall)
+	}
+
+	for _, tt := range []struct{ name, yaml, want string }{
+		{"protocol typo", withTunnel(`[3390, "5353/udpp"]`), `lab.yaml:18: inventory.targets[1].ports.tunnel[1]: "udpp" is not a protocol`},
+		{"port out of range", withTunnel(`["70000/tcp"]`), `lab.yaml:18: inventory.targets[1].ports.tunnel[0]: "70000" is not a port from 1 to 65535`},
+		{"a list for a port", withTunnel(`[[3390]]`), `lab.yaml:18: inventory.targets[1].ports.tunnel[0]: expected a port such as 8080`},
+		{"restrict_egress", lab + "firewall:\n  restrict_egress: some\n", `lab.yaml:30: firewall.restrict_egress: "some" is not user, all or off`},
+		{"egress_allow name", lab + "firewall:\n  egress_allow: [\"idp.example.com:443\"]\n", `lab.yaml:30: firewall.egress_allow[0]: "idp.example.com:443" is not address:port`},
+		{"egress_allow protocol", lab + "firewall:\n  egress_allow: [\"192.0.2.7:443/sctp\"]\n", `lab.yaml:30: firewall.egress_allow[0]: "sctp" is not a protocol`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("lab.yaml", []byte(tt.yaml))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzParsePortAndEndpoint: whatever parses prints back to the same value,
+// and a port always has a protocol.
+func FuzzParsePortAndEndpoint(f *testing.F) {
+	for _, s := range []string{"8080", "5353/udp", "4000/tcp+udp", "22/tcp", "3389/udp+tcp", "0", "70000", "1/", "1/tcp+", "x/udp",
+		"192.0.2.7:5432", "[2001:db8::7]:88/tcp+udp", "192.0.2.8:514/udp", "idp.example.com:443", "[fe80::1%eth0]:53/udp"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if p, err := ParsePort(s); err == nil {
+			if !p.TCP && !p.UDP || p.Number == 0 {
+				t.Fatalf("%q parsed to %+v", s, p)
+			}
+			if back, err := ParsePort(p.String()); err != nil || back != p {
+				t.Fatalf("%q -> %+v -> %q -> %+v, %v", s, p, p.String(), back, err)
+			}
+		}
+		if e, err := ParseEndpoint(s); err == nil {
+			if back, err := ParseEndpoint(e.String()); err != nil || back != e {
+				t.Fatalf("%q -> %+v -> %q -> %+v, %v", s, e, e.String(), back, err)
+			}
+		}
+	})
 }

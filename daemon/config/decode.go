@@ -37,6 +37,8 @@ var (
 	addrType     = reflect.TypeFor[netip.Addr]()
 	prefixType   = reflect.TypeFor[netip.Prefix]()
 	addrPortType = reflect.TypeFor[netip.AddrPort]()
+	portType     = reflect.TypeFor[Port]()
+	endpointType = reflect.TypeFor[Endpoint]()
 )
 
 // maxProblems bounds the report: past it, more lines help nobody.
@@ -79,6 +81,28 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 		return
 	case v.Type() == addrType, v.Type() == prefixType, v.Type() == addrPortType:
 		d.netip(n, path, v)
+		return
+	case v.Type() == portType:
+		if !d.scalar(n, path, `a port such as 8080, "5353/udp" or "4000/tcp+udp"`) {
+			return
+		}
+		p, err := ParsePort(n.Value)
+		if err != nil {
+			d.errorf(n, path, `%v; write a port such as 8080, "5353/udp" or "4000/tcp+udp"`, err)
+			return
+		}
+		v.Set(reflect.ValueOf(p))
+		return
+	case v.Type() == endpointType:
+		if !d.scalar(n, path, `an endpoint such as "192.0.2.7:5432" or "[2001:db8::7]:53/udp"`) {
+			return
+		}
+		e, err := ParseEndpoint(n.Value)
+		if err != nil {
+			d.errorf(n, path, `%v; write an endpoint such as "192.0.2.7:5432", "[2001:db8::7]:53/udp" or "192.0.2.8:88/tcp+udp"`, err)
+			return
+		}
+		v.Set(reflect.ValueOf(e))
 		return
 	}
 	switch v.Kind() {

@@ -165,6 +165,24 @@ func (c *Config) validateFirewall(v *validator) {
 			v.errorf(fmt.Sprintf("firewall.exempt_ports[%d]", i), "%d cannot be exempt (443 is always open; 0 is not a port)", p)
 		}
 	}
+	switch f.RestrictEgress {
+	case EgressUser, EgressAll, EgressOff:
+	default:
+		v.errorf("firewall.restrict_egress", "%q is not user, all or off", f.RestrictEgress)
+	}
+	if !plainName.MatchString(f.EgressUser) {
+		v.errorf("firewall.egress_user", "%q is not a user name", f.EgressUser)
+	}
+	for i, a := range f.EgressDNS {
+		if a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
+			v.errorf(fmt.Sprintf("firewall.egress_dns[%d]", i), "%s cannot be a resolver", a)
+		}
+	}
+	for i, e := range f.EgressAllow {
+		if e.Addr.Zone() != "" || e.Addr.IsUnspecified() || e.Addr.IsMulticast() {
+			v.errorf(fmt.Sprintf("firewall.egress_allow[%d]", i), "%s cannot be a destination", e.Addr)
+		}
+	}
 }
 
 // validateInventory checks the targets and returns the set of their names.
@@ -206,7 +224,7 @@ func (c *Config) validateInventory(v *validator) map[string]bool {
 			v.errorf(path+".ssh_certificates", "needs ports.ssh: certificates are for SSH logins")
 		}
 		for j, p := range t.Ports.Tunnel {
-			if p == 0 {
+			if p.Number == 0 {
 				v.errorf(fmt.Sprintf("%s.ports.tunnel[%d]", path, j), "0 is not a port")
 			}
 		}

@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -167,6 +169,21 @@ func TestInvariant04OnlyTheBastionReachesTheMachines(t *testing.T) {
 		e2e.ExpectProbe(t, bastion, addr, tg.port, "open")
 	}
 
+	// RDP's UDP transport: a datagram to vm2:3389 arrives from the
+	// bastion and never from the rogue, over IPv4 and IPv6.
+	t.Run("UDP 3389", func(t *testing.T) {
+		udp := startUDPCounter(t, e2e.LabValue(t, "NS_VM2"), "[::]:3389")
+		for _, key := range []string{"VM2_4", "VM2_6"} {
+			vm2 := e2e.LabValue(t, key)
+			rogueFrom := sendUDP(t, rogue, vm2, 3389, 5)
+			bastionFrom := sendUDP(t, bastion, vm2, 3389, 5)
+			udp.waitFor(t, bastionFrom, 5)
+			if n := udp.from(rogueFrom); n != 0 {
+				t.Errorf("%d datagrams from the rogue (%s) reached %s:3389/udp", n, rogueFrom, vm2)
+			}
+		}
+	})
+
 	t.Run("a rogue that takes the bastion's address", func(t *testing.T) {
 		for _, a := range []struct{ key, prefix, target string }{{"BASTION_VNET4", "/32", "VM1_4"}, {"BASTION_VNET6", "/128", "VM1_6"}} {
 			own := e2e.LabValue(t, a.key)
@@ -235,11 +252,93 @@ func TestInvariant09FirewallOutlivesTheDaemon(t *testing.T) {
 			t.Fatalf("loading the export on vm1: %v\n%s", err, out)
 		}
 		defer exec.Command("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "bastiond_guard").Run()
+		udp := startUDPCounter(t, ns, "[::]:3389")
 		for _, key := range []string{"VM1_4", "VM1_6"} {
 			e2e.ExpectProbe(t, rogue, e2e.LabValue(t, key), 22, "filtered")
 			e2e.ExpectProbe(t, e2e.LabValue(t, "NS_BASTION"), e2e.LabValue(t, key), 22, "open")
+			rogueFrom := sendUDP(t, rogue, e2e.LabValue(t, key), 3389, 5)
+			udp.waitFor(t, sendUDP(t, e2e.LabValue(t, "NS_BASTION"), e2e.LabValue(t, key), 3389, 5), 5)
+			if n := udp.from(rogueFrom); n != 0 {
+				t.Errorf("the exported guard let %d datagrams from the rogue reach %s:3389/udp", n, e2e.LabValue(t, key))
+			}
 		}
 	})
+}
+
+// udpCounter counts the datagrams a UDP socket in a lab namespace
+// receives, by source address.
+type udpCounter struct {
+	mu sync.Mutex
+	by map[netip.Addr]int
+}
+
+// startUDPCounter listens on addr in namespace ns until the test ends.
+func startUDPCounter(t *testing.T, ns, addr string) *udpCounter {
+	t.Helper()
+	var pc net.PacketConn
+	if err := e2e.InNetns(ns, func() (err error) {
+		pc, err = net.ListenPacket("udp", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	c := &udpCounter{by: map[netip.Addr]int{}}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			c.mu.Lock()
+			c.by[from.(*net.UDPAddr).AddrPort().Addr().Unmap()]++
+			c.mu.Unlock()
+		}
+	}()
+	return c
+}
+
+func (c *udpCounter) from(a netip.Addr) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.by[a.Unmap()]
+}
+
+// waitFor waits until n datagrams came from a; the counter's other
+// sources had the same time to arrive.
+func (c *udpCounter) waitFor(t *testing.T, a netip.Addr, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); c.from(a) < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d datagrams from %s arrived", c.from(a), n, a)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // datagrams sent before are in by now
+}
+
+// sendUDP sends n datagrams from namespace ns to addr:port and returns the
+// source address they left from. A send the firewall refuses locally
+// (EPERM) counts as sent: the datagram did not arrive.
+func sendUDP(t *testing.T, ns, addr string, port, n int) netip.Addr {
+	t.Helper()
+	var from netip.Addr
+	if err := e2e.InNetns(ns, func() error {
+		c, err := net.Dial("udp", net.JoinHostPort(addr, strconv.Itoa(port)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		from = c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+		for range n {
+			c.Write([]byte("datagram"))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return from
 }
 
 // countingPacketConn counts the bytes the bastion sent back.
