@@ -70,6 +70,11 @@ const (
 	// before it closes the QUIC connection: QUIC has no graceful close that
 	// flushes streams.
 	quicCloseGrace = time.Second
+	// wsCloseGrace is the most Close waits for the close frames of
+	// WebSocket tunnels closed just before: the library then waits for the
+	// bastion's answer, which a bastion that had read the tunnel's end of
+	// stream does not send until it writes again.
+	wsCloseGrace = 200 * time.Millisecond
 )
 
 // Client opens tunnels to one bastion. It keeps one QUIC connection for
@@ -94,6 +99,9 @@ type Client struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background handshakes and QUIC connection watchers
+	// wsClosing counts the WebSocket closes under way, which Close waits
+	// for (at most wsCloseGrace) so that their close frames leave.
+	wsClosing sync.WaitGroup
 
 	startMu sync.Mutex // serializes starting QUIC handshakes
 
@@ -684,6 +692,7 @@ func (c *Client) upgrade(ctx context.Context, tc *tls.Conn) (net.Conn, error) {
 	}
 	conn := NewWSConn(c.ctx, ws, tc.LocalAddr(), tc.RemoteAddr()).(*wsConn)
 	conn.flush = rc.Flush
+	conn.closing = &c.wsClosing
 	return conn, nil
 }
 
@@ -713,6 +722,17 @@ func (c *Client) Close() error {
 		}
 		a.conn.CloseWithError(0, "")
 	}
+	closed := make(chan struct{})
+	go func() {
+		c.wsClosing.Wait()
+		close(closed)
+	}()
+	t := time.NewTimer(wsCloseGrace)
+	select {
+	case <-closed:
+	case <-t.C:
+	}
+	t.Stop()
 	c.cancel()
 	c.wg.Wait()
 	return nil

@@ -234,6 +234,9 @@ type wsConn struct {
 	// holds back (a client's recordConn); Write and CloseWrite call it
 	// after their messages.
 	flush func() error
+	// closing, when set, counts the closes under way (a client's, which
+	// waits for them to be sent before it lets its process exit).
+	closing *sync.WaitGroup
 }
 
 var _ net.Conn = (*wsConn)(nil)
@@ -466,7 +469,11 @@ func (w *wsConn) shutdown(code websocket.StatusCode, reason string) {
 			return
 		}
 		w.write.mu.Unlock()
-		go w.ws.Close(code, reason)
+		if w.closing == nil {
+			go w.ws.Close(code, reason)
+			return
+		}
+		w.closing.Go(func() { w.ws.Close(code, reason) })
 	})
 }
 
