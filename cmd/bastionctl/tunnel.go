@@ -60,8 +60,19 @@ func (c credentials) tunnelClient(transport string, logf func(string, ...any)) (
 	if err != nil {
 		return nil, err
 	}
-	return tunnel.NewClient(tunnel.ClientConfig{Server: c.Server, Address: c.Address, TLS: tc, Token: c.Token,
-		Transport: transport, Logf: logf})
+	cfg := tunnel.ClientConfig{Server: c.Server, Address: c.Address, TLS: tc, Token: c.Token, Transport: transport, Logf: logf}
+	if cache, ok := userTransportCache(); ok {
+		cfg.QUICBlocked = cache.udpBlocked(c.Server, time.Now())
+		cfg.NoteQUIC = func(blocked bool) {
+			if blocked == cfg.QUICBlocked {
+				return
+			}
+			if err := cache.note(c.Server, blocked, time.Now()); err != nil && logf != nil {
+				logf("cannot remember the transport: %v", err)
+			}
+		}
+	}
+	return tunnel.NewClient(cfg)
 }
 
 // loginClient loads the credentials of bastionctl login and makes their
