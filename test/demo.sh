@@ -142,7 +142,8 @@ cat <<BANNER
   In the browser: click SSH on vm1 and sign in as $LAB_USER: a terminal in the page
                  (recorded; play it back under Recordings); click RDP on vm2 and
                  sign in as $LAB_USER: its desktop (an X display with a clock) in the page
-  Admin CLI:     sudo $bin/bastionctl --socket $demo/admin.sock status      (and: sessions, users, policy show)
+  Admin CLI:     export BASTION_SOCKET=$demo/admin.sock
+                 sudo --preserve-env=BASTION_SOCKET $bin/bastionctl status   (and: sessions, users, policy show)
   Native tunnel: $bin/bastionctl login --server localhost:$port --insecure --user admin
                  ssh -o ProxyCommand='$bin/bastionctl ssh-proxy vm1' $LAB_USER@vm1
                  $bin/bastionctl tunnel vm2 --port $VM2_RDP_NLA_PORT --listen 127.0.0.1:13389

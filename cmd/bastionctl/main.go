@@ -32,11 +32,24 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&socket, "socket", "/run/bastiond/admin.sock", "the daemon's admin socket")
+	root.PersistentFlags().StringVar(&socket, "socket", defaultSocket(), "the daemon's admin socket (default from $"+socketEnv+" when set)")
 	root.AddCommand(newStatus(&socket), newPolicy(&socket), newTargets(&socket), newUsers(&socket), newTokens(&socket), newSessions(&socket), newHostKeys(&socket), newCA(&socket), newUpgrade(&socket), newLogin(), newLogout(), newTunnel(), newSSHProxy())
 	root.AddCommand(newAudit(), newReload(&socket))
 	root.AddCommand(newRecordings(&socket))
 	return root
+}
+
+// socketEnv names the environment variable that holds the admin socket's
+// path when --socket is not given.
+const socketEnv = "BASTION_SOCKET"
+
+// defaultSocket is the admin socket --socket stands for when absent:
+// $BASTION_SOCKET, or the installed daemon's.
+func defaultSocket() string {
+	if p := os.Getenv(socketEnv); p != "" {
+		return p
+	}
+	return "/run/bastiond/admin.sock"
 }
 
 func newStatus(socket *string) *cobra.Command {

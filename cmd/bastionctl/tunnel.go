@@ -60,8 +60,19 @@ func (c credentials) tunnelClient(transport string, logf func(string, ...any)) (
 	if err != nil {
 		return nil, err
 	}
-	return tunnel.NewClient(tunnel.ClientConfig{Server: c.Server, Address: c.Address, TLS: tc, Token: c.Token,
-		Transport: transport, Logf: logf})
+	cfg := tunnel.ClientConfig{Server: c.Server, Address: c.Address, TLS: tc, Token: c.Token, Transport: transport, Logf: logf}
+	if cache, ok := userTransportCache(); ok {
+		cfg.QUICBlocked = cache.udpBlocked(c.Server, time.Now())
+		cfg.NoteQUIC = func(blocked bool) {
+			if blocked == cfg.QUICBlocked {
+				return
+			}
+			if err := cache.note(c.Server, blocked, time.Now()); err != nil && logf != nil {
+				logf("cannot remember the transport: %v", err)
+			}
+		}
+	}
+	return tunnel.NewClient(cfg)
 }
 
 // loginClient loads the credentials of bastionctl login and makes their
@@ -261,25 +272,21 @@ first. Like ssh, it exits with status 255 when the tunnel cannot be opened.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			logf := stderrLog(cmd.ErrOrStderr(), verbose)
+			// ssh sends its ProxyCommand SIGHUP as it exits, having closed
+			// its ends of our standard input and output: that is the normal
+			// end, and ends the tunnel properly, so that the bastion records
+			// it at once as the client's close. A write to ssh's closed
+			// output is then a broken pipe, not a fatal SIGPIPE.
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			signal.Ignore(syscall.SIGPIPE)
 			err := func() error {
 				cl, err := loginClient(transport, logf)
 				if err != nil {
 					return err
 				}
 				defer cl.Close()
-				// ssh sends its ProxyCommand SIGHUP as it exits: close the
-				// tunnel properly then, so that the bastion records the
-				// session's end at once rather than at the idle timeout.
-				sigs := make(chan os.Signal, 1)
-				signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-				defer signal.Stop(sigs)
-				go func() {
-					if _, ok := <-sigs; ok {
-						cl.Close()
-						os.Exit(0)
-					}
-				}()
-				return sshProxy(cmd.Context(), cl, strings.ToLower(args[0]), port, cmd.InOrStdin(), cmd.OutOrStdout(), logf)
+				return sshProxy(ctx, cl, strings.ToLower(args[0]), port, cmd.InOrStdin(), cmd.OutOrStdout(), logf)
 			}()
 			if err != nil {
 				// Standard output is the SSH stream: nothing else goes there.
@@ -297,8 +304,11 @@ first. Like ssh, it exits with status 255 when the tunnel cannot be opened.`,
 }
 
 // sshProxy opens one tunnel and carries in to it and what comes back to
-// out. It returns nil when the machine has ended its stream, after
-// carrying what in still holds for at most upGrace (ssh's last words).
+// out. It returns nil at a normal end: the machine ended its stream
+// (after carrying what in still holds for at most upGrace: ssh's last
+// words), ctx ended (ssh exited and sent SIGHUP), or out was closed (ssh
+// is gone). Each ends the tunnel with an end of stream and a close. An
+// error is a tunnel that failed: refused, or cut before its end.
 func sshProxy(ctx context.Context, d dialer, target string, port uint16, in io.Reader, out io.Writer, logf func(string, ...any)) error {
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	conn, err := d.Dial(dctx, target, port)
@@ -318,19 +328,64 @@ func sshProxy(ctx context.Context, d dialer, target string, port uint16, in io.R
 		}
 		upDone <- err
 	}()
-	if _, err := io.Copy(out, conn); err != nil {
-		return err
+	downDone := make(chan error, 1)
+	var remote readErr
+	go func() {
+		remote.r = conn
+		_, err := io.Copy(out, &remote)
+		downDone <- err
+	}()
+	select {
+	case err := <-downDone:
+		switch {
+		case err == nil:
+			// The machine ended its stream: ssh's last words still go up.
+			t := time.NewTimer(upGrace)
+			defer t.Stop()
+			select {
+			case err := <-upDone:
+				if err != nil && !errors.Is(err, net.ErrClosed) && ctx.Err() == nil {
+					return err
+				}
+			case <-t.C:
+				// ssh has not ended its stream; it learns the end from
+				// out, and Close ends ours.
+			case <-ctx.Done():
+			}
+			return nil
+		case remote.err != nil && ctx.Err() == nil:
+			return err // the tunnel was cut
+		}
+		// out was closed (ssh is gone), or ctx ended.
+	case <-ctx.Done():
 	}
-	t := time.NewTimer(upGrace)
+	// ssh has finished. Its end of stream has usually reached us already:
+	// let it go up before the close, so that the bastion reads the
+	// client's end, not a cut.
+	t := time.NewTimer(endGrace)
 	defer t.Stop()
 	select {
-	case err := <-upDone:
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			return err
-		}
+	case <-upDone:
 	case <-t.C:
-		// ssh has not ended its stream; it learns the end from out, and
-		// Close ends ours.
 	}
 	return nil
+}
+
+// endGrace is how long sshProxy, once ssh has finished, waits for the end
+// of ssh's stream to be sent before it closes the tunnel.
+const endGrace = 100 * time.Millisecond
+
+// readErr is a reader that keeps its last error other than io.EOF: what
+// tells a failed read of the tunnel from a failed write of the output.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -287,5 +288,62 @@ func TestTunnelCommand(t *testing.T) {
 	}
 	if stdout.String() != out {
 		t.Errorf("more on standard output: %q", stdout.String())
+	}
+}
+
+// TestSSHProxyNormalEnds runs ssh-proxy as ssh ends a session, 50 times
+// per transport: ssh closes its end of standard input, reads the
+// machine's last words, then closes standard output and sends SIGHUP (ctx
+// ends), at varying moments while the machine still talks. Each run ends
+// without an error, and the server sees the client's end of stream and
+// then, at most, a closed peer on its writes: what the bastion records
+// as the client's normal close.
+func TestSSHProxyNormalEnds(t *testing.T) {
+	type seen struct{ read, write error }
+	ends := make(chan seen, 1)
+	s := tunneltest.New(t, tunneltest.Config{Handler: func(c net.Conn, req tunnel.Request) {
+		tunnel.WriteResponse(c, tunnel.Response{Status: tunnel.StatusOK, Message: "s"})
+		c.Write([]byte("SSH-2.0-OpenSSH_9.6\r\n"))
+		_, rerr := io.Copy(io.Discard, c)
+		var werr error
+		for i := 0; i < 200 && werr == nil; i++ {
+			_, werr = c.Write([]byte("bye"))
+			time.Sleep(50 * time.Microsecond)
+		}
+		if werr == nil {
+			werr = c.(interface{ CloseWrite() error }).CloseWrite()
+		}
+		ends <- seen{rerr, werr}
+	}})
+	for _, transport := range []string{"quic", "tcp"} {
+		t.Run(transport, func(t *testing.T) {
+			for i := range 50 {
+				cl := testClient(t, s, transport)
+				stdin, stdinW := io.Pipe()
+				stdoutR, stdout := io.Pipe()
+				ctx, hup := context.WithCancel(context.Background())
+				go func() {
+					stdinW.Write([]byte("SSH-2.0-OpenSSH_9.6\r\n"))
+					stdinW.Close()
+					io.ReadFull(stdoutR, make([]byte, 21+3*(i%7)))
+					time.Sleep(time.Duration(i%5) * 100 * time.Microsecond)
+					stdoutR.Close()
+					hup()
+				}()
+				err := sshProxy(ctx, cl, "vm1", 22, stdin, stdout, nil)
+				cl.Close()
+				if err != nil {
+					t.Fatalf("run %d: %v", i, err)
+				}
+				select {
+				case e := <-ends:
+					if e.read != nil || e.write != nil && !errors.Is(e.write, syscall.EPIPE) && !errors.Is(e.write, syscall.ECONNRESET) {
+						t.Fatalf("run %d: the server read %v and wrote %v; want the end of stream and at most a closed peer", i, e.read, e.write)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("run %d: the server's end never came", i)
+				}
+			}
+		})
 	}
 }

@@ -73,6 +73,8 @@ type relayOutcome struct {
 	// firstEnd is the side whose end of stream was read first: 1 the
 	// client's, 2 the target's, 0 none yet.
 	firstEnd int
+	// clientEnded and targetEnded: that side's end of stream was read.
+	clientEnded, targetEnded bool
 }
 
 // ended notes that a direction's source ended its stream. It is called
@@ -88,6 +90,11 @@ func (r *relayOutcome) ended(up, shut bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.shut = r.shut || shut
+	if up {
+		r.clientEnded = true
+	} else {
+		r.targetEnded = true
+	}
 	if r.firstEnd == 0 {
 		r.firstEnd = 2
 		if up {
@@ -105,6 +112,12 @@ func (r *relayOutcome) report(up bool, e pipeErr) {
 		return
 	}
 	if r.shut && r.first == nil {
+		return
+	}
+	if !e.readSide && closedAfterItsEnd(e.err) && (up && r.targetEnded || !up && r.clientEnded) {
+		// Writing to a side that had ended its stream and then closed
+		// (a reset for the bytes it left unread, a broken pipe, a QUIC
+		// stream it stopped): it finished, and the relay is done with it.
 		return
 	}
 	targetSide := up != e.readSide
@@ -141,6 +154,13 @@ func (r *relayOutcome) reason() string {
 }
 
 type closeWriter interface{ CloseWrite() error }
+
+// closedAfterItsEnd says whether a write error is the destination having
+// closed: a broken pipe or a reset (a tunnel conn reports its peer's close
+// as a broken pipe too).
+func closedAfterItsEnd(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+}
 
 // Buffers: an idle direction must not pin a large buffer (10,000 idle
 // relayed sessions must fit in 64 KiB each, everything included), so a

@@ -130,6 +130,26 @@ func TestRelayReasons(t *testing.T) {
 			io.ReadFull(s.user, make([]byte, 2))
 			reset(s.user)
 		}, ReasonClientError, 0, 2},
+		// A side that ended its stream and then closed without reading
+		// what still came (xfreerdp +auth-only, ssh at exit) finished:
+		// the reset or broken pipe the relay meets writing to it is not
+		// a failure.
+		{"the client ends, then resets", func(t *testing.T, s sides) {
+			s.user.Write([]byte("exit\n"))
+			s.user.CloseWrite()
+			io.ReadAll(s.target)
+			reset(s.user)
+			writeUntilFails(s.target)
+			s.target.Close()
+		}, ReasonClientClosed, 5, -1},
+		{"the target ends, then resets", func(t *testing.T, s sides) {
+			s.target.Write([]byte("logout\n"))
+			s.target.CloseWrite()
+			io.ReadAll(s.user)
+			reset(s.target)
+			writeUntilFails(s.user)
+			s.user.Close()
+		}, ReasonTargetClosed, -1, 7},
 	}
 	for _, client := range []string{clientTCP, clientOpaque} {
 		for _, c := range cases {
@@ -144,13 +164,25 @@ func TestRelayReasons(t *testing.T) {
 				io.Copy(io.Discard, u)
 				waitDone(t, done)
 				r := e.record(s.ID(), "session_end")
-				if !strings.HasPrefix(r.Reason, c.reason) || *r.BytesUp != c.up || *r.BytesDown != c.down {
+				if !strings.HasPrefix(r.Reason, c.reason) || c.up >= 0 && *r.BytesUp != c.up || c.down >= 0 && *r.BytesDown != c.down {
 					t.Errorf("end record: reason %q up %d down %d; want %q, %d, %d", r.Reason, *r.BytesUp, *r.BytesDown, c.reason, c.up, c.down)
 				}
 				if s.EndReason() != r.Reason {
 					t.Errorf("EndReason %q, recorded %q", s.EndReason(), r.Reason)
 				}
 			})
+		}
+	}
+}
+
+// writeUntilFails writes to c until a write fails: the relay has stopped
+// taking what c sends.
+func writeUntilFails(c *net.TCPConn) {
+	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := c.Write(buf); err != nil {
+			return
 		}
 	}
 }

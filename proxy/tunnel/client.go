@@ -40,7 +40,7 @@ type ClientConfig struct {
 	// FallbackDelay is, in auto mode, how long the QUIC handshake runs
 	// alone before the TLS one starts too; the first to complete carries
 	// the tunnel. A QUIC failure starts the TLS handshake at once.
-	// Default 300ms.
+	// Default 50ms.
 	FallbackDelay time.Duration
 	// QUICRetry is, in auto mode, how long Dials go straight to TLS after
 	// a QUIC handshake failed (UDP is blocked) before they try QUIC again.
@@ -50,13 +50,21 @@ type ClientConfig struct {
 	// which includes its connection to the target. Default 30s; the
 	// context's deadline applies too.
 	DialTimeout time.Duration
+	// QUICBlocked says, in auto mode, that UDP to this bastion was found
+	// blocked recently (bastionctl remembers it in a file): Dials go to
+	// TLS at once, and try QUIC only when TLS fails.
+	QUICBlocked bool
+	// NoteQUIC, when set, is told in auto mode what the client learnt:
+	// blocked true when a QUIC handshake failed or had no answer yet when
+	// TLS had carried the tunnels (at Close), false when one completed.
+	NoteQUIC func(blocked bool)
 	// Logf, when set, is told which transport is used and why (for
 	// bastionctl -v).
 	Logf func(format string, args ...any)
 }
 
 const (
-	defaultFallbackDelay = 300 * time.Millisecond
+	defaultFallbackDelay = 50 * time.Millisecond
 	defaultQUICRetry     = time.Minute
 	defaultDialTimeout   = 30 * time.Second
 
@@ -70,6 +78,11 @@ const (
 	// before it closes the QUIC connection: QUIC has no graceful close that
 	// flushes streams.
 	quicCloseGrace = time.Second
+	// wsCloseGrace is the most Close waits for the close frames of
+	// WebSocket tunnels closed just before: the library then waits for the
+	// bastion's answer, which a bastion that had read the tunnel's end of
+	// stream does not send until it writes again.
+	wsCloseGrace = 200 * time.Millisecond
 )
 
 // Client opens tunnels to one bastion. It keeps one QUIC connection for
@@ -94,6 +107,9 @@ type Client struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background handshakes and QUIC connection watchers
+	// wsClosing counts the WebSocket closes under way, which Close waits
+	// for (at most wsCloseGrace) so that their close frames leave.
+	wsClosing sync.WaitGroup
 
 	startMu sync.Mutex // serializes starting QUIC handshakes
 
@@ -210,6 +226,23 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
+}
+
+// udpBlocked says whether a QUIC handshake's err means no answer came
+// (a timeout, an ICMP error), not a server that answered and refused (a
+// TLS alert, a certificate).
+func udpBlocked(err error) bool {
+	var idle *quic.IdleTimeoutError
+	var hs *quic.HandshakeTimeoutError
+	var sys *os.SyscallError
+	return errors.As(err, &idle) || errors.As(err, &hs) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &sys)
+}
+
+// noteQUIC tells cfg.NoteQUIC, in auto mode.
+func (c *Client) noteQUIC(blocked bool) {
+	if c.cfg.NoteQUIC != nil && c.cfg.Transport == "auto" {
+		c.cfg.NoteQUIC(blocked)
+	}
 }
 
 func (c *Client) logf(format string, args ...any) {
@@ -446,7 +479,7 @@ func (c *Client) connectAuto(ctx context.Context) (*quicAttempt, *tls.Conn, erro
 	c.mu.Lock()
 	q := c.q
 	live := q != nil && q.finished() && q.alive()
-	skipQUIC := !live && !c.quicFailed.IsZero() && time.Since(c.quicFailed) < c.cfg.QUICRetry
+	skipQUIC := !live && (q == nil && c.cfg.QUICBlocked || !c.quicFailed.IsZero() && time.Since(c.quicFailed) < c.cfg.QUICRetry)
 	c.mu.Unlock()
 	if live {
 		return q, nil, nil
@@ -577,12 +610,16 @@ func (c *Client) quicAttempt(ctx context.Context) (*quicAttempt, error) {
 			c.mu.Lock()
 			c.quicFailed = time.Now()
 			c.mu.Unlock()
+			if c.ctx.Err() == nil && udpBlocked(err) {
+				c.noteQUIC(true)
+			}
 			a.err = err
 			a.fin()
 			return
 		}
 		a.conn = conn
 		a.fin()
+		c.noteQUIC(false)
 		// The socket lives as long as the connection, which lives no
 		// longer than the client.
 		select {
@@ -684,6 +721,7 @@ func (c *Client) upgrade(ctx context.Context, tc *tls.Conn) (net.Conn, error) {
 	}
 	conn := NewWSConn(c.ctx, ws, tc.LocalAddr(), tc.RemoteAddr()).(*wsConn)
 	conn.flush = rc.Flush
+	conn.closing = &c.wsClosing
 	return conn, nil
 }
 
@@ -700,7 +738,13 @@ func (c *Client) Close() error {
 	}
 	c.closed = true
 	a := c.q
+	// TLS carried the tunnels while QUIC, started first, still has no
+	// connection: UDP does not get through.
+	blocked := a != nil && !a.finished() && c.last == "websocket"
 	c.mu.Unlock()
+	if blocked {
+		c.noteQUIC(true)
+	}
 	if a != nil && a.finished() && a.alive() {
 		if a.used.Load() {
 			grace := min(quicCloseGrace, 3*a.conn.ConnectionStats().SmoothedRTT+10*time.Millisecond)
@@ -713,6 +757,17 @@ func (c *Client) Close() error {
 		}
 		a.conn.CloseWithError(0, "")
 	}
+	closed := make(chan struct{})
+	go func() {
+		c.wsClosing.Wait()
+		close(closed)
+	}()
+	t := time.NewTimer(wsCloseGrace)
+	select {
+	case <-closed:
+	case <-t.C:
+	}
+	t.Stop()
 	c.cancel()
 	c.wg.Wait()
 	return nil

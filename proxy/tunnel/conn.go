@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -83,10 +84,37 @@ func (c *streamConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	n, err := c.str.Write(p)
-	if err != nil && c.closed.Load() {
+	switch {
+	case err == nil:
+	case c.closed.Load():
 		err = net.ErrClosed
+	case peerClosedStream(err):
+		err = &PeerClosedError{Err: err}
 	}
 	return n, err
+}
+
+// PeerClosedError is a Write that failed because the peer closed the
+// connection (a QUIC stream stopped or a connection closed with code 0, a
+// WebSocket the peer closed): the tunnel's counterpart of a TCP socket's
+// broken pipe. It is syscall.EPIPE for errors.Is. Whether that is a normal
+// end depends on what came before: a peer that had ended its own stream
+// first finished, one that had not cut the stream.
+type PeerClosedError struct{ Err error }
+
+func (e *PeerClosedError) Error() string {
+	return "tunnel: the peer closed the connection: " + e.Err.Error()
+}
+func (e *PeerClosedError) Unwrap() []error { return []error{e.Err, syscall.EPIPE} }
+
+// peerClosedStream says whether err, from a stream's Write, is the peer
+// closing: STOP_SENDING with closeCode (its Close), or its whole
+// connection closed with code 0 (a client that exits).
+func peerClosedStream(err error) bool {
+	var se *quic.StreamError
+	var ae *quic.ApplicationError
+	return errors.As(err, &se) && se.Remote && se.ErrorCode == closeCode ||
+		errors.As(err, &ae) && ae.Remote && ae.ErrorCode == 0
 }
 
 // CloseWrite sends the stream's FIN: the peer reads to the end of what
@@ -206,6 +234,9 @@ type wsConn struct {
 	// holds back (a client's recordConn); Write and CloseWrite call it
 	// after their messages.
 	flush func() error
+	// closing, when set, counts the closes under way (a client's, which
+	// waits for them to be sent before it lets its process exit).
+	closing *sync.WaitGroup
 }
 
 var _ net.Conn = (*wsConn)(nil)
@@ -412,6 +443,10 @@ func (w *wsConn) writeErr(err error) error {
 		return os.ErrDeadlineExceeded
 	case w.closed.Load():
 		return net.ErrClosed
+	case errors.Is(err, net.ErrClosed):
+		// Not closed by us: the library closed it when the peer's close
+		// frame, or the end of the connection under it, arrived.
+		return &PeerClosedError{Err: err}
 	}
 	return fmt.Errorf("tunnel: %w", err)
 }
@@ -434,7 +469,11 @@ func (w *wsConn) shutdown(code websocket.StatusCode, reason string) {
 			return
 		}
 		w.write.mu.Unlock()
-		go w.ws.Close(code, reason)
+		if w.closing == nil {
+			go w.ws.Close(code, reason)
+			return
+		}
+		w.closing.Go(func() { w.ws.Close(code, reason) })
 	})
 }
 

@@ -2,9 +2,12 @@ package tunnel_test
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -139,5 +142,83 @@ func TestJoinError(t *testing.T) {
 	user.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadAll(user); err != nil {
 		t.Errorf("user read: %v", err)
+	}
+}
+
+// TestJoinEndThenReset: a local client that ends its stream and then
+// closes without reading the rest (xfreerdp +auth-only) ended normally:
+// Join returns no error, and the server's writes fail as a closed peer
+// (syscall.EPIPE), which the bastion records as a normal end. A local
+// client that resets without ending its stream is still an error.
+func TestJoinEndThenReset(t *testing.T) {
+	cases := pairs(t)
+	cases["tcp"] = tcpPair
+	for name, pair := range cases {
+		t.Run(name, func(t *testing.T) {
+			runs := 20
+			if strings.Contains(name, "websocket") {
+				// The server below reads nothing after the end of stream,
+				// so the client's close handshake waits out the library's
+				// 5 s before its TCP connection closes.
+				runs = 2
+			}
+			for i := range runs {
+				user, local := tcpPair(t)
+				client, server := pair(t)
+				done := make(chan joinResult, 1)
+				go func() {
+					var r joinResult
+					r.aToB, r.bToA, r.err = tunnel.Join(local, client)
+					done <- r
+				}()
+				user.Write([]byte("auth"))
+				user.(closeWriter).CloseWrite()
+				if got, err := io.ReadAll(server); err != nil || string(got) != "auth" {
+					t.Fatalf("run %d: server read %q, %v", i, got, err)
+				}
+				server.Write([]byte("welcome"))
+				io.ReadFull(user, make([]byte, 7))
+				user.(*net.TCPConn).SetLinger(0)
+				user.Close()
+				server.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				var werr error
+				for werr == nil {
+					_, werr = server.Write(make([]byte, 32<<10))
+				}
+				if name != "tcp" && !errors.Is(werr, syscall.EPIPE) && !errors.Is(werr, syscall.ECONNRESET) {
+					t.Errorf("run %d: the server's write failed with %v, want a closed peer (EPIPE or ECONNRESET)", i, werr)
+				}
+				select {
+				case r := <-done:
+					if r.err != nil {
+						t.Fatalf("run %d: Join = %v, want a normal end", i, r.err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("run %d: Join did not return", i)
+				}
+			}
+
+			// A reset before its end of stream is an error.
+			user, local := tcpPair(t)
+			client, server := pair(t)
+			done := make(chan joinResult, 1)
+			go func() {
+				var r joinResult
+				r.aToB, r.bToA, r.err = tunnel.Join(local, client)
+				done <- r
+			}()
+			server.Write([]byte("hello"))
+			io.ReadFull(user, make([]byte, 5))
+			user.(*net.TCPConn).SetLinger(0)
+			user.Close()
+			select {
+			case r := <-done:
+				if r.err == nil {
+					t.Error("Join returned no error for a client that reset mid-stream")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Join did not return after a reset")
+			}
+		})
 	}
 }
