@@ -26,18 +26,22 @@ cleanup() {
 		pkill -TERM -P "$pid" 2>/dev/null || true # socat's forked children
 		kill -TERM "$pid" 2>/dev/null || true
 	done
-	for pid in "${pids[@]}"; do
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$pid" 2>/dev/null || true
+	# One deadline for all of them, not one each.
+	for _ in $(seq 100); do
+		local left=()
+		for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left+=("$pid"); done
+		[ ${#left[@]} -gt 0 ] || break
+		sleep 0.05
 	done
+	for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
 	bash "$lab" down >/dev/null 2>&1 || true
 	echo "demo: lab removed"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "demo: bringing the lab up (namespaces, sshd on vm1, FreeRDP on vm2)..."
-bash "$lab" up
+echo "demo: bringing the lab up (namespaces, sshd on vm1, FreeRDP on vm2)"
+bash "$lab" up 2>&1 | sed -u 's/^lab: up: .*/demo: lab up/' 
 LAB_DIR=${LAB_DIR:-/run/bastiond-lab}
 # shellcheck disable=SC1091
 source "$LAB_DIR/lab.env"
@@ -91,8 +95,9 @@ state_dir: $demo/state
 YAML
 
 "$bin/bastiond" -version
-# `ip netns exec` execs bastiond in place, so $! is bastiond's own PID.
-ip netns exec "$NS_BASTION" "$bin/bastiond" -config "$demo/bastiond.yaml" > >(sed -u 's/^/bastiond: /') 2>&1 &
+# In the bastion's namespaces (network, and UTS: its hostname is "bastion").
+# nsenter and `ip netns exec` exec bastiond in place, so $! is its own PID.
+nsenter --uts="$UTS_DIR/$NS_BASTION" ip netns exec "$NS_BASTION" "$bin/bastiond" -config "$demo/bastiond.yaml" > >(sed -u 's/^/bastiond: /') 2>&1 &
 bastiond_pid=$!
 pids+=("$bastiond_pid")
 for _ in $(seq 100); do
@@ -116,7 +121,7 @@ fi
 # The forward: host loopback -> unix socket -> the client namespace -> the
 # bastion's public address. A unix socket crosses namespaces without adding
 # any interface or route to the host.
-ip netns exec "$NS_CLIENT" socat "UNIX-LISTEN:$demo/forward.sock,fork,mode=600" "TCP:$BASTION_PUB4:443" &
+nsenter --uts="$UTS_DIR/$NS_CLIENT" ip netns exec "$NS_CLIENT" socat "UNIX-LISTEN:$demo/forward.sock,fork,mode=600" "TCP:$BASTION_PUB4:443" &
 pids+=($!)
 for _ in $(seq 50); do [ -S "$demo/forward.sock" ] && break; sleep 0.1; done
 socat "TCP4-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" "UNIX-CONNECT:$demo/forward.sock" &
@@ -136,6 +141,7 @@ cat <<BANNER
   bastiond demo is running.
 
   Portal:        https://localhost:$port/   (self-signed certificate: accept it in the browser)
+                 (only by this name: bastiond answers only its server name, so https://127.0.0.1:$port/ gets "connection closed")
   Sign in as:    admin / $admin_password
   Machines:      vm1 (SSH, $VM1_4 / $VM1_6), vm2 (RDP, $VM2_4 / $VM2_6)
   Their logins:  $LAB_USER / $LAB_PASSWORD
