@@ -50,6 +50,9 @@ demo="$LAB_DIR/demo"
 mkdir -p "$demo"
 chmod 0700 "$demo"
 admin_password=$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 20 || true)
+# ops has native tunnels only: admin's SSH is recorded, and a native tunnel
+# (end-to-end encrypted) cannot be, so the bastion refuses admin one to vm1.
+ops_password=$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 20 || true)
 umask 077
 printf '%s\n' "$admin_password" >"$demo/admin-password"
 
@@ -86,6 +89,10 @@ access:
       protocols: [ssh]
       record: true
       auditor: true
+    - name: tunnels
+      subjects: [user:ops]
+      targets: ["*"]
+      protocols: [tunnel]
     - name: admins-unrecorded
       subjects: [group:admins]
       targets: ["*"]
@@ -108,11 +115,13 @@ done
 "$bin/bastionctl" --socket "$demo/admin.sock" status >/dev/null || die "bastiond did not come up"
 # The state store persists in $demo/state across demo runs only if LAB_DIR
 # does; a fresh lab gets a fresh admin.
-if ! "$bin/bastionctl" --socket "$demo/admin.sock" users list | grep -q '^admin '; then
-	printf '%s\n' "$admin_password" | "$bin/bastionctl" --socket "$demo/admin.sock" users add admin --password-stdin >/dev/null
-else
-	printf '%s\n' "$admin_password" | "$bin/bastionctl" --socket "$demo/admin.sock" users passwd admin --password-stdin >/dev/null
-fi
+users=$("$bin/bastionctl" --socket "$demo/admin.sock" users list)
+for account in admin:"$admin_password" ops:"$ops_password"; do
+	name=${account%%:*}
+	verb=add
+	grep -q "^$name " <<<"$users" && verb=passwd
+	printf '%s\n' "${account#*:}" | "$bin/bastionctl" --socket "$demo/admin.sock" users "$verb" "$name" --password-stdin >/dev/null
+done
 # A real install pins host keys after checking them out of band; the
 # demo's lab was made a moment ago by this script, so it trusts what it sees.
 "$bin/bastionctl" --socket "$demo/admin.sock" hostkeys scan vm1 --pin >/dev/null || die "cannot pin vm1's host keys"
@@ -149,7 +158,7 @@ cat <<BANNER
                  (recorded; play it back under Recordings); click RDP on vm2 and
                  sign in as $LAB_USER: its desktop (an X display with a clock) in the page
   Admin CLI:     sudo $bin/bastionctl --socket $demo/admin.sock status      (and: sessions, users, policy show)
-  Native tunnel: $bin/bastionctl login --server localhost:$port --insecure --user admin
+  Native tunnel: $bin/bastionctl login --server localhost:$port --insecure --user ops   (password $ops_password)
                  ssh -o ProxyCommand='$bin/bastionctl ssh-proxy vm1' $LAB_USER@vm1
                  $bin/bastionctl tunnel vm2 --port $VM2_RDP_NLA_PORT --listen 127.0.0.1:13389
                  (the demo forwards TCP only, so the tunnel falls back from QUIC to TLS by itself)
