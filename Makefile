@@ -32,14 +32,16 @@ web/node_modules/.package-lock.json: web/package-lock.json
 build: web ## build bin/bastiond and bin/bastionctl
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/bastiond ./cmd/bastionctl
 
-.PHONY: deps
-deps: ## install the system packages the tests and the demo need (root, idempotent)
-	bash test/deps.sh
+.PHONY: deps deps-test
+deps: ## install the system packages the demo needs (root, idempotent)
+	@bash test/deps.sh demo
+deps-test: ## install the system packages the tests need too: browser, nmap, iperf3, ... (root, idempotent)
+	@bash test/deps.sh test
 
 .PHONY: test
 test: lint ## run every test: unit tests, and as root the network-namespace lab tier
 ifeq ($(UID),0)
-	bash test/deps.sh
+	@bash test/deps.sh test
 	@$(MAKE) --no-print-directory web
 	$(GO) test -race -timeout 30m -count=1 ./...
 else
@@ -49,10 +51,11 @@ else
 endif
 
 .PHONY: lint
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet, and every relative link in the Markdown files resolves inside the repository
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) test -count=1 ./test/doclinks/
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s; a count such as 20000x works too)
@@ -65,9 +68,10 @@ bench: ## run the benchmarks (see BENCHMARKS.md)
 .PHONY: demo
 demo: ## start the lab and bastiond in it; prints the URL and credentials (root)
 	@if [ "$(UID)" != 0 ]; then echo "make demo needs root (network namespaces): sudo make demo"; exit 1; fi
-	bash test/deps.sh
-	@$(MAKE) --no-print-directory build
-	bash test/demo.sh $(BIN)
+	@bash test/deps.sh demo
+	@echo "demo: building bastiond and bastionctl"
+	@$(MAKE) --no-print-directory -s build
+	@bash test/demo.sh $(BIN)
 
 .PHONY: lab-up lab-down
 lab-up: ## bring the test lab up (root)

@@ -26,18 +26,22 @@ cleanup() {
 		pkill -TERM -P "$pid" 2>/dev/null || true # socat's forked children
 		kill -TERM "$pid" 2>/dev/null || true
 	done
-	for pid in "${pids[@]}"; do
-		for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$pid" 2>/dev/null || true
+	# One deadline for all of them, not one each.
+	for _ in $(seq 100); do
+		local left=()
+		for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left+=("$pid"); done
+		[ ${#left[@]} -gt 0 ] || break
+		sleep 0.05
 	done
+	for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
 	bash "$lab" down >/dev/null 2>&1 || true
 	echo "demo: lab removed"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "demo: bringing the lab up (namespaces, sshd on vm1, FreeRDP on vm2)..."
-bash "$lab" up
+echo "demo: bringing the lab up (namespaces, sshd on vm1, FreeRDP on vm2)"
+bash "$lab" up 2>&1 | sed -u 's/^lab: up: .*/demo: lab up/' 
 LAB_DIR=${LAB_DIR:-/run/bastiond-lab}
 # shellcheck disable=SC1091
 source "$LAB_DIR/lab.env"
@@ -46,6 +50,9 @@ demo="$LAB_DIR/demo"
 mkdir -p "$demo"
 chmod 0700 "$demo"
 admin_password=$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 20 || true)
+# ops has native tunnels only: admin's SSH is recorded, and a native tunnel
+# (end-to-end encrypted) cannot be, so the bastion refuses admin one to vm1.
+ops_password=$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 20 || true)
 umask 077
 printf '%s\n' "$admin_password" >"$demo/admin-password"
 
@@ -82,6 +89,10 @@ access:
       protocols: [ssh]
       record: true
       auditor: true
+    - name: tunnels
+      subjects: [user:ops]
+      targets: ["*"]
+      protocols: [tunnel]
     - name: admins-unrecorded
       subjects: [group:admins]
       targets: ["*"]
@@ -91,8 +102,9 @@ state_dir: $demo/state
 YAML
 
 "$bin/bastiond" -version
-# `ip netns exec` execs bastiond in place, so $! is bastiond's own PID.
-ip netns exec "$NS_BASTION" "$bin/bastiond" -config "$demo/bastiond.yaml" > >(sed -u 's/^/bastiond: /') 2>&1 &
+# In the bastion's namespaces (network, and UTS: its hostname is "bastion").
+# nsenter and `ip netns exec` exec bastiond in place, so $! is its own PID.
+nsenter --uts="$UTS_DIR/$NS_BASTION" ip netns exec "$NS_BASTION" "$bin/bastiond" -config "$demo/bastiond.yaml" > >(sed -u 's/^/bastiond: /') 2>&1 &
 bastiond_pid=$!
 pids+=("$bastiond_pid")
 for _ in $(seq 100); do
@@ -103,11 +115,13 @@ done
 "$bin/bastionctl" --socket "$demo/admin.sock" status >/dev/null || die "bastiond did not come up"
 # The state store persists in $demo/state across demo runs only if LAB_DIR
 # does; a fresh lab gets a fresh admin.
-if ! "$bin/bastionctl" --socket "$demo/admin.sock" users list | grep -q '^admin '; then
-	printf '%s\n' "$admin_password" | "$bin/bastionctl" --socket "$demo/admin.sock" users add admin --password-stdin >/dev/null
-else
-	printf '%s\n' "$admin_password" | "$bin/bastionctl" --socket "$demo/admin.sock" users passwd admin --password-stdin >/dev/null
-fi
+users=$("$bin/bastionctl" --socket "$demo/admin.sock" users list)
+for account in admin:"$admin_password" ops:"$ops_password"; do
+	name=${account%%:*}
+	verb=add
+	grep -q "^$name " <<<"$users" && verb=passwd
+	printf '%s\n' "${account#*:}" | "$bin/bastionctl" --socket "$demo/admin.sock" users "$verb" "$name" --password-stdin >/dev/null
+done
 # A real install pins host keys after checking them out of band; the
 # demo's lab was made a moment ago by this script, so it trusts what it sees.
 "$bin/bastionctl" --socket "$demo/admin.sock" hostkeys scan vm1 --pin >/dev/null || die "cannot pin vm1's host keys"
@@ -116,7 +130,7 @@ fi
 # The forward: host loopback -> unix socket -> the client namespace -> the
 # bastion's public address. A unix socket crosses namespaces without adding
 # any interface or route to the host.
-ip netns exec "$NS_CLIENT" socat "UNIX-LISTEN:$demo/forward.sock,fork,mode=600" "TCP:$BASTION_PUB4:443" &
+nsenter --uts="$UTS_DIR/$NS_CLIENT" ip netns exec "$NS_CLIENT" socat "UNIX-LISTEN:$demo/forward.sock,fork,mode=600" "TCP:$BASTION_PUB4:443" &
 pids+=($!)
 for _ in $(seq 50); do [ -S "$demo/forward.sock" ] && break; sleep 0.1; done
 socat "TCP4-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" "UNIX-CONNECT:$demo/forward.sock" &
@@ -136,6 +150,7 @@ cat <<BANNER
   bastiond demo is running.
 
   Portal:        https://localhost:$port/   (self-signed certificate: accept it in the browser)
+                 (only by this name: bastiond answers only its server name, so https://127.0.0.1:$port/ gets "connection closed")
   Sign in as:    admin / $admin_password
   Machines:      vm1 (SSH, $VM1_4 / $VM1_6), vm2 (RDP, $VM2_4 / $VM2_6)
   Their logins:  $LAB_USER / $LAB_PASSWORD
@@ -144,7 +159,7 @@ cat <<BANNER
                  sign in as $LAB_USER: its desktop (an X display with a clock) in the page
   Admin CLI:     export BASTION_SOCKET=$demo/admin.sock
                  sudo --preserve-env=BASTION_SOCKET $bin/bastionctl status   (and: sessions, users, policy show)
-  Native tunnel: $bin/bastionctl login --server localhost:$port --insecure --user admin
+  Native tunnel: $bin/bastionctl login --server localhost:$port --insecure --user ops   (password $ops_password)
                  ssh -o ProxyCommand='$bin/bastionctl ssh-proxy vm1' $LAB_USER@vm1
                  $bin/bastionctl tunnel vm2 --port $VM2_RDP_NLA_PORT --listen 127.0.0.1:13389
                  (the demo forwards TCP only, so the tunnel falls back from QUIC to TLS by itself)

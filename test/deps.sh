@@ -1,28 +1,51 @@
 #!/usr/bin/env bash
-# Installs the system packages bastiond's tests, benchmarks and demo need.
+# Installs the system packages bastiond's demo or its tests need.
+#
+#   test/deps.sh demo   what `make demo` needs: the lab's servers, the forward, node to build web/
+#   test/deps.sh test   the above and what the tests and benchmarks add (browser, nmap, iperf3, ...)
+#
 # Idempotent: when everything is present it runs no apt-get at all, so a
-# second run is fast and needs no network. Run as root.
+# second run is fast and needs no network. Run as root. It prints one line
+# per step; apt's and npm's own output goes to a log file (DEPS_LOG, default
+# /var/log/bastiond-deps.log), whose tail is printed when a step fails.
+#
+# The lab runs its servers (sshd, ...) itself, inside its namespaces: none of
+# them is a service of this host. Package scripts are kept from starting
+# services during the install (a policy-rc.d that refuses), and a unit that
+# the install enabled at boot, and that was not enabled before, is disabled
+# again, saying so.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+set_name=${1:-test}
 
-packages=(
-	iproute2 nftables procps util-linux   # namespaces, veth, bridges; nft for audits; setpriv
-	openssh-server openssh-client sshpass # vm1's sshd; ssh clients for tests and benchmarks
-	freerdp2-shadow-x11 freerdp2-x11      # vm2's RDP server; xfreerdp for tunnel tests
-	winpr-utils                           # winpr-hash, for vm2's NLA SAM file
+demo_packages=(
+	iproute2 nftables procps util-linux   # namespaces, veth, bridges; nft; nsenter, unshare, setsid
+	openssh-server openssh-client         # vm1's sshd; ssh-keygen for the lab's keys
+	freerdp2-shadow-x11 winpr-utils       # vm2's RDP server; winpr-hash for its NLA SAM file
 	xvfb x11-apps x11-xserver-utils       # vm2's display and a known window on it
-	socat curl ca-certificates openssl    # the demo's forward; probes
+	socat curl ca-certificates openssl    # the demo's forward; its readiness check; password hashes
+)
+test_packages=(
+	sshpass freerdp2-x11                  # ssh with a password; xfreerdp for tunnel tests
 	nmap                                  # scan-resistance tests
 	iperf3                                # raw TCP benchmarks through the tunnel
 	systemd                               # systemd-socket-activate, systemd-analyze
 	chromium fonts-dejavu-core            # the browser tests (web/, playwright-core drives it)
 	rsyslog rsyslog-gnutls                # the collector audit shipping is tested against (TLS)
 )
-# node and npm build web/ and drive the browser. A node installed some other
-# way (nodesource, nvm) will do if it is 18 or newer: Debian's npm package
-# would conflict with nodesource's nodejs, so it is only asked for when
-# node or npm is missing or too old.
+case $set_name in
+demo) packages=("${demo_packages[@]}") ;;
+test) packages=("${demo_packages[@]}" "${test_packages[@]}") ;;
+*)
+	echo "test/deps.sh: unknown package set \"$set_name\"; usage: test/deps.sh demo|test" >&2
+	exit 2
+	;;
+esac
+# node and npm build web/ (and drive the browser in tests). A node installed
+# some other way (nodesource, nvm) will do if it is 18 or newer: Debian's npm
+# package would conflict with nodesource's nodejs, so it is only asked for
+# when node or npm is missing or too old.
 node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if ! command -v npm >/dev/null || [ "$node_major" -lt 18 ]; then
 	packages+=(nodejs npm)
@@ -33,29 +56,116 @@ if [ "$(id -u)" != 0 ]; then
 	exit 0
 fi
 
+log=${DEPS_LOG:-/var/log/bastiond-deps.log}
+log_started=
+
+# step WHAT CMD...: runs CMD with its output in the log, printing one line.
+step() {
+	local what=$1 start=$SECONDS rc=0
+	shift
+	if [ -z "$log_started" ]; then
+		mkdir -p "$(dirname "$log")"
+		echo "== test/deps.sh $set_name, $(date -u '+%Y-%m-%d %H:%M:%S UTC')" >>"$log"
+		echo "deps: full log in $log"
+		log_started=1
+	fi
+	printf 'deps: %s ... ' "$what"
+	echo "== $what: $*" >>"$log"
+	"$@" >>"$log" 2>&1 </dev/null || rc=$?
+	if [ $rc != 0 ]; then
+		echo "FAILED (exit $rc)"
+		echo "deps: last lines of $log:" >&2
+		tail -n 30 "$log" | sed 's/^/  /' >&2
+		exit $rc
+	fi
+	echo "done ($((SECONDS - start)) s)"
+}
+
+# boot_enabled: one line per unit or init script enabled at boot, from the
+# files that say so (systemctl needs no running systemd to read or change
+# them): the systemd .wants/.requires links and the SysV rc?.d start links.
+boot_enabled() {
+	{
+		find /etc/systemd/system -mindepth 2 -maxdepth 2 \( -path '*.wants/*' -o -path '*.requires/*' \) -printf 'unit %f\n' 2>/dev/null
+		find /etc/rc2.d /etc/rc3.d /etc/rc4.d /etc/rc5.d -maxdepth 1 -name 'S*' -printf 'sysv %f\n' 2>/dev/null |
+			sed -E 's/^sysv S[0-9]*/sysv /'
+	} | sort -u
+}
+
+# disable_new_boot_units BEFORE: disables (and stops, under a running
+# systemd) what was enabled at boot since the snapshot BEFORE was taken.
+disable_new_boot_units() {
+	local before=$1 kind name done_units=" "
+	while read -r kind name; do
+		case $kind in
+		unit)
+			case $name in *.service | *.socket | *.timer | *.path) ;; *) continue ;; esac
+			echo "deps: the install enabled $name at boot (it was not before); disabling it: the lab runs its own servers"
+			systemctl disable "$name" >>"$log" 2>&1 || echo "deps: could not disable $name; see $log" >&2
+			if [ -d /run/systemd/system ]; then
+				systemctl stop "$name" >>"$log" 2>&1 || true
+			fi
+			done_units+="${name%.service} "
+			;;
+		sysv)
+			# systemctl disable has handled the init script of a unit of the
+			# same name (through systemd-sysv-install).
+			[[ $done_units == *" $name "* ]] && continue
+			[ -e "/etc/init.d/$name" ] || continue
+			echo "deps: the install enabled /etc/init.d/$name at boot (it was not before); disabling it"
+			update-rc.d "$name" disable >>"$log" 2>&1 || echo "deps: could not disable $name; see $log" >&2
+			;;
+		esac
+	done < <(comm -13 <(printf '%s\n' "$before") <(boot_enabled))
+}
+
+# policy-rc.d: while apt-get runs, package scripts may not start services.
+# An existing policy (the admin's, a container's) is left alone; ours carries
+# a marker, so a copy left behind by an interrupted run is recognised and
+# removed.
+policy=/usr/sbin/policy-rc.d
+policy_marker="# written by bastiond's test/deps.sh while it installs packages"
+created_policy=
+remove_policy() {
+	if [ -n "$created_policy" ]; then
+		rm -f "$policy"
+		created_policy=
+	fi
+}
+if [ -f "$policy" ] && grep -qxF "$policy_marker" "$policy"; then
+	created_policy=1 # an interrupted run's; ours to remove
+fi
+trap remove_policy EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
 missing=()
 for p in "${packages[@]}"; do
 	status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
 	[ "$status" = installed ] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-	echo "test/deps.sh: installing ${missing[*]}"
+	echo "deps: installing ${#missing[@]} packages for the $set_name: ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	# policy-rc.d keeps package scripts from starting services (sshd) on this host.
-	policy=/usr/sbin/policy-rc.d
-	created_policy=
 	if [ ! -e "$policy" ]; then
-		printf '#!/bin/sh\nexit 101\n' >"$policy"
-		chmod +x "$policy"
+		printf '#!/bin/sh\n%s\nexit 101\n' "$policy_marker" >"$policy.tmp"
+		chmod 0755 "$policy.tmp"
 		created_policy=1
+		mv "$policy.tmp" "$policy"
 	fi
-	trap '[ -n "$created_policy" ] && rm -f "$policy"' EXIT
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+	enabled_before=$(boot_enabled)
+	step "apt-get update" apt-get update -q
+	step "apt-get install" apt-get install -y -q --no-install-recommends "${missing[@]}"
+	remove_policy
+	disable_new_boot_units "$enabled_before"
 fi
+remove_policy
 
 if [ -f "$root/go.mod" ] && command -v go >/dev/null; then
-	(cd "$root" && go mod download)
+	# Silent and quick when the module cache has everything already.
+	if ! (cd "$root" && go mod download) >/dev/null 2>&1; then
+		step "go mod download" bash -c "cd '$root' && go mod download -x"
+	fi
 fi
 
 # web/'s packages, from the lock file; nothing to do (and no network) when
@@ -63,6 +173,5 @@ fi
 web=$root/web
 if [ -f "$web/package-lock.json" ] && command -v npm >/dev/null &&
 	{ [ ! -f "$web/node_modules/.package-lock.json" ] || [ "$web/package-lock.json" -nt "$web/node_modules/.package-lock.json" ]; }; then
-	(cd "$web" && npm ci --no-audit --no-fund)
-	touch "$web/node_modules/.package-lock.json"
+	step "npm ci (web/)" bash -c "cd '$web' && npm ci --no-audit --no-fund && touch node_modules/.package-lock.json"
 fi

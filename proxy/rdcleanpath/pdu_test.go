@@ -65,7 +65,7 @@ var vectors = []struct {
 		hex:  "3014a00402020d3ea10c300aa003020101a303020130",
 		pdu:  TLSAlertError(48),
 	},
-	// From /work/shared/notes/rdcleanpath.md, checked there with
+	// From docs/rdcleanpath.md, checked there with
 	// encoding/asn1.
 	{
 		name: "notes/wsa_10061",

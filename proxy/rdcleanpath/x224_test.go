@@ -11,7 +11,7 @@ import (
 )
 
 // liveRequest is the Connection Request of the npm 0.7.0 IronRDP client
-// with CredSSP on (/work/shared/notes/rdcleanpath.md), for a user name of
+// with CredSSP on (docs/rdcleanpath.md), for a user name of
 // six letters.
 const liveRequest = "0300002c27e00000000000" + // TPKT, X.224 CR
 	"436f6f6b69653a206d737473686173683d" + "726470757372" + "0d0a" + // Cookie: mstshash=rdpusr\r\n

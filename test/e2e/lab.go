@@ -177,3 +177,20 @@ func InNetns(name string, fn func() error) error {
 	defer netns.Set(orig)
 	return fn()
 }
+
+// LabHosts are the lab's hosts; host H is network namespace bl-H with a UTS
+// namespace of its own whose hostname is H.
+var LabHosts = []string{"client", "bastion", "vm1", "vm2", "rogue"}
+
+// LabCommand returns a command that runs args on a lab host (client,
+// bastion, vm1, vm2, rogue): in its network namespace, with its hostname and
+// its /etc/netns files, as `test/lab/lab.sh exec` does.
+func LabCommand(t testing.TB, host string, args ...string) *exec.Cmd {
+	t.Helper()
+	if !slices.Contains(LabHosts, host) {
+		t.Fatalf("LabCommand: no lab host %q (one of %v)", host, LabHosts)
+	}
+	ns := "bl-" + host
+	uts := filepath.Join(LabValue(t, "UTS_DIR"), ns)
+	return exec.Command("nsenter", append([]string{"--uts=" + uts, "ip", "netns", "exec", ns}, args...)...)
+}

@@ -12,6 +12,10 @@
 #   lab.sh down    remove everything it built; safe after a partial or interrupted up
 #   lab.sh status  namespaces, processes, listening sockets
 #   lab.sh env     print lab.env
+#   lab.sh exec HOST CMD...   run CMD on HOST (client, bastion, vm1, vm2, rogue)
+#
+# Each host is a network namespace (/run/netns/bl-HOST) and a UTS namespace
+# with its own hostname ($LAB_DIR/uts/bl-HOST); the lab's servers run in both.
 set -euo pipefail
 
 LAB_DIR=${LAB_DIR:-/run/bastiond-lab}
@@ -25,6 +29,7 @@ NS_VM1=bl-vm1
 NS_VM2=bl-vm2
 NS_ROGUE=bl-rogue
 ALL_NS=("$NS_CLIENT" "$NS_BASTION" "$NS_VM1" "$NS_VM2" "$NS_ROGUE")
+UTS_DIR=$LAB_DIR/uts
 
 # Public side: documentation prefixes (RFC 5737, RFC 3849).
 CLIENT4=203.0.113.10 CLIENT6=2001:db8:cafe::10
@@ -45,7 +50,15 @@ die() {
 	echo "lab: $*" >&2
 	exit 1
 }
-nsx() { ip netns exec "$@"; }
+
+# nsx NS CMD...: runs CMD in namespace NS: its network, its hostname (UTS)
+# and, through `ip netns exec`, its files from /etc/netns/NS. Every tool execs
+# in place, so CMD keeps the PID the caller started.
+nsx() {
+	local ns=$1
+	shift
+	nsenter --uts="$UTS_DIR/$ns" ip netns exec "$ns" "$@"
+}
 
 # --- processes -------------------------------------------------------------
 
@@ -55,9 +68,9 @@ nsx() { ip netns exec "$@"; }
 start() {
 	local name=$1 ns=$2
 	shift 2
-	setsid ip netns exec "$ns" "$@" >"$LAB_DIR/log/$name.log" 2>&1 </dev/null &
+	setsid nsenter --uts="$UTS_DIR/$ns" ip netns exec "$ns" "$@" >"$LAB_DIR/log/$name.log" 2>&1 </dev/null &
 	local pid=$!
-	# setsid, `ip netns exec` and env all exec in place, so $! is the
+	# setsid, nsenter, `ip netns exec` and env all exec in place, so $! is the
 	# service; record the program it ends up as (past env's VAR=value words).
 	local prog=$1
 	if [ "$prog" = env ]; then
@@ -75,24 +88,39 @@ alive() {
 	[ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "${comm:0:15}" ]
 }
 
-stop_pid() {
-	local pid=$1
-	kill -TERM "$pid" 2>/dev/null || return 0
-	for _ in $(seq 30); do
-		kill -0 "$pid" 2>/dev/null || return 0
-		sleep 0.1
+# running PID: true while PID exists and is not a zombie (a zombie has
+# exited; only its parent's wait is missing).
+running() {
+	local state
+	state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+	[ -n "$state" ] && [ "$state" != Z ]
+}
+
+# stop_pids PID...: SIGTERM to all of them at once, then one deadline of 3 s
+# for all together, then SIGKILL to what remains.
+stop_pids() {
+	local pid left
+	[ $# -gt 0 ] || return 0
+	kill -TERM "$@" 2>/dev/null || true
+	for _ in $(seq 60); do
+		left=()
+		for pid in "$@"; do running "$pid" && left+=("$pid"); done
+		[ ${#left[@]} -gt 0 ] || return 0
+		set -- "${left[@]}"
+		sleep 0.05
 	done
-	kill -KILL "$pid" 2>/dev/null || true
+	log "still running after 3 s, killing: $*"
+	kill -KILL "$@" 2>/dev/null || true
 }
 
 stop_all() {
-	local f pid comm ns
+	local f pid comm ns pids=()
 	if [ -d "$LAB_DIR/pids" ]; then
 		for f in "$LAB_DIR"/pids/*; do
 			[ -e "$f" ] || continue
 			if alive "$f"; then
 				read -r pid comm <"$f"
-				stop_pid "$pid"
+				pids+=("$pid")
 			fi
 			rm -f "$f"
 		done
@@ -100,14 +128,44 @@ stop_all() {
 	# Anything else still inside a lab namespace was started by the lab too
 	# (an interrupted `up` may not have recorded it).
 	for ns in "${ALL_NS[@]}"; do
-		{ ip netns pids "$ns" 2>/dev/null || true; } | while read -r pid; do stop_pid "$pid"; done
+		while read -r pid; do
+			[[ " ${pids[*]} " == *" $pid "* ]] || pids+=("$pid")
+		done < <(ip netns pids "$ns" 2>/dev/null || true)
 	done
+	stop_pids "${pids[@]}"
+}
+
+# --- hostnames -------------------------------------------------------------------
+
+# host_of NS: the hostname of a lab namespace (bl-vm1 -> vm1).
+host_of() { echo "${1#bl-}"; }
+
+# make_uts: one persistent UTS namespace per host, bind-mounted at
+# $UTS_DIR/NS (unshare keeps it alive with that mount), with the host's name.
+make_uts() {
+	local ns f
+	mkdir -p "$UTS_DIR"
+	for ns in "${ALL_NS[@]}"; do
+		f=$UTS_DIR/$ns
+		: >"$f"
+		unshare --uts="$f" hostname "$(host_of "$ns")"
+	done
+}
+
+# remove_uts: unmount the UTS namespaces (a process still inside one keeps
+# it alive until it exits) and any other mount left under $LAB_DIR.
+remove_uts() {
+	local m
+	while read -r m; do
+		umount -l "$m" 2>/dev/null || true
+	done < <(awk -v d="$LAB_DIR/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r)
 }
 
 # --- topology ----------------------------------------------------------------
 
 make_namespaces() {
 	local ns
+	make_uts
 	for ns in "${ALL_NS[@]}"; do
 		ip netns add "$ns"
 		ip -n "$ns" link set lo up
@@ -287,7 +345,7 @@ write_hosts() {
 		"$BASTION_VNET4 bastion-vnet bastion-vnet-v4" "$BASTION_VNET6 bastion-vnet bastion-vnet-v6" \
 		"$VM1_4 vm1 vm1-v4" "$VM1_6 vm1 vm1-v6" "$VM2_4 vm2 vm2-v4" "$VM2_6 vm2 vm2-v6" \
 		"$ROGUE4 rogue rogue-v4" "$ROGUE6 rogue rogue-v6")
-	pub=$(printf '%s\n' "$BASTION_PUB4 bastion.lab.example bastion-v4" "$BASTION_PUB6 bastion.lab.example bastion-v6" \
+	pub=$(printf '%s\n' "$BASTION_PUB4 bastion.lab.example bastion bastion-v4" "$BASTION_PUB6 bastion.lab.example bastion bastion-v6" \
 		"$CLIENT4 client client-v4" "$CLIENT6 client client-v6")
 	for ns in "${ALL_NS[@]}"; do
 		mkdir -p "/etc/netns/$ns"
@@ -314,6 +372,7 @@ write_env() {
 		echo "LAB_KEY=$LAB_DIR/keys/lab_ed25519"
 		echo "VM1_TRUSTED_CA=$LAB_DIR/vm1/trusted_user_ca_keys"
 		echo "PUB_IFACE=pub0"
+		echo "UTS_DIR=$UTS_DIR"
 		echo "VNET_BRIDGE=vnet0"
 	} >"$LAB_DIR/lab.env.tmp"
 	chmod 0600 "$LAB_DIR/lab.env.tmp"
@@ -330,6 +389,7 @@ down() {
 		rm -rf "/etc/netns/$ns"
 	done
 	rmdir /etc/netns 2>/dev/null || true
+	remove_uts
 	rm -rf "$LAB_DIR"
 }
 
@@ -361,7 +421,7 @@ status() {
 	local ns f
 	for ns in "${ALL_NS[@]}"; do
 		if ip netns list | grep -qw "^$ns"; then
-			echo "== $ns"
+			echo "== $ns (hostname $(nsx "$ns" hostname 2>/dev/null || echo '?'))"
 			ip -n "$ns" -brief addr show | sed 's/^/   /'
 			nsx "$ns" ss -Hltnu 2>/dev/null | awk '{print "   listen " $1 " " $5}'
 		else
@@ -382,5 +442,13 @@ up) up ;;
 down) down ;;
 status) status ;;
 env) cat "$LAB_DIR/lab.env" ;;
-*) die "usage: lab.sh up|down|status|env" ;;
+exec)
+	[ $# -ge 3 ] || die "usage: lab.sh exec HOST CMD... (HOST: client, bastion, vm1, vm2, rogue)"
+	ns=bl-${2#bl-}
+	[[ " ${ALL_NS[*]} " == *" $ns "* ]] || die "exec: no lab host \"$2\" (client, bastion, vm1, vm2, rogue)"
+	[ -e "/run/netns/$ns" ] && [ -e "$UTS_DIR/$ns" ] || die "exec: the lab is not up (lab.sh up)"
+	shift 2
+	nsx "$ns" "$@"
+	;;
+*) die "usage: lab.sh up|down|status|env|exec HOST CMD..." ;;
 esac

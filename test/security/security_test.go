@@ -1,4 +1,4 @@
-// Package security proves the security invariants of DESIGN.md in the lab,
+// Package security proves the security invariants in the lab,
 // one test per invariant, named after it: TestInvariant01... and on (the
 // README lists them). Each would fail if its invariant broke. They use the
 // lab harness of test/e2e and, like those tests, need root.
