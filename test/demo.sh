@@ -101,6 +101,12 @@ logging: {format: console, audit_file: $demo/audit.jsonl}
 state_dir: $demo/state
 YAML
 
+# The daemon's system user, as the package and `make install` create it, so
+# that the egress chain (invariant 13) pins it and `policy show` shows it.
+if ! getent passwd bastiond >/dev/null; then
+	echo "demo: creating the system user bastiond (systemd-sysusers, as make install does)"
+	systemd-sysusers "$root/systemd/sysusers.d/bastiond.conf"
+fi
 "$bin/bastiond" -version
 # In the bastion's namespaces (network, and UTS: its hostname is "bastion").
 # nsenter and `ip netns exec` exec bastiond in place, so $! is its own PID.
