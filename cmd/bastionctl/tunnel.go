@@ -329,9 +329,9 @@ func sshProxy(ctx context.Context, d dialer, target string, port uint16, in io.R
 		upDone <- err
 	}()
 	downDone := make(chan error, 1)
-	var remote readErr
+	var remote tunnel.ReadErr // tells a failed read of the tunnel from a failed write of the output
 	go func() {
-		remote.r = conn
+		remote.R = conn
 		_, err := io.Copy(out, &remote)
 		downDone <- err
 	}()
@@ -353,7 +353,7 @@ func sshProxy(ctx context.Context, d dialer, target string, port uint16, in io.R
 			case <-ctx.Done():
 			}
 			return nil
-		case remote.err != nil && ctx.Err() == nil:
+		case remote.Err != nil && ctx.Err() == nil:
 			return err // the tunnel was cut
 		}
 		// out was closed (ssh is gone), or ctx ended.
@@ -374,18 +374,3 @@ func sshProxy(ctx context.Context, d dialer, target string, port uint16, in io.R
 // endGrace is how long sshProxy, once ssh has finished, waits for the end
 // of ssh's stream to be sent before it closes the tunnel.
 const endGrace = 100 * time.Millisecond
-
-// readErr is a reader that keeps its last error other than io.EOF: what
-// tells a failed read of the tunnel from a failed write of the output.
-type readErr struct {
-	r   io.Reader
-	err error
-}
-
-func (r *readErr) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	if err != nil && err != io.EOF {
-		r.err = err
-	}
-	return n, err
-}

@@ -87,21 +87,23 @@ func copyFrom(dst io.Writer, src io.Reader) (n int64, written bool, err error) {
 		n, err = io.Copy(dst, src)
 		return n, errors.Is(err, syscall.EPIPE), err
 	}
-	r := &readErr{r: src}
+	r := &ReadErr{R: src}
 	n, err = io.Copy(dst, r)
-	return n, err != nil && r.err == nil, err
+	return n, err != nil && r.Err == nil, err
 }
 
-// readErr is a reader that keeps its last error other than io.EOF.
-type readErr struct {
-	r   io.Reader
-	err error
+// ReadErr is a reader that keeps its last error other than io.EOF in Err:
+// what tells, after an io.Copy failed, a failed read of its source from a
+// failed write of its destination.
+type ReadErr struct {
+	R   io.Reader
+	Err error
 }
 
-func (r *readErr) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
+func (r *ReadErr) Read(p []byte) (int, error) {
+	n, err := r.R.Read(p)
 	if err != nil && err != io.EOF {
-		r.err = err
+		r.Err = err
 	}
 	return n, err
 }
