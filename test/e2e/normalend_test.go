@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -86,26 +85,7 @@ func TestTunnelNormalEnds(t *testing.T) {
 	sessionRE := regexp.MustCompile(`open over \S+ \(session ([^)]+)\)`)
 	for _, fam := range fams {
 		t.Run("xfreerdp through bastionctl tunnel/"+fam.name, func(t *testing.T) {
-			tctx, tcancel := context.WithTimeout(context.Background(), 90*time.Second)
-			defer tcancel()
-			tun := exec.CommandContext(tctx, "ip", "netns", "exec", LabValue(t, "NS_CLIENT"), bastionctl,
-				"tunnel", "vm2", "--port", LabValue(t, "VM2_RDP_NLA_PORT"), "--listen", "127.0.0.1:13389", "-v")
-			tun.Env = append(os.Environ(), "BASTION_CREDENTIALS="+fam.creds)
-			tun.WaitDelay = 5 * time.Second
-			var tunOut syncbuf.Buffer
-			tun.Stdout, tun.Stderr = &tunOut, &tunOut
-			if err := tun.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				tun.Process.Signal(syscall.SIGTERM)
-				tun.Wait()
-			}()
-			for end := time.Now().Add(10 * time.Second); !strings.Contains(tunOut.String(), "listening on 127.0.0.1:13389"); time.Sleep(20 * time.Millisecond) {
-				if time.Now().After(end) {
-					t.Fatalf("bastionctl tunnel did not start:\n%s", tunOut.String())
-				}
-			}
+			tunOut := StartRDPTunnel(t, fam.creds, "-v")
 			// timeout(1) signals its process group: xvfb-run, Xvfb and xfreerdp.
 			rdp := exec.Command("ip", "netns", "exec", LabValue(t, "NS_CLIENT"), "timeout", "-k", "5", "60",
 				"xvfb-run", "-a", "xfreerdp", "/v:127.0.0.1:13389",

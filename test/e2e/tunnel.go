@@ -14,9 +14,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/bastiond/bastiond/internal/syncbuf"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 )
 
@@ -229,3 +231,34 @@ const (
 	SinkClose                  // close at once: only count connections
 	sinkEcho                   // send back what it reads
 )
+
+// StartRDPTunnel runs `bastionctl tunnel vm2` to vm2's NLA port, listening
+// on 127.0.0.1:13389 in the client's namespace, as the user of creds (with
+// extra flags), until the test ends. It returns the tunnel's output once
+// the tunnel listens.
+func StartRDPTunnel(t *testing.T, creds string, extra ...string) *syncbuf.Buffer {
+	t.Helper()
+	args := append([]string{"netns", "exec", LabValue(t, "NS_CLIENT"), filepath.Join(binDir, "bastionctl"),
+		"tunnel", "vm2", "--port", LabValue(t, "VM2_RDP_NLA_PORT"), "--listen", "127.0.0.1:13389"}, extra...)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	tun := exec.CommandContext(ctx, "ip", args...)
+	tun.Env = append(os.Environ(), "BASTION_CREDENTIALS="+creds)
+	tun.WaitDelay = 5 * time.Second
+	out := new(syncbuf.Buffer)
+	tun.Stdout, tun.Stderr = out, out
+	if err := tun.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		tun.Process.Signal(syscall.SIGTERM)
+		tun.Wait()
+		cancel()
+	})
+	for end := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), "listening on 127.0.0.1:13389"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("bastionctl tunnel did not start:\n%s", out.String())
+		}
+	}
+	return out
+}

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bastiond/bastiond/internal/syncbuf"
 	"github.com/bastiond/bastiond/proxy/tunnel"
 )
 
@@ -74,23 +73,7 @@ func TestTunnelClients(t *testing.T) {
 
 	t.Run("xfreerdp through bastionctl tunnel", func(t *testing.T) {
 		creds := LoginAs(t, "alice", LabValue(t, "BASTION_PUB6"))
-		tun := exec.Command("ip", "netns", "exec", LabValue(t, "NS_CLIENT"), filepath.Join(binDir, "bastionctl"),
-			"tunnel", "vm2", "--port", LabValue(t, "VM2_RDP_NLA_PORT"), "--listen", "127.0.0.1:13389")
-		tun.Env = append(os.Environ(), "BASTION_CREDENTIALS="+creds)
-		var tunOut syncbuf.Buffer
-		tun.Stdout, tun.Stderr = &tunOut, &tunOut
-		if err := tun.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			tun.Process.Signal(syscall.SIGTERM)
-			tun.Wait()
-		}()
-		for end := time.Now().Add(10 * time.Second); !strings.Contains(tunOut.String(), "listening on 127.0.0.1:13389"); time.Sleep(20 * time.Millisecond) {
-			if time.Now().After(end) {
-				t.Fatalf("bastionctl tunnel did not start:\n%s", tunOut.String())
-			}
-		}
+		tunOut := StartRDPTunnel(t, creds)
 		for i := range 2 { // many connections through one tunnel
 			rdp := exec.Command("ip", "netns", "exec", LabValue(t, "NS_CLIENT"), "xvfb-run", "-a", "xfreerdp", "/v:127.0.0.1:13389",
 				"/u:"+LabValue(t, "LAB_USER"), "/p:"+LabValue(t, "LAB_PASSWORD"), "/cert:ignore", "+auth-only", "/log-level:ERROR")
