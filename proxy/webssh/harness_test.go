@@ -413,8 +413,8 @@ func (c *client) expectEnd(reason string) msg {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, _, err := c.ws.Read(ctx); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
-		c.t.Errorf("after end: %v, want a normal close", err)
+	if typ, b, err := c.ws.Read(ctx); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+		c.t.Errorf("after end: %v message %.60q (error %v), want a normal close", typ, b, err)
 	}
 	return m
 }

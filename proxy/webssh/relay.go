@@ -176,11 +176,16 @@ func (c *conn) relay(ctx context.Context) *ending {
 		}
 	}
 	c.wg.Go(c.input)
+	c.outputs.Add(2)
 	c.wg.Go(func() {
+		defer c.outputs.Done()
 		defer close(c.outputDone)
 		c.copyOutput(c.ch, smallBuf)
 	})
-	c.wg.Go(func() { c.copyOutput(c.ch.Stderr(), stderrBuf) })
+	c.wg.Go(func() {
+		defer c.outputs.Done()
+		c.copyOutput(c.ch.Stderr(), stderrBuf)
+	})
 
 	var exit *ending
 	missed := 0
@@ -485,8 +490,19 @@ func (c *conn) copyOutput(src io.Reader, small int) {
 	}
 }
 
-// output records p, then shows it: nothing reaches the page unrecorded.
+// testHookOutput, if set, is called with each piece of output before it is
+// recorded and shown (a test holds one in flight while the session ends).
+var testHookOutput func(p []byte)
+
+// output records p, then shows it: nothing reaches the page unrecorded,
+// and nothing after the end message.
 func (c *conn) output(p []byte) *ending {
+	if testHookOutput != nil {
+		testHookOutput(p)
+	}
+	if c.ended.Load() {
+		return &ending{reason: broker.ReasonClientClosed}
+	}
 	if c.rec != nil {
 		if err := c.rec.Output(p); err != nil {
 			c.log.Error("recording failed", zap.Error(err))

@@ -204,17 +204,20 @@ type conn struct {
 
 	in []byte // the buffer of text messages from the browser
 
-	last       atomic.Int64 // unix nanoseconds of the last terminal byte either way
-	warned     atomic.Bool  // an idle warning is showing
-	probing    atomic.Bool  // a keepalive awaits the machine's answer
-	pinging    atomic.Bool  // a ping awaits the page's pong
-	failed     chan *ending // the first failure a relay goroutine saw
-	outputDone chan struct{}
+	last       atomic.Int64   // unix nanoseconds of the last terminal byte either way
+	warned     atomic.Bool    // an idle warning is showing
+	probing    atomic.Bool    // a keepalive awaits the machine's answer
+	pinging    atomic.Bool    // a ping awaits the page's pong
+	failed     chan *ending   // the first failure a relay goroutine saw
+	outputDone chan struct{}  // closed when the machine's output ended
+	outputs    sync.WaitGroup // the goroutines copying output and error output to the page
 	wg         sync.WaitGroup // the relay's goroutines
 
 	imu         sync.Mutex // guards interrupted
 	interrupted *ending    // why a wait for the user was cut short
 
+	sendMu    sync.Mutex  // orders control messages before the end
+	ended     atomic.Bool // the end message is sent or being sent: nothing more goes to the page
 	closeOnce sync.Once
 }
 
@@ -252,6 +255,7 @@ func (c *conn) finish(e *ending) {
 	if c.client != nil {
 		c.client.Close()
 	}
+	c.waitOutput()
 	c.closeWS(e.msg)
 	c.wg.Wait()
 	if c.rec != nil {
@@ -283,15 +287,43 @@ func (c *conn) finish(e *ending) {
 	}
 }
 
+// waitOutput lets the machine's last output (what its connection held
+// when it was closed) reach the page before the end message, for at most
+// drainTimeout: a page that takes nothing is not waited for.
+func (c *conn) waitOutput() {
+	if c.outputDone == nil {
+		return // the shell never opened
+	}
+	done := make(chan struct{})
+	go func() {
+		c.outputs.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(drainTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		c.log.Debug("the page took no output for " + drainTimeout.String() + ": ending without it")
+	}
+}
+
 // closeWS tells the page msg, if any, and closes the WebSocket; only the
-// first call does anything.
+// first call does anything. The end message is the page's last: control
+// messages wait for it to be sent and are dropped after, output is
+// dropped.
 func (c *conn) closeWS(msg *endMsg) {
 	c.closeOnce.Do(func() {
+		c.sendMu.Lock()
+		c.ended.Store(true)
+		c.sendMu.Unlock()
 		if msg == nil {
 			c.ws.CloseNow()
 			return
 		}
-		c.send(msg)
+		if b, err := json.Marshal(msg); err == nil {
+			c.write(b)
+		}
 		c.ws.Close(websocket.StatusNormalClosure, "")
 	})
 }
@@ -305,7 +337,20 @@ func (c *conn) send(v any) error {
 	return c.sendRaw(b)
 }
 
+// errEnded is what sending after the end message returns.
+var errEnded = errors.New("webssh: the session ended")
+
 func (c *conn) sendRaw(b []byte) error {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	if c.ended.Load() {
+		return errEnded
+	}
+	return c.write(b)
+}
+
+// write writes one text message to the page, within sendTimeout.
+func (c *conn) write(b []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
 	defer cancel()
 	return c.ws.Write(ctx, websocket.MessageText, b)

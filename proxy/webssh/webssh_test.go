@@ -1,6 +1,7 @@
 package webssh
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -631,13 +632,18 @@ func TestBrokerEnds(t *testing.T) {
 		reason    string // "": cancel Serve's context
 		end       string
 		reconnect bool
+		busy      bool // the shell writes without pause when the session ends
 	}{
-		{"killed", broker.ReasonKilled + "by root: maintenance", endKilled, false},
-		{"access revoked", broker.ReasonAccessRevoked, endAccessRevoked, false},
-		{"max duration", broker.ReasonMaxDuration, endMaxDuration, false},
-		{"unreachable", broker.ReasonTargetUnreachable, endNetwork, true},
-		{"broker shutdown", broker.ReasonShutdown, endShutdown, true},
-		{"serve shutdown", "", endShutdown, true},
+		{"killed", broker.ReasonKilled + "by root: maintenance", endKilled, false, false},
+		{"access revoked", broker.ReasonAccessRevoked, endAccessRevoked, false, false},
+		{"max duration", broker.ReasonMaxDuration, endMaxDuration, false, false},
+		{"unreachable", broker.ReasonTargetUnreachable, endNetwork, true, false},
+		{"broker shutdown", broker.ReasonShutdown, endShutdown, true, false},
+		{"serve shutdown", "", endShutdown, true, false},
+		// The end message is the page's last, however much output the
+		// machine's connection still held.
+		{"broker shutdown during output", broker.ReasonShutdown, endShutdown, true, true},
+		{"killed during output", broker.ReasonKilled + "by root: maintenance", endKilled, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -645,6 +651,9 @@ func TestBrokerEnds(t *testing.T) {
 			c := h.dial()
 			c.login(map[string]any{"password": d.password})
 			c.run("echo up-$((1+1))", "up-2")
+			if tt.busy {
+				c.run("yes busy-$((2+2)) | head -c 50000000", "busy-4\r\nbusy-4\r\nbusy-4")
+			}
 			if tt.reason == "" {
 				h.cancel()
 			} else {
@@ -662,6 +671,40 @@ func TestBrokerEnds(t *testing.T) {
 				t.Errorf("session ended with %q", h.session(0).EndReason())
 			}
 		})
+	}
+}
+
+// TestOutputInFlightAtTheEnd holds a piece of the machine's output between
+// its read and its write to the page while the broker ends the session: it
+// reaches the page before the end message, and nothing comes after that
+// message (a CI run once read output after it).
+func TestOutputInFlightAtTheEnd(t *testing.T) {
+	d := startSSHD(t, sshdConfig{})
+	inFlight := make(chan struct{})
+	var once sync.Once
+	testHookOutput = func(p []byte) {
+		if bytes.Contains(p, []byte("late-7")) {
+			once.Do(func() {
+				close(inFlight)
+				time.Sleep(500 * time.Millisecond) // the session ends meanwhile
+			})
+		}
+	}
+	h := newHarness(t, d, d.addr(false), nil)
+	t.Cleanup(func() { h.waitServed(); testHookOutput = nil })
+	c := h.dial()
+	c.login(map[string]any{"password": d.password})
+	c.run("echo up-$((1+1))", "up-2")
+	c.typeText("echo late-$((3+4))\r")
+	select {
+	case <-inFlight:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the output never came")
+	}
+	h.session(0).End(broker.ReasonShutdown)
+	c.expectEnd(endShutdown)
+	if !strings.Contains(c.out.String(), "late-7") {
+		t.Errorf("the output in flight was lost: terminal %q", c.out.String())
 	}
 }
 
