@@ -422,3 +422,63 @@ func TestClientLeaksNothing(t *testing.T) {
 	buf := make([]byte, 1<<20)
 	t.Errorf("%d goroutines before, %d after:\n%s", before, after, buf[:runtime.Stack(buf, true)])
 }
+
+// TestDialRace: auto mode races QUIC and TLS. QUIC that answers within
+// FallbackDelay carries the tunnel and TLS is never tried; QUIC that never
+// answers (UDP dropped silently, which no error reveals) costs
+// FallbackDelay, not the QUIC handshake's limit: TLS starts then and
+// carries the tunnel, and the client remembers UDP as blocked.
+func TestDialRace(t *testing.T) {
+	for _, network := range []string{"4", "6"} {
+		t.Run("ipv"+network+"/quic within the delay", func(t *testing.T) {
+			s := tunneltest.New(t, tunneltest.Config{Network: network})
+			cl := newClient(t, s, "auto", func(c *tunnel.ClientConfig) { c.FallbackDelay = 5 * time.Second })
+			for range 3 {
+				echo(t, dial(t, cl, "vm1", 22), 1000)
+			}
+			if cl.Transport() != "quic" || s.TCPConns.Load() != 0 || s.QUICConns.Load() != 1 {
+				t.Errorf("via %s, %d TCP and %d QUIC connections, want quic, 0 and 1",
+					cl.Transport(), s.TCPConns.Load(), s.QUICConns.Load())
+			}
+		})
+		t.Run("ipv"+network+"/quic blackholed", func(t *testing.T) {
+			s := tunneltest.New(t, tunneltest.Config{Network: network, BlackholeQUIC: true})
+			var mu sync.Mutex
+			var logs, notes []string
+			cl := newClient(t, s, "auto", func(c *tunnel.ClientConfig) {
+				c.FallbackDelay = 100 * time.Millisecond
+				c.Logf = func(format string, args ...any) {
+					mu.Lock()
+					defer mu.Unlock()
+					logs = append(logs, fmt.Sprintf(format, args...))
+				}
+				c.NoteQUIC = func(blocked bool) {
+					mu.Lock()
+					defer mu.Unlock()
+					notes = append(notes, fmt.Sprint(blocked))
+				}
+			})
+			// Far below the QUIC handshake's limit (15s): only the race
+			// gets the tunnel through in time.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			conn, err := cl.Dial(ctx, "vm1", 22)
+			if err != nil {
+				t.Fatalf("dial with UDP blackholed: %v", err)
+			}
+			echo(t, conn, 1000)
+			if cl.Transport() != "websocket" || s.UDPPackets.Load() == 0 {
+				t.Errorf("via %s after %d datagrams, want websocket after QUIC was tried", cl.Transport(), s.UDPPackets.Load())
+			}
+			cl.Close()
+			mu.Lock()
+			defer mu.Unlock()
+			if all := strings.Join(logs, "\n"); !strings.Contains(all, "no QUIC answer") || !strings.Contains(all, "trying TLS on TCP too") {
+				t.Errorf("logged %q, want the race's fallback said", logs)
+			}
+			if len(notes) != 1 || notes[0] != "true" {
+				t.Errorf("NoteQUIC told %v, want [true] (UDP blocked, for the next run)", notes)
+			}
+		})
+	}
+}

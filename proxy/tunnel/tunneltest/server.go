@@ -44,6 +44,9 @@ type Config struct {
 	// RefuseQUIC makes every QUIC handshake fail at once (the listener
 	// offers another ALPN).
 	RefuseQUIC bool
+	// BlackholeQUIC receives (and counts) datagrams and never answers, as
+	// when a firewall drops UDP silently: no QUIC handshake ever ends.
+	BlackholeQUIC bool
 	// Handler serves requests. Default: Echo.
 	Handler Handler
 }
@@ -58,8 +61,9 @@ type Server struct {
 	CertPEM []byte
 	// QUICConns counts the QUIC connections accepted, Streams the tunnel
 	// streams on them, WebSockets the WebSocket tunnels and UDPPackets the
-	// datagrams received.
-	QUICConns, Streams, WebSockets, UDPPackets atomic.Int64
+	// datagrams received. TCPConns counts the TCP connections accepted,
+	// TLS handshake or not.
+	QUICConns, Streams, WebSockets, UDPPackets, TCPConns atomic.Int64
 
 	cfg     Config
 	ql      *quic.Listener
@@ -87,7 +91,19 @@ func New(t testing.TB, cfg Config) *Server {
 	ln, pc := listen(t, host, !cfg.NoQUIC)
 	s.Addr = ln.Addr().String()
 
-	if pc != nil {
+	switch {
+	case pc != nil && cfg.BlackholeQUIC:
+		s.udpConn = pc
+		s.wg.Go(func() {
+			b := make([]byte, 2048)
+			for {
+				if _, _, err := pc.ReadFrom(b); err != nil {
+					return
+				}
+				s.UDPPackets.Add(1)
+			}
+		})
+	case pc != nil:
 		s.udpConn = pc
 		alpn := tunnel.ALPN
 		if cfg.RefuseQUIC {
@@ -105,7 +121,7 @@ func New(t testing.TB, cfg Config) *Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+tunnel.WebSocketPath, s.webSocket)
 	s.hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
-	tl := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
+	tl := tls.NewListener(countingListener{ln, &s.TCPConns}, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
 	s.wg.Go(func() { s.hs.Serve(tl) })
 	t.Cleanup(s.Close)
 	return s
@@ -147,6 +163,8 @@ func (s *Server) Close() {
 	s.mu.Unlock()
 	if s.ql != nil {
 		s.ql.Close()
+	}
+	if s.udpConn != nil {
 		s.udpConn.Close()
 	}
 	s.hs.Close()
@@ -162,6 +180,20 @@ func (s *Server) CloseQUIC() {
 			qc.Close()
 		}
 	}
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 type countingPacketConn struct {
