@@ -490,16 +490,9 @@ func (c *conn) copyOutput(src io.Reader, small int) {
 	}
 }
 
-// testHookOutput, if set, is called with each piece of output before it is
-// recorded and shown (a test holds one in flight while the session ends).
-var testHookOutput func(p []byte)
-
 // output records p, then shows it: nothing reaches the page unrecorded,
 // and nothing after the end message.
 func (c *conn) output(p []byte) *ending {
-	if testHookOutput != nil {
-		testHookOutput(p)
-	}
 	if c.ended.Load() {
 		return &ending{reason: broker.ReasonClientClosed}
 	}
