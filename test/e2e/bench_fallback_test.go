@@ -18,7 +18,7 @@ import (
 //
 //   - tcp: `--transport tcp`, the baseline;
 //   - quic: auto, UDP open: QUIC carries the tunnel;
-//   - dropped-first: auto with UDP 443 dropped in the client's namespace and
+//   - dropped-first: auto with UDP 443 dropped on its way to the bastion and
 //     bastionctl's transport cache empty, as on a first run: QUIC goes
 //     unanswered for the fallback delay, then TLS races it and wins;
 //   - dropped: the same, with the cache that first run left (UDP remembered
@@ -30,7 +30,7 @@ func BenchmarkTransportFallback(b *testing.B) {
 	})
 	AddLabUsers(b, d, "alice")
 	b.Cleanup(func() { // a run cut short leaves no drop behind
-		exec.Command("ip", "netns", "exec", LabValue(b, "NS_CLIENT"), "nft", "delete", "table", "inet", "bench_udp_drop").Run()
+		exec.Command("ip", "netns", "exec", LabValue(b, "NS_BASTION"), "nft", "delete", "table", "inet", "bench_udp_drop").Run()
 	})
 	const runs = 20 // per variant and iteration
 	variants := []string{"tcp", "quic", "dropped-first", "dropped"}
@@ -108,26 +108,29 @@ func sshThroughProxy(b *testing.B, creds, cache, transport string) time.Duration
 	return took
 }
 
-// dropUDP443 silently drops the client namespace's UDP to port 443, as a
-// network that blocks QUIC does; undropUDP443 lifts it.
+// dropUDP443 silently drops UDP to port 443 on its way into the bastion's
+// namespace, ahead of bastiond's own chains, as a network that blocks QUIC
+// does: the client's datagrams leave and nothing answers. (A drop in the
+// client's own output chain is no test of the race: sendmsg fails at once
+// and the client goes to TLS without waiting.) undropUDP443 lifts it.
 func dropUDP443(b *testing.B) {
 	b.Helper()
-	nftClient(b, "add table inet bench_udp_drop\n"+
-		"add chain inet bench_udp_drop out { type filter hook output priority 0; }\n"+
-		"add rule inet bench_udp_drop out udp dport 443 drop\n")
+	nftBastion(b, "add table inet bench_udp_drop\n"+
+		"add chain inet bench_udp_drop in { type filter hook input priority -400; }\n"+
+		"add rule inet bench_udp_drop in udp dport 443 drop\n")
 }
 
 func undropUDP443(b *testing.B) {
 	b.Helper()
-	nftClient(b, "delete table inet bench_udp_drop\n")
+	nftBastion(b, "delete table inet bench_udp_drop\n")
 }
 
-func nftClient(b *testing.B, rules string) {
+func nftBastion(b *testing.B, rules string) {
 	b.Helper()
-	cmd := exec.Command("ip", "netns", "exec", LabValue(b, "NS_CLIENT"), "nft", "-f", "-")
+	cmd := exec.Command("ip", "netns", "exec", LabValue(b, "NS_BASTION"), "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("nft in the client namespace: %v\n%s", err, out)
+		b.Fatalf("nft in the bastion's namespace: %v\n%s", err, out)
 	}
 }
 
