@@ -36,6 +36,12 @@ func newClient(t testing.TB, s *tunneltest.Server, transport string, opt ...func
 	return c
 }
 
+// longFallback gives auto mode a long fallback delay, for tests that
+// expect QUIC to carry the tunnel: on a loaded machine a loopback QUIC
+// handshake may take longer than the default 50 ms, and TLS would then
+// rightly win the race (TestDialRace tests the race itself).
+func longFallback(c *tunnel.ClientConfig) { c.FallbackDelay = 10 * time.Second }
+
 func dial(t testing.TB, c *tunnel.Client, target string, port uint16) net.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -87,7 +93,7 @@ func TestDial(t *testing.T) {
 		s := tunneltest.New(t, tunneltest.Config{Network: network})
 		for _, c := range []struct{ transport, via string }{{"quic", "quic"}, {"tcp", "websocket"}, {"auto", "quic"}} {
 			t.Run(fmt.Sprintf("ipv%s/%s", network, c.transport), func(t *testing.T) {
-				cl := newClient(t, s, c.transport)
+				cl := newClient(t, s, c.transport, longFallback)
 				conn := dial(t, cl, "vm1", 3389)
 				tc := conn.(*tunnel.Conn)
 				if tc.SessionID() != tunneltest.SessionID || tc.Transport() != c.via || cl.Transport() != c.via {
@@ -180,7 +186,7 @@ func TestDialRedialsQUIC(t *testing.T) {
 	s := tunneltest.New(t, tunneltest.Config{})
 	for _, transport := range []string{"quic", "auto"} {
 		t.Run(transport, func(t *testing.T) {
-			cl := newClient(t, s, transport)
+			cl := newClient(t, s, transport, longFallback)
 			before := s.QUICConns.Load()
 			conn := dial(t, cl, "vm1", 22)
 			echo(t, conn, 1000)
@@ -354,7 +360,7 @@ func TestConnect(t *testing.T) {
 	}{{false, "auto", "quic"}, {true, "auto", "websocket"}, {false, "tcp", "websocket"}} {
 		t.Run(fmt.Sprint(c), func(t *testing.T) {
 			s := tunneltest.New(t, tunneltest.Config{NoQUIC: c.noQUIC})
-			cl := newClient(t, s, c.transport)
+			cl := newClient(t, s, c.transport, longFallback)
 			via, err := cl.Connect(context.Background())
 			if err != nil || via != c.want {
 				t.Fatalf("Connect: %q, %v; want %q", via, err, c.want)
