@@ -117,11 +117,11 @@ func elementError(b []byte) error {
 }
 
 // explicit reads the one element inside the contents of an EXPLICIT tag,
-// which must have identifier want, and returns the whole element.
+// which must have identifier want, and returns its contents.
 func explicit(field string, body cryptobyte.String, want asn1.Tag) (cryptobyte.String, error) {
-	var elem cryptobyte.String
+	var inner cryptobyte.String
 	var tag asn1.Tag
-	if !body.ReadAnyASN1Element(&elem, &tag) {
+	if !body.ReadAnyASN1(&inner, &tag) {
 		return nil, elementError(body)
 	}
 	if tag != want {
@@ -130,29 +130,20 @@ func explicit(field string, body cryptobyte.String, want asn1.Tag) (cryptobyte.S
 	if !body.Empty() {
 		return nil, malformed("%s: %d bytes after the value", field, len(body))
 	}
-	return elem, nil
+	return inner, nil
 }
 
-// contents reads the contents of the element explicit returned.
-func contents(elem cryptobyte.String) []byte {
-	var v cryptobyte.String
-	var tag asn1.Tag
-	elem.ReadAnyASN1(&v, &tag) // explicit has read it already
-	return v
-}
-
-// integer reads the DER INTEGER of an EXPLICIT field: at most 64 bits, in
-// its shortest two's complement form.
+// integer reads the DER INTEGER inside the contents of an EXPLICIT tag: at
+// most 64 bits, in its shortest two's complement form.
 func integer(field string, body cryptobyte.String) (int64, error) {
-	elem, err := explicit(field, body, tagInteger)
-	if err != nil {
-		return 0, err
-	}
 	var v int64
-	if rest := elem; rest.ReadASN1Integer(&v) {
+	if rest := body; rest.ReadASN1Integer(&v) && rest.Empty() {
 		return v, nil
 	}
-	switch b := contents(elem); {
+	b, err := explicit(field, body, tagInteger)
+	switch {
+	case err != nil:
+		return 0, err
 	case len(b) == 0:
 		return 0, malformed("%s: empty INTEGER", field)
 	case len(b) > 8:

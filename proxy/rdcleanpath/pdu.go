@@ -302,7 +302,7 @@ func Parse(der []byte) (*PDU, error) {
 		case 1:
 			v, err := explicit(name, field, tagSequence)
 			if err == nil {
-				p.Error, err = parseError(contents(v))
+				p.Error, err = parseError(v)
 			}
 			if err != nil {
 				return nil, err
@@ -312,10 +312,10 @@ func Parse(der []byte) (*PDU, error) {
 			if err != nil {
 				return nil, err
 			}
-			if !utf8.Valid(contents(v)) {
+			if !utf8.Valid(v) {
 				return nil, malformed("%s is not UTF-8", name)
 			}
-			s := string(contents(v))
+			s := string(v)
 			switch n {
 			case 2:
 				p.Destination = s
@@ -333,11 +333,11 @@ func Parse(der []byte) (*PDU, error) {
 			if err != nil {
 				return nil, err
 			}
-			p.X224ConnectionPDU = append([]byte{}, contents(v)...)
+			p.X224ConnectionPDU = append([]byte{}, v...)
 		case 7:
 			v, err := explicit(name, field, tagSequence)
 			if err == nil {
-				p.ServerCertChain, err = parseChain(contents(v))
+				p.ServerCertChain, err = parseChain(v)
 			}
 			if err != nil {
 				return nil, err
