@@ -32,6 +32,33 @@ web/node_modules/.package-lock.json: web/package-lock.json
 build: web ## build bin/bastiond and bin/bastionctl
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/bastiond ./cmd/bastionctl
 
+# Release builds: bastionctl for every desktop, bastiond for Linux servers. CGO off (static binaries, cross-compiled
+# without a C toolchain; bastiond then resolves user and group names from /etc/passwd and /etc/group, where
+# systemd-sysusers puts its own), -trimpath and no VCS stamp (the version comes from git describe through VERSION),
+# so that the same source and Go toolchain give the same bytes: make release-check checks it.
+DIST            ?= dist
+RELEASE_TARGETS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+DAEMON_TARGETS  ?= linux/amd64 linux/arm64
+RELEASE_CHECK   ?= linux/amd64
+
+.PHONY: release release-bin release-check
+release: web ## build bastionctl for RELEASE_TARGETS and bastiond for DAEMON_TARGETS into dist/, with SHA256SUMS
+	@$(MAKE) --no-print-directory release-bin
+
+release-bin: # release without building web/dist first (release-check)
+	rm -rf $(DIST)
+	mkdir -p $(DIST)
+	@set -e; for t in $(RELEASE_TARGETS:%=bastionctl/%) $(DAEMON_TARGETS:%=bastiond/%); do \
+	  cmd=$${t%%/*}; os=$${t#*/}; os=$${os%/*}; arch=$${t##*/}; out=$(DIST)/$$cmd-$(VERSION)-$$os-$$arch; \
+	  if [ "$$os" = windows ]; then out=$$out.exe; fi; \
+	  echo "release: $$out"; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -buildvcs=false -ldflags '$(LDFLAGS)' -o $$out ./cmd/$$cmd; \
+	done
+	cd $(DIST) && sha256sum -- * > SHA256SUMS
+
+release-check: ## build bastionctl for RELEASE_CHECK here and from a copy elsewhere with an empty build cache: same bytes?
+	@GO=$(GO) VERSION=$(VERSION) bash test/reproducible.sh $(RELEASE_CHECK)
+
 .PHONY: deps deps-test
 deps: ## install the system packages the demo needs (root, idempotent)
 	@bash test/deps.sh demo
@@ -106,5 +133,5 @@ uninstall: ## remove what install put in place (keeps /etc/bastiond and state)
 
 .PHONY: clean
 clean: ## remove build output
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)
 	find web/dist -mindepth 1 ! -name README.txt -delete

@@ -77,6 +77,11 @@ type daemon struct {
 	// still serves sessions (see upgrade.go); nil otherwise.
 	pred *predecessor
 
+	// webClientMissing says this binary lacks its browser client
+	// (proxy.WebClientMissing): a configuration that needs it is refused,
+	// at start and on reload.
+	webClientMissing bool
+
 	mu         sync.Mutex // guards the fields below
 	cfg        *config.Config
 	loaded     time.Time
@@ -126,7 +131,7 @@ func Run(ctx context.Context, dc Config) error {
 	}
 	d := &daemon{file: file, exe: exe, log: log, level: level, started: time.Now(), cfg: cfg, loaded: time.Now(),
 		certs: &certs.Store{}, pred: pred, upgrades: make(chan upgradeRequest), reloads: make(chan reloadRequest),
-		trail: newTrail(log.Named("audit"))}
+		trail: newTrail(log.Named("audit")), webClientMissing: proxy.WebClientMissing()}
 	defer d.trail.close()
 
 	// Signals are taken before anything slow so that a SIGTERM during
@@ -157,6 +162,9 @@ func (d *daemon) start() (err error) {
 		}
 	}()
 	cfg := d.cfg
+	if err := proxy.CheckWebClient(accessPolicy(cfg), d.webClientMissing); err != nil {
+		return err
+	}
 	if err := checkHost(cfg); err != nil {
 		return err
 	}
@@ -456,6 +464,9 @@ func (d *daemon) tryReload() (*config.Config, error) {
 	if err != nil {
 		return nil, refused("config_invalid", err)
 	}
+	if err := proxy.CheckWebClient(accessPolicy(next), d.webClientMissing); err != nil {
+		return nil, refused("config_invalid", err)
+	}
 	if err := checkHost(next); err != nil {
 		return nil, refused("host_mismatch", err)
 	}
@@ -576,6 +587,9 @@ func CheckConfig(file string) (*config.Config, error) {
 	cfg, err := config.Load(file)
 	if err != nil {
 		return nil, err
+	}
+	if err := proxy.CheckWebClient(accessPolicy(cfg), proxy.WebClientMissing()); err != nil {
+		return cfg, fmt.Errorf("%s: %w", file, err)
 	}
 	if err := checkHost(cfg); err != nil {
 		return cfg, fmt.Errorf("%s: host check: %w", file, err)

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io/fs"
 	"mime"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/web"
 )
 
@@ -54,6 +56,27 @@ var appAssets = sync.OnceValue(func() map[string]asset {
 	})
 	return out
 })
+
+// WebClientMissing reports whether this bastiond lacks its browser
+// client: built while web/dist held only its placeholder, and not with
+// -tags nowebclient, which says it is meant to run without (web.Optional).
+func WebClientMissing() bool { return !web.Built() && !web.Optional }
+
+// CheckWebClient returns an error when missing (WebClientMissing) and
+// policy has roles that need the browser client (access.Policy.BrowserRoles):
+// a bastion that serves tunnels only needs none.
+func CheckWebClient(policy *access.Policy, missing bool) error {
+	if !missing {
+		return nil
+	}
+	roles := policy.BrowserRoles()
+	if len(roles) == 0 {
+		return nil
+	}
+	return fmt.Errorf("proxy: this bastiond was built without its browser client (web/dist was empty: run make web "+
+		"before go build, or make build), but roles %s grant sessions in the browser or recording playback; "+
+		"rebuild it with the client, or grant only tunnel on this bastion", strings.Join(roles, ", "))
+}
 
 // appAsset is GET /static/app/{name}. The browser revalidates each time
 // (ETag), so an upgraded bastion never serves a stale client.

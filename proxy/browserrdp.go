@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/broker"
@@ -54,8 +54,7 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 	// hijacked connection; the broker ends it on kill, timeout or drain.
 	ctx := context.WithoutCancel(r.Context())
 	conn := websocket.NetConn(ctx, ws, websocket.MessageBinary)
-	client, _ := netip.ParseAddrPort(r.RemoteAddr)
-	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+	client := addrport.Parse(r.RemoteAddr)
 	b := cfg.Broker
 	log := s.log.Named("webrdp").With(zap.String("user", c.user.Name), zap.Stringer("client", client))
 	var presented string

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/broker"
@@ -47,8 +48,7 @@ func (s *Server) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 		return
 	}
 	ws.SetReadLimit(maxTerminalMessage)
-	client, _ := netip.ParseAddrPort(r.RemoteAddr)
-	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+	client := addrport.Parse(r.RemoteAddr)
 	b := cfg.Broker
 	// refused writes the connect_refused event of a login; session is the
 	// broker session the refusal ended, if one was open.

@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
@@ -55,11 +56,7 @@ func (c caller) binding() string {
 }
 
 func clientAddr(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
+	return addrport.Parse(r.RemoteAddr).Addr()
 }
 
 // sessionCaller returns the caller of a request that carries a live session cookie.

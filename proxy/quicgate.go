@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/net/ipv4"
 
+	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/proxy/quicinitial"
 )
@@ -510,8 +511,7 @@ func (g *quicGate) debug(msg string, from net.Addr, err error, fields ...zap.Fie
 
 // addrPort is a's address, unmapped, and port.
 func addrPort(a net.Addr) netip.AddrPort {
-	ap := rawAddrPort(a)
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	return addrport.Unmap(rawAddrPort(a))
 }
 
 // rawAddrPort is a's address and port as the socket gave them, IPv4-mapped

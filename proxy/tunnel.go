@@ -15,6 +15,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/internal/statedb"
@@ -62,7 +63,7 @@ func (s *Server) tunnelWebSocket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Accept has answered
 	}
-	client := addrPortOf(stringAddr(r.RemoteAddr))
+	client := addrport.Parse(r.RemoteAddr)
 	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	// The tunnel lives on in the broker, in a goroutine of its own with a
 	// context of its own: the handler's goroutine returns, and with it the
@@ -254,10 +255,4 @@ type stringAddr string
 func (a stringAddr) Network() string { return "tcp" }
 func (a stringAddr) String() string  { return string(a) }
 
-func addrPortOf(a net.Addr) netip.AddrPort {
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
+func addrPortOf(a net.Addr) netip.AddrPort { return addrport.Parse(a.String()) }

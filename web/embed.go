@@ -5,6 +5,9 @@
 //
 // dist/ is build output; a fresh clone holds only its placeholder, so that
 // the daemon builds without node. Built says which of the two is embedded.
+// A daemon built with the placeholder refuses to start when its
+// configuration grants sessions in the browser, unless built with -tags
+// nowebclient (Optional).
 package web
 
 import (

@@ -97,6 +97,20 @@ func New(bastion string, targets []Target, groups map[string][]string, roles []R
 	return p
 }
 
+// BrowserRoles returns the names of the roles that apply on this bastion
+// and need the browser client: those granting ssh or rdp, which are
+// sessions in the page, and auditors, who play recordings back there. A
+// policy without any serves tunnels only.
+func (p *Policy) BrowserRoles() []string {
+	var names []string
+	for _, role := range p.roles {
+		if p.onThisBastion(role) && (role.Auditor || slices.Contains(role.Protocols, SSH) || slices.Contains(role.Protocols, RDP)) {
+			names = append(names, role.Name)
+		}
+	}
+	return names
+}
+
 // Request is one access question.
 type Request struct {
 	User string

@@ -187,3 +187,24 @@ func TestRecordedTunnels(t *testing.T) {
 		})
 	}
 }
+
+func TestBrowserRoles(t *testing.T) {
+	if got, want := testPolicy().BrowserRoles(), []string{"ops-linux", "carol-win", "granted-only"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("BrowserRoles() = %q, want %q", got, want)
+	}
+	p := New("bastion.example", []Target{{Name: "db", Tunnel: []uint16{5432}}}, nil, []Role{
+		{Name: "audit", Auditor: true},
+		{Name: "pg", Targets: []string{"db"}, Protocols: []string{"tunnel:5432"}},
+		{Name: "audit-elsewhere", Auditor: true, Bastions: []string{"other.example"}},
+	})
+	if got, want := p.BrowserRoles(), []string{"audit"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("BrowserRoles() = %q, want %q", got, want)
+	}
+	tunnelsOnly := New("bastion.example", nil, nil, []Role{
+		{Name: "tunnels", Targets: []string{"*"}, Protocols: []string{Tunnel}},
+		{Name: "ssh-elsewhere", Targets: []string{"*"}, Protocols: []string{SSH}, Bastions: []string{"other.example"}},
+	})
+	if got := tunnelsOnly.BrowserRoles(); len(got) != 0 {
+		t.Errorf("tunnels only: BrowserRoles() = %q, want none", got)
+	}
+}

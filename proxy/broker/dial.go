@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bastiond/bastiond/internal/addrport"
 )
 
 // allowLoopbackForTest relaxes the guard's loopback rule, and only that
@@ -72,7 +74,7 @@ func (b *Broker) control(allowed []netip.AddrPort, userTimeout time.Duration) fu
 		if err != nil {
 			return &guardError{why: "is not an IP address and port: " + address}
 		}
-		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		ap = addrport.Unmap(ap)
 		if !slices.Contains(allowed, ap) {
 			return &guardError{addr: ap, why: "is not an inventory address and port of this target"}
 		}

@@ -3,7 +3,8 @@ package broker
 import (
 	"errors"
 	"strings"
-	"syscall"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ErrorKind classes the refusals of Open.
@@ -59,6 +60,20 @@ func (e *Error) Error() string {
 		return e.Msg + ": " + e.Err.Error()
 	}
 	return e.Msg
+}
+
+// Sentence is Msg as a sentence for the user: capitalized, with a full
+// stop, and a general one when Msg is empty.
+func (e *Error) Sentence() string {
+	if e.Msg == "" {
+		return "The session could not be opened."
+	}
+	r, n := utf8.DecodeRuneInString(e.Msg)
+	s := string(unicode.ToUpper(r)) + e.Msg[n:]
+	if !strings.HasSuffix(s, ".") {
+		s += "."
+	}
+	return s
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -165,14 +180,4 @@ func reasonClass(reason string) string {
 		return "negotiation"
 	}
 	return "other"
-}
-
-// unreachable reports whether err, seen on the target's side, says the
-// machine went away: no answer to data or keepalives (TCP_USER_TIMEOUT), no
-// route to it any more, or a reset (it rebooted, or its stack dropped the
-// connection).
-func unreachable(err error) bool {
-	return errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, syscall.EHOSTUNREACH) ||
-		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTDOWN) ||
-		errors.Is(err, syscall.ECONNRESET)
 }

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/bastiond/bastiond/internal/neterr"
 	"github.com/bastiond/bastiond/proxy/internal/relaybuf"
 )
 
@@ -114,14 +115,16 @@ func (r *relayOutcome) report(up bool, e pipeErr) {
 	if r.shut && r.first == nil {
 		return
 	}
-	if !e.readSide && closedAfterItsEnd(e.err) && (up && r.targetEnded || !up && r.clientEnded) {
+	if !e.readSide && neterr.PeerClosed(e.err) && (up && r.targetEnded || !up && r.clientEnded) {
 		// Writing to a side that had ended its stream and then closed
 		// (a reset for the bytes it left unread, a broken pipe, a QUIC
 		// stream it stopped): it finished, and the relay is done with it.
 		return
 	}
 	targetSide := up != e.readSide
-	if targetSide && unreachable(e.err) {
+	// A reset counts too: the machine rebooted, or its stack dropped the
+	// connection.
+	if targetSide && (neterr.Unreachable(e.err) || errors.Is(e.err, syscall.ECONNRESET)) {
 		r.gone = true
 	}
 	if r.first == nil {
@@ -154,13 +157,6 @@ func (r *relayOutcome) reason() string {
 }
 
 type closeWriter interface{ CloseWrite() error }
-
-// closedAfterItsEnd says whether a write error is the destination having
-// closed: a broken pipe or a reset (a tunnel conn reports its peer's close
-// as a broken pipe too).
-func closedAfterItsEnd(err error) bool {
-	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
-}
 
 // Buffers: an idle direction must not pin a large buffer (10,000 idle
 // relayed sessions must fit in 64 KiB each, everything included), so a

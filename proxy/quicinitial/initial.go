@@ -3,6 +3,7 @@ package quicinitial
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -56,53 +57,48 @@ type initialKeys struct {
 }
 
 // clientInitialKeys derives the client Initial keys from the Destination
-// Connection ID of the client's first Initial packet (RFC 9001 section 5.2).
-// It does HKDF (RFC 5869) with SHA-256 itself rather than with crypto/hkdf:
-// every output fits in one HMAC block, and this way it allocates nothing.
-func clientInitialKeys(dcid []byte) initialKeys {
+// Connection ID of the client's first Initial packet (RFC 9001 section 5.2)
+// with crypto/hkdf. It fails only where crypto/hkdf refuses, in FIPS
+// 140-only mode (GODEBUG=fips140=only), which rejects Connection IDs
+// shorter than 112 bits as HKDF secrets.
+func clientInitialKeys(dcid []byte) (initialKeys, error) {
 	var k initialKeys
-	initial := hmacSHA256(initialSalt, dcid) // HKDF-Extract
-	client := expandLabel(initial[:], "client in", sha256.Size)
-	key := expandLabel(client[:], "quic key", keyLen)
-	iv := expandLabel(client[:], "quic iv", ivLen)
-	hp := expandLabel(client[:], "quic hp", keyLen)
-	copy(k.key[:], key[:])
-	copy(k.iv[:], iv[:])
-	copy(k.hp[:], hp[:])
-	return k
+	initial, err := hkdf.Extract(sha256.New, dcid, initialSalt)
+	if err != nil {
+		return k, fmt.Errorf("quicinitial: deriving Initial keys: %w", err)
+	}
+	client, err := expandLabel(initial, "client in", sha256.Size)
+	if err != nil {
+		return k, err
+	}
+	for _, o := range []struct {
+		label string
+		dst   []byte
+	}{{"quic key", k.key[:]}, {"quic iv", k.iv[:]}, {"quic hp", k.hp[:]}} {
+		b, err := expandLabel(client, o.label, len(o.dst))
+		if err != nil {
+			return k, err
+		}
+		copy(o.dst, b)
+	}
+	return k, nil
 }
 
 // expandLabel is HKDF-Expand-Label (RFC 8446 section 7.1) with SHA-256 and
-// an empty context for an output of length bytes, at most 32: the first
-// length bytes of the result. Such an output is the first block of
-// HKDF-Expand, T(1) = HMAC(secret, info | 0x01).
-func expandLabel(secret []byte, label string, length int) [sha256.Size]byte {
+// an empty context, for an output of length bytes.
+func expandLabel(secret []byte, label string, length int) ([]byte, error) {
 	const prefix = "tls13 "
-	var buf [64]byte
-	info := binary.BigEndian.AppendUint16(buf[:0], uint16(length))
+	info := make([]byte, 0, 2+1+len(prefix)+len(label)+1)
+	info = binary.BigEndian.AppendUint16(info, uint16(length))
 	info = append(info, byte(len(prefix)+len(label)))
 	info = append(info, prefix...)
 	info = append(info, label...)
 	info = append(info, 0) // empty context
-	info = append(info, 1) // HKDF-Expand block counter
-	return hmacSHA256(secret, info)
-}
-
-// hmacSHA256 is HMAC-SHA256 (RFC 2104) for a key of at most 64 bytes, the
-// SHA-256 block size.
-func hmacSHA256(key, msg []byte) [sha256.Size]byte {
-	const blockSize = 64
-	var buf [blockSize + 64]byte
-	pad := buf[:blockSize]
-	copy(pad, key)
-	for i := range pad {
-		pad[i] ^= 0x36
+	b, err := hkdf.Expand(sha256.New, secret, string(info), length)
+	if err != nil {
+		return nil, fmt.Errorf("quicinitial: deriving Initial keys: %w", err)
 	}
-	inner := sha256.Sum256(append(pad, msg...))
-	for i := range pad {
-		pad[i] ^= 0x36 ^ 0x5c
-	}
-	return sha256.Sum256(append(pad, inner[:]...))
+	return b, nil
 }
 
 // OpenInitial decrypts the first packet of a datagram, which must be a QUIC
@@ -146,7 +142,10 @@ func OpenInitial(datagram []byte) (Header, []CryptoFrame, error) {
 	if length < maxPNLen+sampleLen {
 		return Header{}, nil, errors.New("quicinitial: packet too short for a header protection sample")
 	}
-	keys := clientInitialKeys(h.DCID)
+	keys, err := clientInitialKeys(h.DCID)
+	if err != nil {
+		return Header{}, nil, err
+	}
 
 	// One allocation holds a copy of the packet, which is decrypted in
 	// place, and the header protection mask and the nonce, which would

@@ -22,7 +22,10 @@ func sealInitialPN(dcid, scid, token []byte, pn uint32, pnLen int, frames []byte
 // sealPacket is sealInitialPN with the bits of the first byte other than
 // the packet number length given by first.
 func sealPacket(first byte, dcid, scid, token []byte, pn uint32, pnLen int, frames []byte, padTo int) []byte {
-	keys := clientInitialKeys(dcid)
+	keys, err := clientInitialKeys(dcid)
+	if err != nil {
+		panic(err)
+	}
 	hdr := []byte{first | byte(pnLen-1), 0, 0, 0, 1}
 	hdr = append(hdr, byte(len(dcid)))
 	hdr = append(hdr, dcid...)

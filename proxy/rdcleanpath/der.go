@@ -4,21 +4,33 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"golang.org/x/crypto/cryptobyte"
+	"golang.org/x/crypto/cryptobyte/asn1"
 )
 
-// The DER identifier octets RDCleanPath uses. Context-specific tags are
-// constructed, as EXPLICIT tags always are; their number is the low five
-// bits (RDCleanPath's are all below 31, the low-tag-number form).
+// The DER identifier octets RDCleanPath uses. Its fields are EXPLICIT
+// context-specific tags, which are constructed; their numbers are all below
+// 31, the low-tag-number form cryptobyte reads.
 const (
-	tagInteger     = 0x02
-	tagOctetString = 0x04
-	tagUTF8String  = 0x0c
-	tagSequence    = 0x30
-	tagContext     = 0xa0 // | field number
+	tagInteger     = asn1.INTEGER
+	tagOctetString = asn1.OCTET_STRING
+	tagUTF8String  = asn1.UTF8String
+	tagSequence    = asn1.SEQUENCE
 )
 
-// maxLengthOctets is the longest long-form length accepted: four octets
-// already say 4 GiB, far past any bound a caller sets.
+// tagField is the identifier of the PDU field or error field number n.
+func tagField(n int) asn1.Tag { return asn1.Tag(n).ContextSpecific().Constructed() }
+
+// fieldNumber returns the field number of a field's identifier, and false
+// for any identifier other than a constructed context-specific one.
+func fieldNumber(tag asn1.Tag) (int, bool) {
+	n := int(tag &^ tagField(0))
+	return n, tagField(n) == tag
+}
+
+// maxLengthOctets is the longest long-form length accepted, as cryptobyte
+// does: four octets already say 4 GiB, far past any bound a caller sets.
 const maxLengthOctets = 4
 
 // ErrMalformed is wrapped by every error that says a PDU's bytes are wrong,
@@ -38,7 +50,9 @@ func (e *malformedError) Unwrap() error { return ErrMalformed }
 
 // longLength decodes the octets of a long-form DER length, refusing any
 // form that is not the shortest: a leading zero octet, or a long form for a
-// length that fits the short one.
+// length that fits the short one. Read uses it for a PDU's header, which it
+// checks before the body has arrived; elsewhere it only says why cryptobyte
+// refused an element.
 func longLength(octets []byte) (int, error) {
 	if len(octets) > maxLengthOctets {
 		return 0, malformed("length of %d octets", len(octets))
@@ -59,104 +73,82 @@ func longLength(octets []byte) (int, error) {
 	return int(n), nil
 }
 
-// element splits off the DER element at the start of b: its identifier
-// octet, its contents and the bytes after it.
-func element(b []byte) (tag byte, body, rest []byte, err error) {
-	if len(b) < 2 {
-		return 0, nil, nil, malformed("truncated element")
+// readElement splits off the DER element at the start of s and returns its
+// identifier and contents. cryptobyte decides what is DER; when it refuses,
+// the error says why.
+func readElement(s *cryptobyte.String) (asn1.Tag, cryptobyte.String, error) {
+	var tag asn1.Tag
+	var body cryptobyte.String
+	if !s.ReadAnyASN1(&body, &tag) {
+		return 0, nil, elementError(*s)
 	}
-	tag = b[0]
+	return tag, body, nil
+}
+
+// elementError says why cryptobyte refused the element at the start of b:
+// the identifier and length octets, or contents shorter than announced.
+func elementError(b []byte) error {
+	if len(b) < 2 {
+		return malformed("truncated element")
+	}
+	tag := b[0]
 	if tag&0x1f == 0x1f {
-		return 0, nil, nil, malformed("high tag number form (tag 0x%02x)", tag)
+		return malformed("high tag number form (tag 0x%02x)", tag)
 	}
 	n, hdr := int(b[1]), 2
 	switch {
 	case b[1] == 0x80:
-		return 0, nil, nil, malformed("indefinite length (tag 0x%02x)", tag)
+		return malformed("indefinite length (tag 0x%02x)", tag)
 	case b[1] > 0x80:
 		k := int(b[1] & 0x7f)
 		if len(b) < 2+k {
-			return 0, nil, nil, malformed("truncated length (tag 0x%02x)", tag)
+			return malformed("truncated length (tag 0x%02x)", tag)
 		}
+		var err error
 		if n, err = longLength(b[2 : 2+k]); err != nil {
-			return 0, nil, nil, err
+			return err
 		}
 		hdr += k
 	}
 	if n > len(b)-hdr {
-		return 0, nil, nil, malformed("element of %d bytes in %d (tag 0x%02x)", n, len(b)-hdr, tag)
+		return malformed("element of %d bytes in %d (tag 0x%02x)", n, len(b)-hdr, tag)
 	}
-	return tag, b[hdr : hdr+n], b[hdr+n:], nil
+	return malformed("not DER (tag 0x%02x)", tag)
 }
 
 // explicit reads the one element inside the contents of an EXPLICIT tag,
-// which must have identifier want.
-func explicit(field string, body []byte, want byte) ([]byte, error) {
-	tag, inner, rest, err := element(body)
-	if err != nil {
-		return nil, err
+// which must have identifier want, and returns its contents.
+func explicit(field string, body cryptobyte.String, want asn1.Tag) (cryptobyte.String, error) {
+	var inner cryptobyte.String
+	var tag asn1.Tag
+	if !body.ReadAnyASN1(&inner, &tag) {
+		return nil, elementError(body)
 	}
 	if tag != want {
-		return nil, malformed("%s: tag 0x%02x, want 0x%02x", field, tag, want)
+		return nil, malformed("%s: tag 0x%02x, want 0x%02x", field, uint8(tag), uint8(want))
 	}
-	if len(rest) != 0 {
-		return nil, malformed("%s: %d bytes after the value", field, len(rest))
+	if !body.Empty() {
+		return nil, malformed("%s: %d bytes after the value", field, len(body))
 	}
 	return inner, nil
 }
 
-// integer decodes the contents of a DER INTEGER, at most 64 bits, in its
-// shortest two's complement form.
-func integer(field string, b []byte) (int64, error) {
+// integer reads the DER INTEGER inside the contents of an EXPLICIT tag: at
+// most 64 bits, in its shortest two's complement form.
+func integer(field string, body cryptobyte.String) (int64, error) {
+	var v int64
+	if rest := body; rest.ReadASN1Integer(&v) && rest.Empty() {
+		return v, nil
+	}
+	b, err := explicit(field, body, tagInteger)
 	switch {
+	case err != nil:
+		return 0, err
 	case len(b) == 0:
 		return 0, malformed("%s: empty INTEGER", field)
 	case len(b) > 8:
 		return 0, malformed("%s: INTEGER of %d bytes", field, len(b))
-	case len(b) > 1 && (b[0] == 0 && b[1] < 0x80 || b[0] == 0xff && b[1] >= 0x80):
+	default:
 		return 0, malformed("%s: non-minimal INTEGER", field)
 	}
-	v := int64(int8(b[0])) // sign extension
-	for _, o := range b[1:] {
-		v = v<<8 | int64(o)
-	}
-	return v, nil
-}
-
-// appendElement appends the DER element tag with contents body.
-func appendElement(b []byte, tag byte, body []byte) []byte {
-	b = append(b, tag)
-	b = appendLength(b, len(body))
-	return append(b, body...)
-}
-
-// appendLength appends n in the shortest DER length form. Marshal keeps n
-// below 1<<32.
-func appendLength(b []byte, n int) []byte {
-	if n < 0x80 {
-		return append(b, byte(n))
-	}
-	k := 1
-	for n>>(8*k) != 0 {
-		k++
-	}
-	b = append(b, 0x80|byte(k))
-	for i := k - 1; i >= 0; i-- {
-		b = append(b, byte(n>>(8*i)))
-	}
-	return b
-}
-
-// appendInteger appends v as a DER INTEGER: the fewest two's complement
-// octets that keep its sign.
-func appendInteger(b []byte, v int64) []byte {
-	k := 1
-	for k < 8 && (v>>(8*k-1) != 0 && v>>(8*k-1) != -1) {
-		k++
-	}
-	b = append(b, tagInteger, byte(k))
-	for i := k - 1; i >= 0; i-- {
-		b = append(b, byte(v>>(8*i)))
-	}
-	return b
 }

@@ -39,9 +39,11 @@
 //	    wsaLastError      [2] INTEGER OPTIONAL,
 //	    tlsAlertCode      [3] INTEGER OPTIONAL }
 //
-// The encoding is written and read by hand rather than with encoding/asn1,
-// which accepts any string type where UTF8String is required and ignores
-// fields it does not know; Parse refuses both. The client
+// The encoding is written and read with golang.org/x/crypto/cryptobyte,
+// which takes DER only (shortest lengths and integers, no indefinite
+// length), rather than with encoding/asn1, which accepts any string type
+// where UTF8String is required and ignores fields it does not know; Parse
+// refuses both. The client
 // and the gateway read PDUs from a byte stream, so Read takes exactly one
 // PDU's bytes, bounded before its body is read.
 //

@@ -1,7 +1,6 @@
 package rdcleanpath
 
 import (
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -10,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/crypto/cryptobyte"
 )
 
 // Version is the RDCleanPath protocol version, the only one accepted
@@ -189,49 +190,64 @@ func (p *PDU) Marshal() ([]byte, error) {
 		return nil, fmt.Errorf("rdcleanpath: marshal: %d bytes of fields exceed %d", size, maxMarshal)
 	}
 
-	body := make([]byte, 0, size+64+8*len(p.ServerCertChain))
-	body = appendElement(body, tagContext|0, appendInteger(nil, v))
 	if p.Error != nil {
 		if bad := p.Error.check(); bad != "" {
 			return nil, fmt.Errorf("rdcleanpath: marshal: error: %s", bad)
 		}
-		e := appendElement(nil, tagContext|0, appendInteger(nil, p.Error.Code))
-		for i, v := range []int64{p.Error.HTTPStatus, p.Error.WSALastError, p.Error.TLSAlert} {
-			if v != 0 {
-				e = appendElement(e, tagContext|byte(i+1), appendInteger(nil, v))
-			}
-		}
-		body = appendElement(body, tagContext|1, appendElement(nil, tagSequence, e))
 	}
 	for _, s := range []struct {
 		n int
 		v string
-	}{{2, p.Destination}, {3, p.ProxyAuth}, {4, p.ServerAuth}, {5, p.PreconnectionBlob}} {
-		if s.v == "" {
-			continue
-		}
+	}{{2, p.Destination}, {3, p.ProxyAuth}, {4, p.ServerAuth}, {5, p.PreconnectionBlob}, {9, p.ServerAddr}} {
 		if !utf8.ValidString(s.v) {
 			return nil, fmt.Errorf("rdcleanpath: marshal: %s is not UTF-8", fieldNames[s.n])
 		}
-		body = appendElement(body, tagContext|byte(s.n), appendElement(nil, tagUTF8String, []byte(s.v)))
 	}
-	if p.X224ConnectionPDU != nil {
-		body = appendElement(body, tagContext|6, appendElement(nil, tagOctetString, p.X224ConnectionPDU))
-	}
-	if p.ServerCertChain != nil {
-		var chain []byte
-		for _, c := range p.ServerCertChain {
-			chain = appendElement(chain, tagOctetString, c)
+
+	b := cryptobyte.NewBuilder(make([]byte, 0, size+64+8*len(p.ServerCertChain)))
+	b.AddASN1(tagSequence, func(b *cryptobyte.Builder) {
+		b.AddASN1(tagField(0), func(b *cryptobyte.Builder) { b.AddASN1Int64(v) })
+		if e := p.Error; e != nil {
+			b.AddASN1(tagField(1), func(b *cryptobyte.Builder) {
+				b.AddASN1(tagSequence, func(b *cryptobyte.Builder) {
+					for i, v := range []int64{e.Code, e.HTTPStatus, e.WSALastError, e.TLSAlert} {
+						if i == 0 || v != 0 {
+							b.AddASN1(tagField(i), func(b *cryptobyte.Builder) { b.AddASN1Int64(v) })
+						}
+					}
+				})
+			})
 		}
-		body = appendElement(body, tagContext|7, appendElement(nil, tagSequence, chain))
-	}
-	if p.ServerAddr != "" {
-		if !utf8.ValidString(p.ServerAddr) {
-			return nil, fmt.Errorf("rdcleanpath: marshal: serverAddr is not UTF-8")
+		addString := func(n int, v string) {
+			if v != "" {
+				b.AddASN1(tagField(n), func(b *cryptobyte.Builder) {
+					b.AddASN1(tagUTF8String, func(b *cryptobyte.Builder) { b.AddBytes([]byte(v)) })
+				})
+			}
 		}
-		body = appendElement(body, tagContext|9, appendElement(nil, tagUTF8String, []byte(p.ServerAddr)))
+		addString(2, p.Destination)
+		addString(3, p.ProxyAuth)
+		addString(4, p.ServerAuth)
+		addString(5, p.PreconnectionBlob)
+		if p.X224ConnectionPDU != nil {
+			b.AddASN1(tagField(6), func(b *cryptobyte.Builder) { b.AddASN1OctetString(p.X224ConnectionPDU) })
+		}
+		if p.ServerCertChain != nil {
+			b.AddASN1(tagField(7), func(b *cryptobyte.Builder) {
+				b.AddASN1(tagSequence, func(b *cryptobyte.Builder) {
+					for _, c := range p.ServerCertChain {
+						b.AddASN1OctetString(c)
+					}
+				})
+			})
+		}
+		addString(9, p.ServerAddr)
+	})
+	der, err := b.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("rdcleanpath: marshal: %w", err)
 	}
-	return appendElement(make([]byte, 0, len(body)+6), tagSequence, body), nil
+	return der, nil
 }
 
 // fieldNames are the ASN.1 names of the PDU's fields, by tag number.
@@ -245,27 +261,27 @@ var fieldNames = [...]string{
 // type, no unknown field, no byte after the PDU, and version Version. The
 // PDU does not alias der. Errors wrap ErrMalformed.
 func Parse(der []byte) (*PDU, error) {
-	tag, body, rest, err := element(der)
+	s := cryptobyte.String(der)
+	tag, body, err := readElement(&s)
 	if err != nil {
 		return nil, err
 	}
 	if tag != tagSequence {
-		return nil, malformed("not a DER SEQUENCE (tag 0x%02x)", tag)
+		return nil, malformed("not a DER SEQUENCE (tag 0x%02x)", uint8(tag))
 	}
-	if len(rest) != 0 {
-		return nil, malformed("%d bytes after the PDU", len(rest))
+	if !s.Empty() {
+		return nil, malformed("%d bytes after the PDU", len(s))
 	}
 	p := &PDU{}
 	last := -1
-	for len(body) > 0 {
-		tag, field, next, err := element(body)
+	for !body.Empty() {
+		tag, field, err := readElement(&body)
 		if err != nil {
 			return nil, err
 		}
-		body = next
-		n := int(tag &^ tagContext)
-		if tag&^0x1f != tagContext || n >= len(fieldNames) || fieldNames[n] == "" {
-			return nil, malformed("unknown field (tag 0x%02x)", tag)
+		n, ok := fieldNumber(tag)
+		if !ok || n >= len(fieldNames) || fieldNames[n] == "" {
+			return nil, malformed("unknown field (tag 0x%02x)", uint8(tag))
 		}
 		if n <= last {
 			return nil, malformed("%s out of order or repeated", fieldNames[n])
@@ -277,11 +293,7 @@ func Parse(der []byte) (*PDU, error) {
 		name := fieldNames[n]
 		switch n {
 		case 0:
-			v, err := explicit(name, field, tagInteger)
-			if err == nil {
-				p.Version, err = integer(name, v)
-			}
-			if err != nil {
+			if p.Version, err = integer(name, field); err != nil {
 				return nil, err
 			}
 			if p.Version != Version {
@@ -321,10 +333,7 @@ func Parse(der []byte) (*PDU, error) {
 			if err != nil {
 				return nil, err
 			}
-			p.X224ConnectionPDU = bytes.Clone(v)
-			if p.X224ConnectionPDU == nil {
-				p.X224ConnectionPDU = []byte{}
-			}
+			p.X224ConnectionPDU = append([]byte{}, v...)
 		case 7:
 			v, err := explicit(name, field, tagSequence)
 			if err == nil {
@@ -342,20 +351,19 @@ func Parse(der []byte) (*PDU, error) {
 }
 
 // parseError decodes the contents of an RDCleanPathErr.
-func parseError(b []byte) (*Error, error) {
+func parseError(b cryptobyte.String) (*Error, error) {
 	e := &Error{}
 	names := [...]string{"errorCode", "httpStatusCode", "wsaLastError", "tlsAlertCode"}
 	vals := [...]*int64{&e.Code, &e.HTTPStatus, &e.WSALastError, &e.TLSAlert}
 	last := -1
-	for len(b) > 0 {
-		tag, field, next, err := element(b)
+	for !b.Empty() {
+		tag, field, err := readElement(&b)
 		if err != nil {
 			return nil, err
 		}
-		b = next
-		n := int(tag &^ tagContext)
-		if tag&^0x1f != tagContext || n >= len(names) {
-			return nil, malformed("error: unknown field (tag 0x%02x)", tag)
+		n, ok := fieldNumber(tag)
+		if !ok || n >= len(names) {
+			return nil, malformed("error: unknown field (tag 0x%02x)", uint8(tag))
 		}
 		if n <= last {
 			return nil, malformed("error: %s out of order or repeated", names[n])
@@ -364,11 +372,7 @@ func parseError(b []byte) (*Error, error) {
 			return nil, malformed("error: no errorCode")
 		}
 		last = n
-		v, err := explicit("error: "+names[n], field, tagInteger)
-		if err == nil {
-			*vals[n], err = integer("error: "+names[n], v)
-		}
-		if err != nil {
+		if *vals[n], err = integer("error: "+names[n], field); err != nil {
 			return nil, err
 		}
 	}
@@ -383,23 +387,22 @@ func parseError(b []byte) (*Error, error) {
 
 // parseChain decodes the contents of a SEQUENCE OF OCTET STRING. It counts
 // the certificates first so that the slice is allocated once.
-func parseChain(b []byte) ([][]byte, error) {
+func parseChain(b cryptobyte.String) ([][]byte, error) {
 	n := 0
-	for rest := b; len(rest) > 0; n++ {
-		tag, _, next, err := element(rest)
+	for rest := b; !rest.Empty(); n++ {
+		tag, _, err := readElement(&rest)
 		if err != nil {
 			return nil, err
 		}
 		if tag != tagOctetString {
-			return nil, malformed("serverCertChain: tag 0x%02x, want 0x%02x", tag, tagOctetString)
+			return nil, malformed("serverCertChain: tag 0x%02x, want 0x%02x", uint8(tag), uint8(tagOctetString))
 		}
-		rest = next
 	}
 	chain := make([][]byte, 0, n)
-	for len(b) > 0 {
-		_, c, next, _ := element(b)
+	for !b.Empty() {
+		var c []byte
+		b.ReadASN1Bytes(&c, tagOctetString) // checked above
 		chain = append(chain, append([]byte{}, c...))
-		b = next
 	}
 	return chain, nil
 }
@@ -422,7 +425,7 @@ func Read(r io.Reader, max int) (*PDU, error) {
 	if _, err := io.ReadFull(r, hdr[:1]); err != nil {
 		return nil, fmt.Errorf("rdcleanpath: read PDU: %w", err)
 	}
-	if hdr[0] != tagSequence {
+	if hdr[0] != byte(tagSequence) {
 		return nil, malformed("not a DER SEQUENCE (tag 0x%02x)", hdr[0])
 	}
 	if err := readFull(r, hdr[1:2]); err != nil {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/bastiond/bastiond/internal/neterr"
 )
 
 // closeWriter is a connection that can end its sending direction alone:
@@ -68,7 +70,7 @@ func pipe(dst, src io.ReadWriteCloser, srcEnded, dstEnded, shut *atomic.Bool, fa
 			dst.Close()
 		}
 	}
-	if err != nil && written && dstEnded.Load() && closedAfterItsEnd(err) {
+	if err != nil && written && dstEnded.Load() && neterr.PeerClosed(err) {
 		err = nil // dst ended its stream, then closed: it finished
 	}
 	if err != nil {
@@ -106,10 +108,4 @@ func (r *ReadErr) Read(p []byte) (int, error) {
 		r.Err = err
 	}
 	return n, err
-}
-
-// closedAfterItsEnd says whether err is what writing to a closed peer
-// gets: a broken pipe or a reset (*PeerClosedError for a tunnel conn).
-func closedAfterItsEnd(err error) bool {
-	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -415,11 +413,11 @@ func openRefusal(err error) (*rdcleanpath.PDU, Outcome) {
 		if !ok {
 			code = rdcleanpath.WSAETIMEDOUT
 		}
-		return rdcleanpath.WSAError(code), Outcome{Class: ClassUnreachable, Message: sentence(be.Msg)}
+		return rdcleanpath.WSAError(code), Outcome{Class: ClassUnreachable, Message: be.Sentence()}
 	case broker.KindUnknownTarget, broker.KindRefused:
-		return rdcleanpath.GeneralError(403), Outcome{Class: ClassDenied, Message: sentence(be.Msg)}
+		return rdcleanpath.GeneralError(403), Outcome{Class: ClassDenied, Message: be.Sentence()}
 	}
-	return rdcleanpath.GeneralError(500), Outcome{Class: ClassError, Message: sentence(be.Msg)}
+	return rdcleanpath.GeneralError(500), Outcome{Class: ClassError, Message: be.Sentence()}
 }
 
 // ended is the Outcome of a session the relay ended with reason.
@@ -461,17 +459,4 @@ func storageTrouble(err string) string {
 		return "its storage is read-only"
 	}
 	return "its storage failed"
-}
-
-// sentence capitalizes s and ends it with a full stop.
-func sentence(s string) string {
-	if s == "" {
-		return "The session could not be opened."
-	}
-	r, n := utf8.DecodeRuneInString(s)
-	s = string(unicode.ToUpper(r)) + s[n:]
-	if !strings.HasSuffix(s, ".") {
-		s += "."
-	}
-	return s
 }

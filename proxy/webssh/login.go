@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bastiond/bastiond/internal/neterr"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
 )
@@ -203,7 +204,7 @@ func (c *conn) targetEnding(what string, tc *targetConn, err error) *ending {
 		m := end(endNetwork, fmt.Sprintf("%s did not answer in time.", c.p.Target))
 		m.Reconnect = true
 		return &ending{reason: broker.ReasonTargetUnreachable, msg: m}
-	case unreachable(cause):
+	case neterr.Unreachable(cause):
 		m := end(endNetwork, fmt.Sprintf("%s stopped answering.", c.p.Target))
 		m.Reconnect = true
 		return &ending{reason: broker.ReasonTargetUnreachable, msg: m}
@@ -212,13 +213,6 @@ func (c *conn) targetEnding(what string, tc *targetConn, err error) *ending {
 	}
 	return &ending{reason: broker.ReasonTargetError + what + ": " + err.Error(),
 		msg: end(endError, fmt.Sprintf("The %s with %s failed.", what, c.p.Target))}
-}
-
-// unreachable reports whether err says the machine is gone: no answer to
-// data or keepalives, or no route to it any more.
-func unreachable(err error) bool {
-	return errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, syscall.EHOSTUNREACH) ||
-		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTDOWN)
 }
 
 func (c *conn) hostKeyEnding(err error) *ending {
@@ -271,25 +265,16 @@ func openEnding(err error) *ending {
 	case broker.KindUserLimit:
 		m = end(endUserLimit, "You have as many sessions open as you may. Close one and try again.")
 	case broker.KindUnreachable:
-		m = end(endUnreachable, sentence(be.Msg))
+		m = end(endUnreachable, be.Sentence())
 	case broker.KindClosed:
 		return shutdownEnding()
 	case broker.KindAuditUnavailable:
 		m = end(endError, "The bastion cannot record new sessions at the moment, so it opens none. Try again later.")
 	default:
-		return &ending{msg: end(endError, sentence(be.Msg))}
+		return &ending{msg: end(endError, be.Sentence())}
 	}
 	m.Reconnect = true
 	return &ending{msg: m}
-}
-
-// sentence capitalizes s and ends it with a full stop.
-func sentence(s string) string {
-	if s == "" {
-		return "The session could not be opened."
-	}
-	r, n := utf8.DecodeRuneInString(s)
-	return string(unicode.ToUpper(r)) + s[n:] + "."
 }
 
 // loginProblem says what is wrong with a login name, or "".

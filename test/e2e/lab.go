@@ -23,6 +23,8 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/bastiond/bastiond/web"
 )
 
 var (
@@ -66,6 +68,7 @@ func Main(m *testing.M) int {
 	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
 		args = slices.Delete(args, 1, 2)
 	}
+	args = append(args[:1], append(BuildTags(), args[1:]...)...)
 	build := exec.Command("go", args...)
 	build.Dir = repoRoot
 	if out, err := build.CombinedOutput(); err != nil {
@@ -199,4 +202,15 @@ func LabCommand(t testing.TB, host string, args ...string) *exec.Cmd {
 	ns := "bl-" + host
 	uts := filepath.Join(LabValue(t, "UTS_DIR"), ns)
 	return exec.Command("nsenter", append([]string{"--uts=" + uts, "ip", "netns", "exec", ns}, args...)...)
+}
+
+// BuildTags are the flags that build the bastiond the tests run: without
+// the browser client built (make web), -tags nowebclient, so that the
+// daemon starts with the lab's browser roles and only the browser tests
+// skip, as they say; with it, none.
+func BuildTags() []string {
+	if web.Built() {
+		return nil
+	}
+	return []string{"-tags", "nowebclient"}
 }

@@ -68,7 +68,8 @@ func (e *echoTunnel) roundTrip(t testing.TB, line string) {
 func installBinary(t testing.TB, path, version string) {
 	t.Helper()
 	tmp := path + ".new"
-	build := exec.Command("go", "build", "-race", "-ldflags", "-X github.com/bastiond/bastiond/internal/version.Version="+version, "-o", tmp, "./cmd/bastiond")
+	args := append([]string{"build", "-race"}, BuildTags()...)
+	build := exec.Command("go", append(args, "-ldflags", "-X github.com/bastiond/bastiond/internal/version.Version="+version, "-o", tmp, "./cmd/bastiond")...)
 	build.Dir = repoRoot
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", version, err, out)
