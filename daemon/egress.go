@@ -14,19 +14,33 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bastiond/bastiond/daemon/config"
-	"github.com/bastiond/bastiond/netpolicy"
 )
 
 // resolvConf is where the host's DNS resolvers are listed.
 const resolvConf = "/etc/resolv.conf"
 
-// egressFacts looks up what the egress chain needs from this host
+// egressFacts are what this host says about the configuration's egress
+// settings, looked up before the policy is compiled so that compiling
+// stays pure.
+type egressFacts struct {
+	// UID is the uid of firewall.egress_user, when UserFound.
+	UID       uint32
+	UserFound bool
+	// Resolvers are /etc/resolv.conf's nameservers, used when the
+	// configuration sets no firewall.egress_dns.
+	Resolvers []netip.Addr
+	// SyslogAddrs are the addresses logging.syslog's collector name
+	// resolved to, when it is a name and not an address.
+	SyslogAddrs []netip.Addr
+}
+
+// lookupEgressFacts looks up what the egress chain needs from this host
 // (invariant 13): the uid of firewall.egress_user, the resolvers of
 // /etc/resolv.conf, and the addresses of a syslog collector given by name.
 // It logs what the chain will and will not restrict.
-func egressFacts(cfg *config.Config, log *zap.Logger) netpolicy.EgressFacts {
+func lookupEgressFacts(cfg *config.Config, log *zap.Logger) egressFacts {
 	fw := cfg.Firewall
-	var f netpolicy.EgressFacts
+	var f egressFacts
 	if fw.RestrictEgress == config.EgressOff {
 		log.Warn("egress not restricted in nftables (firewall.restrict_egress: off); only the dial guard limits what the daemon reaches")
 		return f

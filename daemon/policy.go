@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
@@ -24,6 +26,67 @@ func vnetAddrs(cfg *config.Config) ([]netip.Addr, error) {
 		}
 	}
 	return addrs, nil
+}
+
+// policyInput is what netpolicy compiles for cfg: the configuration's
+// settings, the bastion's VNet addresses and the facts about this host
+// that the egress chain needs.
+func policyInput(cfg *config.Config, vnet []netip.Addr, facts egressFacts) netpolicy.Input {
+	fw := cfg.Firewall
+	in := netpolicy.Input{
+		Mode:            netpolicy.Mode(cfg.Bastion.Mode),
+		PublicInterface: cfg.Bastion.PublicInterface,
+		VNetAddrs:       vnet,
+		Targets:         policyTargets(cfg),
+		Firewall: netpolicy.Firewall{
+			AdminCIDRs:    fw.AdminCIDRs,
+			TrapThreshold: fw.TrapThreshold,
+			BlockFor:      fw.BlockFor,
+			ExemptPorts:   fw.ExemptPorts,
+			ConnRate:      fw.ConnRate,
+		},
+		Egress: netpolicy.Egress{
+			Restrict:  netpolicy.EgressMode(fw.RestrictEgress),
+			User:      fw.EgressUser,
+			UID:       facts.UID,
+			UserFound: facts.UserFound,
+			// Absent from the file: the host's resolvers; [] allows none.
+			DNS: fw.EgressDNS,
+		},
+	}
+	if in.Egress.DNS == nil {
+		in.Egress.DNS = facts.Resolvers
+	}
+	if s := cfg.Logging.Syslog; s != nil {
+		host, port, _ := net.SplitHostPort(s.Address)
+		if n, err := strconv.ParseUint(port, 10, 16); err == nil && n != 0 {
+			addrs := facts.SyslogAddrs
+			if a, err := netip.ParseAddr(host); err == nil {
+				addrs = []netip.Addr{a}
+			}
+			for _, a := range addrs {
+				in.Egress.Syslog = append(in.Egress.Syslog, netip.AddrPortFrom(a, uint16(n)))
+			}
+		}
+	}
+	for _, e := range fw.EgressAllow {
+		in.Egress.Allow = append(in.Egress.Allow, netpolicy.Endpoint{Addr: e.Addr, Port: netpolicy.Port(e.Port)})
+	}
+	return in
+}
+
+// policyTargets are the inventory's machines as netpolicy guards them:
+// each with every port it offers and that port's protocols.
+func policyTargets(cfg *config.Config) []netpolicy.Target {
+	targets := make([]netpolicy.Target, len(cfg.Inventory.Targets))
+	for i, t := range cfg.Inventory.Targets {
+		var ports []netpolicy.Port
+		for _, p := range t.Ports.Services() {
+			ports = append(ports, netpolicy.Port(p))
+		}
+		targets[i] = netpolicy.Target{Name: t.Name, Addresses: t.Addresses, Ports: ports}
+	}
+	return targets
 }
 
 // policyAPI is the firewall as the admin API shows it.
@@ -52,7 +115,7 @@ func (p policyAPI) Export(target string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rs, err := netpolicy.Export(cfg, target, addrs)
+	rs, err := netpolicy.Export(policyTargets(cfg), target, addrs)
 	if err != nil {
 		return "", err
 	}

@@ -512,7 +512,7 @@ func (d *daemon) applyPolicy(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	rs, err := netpolicy.Compile(netpolicy.Input{Config: cfg, VNetAddrs: addrs, Egress: egressFacts(cfg, d.log)})
+	rs, err := netpolicy.Compile(policyInput(cfg, addrs, lookupEgressFacts(cfg, d.log)))
 	if err != nil {
 		return err
 	}

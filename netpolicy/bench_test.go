@@ -10,28 +10,24 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netns"
-
-	"github.com/bastiond/bastiond/daemon/config"
 )
 
-// bigConfig is the lab configuration with n targets, each with an IPv4 and
-// an IPv6 address and SSH, RDP and one tunnel port.
-func bigConfig(b *testing.B, n int) *config.Config { return bigConfigT(b, n) }
-
-func bigConfigT(b testing.TB, n int) *config.Config {
-	cfg := labConfig(b, nil)
-	cfg.Inventory.Targets = nil
+// bigInput is the lab input with n targets, each with an IPv4 and an
+// IPv6 address and SSH, RDP and one tunnel port.
+func bigInput(n int) Input {
+	in := labInput(nil)
+	in.Targets = nil
 	for i := range n {
-		cfg.Inventory.Targets = append(cfg.Inventory.Targets, config.Target{
+		in.Targets = append(in.Targets, Target{
 			Name: fmt.Sprintf("t%05d", i),
 			Addresses: []netip.Addr{
 				netip.AddrFrom4([4]byte{198, 18, byte(1 + i/250), byte(1 + i%250)}),
 				netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0xb5, 0, 1, 14: byte(i >> 8), 15: byte(i)}),
 			},
-			Ports: config.Ports{SSH: 22, RDP: 3389, Tunnel: []config.Port{{Number: 5985, TCP: true}}},
+			Ports: []Port{{Number: 22, TCP: true}, {Number: 3389, TCP: true, UDP: true}, {Number: 5985, TCP: true}},
 		})
 	}
-	return cfg
+	return in
 }
 
 func countRules(rs Ruleset) (rules, elements int) {
@@ -47,11 +43,11 @@ func countRules(rs Ruleset) (rules, elements int) {
 }
 
 func BenchmarkCompile10kTargets(b *testing.B) {
-	cfg := bigConfig(b, 10_000)
+	in := bigInput(10_000)
 	var rs Ruleset
 	for b.Loop() {
 		var err error
-		if rs, err = Compile(Input{Config: cfg, VNetAddrs: labVNet, Egress: labEgress}); err != nil {
+		if rs, err = Compile(in); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -88,7 +84,7 @@ func benchNetns(b *testing.B) (string, *Kernel) {
 // one netlink transaction) in a fresh network namespace.
 func BenchmarkApply10kTargets(b *testing.B) {
 	_, k := benchNetns(b)
-	rs, err := Compile(Input{Config: bigConfig(b, 10_000), VNetAddrs: labVNet, Egress: labEgress})
+	rs, err := Compile(bigInput(10_000))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -107,7 +103,7 @@ func BenchmarkApply10kTargets(b *testing.B) {
 // appliedBig is a namespace with the 10,000-target ruleset in force.
 func appliedBig(b *testing.B) (string, *Kernel) {
 	ns, k := benchNetns(b)
-	rs, err := Compile(Input{Config: bigConfig(b, 10_000), VNetAddrs: labVNet, Egress: labEgress})
+	rs, err := Compile(bigInput(10_000))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -183,7 +179,7 @@ func BenchmarkNftLoad10kTargets(b *testing.B) {
 		b.Fatalf("%v: %s", err, out)
 	}
 	defer exec.Command("ip", "netns", "del", name).Run()
-	rs, _ := Compile(Input{Config: bigConfig(b, 10_000), VNetAddrs: labVNet, Egress: labEgress})
+	rs, _ := Compile(bigInput(10_000))
 	// The same atomic replace Apply does: create, delete, create.
 	var script strings.Builder
 	for _, t := range rs.Tables {

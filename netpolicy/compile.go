@@ -2,15 +2,10 @@ package netpolicy
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"time"
-
-	"github.com/bastiond/bastiond/daemon/config"
 
 	"github.com/bastiond/bastiond/internal/source"
 )
@@ -33,31 +28,7 @@ const SourceBits6 = source.IPv6Bits
 // alwaysProtected are guarded on every target whatever its configuration:
 // nothing but the bastion may reach a machine's SSH or RDP, RDP's UDP
 // transport included.
-var alwaysProtected = []config.Port{{Number: 22, TCP: true}, {Number: 3389, TCP: true, UDP: true}}
-
-// Input is what Compile needs: the configuration and the facts about this
-// host that discovery found.
-type Input struct {
-	Config *config.Config
-	// VNetAddrs are the bastion's own global addresses on the VNet interface.
-	VNetAddrs []netip.Addr
-	// Egress are the facts the egress chain needs (invariant 13).
-	Egress EgressFacts
-}
-
-// EgressFacts are what the host says about the configuration's egress
-// settings, looked up by the caller so that Compile stays pure.
-type EgressFacts struct {
-	// UID is the uid of firewall.egress_user, when UserFound.
-	UID       uint32
-	UserFound bool
-	// Resolvers are /etc/resolv.conf's nameservers, used when the
-	// configuration sets no firewall.egress_dns.
-	Resolvers []netip.Addr
-	// SyslogAddrs are the addresses logging.syslog's collector name
-	// resolved to, when it is a name and not an address.
-	SyslogAddrs []netip.Addr
-}
+var alwaysProtected = []Port{{Number: 22, TCP: true}, {Number: 3389, TCP: true, UDP: true}}
 
 // Names of the egress sets: address . protocol . port the restricted
 // processes may open connections to.
@@ -72,40 +43,35 @@ const (
 // packet that leaves from a process's socket.
 const anyUID = 1<<32 - 1
 
-// Compile turns the configuration into the ruleset bastiond keeps in force.
+// Compile turns the input into the ruleset bastiond keeps in force.
 // It is pure and deterministic: the same input gives the same ruleset, and
 // the number of rules does not grow with the inventory (targets live in sets).
+// An input it cannot compile is an error that names every field at fault.
 func Compile(in Input) (Ruleset, error) {
-	cfg := in.Config
-	if cfg == nil {
-		return Ruleset{}, errors.New("netpolicy: no configuration")
+	if err := in.check(); err != nil {
+		return Ruleset{}, err
 	}
-	if cfg.Bastion.PublicInterface == "" {
-		return Ruleset{}, errors.New("netpolicy: no public interface")
-	}
-	host := hostTable(cfg)
+	host := hostTable(in)
 	rs := Ruleset{}
 	rs.Notes = egress(in, &host)
-	switch cfg.Bastion.Mode {
-	case config.ModeBridged:
-		rs.Tables = append(rs.Tables, host, vnetBridgeTable(cfg, in.VNetAddrs))
-	case config.ModeRouted:
-		host.Sets = append(host.Sets, protectedSets(cfg)...)
+	switch in.Mode {
+	case ModeBridged:
+		rs.Tables = append(rs.Tables, host, vnetBridgeTable(in))
+	case ModeRouted:
+		host.Sets = append(host.Sets, protectedSets(in.Targets)...)
 		host.Chains = append(host.Chains, Chain{Name: "forward", Hook: "forward", Policy: "accept", Rules: protectRules()})
 		rs.Tables = append(rs.Tables, host)
-	case config.ModeAttached:
+	case ModeAttached:
 		rs.Tables = append(rs.Tables, host)
-	default:
-		return Ruleset{}, fmt.Errorf("netpolicy: unknown mode %q", cfg.Bastion.Mode)
 	}
 	return rs, nil
 }
 
 // hostTable is the bastion host's own filter: only 443 answers on the
 // public side, probes of anything else blocklist the source.
-func hostTable(cfg *config.Config) Table {
-	fw := cfg.Firewall
-	pub := IIF{Name: cfg.Bastion.PublicInterface}
+func hostTable(in Input) Table {
+	fw := in.Firewall
+	pub := IIF{Name: in.PublicInterface}
 	var admin4, admin6 []Element
 	for _, p := range fw.AdminCIDRs {
 		if p.Addr().Is4() {
@@ -154,7 +120,7 @@ func hostTable(cfg *config.Config) Table {
 		Rule{Match: []Match{pub, SAddrIn{V6: true, Set: "admin6"}}, Verdict: "drop"},
 	)
 	rules = append(rules, trapRules(pub, fw, &t)...)
-	t.Sets = append(t.Sets, sessionSets(cfg)...)
+	t.Sets = append(t.Sets, sessionSets(in.Targets)...)
 	t.Chains = []Chain{
 		{Name: "input", Hook: "input", Policy: "drop", Rules: rules},
 		{Name: "output", Hook: "output", Policy: "accept", Rules: sessionCountRules(false)},
@@ -165,7 +131,7 @@ func hostTable(cfg *config.Config) Table {
 // trapRules blocklist a source that probes a closed TCP or UDP port on the
 // public side: at once when the threshold is 1, at the threshold-th probe
 // within a short time otherwise (a meter whose burst absorbs the first ones).
-func trapRules(pub IIF, fw config.Firewall, t *Table) []Rule {
+func trapRules(pub IIF, fw Firewall, t *Table) []Rule {
 	var rules []Rule
 	for _, v6 := range []bool{false, true} {
 		fam, blocklist, probes, bits := "4", "blocklist4", "probes4", 0
@@ -206,7 +172,7 @@ type protoPort struct {
 
 // protoPorts lists every protocol and port of ports once, sorted by port
 // and then protocol.
-func protoPorts(ports []config.Port) []protoPort {
+func protoPorts(ports []Port) []protoPort {
 	var out []protoPort
 	for _, p := range ports {
 		if p.Number == 0 {
@@ -227,15 +193,15 @@ func protoPorts(ports []config.Port) []protoPort {
 
 // targetElements lists address . protocol . port for every target and
 // every port that ports returns for it, per family, each named after its
-// target. An address belongs to one target (the configuration refuses
-// anything else); should one appear twice, the first target keeps it.
-func targetElements(cfg *config.Config, ports func(config.Target) []config.Port) (v4, v6 []Element) {
+// target. An address belongs to one target (the daemon's configuration
+// refuses anything else); should one appear twice, the first target keeps it.
+func targetElements(targets []Target, ports func(Target) []Port) (v4, v6 []Element) {
 	type key struct {
 		addr netip.Addr
 		pp   protoPort
 	}
 	seen := make(map[key]bool)
-	for _, t := range cfg.Inventory.Targets {
+	for _, t := range targets {
 		for _, pp := range protoPorts(ports(t)) {
 			for _, a := range t.Addresses {
 				a = a.Unmap()
@@ -258,18 +224,18 @@ func targetElements(cfg *config.Config, ports func(config.Target) []config.Port)
 // guardedPorts are the ports nobody but the bastion may reach on t, with
 // their protocols: SSH and RDP wherever they listen, and every port the
 // bastion offers.
-func guardedPorts(t config.Target) []config.Port {
-	return append(slices.Clone(alwaysProtected), t.Ports.Services()...)
+func guardedPorts(t Target) []Port {
+	return append(slices.Clone(alwaysProtected), t.Ports...)
 }
 
 // sessionSets hold every target address, with a counter per element: all
 // the IP traffic between the bastion and each target, one pair of sets per
 // direction. Keyed by address alone (not address . port) to keep the sets
 // small: the bastion talks to a target for its sessions and little else.
-func sessionSets(cfg *config.Config) []Set {
+func sessionSets(targets []Target) []Set {
 	var v4, v6 []Element
 	seen := make(map[netip.Addr]bool)
-	for _, t := range cfg.Inventory.Targets {
+	for _, t := range targets {
 		for _, a := range t.Addresses {
 			a = a.Unmap()
 			if seen[a] {
@@ -294,8 +260,8 @@ func sessionSets(cfg *config.Config) []Set {
 
 // protectedSets hold every target address . guarded port, one set per
 // family, with a counter per element: what the guard dropped.
-func protectedSets(cfg *config.Config) []Set {
-	v4, v6 := targetElements(cfg, guardedPorts)
+func protectedSets(targets []Target) []Set {
+	v4, v6 := targetElements(targets, guardedPorts)
 	return []Set{
 		{Name: ProtectedSet4, Type: TypeIPv4ProtoPort, Counter: true, Elements: v4},
 		{Name: ProtectedSet6, Type: TypeIPv6ProtoPort, Counter: true, Elements: v6},
@@ -331,10 +297,10 @@ func protectRules() []Rule {
 }
 
 // vnetBridgeTable guards a VNet bridged on this host.
-func vnetBridgeTable(cfg *config.Config, vnetAddrs []netip.Addr) Table {
+func vnetBridgeTable(in Input) Table {
 	rules := protectRules()
 	// Nobody on the VNet may claim the bastion's addresses.
-	for _, a := range vnetAddrs {
+	for _, a := range in.VNetAddrs {
 		switch {
 		case a.Is4():
 			rules = append(rules, Rule{Match: []Match{ARPSAddr{Addr: a}}, Verdict: "drop", Comment: "ARP spoofing of the bastion"})
@@ -345,7 +311,7 @@ func vnetBridgeTable(cfg *config.Config, vnetAddrs []netip.Addr) Table {
 	return Table{
 		Family: FamilyBridge,
 		Name:   VNetTable,
-		Sets:   protectedSets(cfg),
+		Sets:   protectedSets(in.Targets),
 		Chains: []Chain{{Name: "forward", Hook: "forward", Policy: "accept", Rules: rules}},
 	}
 }
@@ -355,24 +321,24 @@ func vnetBridgeTable(cfg *config.Config, vnetAddrs []netip.Addr) Table {
 // that tell an auditor whose traffic they restrict. The rules come after
 // the counting rules, which have no verdict.
 func egress(in Input, host *Table) []string {
-	fw := in.Config.Firewall
+	eg := in.Egress
 	var own Match
 	var notes []string
 	where := fmt.Sprintf("refused packets are logged to the kernel log (journalctl -k), prefix %q, at most 10 a minute", EgressLogPrefix)
 	switch {
-	case fw.RestrictEgress == config.EgressOff:
+	case eg.Restrict == EgressOff:
 		return []string{"egress: not restricted (firewall.restrict_egress: off); only the daemon's dial guard limits what it reaches"}
-	case fw.RestrictEgress == config.EgressAll:
+	case eg.Restrict == EgressAll:
 		own = SKUID{UID: anyUID, Negate: true}
 		notes = append(notes, "egress: every process of this host (firewall.restrict_egress: all) may open connections only to @egress4 and @egress6; "+
 			"established connections and replies are kept; "+where)
-	case !in.Egress.UserFound:
+	case !eg.UserFound:
 		return []string{fmt.Sprintf("egress: NOT restricted: user %q (firewall.egress_user) does not exist on this host; "+
-			"create it and run the daemon as it (User= in the unit), or set restrict_egress: all", fw.EgressUser)}
+			"create it and run the daemon as it (User= in the unit), or set restrict_egress: all", eg.User)}
 	default:
-		own = SKUID{UID: in.Egress.UID}
+		own = SKUID{UID: eg.UID}
 		notes = append(notes, fmt.Sprintf("egress: processes of user %s (uid %d, firewall.egress_user) may open connections only to @egress4 and @egress6; "+
-			"other users are not restricted; %s", fw.EgressUser, in.Egress.UID, where))
+			"other users are not restricted; %s", eg.User, eg.UID, where))
 	}
 	v4, v6 := egressElements(in)
 	host.Sets = append(host.Sets,
@@ -397,10 +363,9 @@ func egress(in Input, host *Table) []string {
 
 // egressElements are what the restricted processes may reach: every
 // target's offered ports with their protocols, the DNS resolvers, the
-// syslog collector and firewall.egress_allow.
+// syslog collector and the further destinations allowed.
 func egressElements(in Input) (v4, v6 []Element) {
-	cfg := in.Config
-	v4, v6 = targetElements(cfg, func(t config.Target) []config.Port { return t.Ports.Services() })
+	v4, v6 = targetElements(in.Targets, func(t Target) []Port { return t.Ports })
 	type key struct {
 		addr netip.Addr
 		pp   protoPort
@@ -409,9 +374,9 @@ func egressElements(in Input) (v4, v6 []Element) {
 	for _, e := range append(slices.Clone(v4), v6...) {
 		seen[key{e.Prefix.Addr(), protoPort{e.Proto, e.Port}}] = true
 	}
-	add := func(a netip.Addr, p config.Port, comment string) {
+	add := func(a netip.Addr, p Port, comment string) {
 		a = a.Unmap().WithZone("")
-		for _, pp := range protoPorts([]config.Port{p}) {
+		for _, pp := range protoPorts([]Port{p}) {
 			if seen[key{a, pp}] {
 				continue
 			}
@@ -424,26 +389,13 @@ func egressElements(in Input) (v4, v6 []Element) {
 			}
 		}
 	}
-	dns := cfg.Firewall.EgressDNS
-	if dns == nil {
-		dns = in.Egress.Resolvers
+	for _, a := range in.Egress.DNS {
+		add(a, Port{Number: 53, TCP: true, UDP: true}, "dns")
 	}
-	for _, a := range dns {
-		add(a, config.Port{Number: 53, TCP: true, UDP: true}, "dns")
+	for _, ap := range in.Egress.Syslog {
+		add(ap.Addr(), Port{Number: ap.Port(), TCP: true}, "syslog")
 	}
-	if s := cfg.Logging.Syslog; s != nil {
-		if host, port, err := net.SplitHostPort(s.Address); err == nil {
-			n, _ := strconv.ParseUint(port, 10, 16)
-			addrs := in.Egress.SyslogAddrs
-			if a, err := netip.ParseAddr(host); err == nil {
-				addrs = []netip.Addr{a}
-			}
-			for _, a := range addrs {
-				add(a, config.Port{Number: uint16(n), TCP: true}, "syslog")
-			}
-		}
-	}
-	for _, e := range cfg.Firewall.EgressAllow {
+	for _, e := range in.Egress.Allow {
 		add(e.Addr, e.Port, "egress_allow")
 	}
 	return v4, v6

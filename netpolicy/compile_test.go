@@ -9,55 +9,73 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/bastiond/bastiond/daemon/config"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
-func labConfig(t testing.TB, edit func(string) string) *config.Config {
-	t.Helper()
-	data, err := os.ReadFile("../daemon/config/testdata/lab.yaml")
-	if err != nil {
-		t.Fatal(err)
+// labInput is the lab's bastion as the daemon's configuration describes
+// it (daemon/config/testdata/lab.yaml, with its defaults): bridged, two
+// machines with an IPv4 and an IPv6 address each, the daemon's user uid 998
+// and resolv.conf naming one resolver per family. edit, if not nil,
+// changes it. daemon's TestPolicyInputGolden holds the translation from
+// that file to this value.
+func labInput(edit func(*Input)) Input {
+	in := Input{
+		Mode:            ModeBridged,
+		PublicInterface: "pub0",
+		VNetAddrs:       labVNet,
+		Targets: []Target{
+			{Name: "vm1", Addresses: addrs("198.18.1.11", "2001:db8:b5:1::11"), Ports: []Port{{Number: 22, TCP: true}}},
+			{Name: "vm2", Addresses: addrs("198.18.1.12", "2001:db8:b5:1::12"),
+				Ports: []Port{{Number: 3389, TCP: true, UDP: true}, {Number: 3390, TCP: true}}},
+		},
+		Firewall: Firewall{TrapThreshold: 1, BlockFor: 10 * time.Minute, ExemptPorts: []uint16{80}, ConnRate: 20},
+		Egress: Egress{Restrict: EgressUser, User: "bastiond", UID: 998, UserFound: true,
+			DNS: addrs("192.0.2.53", "2001:db8:53::53")},
 	}
-	s := string(data)
 	if edit != nil {
-		s = edit(s)
+		edit(&in)
 	}
-	cfg, err := config.Parse("lab.yaml", []byte(s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return in
 }
 
-var labVNet = []netip.Addr{netip.MustParseAddr("198.18.0.4"), netip.MustParseAddr("2001:db8:b5::4")}
+func addrs(s ...string) []netip.Addr {
+	out := make([]netip.Addr, len(s))
+	for i, a := range s {
+		out[i] = netip.MustParseAddr(a)
+	}
+	return out
+}
 
-// labEgress is a host where the daemon's user is uid 998 and resolv.conf
-// names one resolver per family.
-var labEgress = EgressFacts{UID: 998, UserFound: true,
-	Resolvers: []netip.Addr{netip.MustParseAddr("192.0.2.53"), netip.MustParseAddr("2001:db8:53::53")}}
+var labVNet = addrs("198.18.0.4", "2001:db8:b5::4")
 
-// goldenCases are the configurations behind testdata/NAME.nft, and
+// goldenCases are the inputs behind testdata/NAME.nft, and
 // testdata/NAME.netlink for the netlink message tests.
 var goldenCases = []struct {
 	name string
-	edit func(string) string
+	edit func(*Input)
 }{
 	{"bridged", nil},
-	{"routed", func(s string) string { return strings.Replace(s, "mode: bridged", "mode: routed", 1) }},
-	{"attached", func(s string) string { return strings.Replace(s, "mode: bridged", "mode: attached", 1) }},
-	{"trap-threshold-admins", func(s string) string {
-		return s + "firewall:\n  trap_threshold: 3\n  admin_cidrs: [192.0.2.0/24, \"2001:db8:ad::/48\"]\n  exempt_ports: [80, 8080]\n  block_for: 1h30m\n"
+	{"routed", func(in *Input) { in.Mode = ModeRouted }},
+	{"attached", func(in *Input) { in.Mode = ModeAttached }},
+	{"trap-threshold-admins", func(in *Input) {
+		in.Firewall.TrapThreshold = 3
+		in.Firewall.AdminCIDRs = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8:ad::/48")}
+		in.Firewall.ExemptPorts = []uint16{80, 8080}
+		in.Firewall.BlockFor = 90 * time.Minute
 	}},
 	// Every process restricted; tunnel ports with their protocols; what
 	// the configuration names besides the inventory.
-	{"egress-all", func(s string) string {
-		s = strings.Replace(s, "tunnel: [3390]", `tunnel: [3390, "5353/udp", "4000/tcp+udp"]`, 1)
-		return s + "firewall:\n  restrict_egress: all\n  egress_dns: [198.18.0.53]\n" +
-			"  egress_allow: [\"192.0.2.7:5432\", \"[2001:db8::7]:88/tcp+udp\", \"192.0.2.8:514/udp\"]\n" +
-			"logging:\n  syslog:\n    address: \"[2001:db8::9]:6514\"\n    tls: true\n"
+	{"egress-all", func(in *Input) {
+		in.Targets[1].Ports = append(in.Targets[1].Ports, Port{Number: 5353, UDP: true}, Port{Number: 4000, TCP: true, UDP: true})
+		in.Egress.Restrict = EgressAll
+		in.Egress.DNS = addrs("198.18.0.53")
+		in.Egress.Allow = []Endpoint{
+			{Addr: netip.MustParseAddr("192.0.2.7"), Port: Port{Number: 5432, TCP: true}},
+			{Addr: netip.MustParseAddr("2001:db8::7"), Port: Port{Number: 88, TCP: true, UDP: true}},
+			{Addr: netip.MustParseAddr("192.0.2.8"), Port: Port{Number: 514, UDP: true}},
+		}
+		in.Egress.Syslog = []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::9]:6514")}
 	}},
 }
 
@@ -66,7 +84,7 @@ var goldenCases = []struct {
 func TestCompileGolden(t *testing.T) {
 	for _, tt := range goldenCases {
 		t.Run(tt.name, func(t *testing.T) {
-			rs, err := Compile(Input{Config: labConfig(t, tt.edit), VNetAddrs: labVNet, Egress: labEgress})
+			rs, err := Compile(labInput(tt.edit))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -89,9 +107,8 @@ func TestCompileGolden(t *testing.T) {
 }
 
 func TestCompileDeterministic(t *testing.T) {
-	cfg := labConfig(t, nil)
-	a, _ := Compile(Input{Config: cfg, VNetAddrs: labVNet, Egress: labEgress})
-	b, _ := Compile(Input{Config: cfg, VNetAddrs: labVNet, Egress: labEgress})
+	a, _ := Compile(labInput(nil))
+	b, _ := Compile(labInput(nil))
 	if a.Render() != b.Render() {
 		t.Error("two compilations of the same input differ")
 	}
@@ -99,17 +116,17 @@ func TestCompileDeterministic(t *testing.T) {
 
 // The rule count must not grow with the inventory: targets live in sets.
 func TestRuleCountIndependentOfInventory(t *testing.T) {
-	small := labConfig(t, nil)
-	big := labConfig(t, nil)
+	small := labInput(nil)
+	big := labInput(nil)
 	for i := range 1000 {
-		big.Inventory.Targets = append(big.Inventory.Targets, config.Target{
+		big.Targets = append(big.Targets, Target{
 			Name:      "t" + string(rune('a'+i%26)),
 			Addresses: []netip.Addr{netip.AddrFrom4([4]byte{198, 18, byte(2 + i/250), byte(1 + i%250)})},
-			Ports:     config.Ports{SSH: 22, RDP: 3389},
+			Ports:     []Port{{Number: 22, TCP: true}, {Number: 3389, TCP: true, UDP: true}},
 		})
 	}
-	count := func(cfg *config.Config) (rules, elements int) {
-		rs, err := Compile(Input{Config: cfg, VNetAddrs: labVNet, Egress: labEgress})
+	count := func(in Input) (rules, elements int) {
+		rs, err := Compile(in)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,8 +153,7 @@ func TestRuleCountIndependentOfInventory(t *testing.T) {
 // Invariant 4: every address and guarded port of every target is in the
 // protected sets, and 22 and 3389 are guarded on every target.
 func TestProtectedCoversInventory(t *testing.T) {
-	cfg := labConfig(t, nil)
-	sets := protectedSets(cfg)
+	sets := protectedSets(labInput(nil).Targets)
 	has := func(a string, port uint16) bool {
 		addr := netip.MustParseAddr(a)
 		for _, s := range sets {
@@ -177,8 +193,8 @@ func TestNFTDuration(t *testing.T) {
 func parseDuration(s string) (d time.Duration, err error) { return time.ParseDuration(s) }
 
 func TestExportGolden(t *testing.T) {
-	cfg := labConfig(t, func(s string) string { return strings.Replace(s, "mode: bridged", "mode: attached", 1) })
-	rs, err := Export(cfg, "vm2", labVNet)
+	targets := labInput(nil).Targets
+	rs, err := Export(targets, "vm2", labVNet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +207,7 @@ func TestExportGolden(t *testing.T) {
 	if err != nil || got != string(want) {
 		t.Errorf("export differs from %s (%v):\n%s", golden, err, got)
 	}
-	if _, err := Export(cfg, "vm9", labVNet); err == nil || !strings.Contains(err.Error(), `"vm9" is not in the inventory`) {
+	if _, err := Export(targets, "vm9", labVNet); err == nil || !strings.Contains(err.Error(), `"vm9" is not in the inventory`) {
 		t.Errorf("unknown target: %v", err)
 	}
 }
@@ -227,7 +243,7 @@ func TestIPv6SourceIsSlash64(t *testing.T) {
 		"blocklist6": SourceBits6, "probes6": SourceBits6, "conn6": SourceBits6}
 	for _, tt := range goldenCases {
 		t.Run(tt.name, func(t *testing.T) {
-			rs, err := Compile(Input{Config: labConfig(t, tt.edit), VNetAddrs: labVNet, Egress: labEgress})
+			rs, err := Compile(labInput(tt.edit))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -271,11 +287,9 @@ func TestIPv6SourceIsSlash64(t *testing.T) {
 // Invariant 4 covers RDP's UDP transport: 3389 is guarded on UDP as well as
 // TCP on every target, SSH on TCP only, tunnel ports as listed.
 func TestProtectedProtocols(t *testing.T) {
-	cfg := labConfig(t, func(s string) string {
-		return strings.Replace(s, "tunnel: [3390]", `tunnel: [3390, "5353/udp"]`, 1)
-	})
+	in := labInput(func(in *Input) { in.Targets[1].Ports = append(in.Targets[1].Ports, Port{Number: 5353, UDP: true}) })
 	got := map[string]bool{}
-	for _, s := range protectedSets(cfg) {
+	for _, s := range protectedSets(in.Targets) {
 		for _, e := range s.Elements {
 			got[e.String(s.Type)] = true
 		}
@@ -313,19 +327,18 @@ func TestEgressChain(t *testing.T) {
 		return rules, sets
 	}
 	for _, tt := range []struct {
-		name  string
-		yaml  string
-		facts EgressFacts
-		owner string // the match every egress rule starts with; "" for none
-		note  string
+		name   string
+		egress Egress
+		owner  string // the match every egress rule starts with; "" for none
+		note   string
 	}{
-		{"the daemon's user", "", labEgress, "meta skuid 998 ", "processes of user bastiond (uid 998"},
-		{"every process", "firewall: {restrict_egress: all}\n", EgressFacts{}, "meta skuid != 4294967295 ", "every process of this host"},
-		{"no such user", "", EgressFacts{}, "", `NOT restricted: user "bastiond" (firewall.egress_user) does not exist`},
-		{"off", "firewall: {restrict_egress: \"off\"}\n", labEgress, "", "not restricted (firewall.restrict_egress: off)"},
+		{"the daemon's user", labInput(nil).Egress, "meta skuid 998 ", "processes of user bastiond (uid 998"},
+		{"every process", Egress{Restrict: EgressAll, User: "bastiond"}, "meta skuid != 4294967295 ", "every process of this host"},
+		{"no such user", Egress{Restrict: EgressUser, User: "bastiond"}, "", `NOT restricted: user "bastiond" (firewall.egress_user) does not exist`},
+		{"off", Egress{Restrict: EgressOff, User: "bastiond", UID: 998, UserFound: true}, "", "not restricted (firewall.restrict_egress: off)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			rs, err := Compile(Input{Config: labConfig(t, func(s string) string { return s + tt.yaml }), VNetAddrs: labVNet, Egress: tt.facts})
+			rs, err := Compile(labInput(func(in *Input) { in.Egress = tt.egress }))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -368,5 +381,76 @@ func TestEgressChain(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// An input Compile cannot turn into the ruleset it describes is refused,
+// with an error that names what is wrong; the lab input is not.
+func TestCompileRefusesBadInput(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		edit func(*Input)
+		want string
+	}{
+		{"no public interface", func(in *Input) { in.PublicInterface = "" }, "no public interface"},
+		{"no mode", func(in *Input) { in.Mode = "" }, `unknown mode ""`},
+		{"unknown mode", func(in *Input) { in.Mode = "bridge" }, `unknown mode "bridge"`},
+		{"zero trap threshold", func(in *Input) { in.Firewall.TrapThreshold = 0 }, "trap threshold 0"},
+		{"block for zero", func(in *Input) { in.Firewall.BlockFor = 0 }, "block time 0s: at least 1s"},
+		{"block for half a second", func(in *Input) { in.Firewall.BlockFor = 500 * time.Millisecond }, "block time 500ms"},
+		{"zero connection rate", func(in *Input) { in.Firewall.ConnRate = 0 }, "connection rate 0"},
+		{"exempt port 0", func(in *Input) { in.Firewall.ExemptPorts = []uint16{80, 0} }, "exempt port 0"},
+		{"invalid admin prefix", func(in *Input) { in.Firewall.AdminCIDRs = []netip.Prefix{{}} }, "admin source invalid Prefix"},
+		{"target without name", func(in *Input) { in.Targets[1].Name = "" }, "target 1 has no name"},
+		{"target without address", func(in *Input) { in.Targets[0].Addresses = nil }, `target "vm1" has no address`},
+		{"target with a missing address", func(in *Input) { in.Targets[0].Addresses = append(in.Targets[0].Addresses, netip.Addr{}) },
+			`target "vm1": an address is missing`},
+		{"IPv6 address with a zone", func(in *Input) {
+			in.Targets[1].Addresses = []netip.Addr{netip.MustParseAddr("fd00::12%vnet0")}
+		}, `target "vm2": address fd00::12%vnet0 has a zone`},
+		{"port 0", func(in *Input) { in.Targets[0].Ports = []Port{{TCP: true}} }, `target "vm1": port 0/tcp: 0 is not a port`},
+		{"port without protocol", func(in *Input) { in.Targets[1].Ports[1] = Port{Number: 3390} }, `target "vm2": port 3390 has no protocol`},
+		{"no egress mode", func(in *Input) { in.Egress.Restrict = "" }, `unknown restriction ""`},
+		{"egress user unnamed", func(in *Input) { in.Egress.User = "" }, "restricted to a user, but no user named"},
+		{"missing resolver", func(in *Input) { in.Egress.DNS = []netip.Addr{{}} }, "resolver invalid IP is not an address"},
+		{"syslog port 0", func(in *Input) { in.Egress.Syslog = []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::9]:0")} },
+			"syslog collector [2001:db8::9]:0"},
+		{"allowed destination without protocol", func(in *Input) {
+			in.Egress.Allow = []Endpoint{{Addr: netip.MustParseAddr("192.0.2.7"), Port: Port{Number: 5432}}}
+		}, "allowed destination 192.0.2.7: port 5432 has no protocol"},
+	} {
+		t.Run(strings.ReplaceAll(tt.name, " ", "_"), func(t *testing.T) {
+			_, err := Compile(labInput(tt.edit))
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "netpolicy: ") {
+				t.Errorf("Compile: %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+	if _, err := Compile(labInput(nil)); err != nil {
+		t.Errorf("the lab input: %v", err)
+	}
+	// Every problem at once, one line each.
+	_, err := Compile(labInput(func(in *Input) { in.PublicInterface, in.Firewall.ConnRate = "", 0 }))
+	if err == nil || len(strings.Split(err.Error(), "\n")) != 2 {
+		t.Errorf("two problems: %v, want both, one a line", err)
+	}
+}
+
+// Export refuses a target whose ports it cannot guard, and a bastion
+// address that cannot be a set element; link-local ones are left out.
+func TestExportRefusesBadInput(t *testing.T) {
+	targets := labInput(func(in *Input) { in.Targets[1].Ports = append(in.Targets[1].Ports, Port{Number: 8080}) }).Targets
+	if _, err := Export(targets, "vm2", labVNet); err == nil || !strings.Contains(err.Error(), `target "vm2": port 8080 has no protocol`) {
+		t.Errorf("port without protocol: %v", err)
+	}
+	if _, err := Export(targets, "vm1", []netip.Addr{{}}); err == nil || !strings.Contains(err.Error(), "bastion address: an address is missing") {
+		t.Errorf("missing bastion address: %v", err)
+	}
+	rs, err := Export(targets, "vm1", append(addrs("fe80::4%vnet0"), labVNet...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rs.Render(); strings.Contains(got, "fe80") || !strings.Contains(got, "2001:db8:b5::4") || !strings.Contains(got, "198.18.0.4") {
+		t.Errorf("bastion addresses in the export: want the global IPv4 and IPv6 ones only:\n%s", got)
 	}
 }

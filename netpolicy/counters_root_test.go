@@ -4,7 +4,6 @@ import (
 	"net"
 	"os/exec"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -51,7 +50,7 @@ func TestTargetCounters(t *testing.T) {
 		}
 	}
 	k := kernelIn(t, ns)
-	rs, err := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet, Egress: labEgress})
+	rs, err := Compile(labInput(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,9 +103,7 @@ func TestTargetCounters(t *testing.T) {
 	if got := counters()["vm1"].Sent; got.Packets <= before.Sent.Packets {
 		t.Errorf("after re-apply and one more SYN, vm1 sent = %+v, want more than %+v", got, before.Sent)
 	}
-	only2, err := Compile(Input{Config: labConfig(t, func(s string) string {
-		return strings.Replace(s, "    - name: vm1\n      addresses: [198.18.1.11, \"2001:db8:b5:1::11\"]\n      ports: {ssh: 22}\n      tags: [linux]\n", "", 1)
-	}), VNetAddrs: labVNet, Egress: labEgress})
+	only2, err := Compile(labInput(func(in *Input) { in.Targets = in.Targets[1:] }))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,21 +4,27 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-
-	"github.com/bastiond/bastiond/daemon/config"
 )
 
 // Export is the rule for a machine's own firewall where the bastion only sits
 // in the VNet (attached mode): the guarded ports of that machine accept
 // connections from the bastion's VNet addresses and from nobody else. It is
 // a table of its own (inet bastiond_guard) that only drops, so it composes
-// with whatever firewall the machine already has.
-func Export(cfg *config.Config, target string, bastion []netip.Addr) (Ruleset, error) {
-	i := slices.IndexFunc(cfg.Inventory.Targets, func(t config.Target) bool { return t.Name == target })
+// with whatever firewall the machine already has. target names one of
+// targets; bastion are the bastion's VNet addresses (link-local ones are
+// left out).
+func Export(targets []Target, target string, bastion []netip.Addr) (Ruleset, error) {
+	i := slices.IndexFunc(targets, func(t Target) bool { return t.Name == target })
 	if i < 0 {
 		return Ruleset{}, fmt.Errorf("netpolicy: target %q is not in the inventory", target)
 	}
-	t := cfg.Inventory.Targets[i]
+	t := targets[i]
+	for _, p := range t.Ports {
+		if err := checkPort(p); err != nil {
+			return Ruleset{}, fmt.Errorf("netpolicy: target %q: %w", t.Name, err)
+		}
+	}
+
 	var guarded []Element
 	for _, pp := range protoPorts(guardedPorts(t)) {
 		guarded = append(guarded, Element{Proto: pp.proto, Port: pp.port})
@@ -27,6 +33,9 @@ func Export(cfg *config.Config, target string, bastion []netip.Addr) (Ruleset, e
 	for _, a := range bastion {
 		if a.IsLinkLocalUnicast() {
 			continue
+		}
+		if err := checkAddr(a); err != nil {
+			return Ruleset{}, fmt.Errorf("netpolicy: bastion address: %w", err)
 		}
 		e := Element{Prefix: netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())}
 		if a.Unmap().Is4() {

@@ -82,13 +82,13 @@ func nft(t *testing.T, ns string, args ...string) string {
 // TestApplyMatchesNft holds the netlink encoding to nft's own: the ruleset
 // applied by Apply must list exactly like the rendered text loaded by nft.
 func TestApplyMatchesNft(t *testing.T) {
-	cases := map[string]func(string) string{} // every golden case
+	cases := map[string]func(*Input){} // every golden case
 	for _, gc := range goldenCases {
 		cases[gc.name] = gc.edit
 	}
 	for name, edit := range cases {
 		t.Run(name, func(t *testing.T) {
-			rs, err := Compile(Input{Config: labConfig(t, edit), VNetAddrs: labVNet, Egress: labEgress})
+			rs, err := Compile(labInput(edit))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,7 +146,7 @@ func withoutTable(listing, table string) string {
 // A re-apply (a reload) must not forgive blocklisted sources.
 func TestApplyKeepsBlocklist(t *testing.T) {
 	ns, c := testNetns(t)
-	rs, err := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet, Egress: labEgress})
+	rs, err := Compile(labInput(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,8 +179,7 @@ func TestApplyKeepsBlocklist(t *testing.T) {
 
 func TestVerifyAndReconcile(t *testing.T) {
 	ns, k := testKernel(t)
-	cfg := labConfig(t, func(s string) string { return s + "firewall: {admin_cidrs: [192.0.2.0/24]}\n" })
-	rs, err := Compile(Input{Config: cfg, VNetAddrs: labVNet, Egress: labEgress})
+	rs, err := Compile(labInput(func(in *Input) { in.Firewall.AdminCIDRs = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")} }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +322,7 @@ func TestBlocklistListAndClear(t *testing.T) {
 		},
 	}
 	ns, k := testKernel(t)
-	rs, _ := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet, Egress: labEgress})
+	rs, _ := Compile(labInput(nil))
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := k.Apply(rs); err != nil {
@@ -375,7 +374,7 @@ func prefixes(list []BlockEntry) []netip.Prefix {
 func TestApplyLargeInventory(t *testing.T) {
 	_, c := testNetns(t)
 	for _, n := range []int{2000, 5000} {
-		rs, err := Compile(Input{Config: bigConfigT(t, n), VNetAddrs: labVNet, Egress: labEgress})
+		rs, err := Compile(bigInput(n))
 		if err != nil {
 			t.Fatal(err)
 		}

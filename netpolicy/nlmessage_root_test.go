@@ -30,7 +30,7 @@ func TestNftNetlinkGolden(t *testing.T) {
 	}
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
-			rs, err := Compile(Input{Config: labConfig(t, tc.edit), VNetAddrs: labVNet, Egress: labEgress})
+			rs, err := Compile(labInput(tc.edit))
 			if err != nil {
 				t.Fatal(err)
 			}

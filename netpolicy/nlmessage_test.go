@@ -112,7 +112,7 @@ func TestApplyMessagesMatchNft(t *testing.T) {
 	}
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
-			rs, err := Compile(Input{Config: labConfig(t, tc.edit), VNetAddrs: labVNet, Egress: labEgress})
+			rs, err := Compile(labInput(tc.edit))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -224,13 +224,13 @@ func TestApplyMessagesLargeInventory(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
-			cfg := bigConfigT(t, tc.targets)
+			in := bigInput(tc.targets)
 			if tc.rename != nil {
-				for i := range cfg.Inventory.Targets {
-					cfg.Inventory.Targets[i].Name = tc.rename(i)
+				for i := range in.Targets {
+					in.Targets[i].Name = tc.rename(i)
 				}
 			}
-			rs, err := Compile(Input{Config: cfg, VNetAddrs: labVNet, Egress: labEgress})
+			rs, err := Compile(in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -359,7 +359,7 @@ func editAttrs(b []byte, path []uint16, f func([]byte) []byte) ([]byte, bool) {
 // text alone would not show or that change what the kernel does, and
 // checks that each fails it.
 func TestMessageCanonicalFormSeesChanges(t *testing.T) {
-	rs, err := Compile(Input{Config: labConfig(t, nil), VNetAddrs: labVNet, Egress: labEgress})
+	rs, err := Compile(labInput(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
