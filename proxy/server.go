@@ -129,9 +129,9 @@ type Server struct {
 	// waiting for their request.
 	quicLimits *quicLimits
 
-	// relayForTest, when set, takes the redeemed tickets of browser
-	// sessions instead of the relays (tests of the ticket checks).
-	relayForTest func(http.ResponseWriter, *http.Request, ticket.Ticket)
+	// relaySSH carries the browser SSH terminal of a ticket redeemed and
+	// checked: serveSSH, but in the tests of the ticket checks (newServer).
+	relaySSH func(http.ResponseWriter, *http.Request, caller, ticket.Ticket)
 
 	lineage Lineage
 	ids     *connIDs    // the QUIC connection IDs of this generation
@@ -152,6 +152,13 @@ type Server struct {
 
 // New checks cfg and returns a Server that signs users in with a.
 func New(cfg Config, a *auth.Authenticator) (*Server, error) {
+	return newServer(cfg, a, nil)
+}
+
+// newServer is New with the browser SSH relay replaced by relay, unless it
+// is nil: the tests of the ticket checks see there which tickets got
+// through. Only this package's tests pass a relay.
+func newServer(cfg Config, a *auth.Authenticator, relay func(http.ResponseWriter, *http.Request, ticket.Ticket)) (*Server, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -167,6 +174,10 @@ func New(cfg Config, a *auth.Authenticator) (*Server, error) {
 	}
 	s := &Server{log: c.Logger, auth: a, sessions: websession.NewStore(c.WebSessions), tickets: ticket.NewStore(), outcomes: newOutcomeStore(),
 		lineage: l, ids: newConnIDs(l), refusals: newRefusals(), connectRefusals: newConnectRefusals(), quicLimits: newQUICLimits()}
+	s.relaySSH = s.serveSSH
+	if relay != nil {
+		s.relaySSH = func(w http.ResponseWriter, r *http.Request, _ caller, t ticket.Ticket) { relay(w, r, t) }
+	}
 	s.cfg.Store(c)
 	s.sessions.OnExpire(s.webSessionExpired)
 	s.http = &http.Server{

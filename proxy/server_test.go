@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net"
+	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/certs"
+	"github.com/bastiond/bastiond/proxy/ticket"
 )
 
 // testPolicy: alice (group ops) may SSH to vm1 as deploy; carol may RDP to
@@ -32,6 +34,13 @@ func testPolicy(extra ...access.Role) *access.Policy {
 // certificate, testPolicy and a fresh account store holding alice, bob and
 // carol, all with password testPassword.
 func newTestServer(t testing.TB, cfg Config) *Server {
+	t.Helper()
+	return newRelayTestServer(t, cfg, nil)
+}
+
+// newRelayTestServer is newTestServer with relay in place of the browser
+// SSH relay (nil: the real one).
+func newRelayTestServer(t testing.TB, cfg Config, relay func(http.ResponseWriter, *http.Request, ticket.Ticket)) *Server {
 	t.Helper()
 	store := &certs.Store{}
 	if err := store.Load(certs.Config{SelfSigned: true, ServerName: testName, Dir: t.TempDir()}); err != nil {
@@ -59,7 +68,7 @@ func newTestServer(t testing.TB, cfg Config) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, a)
+	s, err := newServer(cfg, a, relay)
 	if err != nil {
 		t.Fatal(err)
 	}
