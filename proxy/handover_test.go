@@ -620,7 +620,7 @@ func TestHandoverGarbage(t *testing.T) {
 // in on the new one, its ticket works there, and what expired stays out.
 func TestHandoverSessions(t *testing.T) {
 	rr := &relayRecorder{}
-	old := newRelayTestServer(t, Config{}, rr.relay)
+	old := newTunedTestServer(t, Config{}, tuning{relay: rr.relay})
 	alice, bob := newBrowser(t, old.routes()), newBrowser(t, old.routes())
 	csrf := alice.signIn("alice")
 	bob.signIn("bob")
@@ -641,7 +641,7 @@ func TestHandoverSessions(t *testing.T) {
 	}
 	// The new server is made first: making it takes a while under load
 	// (password hashes), which must not count against alice's idle time.
-	s := newRelayTestServer(t, Config{WebSessions: websession.Config{Idle: time.Second}}, rr.relay)
+	s := newTunedTestServer(t, Config{WebSessions: websession.Config{Idle: time.Second}}, tuning{relay: rr.relay})
 	// bob idles past the new server's idle limit; alice does not.
 	time.Sleep(1100 * time.Millisecond)
 	alice.get("/")

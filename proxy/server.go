@@ -130,7 +130,7 @@ type Server struct {
 	quicLimits *quicLimits
 
 	// relaySSH carries the browser SSH terminal of a ticket redeemed and
-	// checked: serveSSH, but in the tests of the ticket checks (newServer).
+	// checked: serveSSH, but in the tests of the ticket checks (tuning).
 	relaySSH func(http.ResponseWriter, *http.Request, caller, ticket.Ticket)
 
 	lineage Lineage
@@ -152,13 +152,25 @@ type Server struct {
 
 // New checks cfg and returns a Server that signs users in with a.
 func New(cfg Config, a *auth.Authenticator) (*Server, error) {
-	return newServer(cfg, a, nil)
+	return newServer(cfg, a, tuning{})
 }
 
-// newServer is New with the browser SSH relay replaced by relay, unless it
-// is nil: the tests of the ticket checks see there which tickets got
-// through. Only this package's tests pass a relay.
-func newServer(cfg Config, a *auth.Authenticator, relay func(http.ResponseWriter, *http.Request, ticket.Ticket)) (*Server, error) {
+// tuning is what this package's tests change to see a check from the
+// other side. Its zero value is the product's behaviour (what New gives),
+// and being unexported, nothing outside this package can set it.
+type tuning struct {
+	// relay, if set, takes the place of the browser SSH relay: the tests
+	// of the ticket checks see there which tickets got through.
+	relay func(http.ResponseWriter, *http.Request, ticket.Ticket)
+	// quicPendingPerSource and quicMaxUnauth lower the caps of quicLimits,
+	// so that tests reach them with a few connections. Zero:
+	// pendingPerSource and maxUnauthConns.
+	quicPendingPerSource int
+	quicMaxUnauth        int
+}
+
+// newServer is New with the tests' tuning tn.
+func newServer(cfg Config, a *auth.Authenticator, tn tuning) (*Server, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -173,10 +185,10 @@ func newServer(cfg Config, a *auth.Authenticator, relay func(http.ResponseWriter
 		}
 	}
 	s := &Server{log: c.Logger, auth: a, sessions: websession.NewStore(c.WebSessions), tickets: ticket.NewStore(), outcomes: newOutcomeStore(),
-		lineage: l, ids: newConnIDs(l), refusals: newRefusals(), connectRefusals: newConnectRefusals(), quicLimits: newQUICLimits()}
+		lineage: l, ids: newConnIDs(l), refusals: newRefusals(), connectRefusals: newConnectRefusals(), quicLimits: newQUICLimits(tn.quicPendingPerSource, tn.quicMaxUnauth)}
 	s.relaySSH = s.serveSSH
-	if relay != nil {
-		s.relaySSH = func(w http.ResponseWriter, r *http.Request, _ caller, t ticket.Ticket) { relay(w, r, t) }
+	if tn.relay != nil {
+		s.relaySSH = func(w http.ResponseWriter, r *http.Request, _ caller, t ticket.Ticket) { tn.relay(w, r, t) }
 	}
 	s.cfg.Store(c)
 	s.sessions.OnExpire(s.webSessionExpired)

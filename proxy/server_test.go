@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"net"
-	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/certs"
-	"github.com/bastiond/bastiond/proxy/ticket"
 )
 
 // testPolicy: alice (group ops) may SSH to vm1 as deploy; carol may RDP to
@@ -35,12 +33,11 @@ func testPolicy(extra ...access.Role) *access.Policy {
 // carol, all with password testPassword.
 func newTestServer(t testing.TB, cfg Config) *Server {
 	t.Helper()
-	return newRelayTestServer(t, cfg, nil)
+	return newTunedTestServer(t, cfg, tuning{})
 }
 
-// newRelayTestServer is newTestServer with relay in place of the browser
-// SSH relay (nil: the real one).
-func newRelayTestServer(t testing.TB, cfg Config, relay func(http.ResponseWriter, *http.Request, ticket.Ticket)) *Server {
+// newTunedTestServer is newTestServer with the tuning tn.
+func newTunedTestServer(t testing.TB, cfg Config, tn tuning) *Server {
 	t.Helper()
 	store := &certs.Store{}
 	if err := store.Load(certs.Config{SelfSigned: true, ServerName: testName, Dir: t.TempDir()}); err != nil {
@@ -68,7 +65,7 @@ func newRelayTestServer(t testing.TB, cfg Config, relay func(http.ResponseWriter
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := newServer(cfg, a, relay)
+	s, err := newServer(cfg, a, tn)
 	if err != nil {
 		t.Fatal(err)
 	}
