@@ -95,8 +95,7 @@ func TestPortalAuditEvents(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rr := &relayRecorder{}
-			srv := newTestServer(t, Config{})
-			srv.relayForTest = rr.relay
+			srv := newTunedTestServer(t, Config{}, tuning{relay: rr.relay})
 			sink := audited(t, srv)
 			h := srv.routes()
 			var all []audit.Event

@@ -619,9 +619,8 @@ func TestHandoverGarbage(t *testing.T) {
 // TestHandoverSessions: a browser signed in on the old server is signed
 // in on the new one, its ticket works there, and what expired stays out.
 func TestHandoverSessions(t *testing.T) {
-	old := newTestServer(t, Config{})
 	rr := &relayRecorder{}
-	old.relayForTest = rr.relay
+	old := newTunedTestServer(t, Config{}, tuning{relay: rr.relay})
 	alice, bob := newBrowser(t, old.routes()), newBrowser(t, old.routes())
 	csrf := alice.signIn("alice")
 	bob.signIn("bob")
@@ -642,8 +641,7 @@ func TestHandoverSessions(t *testing.T) {
 	}
 	// The new server is made first: making it takes a while under load
 	// (password hashes), which must not count against alice's idle time.
-	s := newTestServer(t, Config{WebSessions: websession.Config{Idle: time.Second}})
-	s.relayForTest = rr.relay
+	s := newTunedTestServer(t, Config{WebSessions: websession.Config{Idle: time.Second}}, tuning{relay: rr.relay})
 	// bob idles past the new server's idle limit; alice does not.
 	time.Sleep(1100 * time.Millisecond)
 	alice.get("/")

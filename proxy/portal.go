@@ -396,12 +396,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not allowed", http.StatusForbidden)
 		return
 	}
-	switch {
-	case s.relayForTest != nil:
-		s.relayForTest(w, r, t)
-	default:
-		s.serveSSH(w, r, c, t)
-	}
+	s.relaySSH(w, r, c, t)
 }
 
 // apiError is the body of every API error.

@@ -224,8 +224,7 @@ func (rr *relayRecorder) relay(w http.ResponseWriter, _ *http.Request, t ticket.
 
 func TestTickets(t *testing.T) {
 	rr := &relayRecorder{}
-	srv := newTestServer(t, Config{})
-	srv.relayForTest = rr.relay
+	srv := newTunedTestServer(t, Config{}, tuning{relay: rr.relay})
 	h := srv.routes()
 	alice := newBrowser(t, h)
 	csrf := alice.signIn("alice")
@@ -404,8 +403,7 @@ func FuzzSessionCookie(f *testing.F) {
 // request, and to a ticket issued before it when the relay redeems it.
 func TestReloadTakesRights(t *testing.T) {
 	rr := &relayRecorder{}
-	s := newTestServer(t, Config{})
-	s.relayForTest = rr.relay
+	s := newTunedTestServer(t, Config{}, tuning{relay: rr.relay})
 	h := s.routes()
 	alice := newBrowser(t, h)
 	csrf := alice.signIn("alice")

@@ -45,7 +45,13 @@ func loopbackUDP(t testing.TB, network string) *net.UDPConn {
 // returns the server and its address.
 func startQUIC(t *testing.T, network string, cfg Config) (*Server, *net.UDPAddr) {
 	t.Helper()
-	s := newTestServer(t, cfg)
+	return startTunedQUIC(t, network, cfg, tuning{})
+}
+
+// startTunedQUIC is startQUIC with the tuning tn.
+func startTunedQUIC(t *testing.T, network string, cfg Config, tn tuning) (*Server, *net.UDPAddr) {
+	t.Helper()
+	s := newTunedTestServer(t, cfg, tn)
 	pc := loopbackUDP(t, network)
 	serve(t, s, nil, []net.PacketConn{pc})
 	return s, pc.LocalAddr().(*net.UDPAddr)

@@ -57,8 +57,8 @@ var errQUICSourceFull = errors.New("proxy: quic: too many connections from this 
 // out, a flood would have to open streams faster than that, from many
 // sources.
 type quicLimits struct {
-	perSource int // pendingPerSource; tests lower it
-	maxUnauth int // maxUnauthConns; tests lower it
+	perSource int // pendingPerSource but in tests (tuning)
+	maxUnauth int // maxUnauthConns but in tests (tuning)
 
 	mu        sync.Mutex           // guards the fields below
 	sources   map[netip.Prefix]int // open QUIC connections per source
@@ -90,8 +90,17 @@ var quicRefusalNames = [numQUICRefusals]string{
 	closedBadTokens:     "bad_tokens",
 }
 
-func newQUICLimits() *quicLimits {
-	return &quicLimits{perSource: pendingPerSource, maxUnauth: maxUnauthConns, sources: map[netip.Prefix]int{}, pendingBy: map[netip.Prefix]int{}}
+// newQUICLimits returns the limits with the caps perSource (pending
+// streams per source) and maxUnauth (connections without a valid token);
+// zero is the default, pendingPerSource and maxUnauthConns.
+func newQUICLimits(perSource, maxUnauth int) *quicLimits {
+	if perSource == 0 {
+		perSource = pendingPerSource
+	}
+	if maxUnauth == 0 {
+		maxUnauth = maxUnauthConns
+	}
+	return &quicLimits{perSource: perSource, maxUnauth: maxUnauth, sources: map[netip.Prefix]int{}, pendingBy: map[netip.Prefix]int{}}
 }
 
 // connContext is the Transport's ConnContext: quic-go calls it for a new

@@ -138,10 +138,7 @@ func TestQUICLimits(t *testing.T) {
 			}
 
 			t.Run("pending streams per connection and per source", func(t *testing.T) {
-				s, addr := startQUIC(t, network, Config{HandshakeTimeout: 2 * time.Second})
-				s.quicLimits.mu.Lock()
-				s.quicLimits.perSource = 10
-				s.quicLimits.mu.Unlock()
+				s, addr := startTunedQUIC(t, network, Config{HandshakeTimeout: 2 * time.Second}, tuning{quicPendingPerSource: 10})
 				first, err := dialQUIC(t, network, addr)
 				if err != nil {
 					t.Fatal(err)
@@ -227,10 +224,7 @@ func TestQUICLimits(t *testing.T) {
 			})
 
 			t.Run("connections without a valid token", func(t *testing.T) {
-				s, addr := startQUIC(t, network, Config{})
-				s.quicLimits.mu.Lock()
-				s.quicLimits.maxUnauth = 2
-				s.quicLimits.mu.Unlock()
+				s, addr := startTunedQUIC(t, network, Config{}, tuning{quicMaxUnauth: 2})
 				secret, _, err := s.auth.Store().IssueToken("carol", []string{auth.ScopeTunnel}, time.Hour, "test", "")
 				if err != nil {
 					t.Fatal(err)

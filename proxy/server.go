@@ -129,9 +129,9 @@ type Server struct {
 	// waiting for their request.
 	quicLimits *quicLimits
 
-	// relayForTest, when set, takes the redeemed tickets of browser
-	// sessions instead of the relays (tests of the ticket checks).
-	relayForTest func(http.ResponseWriter, *http.Request, ticket.Ticket)
+	// relaySSH carries the browser SSH terminal of a ticket redeemed and
+	// checked: serveSSH, but in the tests of the ticket checks (tuning).
+	relaySSH func(http.ResponseWriter, *http.Request, caller, ticket.Ticket)
 
 	lineage Lineage
 	ids     *connIDs    // the QUIC connection IDs of this generation
@@ -152,6 +152,25 @@ type Server struct {
 
 // New checks cfg and returns a Server that signs users in with a.
 func New(cfg Config, a *auth.Authenticator) (*Server, error) {
+	return newServer(cfg, a, tuning{})
+}
+
+// tuning is what this package's tests change to see a check from the
+// other side. Its zero value is the product's behaviour (what New gives),
+// and being unexported, nothing outside this package can set it.
+type tuning struct {
+	// relay, if set, takes the place of the browser SSH relay: the tests
+	// of the ticket checks see there which tickets got through.
+	relay func(http.ResponseWriter, *http.Request, ticket.Ticket)
+	// quicPendingPerSource and quicMaxUnauth lower the caps of quicLimits,
+	// so that tests reach them with a few connections. Zero:
+	// pendingPerSource and maxUnauthConns.
+	quicPendingPerSource int
+	quicMaxUnauth        int
+}
+
+// newServer is New with the tests' tuning tn.
+func newServer(cfg Config, a *auth.Authenticator, tn tuning) (*Server, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -166,7 +185,11 @@ func New(cfg Config, a *auth.Authenticator) (*Server, error) {
 		}
 	}
 	s := &Server{log: c.Logger, auth: a, sessions: websession.NewStore(c.WebSessions), tickets: ticket.NewStore(), outcomes: newOutcomeStore(),
-		lineage: l, ids: newConnIDs(l), refusals: newRefusals(), connectRefusals: newConnectRefusals(), quicLimits: newQUICLimits()}
+		lineage: l, ids: newConnIDs(l), refusals: newRefusals(), connectRefusals: newConnectRefusals(), quicLimits: newQUICLimits(tn.quicPendingPerSource, tn.quicMaxUnauth)}
+	s.relaySSH = s.serveSSH
+	if tn.relay != nil {
+		s.relaySSH = func(w http.ResponseWriter, r *http.Request, _ caller, t ticket.Ticket) { tn.relay(w, r, t) }
+	}
 	s.cfg.Store(c)
 	s.sessions.OnExpire(s.webSessionExpired)
 	s.http = &http.Server{

@@ -33,6 +33,12 @@ func testPolicy(extra ...access.Role) *access.Policy {
 // carol, all with password testPassword.
 func newTestServer(t testing.TB, cfg Config) *Server {
 	t.Helper()
+	return newTunedTestServer(t, cfg, tuning{})
+}
+
+// newTunedTestServer is newTestServer with the tuning tn.
+func newTunedTestServer(t testing.TB, cfg Config, tn tuning) *Server {
+	t.Helper()
 	store := &certs.Store{}
 	if err := store.Load(certs.Config{SelfSigned: true, ServerName: testName, Dir: t.TempDir()}); err != nil {
 		t.Fatal(err)
@@ -59,7 +65,7 @@ func newTestServer(t testing.TB, cfg Config) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, a)
+	s, err := newServer(cfg, a, tn)
 	if err != nil {
 		t.Fatal(err)
 	}

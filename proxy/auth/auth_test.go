@@ -27,12 +27,19 @@ func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 func newTestStore(t testing.TB) (*Store, *clock) {
 	t.Helper()
+	return newTestStoreCosting(t, defaultParams)
+}
+
+// newTestStoreCosting is newTestStore making password hashes with the
+// costs p.
+func newTestStoreCosting(t testing.TB, p argon2idParams) (*Store, *clock) {
+	t.Helper()
 	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	s, err := NewStore(db)
+	s, err := newStore(db, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +62,8 @@ func newTestAuthenticator(t *testing.T) (*Authenticator, *clock, *observer.Obser
 const goodPassword = "correct horse battery"
 
 func TestPasswordHash(t *testing.T) {
-	h, err := hashPassword(goodPassword)
+	s, _ := newTestStore(t)
+	h, err := s.hashPassword(goodPassword)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +76,7 @@ func TestPasswordHash(t *testing.T) {
 	if ok, _ := verifyPassword(h, goodPassword+"x"); ok {
 		t.Error("wrong password accepted")
 	}
-	h2, _ := hashPassword(goodPassword)
+	h2, _ := s.hashPassword(goodPassword)
 	if h2 == h {
 		t.Error("two hashes of one password are equal: no salt")
 	}
@@ -579,7 +587,8 @@ func FuzzParseToken(f *testing.F) {
 // BenchmarkVerifyPassword is the cost of one sign-in's hashing, which
 // bounds logins per second per core.
 func BenchmarkVerifyPassword(b *testing.B) {
-	h, _ := hashPassword(goodPassword)
+	s, _ := newTestStore(b)
+	h, _ := s.hashPassword(goodPassword)
 	b.ReportAllocs()
 	for b.Loop() {
 		verifyPassword(h, goodPassword)

@@ -58,7 +58,7 @@ type Authenticator struct {
 	lockAt   int
 	hashing  chan struct{}
 	// dummyHash is verified for unknown users, so that they cost what a
-	// known user costs.
+	// known user costs: it is made with the store's costs.
 	dummyHash string
 	now       func() time.Time
 
@@ -74,7 +74,7 @@ func NewAuthenticator(cfg AuthenticatorConfig) (*Authenticator, error) {
 	if cfg.MaxHashing == 0 {
 		cfg.MaxHashing = 2 * runtime.GOMAXPROCS(0)
 	}
-	dummy, err := hashPassword("this is not anyone's password")
+	dummy, err := cfg.Store.hashPassword("this is not anyone's password")
 	if err != nil {
 		return nil, err
 	}

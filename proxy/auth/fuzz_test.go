@@ -38,10 +38,7 @@ func FuzzLogin(f *testing.F) {
 		f.Add(seed.user, seed.password, seed.code, seed.src)
 	}
 	// Cheap hashes: the fuzzer is after the logic, not argon2's cost.
-	saved := defaultParams
-	defaultParams = argon2idParams{memory: 64, time: 1, threads: 1}
-	f.Cleanup(func() { defaultParams = saved })
-	s, _ := newTestStore(f)
+	s, _ := newTestStoreCosting(f, argon2idParams{memory: 64, time: 1, threads: 1})
 	core, logs := observer.New(zapcore.DebugLevel)
 	a, err := NewAuthenticator(AuthenticatorConfig{Store: s, Logger: zap.New(core), Throttle: ThrottleConfig{MaxEntries: 16}})
 	if err != nil {

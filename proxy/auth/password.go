@@ -13,8 +13,8 @@ import (
 )
 
 // argon2idParams are the cost parameters of a hash. New hashes use
-// defaultParams; stored hashes carry their own, so the defaults can be
-// raised without invalidating existing passwords.
+// defaultParams (a Store's params); stored hashes carry their own, so the
+// defaults can be raised without invalidating existing passwords.
 type argon2idParams struct {
 	memory  uint32 // KiB
 	time    uint32
@@ -45,12 +45,8 @@ func checkNewPassword(pw string) error {
 	return nil
 }
 
-// hashPassword returns pw's argon2id hash in the PHC string format:
-// $argon2id$v=19$m=19456,t=2,p=1$SALT$HASH.
-func hashPassword(pw string) (string, error) {
-	return hashWith(defaultParams, pw)
-}
-
+// hashWith returns pw's argon2id hash with the costs p in the PHC string
+// format: $argon2id$v=19$m=19456,t=2,p=1$SALT$HASH.
 func hashWith(p argon2idParams, pw string) (string, error) {
 	salt := make([]byte, saltLen)
 	if _, err := rand.Read(salt); err != nil {

@@ -66,10 +66,18 @@ type DB interface {
 type Store struct {
 	db  DB
 	now func() time.Time
+	// params are the costs of the password hashes it makes: defaultParams
+	// but in tests that want them cheap (newStore).
+	params argon2idParams
 }
 
 // NewStore creates the store's buckets in db if they are missing.
 func NewStore(db DB) (*Store, error) {
+	return newStore(db, defaultParams)
+}
+
+// newStore is NewStore making password hashes with the costs p.
+func newStore(db DB, p argon2idParams) (*Store, error) {
 	err := db.Update(func(tx *bbolt.Tx) error {
 		for _, b := range [][]byte{bucketUsers, bucketTokens} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -81,7 +89,7 @@ func NewStore(db DB) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth: open store: %w", err)
 	}
-	return &Store{db: db, now: time.Now}, nil
+	return &Store{db: db, now: time.Now, params: p}, nil
 }
 
 // AddUser creates an account. The password is hashed here and not kept.
@@ -92,7 +100,7 @@ func (s *Store) AddUser(name, password string, roles []string) error {
 	if err := checkNewPassword(password); err != nil {
 		return err
 	}
-	hash, err := hashPassword(password)
+	hash, err := s.hashPassword(password)
 	if err != nil {
 		return err
 	}
@@ -148,13 +156,18 @@ func (s *Store) Update(name string, change func(*User) error) error {
 	})
 }
 
+// hashPassword returns pw's hash with the store's costs.
+func (s *Store) hashPassword(pw string) (string, error) {
+	return hashWith(s.params, pw)
+}
+
 // SetPassword replaces a password. Web sessions and tokens of the user are
 // the caller's to end.
 func (s *Store) SetPassword(name, password string) error {
 	if err := checkNewPassword(password); err != nil {
 		return err
 	}
-	hash, err := hashPassword(password)
+	hash, err := s.hashPassword(password)
 	if err != nil {
 		return err
 	}

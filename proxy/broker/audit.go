@@ -85,10 +85,6 @@ type liveEntry struct {
 	BytesDown int64  `json:"bytes_down"`
 }
 
-// auditRetry is how often the writer tries again to write the records the
-// audit file refused. Tests shorten it.
-var auditRetry = time.Second
-
 // auditOp is one request to the writer.
 type auditOp struct {
 	// seq orders the op among every op and event submitted (auditLog.seq).
@@ -129,8 +125,8 @@ type queued struct {
 	event  bool   // an audit event, not a session record: dropped first when the queue is full
 }
 
-// auditFile is the open audit file: an *os.File, which tests wrap to inject
-// faults.
+// auditFile is the open audit file: an *os.File, which tests wrap (through
+// tuning.openAuditFile) to inject faults.
 type auditFile interface {
 	io.WriteCloser
 	io.ReaderAt
@@ -140,9 +136,8 @@ type auditFile interface {
 	Fd() uintptr
 }
 
-// openAuditFile opens the audit file for appending. Tests replace it before
-// New.
-var openAuditFile = func(path string) (auditFile, error) {
+// openAuditFile opens the audit file for appending.
+func openAuditFile(path string) (auditFile, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o640) // read: the chain goes on from the last line
 	if err != nil {
 		return nil, err
@@ -161,13 +156,18 @@ var openAuditFile = func(path string) (auditFile, error) {
 // not reopenable), the records it refused (end records, and both records
 // of a session refused for it) wait in a queue, in order, with their live
 // entries, and go ahead of every later batch; the writer also retries them
-// every auditRetry. Meanwhile Open refuses sessions.
+// every retry. Meanwhile Open refuses sessions.
 type auditLog struct {
 	path string
-	db   *bbolt.DB // the live journal
-	log  *zap.Logger
-	ops  chan auditOp
-	done chan struct{}
+	// openFile opens path for appending (openAuditFile but in tests).
+	openFile func(path string) (auditFile, error)
+	// retry is how often the writer tries the queue again: once a second
+	// but in tests.
+	retry time.Duration
+	db    *bbolt.DB // the live journal
+	log   *zap.Logger
+	ops   chan auditOp
+	done  chan struct{}
 
 	// fault is why the audit file cannot be written (it wraps
 	// ErrAuditUnavailable), nil while it can. The writer sets it when a
@@ -309,8 +309,9 @@ func (a *auditLog) bound(queue []queued) []queued {
 	return kept
 }
 
-func openAudit(path string, journal *bbolt.DB, log *zap.Logger, ship func([][]byte)) (*auditLog, error) {
-	a := &auditLog{path: path, db: journal, log: log, ops: make(chan auditOp, 1024), done: make(chan struct{}), size: -1,
+func openAudit(path string, journal *bbolt.DB, log *zap.Logger, ship func([][]byte),
+	openFile func(string) (auditFile, error), retry time.Duration) (*auditLog, error) {
+	a := &auditLog{path: path, openFile: openFile, retry: retry, db: journal, log: log, ops: make(chan auditOp, 1024), done: make(chan struct{}), size: -1,
 		kick: make(chan struct{}, 1), ship: ship}
 	if err := a.open(); err != nil {
 		return nil, err
@@ -322,7 +323,7 @@ func (a *auditLog) open() error {
 	if err := os.MkdirAll(filepath.Dir(a.path), 0o750); err != nil {
 		return fmt.Errorf("broker: audit file: %w", err)
 	}
-	f, err := openAuditFile(a.path)
+	f, err := a.openFile(a.path)
 	if err != nil {
 		return fmt.Errorf("broker: audit file: %w", err)
 	}
@@ -366,7 +367,7 @@ func (a *auditLog) unavailable() error {
 
 func (a *auditLog) run() {
 	defer close(a.done)
-	retry := time.NewTicker(auditRetry)
+	retry := time.NewTicker(a.retry)
 	defer retry.Stop()
 	for {
 		var tick <-chan time.Time

@@ -209,7 +209,7 @@ func TestNoSessionWithoutItsRecord(t *testing.T) {
 	cfg := Config{Logger: zap.NewNop(), Targets: []Target{targetAt("vm1", srv.addrPort())}}
 	live := filepath.Join(t.TempDir(), "live")
 	// Every write to /dev/full fails with ENOSPC.
-	b, err := New(cfg, Options{LiveDir: live, AuditFile: "/dev/full"})
+	b, err := New(cfg, Options{LiveDir: live, AuditFile: "/dev/full", tuning: quick()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestNoSessionWithoutItsRecord(t *testing.T) {
 	}
 
 	audit := filepath.Join(t.TempDir(), "audit.jsonl")
-	b2, err := New(cfg, Options{LiveDir: live, AuditFile: audit})
+	b2, err := New(cfg, Options{LiveDir: live, AuditFile: audit, tuning: quick()})
 	if err != nil {
 		t.Fatal(err)
 	}

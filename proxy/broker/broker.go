@@ -23,10 +23,6 @@ import (
 	"github.com/bastiond/bastiond/internal/audit"
 )
 
-// sweepTick is how often idle and maximum times are checked: once a second.
-// Tests shorten it.
-var sweepTick = time.Second
-
 // Protocols, as in the configuration and the access package.
 const (
 	SSH    = "ssh"
@@ -166,6 +162,48 @@ type Options struct {
 	// once it is synced, in order, as written (without newlines): the
 	// shippers' feed (journald, syslog). It must not block.
 	Ship func(lines [][]byte)
+
+	// tuning is the zero value everywhere but in this package's tests.
+	tuning tuning
+}
+
+// tuning is what this package's tests change so that they run quickly, dial
+// listeners on loopback, or see the audit file fail. Its zero value is the
+// product's behaviour, and being unexported, nothing outside this package
+// (the daemon, its configuration) can set it: the dial guard's rules hold
+// for every broker the daemon makes.
+type tuning struct {
+	// allowLoopback lifts the dial guard's loopback rule, and only that
+	// one, so that tests can use listeners on 127.0.0.1 and ::1 as targets.
+	allowLoopback bool
+	// sweepTick is how often idle and maximum times are checked. Zero:
+	// once a second.
+	sweepTick time.Duration
+	// orphanScan is how often the sweeper looks for the journals of dead
+	// processes (RecoverOrphans). Zero: every 30 s.
+	orphanScan time.Duration
+	// auditRetry is how often the writer tries again to write the records
+	// the audit file refused. Zero: once a second.
+	auditRetry time.Duration
+	// openAuditFile opens the audit file for appending. nil: openAuditFile.
+	openAuditFile func(path string) (auditFile, error)
+}
+
+// withDefaults is t with its zero fields set to the product's values.
+func (t tuning) withDefaults() tuning {
+	if t.sweepTick == 0 {
+		t.sweepTick = time.Second
+	}
+	if t.orphanScan == 0 {
+		t.orphanScan = 30 * time.Second
+	}
+	if t.auditRetry == 0 {
+		t.auditRetry = time.Second
+	}
+	if t.openAuditFile == nil {
+		t.openAuditFile = openAuditFile
+	}
+	return t
 }
 
 // Broker admits, dials, registers, relays and accounts for sessions.
@@ -175,6 +213,8 @@ type Broker struct {
 	audit   *auditLog
 	addrs   addrCache
 	metrics *metrics
+	// allowLoopback lifts the dial guard's loopback rule (tuning, tests only).
+	allowLoopback bool
 
 	// stopCtx is cancelled when Close gives up waiting: dials in flight
 	// abort, and sessions that register afterwards end at once.
@@ -249,15 +289,16 @@ func New(cfg Config, opt Options) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	audit, err := openAudit(opt.AuditFile, journal, c.Logger, opt.Ship)
+	tn := opt.tuning.withDefaults()
+	audit, err := openAudit(opt.AuditFile, journal, c.Logger, opt.Ship, tn.openAuditFile, tn.auditRetry)
 	if err != nil {
 		journal.Close()
 		os.Remove(path)
 		return nil, err
 	}
 	b := &Broker{log: c.Logger, audit: audit, metrics: newMetrics(), sessions: map[string]*Session{}, perUser: map[string]int{},
-		emptied: make(chan struct{}), liveDir: opt.LiveDir, journal: path, tick: sweepTick, orphanScan: orphanScan,
-		stop: make(chan struct{}), swept: make(chan struct{})}
+		emptied: make(chan struct{}), liveDir: opt.LiveDir, journal: path, tick: tn.sweepTick, orphanScan: tn.orphanScan,
+		allowLoopback: tn.allowLoopback, stop: make(chan struct{}), swept: make(chan struct{})}
 	b.stopCtx, b.stopAll = context.WithCancel(context.Background())
 	b.cfg.Store(c)
 	go audit.run()

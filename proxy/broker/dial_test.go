@@ -32,7 +32,7 @@ func TestDialGuard(t *testing.T) {
 		name     string
 		addr     string // the inventory address
 		listen   string // where a listener proves nothing connects ("" for none)
-		loopback bool   // the loopback rule is in force
+		loopback bool   // a case of the loopback rule, which the tests' tuning lifts
 		local    bool   // Config.LocalAddrs returns fake (else the default)
 		why      string
 	}{
@@ -53,45 +53,59 @@ func TestDialGuard(t *testing.T) {
 		{"own address from LocalAddrs", fake.String(), "", false, true, "bastion's own addresses"},
 		{"own address from the interfaces", "host", "tcp4 host:0", false, false, "bastion's own addresses"},
 	}
+	// Each rule is checked with the tuning the daemon's brokers have (the
+	// zero value, which nothing outside the package can change) and, but
+	// for the loopback rule that it lifts, with the tests' tuning: the lift
+	// touches no other rule.
+	tunings := []struct {
+		name string
+		tn   tuning
+	}{{"daemon", tuning{}}, {"tests", quick()}}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			if c.loopback {
-				withoutLoopback(t)
+		for _, tc := range tunings {
+			if c.loopback && tc.tn.allowLoopback {
+				continue
 			}
-			addr, lnAddr := c.addr, c.listen
-			if addr == "host" {
-				h := hostAddr()
-				if !h.IsValid() {
-					t.Skip("this host has no address but loopback and link-local")
+			t.Run(c.name+"/"+tc.name, func(t *testing.T) {
+				addr, lnAddr := c.addr, c.listen
+				if addr == "host" {
+					h := hostAddr()
+					if !h.IsValid() {
+						t.Skip("this host has no address but loopback and link-local")
+					}
+					addr, lnAddr = h.String(), strings.Replace(lnAddr, "host", h.String(), 1)
 				}
-				addr, lnAddr = h.String(), strings.Replace(lnAddr, "host", h.String(), 1)
-			}
-			var srv *server
-			port := uint16(2222)
-			if lnAddr != "" {
-				network, a, _ := strings.Cut(lnAddr, " ")
-				srv = listen(t, network, a)
-				port = srv.addrPort().Port()
-			}
-			cfg := Config{Targets: []Target{{Name: "vm1", Addresses: []netip.Addr{netip.MustParseAddr(addr)}, Tunnel: []uint16{port}}}}
-			if c.local {
-				cfg.LocalAddrs = func() ([]netip.Addr, error) { return []netip.Addr{fake}, nil }
-			}
-			e := newEnv(t, cfg)
-			_, err := e.b.Open(context.Background(), tunnelTo("alice", "vm1", port))
-			why := c.why
-			if strings.Contains(why, "%d") {
-				why = fmt.Sprintf(why, port)
-			}
-			wantKind(t, err, KindRefused, "refused by the dial guard: ")
-			wantKind(t, err, KindRefused, why)
-			if n := testutil.ToFloat64(e.b.metrics.dialErrors.WithLabelValues("vm1")); n != 1 {
-				t.Errorf("dial errors %v, want 1", n)
-			}
-			if srv != nil {
-				srv.none(t)
-			}
-		})
+				var srv *server
+				port := uint16(2222)
+				if lnAddr != "" {
+					network, a, _ := strings.Cut(lnAddr, " ")
+					srv = listen(t, network, a)
+					port = srv.addrPort().Port()
+				}
+				cfg := Config{Targets: []Target{{Name: "vm1", Addresses: []netip.Addr{netip.MustParseAddr(addr)}, Tunnel: []uint16{port}}}}
+				if c.local {
+					cfg.LocalAddrs = func() ([]netip.Addr, error) { return []netip.Addr{fake}, nil }
+				}
+				e := newEnvTuned(t, cfg, tc.tn)
+				s, err := e.b.Open(context.Background(), tunnelTo("alice", "vm1", port))
+				if err == nil {
+					// A broken guard: fail, not hang in Close.
+					s.End(ReasonClientClosed)
+				}
+				why := c.why
+				if strings.Contains(why, "%d") {
+					why = fmt.Sprintf(why, port)
+				}
+				wantKind(t, err, KindRefused, "refused by the dial guard: ")
+				wantKind(t, err, KindRefused, why)
+				if n := testutil.ToFloat64(e.b.metrics.dialErrors.WithLabelValues("vm1")); n != 1 {
+					t.Errorf("dial errors %v, want 1", n)
+				}
+				if srv != nil {
+					srv.none(t)
+				}
+			})
+		}
 	}
 
 	t.Run("an address outside the inventory", func(t *testing.T) {
@@ -183,7 +197,6 @@ func TestDialFailures(t *testing.T) {
 }
 
 func TestForbidden(t *testing.T) {
-	withoutLoopback(t)
 	local := []netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("2001:db8::1")}
 	for _, c := range []struct {
 		addr string

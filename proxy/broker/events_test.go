@@ -56,7 +56,7 @@ func TestAuditEvents(t *testing.T) {
 	defer db.Close()
 	path := filepath.Join(dir, "audit.jsonl")
 	b, err := New(Config{Logger: zap.NewNop(), Targets: []Target{targetAt("vm1", srv.addrPort())}},
-		Options{LiveDir: filepath.Join(dir, "live"), DB: db, AuditFile: path, Ship: func(lines [][]byte) {
+		Options{LiveDir: filepath.Join(dir, "live"), DB: db, AuditFile: path, tuning: quick(), Ship: func(lines [][]byte) {
 			mu.Lock()
 			shipped = append(shipped, lines...)
 			mu.Unlock()
@@ -120,7 +120,7 @@ func TestAuditTwoWriters(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		b, err := New(Config{Logger: zap.NewNop()}, Options{LiveDir: filepath.Join(dir, fmt.Sprintf("live%d", i)), DB: db, AuditFile: path})
+		b, err := New(Config{Logger: zap.NewNop()}, Options{LiveDir: filepath.Join(dir, fmt.Sprintf("live%d", i)), DB: db, AuditFile: path, tuning: quick()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,8 +152,8 @@ func TestAuditTwoWriters(t *testing.T) {
 // a partial write the file could not take back is ended, and the chain
 // goes on after it, where verify reports it.
 func TestAuditEventsWaitForTheFile(t *testing.T) {
-	faults := injectAuditFaults(t)
-	e := newEnv(t, Config{})
+	faults := &auditFaults{}
+	e := newEnvTuned(t, Config{}, faults.tuning())
 	e.b.Audit(audit.Event{Event: audit.Signout, Actor: "first", Source: "192.0.2.1"})
 	waitFor(t, "the first event", func() bool { return e.b.audit.depth.Load() == 0 })
 	faults.set(syscall.ENOSPC, false, nil)
@@ -176,8 +176,8 @@ func TestAuditEventsWaitForTheFile(t *testing.T) {
 // TestAuditEventsLost: past maxQueuedEvents waiting, events are dropped,
 // counted, and the count written once the file takes lines again.
 func TestAuditEventsLost(t *testing.T) {
-	faults := injectAuditFaults(t)
-	e := newEnv(t, Config{})
+	faults := &auditFaults{}
+	e := newEnvTuned(t, Config{}, faults.tuning())
 	faults.set(syscall.ENOSPC, false, nil)
 	e.b.Audit(audit.Event{Event: audit.Signout, Actor: "a", Source: "192.0.2.1"})
 	waitFor(t, "the fault", func() bool { return e.b.audit.unavailable() != nil })
@@ -220,7 +220,7 @@ func TestAuditContinuesAnOldFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte(old+old), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, dir: dir, audit: path, live: filepath.Join(dir, "live")}
+	e := &env{t: t, tn: quick(), dir: dir, audit: path, live: filepath.Join(dir, "live")}
 	e.open(Config{})
 	e.b.Audit(audit.Event{Event: audit.Signout, Actor: "alice", Source: "192.0.2.1"})
 	e.b.Close(context.Background())

@@ -3,7 +3,6 @@ package broker
 import (
 	"io/fs"
 	"sync"
-	"testing"
 )
 
 // crashForTest stops the broker as a crash would: the writer stops
@@ -22,8 +21,8 @@ func (b *Broker) crashForTest() {
 	})
 }
 
-// auditFaults makes the audit files that brokers open fail, while told to,
-// as a full, read-only or failing disk would.
+// auditFaults makes the audit files that brokers open through its tuning
+// fail, while told to, as a full, read-only or failing disk would.
 type auditFaults struct {
 	mu      sync.Mutex // guards the fields below
 	write   error      // Write's error
@@ -32,24 +31,24 @@ type auditFaults struct {
 	opens   int        // files opened
 }
 
-// injectAuditFaults wraps the audit files of the brokers New opens from now
-// until the end of the test. Call it before the brokers are made, so that
-// it is undone after they are closed.
-func injectAuditFaults(t testing.TB) *auditFaults {
-	faults := &auditFaults{}
-	open := openAuditFile
-	openAuditFile = func(path string) (auditFile, error) {
-		f, err := open(path)
-		if err != nil {
-			return nil, err
-		}
-		faults.mu.Lock()
-		faults.opens++
-		faults.mu.Unlock()
-		return faultyFile{auditFile: f, path: path, faults: faults}, nil
+// tuning is the tests' tuning (quick) with audit files that a's faults
+// wrap: give it to the brokers that should see them.
+func (a *auditFaults) tuning() tuning {
+	tn := quick()
+	tn.openAuditFile = a.open
+	return tn
+}
+
+// open opens the audit file at path, wrapped in a's faults.
+func (a *auditFaults) open(path string) (auditFile, error) {
+	f, err := openAuditFile(path)
+	if err != nil {
+		return nil, err
 	}
-	t.Cleanup(func() { openAuditFile = open })
-	return faults
+	a.mu.Lock()
+	a.opens++
+	a.mu.Unlock()
+	return faultyFile{auditFile: f, path: path, faults: a}, nil
 }
 
 func (a *auditFaults) set(write error, partial bool, sync error) {

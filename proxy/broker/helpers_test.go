@@ -19,26 +19,19 @@ import (
 	"github.com/bastiond/bastiond/internal/audit"
 )
 
-func TestMain(m *testing.M) {
-	// Unit tests dial listeners on loopback; the guard tests turn this off
-	// again to prove that loopback is refused.
-	allowLoopbackForTest = true
-	sweepTick = 50 * time.Millisecond
-	auditRetry = 50 * time.Millisecond
-	os.Exit(m.Run())
-}
-
-// withoutLoopback runs the rest of the test with the guard's loopback rule
-// in force.
-func withoutLoopback(t testing.TB) {
-	allowLoopbackForTest = false
-	t.Cleanup(func() { allowLoopbackForTest = true })
+// quick is the tuning of this package's tests: listeners on loopback are
+// targets, and the sweeper and the audit writer's retries run every 50 ms.
+// The tests of the dial guard's loopback rule use the daemon's tuning, the
+// zero value, instead.
+func quick() tuning {
+	return tuning{allowLoopback: true, sweepTick: 50 * time.Millisecond, auditRetry: 50 * time.Millisecond}
 }
 
 // env is a broker over a fresh state store, live journal directory and
 // audit file.
 type env struct {
 	t     testing.TB
+	tn    tuning // of every broker open makes
 	dir   string
 	db    *bbolt.DB
 	b     *Broker
@@ -46,9 +39,16 @@ type env struct {
 	audit string
 }
 
+// newEnv is an env whose brokers have the tests' tuning (quick).
 func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir()}
+	return newEnvTuned(t, cfg, quick())
+}
+
+// newEnvTuned is an env whose brokers have the tuning tn.
+func newEnvTuned(t testing.TB, cfg Config, tn tuning) *env {
+	t.Helper()
+	e := &env{t: t, tn: tn, dir: t.TempDir()}
 	e.audit = filepath.Join(e.dir, "log", "audit.jsonl")
 	e.live = filepath.Join(e.dir, "live")
 	e.open(cfg)
@@ -71,7 +71,7 @@ func (e *env) open(cfg Config) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	b, err := New(cfg, Options{LiveDir: e.live, DB: db, AuditFile: e.audit})
+	b, err := New(cfg, Options{LiveDir: e.live, DB: db, AuditFile: e.audit, tuning: e.tn})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -22,10 +22,6 @@ import (
 // shared state store for them. A journal whose lock can be taken belongs to
 // a process that is gone: its entries are sessions a crash interrupted.
 
-// orphanScan is how often the sweeper looks for the journals of dead
-// processes, such as an old process dying during its upgrade grace.
-var orphanScan = 30 * time.Second
-
 // orphansFailed is what New and the sweeper log when RecoverOrphans fails.
 const orphansFailed = "cannot record the sessions of processes that are gone; the sweeper tries again every 30 s"
 

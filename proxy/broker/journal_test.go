@@ -38,7 +38,7 @@ func newBroker(t testing.TB, cfg Config, opt Options) *Broker {
 
 func sharedDirs(t testing.TB) Options {
 	dir := t.TempDir()
-	return Options{LiveDir: filepath.Join(dir, "live"), AuditFile: filepath.Join(dir, "audit.jsonl")}
+	return Options{LiveDir: filepath.Join(dir, "live"), AuditFile: filepath.Join(dir, "audit.jsonl"), tuning: quick()}
 }
 
 // endRecords counts the end records of each session in the audit file.
@@ -230,10 +230,9 @@ func TestSweeperRecoversOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.next(t)
-	scan := orphanScan
-	orphanScan = 100 * time.Millisecond
-	newBroker(t, cfg, opt)
-	orphanScan = scan
+	scanning := opt
+	scanning.tuning.orphanScan = 100 * time.Millisecond
+	newBroker(t, cfg, scanning)
 	old.crashForTest()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if ends := endRecords(t, opt.AuditFile)[s.ID()]; len(ends) > 0 {

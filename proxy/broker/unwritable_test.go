@@ -81,10 +81,10 @@ func TestAuditUnwritable(t *testing.T) {
 		{"read-only", syscall.EROFS, false, nil, "read-only file system"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			faults := injectAuditFaults(t)
+			faults := &auditFaults{}
 			srv := listen(t, "tcp4", "127.0.0.1:0")
 			core, logs := observer.New(zap.InfoLevel)
-			e := newEnv(t, Config{Logger: zap.New(core), Targets: []Target{targetAt("vm1", srv.addrPort())}})
+			e := newEnvTuned(t, Config{Logger: zap.New(core), Targets: []Target{targetAt("vm1", srv.addrPort())}}, faults.tuning())
 			writable := func() float64 { return metricValue(t, e.b, "bastiond_audit_writable", "") }
 			open := func() (*Session, error) {
 				return e.b.Open(context.Background(), tunnelTo("alice", "vm1", srv.addrPort().Port()))
@@ -142,7 +142,7 @@ func TestAuditUnwritable(t *testing.T) {
 			}
 			// A few retries while the fault lasts write nothing, unless the
 			// failed writes and syncs put lines in the file.
-			time.Sleep(3 * auditRetry)
+			time.Sleep(3 * e.tn.auditRetry)
 			if c.sync == nil && !c.partial {
 				recs, _ := auditLines(t, e.audit)
 				if n := countRecords(recs, s1.ID())["session_end"]; n != 0 {
@@ -215,11 +215,11 @@ func readRecordsLenient(t testing.TB, path string) []record {
 // TestCloseWithUnwrittenRecords: what the audit file still refuses at Close
 // stays in the live journal, and the next start records it as abandoned.
 func TestCloseWithUnwrittenRecords(t *testing.T) {
-	faults := injectAuditFaults(t)
+	faults := &auditFaults{}
 	srv := listen(t, "tcp4", "127.0.0.1:0")
 	core, logs := observer.New(zap.InfoLevel)
 	cfg := Config{Logger: zap.New(core), Targets: []Target{targetAt("vm1", srv.addrPort())}}
-	e := newEnv(t, cfg)
+	e := newEnvTuned(t, cfg, faults.tuning())
 	s, err := e.b.Open(context.Background(), tunnelTo("alice", "vm1", srv.addrPort().Port()))
 	if err != nil {
 		t.Fatal(err)
