@@ -17,7 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bastiond/bastiond/proxy"
+	"github.com/bastiond/bastiond/api"
 )
 
 // credentials is what `bastionctl login` keeps for later commands (the
@@ -186,8 +186,8 @@ with bastionctl tokens; bastionctl logout revokes yours.`,
 			if comment == "" {
 				comment = "bastionctl on " + host
 			}
-			var resp proxy.TokenResponse
-			req := proxy.TokenRequest{User: c.User, Password: pw, Code: code, Scopes: scopes, TTL: ttl, Comment: comment}
+			var resp api.TokenResponse
+			req := api.TokenRequest{User: c.User, Password: pw, Code: code, Scopes: scopes, TTL: ttl, Comment: comment}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
 			if err := c.apiCall(ctx, http.MethodPost, "/api/tokens", "", req, &resp); err != nil {

@@ -12,7 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/api/admin"
+	"github.com/bastiond/bastiond/api/adminclient"
 	"github.com/bastiond/bastiond/internal/version"
 )
 
@@ -61,7 +62,7 @@ func newStatus(socket *string) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
-			st, err := adminapi.NewClient(*socket).Status(ctx)
+			st, err := adminclient.NewClient(*socket).Status(ctx)
 			if err != nil {
 				return err
 			}
@@ -76,7 +77,7 @@ func newStatus(socket *string) *cobra.Command {
 	return cmd
 }
 
-func printStatus(out io.Writer, st adminapi.Status) {
+func printStatus(out io.Writer, st admin.Status) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	state := "running"
 	if st.Draining {

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/bastiond/bastiond/api/admin"
 	"github.com/bastiond/bastiond/daemon/adminapi"
 )
 
@@ -22,7 +23,7 @@ func statusServer(t *testing.T, version string) string {
 		t.Fatal(err)
 	}
 	srv, err := adminapi.NewServer(adminapi.Config{Logger: zaptest.NewLogger(t),
-		Status: func() adminapi.Status { return adminapi.Status{Version: version} }})
+		Status: func() admin.Status { return admin.Status{Version: version} }})
 	if err != nil {
 		t.Fatal(err)
 	}
