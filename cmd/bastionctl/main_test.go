@@ -1,8 +1,9 @@
+//go:build linux
+
 package main
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,17 +55,4 @@ func TestSocketFromEnvironment(t *testing.T) {
 	if got := newRoot().PersistentFlags().Lookup("socket").DefValue; got != "/run/bastiond/admin.sock" {
 		t.Errorf("without $%s the socket is %q", socketEnv, got)
 	}
-}
-
-// TestMain keeps the tests' transport cache (which tunnels find UDP
-// blocked) out of the user's cache directory.
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "bastionctl-test-cache-")
-	if err != nil {
-		panic(err)
-	}
-	os.Setenv("XDG_CACHE_HOME", dir)
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
 }
