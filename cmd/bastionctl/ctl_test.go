@@ -5,6 +5,7 @@ package main
 // files without one run on Linux, macOS and Windows.
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"os"
@@ -168,5 +169,24 @@ func TestCredentialsFile(t *testing.T) {
 	b, _ := json.Marshal(want)
 	if !bytes.Equal(a, b) {
 		t.Errorf("loaded %s, saved %s", a, b)
+	}
+}
+
+// TestPasswordLine: --password-stdin takes the first line without its
+// ending, as Unix and as Windows write it; spaces are the password's.
+func TestPasswordLine(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"unix", "s3cret pw\nnext\n", "s3cret pw"},
+		{"windows", "s3cret pw\r\nnext\r\n", "s3cret pw"},
+		{"no line ending", "s3cret pw", "s3cret pw"},
+		{"spaces kept", " s3cret \r\n", " s3cret "},
+		{"empty", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := passwordLine(bufio.NewReader(strings.NewReader(tc.in)))
+			if err != nil || got != tc.want {
+				t.Errorf("passwordLine(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+			}
+		})
 	}
 }

@@ -184,11 +184,9 @@ with bastionctl tokens; bastionctl logout revokes yours.`,
 			var err error
 			in := bufio.NewReader(cmd.InOrStdin())
 			if stdin {
-				pw, err = in.ReadString('\n')
-				if err != nil && !errors.Is(err, io.EOF) {
+				if pw, err = passwordLine(in); err != nil {
 					return err
 				}
-				pw = strings.TrimRight(pw, "\r\n")
 			} else if pw, err = readSecret("Password for " + c.User + ": "); err != nil {
 				return err
 			}
@@ -265,4 +263,14 @@ func localUser() string {
 		return u
 	}
 	return os.Getenv("USERNAME")
+}
+
+// passwordLine reads a password from the first line of in (standard
+// input), without its line ending: "\n", or "\r\n" as Windows writes it.
+func passwordLine(in *bufio.Reader) (string, error) {
+	line, err := in.ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	return strings.TrimRight(line, "\r\n"), nil
 }

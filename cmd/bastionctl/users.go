@@ -217,11 +217,10 @@ func printUsers(out io.Writer, us []admin.UserInfo) {
 // --password-stdin, else twice from the terminal without echo.
 func newPassword(cmd *cobra.Command, fromStdin bool) (string, error) {
 	if fromStdin {
-		line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
+		pw, err := passwordLine(bufio.NewReader(cmd.InOrStdin()))
+		if err != nil {
 			return "", err
 		}
-		pw := strings.TrimRight(line, "\r\n")
 		if pw == "" {
 			return "", errors.New("no password on standard input")
 		}
