@@ -17,6 +17,13 @@ import (
 	"time"
 )
 
+// userCacheHome is $XDG_CACHE_HOME as the tests found it (ok false:
+// unset), for the go command they run, whose build cache is there.
+var userCacheHome struct {
+	dir string
+	ok  bool
+}
+
 // TestMain keeps the tests' transport cache (which tunnels find UDP
 // blocked) out of the user's cache directory.
 func TestMain(m *testing.M) {
@@ -24,6 +31,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	userCacheHome.dir, userCacheHome.ok = os.LookupEnv("XDG_CACHE_HOME")
 	os.Setenv("XDG_CACHE_HOME", dir)
 	code := m.Run()
 	os.RemoveAll(dir)
