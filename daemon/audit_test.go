@@ -29,6 +29,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bastiond/bastiond/api/adminclient"
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
 	"github.com/bastiond/bastiond/internal/audit"
@@ -74,7 +75,7 @@ state_dir: /tmp/bastiond-test
 // its admin API on a socket.
 type adminEnv struct {
 	d      *daemon
-	client *adminapi.Client
+	client *adminclient.Client
 	// trail is the audit file; read counts the lines of it already checked.
 	trail string
 	read  int
@@ -171,7 +172,7 @@ func adminDaemon(t *testing.T) *adminEnv {
 			}
 		}
 	}()
-	return &adminEnv{d: d, client: adminapi.NewClient(path), trail: trailFile, read: 1, // after audit_chain_started
+	return &adminEnv{d: d, client: adminclient.NewClient(path), trail: trailFile, read: 1, // after audit_chain_started
 		sshKey: hostKey.PublicKey()}
 }
 

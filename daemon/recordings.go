@@ -97,7 +97,7 @@ func (r recordingsAPI) Export(id, actor string, raw bool) (io.ReadCloser, admina
 	}
 	r.d.trail.Audit(audit.Event{Event: audit.RecordingExported, Actor: actor, Source: audit.SourceLocal, Session: info.ID,
 		Protocol: info.Protocol, Recording: info.Path, Bytes: info.Size, Detail: detail})
-	return rc, adminapi.RecordingInfo{Info: info}, nil
+	return rc, adminapi.RecordingInfo{RecordingFile: info}, nil
 }
 
 // liveReader ends at the last flush of a gzip stream still being
@@ -196,7 +196,7 @@ type trailSession struct {
 }
 
 func (idx trailIndex) describe(f recording.Info) adminapi.RecordingInfo {
-	ri := adminapi.RecordingInfo{Info: f, Duration: -1}
+	ri := adminapi.RecordingInfo{RecordingFile: f, Duration: -1}
 	if s := idx.sessions[f.ID]; s != nil {
 		ri.User, ri.Target, ri.Login, ri.Start, ri.SHA256 = s.user, s.target, s.login, s.start, s.sha
 		if !s.end.IsZero() {

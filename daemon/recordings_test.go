@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/bastiond/bastiond/api/adminclient"
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
 	"github.com/bastiond/bastiond/internal/audit"
@@ -90,7 +91,7 @@ func TestRecordingsAPI(t *testing.T) {
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	c := adminapi.NewClient(path)
+	c := adminclient.NewClient(path)
 	ctx := context.Background()
 
 	list, err := c.Recordings(ctx)

@@ -6,13 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bastiond/bastiond/api/adminclient"
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/proxy/auth"
 )
 
 // usersDaemon is a daemon with what account administration uses (the
 // account store, the front door, the broker) and its admin API on a socket.
-func usersDaemon(t *testing.T) (*daemon, *adminapi.Client) {
+func usersDaemon(t *testing.T) (*daemon, *adminclient.Client) {
 	t.Helper()
 	e := adminDaemon(t)
 	return e.d, e.client

@@ -26,9 +26,9 @@ import (
 	"github.com/bastiond/bastiond/proxy/rdcleanpath"
 	"github.com/bastiond/bastiond/proxy/sshca"
 	"github.com/bastiond/bastiond/proxy/ticket"
-	"github.com/bastiond/bastiond/proxy/tunnel"
 	"github.com/bastiond/bastiond/proxy/websession"
 	"github.com/bastiond/bastiond/proxy/webssh"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 type capture = audit.Capture

@@ -23,8 +23,8 @@ import (
 
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/quicinitial"
-	"github.com/bastiond/bastiond/proxy/tunnel"
 	"github.com/bastiond/bastiond/proxy/websession"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // families are the loopback addresses the hand-over tests run on.

@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/api"
 	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
@@ -400,9 +401,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 }
 
 // apiError is the body of every API error.
-type apiError struct {
-	Error string `json:"error"`
-}
+type apiError = api.Error
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -501,21 +500,10 @@ func (s *Server) apiConnect(w http.ResponseWriter, r *http.Request) {
 }
 
 // TokenRequest is the body of POST /api/tokens: `bastionctl login`.
-type TokenRequest struct {
-	User     string   `json:"user"`
-	Password string   `json:"password"`
-	Code     string   `json:"code,omitempty"`
-	Scopes   []string `json:"scopes,omitempty"`
-	// TTL is a Go duration ("12h"); empty for the default.
-	TTL     string `json:"ttl,omitempty"`
-	Comment string `json:"comment,omitempty"`
-}
+type TokenRequest = api.TokenRequest
 
 // TokenResponse carries a new token's secret, shown once.
-type TokenResponse struct {
-	Secret string `json:"token"`
-	auth.Token
-}
+type TokenResponse = api.TokenResponse
 
 // apiIssueToken is POST /api/tokens.
 func (s *Server) apiIssueToken(w http.ResponseWriter, r *http.Request) {
@@ -554,8 +542,8 @@ func (s *Server) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 	expires := t.Expires
 	s.audit().Audit(audit.Event{Event: audit.TokenIssued, Actor: u.Name, Source: addrString(src), User: u.Name, Token: t.ID,
 		Until: &expires, Detail: "scopes " + strings.Join(t.Scopes, ", ")})
-	t.Verifier = ""
-	writeJSON(w, http.StatusOK, TokenResponse{Secret: secret, Token: t})
+	writeJSON(w, http.StatusOK, TokenResponse{Secret: secret, Token: api.Token{ID: t.ID, User: t.User, Scopes: t.Scopes,
+		Comment: t.Comment, Created: t.Created, Expires: t.Expires, Source: t.Source}})
 }
 
 // bearerOnly authenticates a request that only an API token may make.

@@ -22,7 +22,7 @@ import (
 
 	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/proxy/quicinitial"
-	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // loopbackUDP listens on a loopback UDP port of network (udp4 or udp6), or

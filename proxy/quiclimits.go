@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bastiond/bastiond/internal/source"
-	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // What one QUIC connection may cost before it has shown a valid token.

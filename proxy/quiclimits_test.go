@@ -14,7 +14,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/bastiond/bastiond/proxy/auth"
-	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // dialQUIC makes a tunnel connection to addr from a socket of its own (a

@@ -3,7 +3,7 @@ package proxy
 import (
 	"net/http"
 
-	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 func staticFile(name, contentType string) http.HandlerFunc {

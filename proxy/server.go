@@ -24,8 +24,8 @@ import (
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/certs"
 	"github.com/bastiond/bastiond/proxy/ticket"
-	"github.com/bastiond/bastiond/proxy/tunnel"
 	"github.com/bastiond/bastiond/proxy/websession"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // ALPNTunnel is the QUIC application protocol of the native tunnel.

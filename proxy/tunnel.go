@@ -22,7 +22,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
-	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // serveQUIC accepts tunnel streams on one QUIC connection until it closes.

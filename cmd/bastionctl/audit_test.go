@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -102,22 +104,6 @@ func splitLines(data []byte) [][]byte {
 }
 
 func joinLines(lines [][]byte) []byte { return append(bytes.Join(lines, []byte("\n")), '\n') }
-
-// runCtl runs bastionctl with args and returns what it printed and the
-// code it would exit with.
-func runCtl(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	root := newRoot()
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs(args)
-	if err := root.Execute(); err != nil {
-		out.WriteString("bastionctl: " + err.Error() + "\n")
-		return out.String(), exitCode(err)
-	}
-	return out.String(), 0
-}
 
 // TestAuditVerify: a trail a real broker wrote, rotated and compressed in
 // the middle, verifies; each kind of tampering is caught at the line it

@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/api/adminclient"
 )
 
 func newCA(socket *string) *cobra.Command {
@@ -18,7 +18,7 @@ func newCA(socket *string) *cobra.Command {
 		Short: "Print the CA's public key, the line machines put in TrustedUserCAKeys",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			info, err := adminapi.NewClient(*socket).CA(cmd.Context())
+			info, err := adminclient.NewClient(*socket).CA(cmd.Context())
 			if err != nil {
 				return err
 			}

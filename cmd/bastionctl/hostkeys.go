@@ -14,8 +14,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bastiond/bastiond/daemon/adminapi"
-	"github.com/bastiond/bastiond/proxy/hostkeys"
+	"github.com/bastiond/bastiond/api/admin"
+	"github.com/bastiond/bastiond/api/adminclient"
+	"github.com/bastiond/bastiond/internal/hostkeyfile"
 )
 
 func newHostKeys(socket *string) *cobra.Command {
@@ -35,7 +36,7 @@ for RDP the SHA-256 of its certificate: openssl x509 -noout -fingerprint
 machine's .pub file or certificate directly with 'hostkeys pin TARGET
 --key-file FILE' or '--cert-file FILE'.`,
 	}
-	client := func() *adminapi.Client { return adminapi.NewClient(*socket) }
+	client := func() *adminclient.Client { return adminclient.NewClient(*socket) }
 
 	var asJSON bool
 	list := &cobra.Command{
@@ -62,7 +63,7 @@ machine's .pub file or certificate directly with 'hostkeys pin TARGET
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
-	var scanReq adminapi.ScanRequest
+	var scanReq admin.ScanRequest
 	scan := &cobra.Command{
 		Use:   "scan TARGET [--pin] [--protocol ssh|rdp]",
 		Short: "Collect the host keys and certificate a target's servers present; --pin pins them",
@@ -82,7 +83,7 @@ ones: pin those by fingerprint once checked.`,
 				return encodeJSON(cmd.OutOrStdout(), keys)
 			}
 			printHostKeys(cmd.OutOrStdout(), keys)
-			if pending := countState(keys, hostkeys.StatePending); pending > 0 {
+			if pending := countState(keys, admin.KeyPending); pending > 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%d key(s) pending: compare them with the machine's own "+
 					"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub, or the SHA-256 of its RDP certificate), "+
 					"then run: bastionctl hostkeys pin %s\n", pending, printable(args[0]))
@@ -106,7 +107,7 @@ or the RDP server certificate in FILE (PEM or DER) with --cert-file.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			target, fingerprints := args[0], args[1:]
-			var req adminapi.PinRequest
+			var req admin.PinRequest
 			switch {
 			case (keyFile != "" || certFile != "") && len(fingerprints) > 0, keyFile != "" && certFile != "":
 				return errors.New("give fingerprints, --key-file or --cert-file: only one of them")
@@ -115,7 +116,7 @@ or the RDP server certificate in FILE (PEM or DER) with --cert-file.`,
 				if err != nil {
 					return err
 				}
-				if _, err := hostkeys.ParseCertificate(data); err != nil {
+				if _, err := hostkeyfile.ParseCertificate(data); err != nil {
 					return fmt.Errorf("%s: %w", certFile, err)
 				}
 				req.Certificates = []string{string(data)}
@@ -184,7 +185,7 @@ func readKeyFile(path string, stdin io.Reader) ([]string, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		if _, err := hostkeys.ParseSSHKey(line); err != nil {
+		if _, err := hostkeyfile.ParseSSHKey(line); err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
 		}
 		lines = append(lines, line)
@@ -208,11 +209,11 @@ func readFile(path string, stdin io.Reader) ([]byte, error) {
 
 // keyType is what a key is: its SSH algorithm, or for an RDP certificate
 // "rdp-cert" and what it says about itself.
-func keyType(k hostkeys.Key) string {
+func keyType(k admin.HostKey) string {
 	if k.Algorithm != "" {
 		return k.Algorithm
 	}
-	if k.Kind != hostkeys.KindRDP {
+	if k.Kind != admin.KeyRDP {
 		return k.Kind
 	}
 	der, err := base64.StdEncoding.DecodeString(k.Data)
@@ -226,7 +227,7 @@ func keyType(k hostkeys.Key) string {
 	return fmt.Sprintf("rdp-cert (%s, until %s)", c.Subject.CommonName, c.NotAfter.Format(time.DateOnly))
 }
 
-func countState(keys []hostkeys.Key, state string) int {
+func countState(keys []admin.HostKey, state string) int {
 	n := 0
 	for _, k := range keys {
 		if k.State == state {
@@ -236,7 +237,7 @@ func countState(keys []hostkeys.Key, state string) int {
 	return n
 }
 
-func printHostKeys(out io.Writer, keys []hostkeys.Key) {
+func printHostKeys(out io.Writer, keys []admin.HostKey) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "TARGET\tTYPE\tFINGERPRINT\tSTATE\tSEEN AT\tFIRST SEEN\tPINNED")
 	for _, k := range keys {
@@ -245,7 +246,7 @@ func printHostKeys(out io.Writer, keys []hostkeys.Key) {
 			seenAt = "-"
 		}
 		pinned := "-"
-		if k.State == hostkeys.StatePinned {
+		if k.State == admin.KeyPinned {
 			pinned = k.Pinned.Local().Format(time.DateTime) + " by " + k.PinnedBy
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(k.Target), printable(keyType(k)), printable(k.Fingerprint), printable(k.State),

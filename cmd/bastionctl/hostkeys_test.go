@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -16,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bastiond/bastiond/api/admin"
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
 	"github.com/bastiond/bastiond/proxy/sshca"
@@ -83,7 +86,7 @@ func adminServer(t *testing.T, key ssh.Signer) string {
 		t.Fatal(err)
 	}
 	srv, err := adminapi.NewServer(adminapi.Config{
-		Logger: zaptest.NewLogger(t), Status: func() adminapi.Status { return adminapi.Status{} },
+		Logger: zaptest.NewLogger(t), Status: func() admin.Status { return admin.Status{} },
 		HostKeys: store, SSHCA: ca,
 		ScanDial: func(ctx context.Context, target, _ string) (net.Conn, error) {
 			var d net.Dialer

@@ -17,7 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bastiond/bastiond/proxy"
+	"github.com/bastiond/bastiond/api"
 )
 
 // credentials is what `bastionctl login` keeps for later commands (the
@@ -35,6 +35,10 @@ type credentials struct {
 	Expires  time.Time `json:"expires"`
 }
 
+// credentialsPath is where the credentials are kept: $BASTION_CREDENTIALS,
+// else bastiond/credentials.json under the user's config directory
+// (os.UserConfigDir: $XDG_CONFIG_HOME or ~/.config on Linux,
+// ~/Library/Application Support on macOS, %AppData% on Windows).
 func credentialsPath() (string, error) {
 	if p := os.Getenv("BASTION_CREDENTIALS"); p != "" {
 		return p, nil
@@ -56,7 +60,16 @@ func (c credentials) save() (string, error) {
 	}
 	data, _ := json.MarshalIndent(c, "", "  ")
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o600); err != nil {
+	f, err := createPrivate(tmp)
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(append(data, '\n'))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
 		return "", err
 	}
 	return path, os.Rename(tmp, path)
@@ -157,8 +170,10 @@ func newLogin() *cobra.Command {
 		Short: "Sign in to a bastion and keep an API token for the tunnel commands",
 		Long: `Sign in to a bastion with your user name, password and, if you use one, the
 code from your authenticator app, and keep the API token it issues (scoped,
-expiring, revocable) in ~/.config/bastiond/credentials.json (mode 0600;
-BASTION_CREDENTIALS overrides the path). An admin lists and revokes tokens
+expiring, revocable) in bastiond/credentials.json under your config directory, readable by you
+only: ~/.config on Linux (mode 0600), ~/Library/Application Support on
+macOS (mode 0600), %AppData% on Windows (an access list naming only you).
+BASTION_CREDENTIALS overrides the path. An admin lists and revokes tokens
 with bastionctl tokens; bastionctl logout revokes yours.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -169,11 +184,9 @@ with bastionctl tokens; bastionctl logout revokes yours.`,
 			var err error
 			in := bufio.NewReader(cmd.InOrStdin())
 			if stdin {
-				pw, err = in.ReadString('\n')
-				if err != nil && !errors.Is(err, io.EOF) {
+				if pw, err = passwordLine(in); err != nil {
 					return err
 				}
-				pw = strings.TrimRight(pw, "\r\n")
 			} else if pw, err = readSecret("Password for " + c.User + ": "); err != nil {
 				return err
 			}
@@ -186,8 +199,8 @@ with bastionctl tokens; bastionctl logout revokes yours.`,
 			if comment == "" {
 				comment = "bastionctl on " + host
 			}
-			var resp proxy.TokenResponse
-			req := proxy.TokenRequest{User: c.User, Password: pw, Code: code, Scopes: scopes, TTL: ttl, Comment: comment}
+			var resp api.TokenResponse
+			req := api.TokenRequest{User: c.User, Password: pw, Code: code, Scopes: scopes, TTL: ttl, Comment: comment}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
 			if err := c.apiCall(ctx, http.MethodPost, "/api/tokens", "", req, &resp); err != nil {
@@ -207,7 +220,7 @@ with bastionctl tokens; bastionctl logout revokes yours.`,
 	f := cmd.Flags()
 	f.StringVar(&c.Server, "server", "", "the bastion's name, as in its certificate, with :PORT if not 443")
 	f.StringVar(&c.Address, "address", "", "dial this HOST:PORT instead of resolving --server")
-	f.StringVar(&c.User, "user", os.Getenv("USER"), "your user name on the bastion")
+	f.StringVar(&c.User, "user", localUser(), "your user name on the bastion")
 	f.StringVar(&c.CA, "ca", "", "PEM file of the CA (or self-signed certificate) to trust")
 	f.BoolVar(&c.Insecure, "insecure", false, "do not check the bastion's certificate (tests only)")
 	f.StringVar(&ttl, "ttl", "", "token lifetime, e.g. 8h (default 12h, at most 720h)")
@@ -241,4 +254,23 @@ func newLogout() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// localUser is the name of the user running bastionctl, the default of
+// --user: $USER, or $USERNAME on Windows.
+func localUser() string {
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return os.Getenv("USERNAME")
+}
+
+// passwordLine reads a password from the first line of in (standard
+// input), without its line ending: "\n", or "\r\n" as Windows writes it.
+func passwordLine(in *bufio.Reader) (string, error) {
+	line, err := in.ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	return strings.TrimRight(line, "\r\n"), nil
 }

@@ -1,5 +1,8 @@
-// Command bastionctl is the admin and user command line of bastiond: it
-// talks to the daemon's admin socket.
+// Command bastionctl is the admin and user command line of bastiond. The
+// user commands (login, logout, tunnel, ssh-proxy) run on Linux, macOS and
+// Windows and talk to the bastion on port 443; the admin commands talk to
+// the daemon's admin socket on the bastion host (Linux). It links no server
+// code: only the wire types (package api) and the tunnel client.
 package main
 
 import (
@@ -7,12 +10,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/api/admin"
+	"github.com/bastiond/bastiond/api/adminclient"
 	"github.com/bastiond/bastiond/internal/version"
 )
 
@@ -23,7 +28,12 @@ func main() {
 	}
 }
 
-func newRoot() *cobra.Command {
+func newRoot() *cobra.Command { return newRootOn(runtime.GOOS) }
+
+// newRootOn is the command line as it is on the system goos: the admin
+// commands, which talk to the daemon's unix socket on the bastion host,
+// refuse to run on any system but Linux.
+func newRootOn(goos string) *cobra.Command {
 	var socket string
 	root := &cobra.Command{
 		Use:           "bastionctl",
@@ -33,10 +43,24 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&socket, "socket", defaultSocket(), "the daemon's admin socket (default from $"+socketEnv+" when set)")
-	root.AddCommand(newStatus(&socket), newPolicy(&socket), newTargets(&socket), newUsers(&socket), newTokens(&socket), newSessions(&socket), newHostKeys(&socket), newCA(&socket), newUpgrade(&socket), newLogin(), newLogout(), newTunnel(), newSSHProxy())
-	root.AddCommand(newAudit(), newReload(&socket))
-	root.AddCommand(newRecordings(&socket))
+	root.AddCommand(newLogin(), newLogout(), newTunnel(), newSSHProxy(), newAudit())
+	for _, cmd := range []*cobra.Command{newStatus(&socket), newPolicy(&socket), newTargets(&socket), newUsers(&socket),
+		newTokens(&socket), newSessions(&socket), newHostKeys(&socket), newCA(&socket), newUpgrade(&socket),
+		newReload(&socket), newRecordings(&socket)} {
+		root.AddCommand(adminCommand(cmd, goos))
+	}
 	return root
+}
+
+// adminCommand marks cmd as an admin command: on goos other than Linux it
+// and its subcommands fail with a message that says where they run.
+func adminCommand(cmd *cobra.Command, goos string) *cobra.Command {
+	if goos != "linux" {
+		cmd.PersistentPreRunE = func(*cobra.Command, []string) error {
+			return fmt.Errorf("%s: admin commands run on the bastion host (Linux); this is %s", cmd.Name(), goos)
+		}
+	}
+	return cmd
 }
 
 // socketEnv names the environment variable that holds the admin socket's
@@ -61,7 +85,7 @@ func newStatus(socket *string) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
-			st, err := adminapi.NewClient(*socket).Status(ctx)
+			st, err := adminclient.NewClient(*socket).Status(ctx)
 			if err != nil {
 				return err
 			}
@@ -76,7 +100,7 @@ func newStatus(socket *string) *cobra.Command {
 	return cmd
 }
 
-func printStatus(out io.Writer, st adminapi.Status) {
+func printStatus(out io.Writer, st admin.Status) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	state := "running"
 	if st.Draining {

@@ -1,14 +1,16 @@
+//go:build linux
+
 package main
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/bastiond/bastiond/api/admin"
 	"github.com/bastiond/bastiond/daemon/adminapi"
 )
 
@@ -22,7 +24,7 @@ func statusServer(t *testing.T, version string) string {
 		t.Fatal(err)
 	}
 	srv, err := adminapi.NewServer(adminapi.Config{Logger: zaptest.NewLogger(t),
-		Status: func() adminapi.Status { return adminapi.Status{Version: version} }})
+		Status: func() admin.Status { return admin.Status{Version: version} }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,17 +55,4 @@ func TestSocketFromEnvironment(t *testing.T) {
 	if got := newRoot().PersistentFlags().Lookup("socket").DefValue; got != "/run/bastiond/admin.sock" {
 		t.Errorf("without $%s the socket is %q", socketEnv, got)
 	}
-}
-
-// TestMain keeps the tests' transport cache (which tunnels find UDP
-// blocked) out of the user's cache directory.
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "bastionctl-test-cache-")
-	if err != nil {
-		panic(err)
-	}
-	os.Setenv("XDG_CACHE_HOME", dir)
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
 }

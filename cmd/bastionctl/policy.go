@@ -10,7 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/api/admin"
+	"github.com/bastiond/bastiond/api/adminclient"
 )
 
 func newPolicy(socket *string) *cobra.Command {
@@ -18,9 +19,9 @@ func newPolicy(socket *string) *cobra.Command {
 		Use:   "policy",
 		Short: "Audit the firewall: show, verify, export, blocklist",
 	}
-	client := func(cmd *cobra.Command) (*adminapi.Client, context.Context, context.CancelFunc) {
+	client := func(cmd *cobra.Command) (*adminclient.Client, context.Context, context.CancelFunc) {
 		ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-		return adminapi.NewClient(*socket), ctx, cancel
+		return adminclient.NewClient(*socket), ctx, cancel
 	}
 	var withCounters, countersJSON bool
 	show := &cobra.Command{
@@ -100,7 +101,7 @@ func newPolicy(socket *string) *cobra.Command {
 	return cmd
 }
 
-func newBlocklist(client func(*cobra.Command) (*adminapi.Client, context.Context, context.CancelFunc)) *cobra.Command {
+func newBlocklist(client func(*cobra.Command) (*adminclient.Client, context.Context, context.CancelFunc)) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "blocklist",
@@ -117,7 +118,7 @@ func newBlocklist(client func(*cobra.Command) (*adminapi.Client, context.Context
 			}
 			if asJSON {
 				if list == nil {
-					list = []adminapi.BlockEntry{}
+					list = []admin.BlockEntry{}
 				}
 				return encodeJSON(cmd.OutOrStdout(), list)
 			}
@@ -145,7 +146,7 @@ func newBlocklist(client func(*cobra.Command) (*adminapi.Client, context.Context
 				return errors.New("name the addresses or prefixes to clear, or --all")
 			}
 			for _, a := range args {
-				if _, err := adminapi.ParseSource(a); err != nil {
+				if _, err := admin.ParseSource(a); err != nil {
 					return err
 				}
 			}
@@ -172,7 +173,7 @@ func printDifferences(w io.Writer, diffs []string) {
 }
 
 // printCounters prints one line per target.
-func printCounters(out io.Writer, v adminapi.CountersView) {
+func printCounters(out io.Writer, v admin.CountersView) {
 	fmt.Fprintf(out, "per-target counters since %s (%s)\n", v.Since.Format(time.RFC3339), time.Since(v.Since).Round(time.Second))
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "TARGET\tSENT PKTS\tSENT BYTES\tRECEIVED PKTS\tRECEIVED BYTES\tBLOCKED PKTS\tBLOCKED BYTES")

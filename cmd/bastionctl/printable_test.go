@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -11,6 +13,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/bastiond/bastiond/api/admin"
 	"github.com/bastiond/bastiond/daemon/adminapi"
 )
 
@@ -77,16 +80,16 @@ func terminalSafe(t *testing.T, what, out string) {
 // evilUsers is an account store whose every text is evil.
 type evilUsers struct{ adminapi.Users }
 
-func (evilUsers) Tokens(string) ([]adminapi.TokenInfo, error) {
-	return []adminapi.TokenInfo{{ID: "0123456789abcdef", User: "alice" + evil, Scopes: []string{"api", evil}, Comment: evil,
+func (evilUsers) Tokens(string) ([]admin.TokenInfo, error) {
+	return []admin.TokenInfo{{ID: "0123456789abcdef", User: "alice" + evil, Scopes: []string{"api", evil}, Comment: evil,
 		Created: time.Now(), Expires: time.Now().Add(time.Hour), Source: "2001:db8::7" + evil}}, nil
 }
 
-func (evilUsers) List() ([]adminapi.UserInfo, error) {
-	return []adminapi.UserInfo{{Name: "bob" + evil, Roles: []string{evil}}}, nil
+func (evilUsers) List() ([]admin.UserInfo, error) {
+	return []admin.UserInfo{{Name: "bob" + evil, Roles: []string{evil}}}, nil
 }
 
-func (evilUsers) Disable(string) (adminapi.Ended, error) { return adminapi.Ended{Tokens: 2}, nil }
+func (evilUsers) Disable(string) (admin.Ended, error) { return admin.Ended{Tokens: 2}, nil }
 
 func usersServer(t *testing.T) string {
 	t.Helper()
@@ -96,7 +99,7 @@ func usersServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	srv, err := adminapi.NewServer(adminapi.Config{Logger: zaptest.NewLogger(t),
-		Status: func() adminapi.Status { return adminapi.Status{Version: evil} }, Users: evilUsers{}})
+		Status: func() admin.Status { return admin.Status{Version: evil} }, Users: evilUsers{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +132,7 @@ func TestNoEscapesPrinted(t *testing.T) {
 			}
 			terminalSafe(t, what, out+errOut)
 			if args[len(args)-1] == "--json" && args[0] == "tokens" {
-				var ts []adminapi.TokenInfo
+				var ts []admin.TokenInfo
 				if err := json.Unmarshal([]byte(out), &ts); err != nil || len(ts) != 1 || ts[0].Comment != strings.ToValidUTF8(evil, "\uFFFD") {
 					t.Errorf("the JSON does not decode to the comment: %v %q", err, ts)
 				}

@@ -11,7 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/api/admin"
+	"github.com/bastiond/bastiond/api/adminclient"
 )
 
 func newRecordings(socket *string) *cobra.Command {
@@ -25,7 +26,7 @@ func newRecordings(socket *string) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			list, err := adminapi.NewClient(*socket).Recordings(ctx)
+			list, err := adminclient.NewClient(*socket).Recordings(ctx)
 			if err != nil {
 				return err
 			}
@@ -56,7 +57,7 @@ func newRecordings(socket *string) *cobra.Command {
 				defer f.Close()
 				w = f
 			}
-			n, err := adminapi.NewClient(*socket).ExportRecording(cmd.Context(), args[0], raw, w)
+			n, err := adminclient.NewClient(*socket).ExportRecording(cmd.Context(), args[0], raw, w)
 			if err != nil {
 				if out != "" && out != "-" {
 					os.Remove(out)
@@ -83,7 +84,7 @@ func newRecordings(socket *string) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Minute)
 			defer cancel()
-			checks, err := adminapi.NewClient(*socket).VerifyRecordings(ctx, args)
+			checks, err := adminclient.NewClient(*socket).VerifyRecordings(ctx, args)
 			if err != nil {
 				return err
 			}
@@ -96,7 +97,7 @@ func newRecordings(socket *string) *cobra.Command {
 			}
 			bad := 0
 			for _, c := range checks {
-				if c.Outcome == adminapi.CheckMismatch || c.Outcome == adminapi.CheckMissing {
+				if c.Outcome == admin.CheckMismatch || c.Outcome == admin.CheckMissing {
 					bad++
 				}
 			}
@@ -111,7 +112,7 @@ func newRecordings(socket *string) *cobra.Command {
 	return cmd
 }
 
-func printRecordings(out io.Writer, list []adminapi.RecordingInfo) {
+func printRecordings(out io.Writer, list []admin.RecordingInfo) {
 	if len(list) == 0 {
 		fmt.Fprintln(out, "no recordings")
 		return
@@ -135,7 +136,7 @@ func printRecordings(out io.Writer, list []adminapi.RecordingInfo) {
 	fmt.Fprintf(out, "%d recordings, %s\n", len(list), humanBytes(total))
 }
 
-func printChecks(out io.Writer, checks []adminapi.RecordingCheck) {
+func printChecks(out io.Writer, checks []admin.RecordingCheck) {
 	if len(checks) == 0 {
 		fmt.Fprintln(out, "no recordings")
 		return
@@ -145,11 +146,11 @@ func printChecks(out io.Writer, checks []adminapi.RecordingCheck) {
 	for _, c := range checks {
 		detail := ""
 		switch c.Outcome {
-		case adminapi.CheckMismatch:
+		case admin.CheckMismatch:
 			detail = "file sha256:" + c.Got + ", end record sha256:" + c.Want
-		case adminapi.CheckMissing, adminapi.CheckRemoved:
+		case admin.CheckMissing, admin.CheckRemoved:
 			detail = c.Path
-		case adminapi.CheckOK:
+		case admin.CheckOK:
 			detail = "sha256:" + c.Got
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\n", printable(c.ID), printable(c.Outcome), printable(detail))

@@ -6,17 +6,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bastiond/bastiond/daemon/adminapi"
-	"github.com/bastiond/bastiond/proxy/recording"
+	"github.com/bastiond/bastiond/api/admin"
 )
 
 func TestPrintRecordings(t *testing.T) {
 	start := time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)
 	var out bytes.Buffer
-	printRecordings(&out, []adminapi.RecordingInfo{
-		{Info: recording.Info{ID: "aaaaaaaaaaa1", Protocol: "ssh", Size: 12 << 10}, User: "alice", Target: "vm1", Login: "lab",
+	printRecordings(&out, []admin.RecordingInfo{
+		{RecordingFile: admin.RecordingFile{ID: "aaaaaaaaaaa1", Protocol: "ssh", Size: 12 << 10}, User: "alice", Target: "vm1", Login: "lab",
 			Start: start, Duration: 75 * time.Second},
-		{Info: recording.Info{ID: "aaaaaaaaaaa2", Protocol: "rdp", Size: 3 << 20}, Duration: 2 * time.Minute},
+		{RecordingFile: admin.RecordingFile{ID: "aaaaaaaaaaa2", Protocol: "rdp", Size: 3 << 20}, Duration: 2 * time.Minute},
 	})
 	for _, want := range []string{
 		"ID            USER   TARGET   PROTOCOL  START                 DURATION  SIZE",
@@ -29,7 +28,7 @@ func TestPrintRecordings(t *testing.T) {
 		}
 	}
 	out.Reset()
-	printChecks(&out, []adminapi.RecordingCheck{{ID: "aaaaaaaaaaa1", Outcome: adminapi.CheckMismatch, Got: "ab", Want: "cd"}})
+	printChecks(&out, []admin.RecordingCheck{{ID: "aaaaaaaaaaa1", Outcome: admin.CheckMismatch, Got: "ab", Want: "cd"}})
 	if !strings.Contains(out.String(), "aaaaaaaaaaa1  mismatch  file sha256:ab, end record sha256:cd") {
 		t.Errorf("checks:\n%s", out.String())
 	}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/api/adminclient"
 )
 
 func newReload(socket *string) *cobra.Command {
@@ -22,7 +22,7 @@ func newReload(socket *string) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 60*time.Second)
 			defer cancel()
-			res, err := adminapi.NewClient(*socket).Reload(ctx)
+			res, err := adminclient.NewClient(*socket).Reload(ctx)
 			if err != nil {
 				return err
 			}

@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bastiond/bastiond/daemon/adminapi"
-	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/api/admin"
+	"github.com/bastiond/bastiond/api/adminclient"
 )
 
 func newSessions(socket *string) *cobra.Command {
@@ -25,7 +25,7 @@ func newSessions(socket *string) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
-			list, err := adminapi.NewClient(*socket).Sessions(ctx)
+			list, err := adminclient.NewClient(*socket).Sessions(ctx)
 			if err != nil {
 				return err
 			}
@@ -49,7 +49,7 @@ func newSessions(socket *string) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			if err := adminapi.NewClient(*socket).Kill(ctx, args[0], reason); err != nil {
+			if err := adminclient.NewClient(*socket).Kill(ctx, args[0], reason); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "session %s ended\n", args[0])
@@ -61,7 +61,7 @@ func newSessions(socket *string) *cobra.Command {
 	return cmd
 }
 
-func printSessions(out io.Writer, list []broker.Info, now time.Time) {
+func printSessions(out io.Writer, list []admin.Session, now time.Time) {
 	if len(list) == 0 {
 		fmt.Fprintln(out, "no live sessions")
 		return

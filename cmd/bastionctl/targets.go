@@ -11,7 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/api/admin"
+	"github.com/bastiond/bastiond/api/adminclient"
 )
 
 func newTargets(socket *string) *cobra.Command {
@@ -30,7 +31,7 @@ func newTargets(socket *string) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			v, err := adminapi.NewClient(*socket).Discover(ctx)
+			v, err := adminclient.NewClient(*socket).Discover(ctx)
 			if err != nil {
 				return err
 			}
@@ -46,7 +47,7 @@ func newTargets(socket *string) *cobra.Command {
 	return cmd
 }
 
-func printDiscovery(out io.Writer, v adminapi.Discovery) {
+func printDiscovery(out io.Writer, v admin.Discovery) {
 	if len(v.Unknown) == 0 {
 		fmt.Fprintf(out, "no unknown hosts on %s (%d entries read)\n", printable(v.Interface), v.Seen)
 		return

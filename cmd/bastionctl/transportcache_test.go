@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bastiond/bastiond/proxy/tunnel/tunneltest"
+	"github.com/bastiond/bastiond/tunnel/tunneltest"
 )
 
 // TestTransportCache: a run that finds UDP blocked (QUIC has no answer,

@@ -17,7 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 const (

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/bastiond/bastiond/internal/syncbuf"
-	"github.com/bastiond/bastiond/proxy/tunnel"
-	"github.com/bastiond/bastiond/proxy/tunnel/tunneltest"
+	"github.com/bastiond/bastiond/tunnel"
+	"github.com/bastiond/bastiond/tunnel/tunneltest"
 )
 
 const testToken = "bst_0123456789abcdef_secret"

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/api/adminclient"
 )
 
 func newUpgrade(socket *string) *cobra.Command {
@@ -23,7 +23,7 @@ func newUpgrade(socket *string) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 90*time.Second)
 			defer cancel()
-			res, err := adminapi.NewClient(*socket).Upgrade(ctx)
+			res, err := adminclient.NewClient(*socket).Upgrade(ctx)
 			if err != nil {
 				return err
 			}

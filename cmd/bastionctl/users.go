@@ -14,7 +14,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/api/admin"
+	"github.com/bastiond/bastiond/api/adminclient"
 )
 
 func newUsers(socket *string) *cobra.Command {
@@ -26,7 +27,7 @@ granted on top of the configuration, the TOTP second factor, lockouts.
 Passwords are read from the terminal without echo, or from standard input
 with --password-stdin; they never appear on the command line.`,
 	}
-	client := func() *adminapi.Client { return adminapi.NewClient(*socket) }
+	client := func() *adminclient.Client { return adminclient.NewClient(*socket) }
 	var asJSON bool
 	list := &cobra.Command{
 		Use: "list", Short: "List accounts with their roles, second factor and lockout", Args: cobra.NoArgs,
@@ -53,7 +54,7 @@ with --password-stdin; they never appear on the command line.`,
 			if err != nil {
 				return err
 			}
-			if err := client().UserChange(cmd.Context(), args[0], "", adminapi.UserRequest{Password: pw, Roles: roles}); err != nil {
+			if err := client().UserChange(cmd.Context(), args[0], "", admin.UserRequest{Password: pw, Roles: roles}); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "user %s added\n", args[0])
@@ -70,7 +71,7 @@ with --password-stdin; they never appear on the command line.`,
 			if err != nil {
 				return err
 			}
-			if err := client().UserChange(cmd.Context(), args[0], "password", adminapi.UserRequest{Password: pw}); err != nil {
+			if err := client().UserChange(cmd.Context(), args[0], "password", admin.UserRequest{Password: pw}); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "password of %s changed; their web sessions and API tokens are ended\n", args[0])
@@ -83,7 +84,7 @@ with --password-stdin; they never appear on the command line.`,
 		return &cobra.Command{
 			Use: use + " NAME", Short: short, Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				if err := client().UserChange(cmd.Context(), args[0], action, adminapi.UserRequest{}); err != nil {
+				if err := client().UserChange(cmd.Context(), args[0], action, admin.UserRequest{}); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "user %s %s\n", args[0], done)
@@ -95,7 +96,7 @@ with --password-stdin; they never appear on the command line.`,
 		return &cobra.Command{
 			Use: use + " NAME ROLE...", Short: short, Args: cobra.MinimumNArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				if err := client().UserChange(cmd.Context(), args[0], action, adminapi.UserRequest{Roles: args[1:]}); err != nil {
+				if err := client().UserChange(cmd.Context(), args[0], action, admin.UserRequest{Roles: args[1:]}); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "user %s %s %s\n", args[0], done, strings.Join(args[1:], ", "))
@@ -115,7 +116,7 @@ with --password-stdin; they never appear on the command line.`,
 	return cmd
 }
 
-func newDisable(client func() *adminapi.Client) *cobra.Command {
+func newDisable(client func() *adminclient.Client) *cobra.Command {
 	return &cobra.Command{
 		Use: "disable NAME", Short: "Disable an account: end its web sessions and live sessions, revoke its API tokens", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -138,7 +139,7 @@ func count(n int, thing string) string {
 	return fmt.Sprintf("%d %ss", n, thing)
 }
 
-func newTOTP(client func() *adminapi.Client) *cobra.Command {
+func newTOTP(client func() *adminclient.Client) *cobra.Command {
 	var reset bool
 	var code string
 	cmd := &cobra.Command{
@@ -152,7 +153,7 @@ lost phone).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, name := cmd.Context(), args[0]
 			if reset {
-				if err := client().UserChange(ctx, name, "totp/reset", adminapi.UserRequest{}); err != nil {
+				if err := client().UserChange(ctx, name, "totp/reset", admin.UserRequest{}); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "second factor of %s removed\n", name)
@@ -173,7 +174,7 @@ lost phone).`,
 				}
 				code = strings.TrimSpace(line)
 			}
-			if err := client().UserChange(ctx, name, "totp/confirm", adminapi.UserRequest{Code: code}); err != nil {
+			if err := client().UserChange(ctx, name, "totp/confirm", admin.UserRequest{Code: code}); err != nil {
 				return err
 			}
 			fmt.Fprintf(out, "TOTP enrolled: %s now needs a code at sign-in\n", name)
@@ -185,7 +186,7 @@ lost phone).`,
 	return cmd
 }
 
-func printUsers(out io.Writer, us []adminapi.UserInfo) {
+func printUsers(out io.Writer, us []admin.UserInfo) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "USER\tSTATE\tTOTP\tROLES\tTOKENS\tPASSWORD SET")
 	for _, u := range us {
@@ -216,11 +217,10 @@ func printUsers(out io.Writer, us []adminapi.UserInfo) {
 // --password-stdin, else twice from the terminal without echo.
 func newPassword(cmd *cobra.Command, fromStdin bool) (string, error) {
 	if fromStdin {
-		line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
+		pw, err := passwordLine(bufio.NewReader(cmd.InOrStdin()))
+		if err != nil {
 			return "", err
 		}
-		pw := strings.TrimRight(line, "\r\n")
 		if pw == "" {
 			return "", errors.New("no password on standard input")
 		}
@@ -262,7 +262,7 @@ func newTokens(socket *string) *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List API tokens, of every user or of --user", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ts, err := adminapi.NewClient(*socket).Tokens(cmd.Context(), user)
+			ts, err := adminclient.NewClient(*socket).Tokens(cmd.Context(), user)
 			if err != nil {
 				return err
 			}
@@ -296,7 +296,7 @@ func newTokens(socket *string) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
-			n, err := adminapi.NewClient(*socket).RevokeTokens(ctx, id, user)
+			n, err := adminclient.NewClient(*socket).RevokeTokens(ctx, id, user)
 			if err != nil {
 				return err
 			}

@@ -2,7 +2,8 @@
 // socket, never over the network. Every request is authorized by the peer
 // credentials the kernel attaches to the connection (root, the daemon's own
 // user, or a member of the admin group); anyone else gets a clear refusal.
-// The Client half is what bastionctl uses.
+// The client is package api/adminclient; the JSON both use is package
+// api/admin.
 package adminapi
 
 import (
@@ -24,47 +25,6 @@ import (
 
 	"github.com/bastiond/bastiond/internal/audit"
 )
-
-// Status is what `bastionctl status` shows.
-type Status struct {
-	Version      string        `json:"version"`
-	PID          int           `json:"pid"`
-	Started      time.Time     `json:"started"`
-	Now          time.Time     `json:"now"`
-	ConfigFile   string        `json:"config_file"`
-	ConfigDigest string        `json:"config_digest"`
-	ConfigLoaded time.Time     `json:"config_loaded"`
-	LastReload   *ReloadResult `json:"last_reload,omitempty"`
-	Listeners    []Listener    `json:"listeners"`
-	Sessions     int           `json:"sessions"`
-	Draining     bool          `json:"draining"`
-	// Previous is the process this one replaced in a binary upgrade,
-	// while it still serves sessions.
-	Previous *PreviousProcess `json:"previous,omitempty"`
-}
-
-// PreviousProcess is a process an upgrade replaced, still serving its
-// live sessions (and those of any process before it).
-type PreviousProcess struct {
-	PID      int    `json:"pid"`
-	Version  string `json:"version"`
-	Sessions int    `json:"sessions"`
-}
-
-// ReloadResult is the outcome of the last SIGHUP.
-type ReloadResult struct {
-	Time  time.Time `json:"time"`
-	OK    bool      `json:"ok"`
-	Error string    `json:"error,omitempty"`
-}
-
-// Listener is one socket the daemon serves on.
-type Listener struct {
-	Network string `json:"network"` // tcp, udp, unix
-	Address string `json:"address"`
-	// Activated is true when the socket came from systemd.
-	Activated bool `json:"activated"`
-}
 
 // Config configures the Server.
 type Config struct {
@@ -272,10 +232,6 @@ func zapPrefixes(ps []netip.Prefix) zap.Field {
 }
 
 func zapInt(key string, n int) zap.Field { return zap.Int(key, n) }
-
-type apiError struct {
-	Error string `json:"error"`
-}
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/bastiond/bastiond/api/adminclient"
 )
 
 func TestAllowed(t *testing.T) {
@@ -84,7 +86,7 @@ func TestStatusOverSocket(t *testing.T) {
 	path := startServer(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := NewClient(path).Status(ctx)
+	st, err := adminclient.NewClient(path).Status(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +100,7 @@ func TestStatusOverSocket(t *testing.T) {
 }
 
 func TestClientNoDaemon(t *testing.T) {
-	_, err := NewClient(filepath.Join(t.TempDir(), "none.sock")).Status(context.Background())
+	_, err := adminclient.NewClient(filepath.Join(t.TempDir(), "none.sock")).Status(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "bastiond is not running") {
 		t.Fatalf("got %v", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bastiond/bastiond/api/adminclient"
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/broker"
 )
@@ -55,7 +56,7 @@ func TestSessionKilledEvent(t *testing.T) {
 	path := startServer(t, "", func(c *Config) { c.Sessions, c.Audit = ss, rec })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := NewClient(path).Kill(ctx, "0123456789abcdef", "left open overnight"); err != nil {
+	if err := adminclient.NewClient(path).Kill(ctx, "0123456789abcdef", "left open overnight"); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, rec, audit.Event{Event: audit.SessionKilled, Actor: me(t), Source: audit.SourceLocal, Session: "0123456789abcdef",
@@ -63,7 +64,7 @@ func TestSessionKilledEvent(t *testing.T) {
 	if want := "by " + me(t) + ": left open overnight"; len(ss.killed) != 1 || ss.killed[0] != want {
 		t.Errorf("the session's end reason: %q, want %q", ss.killed, want)
 	}
-	if err := NewClient(path).Kill(ctx, "ffffffffffffffff", "gone"); err == nil {
+	if err := adminclient.NewClient(path).Kill(ctx, "ffffffffffffffff", "gone"); err == nil {
 		t.Error("killing no session succeeded")
 	}
 	expect(t, rec)
@@ -84,7 +85,7 @@ func TestBlocklistClearedEvent(t *testing.T) {
 	path := startServer(t, "", func(c *Config) { c.Policy, c.Audit = p, rec })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	n, err := NewClient(path).Unblock(ctx, []string{"203.0.113.7", "2001:db8:cafe::21"}, false)
+	n, err := adminclient.NewClient(path).Unblock(ctx, []string{"203.0.113.7", "2001:db8:cafe::21"}, false)
 	if err != nil || n != 2 {
 		t.Fatalf("unblock: %d, %v", n, err)
 	}
@@ -93,12 +94,12 @@ func TestBlocklistClearedEvent(t *testing.T) {
 		audit.Event{Event: audit.BlocklistClear, Actor: me(t), Source: audit.SourceLocal, Prefix: "2001:db8:cafe::/64", Detail: detail})
 
 	p.removed = p.removed[1:]
-	if _, err := NewClient(path).Unblock(ctx, nil, true); err != nil {
+	if _, err := adminclient.NewClient(path).Unblock(ctx, nil, true); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, rec, audit.Event{Event: audit.BlocklistClear, Actor: me(t), Source: audit.SourceLocal, Prefix: "2001:db8:cafe::/64",
 		Detail: "the whole blocklist cleared"})
-	if _, err := NewClient(path).Unblock(ctx, []string{"not-an-address"}, false); err == nil {
+	if _, err := adminclient.NewClient(path).Unblock(ctx, []string{"not-an-address"}, false); err == nil {
 		t.Error("unblocking a name succeeded")
 	}
 	expect(t, rec)

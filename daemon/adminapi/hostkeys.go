@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 
@@ -45,42 +44,6 @@ var _ SSHCA = (*sshca.CA)(nil)
 // ScanDial connects to the port of protocol ("ssh", "rdp") on an inventory
 // target, through the same dial policy as sessions.
 type ScanDial func(ctx context.Context, target, protocol string) (net.Conn, error)
-
-// ScanRequest is the body of POST /v1/hostkeys/{target}/scan.
-type ScanRequest struct {
-	// Pin pins the keys found, unless the target already has pinned keys
-	// and presents others: those an admin pins by fingerprint after
-	// checking them.
-	Pin bool `json:"pin,omitempty"`
-	// Protocol limits the scan to the keys of "ssh" or "rdp"; empty scans
-	// every protocol the target offers.
-	Protocol string `json:"protocol,omitempty"`
-}
-
-// PinRequest is the body of POST /v1/hostkeys/{target}/pin: fingerprints
-// of keys already seen, or key lines, not both; neither pins every
-// pending key of the target.
-type PinRequest struct {
-	Fingerprints []string `json:"fingerprints,omitempty"`
-	// Keys are public key lines from a .pub, authorized_keys or
-	// known_hosts file, each obtained from the machine itself.
-	Keys []string `json:"keys,omitempty"`
-	// Certificates are RDP server certificates, PEM, each obtained from
-	// the machine itself.
-	Certificates []string `json:"certificates,omitempty"`
-}
-
-// ForgetRequest is the body of POST /v1/hostkeys/{target}/forget.
-type ForgetRequest struct {
-	// Fingerprint is the key to forget; empty forgets every key of the
-	// target.
-	Fingerprint string `json:"fingerprint,omitempty"`
-}
-
-// CAInfo is the answer to GET /v1/ca.
-type CAInfo struct {
-	PublicKey string `json:"public_key"`
-}
 
 func (s *Server) hostKeyRoutes(mux *http.ServeMux, h HostKeys, dial ScanDial) {
 	answer := func(w http.ResponseWriter, keys []hostkeys.Key, err error) {
@@ -301,36 +264,4 @@ func (s *Server) caRoutes(mux *http.ServeMux, ca SSHCA) {
 	mux.HandleFunc("GET /v1/ca", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, CAInfo{PublicKey: ca.PublicKey()})
 	})
-}
-
-// HostKeys lists the keys of target, or of every target for "".
-func (c *Client) HostKeys(ctx context.Context, target string) ([]hostkeys.Key, error) {
-	var v []hostkeys.Key
-	return v, c.call(ctx, http.MethodGet, "/v1/hostkeys?target="+url.QueryEscape(target), nil, &v)
-}
-
-// ScanHostKeys has the daemon collect target's host keys, and pin them
-// with pin (see ScanRequest).
-func (c *Client) ScanHostKeys(ctx context.Context, target string, req ScanRequest) ([]hostkeys.Key, error) {
-	var v []hostkeys.Key
-	return v, c.call(ctx, http.MethodPost, "/v1/hostkeys/"+url.PathEscape(target)+"/scan", req, &v)
-}
-
-// PinHostKeys pins keys of target (see PinRequest) and returns them.
-func (c *Client) PinHostKeys(ctx context.Context, target string, req PinRequest) ([]hostkeys.Key, error) {
-	var v []hostkeys.Key
-	return v, c.call(ctx, http.MethodPost, "/v1/hostkeys/"+url.PathEscape(target)+"/pin", req, &v)
-}
-
-// ForgetHostKeys removes the key of target with fingerprint, or all its
-// keys for "", and returns what it removed.
-func (c *Client) ForgetHostKeys(ctx context.Context, target, fingerprint string) ([]hostkeys.Key, error) {
-	var v []hostkeys.Key
-	return v, c.call(ctx, http.MethodPost, "/v1/hostkeys/"+url.PathEscape(target)+"/forget", ForgetRequest{Fingerprint: fingerprint}, &v)
-}
-
-// CA fetches the bastion's SSH CA public key.
-func (c *Client) CA(ctx context.Context) (CAInfo, error) {
-	var v CAInfo
-	return v, c.do(ctx, http.MethodGet, "/v1/ca", &v)
 }

@@ -19,6 +19,7 @@ import (
 	"go.etcd.io/bbolt"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bastiond/bastiond/api/adminclient"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
 	"github.com/bastiond/bastiond/proxy/sshca"
 )
@@ -81,14 +82,21 @@ func newHostKeyStore(t *testing.T) *hostkeys.Store {
 	return s
 }
 
-// statusOf sends a raw request and returns the HTTP status.
-func statusOf(t *testing.T, c *Client, method, path, body string) int {
+// statusOf sends a raw request to the admin socket sock and returns the
+// HTTP status.
+func statusOf(t *testing.T, sock, method, path, body string) int {
 	t.Helper()
 	req, err := http.NewRequest(method, "http://bastiond"+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := c.http.Do(req)
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +133,7 @@ func TestHostKeysAPI(t *testing.T) {
 			}
 			store := newHostKeyStore(t)
 			path := startServer(t, "", func(c *Config) { c.HostKeys, c.ScanDial = store, dial })
-			c := NewClient(path)
+			c := adminclient.NewClient(path)
 			ctx := context.Background()
 
 			if keys, err := c.HostKeys(ctx, ""); err != nil || keys == nil || len(keys) != 0 {
@@ -161,7 +169,7 @@ func TestHostKeysAPI(t *testing.T) {
 			if _, err := c.ScanHostKeys(ctx, "vm2", ScanRequest{Pin: true}); err == nil || !strings.Contains(err.Error(), "vm2 already has pinned keys and now also presents "+newFP) {
 				t.Fatalf("scan --pin of a re-keyed target: %v", err)
 			}
-			if got := statusOf(t, c, "POST", "/v1/hostkeys/vm2/scan", `{"pin":true}`); got != http.StatusConflict {
+			if got := statusOf(t, path, "POST", "/v1/hostkeys/vm2/scan", `{"pin":true}`); got != http.StatusConflict {
 				t.Errorf("status %d, want 409", got)
 			}
 			list, _ := c.HostKeys(ctx, "vm2")
@@ -203,19 +211,19 @@ func TestHostKeysAPI(t *testing.T) {
 			if _, err := c.ForgetHostKeys(ctx, "vm1", "SHA256:nope"); err == nil || !strings.Contains(err.Error(), "vm1 has no key SHA256:nope") {
 				t.Errorf("forget unknown: %v", err)
 			}
-			if got := statusOf(t, c, "POST", "/v1/hostkeys/vm1/forget", `{"fingerprint":"SHA256:nope"}`); got != http.StatusNotFound {
+			if got := statusOf(t, path, "POST", "/v1/hostkeys/vm1/forget", `{"fingerprint":"SHA256:nope"}`); got != http.StatusNotFound {
 				t.Errorf("forget unknown: status %d, want 404", got)
 			}
-			if got := statusOf(t, c, "POST", "/v1/hostkeys/vm9/pin", `{}`); got != http.StatusNotFound {
+			if got := statusOf(t, path, "POST", "/v1/hostkeys/vm9/pin", `{}`); got != http.StatusNotFound {
 				t.Errorf("pin with nothing pending: status %d, want 404", got)
 			}
 			if _, err := c.ScanHostKeys(ctx, "vm9", ScanRequest{}); err == nil || !strings.Contains(err.Error(), "refused by the dial guard") {
 				t.Errorf("scan of an unreachable target: %v", err)
 			}
-			if got := statusOf(t, c, "POST", "/v1/hostkeys/vm9/scan", `{}`); got != http.StatusBadGateway {
+			if got := statusOf(t, path, "POST", "/v1/hostkeys/vm9/scan", `{}`); got != http.StatusBadGateway {
 				t.Errorf("scan of an unreachable target: status %d, want 502", got)
 			}
-			if got := statusOf(t, c, "POST", "/v1/hostkeys/vm1/pin", `{"fingerprint":"typo"}`); got != http.StatusBadRequest {
+			if got := statusOf(t, path, "POST", "/v1/hostkeys/vm1/pin", `{"fingerprint":"typo"}`); got != http.StatusBadRequest {
 				t.Errorf("unknown field: status %d, want 400", got)
 			}
 
@@ -228,12 +236,12 @@ func TestHostKeysAPI(t *testing.T) {
 
 func TestHostKeysAPIWithoutScanner(t *testing.T) {
 	path := startServer(t, "", func(c *Config) { c.HostKeys = newHostKeyStore(t) })
-	c := NewClient(path)
+	c := adminclient.NewClient(path)
 	_, err := c.ScanHostKeys(context.Background(), "vm1", ScanRequest{})
 	if err == nil || !strings.Contains(err.Error(), "cannot scan host keys") || !strings.Contains(err.Error(), "bastionctl hostkeys pin vm1 --key-file") {
 		t.Fatalf("scan without a dialer: %v", err)
 	}
-	if got := statusOf(t, c, "POST", "/v1/hostkeys/vm1/scan", `{}`); got != http.StatusServiceUnavailable {
+	if got := statusOf(t, path, "POST", "/v1/hostkeys/vm1/scan", `{}`); got != http.StatusServiceUnavailable {
 		t.Errorf("status %d, want 503", got)
 	}
 }
@@ -256,12 +264,11 @@ func TestHostKeysAPIUnknownTarget(t *testing.T) {
 		c.HostKeys = h
 		c.ScanDial = func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("not called") }
 	})
-	c := NewClient(path)
 	line := string(ssh.MarshalAuthorizedKey(newHostKey(t).PublicKey()))
-	if got := statusOf(t, c, "POST", "/v1/hostkeys/vm9/pin", `{"keys":[`+strconv.Quote(line)+`]}`); got != http.StatusNotFound {
+	if got := statusOf(t, path, "POST", "/v1/hostkeys/vm9/pin", `{"keys":[`+strconv.Quote(line)+`]}`); got != http.StatusNotFound {
 		t.Errorf("pin a key for a target not in the inventory: status %d, want 404", got)
 	}
-	if got := statusOf(t, c, "POST", "/v1/hostkeys/vm9/scan", `{}`); got != http.StatusNotFound {
+	if got := statusOf(t, path, "POST", "/v1/hostkeys/vm9/scan", `{}`); got != http.StatusNotFound {
 		t.Errorf("scan a target not in the inventory: status %d, want 404", got)
 	}
 }
@@ -271,7 +278,7 @@ func TestCAAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := NewClient(startServer(t, "", func(c *Config) { c.SSHCA = ca }))
+	c := adminclient.NewClient(startServer(t, "", func(c *Config) { c.SSHCA = ca }))
 	info, err := c.CA(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -281,7 +288,7 @@ func TestCAAPI(t *testing.T) {
 	}
 
 	// Without them configured, the endpoints do not exist.
-	bare := NewClient(startServer(t, ""))
+	bare := adminclient.NewClient(startServer(t, ""))
 	if _, err := bare.CA(context.Background()); err == nil || !strings.Contains(err.Error(), "no such admin endpoint: GET /v1/ca") {
 		t.Errorf("CA without an SSHCA: %v", err)
 	}

@@ -21,10 +21,3 @@ func (s *Server) reloadRoutes(mux *http.ServeMux, reload Reload) {
 		writeJSON(w, http.StatusOK, res)
 	})
 }
-
-// Reload asks the daemon to reload its configuration file. A refused
-// configuration is not an error: the answer says why (OK false).
-func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
-	var res ReloadResult
-	return res, c.call(ctx, http.MethodPost, "/v1/reload", struct{}{}, &res)
-}

@@ -1,12 +1,10 @@
 package adminapi
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 
 	"go.uber.org/zap"
@@ -20,12 +18,6 @@ import (
 type Sessions interface {
 	List() []broker.Info
 	Kill(id, reason string) error
-}
-
-// KillRequest is the body of POST /v1/sessions/{id}/kill.
-type KillRequest struct {
-	// Reason is recorded in the session's end record, after who asked.
-	Reason string `json:"reason"`
 }
 
 func (s *Server) sessionRoutes(mux *http.ServeMux, ss Sessions) {
@@ -69,15 +61,4 @@ func (s *Server) sessionRoutes(mux *http.ServeMux, ss Sessions) {
 		s.audit(r, e)
 		writeJSON(w, http.StatusOK, struct{}{})
 	})
-}
-
-// Sessions lists the live sessions.
-func (c *Client) Sessions(ctx context.Context) ([]broker.Info, error) {
-	var v []broker.Info
-	return v, c.do(ctx, http.MethodGet, "/v1/sessions", &v)
-}
-
-// Kill ends a live session; reason is recorded.
-func (c *Client) Kill(ctx context.Context, id, reason string) error {
-	return c.call(ctx, http.MethodPost, "/v1/sessions/"+url.PathEscape(id)+"/kill", KillRequest{Reason: reason}, &struct{}{})
 }

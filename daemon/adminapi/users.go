@@ -1,14 +1,11 @@
 package adminapi
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -39,61 +36,8 @@ type Users interface {
 	RevokeTokens(user string) (int, error)
 }
 
-// UserInfo is one account as `bastionctl users list` shows it.
-type UserInfo struct {
-	Name     string `json:"name"`
-	Disabled bool   `json:"disabled"`
-	TOTP     bool   `json:"totp"`
-	// Granted are roles granted with `bastionctl users grant`.
-	Granted []string `json:"granted,omitempty"`
-	// Roles are every role that applies, from the configuration and grants.
-	Roles       []string  `json:"roles"`
-	LockedUntil time.Time `json:"locked_until,omitzero"`
-	// LockedBy are the sources whose failures caused the lockout.
-	LockedBy        []string  `json:"locked_by,omitempty"`
-	Created         time.Time `json:"created"`
-	PasswordChanged time.Time `json:"password_changed"`
-	Tokens          int       `json:"tokens"`
-}
-
-// Ended is what disabling an account ended.
-type Ended struct {
-	WebSessions int `json:"web_sessions"`
-	// Tokens are the API tokens revoked.
-	Tokens int `json:"tokens"`
-	// Sessions are the live SSH, RDP and tunnel sessions ended.
-	Sessions int `json:"sessions"`
-}
-
-// TOTPEnrolment is what an authenticator app needs.
-type TOTPEnrolment struct {
-	URI    string `json:"uri"`
-	Secret string `json:"secret"`
-	// QR is the URI as a QR code drawn with Unicode blocks.
-	QR string `json:"qr"`
-}
-
-// TokenInfo is one API token, without its secret.
-type TokenInfo struct {
-	ID      string    `json:"id"`
-	User    string    `json:"user"`
-	Scopes  []string  `json:"scopes"`
-	Comment string    `json:"comment,omitempty"`
-	Created time.Time `json:"created"`
-	Expires time.Time `json:"expires"`
-	Source  string    `json:"source,omitempty"`
-}
-
 // ErrNotFound marks a user or token that does not exist (404).
 var ErrNotFound = errors.New("not found")
-
-// UserRequest is the body of user changes.
-type UserRequest struct {
-	Name     string   `json:"name,omitempty"`
-	Password string   `json:"password,omitempty"`
-	Roles    []string `json:"roles,omitempty"`
-	Code     string   `json:"code,omitempty"`
-}
 
 func (s *Server) userRoutes(mux *http.ServeMux, u Users) {
 	answer := func(w http.ResponseWriter, v any, err error) {
@@ -228,47 +172,4 @@ func (s *Server) userRoutes(mux *http.ServeMux, u Users) {
 		}
 		answer(w, map[string]int{"revoked": n}, err)
 	})
-}
-
-// Users lists the accounts.
-func (c *Client) Users(ctx context.Context) ([]UserInfo, error) {
-	var v []UserInfo
-	return v, c.call(ctx, http.MethodGet, "/v1/users", nil, &v)
-}
-
-// UserChange posts a change to an account: action is "" (add), password,
-// enable, unlock, grant, revoke, delete, totp/confirm or totp/reset.
-func (c *Client) UserChange(ctx context.Context, name, action string, req UserRequest) error {
-	path := "/v1/users"
-	if action != "" {
-		path += "/" + url.PathEscape(name) + "/" + action
-	} else {
-		req.Name = name
-	}
-	return c.call(ctx, http.MethodPost, path, req, &struct{}{})
-}
-
-// DisableUser disables the account name and returns what that ended.
-func (c *Client) DisableUser(ctx context.Context, name string) (Ended, error) {
-	var v Ended
-	return v, c.call(ctx, http.MethodPost, "/v1/users/"+url.PathEscape(name)+"/disable", UserRequest{}, &v)
-}
-
-// BeginTOTP starts a TOTP enrolment for name.
-func (c *Client) BeginTOTP(ctx context.Context, name string) (TOTPEnrolment, error) {
-	var v TOTPEnrolment
-	return v, c.call(ctx, http.MethodPost, "/v1/users/"+url.PathEscape(name)+"/totp", UserRequest{}, &v)
-}
-
-// Tokens lists API tokens, of user or of everyone for "".
-func (c *Client) Tokens(ctx context.Context, user string) ([]TokenInfo, error) {
-	var v []TokenInfo
-	return v, c.call(ctx, http.MethodGet, "/v1/tokens?user="+url.QueryEscape(user), nil, &v)
-}
-
-// RevokeTokens revokes the token id, or every token of user.
-func (c *Client) RevokeTokens(ctx context.Context, id, user string) (int, error) {
-	var v map[string]int
-	err := c.call(ctx, http.MethodPost, "/v1/tokens/revoke", map[string]string{"id": id, "user": user}, &v)
-	return v["revoked"], err
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/bastiond/bastiond/api/adminclient"
 )
 
 // disableOnly answers Disable; the other account calls are not made.
@@ -27,14 +29,14 @@ func TestDisableAnswer(t *testing.T) {
 	path := startServer(t, "", func(c *Config) { c.Users = u })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	e, err := NewClient(path).DisableUser(ctx, "bob")
+	e, err := adminclient.NewClient(path).DisableUser(ctx, "bob")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := (Ended{WebSessions: 1, Tokens: 3, Sessions: 2}); e != want || len(u.disabled) != 1 {
 		t.Errorf("DisableUser = %+v (calls %v), want %+v", e, u.disabled, want)
 	}
-	if _, err := NewClient(path).DisableUser(ctx, "nobody"); err == nil {
+	if _, err := adminclient.NewClient(path).DisableUser(ctx, "nobody"); err == nil {
 		t.Error("disabling an unknown user answered no error")
 	}
 }

@@ -4,39 +4,18 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/api/admin"
 	"github.com/bastiond/bastiond/internal/audit"
 )
 
 // Info is a live session as `bastionctl sessions` shows it.
-type Info struct {
-	ID         string         `json:"id"`
-	User       string         `json:"user"`
-	Client     netip.AddrPort `json:"client"`
-	Target     string         `json:"target"`
-	Address    netip.AddrPort `json:"address"` // the inventory address dialled
-	Protocol   string         `json:"protocol"`
-	Port       uint16         `json:"port"`
-	Login      string         `json:"login,omitempty"`
-	Via        string         `json:"via,omitempty"`
-	Token      string         `json:"token,omitempty"`
-	Roles      []string       `json:"roles,omitempty"`
-	Start      time.Time      `json:"start"`
-	LastActive time.Time      `json:"last_active"`
-	BytesUp    int64          `json:"bytes_up"`   // from the user to the machine, so far
-	BytesDown  int64          `json:"bytes_down"` // from the machine to the user, so far
-	// Recording is the path of the session's recording, if it is recorded.
-	Recording string `json:"recording,omitempty"`
-	// RecordingSHA256 is the hex SHA-256 of the recording's file, once it
-	// is closed.
-	RecordingSHA256 string `json:"recording_sha256,omitempty"`
-}
+type Info = admin.Session
 
 // Session is one open session: a connection to a target, and the client
 // it is relayed to.

@@ -1,16 +1,14 @@
 package hostkeys
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 
+	"github.com/bastiond/bastiond/internal/hostkeyfile"
 	"github.com/bastiond/bastiond/proxy/rdcleanpath"
 )
 
@@ -57,27 +55,9 @@ func (s *Store) Scan(ctx context.Context, target string, protocols []string,
 	return found, nil
 }
 
-// ParseCertificate reads an RDP server's certificate from a PEM file (the
-// first CERTIFICATE block: the server's own) or from DER, and returns its DER.
-func ParseCertificate(data []byte) ([]byte, error) {
-	der := data
-	if bytes.Contains(data, []byte("-----BEGIN")) {
-		der = nil
-		for rest := data; der == nil; {
-			var block *pem.Block
-			if block, rest = pem.Decode(rest); block == nil {
-				return nil, errors.New("hostkeys: no CERTIFICATE block in the PEM file")
-			}
-			if block.Type == "CERTIFICATE" {
-				der = block.Bytes
-			}
-		}
-	}
-	if _, err := x509.ParseCertificate(der); err != nil {
-		return nil, fmt.Errorf("hostkeys: not a certificate (PEM or DER): %w", err)
-	}
-	return der, nil
-}
+// ParseCertificate reads an RDP server's certificate from PEM or DER and
+// returns its DER (see hostkeyfile.ParseCertificate).
+func ParseCertificate(data []byte) ([]byte, error) { return hostkeyfile.ParseCertificate(data) }
 
 // PinCertificate pins for target the RDP server certificate in data (see
 // ParseCertificate), one an admin obtained from the machine itself. by is

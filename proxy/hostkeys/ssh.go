@@ -13,6 +13,8 @@ import (
 
 	"go.etcd.io/bbolt"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/bastiond/bastiond/internal/hostkeyfile"
 )
 
 // Verifier returns the host key check for an SSH connection to target and
@@ -167,35 +169,8 @@ func (s *Store) scanOne(ctx context.Context, dial func(context.Context) (net.Con
 }
 
 // ParseSSHKey reads one public key from a line of an authorized_keys or
-// known_hosts file, or of a .pub file (which is the same as the former).
-// Certificates, CA and revoked lines are refused: a host key is pinned.
-func ParseSSHKey(line string) (ssh.PublicKey, error) {
-	line = strings.TrimSpace(line)
-	switch {
-	case line == "":
-		return nil, errors.New("hostkeys: no key: the line is empty")
-	case strings.ContainsAny(line, "\r\n"):
-		return nil, errors.New("hostkeys: one key per line")
-	case strings.HasPrefix(line, "#"):
-		return nil, errors.New("hostkeys: a comment, not a key")
-	}
-	// known_hosts first: a key with host names in front of it would also
-	// pass as an authorized key with options.
-	marker, _, key, _, _, err := ssh.ParseKnownHosts([]byte(line))
-	if err != nil {
-		key, _, _, _, err = ssh.ParseAuthorizedKey([]byte(line))
-	}
-	switch {
-	case err != nil:
-		return nil, errors.New("hostkeys: not a public key line (from a .pub, authorized_keys or known_hosts file)")
-	case marker != "":
-		return nil, fmt.Errorf("hostkeys: a known_hosts @%s line, not a host key", marker)
-	}
-	if _, ok := key.(*ssh.Certificate); ok {
-		return nil, errors.New("hostkeys: a certificate, not a host key")
-	}
-	return key, nil
-}
+// known_hosts file, or of a .pub file (see hostkeyfile.ParseSSHKey).
+func ParseSSHKey(line string) (ssh.PublicKey, error) { return hostkeyfile.ParseSSHKey(line) }
 
 // PinKey pins for target the SSH host key on line (see ParseSSHKey), one
 // an admin obtained from the machine itself. by is who asked.

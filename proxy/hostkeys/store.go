@@ -13,43 +13,24 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/bastiond/bastiond/api/admin"
 )
 
 // Kinds of key.
 const (
-	KindSSH = "ssh" // an SSH host key
-	KindRDP = "rdp" // an RDP server's TLS certificate
+	KindSSH = admin.KeySSH // an SSH host key
+	KindRDP = admin.KeyRDP // an RDP server's TLS certificate
 )
 
 // States of a key.
 const (
-	StatePinned  = "pinned"  // sessions to the target accept it
-	StatePending = "pending" // seen, awaiting an admin's pin
+	StatePinned  = admin.KeyPinned  // sessions to the target accept it
+	StatePending = admin.KeyPending // seen, awaiting an admin's pin
 )
 
 // Key is one key seen on, or pinned for, a target.
-type Key struct {
-	Kind   string `json:"kind"`
-	Target string `json:"target"`
-	// Algorithm is the SSH key type (ssh-ed25519, ecdsa-sha2-nistp256,
-	// ssh-rsa); empty for a certificate.
-	Algorithm string `json:"algorithm,omitempty"`
-	// Data is the key in standard base64: an SSH public key in wire format,
-	// or a certificate in DER.
-	Data string `json:"data"`
-	// Fingerprint is the SHA-256 of the decoded Data as OpenSSH writes it:
-	// "SHA256:" and unpadded base64.
-	Fingerprint string `json:"fingerprint"`
-	State       string `json:"state"`
-	// FirstSeen is when the bastion first saw the key, or when it was
-	// pinned from a file if it was never seen.
-	FirstSeen time.Time `json:"first_seen"`
-	// SeenAt is the address the target presented the key from; empty for
-	// a key pinned from a file and not seen since.
-	SeenAt   string    `json:"seen_at,omitempty"`
-	Pinned   time.Time `json:"pinned,omitzero"`
-	PinnedBy string    `json:"pinned_by,omitempty"`
-}
+type Key = admin.HostKey
 
 // maxPending bounds the pending keys kept per target and kind, so that
 // whoever answers in a target's place cannot grow the store without end.

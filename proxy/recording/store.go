@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/api/admin"
 	"github.com/bastiond/bastiond/internal/audit"
 )
 
@@ -45,15 +46,7 @@ var kinds = []struct {
 }
 
 // Info is one recording file.
-type Info struct {
-	ID       string `json:"id"`       // the session's ID
-	Protocol string `json:"protocol"` // ssh or rdp
-	Path     string `json:"path"`
-	// Compressed is true for gzip files (.cast.gz, .rdp.gz).
-	Compressed bool      `json:"compressed"`
-	Size       int64     `json:"size"`     // bytes on disk
-	Modified   time.Time `json:"modified"` // the last write: the recording's end, within a second
-}
+type Info = admin.RecordingFile
 
 // parseName splits a recording's file name; ok is false for any other file.
 func parseName(name string) (id string, kind int, ok bool) {

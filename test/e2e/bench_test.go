@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/bastiond/bastiond/internal/testcert"
-	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // BenchmarkTunnel measures the native tunnel against the peers issue 5

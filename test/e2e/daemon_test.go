@@ -17,7 +17,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // TestLifecycleSocketActivated drives the daemon as systemd would through

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // faultConfig is upgradeConfig with short timeouts, so that faults show

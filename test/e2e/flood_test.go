@@ -16,7 +16,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // A password guesser gets a handful of tries, then waits longer and longer,

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/bastiond/bastiond/internal/syncbuf"
-	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // TunnelPassword is the password AddLabUsers gives every user.

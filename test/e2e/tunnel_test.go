@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // blockUDP443 drops the client's UDP to port 443, as a restrictive network

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/bastiond/bastiond/proxy/sshca"
-	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // upgradeConfig lets alice open browser terminals to vm1 and tunnels to its

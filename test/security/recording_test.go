@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bastiond/bastiond/proxy/tunnel"
 	"github.com/bastiond/bastiond/test/e2e"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // recordedAccess: alice's SSH on vm1 and RDP on vm2 are recorded; her

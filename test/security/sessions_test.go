@@ -18,8 +18,8 @@ import (
 	"github.com/bastiond/bastiond/internal/testcert"
 	"github.com/bastiond/bastiond/proxy/rdcleanpath"
 	"github.com/bastiond/bastiond/proxy/ticket"
-	"github.com/bastiond/bastiond/proxy/tunnel"
 	"github.com/bastiond/bastiond/test/e2e"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // Invariant 5: the daemon dials only inventory targets on their configured

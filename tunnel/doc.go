@@ -1,7 +1,9 @@
 // Package tunnel is the native tunnel of bastiond: its wire protocol, the
 // net.Conn adapters both ends use (a QUIC stream, a WebSocket), and the
 // client that `bastionctl tunnel` and `bastionctl ssh-proxy` use. The
-// server side (authorization, the broker, the relay) is package proxy's.
+// server side (authorization, the broker, the relay) is package proxy's;
+// this package sits outside proxy, imported by both, so that bastionctl
+// links no server code.
 //
 // # Transports
 //

@@ -15,8 +15,8 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/bastiond/bastiond/proxy/tunnel"
-	"github.com/bastiond/bastiond/proxy/tunnel/tunneltest"
+	"github.com/bastiond/bastiond/tunnel"
+	"github.com/bastiond/bastiond/tunnel/tunneltest"
 )
 
 type closeWriter interface{ CloseWrite() error }

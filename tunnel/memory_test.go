@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bastiond/bastiond/proxy/tunnel"
-	"github.com/bastiond/bastiond/proxy/tunnel/tunneltest"
+	"github.com/bastiond/bastiond/tunnel"
+	"github.com/bastiond/bastiond/tunnel/tunneltest"
 )
 
 // BenchmarkIdleServerMemory measures what an idle tunnel costs the server

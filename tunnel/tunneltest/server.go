@@ -25,7 +25,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/bastiond/bastiond/internal/testcert"
-	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // Name is the server name in the test certificate.

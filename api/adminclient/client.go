@@ -1,4 +1,4 @@
-package adminapi
+package adminclient
 
 import (
 	"bytes"
@@ -12,6 +12,9 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/bastiond/bastiond/api"
+	"github.com/bastiond/bastiond/api/admin"
 )
 
 // Client talks to a daemon's admin socket.
@@ -37,8 +40,8 @@ func NewClient(path string) *Client {
 }
 
 // Status fetches the daemon's status.
-func (c *Client) Status(ctx context.Context) (Status, error) {
-	var st Status
+func (c *Client) Status(ctx context.Context) (admin.Status, error) {
+	var st admin.Status
 	err := c.do(ctx, http.MethodGet, "/v1/status", &st)
 	return st, err
 }
@@ -96,9 +99,23 @@ func answerError(resp *http.Response) error {
 	if err != nil {
 		return err
 	}
-	var e apiError
+	var e api.Error
 	if json.Unmarshal(answer, &e) == nil && e.Error != "" {
 		return errors.New(e.Error)
 	}
 	return fmt.Errorf("admin API: %s", resp.Status)
+}
+
+// Reload asks the daemon to reload its configuration file. A refused
+// configuration is not an error: the answer says why (OK false).
+func (c *Client) Reload(ctx context.Context) (admin.ReloadResult, error) {
+	var res admin.ReloadResult
+	return res, c.call(ctx, http.MethodPost, "/v1/reload", struct{}{}, &res)
+}
+
+// Upgrade asks the daemon to replace itself with the binary installed at
+// its path.
+func (c *Client) Upgrade(ctx context.Context) (admin.UpgradeResult, error) {
+	var res admin.UpgradeResult
+	return res, c.call(ctx, http.MethodPost, "/v1/upgrade", struct{}{}, &res)
 }

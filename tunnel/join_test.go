@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bastiond/bastiond/proxy/tunnel"
+	"github.com/bastiond/bastiond/tunnel"
 )
 
 // tcpPair is both ends of a loopback TCP connection.

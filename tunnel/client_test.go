@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bastiond/bastiond/proxy/tunnel"
-	"github.com/bastiond/bastiond/proxy/tunnel/tunneltest"
+	"github.com/bastiond/bastiond/tunnel"
+	"github.com/bastiond/bastiond/tunnel/tunneltest"
 )
 
 const testToken = "bst_0123456789abcdef_secret"

@@ -1,0 +1,56 @@
+package admin
+
+import (
+	"time"
+)
+
+// Status is what `bastionctl status` shows.
+type Status struct {
+	Version      string        `json:"version"`
+	PID          int           `json:"pid"`
+	Started      time.Time     `json:"started"`
+	Now          time.Time     `json:"now"`
+	ConfigFile   string        `json:"config_file"`
+	ConfigDigest string        `json:"config_digest"`
+	ConfigLoaded time.Time     `json:"config_loaded"`
+	LastReload   *ReloadResult `json:"last_reload,omitempty"`
+	Listeners    []Listener    `json:"listeners"`
+	Sessions     int           `json:"sessions"`
+	Draining     bool          `json:"draining"`
+	// Previous is the process this one replaced in a binary upgrade,
+	// while it still serves sessions.
+	Previous *PreviousProcess `json:"previous,omitempty"`
+}
+
+// PreviousProcess is a process an upgrade replaced, still serving its
+// live sessions (and those of any process before it).
+type PreviousProcess struct {
+	PID      int    `json:"pid"`
+	Version  string `json:"version"`
+	Sessions int    `json:"sessions"`
+}
+
+// ReloadResult is the outcome of the last SIGHUP.
+type ReloadResult struct {
+	Time  time.Time `json:"time"`
+	OK    bool      `json:"ok"`
+	Error string    `json:"error,omitempty"`
+}
+
+// Listener is one socket the daemon serves on.
+type Listener struct {
+	Network string `json:"network"` // tcp, udp, unix
+	Address string `json:"address"`
+	// Activated is true when the socket came from systemd.
+	Activated bool `json:"activated"`
+}
+
+// UpgradeResult is the answer to POST /v1/upgrade.
+type UpgradeResult struct {
+	OldPID int    `json:"old_pid"`
+	NewPID int    `json:"new_pid"`
+	Binary string `json:"binary"`
+	// Sessions is how many live sessions the old process keeps serving
+	// (for up to limits.upgrade_grace).
+	Sessions int `json:"sessions"`
+}
