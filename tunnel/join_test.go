@@ -198,6 +198,45 @@ func TestJoinEndThenReset(t *testing.T) {
 				}
 			}
 
+			// The user ended its stream and reset; then the server ends
+			// its own: the half-close toward the reset user fails with
+			// ENOTCONN, which is that same normal end (xfreerdp
+			// +auth-only through bastionctl tunnel does this).
+			for i := range 5 {
+				user, local := tcpPair(t)
+				client, server := pair(t)
+				done := make(chan joinResult, 1)
+				go func() {
+					var r joinResult
+					r.aToB, r.bToA, r.err = tunnel.Join(local, client)
+					done <- r
+				}()
+				user.Write([]byte("auth"))
+				user.(closeWriter).CloseWrite()
+				if got, err := io.ReadAll(server); err != nil || string(got) != "auth" {
+					t.Fatalf("run %d: server read %q, %v", i, got, err)
+				}
+				server.Write([]byte("welcome"))
+				io.ReadFull(user, make([]byte, 7))
+				user.(*net.TCPConn).SetLinger(0)
+				user.Close()
+				time.Sleep(20 * time.Millisecond) // the reset reaches local's socket
+				if cw, ok := server.(closeWriter); ok {
+					cw.CloseWrite()
+				} else {
+					server.Close()
+				}
+				select {
+				case r := <-done:
+					if r.err != nil {
+						t.Fatalf("run %d: Join = %v, want a normal end", i, r.err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("run %d: Join did not return", i)
+				}
+				server.Close()
+			}
+
 			// A reset before its end of stream is an error.
 			user, local := tcpPair(t)
 			client, server := pair(t)

@@ -19,8 +19,10 @@ func Unreachable(err error) bool {
 }
 
 // PeerClosed reports whether err is what writing to a peer that closed
-// gets: a broken pipe (EPIPE) or a reset (ECONNRESET). A tunnel conn
-// reports its peer's close as a broken pipe too.
+// gets: a broken pipe (EPIPE), a reset (ECONNRESET), or, from the
+// half-close (shutdown(2)) of a socket the peer has reset already, "not
+// connected" (ENOTCONN). A tunnel conn reports its peer's close as a
+// broken pipe too.
 func PeerClosed(err error) bool {
-	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ENOTCONN)
 }

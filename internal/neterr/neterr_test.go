@@ -25,6 +25,7 @@ func TestClasses(t *testing.T) {
 		{"host down", fmt.Errorf("dial: %w", syscall.EHOSTDOWN), true, false},
 		{"broken pipe", wrap(syscall.EPIPE), false, true},
 		{"reset", wrap(syscall.ECONNRESET), false, true},
+		{"half-close after a reset", &net.OpError{Op: "shutdown", Net: "tcp", Err: os.NewSyscallError("shutdown", syscall.ENOTCONN)}, false, true},
 		{"refused", wrap(syscall.ECONNREFUSED), false, false},
 		{"EOF", io.EOF, false, false},
 		{"closed", net.ErrClosed, false, false},
