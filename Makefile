@@ -78,11 +78,11 @@ else
 endif
 
 .PHONY: lint
-lint: ## gofmt, go vet, every relative link in the Markdown files resolves inside the repository, no test hooks
+lint: ## gofmt, go vet, every relative link in the Markdown files resolves inside the repository, no test hooks, the layers hold
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) test -count=1 ./test/doclinks/ ./test/testhooks/
+	$(GO) test -count=1 ./test/doclinks/ ./test/testhooks/ ./test/layers/
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s; a count such as 20000x works too)
