@@ -1,5 +1,5 @@
 // Command bastionctl is the admin and user command line of bastiond. The
-// user commands (login, logout, tunnel, ssh-proxy) run on Linux, macOS and
+// user commands (login, logout, tunnel, ssh-proxy, rdp) run on Linux, macOS and
 // Windows and talk to the bastion on port 443; the admin commands talk to
 // the daemon's admin socket on the bastion host (Linux). It links no server
 // code: only the wire types (package api) and the tunnel client.
@@ -43,7 +43,7 @@ func newRootOn(goos string) *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&socket, "socket", defaultSocket(), "the daemon's admin socket (default from $"+socketEnv+" when set)")
-	root.AddCommand(newLogin(), newLogout(), newTunnel(), newSSHProxy(), newAudit())
+	root.AddCommand(newLogin(), newLogout(), newTunnel(), newSSHProxy(), newRDP(), newAudit())
 	for _, cmd := range []*cobra.Command{newStatus(&socket), newPolicy(&socket), newTargets(&socket), newUsers(&socket),
 		newTokens(&socket), newSessions(&socket), newHostKeys(&socket), newCA(&socket), newUpgrade(&socket),
 		newReload(&socket), newRecordings(&socket)} {
