@@ -145,6 +145,44 @@ func TestJoinError(t *testing.T) {
 	}
 }
 
+// endThenReset joins a local TCP client (user's end returned) to pair's
+// client end, has the user send "auth" and end its stream, the server
+// answer "welcome", and the user reset (SO_LINGER 0) once it read it.
+func endThenReset(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn), run int) (server net.Conn, done <-chan joinResult) {
+	t.Helper()
+	user, local := tcpPair(t)
+	client, server := pair(t)
+	results := make(chan joinResult, 1)
+	go func() {
+		var r joinResult
+		r.aToB, r.bToA, r.err = tunnel.Join(local, client)
+		results <- r
+	}()
+	user.Write([]byte("auth"))
+	user.(closeWriter).CloseWrite()
+	if got, err := io.ReadAll(server); err != nil || string(got) != "auth" {
+		t.Fatalf("run %d: server read %q, %v", run, got, err)
+	}
+	server.Write([]byte("welcome"))
+	io.ReadFull(user, make([]byte, 7))
+	user.(*net.TCPConn).SetLinger(0)
+	user.Close()
+	return server, results
+}
+
+// wantNormalEnd waits for Join's result, which must be a normal end.
+func wantNormalEnd(t *testing.T, done <-chan joinResult, run int) {
+	t.Helper()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("run %d: Join = %v, want a normal end", run, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("run %d: Join did not return", run)
+	}
+}
+
 // TestJoinEndThenReset: a local client that ends its stream and then
 // closes without reading the rest (xfreerdp +auth-only) ended normally:
 // Join returns no error, and the server's writes fail as a closed peer
@@ -163,23 +201,7 @@ func TestJoinEndThenReset(t *testing.T) {
 				runs = 2
 			}
 			for i := range runs {
-				user, local := tcpPair(t)
-				client, server := pair(t)
-				done := make(chan joinResult, 1)
-				go func() {
-					var r joinResult
-					r.aToB, r.bToA, r.err = tunnel.Join(local, client)
-					done <- r
-				}()
-				user.Write([]byte("auth"))
-				user.(closeWriter).CloseWrite()
-				if got, err := io.ReadAll(server); err != nil || string(got) != "auth" {
-					t.Fatalf("run %d: server read %q, %v", i, got, err)
-				}
-				server.Write([]byte("welcome"))
-				io.ReadFull(user, make([]byte, 7))
-				user.(*net.TCPConn).SetLinger(0)
-				user.Close()
+				server, done := endThenReset(t, pair, i)
 				server.SetWriteDeadline(time.Now().Add(10 * time.Second))
 				var werr error
 				for werr == nil {
@@ -188,14 +210,7 @@ func TestJoinEndThenReset(t *testing.T) {
 				if name != "tcp" && !errors.Is(werr, syscall.EPIPE) && !errors.Is(werr, syscall.ECONNRESET) {
 					t.Errorf("run %d: the server's write failed with %v, want a closed peer (EPIPE or ECONNRESET)", i, werr)
 				}
-				select {
-				case r := <-done:
-					if r.err != nil {
-						t.Fatalf("run %d: Join = %v, want a normal end", i, r.err)
-					}
-				case <-time.After(10 * time.Second):
-					t.Fatalf("run %d: Join did not return", i)
-				}
+				wantNormalEnd(t, done, i)
 			}
 
 			// The user ended its stream and reset; then the server ends
@@ -203,37 +218,14 @@ func TestJoinEndThenReset(t *testing.T) {
 			// ENOTCONN, which is that same normal end (xfreerdp
 			// +auth-only through bastionctl tunnel does this).
 			for i := range 5 {
-				user, local := tcpPair(t)
-				client, server := pair(t)
-				done := make(chan joinResult, 1)
-				go func() {
-					var r joinResult
-					r.aToB, r.bToA, r.err = tunnel.Join(local, client)
-					done <- r
-				}()
-				user.Write([]byte("auth"))
-				user.(closeWriter).CloseWrite()
-				if got, err := io.ReadAll(server); err != nil || string(got) != "auth" {
-					t.Fatalf("run %d: server read %q, %v", i, got, err)
-				}
-				server.Write([]byte("welcome"))
-				io.ReadFull(user, make([]byte, 7))
-				user.(*net.TCPConn).SetLinger(0)
-				user.Close()
+				server, done := endThenReset(t, pair, i)
 				time.Sleep(20 * time.Millisecond) // the reset reaches local's socket
 				if cw, ok := server.(closeWriter); ok {
 					cw.CloseWrite()
 				} else {
 					server.Close()
 				}
-				select {
-				case r := <-done:
-					if r.err != nil {
-						t.Fatalf("run %d: Join = %v, want a normal end", i, r.err)
-					}
-				case <-time.After(10 * time.Second):
-					t.Fatalf("run %d: Join did not return", i)
-				}
+				wantNormalEnd(t, done, i)
 				server.Close()
 			}
 

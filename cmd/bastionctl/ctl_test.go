@@ -77,7 +77,7 @@ var adminCommands = map[string][]string{
 }
 
 // userCommands run on every system.
-var userCommands = []string{"login", "logout", "tunnel", "ssh-proxy", "audit"}
+var userCommands = []string{"login", "logout", "tunnel", "ssh-proxy", "rdp", "audit"}
 
 // TestAdminCommandsOffLinux: on macOS and Windows every admin command, and
 // each of its subcommands, says that it runs on the bastion host, and

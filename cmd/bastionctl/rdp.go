@@ -149,17 +149,8 @@ bastionctl login first.`,
 			defer cl.Close()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			cctx, cancel := context.WithTimeout(ctx, dialTimeout)
-			via, err := cl.Connect(cctx)
-			cancel()
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
+			if ok, err := reach(ctx, cl, logf); !ok {
 				return err
-			}
-			if logf != nil {
-				logf("the bastion answers over %s", via)
 			}
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {

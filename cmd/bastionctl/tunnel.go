@@ -125,21 +125,12 @@ with Ctrl-C.`,
 			defer cl.Close()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			cctx, cancel := context.WithTimeout(ctx, dialTimeout)
-			via, err := cl.Connect(cctx)
-			cancel()
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
+			if ok, err := reach(ctx, cl, logf); !ok {
 				return err
 			}
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return err
-			}
-			if logf != nil {
-				logf("the bastion answers over %s", via)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "tunnel to %s:%d listening on %s\n", printable(target), port, ln.Addr())
 			return serveTunnel(ctx, ln, cl, target, port, cmd.ErrOrStderr(), logf)
@@ -151,6 +142,25 @@ with Ctrl-C.`,
 	f.StringVar(&transport, "transport", "auto", "auto (QUIC, else TLS), quic or tcp (TLS only)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "say which transport carries each connection")
 	return cmd
+}
+
+// reach connects cl to the bastion within dialTimeout, so that a user
+// learns at once when it cannot be reached, and says over what (-v). It
+// returns false and no error when ctx ended first (Ctrl-C).
+func reach(ctx context.Context, cl *tunnel.Client, logf func(string, ...any)) (bool, error) {
+	cctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	via, err := cl.Connect(cctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, nil
+		}
+		return false, err
+	}
+	if logf != nil {
+		logf("the bastion answers over %s", via)
+	}
+	return true, nil
 }
 
 // dialer opens tunnels: a *tunnel.Client.
