@@ -150,14 +150,7 @@ func TestJoinError(t *testing.T) {
 // answer "welcome", and the user reset (SO_LINGER 0) once it read it.
 func endThenReset(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn), run int) (server net.Conn, done <-chan joinResult) {
 	t.Helper()
-	user, local := tcpPair(t)
-	client, server := pair(t)
-	results := make(chan joinResult, 1)
-	go func() {
-		var r joinResult
-		r.aToB, r.bToA, r.err = tunnel.Join(local, client)
-		results <- r
-	}()
+	user, server, results := startJoin(t, pair)
 	user.Write([]byte("auth"))
 	user.(closeWriter).CloseWrite()
 	if got, err := io.ReadAll(server); err != nil || string(got) != "auth" {
@@ -168,6 +161,21 @@ func endThenReset(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn), run 
 	user.(*net.TCPConn).SetLinger(0)
 	user.Close()
 	return server, results
+}
+
+// startJoin joins a local TCP client to pair's client end: it returns the
+// user's end of the local connection, pair's server end, and Join's
+// result to come.
+func startJoin(t *testing.T, pair func(*testing.T) (net.Conn, net.Conn)) (user, server net.Conn, done <-chan joinResult) {
+	user, local := tcpPair(t)
+	client, server := pair(t)
+	results := make(chan joinResult, 1)
+	go func() {
+		var r joinResult
+		r.aToB, r.bToA, r.err = tunnel.Join(local, client)
+		results <- r
+	}()
+	return user, server, results
 }
 
 // wantNormalEnd waits for Join's result, which must be a normal end.
@@ -230,14 +238,7 @@ func TestJoinEndThenReset(t *testing.T) {
 			}
 
 			// A reset before its end of stream is an error.
-			user, local := tcpPair(t)
-			client, server := pair(t)
-			done := make(chan joinResult, 1)
-			go func() {
-				var r joinResult
-				r.aToB, r.bToA, r.err = tunnel.Join(local, client)
-				done <- r
-			}()
+			user, server, done := startJoin(t, pair)
 			server.Write([]byte("hello"))
 			io.ReadFull(user, make([]byte, 5))
 			user.(*net.TCPConn).SetLinger(0)
