@@ -222,7 +222,7 @@ with bastionctl tokens; bastionctl logout revokes yours.`,
 	f.StringVar(&c.Address, "address", "", "dial this HOST:PORT instead of resolving --server")
 	f.StringVar(&c.User, "user", localUser(), "your user name on the bastion")
 	f.StringVar(&c.CA, "ca", "", "PEM file of the CA (or self-signed certificate) to trust")
-	f.BoolVar(&c.Insecure, "insecure", false, "do not check the bastion's certificate (tests only)")
+	f.BoolVar(&c.Insecure, "insecure", false, "do not check the bastion's certificate at all (a throwaway lab or demo with a self-signed one; otherwise give --ca)")
 	f.StringVar(&ttl, "ttl", "", "token lifetime, e.g. 8h (default 12h, at most 720h)")
 	f.StringSliceVar(&scopes, "scope", nil, "token scopes: api, tunnel (default both)")
 	f.StringVar(&code, "code", "", "the authenticator app's code")
