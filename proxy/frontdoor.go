@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/proxy/gate"
 )
 
 // Reasons the front door refuses a request before any route sees it.
@@ -130,7 +132,7 @@ func namesServer(host, serverName string) bool {
 		}
 		name = h
 	}
-	return sameName(name, serverName)
+	return gate.SameName(name, serverName)
 }
 
 // truncate is s cut to at most n bytes, for a log line.

@@ -25,6 +25,7 @@ import (
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/gate"
 	"github.com/bastiond/bastiond/proxy/ticket"
 	"github.com/bastiond/bastiond/proxy/websession"
 )
@@ -116,7 +117,7 @@ func (s *Server) sameOrigin(r *http.Request) bool {
 	if err != nil || u.Scheme != "https" || u.User != nil || u.Path != "" || u.RawQuery != "" {
 		return false
 	}
-	return strings.EqualFold(u.Host, r.Host) && sameName(u.Hostname(), s.cfg.Load().ServerName)
+	return strings.EqualFold(u.Host, r.Host) && gate.SameName(u.Hostname(), s.cfg.Load().ServerName)
 }
 
 type pageData struct {

@@ -17,11 +17,11 @@ import (
 
 	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/audit"
-	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/gate"
 	"github.com/bastiond/bastiond/tunnel"
 )
 
@@ -30,22 +30,16 @@ import (
 // is reset at once: no goroutine waits on it.
 func (s *Server) serveQUIC(conn *quic.Conn) {
 	client := addrPortOf(conn.RemoteAddr())
-	cs := &quicConnState{conn: conn, src: source.Of(client.Addr())}
-	s.quicLimits.connAccepted(cs)
-	defer s.quicLimits.connGone(cs)
+	cs := s.door.Accepted(conn)
+	defer s.door.Gone(cs)
 	for {
 		str, err := conn.AcceptStream(context.Background())
 		if err != nil {
 			return // the connection is gone; its streams end with it
 		}
-		ps, why := s.quicLimits.admitStream(cs, str, s.cfg.Load().MaxPendingTunnels)
+		ps := s.door.AdmitStream(cs, str)
 		if ps == nil {
-			s.quicLimits.refused[why].Add(1)
-			refuseStream(str)
-			if ce := s.log.Check(zap.DebugLevel, "quic: tunnel stream refused"); ce != nil {
-				ce.Write(zap.Stringer("client", client), zap.String("reason", quicRefusalNames[why]))
-			}
-			continue
+			continue // reset, counted and logged
 		}
 		go s.serveTunnel(tunnel.NewStreamConn(conn, str), "quic", client, ps)
 	}
@@ -77,12 +71,12 @@ func (s *Server) tunnelWebSocket(w http.ResponseWriter, r *http.Request) {
 // the client turns into a clear sentence, then c is closed. ps is the
 // pending place of a QUIC stream, given back once its request is read;
 // nil for a WebSocket.
-func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *pendingStream) {
+func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *gate.Pending) {
 	cfg := s.cfg.Load()
 	c.SetReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	req, err := tunnel.ReadRequest(c)
 	if ps != nil {
-		s.quicLimits.requestRead(ps)
+		s.door.RequestRead(ps)
 	}
 	if err != nil {
 		s.handshakeFailed("tunnel")
@@ -117,12 +111,10 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		log.Info("tunnel refused: bad token")
 		s.tokenRefused(client.Addr(), via, err)
 		s.refuseTunnel(c, tunnel.StatusUnauthorized, auth.ErrBadToken.Error())
-		if ps != nil && ps.cs.badTokens.Add(1) >= badTokensPerConn {
-			// A guesser, not a client with a stale token: end its
-			// connection, which a new one (a new handshake) must replace.
-			s.quicLimits.refused[closedBadTokens].Add(1)
+		if ps != nil && s.door.BadToken(ps.Conn()) {
+			// A guesser, not a client with a stale token: its connection
+			// ended, which a new one (a new handshake) must replace.
 			log.Info("quic connection closed: too many bad tokens")
-			ps.cs.conn.CloseWithError(tunnel.ErrCodeBadTokens, "too many bad tokens")
 		}
 		return
 	case !tok.HasScope(auth.ScopeTunnel):
@@ -132,7 +124,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		return
 	}
 	if ps != nil {
-		s.quicLimits.authenticated(ps.cs)
+		s.door.Authenticated(ps.Conn())
 	}
 	log = log.With(zap.String("user", user.Name))
 	// Authorization before lookup: whoever the roles do not cover gets one

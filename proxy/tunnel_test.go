@@ -22,6 +22,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/gate/gatetest"
 	"github.com/bastiond/bastiond/tunnel"
 )
 
@@ -242,7 +243,7 @@ func quicDialForTest(t *testing.T, addr string) (*quic.Conn, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := quic.DialAddr(ctx, addr, tunnelTLS(testName), &quic.Config{Versions: []quic.Version{quic.Version1}})
+	conn, err := quic.DialAddr(ctx, addr, gatetest.TunnelTLS(testName), &quic.Config{Versions: []quic.Version{quic.Version1}})
 	if err == nil {
 		t.Cleanup(func() { conn.CloseWithError(0, "") })
 	}

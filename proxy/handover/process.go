@@ -1,14 +1,3 @@
-// Package handover passes a running bastiond's sockets to the process that
-// replaces it (a binary upgrade) and carries the conversation between the
-// two: the old process starts the new binary with its descriptors and one
-// end of a control socket, and both then exchange JSON messages on it.
-//
-// The package knows nothing of what the messages say (package daemon does);
-// it spawns, hands over files by name, and frames messages. It is written
-// for bastiond rather than taken from github.com/cloudflare/tableflip, which
-// refuses a second upgrade until the first old process has exited: here an
-// old process serves its sessions for up to an hour after an upgrade, and
-// an admin must be able to ship a fix meanwhile.
 package handover
 
 import (

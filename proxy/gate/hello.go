@@ -1,4 +1,4 @@
-package proxy
+package gate
 
 import (
 	"errors"
@@ -142,8 +142,8 @@ func parseClientHello(body []byte) (clientHello, error) {
 	return h, nil
 }
 
-// sameName compares a server name from a ClientHello with the configured
+// SameName compares a server name from a ClientHello with the configured
 // one: DNS names are case-insensitive, and a trailing dot names the same host.
-func sameName(got, want string) bool {
+func SameName(got, want string) bool {
 	return got != "" && strings.EqualFold(strings.TrimSuffix(got, "."), strings.TrimSuffix(want, "."))
 }

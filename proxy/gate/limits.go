@@ -1,4 +1,4 @@
-package proxy
+package gate
 
 import (
 	"container/list"
@@ -12,21 +12,22 @@ import (
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/tunnel"
 )
 
 // What one QUIC connection may cost before it has shown a valid token.
 // Every client must answer a Retry before quic-go keeps any state for it
-// (see listenQUIC), so the source these limits count is one that receives
+// (see proxy.Server), so the source these limits count is one that receives
 // at its address.
 const (
-	// pendingPerConn is how many streams of one connection may be waiting
+	// PendingPerConn is how many streams of one connection may be waiting
 	// for their tunnel request at once. A client sends the request as soon
 	// as it opens a stream, so only a client that opens many tunnels at
 	// the same instant has more than one or two waiting; it is told to
 	// try again (tunnel.ErrCodeBusy).
-	pendingPerConn = 8
+	PendingPerConn = 8
 	// pendingPerSource is how many streams of one source's connections
 	// may be waiting at once: a sixteenth of the default global cap, so
 	// that no one source fills it.
@@ -38,16 +39,16 @@ const (
 	// then waits for one; closed, it connects again), so a flood from many
 	// sources costs at most this many connections, about 70 KiB each.
 	maxUnauthConns = 2048
-	// badTokensPerConn is how many requests with a bad token one
+	// BadTokensPerConn is how many requests with a bad token one
 	// connection may send; the next ends the connection. A client sends
 	// one token per process, so a second bad one is already a guesser.
-	badTokensPerConn = 4
+	BadTokensPerConn = 4
 )
 
 // errQUICSourceFull refuses a QUIC connection over its source's cap.
-var errQUICSourceFull = errors.New("proxy: quic: too many connections from this source")
+var errQUICSourceFull = errors.New("gate: quic: too many connections from this source")
 
-// quicLimits bounds what QUIC clients hold before they are authorized:
+// limits bounds what QUIC clients hold before they are authorized:
 // connections per source (an IPv4 address or an IPv6 /64) and streams
 // whose tunnel request has not arrived, per connection, per source and in
 // all. A stream over its connection's or its source's cap is reset at
@@ -56,21 +57,21 @@ var errQUICSourceFull = errors.New("proxy: quic: too many connections from this 
 // request within a round trip of opening the stream, so to keep others
 // out, a flood would have to open streams faster than that, from many
 // sources.
-type quicLimits struct {
-	perSource int // pendingPerSource but in tests (tuning)
-	maxUnauth int // maxUnauthConns but in tests (tuning)
+type limits struct {
+	perSource int // Config.PendingPerSource, or pendingPerSource
+	maxUnauth int // Config.MaxUnauthConns, or maxUnauthConns
 
 	mu        sync.Mutex           // guards the fields below
 	sources   map[netip.Prefix]int // open QUIC connections per source
 	conns     int                  // the sum of sources
 	pending   list.List            // of *pendingStream, oldest first
 	pendingBy map[netip.Prefix]int // pending streams per source
-	unauth    list.List            // of *quicConnState without a valid token yet, oldest first
+	unauth    list.List            // of *QUICConn without a valid token yet, oldest first
 
 	refused [numQUICRefusals]atomic.Int64
 }
 
-// The refusals quicLimits counts, a label of bastiond_quic_refused_total.
+// The refusals limits counts, a label of bastiond_quic_refused_total.
 const (
 	refusedConnSource   = iota // a connection over its source's cap
 	refusedStreamConn          // a stream over its connection's pending cap
@@ -90,34 +91,34 @@ var quicRefusalNames = [numQUICRefusals]string{
 	closedBadTokens:     "bad_tokens",
 }
 
-// newQUICLimits returns the limits with the caps perSource (pending
+// newLimits returns the limits with the caps perSource (pending
 // streams per source) and maxUnauth (connections without a valid token);
 // zero is the default, pendingPerSource and maxUnauthConns.
-func newQUICLimits(perSource, maxUnauth int) *quicLimits {
+func newLimits(perSource, maxUnauth int) *limits {
 	if perSource == 0 {
 		perSource = pendingPerSource
 	}
 	if maxUnauth == 0 {
 		maxUnauth = maxUnauthConns
 	}
-	return &quicLimits{perSource: perSource, maxUnauth: maxUnauth, sources: map[netip.Prefix]int{}, pendingBy: map[netip.Prefix]int{}}
+	return &limits{perSource: perSource, maxUnauth: maxUnauth, sources: map[netip.Prefix]int{}, pendingBy: map[netip.Prefix]int{}}
 }
 
-// connContext is the Transport's ConnContext: quic-go calls it for a new
+// ConnContext is the quic.Transport's ConnContext: quic-go calls it for a new
 // connection after the address validation, before the TLS handshake, and
 // refuses the connection (CONNECTION_REFUSED, no TLS state) when it
 // returns an error. The connection's place is given back when its context
 // ends, which quic-go does when the connection closes or its handshake
 // fails.
-func (s *Server) connContext(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
-	src := source.Of(addrPortOf(info.RemoteAddr).Addr())
-	limit := s.cfg.Load().MaxConnsPerSource
-	l := s.quicLimits
+func (d *Door) ConnContext(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
+	src := source.Of(addrport.Parse(info.RemoteAddr.String()).Addr())
+	limit := d.settings().MaxConnsPerSource
+	l := d.limits
 	l.mu.Lock()
 	if l.sources[src] >= limit {
 		l.mu.Unlock()
 		l.refused[refusedConnSource].Add(1)
-		s.log.Debug("quic: per-source connection cap reached", zap.Stringer("source", src), zap.Int("cap", limit))
+		d.cfg.Log.Debug("quic: per-source connection cap reached", zap.Stringer("source", src), zap.Int("cap", limit))
 		return nil, errQUICSourceFull
 	}
 	l.sources[src]++
@@ -134,23 +135,29 @@ func (s *Server) connContext(ctx context.Context, info *quic.ClientInfo) (contex
 	return ctx, nil
 }
 
-// quicConnState is what serveQUIC keeps for one connection.
-type quicConnState struct {
+// QUICConn is what the limits keep of one QUIC connection.
+type QUICConn struct {
 	conn      *quic.Conn
 	src       netip.Prefix
-	pending   int           // streams waiting for their request; guarded by quicLimits.mu
-	unauth    *list.Element // in quicLimits.unauth until a valid token; guarded by quicLimits.mu
+	pending   int           // streams waiting for their request; guarded by limits.mu
+	unauth    *list.Element // in limits.unauth until a valid token; guarded by limits.mu
 	badTokens atomic.Int32
 }
 
-// connAccepted puts cs, a connection whose handshake completed, among
-// those without a valid token, closing the oldest of them if there are
-// as many as the cap allows.
-func (l *quicLimits) connAccepted(cs *quicConnState) {
+// Accepted counts conn, a connection whose handshake completed, among
+// those without a valid token, closing the oldest of them if there are as
+// many as the cap allows. Call Gone when it ends.
+func (d *Door) Accepted(conn *quic.Conn) *QUICConn {
+	cs := &QUICConn{conn: conn, src: source.Of(addrport.Parse(conn.RemoteAddr().String()).Addr())}
+	d.limits.accepted(cs)
+	return cs
+}
+
+func (l *limits) accepted(cs *QUICConn) {
 	var evicted *quic.Conn
 	l.mu.Lock()
 	if l.unauth.Len() >= l.maxUnauth {
-		old := l.unauth.Remove(l.unauth.Front()).(*quicConnState)
+		old := l.unauth.Remove(l.unauth.Front()).(*QUICConn)
 		old.unauth = nil
 		evicted = old.conn
 	}
@@ -162,9 +169,26 @@ func (l *quicLimits) connAccepted(cs *quicConnState) {
 	}
 }
 
-// authenticated takes cs off the list of connections without a valid
-// token, for good; connGone does so when the connection ends.
-func (l *quicLimits) authenticated(cs *quicConnState) {
+// Authenticated takes cs off the list of connections without a valid
+// token, for good: it showed one.
+func (d *Door) Authenticated(cs *QUICConn) { d.limits.authenticated(cs) }
+
+// Gone gives back what cs, a connection that ended, held.
+func (d *Door) Gone(cs *QUICConn) { d.limits.authenticated(cs) }
+
+// BadToken counts a request with a bad token on cs, and past
+// BadTokensPerConn of them closes the connection (a guesser, not a client
+// with a stale token) and reports it.
+func (d *Door) BadToken(cs *QUICConn) (closed bool) {
+	if cs.badTokens.Add(1) < BadTokensPerConn {
+		return false
+	}
+	d.limits.refused[closedBadTokens].Add(1)
+	cs.conn.CloseWithError(tunnel.ErrCodeBadTokens, "too many bad tokens")
+	return true
+}
+
+func (l *limits) authenticated(cs *QUICConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if cs.unauth != nil {
@@ -173,18 +197,35 @@ func (l *quicLimits) authenticated(cs *quicConnState) {
 	}
 }
 
-func (l *quicLimits) connGone(cs *quicConnState) { l.authenticated(cs) }
-
-// pendingStream is a stream waiting for its tunnel request.
-type pendingStream struct {
-	cs   *quicConnState
+// Pending is a stream waiting for its tunnel request.
+type Pending struct {
+	cs   *QUICConn
 	str  *quic.Stream
 	elem *list.Element // nil once its place is given back
 }
 
+// Conn is the connection of p.
+func (p *Pending) Conn() *QUICConn { return p.cs }
+
+// AdmitStream takes a place for str, a new stream of cs, among those
+// waiting for their request, or resets it (tunnel.ErrCodeBusy), counts and
+// logs the refusal and returns nil. Call RequestRead once its request is
+// read, or its reading failed.
+func (d *Door) AdmitStream(cs *QUICConn, str *quic.Stream) *Pending {
+	ps, why := d.limits.admitStream(cs, str, d.settings().MaxPendingTunnels)
+	if ps == nil {
+		d.limits.refused[why].Add(1)
+		refuseStream(str)
+		if ce := d.cfg.Log.Check(zap.DebugLevel, "quic: tunnel stream refused"); ce != nil {
+			ce.Write(zap.Stringer("client", cs.conn.RemoteAddr()), zap.String("reason", quicRefusalNames[why]))
+		}
+	}
+	return ps
+}
+
 // admitStream takes a pending place for str, a new stream of cs, under
 // the global cap of global streams, or says which cap refuses it.
-func (l *quicLimits) admitStream(cs *quicConnState, str *quic.Stream, global int) (ps *pendingStream, refusal int) {
+func (l *limits) admitStream(cs *QUICConn, str *quic.Stream, global int) (ps *Pending, refusal int) {
 	var evicted *quic.Stream
 	defer func() {
 		if evicted != nil {
@@ -195,26 +236,28 @@ func (l *quicLimits) admitStream(cs *quicConnState, str *quic.Stream, global int
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
-	case cs.pending >= pendingPerConn:
+	case cs.pending >= PendingPerConn:
 		return nil, refusedStreamConn
 	case l.pendingBy[cs.src] >= l.perSource:
 		return nil, refusedStreamSource
 	}
 	if l.pending.Len() >= global {
-		old := l.pending.Front().Value.(*pendingStream)
+		old := l.pending.Front().Value.(*Pending)
 		l.unpend(old)
 		evicted = old.str
 	}
-	ps = &pendingStream{cs: cs, str: str}
+	ps = &Pending{cs: cs, str: str}
 	ps.elem = l.pending.PushBack(ps)
 	cs.pending++
 	l.pendingBy[cs.src]++
 	return ps, 0
 }
 
-// requestRead gives back the pending place of ps, once its request is
+// RequestRead gives back the pending place of ps, once its request is
 // read or its reading failed (if it was not evicted already).
-func (l *quicLimits) requestRead(ps *pendingStream) {
+func (d *Door) RequestRead(ps *Pending) { d.limits.requestRead(ps) }
+
+func (l *limits) requestRead(ps *Pending) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if ps.elem != nil {
@@ -222,7 +265,7 @@ func (l *quicLimits) requestRead(ps *pendingStream) {
 	}
 }
 
-func (l *quicLimits) unpend(ps *pendingStream) {
+func (l *limits) unpend(ps *Pending) {
 	l.pending.Remove(ps.elem)
 	ps.elem = nil
 	ps.cs.pending--
@@ -231,8 +274,10 @@ func (l *quicLimits) unpend(ps *pendingStream) {
 	}
 }
 
-// pendingLen is the number of streams waiting for their request.
-func (l *quicLimits) pendingLen() int {
+// PendingLen is the number of streams waiting for their request.
+func (d *Door) PendingLen() int { return d.limits.pendingLen() }
+
+func (l *limits) pendingLen() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.pending.Len()
@@ -269,14 +314,14 @@ var (
 )
 
 // quicCollector reports the QUIC limits' tables to Prometheus.
-type quicCollector struct{ s *Server }
+type quicCollector struct{ d *Door }
 
 var _ prometheus.Collector = quicCollector{}
 
 // QUICMetrics is the collector of the QUIC front door's bounded tables:
 // connections per source, pending tunnel requests, the gate's pending
 // hellos, and what each cap refused or evicted.
-func (s *Server) QUICMetrics() prometheus.Collector { return quicCollector{s} }
+func (d *Door) QUICMetrics() prometheus.Collector { return quicCollector{d} }
 
 func (c quicCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{quicSourcesDesc, quicConnsDesc, quicUnauthDesc, quicPendingDesc, quicPendingSourcesDesc, quicRefusedDesc,
@@ -286,7 +331,7 @@ func (c quicCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c quicCollector) Collect(ch chan<- prometheus.Metric) {
-	l := c.s.quicLimits
+	l := c.d.limits
 	l.mu.Lock()
 	sources, conns, pending, pendingSources, unauth := len(l.sources), l.conns, l.pending.Len(), len(l.pendingBy), l.unauth.Len()
 	l.mu.Unlock()
@@ -299,11 +344,9 @@ func (c quicCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(quicRefusedDesc, prometheus.CounterValue, float64(l.refused[i].Load()), name)
 	}
 	var st gateStats
-	c.s.mu.Lock()
-	for _, e := range c.s.quic {
-		st.add(e.gate.stats())
+	for _, g := range c.d.quicGates() {
+		st.add(g.stats())
 	}
-	c.s.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(quicHellosDesc, prometheus.GaugeValue, float64(st.pending))
 	ch <- prometheus.MustNewConstMetric(quicHelloSourcesDesc, prometheus.GaugeValue, float64(st.sources))
 	ch <- prometheus.MustNewConstMetric(quicHelloEvictionsDesc, prometheus.CounterValue, float64(st.evicted))

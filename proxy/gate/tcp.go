@@ -1,11 +1,10 @@
-package proxy
+package gate
 
 import (
 	"errors"
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,14 +17,14 @@ import (
 	"github.com/bastiond/bastiond/internal/source"
 )
 
-// gate is the first thing a TCP connection on 443 meets. It reads the
+// TCP is the first thing a TCP connection on 443 meets. It reads the
 // ClientHello itself, before any TLS state exists, and hands on only the
 // connections that name the bastion's server name. Anything else (no server
 // name, another name, not TLS at all, too slow) is closed with nothing sent:
 // no certificate, no alert, so a scanner learns nothing about what answers.
-type gate struct {
+type TCP struct {
 	ln  net.Listener
-	s   *Server
+	d   *Door
 	out chan net.Conn
 
 	once   sync.Once
@@ -40,19 +39,22 @@ type gate struct {
 	refused int64                // connections closed at their source's cap
 }
 
-func newGate(ln net.Listener, s *Server) *gate {
-	g := &gate{ln: ln, s: s, out: make(chan net.Conn), closed: make(chan struct{}), sources: map[netip.Prefix]int{}}
-	s.mu.Lock()
-	s.gates = append(s.gates, g) // before the loop starts: Pause must reach every Accept
-	s.mu.Unlock()
+// TCP puts a gate in front of ln. Its Accept returns the connections
+// that passed, with the bytes it read of them given back to their first
+// reads.
+func (d *Door) TCP(ln net.Listener) *TCP {
+	g := &TCP{ln: ln, d: d, out: make(chan net.Conn), closed: make(chan struct{}), sources: map[netip.Prefix]int{}}
+	d.mu.Lock()
+	d.tcp = append(d.tcp, g) // before the loop starts: Pause must reach every Accept
+	d.mu.Unlock()
 	go g.acceptLoop()
 	return g
 }
 
-func (g *gate) acceptLoop() {
+func (g *TCP) acceptLoop() {
 	var delay time.Duration
 	for {
-		if resume := g.s.pausedUntil(); resume != nil {
+		if resume := g.d.pausedUntil(); resume != nil {
 			// Paused: new connections wait in the kernel's backlog.
 			select {
 			case <-resume:
@@ -61,7 +63,7 @@ func (g *gate) acceptLoop() {
 			}
 		}
 		g.acceptMu.Lock()
-		if g.s.paused.Load() { // paused since
+		if g.d.paused.Load() { // paused since
 			g.acceptMu.Unlock()
 			continue
 		}
@@ -76,7 +78,7 @@ func (g *gate) acceptLoop() {
 				// Out of descriptors or a transient error: back off as
 				// net/http does, rather than spin.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				g.s.log.Warn("accept", zap.Error(err), zap.Duration("retry_in", delay))
+				g.d.cfg.Log.Warn("accept", zap.Error(err), zap.Duration("retry_in", delay))
 				time.Sleep(delay)
 				continue
 			}
@@ -84,7 +86,7 @@ func (g *gate) acceptLoop() {
 			return
 		}
 		delay = 0
-		setClientTimeout(c, g.s.cfg.Load().ClientTimeout, g.s.log)
+		setClientTimeout(c, g.d.settings().ClientTimeout, g.d.cfg.Log)
 		tc, ok := g.admit(c)
 		if !ok {
 			c.Close() // over the per-source cap: nothing sent
@@ -117,19 +119,19 @@ func setClientTimeout(c net.Conn, timeout time.Duration, log *zap.Logger) {
 
 // screen reads the ClientHello of c within the handshake timeout and passes
 // c on when it names the server.
-func (g *gate) screen(c net.Conn) {
-	cfg := g.s.cfg.Load()
+func (g *TCP) screen(c net.Conn) {
+	cfg := g.d.settings()
 	c.SetReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	raw, hello, err := readClientHello(c)
-	if err != nil || !sameName(hello.serverName, cfg.ServerName) {
-		g.s.log.Debug("closed without an answer", zap.Stringer("remote", c.RemoteAddr()),
+	if err != nil || !SameName(hello.serverName, cfg.ServerName) {
+		g.d.cfg.Log.Debug("closed without an answer", zap.Stringer("remote", c.RemoteAddr()),
 			zap.String("server_name", hello.serverName), zap.Error(err))
 		c.Close()
 		return
 	}
 	c.SetReadDeadline(time.Time{}) // the TLS stack sets its own
 	select {
-	case g.out <- &replayConn{Conn: c, head: raw, failed: func() { g.s.handshakeFailed("tls") }}:
+	case g.out <- &replayConn{Conn: c, head: raw, failed: g.d.cfg.HandshakeFailed}:
 	case <-g.closed:
 		c.Close()
 	}
@@ -138,17 +140,17 @@ func (g *gate) screen(c net.Conn) {
 // admit counts c against its source's cap, and returns c wrapped so that
 // closing it gives the place back. A source is an IPv4 address or an IPv6
 // /64 (source.Of): a client rotating addresses inside its /64 is one source.
-func (g *gate) admit(c net.Conn) (net.Conn, bool) {
+func (g *TCP) admit(c net.Conn) (net.Conn, bool) {
 	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
 	if err != nil {
 		return c, true // not an IP peer: nothing to count
 	}
-	src, limit := source.Of(ap.Addr()), g.s.cfg.Load().MaxConnsPerSource
+	src, limit := source.Of(ap.Addr()), g.d.settings().MaxConnsPerSource
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.sources[src] >= limit {
 		g.refused++
-		if ce := g.s.log.Check(zap.DebugLevel, "per-source connection cap reached"); ce != nil {
+		if ce := g.d.cfg.Log.Check(zap.DebugLevel, "per-source connection cap reached"); ce != nil {
 			ce.Write(zap.Stringer("source", src), zap.Stringer("remote", ap), zap.Int("cap", limit))
 		}
 		return nil, false
@@ -172,7 +174,7 @@ type gateCounts struct {
 	refused        int64
 }
 
-func (g *gate) counts() gateCounts {
+func (g *TCP) counts() gateCounts {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return gateCounts{sources: len(g.sources), conns: g.conns, refused: g.refused}
@@ -188,11 +190,11 @@ var (
 		[]string{"reason"}, nil)
 )
 
-// TCPMetrics is the collector of the TCP front door's per-source table:
-// its size, the connections it counts, and what its cap refused.
-func (s *Server) TCPMetrics() prometheus.Collector { return tcpCollector{s} }
+// TCPMetrics is the collector of the TCP gates' per-source tables: their
+// size, the connections they count, and what their caps refused.
+func (d *Door) TCPMetrics() prometheus.Collector { return tcpCollector{d} }
 
-type tcpCollector struct{ s *Server }
+type tcpCollector struct{ d *Door }
 
 func (c tcpCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- tcpSourcesDesc
@@ -202,10 +204,7 @@ func (c tcpCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c tcpCollector) Collect(ch chan<- prometheus.Metric) {
 	var sum gateCounts
-	c.s.mu.Lock()
-	gates := slices.Clone(c.s.gates)
-	c.s.mu.Unlock()
-	for _, g := range gates { // gates are never removed: the counter only grows
+	for _, g := range c.d.tcpGates() { // gates are never removed: the counter only grows
 		n := g.counts()
 		sum.sources += n.sources
 		sum.conns += n.conns
@@ -229,7 +228,7 @@ func (c *countedConn) Close() error {
 }
 
 // Accept returns the next connection that passed the gate.
-func (g *gate) Accept() (net.Conn, error) {
+func (g *TCP) Accept() (net.Conn, error) {
 	select {
 	case c := <-g.out:
 		return c, nil
@@ -238,7 +237,7 @@ func (g *gate) Accept() (net.Conn, error) {
 	}
 }
 
-func (g *gate) shut(err error) {
+func (g *TCP) shut(err error) {
 	g.once.Do(func() {
 		g.err = err
 		close(g.closed)
@@ -246,19 +245,19 @@ func (g *gate) shut(err error) {
 }
 
 // Close stops accepting; connections being screened are closed.
-func (g *gate) Close() error {
+func (g *TCP) Close() error {
 	err := g.ln.Close()
 	g.shut(net.ErrClosed)
 	return err
 }
 
-func (g *gate) Addr() net.Addr { return g.ln.Addr() }
+func (g *TCP) Addr() net.Addr { return g.ln.Addr() }
 
 // pause interrupts the loop's Accept and waits for it to return: a
 // connection it returns meanwhile was taken before Pause returned, and the
 // loop calls Accept no more. A listener without deadlines cannot be
 // interrupted: its loop pauses after its next Accept.
-func (g *gate) pause() {
+func (g *TCP) pause() {
 	if !g.setAcceptDeadline(aLongTimeAgo) {
 		return
 	}
@@ -268,12 +267,22 @@ func (g *gate) pause() {
 
 // setAcceptDeadline sets the deadline of Accept, if the listener has
 // deadlines, as a *net.TCPListener has, and reports whether it has.
-func (g *gate) setAcceptDeadline(t time.Time) bool {
+func (g *TCP) setAcceptDeadline(t time.Time) bool {
 	d, ok := g.ln.(interface{ SetDeadline(time.Time) error })
 	if ok {
 		d.SetDeadline(t)
 	}
 	return ok
+}
+
+// Handshook tells the gate that c, a connection its Accept returned,
+// completed its TLS handshake: closing it then is not a failed one. Call
+// it from the tls.Config's VerifyConnection. Other connections are left
+// alone.
+func Handshook(c net.Conn) {
+	if rc, ok := c.(*replayConn); ok {
+		rc.handshook.Store(true)
+	}
 }
 
 // replayConn gives the TLS stack back the bytes the gate read. It also

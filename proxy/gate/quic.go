@@ -1,9 +1,6 @@
-package proxy
+package gate
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -20,44 +17,45 @@ import (
 
 	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/source"
-	"github.com/bastiond/bastiond/proxy/quicinitial"
+	"github.com/bastiond/bastiond/proxy/gate/quicinitial"
+	"github.com/bastiond/bastiond/proxy/handover"
 )
 
-// quicGate is to QUIC what gate is to TLS over TCP: it sits between the UDP
+// QUIC is to QUIC what TCP is to TLS over TCP: it sits between the UDP
 // socket and quic-go and reads every client's ClientHello before quic-go
 // sees a single datagram of the connection. It decrypts the client's
 // Initial packets (anyone can: the keys derive from the packet's own
 // Destination Connection ID), holds them until the ClientHello is whole, and
 // then either releases them, in order, to quic-go, if the hello names the
-// server and offers ALPNTunnel, or drops them. A scanner that does not know
+// server and offers the tunnel's ALPN, or drops them. A scanner that does not know
 // the server name therefore gets nothing back at all: no Version
 // Negotiation, no Retry, no CONNECTION_CLOSE, no certificate; a datagram
 // that is not QUIC version 1 is dropped too. Retry, which the front door
-// requires of every source without a token (see listenQUIC), comes from
+// requires of every source without a token (see proxy.Server), comes from
 // quic-go and so only after the gate admitted the hello.
 //
 // What passes unread: short-header packets, v1 0-RTT, Handshake and Retry
 // packets (quic-go answers none of them for a connection it does not have,
 // as long as the Transport has no StatelessResetKey), Initial packets of a
 // (source, DCID) already admitted, and Initial packets to a connection ID
-// the server issued (see connIDs) that the keys of that ID do not open: the
+// the server issued (see handover.ConnIDs) that the keys of that ID do not open: the
 // client's later Initials of a handshake quic-go runs. The gate reads only
 // the first packet of a datagram; packets coalesced behind it reach quic-go
 // unread, which matters only to a client that sent the right name in the
 // first ones.
 //
-// Across upgrades (see Lineage), the gate also routes: a datagram whose
+// Across upgrades (see handover.Lineage), the gate also routes: a datagram whose
 // Destination Connection ID an earlier generation issued goes to the
 // predecessor's link instead of quic-go. Paused, the gate drops the
 // Initials that could start a connection; retired, it reads the
 // successor's link instead of the socket.
-type quicGate struct {
+type QUIC struct {
 	pc   net.PacketConn
 	udp  *net.UDPConn                         // pc, when it is one
 	read func(ms []ipv4.Message) (int, error) // reads the socket
-	s    *Server
-	ids  *connIDs
-	pred *quicLink // to the predecessor, for its datagrams; nil drops them
+	d    *Door
+	ids  *handover.ConnIDs
+	pred *handover.Link // to the predecessor, for its datagrams; nil drops them
 	now  func() time.Time
 
 	maxPending, maxPerSource, maxDecided int
@@ -77,7 +75,7 @@ type quicGate struct {
 	// link is the successor's, which the gate reads instead of the socket
 	// once retired; readDeadline is the last one quic-go set, for whichever
 	// of the two the gate reads.
-	link         *quicLink
+	link         *handover.Link
 	readDeadline time.Time
 }
 
@@ -118,11 +116,11 @@ type decision struct {
 	at    time.Time
 }
 
-// newQUICGate puts a gate in front of pc for the QUIC server of s, with
-// the link to s's predecessor, if it has one.
-func newQUICGate(pc net.PacketConn, s *Server, pred *quicLink) *quicGate {
-	g := &quicGate{
-		pc: pc, s: s, ids: s.ids, pred: pred, now: time.Now,
+// QUIC puts a gate in front of pc, with the link to this process's
+// predecessor, if it has one. Give quic-go its Conn, not pc.
+func (d *Door) QUIC(pc net.PacketConn, pred *handover.Link) *QUIC {
+	g := &QUIC{
+		pc: pc, d: d, ids: d.cfg.IDs, pred: pred, now: time.Now,
 		maxPending: maxPendingHellos, maxPerSource: maxPendingPerSrc, maxDecided: maxDecidedHellos,
 		pending: map[gateKey]*pendingHello{}, perSource: map[netip.Prefix]int{}, decided: map[gateKey]decision{},
 	}
@@ -142,12 +140,15 @@ func newQUICGate(pc net.PacketConn, s *Server, pred *quicLink) *quicGate {
 			return 1, nil
 		}
 	}
+	d.mu.Lock()
+	d.quic = append(d.quic, g)
+	d.mu.Unlock()
 	return g
 }
 
-// conn is the net.PacketConn to give quic-go: for a UDP socket, one that
+// Conn is the net.PacketConn to give quic-go: for a UDP socket, one that
 // keeps quic-go's optimizations (batched reads, ECN, packet info, GSO, DF).
-func (g *quicGate) conn() net.PacketConn {
+func (g *QUIC) Conn() net.PacketConn {
 	if g.udp != nil {
 		return udpGate{g}
 	}
@@ -159,7 +160,7 @@ func (g *quicGate) conn() net.PacketConn {
 // successor's link. It holds no lock while it reads, and never reads while
 // released datagrams wait. Each message must have a single buffer, as
 // quic-go's do.
-func (g *quicGate) readBatch(ms []ipv4.Message) (int, error) {
+func (g *QUIC) readBatch(ms []ipv4.Message) (int, error) {
 	if len(ms) == 0 {
 		return 0, nil
 	}
@@ -176,7 +177,7 @@ func (g *quicGate) readBatch(ms []ipv4.Message) (int, error) {
 		var err error
 		if link != nil {
 			n, err = g.readLink(link, ms)
-		} else if n, err = g.read(ms); errors.Is(err, os.ErrDeadlineExceeded) && g.retired() {
+		} else if n, err = g.read(ms); errors.Is(err, os.ErrDeadlineExceeded) && g.Retired() {
 			// retire interrupted the read: the next one is from the link,
 			// and quic-go, which would take this for a closing, never
 			// hears of it.
@@ -191,24 +192,40 @@ func (g *quicGate) readBatch(ms []ipv4.Message) (int, error) {
 	}
 }
 
-// retire makes the gate read the successor's link instead of the socket,
-// for good.
-func (g *quicGate) retire(link *quicLink) {
+// Retire makes the gate read the successor's link instead of the socket,
+// for good: the old process's half of a hand-over.
+func (g *QUIC) Retire(link *handover.Link) {
 	g.mu.Lock()
-	g.rbuf = make([]byte, maxLinkMessage)
+	g.rbuf = make([]byte, handover.MaxMessage)
 	g.link = link
 	// A deadline quic-go set to stop its reads applies to the link now.
-	link.conn.SetReadDeadline(g.readDeadline)
+	link.SetReadDeadline(g.readDeadline)
 	g.mu.Unlock()
 	// Wake a read of the socket under way. An error means the socket is
 	// closed, and then nothing reads it anyway.
 	g.pc.SetReadDeadline(aLongTimeAgo)
 }
 
+// readLink fills ms with the datagrams waiting on the successor's link,
+// waiting for one if there are none; a message that does not decode is
+// dropped.
+func (g *QUIC) readLink(l *handover.Link, ms []ipv4.Message) (int, error) {
+	n, err := l.ReadBatch(g.rbuf, ms, func(err error) { g.debug("dropped a link message", nil, err) })
+	if err != nil {
+		g.d.cfg.Log.Warn("quic: the successor's link failed: this process's QUIC connections end", zap.Error(err))
+	}
+	return n, err
+}
+
+// connIDMargin is how long an issued ID outlives twice the handshake
+// timeout, for Initials late on the wire.
+const connIDMargin = 10 * time.Second
+
 // aLongTimeAgo is a deadline that has passed.
 var aLongTimeAgo = time.Unix(1, 0)
 
-func (g *quicGate) retired() bool {
+// Retired reports whether the gate reads its successor's link, not the socket.
+func (g *QUIC) Retired() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.link != nil
@@ -218,7 +235,7 @@ func (g *quicGate) retired() bool {
 // copying bytes: the buffers stay with their slots, as quic-go pairs each
 // slot with its own buffer. Once the gate released datagrams, the ones that
 // pass after them join the queue, so that quic-go gets them all in order.
-func (g *quicGate) filter(ms []ipv4.Message) int {
+func (g *QUIC) filter(ms []ipv4.Message) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	out := 0
@@ -243,7 +260,7 @@ func (g *quicGate) filter(ms []ipv4.Message) int {
 }
 
 // unqueue moves released datagrams into ms.
-func (g *quicGate) unqueue(ms []ipv4.Message) int {
+func (g *QUIC) unqueue(ms []ipv4.Message) int {
 	n := 0
 	for ; n < len(ms) && n < len(g.queue); n++ {
 		m, h := &ms[n], &g.queue[n]
@@ -273,13 +290,13 @@ func hold(m *ipv4.Message) heldDatagram {
 // screen decides on one datagram: true to pass it on now; false when it is
 // dropped, handed to the predecessor, or held or released by the gate,
 // which then keeps a copy.
-func (g *quicGate) screen(m *ipv4.Message) bool {
+func (g *QUIC) screen(m *ipv4.Message) bool {
 	b := m.Buffers[0][:m.N]
 	switch {
 	case len(b) == 0:
 		return false
 	case b[0]&0x80 == 0: // short header: a connection quic-go or a predecessor has, or nothing
-		return g.route(m, b[1:min(len(b), 1+connIDLen)])
+		return g.route(m, b[1:min(len(b), 1+handover.ConnIDLen)])
 	case len(b) < 5 || binary.BigEndian.Uint32(b[1:5]) != quicinitial.Version1:
 		g.debug("dropped a datagram of another QUIC version", m.Addr, nil)
 		return false
@@ -296,10 +313,10 @@ func (g *quicGate) screen(m *ipv4.Message) bool {
 	}
 	k := gateKey{src: addrPort(m.Addr), n: uint8(len(hdr.DCID))}
 	copy(k.dcid[:], hdr.DCID)
-	cfg := g.s.cfg.Load()
+	cfg := g.d.settings()
 	now := g.now()
-	issued := g.ids.issued(hdr.DCID, now, 2*cfg.HandshakeTimeout+connIDMargin)
-	if !issued && g.s.paused.Load() {
+	issued := g.ids.Issued(hdr.DCID, now, 2*cfg.HandshakeTimeout+connIDMargin)
+	if !issued && g.d.paused.Load() {
 		g.debug("dropped an Initial: paused", m.Addr, nil)
 		return false
 	}
@@ -331,7 +348,7 @@ func (g *quicGate) screen(m *ipv4.Message) bool {
 // assemble holds a copy of m, an Initial of the first flight k, adds its
 // CRYPTO frames to the flight's ClientHello, and once that is whole,
 // releases or drops the flight's datagrams.
-func (g *quicGate) assemble(k gateKey, m *ipv4.Message, frames []quicinitial.CryptoFrame, cfg *Config, now time.Time) {
+func (g *QUIC) assemble(k gateKey, m *ipv4.Message, frames []quicinitial.CryptoFrame, cfg Settings, now time.Time) {
 	p := g.pending[k]
 	if p != nil && now.Sub(p.start) > cfg.HandshakeTimeout {
 		g.unpend(k)
@@ -384,7 +401,7 @@ func (g *quicGate) assemble(k gateKey, m *ipv4.Message, frames []quicinitial.Cry
 	if err == nil {
 		hello, err = parseClientHello(msg[4:])
 	}
-	admit := err == nil && sameName(hello.serverName, cfg.ServerName) && slices.Contains(hello.alpn, ALPNTunnel)
+	admit := err == nil && SameName(hello.serverName, cfg.ServerName) && slices.Contains(hello.alpn, g.d.cfg.ALPN)
 	if admit {
 		g.queue = append(g.queue, p.held...)
 	} else {
@@ -407,19 +424,19 @@ var (
 // sends, one for no generation of the lineage or a later one is dropped.
 // Datagrams only ever go to an earlier generation than the one that
 // routes them, so none can loop.
-func (g *quicGate) route(m *ipv4.Message, dcid []byte) bool {
+func (g *QUIC) route(m *ipv4.Message, dcid []byte) bool {
 	if g.pred == nil && g.link == nil {
 		// Neither upgraded from nor retired: every datagram is this
 		// process's (an earlier generation's would be dropped anyway),
 		// and the hot path decrypts no connection ID.
 		return true
 	}
-	gen, ok := g.ids.generation(dcid)
+	gen, ok := g.ids.GenerationOf(dcid)
 	switch {
-	case ok && gen < g.ids.gen:
+	case ok && gen < g.ids.Generation():
 		g.forward(m)
 		return false
-	case g.link != nil && (!ok || gen != g.ids.gen):
+	case g.link != nil && (!ok || gen != g.ids.Generation()):
 		g.debug("dropped a datagram from the successor's link: not of this generation", m.Addr, nil)
 		return false
 	}
@@ -428,15 +445,15 @@ func (g *quicGate) route(m *ipv4.Message, dcid []byte) bool {
 
 // forward writes m to the predecessor's link, or drops it if there is none
 // or the link is full.
-func (g *quicGate) forward(m *ipv4.Message) {
+func (g *QUIC) forward(m *ipv4.Message) {
 	if g.pred == nil {
 		g.debug("dropped a datagram of an earlier generation: no predecessor", m.Addr, nil)
 		return
 	}
 	var err error
-	g.wbuf, err = appendLinkDatagram(g.wbuf[:0], rawAddrPort(m.Addr), m.OOB[:m.NN], m.Buffers[0][:m.N])
+	g.wbuf, err = handover.AppendDatagram(g.wbuf[:0], rawAddrPort(m.Addr), m.OOB[:m.NN], m.Buffers[0][:m.N])
 	if err == nil {
-		err = g.pred.send(g.wbuf)
+		err = g.pred.Send(g.wbuf)
 	}
 	if err != nil {
 		g.debug("dropped a datagram for the predecessor", m.Addr, err)
@@ -452,7 +469,7 @@ func longDCID(b []byte) []byte {
 	return b[6 : 6+int(b[5])]
 }
 
-func (g *quicGate) unpend(k gateKey) {
+func (g *QUIC) unpend(k gateKey) {
 	delete(g.pending, k)
 	src := source.Of(k.src.Addr())
 	if g.perSource[src]--; g.perSource[src] <= 0 {
@@ -475,7 +492,7 @@ func (a *gateStats) add(b gateStats) {
 	a.refused += b.refused
 }
 
-func (g *quicGate) stats() gateStats {
+func (g *QUIC) stats() gateStats {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return gateStats{pending: len(g.pending), sources: len(g.perSource), decided: len(g.decided), evicted: g.evicted, refused: g.refused}
@@ -483,7 +500,7 @@ func (g *quicGate) stats() gateStats {
 
 // sweep forgets, now and then, hellos that did not complete within the
 // handshake timeout and decisions older than twice that.
-func (g *quicGate) sweep(now time.Time, timeout time.Duration) {
+func (g *QUIC) sweep(now time.Time, timeout time.Duration) {
 	if now.Sub(g.swept) < min(time.Second, timeout/4) {
 		return
 	}
@@ -500,8 +517,8 @@ func (g *quicGate) sweep(now time.Time, timeout time.Duration) {
 	}
 }
 
-func (g *quicGate) debug(msg string, from net.Addr, err error, fields ...zap.Field) {
-	if ce := g.s.log.Check(zap.DebugLevel, "quic: "+msg); ce != nil {
+func (g *QUIC) debug(msg string, from net.Addr, err error, fields ...zap.Field) {
+	if ce := g.d.cfg.Log.Check(zap.DebugLevel, "quic: "+msg); ce != nil {
 		if from != nil {
 			fields = append(fields, zap.Stringer("remote", from))
 		}
@@ -528,7 +545,7 @@ func rawAddrPort(a net.Addr) netip.AddrPort {
 }
 
 // ReadFrom reads the next datagram that passes the gate.
-func (g *quicGate) ReadFrom(p []byte) (int, net.Addr, error) {
+func (g *QUIC) ReadFrom(p []byte) (int, net.Addr, error) {
 	ms := []ipv4.Message{{Buffers: [][]byte{p}}}
 	if _, err := g.readBatch(ms); err != nil {
 		return 0, nil, err
@@ -538,7 +555,7 @@ func (g *quicGate) ReadFrom(p []byte) (int, net.Addr, error) {
 
 // Close forgets every hello and closes the socket. The links are the
 // Server's to close.
-func (g *quicGate) Close() error {
+func (g *QUIC) Close() error {
 	g.mu.Lock()
 	clear(g.pending)
 	clear(g.perSource)
@@ -550,32 +567,32 @@ func (g *quicGate) Close() error {
 
 // SetReadDeadline sets the deadline of the gate's reads, from the socket
 // or the link: quic-go sets one to stop reading when it closes.
-func (g *quicGate) SetReadDeadline(t time.Time) error {
+func (g *QUIC) SetReadDeadline(t time.Time) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.readDeadline = t
 	if g.link != nil {
-		return g.link.conn.SetReadDeadline(t)
+		return g.link.SetReadDeadline(t)
 	}
 	return g.pc.SetReadDeadline(t)
 }
 
-func (g *quicGate) SetDeadline(t time.Time) error {
+func (g *QUIC) SetDeadline(t time.Time) error {
 	if err := g.SetReadDeadline(t); err != nil {
 		return err
 	}
 	return g.pc.SetWriteDeadline(t)
 }
 
-func (g *quicGate) WriteTo(p []byte, addr net.Addr) (int, error) { return g.pc.WriteTo(p, addr) }
-func (g *quicGate) LocalAddr() net.Addr                          { return g.pc.LocalAddr() }
-func (g *quicGate) SetWriteDeadline(t time.Time) error           { return g.pc.SetWriteDeadline(t) }
+func (g *QUIC) WriteTo(p []byte, addr net.Addr) (int, error) { return g.pc.WriteTo(p, addr) }
+func (g *QUIC) LocalAddr() net.Addr                          { return g.pc.LocalAddr() }
+func (g *QUIC) SetWriteDeadline(t time.Time) error           { return g.pc.SetWriteDeadline(t) }
 
 // udpGate is the gate on a *net.UDPConn. It is a quic.OOBCapablePacketConn
 // with ReadBatch, so quic-go reads through the gate in batches, and finds
 // the socket itself through SyscallConn for its socket options: ECN, packet
 // info, DF, GSO and buffer sizes all work as on the bare socket.
-type udpGate struct{ *quicGate }
+type udpGate struct{ *QUIC }
 
 var _ quic.OOBCapablePacketConn = udpGate{}
 
@@ -598,95 +615,3 @@ func (g udpGate) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (int, int, error)
 func (g udpGate) SyscallConn() (syscall.RawConn, error) { return g.udp.SyscallConn() }
 func (g udpGate) SetReadBuffer(n int) error             { return g.udp.SetReadBuffer(n) }
 func (g udpGate) SetWriteBuffer(n int) error            { return g.udp.SetWriteBuffer(n) }
-
-// connIDs issues the connection IDs of one generation of a lineage (see
-// Lineage), for quic-go to use as the source ID of its Retry packets and
-// connections, and recognizes them later without keeping any: an ID is one
-// AES block under the lineage's key, holding 6 random bytes, the
-// generation, the second it was issued (counted from the lineage's birth)
-// and 4 zero bytes. A forged ID passes for one of the lineage's once in
-// 2^32 tries, and for one this generation issued only within its short
-// lifetime. Unlike a table of the IDs handed out, this cannot be filled by
-// a flood of hellos, which would make the gate drop the Initials of
-// handshakes under way; and every process of the lineage can tell which of
-// them a datagram is for.
-type connIDs struct {
-	block cipher.Block
-	born  time.Time // the lineage's birth, on this process's monotonic clock
-	gen   uint16
-}
-
-const (
-	connIDLen = 16
-	// connIDMargin is how long an issued ID outlives twice the handshake
-	// timeout, for Initials late on the wire.
-	connIDMargin = 10 * time.Second
-)
-
-func newConnIDs(l Lineage) *connIDs {
-	block, err := aes.NewCipher(l.Key[:])
-	if err != nil {
-		panic(err) // a 16-byte key is always valid
-	}
-	// A Born from the predecessor has no monotonic reading: take it over on
-	// ours, so that a step of the wall clock moves no ID's age.
-	born := time.Now().Add(-max(time.Since(l.Born), 0))
-	return &connIDs{block: block, born: born, gen: l.Generation}
-}
-
-func (c *connIDs) GenerateConnectionID() (quic.ConnectionID, error) {
-	var b [connIDLen]byte
-	rand.Read(b[:6])
-	binary.BigEndian.PutUint16(b[6:8], c.gen)
-	binary.BigEndian.PutUint32(b[8:12], uint32(time.Since(c.born)/time.Second))
-	c.block.Encrypt(b[:], b[:])
-	return quic.ConnectionIDFromBytes(b[:]), nil
-}
-
-func (c *connIDs) ConnectionIDLen() int { return connIDLen }
-
-// open decrypts id and returns the generation and second it holds, and ok
-// false if it is not an ID of the lineage.
-func (c *connIDs) open(id []byte) (gen uint16, second uint32, ok bool) {
-	if len(id) != connIDLen {
-		return 0, 0, false
-	}
-	var b [connIDLen]byte
-	c.block.Decrypt(b[:], id)
-	if binary.BigEndian.Uint32(b[12:]) != 0 {
-		return 0, 0, false
-	}
-	return binary.BigEndian.Uint16(b[6:8]), binary.BigEndian.Uint32(b[8:12]), true
-}
-
-// generation returns the generation that issued id, however long ago, and
-// ok false if id is not of the lineage.
-func (c *connIDs) generation(id []byte) (gen uint16, ok bool) {
-	gen, _, ok = c.open(id)
-	return gen, ok
-}
-
-// issued reports whether this generation issued id at most maxAge before now.
-func (c *connIDs) issued(id []byte, now time.Time, maxAge time.Duration) bool {
-	gen, second, ok := c.open(id)
-	if !ok || gen != c.gen {
-		return false
-	}
-	age := now.Sub(c.born) - time.Duration(second)*time.Second
-	return age >= 0 && age <= maxAge+time.Second
-}
-
-// quicEndpoint is one socket's QUIC listener, transport and gate.
-type quicEndpoint struct {
-	ln   *quic.Listener
-	tr   *quic.Transport
-	gate *quicGate
-}
-
-// Close stops accepting, ends the connections, waits for quic-go to stop
-// reading and closes the socket.
-func (e *quicEndpoint) Close() error {
-	e.ln.Close()
-	e.tr.Close()
-	return e.gate.Close()
-}
