@@ -11,9 +11,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bastiond/bastiond/proxy/internal/servername"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/proxy/internal/servername"
 )
 
 // Reasons the front door refuses a request before any route sees it.

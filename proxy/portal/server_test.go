@@ -1,12 +1,12 @@
 package portal
 
 import (
-	"github.com/prometheus/client_golang/prometheus"
 	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
