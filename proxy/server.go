@@ -165,7 +165,7 @@ func newServer(cfg Config, a *auth.Authenticator, tn tuning) (*Server, error) {
 		}
 	}
 	s := &Server{log: c.Logger, auth: a, lineage: l, ids: newConnIDs(l), quicLimits: newQUICLimits(tn.quicPendingPerSource, tn.quicMaxUnauth)}
-	if s.authz, err = authz.New(c.Logger, authz.Config{Access: c.Access, Audit: c.Audit}); err != nil {
+	if s.authz, err = authz.New(authz.Config{Logger: c.Logger, Access: c.Access, Audit: c.Audit}); err != nil {
 		return nil, err
 	}
 	if s.portal, err = portal.New(s.portalConfig(c), a); err != nil {
@@ -224,7 +224,7 @@ func (s *Server) SetConfig(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if err := s.authz.SetConfig(authz.Config{Access: c.Access, Audit: c.Audit}); err != nil {
+	if err := s.authz.SetConfig(authz.Config{Logger: c.Logger, Access: c.Access, Audit: c.Audit}); err != nil {
 		return err
 	}
 	if err := s.portal.SetConfig(s.portalConfig(c)); err != nil {

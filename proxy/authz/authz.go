@@ -53,6 +53,8 @@ var Reasons = []string{NoRole, UnknownTarget, DialGuard, DialFailed, Capacity, U
 // Config is what an Authorizer asks and tells. SetConfig replaces it on
 // reload.
 type Config struct {
+	// Logger receives a line for each refusal. Default: none.
+	Logger *zap.Logger
 	// Access is the policy in force. Required.
 	Access *access.Policy
 	// Audit receives the refusals. Default audit.Discard.
@@ -62,27 +64,26 @@ type Config struct {
 // Authorizer answers access requests under the policy in force and
 // records the refusals.
 type Authorizer struct {
-	log      *zap.Logger
 	cfg      atomic.Pointer[Config]
 	refusals *prometheus.CounterVec
 }
 
-// New returns an Authorizer that logs to log (nil: nowhere).
-func New(log *zap.Logger, cfg Config) (*Authorizer, error) {
-	if log == nil {
-		log = zap.NewNop()
-	}
-	a := &Authorizer{log: log, refusals: newRefusals()}
+// New checks cfg and returns an Authorizer.
+func New(cfg Config) (*Authorizer, error) {
+	a := &Authorizer{refusals: newRefusals()}
 	if err := a.SetConfig(cfg); err != nil {
 		return nil, err
 	}
 	return a, nil
 }
 
-// SetConfig swaps the policy and the audit sink; the counts go on.
+// SetConfig swaps the configuration; the counts go on.
 func (a *Authorizer) SetConfig(cfg Config) error {
 	if cfg.Access == nil {
 		return errors.New("authz: a policy is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
 	}
 	if cfg.Audit == nil {
 		cfg.Audit = audit.Discard
@@ -149,11 +150,12 @@ func (a *Authorizer) Decide(w Who, x What) access.Decision {
 // logged, written as a connect_refused event whose reason is the class the
 // user may learn (DeniedReason: NoRole or UnknownTarget) and counted.
 func (a *Authorizer) Check(w Who, x What) access.Decision {
-	p := a.Policy()
+	c := a.cfg.Load()
+	p := c.Access
 	r := request(w, x)
 	d := p.Check(r)
 	if !d.Allowed {
-		a.log.Info("connect refused", zap.String("user", w.User), zap.String("via", w.Via), zap.String("target", x.Target),
+		c.Logger.Info("connect refused", zap.String("user", w.User), zap.String("via", w.Via), zap.String("target", x.Target),
 			zap.String("protocol", x.Protocol), zap.Uint16("port", x.Port), zap.String("login", x.Login), zap.String("reason", d.Reason))
 		a.Refuse(w, x, Refusal{Reason: DeniedReason(p, r), Detail: d.Reason, Roles: d.Roles})
 	}

@@ -36,7 +36,7 @@ func testPolicy() *access.Policy {
 func newTest(t *testing.T) (*Authorizer, *audit.Capture) {
 	t.Helper()
 	sink := &audit.Capture{}
-	a, err := New(zaptest.NewLogger(t), Config{Access: testPolicy(), Audit: sink})
+	a, err := New(Config{Logger: zaptest.NewLogger(t), Access: testPolicy(), Audit: sink})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -89,7 +89,7 @@ func newTunedTestServer(t testing.TB, cfg testConfig, tn tuning) *Portal {
 	if err != nil {
 		t.Fatal(err)
 	}
-	az, err := authz.New(log, authz.Config{Access: cfg.Access, Audit: cfg.Audit})
+	az, err := authz.New(authz.Config{Logger: log, Access: cfg.Access, Audit: cfg.Audit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func setAudit(t *testing.T, s *Portal, sink audit.Sink) {
 	t.Helper()
 	c := *s.cfg.Load()
 	c.Audit = sink
-	if err := c.Authz.SetConfig(authz.Config{Access: c.Authz.Policy(), Audit: sink}); err != nil {
+	if err := c.Authz.SetConfig(authz.Config{Logger: c.Logger, Access: c.Authz.Policy(), Audit: sink}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.SetConfig(c); err != nil {
