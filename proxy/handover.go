@@ -132,11 +132,7 @@ type handedSessions struct {
 // call it once s is paused. The bytes hold secrets (the sessions' CSRF
 // tokens): they travel over a private channel and are never logged.
 func (s *Server) ExportSessions() ([]byte, error) {
-	web, err := s.sessions.Export()
-	if err != nil {
-		return nil, fmt.Errorf("proxy: export sessions: %w", err)
-	}
-	tickets, err := s.tickets.Export()
+	web, tickets, err := s.portal.ExportSessions()
 	if err != nil {
 		return nil, fmt.Errorf("proxy: export sessions: %w", err)
 	}
@@ -155,10 +151,7 @@ func (s *Server) ImportSessions(b []byte) error {
 	if h.Version != 1 {
 		return fmt.Errorf("proxy: import sessions: version %d", h.Version)
 	}
-	if err := s.sessions.Import(h.WebSessions); err != nil {
-		return fmt.Errorf("proxy: import sessions: %w", err)
-	}
-	if err := s.tickets.Import(h.Tickets); err != nil {
+	if err := s.portal.ImportSessions(h.WebSessions, h.Tickets); err != nil {
 		return fmt.Errorf("proxy: import sessions: %w", err)
 	}
 	return nil

@@ -14,19 +14,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
-
-	"golang.org/x/crypto/ssh"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bastiond/bastiond/internal/audit"
-
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/authz"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/certs"
 	"github.com/bastiond/bastiond/proxy/gate"
 	"github.com/bastiond/bastiond/proxy/handover"
-	"github.com/bastiond/bastiond/proxy/ticket"
+	"github.com/bastiond/bastiond/proxy/internal/servername"
+	"github.com/bastiond/bastiond/proxy/portal"
 	"github.com/bastiond/bastiond/proxy/websession"
 	"github.com/bastiond/bastiond/tunnel"
 )
@@ -100,42 +99,25 @@ type Config struct {
 
 // SSHConfig is what browser SSH terminals need besides the broker and
 // the policy.
-type SSHConfig struct {
-	// HostKeys checks a target's host key against the pinned ones: the
-	// callback and the host key algorithms to offer. nil makes browser SSH
-	// unavailable.
-	HostKeys func(target string) (ssh.HostKeyCallback, []string)
-	// Sign makes a short-lived user certificate for targets that trust the
-	// bastion's CA (inventory ssh_certificates). nil: no CA.
-	Sign func(login, keyID string) (ssh.Signer, error)
-	// RecordDir receives the recordings of sessions whose role records
-	// them, and is where auditors play them from.
-	RecordDir string
-	// RecordingWritten is called after each recording is closed (the
-	// retention of the recordings directory runs then). Optional.
-	RecordingWritten func()
-}
+type SSHConfig = portal.SSHConfig
+
+// RDPConfig is what browser remote desktops need besides the broker and
+// the policy.
+type RDPConfig = portal.RDPConfig
 
 // Server serves port 443 on the listeners given to Serve.
 type Server struct {
-	cfg      atomic.Pointer[Config]
-	log      *zap.Logger
-	http     *http.Server
-	auth     *auth.Authenticator
-	sessions *websession.Store
-	tickets  *ticket.Store
-	outcomes *outcomeStore // how browser remote desktops ended
-	players  players       // the clocks of recorded desktops played back
-	refusals *prometheus.CounterVec
-	// connectRefusals counts the connect_refused events by reason.
-	connectRefusals *prometheus.CounterVec
+	cfg  atomic.Pointer[Config]
+	log  *zap.Logger
+	http *http.Server
+	auth *auth.Authenticator
+	// portal serves the HTTP routes; authz answers and records the
+	// access requests of its routes and of the native tunnel.
+	portal *portal.Portal
+	authz  *authz.Authorizer
 	// door holds the TCP and QUIC gates, their per-source limits and the
 	// pause of a hand-over.
 	door *gate.Door
-
-	// relaySSH carries the browser SSH terminal of a ticket redeemed and
-	// checked: serveSSH, but in the tests of the ticket checks (tuning).
-	relaySSH func(http.ResponseWriter, *http.Request, caller, ticket.Ticket)
 
 	lineage handover.Lineage
 	ids     *handover.ConnIDs // the QUIC connection IDs of this generation
@@ -160,9 +142,6 @@ func New(cfg Config, a *auth.Authenticator) (*Server, error) {
 // other side. Its zero value is the product's behaviour (what New gives),
 // and being unexported, nothing outside this package can set it.
 type tuning struct {
-	// relay, if set, takes the place of the browser SSH relay: the tests
-	// of the ticket checks see there which tickets got through.
-	relay func(http.ResponseWriter, *http.Request, ticket.Ticket)
 	// quicPendingPerSource and quicMaxUnauth lower the caps of the QUIC
 	// limits, so that tests reach them with a few connections. Zero: the
 	// defaults (gate.Config).
@@ -185,19 +164,19 @@ func newServer(cfg Config, a *auth.Authenticator, tn tuning) (*Server, error) {
 			return nil, errors.New("proxy: Config.Lineage has no Born time")
 		}
 	}
-	s := &Server{log: c.Logger, auth: a, sessions: websession.NewStore(c.WebSessions), tickets: ticket.NewStore(), outcomes: newOutcomeStore(),
-		lineage: l, ids: handover.NewConnIDs(l), refusals: newRefusals(), connectRefusals: newConnectRefusals()}
+	s := &Server{log: c.Logger, auth: a, lineage: l, ids: handover.NewConnIDs(l)}
 	s.door = gate.New(gate.Config{Log: c.Logger, Settings: s.gateSettings, ALPN: ALPNTunnel, IDs: s.ids,
 		HandshakeFailed:  func() { s.handshakeFailed("tls") },
 		PendingPerSource: tn.quicPendingPerSource, MaxUnauthConns: tn.quicMaxUnauth})
-	s.relaySSH = s.serveSSH
-	if tn.relay != nil {
-		s.relaySSH = func(w http.ResponseWriter, r *http.Request, _ caller, t ticket.Ticket) { tn.relay(w, r, t) }
+	if s.authz, err = authz.New(authz.Config{Logger: c.Logger, Access: c.Access, Audit: c.Audit}); err != nil {
+		return nil, err
+	}
+	if s.portal, err = portal.New(s.portalConfig(c), a); err != nil {
+		return nil, err
 	}
 	s.cfg.Store(c)
-	s.sessions.OnExpire(s.webSessionExpired)
 	s.http = &http.Server{
-		Handler:           s.routes(),
+		Handler:           s.portal.Handler(),
 		ReadHeaderTimeout: c.HandshakeTimeout,
 		IdleTimeout:       c.IdleTimeout,
 		MaxHeaderBytes:    32 << 10,
@@ -248,8 +227,13 @@ func (s *Server) SetConfig(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if err := s.authz.SetConfig(authz.Config{Logger: c.Logger, Access: c.Access, Audit: c.Audit}); err != nil {
+		return err
+	}
+	if err := s.portal.SetConfig(s.portalConfig(c)); err != nil {
+		return err
+	}
 	s.cfg.Store(c)
-	s.sessions.SetConfig(c.WebSessions)
 	return nil
 }
 
@@ -260,17 +244,28 @@ func (s *Server) gateSettings() gate.Settings {
 		MaxConnsPerSource: c.MaxConnsPerSource, MaxPendingTunnels: c.MaxPendingTunnels}
 }
 
-func (s *Server) policy() *access.Policy { return s.cfg.Load().Access }
+// portalConfig is the portal's part of c.
+func (s *Server) portalConfig(c *Config) portal.Config {
+	return portal.Config{Logger: c.Logger, Audit: c.Audit, ServerName: c.ServerName, HandshakeTimeout: c.HandshakeTimeout,
+		Authz: s.authz, WebSessions: c.WebSessions, SSH: c.SSH, RDP: c.RDP, Broker: c.Broker, Tunnel: s.tunnelWebSocket}
+}
 
 // Policy is the authorization policy in force.
-func (s *Server) Policy() *access.Policy { return s.policy() }
+func (s *Server) Policy() *access.Policy { return s.authz.Policy() }
 
 // WebSessions counts the browsers signed in.
-func (s *Server) WebSessions() int { return s.sessions.Len() }
+func (s *Server) WebSessions() int { return s.portal.WebSessions() }
 
 // EndUser ends the web sessions of user (disabled, password changed) and
 // returns how many there were.
-func (s *Server) EndUser(user string) int { return s.sessions.EndUser(user) }
+func (s *Server) EndUser(user string) int { return s.portal.EndUser(user) }
+
+// RequestMetrics are the portal's Prometheus series
+// (bastiond_http_refusals_total) and the connects refused
+// (bastiond_connect_refusals_total).
+func (s *Server) RequestMetrics() prometheus.Collector {
+	return collectors{s.portal.RequestMetrics(), s.authz.Metrics()}
+}
 
 func (s *Server) tlsConfig(alpn ...string) *tls.Config {
 	return &tls.Config{
@@ -280,7 +275,7 @@ func (s *Server) tlsConfig(alpn ...string) *tls.Config {
 			// The gates refuse other names before TLS starts; this is the
 			// backstop for a hello they did not read (a QUIC packet
 			// coalesced behind the one they did).
-			if !gate.SameName(chi.ServerName, c.ServerName) {
+			if !servername.Same(chi.ServerName, c.ServerName) {
 				return nil, errors.New("proxy: unknown server name")
 			}
 			tc := &tls.Config{
@@ -462,6 +457,21 @@ func (s *Server) LiveSessions() int {
 		return b.Live()
 	}
 	return 0
+}
+
+// collectors is a prometheus.Collector made of several.
+type collectors []prometheus.Collector
+
+func (cs collectors) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range cs {
+		c.Describe(ch)
+	}
+}
+
+func (cs collectors) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range cs {
+		c.Collect(ch)
+	}
 }
 
 // TCPMetrics is the collector of the TCP gates' per-source tables.

@@ -20,6 +20,7 @@ import (
 	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/authz"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/gate"
 	"github.com/bastiond/bastiond/tunnel"
@@ -109,7 +110,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 	case err != nil:
 		s.handshakeFailed("tunnel")
 		log.Info("tunnel refused: bad token")
-		s.tokenRefused(client.Addr(), via, err)
+		s.authz.TokenRefused(client.Addr(), via, err)
 		s.refuseTunnel(c, tunnel.StatusUnauthorized, auth.ErrBadToken.Error())
 		if ps != nil && s.door.BadToken(ps.Conn()) {
 			// A guesser, not a client with a stale token: its connection
@@ -119,7 +120,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		return
 	case !tok.HasScope(auth.ScopeTunnel):
 		log.Info("tunnel refused: token without the tunnel scope", zap.String("user", user.Name), zap.String("token", tok.ID))
-		s.scopeRefused(client.Addr(), via, tok, auth.ScopeTunnel)
+		s.authz.ScopeRefused(client.Addr(), via, tok, auth.ScopeTunnel)
 		s.refuseTunnel(c, tunnel.StatusUnauthorized, "this token may not open tunnels (it lacks the tunnel scope): run bastionctl login")
 		return
 	}
@@ -132,17 +133,15 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 	// that a user without a role learns nothing of the inventory. Only a
 	// user whose roles cover the target and port is told which of them is
 	// missing. The log keeps the reason.
-	policy := cfg.Access
-	ar := access.Request{User: user.Name, Granted: user.Roles, Target: req.Target, Protocol: access.Tunnel, Port: req.Port}
-	d := policy.Check(ar)
+	who := authz.Who{User: user.Name, Granted: user.Roles, Source: client.Addr(), Client: client, Via: via, Token: tok.ID}
+	what := authz.What{Target: req.Target, Protocol: access.Tunnel, Port: req.Port}
+	d := s.authz.Check(who, what)
 	refused := func(reason, detail string) {
-		s.connectRefused(audit.Event{Actor: user.Name, Source: addrString(client.Addr()), User: user.Name, Client: client.String(),
-			Target: req.Target, Protocol: access.Tunnel, Port: req.Port, Via: via, Token: tok.ID, Roles: d.Roles,
-			Reason: reason, Detail: detail})
+		s.authz.Refuse(who, what, authz.Refusal{Reason: reason, Detail: detail, Roles: d.Roles})
 	}
 	if !d.Allowed {
-		log.Info("tunnel refused", zap.String("reason", d.Reason))
-		refused(deniedReason(policy, ar), d.Reason)
+		policy := s.authz.Policy()
+		ar := access.Request{User: user.Name, Granted: user.Roles, Target: req.Target, Protocol: access.Tunnel, Port: req.Port}
 		st, msg := tunnel.StatusDenied, fmt.Sprintf("%s may not open tunnels to %s port %d", user.Name, req.Target, req.Port)
 		if policy.Covers(ar) {
 			if t, ok := policy.Target(req.Target); !ok {
@@ -166,7 +165,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		return
 	}
 	if cfg.Broker == nil {
-		refused(refusedUnavailable, "this bastion carries no sessions")
+		refused(authz.Unavailable, "this bastion carries no sessions")
 		s.refuseTunnel(c, tunnel.StatusUnavailable, "this bastion carries no sessions")
 		return
 	}
@@ -175,7 +174,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		Port: req.Port, Via: via, Token: tok.ID, Roles: d.Roles})
 	if err != nil {
 		log.Info("tunnel refused", zap.Error(err))
-		refused(brokerRefusal(err), err.Error())
+		refused(authz.BrokerRefusal(err), err.Error())
 		msg := err.Error()
 		if errors.Is(err, broker.ErrAuditUnavailable) {
 			msg = "the bastion cannot record new sessions at the moment, so it opens none: try again later" // the file's path is the admins'

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"golang.org/x/crypto/cryptobyte"
 )
@@ -140,10 +139,4 @@ func parseClientHello(body []byte) (clientHello, error) {
 		}
 	}
 	return h, nil
-}
-
-// SameName compares a server name from a ClientHello with the configured
-// one: DNS names are case-insensitive, and a trailing dot names the same host.
-func SameName(got, want string) bool {
-	return got != "" && strings.EqualFold(strings.TrimSuffix(got, "."), strings.TrimSuffix(want, "."))
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/proxy/gate/quicinitial"
 	"github.com/bastiond/bastiond/proxy/handover"
+	"github.com/bastiond/bastiond/proxy/internal/servername"
 )
 
 // QUIC is to QUIC what TCP is to TLS over TCP: it sits between the UDP
@@ -401,7 +402,7 @@ func (g *QUIC) assemble(k gateKey, m *ipv4.Message, frames []quicinitial.CryptoF
 	if err == nil {
 		hello, err = parseClientHello(msg[4:])
 	}
-	admit := err == nil && SameName(hello.serverName, cfg.ServerName) && slices.Contains(hello.alpn, g.d.cfg.ALPN)
+	admit := err == nil && servername.Same(hello.serverName, cfg.ServerName) && slices.Contains(hello.alpn, g.d.cfg.ALPN)
 	if admit {
 		g.queue = append(g.queue, p.held...)
 	} else {

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bastiond/bastiond/internal/source"
+	"github.com/bastiond/bastiond/proxy/internal/servername"
 )
 
 // TCP is the first thing a TCP connection on 443 meets. It reads the
@@ -123,7 +124,7 @@ func (g *TCP) screen(c net.Conn) {
 	cfg := g.d.settings()
 	c.SetReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	raw, hello, err := readClientHello(c)
-	if err != nil || !SameName(hello.serverName, cfg.ServerName) {
+	if err != nil || !servername.Same(hello.serverName, cfg.ServerName) {
 		g.d.cfg.Log.Debug("closed without an answer", zap.Stringer("remote", c.RemoteAddr()),
 			zap.String("server_name", hello.serverName), zap.Error(err))
 		c.Close()

@@ -1,4 +1,4 @@
-package proxy
+package portal
 
 import (
 	"context"
@@ -8,12 +8,12 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
+	"github.com/bastiond/bastiond/proxy/authz"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/ticket"
 	"github.com/bastiond/bastiond/proxy/webssh"
@@ -26,18 +26,21 @@ const maxTerminalMessage = 64 << 10
 // serveSSH carries the browser SSH terminal of ticket t, redeemed by c.
 // The ticket's rights were checked at redeem time; the login name, which
 // roles may restrict, is checked when the page sends it.
-func (s *Server) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ticket.Ticket) {
+func (s *Portal) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ticket.Ticket) {
 	cfg := s.cfg.Load()
 	if cfg.Broker == nil || cfg.SSH.HostKeys == nil {
 		http.Error(w, "the terminal in the browser is not available on this bastion", http.StatusServiceUnavailable)
 		return
 	}
-	target, _ := cfg.Access.Target(t.Target)
+	target, _ := s.policy().Target(t.Target)
 	if target.SSHCertificates && cfg.SSH.Sign == nil {
 		http.Error(w, "this machine expects a certificate from the bastion, which has no SSH CA", http.StatusServiceUnavailable)
 		return
 	}
-	d := cfg.Access.Check(access.Request{User: c.user.Name, Granted: c.user.Roles, Target: t.Target, Protocol: access.SSH})
+	client := addrport.Parse(r.RemoteAddr)
+	who := c.who(client.Addr(), "browser")
+	who.Client = client
+	d := s.authz().Decide(who, authz.What{Target: t.Target, Protocol: access.SSH})
 	logins := s.reachableLogins(c, t.Target)
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{webssh.Subprotocol}})
 	if err != nil {
@@ -48,14 +51,12 @@ func (s *Server) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 		return
 	}
 	ws.SetReadLimit(maxTerminalMessage)
-	client := addrport.Parse(r.RemoteAddr)
 	b := cfg.Broker
 	// refused writes the connect_refused event of a login; session is the
 	// broker session the refusal ended, if one was open.
 	refused := func(login, reason, detail, session string) {
-		s.connectRefused(audit.Event{Actor: c.user.Name, Source: addrString(client.Addr()), User: c.user.Name,
-			Client: client.String(), Target: t.Target, Protocol: access.SSH, Login: login, Via: "browser",
-			Session: session, Reason: reason, Detail: detail})
+		s.authz().Refuse(who, authz.What{Target: t.Target, Protocol: access.SSH, Login: login},
+			authz.Refusal{Reason: reason, Detail: detail, Session: session})
 	}
 	p := webssh.Params{
 		Target:           t.Target,
@@ -73,12 +74,8 @@ func (s *Server) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 		IdleTimeout:      func() time.Duration { return b.Timeouts(broker.SSH).Idle },
 		Authorize: func(login string) ([]string, error) {
 			// The policy in force now, not the one the ticket was issued under.
-			d := s.policy().Check(access.Request{User: c.user.Name, Granted: c.user.Roles, Target: t.Target,
-				Protocol: access.SSH, Login: login})
+			d := s.authz().Check(who, authz.What{Target: t.Target, Protocol: access.SSH, Login: login})
 			if !d.Allowed {
-				s.log.Info("browser SSH login refused", zap.String("user", c.user.Name), zap.String("target", t.Target),
-					zap.String("login", login), zap.String("reason", d.Reason))
-				refused(login, refusedNoRole, d.Reason, "")
 				return nil, errors.New("no role of yours allows the login " + login + " on " + t.Target)
 			}
 			return d.Roles, nil
@@ -87,15 +84,15 @@ func (s *Server) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 			sess, err := b.Open(ctx, broker.Request{User: c.user.Name, Client: client, Target: t.Target, Protocol: broker.SSH,
 				Login: login, Via: "browser", Roles: roles})
 			if err != nil {
-				refused(login, brokerRefusal(err), err.Error(), "")
+				refused(login, authz.BrokerRefusal(err), err.Error(), "")
 				return nil, err // not a nil *broker.Session in a non-nil interface
 			}
 			return sess, nil
 		},
 		HostKeyRefused: func(sess webssh.Session, login string, mismatch bool, err error) {
-			reason := refusedHostKeyNew
+			reason := authz.HostKeyNew
 			if mismatch {
-				reason = refusedHostKey
+				reason = authz.HostKey
 			}
 			refused(login, reason, err.Error(), sess.ID())
 		},
@@ -118,7 +115,7 @@ func (s *Server) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 }
 
 // reachableLogins are the login names c's roles allow on target, nil for any.
-func (s *Server) reachableLogins(c caller, target string) []string {
+func (s *Portal) reachableLogins(c caller, target string) []string {
 	for _, rt := range s.policy().Reachable(c.user.Name, c.user.Roles) {
 		if rt.Name == target {
 			return rt.Logins
@@ -131,7 +128,7 @@ func (s *Server) reachableLogins(c caller, target string) []string {
 // signed for user's session on target from client: the certificate's
 // serial, principal, key fingerprint and end of validity.
 func certSigned(user string, client netip.AddrPort, target, session string, cert *ssh.Certificate) audit.Event {
-	e := audit.Event{Event: audit.CertSigned, Actor: user, Source: addrString(client.Addr()), User: user, Client: client.String(),
+	e := audit.Event{Event: audit.CertSigned, Actor: user, Source: authz.AddrString(client.Addr()), User: user, Client: client.String(),
 		Session: session, Target: target, Protocol: access.SSH, Serial: cert.Serial,
 		Fingerprint: ssh.FingerprintSHA256(cert.Key), Detail: "key ID " + cert.KeyId,
 		Until: new(time.Unix(int64(cert.ValidBefore), 0).UTC())}

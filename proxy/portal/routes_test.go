@@ -1,4 +1,4 @@
-package proxy
+package portal
 
 import (
 	"io"
@@ -11,7 +11,7 @@ import (
 // TestResponsesRevealNothing: every response carries the security headers,
 // names no server or version, and every unknown path gets the same 404.
 func TestResponsesRevealNothing(t *testing.T) {
-	h := newTestServer(t, Config{}).routes()
+	h := newTestServer(t, testConfig{}).routes()
 	var first string
 	for _, path := range []string{"/nope", "/admin", "/.git/config", "/wp-login.php", "/index.html", "/%2e%2e/etc/passwd", "/api/"} {
 		for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodHead} {

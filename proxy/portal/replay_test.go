@@ -1,4 +1,4 @@
-package proxy
+package portal
 
 import (
 	"encoding/json"
@@ -36,7 +36,7 @@ func TestRDPRecordings(t *testing.T) {
 	var mu sync.Mutex
 	var events []audit.Event
 	sink := audit.SinkFunc(func(e audit.Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
-	h := newTestServer(t, Config{Access: auditPolicy(), SSH: SSHConfig{RecordDir: dir}, Audit: sink}).routes()
+	h := newTestServer(t, testConfig{Access: auditPolicy(), SSH: SSHConfig{RecordDir: dir}, Audit: sink}).routes()
 
 	carol := newBrowser(t, h)
 	csrf := carol.signIn("carol")

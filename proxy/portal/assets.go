@@ -1,4 +1,4 @@
-package proxy
+package portal
 
 import (
 	"bytes"
@@ -80,7 +80,7 @@ func CheckWebClient(policy *access.Policy, missing bool) error {
 
 // appAsset is GET /static/app/{name}. The browser revalidates each time
 // (ETag), so an upgraded bastion never serves a stale client.
-func (s *Server) appAsset(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) appAsset(w http.ResponseWriter, r *http.Request) {
 	a, ok := appAssets()[r.PathValue("name")]
 	if !ok {
 		if !web.Built() {

@@ -1,4 +1,4 @@
-package proxy
+package portal
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/bastiond/bastiond/proxy/gate"
+	"github.com/bastiond/bastiond/proxy/internal/servername"
 )
 
 // Reasons the front door refuses a request before any route sees it.
@@ -36,17 +36,15 @@ func newRefusals() *prometheus.CounterVec {
 	return v
 }
 
-// RequestMetrics are the front door's Prometheus series, and the connects
-// refused (bastiond_connect_refusals_total).
-func (s *Server) RequestMetrics() prometheus.Collector {
-	return collectors{s.refusals, s.connectRefusals}
-}
+// RequestMetrics are the front door's Prometheus series
+// (bastiond_http_refusals_total).
+func (s *Portal) RequestMetrics() prometheus.Collector { return s.refusals }
 
 // frontDoor is in front of every route (inside securityHeaders, so that
 // its answers carry them too). It reads the request's body whole under a
 // deadline, then sends every request that is not for this bastion (another
 // Host, OPTIONS *) the uniform 404.
-func (s *Server) frontDoor(next http.Handler) http.Handler {
+func (s *Portal) frontDoor(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.readBody(w, r) {
 			return
@@ -79,7 +77,7 @@ func (s *Server) frontDoor(next http.Handler) http.Handler {
 // HTTP/1.1 connection's read deadline itself when a body ends and when a
 // handler hijacks the connection; clearing it here does not depend on
 // that.) A WebSocket handshake, which has no body, never has one set.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) bool {
+func (s *Portal) readBody(w http.ResponseWriter, r *http.Request) bool {
 	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		return true // HTTP/2 without a body (END_STREAM) or a declared empty one
 	}
@@ -132,7 +130,7 @@ func namesServer(host, serverName string) bool {
 		}
 		name = h
 	}
-	return gate.SameName(name, serverName)
+	return servername.Same(name, serverName)
 }
 
 // truncate is s cut to at most n bytes, for a log line.

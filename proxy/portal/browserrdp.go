@@ -1,4 +1,4 @@
-package proxy
+package portal
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
+	"github.com/bastiond/bastiond/proxy/authz"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/recording"
 	"github.com/bastiond/bastiond/proxy/ticket"
@@ -39,7 +40,7 @@ const maxDesktopMessage = 1 << 20
 // Unlike the terminal's, its ticket is not in the URL: the IronRDP client
 // sends it in the RDCleanPath request (proxyAuth), read once the
 // WebSocket is open.
-func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
+func (s *Portal) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 	cfg := s.cfg.Load()
 	if cfg.Broker == nil || cfg.RDP.Certificate == nil {
 		http.Error(w, "the remote desktop in the browser is not available on this bastion", http.StatusServiceUnavailable)
@@ -59,9 +60,10 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 	log := s.log.Named("webrdp").With(zap.String("user", c.user.Name), zap.Stringer("client", client))
 	var presented string
 	var roles []string
+	who := c.who(client.Addr(), "browser")
+	who.Client = client
 	refused := func(target, reason, detail string) {
-		s.connectRefused(audit.Event{Actor: c.user.Name, Source: addrString(client.Addr()), User: c.user.Name,
-			Client: client.String(), Target: target, Protocol: access.RDP, Via: "browser", Reason: reason, Detail: detail})
+		s.authz().Refuse(who, authz.What{Target: target, Protocol: access.RDP}, authz.Refusal{Reason: reason, Detail: detail})
 	}
 	var record bool
 	p := webrdp.Params{
@@ -73,16 +75,14 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 			}
 			if err != nil {
 				log.Info("browser RDP refused: ticket", zap.Error(err))
-				reason, detail := ticketRefusal(err)
+				reason, detail := authz.TicketRefusal(err)
 				refused(t.Target, reason, detail)
 				return webrdp.Grant{}, err
 			}
 			// Rights are checked again: a reload may have taken them away
 			// since the ticket was issued.
-			d := s.policy().Check(access.Request{User: c.user.Name, Granted: c.user.Roles, Target: t.Target, Protocol: access.RDP, Port: t.Port})
+			d := s.authz().Check(who, authz.What{Target: t.Target, Protocol: access.RDP})
 			if !d.Allowed {
-				log.Info("browser RDP refused", zap.String("target", t.Target), zap.String("reason", d.Reason))
-				refused(t.Target, refusedNoRole, d.Reason)
 				return webrdp.Grant{}, &webrdp.Refusal{Status: http.StatusForbidden, Outcome: webrdp.Outcome{Class: webrdp.ClassDenied,
 					Message: "You are no longer allowed to open a remote desktop on " + t.Target + "."}}
 			}
@@ -93,7 +93,7 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 			sess, err := b.Open(ctx, broker.Request{User: c.user.Name, Client: client, Target: target, Protocol: broker.RDP,
 				Via: "browser", Roles: roles})
 			if err != nil {
-				refused(target, brokerRefusal(err), err.Error())
+				refused(target, authz.BrokerRefusal(err), err.Error())
 				return nil, err // not a nil *broker.Session in a non-nil interface
 			}
 			return sess, nil
@@ -117,7 +117,7 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 		},
 		RecordingClosed: func(sess webrdp.Session, rec *recording.RDPRecorder, err error) {
 			sum, size := rec.SHA256()
-			e := audit.Event{Event: audit.RecordingClosed, Actor: c.user.Name, Source: addrString(client.Addr()), User: c.user.Name,
+			e := audit.Event{Event: audit.RecordingClosed, Actor: c.user.Name, Source: authz.AddrString(client.Addr()), User: c.user.Name,
 				Client: client.String(), Session: sess.ID(), Protocol: access.RDP, Recording: rec.Path(), RecordingSHA256: sum, Bytes: size}
 			if err != nil {
 				f := e
@@ -137,13 +137,12 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 	if o.Class == webrdp.ClassCertificate {
 		// The machine's certificate is not the pinned one, or none is
 		// pinned; webrdp says which only in the message.
-		reason := refusedHostKeyNew
+		reason := authz.HostKeyNew
 		if strings.Contains(o.Message, "has changed") {
-			reason = refusedHostKey
+			reason = authz.HostKey
 		}
-		e := audit.Event{Actor: c.user.Name, Source: addrString(client.Addr()), User: c.user.Name, Client: client.String(),
-			Target: o.Target, Protocol: access.RDP, Via: "browser", Session: o.Session, Reason: reason, Detail: o.Message}
-		s.connectRefused(e)
+		s.authz().Refuse(who, authz.What{Target: o.Target, Protocol: access.RDP},
+			authz.Refusal{Reason: reason, Detail: o.Message, Session: o.Session})
 	}
 	switch o.Class {
 	case webrdp.ClassClientClosed, webrdp.ClassTargetClosed:
@@ -157,7 +156,7 @@ func (s *Server) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 // ticket T ended, for the page to say why (the RDP client itself only
 // sees the WebSocket close or an error code). Only the web session that
 // held the ticket may ask.
-func (s *Server) rdpOutcome(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) rdpOutcome(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.sessionCaller(r)
 	if !ok {
 		writeJSON(w, http.StatusForbidden, apiError{Error: ticket.ErrExpired.Error()})

@@ -1,4 +1,4 @@
-package proxy
+package portal
 
 import (
 	"crypto/rand"
@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,7 +24,8 @@ import (
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
-	"github.com/bastiond/bastiond/proxy/gate"
+	"github.com/bastiond/bastiond/proxy/authz"
+	"github.com/bastiond/bastiond/proxy/internal/servername"
 	"github.com/bastiond/bastiond/proxy/ticket"
 	"github.com/bastiond/bastiond/proxy/websession"
 )
@@ -61,8 +61,29 @@ func clientAddr(r *http.Request) netip.Addr {
 	return addrport.Parse(r.RemoteAddr).Addr()
 }
 
+// who is c asking, from src, by way of via.
+func (c caller) who(src netip.Addr, via string) authz.Who {
+	return authz.Who{User: c.user.Name, Granted: c.user.Roles, Source: src, Via: via, Token: c.token.ID}
+}
+
+// auditor reports whether c may see and play the recordings.
+func (s *Portal) auditor(c caller) bool {
+	return s.authz().Auditor(authz.Who{User: c.user.Name, Granted: c.user.Roles})
+}
+
+// ticketWhat is what a ticket opens: its port is the request's for a
+// tunnel only (an SSH or RDP ticket holds the target's, which the policy
+// does not ask for).
+func ticketWhat(t ticket.Ticket) authz.What {
+	x := authz.What{Target: t.Target, Protocol: t.Protocol}
+	if t.Protocol == access.Tunnel {
+		x.Port = t.Port
+	}
+	return x
+}
+
 // sessionCaller returns the caller of a request that carries a live session cookie.
-func (s *Server) sessionCaller(r *http.Request) (caller, bool) {
+func (s *Portal) sessionCaller(r *http.Request) (caller, bool) {
 	ck, err := r.Cookie(websession.CookieName)
 	if err != nil {
 		return caller{}, false
@@ -82,23 +103,23 @@ func (s *Server) sessionCaller(r *http.Request) (caller, bool) {
 
 // tokenCaller returns the caller of a request with an Authorization: Bearer
 // token carrying scope. present is false when there is no such header.
-func (s *Server) tokenCaller(r *http.Request, scope string) (c caller, present bool, err error) {
+func (s *Portal) tokenCaller(r *http.Request, scope string) (c caller, present bool, err error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
 		return caller{}, false, nil
 	}
 	v, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok {
-		s.tokenRefused(clientAddr(r), "api", auth.ErrBadToken)
+		s.authz().TokenRefused(clientAddr(r), "api", auth.ErrBadToken)
 		return caller{}, true, auth.ErrBadToken
 	}
 	t, u, err := s.auth.Store().CheckToken(strings.TrimSpace(v))
 	if err != nil {
-		s.tokenRefused(clientAddr(r), "api", err)
+		s.authz().TokenRefused(clientAddr(r), "api", err)
 		return caller{}, true, err
 	}
 	if !t.HasScope(scope) {
-		s.scopeRefused(clientAddr(r), "api", t, scope)
+		s.authz().ScopeRefused(clientAddr(r), "api", t, scope)
 		return caller{}, true, errors.New("the token lacks the " + scope + " scope")
 	}
 	return caller{user: u, token: t}, true, nil
@@ -108,7 +129,7 @@ func (s *Server) tokenCaller(r *http.Request, scope string) (c caller, present b
 // its Origin must be https://HOST where HOST is the request's Host and
 // names this bastion. Browsers send Origin on every POST and WebSocket
 // upgrade; its absence means a client we do not serve.
-func (s *Server) sameOrigin(r *http.Request) bool {
+func (s *Portal) sameOrigin(r *http.Request) bool {
 	o := r.Header.Get("Origin")
 	if o == "" {
 		return false
@@ -117,7 +138,7 @@ func (s *Server) sameOrigin(r *http.Request) bool {
 	if err != nil || u.Scheme != "https" || u.User != nil || u.Path != "" || u.RawQuery != "" {
 		return false
 	}
-	return strings.EqualFold(u.Host, r.Host) && gate.SameName(u.Hostname(), s.cfg.Load().ServerName)
+	return strings.EqualFold(u.Host, r.Host) && servername.Same(u.Hostname(), s.cfg.Load().ServerName)
 }
 
 type pageData struct {
@@ -141,7 +162,7 @@ type pageData struct {
 	Clipboard bool
 }
 
-func (s *Server) render(w http.ResponseWriter, code int, name string, d pageData) {
+func (s *Portal) render(w http.ResponseWriter, code int, name string, d pageData) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(code)
 	if err := pages.ExecuteTemplate(w, name, d); err != nil {
@@ -163,32 +184,32 @@ func setCookie(w http.ResponseWriter, name, value string, maxAge int) {
 }
 
 // portal is GET /: the machine list when signed in, else the login form.
-func (s *Server) portal(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) portal(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.sessionCaller(r)
 	if !ok {
 		s.loginPage(w, http.StatusOK, "")
 		return
 	}
 	s.render(w, http.StatusOK, "portal.html", pageData{
-		Title: "Machines", User: c.user.Name, CSRF: c.session.CSRF, Auditor: s.policy().Auditor(c.user.Name, c.user.Roles),
+		Title: "Machines", User: c.user.Name, CSRF: c.session.CSRF, Auditor: s.auditor(c),
 		Targets: s.policy().Reachable(c.user.Name, c.user.Roles),
 	})
 }
 
-func (s *Server) loginPage(w http.ResponseWriter, code int, msg string) {
+func (s *Portal) loginPage(w http.ResponseWriter, code int, msg string) {
 	tok := randomToken()
 	setCookie(w, loginCookie, tok, 3600)
 	s.render(w, code, "login.html", pageData{Title: "Sign in", CSRF: tok, Error: msg})
 }
 
 // login is POST /login.
-func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	ck, err := r.Cookie(loginCookie)
 	if err := r.ParseForm(); err != nil || !s.sameOrigin(r) || ck == nil || !equalTokens(ck.Value, r.PostFormValue("csrf")) {
 		s.log.Info("login form refused: no matching origin or form token", zap.Stringer("source", clientAddr(r)), zap.NamedError("form", err),
 			zap.String("origin", r.Header.Get("Origin")), zap.Bool("form_cookie", ck != nil))
-		s.audit().Audit(audit.Event{Event: audit.SigninRefused, Actor: audit.ActorAnonymous, Source: addrString(clientAddr(r)),
+		s.audit().Audit(audit.Event{Event: audit.SigninRefused, Actor: audit.ActorAnonymous, Source: authz.AddrString(clientAddr(r)),
 			Reason: "form", Detail: "the sign-in form came without a matching origin or form token (expired, or posted from another site)"})
 		s.loginPage(w, http.StatusForbidden, "The sign-in form expired. Please sign in again.")
 		return
@@ -213,7 +234,7 @@ func equalTokens(a, b string) bool {
 // browserCaller returns the session caller of a state-changing browser
 // request: same origin, live session, and the session's CSRF token in the
 // form field csrf or the X-CSRF-Token header.
-func (s *Server) browserCaller(r *http.Request) (caller, bool) {
+func (s *Portal) browserCaller(r *http.Request) (caller, bool) {
 	if !s.sameOrigin(r) {
 		return caller{}, false
 	}
@@ -229,7 +250,7 @@ func (s *Server) browserCaller(r *http.Request) (caller, bool) {
 }
 
 // logout is POST /logout.
-func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) logout(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.formCaller(w, r)
 	if !ok {
 		return
@@ -238,7 +259,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	s.tickets.EndSession(c.session.ID)
 	s.log.Info("signed out", zap.String("user", c.user.Name), zap.String("web_session", c.session.ID))
 	start := c.session.Created.UTC()
-	s.audit().Audit(audit.Event{Event: audit.Signout, Actor: c.user.Name, Source: addrString(clientAddr(r)), User: c.user.Name,
+	s.audit().Audit(audit.Event{Event: audit.Signout, Actor: c.user.Name, Source: authz.AddrString(clientAddr(r)), User: c.user.Name,
 		Session: c.session.ID, Start: &start})
 	setCookie(w, websession.CookieName, "", -1)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
@@ -247,7 +268,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 // formCaller returns the caller of a portal form post (bounded body, same
 // origin, live session, CSRF token). A post that fails gets the expired
 // page, which is also what a user whose session ended sees.
-func (s *Server) formCaller(w http.ResponseWriter, r *http.Request) (caller, bool) {
+func (s *Portal) formCaller(w http.ResponseWriter, r *http.Request) (caller, bool) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	c, ok := s.browserCaller(r)
 	if !ok {
@@ -259,7 +280,7 @@ func (s *Server) formCaller(w http.ResponseWriter, r *http.Request) (caller, boo
 }
 
 // connectForm is POST /connect from the portal's buttons.
-func (s *Server) connectForm(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) connectForm(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.formCaller(w, r)
 	if !ok {
 		return
@@ -277,24 +298,17 @@ var errNotAllowed = errors.New("not allowed")
 // issueTicket checks that c, from src, may open protocol on target and
 // returns a ticket. Either outcome is an audit event: ticket_issued, or
 // connect_refused.
-func (s *Server) issueTicket(c caller, src netip.Addr, target, protocol string, port uint16) (string, error) {
-	policy := s.policy()
-	ar := access.Request{User: c.user.Name, Granted: c.user.Roles, Target: target, Protocol: protocol, Port: port}
-	d := policy.Check(ar)
+func (s *Portal) issueTicket(c caller, src netip.Addr, target, protocol string, port uint16) (string, error) {
+	d := s.authz().Check(c.who(src, c.via()), authz.What{Target: target, Protocol: protocol, Port: port})
 	if !d.Allowed {
-		s.log.Info("connect refused", zap.String("user", c.user.Name), zap.String("target", target),
-			zap.String("protocol", protocol), zap.String("reason", d.Reason))
-		e := refusal(c, src, target, protocol, deniedReason(policy, ar), d.Reason)
-		e.Port, e.Via = port, c.via()
-		s.connectRefused(e)
 		return "", errNotAllowed
 	}
 	if protocol != access.Tunnel {
-		t, _ := policy.Target(target)
+		t, _ := s.policy().Target(target)
 		port = map[string]uint16{access.SSH: t.SSH, access.RDP: t.RDP}[protocol]
 	}
 	v := s.tickets.Issue(ticket.Ticket{Session: c.binding(), User: c.user.Name, Target: target, Protocol: protocol, Port: port})
-	s.audit().Audit(audit.Event{Event: audit.TicketIssued, Actor: c.user.Name, Source: addrString(src), User: c.user.Name,
+	s.audit().Audit(audit.Event{Event: audit.TicketIssued, Actor: c.user.Name, Source: authz.AddrString(src), User: c.user.Name,
 		Target: target, Protocol: protocol, Port: port, Via: c.via(), Token: c.token.ID, Roles: d.Roles})
 	return v, nil
 }
@@ -308,30 +322,9 @@ func (c caller) via() string {
 	return "portal"
 }
 
-// deniedReason is the reason class of a refused access request: the
-// machine or port is not in the inventory, or no role allows it.
-func deniedReason(p *access.Policy, r access.Request) string {
-	t, ok := p.Target(r.Target)
-	if !ok {
-		return refusedUnknownTarget
-	}
-	switch r.Protocol {
-	case access.SSH:
-		ok = t.SSH != 0
-	case access.RDP:
-		ok = t.RDP != 0
-	case access.Tunnel:
-		ok = r.Port == 0 || slices.Contains([]uint16{t.SSH, t.RDP}, r.Port) || slices.Contains(t.Tunnel, r.Port)
-	}
-	if !ok {
-		return refusedUnknownTarget
-	}
-	return refusedNoRole
-}
-
 // connectPage is GET /connect/{ticket}: the client page for a ticket this
 // browser's session holds, and for anything else the expired page alone.
-func (s *Server) connectPage(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) connectPage(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.sessionCaller(r)
 	var t ticket.Ticket
 	err := ticket.ErrExpired
@@ -351,8 +344,7 @@ func (s *Server) connectPage(w http.ResponseWriter, r *http.Request) {
 		// URL) and draws through blob: images.
 		w.Header().Set("Content-Security-Policy", desktopCSP)
 		d.Styles, d.Script = []string{"/static/app/desktop.css"}, "/static/app/desktop.js"
-		d.Clipboard = !s.policy().Check(access.Request{User: c.user.Name, Granted: c.user.Roles, Target: t.Target,
-			Protocol: t.Protocol}).DisableClipboard
+		d.Clipboard = !s.authz().Decide(c.who(clientAddr(r), "browser"), authz.What{Target: t.Target, Protocol: t.Protocol}).DisableClipboard
 	}
 	s.render(w, http.StatusOK, "connect.html", d)
 }
@@ -360,7 +352,7 @@ func (s *Server) connectPage(w http.ResponseWriter, r *http.Request) {
 // relay is GET /ws/{protocol}?ticket=T: the WebSocket of a browser session.
 // The Origin must be ours (a page elsewhere cannot ride the user's cookie),
 // the ticket must be this session's and is used up here.
-func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) relay(w http.ResponseWriter, r *http.Request) {
 	if !s.sameOrigin(r) {
 		s.log.Info("websocket refused: origin", zap.String("origin", r.Header.Get("Origin")), zap.Stringer("source", clientAddr(r)))
 		http.Error(w, "forbidden", http.StatusForbidden)
@@ -381,20 +373,15 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request) {
 		err = &ticket.Error{Reason: ticket.ReasonBad, Detail: "a ticket for " + t.Protocol + " presented for " + r.PathValue("protocol")}
 	}
 	if err != nil {
-		reason, detail := ticketRefusal(err)
-		e := refusal(c, src, t.Target, r.PathValue("protocol"), reason, detail)
-		e.Via = "browser"
-		s.connectRefused(e)
+		reason, detail := authz.TicketRefusal(err)
+		s.authz().Refuse(c.who(src, "browser"), authz.What{Target: t.Target, Protocol: r.PathValue("protocol")},
+			authz.Refusal{Reason: reason, Detail: detail})
 		http.Error(w, ticket.ErrExpired.Error(), http.StatusForbidden)
 		return
 	}
 	// Rights are checked again: a reload may have taken them away since
 	// the ticket was issued.
-	ar := access.Request{User: c.user.Name, Granted: c.user.Roles, Target: t.Target, Protocol: t.Protocol, Port: t.Port}
-	if d := s.policy().Check(ar); !d.Allowed {
-		e := refusal(c, src, t.Target, t.Protocol, deniedReason(s.policy(), ar), d.Reason)
-		e.Via = "browser"
-		s.connectRefused(e)
+	if d := s.authz().Check(c.who(src, "browser"), ticketWhat(t)); !d.Allowed {
 		http.Error(w, "not allowed", http.StatusForbidden)
 		return
 	}
@@ -412,7 +399,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // apiCaller authenticates an API request: a bearer token with scope, or a
 // web session (with CSRF and Origin checks when state changes).
-func (s *Server) apiCaller(w http.ResponseWriter, r *http.Request, scope string, changes bool) (caller, bool) {
+func (s *Portal) apiCaller(w http.ResponseWriter, r *http.Request, scope string, changes bool) (caller, bool) {
 	c, present, err := s.tokenCaller(r, scope)
 	if present {
 		if err != nil {
@@ -455,7 +442,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 }
 
 // apiTargets is GET /api/targets.
-func (s *Server) apiTargets(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) apiTargets(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.apiCaller(w, r, auth.ScopeAPI, false)
 	if !ok {
 		return
@@ -483,7 +470,7 @@ type ConnectResponse struct {
 }
 
 // apiConnect is POST /api/connect.
-func (s *Server) apiConnect(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) apiConnect(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.apiCaller(w, r, auth.ScopeAPI, true)
 	if !ok {
 		return
@@ -507,7 +494,7 @@ type TokenRequest = api.TokenRequest
 type TokenResponse = api.TokenResponse
 
 // apiIssueToken is POST /api/tokens.
-func (s *Server) apiIssueToken(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 	var req TokenRequest
 	if !decodeJSON(w, r, &req) {
 		return
@@ -541,14 +528,14 @@ func (s *Server) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("API token issued", zap.String("user", u.Name), zap.String("token", t.ID), zap.Strings("scopes", t.Scopes),
 		zap.Time("expires", t.Expires), zap.Stringer("source", src))
 	expires := t.Expires
-	s.audit().Audit(audit.Event{Event: audit.TokenIssued, Actor: u.Name, Source: addrString(src), User: u.Name, Token: t.ID,
+	s.audit().Audit(audit.Event{Event: audit.TokenIssued, Actor: u.Name, Source: authz.AddrString(src), User: u.Name, Token: t.ID,
 		Until: &expires, Detail: "scopes " + strings.Join(t.Scopes, ", ")})
 	writeJSON(w, http.StatusOK, TokenResponse{Secret: secret, Token: api.Token{ID: t.ID, User: t.User, Scopes: t.Scopes,
 		Comment: t.Comment, Created: t.Created, Expires: t.Expires, Source: t.Source}})
 }
 
 // bearerOnly authenticates a request that only an API token may make.
-func (s *Server) bearerOnly(w http.ResponseWriter, r *http.Request) (caller, bool) {
+func (s *Portal) bearerOnly(w http.ResponseWriter, r *http.Request) (caller, bool) {
 	c, present, err := s.tokenCaller(r, auth.ScopeAPI)
 	if !present || err != nil {
 		writeJSON(w, http.StatusUnauthorized, apiError{Error: "present an API token (bastionctl login)"})
@@ -558,7 +545,7 @@ func (s *Server) bearerOnly(w http.ResponseWriter, r *http.Request) (caller, boo
 }
 
 // apiTokens is GET /api/tokens: the caller's own tokens.
-func (s *Server) apiTokens(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) apiTokens(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.bearerOnly(w, r)
 	if !ok {
 		return
@@ -572,7 +559,7 @@ func (s *Server) apiTokens(w http.ResponseWriter, r *http.Request) {
 }
 
 // apiRevokeToken is DELETE /api/tokens/{id}; "current" names the token presented.
-func (s *Server) apiRevokeToken(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) apiRevokeToken(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.bearerOnly(w, r)
 	if !ok {
 		return
@@ -586,7 +573,7 @@ func (s *Server) apiRevokeToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("API token revoked", zap.String("user", c.user.Name), zap.String("token", id))
-	s.audit().Audit(audit.Event{Event: audit.TokenRevoked, Actor: c.user.Name, Source: addrString(clientAddr(r)), User: c.user.Name,
+	s.audit().Audit(audit.Event{Event: audit.TokenRevoked, Actor: c.user.Name, Source: authz.AddrString(clientAddr(r)), User: c.user.Name,
 		Token: id, Via: "api"})
 	writeJSON(w, http.StatusOK, struct{}{})
 }

@@ -1,4 +1,4 @@
-package proxy
+package portal
 
 import (
 	"net/http"
@@ -20,7 +20,7 @@ func staticFile(name, contentType string) http.HandlerFunc {
 // routes is the public HTTP surface. Every response carries the security
 // headers; every unknown path, another Host and OPTIONS * get the same 404;
 // every body is read whole, under a deadline, before a route sees it.
-func (s *Server) routes() http.Handler {
+func (s *Portal) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", s.portal)
 	mux.HandleFunc("GET /static/portal.css", staticFile("pages/portal.css", "text/css; charset=utf-8"))
@@ -30,7 +30,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /connect", s.connectForm)
 	mux.HandleFunc("GET /connect/{ticket}", s.connectPage)
 	mux.HandleFunc("GET /ws/{protocol}", s.relay)
-	mux.HandleFunc("GET "+tunnel.WebSocketPath, s.tunnelWebSocket)
+	mux.HandleFunc("GET "+tunnel.WebSocketPath, s.tunnel)
 	mux.HandleFunc("GET /recordings", s.recordingsPage)
 	mux.HandleFunc("GET /recordings/{id}", s.playerPage)
 	mux.HandleFunc("GET /api/recordings/{id}", s.castFile)
@@ -73,6 +73,16 @@ func securityHeaders(next http.Handler) http.Handler {
 		h.Set("Cache-Control", "no-store")
 		next.ServeHTTP(w, r)
 	})
+}
+
+// tunnel is GET /tunnel, served by the native tunnel's server
+// (Config.Tunnel).
+func (s *Portal) tunnel(w http.ResponseWriter, r *http.Request) {
+	if h := s.cfg.Load().Tunnel; h != nil {
+		h(w, r)
+		return
+	}
+	notFound(w, r)
 }
 
 func notFound(w http.ResponseWriter, _ *http.Request) {

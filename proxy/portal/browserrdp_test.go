@@ -1,4 +1,4 @@
-package proxy
+package portal
 
 import (
 	"net/http"
@@ -22,7 +22,7 @@ func TestDesktopPage(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			pol := access.New(testName, []access.Target{{Name: "vm2", RDP: 3389}}, nil, []access.Role{
 				{Name: "win", Subjects: []string{"user:carol"}, Targets: []string{"vm2"}, Protocols: []string{access.RDP}, DisableClipboard: c.noClip}})
-			h := newTestServer(t, Config{Access: pol}).routes()
+			h := newTestServer(t, testConfig{Access: pol}).routes()
 			carol := newBrowser(t, h)
 			csrf := carol.signIn("carol")
 			r := carol.post("/connect", url.Values{"csrf": {csrf}, "target": {"vm2"}, "protocol": {"rdp"}})
@@ -79,7 +79,7 @@ func TestOutcomes(t *testing.T) {
 // TestOutcomeAPI: only a signed-in browser asks, and a ticket it never
 // used has no outcome.
 func TestOutcomeAPI(t *testing.T) {
-	s := newTestServer(t, Config{})
+	s := newTestServer(t, testConfig{})
 	h := s.routes()
 	anon := newBrowser(t, h)
 	if r := anon.get("/api/rdp/outcome?ticket=x"); r.code != http.StatusForbidden {

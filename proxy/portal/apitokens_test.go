@@ -1,4 +1,4 @@
-package proxy
+package portal
 
 import (
 	"net/http"
@@ -10,7 +10,7 @@ import (
 // characters or over the cap with 400, before the password is checked (a
 // wrong one changes nothing), from IPv4 and IPv6 sources.
 func TestTokenCommentRefused(t *testing.T) {
-	s := newTestServer(t, Config{})
+	s := newTestServer(t, testConfig{})
 	for _, remote := range []string{"192.0.2.10:50000", "[2001:db8::10]:50000"} {
 		for _, tc := range []struct{ name, comment string }{
 			{"OSC 52", "laptop\x1b]52;c;ZXZpbA==\x07"},

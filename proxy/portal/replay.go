@@ -1,4 +1,4 @@
-package proxy
+package portal
 
 import (
 	"encoding/json"
@@ -91,7 +91,7 @@ func (ps *players) lookup(session, name string) (*webrdp.Player, bool) {
 }
 
 // rdpRecordingPath is where recording id is, if it is an RDP recording.
-func (s *Server) rdpRecordingPath(id string) (string, bool) {
+func (s *Portal) rdpRecordingPath(id string) (string, bool) {
 	if !recordingID.MatchString(id) {
 		return "", false
 	}
@@ -100,7 +100,7 @@ func (s *Server) rdpRecordingPath(id string) (string, bool) {
 
 // replayRDP is GET /ws/replay/{id}: recording id played to the page's
 // desktop client.
-func (s *Server) replayRDP(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) replayRDP(w http.ResponseWriter, r *http.Request) {
 	if !s.sameOrigin(r) {
 		s.log.Info("websocket refused: origin", zap.String("origin", r.Header.Get("Origin")), zap.Stringer("source", clientAddr(r)))
 		http.Error(w, "forbidden", http.StatusForbidden)
@@ -112,7 +112,7 @@ func (s *Server) replayRDP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	if !s.policy().Auditor(c.user.Name, c.user.Roles) {
+	if !s.auditor(c) {
 		s.log.Info("recording playback refused: not an auditor", zap.String("user", c.user.Name), zap.String("recording", id))
 		s.replayAudit(audit.Event{Event: audit.ConnectRefused, Actor: c.user.Name, Source: auditSource(r), Recording: id,
 			Reason: "not_auditor", Detail: "only auditors may play recordings"})
@@ -162,9 +162,9 @@ func (s *Server) replayRDP(w http.ResponseWriter, r *http.Request) {
 }
 
 // replayState is GET /api/replay/{player}: where the player is.
-func (s *Server) replayState(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) replayState(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.sessionCaller(r)
-	if !ok || !s.policy().Auditor(c.user.Name, c.user.Roles) {
+	if !ok || !s.auditor(c) {
 		writeJSON(w, http.StatusForbidden, apiError{Error: "only auditors may play recordings"})
 		return
 	}
@@ -177,10 +177,10 @@ func (s *Server) replayState(w http.ResponseWriter, r *http.Request) {
 }
 
 // replayControl is POST /api/replay/{player} {"action":"pause"|"play"|"speed","speed":N}.
-func (s *Server) replayControl(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) replayControl(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 1024)
 	c, ok := s.browserCaller(r)
-	if !ok || !s.policy().Auditor(c.user.Name, c.user.Roles) {
+	if !ok || !s.auditor(c) {
 		writeJSON(w, http.StatusForbidden, apiError{Error: "only auditors may play recordings"})
 		return
 	}
@@ -220,7 +220,7 @@ func auditSource(r *http.Request) string {
 }
 
 // replayAudit sends e to the audit trail.
-func (s *Server) replayAudit(e audit.Event) {
+func (s *Portal) replayAudit(e audit.Event) {
 	if a := s.cfg.Load().Audit; a != nil {
 		a.Audit(e)
 	}
@@ -228,7 +228,7 @@ func (s *Server) replayAudit(e audit.Event) {
 
 // rdpRecording describes the RDP recording id: its header, desktop size
 // and duration (from its last write), without reading it whole.
-func (s *Server) rdpRecording(id string) (Recording, bool) {
+func (s *Portal) rdpRecording(id string) (Recording, bool) {
 	path, ok := s.rdpRecordingPath(id)
 	if !ok {
 		return Recording{}, false
@@ -250,7 +250,7 @@ func rdpTitle(h recording.RDPHeader) string {
 }
 
 // rdpPlayerPage is GET /recordings/{id} for an RDP recording.
-func (s *Server) rdpPlayerPage(w http.ResponseWriter, c caller, rec Recording) {
+func (s *Portal) rdpPlayerPage(w http.ResponseWriter, c caller, rec Recording) {
 	w.Header().Set("Content-Security-Policy", desktopCSP)
 	s.render(w, http.StatusOK, "rdpplayer.html", pageData{Title: "Recording " + rec.ID, User: c.user.Name, CSRF: c.session.CSRF,
 		Auditor: true, Page: "wide", Styles: []string{"/static/app/rdpplayer.css"}, Recordings: []Recording{rec}})

@@ -1,4 +1,4 @@
-package proxy
+package portal
 
 import (
 	"io"
@@ -37,13 +37,13 @@ type Recording struct {
 // auditorCaller returns the caller of a request to the recordings, which
 // only users with an auditor role may see. Others get a 403 page (or,
 // signed out, the sign-in form).
-func (s *Server) auditorCaller(w http.ResponseWriter, r *http.Request) (caller, bool) {
+func (s *Portal) auditorCaller(w http.ResponseWriter, r *http.Request) (caller, bool) {
 	c, ok := s.sessionCaller(r)
 	if !ok {
 		s.loginPage(w, http.StatusUnauthorized, "")
 		return caller{}, false
 	}
-	if !s.policy().Auditor(c.user.Name, c.user.Roles) {
+	if !s.auditor(c) {
 		s.log.Info("recordings refused: not an auditor", zap.String("user", c.user.Name), zap.String("path", r.URL.Path))
 		s.render(w, http.StatusForbidden, "denied.html", pageData{Title: "Not allowed", User: c.user.Name, CSRF: c.session.CSRF,
 			Error: "Only users with an auditor role may see session recordings."})
@@ -53,7 +53,7 @@ func (s *Server) auditorCaller(w http.ResponseWriter, r *http.Request) (caller, 
 }
 
 // recordingsPage is GET /recordings: the newest recordings, for auditors.
-func (s *Server) recordingsPage(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) recordingsPage(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.auditorCaller(w, r)
 	if !ok {
 		return
@@ -68,7 +68,7 @@ func (s *Server) recordingsPage(w http.ResponseWriter, r *http.Request) {
 }
 
 // playerPage is GET /recordings/{id}: the player for one recording.
-func (s *Server) playerPage(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) playerPage(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.auditorCaller(w, r)
 	if !ok {
 		return
@@ -93,9 +93,9 @@ func (s *Server) playerPage(w http.ResponseWriter, r *http.Request) {
 // recording is still being written (its gzip stream is not finished yet):
 // then it is inflated here. Every view is an audit event
 // (recording_played): the auditors are audited too.
-func (s *Server) castFile(w http.ResponseWriter, r *http.Request) {
+func (s *Portal) castFile(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.sessionCaller(r)
-	if !ok || !s.policy().Auditor(c.user.Name, c.user.Roles) {
+	if !ok || !s.auditor(c) {
 		writeJSON(w, http.StatusForbidden, apiError{Error: "only auditors may play recordings"})
 		return
 	}
@@ -140,7 +140,7 @@ func (s *Server) castFile(w http.ResponseWriter, r *http.Request) {
 }
 
 // recording describes the SSH recording id, if there is one.
-func (s *Server) recording(id string) (Recording, bool) {
+func (s *Portal) recording(id string) (Recording, bool) {
 	if !recordingID.MatchString(id) {
 		return Recording{}, false
 	}

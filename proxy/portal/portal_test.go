@@ -1,4 +1,4 @@
-package proxy
+package portal
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/bastiond/bastiond/proxy/access"
+	"github.com/bastiond/bastiond/proxy/authz"
 	"github.com/bastiond/bastiond/proxy/ticket"
 	"github.com/bastiond/bastiond/proxy/websession"
 )
@@ -104,7 +105,7 @@ func (b *browser) signIn(user string) string {
 }
 
 func TestLogin(t *testing.T) {
-	s := newTestServer(t, Config{})
+	s := newTestServer(t, testConfig{})
 	h := s.routes()
 
 	t.Run("cookie attributes", func(t *testing.T) {
@@ -181,7 +182,7 @@ func TestLogin(t *testing.T) {
 // TestCSRF: every state-changing request of a signed-in browser needs the
 // session's token and our Origin.
 func TestCSRF(t *testing.T) {
-	h := newTestServer(t, Config{}).routes()
+	h := newTestServer(t, testConfig{}).routes()
 	b := newBrowser(t, h)
 	csrf := b.signIn("alice")
 	req := map[string]string{"target": "vm1", "protocol": "ssh"}
@@ -224,7 +225,7 @@ func (rr *relayRecorder) relay(w http.ResponseWriter, _ *http.Request, t ticket.
 
 func TestTickets(t *testing.T) {
 	rr := &relayRecorder{}
-	srv := newTunedTestServer(t, Config{}, tuning{relay: rr.relay})
+	srv := newTunedTestServer(t, testConfig{}, tuning{relay: rr.relay})
 	h := srv.routes()
 	alice := newBrowser(t, h)
 	csrf := alice.signIn("alice")
@@ -314,7 +315,7 @@ func TestTickets(t *testing.T) {
 }
 
 func TestAPITokens(t *testing.T) {
-	s := newTestServer(t, Config{})
+	s := newTestServer(t, testConfig{})
 	h := s.routes()
 	cli := newBrowser(t, h)
 	cli.origin = ""
@@ -403,7 +404,7 @@ func FuzzSessionCookie(f *testing.F) {
 // request, and to a ticket issued before it when the relay redeems it.
 func TestReloadTakesRights(t *testing.T) {
 	rr := &relayRecorder{}
-	s := newTunedTestServer(t, Config{}, tuning{relay: rr.relay})
+	s := newTunedTestServer(t, testConfig{}, tuning{relay: rr.relay})
 	h := s.routes()
 	alice := newBrowser(t, h)
 	csrf := alice.signIn("alice")
@@ -413,9 +414,9 @@ func TestReloadTakesRights(t *testing.T) {
 		t.Fatalf("connect before reload: %d", r.code)
 	}
 
-	c := *s.cfg.Load()
-	c.Access = access.New(testName, []access.Target{{Name: "vm1", Tags: []string{"linux"}, SSH: 22}}, nil, nil)
-	if err := s.SetConfig(c); err != nil {
+	// A reload swaps the policy of the authorizer the portal asks.
+	pol := access.New(testName, []access.Target{{Name: "vm1", Tags: []string{"linux"}, SSH: 22}}, nil, nil)
+	if err := s.authz().SetConfig(authz.Config{Access: pol}); err != nil {
 		t.Fatal(err)
 	}
 	if r := alice.do(http.MethodGet, "/ws/ssh?ticket="+tk, nil, map[string]string{"Origin": alice.origin}); r.code != http.StatusForbidden || len(rr.got) != 0 || !strings.Contains(r.body, "not allowed") {

@@ -1,4 +1,4 @@
-package proxy
+package portal
 
 import (
 	"compress/gzip"
@@ -45,7 +45,7 @@ func TestRecordings(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "ffffffffffff.cast"), []byte("garbage\n"), 0o600)
 	os.Chtimes(filepath.Join(dir, "ba9876543210.cast"), start.Add(time.Hour), start.Add(time.Hour))
 	os.Chtimes(filepath.Join(dir, "0123456789ab.cast"), start.Add(75*time.Second), start.Add(75*time.Second))
-	h := newTestServer(t, Config{Access: auditPolicy(), SSH: SSHConfig{RecordDir: dir}}).routes()
+	h := newTestServer(t, testConfig{Access: auditPolicy(), SSH: SSHConfig{RecordDir: dir}}).routes()
 
 	carol := newBrowser(t, h)
 	carol.signIn("carol")
@@ -95,7 +95,7 @@ func TestRecordings(t *testing.T) {
 }
 
 func TestAppAssets(t *testing.T) {
-	h := newTestServer(t, Config{}).routes()
+	h := newTestServer(t, testConfig{}).routes()
 	b := newBrowser(t, h)
 	r := b.get("/static/app/README.txt")
 	if r.code != http.StatusOK || r.header.Get("ETag") == "" || r.header.Get("Cache-Control") != "no-cache" {
@@ -130,7 +130,7 @@ func TestAppAssets(t *testing.T) {
 // TestBrowserSSHUnavailable: without a broker or host key store the
 // terminal's WebSocket is refused with a clear 503, and the ticket is used.
 func TestBrowserSSHUnavailable(t *testing.T) {
-	h := newTestServer(t, Config{}).routes()
+	h := newTestServer(t, testConfig{}).routes()
 	alice := newBrowser(t, h)
 	csrf := alice.signIn("alice")
 	r := alice.post("/connect", url.Values{"csrf": {csrf}, "target": {"vm1"}, "protocol": {"ssh"}})
@@ -162,7 +162,7 @@ func TestCompressedRecording(t *testing.T) {
 	var events []audit.Event
 	var mu sync.Mutex
 	sink := audit.SinkFunc(func(e audit.Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
-	h := newTestServer(t, Config{Access: auditPolicy(), Audit: sink, SSH: SSHConfig{RecordDir: dir}}).routes()
+	h := newTestServer(t, testConfig{Access: auditPolicy(), Audit: sink, SSH: SSHConfig{RecordDir: dir}}).routes()
 	carol := newBrowser(t, h)
 	carol.signIn("carol")
 	if r := carol.get("/recordings"); !strings.Contains(r.body, "lab@vm1 by alice") || !strings.Contains(r.body, "old plain") {
