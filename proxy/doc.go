@@ -10,8 +10,10 @@
 //
 // Where each step of a browser SSH session lives:
 //
-//   - proxy: the TLS listener and its gate; the HTTP server that serves the
-//     portal's handler.
+//   - proxy/gate: the TCP gate reads the ClientHello before TLS and passes
+//     only connections that name the bastion (a per-source cap first).
+//   - proxy: the TLS listener behind the gate; the HTTP server that serves
+//     the portal's handler.
 //   - proxy/portal: the routes: sign-in (proxy/auth, proxy/websession), the
 //     machine list, POST /connect, and GET /ws/ssh, where the WebSocket is
 //     opened.
@@ -24,6 +26,10 @@
 //   - proxy/webssh: SSH to the target (host keys pinned by proxy/hostkeys,
 //     certificates by proxy/sshca) and the relay to the terminal.
 //   - proxy/recording: the recording, if a role asks for it.
+//
+// A binary upgrade (proxy/handover, driven by package daemon) hands the
+// listeners to a new process while this one carries its live sessions to
+// their end.
 //
 // A browser remote desktop takes the same path with proxy/webrdp (and
 // proxy/rdcleanpath) in the place of proxy/webssh. A native tunnel
