@@ -12,10 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/authz"
-	"github.com/bastiond/bastiond/tunnel"
 )
 
 type capture = audit.Capture
@@ -120,7 +120,7 @@ func TestTunnelAuditEvents(t *testing.T) {
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 					_, err := cl.Dial(ctx, c.target, c.port)
 					cancel()
-					var te *tunnel.Error
+					var te *tunnelwire.Error
 					if !errors.As(err, &te) {
 						t.Fatalf("%s: %v", c.name, err)
 					}

@@ -18,11 +18,11 @@ import (
 	"github.com/quic-go/quic-go"
 	"golang.org/x/net/ipv4"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/gate/gatetest"
 	"github.com/bastiond/bastiond/proxy/gate/quicinitial"
 	"github.com/bastiond/bastiond/proxy/handover"
-	"github.com/bastiond/bastiond/tunnel"
 )
 
 // families are the loopback addresses the hand-over tests run on.
@@ -144,7 +144,7 @@ func (g *generation) closeLine() {
 // ask opens a stream on conn and asks for a tunnel to vm2 port 5985, which
 // carol may open, with token. A server that knows the token answers that
 // it carries no sessions (it has no broker); any other, unauthorized.
-func ask(t *testing.T, conn *quic.Conn, token string) tunnel.Status {
+func ask(t *testing.T, conn *quic.Conn, token string) tunnelwire.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -161,18 +161,18 @@ func ask(t *testing.T, conn *quic.Conn, token string) tunnel.Status {
 
 func tunnelRequest(t *testing.T, token string) []byte {
 	t.Helper()
-	req, err := tunnel.Request{Token: token, Target: "vm2", Port: 5985}.Marshal()
+	req, err := tunnelwire.Request{Token: token, Target: "vm2", Port: 5985}.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return req
 }
 
-func answerOf(t *testing.T, str *quic.Stream) tunnel.Status {
+func answerOf(t *testing.T, str *quic.Stream) tunnelwire.Status {
 	t.Helper()
 	defer str.CancelRead(0)
 	str.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := tunnel.ReadResponse(str)
+	resp, err := tunnelwire.ReadResponse(str)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,17 +191,17 @@ func servedBy(t *testing.T, conn *quic.Conn, g, other *generation) {
 	g.s.mu.Unlock()
 	if retired {
 		before := g.s.movedTunnels.Load()
-		if st := ask(t, conn, g.token); st != tunnel.StatusMoved || g.s.movedTunnels.Load() != before+1 {
+		if st := ask(t, conn, g.token); st != tunnelwire.StatusMoved || g.s.movedTunnels.Load() != before+1 {
 			t.Errorf("a new tunnel on a retired generation's connection: %v (moved by it: %d), want moved",
 				st, g.s.movedTunnels.Load()-before)
 		}
 		return
 	}
-	if st := ask(t, conn, g.token); st != tunnel.StatusUnavailable {
-		t.Errorf("with its own token: %v, want %v", st, tunnel.StatusUnavailable)
+	if st := ask(t, conn, g.token); st != tunnelwire.StatusUnavailable {
+		t.Errorf("with its own token: %v, want %v", st, tunnelwire.StatusUnavailable)
 	}
-	if st := ask(t, conn, other.token); st != tunnel.StatusUnauthorized {
-		t.Errorf("with another generation's token: %v, want %v", st, tunnel.StatusUnauthorized)
+	if st := ask(t, conn, other.token); st != tunnelwire.StatusUnauthorized {
+		t.Errorf("with another generation's token: %v, want %v", st, tunnelwire.StatusUnauthorized)
 	}
 }
 
@@ -252,7 +252,7 @@ func TestHandover(t *testing.T) {
 			if !bytes.Equal(peerCert(conn), old.cert) {
 				t.Fatal("the first connection is not the old server's")
 			}
-			if st := ask(t, conn, old.token); st != tunnel.StatusUnavailable {
+			if st := ask(t, conn, old.token); st != tunnelwire.StatusUnavailable {
 				t.Fatalf("before the hand-over: %v", st)
 			}
 			// A stream with half a request on the wire across the hand-over.
@@ -275,8 +275,8 @@ func TestHandover(t *testing.T) {
 			// Its request completes after the hand-over: the old server
 			// answers it (the datagrams reach it through the link), sending
 			// this new tunnel on to the new process.
-			if st := answerOf(t, live); st != tunnel.StatusMoved {
-				t.Errorf("the stream whose request spans the hand-over: %v, want %v", st, tunnel.StatusMoved)
+			if st := answerOf(t, live); st != tunnelwire.StatusMoved {
+				t.Errorf("the stream whose request spans the hand-over: %v, want %v", st, tunnelwire.StatusMoved)
 			}
 			t.Run("the old connection stays with the old server", func(t *testing.T) {
 				servedBy(t, conn, old, next)
@@ -400,7 +400,7 @@ func TestPauseResume(t *testing.T) {
 
 			// Live connections go on meanwhile; a new tunnel on one is sent
 			// to the new process (its state store may be the new one's).
-			if st := ask(t, liveQUIC, g.token); st != tunnel.StatusMoved {
+			if st := ask(t, liveQUIC, g.token); st != tunnelwire.StatusMoved {
 				t.Errorf("a new tunnel on a live QUIC connection while paused: %v, want moved", st)
 			}
 			getPortal(t, liveTLS, br)

@@ -15,9 +15,9 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/proxy/gate/gatetest"
 	"github.com/bastiond/bastiond/proxy/gate/quicinitial"
-	"github.com/bastiond/bastiond/tunnel"
 )
 
 // startQUIC serves the front door's QUIC on a loopback UDP socket and
@@ -109,7 +109,7 @@ func askBadToken(ctx context.Context, conn *quic.Conn) error {
 		return err
 	}
 	defer str.CancelRead(0)
-	req, err := tunnel.Request{Token: "bst_0000000000000000_notvalid", Target: "vm1", Port: 22}.Marshal()
+	req, err := tunnelwire.Request{Token: "bst_0000000000000000_notvalid", Target: "vm1", Port: 22}.Marshal()
 	if err != nil {
 		return err
 	}
@@ -117,11 +117,11 @@ func askBadToken(ctx context.Context, conn *quic.Conn) error {
 		return err
 	}
 	str.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := tunnel.ReadResponse(str)
+	resp, err := tunnelwire.ReadResponse(str)
 	if err != nil {
 		return err
 	}
-	if resp.Status != tunnel.StatusUnauthorized {
+	if resp.Status != tunnelwire.StatusUnauthorized {
 		return fmt.Errorf("answer %v %q, want unauthorized", resp.Status, resp.Message)
 	}
 	return nil

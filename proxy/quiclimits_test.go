@@ -13,6 +13,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/gate"
 	"github.com/bastiond/bastiond/proxy/gate/gatetest"
@@ -174,8 +175,8 @@ func TestQUICLimits(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				_, err = cl.Dial(ctx, "vm1", 22)
 				cancel()
-				var te *tunnel.Error
-				if !errors.As(err, &te) || te.Status != tunnel.StatusCapacity || !strings.Contains(err.Error(), "try again") {
+				var te *tunnelwire.Error
+				if !errors.As(err, &te) || te.Status != tunnelwire.StatusCapacity || !strings.Contains(err.Error(), "try again") {
 					t.Errorf("a tunnel while the source is full: %v, want capacity, try again", err)
 				}
 				// The waiting streams are closed at the handshake timeout,
@@ -260,10 +261,10 @@ func TestQUICLimits(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				req, _ := tunnel.Request{Token: secret, Target: "vm1", Port: 22}.Marshal()
+				req, _ := tunnelwire.Request{Token: secret, Target: "vm1", Port: 22}.Marshal()
 				str.Write(req)
 				str.SetReadDeadline(time.Now().Add(5 * time.Second))
-				if resp, err := tunnel.ReadResponse(str); err != nil || resp.Status != tunnel.StatusDenied {
+				if resp, err := tunnelwire.ReadResponse(str); err != nil || resp.Status != tunnelwire.StatusDenied {
 					t.Fatalf("carol's request: %v %v, want denied", resp, err)
 				}
 				unauth(0)

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
@@ -27,11 +28,10 @@ import (
 	"github.com/bastiond/bastiond/proxy/internal/servername"
 	"github.com/bastiond/bastiond/proxy/portal"
 	"github.com/bastiond/bastiond/proxy/websession"
-	"github.com/bastiond/bastiond/tunnel"
 )
 
 // ALPNTunnel is the QUIC application protocol of the native tunnel.
-const ALPNTunnel = tunnel.ALPN
+const ALPNTunnel = tunnelwire.ALPN
 
 // Config is what the front door needs. It can be replaced on reload with SetConfig.
 type Config struct {
@@ -128,7 +128,7 @@ type Server struct {
 	links   []*net.UnixConn // every link given to s, for Close
 	retired bool
 	// movedTunnels counts the new tunnels sent on to a new process
-	// (tunnel.StatusMoved) during or after a hand-over.
+	// (tunnelwire.StatusMoved) during or after a hand-over.
 	movedTunnels atomic.Int64
 	closed       bool
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/internal/statedb"
@@ -75,13 +76,13 @@ func (s *Server) tunnelWebSocket(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *gate.Pending) {
 	cfg := s.cfg.Load()
 	c.SetReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
-	req, err := tunnel.ReadRequest(c)
+	req, err := tunnelwire.ReadRequest(c)
 	if ps != nil {
 		s.door.RequestRead(ps)
 	}
 	if err != nil {
 		s.handshakeFailed("tunnel")
-		var pe *tunnel.ProtocolError
+		var pe *tunnelwire.ProtocolError
 		if errors.As(err, &pe) {
 			s.refuseTunnel(c, pe.Status, pe.Error())
 		} else {
@@ -97,7 +98,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		// after an upgrade: the new process takes it.
 		log.Info("tunnel refused: this process is handing over to a new one")
 		s.movedTunnels.Add(1)
-		s.refuseTunnel(c, tunnel.StatusMoved, "this bastion process was replaced by an upgrade: connect again")
+		s.refuseTunnel(c, tunnelwire.StatusMoved, "this bastion process was replaced by an upgrade: connect again")
 		return
 	}
 
@@ -105,13 +106,13 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 	switch {
 	case errors.Is(err, statedb.ErrReleased):
 		log.Info("tunnel refused: the state store was handed over to a new process")
-		s.refuseTunnel(c, tunnel.StatusMoved, "this bastion process was replaced by an upgrade: connect again")
+		s.refuseTunnel(c, tunnelwire.StatusMoved, "this bastion process was replaced by an upgrade: connect again")
 		return
 	case err != nil:
 		s.handshakeFailed("tunnel")
 		log.Info("tunnel refused: bad token")
 		s.authz.TokenRefused(client.Addr(), via, err)
-		s.refuseTunnel(c, tunnel.StatusUnauthorized, auth.ErrBadToken.Error())
+		s.refuseTunnel(c, tunnelwire.StatusUnauthorized, auth.ErrBadToken.Error())
 		if ps != nil && s.door.BadToken(ps.Conn()) {
 			// A guesser, not a client with a stale token: its connection
 			// ended, which a new one (a new handshake) must replace.
@@ -121,7 +122,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 	case !tok.HasScope(auth.ScopeTunnel):
 		log.Info("tunnel refused: token without the tunnel scope", zap.String("user", user.Name), zap.String("token", tok.ID))
 		s.authz.ScopeRefused(client.Addr(), via, tok, auth.ScopeTunnel)
-		s.refuseTunnel(c, tunnel.StatusUnauthorized, "this token may not open tunnels (it lacks the tunnel scope): run bastionctl login")
+		s.refuseTunnel(c, tunnelwire.StatusUnauthorized, "this token may not open tunnels (it lacks the tunnel scope): run bastionctl login")
 		return
 	}
 	if ps != nil {
@@ -142,12 +143,12 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 	if !d.Allowed {
 		policy := s.authz.Policy()
 		ar := access.Request{User: user.Name, Granted: user.Roles, Target: req.Target, Protocol: access.Tunnel, Port: req.Port}
-		st, msg := tunnel.StatusDenied, fmt.Sprintf("%s may not open tunnels to %s port %d", user.Name, req.Target, req.Port)
+		st, msg := tunnelwire.StatusDenied, fmt.Sprintf("%s may not open tunnels to %s port %d", user.Name, req.Target, req.Port)
 		if policy.Covers(ar) {
 			if t, ok := policy.Target(req.Target); !ok {
-				st, msg = tunnel.StatusUnknownTarget, fmt.Sprintf("there is no machine called %q on this bastion", req.Target)
+				st, msg = tunnelwire.StatusUnknownTarget, fmt.Sprintf("there is no machine called %q on this bastion", req.Target)
 			} else if !slices.Contains([]uint16{t.SSH, t.RDP}, req.Port) && !slices.Contains(t.Tunnel, req.Port) {
-				st, msg = tunnel.StatusUnknownTarget, fmt.Sprintf("%s does not offer port %d through the bastion", req.Target, req.Port)
+				st, msg = tunnelwire.StatusUnknownTarget, fmt.Sprintf("%s does not offer port %d through the bastion", req.Target, req.Port)
 			}
 		}
 		s.refuseTunnel(c, st, msg)
@@ -166,7 +167,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 	}
 	if cfg.Broker == nil {
 		refused(authz.Unavailable, "this bastion carries no sessions")
-		s.refuseTunnel(c, tunnel.StatusUnavailable, "this bastion carries no sessions")
+		s.refuseTunnel(c, tunnelwire.StatusUnavailable, "this bastion carries no sessions")
 		return
 	}
 	// The broker bounds the dial with its own timeout.
@@ -182,7 +183,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		s.refuseTunnel(c, tunnelStatus(err), msg)
 		return
 	}
-	if err := tunnel.WriteResponse(c, tunnel.Response{Status: tunnel.StatusOK, Message: sess.ID()}); err != nil {
+	if err := tunnelwire.WriteResponse(c, tunnelwire.Response{Status: tunnelwire.StatusOK, Message: sess.ID()}); err != nil {
 		sess.End("client error: " + err.Error())
 		c.Close()
 		return
@@ -192,7 +193,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 
 // refuseTunnelUnrecorded refuses a tunnel whose rights require recording,
 // with a connect_refused event (reason recording_unavailable).
-func (s *Server) refuseTunnelUnrecorded(c net.Conn, user string, client netip.AddrPort, req tunnel.Request, d access.Decision) {
+func (s *Server) refuseTunnelUnrecorded(c net.Conn, user string, client netip.AddrPort, req tunnelwire.Request, d access.Decision) {
 	msg := fmt.Sprintf("sessions of %s to %s port %d must be recorded (role %s says record: true), and a native tunnel cannot be: "+
 		"it carries an end-to-end encrypted protocol the bastion cannot see into; use the browser session in the portal",
 		user, req.Target, req.Port, strings.Join(d.RecordedBy, ", "))
@@ -203,12 +204,12 @@ func (s *Server) refuseTunnelUnrecorded(c net.Conn, user string, client netip.Ad
 		e.Source, e.Client = client.Addr().String(), client.String()
 	}
 	s.cfg.Load().Audit.Audit(e)
-	s.refuseTunnel(c, tunnel.StatusDenied, msg)
+	s.refuseTunnel(c, tunnelwire.StatusDenied, msg)
 }
 
-func (s *Server) refuseTunnel(c net.Conn, st tunnel.Status, msg string) {
+func (s *Server) refuseTunnel(c net.Conn, st tunnelwire.Status, msg string) {
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	tunnel.WriteResponse(c, tunnel.Response{Status: st, Message: msg})
+	tunnelwire.WriteResponse(c, tunnelwire.Response{Status: st, Message: msg})
 	// Half-close first so that the answer is delivered before the end.
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
@@ -217,22 +218,22 @@ func (s *Server) refuseTunnel(c net.Conn, st tunnel.Status, msg string) {
 }
 
 // tunnelStatus maps a broker refusal to the tunnel's status.
-func tunnelStatus(err error) tunnel.Status {
+func tunnelStatus(err error) tunnelwire.Status {
 	var be *broker.Error
 	if !errors.As(err, &be) {
-		return tunnel.StatusUnavailable
+		return tunnelwire.StatusUnavailable
 	}
 	switch be.Kind {
 	case broker.KindUnknownTarget:
-		return tunnel.StatusUnknownTarget
+		return tunnelwire.StatusUnknownTarget
 	case broker.KindUserLimit:
-		return tunnel.StatusUserLimit
+		return tunnelwire.StatusUserLimit
 	case broker.KindCapacity:
-		return tunnel.StatusCapacity
+		return tunnelwire.StatusCapacity
 	case broker.KindUnreachable, broker.KindRefused:
-		return tunnel.StatusUnreachable
+		return tunnelwire.StatusUnreachable
 	}
-	return tunnel.StatusUnavailable
+	return tunnelwire.StatusUnavailable
 }
 
 func (s *Server) handshakeFailed(layer string) {

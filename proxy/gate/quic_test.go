@@ -17,12 +17,12 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/proxy/certs"
 	"github.com/bastiond/bastiond/proxy/gate/gatetest"
 	"github.com/bastiond/bastiond/proxy/gate/quicinitial"
 	"github.com/bastiond/bastiond/proxy/handover"
-	"github.com/bastiond/bastiond/tunnel"
 )
 
 // testDoor is a Door for gatetest.ServerName with set, whose zero fields
@@ -45,7 +45,7 @@ func testDoor(t testing.TB, set Settings) *Door {
 		set.MaxPendingTunnels = 1024
 	}
 	return New(Config{Log: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), Settings: func() Settings { return set },
-		ALPN: tunnel.ALPN, IDs: handover.NewConnIDs(handover.NewLineage())})
+		ALPN: tunnelwire.ALPN, IDs: handover.NewConnIDs(handover.NewLineage())})
 }
 
 // serverTLS is the TLS configuration of a tunnel server for
@@ -56,7 +56,7 @@ func serverTLS(t testing.TB) *tls.Config {
 	if err := store.Load(certs.Config{SelfSigned: true, ServerName: gatetest.ServerName, Dir: t.TempDir()}); err != nil {
 		t.Fatal(err)
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: store.GetCertificate, NextProtos: []string{tunnel.ALPN}}
+	return &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: store.GetCertificate, NextProtos: []string{tunnelwire.ALPN}}
 }
 
 // fakeSocket serves datagrams to the gate's ReadFrom path from a script.

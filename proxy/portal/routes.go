@@ -3,7 +3,7 @@ package portal
 import (
 	"net/http"
 
-	"github.com/bastiond/bastiond/tunnel"
+	"github.com/bastiond/bastiond/api/tunnelwire"
 )
 
 func staticFile(name, contentType string) http.HandlerFunc {
@@ -30,7 +30,7 @@ func (s *Portal) routes() http.Handler {
 	mux.HandleFunc("POST /connect", s.connectForm)
 	mux.HandleFunc("GET /connect/{ticket}", s.connectPage)
 	mux.HandleFunc("GET /ws/{protocol}", s.relay)
-	mux.HandleFunc("GET "+tunnel.WebSocketPath, s.tunnel)
+	mux.HandleFunc("GET "+tunnelwire.WebSocketPath, s.tunnel)
 	mux.HandleFunc("GET /recordings", s.recordingsPage)
 	mux.HandleFunc("GET /recordings/{id}", s.playerPage)
 	mux.HandleFunc("GET /api/recordings/{id}", s.castFile)

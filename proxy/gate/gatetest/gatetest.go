@@ -18,8 +18,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/proxy/gate/quicinitial"
-	"github.com/bastiond/bastiond/tunnel"
 )
 
 // ServerName is the server name the tests' bastions answer to.
@@ -45,14 +45,14 @@ func LoopbackUDP(t testing.TB, network string) *net.UDPConn {
 // offering alpn (default: the tunnel's ALPN).
 func TunnelTLS(name string, alpn ...string) *tls.Config {
 	if alpn == nil {
-		alpn = []string{tunnel.ALPN}
+		alpn = []string{tunnelwire.ALPN}
 	}
 	return &tls.Config{ServerName: name, InsecureSkipVerify: true, NextProtos: alpn}
 }
 
 // BigHello is the tunnel's ALPN and more protocols, so that a client's
 // ClientHello takes three Initial datagrams.
-var BigHello = append([]string{tunnel.ALPN}, strings.Repeat("x", 250), strings.Repeat("y", 250), strings.Repeat("z", 250),
+var BigHello = append([]string{tunnelwire.ALPN}, strings.Repeat("x", 250), strings.Repeat("y", 250), strings.Repeat("z", 250),
 	strings.Repeat("w", 250), strings.Repeat("v", 250), strings.Repeat("u", 250), strings.Repeat("t", 250))
 
 // CaptureInitials dials a plain UDP socket with a quic-go client n times,

@@ -1,4 +1,4 @@
-package tunnel
+package tunnelwire
 
 import (
 	"encoding/binary"
@@ -146,7 +146,9 @@ type Request struct {
 	Port uint16
 }
 
-func validToken(s string) bool {
+// ValidToken reports whether s can be a request's token: 1 to MaxToken
+// printable ASCII characters.
+func ValidToken(s string) bool {
 	if len(s) == 0 || len(s) > MaxToken {
 		return false
 	}
@@ -173,7 +175,7 @@ func validTarget(s string) bool {
 
 func (r Request) check() error {
 	switch {
-	case !validToken(r.Token):
+	case !ValidToken(r.Token):
 		return badRequest("the token must be 1 to %d printable ASCII characters", MaxToken)
 	case !validTarget(r.Target):
 		return badRequest("%q is not a target name (1 to %d lower-case letters, digits, '-' and '.')", r.Target, MaxTarget)
