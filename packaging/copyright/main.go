@@ -37,13 +37,14 @@ import (
 func main() {
 	out := flag.String("o", "", "write the copyright file to `file` (default standard output)")
 	web := flag.String("web", "web", "the browser client's `directory` (package-lock.json, node_modules)")
+	debian := flag.Bool("debian", false, "refer to /usr/share/common-licenses for the licences Debian keeps there, instead of their text")
 	flag.Parse()
 	if flag.NArg() == 0 {
 		fmt.Fprintln(os.Stderr, "usage: copyright [-o FILE] [-web DIR] BINARY...")
 		os.Exit(2)
 	}
 	var buf bytes.Buffer
-	if err := write(&buf, flag.Args(), *web); err != nil {
+	if err := write(&buf, flag.Args(), *web, *debian); err != nil {
 		fmt.Fprintln(os.Stderr, "copyright:", err)
 		os.Exit(1)
 	}
@@ -78,10 +79,21 @@ type collector struct {
 	comps    []component
 	licences []licence
 	byText   map[[32]byte]string // text digest -> licence name
+	debian   bool                // refer to /usr/share/common-licenses
 }
 
-func write(w io.Writer, bins []string, web string) error {
-	c := &collector{byText: map[[32]byte]string{}}
+// commonLicences are the licences whose text every Debian system has in
+// /usr/share/common-licenses, by SPDX identifier (Debian policy 12.5).
+var commonLicences = map[string]string{
+	"Apache-2.0": "Apache-2.0", "MPL-2.0": "MPL-2.0", "CC0-1.0": "CC0-1.0",
+	"GPL-2.0": "GPL-2", "GPL-2.0-only": "GPL-2", "GPL-2.0-or-later": "GPL-2",
+	"GPL-3.0": "GPL-3", "GPL-3.0-only": "GPL-3", "GPL-3.0-or-later": "GPL-3",
+	"LGPL-2.1": "LGPL-2.1", "LGPL-2.1-only": "LGPL-2.1", "LGPL-2.1-or-later": "LGPL-2.1",
+	"LGPL-3.0": "LGPL-3", "LGPL-3.0-only": "LGPL-3", "LGPL-3.0-or-later": "LGPL-3",
+}
+
+func write(w io.Writer, bins []string, web string, debian bool) error {
+	c := &collector{byText: map[[32]byte]string{}, debian: debian}
 	if err := c.goModules(bins); err != nil {
 		return err
 	}
@@ -266,7 +278,8 @@ func (c *collector) licenceFiles(dir, short string) (component, error) {
 				}
 			}
 		}
-		names = append(names, c.add(string(text), ids(text), short))
+		id, text := c.classify(text)
+		names = append(names, c.add(string(text), id, short))
 	}
 	if len(names) == 0 {
 		return component{}, errors.New("no licence file in " + dir)
@@ -275,12 +288,14 @@ func (c *collector) licenceFiles(dir, short string) (component, error) {
 	return comp, nil
 }
 
-// ids is what licensecheck recognises in text, joined with "and", or
-// "other" when it recognises too little of it to name it.
-func ids(text []byte) string {
+// classify names what licensecheck recognises in text, joined with
+// "-and-", or "other" when it recognises too little of it to name it. For
+// Debian, the text of each licence in /usr/share/common-licenses is
+// replaced by a reference to that file.
+func (c *collector) classify(text []byte) (string, []byte) {
 	cov := licensecheck.Scan(text)
-	if cov.Percent < 75 {
-		return "other"
+	if cov.Percent < 75 || len(cov.Match) == 0 {
+		return "other", text
 	}
 	var found []string
 	for _, m := range cov.Match {
@@ -288,10 +303,18 @@ func ids(text []byte) string {
 			found = append(found, m.ID)
 		}
 	}
-	if len(found) == 0 {
-		return "other"
+	if c.debian {
+		// From the last match back, so that earlier offsets hold.
+		for i := len(cov.Match) - 1; i >= 0; i-- {
+			m := cov.Match[i]
+			if file, ok := commonLicences[m.ID]; ok && !m.IsURL {
+				ref := "On Debian systems, the complete text of the " + m.ID +
+					" licence is in /usr/share/common-licenses/" + file + "."
+				text = slices.Concat(text[:m.Start], []byte(ref), text[m.End:])
+			}
+		}
 	}
-	return strings.Join(found, "-and-")
+	return strings.Join(found, "-and-"), text
 }
 
 // add records a licence text under id and returns the name of its
