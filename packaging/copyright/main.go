@@ -63,6 +63,7 @@ type component struct {
 	name      string   // the module or package
 	files     string   // the Files field: where it comes from
 	comment   string   // what it is and where it ends up
+	notices   []string // its NOTICE files, which Apache-2.0 asks to pass on
 	copyright []string // notices found in its licence files
 	licence   string   // the License field: names of licences paragraphs
 }
@@ -116,7 +117,11 @@ func write(w io.Writer, bins []string, web string, debian bool) error {
 		}
 		fmt.Fprintf(w, "Copyright: %s\n", strings.Join(cr, "\n "))
 		fmt.Fprintf(w, "License: %s\n", p.licence)
-		fmt.Fprintf(w, "Comment: %s\n\n", p.comment)
+		fmt.Fprintf(w, "Comment: %s\n", p.comment)
+		for _, n := range p.notices {
+			fmt.Fprintf(w, " .\n Its NOTICE file:\n .\n%s", body(n))
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprint(w, "License: no-licence-yet\n"+
 		" No licence has been chosen for bastiond's own code.\n")
@@ -250,6 +255,9 @@ func moduleDirs[T any](mods []T, key func(T) string) (map[string]string, error) 
 // licenceFile names a licence file at the top of a module or package.
 var licenceFile = regexp.MustCompile(`(?i)^(licen[cs]e|copying|unlicense)([-._].*)?$`)
 
+// noticeFile names a NOTICE file at the top of a module or package.
+var noticeFile = regexp.MustCompile(`(?i)^notice(\.(txt|md))?$`)
+
 // notice is a copyright line in a licence file.
 var notice = regexp.MustCompile(`(?i)^\s*copyright\s+(\(c\)|©|\d{4})`)
 
@@ -264,6 +272,14 @@ func (c *collector) licenceFiles(dir, short string) (component, error) {
 	var names []string
 	var comp component
 	for _, e := range entries {
+		if !e.IsDir() && noticeFile.MatchString(e.Name()) {
+			text, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			if err != nil {
+				return component{}, err
+			}
+			comp.notices = append(comp.notices, string(text))
+			comp.addCopyright(text)
+		}
 		if e.IsDir() || !licenceFile.MatchString(e.Name()) {
 			continue
 		}
@@ -271,13 +287,7 @@ func (c *collector) licenceFiles(dir, short string) (component, error) {
 		if err != nil {
 			return component{}, err
 		}
-		for _, line := range strings.Split(string(text), "\n") {
-			if notice.MatchString(line) {
-				if l := strings.TrimSpace(line); !slices.Contains(comp.copyright, l) {
-					comp.copyright = append(comp.copyright, l)
-				}
-			}
-		}
+		comp.addCopyright(text)
 		id, text := c.classify(text)
 		names = append(names, c.add(string(text), id, short))
 	}
@@ -286,6 +296,17 @@ func (c *collector) licenceFiles(dir, short string) (component, error) {
 	}
 	comp.licence = strings.Join(slices.Compact(names), " and ")
 	return comp, nil
+}
+
+// addCopyright adds the copyright lines of a licence or NOTICE file.
+func (c *component) addCopyright(text []byte) {
+	for _, line := range strings.Split(string(text), "\n") {
+		if notice.MatchString(line) {
+			if l := strings.TrimSpace(line); !slices.Contains(c.copyright, l) {
+				c.copyright = append(c.copyright, l)
+			}
+		}
+	}
 }
 
 // classify names what licensecheck recognises in text, joined with
