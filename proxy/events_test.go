@@ -2,9 +2,7 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +12,8 @@ import (
 
 	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/audit/audittest"
+	"github.com/bastiond/bastiond/internal/metrictest"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/authz"
 )
@@ -38,45 +38,6 @@ func audited(t *testing.T, s *Server) *capture {
 	return sink
 }
 
-// ev is the part of an event a test checks; empty fields are not checked
-// but for Event, Actor and Source.
-type ev struct {
-	event, actor, source, user, target, protocol, reason, via string
-	port                                                      uint16
-	token, session                                            bool // set
-}
-
-func checkEvents(t *testing.T, what string, got []audit.Event, wants ...ev) {
-	t.Helper()
-	if len(got) != len(wants) {
-		t.Fatalf("%s: %d events, want %d: %+v", what, len(got), len(wants), got)
-	}
-	for i, w := range wants {
-		e := got[i]
-		ok := e.Event == w.event && e.Actor == w.actor && e.Source == w.source &&
-			(w.user == "" || e.User == w.user) && (w.target == "" || e.Target == w.target) &&
-			(w.protocol == "" || e.Protocol == w.protocol) && e.Reason == w.reason && (w.via == "" || e.Via == w.via) &&
-			(w.port == 0 || e.Port == w.port) && (e.Token != "") == w.token && (!w.session || e.Session != "")
-		if !ok {
-			b, _ := json.Marshal(e)
-			t.Errorf("%s: event %d is %s, want %+v", what, i, b, w)
-		}
-	}
-}
-
-// noSecrets fails if any marshalled event holds one of secrets.
-func noSecrets(t *testing.T, es []audit.Event, secrets ...string) {
-	t.Helper()
-	for _, e := range es {
-		line := string(audit.Marshal(e))
-		for _, s := range secrets {
-			if s != "" && strings.Contains(line, s) {
-				t.Errorf("a secret (%.12q...) is in the audit line %s", s, line)
-			}
-		}
-	}
-}
-
 func TestTunnelAuditEvents(t *testing.T) {
 	for _, network := range []string{"4", "6"} {
 		e := newTunnelEnv(t, network)
@@ -95,26 +56,26 @@ func TestTunnelAuditEvents(t *testing.T) {
 				cases := []struct {
 					name, token, target string
 					port                uint16
-					want                ev
+					want                audittest.Want
 				}{
 					{"forged token", forged, "vm2", 5985,
-						ev{event: audit.TokenRefused, actor: audit.ActorAnonymous, source: ip, reason: auth.TokenUnknown, via: via}},
+						audittest.Want{Event: audit.TokenRefused, Actor: audit.ActorAnonymous, Source: ip, Reason: auth.TokenUnknown, Via: via}},
 					{"no tunnel scope", e.tokens["api-only"], "vm2", 5985,
-						ev{event: audit.TokenRefused, actor: "carol", source: ip, user: "carol", reason: "no_scope", via: via, token: true}},
+						audittest.Want{Event: audit.TokenRefused, Actor: "carol", Source: ip, User: "carol", Reason: "no_scope", Via: via, Token: true}},
 					{"no role", e.tokens["alice"], "vm2", 5985,
-						ev{event: audit.ConnectRefused, actor: "alice", source: ip, user: "alice", target: "vm2", protocol: "tunnel",
-							port: 5985, reason: authz.NoRole, via: via, token: true}},
+						audittest.Want{Event: audit.ConnectRefused, Actor: "alice", Source: ip, User: "alice", Target: "vm2", Protocol: "tunnel",
+							Port: 5985, Reason: authz.NoRole, Via: via, Token: true}},
 					{"unknown target", e.tokens["bob"], "vm9", 22,
-						ev{event: audit.ConnectRefused, actor: "bob", source: ip, user: "bob", target: "vm9", protocol: "tunnel",
-							port: 22, reason: authz.UnknownTarget, via: via, token: true}},
+						audittest.Want{Event: audit.ConnectRefused, Actor: "bob", Source: ip, User: "bob", Target: "vm9", Protocol: "tunnel",
+							Port: 22, Reason: authz.UnknownTarget, Via: via, Token: true}},
 					{"port not offered", e.tokens["bob"], "vm2", 8080,
-						ev{event: audit.ConnectRefused, actor: "bob", source: ip, user: "bob", target: "vm2", protocol: "tunnel",
-							port: 8080, reason: authz.UnknownTarget, via: via, token: true}},
+						audittest.Want{Event: audit.ConnectRefused, Actor: "bob", Source: ip, User: "bob", Target: "vm2", Protocol: "tunnel",
+							Port: 8080, Reason: authz.UnknownTarget, Via: via, Token: true}},
 					{"dial guard", e.tokens["carol"], "vm2", 5985,
-						ev{event: audit.ConnectRefused, actor: "carol", source: ip, user: "carol", target: "vm2", protocol: "tunnel",
-							port: 5985, reason: authz.DialGuard, via: via, token: true}},
+						audittest.Want{Event: audit.ConnectRefused, Actor: "carol", Source: ip, User: "carol", Target: "vm2", Protocol: "tunnel",
+							Port: 5985, Reason: authz.DialGuard, Via: via, Token: true}},
 				}
-				before := counterValue(t, e.s.RequestMetrics(), "bastiond_connect_refusals_total", authz.DialGuard)
+				before := metrictest.Value(t, e.s.RequestMetrics(), "bastiond_connect_refusals_total", "reason", authz.DialGuard)
 				for _, c := range cases {
 					cl := e.client(t, c.token, transport)
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -125,10 +86,10 @@ func TestTunnelAuditEvents(t *testing.T) {
 						t.Fatalf("%s: %v", c.name, err)
 					}
 					got := sink.Take()
-					checkEvents(t, c.name, got, c.want)
-					noSecrets(t, got, forged, e.tokens["alice"], e.tokens["bob"], e.tokens["carol"], e.tokens["api-only"])
+					audittest.Check(t, c.name, got, c.want)
+					audittest.NoSecrets(t, got, forged, e.tokens["alice"], e.tokens["bob"], e.tokens["carol"], e.tokens["api-only"])
 				}
-				if n := counterValue(t, e.s.RequestMetrics(), "bastiond_connect_refusals_total", authz.DialGuard) - before; n != 1 {
+				if n := metrictest.Value(t, e.s.RequestMetrics(), "bastiond_connect_refusals_total", "reason", authz.DialGuard) - before; n != 1 {
 					t.Errorf("dial_guard refusals counted: %v", n)
 				}
 			})
@@ -151,32 +112,4 @@ func prometheusRegistry(t *testing.T, s *Server) *prometheus.Registry {
 		t.Fatal(err)
 	}
 	return reg
-}
-
-// counterValue is the value of the counter name{reason=reason} among c's
-// series.
-func counterValue(t *testing.T, c prometheus.Collector, name, reason string) float64 {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(c); err != nil {
-		t.Fatal(err)
-	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no series %s{reason=%q}", name, reason)
-	return 0
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bastiond/bastiond/internal/metrictest"
 )
 
 // guard bounds how long a test waits for something that must happen; it
@@ -76,7 +78,7 @@ func TestBodyDeadline(t *testing.T) {
 					})
 				}
 			})
-			if got, want := counterValue(t, s.RequestMetrics(), "bastiond_http_refusals_total", "body_timeout"), float64(2*len(bodyPaths)); got != want {
+			if got, want := metrictest.Value(t, s.RequestMetrics(), "bastiond_http_refusals_total", "reason", "body_timeout"), float64(2*len(bodyPaths)); got != want {
 				t.Errorf("bastiond_http_refusals_total{reason=body_timeout} = %v, want %v", got, want)
 			}
 		})

@@ -14,6 +14,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/bastiond/bastiond/api/tunnelwire"
+	"github.com/bastiond/bastiond/internal/metrictest"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/gate"
 	"github.com/bastiond/bastiond/proxy/gate/gatetest"
@@ -235,7 +236,7 @@ func TestQUICLimits(t *testing.T) {
 				unauth := func(want int) {
 					t.Helper()
 					for range 100 {
-						n := int(metric(t, s.QUICMetrics(), "bastiond_quic_unauthenticated_connections", "", ""))
+						n := int(metrictest.Value(t, s.QUICMetrics(), "bastiond_quic_unauthenticated_connections", "", ""))
 						if n == want {
 							return
 						}
@@ -320,5 +321,5 @@ func TestQUICLimits(t *testing.T) {
 
 // quicRefused is bastiond_quic_refused_total{reason}.
 func quicRefused(t *testing.T, s *Server, reason string) int64 {
-	return int64(metric(t, s.QUICMetrics(), "bastiond_quic_refused_total", "reason", reason))
+	return int64(metrictest.Value(t, s.QUICMetrics(), "bastiond_quic_refused_total", "reason", reason))
 }

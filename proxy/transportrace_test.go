@@ -6,15 +6,14 @@ import (
 	"errors"
 	"io"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
+	"github.com/bastiond/bastiond/internal/metrictest"
 	"github.com/bastiond/bastiond/tunnel"
 )
 
@@ -71,41 +70,14 @@ func TestTransportRaceLoserLeavesNoTrace(t *testing.T) {
 	}
 }
 
-// metric reads the series name of c, the one whose label has value if
-// label is not empty, the only one otherwise; 0 if there is none.
-func metric(t *testing.T, c prometheus.Collector, name, label, value string) float64 {
-	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			if label != "" && !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == label && l.GetValue() == value }) {
-				continue
-			}
-			if g := m.GetGauge(); g != nil {
-				return g.GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
-}
-
 // handshakeFailures is bastiond_handshake_failures_total{layer="tls"}.
 func handshakeFailures(t *testing.T, c prometheus.Collector) float64 {
-	return metric(t, c, "bastiond_handshake_failures_total", "layer", "tls")
+	return metrictest.Value(t, c, "bastiond_handshake_failures_total", "layer", "tls")
 }
 
 // openTCP is the TCP connections the gates of s count.
 func openTCP(t *testing.T, s *Server) int {
-	return int(metric(t, s.TCPMetrics(), "bastiond_tcp_connections", "", ""))
+	return int(metrictest.Value(t, s.TCPMetrics(), "bastiond_tcp_connections", "", ""))
 }
 
 // delayRelay is a relay newDelayRelay started.

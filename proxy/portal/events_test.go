@@ -19,6 +19,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/audit/audittest"
+	"github.com/bastiond/bastiond/internal/metrictest"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/authz"
@@ -46,45 +48,6 @@ func audited(t *testing.T, s *Portal) *capture {
 	return sink
 }
 
-// ev is the part of an event a test checks; empty fields are not checked
-// but for Event, Actor and Source.
-type ev struct {
-	event, actor, source, user, target, protocol, reason, via string
-	port                                                      uint16
-	token, session                                            bool // set
-}
-
-func checkEvents(t *testing.T, what string, got []audit.Event, wants ...ev) {
-	t.Helper()
-	if len(got) != len(wants) {
-		t.Fatalf("%s: %d events, want %d: %+v", what, len(got), len(wants), got)
-	}
-	for i, w := range wants {
-		e := got[i]
-		ok := e.Event == w.event && e.Actor == w.actor && e.Source == w.source &&
-			(w.user == "" || e.User == w.user) && (w.target == "" || e.Target == w.target) &&
-			(w.protocol == "" || e.Protocol == w.protocol) && e.Reason == w.reason && (w.via == "" || e.Via == w.via) &&
-			(w.port == 0 || e.Port == w.port) && (e.Token != "") == w.token && (!w.session || e.Session != "")
-		if !ok {
-			b, _ := json.Marshal(e)
-			t.Errorf("%s: event %d is %s, want %+v", what, i, b, w)
-		}
-	}
-}
-
-// noSecrets fails if any marshalled event holds one of secrets.
-func noSecrets(t *testing.T, es []audit.Event, secrets ...string) {
-	t.Helper()
-	for _, e := range es {
-		line := string(audit.Marshal(e))
-		for _, s := range secrets {
-			if s != "" && strings.Contains(line, s) {
-				t.Errorf("a secret (%.12q...) is in the audit line %s", s, line)
-			}
-		}
-	}
-}
-
 func TestPortalAuditEvents(t *testing.T) {
 	for _, tc := range []struct{ name, remote, ip string }{
 		{"ipv4", "192.0.2.10:50000", "192.0.2.10"},
@@ -104,20 +67,20 @@ func TestPortalAuditEvents(t *testing.T) {
 			alice := newBrowser(t, h)
 			alice.remote = tc.remote
 			csrf := alice.signIn("alice")
-			checkEvents(t, "sign in", take(), ev{event: audit.SigninSucceeded, actor: "alice", source: tc.ip, user: "alice", reason: "password"})
+			audittest.Check(t, "sign in", take(), audittest.Want{Event: audit.SigninSucceeded, Actor: "alice", Source: tc.ip, User: "alice", Reason: "password"})
 			session := alice.cookies[websession.CookieName].Value
 
 			r := alice.post("/connect", url.Values{"csrf": {csrf}, "target": {"vm1"}, "protocol": {"ssh"}})
 			tk := strings.TrimPrefix(r.header.Get("Location"), "/connect/")
-			checkEvents(t, "ticket", take(), ev{event: audit.TicketIssued, actor: "alice", source: tc.ip, user: "alice",
-				target: "vm1", protocol: "ssh", port: 22, via: "portal"})
+			audittest.Check(t, "ticket", take(), audittest.Want{Event: audit.TicketIssued, Actor: "alice", Source: tc.ip, User: "alice",
+				Target: "vm1", Protocol: "ssh", Port: 22, Via: "portal"})
 
 			alice.post("/connect", url.Values{"csrf": {csrf}, "target": {"vm2"}, "protocol": {"rdp"}})
-			checkEvents(t, "no role", take(), ev{event: audit.ConnectRefused, actor: "alice", source: tc.ip, user: "alice",
-				target: "vm2", protocol: "rdp", reason: authz.NoRole, via: "portal"})
+			audittest.Check(t, "no role", take(), audittest.Want{Event: audit.ConnectRefused, Actor: "alice", Source: tc.ip, User: "alice",
+				Target: "vm2", Protocol: "rdp", Reason: authz.NoRole, Via: "portal"})
 			alice.postJSON("/api/connect", map[string]string{"target": "nope", "protocol": "ssh"}, map[string]string{"X-CSRF-Token": csrf})
-			checkEvents(t, "unknown target", take(), ev{event: audit.ConnectRefused, actor: "alice", source: tc.ip, user: "alice",
-				target: "nope", protocol: "ssh", reason: authz.UnknownTarget})
+			audittest.Check(t, "unknown target", take(), audittest.Want{Event: audit.ConnectRefused, Actor: "alice", Source: tc.ip, User: "alice",
+				Target: "nope", Protocol: "ssh", Reason: authz.UnknownTarget})
 
 			ws := func(tk, protocol string) reply {
 				return alice.do(http.MethodGet, "/ws/"+protocol+"?ticket="+tk, nil, map[string]string{"Origin": alice.origin})
@@ -125,20 +88,20 @@ func TestPortalAuditEvents(t *testing.T) {
 			if r := ws(tk, "ssh"); r.code != http.StatusSwitchingProtocols {
 				t.Fatalf("relay: %d", r.code)
 			}
-			checkEvents(t, "relay", take()) // the broker writes session_start
+			audittest.Check(t, "relay", take()) // the broker writes session_start
 			ws(tk, "ssh")
-			checkEvents(t, "used ticket", take(), ev{event: audit.ConnectRefused, actor: "alice", source: tc.ip, user: "alice",
-				protocol: "ssh", reason: "bad_ticket", via: "browser"})
+			audittest.Check(t, "used ticket", take(), audittest.Want{Event: audit.ConnectRefused, Actor: "alice", Source: tc.ip, User: "alice",
+				Protocol: "ssh", Reason: "bad_ticket", Via: "browser"})
 			r = alice.post("/connect", url.Values{"csrf": {csrf}, "target": {"vm1"}, "protocol": {"ssh"}})
 			tk2 := strings.TrimPrefix(r.header.Get("Location"), "/connect/")
 			take()
 			ws(tk2, "tunnel")
-			checkEvents(t, "ticket for another protocol", take(), ev{event: audit.ConnectRefused, actor: "alice", source: tc.ip,
-				user: "alice", target: "vm1", protocol: "tunnel", reason: "bad_ticket", via: "browser"})
+			audittest.Check(t, "ticket for another protocol", take(), audittest.Want{Event: audit.ConnectRefused, Actor: "alice", Source: tc.ip,
+				User: "alice", Target: "vm1", Protocol: "tunnel", Reason: "bad_ticket", Via: "browser"})
 
 			alice.post("/logout", url.Values{"csrf": {csrf}})
 			got := take()
-			checkEvents(t, "sign out", got, ev{event: audit.Signout, actor: "alice", source: tc.ip, user: "alice", session: true})
+			audittest.Check(t, "sign out", got, audittest.Want{Event: audit.Signout, Actor: "alice", Source: tc.ip, User: "alice", Session: true})
 			if got[0].Start == nil || time.Since(*got[0].Start) > time.Minute {
 				t.Errorf("signout lacks the sign-in time: %v", got[0].Start)
 			}
@@ -147,15 +110,15 @@ func TestPortalAuditEvents(t *testing.T) {
 			stranger := newBrowser(t, h)
 			stranger.remote = tc.remote
 			stranger.post("/login", url.Values{"user": {"alice"}, "password": {testPassword}})
-			checkEvents(t, "form", take(), ev{event: audit.SigninRefused, actor: audit.ActorAnonymous, source: tc.ip, reason: "form"})
+			audittest.Check(t, "form", take(), audittest.Want{Event: audit.SigninRefused, Actor: audit.ActorAnonymous, Source: tc.ip, Reason: "form"})
 
-			if n := counterValue(t, srv.authz().Metrics(), "bastiond_connect_refusals_total", authz.NoRole); n != 1 {
+			if n := metrictest.Value(t, srv.authz().Metrics(), "bastiond_connect_refusals_total", "reason", authz.NoRole); n != 1 {
 				t.Errorf("no_role refusals: %v", n)
 			}
-			if n := counterValue(t, srv.authz().Metrics(), "bastiond_connect_refusals_total", "bad_ticket"); n != 2 {
+			if n := metrictest.Value(t, srv.authz().Metrics(), "bastiond_connect_refusals_total", "reason", "bad_ticket"); n != 2 {
 				t.Errorf("bad_ticket refusals: %v", n)
 			}
-			noSecrets(t, all, testPassword, tk, tk2, session, csrf)
+			audittest.NoSecrets(t, all, testPassword, tk, tk2, session, csrf)
 		})
 	}
 }
@@ -175,9 +138,9 @@ func TestTokenAuditEvents(t *testing.T) {
 			json.Unmarshal([]byte(r.body), &tr)
 			got := sink.Take()
 			all := got
-			checkEvents(t, "issue", got,
-				ev{event: audit.SigninSucceeded, actor: "carol", source: tc.ip, user: "carol", reason: "password"},
-				ev{event: audit.TokenIssued, actor: "carol", source: tc.ip, user: "carol", token: true})
+			audittest.Check(t, "issue", got,
+				audittest.Want{Event: audit.SigninSucceeded, Actor: "carol", Source: tc.ip, User: "carol", Reason: "password"},
+				audittest.Want{Event: audit.TokenIssued, Actor: "carol", Source: tc.ip, User: "carol", Token: true})
 			if got[1].Token != tr.ID || got[1].Until == nil || !got[1].Until.Equal(tr.Expires) || !strings.Contains(got[1].Detail, "api") {
 				t.Errorf("token_issued %+v, want token %s until %v", got[1], tr.ID, tr.Expires)
 			}
@@ -188,8 +151,8 @@ func TestTokenAuditEvents(t *testing.T) {
 			}
 			var cr ConnectResponse
 			json.Unmarshal([]byte(r.body), &cr)
-			checkEvents(t, "ticket", sink.Take(), ev{event: audit.TicketIssued, actor: "carol", source: tc.ip, user: "carol",
-				target: "vm2", protocol: "tunnel", port: 5985, via: "api", token: true})
+			audittest.Check(t, "ticket", sink.Take(), audittest.Want{Event: audit.TicketIssued, Actor: "carol", Source: tc.ip, User: "carol",
+				Target: "vm2", Protocol: "tunnel", Port: 5985, Via: "api", Token: true})
 
 			forged := tr.Secret[:len(tr.Secret)-4] + "AAAA"
 			if forged == tr.Secret {
@@ -200,19 +163,19 @@ func TestTokenAuditEvents(t *testing.T) {
 			cli.do(http.MethodGet, "/api/targets", nil, map[string]string{"Authorization": "Basic Zm9vOmJhcg=="})
 			got = sink.Take()
 			all = append(all, got...)
-			checkEvents(t, "refused", got,
-				ev{event: audit.TokenRefused, actor: audit.ActorAnonymous, source: tc.ip, user: "carol", reason: auth.TokenBadSecret, via: "api", token: true},
-				ev{event: audit.TokenRefused, actor: audit.ActorAnonymous, source: tc.ip, reason: auth.TokenMalformed, via: "api"},
-				ev{event: audit.TokenRefused, actor: audit.ActorAnonymous, source: tc.ip, reason: auth.TokenMalformed, via: "api"})
+			audittest.Check(t, "refused", got,
+				audittest.Want{Event: audit.TokenRefused, Actor: audit.ActorAnonymous, Source: tc.ip, User: "carol", Reason: auth.TokenBadSecret, Via: "api", Token: true},
+				audittest.Want{Event: audit.TokenRefused, Actor: audit.ActorAnonymous, Source: tc.ip, Reason: auth.TokenMalformed, Via: "api"},
+				audittest.Want{Event: audit.TokenRefused, Actor: audit.ActorAnonymous, Source: tc.ip, Reason: auth.TokenMalformed, Via: "api"})
 
 			cli.do(http.MethodDelete, "/api/tokens/current", nil, bearer(tr.Secret))
-			checkEvents(t, "revoke", sink.Take(), ev{event: audit.TokenRevoked, actor: "carol", source: tc.ip, user: "carol", token: true})
+			audittest.Check(t, "revoke", sink.Take(), audittest.Want{Event: audit.TokenRevoked, Actor: "carol", Source: tc.ip, User: "carol", Token: true})
 			cli.do(http.MethodGet, "/api/targets", nil, bearer(tr.Secret))
 			got = sink.Take()
 			all = append(all, got...)
-			checkEvents(t, "revoked token", got, ev{event: audit.TokenRefused, actor: audit.ActorAnonymous, source: tc.ip,
-				reason: auth.TokenUnknown, via: "api"})
-			noSecrets(t, all, testPassword, tr.Secret, forged, strings.SplitN(tr.Secret, "_", 3)[2], cr.Ticket)
+			audittest.Check(t, "revoked token", got, audittest.Want{Event: audit.TokenRefused, Actor: audit.ActorAnonymous, Source: tc.ip,
+				Reason: auth.TokenUnknown, Via: "api"})
+			audittest.NoSecrets(t, all, testPassword, tr.Secret, forged, strings.SplitN(tr.Secret, "_", 3)[2], cr.Ticket)
 		})
 	}
 }
@@ -229,8 +192,8 @@ func TestWebSessionExpiredEvent(t *testing.T) {
 		t.Fatalf("an idle session still works:\n%s", r.body)
 	}
 	got := sink.Take()
-	checkEvents(t, "idle", got, ev{event: audit.WebSessionEnded, actor: audit.ActorDaemon, source: audit.SourceLocal,
-		user: "alice", reason: websession.EndIdle, session: true})
+	audittest.Check(t, "idle", got, audittest.Want{Event: audit.WebSessionEnded, Actor: audit.ActorDaemon, Source: audit.SourceLocal,
+		User: "alice", Reason: websession.EndIdle, Session: true})
 	if got[0].Client != "2001:db8::44" || got[0].Start == nil {
 		t.Errorf("websession_expired client %q start %v", got[0].Client, got[0].Start)
 	}
@@ -242,8 +205,8 @@ func TestWebSessionExpiredEvent(t *testing.T) {
 	sink.Take()
 	s.auth.Store().SetDisabled("bob", true)
 	bob.get("/")
-	checkEvents(t, "disabled", sink.Take(), ev{event: audit.WebSessionEnded, actor: audit.ActorDaemon, source: audit.SourceLocal,
-		user: "bob", reason: "account_disabled", session: true})
+	audittest.Check(t, "disabled", sink.Take(), audittest.Want{Event: audit.WebSessionEnded, Actor: audit.ActorDaemon, Source: audit.SourceLocal,
+		User: "bob", Reason: "account_disabled", Session: true})
 }
 
 // TestBrowserSSHAuditEvents: the refusals of the terminal's logins are
@@ -279,12 +242,12 @@ func TestBrowserSSHAuditEvents(t *testing.T) {
 			const password = "hunter2 is not a password"
 			for _, tc := range []struct {
 				login string
-				want  ev
+				want  audittest.Want
 			}{
-				{"root", ev{event: audit.ConnectRefused, actor: "alice", source: host, user: "alice", target: "vm1",
-					protocol: access.SSH, reason: authz.NoRole, via: "browser"}},
-				{"deploy", ev{event: audit.ConnectRefused, actor: "alice", source: host, user: "alice", target: "vm1",
-					protocol: access.SSH, reason: authz.DialGuard, via: "browser"}},
+				{"root", audittest.Want{Event: audit.ConnectRefused, Actor: "alice", Source: host, User: "alice", Target: "vm1",
+					Protocol: access.SSH, Reason: authz.NoRole, Via: "browser"}},
+				{"deploy", audittest.Want{Event: audit.ConnectRefused, Actor: "alice", Source: host, User: "alice", Target: "vm1",
+					Protocol: access.SSH, Reason: authz.DialGuard, Via: "browser"}},
 			} {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				ws, _, err := websocket.Dial(ctx, srv.URL, &websocket.DialOptions{Subprotocols: []string{webssh.Subprotocol}})
@@ -299,11 +262,11 @@ func TestBrowserSSHAuditEvents(t *testing.T) {
 				ws.CloseNow()
 				cancel()
 				got := sink.Take()
-				checkEvents(t, tc.login+" ("+string(end)+")", got, tc.want)
+				audittest.Check(t, tc.login+" ("+string(end)+")", got, tc.want)
 				if got[0].Login != tc.login {
 					t.Errorf("login %q, want %q", got[0].Login, tc.login)
 				}
-				noSecrets(t, got, password)
+				audittest.NoSecrets(t, got, password)
 			}
 		})
 	}
@@ -339,16 +302,16 @@ func TestBrowserRDPAuditEvents(t *testing.T) {
 			}
 			for _, tc := range []struct {
 				name, user, ticket string
-				want               ev
+				want               audittest.Want
 			}{
-				{"bad ticket", "carol", "forged-ticket-value-123", ev{event: audit.ConnectRefused, actor: "carol", source: host, user: "carol",
-					protocol: access.RDP, reason: ticket.ReasonBad, via: "browser"}},
-				{"ssh ticket", "carol", issue("carol", access.SSH), ev{event: audit.ConnectRefused, actor: "carol", source: host,
-					user: "carol", target: "vm2", protocol: access.RDP, reason: ticket.ReasonBad, via: "browser"}},
-				{"no role", "alice", issue("alice", access.RDP), ev{event: audit.ConnectRefused, actor: "alice", source: host,
-					user: "alice", target: "vm2", protocol: access.RDP, reason: authz.NoRole, via: "browser"}},
-				{"dial guard", "carol", issue("carol", access.RDP), ev{event: audit.ConnectRefused, actor: "carol", source: host,
-					user: "carol", target: "vm2", protocol: access.RDP, reason: authz.DialGuard, via: "browser"}},
+				{"bad ticket", "carol", "forged-ticket-value-123", audittest.Want{Event: audit.ConnectRefused, Actor: "carol", Source: host, User: "carol",
+					Protocol: access.RDP, Reason: ticket.ReasonBad, Via: "browser"}},
+				{"ssh ticket", "carol", issue("carol", access.SSH), audittest.Want{Event: audit.ConnectRefused, Actor: "carol", Source: host,
+					User: "carol", Target: "vm2", Protocol: access.RDP, Reason: ticket.ReasonBad, Via: "browser"}},
+				{"no role", "alice", issue("alice", access.RDP), audittest.Want{Event: audit.ConnectRefused, Actor: "alice", Source: host,
+					User: "alice", Target: "vm2", Protocol: access.RDP, Reason: authz.NoRole, Via: "browser"}},
+				{"dial guard", "carol", issue("carol", access.RDP), audittest.Want{Event: audit.ConnectRefused, Actor: "carol", Source: host,
+					User: "carol", Target: "vm2", Protocol: access.RDP, Reason: authz.DialGuard, Via: "browser"}},
 			} {
 				as, err = e.s.auth.Store().User(tc.user)
 				if err != nil {
@@ -371,8 +334,8 @@ func TestBrowserRDPAuditEvents(t *testing.T) {
 					t.Fatalf("%s: the gateway answered %+v, %v", tc.name, resp, err)
 				}
 				got := sink.Take()
-				checkEvents(t, tc.name, got, tc.want)
-				noSecrets(t, got, tc.ticket)
+				audittest.Check(t, tc.name, got, tc.want)
+				audittest.NoSecrets(t, got, tc.ticket)
 			}
 		})
 	}

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -117,32 +116,4 @@ func setAudit(t *testing.T, s *Portal, sink audit.Sink) {
 	if err := s.SetConfig(c); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// counterValue is the value of the counter name{reason=reason} among c's
-// series.
-func counterValue(t *testing.T, c prometheus.Collector, name, reason string) float64 {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(c); err != nil {
-		t.Fatal(err)
-	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no series %s{reason=%q}", name, reason)
-	return 0
 }
