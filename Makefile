@@ -59,6 +59,10 @@ release-bin: # release without building web/dist first (release-check)
 release-check: ## build bastionctl for RELEASE_CHECK here and from a copy elsewhere with an empty build cache: same bytes?
 	@GO=$(GO) VERSION=$(VERSION) bash test/reproducible.sh $(RELEASE_CHECK)
 
+.PHONY: package
+package: web ## build bastiond's .deb and .rpm for PKG_ARCHES (default amd64 arm64) into dist/ with nfpm (packaging/)
+	@GO=$(GO) VERSION=$(VERSION) DIST=$(DIST) bash packaging/build.sh
+
 .PHONY: deps deps-test
 deps: ## install the system packages the demo needs (root, idempotent)
 	@bash test/deps.sh demo

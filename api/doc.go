@@ -12,7 +12,7 @@
 //     and `recordings` send and receive.
 //   - api/adminclient: the admin socket's client, HTTP over the unix
 //     socket. The server half is daemon/adminapi.
-//
-// The native tunnel's protocol (its binary request and response) is
-// package tunnel's, next to the tunnel client that bastionctl uses.
+//   - api/tunnelwire: the native tunnel's binary request and response, and
+//     its statuses. The tunnel client (package tunnel) and the server
+//     (package proxy) both speak it.
 package api

@@ -13,7 +13,7 @@ import (
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
-	"github.com/bastiond/bastiond/daemon/handover"
+	"github.com/bastiond/bastiond/proxy/handover"
 )
 
 // listeners are the public sockets the front door serves on.

@@ -31,6 +31,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/certs"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
+	"github.com/bastiond/bastiond/proxy/portal"
 	"github.com/bastiond/bastiond/proxy/recording"
 	"github.com/bastiond/bastiond/proxy/sshca"
 	"github.com/bastiond/bastiond/proxy/websession"
@@ -78,7 +79,7 @@ type daemon struct {
 	pred *predecessor
 
 	// webClientMissing says this binary lacks its browser client
-	// (proxy.WebClientMissing): a configuration that needs it is refused,
+	// (portal.WebClientMissing): a configuration that needs it is refused,
 	// at start and on reload.
 	webClientMissing bool
 
@@ -131,7 +132,7 @@ func Run(ctx context.Context, dc Config) error {
 	}
 	d := &daemon{file: file, exe: exe, log: log, level: level, started: time.Now(), cfg: cfg, loaded: time.Now(),
 		certs: &certs.Store{}, pred: pred, upgrades: make(chan upgradeRequest), reloads: make(chan reloadRequest),
-		trail: newTrail(log.Named("audit")), webClientMissing: proxy.WebClientMissing()}
+		trail: newTrail(log.Named("audit")), webClientMissing: portal.WebClientMissing()}
 	defer d.trail.close()
 
 	// Signals are taken before anything slow so that a SIGTERM during
@@ -162,7 +163,7 @@ func (d *daemon) start() (err error) {
 		}
 	}()
 	cfg := d.cfg
-	if err := proxy.CheckWebClient(accessPolicy(cfg), d.webClientMissing); err != nil {
+	if err := portal.CheckWebClient(accessPolicy(cfg), d.webClientMissing); err != nil {
 		return err
 	}
 	if err := checkHost(cfg); err != nil {
@@ -464,7 +465,7 @@ func (d *daemon) tryReload() (*config.Config, error) {
 	if err != nil {
 		return nil, refused("config_invalid", err)
 	}
-	if err := proxy.CheckWebClient(accessPolicy(next), d.webClientMissing); err != nil {
+	if err := portal.CheckWebClient(accessPolicy(next), d.webClientMissing); err != nil {
 		return nil, refused("config_invalid", err)
 	}
 	if err := checkHost(next); err != nil {
@@ -588,7 +589,7 @@ func CheckConfig(file string) (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := proxy.CheckWebClient(accessPolicy(cfg), proxy.WebClientMissing()); err != nil {
+	if err := portal.CheckWebClient(accessPolicy(cfg), portal.WebClientMissing()); err != nil {
 		return cfg, fmt.Errorf("%s: %w", file, err)
 	}
 	if err := checkHost(cfg); err != nil {

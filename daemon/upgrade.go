@@ -40,11 +40,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
-	"github.com/bastiond/bastiond/daemon/handover"
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/internal/version"
 	"github.com/bastiond/bastiond/proxy"
 	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/handover"
 )
 
 // upgradeTimeout bounds a new process's start, from exec to "ready".
@@ -154,7 +154,7 @@ func (d *daemon) handOver(log *zap.Logger) (_ *handover.Successor, newVersion st
 		}
 	}
 	for i := range d.lns.udp {
-		mine, theirs, err := proxy.QUICLinkPair()
+		mine, theirs, err := handover.LinkPair()
 		if err != nil {
 			closeLinks()
 			return nil, "", err
@@ -466,11 +466,11 @@ func (p *predecessor) quicLinks() []*net.UnixConn {
 	return p.links
 }
 
-func (p *predecessor) lineage() *proxy.Lineage {
+func (p *predecessor) lineage() *handover.Lineage {
 	if p == nil {
 		return nil
 	}
-	var l proxy.Lineage
+	var l handover.Lineage
 	if err := l.UnmarshalBinary(p.hello.Lineage); err != nil {
 		return nil // a fresh lineage: the old connections are then lost, not misrouted
 	}

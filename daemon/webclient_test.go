@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/bastiond/bastiond/daemon/config"
-	"github.com/bastiond/bastiond/proxy"
+	"github.com/bastiond/bastiond/proxy/portal"
 )
 
 // TestReloadWithoutWebClient: a daemon built without its browser client
@@ -40,10 +40,10 @@ func TestReloadWithoutWebClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := proxy.CheckWebClient(accessPolicy(cfg), true); err != nil {
+	if err := portal.CheckWebClient(accessPolicy(cfg), true); err != nil {
 		t.Errorf("tunnels only, without the web client: %v", err)
 	}
-	if err := proxy.CheckWebClient(accessPolicy(running), false); err != nil {
+	if err := portal.CheckWebClient(accessPolicy(running), false); err != nil {
 		t.Errorf("with the web client: %v", err)
 	}
 }

@@ -8,18 +8,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/proxy/certs"
+	"github.com/bastiond/bastiond/proxy/gate/gatetest"
 )
 
-const testName = "bastion.test.example"
+const testName = gatetest.ServerName
 
 // startServer serves the front door on a loopback listener of the given
 // network (tcp4 or tcp6) and returns its address.
@@ -42,27 +38,6 @@ func startServerWith(t *testing.T, network string, cfg Config) string {
 	}
 	serve(t, s, []net.Listener{ln}, nil)
 	return ln.Addr().String()
-}
-
-// clientHelloBytes returns the first flight a crypto/tls client sends with cfg.
-func clientHelloBytes(t testing.TB, cfg *tls.Config) []byte {
-	t.Helper()
-	a, b := net.Pipe()
-	go func() {
-		tls.Client(a, cfg).Handshake()
-		a.Close()
-	}()
-	b.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var hdr [5]byte
-	if _, err := io.ReadFull(b, hdr[:]); err != nil {
-		t.Fatal(err)
-	}
-	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
-	if _, err := io.ReadFull(b, body); err != nil {
-		t.Fatal(err)
-	}
-	b.Close()
-	return append(hdr[:], body...)
 }
 
 // silence sends hello on a fresh connection and reports how many bytes came
@@ -109,12 +84,12 @@ func TestGate(t *testing.T) {
 				name  string
 				hello []byte
 			}{
-				{"no server name", clientHelloBytes(t, &tls.Config{InsecureSkipVerify: true})},
-				{"another server name", clientHelloBytes(t, &tls.Config{ServerName: "other.example", InsecureSkipVerify: true})},
-				{"a name that only starts like it", clientHelloBytes(t, &tls.Config{ServerName: testName + ".evil.example", InsecureSkipVerify: true})},
+				{"no server name", gatetest.ClientHello(t, &tls.Config{InsecureSkipVerify: true})},
+				{"another server name", gatetest.ClientHello(t, &tls.Config{ServerName: "other.example", InsecureSkipVerify: true})},
+				{"a name that only starts like it", gatetest.ClientHello(t, &tls.Config{ServerName: testName + ".evil.example", InsecureSkipVerify: true})},
 				{"plain HTTP", []byte("GET / HTTP/1.1\r\nHost: " + testName + "\r\n\r\n")},
 				{"SSH", []byte("SSH-2.0-OpenSSH_9.2\r\n")},
-				{"a truncated hello", clientHelloBytes(t, &tls.Config{ServerName: testName})[:40]},
+				{"a truncated hello", gatetest.ClientHello(t, &tls.Config{ServerName: testName})[:40]},
 				{"nothing at all", nil},
 			}
 			for _, tc := range cases {
@@ -165,56 +140,6 @@ func (f *fragmenter) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
-}
-
-func TestParseClientHello(t *testing.T) {
-	hello := clientHelloBytes(t, &tls.Config{ServerName: testName, NextProtos: []string{"h2", "http/1.1"}})
-	raw, h, err := readClientHello(bytes.NewReader(append(hello, "trailing"...)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if h.serverName != testName || len(h.alpn) != 2 || h.alpn[0] != "h2" || h.alpn[1] != "http/1.1" {
-		t.Errorf("parsed %+v", h)
-	}
-	if !bytes.Equal(raw, hello) {
-		t.Errorf("read %d bytes, want exactly the hello's %d", len(raw), len(hello))
-	}
-	for name, bad := range map[string][]byte{
-		"record too long": {22, 3, 1, 0x40, 0x01},
-		"not handshake":   {23, 3, 3, 0, 4, 1, 0, 0, 0},
-		"not a hello":     {22, 3, 1, 0, 4, 2, 0, 0, 0},
-		"huge hello":      {22, 3, 1, 0, 4, 1, 0xff, 0xff, 0xff},
-	} {
-		if _, _, err := readClientHello(bytes.NewReader(bad)); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-	}
-}
-
-// FuzzClientHello: the reader never panics, never reads past its bound, and
-// whatever it accepts a second parse reads the same.
-func FuzzClientHello(f *testing.F) {
-	for _, cfg := range []*tls.Config{
-		{ServerName: testName},
-		{InsecureSkipVerify: true},
-		{ServerName: testName, NextProtos: []string{"h2", "http/1.1"}, MaxVersion: tls.VersionTLS12},
-	} {
-		f.Add(clientHelloBytes(f, cfg))
-	}
-	f.Add([]byte{22, 3, 1, 0, 4, 1, 0, 0, 0})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		raw, h, err := readClientHello(bytes.NewReader(data))
-		if len(raw) > len(data) || len(raw) > maxHelloBytes+5*maxHelloRecords {
-			t.Fatalf("read %d of %d bytes", len(raw), len(data))
-		}
-		if err != nil {
-			return
-		}
-		_, h2, err := readClientHello(bytes.NewReader(raw))
-		if err != nil || h2.serverName != h.serverName || len(h2.alpn) != len(h.alpn) {
-			t.Fatalf("second read differs: %+v %v vs %+v", h2, err, h)
-		}
-	})
 }
 
 func TestGatePerSourceCap(t *testing.T) {
@@ -312,87 +237,5 @@ func TestTLSVersionsAndCertificateReload(t *testing.T) {
 	}
 	if st.PeerCertificates[0].SerialNumber.Cmp(before) == 0 {
 		t.Error("the reloaded certificate is not served")
-	}
-}
-
-// addrConn is a connection that only has a remote address: enough for
-// gate.admit.
-type addrConn struct {
-	net.Conn
-	remote net.Addr
-}
-
-func (c addrConn) RemoteAddr() net.Addr { return c.remote }
-func (addrConn) Close() error           { return nil }
-
-// TestGateCapCountsSources: the per-source cap counts an IPv4 address, or an
-// IPv6 /64 whatever the address inside it, as one source; the metrics show
-// the table and what the cap refused.
-func TestGateCapCountsSources(t *testing.T) {
-	const limit = 2
-	cases := []struct {
-		name string
-		// held fill the source's places; next must then be refused, other
-		// admitted.
-		held        []string
-		next, other string
-	}{
-		{"IPv4 one address", []string{"203.0.113.10:40000", "203.0.113.10:40001"}, "203.0.113.10:40002", "203.0.113.11:40000"},
-		{"IPv4-mapped is the IPv4 address", []string{"[::ffff:203.0.113.10]:40000", "203.0.113.10:40001"}, "[::ffff:203.0.113.10]:40002", "[::ffff:203.0.113.11]:40000"},
-		{"IPv6 rotating inside a /64", []string{"[2001:db8:cafe::10]:40000", "[2001:db8:cafe::21]:40000"}, "[2001:db8:cafe::ffff:1:2:3]:40000", "[2001:db8:cafe:1::10]:40000"},
-		{"IPv6 one address", []string{"[2001:db8:cafe::10]:40000", "[2001:db8:cafe::10]:40001"}, "[2001:db8:cafe::10]:40002", "[2001:db8:beef::10]:40000"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			s := newTestServer(t, Config{MaxConnsPerSource: limit})
-			g := &gate{s: s, sources: map[netip.Prefix]int{}}
-			s.gates = append(s.gates, g)
-			admit := func(addr string) (net.Conn, bool) {
-				return g.admit(addrConn{remote: net.TCPAddrFromAddrPort(netip.MustParseAddrPort(addr))})
-			}
-			var held []net.Conn
-			for _, a := range tc.held {
-				c, ok := admit(a)
-				if !ok {
-					t.Fatalf("%s refused under the cap", a)
-				}
-				held = append(held, c)
-			}
-			if _, ok := admit(tc.next); ok {
-				t.Errorf("%s admitted past the cap of its source %v", tc.next, source.Of(netip.MustParseAddrPort(tc.next).Addr()))
-			}
-			o, ok := admit(tc.other)
-			if !ok {
-				t.Errorf("%s refused: another source's connections counted against it", tc.other)
-			}
-			wantMetrics := `
-# HELP bastiond_tcp_connections TCP connections open on 443, counted against their source's cap (limits.connections_per_source).
-# TYPE bastiond_tcp_connections gauge
-bastiond_tcp_connections 3
-# HELP bastiond_tcp_refused_total TCP connections on 443 closed with nothing sent because a cap was reached (reason: connection_per_source).
-# TYPE bastiond_tcp_refused_total counter
-bastiond_tcp_refused_total{reason="connection_per_source"} 1
-# HELP bastiond_tcp_sources Sources (IPv4 addresses, IPv6 /64s) with TCP connections open on 443, the size of the per-source table.
-# TYPE bastiond_tcp_sources gauge
-bastiond_tcp_sources 2
-`
-			if err := testutil.CollectAndCompare(s.TCPMetrics(), strings.NewReader(wantMetrics)); err != nil {
-				t.Error(err)
-			}
-			// Closing gives the place back, once however often it is closed.
-			held[0].Close()
-			held[0].Close()
-			if c, ok := admit(tc.next); !ok {
-				t.Errorf("%s refused after a place was given back", tc.next)
-			} else {
-				c.Close()
-			}
-			for _, c := range append(held[1:], o) {
-				c.Close()
-			}
-			if n := g.counts(); n.sources != 0 || n.conns != 0 {
-				t.Errorf("after every close: %+v, want an empty table", n)
-			}
-		})
 	}
 }

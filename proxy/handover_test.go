@@ -10,21 +10,19 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"golang.org/x/net/ipv4"
-	"golang.org/x/sys/unix"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/proxy/auth"
-	"github.com/bastiond/bastiond/proxy/quicinitial"
-	"github.com/bastiond/bastiond/proxy/websession"
-	"github.com/bastiond/bastiond/tunnel"
+	"github.com/bastiond/bastiond/proxy/gate/gatetest"
+	"github.com/bastiond/bastiond/proxy/gate/quicinitial"
+	"github.com/bastiond/bastiond/proxy/handover"
 )
 
 // families are the loopback addresses the hand-over tests run on.
@@ -63,7 +61,7 @@ type generation struct {
 
 // startGeneration serves a Server of lineage l (nil: a new one) on ln and
 // pc, with links to its predecessor, until the test ends.
-func startGeneration(t *testing.T, ln *net.TCPListener, pc *net.UDPConn, l *Lineage, pred []*net.UnixConn) *generation {
+func startGeneration(t *testing.T, ln *net.TCPListener, pc *net.UDPConn, l *handover.Lineage, pred []*net.UnixConn) *generation {
 	t.Helper()
 	s := newTestServer(t, Config{Lineage: l})
 	if pred != nil {
@@ -115,7 +113,7 @@ func (g *generation) handOver(t *testing.T) *generation {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mine, theirs, err := QUICLinkPair()
+	mine, theirs, err := handover.LinkPair()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +144,7 @@ func (g *generation) closeLine() {
 // ask opens a stream on conn and asks for a tunnel to vm2 port 5985, which
 // carol may open, with token. A server that knows the token answers that
 // it carries no sessions (it has no broker); any other, unauthorized.
-func ask(t *testing.T, conn *quic.Conn, token string) tunnel.Status {
+func ask(t *testing.T, conn *quic.Conn, token string) tunnelwire.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -163,18 +161,18 @@ func ask(t *testing.T, conn *quic.Conn, token string) tunnel.Status {
 
 func tunnelRequest(t *testing.T, token string) []byte {
 	t.Helper()
-	req, err := tunnel.Request{Token: token, Target: "vm2", Port: 5985}.Marshal()
+	req, err := tunnelwire.Request{Token: token, Target: "vm2", Port: 5985}.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return req
 }
 
-func answerOf(t *testing.T, str *quic.Stream) tunnel.Status {
+func answerOf(t *testing.T, str *quic.Stream) tunnelwire.Status {
 	t.Helper()
 	defer str.CancelRead(0)
 	str.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := tunnel.ReadResponse(str)
+	resp, err := tunnelwire.ReadResponse(str)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,17 +191,17 @@ func servedBy(t *testing.T, conn *quic.Conn, g, other *generation) {
 	g.s.mu.Unlock()
 	if retired {
 		before := g.s.movedTunnels.Load()
-		if st := ask(t, conn, g.token); st != tunnel.StatusMoved || g.s.movedTunnels.Load() != before+1 {
+		if st := ask(t, conn, g.token); st != tunnelwire.StatusMoved || g.s.movedTunnels.Load() != before+1 {
 			t.Errorf("a new tunnel on a retired generation's connection: %v (moved by it: %d), want moved",
 				st, g.s.movedTunnels.Load()-before)
 		}
 		return
 	}
-	if st := ask(t, conn, g.token); st != tunnel.StatusUnavailable {
-		t.Errorf("with its own token: %v, want %v", st, tunnel.StatusUnavailable)
+	if st := ask(t, conn, g.token); st != tunnelwire.StatusUnavailable {
+		t.Errorf("with its own token: %v, want %v", st, tunnelwire.StatusUnavailable)
 	}
-	if st := ask(t, conn, other.token); st != tunnel.StatusUnauthorized {
-		t.Errorf("with another generation's token: %v, want %v", st, tunnel.StatusUnauthorized)
+	if st := ask(t, conn, other.token); st != tunnelwire.StatusUnauthorized {
+		t.Errorf("with another generation's token: %v, want %v", st, tunnelwire.StatusUnauthorized)
 	}
 }
 
@@ -254,7 +252,7 @@ func TestHandover(t *testing.T) {
 			if !bytes.Equal(peerCert(conn), old.cert) {
 				t.Fatal("the first connection is not the old server's")
 			}
-			if st := ask(t, conn, old.token); st != tunnel.StatusUnavailable {
+			if st := ask(t, conn, old.token); st != tunnelwire.StatusUnavailable {
 				t.Fatalf("before the hand-over: %v", st)
 			}
 			// A stream with half a request on the wire across the hand-over.
@@ -277,12 +275,12 @@ func TestHandover(t *testing.T) {
 			// Its request completes after the hand-over: the old server
 			// answers it (the datagrams reach it through the link), sending
 			// this new tunnel on to the new process.
-			if st := answerOf(t, live); st != tunnel.StatusMoved {
-				t.Errorf("the stream whose request spans the hand-over: %v, want %v", st, tunnel.StatusMoved)
+			if st := answerOf(t, live); st != tunnelwire.StatusMoved {
+				t.Errorf("the stream whose request spans the hand-over: %v, want %v", st, tunnelwire.StatusMoved)
 			}
 			t.Run("the old connection stays with the old server", func(t *testing.T) {
 				servedBy(t, conn, old, next)
-				if !old.s.quic[0].gate.retired() {
+				if !old.s.quic[0].gate.Retired() {
 					t.Error("the old gate still reads the socket")
 				}
 			})
@@ -393,7 +391,7 @@ func TestPauseResume(t *testing.T) {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				c, err := quic.DialAddr(ctx, udpAddr, tunnelTLS(testName), &quic.Config{Versions: []quic.Version{quic.Version1}})
+				c, err := quic.DialAddr(ctx, udpAddr, gatetest.TunnelTLS(testName), &quic.Config{Versions: []quic.Version{quic.Version1}})
 				if err == nil {
 					c.CloseWithError(0, "")
 				}
@@ -402,7 +400,7 @@ func TestPauseResume(t *testing.T) {
 
 			// Live connections go on meanwhile; a new tunnel on one is sent
 			// to the new process (its state store may be the new one's).
-			if st := ask(t, liveQUIC, g.token); st != tunnel.StatusMoved {
+			if st := ask(t, liveQUIC, g.token); st != tunnelwire.StatusMoved {
 				t.Errorf("a new tunnel on a live QUIC connection while paused: %v, want moved", st)
 			}
 			getPortal(t, liveTLS, br)
@@ -438,7 +436,7 @@ func shortHeader(id []byte) []byte {
 // longTo is a version 1 long-header packet of type first to id, with no
 // SCID, of size bytes.
 func longTo(first byte, id []byte, size int) []byte {
-	b := longHeader(first, quicinitial.Version1, size)
+	b := gatetest.LongHeader(first, quicinitial.Version1, size)
 	b[5] = byte(len(id))
 	copy(b[6:], id)
 	b[6+len(id)] = 0
@@ -446,12 +444,12 @@ func longTo(first byte, id []byte, size int) []byte {
 }
 
 func randomID() []byte {
-	b := make([]byte, connIDLen)
+	b := make([]byte, handover.ConnIDLen)
 	crand.Read(b)
 	return b
 }
 
-func newID(t *testing.T, c *connIDs) []byte {
+func newID(t *testing.T, c *handover.ConnIDs) []byte {
 	id, err := c.GenerateConnectionID()
 	if err != nil {
 		t.Fatal(err)
@@ -461,7 +459,7 @@ func newID(t *testing.T, c *connIDs) []byte {
 
 // garbage is what must never reach a predecessor of generation 1 in l:
 // noise, packets to IDs of no lineage, and to IDs of generations 1 and 2.
-func garbage(t *testing.T, l Lineage) [][]byte {
+func garbage(t *testing.T, l handover.Lineage) [][]byte {
 	var out [][]byte
 	for _, n := range []int{1, 5, 17, 100, 1200, 1452} {
 		b := make([]byte, n)
@@ -472,7 +470,7 @@ func garbage(t *testing.T, l Lineage) [][]byte {
 		out = append(out, shortHeader(randomID()), longTo(0xc3, randomID(), 1200), longTo(0xe3, randomID(), 300))
 	}
 	for _, gen := range []uint16{1, 2} {
-		id := newID(t, newConnIDs(Lineage{Key: l.Key, Born: l.Born, Generation: gen}))
+		id := newID(t, handover.NewConnIDs(handover.Lineage{Key: l.Key, Born: l.Born, Generation: gen}))
 		out = append(out, shortHeader(id), longTo(0xc3, id, 1200), longTo(0xe3, id, 300), longTo(0xd3, id, 300))
 	}
 	return out
@@ -483,7 +481,7 @@ func garbage(t *testing.T, l Lineage) [][]byte {
 func nextLinkMessage(t *testing.T, c *net.UnixConn, d time.Duration) []byte {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(d))
-	buf := make([]byte, maxLinkMessage)
+	buf := make([]byte, handover.MaxMessage)
 	n, err := c.Read(buf)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return nil
@@ -503,13 +501,13 @@ func checkForwarded(t *testing.T, c *net.UnixConn, want []byte, from netip.AddrP
 		t.Fatal("nothing reached the predecessor")
 	}
 	m := ipv4.Message{Buffers: [][]byte{make([]byte, 1452)}, OOB: make([]byte, 128)}
-	if err := decodeLinkDatagram(msg, &m); err != nil {
+	if err := handover.DecodeDatagram(msg, &m); err != nil {
 		t.Fatal(err)
 	}
 	if got := m.Buffers[0][:m.N]; !bytes.Equal(got, want) {
 		t.Fatalf("the predecessor got %x first, want %x", got[:min(len(got), 24)], want[:24])
 	}
-	if got := addrPort(m.Addr); got != from {
+	if got := addrPortOf(m.Addr); got != from {
 		t.Errorf("from %v, want %v", got, from)
 	}
 	if msg := nextLinkMessage(t, c, 300*time.Millisecond); msg != nil {
@@ -519,14 +517,14 @@ func checkForwarded(t *testing.T, c *net.UnixConn, want []byte, from netip.AddrP
 
 // withPredecessor starts a generation 1 on ip whose predecessor the test
 // plays: pred is the predecessor's end of the link.
-func withPredecessor(t *testing.T, ip string) (pred *net.UnixConn, l Lineage, g *generation) {
+func withPredecessor(t *testing.T, ip string) (pred *net.UnixConn, l handover.Lineage, g *generation) {
 	t.Helper()
-	pred, link, err := QUICLinkPair()
+	pred, link, err := handover.LinkPair()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pred.Close() })
-	l = NewLineage().Next()
+	l = handover.NewLineage().Next()
 	ln, pc := loopbackSockets(t, ip)
 	return pred, l, startGeneration(t, ln, pc, &l, []*net.UnixConn{link})
 }
@@ -548,18 +546,18 @@ func TestHandoverGarbage(t *testing.T) {
 			}
 			// The socket is read in order: what reaches the predecessor
 			// first must be this.
-			want := shortHeader(newID(t, newConnIDs(Lineage{Key: l.Key, Born: l.Born})))
+			want := shortHeader(newID(t, handover.NewConnIDs(handover.Lineage{Key: l.Key, Born: l.Born})))
 			if _, err := client.Write(want); err != nil {
 				t.Fatal(err)
 			}
-			checkForwarded(t, pred, want, addrPort(client.LocalAddr()))
+			checkForwarded(t, pred, want, addrPortOf(client.LocalAddr()))
 		})
 
 		t.Run(fam.name+"/retired", func(t *testing.T) {
 			// Generation 1, retired, between a successor and a
 			// predecessor the test plays.
 			pred, l, g := withPredecessor(t, fam.ip)
-			succ, theirs, err := QUICLinkPair()
+			succ, theirs, err := handover.LinkPair()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -574,7 +572,7 @@ func TestHandoverGarbage(t *testing.T) {
 			if err := g.s.Retire([]*net.UnixConn{theirs}); err == nil {
 				t.Error("retired twice")
 			}
-			earlier := newConnIDs(Lineage{Key: l.Key, Born: l.Born})
+			earlier := handover.NewConnIDs(handover.Lineage{Key: l.Key, Born: l.Born})
 			// The socket is the successor's now: a datagram on it must not
 			// go anywhere.
 			client, err := net.DialUDP("udp", nil, g.udp.LocalAddr().(*net.UDPAddr))
@@ -596,14 +594,14 @@ func TestHandoverGarbage(t *testing.T) {
 				send(msg)
 			}
 			for _, d := range garbage(t, l) {
-				msg, err := appendLinkDatagram(nil, from, nil, d)
+				msg, err := handover.AppendDatagram(nil, from, nil, d)
 				if err != nil {
 					t.Fatal(err)
 				}
 				send(msg)
 			}
 			want := shortHeader(newID(t, earlier))
-			msg, err := appendLinkDatagram(nil, from, []byte{1, 2, 3}, want)
+			msg, err := handover.AppendDatagram(nil, from, []byte{1, 2, 3}, want)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -616,141 +614,8 @@ func TestHandoverGarbage(t *testing.T) {
 	}
 }
 
-// TestHandoverSessions: a browser signed in on the old server is signed
-// in on the new one, its ticket works there, and what expired stays out.
-func TestHandoverSessions(t *testing.T) {
-	rr := &relayRecorder{}
-	old := newTunedTestServer(t, Config{}, tuning{relay: rr.relay})
-	alice, bob := newBrowser(t, old.routes()), newBrowser(t, old.routes())
-	csrf := alice.signIn("alice")
-	bob.signIn("bob")
-	connect := func() string {
-		t.Helper()
-		r := alice.post("/connect", url.Values{"csrf": {csrf}, "target": {"vm1"}, "protocol": {"ssh"}})
-		if r.code != http.StatusSeeOther {
-			t.Fatalf("connect: %d", r.code)
-		}
-		return strings.TrimPrefix(r.header.Get("Location"), "/connect/")
-	}
-	ws := func(tk string) int {
-		return alice.do(http.MethodGet, "/ws/ssh?ticket="+tk, nil, map[string]string{"Origin": alice.origin}).code
-	}
-	tk, used := connect(), connect()
-	if code := ws(used); code != http.StatusSwitchingProtocols {
-		t.Fatalf("relay: %d", code)
-	}
-	// The new server is made first: making it takes a while under load
-	// (password hashes), which must not count against alice's idle time.
-	s := newTunedTestServer(t, Config{WebSessions: websession.Config{Idle: time.Second}}, tuning{relay: rr.relay})
-	// bob idles past the new server's idle limit; alice does not.
-	time.Sleep(1100 * time.Millisecond)
-	alice.get("/")
-
-	b, err := old.ExportSessions()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, secret := range []string{alice.cookies[websession.CookieName].Value, csrf, tk} {
-		if strings.Contains(string(b), secret) {
-			t.Fatal("the export holds a cookie, ticket or CSRF token as it is")
-		}
-	}
-	if err := s.ImportSessions(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.ImportSessions([]byte(`{"version":2}`)); err == nil {
-		t.Error("a future version imported")
-	}
-	alice.h, bob.h = s.routes(), s.routes()
-
-	if r := alice.get("/"); r.code != http.StatusOK || strings.Contains(r.body, `action="/login"`) {
-		t.Fatalf("alice is signed out after the hand-over: %d", r.code)
-	}
-	if r := alice.get("/connect/" + tk); r.code != http.StatusOK || !strings.Contains(r.body, `data-ticket="`+tk+`"`) {
-		t.Errorf("the ticket's page after the hand-over: %d", r.code)
-	}
-	if code := ws(tk); code != http.StatusSwitchingProtocols {
-		t.Errorf("the ticket after the hand-over: %d", code)
-	}
-	if code := ws(used); code != http.StatusForbidden {
-		t.Errorf("a used ticket after the hand-over: %d", code)
-	}
-	// The CSRF token is the session's, and came along.
-	if r := alice.post("/connect", url.Values{"csrf": {csrf}, "target": {"vm1"}, "protocol": {"ssh"}}); r.code != http.StatusSeeOther {
-		t.Errorf("a form with the session's CSRF token: %d", r.code)
-	}
-	if r := bob.get("/"); !strings.Contains(r.body, `action="/login"`) {
-		t.Error("an expired session came along")
-	}
-}
-
-func TestConnIDs(t *testing.T) {
-	root := NewLineage()
-	now := time.Now()
-	for _, gen := range []uint16{0, 1, 2, 65535} {
-		l := root
-		l.Generation = gen
-		c := newConnIDs(l)
-		seen := map[string]bool{}
-		for range 100 {
-			id := newID(t, c)
-			seen[string(id)] = true
-			for _, other := range []uint16{0, 1, 2, 65535} {
-				o := newConnIDs(Lineage{Key: root.Key, Born: root.Born, Generation: other})
-				if g, ok := o.generation(id); !ok || g != gen {
-					t.Fatalf("generation %d reads %d, %v from an ID of generation %d", other, g, ok, gen)
-				}
-				if o.issued(id, now, time.Minute) != (other == gen) {
-					t.Fatalf("generation %d takes an ID of generation %d for its own: %v", other, gen, !(other == gen))
-				}
-			}
-		}
-		if len(seen) != 100 {
-			t.Errorf("%d distinct IDs of 100", len(seen))
-		}
-	}
-
-	c := newConnIDs(root)
-	id := newID(t, c)
-	if _, ok := newConnIDs(NewLineage()).generation(id); ok {
-		t.Error("an ID read under another lineage's key")
-	}
-	if _, ok := c.generation(id[:15]); ok {
-		t.Error("a 15-byte ID read")
-	}
-	if !c.issued(id, now.Add(30*time.Second), time.Minute) || c.issued(id, now.Add(2*time.Minute), time.Minute) {
-		t.Error("age not checked")
-	}
-
-	// A lineage born two days ago, as the successor reads it.
-	old := Lineage{Key: root.Key, Born: time.Now().Add(-48 * time.Hour).Round(0), Generation: 3}
-	b, err := old.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var l Lineage
-	if err := l.UnmarshalBinary(b); err != nil || l.Key != old.Key || !l.Born.Equal(old.Born) || l.Generation != 3 {
-		t.Fatalf("%+v, %v", l, err)
-	}
-	if n := l.Next(); n.Generation != 4 || n.Key != l.Key || !n.Born.Equal(l.Born) {
-		t.Errorf("Next: %+v", n)
-	}
-	c = newConnIDs(l)
-	if !c.issued(newID(t, c), time.Now(), time.Minute) {
-		t.Error("an ID of an old lineage is not recognized")
-	}
-	for name, b := range map[string][]byte{"empty": nil, "short": b[:lineageLen-1], "version 2": append([]byte{2}, b[1:]...)} {
-		if err := l.UnmarshalBinary(b); err == nil {
-			t.Errorf("%s: decoded", name)
-		}
-	}
-	if _, err := (Lineage{}).MarshalBinary(); err == nil {
-		t.Error("a lineage without Born encoded")
-	}
-}
-
 func TestServeChecksPredecessorLinks(t *testing.T) {
-	a, b, err := QUICLinkPair()
+	a, b, err := handover.LinkPair()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -761,139 +626,4 @@ func TestServeChecksPredecessorLinks(t *testing.T) {
 	if err := s.Serve(nil, nil); err == nil {
 		t.Error("served without a UDP socket for the predecessor's link")
 	}
-}
-
-func TestQUICLinkPair(t *testing.T) {
-	a, b, err := QUICLinkPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	defer b.Close()
-	rc, err := a.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var typ, fdFlags int
-	rc.Control(func(fd uintptr) {
-		typ, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE)
-		fdFlags, _ = unix.FcntlInt(fd, unix.F_GETFD, 0)
-	})
-	if typ != unix.SOCK_SEQPACKET || fdFlags&unix.FD_CLOEXEC == 0 {
-		t.Errorf("socket type %d, descriptor flags %#x", typ, fdFlags)
-	}
-	// One message is one datagram, whatever its size.
-	for _, n := range []int{1, 1452, 3000} {
-		if _, err := a.Write(make([]byte, n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, n := range []int{1, 1452, 3000} {
-		if got := nextLinkMessage(t, b, time.Second); len(got) != n {
-			t.Errorf("read %d bytes, want %d", len(got), n)
-		}
-	}
-}
-
-// linkSeeds are link messages of every kind of address.
-func linkSeeds(t testing.TB) [][]byte {
-	var out [][]byte
-	for _, a := range []string{"192.0.2.1:443", "[2001:db8::1]:65535", "[::ffff:192.0.2.1]:1", "[fe80::1%eth0]:4433"} {
-		for _, oob := range [][]byte{nil, bytes.Repeat([]byte{0xee}, 128)} {
-			b, err := appendLinkDatagram(nil, netip.MustParseAddrPort(a), oob, []byte{0x40, 1, 2, 3})
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, b)
-		}
-	}
-	return out
-}
-
-func TestLinkCodec(t *testing.T) {
-	data := bytes.Repeat([]byte{0x55}, 1452)
-	for _, a := range []string{"192.0.2.1:443", "[2001:db8::1]:65535", "[::ffff:192.0.2.1]:1", "[fe80::1%eth0]:4433"} {
-		for _, oob := range [][]byte{nil, {1, 2, 3}, bytes.Repeat([]byte{0xee}, 128)} {
-			for _, d := range [][]byte{data[:1], data} {
-				addr := netip.MustParseAddrPort(a)
-				b, err := appendLinkDatagram([]byte("prefix"), addr, oob, d)
-				if err != nil || !bytes.HasPrefix(b, []byte("prefix")) {
-					t.Fatal(a, err)
-				}
-				m := ipv4.Message{Buffers: [][]byte{make([]byte, 1452)}, OOB: make([]byte, 128), Flags: 7}
-				if err := decodeLinkDatagram(b[len("prefix"):], &m); err != nil {
-					t.Fatalf("%s, %d bytes of control, %d of data: %v", a, len(oob), len(d), err)
-				}
-				u, ok := m.Addr.(*net.UDPAddr)
-				if !ok || u.AddrPort() != addr || !bytes.Equal(m.OOB[:m.NN], oob) || !bytes.Equal(m.Buffers[0][:m.N], d) || m.Flags != 0 {
-					t.Errorf("%s, %d bytes of control, %d of data: decoded from %v, %x, %d bytes", a, len(oob), len(d), m.Addr, m.OOB[:m.NN], m.N)
-				}
-			}
-		}
-	}
-
-	good, err := appendLinkDatagram(nil, netip.MustParseAddrPort("192.0.2.1:443"), []byte{1, 2}, []byte{3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	big, err := appendLinkDatagram(nil, netip.MustParseAddrPort("192.0.2.1:443"), nil, make([]byte, 1453))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bigOOB, err := appendLinkDatagram(nil, netip.MustParseAddrPort("192.0.2.1:443"), make([]byte, 129), []byte{3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct {
-		name string
-		msg  []byte
-	}{
-		{"empty", nil},
-		{"version 2", append([]byte{2}, good[1:]...)},
-		{"address cut", good[:5]},
-		{"address of 5 bytes", []byte{1, 7, 1, 2, 3, 4, 5, 0, 0, 0, 0, 3}},
-		{"no address", []byte{1, 2, 0, 0, 0, 0, 3}},
-		{"control messages cut", good[:len(good)-2]},
-		{"no datagram", good[:len(good)-1]},
-		{"a datagram larger than quic-go's buffer", big},
-		{"control messages larger than quic-go's buffer", bigOOB},
-	} {
-		m := ipv4.Message{Buffers: [][]byte{make([]byte, 1452)}, OOB: make([]byte, 128)}
-		if err := decodeLinkDatagram(c.msg, &m); err == nil {
-			t.Errorf("%s: decoded", c.name)
-		}
-	}
-	for _, c := range []struct {
-		name string
-		addr netip.AddrPort
-		oob  []byte
-	}{
-		{"no address", netip.AddrPort{}, nil},
-		{"a zone too long", netip.AddrPortFrom(netip.MustParseAddr("fe80::1").WithZone(strings.Repeat("z", 300)), 1), nil},
-		{"too many control messages", netip.MustParseAddrPort("192.0.2.1:443"), make([]byte, 1<<16)},
-	} {
-		if b, err := appendLinkDatagram([]byte("x"), c.addr, c.oob, []byte{1}); err == nil || string(b) != "x" {
-			t.Errorf("%s: encoded", c.name)
-		}
-	}
-}
-
-// FuzzLinkDatagram: the decoder of link messages takes any bytes without
-// failing, and what it accepts is what the encoder writes.
-func FuzzLinkDatagram(f *testing.F) {
-	for _, s := range linkSeeds(f) {
-		f.Add(s)
-		f.Add(s[:len(s)-1])
-	}
-	f.Add([]byte{1, 0, 0, 0, 1})
-	f.Fuzz(func(t *testing.T, p []byte) {
-		m := ipv4.Message{Buffers: [][]byte{make([]byte, 1452)}, OOB: make([]byte, 128)}
-		if decodeLinkDatagram(p, &m) != nil {
-			return
-		}
-		b, err := appendLinkDatagram(nil, rawAddrPort(m.Addr), m.OOB[:m.NN], m.Buffers[0][:m.N])
-		if err != nil || !bytes.Equal(b, p) {
-			t.Fatalf("%x decodes to %v, %x, %x, which encodes to %x, %v", p, m.Addr, m.OOB[:m.NN], m.Buffers[0][:m.N], b, err)
-		}
-	})
 }

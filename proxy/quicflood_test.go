@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/bastiond/bastiond/proxy/gate/gatetest"
 )
 
 // BenchmarkQUICFlood measures what QUIC connections that never
@@ -55,7 +57,7 @@ type floodCost struct {
 
 func quicFloodCost(b *testing.B, sources, conns, streams int) floodCost {
 	s := newTestServer(b, Config{HandshakeTimeout: time.Minute})
-	pc := loopbackUDP(b, "udp4")
+	pc := gatetest.LoopbackUDP(b, "udp4")
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(nil, []net.PacketConn{pc}) }()
 	defer func() {
@@ -154,7 +156,7 @@ func TestQUICFloodClients(t *testing.T) {
 			tr := &quic.Transport{Conn: pc}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			conn, err := tr.Dial(ctx, raddr, tunnelTLS(testName), &quic.Config{Versions: []quic.Version{quic.Version1}, KeepAlivePeriod: 10 * time.Second})
+			conn, err := tr.Dial(ctx, raddr, gatetest.TunnelTLS(testName), &quic.Config{Versions: []quic.Version{quic.Version1}, KeepAlivePeriod: 10 * time.Second})
 			if err != nil {
 				return // refused
 			}

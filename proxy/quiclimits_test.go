@@ -13,7 +13,10 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/gate"
+	"github.com/bastiond/bastiond/proxy/gate/gatetest"
 	"github.com/bastiond/bastiond/tunnel"
 )
 
@@ -21,11 +24,11 @@ import (
 // source port of its own, the same address).
 func dialQUIC(t *testing.T, network string, addr *net.UDPAddr) (*quic.Conn, error) {
 	t.Helper()
-	tr := &quic.Transport{Conn: loopbackUDP(t, network)}
+	tr := &quic.Transport{Conn: gatetest.LoopbackUDP(t, network)}
 	t.Cleanup(func() { tr.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := tr.Dial(ctx, addr, tunnelTLS(testName), &quic.Config{Versions: []quic.Version{quic.Version1}})
+	conn, err := tr.Dial(ctx, addr, gatetest.TunnelTLS(testName), &quic.Config{Versions: []quic.Version{quic.Version1}})
 	if err == nil {
 		t.Cleanup(func() { conn.CloseWithError(0, "") })
 	}
@@ -94,7 +97,7 @@ func TestQUICLimits(t *testing.T) {
 				}
 				// (Each Initial a refused client sends again is refused
 				// again.)
-				if n := s.quicLimits.refused[refusedConnSource].Load(); n < 2 {
+				if n := quicRefused(t, s, "connection_per_source"); n < 2 {
 					t.Errorf("%d refusals counted, want 2 or more", n)
 				}
 				// A place given back is a place for another connection.
@@ -144,8 +147,8 @@ func TestQUICLimits(t *testing.T) {
 					t.Fatal(err)
 				}
 				got, waiting := streams(t, first, 12)
-				if got["busy"] != 12-pendingPerConn || got["open"] != pendingPerConn {
-					t.Errorf("one connection, 12 streams: %v, want %d open and the rest busy", got, pendingPerConn)
+				if got["busy"] != 12-gate.PendingPerConn || got["open"] != gate.PendingPerConn {
+					t.Errorf("one connection, 12 streams: %v, want %d open and the rest busy", got, gate.PendingPerConn)
 				}
 				second, err := dialQUIC(t, network, addr)
 				if err != nil {
@@ -156,10 +159,10 @@ func TestQUICLimits(t *testing.T) {
 				if got["busy"] != 4 || got["open"] != 2 {
 					t.Errorf("second connection of the source, 6 streams with 8 of its 10 places taken: %v, want 2 open and 4 busy", got)
 				}
-				if n := s.quicLimits.pendingLen(); n != 10 {
+				if n := s.door.PendingLen(); n != 10 {
 					t.Errorf("%d pending, want 10", n)
 				}
-				if a, b := s.quicLimits.refused[refusedStreamConn].Load(), s.quicLimits.refused[refusedStreamSource].Load(); a != 4 || b != 4 {
+				if a, b := quicRefused(t, s, "stream_per_connection"), quicRefused(t, s, "stream_per_source"); a != 4 || b != 4 {
 					t.Errorf("refusals counted: %d per connection, %d per source; want 4 and 4", a, b)
 				}
 				// A client is told, in a sentence, to try again.
@@ -172,8 +175,8 @@ func TestQUICLimits(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				_, err = cl.Dial(ctx, "vm1", 22)
 				cancel()
-				var te *tunnel.Error
-				if !errors.As(err, &te) || te.Status != tunnel.StatusCapacity || !strings.Contains(err.Error(), "try again") {
+				var te *tunnelwire.Error
+				if !errors.As(err, &te) || te.Status != tunnelwire.StatusCapacity || !strings.Contains(err.Error(), "try again") {
 					t.Errorf("a tunnel while the source is full: %v, want capacity, try again", err)
 				}
 				// The waiting streams are closed at the handshake timeout,
@@ -184,12 +187,12 @@ func TestQUICLimits(t *testing.T) {
 					}
 				}
 				for range 100 {
-					if s.quicLimits.pendingLen() == 0 {
+					if s.door.PendingLen() == 0 {
 						break
 					}
 					time.Sleep(20 * time.Millisecond)
 				}
-				if n := s.quicLimits.pendingLen(); n != 0 {
+				if n := s.door.PendingLen(); n != 0 {
 					t.Errorf("%d pending after the handshake timeout, want 0", n)
 				}
 				if got, _ := streams(t, first, 1); got["open"] != 1 {
@@ -203,7 +206,7 @@ func TestQUICLimits(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				_, old := streams(t, first, pendingPerConn)
+				_, old := streams(t, first, gate.PendingPerConn)
 				second, err := dialQUIC(t, network, addr)
 				if err != nil {
 					t.Fatal(err)
@@ -218,7 +221,7 @@ func TestQUICLimits(t *testing.T) {
 				if got["busy"] != 4 || got["open"] != 4 {
 					t.Errorf("the 8 older streams: %v, want the 4 oldest reset busy", got)
 				}
-				if n, e := s.quicLimits.pendingLen(), s.quicLimits.refused[evictedStream].Load(); n != 10 || e != 4 {
+				if n, e := s.door.PendingLen(), quicRefused(t, s, "stream_evicted"); n != 10 || e != 4 {
 					t.Errorf("%d pending and %d evicted, want 10 and 4", n, e)
 				}
 			})
@@ -232,9 +235,7 @@ func TestQUICLimits(t *testing.T) {
 				unauth := func(want int) {
 					t.Helper()
 					for range 100 {
-						s.quicLimits.mu.Lock()
-						n := s.quicLimits.unauth.Len()
-						s.quicLimits.mu.Unlock()
+						n := int(metric(t, s.QUICMetrics(), "bastiond_quic_unauthenticated_connections", "", ""))
 						if n == want {
 							return
 						}
@@ -260,10 +261,10 @@ func TestQUICLimits(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				req, _ := tunnel.Request{Token: secret, Target: "vm1", Port: 22}.Marshal()
+				req, _ := tunnelwire.Request{Token: secret, Target: "vm1", Port: 22}.Marshal()
 				str.Write(req)
 				str.SetReadDeadline(time.Now().Add(5 * time.Second))
-				if resp, err := tunnel.ReadResponse(str); err != nil || resp.Status != tunnel.StatusDenied {
+				if resp, err := tunnelwire.ReadResponse(str); err != nil || resp.Status != tunnelwire.StatusDenied {
 					t.Fatalf("carol's request: %v %v, want denied", resp, err)
 				}
 				unauth(0)
@@ -281,7 +282,7 @@ func TestQUICLimits(t *testing.T) {
 				if user.Context().Err() != nil || newer.Context().Err() != nil {
 					t.Errorf("the user's connection (%v) or the newer one (%v) was closed", context.Cause(user.Context()), context.Cause(newer.Context()))
 				}
-				if n := s.quicLimits.refused[evictedConn].Load(); n != 1 {
+				if n := quicRefused(t, s, "connection_evicted"); n != 1 {
 					t.Errorf("%d evictions counted, want 1", n)
 				}
 			})
@@ -294,7 +295,7 @@ func TestQUICLimits(t *testing.T) {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				for i := range badTokensPerConn - 1 {
+				for i := range gate.BadTokensPerConn - 1 {
 					if err := askBadToken(ctx, conn); err != nil {
 						t.Fatalf("bad token %d: %v", i+1, err)
 					}
@@ -303,16 +304,21 @@ func TestQUICLimits(t *testing.T) {
 				select {
 				case <-conn.Context().Done():
 				case <-ctx.Done():
-					t.Fatalf("the connection is still open after %d bad tokens", badTokensPerConn)
+					t.Fatalf("the connection is still open after %d bad tokens", gate.BadTokensPerConn)
 				}
 				var ae *quic.ApplicationError
 				if err := context.Cause(conn.Context()); !errors.As(err, &ae) || ae.ErrorCode != tunnel.ErrCodeBadTokens {
 					t.Errorf("the connection ended with %v, want application error %d", err, tunnel.ErrCodeBadTokens)
 				}
-				if n := s.quicLimits.refused[closedBadTokens].Load(); n != 1 {
+				if n := quicRefused(t, s, "bad_tokens"); n != 1 {
 					t.Errorf("%d closes counted, want 1", n)
 				}
 			})
 		})
 	}
+}
+
+// quicRefused is bastiond_quic_refused_total{reason}.
+func quicRefused(t *testing.T, s *Server, reason string) int64 {
+	return int64(metric(t, s.QUICMetrics(), "bastiond_quic_refused_total", "reason", reason))
 }

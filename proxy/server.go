@@ -14,22 +14,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
-
-	"github.com/bastiond/bastiond/internal/audit"
-	"golang.org/x/crypto/ssh"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/authz"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/certs"
-	"github.com/bastiond/bastiond/proxy/ticket"
+	"github.com/bastiond/bastiond/proxy/gate"
+	"github.com/bastiond/bastiond/proxy/handover"
+	"github.com/bastiond/bastiond/proxy/internal/servername"
+	"github.com/bastiond/bastiond/proxy/portal"
 	"github.com/bastiond/bastiond/proxy/websession"
-	"github.com/bastiond/bastiond/tunnel"
 )
 
 // ALPNTunnel is the QUIC application protocol of the native tunnel.
-const ALPNTunnel = tunnel.ALPN
+const ALPNTunnel = tunnelwire.ALPN
 
 // Config is what the front door needs. It can be replaced on reload with SetConfig.
 type Config struct {
@@ -89,63 +91,44 @@ type Config struct {
 	// unavailable. It outlives reloads: pass the same one each time.
 	Broker *broker.Broker
 	// Lineage is the line of processes this one continues across
-	// upgrades: its predecessor's Lineage().Next(). nil: NewLineage(), a
-	// line of its own. Read by New only; SetConfig ignores it.
-	Lineage *Lineage
+	// upgrades: its predecessor's Lineage().Next(). nil:
+	// handover.NewLineage(), a line of its own. Read by New only;
+	// SetConfig ignores it.
+	Lineage *handover.Lineage
 }
 
 // SSHConfig is what browser SSH terminals need besides the broker and
 // the policy.
-type SSHConfig struct {
-	// HostKeys checks a target's host key against the pinned ones: the
-	// callback and the host key algorithms to offer. nil makes browser SSH
-	// unavailable.
-	HostKeys func(target string) (ssh.HostKeyCallback, []string)
-	// Sign makes a short-lived user certificate for targets that trust the
-	// bastion's CA (inventory ssh_certificates). nil: no CA.
-	Sign func(login, keyID string) (ssh.Signer, error)
-	// RecordDir receives the recordings of sessions whose role records
-	// them, and is where auditors play them from.
-	RecordDir string
-	// RecordingWritten is called after each recording is closed (the
-	// retention of the recordings directory runs then). Optional.
-	RecordingWritten func()
-}
+type SSHConfig = portal.SSHConfig
+
+// RDPConfig is what browser remote desktops need besides the broker and
+// the policy.
+type RDPConfig = portal.RDPConfig
 
 // Server serves port 443 on the listeners given to Serve.
 type Server struct {
-	cfg      atomic.Pointer[Config]
-	log      *zap.Logger
-	http     *http.Server
-	auth     *auth.Authenticator
-	sessions *websession.Store
-	tickets  *ticket.Store
-	outcomes *outcomeStore // how browser remote desktops ended
-	players  players       // the clocks of recorded desktops played back
-	refusals *prometheus.CounterVec
-	// connectRefusals counts the connect_refused events by reason.
-	connectRefusals *prometheus.CounterVec
-	// quicLimits bounds the QUIC connections per source and the streams
-	// waiting for their request.
-	quicLimits *quicLimits
+	cfg  atomic.Pointer[Config]
+	log  *zap.Logger
+	http *http.Server
+	auth *auth.Authenticator
+	// portal serves the HTTP routes; authz answers and records the
+	// access requests of its routes and of the native tunnel.
+	portal *portal.Portal
+	authz  *authz.Authorizer
+	// door holds the TCP and QUIC gates, their per-source limits and the
+	// pause of a hand-over.
+	door *gate.Door
 
-	// relaySSH carries the browser SSH terminal of a ticket redeemed and
-	// checked: serveSSH, but in the tests of the ticket checks (tuning).
-	relaySSH func(http.ResponseWriter, *http.Request, caller, ticket.Ticket)
-
-	lineage Lineage
-	ids     *connIDs    // the QUIC connection IDs of this generation
-	paused  atomic.Bool // set by Pause, for the gates to read without mu
+	lineage handover.Lineage
+	ids     *handover.ConnIDs // the QUIC connection IDs of this generation
 
 	mu      sync.Mutex // guards the fields below
 	quic    []*quicEndpoint
-	gates   []*gate         // the TCP gates, for Pause
-	resume  chan struct{}   // while paused: closed by Resume
 	pred    []*net.UnixConn // SetPredecessor's links
 	links   []*net.UnixConn // every link given to s, for Close
 	retired bool
 	// movedTunnels counts the new tunnels sent on to a new process
-	// (tunnel.StatusMoved) during or after a hand-over.
+	// (tunnelwire.StatusMoved) during or after a hand-over.
 	movedTunnels atomic.Int64
 	closed       bool
 }
@@ -159,12 +142,9 @@ func New(cfg Config, a *auth.Authenticator) (*Server, error) {
 // other side. Its zero value is the product's behaviour (what New gives),
 // and being unexported, nothing outside this package can set it.
 type tuning struct {
-	// relay, if set, takes the place of the browser SSH relay: the tests
-	// of the ticket checks see there which tickets got through.
-	relay func(http.ResponseWriter, *http.Request, ticket.Ticket)
-	// quicPendingPerSource and quicMaxUnauth lower the caps of quicLimits,
-	// so that tests reach them with a few connections. Zero:
-	// pendingPerSource and maxUnauthConns.
+	// quicPendingPerSource and quicMaxUnauth lower the caps of the QUIC
+	// limits, so that tests reach them with a few connections. Zero: the
+	// defaults (gate.Config).
 	quicPendingPerSource int
 	quicMaxUnauth        int
 }
@@ -178,22 +158,25 @@ func newServer(cfg Config, a *auth.Authenticator, tn tuning) (*Server, error) {
 	if a == nil {
 		return nil, errors.New("proxy: an Authenticator is required")
 	}
-	l := NewLineage()
+	l := handover.NewLineage()
 	if c.Lineage != nil {
 		if l = *c.Lineage; l.Born.IsZero() {
 			return nil, errors.New("proxy: Config.Lineage has no Born time")
 		}
 	}
-	s := &Server{log: c.Logger, auth: a, sessions: websession.NewStore(c.WebSessions), tickets: ticket.NewStore(), outcomes: newOutcomeStore(),
-		lineage: l, ids: newConnIDs(l), refusals: newRefusals(), connectRefusals: newConnectRefusals(), quicLimits: newQUICLimits(tn.quicPendingPerSource, tn.quicMaxUnauth)}
-	s.relaySSH = s.serveSSH
-	if tn.relay != nil {
-		s.relaySSH = func(w http.ResponseWriter, r *http.Request, _ caller, t ticket.Ticket) { tn.relay(w, r, t) }
+	s := &Server{log: c.Logger, auth: a, lineage: l, ids: handover.NewConnIDs(l)}
+	s.door = gate.New(gate.Config{Log: c.Logger, Settings: s.gateSettings, ALPN: ALPNTunnel, IDs: s.ids,
+		HandshakeFailed:  func() { s.handshakeFailed("tls") },
+		PendingPerSource: tn.quicPendingPerSource, MaxUnauthConns: tn.quicMaxUnauth})
+	if s.authz, err = authz.New(authz.Config{Logger: c.Logger, Access: c.Access, Audit: c.Audit}); err != nil {
+		return nil, err
+	}
+	if s.portal, err = portal.New(s.portalConfig(c), a); err != nil {
+		return nil, err
 	}
 	s.cfg.Store(c)
-	s.sessions.OnExpire(s.webSessionExpired)
 	s.http = &http.Server{
-		Handler:           s.routes(),
+		Handler:           s.portal.Handler(),
 		ReadHeaderTimeout: c.HandshakeTimeout,
 		IdleTimeout:       c.IdleTimeout,
 		MaxHeaderBytes:    32 << 10,
@@ -244,22 +227,45 @@ func (s *Server) SetConfig(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if err := s.authz.SetConfig(authz.Config{Logger: c.Logger, Access: c.Access, Audit: c.Audit}); err != nil {
+		return err
+	}
+	if err := s.portal.SetConfig(s.portalConfig(c)); err != nil {
+		return err
+	}
 	s.cfg.Store(c)
-	s.sessions.SetConfig(c.WebSessions)
 	return nil
 }
 
-func (s *Server) policy() *access.Policy { return s.cfg.Load().Access }
+// gateSettings are the settings in force, as the gates read them.
+func (s *Server) gateSettings() gate.Settings {
+	c := s.cfg.Load()
+	return gate.Settings{ServerName: c.ServerName, HandshakeTimeout: c.HandshakeTimeout, ClientTimeout: c.ClientTimeout,
+		MaxConnsPerSource: c.MaxConnsPerSource, MaxPendingTunnels: c.MaxPendingTunnels}
+}
+
+// portalConfig is the portal's part of c.
+func (s *Server) portalConfig(c *Config) portal.Config {
+	return portal.Config{Logger: c.Logger, Audit: c.Audit, ServerName: c.ServerName, HandshakeTimeout: c.HandshakeTimeout,
+		Authz: s.authz, WebSessions: c.WebSessions, SSH: c.SSH, RDP: c.RDP, Broker: c.Broker, Tunnel: s.tunnelWebSocket}
+}
 
 // Policy is the authorization policy in force.
-func (s *Server) Policy() *access.Policy { return s.policy() }
+func (s *Server) Policy() *access.Policy { return s.authz.Policy() }
 
 // WebSessions counts the browsers signed in.
-func (s *Server) WebSessions() int { return s.sessions.Len() }
+func (s *Server) WebSessions() int { return s.portal.WebSessions() }
 
 // EndUser ends the web sessions of user (disabled, password changed) and
 // returns how many there were.
-func (s *Server) EndUser(user string) int { return s.sessions.EndUser(user) }
+func (s *Server) EndUser(user string) int { return s.portal.EndUser(user) }
+
+// RequestMetrics are the portal's Prometheus series
+// (bastiond_http_refusals_total) and the connects refused
+// (bastiond_connect_refusals_total).
+func (s *Server) RequestMetrics() prometheus.Collector {
+	return collectors{s.portal.RequestMetrics(), s.authz.Metrics()}
+}
 
 func (s *Server) tlsConfig(alpn ...string) *tls.Config {
 	return &tls.Config{
@@ -269,7 +275,7 @@ func (s *Server) tlsConfig(alpn ...string) *tls.Config {
 			// The gates refuse other names before TLS starts; this is the
 			// backstop for a hello they did not read (a QUIC packet
 			// coalesced behind the one they did).
-			if !sameName(chi.ServerName, c.ServerName) {
+			if !servername.Same(chi.ServerName, c.ServerName) {
 				return nil, errors.New("proxy: unknown server name")
 			}
 			tc := &tls.Config{
@@ -277,11 +283,9 @@ func (s *Server) tlsConfig(alpn ...string) *tls.Config {
 				GetCertificate: c.Certs.GetCertificate,
 				NextProtos:     alpn,
 			}
-			if rc, ok := chi.Conn.(*replayConn); ok {
-				tc.VerifyConnection = func(tls.ConnectionState) error {
-					rc.handshook.Store(true)
-					return nil
-				}
+			tc.VerifyConnection = func(tls.ConnectionState) error {
+				gate.Handshook(chi.Conn) // a connection the TCP gate passed
+				return nil
 			}
 			return tc, nil
 		},
@@ -299,7 +303,7 @@ func (s *Server) Serve(tcp []net.Listener, udp []net.PacketConn) error {
 	}
 	var g errgroup.Group
 	for _, ln := range tcp {
-		tl := tls.NewListener(newGate(ln, s), s.tlsConfig("h2", "http/1.1"))
+		tl := tls.NewListener(s.door.TCP(ln), s.tlsConfig("h2", "http/1.1"))
 		g.Go(func() error {
 			if err := s.http.Serve(tl); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("proxy: serve %s: %w", ln.Addr(), err)
@@ -330,10 +334,10 @@ func (s *Server) listenQUIC(pc net.PacketConn, pred *net.UnixConn) (*quic.Listen
 	if s.closed {
 		return nil, http.ErrServerClosed
 	}
-	var link *quicLink
+	var link *handover.Link
 	if pred != nil {
 		var err error
-		if link, err = newQUICLink(pred); err != nil {
+		if link, err = handover.NewLink(pred); err != nil {
 			return nil, err
 		}
 	}
@@ -343,15 +347,15 @@ func (s *Server) listenQUIC(pc net.PacketConn, pred *net.UnixConn) (*quic.Listen
 	// first (address validation, RFC 9000 section 8.1.2), and only version
 	// 1 is spoken, without Version Negotiation. No StatelessResetKey: a
 	// reset would answer datagrams of connections that do not exist.
-	g := newQUICGate(pc, s, link)
+	g := s.door.QUIC(pc, link)
 	tr := &quic.Transport{
-		Conn:                             g.conn(),
+		Conn:                             g.Conn(),
 		ConnectionIDGenerator:            s.ids,
 		VerifySourceAddress:              func(net.Addr) bool { return true },
 		DisableVersionNegotiationPackets: true,
 		// The per-source connection cap, checked once the source has
 		// answered the Retry and before any TLS state exists.
-		ConnContext: s.connContext,
+		ConnContext: s.door.ConnContext,
 	}
 	qc := s.quicConfig(c)
 	// Each new connection takes the settings in force when it starts, so
@@ -391,7 +395,7 @@ func (s *Server) quicConfig(c *Config) *quic.Config {
 		// The tunnels a connection may carry, and the requests that may
 		// be waiting on it besides: a peer cannot even open more streams
 		// (quic-go's default is 100, ours was 1024).
-		MaxIncomingStreams:             int64(c.TunnelsPerConn + pendingPerConn),
+		MaxIncomingStreams:             int64(c.TunnelsPerConn + gate.PendingPerConn),
 		MaxIncomingUniStreams:          -1, // the tunnel uses bidirectional streams only
 		InitialStreamReceiveWindow:     quicStreamWindow,
 		InitialConnectionReceiveWindow: quicConnWindow,
@@ -453,4 +457,42 @@ func (s *Server) LiveSessions() int {
 		return b.Live()
 	}
 	return 0
+}
+
+// collectors is a prometheus.Collector made of several.
+type collectors []prometheus.Collector
+
+func (cs collectors) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range cs {
+		c.Describe(ch)
+	}
+}
+
+func (cs collectors) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range cs {
+		c.Collect(ch)
+	}
+}
+
+// TCPMetrics is the collector of the TCP gates' per-source tables.
+func (s *Server) TCPMetrics() prometheus.Collector { return s.door.TCPMetrics() }
+
+// QUICMetrics is the collector of the QUIC front door's bounded tables:
+// connections per source, pending tunnel requests, the gates' pending
+// hellos, and what each cap refused or evicted.
+func (s *Server) QUICMetrics() prometheus.Collector { return s.door.QUICMetrics() }
+
+// quicEndpoint is one socket's QUIC listener, transport and gate.
+type quicEndpoint struct {
+	ln   *quic.Listener
+	tr   *quic.Transport
+	gate *gate.QUIC
+}
+
+// Close stops accepting, ends the connections, waits for quic-go to stop
+// reading and closes the socket.
+func (e *quicEndpoint) Close() error {
+	e.ln.Close()
+	e.tr.Close()
+	return e.gate.Close()
 }

@@ -92,3 +92,20 @@ func serve(t *testing.T, s *Server, tcp []net.Listener, udp []net.PacketConn) {
 		}
 	})
 }
+
+// TestImportSessions: what ExportSessions gives, ImportSessions of a new
+// server takes; a future version of it is refused. (The portal's tests
+// check that a browser signed in stays signed in.)
+func TestImportSessions(t *testing.T) {
+	old, s := newTestServer(t, Config{}), newTestServer(t, Config{})
+	b, err := old.ExportSessions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ImportSessions(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ImportSessions([]byte(`{"version":2}`)); err == nil {
+		t.Error("a future version imported")
+	}
+}

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/bastiond/bastiond/tunnel"
 )
@@ -53,9 +55,9 @@ func TestTransportRaceLoserLeavesNoTrace(t *testing.T) {
 			// The bastion has seen the TLS connection end once its gate
 			// holds none.
 			deadline := time.Now().Add(10 * time.Second)
-			for openTCP(e.s) > 0 {
+			for openTCP(t, e.s) > 0 {
 				if time.Now().After(deadline) {
-					t.Fatalf("%d TCP connections still open at the bastion", openTCP(e.s))
+					t.Fatalf("%d TCP connections still open at the bastion", openTCP(t, e.s))
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
@@ -69,8 +71,9 @@ func TestTransportRaceLoserLeavesNoTrace(t *testing.T) {
 	}
 }
 
-// handshakeFailures is bastiond_handshake_failures_total{layer="tls"}.
-func handshakeFailures(t *testing.T, c prometheus.Collector) float64 {
+// metric reads the series name of c, the one whose label has value if
+// label is not empty, the only one otherwise; 0 if there is none.
+func metric(t *testing.T, c prometheus.Collector, name, label, value string) float64 {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
@@ -79,29 +82,30 @@ func handshakeFailures(t *testing.T, c prometheus.Collector) float64 {
 		t.Fatal(err)
 	}
 	for _, f := range families {
-		if f.GetName() != "bastiond_handshake_failures_total" {
+		if f.GetName() != name {
 			continue
 		}
 		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "layer" && l.GetValue() == "tls" {
-					return m.GetCounter().GetValue()
-				}
+			if label != "" && !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == label && l.GetValue() == value }) {
+				continue
 			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
+			return m.GetCounter().GetValue()
 		}
 	}
 	return 0
 }
 
-func openTCP(s *Server) int {
-	s.mu.Lock()
-	gates := append([]*gate(nil), s.gates...)
-	s.mu.Unlock()
-	n := 0
-	for _, g := range gates {
-		n += g.counts().conns
-	}
-	return n
+// handshakeFailures is bastiond_handshake_failures_total{layer="tls"}.
+func handshakeFailures(t *testing.T, c prometheus.Collector) float64 {
+	return metric(t, c, "bastiond_handshake_failures_total", "layer", "tls")
+}
+
+// openTCP is the TCP connections the gates of s count.
+func openTCP(t *testing.T, s *Server) int {
+	return int(metric(t, s.TCPMetrics(), "bastiond_tcp_connections", "", ""))
 }
 
 // delayRelay is a relay newDelayRelay started.

@@ -15,13 +15,15 @@ import (
 	"github.com/quic-go/quic-go"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/audit"
-	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/authz"
 	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/gate"
 	"github.com/bastiond/bastiond/tunnel"
 )
 
@@ -30,22 +32,16 @@ import (
 // is reset at once: no goroutine waits on it.
 func (s *Server) serveQUIC(conn *quic.Conn) {
 	client := addrPortOf(conn.RemoteAddr())
-	cs := &quicConnState{conn: conn, src: source.Of(client.Addr())}
-	s.quicLimits.connAccepted(cs)
-	defer s.quicLimits.connGone(cs)
+	cs := s.door.Accepted(conn)
+	defer s.door.Gone(cs)
 	for {
 		str, err := conn.AcceptStream(context.Background())
 		if err != nil {
 			return // the connection is gone; its streams end with it
 		}
-		ps, why := s.quicLimits.admitStream(cs, str, s.cfg.Load().MaxPendingTunnels)
+		ps := s.door.AdmitStream(cs, str)
 		if ps == nil {
-			s.quicLimits.refused[why].Add(1)
-			refuseStream(str)
-			if ce := s.log.Check(zap.DebugLevel, "quic: tunnel stream refused"); ce != nil {
-				ce.Write(zap.Stringer("client", client), zap.String("reason", quicRefusalNames[why]))
-			}
-			continue
+			continue // reset, counted and logged
 		}
 		go s.serveTunnel(tunnel.NewStreamConn(conn, str), "quic", client, ps)
 	}
@@ -77,16 +73,16 @@ func (s *Server) tunnelWebSocket(w http.ResponseWriter, r *http.Request) {
 // the client turns into a clear sentence, then c is closed. ps is the
 // pending place of a QUIC stream, given back once its request is read;
 // nil for a WebSocket.
-func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *pendingStream) {
+func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *gate.Pending) {
 	cfg := s.cfg.Load()
 	c.SetReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
-	req, err := tunnel.ReadRequest(c)
+	req, err := tunnelwire.ReadRequest(c)
 	if ps != nil {
-		s.quicLimits.requestRead(ps)
+		s.door.RequestRead(ps)
 	}
 	if err != nil {
 		s.handshakeFailed("tunnel")
-		var pe *tunnel.ProtocolError
+		var pe *tunnelwire.ProtocolError
 		if errors.As(err, &pe) {
 			s.refuseTunnel(c, pe.Status, pe.Error())
 		} else {
@@ -102,7 +98,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		// after an upgrade: the new process takes it.
 		log.Info("tunnel refused: this process is handing over to a new one")
 		s.movedTunnels.Add(1)
-		s.refuseTunnel(c, tunnel.StatusMoved, "this bastion process was replaced by an upgrade: connect again")
+		s.refuseTunnel(c, tunnelwire.StatusMoved, "this bastion process was replaced by an upgrade: connect again")
 		return
 	}
 
@@ -110,29 +106,27 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 	switch {
 	case errors.Is(err, statedb.ErrReleased):
 		log.Info("tunnel refused: the state store was handed over to a new process")
-		s.refuseTunnel(c, tunnel.StatusMoved, "this bastion process was replaced by an upgrade: connect again")
+		s.refuseTunnel(c, tunnelwire.StatusMoved, "this bastion process was replaced by an upgrade: connect again")
 		return
 	case err != nil:
 		s.handshakeFailed("tunnel")
 		log.Info("tunnel refused: bad token")
-		s.tokenRefused(client.Addr(), via, err)
-		s.refuseTunnel(c, tunnel.StatusUnauthorized, auth.ErrBadToken.Error())
-		if ps != nil && ps.cs.badTokens.Add(1) >= badTokensPerConn {
-			// A guesser, not a client with a stale token: end its
-			// connection, which a new one (a new handshake) must replace.
-			s.quicLimits.refused[closedBadTokens].Add(1)
+		s.authz.TokenRefused(client.Addr(), via, err)
+		s.refuseTunnel(c, tunnelwire.StatusUnauthorized, auth.ErrBadToken.Error())
+		if ps != nil && s.door.BadToken(ps.Conn()) {
+			// A guesser, not a client with a stale token: its connection
+			// ended, which a new one (a new handshake) must replace.
 			log.Info("quic connection closed: too many bad tokens")
-			ps.cs.conn.CloseWithError(tunnel.ErrCodeBadTokens, "too many bad tokens")
 		}
 		return
 	case !tok.HasScope(auth.ScopeTunnel):
 		log.Info("tunnel refused: token without the tunnel scope", zap.String("user", user.Name), zap.String("token", tok.ID))
-		s.scopeRefused(client.Addr(), via, tok, auth.ScopeTunnel)
-		s.refuseTunnel(c, tunnel.StatusUnauthorized, "this token may not open tunnels (it lacks the tunnel scope): run bastionctl login")
+		s.authz.ScopeRefused(client.Addr(), via, tok, auth.ScopeTunnel)
+		s.refuseTunnel(c, tunnelwire.StatusUnauthorized, "this token may not open tunnels (it lacks the tunnel scope): run bastionctl login")
 		return
 	}
 	if ps != nil {
-		s.quicLimits.authenticated(ps.cs)
+		s.door.Authenticated(ps.Conn())
 	}
 	log = log.With(zap.String("user", user.Name))
 	// Authorization before lookup: whoever the roles do not cover gets one
@@ -140,23 +134,21 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 	// that a user without a role learns nothing of the inventory. Only a
 	// user whose roles cover the target and port is told which of them is
 	// missing. The log keeps the reason.
-	policy := cfg.Access
-	ar := access.Request{User: user.Name, Granted: user.Roles, Target: req.Target, Protocol: access.Tunnel, Port: req.Port}
-	d := policy.Check(ar)
+	who := authz.Who{User: user.Name, Granted: user.Roles, Source: client.Addr(), Client: client, Via: via, Token: tok.ID}
+	what := authz.What{Target: req.Target, Protocol: access.Tunnel, Port: req.Port}
+	d := s.authz.Check(who, what)
 	refused := func(reason, detail string) {
-		s.connectRefused(audit.Event{Actor: user.Name, Source: addrString(client.Addr()), User: user.Name, Client: client.String(),
-			Target: req.Target, Protocol: access.Tunnel, Port: req.Port, Via: via, Token: tok.ID, Roles: d.Roles,
-			Reason: reason, Detail: detail})
+		s.authz.Refuse(who, what, authz.Refusal{Reason: reason, Detail: detail, Roles: d.Roles})
 	}
 	if !d.Allowed {
-		log.Info("tunnel refused", zap.String("reason", d.Reason))
-		refused(deniedReason(policy, ar), d.Reason)
-		st, msg := tunnel.StatusDenied, fmt.Sprintf("%s may not open tunnels to %s port %d", user.Name, req.Target, req.Port)
+		policy := s.authz.Policy()
+		ar := access.Request{User: user.Name, Granted: user.Roles, Target: req.Target, Protocol: access.Tunnel, Port: req.Port}
+		st, msg := tunnelwire.StatusDenied, fmt.Sprintf("%s may not open tunnels to %s port %d", user.Name, req.Target, req.Port)
 		if policy.Covers(ar) {
 			if t, ok := policy.Target(req.Target); !ok {
-				st, msg = tunnel.StatusUnknownTarget, fmt.Sprintf("there is no machine called %q on this bastion", req.Target)
+				st, msg = tunnelwire.StatusUnknownTarget, fmt.Sprintf("there is no machine called %q on this bastion", req.Target)
 			} else if !slices.Contains([]uint16{t.SSH, t.RDP}, req.Port) && !slices.Contains(t.Tunnel, req.Port) {
-				st, msg = tunnel.StatusUnknownTarget, fmt.Sprintf("%s does not offer port %d through the bastion", req.Target, req.Port)
+				st, msg = tunnelwire.StatusUnknownTarget, fmt.Sprintf("%s does not offer port %d through the bastion", req.Target, req.Port)
 			}
 		}
 		s.refuseTunnel(c, st, msg)
@@ -174,8 +166,8 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		return
 	}
 	if cfg.Broker == nil {
-		refused(refusedUnavailable, "this bastion carries no sessions")
-		s.refuseTunnel(c, tunnel.StatusUnavailable, "this bastion carries no sessions")
+		refused(authz.Unavailable, "this bastion carries no sessions")
+		s.refuseTunnel(c, tunnelwire.StatusUnavailable, "this bastion carries no sessions")
 		return
 	}
 	// The broker bounds the dial with its own timeout.
@@ -183,7 +175,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		Port: req.Port, Via: via, Token: tok.ID, Roles: d.Roles})
 	if err != nil {
 		log.Info("tunnel refused", zap.Error(err))
-		refused(brokerRefusal(err), err.Error())
+		refused(authz.BrokerRefusal(err), err.Error())
 		msg := err.Error()
 		if errors.Is(err, broker.ErrAuditUnavailable) {
 			msg = "the bastion cannot record new sessions at the moment, so it opens none: try again later" // the file's path is the admins'
@@ -191,7 +183,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		s.refuseTunnel(c, tunnelStatus(err), msg)
 		return
 	}
-	if err := tunnel.WriteResponse(c, tunnel.Response{Status: tunnel.StatusOK, Message: sess.ID()}); err != nil {
+	if err := tunnelwire.WriteResponse(c, tunnelwire.Response{Status: tunnelwire.StatusOK, Message: sess.ID()}); err != nil {
 		sess.End("client error: " + err.Error())
 		c.Close()
 		return
@@ -201,7 +193,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 
 // refuseTunnelUnrecorded refuses a tunnel whose rights require recording,
 // with a connect_refused event (reason recording_unavailable).
-func (s *Server) refuseTunnelUnrecorded(c net.Conn, user string, client netip.AddrPort, req tunnel.Request, d access.Decision) {
+func (s *Server) refuseTunnelUnrecorded(c net.Conn, user string, client netip.AddrPort, req tunnelwire.Request, d access.Decision) {
 	msg := fmt.Sprintf("sessions of %s to %s port %d must be recorded (role %s says record: true), and a native tunnel cannot be: "+
 		"it carries an end-to-end encrypted protocol the bastion cannot see into; use the browser session in the portal",
 		user, req.Target, req.Port, strings.Join(d.RecordedBy, ", "))
@@ -212,12 +204,12 @@ func (s *Server) refuseTunnelUnrecorded(c net.Conn, user string, client netip.Ad
 		e.Source, e.Client = client.Addr().String(), client.String()
 	}
 	s.cfg.Load().Audit.Audit(e)
-	s.refuseTunnel(c, tunnel.StatusDenied, msg)
+	s.refuseTunnel(c, tunnelwire.StatusDenied, msg)
 }
 
-func (s *Server) refuseTunnel(c net.Conn, st tunnel.Status, msg string) {
+func (s *Server) refuseTunnel(c net.Conn, st tunnelwire.Status, msg string) {
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	tunnel.WriteResponse(c, tunnel.Response{Status: st, Message: msg})
+	tunnelwire.WriteResponse(c, tunnelwire.Response{Status: st, Message: msg})
 	// Half-close first so that the answer is delivered before the end.
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
@@ -226,22 +218,22 @@ func (s *Server) refuseTunnel(c net.Conn, st tunnel.Status, msg string) {
 }
 
 // tunnelStatus maps a broker refusal to the tunnel's status.
-func tunnelStatus(err error) tunnel.Status {
+func tunnelStatus(err error) tunnelwire.Status {
 	var be *broker.Error
 	if !errors.As(err, &be) {
-		return tunnel.StatusUnavailable
+		return tunnelwire.StatusUnavailable
 	}
 	switch be.Kind {
 	case broker.KindUnknownTarget:
-		return tunnel.StatusUnknownTarget
+		return tunnelwire.StatusUnknownTarget
 	case broker.KindUserLimit:
-		return tunnel.StatusUserLimit
+		return tunnelwire.StatusUserLimit
 	case broker.KindCapacity:
-		return tunnel.StatusCapacity
+		return tunnelwire.StatusCapacity
 	case broker.KindUnreachable, broker.KindRefused:
-		return tunnel.StatusUnreachable
+		return tunnelwire.StatusUnreachable
 	}
-	return tunnel.StatusUnavailable
+	return tunnelwire.StatusUnavailable
 }
 
 func (s *Server) handshakeFailed(layer string) {

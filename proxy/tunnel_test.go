@@ -18,10 +18,12 @@ import (
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/gate/gatetest"
 	"github.com/bastiond/bastiond/tunnel"
 )
 
@@ -114,32 +116,32 @@ func TestTunnelRefusals(t *testing.T) {
 				cases := []struct {
 					name, token, target string
 					port                uint16
-					status              tunnel.Status
+					status              tunnelwire.Status
 					msg                 string
 				}{
-					{"forged token", "bst_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "vm2", 5985, tunnel.StatusUnauthorized, "bastionctl login"},
-					{"token without the tunnel scope", e.tokens["api-only"], "vm2", 5985, tunnel.StatusUnauthorized, "tunnel scope"},
+					{"forged token", "bst_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "vm2", 5985, tunnelwire.StatusUnauthorized, "bastionctl login"},
+					{"token without the tunnel scope", e.tokens["api-only"], "vm2", 5985, tunnelwire.StatusUnauthorized, "tunnel scope"},
 					// Whoever the roles do not cover gets the same answer
 					// for a machine that does not exist, a port it does not
 					// offer and one it offers: nothing to tell them apart.
-					{"unknown target, not covered", e.tokens["carol"], "vm9", 22, tunnel.StatusDenied, "carol may not open tunnels to vm9 port 22"},
-					{"an address, not covered", e.tokens["carol"], "127.0.0.1", 22, tunnel.StatusDenied, "carol may not open tunnels to 127.0.0.1 port 22"},
-					{"port not offered, not covered", e.tokens["carol"], "vm2", 8080, tunnel.StatusDenied, "carol may not open tunnels to vm2 port 8080"},
-					{"no role", e.tokens["alice"], "vm2", 5985, tunnel.StatusDenied, "alice may not open tunnels to vm2 port 5985"},
-					{"role without that port", e.tokens["carol"], "vm2", 3389, tunnel.StatusDenied, "carol may not open tunnels to vm2 port 3389"},
+					{"unknown target, not covered", e.tokens["carol"], "vm9", 22, tunnelwire.StatusDenied, "carol may not open tunnels to vm9 port 22"},
+					{"an address, not covered", e.tokens["carol"], "127.0.0.1", 22, tunnelwire.StatusDenied, "carol may not open tunnels to 127.0.0.1 port 22"},
+					{"port not offered, not covered", e.tokens["carol"], "vm2", 8080, tunnelwire.StatusDenied, "carol may not open tunnels to vm2 port 8080"},
+					{"no role", e.tokens["alice"], "vm2", 5985, tunnelwire.StatusDenied, "alice may not open tunnels to vm2 port 5985"},
+					{"role without that port", e.tokens["carol"], "vm2", 3389, tunnelwire.StatusDenied, "carol may not open tunnels to vm2 port 3389"},
 					// A user whose roles cover the target and port may learn
 					// what is missing.
-					{"unknown target, covered", e.tokens["bob"], "vm9", 22, tunnel.StatusUnknownTarget, `no machine called "vm9"`},
-					{"an address, covered", e.tokens["bob"], "127.0.0.1", 22, tunnel.StatusUnknownTarget, "no machine called"},
-					{"port not offered, covered", e.tokens["bob"], "vm2", 8080, tunnel.StatusUnknownTarget, "does not offer port 8080"},
-					{"the dial guard refuses loopback", e.tokens["carol"], "vm2", 5985, tunnel.StatusUnreachable, "dial guard"},
+					{"unknown target, covered", e.tokens["bob"], "vm9", 22, tunnelwire.StatusUnknownTarget, `no machine called "vm9"`},
+					{"an address, covered", e.tokens["bob"], "127.0.0.1", 22, tunnelwire.StatusUnknownTarget, "no machine called"},
+					{"port not offered, covered", e.tokens["bob"], "vm2", 8080, tunnelwire.StatusUnknownTarget, "does not offer port 8080"},
+					{"the dial guard refuses loopback", e.tokens["carol"], "vm2", 5985, tunnelwire.StatusUnreachable, "dial guard"},
 				}
 				for _, c := range cases {
 					cl := e.client(t, c.token, transport)
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 					_, err := cl.Dial(ctx, c.target, c.port)
 					cancel()
-					var te *tunnel.Error
+					var te *tunnelwire.Error
 					if !errors.As(err, &te) || te.Status != c.status || !strings.Contains(err.Error(), c.msg) {
 						t.Errorf("%s: got %v, want %v mentioning %q", c.name, err, c.status, c.msg)
 					}
@@ -174,9 +176,9 @@ func TestTunnelNoEnumeration(t *testing.T) {
 						_, err := cl.Dial(ctx, c.target, c.port)
 						cancel()
 						want := fmt.Sprintf("bastion refused the tunnel to %s:%d: %s may not open tunnels to %s port %d", c.target, c.port, user, c.target, c.port)
-						var te *tunnel.Error
-						if !errors.As(err, &te) || te.Status != tunnel.StatusDenied || err.Error() != want {
-							t.Errorf("%s: got %v, want %v %q", c.name, err, tunnel.StatusDenied, want)
+						var te *tunnelwire.Error
+						if !errors.As(err, &te) || te.Status != tunnelwire.StatusDenied || err.Error() != want {
+							t.Errorf("%s: got %v, want %v %q", c.name, err, tunnelwire.StatusDenied, want)
 						}
 					}
 				})
@@ -193,7 +195,7 @@ func TestTunnelWebSocketRefusesBrowsers(t *testing.T) {
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, network, e.tcp)
 		}}}
-	req, _ := http.NewRequest(http.MethodGet, "https://"+testName+tunnel.WebSocketPath, nil)
+	req, _ := http.NewRequest(http.MethodGet, "https://"+testName+tunnelwire.WebSocketPath, nil)
 	req.Header.Set("Origin", "https://"+testName)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", "websocket")
@@ -220,10 +222,10 @@ func TestTunnelBadHeader(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		data   []byte
-		status tunnel.Status
+		status tunnelwire.Status
 	}{
-		{"HTTP", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), tunnel.StatusBadRequest},
-		{"future version", []byte("BTUN\x09\x00\x00"), tunnel.StatusUnsupportedVersion},
+		{"HTTP", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), tunnelwire.StatusBadRequest},
+		{"future version", []byte("BTUN\x09\x00\x00"), tunnelwire.StatusUnsupportedVersion},
 	} {
 		str, err := conn.OpenStreamSync(context.Background())
 		if err != nil {
@@ -231,7 +233,7 @@ func TestTunnelBadHeader(t *testing.T) {
 		}
 		str.Write(c.data)
 		str.SetReadDeadline(time.Now().Add(5 * time.Second))
-		resp, err := tunnel.ReadResponse(str)
+		resp, err := tunnelwire.ReadResponse(str)
 		if err != nil || resp.Status != c.status {
 			t.Errorf("%s: %v %v, want %v", c.name, resp, err, c.status)
 		}
@@ -242,7 +244,7 @@ func quicDialForTest(t *testing.T, addr string) (*quic.Conn, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := quic.DialAddr(ctx, addr, tunnelTLS(testName), &quic.Config{Versions: []quic.Version{quic.Version1}})
+	conn, err := quic.DialAddr(ctx, addr, gatetest.TunnelTLS(testName), &quic.Config{Versions: []quic.Version{quic.Version1}})
 	if err == nil {
 		t.Cleanup(func() { conn.CloseWithError(0, "") })
 	}
@@ -271,8 +273,8 @@ func TestTunnelRecordedRoleRefused(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				_, err := cl.Dial(ctx, "vm2", 5985)
-				var te *tunnel.Error
-				if !errors.As(err, &te) || te.Status != tunnel.StatusDenied ||
+				var te *tunnelwire.Error
+				if !errors.As(err, &te) || te.Status != tunnelwire.StatusDenied ||
 					!strings.Contains(err.Error(), "must be recorded") || !strings.Contains(err.Error(), "end-to-end encrypted") {
 					t.Fatalf("got %v", err)
 				}

@@ -33,6 +33,7 @@ test_packages=(
 	systemd                               # systemd-socket-activate, systemd-analyze
 	chromium fonts-dejavu-core            # the browser tests (web/, playwright-core drives it)
 	rsyslog rsyslog-gnutls                # the collector audit shipping is tested against (TLS)
+	lintian rpm                           # the package tests (test/package): lintian on the .deb, rpm -qp on the .rpm
 )
 case $set_name in
 demo) packages=("${demo_packages[@]}") ;;

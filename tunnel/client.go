@@ -16,6 +16,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/quic-go/quic-go"
+
+	"github.com/bastiond/bastiond/api/tunnelwire"
 )
 
 // ClientConfig configures a Client.
@@ -129,7 +131,7 @@ type quicAttempt struct {
 	err     error      // after done, on failure
 	used    atomic.Bool
 	dead    atomic.Bool // a stream saw the connection end
-	moved   atomic.Bool // the server takes no new tunnels on it (StatusMoved)
+	moved   atomic.Bool // the server takes no new tunnels on it (tunnelwire.StatusMoved)
 }
 
 func (a *quicAttempt) finished() bool { return a.done.Err() != nil }
@@ -157,8 +159,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Token == "" {
 		return nil, errors.New("tunnel: ClientConfig.Token is required")
 	}
-	if !validToken(cfg.Token) {
-		return nil, fmt.Errorf("tunnel: the token must be 1 to %d printable ASCII characters", MaxToken)
+	if !tunnelwire.ValidToken(cfg.Token) {
+		return nil, fmt.Errorf("tunnel: the token must be 1 to %d printable ASCII characters", tunnelwire.MaxToken)
 	}
 	switch cfg.Transport {
 	case "":
@@ -200,14 +202,14 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			urlHost = "[" + host + "]"
 		}
 	}
-	c.wsURL = "wss://" + urlHost + WebSocketPath
+	c.wsURL = "wss://" + urlHost + tunnelwire.WebSocketPath
 	base := cfg.TLS
 	if base == nil {
 		base = &tls.Config{}
 	}
 	c.quicTLS = base.Clone()
 	c.quicTLS.ServerName = host
-	c.quicTLS.NextProtos = []string{ALPN}
+	c.quicTLS.NextProtos = []string{tunnelwire.ALPN}
 	c.quicTLS.MinVersion = tls.VersionTLS13
 	c.wsTLS = base.Clone()
 	c.wsTLS.ServerName = host
@@ -324,9 +326,9 @@ var errStale = errors.New("tunnel: the QUIC connection ended")
 
 // Dial opens a tunnel to target's port and returns it once the bastion
 // has connected to the target: a *Conn, with CloseWrite. A refusal is an
-// *Error, a bastion that no transport reached a *ReachError.
+// *tunnelwire.Error, a bastion that no transport reached a *ReachError.
 func (c *Client) Dial(ctx context.Context, target string, port uint16) (net.Conn, error) {
-	req, err := Request{Token: c.cfg.Token, Target: target, Port: port}.Marshal()
+	req, err := tunnelwire.Request{Token: c.cfg.Token, Target: target, Port: port}.Marshal()
 	if err != nil {
 		return nil, err
 	}
@@ -354,8 +356,8 @@ func (c *Client) Dial(ctx context.Context, target string, port uint16) (net.Conn
 			}
 		}
 		tun, err := c.request(ctx, conn, via, req, target, port)
-		var moved *Error
-		if a != nil && errors.As(err, &moved) && moved.Status == StatusMoved && try == 0 {
+		var moved *tunnelwire.Error
+		if a != nil && errors.As(err, &moved) && moved.Status == tunnelwire.StatusMoved && try == 0 {
 			// The process at the other end was replaced by an upgrade: the
 			// next connection reaches the new one. This one stays open for
 			// the tunnels it carries, and ends when they do.
@@ -405,9 +407,9 @@ func (c *Client) request(ctx context.Context, conn net.Conn, via string, req []b
 	// A deadline in the past unblocks the exchange when ctx ends.
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	_, err := conn.Write(req)
-	var resp Response
+	var resp tunnelwire.Response
 	if err == nil {
-		resp, err = ReadResponse(conn)
+		resp, err = tunnelwire.ReadResponse(conn)
 	}
 	if !stop() {
 		conn.Close()
@@ -416,15 +418,15 @@ func (c *Client) request(ctx context.Context, conn net.Conn, via string, req []b
 	var se *quic.StreamError
 	if errors.As(err, &se) && se.Remote && se.ErrorCode == ErrCodeBusy {
 		conn.Close()
-		return nil, &Error{Status: StatusCapacity, Message: "the bastion has too many tunnel requests waiting: try again in a moment", Target: target, Port: port, Version: Version}
+		return nil, &tunnelwire.Error{Status: tunnelwire.StatusCapacity, Message: "the bastion has too many tunnel requests waiting: try again in a moment", Target: target, Port: port, Version: tunnelwire.Version}
 	}
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("tunnel to %s:%d over %s: %w", target, port, via, err)
 	}
-	if resp.Status != StatusOK {
+	if resp.Status != tunnelwire.StatusOK {
 		conn.Close()
-		return nil, &Error{Status: resp.Status, Message: resp.Message, Target: target, Port: port, Version: resp.Version}
+		return nil, &tunnelwire.Error{Status: resp.Status, Message: resp.Message, Target: target, Port: port, Version: resp.Version}
 	}
 	return &Conn{Conn: conn, id: resp.Message, via: via}, nil
 }
@@ -685,7 +687,7 @@ func (c *Client) dialTLS(ctx context.Context) (*tls.Conn, error) {
 	return tc, nil
 }
 
-// upgrade makes tc a WebSocket on WebSocketPath.
+// upgrade makes tc a WebSocket on tunnelwire.WebSocketPath.
 func (c *Client) upgrade(ctx context.Context, tc *tls.Conn) (net.Conn, error) {
 	var used atomic.Bool
 	rc := newRecordConn(tc)
@@ -704,20 +706,20 @@ func (c *Client) upgrade(ctx context.Context, tc *tls.Conn) (net.Conn, error) {
 	}
 	ws, resp, err := websocket.Dial(ctx, c.wsURL, &websocket.DialOptions{
 		HTTPClient:      &http.Client{Transport: tr},
-		Subprotocols:    []string{Subprotocol},
+		Subprotocols:    []string{tunnelwire.Subprotocol},
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	tr.CloseIdleConnections()
 	if err != nil {
 		tc.Close()
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			err = fmt.Errorf("the bastion refused the WebSocket on %s: %s", WebSocketPath, resp.Status)
+			err = fmt.Errorf("the bastion refused the WebSocket on %s: %s", tunnelwire.WebSocketPath, resp.Status)
 		}
 		return nil, &ReachError{Server: c.host, TLS: err}
 	}
-	if ws.Subprotocol() != Subprotocol {
+	if ws.Subprotocol() != tunnelwire.Subprotocol {
 		ws.CloseNow()
-		return nil, &ReachError{Server: c.host, TLS: fmt.Errorf("the bastion does not speak %s on %s", Subprotocol, WebSocketPath)}
+		return nil, &ReachError{Server: c.host, TLS: fmt.Errorf("the bastion does not speak %s on %s", tunnelwire.Subprotocol, tunnelwire.WebSocketPath)}
 	}
 	conn := NewWSConn(c.ctx, ws, tc.LocalAddr(), tc.RemoteAddr()).(*wsConn)
 	conn.flush = rc.Flush

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/tunnel"
 	"github.com/bastiond/bastiond/tunnel/tunneltest"
 )
@@ -206,36 +207,36 @@ func TestDialRedialsQUIC(t *testing.T) {
 }
 
 func TestDialRefused(t *testing.T) {
-	s := tunneltest.New(t, tunneltest.Config{Handler: func(c net.Conn, req tunnel.Request) {
+	s := tunneltest.New(t, tunneltest.Config{Handler: func(c net.Conn, req tunnelwire.Request) {
 		switch req.Target {
 		case "full":
-			tunneltest.Refuse(c, tunnel.StatusCapacity, "bastion at capacity")
+			tunneltest.Refuse(c, tunnelwire.StatusCapacity, "bastion at capacity")
 		case "future":
 			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			tunnel.WriteResponse(c, tunnel.Response{Status: tunnel.StatusUnsupportedVersion, Message: "version 1 is not supported", Version: 2})
+			tunnelwire.WriteResponse(c, tunnelwire.Response{Status: tunnelwire.StatusUnsupportedVersion, Message: "version 1 is not supported", Version: 2})
 		case "silent":
-			tunneltest.Refuse(c, tunnel.StatusUnauthorized, "")
+			tunneltest.Refuse(c, tunnelwire.StatusUnauthorized, "")
 		default:
-			tunneltest.Refuse(c, tunnel.StatusDenied, req.Token+" may not open tunnels to "+req.Target)
+			tunneltest.Refuse(c, tunnelwire.StatusDenied, req.Token+" may not open tunnels to "+req.Target)
 		}
 	}})
 	for _, transport := range []string{"quic", "tcp"} {
 		cl := newClient(t, s, transport)
 		for _, c := range []struct {
 			target string
-			status tunnel.Status
+			status tunnelwire.Status
 			msg    string
 		}{
-			{"full", tunnel.StatusCapacity, "bastion refused the tunnel to full:3389: bastion at capacity"},
-			{"vm2", tunnel.StatusDenied, "bastion refused the tunnel to vm2:3389: " + testToken + " may not open tunnels to vm2"},
-			{"future", tunnel.StatusUnsupportedVersion, "version 2 and this bastionctl only version 1: upgrade bastionctl"},
-			{"silent", tunnel.StatusUnauthorized, "run bastionctl login"},
+			{"full", tunnelwire.StatusCapacity, "bastion refused the tunnel to full:3389: bastion at capacity"},
+			{"vm2", tunnelwire.StatusDenied, "bastion refused the tunnel to vm2:3389: " + testToken + " may not open tunnels to vm2"},
+			{"future", tunnelwire.StatusUnsupportedVersion, "version 2 and this bastionctl only version 1: upgrade bastionctl"},
+			{"silent", tunnelwire.StatusUnauthorized, "run bastionctl login"},
 		} {
 			t.Run(transport+"/"+c.target, func(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				conn, err := cl.Dial(ctx, c.target, 3389)
-				var te *tunnel.Error
+				var te *tunnelwire.Error
 				if conn != nil || !errors.As(err, &te) || te.Status != c.status || !strings.Contains(err.Error(), c.msg) {
 					t.Fatalf("got %v, %v; want %v mentioning %q", conn, err, c.status, c.msg)
 				}
@@ -294,7 +295,7 @@ func TestDialBadRequest(t *testing.T) {
 	s := tunneltest.New(t, tunneltest.Config{})
 	cl := newClient(t, s, "quic")
 	_, err := cl.Dial(context.Background(), "VM1", 22)
-	var pe *tunnel.ProtocolError
+	var pe *tunnelwire.ProtocolError
 	if !errors.As(err, &pe) || !strings.Contains(err.Error(), `"VM1" is not a target name`) {
 		t.Fatalf("got %v", err)
 	}
@@ -306,7 +307,7 @@ func TestDialBadRequest(t *testing.T) {
 // TestDialContext: a Dial ends with its context, also while waiting for
 // the bastion's answer.
 func TestDialContext(t *testing.T) {
-	s := tunneltest.New(t, tunneltest.Config{Handler: func(c net.Conn, req tunnel.Request) {
+	s := tunneltest.New(t, tunneltest.Config{Handler: func(c net.Conn, req tunnelwire.Request) {
 		// A target that does not answer: wait for the client to give up.
 		c.Read(make([]byte, 1))
 	}})
@@ -327,8 +328,8 @@ func TestDialContext(t *testing.T) {
 // server that says goodbye), then the client still sends.
 func TestServerHalfClosesFirst(t *testing.T) {
 	got := make(chan int64, 2)
-	s := tunneltest.New(t, tunneltest.Config{Handler: func(c net.Conn, req tunnel.Request) {
-		tunnel.WriteResponse(c, tunnel.Response{Status: tunnel.StatusOK, Message: "s"})
+	s := tunneltest.New(t, tunneltest.Config{Handler: func(c net.Conn, req tunnelwire.Request) {
+		tunnelwire.WriteResponse(c, tunnelwire.Response{Status: tunnelwire.StatusOK, Message: "s"})
 		c.Write([]byte("bye"))
 		c.(closeWriter).CloseWrite()
 		n, _ := io.Copy(io.Discard, c)

@@ -14,6 +14,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/quic-go/quic-go"
+
+	"github.com/bastiond/bastiond/api/tunnelwire"
 )
 
 // closeCode is the QUIC stream error code of a Close that had to abort a
@@ -150,13 +152,13 @@ func (c *streamConn) SetWriteDeadline(t time.Time) error { return c.str.SetWrite
 // relayed bytes are mostly encrypted already, and a compressing conn would
 // hold a flate dictionary and a compressor for its whole life).
 //
-// A client that did not offer Subprotocol is still accepted by the
+// A client that did not offer tunnelwire.Subprotocol is still accepted by the
 // library; the conn NewWSConn makes of it fails its first Read with a
-// *ProtocolError, which ReadRequest passes on, so the server answers
-// StatusBadRequest.
+// *tunnelwire.ProtocolError, which tunnelwire.ReadRequest passes on, so the server answers
+// tunnelwire.StatusBadRequest.
 func AcceptOptions() *websocket.AcceptOptions {
 	return &websocket.AcceptOptions{
-		Subprotocols:    []string{Subprotocol},
+		Subprotocols:    []string{tunnelwire.Subprotocol},
 		CompressionMode: websocket.CompressionDisabled,
 	}
 }
@@ -202,7 +204,7 @@ var errWriteAfterCloseWrite = errors.New("tunnel: write after CloseWrite")
 // while a Read waits.
 func NewWSConn(ctx context.Context, c *websocket.Conn, local, remote net.Addr) net.Conn {
 	c.SetReadLimit(MaxWSMessage)
-	w := &wsConn{ctx: ctx, ws: c, local: local, remote: remote, badProto: c.Subprotocol() != Subprotocol}
+	w := &wsConn{ctx: ctx, ws: c, local: local, remote: remote, badProto: c.Subprotocol() != tunnelwire.Subprotocol}
 	if w.local == nil {
 		w.local = wsAddr{}
 	}
@@ -216,7 +218,7 @@ type wsConn struct {
 	ctx           context.Context
 	ws            *websocket.Conn
 	local, remote net.Addr
-	badProto      bool // the peer did not agree on Subprotocol
+	badProto      bool // the peer did not agree on tunnelwire.Subprotocol
 
 	// read.mu is held by Read and guards msg and eof.
 	read wsDirection
@@ -319,8 +321,8 @@ func (w *wsConn) Read(p []byte) (int, error) {
 	case w.closed.Load():
 		return 0, net.ErrClosed
 	case w.badProto:
-		return 0, &ProtocolError{Status: StatusBadRequest, Version: Version,
-			Msg: fmt.Sprintf("tunnel request: the WebSocket subprotocol must be %s", Subprotocol)}
+		return 0, &tunnelwire.ProtocolError{Status: tunnelwire.StatusBadRequest, Version: tunnelwire.Version,
+			Msg: fmt.Sprintf("tunnel request: the WebSocket subprotocol must be %s", tunnelwire.Subprotocol)}
 	case len(p) == 0:
 		return 0, nil
 	}

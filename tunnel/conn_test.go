@@ -15,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/tunnel"
 	"github.com/bastiond/bastiond/tunnel/tunneltest"
 )
@@ -38,9 +39,9 @@ func wsPair(t *testing.T, opts *websocket.DialOptions) (net.Conn, *websocket.Con
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if opts == nil {
-		opts = &websocket.DialOptions{Subprotocols: []string{tunnel.Subprotocol}}
+		opts = &websocket.DialOptions{Subprotocols: []string{tunnelwire.Subprotocol}}
 	}
-	cws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(hs.URL, "http")+tunnel.WebSocketPath, opts)
+	cws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(hs.URL, "http")+tunnelwire.WebSocketPath, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,8 +80,8 @@ func dialPair(t *testing.T, transport string) (net.Conn, net.Conn) {
 	t.Helper()
 	conns := make(chan net.Conn, 1)
 	release := make(chan struct{})
-	s := tunneltest.New(t, tunneltest.Config{Handler: func(c net.Conn, req tunnel.Request) {
-		tunnel.WriteResponse(c, tunnel.Response{Status: tunnel.StatusOK, Message: "s1"})
+	s := tunneltest.New(t, tunneltest.Config{Handler: func(c net.Conn, req tunnelwire.Request) {
+		tunnelwire.WriteResponse(c, tunnelwire.Response{Status: tunnelwire.StatusOK, Message: "s1"})
 		conns <- c
 		<-release
 	}})
@@ -277,10 +278,10 @@ func TestWSConnRefusesBadMessages(t *testing.T) {
 	}
 	t.Run("no subprotocol is a bad request", func(t *testing.T) {
 		server, _ := wsPair(t, &websocket.DialOptions{})
-		_, err := tunnel.ReadRequest(server)
-		var pe *tunnel.ProtocolError
-		if !errors.As(err, &pe) || pe.Status != tunnel.StatusBadRequest {
-			t.Fatalf("got %v, want a bad-request ProtocolError", err)
+		_, err := tunnelwire.ReadRequest(server)
+		var pe *tunnelwire.ProtocolError
+		if !errors.As(err, &pe) || pe.Status != tunnelwire.StatusBadRequest {
+			t.Fatalf("got %v, want a bad-request tunnelwire.ProtocolError", err)
 		}
 	})
 }

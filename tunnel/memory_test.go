@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/tunnel"
 	"github.com/bastiond/bastiond/tunnel/tunneltest"
 )
@@ -45,8 +46,8 @@ func BenchmarkIdleServerMemory(b *testing.B) {
 func idleServerMemory(b *testing.B, transport string, n int) float64 {
 	var open sync.WaitGroup
 	open.Add(n)
-	s := tunneltest.New(b, tunneltest.Config{Handler: func(c net.Conn, req tunnel.Request) {
-		tunnel.WriteResponse(c, tunnel.Response{Status: tunnel.StatusOK, Message: "idle"})
+	s := tunneltest.New(b, tunneltest.Config{Handler: func(c net.Conn, req tunnelwire.Request) {
+		tunnelwire.WriteResponse(c, tunnelwire.Response{Status: tunnelwire.StatusOK, Message: "idle"})
 		open.Done()
 		buf := make([]byte, 2<<10)
 		c.Read(buf)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/syncbuf"
 	"github.com/bastiond/bastiond/tunnel"
 	"github.com/bastiond/bastiond/tunnel/tunneltest"
@@ -47,9 +48,9 @@ func testClient(t *testing.T, s *tunneltest.Server, transport string) *tunnel.Cl
 
 // refusing answers a request for target "denied" with StatusDenied and
 // echoes the others.
-func refusing(c net.Conn, req tunnel.Request) {
+func refusing(c net.Conn, req tunnelwire.Request) {
 	if req.Target == "denied" {
-		tunneltest.Refuse(c, tunnel.StatusDenied, "alice may not open tunnels to denied port 3389")
+		tunneltest.Refuse(c, tunnelwire.StatusDenied, "alice may not open tunnels to denied port 3389")
 		return
 	}
 	tunneltest.Echo(c, req)
@@ -156,8 +157,8 @@ func TestSSHProxy(t *testing.T) {
 			}
 			out.Reset()
 			err := sshProxy(context.Background(), cl, "denied", 22, strings.NewReader("x"), &out, nil)
-			var te *tunnel.Error
-			if !errors.As(err, &te) || te.Status != tunnel.StatusDenied || out.Len() != 0 {
+			var te *tunnelwire.Error
+			if !errors.As(err, &te) || te.Status != tunnelwire.StatusDenied || out.Len() != 0 {
 				t.Fatalf("refused: %v, %q on stdout", err, out.String())
 			}
 		})
@@ -167,8 +168,8 @@ func TestSSHProxy(t *testing.T) {
 // TestSSHProxyRemoteEnds: when the machine ends the connection, ssh-proxy
 // ends too, even though ssh has not closed its end (stdin).
 func TestSSHProxyRemoteEnds(t *testing.T) {
-	s := tunneltest.New(t, tunneltest.Config{Handler: func(c net.Conn, req tunnel.Request) {
-		tunnel.WriteResponse(c, tunnel.Response{Status: tunnel.StatusOK, Message: "s"})
+	s := tunneltest.New(t, tunneltest.Config{Handler: func(c net.Conn, req tunnelwire.Request) {
+		tunnelwire.WriteResponse(c, tunnelwire.Response{Status: tunnelwire.StatusOK, Message: "s"})
 		c.Write([]byte("SSH-2.0-OpenSSH_9.6\r\nbye"))
 		c.(interface{ CloseWrite() error }).CloseWrite()
 		io.Copy(io.Discard, c)
@@ -301,8 +302,8 @@ func TestTunnelCommand(t *testing.T) {
 func TestSSHProxyNormalEnds(t *testing.T) {
 	type seen struct{ read, write error }
 	ends := make(chan seen, 1)
-	s := tunneltest.New(t, tunneltest.Config{Handler: func(c net.Conn, req tunnel.Request) {
-		tunnel.WriteResponse(c, tunnel.Response{Status: tunnel.StatusOK, Message: "s"})
+	s := tunneltest.New(t, tunneltest.Config{Handler: func(c net.Conn, req tunnelwire.Request) {
+		tunnelwire.WriteResponse(c, tunnelwire.Response{Status: tunnelwire.StatusOK, Message: "s"})
 		c.Write([]byte("SSH-2.0-OpenSSH_9.6\r\n"))
 		_, rerr := io.Copy(io.Discard, c)
 		var werr error

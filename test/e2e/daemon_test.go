@@ -17,7 +17,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/bastiond/bastiond/tunnel"
+	"github.com/bastiond/bastiond/api/tunnelwire"
 )
 
 // TestLifecycleSocketActivated drives the daemon as systemd would through
@@ -136,10 +136,10 @@ func TestSocketActivationBothSockets(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			req, _ := tunnel.Request{Token: "bst_0000000000000000_notvalid", Target: "vm1", Port: 22}.Marshal()
+			req, _ := tunnelwire.Request{Token: "bst_0000000000000000_notvalid", Target: "vm1", Port: 22}.Marshal()
 			str.Write(req)
-			resp, err := tunnel.ReadResponse(str)
-			if err != nil || resp.Status != tunnel.StatusUnauthorized {
+			resp, err := tunnelwire.ReadResponse(str)
+			if err != nil || resp.Status != tunnelwire.StatusUnauthorized {
 				t.Errorf("tunnel answer: %+v %v, want unauthorized", resp, err)
 			}
 			conn.CloseWithError(0, "")

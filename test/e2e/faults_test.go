@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bastiond/bastiond/tunnel"
+	"github.com/bastiond/bastiond/api/tunnelwire"
 )
 
 // faultConfig is upgradeConfig with short timeouts, so that faults show
@@ -176,8 +176,8 @@ func TestTargetFaults(t *testing.T) {
 	t.Run("refuses", func(t *testing.T) {
 		start := time.Now()
 		_, err := Dial(t, cl, "vm1", 9002) // nothing listens
-		var te *tunnel.Error
-		if !errors.As(err, &te) || te.Status != tunnel.StatusUnreachable || !strings.Contains(err.Error(), "refused") {
+		var te *tunnelwire.Error
+		if !errors.As(err, &te) || te.Status != tunnelwire.StatusUnreachable || !strings.Contains(err.Error(), "refused") {
 			t.Errorf("dial a closed port: %v", err)
 		}
 		t.Logf("refused: told after %s: %v", time.Since(start).Round(time.Millisecond), err)
@@ -260,8 +260,8 @@ func TestTargetFaults(t *testing.T) {
 }`)()
 		start := time.Now()
 		_, err := Dial(t, cl, "vm1", 9001)
-		var te *tunnel.Error
-		if !errors.As(err, &te) || te.Status != tunnel.StatusUnreachable {
+		var te *tunnelwire.Error
+		if !errors.As(err, &te) || te.Status != tunnelwire.StatusUnreachable {
 			t.Errorf("dial a machine that drops: %v", err)
 		}
 		t.Logf("silent at the dial: told after %s (dial_timeout 3s): %v", time.Since(start).Round(100*time.Millisecond), err)
@@ -354,8 +354,8 @@ func TestAuditUnwritable(t *testing.T) {
 			}
 			ids = append(ids, d.newSessionIDs(seen)...)
 			t.Logf("%s: %d sessions opened before a record failed", fault.name, len(lives)-opened)
-			var te *tunnel.Error
-			if !errors.As(err, &te) || te.Status != tunnel.StatusUnavailable || !strings.Contains(err.Error(), "cannot record new sessions") {
+			var te *tunnelwire.Error
+			if !errors.As(err, &te) || te.Status != tunnelwire.StatusUnavailable || !strings.Contains(err.Error(), "cannot record new sessions") {
 				t.Errorf("a new tunnel with the audit log unwritable: %v", err)
 			}
 			tc := u.OpenTerminal("vm1")

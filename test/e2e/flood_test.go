@@ -16,7 +16,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/bastiond/bastiond/tunnel"
+	"github.com/bastiond/bastiond/api/tunnelwire"
 )
 
 // A password guesser gets a handful of tries, then waits longer and longer,
@@ -131,7 +131,7 @@ func TestQUICInitialFlood(t *testing.T) {
 					defer inner.Done()
 					ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 					defer cancel()
-					tr.Dial(ctx, raddr, &tls.Config{ServerName: ServerName, NextProtos: []string{tunnel.ALPN}, InsecureSkipVerify: true},
+					tr.Dial(ctx, raddr, &tls.Config{ServerName: ServerName, NextProtos: []string{tunnelwire.ALPN}, InsecureSkipVerify: true},
 						&quic.Config{HandshakeIdleTimeout: 300 * time.Millisecond})
 				}()
 			}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/tunnel"
 )
 
@@ -72,7 +73,7 @@ func DialQUICFrom(t testing.TB, src netip.Addr, bastion string) (*quic.Conn, err
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(bastion), 443)),
-		&tls.Config{ServerName: ServerName, NextProtos: []string{tunnel.ALPN}, InsecureSkipVerify: true},
+		&tls.Config{ServerName: ServerName, NextProtos: []string{tunnelwire.ALPN}, InsecureSkipVerify: true},
 		&quic.Config{Versions: []quic.Version{quic.Version1}, HandshakeIdleTimeout: 5 * time.Second, KeepAlivePeriod: 5 * time.Second})
 	if err == nil {
 		t.Cleanup(func() { conn.CloseWithError(0, "") })

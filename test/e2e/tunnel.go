@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/syncbuf"
 	"github.com/bastiond/bastiond/tunnel"
 )
@@ -156,9 +157,9 @@ func Dial(t testing.TB, cl *tunnel.Client, target string, port uint16) (net.Conn
 }
 
 // WantRefusal checks that err is the bastion's answer st and mentions msg.
-func WantRefusal(t testing.TB, err error, st tunnel.Status, msg string) {
+func WantRefusal(t testing.TB, err error, st tunnelwire.Status, msg string) {
 	t.Helper()
-	var te *tunnel.Error
+	var te *tunnelwire.Error
 	if !errors.As(err, &te) || te.Status != st || !strings.Contains(err.Error(), msg) {
 		t.Errorf("got %v, want the bastion's %v answer mentioning %q", err, st, msg)
 	}

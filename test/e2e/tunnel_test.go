@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/tunnel"
 )
 
@@ -189,7 +190,7 @@ func TestTunnelBroker(t *testing.T) {
 			open = append(open, c)
 		}
 		_, err := Dial(t, alice6, "vm1", 9000)
-		WantRefusal(t, err, tunnel.StatusCapacity, "bastion at capacity")
+		WantRefusal(t, err, tunnelwire.StatusCapacity, "bastion at capacity")
 		for _, c := range open {
 			c.Close()
 		}
@@ -203,7 +204,7 @@ func TestTunnelBroker(t *testing.T) {
 		}
 		open = append(open, c)
 		_, err = Dial(t, alice, "vm1", 9000)
-		WantRefusal(t, err, tunnel.StatusUserLimit, "sessions open")
+		WantRefusal(t, err, tunnelwire.StatusUserLimit, "sessions open")
 		metrics := metricsText(t)
 		for _, m := range []string{`bastiond_admission_refusals_total{reason="capacity"} 1`, `bastiond_admission_refusals_total{reason="user_limit"} 1`,
 			`bastiond_sessions_active{protocol="tunnel"} 1`} {

@@ -28,7 +28,7 @@ var ranks = map[string]int{
 	"proxy":     2,
 	"tunnel":    1, // the tunnel's protocol and client, shared by proxy and bastionctl
 	"web":       1, // the browser client, embedded by proxy
-	"api":       0, // wire types, shared by server and client
+	"api":       0, // wire types, shared by server and client; the standard library only
 	"internal":  0, // small helpers
 }
 
@@ -77,6 +77,13 @@ func top(path string) string {
 	return dir
 }
 
+// stdlib reports whether imp is a package of the standard library: its
+// first path element has no dot (golang.org/x/... has one).
+func stdlib(imp string) bool {
+	first, _, _ := strings.Cut(imp, "/")
+	return !strings.Contains(first, ".")
+}
+
 // violations lists the imports of p that break the rules.
 func violations(p pkg) []string {
 	from := top(p.ImportPath)
@@ -86,6 +93,9 @@ func violations(p pkg) []string {
 	var bad []string
 	check := func(imp string, test bool) {
 		to := top(imp)
+		if from == "api" && !test && to == "" && !stdlib(imp) {
+			bad = append(bad, fmt.Sprintf("%s imports %s: the wire types import only the standard library", p.ImportPath, imp))
+		}
 		if to == "" || to == from {
 			return
 		}
@@ -143,6 +153,7 @@ func TestRulesCatch(t *testing.T) {
 		{"client links the proxy", pkg{ImportPath: m("cmd/bastionctl"), Imports: []string{m("proxy/broker")}}, "bastionctl links only"},
 		{"unknown directory", pkg{ImportPath: m("proxy"), Imports: []string{m("newthing")}}, "no place in the layers"},
 		{"wire types import the server", pkg{ImportPath: m("api/admin"), Imports: []string{m("proxy/broker")}}, "api must not import proxy"},
+		{"wire types import a library", pkg{ImportPath: m("api/tunnelwire"), Imports: []string{"io", "github.com/quic-go/quic-go"}}, "only the standard library"},
 	} {
 		v := violations(c.p)
 		if len(v) != 1 || !strings.Contains(v[0], c.want) {

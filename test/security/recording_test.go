@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/test/e2e"
-	"github.com/bastiond/bastiond/tunnel"
 )
 
 // recordedAccess: alice's SSH on vm1 and RDP on vm2 are recorded; her
@@ -93,8 +93,8 @@ func TestInvariant11ARecordedRoleIsRecordedOrRefused(t *testing.T) {
 				t.Errorf("a tunnel to %s:%d was let through unrecorded", c.target, c.port)
 				continue
 			}
-			e2e.WantRefusal(t, err, tunnel.StatusDenied, "must be recorded")
-			e2e.WantRefusal(t, err, tunnel.StatusDenied, "end-to-end encrypted")
+			e2e.WantRefusal(t, err, tunnelwire.StatusDenied, "must be recorded")
+			e2e.WantRefusal(t, err, tunnelwire.StatusDenied, "end-to-end encrypted")
 			refused := waitEvent(t, d, func(e map[string]any) bool {
 				return e["event"] == "connect_refused" && e["reason"] == "recording_unavailable" && e["target"] == c.target &&
 					e["port"] == float64(c.port) && e["actor"] == "alice" && e["source"] == client4

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/testcert"
 	"github.com/bastiond/bastiond/proxy/rdcleanpath"
 	"github.com/bastiond/bastiond/proxy/ticket"
@@ -87,19 +88,19 @@ func TestInvariant05OnlyInventoryTargetsAreDialled(t *testing.T) {
 		for _, name := range []string{"rogue", e2e.LabValue(t, "ROGUE4"), "localhost", "127.0.0.1", "169.254.169.254", pub4,
 			"vm1.", "vm1.lab.example", "vm11", "self4"} {
 			_, err := e2e.Dial(t, alice, name, 22)
-			e2e.WantRefusal(t, err, tunnel.StatusUnknownTarget, "no machine called")
+			e2e.WantRefusal(t, err, tunnelwire.StatusUnknownTarget, "no machine called")
 		}
 	})
 	t.Run("a port the target does not offer is refused", func(t *testing.T) {
 		for _, port := range []uint16{2222, 3389, 9002, 65535} {
 			_, err := e2e.Dial(t, alice, "vm1", port)
-			e2e.WantRefusal(t, err, tunnel.StatusUnknownTarget, "does not offer port")
+			e2e.WantRefusal(t, err, tunnelwire.StatusUnknownTarget, "does not offer port")
 		}
 	})
 	t.Run("the bastion's own addresses are never dialled", func(t *testing.T) {
 		for _, name := range []string{"self", "self6"} {
 			_, err := e2e.Dial(t, alice, name, 9000)
-			e2e.WantRefusal(t, err, tunnel.StatusUnreachable, "dial guard")
+			e2e.WantRefusal(t, err, tunnelwire.StatusUnreachable, "dial guard")
 		}
 	})
 	time.Sleep(200 * time.Millisecond) // a connection on its way would have arrived
@@ -138,7 +139,7 @@ func TestInvariant06EverySessionIsAuthorized(t *testing.T) {
 		}
 		defer forged.Close()
 		_, err = e2e.Dial(t, forged, "vm1", 22)
-		e2e.WantRefusal(t, err, tunnel.StatusUnauthorized, "bastionctl login")
+		e2e.WantRefusal(t, err, tunnelwire.StatusUnauthorized, "bastionctl login")
 	})
 
 	t.Run("a role that does not allow it", func(t *testing.T) {
@@ -155,7 +156,7 @@ func TestInvariant06EverySessionIsAuthorized(t *testing.T) {
 		// Nobody holds a tunnel role.
 		tun := e2e.TunnelClient(t, e2e.LoginAs(t, "alice", pub4), pub4, "quic")
 		_, err := e2e.Dial(t, tun, "vm1", 22)
-		e2e.WantRefusal(t, err, tunnel.StatusDenied, "may not open tunnels to vm1")
+		e2e.WantRefusal(t, err, tunnelwire.StatusDenied, "may not open tunnels to vm1")
 	})
 
 	t.Run("a ticket is used once", func(t *testing.T) {

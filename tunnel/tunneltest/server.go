@@ -24,6 +24,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/quic-go/quic-go"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/testcert"
 	"github.com/bastiond/bastiond/tunnel"
 )
@@ -31,9 +32,9 @@ import (
 // Name is the server name in the test certificate.
 const Name = "bastion.test"
 
-// Handler serves one tunnel request. It answers with tunnel.WriteResponse
+// Handler serves one tunnel request. It answers with tunnelwire.WriteResponse
 // and, after StatusOK, relays; the server closes c when it returns.
-type Handler func(c net.Conn, req tunnel.Request)
+type Handler func(c net.Conn, req tunnelwire.Request)
 
 // Config configures a Server.
 type Config struct {
@@ -105,7 +106,7 @@ func New(t testing.TB, cfg Config) *Server {
 		})
 	case pc != nil:
 		s.udpConn = pc
-		alpn := tunnel.ALPN
+		alpn := tunnelwire.ALPN
 		if cfg.RefuseQUIC {
 			alpn = "something-else"
 		}
@@ -119,7 +120,7 @@ func New(t testing.TB, cfg Config) *Server {
 	}
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+tunnel.WebSocketPath, s.webSocket)
+	mux.HandleFunc("GET "+tunnelwire.WebSocketPath, s.webSocket)
 	s.hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
 	tl := tls.NewListener(countingListener{ln, &s.TCPConns}, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
 	s.wg.Go(func() { s.hs.Serve(tl) })
@@ -301,9 +302,9 @@ func (s *Server) serve(c net.Conn) {
 	defer s.untrack(c)
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	req, err := tunnel.ReadRequest(c)
+	req, err := tunnelwire.ReadRequest(c)
 	if err != nil {
-		var pe *tunnel.ProtocolError
+		var pe *tunnelwire.ProtocolError
 		if errors.As(err, &pe) {
 			Refuse(c, pe.Status, pe.Error())
 		}
@@ -314,9 +315,9 @@ func (s *Server) serve(c net.Conn) {
 }
 
 // Refuse answers st with msg and ends the tunnel.
-func Refuse(c net.Conn, st tunnel.Status, msg string) {
+func Refuse(c net.Conn, st tunnelwire.Status, msg string) {
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	tunnel.WriteResponse(c, tunnel.Response{Status: st, Message: msg})
+	tunnelwire.WriteResponse(c, tunnelwire.Response{Status: st, Message: msg})
 	c.(interface{ CloseWrite() error }).CloseWrite()
 }
 
@@ -325,8 +326,8 @@ const SessionID = "test-session"
 
 // Echo answers StatusOK and sends back what it reads; at the client's end
 // of stream it ends its own direction.
-func Echo(c net.Conn, req tunnel.Request) {
-	if err := tunnel.WriteResponse(c, tunnel.Response{Status: tunnel.StatusOK, Message: SessionID}); err != nil {
+func Echo(c net.Conn, req tunnelwire.Request) {
+	if err := tunnelwire.WriteResponse(c, tunnelwire.Response{Status: tunnelwire.StatusOK, Message: SessionID}); err != nil {
 		return
 	}
 	if _, err := io.Copy(c, c); err != nil {

@@ -26,7 +26,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const dist = path.join(here, "..", "dist");
 const artifacts = process.env.ARTIFACTS || path.join(tmpdir(), "desktop-selfcheck");
 
-// The connect page's CSP for RDP (proxy/routes.go desktopCSP).
+// The connect page's CSP for RDP (proxy/portal/routes.go desktopCSP).
 const csp =
   "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; " +
   "connect-src 'self' data:; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";

@@ -1,0 +1,181 @@
+package portal
+
+import (
+	"errors"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/proxy/access"
+	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/authz"
+	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/ticket"
+	"github.com/bastiond/bastiond/proxy/websession"
+)
+
+// Config is what the portal needs. It can be replaced on reload with
+// SetConfig.
+type Config struct {
+	// Logger is required.
+	Logger *zap.Logger
+	// Audit receives the portal's security events: sign-outs, tickets,
+	// tokens, recordings written and played. Default audit.Discard.
+	Audit audit.Sink
+	// ServerName is the DNS name users connect to: requests for another
+	// Host get the uniform 404, and browser requests must come from a page
+	// of https://ServerName. Required.
+	ServerName string
+	// HandshakeTimeout bounds reading a request's body (which is refused
+	// with 408 past it) and the handshakes of browser sessions with their
+	// targets. Default 10s.
+	HandshakeTimeout time.Duration
+	// Authz answers and records the access requests; its policy is the
+	// one in force. Required; the same one on every SetConfig.
+	Authz *authz.Authorizer
+	// WebSessions bounds browser sessions.
+	WebSessions websession.Config
+	// SSH is what browser SSH terminals need besides the broker.
+	SSH SSHConfig
+	// RDP is what browser remote desktops need.
+	RDP RDPConfig
+	// Broker opens and carries sessions; nil makes the terminal and the
+	// desktop in the browser unavailable. It outlives reloads.
+	Broker *broker.Broker
+	// Tunnel serves GET /tunnel, the native tunnel's WebSocket; nil: the
+	// route answers the uniform 404.
+	Tunnel http.HandlerFunc
+}
+
+// SSHConfig is what browser SSH terminals need besides the broker and
+// the policy.
+type SSHConfig struct {
+	// HostKeys checks a target's host key against the pinned ones: the
+	// callback and the host key algorithms to offer. nil makes browser SSH
+	// unavailable.
+	HostKeys func(target string) (ssh.HostKeyCallback, []string)
+	// Sign makes a short-lived user certificate for targets that trust the
+	// bastion's CA (inventory ssh_certificates). nil: no CA.
+	Sign func(login, keyID string) (ssh.Signer, error)
+	// RecordDir receives the recordings of sessions whose role records
+	// them, and is where auditors play them from.
+	RecordDir string
+	// RecordingWritten is called after each recording is closed (the
+	// retention of the recordings directory runs then). Optional.
+	RecordingWritten func()
+}
+
+// Portal is the HTTP side of port 443: it owns the web sessions, the
+// connect tickets, how desktops ended and the players of recordings.
+type Portal struct {
+	cfg      atomic.Pointer[Config]
+	log      *zap.Logger
+	auth     *auth.Authenticator
+	sessions *websession.Store
+	tickets  *ticket.Store
+	outcomes *outcomeStore // how browser remote desktops ended
+	players  players       // the clocks of recorded desktops played back
+	refusals *prometheus.CounterVec
+	handler  http.Handler
+
+	// relaySSH carries the browser SSH terminal of a ticket redeemed and
+	// checked: serveSSH, but in the tests of the ticket checks.
+	relaySSH func(http.ResponseWriter, *http.Request, caller, ticket.Ticket)
+}
+
+// New checks cfg and returns a Portal that signs users in with a.
+func New(cfg Config, a *auth.Authenticator) (*Portal, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if a == nil {
+		return nil, errors.New("portal: an Authenticator is required")
+	}
+	p := &Portal{log: c.Logger, auth: a, sessions: websession.NewStore(c.WebSessions), tickets: ticket.NewStore(),
+		outcomes: newOutcomeStore(), refusals: newRefusals()}
+	p.relaySSH = p.serveSSH
+	p.cfg.Store(c)
+	p.sessions.OnExpire(p.webSessionExpired)
+	p.handler = p.routes()
+	return p, nil
+}
+
+func (c Config) withDefaults() (*Config, error) {
+	if c.Logger == nil || c.ServerName == "" || c.Authz == nil {
+		return nil, errors.New("portal: Logger, ServerName and Authz are required")
+	}
+	if c.Audit == nil {
+		c.Audit = audit.Discard
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	return &c, nil
+}
+
+// SetConfig swaps the configuration for new requests; sessions already
+// open keep the settings they started with.
+func (s *Portal) SetConfig(cfg Config) error {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	s.cfg.Store(c)
+	s.sessions.SetConfig(c.WebSessions)
+	return nil
+}
+
+// Handler serves the portal's routes.
+func (s *Portal) Handler() http.Handler { return s.handler }
+
+func (s *Portal) policy() *access.Policy { return s.authz().Policy() }
+
+func (s *Portal) authz() *authz.Authorizer { return s.cfg.Load().Authz }
+
+func (s *Portal) audit() audit.Sink { return s.cfg.Load().Audit }
+
+// WebSessions counts the browsers signed in.
+func (s *Portal) WebSessions() int { return s.sessions.Len() }
+
+// EndUser ends the web sessions of user (disabled, password changed) and
+// returns how many there were.
+func (s *Portal) EndUser(user string) int { return s.sessions.EndUser(user) }
+
+// ExportSessions returns the signed-in web sessions and the unredeemed
+// tickets, for ImportSessions in the successor, so that nobody is signed
+// out by an upgrade. The bytes hold secrets (the sessions' CSRF tokens).
+func (s *Portal) ExportSessions() (webSessions, tickets []byte, err error) {
+	if webSessions, err = s.sessions.Export(); err != nil {
+		return nil, nil, err
+	}
+	if tickets, err = s.tickets.Export(); err != nil {
+		return nil, nil, err
+	}
+	return webSessions, tickets, nil
+}
+
+// ImportSessions adds what ExportSessions returned in the predecessor.
+// Each session and ticket keeps its times: one already expired by this
+// portal's limits is left out. On an error, the web sessions may be in and
+// the tickets not; a ticket without its session is of no use anyway.
+func (s *Portal) ImportSessions(webSessions, tickets []byte) error {
+	if err := s.sessions.Import(webSessions); err != nil {
+		return err
+	}
+	return s.tickets.Import(tickets)
+}
+
+// webSessionExpired writes the websession_expired event of a web session
+// the store ended by itself (websession.Store.OnExpire), or that the
+// portal ended because its account is disabled or gone.
+func (s *Portal) webSessionExpired(sess websession.Session, reason string) {
+	start := sess.Created.UTC()
+	s.audit().Audit(audit.Event{Event: audit.WebSessionEnded, Actor: audit.ActorDaemon, Source: audit.SourceLocal,
+		User: sess.User, Session: sess.ID, Client: authz.AddrString(sess.Source), Start: &start, Reason: reason})
+}

@@ -1,0 +1,92 @@
+package portal
+
+import (
+	"net/http"
+
+	"github.com/bastiond/bastiond/api/tunnelwire"
+)
+
+func staticFile(name, contentType string) http.HandlerFunc {
+	data, err := pagesFS.ReadFile(name)
+	if err != nil {
+		panic(err) // embedded at build time
+	}
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		w.Write(data)
+	}
+}
+
+// routes is the public HTTP surface. Every response carries the security
+// headers; every unknown path, another Host and OPTIONS * get the same 404;
+// every body is read whole, under a deadline, before a route sees it.
+func (s *Portal) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", s.portal)
+	mux.HandleFunc("GET /static/portal.css", staticFile("pages/portal.css", "text/css; charset=utf-8"))
+	mux.HandleFunc("GET /static/app/{name}", s.appAsset)
+	mux.HandleFunc("POST /login", s.login)
+	mux.HandleFunc("POST /logout", s.logout)
+	mux.HandleFunc("POST /connect", s.connectForm)
+	mux.HandleFunc("GET /connect/{ticket}", s.connectPage)
+	mux.HandleFunc("GET /ws/{protocol}", s.relay)
+	mux.HandleFunc("GET "+tunnelwire.WebSocketPath, s.tunnel)
+	mux.HandleFunc("GET /recordings", s.recordingsPage)
+	mux.HandleFunc("GET /recordings/{id}", s.playerPage)
+	mux.HandleFunc("GET /api/recordings/{id}", s.castFile)
+	mux.HandleFunc("GET /ws/replay/{id}", s.replayRDP)
+	mux.HandleFunc("GET /api/replay/{player}", s.replayState)
+	mux.HandleFunc("POST /api/replay/{player}", s.replayControl)
+	mux.HandleFunc("GET /api/rdp/outcome", s.rdpOutcome)
+	mux.HandleFunc("GET /api/targets", s.apiTargets)
+	mux.HandleFunc("POST /api/connect", s.apiConnect)
+	mux.HandleFunc("POST /api/tokens", s.apiIssueToken)
+	mux.HandleFunc("GET /api/tokens", s.apiTokens)
+	mux.HandleFunc("DELETE /api/tokens/{id}", s.apiRevokeToken)
+	mux.HandleFunc("/", notFound)
+	return securityHeaders(s.frontDoor(mux))
+}
+
+// csp is the Content-Security-Policy with the script sources given.
+func csp(scripts string) string {
+	return "default-src 'none'; script-src " + scripts + "; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+		"font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+}
+
+// playerCSP lets the recording player compile its WebAssembly terminal;
+// JavaScript eval stays refused.
+var playerCSP = csp("'self' 'wasm-unsafe-eval'")
+
+// desktopCSP lets the remote desktop's client compile its WebAssembly,
+// which it loads from a data: URL, and show images it makes as blobs.
+var desktopCSP = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; " +
+	"connect-src 'self' data:; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+		h.Set("Content-Security-Policy", csp("'self'"))
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "same-origin")
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		h.Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// tunnel is GET /tunnel, served by the native tunnel's server
+// (Config.Tunnel).
+func (s *Portal) tunnel(w http.ResponseWriter, r *http.Request) {
+	if h := s.cfg.Load().Tunnel; h != nil {
+		h(w, r)
+		return
+	}
+	notFound(w, r)
+}
+
+func notFound(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusNotFound)
+	w.Write([]byte("not found\n"))
+}
