@@ -307,8 +307,14 @@ const (
 // namespace, as a user's browser would.
 func HTTPSGet(t testing.TB, addr, path string) (*http.Response, error) {
 	t.Helper()
+	return HTTPSGetWithin(t, addr, path, 10*time.Second)
+}
+
+// HTTPSGetWithin is HTTPSGet with a timeout of its own.
+func HTTPSGetWithin(t testing.TB, addr, path string, timeout time.Duration) (*http.Response, error) {
+	t.Helper()
 	client := &http.Client{
-		Timeout: 10 * time.Second,
+		Timeout: timeout,
 		Transport: &http.Transport{
 			TLSClientConfig:   &tls.Config{ServerName: ServerName, InsecureSkipVerify: true},
 			ForceAttemptHTTP2: true,

@@ -149,7 +149,11 @@ type Container struct {
 func Boot(t testing.TB, rootfs, netns string, binds ...string) *Container {
 	t.Helper()
 	args := []string{"-q", "-D", rootfs, "-b", "--register=no", "--keep-unit", "--volatile=overlay",
-		"--network-namespace-path=" + netns, "--machine=bastion", "--console=pipe"}
+		"--network-namespace-path=" + netns, "--machine=bastion", "--console=pipe",
+		// The host the container stands for programs its network's
+		// firewall: without this, nspawn keeps CAP_NET_ADMIN only for a
+		// network of its own making.
+		"--capability=CAP_NET_ADMIN"}
 	for _, b := range binds {
 		args = append(args, "--bind-ro="+b)
 	}
@@ -179,10 +183,18 @@ func Boot(t testing.TB, rootfs, netns string, binds ...string) *Container {
 	}
 	// is-system-running --wait returns once boot is done: "running", or
 	// "degraded" if a unit failed, which the tests look at themselves.
-	out, _ := c.Exec("systemctl", "is-system-running", "--wait")
-	if s := strings.TrimSpace(out); s != "running" && s != "degraded" {
-		failed, _ := c.Exec("systemctl", "--failed", "--no-pager")
-		t.Fatalf("the container's systemd is %q\n%s", s, failed)
+	// Until systemd's bus is up it fails at once ("offline").
+	for {
+		out, _ := c.Exec("systemctl", "is-system-running", "--wait")
+		s := strings.TrimSpace(out)
+		if s == "running" || s == "degraded" {
+			break
+		}
+		if time.Now().After(deadline) {
+			failed, _ := c.Exec("systemctl", "--failed", "--no-pager")
+			t.Fatalf("the container's systemd is %q\n%s\n%s", s, failed, c.Log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	return c
 }
@@ -196,8 +208,11 @@ func containerInit(nspawn int) int {
 		if err != nil {
 			continue
 		}
+		// Its name is systemd once nspawn's child has set up the
+		// container and exec'd it: entering it earlier enters the mount
+		// namespace of before the pivot.
 		st, err := readStatus(pid)
-		if err == nil && st["PPid"] == strconv.Itoa(nspawn) {
+		if err == nil && st["PPid"] == strconv.Itoa(nspawn) && st["Name"] == "systemd" {
 			if ns := strings.Fields(st["NSpid"]); len(ns) > 1 && ns[len(ns)-1] == "1" {
 				return pid
 			}

@@ -30,6 +30,7 @@ func packages(t testing.TB, repoRoot, dir string) (oldDeb, newDeb string) {
 		dist := filepath.Join(dir, "dist")
 		make := exec.Command("make", "--no-print-directory", "package", "DIST="+dist)
 		make.Dir = repoRoot
+		make.Env = append(os.Environ(), "PKG_ARCHES=amd64", "PKG_FORMATS=deb")
 		if out, err := make.CombinedOutput(); err != nil {
 			t.Fatalf("make package: %v\n%s", err, tail(out, 40))
 		}
@@ -57,6 +58,9 @@ func packages(t testing.TB, repoRoot, dir string) (oldDeb, newDeb string) {
 func repack(t testing.TB, deb, work, version, bastiond string) string {
 	t.Helper()
 	tree := filepath.Join(work, "tree")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := exec.Command("dpkg-deb", "-R", deb, tree).CombinedOutput(); err != nil {
 		t.Fatalf("dpkg-deb -R %s: %v\n%s", deb, err, out)
 	}
@@ -88,7 +92,7 @@ func repack(t testing.TB, deb, work, version, bastiond string) string {
 }
 
 // daemonPath is where the package installs bastiond.
-const daemonPath = "/usr/bin/bastiond"
+const daemonPath = "/usr/sbin/bastiond"
 
 // fixMD5 sets the md5sums line of rel in the unpacked package tree to
 // data's.

@@ -206,8 +206,15 @@ func TestUnderSystemd(t *testing.T) {
 	inContainer := func(path string) string { return "/mnt/packages/" + strings.TrimPrefix(path, work+"/") }
 
 	var pid int
+	// A step fails the rest: each needs the ones before it. Within a step,
+	// the container's helpers fail the step's t.
 	step := func(name string, f func(t *testing.T)) {
-		if !t.Run(name, f) {
+		ok := t.Run(name, func(st *testing.T) {
+			b.t, c.t = st, st
+			defer func() { b.t, c.t = t, t }()
+			f(st)
+		})
+		if !ok {
 			t.FailNow()
 		}
 	}
@@ -239,12 +246,23 @@ func TestUnderSystemd(t *testing.T) {
 		if s := b.Property("bastiond.socket", "ActiveState"); s != "active" {
 			t.Fatalf("bastiond.socket is %s", s)
 		}
-		resp, err := e2e.HTTPSGet(t, e2e.LabValue(t, "BASTION_PUB4"), "/")
-		if err != nil {
-			t.Fatalf("the first connection: %v", err)
+		// The first connection (systemd holds the socket and queues it)
+		// starts the daemon, which then serves it.
+		first := make(chan error, 1)
+		go func() {
+			resp, err := e2e.HTTPSGetWithin(t, e2e.LabValue(t, "BASTION_PUB4"), "/", 60*time.Second)
+			if err == nil {
+				resp.Body.Close()
+			}
+			first <- err
+		}()
+		pid = b.waitActive(0, 60*time.Second)
+		start, _ := strconv.ParseInt(b.Property("bastiond.service", "InactiveExitTimestampMonotonic"), 10, 64)
+		ready, _ := strconv.ParseInt(b.Property("bastiond.service", "ActiveEnterTimestampMonotonic"), 10, 64)
+		t.Logf("the daemon started in %s (socket activation to READY=1)", time.Duration(ready-start)*time.Microsecond)
+		if err := <-first; err != nil {
+			t.Errorf("the first connection: %v", err)
 		}
-		resp.Body.Close()
-		pid = b.waitActive(0, 30*time.Second)
 		st := b.MustExec("systemctl", "status", "--no-pager", "bastiond.service")
 		if !strings.Contains(st, "active (running)") || !regexp.MustCompile(`Status: "serving `+regexp.QuoteMeta(e2e.ServerName)).MatchString(st) {
 			t.Errorf("systemctl status:\n%s", st)
