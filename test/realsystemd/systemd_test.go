@@ -324,9 +324,20 @@ func TestUnderSystemd(t *testing.T) {
 				t.Errorf("the daemon cannot write its own %s: %v", dir, err)
 			}
 		}
-		for _, dir := range []string{"/etc", "/etc/bastiond", "/usr/bin", "/var/lib", "/var/tmp", "/root", "/home", "/run", "/var/log"} {
+		for _, dir := range []string{"/etc", "/etc/bastiond", "/usr/sbin", "/var/lib", "/root", "/home", "/run", "/var/log", "/var/cache"} {
 			if err := try(dir + "/write-test"); err == nil {
 				t.Errorf("the daemon can write %s", dir)
+			}
+		}
+		// /tmp and /var/tmp are its own (PrivateTmp=): what it leaves
+		// there, the host does not see.
+		for _, dir := range []string{"/tmp", "/var/tmp"} {
+			cmd := exec.Command("nsenter", "-t", strconv.Itoa(host), "-m", "-S", uid, "-G", gid, "--", "/bin/sh", "-c", `: > "$0"`, dir+"/private-test")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("the daemon cannot write its private %s: %v %s", dir, err, out)
+			}
+			if _, err := b.Exec("test", "-e", dir+"/private-test"); err == nil {
+				t.Errorf("the daemon's %s is the host's", dir)
 			}
 		}
 	})
