@@ -349,7 +349,15 @@ func TestUnderSystemd(t *testing.T) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("users add: %v\n%s", err, out)
 		}
-		userCreds = e2e.LoginAs(t, "alice", e2e.LabValue(t, "BASTION_PUB4"))
+		// The credentials outlive this step (its TempDir does not).
+		data, err := os.ReadFile(e2e.LoginAs(t, "alice", e2e.LabValue(t, "BASTION_PUB4")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		userCreds = filepath.Join(work, "credentials.json")
+		if err := os.WriteFile(userCreds, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			out := b.MustExec("journalctl", "--no-pager", "-o", "json", "-u", "bastiond.service", "BASTIOND_EVENT=signin_succeeded")
