@@ -530,6 +530,14 @@ func (e *encoder) match(m Match) error {
 		}
 		e.payload(expr.PayloadBaseTransportHeader, 2, 2, 1)
 		return e.eqOrIn(nftables.TypeInetService, keys, m.Negate)
+	case SPort:
+		e.needL4(protoNumbers[m.Proto])
+		keys := make([][]byte, len(m.Ports))
+		for i, p := range m.Ports {
+			keys[i] = be16(p)
+		}
+		e.payload(expr.PayloadBaseTransportHeader, 0, 2, 1)
+		return e.eqOrIn(nftables.TypeInetService, keys, false)
 	case SAddrIn:
 		s, err := e.namedSet(m.Set)
 		if err != nil {

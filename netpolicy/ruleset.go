@@ -133,6 +133,11 @@ type (
 		Ports  []uint16
 		Negate bool
 	}
+	// SPort matches a TCP or UDP source port, or any of several.
+	SPort struct {
+		Proto string // tcp or udp
+		Ports []uint16
+	}
 	// L4Proto matches any of the transport protocols.
 	L4Proto struct{ Protos []string }
 	// SAddrIn matches the source address against a named set, or with
@@ -223,6 +228,7 @@ func (m DPort) nft() string {
 	}
 	return fmt.Sprintf("%s dport %s%s", m.Proto, op, portList(m.Ports))
 }
+func (m SPort) nft() string { return fmt.Sprintf("%s sport %s", m.Proto, portList(m.Ports)) }
 func (m SAddrIn) nft() string {
 	op := ""
 	if m.Negate {

@@ -31,6 +31,7 @@ test_packages=(
 	nmap                                  # scan-resistance tests
 	iperf3                                # raw TCP benchmarks through the tunnel
 	systemd                               # systemd-socket-activate, systemd-analyze
+	systemd-container debootstrap         # test/realsystemd: a container booted with systemd as PID 1
 	chromium fonts-dejavu-core            # the browser tests (web/, playwright-core drives it)
 	rsyslog rsyslog-gnutls                # the collector audit shipping is tested against (TLS)
 	lintian rpm                           # the package tests (test/package): lintian on the .deb, rpm -qp on the .rpm

@@ -159,7 +159,7 @@ func (d *Daemon) launch(how Activation) {
 		// The tool listens first and starts the daemon on the first
 		// connection, which the daemon then serves.
 		d.WaitLog("Listening on", 10*time.Second)
-		if _, err := httpsGet(t, LabValue(t, "BASTION_PUB4"), "/"); err != nil {
+		if _, err := HTTPSGet(t, LabValue(t, "BASTION_PUB4"), "/"); err != nil {
 			t.Fatalf("first connection through socket activation: %v\n%s", err, d.Log.String())
 		}
 	}
@@ -303,12 +303,18 @@ const (
 	ViaFDs
 )
 
-// httpsGet fetches path from the bastion's public address, from the client
+// HTTPSGet fetches path from the bastion's public address, from the client
 // namespace, as a user's browser would.
-func httpsGet(t testing.TB, addr, path string) (*http.Response, error) {
+func HTTPSGet(t testing.TB, addr, path string) (*http.Response, error) {
+	t.Helper()
+	return HTTPSGetWithin(t, addr, path, 10*time.Second)
+}
+
+// HTTPSGetWithin is HTTPSGet with a timeout of its own.
+func HTTPSGetWithin(t testing.TB, addr, path string, timeout time.Duration) (*http.Response, error) {
 	t.Helper()
 	client := &http.Client{
-		Timeout: 10 * time.Second,
+		Timeout: timeout,
 		Transport: &http.Transport{
 			TLSClientConfig:   &tls.Config{ServerName: ServerName, InsecureSkipVerify: true},
 			ForceAttemptHTTP2: true,

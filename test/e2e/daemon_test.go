@@ -28,7 +28,7 @@ func TestLifecycleSocketActivated(t *testing.T) {
 
 	t.Run("serves TLS on IPv4 and IPv6", func(t *testing.T) {
 		for _, key := range []string{"BASTION_PUB4", "BASTION_PUB6"} {
-			resp, err := httpsGet(t, LabValue(t, key), "/")
+			resp, err := HTTPSGet(t, LabValue(t, key), "/")
 			if err != nil {
 				t.Fatalf("%s: %v", key, err)
 			}
@@ -72,7 +72,7 @@ func TestLifecycleSocketActivated(t *testing.T) {
 		if after, _ := d.Ctl(nil, "status", "--json"); digestOf(after) != digestOf(before) {
 			t.Errorf("config digest changed after a failed reload")
 		}
-		if resp, err := httpsGet(t, LabValue(t, "BASTION_PUB4"), "/"); err != nil || resp.StatusCode != 200 {
+		if resp, err := HTTPSGet(t, LabValue(t, "BASTION_PUB4"), "/"); err != nil || resp.StatusCode != 200 {
 			t.Errorf("not serving after a failed reload: %v", err)
 		}
 

@@ -36,7 +36,7 @@ func startFaultDaemon(t *testing.T, edit func(dir, cfg string) string) *Daemon {
 	})
 	AddLabUsers(t, d, "alice")
 	PinVM1(t, d)
-	StartSink(t, LabValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
+	StartSink(t, LabValue(t, "NS_VM1"), "[::]:9001", SinkEcho)
 	return d
 }
 

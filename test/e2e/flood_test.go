@@ -105,7 +105,7 @@ func (r retryCounter) ReadFrom(p []byte) (int, net.Addr, error) {
 func TestQUICInitialFlood(t *testing.T) {
 	d := StartDaemonWith(t, ViaFDs, func(dir string) string { return upgradeConfig(dir) })
 	AddLabUsers(t, d, "alice")
-	StartSink(t, LabValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
+	StartSink(t, LabValue(t, "NS_VM1"), "[::]:9001", SinkEcho)
 	rssBefore := rssOf(t, d.Cmd.Process.Pid)
 
 	const sockets, perSocket = 40, 50 // 2,000 handshakes, from 40 source ports each family
@@ -239,7 +239,7 @@ func TestTCPFlood(t *testing.T) {
 		return upgradeConfig(dir) + "firewall: {conn_rate: 1000}\n"
 	})
 	AddLabUsers(t, d, "alice")
-	StartSink(t, LabValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
+	StartSink(t, LabValue(t, "NS_VM1"), "[::]:9001", SinkEcho)
 	client := LabValue(t, "NS_CLIENT")
 	bastion := netip.MustParseAddr(lab["BASTION_PUB4"])
 

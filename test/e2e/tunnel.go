@@ -91,7 +91,7 @@ func StartSink(t testing.TB, ns, addr string, mode SinkMode) *Sink {
 			}
 			go func() {
 				defer c.Close()
-				if mode == sinkEcho {
+				if mode == SinkEcho {
 					io.Copy(c, c)
 					return
 				}
@@ -230,7 +230,7 @@ const (
 	SinkAnswer SinkMode = iota // read the connection to its end, then send sinkReply bytes and close
 	sinkHold                   // read the connection to its end, then close
 	SinkClose                  // close at once: only count connections
-	sinkEcho                   // send back what it reads
+	SinkEcho                   // send back what it reads
 )
 
 // StartRDPTunnel runs `bastionctl tunnel vm2` to vm2's NLA port, listening

@@ -167,7 +167,7 @@ func startUpgradable(t *testing.T, version string) *upgradable {
 		}
 	})
 	AddLabUsers(t, d, "alice")
-	StartSink(t, LabValue(t, "NS_VM1"), "[::]:9001", sinkEcho)
+	StartSink(t, LabValue(t, "NS_VM1"), "[::]:9001", SinkEcho)
 	return u
 }
 
