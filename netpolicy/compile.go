@@ -353,10 +353,11 @@ func egress(in Input, host *Table) []string {
 			Rule{Match: []Match{own, CtState{States: []string{"established", "related"}}}, Verdict: "accept",
 				Comment: "egress pinned (invariant 13): connections already made, replies to the host's listeners"},
 			// A connection systemd queued on 443 before the first ruleset
-			// existed has no conntrack entry: its replies look new. Only
-			// the listener systemd passes (port 443 takes a privilege the
-			// daemon lacks) sends from 443/tcp.
-			Rule{Match: []Match{own, SPort{Proto: "tcp", Ports: []uint16{443}}}, Verdict: "accept",
+			// existed has no conntrack entry: its replies look new. They
+			// come from 443/tcp and carry no SYN; a connection opened from
+			// port 443 (by a process that may bind it) starts with one, and
+			// is dropped below.
+			Rule{Match: []Match{own, SPort{Proto: "tcp", Ports: []uint16{443}}, TCPNoSYN{}}, Verdict: "accept",
 				Comment: "replies on the TLS listener's connections, also those accepted before the first ruleset"},
 			Rule{Match: []Match{own, AddrProtoPortIn{Set: Egress4}}, Verdict: "accept", Comment: "the inventory and the services the config names"},
 			Rule{Match: []Match{own, AddrProtoPortIn{V6: true, Set: Egress6}}, Verdict: "accept"},

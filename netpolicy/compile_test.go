@@ -354,7 +354,7 @@ func TestEgressChain(t *testing.T) {
 			}
 			want := []string{
 				tt.owner + `ct state established,related accept comment "egress pinned (invariant 13): connections already made, replies to the host's listeners"`,
-				tt.owner + `tcp sport 443 accept comment "replies on the TLS listener's connections, also those accepted before the first ruleset"`,
+				tt.owner + `tcp sport 443 tcp flags & syn == 0 accept comment "replies on the TLS listener's connections, also those accepted before the first ruleset"`,
 				tt.owner + `ip daddr . meta l4proto . th dport @egress4 accept comment "the inventory and the services the config names"`,
 				tt.owner + `ip6 daddr . meta l4proto . th dport @egress6 accept`,
 				tt.owner + `limit rate 10/minute burst 5 packets log prefix "bastiond egress refused: "`,

@@ -530,6 +530,11 @@ func (e *encoder) match(m Match) error {
 		}
 		e.payload(expr.PayloadBaseTransportHeader, 2, 2, 1)
 		return e.eqOrIn(nftables.TypeInetService, keys, m.Negate)
+	case TCPNoSYN:
+		e.needL4(unix.IPPROTO_TCP)
+		e.payload(expr.PayloadBaseTransportHeader, 13, 1, 1)
+		e.add(&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x02}, Xor: []byte{0}})
+		e.cmp(expr.CmpOpEq, []byte{0})
 	case SPort:
 		e.needL4(protoNumbers[m.Proto])
 		keys := make([][]byte, len(m.Ports))

@@ -138,6 +138,9 @@ type (
 		Proto string // tcp or udp
 		Ports []uint16
 	}
+	// TCPNoSYN matches TCP segments without the SYN flag: never the
+	// first segment of a connection this host opens.
+	TCPNoSYN struct{}
 	// L4Proto matches any of the transport protocols.
 	L4Proto struct{ Protos []string }
 	// SAddrIn matches the source address against a named set, or with
@@ -228,6 +231,7 @@ func (m DPort) nft() string {
 	}
 	return fmt.Sprintf("%s dport %s%s", m.Proto, op, portList(m.Ports))
 }
+func (TCPNoSYN) nft() string { return "tcp flags & syn == 0" }
 func (m SPort) nft() string { return fmt.Sprintf("%s sport %s", m.Proto, portList(m.Ports)) }
 func (m SAddrIn) nft() string {
 	op := ""
