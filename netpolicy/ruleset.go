@@ -232,7 +232,7 @@ func (m DPort) nft() string {
 	return fmt.Sprintf("%s dport %s%s", m.Proto, op, portList(m.Ports))
 }
 func (TCPNoSYN) nft() string { return "tcp flags & syn == 0" }
-func (m SPort) nft() string { return fmt.Sprintf("%s sport %s", m.Proto, portList(m.Ports)) }
+func (m SPort) nft() string  { return fmt.Sprintf("%s sport %s", m.Proto, portList(m.Ports)) }
 func (m SAddrIn) nft() string {
 	op := ""
 	if m.Negate {
