@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"time"
 
 	"github.com/spf13/cobra/doc"
 
@@ -36,13 +34,9 @@ func init() {
 // date is SOURCE_DATE_EPOCH's when set, so the same commit gives the same
 // pages.
 func writeDocs(dir string) error {
-	date := time.Now().UTC()
-	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-		sec, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return fmt.Errorf("SOURCE_DATE_EPOCH %q: %w", s, err)
-		}
-		date = time.Unix(sec, 0).UTC()
+	date, err := version.SourceDate()
+	if err != nil {
+		return err
 	}
 	root := newRoot()
 	root.DisableAutoGenTag = true // the page's footer says the version and date already

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -35,13 +34,9 @@ func init() {
 // writeMan writes dir/bastiond.8. Its date is SOURCE_DATE_EPOCH's when set,
 // so that the same commit gives the same page.
 func writeMan(dir string) error {
-	date := time.Now().UTC()
-	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-		sec, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return fmt.Errorf("SOURCE_DATE_EPOCH %q: %w", s, err)
-		}
-		date = time.Unix(sec, 0).UTC()
+	date, err := version.SourceDate()
+	if err != nil {
+		return err
 	}
 	var o options
 	page := md2man.Render([]byte(manPage(newFlags(&o), version.Version, date)))
