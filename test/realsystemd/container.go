@@ -14,7 +14,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -351,6 +350,3 @@ func cleanHost() {
 		os.RemoveAll(m)
 	}
 }
-
-// errNoPackage is returned when no package was built.
-var errNoPackage = errors.New("no .deb in dist/: make package builds it")
