@@ -42,7 +42,7 @@ func packages(t testing.TB, repoRoot, dir string) (oldDeb, newDeb string) {
 		}
 		debs, _ := filepath.Glob(filepath.Join(dist, "bastiond_*_amd64.deb"))
 		if len(debs) != 1 {
-			t.Fatalf("make package made %d amd64 .deb files in %s, want 1", len(debs), dist)
+			t.Fatalf("the package build made %d amd64 .deb files in %s, want 1", len(debs), dist)
 		}
 		built = debs[0]
 	}
