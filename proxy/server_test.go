@@ -3,16 +3,14 @@ package proxy
 import (
 	"context"
 	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/bastiond/bastiond/proxy/access"
-	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/auth/authtest"
 	"github.com/bastiond/bastiond/proxy/certs"
 )
 
@@ -47,24 +45,7 @@ func newTunedTestServer(t testing.TB, cfg Config, tn tuning) *Server {
 	if cfg.Access == nil {
 		cfg.Access = testPolicy()
 	}
-	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	users, err := auth.NewStore(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range []string{"alice", "bob", "carol"} {
-		if err := users.AddUser(u, testPassword, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: users, Logger: cfg.Logger})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := authtest.Authenticator(t, cfg.Logger, testPassword, "alice", "bob", "carol")
 	s, err := newServer(cfg, a, tn)
 	if err != nil {
 		t.Fatal(err)

@@ -2,17 +2,15 @@ package portal
 
 import (
 	"net/http"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/access"
-	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/auth/authtest"
 	"github.com/bastiond/bastiond/proxy/authz"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/ticket"
@@ -70,24 +68,7 @@ func newTunedTestServer(t testing.TB, cfg testConfig, tn tuning) *Portal {
 	if cfg.Access == nil {
 		cfg.Access = testPolicy()
 	}
-	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	users, err := auth.NewStore(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range []string{"alice", "bob", "carol"} {
-		if err := users.AddUser(u, testPassword, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: users, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := authtest.Authenticator(t, log, testPassword, "alice", "bob", "carol")
 	az, err := authz.New(authz.Config{Logger: log, Access: cfg.Access, Audit: cfg.Audit})
 	if err != nil {
 		t.Fatal(err)

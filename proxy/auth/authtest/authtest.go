@@ -1,0 +1,38 @@
+// Package authtest gives tests an Authenticator over a fresh account
+// store (a bbolt file in the test's temporary directory).
+package authtest
+
+import (
+	"path/filepath"
+	"testing"
+
+	"go.etcd.io/bbolt"
+	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/proxy/auth"
+)
+
+// Authenticator signs in users, each with password, from a new store that
+// is closed when the test ends.
+func Authenticator(t testing.TB, log *zap.Logger, password string, users ...string) *auth.Authenticator {
+	t.Helper()
+	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	store, err := auth.NewStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		if err := store.AddUser(u, password, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: store, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
