@@ -139,7 +139,7 @@ func TestDebScripts(t *testing.T) {
 	v, nv := built.pkgVer, built.pkgVer+"+next"
 
 	out := r.must(t, "dpkg -i "+deb)
-	for _, w := range []string{"bastiond.socket is enabled but not started", "Write the configuration first", "bastiond -check-config"} {
+	for _, w := range []string{"bastiond.socket is enabled but not started", "Write the configuration first", "bastiond -check-config", "enable --now bastiond.socket bastiond.service"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("first install does not say %q:\n%s", w, out)
 		}

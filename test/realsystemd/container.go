@@ -34,7 +34,7 @@ import (
 // changes the cache key, so the next run builds a new one.
 var (
 	rootfsSuite    = "bookworm"
-	rootfsPackages = []string{"systemd", "systemd-sysv", "dbus", "iproute2", "procps"}
+	rootfsPackages = []string{"systemd", "systemd-sysv", "dbus", "iproute2", "procps", "sudo"}
 )
 
 // rootfsCache is where the built root file systems are kept, across runs

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -18,6 +19,43 @@ const (
 	versionOld = "0.0.0~systemdtest1"
 	versionNew = "0.0.0~systemdtest2"
 )
+
+// built holds the two packages once made: every test of the package
+// installs the same files.
+var built struct {
+	once           sync.Once
+	dir            string // removed by TestMain
+	oldDeb, newDeb string
+	skip           string // why the packages cannot be built here
+}
+
+// sharedPackages is packages made once, in a directory every user of the
+// container can read (the tests bind it into their containers), whose two
+// packages are alone in their own subdirectories old/ and new/. A test
+// after one whose build failed fails too.
+func sharedPackages(t testing.TB, repoRoot string) (oldDeb, newDeb string) {
+	t.Helper()
+	built.once.Do(func() {
+		dir, err := os.MkdirTemp("", "bastiond-packages-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(dir, 0o755)
+		built.dir = dir
+		if _, err := os.Stat(filepath.Join(repoRoot, "web", "dist", "connect.js")); err != nil && os.Getenv("BASTIOND_DEB") == "" {
+			built.skip = "web/dist is not built, and the package needs the browser client: run make web"
+			return
+		}
+		built.oldDeb, built.newDeb = packages(t, repoRoot, dir)
+	})
+	if built.skip != "" {
+		t.Skip(built.skip)
+	}
+	if built.oldDeb == "" {
+		t.Fatal("the packages were not built (see the first test's failure)")
+	}
+	return built.oldDeb, built.newDeb
+}
 
 // packages builds the .deb (make package's build) and makes of it the two
 // packages the tests install: versionOld, and versionNew, whose bastiond
@@ -30,9 +68,6 @@ func packages(t testing.TB, repoRoot, dir string) (oldDeb, newDeb string) {
 		// make package's build, without its `make web`: rebuilding
 		// web/dist here would empty it under the other test packages,
 		// which build bastiond at the same time (make test built it).
-		if _, err := os.Stat(filepath.Join(repoRoot, "web", "dist", "connect.js")); err != nil {
-			t.Skip("web/dist is not built, and the package needs the browser client: run make web")
-		}
 		dist := filepath.Join(dir, "dist")
 		build := exec.Command("bash", "packaging/build.sh")
 		build.Dir = repoRoot

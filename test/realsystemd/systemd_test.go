@@ -19,7 +19,13 @@ import (
 	"github.com/bastiond/bastiond/test/e2e"
 )
 
-func TestMain(m *testing.M) { os.Exit(e2e.Main(m)) }
+func TestMain(m *testing.M) {
+	code := e2e.Main(m)
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
 
 // labConfig is the bastion's configuration for the lab, as an admin writes
 // it into /etc/bastiond/bastiond.yaml: everything else (state, audit file,
@@ -194,15 +200,14 @@ func TestUnderSystemd(t *testing.T) {
 	wd, _ := os.Getwd()
 	repoRoot := filepath.Clean(filepath.Join(wd, "..", ".."))
 	work := t.TempDir()
-	os.Chmod(work, 0o755)
-	oldDeb, newDeb := packages(t, repoRoot, work)
+	oldDeb, newDeb := sharedPackages(t, repoRoot)
 	rootfs, err := Rootfs()
 	if err != nil {
 		t.Fatalf("the container's root file system: %v", err)
 	}
-	c := Boot(t, rootfs, "/run/netns/"+e2e.LabValue(t, "NS_BASTION"), work+":/mnt/packages")
+	c := Boot(t, rootfs, "/run/netns/"+e2e.LabValue(t, "NS_BASTION"), built.dir+":/mnt/packages")
 	b := &bastion{Container: c, t: t}
-	inContainer := func(path string) string { return "/mnt/packages/" + strings.TrimPrefix(path, work+"/") }
+	inContainer := func(path string) string { return "/mnt/packages/" + strings.TrimPrefix(path, built.dir+"/") }
 
 	var pid int
 	// A step fails the rest: each needs the ones before it. Within a step,
