@@ -24,7 +24,6 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/crypto/ssh"
@@ -33,6 +32,7 @@ import (
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/internal/version"
 	"github.com/bastiond/bastiond/proxy"
 	"github.com/bastiond/bastiond/proxy/auth"
@@ -95,7 +95,7 @@ func adminDaemon(t *testing.T) *adminEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := bbolt.Open(filepath.Join(dir, "state.db"), 0o600, nil)
+	db, err := statedb.Open(filepath.Join(dir, "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

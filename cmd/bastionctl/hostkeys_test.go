@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bastiond/bastiond/api/admin"
 	"github.com/bastiond/bastiond/daemon/adminapi"
+	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
 	"github.com/bastiond/bastiond/proxy/sshca"
 )
@@ -67,7 +67,7 @@ func adminServer(t *testing.T, key ssh.Signer) string {
 	t.Cleanup(func() { ln.Close() })
 
 	dir := t.TempDir()
-	db, err := bbolt.Open(filepath.Join(dir, "state.db"), 0o600, nil)
+	db, err := statedb.Open(filepath.Join(dir, "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

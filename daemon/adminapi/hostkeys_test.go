@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bastiond/bastiond/api/adminclient"
+	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
 	"github.com/bastiond/bastiond/proxy/sshca"
 )
@@ -70,7 +70,7 @@ func sshServer(t *testing.T, network, addr string, hostKey ssh.Signer) string {
 
 func newHostKeyStore(t *testing.T) *hostkeys.Store {
 	t.Helper()
-	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, &bbolt.Options{Timeout: time.Second})
+	db, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,21 @@ import (
 	"path/filepath"
 	"testing"
 
-	"go.etcd.io/bbolt"
+	"github.com/bastiond/bastiond/internal/store"
+	"github.com/bastiond/bastiond/internal/store/storetest"
 )
+
+// TestStore is the store interface's conformance test on bbolt.
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.DB {
+		h, err := Open(filepath.Join(t.TempDir(), "state.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		return h
+	})
+}
 
 func TestReleaseHandsTheFileOver(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
@@ -16,18 +29,13 @@ func TestReleaseHandsTheFileOver(t *testing.T) {
 	}
 	defer a.Close()
 	put := func(h *Handle, v string) error {
-		return h.Update(func(tx *bbolt.Tx) error {
-			b, err := tx.CreateBucketIfNotExists([]byte("b"))
-			if err != nil {
-				return err
-			}
-			return b.Put([]byte("k"), []byte(v))
-		})
+		return h.Update(func(tx store.Tx) error { return tx.Bucket("b").Put([]byte("k"), []byte(v)) })
 	}
 	get := func(h *Handle) (v string, err error) {
-		err = h.View(func(tx *bbolt.Tx) error {
-			v = string(tx.Bucket([]byte("b")).Get([]byte("k")))
-			return nil
+		err = h.View(func(tx store.Tx) error {
+			b, err := tx.Bucket("b").Get([]byte("k"))
+			v = string(b)
+			return err
 		})
 		return v, err
 	}

@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/bastiond/bastiond/internal/source"
+	"github.com/bastiond/bastiond/internal/statedb"
 )
 
 // clock is a settable time source for tests.
@@ -34,7 +34,7 @@ func newTestStore(t testing.TB) (*Store, *clock) {
 // costs p.
 func newTestStoreCosting(t testing.TB, p argon2idParams) (*Store, *clock) {
 	t.Helper()
-	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
+	db, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

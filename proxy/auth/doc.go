@@ -1,6 +1,6 @@
 // Package auth holds the bastion's local accounts and proves who a user is:
 // argon2id password hashes and optional TOTP secrets (RFC 6238) kept in the
-// state store (bbolt), API tokens for the CLI, and login throttling with
+// state store (internal/store), API tokens for the CLI, and login throttling with
 // exponential backoff per user and per source address, then lockout.
 //
 // Every way a login can fail (no such user, wrong password, wrong or missing

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,7 +9,7 @@ import (
 	"slices"
 	"time"
 
-	"go.etcd.io/bbolt"
+	"github.com/bastiond/bastiond/internal/store"
 )
 
 // Errors the store returns; callers branch on them with errors.Is.
@@ -48,47 +49,30 @@ type User struct {
 // HasTOTP reports whether the user must give a code at login.
 func (u User) HasTOTP() bool { return len(u.TOTPSecret) > 0 }
 
-var (
-	bucketUsers  = []byte("users")
-	bucketTokens = []byte("tokens")
+// The store's buckets.
+const (
+	bucketUsers  = "users"
+	bucketTokens = "tokens"
 )
 
-// DB is what the stores need of the state database: a *bbolt.DB, or the
-// daemon's handle on one (internal/statedb), which it can hand over to a
-// new process during an upgrade.
-type DB interface {
-	View(func(*bbolt.Tx) error) error
-	Update(func(*bbolt.Tx) error) error
-}
-
-// Store keeps accounts and API tokens in a bbolt database that it shares
-// with other parts of the daemon (each owns its buckets).
+// Store keeps accounts and API tokens in the state store (internal/store:
+// bbolt on one host, PostgreSQL in a cluster), which it shares with other
+// parts of the daemon (each owns its buckets).
 type Store struct {
-	db  DB
+	db  store.DB
 	now func() time.Time
 	// params are the costs of the password hashes it makes: defaultParams
 	// but in tests that want them cheap (newStore).
 	params argon2idParams
 }
 
-// NewStore creates the store's buckets in db if they are missing.
-func NewStore(db DB) (*Store, error) {
+// NewStore is the accounts and tokens in db.
+func NewStore(db store.DB) (*Store, error) {
 	return newStore(db, defaultParams)
 }
 
 // newStore is NewStore making password hashes with the costs p.
-func newStore(db DB, p argon2idParams) (*Store, error) {
-	err := db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketUsers, bucketTokens} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("auth: open store: %w", err)
-	}
+func newStore(db store.DB, p argon2idParams) (*Store, error) {
 	return &Store{db: db, now: time.Now, params: p}, nil
 }
 
@@ -105,10 +89,10 @@ func (s *Store) AddUser(name, password string, roles []string) error {
 		return err
 	}
 	now := s.now().UTC()
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.db.Update(func(tx store.Tx) error {
 		b := tx.Bucket(bucketUsers)
-		if b.Get([]byte(name)) != nil {
-			return fmt.Errorf("auth: %s: %w", name, ErrUserExists)
+		if v, err := b.Get([]byte(name)); err != nil || v != nil {
+			return cmp.Or(err, fmt.Errorf("auth: %s: %w", name, ErrUserExists))
 		}
 		return putUser(b, User{Name: name, PasswordHash: hash, Roles: dedupe(roles), Created: now, PasswordChanged: now})
 	})
@@ -117,7 +101,7 @@ func (s *Store) AddUser(name, password string, roles []string) error {
 // User returns the account called name.
 func (s *Store) User(name string) (User, error) {
 	var u User
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.db.View(func(tx store.Tx) error {
 		var err error
 		u, err = getUser(tx.Bucket(bucketUsers), name)
 		return err
@@ -128,8 +112,9 @@ func (s *Store) User(name string) (User, error) {
 // Users returns every account, by name.
 func (s *Store) Users() ([]User, error) {
 	var us []User
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+	err := s.db.View(func(tx store.Tx) error {
+		us = nil
+		return tx.Bucket(bucketUsers).ForEach(nil, func(k, v []byte) error {
 			var u User
 			if err := json.Unmarshal(v, &u); err != nil {
 				return fmt.Errorf("auth: user %q: %w", k, err)
@@ -143,7 +128,7 @@ func (s *Store) Users() ([]User, error) {
 
 // Update applies change to the account called name in one transaction.
 func (s *Store) Update(name string, change func(*User) error) error {
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.db.Update(func(tx store.Tx) error {
 		b := tx.Bucket(bucketUsers)
 		u, err := getUser(b, name)
 		if err != nil {
@@ -203,10 +188,10 @@ func (s *Store) Revoke(name string, roles ...string) error {
 
 // DeleteUser removes an account and its tokens.
 func (s *Store) DeleteUser(name string) error {
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.db.Update(func(tx store.Tx) error {
 		b := tx.Bucket(bucketUsers)
-		if b.Get([]byte(name)) == nil {
-			return fmt.Errorf("auth: %s: %w", name, ErrNoUser)
+		if v, err := b.Get([]byte(name)); err != nil || v == nil {
+			return cmp.Or(err, fmt.Errorf("auth: %s: %w", name, ErrNoUser))
 		}
 		if err := b.Delete([]byte(name)); err != nil {
 			return err
@@ -257,8 +242,11 @@ func (s *Store) ResetTOTP(name string) error {
 	})
 }
 
-func getUser(b *bbolt.Bucket, name string) (User, error) {
-	v := b.Get([]byte(name))
+func getUser(b store.Bucket, name string) (User, error) {
+	v, err := b.Get([]byte(name))
+	if err != nil {
+		return User{}, fmt.Errorf("auth: read user %s: %w", name, err)
+	}
 	if v == nil {
 		return User{}, fmt.Errorf("auth: %s: %w", name, ErrNoUser)
 	}
@@ -269,7 +257,7 @@ func getUser(b *bbolt.Bucket, name string) (User, error) {
 	return u, nil
 }
 
-func putUser(b *bbolt.Bucket, u User) error {
+func putUser(b store.Bucket, u User) error {
 	v, err := json.Marshal(u)
 	if err != nil {
 		return err

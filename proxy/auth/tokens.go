@@ -15,7 +15,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"go.etcd.io/bbolt"
+	"github.com/bastiond/bastiond/internal/store"
 )
 
 // API token scopes.
@@ -133,7 +133,7 @@ func (s *Store) IssueToken(user string, scopes []string, ttl time.Duration, comm
 		Source:   source,
 		Verifier: verifier(sec),
 	}
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.db.Update(func(tx store.Tx) error {
 		u, err := getUser(tx.Bucket(bucketUsers), user)
 		if err != nil {
 			return err
@@ -213,20 +213,22 @@ func (s *Store) CheckToken(presented string) (Token, User, error) {
 	var t Token
 	var u User
 	found := false
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		v := tx.Bucket(bucketTokens).Get([]byte(id))
+	err := s.db.View(func(tx store.Tx) error {
+		v, err := tx.Bucket(bucketTokens).Get([]byte(id))
+		if err != nil {
+			return err
+		}
 		if v == nil || json.Unmarshal(v, &t) != nil {
 			return ErrBadToken
 		}
 		found = true
-		var err error
 		u, err = getUser(tx.Bucket(bucketUsers), t.User)
 		return err
 	})
 	switch {
-	case !found && err != nil && !errors.Is(err, ErrBadToken):
+	case err != nil && !errors.Is(err, ErrBadToken) && !errors.Is(err, ErrNoUser):
 		// The store could not be read (handed over to a new process
-		// during an upgrade): not the token's fault.
+		// during an upgrade, or a database down): not the token's fault.
 		return Token{}, User{}, fmt.Errorf("auth: check a token: %w", err)
 	case !found:
 		return Token{}, User{}, &TokenError{Reason: TokenUnknown}
@@ -243,8 +245,9 @@ func (s *Store) CheckToken(presented string) (Token, User, error) {
 // Tokens lists the tokens of user, or every token for "".
 func (s *Store) Tokens(user string) ([]Token, error) {
 	var ts []Token
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketTokens).ForEach(func(_, v []byte) error {
+	err := s.db.View(func(tx store.Tx) error {
+		ts = nil
+		return tx.Bucket(bucketTokens).ForEach(nil, func(_, v []byte) error {
 			var t Token
 			if err := json.Unmarshal(v, &t); err != nil {
 				return err
@@ -266,9 +269,12 @@ var ErrNoToken = errors.New("no such token")
 
 // RevokeToken deletes the token id; with user non-empty, only if it is theirs.
 func (s *Store) RevokeToken(id, user string) error {
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.db.Update(func(tx store.Tx) error {
 		b := tx.Bucket(bucketTokens)
-		v := b.Get([]byte(id))
+		v, err := b.Get([]byte(id))
+		if err != nil {
+			return err
+		}
 		var t Token
 		if v == nil || json.Unmarshal(v, &t) != nil || (user != "" && t.User != user) {
 			return fmt.Errorf("auth: token %s: %w", id, ErrNoToken)
@@ -280,7 +286,8 @@ func (s *Store) RevokeToken(id, user string) error {
 // RevokeTokens deletes every token of user and returns how many there were.
 func (s *Store) RevokeTokens(user string) (int, error) {
 	n := 0
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.db.Update(func(tx store.Tx) error {
+		n = 0
 		return deleteTokens(tx, func(t Token) bool {
 			if t.User == user {
 				n++
@@ -295,15 +302,15 @@ func (s *Store) RevokeTokens(user string) (int, error) {
 // PruneTokens deletes expired tokens.
 func (s *Store) PruneTokens() error {
 	now := s.now()
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.db.Update(func(tx store.Tx) error {
 		return deleteTokens(tx, func(t Token) bool { return !now.Before(t.Expires) })
 	})
 }
 
-func deleteTokens(tx *bbolt.Tx, match func(Token) bool) error {
+func deleteTokens(tx store.Tx, match func(Token) bool) error {
 	b := tx.Bucket(bucketTokens)
 	var doomed [][]byte
-	err := b.ForEach(func(k, v []byte) error {
+	err := b.ForEach(nil, func(k, v []byte) error {
 		var t Token
 		if json.Unmarshal(v, &t) != nil || match(t) {
 			doomed = append(doomed, slices.Clone(k))

@@ -11,8 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"go.etcd.io/bbolt"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/bastiond/bastiond/internal/store"
 
 	"github.com/bastiond/bastiond/internal/hostkeyfile"
 )
@@ -188,13 +189,19 @@ func (s *Store) PinKey(target, line, by string) (Key, error) {
 // pin pins data, a key of kind, for target: a new key, or one seen before.
 func (s *Store) pin(kind, target, algorithm string, data []byte, by string) (Key, error) {
 	now := s.now().UTC()
-	k := Key{
+	pinned := Key{
 		Kind: kind, Target: target, Algorithm: algorithm, Data: encode(data), Fingerprint: Fingerprint(data),
 		State: StatePinned, FirstSeen: now, Pinned: now, PinnedBy: by,
 	}
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	var k Key
+	err := s.db.Update(func(tx store.Tx) error {
+		k = pinned
 		b := tx.Bucket(bucket)
-		if v := b.Get(storeKey(target, kind, k.Fingerprint)); v != nil {
+		v, err := b.Get(storeKey(target, kind, k.Fingerprint))
+		if err != nil {
+			return err
+		}
+		if v != nil {
 			var old Key
 			if err := json.Unmarshal(v, &old); err != nil {
 				return err

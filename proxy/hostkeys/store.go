@@ -1,7 +1,6 @@
 package hostkeys
 
 import (
-	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/base64"
@@ -12,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"go.etcd.io/bbolt"
+	"github.com/bastiond/bastiond/internal/store"
 
 	"github.com/bastiond/bastiond/api/admin"
 )
@@ -37,21 +36,14 @@ type Key = admin.HostKey
 // The oldest goes first.
 const maxPending = 16
 
-var bucket = []byte("host_keys")
-
-// DB is what the store needs of the state database: a *bbolt.DB, or the
-// daemon's handle on one (internal/statedb), which it can hand over to a
-// new process during an upgrade.
-type DB interface {
-	View(func(*bbolt.Tx) error) error
-	Update(func(*bbolt.Tx) error) error
-}
+// bucket is the store's bucket in the state store.
+const bucket = "host_keys"
 
 // Config configures a Store.
 type Config struct {
-	// DB is the daemon's state database; the store keeps its keys in the
+	// DB is the daemon's state store; the store keeps its keys in the
 	// bucket "host_keys". Required.
-	DB DB
+	DB store.DB
 	// ScanTimeout bounds each connection of a Scan, from the dial to the
 	// host key. Default 10s.
 	ScanTimeout time.Duration
@@ -59,25 +51,18 @@ type Config struct {
 
 // Store is the pinned and pending keys of every target.
 type Store struct {
-	db          DB
+	db          store.DB
 	scanTimeout time.Duration
 	now         func() time.Time
 }
 
-// New returns the Store in cfg.DB, creating its bucket if it is missing.
+// New returns the Store in cfg.DB.
 func New(cfg Config) (*Store, error) {
 	if cfg.DB == nil {
 		return nil, errors.New("hostkeys: DB is required")
 	}
 	if cfg.ScanTimeout <= 0 {
 		cfg.ScanTimeout = 10 * time.Second
-	}
-	err := cfg.DB.Update(func(tx *bbolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucket)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("hostkeys: open store: %w", err)
 	}
 	return &Store{db: cfg.DB, scanTimeout: cfg.ScanTimeout, now: time.Now}, nil
 }
@@ -106,7 +91,7 @@ func storeKey(target, kind, fingerprint string) []byte {
 	return []byte(target + "\x00" + kind + "\x00" + fingerprint)
 }
 
-func put(b *bbolt.Bucket, k Key) error {
+func put(b store.Bucket, k Key) error {
 	v, err := json.Marshal(k)
 	if err != nil {
 		return err
@@ -116,19 +101,22 @@ func put(b *bbolt.Bucket, k Key) error {
 
 // keysOf returns the keys of target ("" for every target) in the order
 // List documents.
-func keysOf(tx *bbolt.Tx, target string) ([]Key, error) {
+func keysOf(tx store.Tx, target string) ([]Key, error) {
 	var prefix []byte
 	if target != "" {
 		prefix = []byte(target + "\x00")
 	}
 	var keys []Key
-	c := tx.Bucket(bucket).Cursor()
-	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+	err := tx.Bucket(bucket).ForEach(prefix, func(k, v []byte) error {
 		var key Key
 		if err := json.Unmarshal(v, &key); err != nil {
-			return nil, fmt.Errorf("hostkeys: entry %q: %w", k, err)
+			return fmt.Errorf("hostkeys: entry %q: %w", k, err)
 		}
 		keys = append(keys, key)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.SortFunc(keys, func(a, b Key) int {
 		return cmp.Or(strings.Compare(a.Target, b.Target), strings.Compare(a.Kind, b.Kind),
@@ -145,14 +133,16 @@ func (s *Store) record(kind, target, algorithm string, data []byte, addr string)
 	if err := checkTarget(target); err != nil {
 		return Key{}, err
 	}
-	k := Key{
+	seen := Key{
 		Kind: kind, Target: target, Algorithm: algorithm, Data: encode(data),
 		Fingerprint: Fingerprint(data), State: StatePending, FirstSeen: s.now().UTC(), SeenAt: addr,
 	}
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	var k Key
+	err := s.db.Update(func(tx store.Tx) error {
+		k = seen
 		b := tx.Bucket(bucket)
-		if v := b.Get(storeKey(target, kind, k.Fingerprint)); v != nil {
-			return json.Unmarshal(v, &k)
+		if v, err := b.Get(storeKey(target, kind, k.Fingerprint)); err != nil || v != nil {
+			return cmp.Or(err, json.Unmarshal(v, &k))
 		}
 		keys, err := keysOf(tx, target)
 		if err != nil {
@@ -182,7 +172,7 @@ func (s *Store) check(kind, target, algorithm string, data []byte, addr string) 
 	want := encode(data)
 	var match bool
 	var pinned []string
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.db.View(func(tx store.Tx) error {
 		keys, err := keysOf(tx, target)
 		for _, k := range keys {
 			if k.Kind != kind || k.State != StatePinned {
@@ -217,7 +207,7 @@ func (s *Store) check(kind, target, algorithm string, data []byte, addr string) 
 // kind, pinned before pending, then algorithm.
 func (s *Store) List(target string) ([]Key, error) {
 	var keys []Key
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.db.View(func(tx store.Tx) error {
 		var err error
 		keys, err = keysOf(tx, target)
 		return err
@@ -241,11 +231,13 @@ func (s *Store) Pin(target string, fingerprints []string, by string) ([]Key, err
 		return nil, err
 	}
 	var out []Key
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.db.Update(func(tx store.Tx) error {
+		out = nil
 		keys, err := keysOf(tx, target)
 		if err != nil {
 			return err
 		}
+		fingerprints := fingerprints
 		if len(fingerprints) == 0 {
 			for _, k := range keys {
 				if k.State == StatePending {
@@ -288,7 +280,8 @@ func (s *Store) Forget(target, fingerprint string) ([]Key, error) {
 		return nil, err
 	}
 	var out []Key
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.db.Update(func(tx store.Tx) error {
+		out = nil
 		keys, err := keysOf(tx, target)
 		if err != nil {
 			return err

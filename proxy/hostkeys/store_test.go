@@ -16,8 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/bastiond/bastiond/internal/statedb"
 )
 
 // networks are the loopbacks every network test runs on.
@@ -108,9 +109,9 @@ func connect(t *testing.T, s *Store, target, addr string) error {
 	return err
 }
 
-func openDB(t *testing.T, path string) *bbolt.DB {
+func openDB(t *testing.T, path string) *statedb.Handle {
 	t.Helper()
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	db, err := statedb.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}

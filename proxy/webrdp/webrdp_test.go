@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/internal/testcert"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
@@ -220,7 +220,7 @@ type gatewayTest struct {
 // address; edit changes the Params.
 func newGateway(t *testing.T, srv *rdpServer, edit func(*Params)) *gatewayTest {
 	t.Helper()
-	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
+	db, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,9 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/proxy/auth"
 )
 
@@ -16,7 +16,7 @@ import (
 // is closed when the test ends.
 func Authenticator(t testing.TB, log *zap.Logger, password string, users ...string) *auth.Authenticator {
 	t.Helper()
-	db, err := bbolt.Open(filepath.Join(t.TempDir(), "state.db"), 0o600, nil)
+	db, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,76 @@
+// Package store is the interface to bastiond's durable state: accounts,
+// API tokens, pinned host keys and whatever else must outlive a process or
+// be shared by the instances of a cluster. Its model is bbolt's, which the
+// state began in: named buckets of keys and values, ordered by key bytes,
+// read and written in transactions.
+//
+// Two backends implement it: internal/statedb (one bbolt file, the
+// default: a single host needs nothing else) and a PostgreSQL database,
+// which every instance of a cluster shares. The stores built on it (users,
+// tokens, host keys...) see no difference but one: a transaction may run
+// more than once (below).
+package store
+
+import "errors"
+
+// DB is a transactional store of buckets.
+type DB interface {
+	// View runs fn in a read-only transaction: fn sees one consistent
+	// snapshot, and a Put or Delete fails with ErrReadOnly.
+	View(fn func(Tx) error) error
+	// Update runs fn in a read-write transaction, committed (and durable)
+	// when fn returns nil, rolled back when it returns an error, which
+	// Update returns. Transactions are serializable: their effect is that
+	// of running them one at a time. A backend that detects a conflict with
+	// a concurrent transaction rolls back and runs fn again, so fn must have
+	// no effect outside tx except setting variables it sets on every run.
+	Update(fn func(Tx) error) error
+}
+
+// Tx is one transaction.
+type Tx interface {
+	// Bucket is the bucket called name, empty until something is put in
+	// it; buckets need no creating.
+	Bucket(name string) Bucket
+}
+
+// Bucket is a set of keys, each with a value, in key order (bytewise).
+// Keys are 1 to 4096 bytes; values may be empty.
+type Bucket interface {
+	// Get returns the value of key, or nil (and no error) when there is
+	// none. The value is valid until the transaction ends.
+	Get(key []byte) ([]byte, error)
+	// Put sets the value of key.
+	Put(key, value []byte) error
+	// Delete removes key; removing a key that does not exist is no error.
+	Delete(key []byte) error
+	// ForEach calls fn for each key with prefix (all of them for an empty
+	// prefix), in key order, stopping at fn's first error, which it
+	// returns. fn must not change the bucket.
+	ForEach(prefix []byte, fn func(k, v []byte) error) error
+}
+
+var (
+	// ErrReadOnly is what Put and Delete return in a View transaction.
+	ErrReadOnly = errors.New("store: write in a read-only transaction")
+	// ErrReleased is what a transaction gets while this process has
+	// handed the store over to another one (a binary upgrade).
+	ErrReleased = errors.New("state store handed over to the new bastiond process")
+	// ErrUnavailable wraps the failures of a store that cannot be reached
+	// (a database down or unreachable): nothing was changed, and the same
+	// call may succeed later.
+	ErrUnavailable = errors.New("state store unavailable")
+	// ErrKey is what a key outside 1 to 4096 bytes gets.
+	ErrKey = errors.New("store: a key is 1 to 4096 bytes")
+)
+
+// MaxKey is the longest key, in bytes.
+const MaxKey = 4096
+
+// CheckKey returns ErrKey for a key that is empty or longer than MaxKey.
+func CheckKey(key []byte) error {
+	if len(key) == 0 || len(key) > MaxKey {
+		return ErrKey
+	}
+	return nil
+}
