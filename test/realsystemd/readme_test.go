@@ -3,6 +3,7 @@ package realsystemd
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,6 +79,9 @@ func TestReadmeInstall(t *testing.T) {
 	}
 	c := Boot(t, rootfs, "/run/netns/"+e2e.LabValue(t, "NS_BASTION"), built.dir+":/mnt/packages", edit+":/mnt/edit")
 	b := &bastion{Container: c, t: t}
+	// As on an installed system, the host's name resolves (sudo looks it
+	// up), and an admin is in the sudo group.
+	b.MustExec("sh", "-c", `printf '127.0.1.1\t%s\n' "$(hostname)" >> /etc/hosts`)
 	b.MustExec("useradd", "--create-home", "--groups", "sudo", "--shell", "/bin/bash", "admin")
 	b.WriteFile("/etc/sudoers.d/admin", []byte("admin ALL=(ALL) NOPASSWD: ALL\n"), 0o440)
 
@@ -118,11 +122,13 @@ func TestReadmeInstall(t *testing.T) {
 	if status == "" {
 		t.Fatal("the README's install section does not end with bastionctl status")
 	}
-	if !strings.Contains(status, e2e.ServerName) || !strings.Contains(status, versionOld) {
-		t.Errorf("bastionctl status does not show the bastion serving %s, version %s:\n%s", e2e.ServerName, versionOld, status)
-	}
 	// Started now, not on a first connection: the firewall is in force.
 	pid := b.waitActive(0, 10*time.Second)
+	for _, want := range []string{fmt.Sprintf("(pid %d, running)", pid), "tcp [::]:443 (from systemd)", "udp [::]:443 (from systemd)"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("bastionctl status does not say %q:\n%s", want, status)
+		}
+	}
 	if s, _ := b.Exec("systemctl", "is-enabled", "bastiond.service"); strings.TrimSpace(s) != "enabled" {
 		t.Errorf("bastiond.service is %q after the install section, want enabled (started at boot)", strings.TrimSpace(s))
 	}
@@ -138,7 +144,7 @@ func TestReadmeInstall(t *testing.T) {
 	e2e.StartSink(t, e2e.LabValue(t, "NS_VM1"), ":9001", e2e.SinkEcho)
 	var tunnels []*echo
 	for _, via := range []struct{ addr, transport string }{
-		{e2e.LabValue(t, "BASTION_PUB4"), "tls"}, {e2e.LabValue(t, "BASTION_PUB6"), "quic"},
+		{e2e.LabValue(t, "BASTION_PUB4"), "tcp"}, {e2e.LabValue(t, "BASTION_PUB6"), "quic"},
 	} {
 		conn, err := e2e.Dial(t, e2e.TunnelClient(t, creds, via.addr, via.transport), "vm1", 9001)
 		if err != nil {
