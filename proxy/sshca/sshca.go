@@ -3,7 +3,9 @@
 // key and a certificate this CA signs for the one login and a few minutes:
 // the user types no secret, and the machine trusts the CA through sshd's
 // TrustedUserCAKeys. The CA key is made on first use and kept in the state
-// directory; its public half is what `bastionctl ca show` prints.
+// directory (Open), or, in a cluster, in the state store every instance
+// shares, sealed with a key the database never sees (OpenShared); its
+// public half is what `bastionctl ca show` prints.
 package sshca
 
 import (
