@@ -136,4 +136,6 @@ func (k *Key) Open(context string, value []byte) ([]byte, error) {
 	return plain, nil
 }
 
-func aad(context, keyID string) []byte { return []byte("bastiond sealed v1\x00" + context + "\x00" + keyID) }
+func aad(context, keyID string) []byte {
+	return []byte("bastiond sealed v1\x00" + context + "\x00" + keyID)
+}
