@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
@@ -111,17 +112,17 @@ func (p policyAPI) Export(target string) (string, error) {
 	if !slices.ContainsFunc(cfg.Inventory.Targets, func(t config.Target) bool { return t.Name == target }) {
 		return "", fmt.Errorf("target %q: %w", target, adminapi.ErrUnknownTarget)
 	}
-	addrs, err := vnetAddrs(cfg)
+	from, err := guardSources(cfg)
 	if err != nil {
 		return "", err
 	}
-	rs, err := netpolicy.Export(policyTargets(cfg), target, addrs)
+	rs, err := netpolicy.Export(policyTargets(cfg), target, from)
 	if err != nil {
 		return "", err
 	}
 	header := fmt.Sprintf("#!/usr/sbin/nft -f\n# bastiond guard for %s: its SSH and RDP ports answer the bastion (%v) and nobody else.\n"+
 		"# Load with `nft -f FILE`; it replaces only the table inet %s.\ntable inet %s\ndelete table inet %s\n\n",
-		target, addrs, netpolicy.GuardName, netpolicy.GuardName, netpolicy.GuardName)
+		target, strings.Join(prefixStrings(from), ", "), netpolicy.GuardName, netpolicy.GuardName, netpolicy.GuardName)
 	return header + rs.Render(), nil
 }
 
@@ -183,4 +184,30 @@ func (p policyAPI) Counters() (adminapi.CountersView, error) {
 		}
 	}
 	return v, nil
+}
+
+// guardSources are where the machines' exported guard lets connections
+// come from: this host's VNet addresses.
+func guardSources(cfg *config.Config) ([]netip.Prefix, error) {
+	addrs, err := vnetAddrs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	from := make([]netip.Prefix, 0, len(addrs))
+	for _, a := range addrs {
+		from = append(from, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return from, nil
+}
+
+// prefixStrings writes a single address without its length.
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+		if p.IsSingleIP() {
+			out[i] = p.Addr().String()
+		}
+	}
+	return out
 }

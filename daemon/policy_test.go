@@ -121,7 +121,11 @@ func TestPolicyInputEgress(t *testing.T) {
 // TestPolicyExportGolden: the export of a target from the configuration is
 // netpolicy's golden export.
 func TestPolicyExportGolden(t *testing.T) {
-	rs, err := netpolicy.Export(policyTargets(labPolicyConfig(t, nil)), "vm2", labPolicyVNet)
+	var from []netip.Prefix
+	for _, a := range labPolicyVNet {
+		from = append(from, netip.PrefixFrom(a, a.BitLen()))
+	}
+	rs, err := netpolicy.Export(policyTargets(labPolicyConfig(t, nil)), "vm2", from)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,6 +49,14 @@ func addrs(s ...string) []netip.Addr {
 
 var labVNet = addrs("198.18.0.4", "2001:db8:b5::4")
 
+func hostPrefixes(as []netip.Addr) []netip.Prefix {
+	out := make([]netip.Prefix, len(as))
+	for i, a := range as {
+		out[i] = netip.PrefixFrom(a, a.BitLen())
+	}
+	return out
+}
+
 // goldenCases are the inputs behind testdata/NAME.nft, and
 // testdata/NAME.netlink for the netlink message tests.
 var goldenCases = []struct {
@@ -194,7 +202,7 @@ func parseDuration(s string) (d time.Duration, err error) { return time.ParseDur
 
 func TestExportGolden(t *testing.T) {
 	targets := labInput(nil).Targets
-	rs, err := Export(targets, "vm2", labVNet)
+	rs, err := Export(targets, "vm2", hostPrefixes(labVNet))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,8 +215,37 @@ func TestExportGolden(t *testing.T) {
 	if err != nil || got != string(want) {
 		t.Errorf("export differs from %s (%v):\n%s", golden, err, got)
 	}
-	if _, err := Export(targets, "vm9", labVNet); err == nil || !strings.Contains(err.Error(), `"vm9" is not in the inventory`) {
+	if _, err := Export(targets, "vm9", hostPrefixes(labVNet)); err == nil || !strings.Contains(err.Error(), `"vm9" is not in the inventory`) {
 		t.Errorf("unknown target: %v", err)
+	}
+}
+
+// A cluster's export admits the bastion subnets, where every instance
+// lives, and nothing wider: an IPv4-mapped or unmasked prefix is taken as
+// the subnet it names.
+func TestExportCluster(t *testing.T) {
+	targets := labInput(nil).Targets
+	subnets := []netip.Prefix{netip.MustParsePrefix("::ffff:198.18.0.0/123"), netip.MustParsePrefix("2001:db8:b5::7/64")}
+	rs, err := Export(targets, "vm2", subnets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := rs.Render()
+	// TestRenderedRulesetLoads feeds the golden file to nft.
+	golden := filepath.Join("testdata", "export-vm2-cluster.nft")
+	if *update {
+		os.WriteFile(golden, []byte(got), 0o644)
+	}
+	if want, err := os.ReadFile(golden); err != nil || got != string(want) {
+		t.Errorf("export differs from %s (%v):\n%s", golden, err, got)
+	}
+	for _, want := range []string{"198.18.0.0/27", "2001:db8:b5::/64", "flags interval"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the cluster's export lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "::ffff:") || strings.Contains(got, "::7") {
+		t.Errorf("the cluster's export keeps a mapped or unmasked prefix:\n%s", got)
 	}
 }
 
@@ -441,13 +478,13 @@ func TestCompileRefusesBadInput(t *testing.T) {
 // address that cannot be a set element; link-local ones are left out.
 func TestExportRefusesBadInput(t *testing.T) {
 	targets := labInput(func(in *Input) { in.Targets[1].Ports = append(in.Targets[1].Ports, Port{Number: 8080}) }).Targets
-	if _, err := Export(targets, "vm2", labVNet); err == nil || !strings.Contains(err.Error(), `target "vm2": port 8080 has no protocol`) {
+	if _, err := Export(targets, "vm2", hostPrefixes(labVNet)); err == nil || !strings.Contains(err.Error(), `target "vm2": port 8080 has no protocol`) {
 		t.Errorf("port without protocol: %v", err)
 	}
-	if _, err := Export(targets, "vm1", []netip.Addr{{}}); err == nil || !strings.Contains(err.Error(), "bastion address: an address is missing") {
+	if _, err := Export(targets, "vm1", []netip.Prefix{{}}); err == nil || !strings.Contains(err.Error(), "bastion address: an address is missing") {
 		t.Errorf("missing bastion address: %v", err)
 	}
-	rs, err := Export(targets, "vm1", append(addrs("fe80::4%vnet0"), labVNet...))
+	rs, err := Export(targets, "vm1", hostPrefixes(append(addrs("fe80::4"), labVNet...)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package netpolicy
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -8,12 +9,14 @@ import (
 
 // Export is the rule for a machine's own firewall where the bastion only sits
 // in the VNet (attached mode): the guarded ports of that machine accept
-// connections from the bastion's VNet addresses and from nobody else. It is
-// a table of its own (inet bastiond_guard) that only drops, so it composes
-// with whatever firewall the machine already has. target names one of
-// targets; bastion are the bastion's VNet addresses (link-local ones are
-// left out).
-func Export(targets []Target, target string, bastion []netip.Addr) (Ruleset, error) {
+// connections from the bastion and from nobody else. It is a table of its
+// own (inet bastiond_guard) that only drops, so it composes with whatever
+// firewall the machine already has. target names one of targets; bastion
+// are where the bastion's connections come from: a single host's VNet
+// addresses (as /32 and /128 prefixes; link-local ones are left out), or,
+// for a cluster, the bastion subnets, so that every instance, those added
+// later included, reaches the machine.
+func Export(targets []Target, target string, bastion []netip.Prefix) (Ruleset, error) {
 	i := slices.IndexFunc(targets, func(t Target) bool { return t.Name == target })
 	if i < 0 {
 		return Ruleset{}, fmt.Errorf("netpolicy: target %q is not in the inventory", target)
@@ -30,18 +33,21 @@ func Export(targets []Target, target string, bastion []netip.Addr) (Ruleset, err
 		guarded = append(guarded, Element{Proto: pp.proto, Port: pp.port})
 	}
 	var b4, b6 []Element
-	for _, a := range bastion {
+	interval := false
+	for _, p := range bastion {
+		a := p.Addr()
 		if a.IsLinkLocalUnicast() {
 			continue
 		}
-		if err := checkAddr(a); err != nil {
-			return Ruleset{}, fmt.Errorf("netpolicy: bastion address: %w", err)
+		if err := checkAddr(a); err != nil || !p.IsValid() {
+			return Ruleset{}, fmt.Errorf("netpolicy: bastion address: %w", cmp.Or(err, fmt.Errorf("%s is not a prefix", p)))
 		}
-		e := Element{Prefix: netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())}
-		if a.Unmap().Is4() {
-			b4 = append(b4, e)
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-(a.BitLen()-a.Unmap().BitLen())).Masked()
+		interval = interval || !p.IsSingleIP()
+		if p.Addr().Is4() {
+			b4 = append(b4, Element{Prefix: p})
 		} else {
-			b6 = append(b6, e)
+			b6 = append(b6, Element{Prefix: p})
 		}
 	}
 	rules := []Rule{
@@ -54,8 +60,8 @@ func Export(targets []Target, target string, bastion []netip.Addr) (Ruleset, err
 		Name:   GuardName,
 		Sets: []Set{
 			{Name: "guarded", Type: TypeProtoPort, Elements: guarded},
-			{Name: "bastion4", Type: TypeIPv4, Elements: b4},
-			{Name: "bastion6", Type: TypeIPv6, Elements: b6},
+			{Name: "bastion4", Type: TypeIPv4, Interval: interval, Elements: b4},
+			{Name: "bastion6", Type: TypeIPv6, Interval: interval, Elements: b6},
 		},
 		// Before the machine's own filter chains, so that an accept there
 		// cannot let a stranger in first.
