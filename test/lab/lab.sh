@@ -9,6 +9,8 @@
 # Every address exists only inside these namespaces. See README.md beside this file.
 #
 #   lab.sh up      build it (removing any stale copy first); writes $LAB_DIR/lab.env
+#   lab.sh up --cluster   the cluster mode instead: two instances behind a
+#                  balancer, sharing PostgreSQL (cluster.sh has its picture)
 #   lab.sh down    remove everything it built; safe after a partial or interrupted up
 #   lab.sh status  namespaces, processes, listening sockets
 #   lab.sh env     print lab.env
@@ -28,8 +30,16 @@ NS_BASTION=bl-bastion
 NS_VM1=bl-vm1
 NS_VM2=bl-vm2
 NS_ROGUE=bl-rogue
-ALL_NS=("$NS_CLIENT" "$NS_BASTION" "$NS_VM1" "$NS_VM2" "$NS_ROGUE")
+BASE_NS=("$NS_CLIENT" "$NS_BASTION" "$NS_VM1" "$NS_VM2" "$NS_ROGUE")
 UTS_DIR=$LAB_DIR/uts
+# shellcheck source=cluster.sh
+. "$(dirname "${BASH_SOURCE[0]}")/cluster.sh"
+# The namespaces of the lab that is up (the cluster mode adds its own);
+# down removes those of both.
+ALL_NS=("${BASE_NS[@]}")
+if [ -e "$LAB_DIR/cluster" ]; then
+	ALL_NS+=("${CLUSTER_NS[@]}")
+fi
 
 # Public side: documentation prefixes (RFC 5737, RFC 3849).
 CLIENT4=203.0.113.10 CLIENT6=2001:db8:cafe::10
@@ -76,6 +86,10 @@ start() {
 	if [ "$prog" = env ]; then
 		shift
 		while [[ $1 == *=* ]]; do shift; done
+		prog=$1
+	elif [ "$prog" = setpriv ]; then
+		shift
+		while [[ $1 == --* ]]; do shift; done
 		prog=$1
 	fi
 	echo "$pid $(basename "$prog")" >"$LAB_DIR/pids/$name"
@@ -361,10 +375,14 @@ write_hosts() {
 }
 
 write_env() {
-	local key
+	local key cluster_keys=()
+	if [ -e "$LAB_DIR/cluster" ]; then
+		cluster_keys=(NS_LB NS_BASTION2 NS_VNET NS_DB LB_FE4 LB_FE6 BASTION_FE4 BASTION_FE6 BASTION2_FE4 BASTION2_FE6
+			BASTION2_VNET4 BASTION2_VNET6 DB4 DB6 DB_PORT)
+	fi
 	{
 		echo "# Written by test/lab/lab.sh up; sourceable by shells."
-		for key in LAB_DIR LAB_USER LAB_PASSWORD LAB_DISPLAY NS_CLIENT NS_BASTION NS_VM1 NS_VM2 NS_ROGUE \
+		for key in "${cluster_keys[@]}" LAB_DIR LAB_USER LAB_PASSWORD LAB_DISPLAY NS_CLIENT NS_BASTION NS_VM1 NS_VM2 NS_ROGUE \
 			CLIENT4 CLIENT6 BASTION_PUB4 BASTION_PUB6 BASTION_VNET4 BASTION_VNET6 VM1_4 VM1_6 VM2_4 VM2_6 \
 			ROGUE4 ROGUE6 BASTION_SUBNET4 BASTION_SUBNET6 VM2_RDP_NLA_PORT VM2_RDP_TLS_PORT; do
 			echo "$key=${!key}"
@@ -374,6 +392,11 @@ write_env() {
 		echo "PUB_IFACE=pub0"
 		echo "UTS_DIR=$UTS_DIR"
 		echo "VNET_BRIDGE=vnet0"
+		if [ -e "$LAB_DIR/cluster" ]; then
+			echo "CLUSTER=1"
+			echo "DB_DSN_FILE=$LAB_DIR/db/dsn"
+			echo "DB_CA=$LAB_DIR/db/ca.crt"
+		fi
 	} >"$LAB_DIR/lab.env.tmp"
 	chmod 0600 "$LAB_DIR/lab.env.tmp"
 	mv "$LAB_DIR/lab.env.tmp" "$LAB_DIR/lab.env"
@@ -384,7 +407,7 @@ write_env() {
 down() {
 	stop_all
 	local ns
-	for ns in "${ALL_NS[@]}"; do
+	for ns in "${BASE_NS[@]}" "${CLUSTER_NS[@]}"; do
 		ip netns del "$ns" 2>/dev/null || true
 		rm -rf "/etc/netns/$ns"
 	done
@@ -400,10 +423,24 @@ up() {
 	chmod 0755 "$LAB_DIR"
 	LAB_PASSWORD=${LAB_PASSWORD:-$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 16 || true)}
 
+	ALL_NS=("${BASE_NS[@]}")
+	if [ "${1:-}" = --cluster ]; then
+		: >"$LAB_DIR/cluster"
+		ALL_NS+=("${CLUSTER_NS[@]}")
+	fi
 	make_namespaces
-	make_public_link
-	make_vnet
-	write_hosts
+	if [ -e "$LAB_DIR/cluster" ]; then
+		make_cluster_links
+		write_hosts
+		write_cluster_hosts
+		start_udp_balancer
+		start_postgres
+		start_haproxy
+	else
+		make_public_link
+		make_vnet
+		write_hosts
+	fi
 	start_vm1
 	start_vm2
 	local a
@@ -412,6 +449,9 @@ up() {
 		wait_port rdp-nla "$a" "$VM2_RDP_NLA_PORT"
 		wait_port rdp-tls "$a" "$VM2_RDP_TLS_PORT"
 	done
+	if [ -e "$LAB_DIR/cluster" ]; then
+		for a in "$DB4" "$DB6"; do wait_port postgres "$a" "$DB_PORT"; done
+	fi
 	write_env
 	trap - EXIT
 	log "up: client $CLIENT4/$CLIENT6 -> bastion $BASTION_PUB4/$BASTION_PUB6 | vnet $BASTION_VNET4 | vm1 $VM1_4 (ssh) vm2 $VM2_4 (rdp $VM2_RDP_NLA_PORT nla, $VM2_RDP_TLS_PORT tls) rogue $ROGUE4 | $LAB_DIR/lab.env"
@@ -438,7 +478,7 @@ status() {
 
 [ "$(id -u)" = 0 ] || die "must run as root (it creates network namespaces)"
 case "${1:-}" in
-up) up ;;
+up) up "${2:-}" ;;
 down) down ;;
 status) status ;;
 env) cat "$LAB_DIR/lab.env" ;;
