@@ -79,19 +79,22 @@ type balancedConn struct {
 	net.Conn
 	remote   net.Addr
 	balancer netip.AddrPort
-	local    bool // a LOCAL header: the balancer's own connection
+	local    bool // a LOCAL header
+	own      bool // the balancer's own connection (see Via)
 }
 
 func (c *balancedConn) RemoteAddr() net.Addr { return c.remote }
 
 // readProxyHeader reads the PROXY header of c, a connection from a
 // balancer, and returns c as the connection of the user it names.
-func (g *TCP) readProxyHeader(c net.Conn, balancer netip.AddrPort) (*balancedConn, error) {
+func (g *TCP) readProxyHeader(c net.Conn, balancer netip.AddrPort, balancers []netip.Prefix) (*balancedConn, error) {
 	h, err := proxyproto.Read(c)
 	if err != nil {
 		return nil, err
 	}
-	bc := &balancedConn{Conn: c, remote: c.RemoteAddr(), balancer: balancer, local: h.Command == proxyproto.Local}
+	local := h.Command == proxyproto.Local
+	bc := &balancedConn{Conn: c, remote: c.RemoteAddr(), balancer: balancer, local: local,
+		own: local || fromBalancer(balancers, h.Source.Addr())}
 	if h.Command == proxyproto.Proxy {
 		bc.remote = net.TCPAddrFromAddrPort(h.Source)
 		g.d.headers[headerProxy].Add(1)
@@ -145,14 +148,23 @@ func (l *limitedLog) allow() bool {
 // take returns the count of lines held back since the last call.
 func (l *limitedLog) take() int64 { return l.held.Swap(0) }
 
+// Via is how a connection came through a balancer.
+type Via struct {
+	// Balancer is the connection's real peer, which its RemoteAddr is not.
+	Balancer netip.AddrPort
+	// Own: the balancer opened the connection for itself, a health check:
+	// its header was LOCAL, or named one of the balancers as the client.
+	// A user's connection through the balancer is not its own.
+	Own bool
+}
+
 // Balancer reports whether c, a connection the TCP gate passed (or the
-// TLS connection over it), came from a balancer, and that balancer's
-// address: the connection's real peer, which its RemoteAddr is not.
-func Balancer(c net.Conn) (netip.AddrPort, bool) {
+// TLS connection over it), came from a balancer, and how.
+func Balancer(c net.Conn) (Via, bool) {
 	for range 8 { // the wrappers are few: bound the unwrapping anyway
 		switch v := c.(type) {
 		case *balancedConn:
-			return v.balancer, true
+			return Via{Balancer: v.balancer, Own: v.own}, true
 		case *replayConn:
 			c = v.Conn
 		case *countedConn:
@@ -160,8 +172,8 @@ func Balancer(c net.Conn) (netip.AddrPort, bool) {
 		case interface{ NetConn() net.Conn }: // *tls.Conn
 			c = v.NetConn()
 		default:
-			return netip.AddrPort{}, false
+			return Via{}, false
 		}
 	}
-	return netip.AddrPort{}, false
+	return Via{}, false
 }

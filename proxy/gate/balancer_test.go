@@ -137,8 +137,8 @@ func TestBalancerHeader(t *testing.T) {
 					if got := c.RemoteAddr().String(); got != user.String() {
 						t.Errorf("RemoteAddr %s, want the user's %s", got, user)
 					}
-					if b, ok := Balancer(tls.Server(c, &tls.Config{})); !ok || b.Addr() != peer {
-						t.Errorf("Balancer of the TLS connection: %v %v, want %v", b, ok, peer)
+					if via, ok := Balancer(tls.Server(c, &tls.Config{})); !ok || via.Balancer.Addr() != peer || via.Own {
+						t.Errorf("Balancer of the TLS connection: %+v %v, want a user's connection through %v", via, ok, peer)
 					}
 					got := make([]byte, len(hello))
 					if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, hello) {
@@ -156,8 +156,8 @@ func TestBalancerHeader(t *testing.T) {
 				if ap, _ := peerAddr(c); ap.Addr() != peer {
 					t.Errorf("RemoteAddr %s, want the balancer's", c.RemoteAddr())
 				}
-				if _, ok := Balancer(c); !ok {
-					t.Error("a LOCAL connection is not known as the balancer's")
+				if via, ok := Balancer(c); !ok || !via.Own {
+					t.Errorf("a LOCAL connection: %+v %v, want the balancer's own", via, ok)
 				}
 			})
 			dropped := []struct {

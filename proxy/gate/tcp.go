@@ -133,7 +133,7 @@ func (g *TCP) screenBalanced(c net.Conn, peer netip.AddrPort) {
 	cfg := g.d.settings()
 	deadline := time.Now().Add(cfg.HandshakeTimeout) // the header's and the ClientHello's
 	c.SetReadDeadline(deadline)
-	bc, err := g.readProxyHeader(c, peer)
+	bc, err := g.readProxyHeader(c, peer, cfg.Balancers)
 	if err != nil {
 		g.d.badHeader(peer, err)
 		c.Close()
@@ -144,7 +144,7 @@ func (g *TCP) screenBalanced(c net.Conn, peer netip.AddrPort) {
 		c.Close() // the user is over the per-source cap: nothing sent
 		return
 	}
-	g.screenUntil(tc, deadline, bc.local)
+	g.screenUntil(tc, deadline, bc.own)
 }
 
 // screen reads the ClientHello of c within the handshake timeout and passes
