@@ -198,3 +198,28 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkRead reads the headers HAProxy sends: an IPv4 and an IPv6
+// client, and LOCAL for its checks.
+func BenchmarkRead(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		h    Header
+	}{
+		{"ipv4", Header{Command: Proxy, Source: client4, Destination: front4}},
+		{"ipv6", Header{Command: Proxy, Source: client6, Destination: front6}},
+		{"local", Header{Command: Local}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			hdr := Append(nil, bc.h)
+			r := bytes.NewReader(hdr)
+			b.ReportAllocs()
+			for b.Loop() {
+				r.Reset(hdr)
+				if _, err := Read(r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
