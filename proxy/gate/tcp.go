@@ -161,8 +161,8 @@ func (g *TCP) screenUntil(c net.Conn, deadline time.Time, quiet bool) {
 	c.SetReadDeadline(deadline)
 	raw, hello, err := readClientHello(c)
 	if err != nil || !servername.Same(hello.serverName, cfg.ServerName) {
-		if proxyproto.HasSignature(raw) {
-			g.d.headers[headerStranger].Add(1)
+		if _, balanced := Balancer(c); !balanced && proxyproto.HasSignature(raw) {
+			g.d.headers[headerStranger].Add(1) // a balancer's second header is not a stranger's
 		}
 		if !quiet {
 			g.d.cfg.Log.Debug("closed without an answer", zap.Stringer("remote", c.RemoteAddr()),
