@@ -285,3 +285,30 @@ func (s *singleSeries) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// TestFromBalancer: a balancer listed by its IPv4 address is known on a
+// dual-stack socket too, where its address is IPv4-mapped; IPv6 prefixes
+// match IPv6 peers only.
+func TestFromBalancer(t *testing.T) {
+	list := []netip.Prefix{netip.MustParsePrefix("10.0.0.5/32"), netip.MustParsePrefix("fd00::/120")}
+	for _, tc := range []struct {
+		remote string
+		want   bool
+	}{
+		{"10.0.0.5:4000", true},
+		{"[::ffff:10.0.0.5]:4000", true},
+		{"10.0.0.6:4000", false},
+		{"[::ffff:10.0.0.6]:4000", false},
+		{"[fd00::5]:4000", true},
+		{"[fd00::1:5]:4000", false},
+		{"[::a00:5]:4000", false}, // IPv4-compatible, not mapped: another address
+	} {
+		ap, ok := peerAddr(addrConn{remote: net.TCPAddrFromAddrPort(netip.MustParseAddrPort(tc.remote))})
+		if !ok {
+			t.Fatalf("%s: no peer address", tc.remote)
+		}
+		if got := fromBalancer(list, ap.Addr()); got != tc.want {
+			t.Errorf("%s: fromBalancer %v, want %v", tc.remote, got, tc.want)
+		}
+	}
+}
