@@ -45,6 +45,7 @@ func policyInput(cfg *config.Config, vnet []netip.Addr, facts egressFacts) netpo
 			BlockFor:      fw.BlockFor,
 			ExemptPorts:   fw.ExemptPorts,
 			ConnRate:      fw.ConnRate,
+			Balancers:     cfg.Listen.ProxyProtocol.From,
 		},
 		Egress: netpolicy.Egress{
 			Restrict:  netpolicy.EgressMode(fw.RestrictEgress),

@@ -373,7 +373,7 @@ func (d *daemon) isUpgrading() bool {
 func (d *daemon) drain(sigs <-chan os.Signal, watchdog *time.Ticker, why string) error {
 	d.mu.Lock()
 	d.draining = true
-	grace := d.cfg.Limits.DrainGrace
+	grace, delay := d.cfg.Limits.DrainGrace, d.cfg.Listen.ProxyProtocol.DrainDelay
 	d.mu.Unlock()
 	notify(sdaemon.SdNotifyStopping, fmt.Sprintf("STATUS=draining %d sessions (up to %s)", d.front.LiveSessions(), grace))
 
@@ -381,6 +381,19 @@ func (d *daemon) drain(sigs <-chan os.Signal, watchdog *time.Ticker, why string)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
+		// Tell the balancers first (their readiness checks get 503
+		// draining), and keep taking users for drain_delay while they
+		// notice; a second signal ends the wait.
+		d.front.NotReady("draining")
+		if delay > 0 {
+			d.log.Info("telling the balancers, still serving", zap.Duration("drain_delay", delay))
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
 		// Stop accepting, let HTTP requests and then sessions finish; the
 		// broker ends what is left when ctx ends.
 		d.front.Shutdown(ctx)
@@ -628,6 +641,7 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 		MaxConnsPerSource: cfg.Limits.ConnectionsPerSource,
 		TunnelsPerConn:    cfg.Limits.SessionsPerUser,
 		MaxPendingTunnels: cfg.Limits.PendingTunnelRequests,
+		Balancers:         cfg.Listen.ProxyProtocol.From,
 		Access:            accessPolicy(cfg),
 		WebSessions:       websession.Config{Idle: cfg.Access.SessionIdle, Absolute: cfg.Access.SessionLifetime},
 		Broker:            d.broker,

@@ -95,6 +95,10 @@ func hostTable(in Input) Table {
 	}
 	rules := []Rule{
 		{Match: []Match{IIFLoopback{}}, Verdict: "accept", Comment: "admin socket peers, metrics: loopback only"},
+	}
+	balancers := balancerRules(pub, fw, &t)
+	rules = append(rules, balancers...)
+	rules = append(rules, []Rule{
 		{Match: []Match{SAddrIn{Set: "blocklist4"}}, Verdict: "drop", Comment: "blocklisted: dropped everywhere"},
 		{Match: []Match{SAddrIn{V6: true, Set: "blocklist6", Bits: SourceBits6}}, Verdict: "drop"},
 		{Match: []Match{CtState{States: []string{"invalid"}}}, Verdict: "drop"},
@@ -111,7 +115,7 @@ func hostTable(in Input) Table {
 			SourceOver{V6: true, Set: "conn6", PerSecond: fw.ConnRate, BurstPacket: 2 * fw.ConnRate, Bits: SourceBits6}}, Verdict: "drop"},
 		{Match: []Match{pub, DPort{Proto: "tcp", Ports: []uint16{443}}}, Verdict: "accept", Comment: "TLS"},
 		{Match: []Match{pub, DPort{Proto: "udp", Ports: []uint16{443}}}, Verdict: "accept", Comment: "QUIC"},
-	}
+	}...)
 	if ports := sortedPorts(fw.ExemptPorts); len(ports) > 0 {
 		rules = append(rules, Rule{Match: []Match{pub, L4Proto{Protos: []string{"tcp", "udp"}}, DPort{Proto: "th", Ports: ports}}, Verdict: "drop", Comment: "exempt from the trap"})
 	}
@@ -119,6 +123,12 @@ func hostTable(in Input) Table {
 		Rule{Match: []Match{pub, SAddrIn{Set: "admin4"}}, Verdict: "drop", Comment: "admins are never blocklisted"},
 		Rule{Match: []Match{pub, SAddrIn{V6: true, Set: "admin6"}}, Verdict: "drop"},
 	)
+	if len(balancers) > 0 {
+		rules = append(rules,
+			Rule{Match: []Match{pub, SAddrIn{Set: "balancers4"}}, Verdict: "drop", Comment: "balancers are never blocklisted"},
+			Rule{Match: []Match{pub, SAddrIn{V6: true, Set: "balancers6"}}, Verdict: "drop"},
+		)
+	}
 	rules = append(rules, trapRules(pub, fw, &t)...)
 	t.Sets = append(t.Sets, sessionSets(in.Targets)...)
 	t.Chains = []Chain{
@@ -126,6 +136,35 @@ func hostTable(in Input) Table {
 		{Name: "output", Hook: "output", Policy: "accept", Rules: sessionCountRules(false)},
 	}
 	return t
+}
+
+// balancerRules let the balancers' connections to 443/tcp through before
+// the blocklist and the per-source connection-rate meter: every user comes
+// from their addresses, so metering them would throttle everyone, and a
+// blocklisted /64 that holds one would cut everyone off. Their sets are
+// added to t. Without balancers, there are neither sets nor rules, and
+// the ruleset is what it was before balancers existed.
+func balancerRules(pub IIF, fw Firewall, t *Table) []Rule {
+	if len(fw.Balancers) == 0 {
+		return nil
+	}
+	var b4, b6 []Element
+	for _, p := range fw.Balancers {
+		if p.Addr().Is4() {
+			b4 = append(b4, Element{Prefix: p})
+		} else {
+			b6 = append(b6, Element{Prefix: p})
+		}
+	}
+	t.Sets = append(t.Sets,
+		Set{Name: "balancers4", Type: TypeIPv4, Interval: true, Elements: b4},
+		Set{Name: "balancers6", Type: TypeIPv6, Interval: true, Elements: b6})
+	tracked := CtState{States: []string{"new", "established", "related"}} // not invalid
+	return []Rule{
+		{Match: []Match{pub, SAddrIn{Set: "balancers4"}, DPort{Proto: "tcp", Ports: []uint16{443}}, tracked}, Verdict: "accept",
+			Comment: "TLS from the load balancers (listen.proxy_protocol): never metered nor blocklisted"},
+		{Match: []Match{pub, SAddrIn{V6: true, Set: "balancers6"}, DPort{Proto: "tcp", Ports: []uint16{443}}, tracked}, Verdict: "accept"},
+	}
 }
 
 // trapRules blocklist a source that probes a closed TCP or UDP port on the

@@ -72,6 +72,11 @@ var goldenCases = []struct {
 		in.Firewall.ExemptPorts = []uint16{80, 8080}
 		in.Firewall.BlockFor = 90 * time.Minute
 	}},
+	// Load balancers in front of 443/tcp, of both families.
+	{"balancers", func(in *Input) {
+		in.Firewall.Balancers = []netip.Prefix{netip.MustParsePrefix("203.0.113.5/32"), netip.MustParsePrefix("203.0.113.16/28"),
+			netip.MustParsePrefix("2001:db8:1b::5/128")}
+	}},
 	// Every process restricted; tunnel ports with their protocols; what
 	// the configuration names besides the inventory.
 	{"egress-all", func(in *Input) {

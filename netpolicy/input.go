@@ -110,6 +110,11 @@ type Firewall struct {
 	// ConnRate is the new connections per second one source may open to
 	// 443/tcp, in bursts of twice that. At least 1.
 	ConnRate int
+	// Balancers are the TCP load balancers in front of 443/tcp, IPv4 or
+	// IPv6: every user comes through them, so their connections to
+	// 443/tcp pass before the blocklist and the connection-rate meter, and
+	// their probes of closed ports never trap. None: no such rules.
+	Balancers []netip.Prefix
 }
 
 // EgressMode says whose outbound connections the egress chain restricts.
@@ -177,6 +182,11 @@ func (in Input) check() error {
 	for _, p := range fw.AdminCIDRs {
 		if !p.IsValid() {
 			bad("firewall: admin source %s is not a prefix", p)
+		}
+	}
+	for _, p := range fw.Balancers {
+		if !p.IsValid() || p.Bits() == 0 {
+			bad("firewall: balancer %s is not a prefix of some addresses", p)
 		}
 	}
 	for _, p := range fw.ExemptPorts {

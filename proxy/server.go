@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,6 +80,11 @@ type Config struct {
 	// those, a new stream is reset at once), and each has
 	// HandshakeTimeout to send its request. Default 1024.
 	MaxPendingTunnels int
+	// Balancers are the TCP load balancers in front of 443: each of
+	// their connections must start with a PROXY protocol v2 header, whose
+	// user is the connection's source from then on (throttles, records,
+	// audit), and they alone may ask GET portal.ReadyPath. Empty: none.
+	Balancers []netip.Prefix
 	// Access is the authorization policy. Required.
 	Access *access.Policy
 	// WebSessions bounds browser sessions.
@@ -131,6 +137,10 @@ type Server struct {
 	// (tunnelwire.StatusMoved) during or after a hand-over.
 	movedTunnels atomic.Int64
 	closed       bool
+
+	// notReady is why the daemon said s takes no new users (NotReady),
+	// "" while it does.
+	notReady atomic.Pointer[string]
 }
 
 // New checks cfg and returns a Server that signs users in with a.
@@ -185,6 +195,13 @@ func newServer(cfg Config, a *auth.Authenticator, tn tuning) (*Server, error) {
 		DisableGeneralOptionsHandler: true,
 		// Handshake errors from scanners are noise at the default level.
 		ErrorLog: zap.NewStdLog(c.Logger.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+		// The real peer of a connection a balancer opened, for readiness.
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if b, ok := gate.Balancer(c); ok {
+				return context.WithValue(ctx, balancerKey{}, b)
+			}
+			return ctx
+		},
 	}
 	return s, nil
 }
@@ -241,13 +258,14 @@ func (s *Server) SetConfig(cfg Config) error {
 func (s *Server) gateSettings() gate.Settings {
 	c := s.cfg.Load()
 	return gate.Settings{ServerName: c.ServerName, HandshakeTimeout: c.HandshakeTimeout, ClientTimeout: c.ClientTimeout,
-		MaxConnsPerSource: c.MaxConnsPerSource, MaxPendingTunnels: c.MaxPendingTunnels}
+		MaxConnsPerSource: c.MaxConnsPerSource, MaxPendingTunnels: c.MaxPendingTunnels, Balancers: c.Balancers}
 }
 
 // portalConfig is the portal's part of c.
 func (s *Server) portalConfig(c *Config) portal.Config {
 	return portal.Config{Logger: c.Logger, Audit: c.Audit, ServerName: c.ServerName, HandshakeTimeout: c.HandshakeTimeout,
-		Authz: s.authz, WebSessions: c.WebSessions, SSH: c.SSH, RDP: c.RDP, Broker: c.Broker, Tunnel: s.tunnelWebSocket}
+		Authz: s.authz, WebSessions: c.WebSessions, SSH: c.SSH, RDP: c.RDP, Broker: c.Broker, Tunnel: s.tunnelWebSocket,
+		Readiness: s.readiness}
 }
 
 // Policy is the authorization policy in force.

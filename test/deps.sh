@@ -35,6 +35,7 @@ test_packages=(
 	chromium fonts-dejavu-core            # the browser tests (web/, playwright-core drives it)
 	rsyslog rsyslog-gnutls                # the collector audit shipping is tested against (TLS)
 	lintian rpm                           # the package tests (test/package): lintian on the .deb, rpm -qp on the .rpm
+	haproxy                               # the balancer in front of 443 (proxy TestHAProxy: mode tcp, send-proxy-v2, checks)
 )
 case $set_name in
 demo) packages=("${demo_packages[@]}") ;;

@@ -64,6 +64,25 @@ type Listen struct {
 	// AdminGroup is the group whose members may use the admin socket besides
 	// root. Default bastion-admin.
 	AdminGroup string `yaml:"admin_group"`
+	// ProxyProtocol puts the daemon behind TCP load balancers.
+	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
+}
+
+// ProxyProtocol lists the TCP load balancers in front of 443/tcp.
+type ProxyProtocol struct {
+	// From are the balancers' addresses, IPv4 or IPv6 prefixes. Each of
+	// their connections must start with a PROXY protocol v2 header (v1 is
+	// refused), whose client is the source of everything downstream
+	// (throttles, per-source caps, records, audit); only they may ask the
+	// readiness path. The firewall neither rate-limits nor blocklists
+	// them. Empty (default): no balancer, no header read from anyone.
+	From []netip.Prefix `yaml:"from"`
+	// DrainDelay is how long, on stop, the daemon tells the balancers it
+	// is not ready (503 "draining") while it still takes connections,
+	// before it stops accepting and drains: set it to the balancers'
+	// check interval times their fall count, so that they stop sending
+	// users first. It counts in limits.drain_grace. Default 0: stop at once.
+	DrainDelay time.Duration `yaml:"drain_delay"`
 }
 
 // TLS selects the certificate for port 443.

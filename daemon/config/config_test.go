@@ -104,6 +104,29 @@ func TestParseSyslog(t *testing.T) {
 	}
 }
 
+// TestParseProxyProtocol: balancers of both families and a drain delay
+// are read; absent, there is none.
+func TestParseProxyProtocol(t *testing.T) {
+	lab, err := os.ReadFile("testdata/lab.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse("lab.yaml", lab)
+	if err != nil || cfg.Listen.ProxyProtocol.From != nil || cfg.Listen.ProxyProtocol.DrainDelay != 0 {
+		t.Fatalf("without the section: %+v, %v", cfg.Listen.ProxyProtocol, err)
+	}
+	edited := strings.Replace(string(lab), "    self_signed: true\n",
+		"    self_signed: true\n  proxy_protocol:\n    from: [10.0.0.5/32, \"fd00::5/128\", 192.0.2.0/28]\n    drain_delay: 10s\n", 1)
+	cfg, err = Parse("lab.yaml", []byte(edited))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.5/32"), netip.MustParsePrefix("fd00::5/128"), netip.MustParsePrefix("192.0.2.0/28")}
+	if pp := cfg.Listen.ProxyProtocol; !slices.Equal(pp.From, want) || pp.DrainDelay != 10*time.Second {
+		t.Errorf("got %+v", pp)
+	}
+}
+
 // The commented example shipped in systemd/ must always be a valid config.
 func TestParseExample(t *testing.T) {
 	if _, err := Load("../../systemd/bastiond.example.yaml"); err != nil {
@@ -143,6 +166,40 @@ func TestParseProblems(t *testing.T) {
 				`lab.yaml:14: inventory.targets[0].ports.ssh: "twenty-two" is not a whole number`,
 				`lab.yaml:17: inventory.targets[1].addresses[0]: "198.18.1.312" is not an IP address`,
 			},
+		},
+		{
+			name: "proxy protocol balancers: every address, mapped, twice, multicast",
+			edit: func(s string) string {
+				return strings.Replace(s, "    self_signed: true\n", "    self_signed: true\n  proxy_protocol:\n    from: [0.0.0.0/0, \"::/0\", \"::ffff:10.0.0.0/120\", 10.0.0.5/32, 10.0.0.5/32, \"fd00::5/128\", \"ff02::/16\"]\n", 1)
+			},
+			want: []string{
+				"lab.yaml:6: listen.proxy_protocol.from[0]: 0.0.0.0/0 is every address",
+				"lab.yaml:6: listen.proxy_protocol.from[1]: ::/0 is every address",
+				"lab.yaml:6: listen.proxy_protocol.from[2]: ::ffff:10.0.0.0/120 is IPv4-mapped: write the IPv4 prefix 10.0.0.0/24",
+				"lab.yaml:6: listen.proxy_protocol.from[4]: 10.0.0.5/32 is listed twice",
+				"lab.yaml:6: listen.proxy_protocol.from[6]: ff02::/16 cannot be a balancer's address",
+			},
+		},
+		{
+			name: "proxy protocol balancer without a prefix length",
+			edit: func(s string) string {
+				return strings.Replace(s, "    self_signed: true\n", "    self_signed: true\n  proxy_protocol:\n    from: [10.0.0.5/32, 10.0.0.6]\n", 1)
+			},
+			want: []string{`lab.yaml:6: listen.proxy_protocol.from[1]: "10.0.0.6" is not a CIDR prefix`},
+		},
+		{
+			name: "proxy protocol drain delay without balancers",
+			edit: func(s string) string {
+				return strings.Replace(s, "    self_signed: true\n", "    self_signed: true\n  proxy_protocol: {drain_delay: 5s}\n", 1)
+			},
+			want: []string{"lab.yaml:5: listen.proxy_protocol.drain_delay: tells balancers the daemon drains: it needs listen.proxy_protocol.from"},
+		},
+		{
+			name: "proxy protocol drain delay past the drain grace",
+			edit: func(s string) string {
+				return strings.Replace(s, "    self_signed: true\n", "    self_signed: true\n  proxy_protocol: {from: [10.0.0.5/32], drain_delay: 30s}\n", 1)
+			},
+			want: []string{"lab.yaml:5: listen.proxy_protocol.drain_delay: 30s leaves no time to drain within limits.drain_grace (30s)"},
 		},
 		{
 			name: "wrong shape",

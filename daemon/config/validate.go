@@ -107,6 +107,34 @@ func (c *Config) validateListen(v *validator) {
 	if t.MinVersion != "1.2" && t.MinVersion != "1.3" {
 		v.errorf("listen.tls.min_version", "%q is not a TLS version this daemon offers (1.2 or 1.3)", t.MinVersion)
 	}
+	c.validateProxyProtocol(v)
+}
+
+func (c *Config) validateProxyProtocol(v *validator) {
+	pp := c.Listen.ProxyProtocol
+	seen := map[netip.Prefix]bool{}
+	for i, p := range pp.From {
+		path := fmt.Sprintf("listen.proxy_protocol.from[%d]", i)
+		switch a := p.Addr(); {
+		case p.Bits() == 0:
+			v.errorf(path, "%s is every address: any source could then claim to be any client; list the balancers' own addresses", p)
+		case a.Is4In6():
+			v.errorf(path, "%s is IPv4-mapped: write the IPv4 prefix %s", p, netip.PrefixFrom(a.Unmap(), max(p.Bits()-96, 0)))
+		case a.IsMulticast() || a.Zone() != "":
+			v.errorf(path, "%s cannot be a balancer's address", p)
+		case seen[p]:
+			v.errorf(path, "%s is listed twice", p)
+		}
+		seen[p] = true
+	}
+	switch d := pp.DrainDelay; {
+	case d < 0:
+		v.errorf("listen.proxy_protocol.drain_delay", "must not be negative, not %s", d)
+	case d > 0 && len(pp.From) == 0:
+		v.errorf("listen.proxy_protocol.drain_delay", "tells balancers the daemon drains: it needs listen.proxy_protocol.from")
+	case d > 0 && d >= c.Limits.DrainGrace:
+		v.errorf("listen.proxy_protocol.drain_delay", "%s leaves no time to drain within limits.drain_grace (%s)", d, c.Limits.DrainGrace)
+	}
 }
 
 func (c *Config) validateBastion(v *validator) {

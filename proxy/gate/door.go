@@ -13,6 +13,7 @@
 package gate
 
 import (
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,10 @@ type Settings struct {
 	// MaxPendingTunnels caps the QUIC streams, over every connection,
 	// waiting for their tunnel request.
 	MaxPendingTunnels int
+	// Balancers are the TCP load balancers that must open each of their
+	// connections with a PROXY protocol v2 header (balancer.go). Empty:
+	// none, and no connection is read for a header.
+	Balancers []netip.Prefix
 }
 
 // Config is what a Door needs.
@@ -66,6 +71,9 @@ type Door struct {
 	cfg    Config
 	limits *limits
 	paused atomic.Bool // set by Pause, for the gates to read without mu
+
+	headers   [numHeaderOutcomes]atomic.Int64 // PROXY headers, by outcome
+	headerLog limitedLog                      // of malformed headers
 
 	mu     sync.Mutex // guards the fields below
 	resume chan struct{}

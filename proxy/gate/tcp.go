@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bastiond/bastiond/internal/source"
+	"github.com/bastiond/bastiond/proxy/gate/proxyproto"
 	"github.com/bastiond/bastiond/proxy/internal/servername"
 )
 
@@ -87,7 +88,13 @@ func (g *TCP) acceptLoop() {
 			return
 		}
 		delay = 0
-		setClientTimeout(c, g.d.settings().ClientTimeout, g.d.cfg.Log)
+		cfg := g.d.settings()
+		setClientTimeout(c, cfg.ClientTimeout, g.d.cfg.Log)
+		if peer, ok := peerAddr(c); ok && len(cfg.Balancers) > 0 && fromBalancer(cfg.Balancers, peer.Addr()) {
+			// Counted against the cap of the user its header names.
+			go g.screenBalanced(c, peer)
+			continue
+		}
 		tc, ok := g.admit(c)
 		if !ok {
 			c.Close() // over the per-source cap: nothing sent
@@ -118,21 +125,59 @@ func setClientTimeout(c net.Conn, timeout time.Duration, log *zap.Logger) {
 	}
 }
 
+// screenBalanced reads the PROXY header of c, a connection from the
+// balancer peer, within the handshake timeout, counts it against the cap
+// of the user the header names and screens it; a connection without a
+// valid header is closed with nothing sent.
+func (g *TCP) screenBalanced(c net.Conn, peer netip.AddrPort) {
+	cfg := g.d.settings()
+	deadline := time.Now().Add(cfg.HandshakeTimeout) // the header's and the ClientHello's
+	c.SetReadDeadline(deadline)
+	bc, err := g.readProxyHeader(c, peer, cfg.Balancers)
+	if err != nil {
+		g.d.badHeader(peer, err)
+		c.Close()
+		return
+	}
+	tc, ok := g.admit(bc)
+	if !ok {
+		c.Close() // the user is over the per-source cap: nothing sent
+		return
+	}
+	g.screenUntil(tc, deadline, bc.own)
+}
+
 // screen reads the ClientHello of c within the handshake timeout and passes
 // c on when it names the server.
 func (g *TCP) screen(c net.Conn) {
+	g.screenUntil(c, time.Now().Add(g.d.settings().HandshakeTimeout), false)
+}
+
+// screenUntil reads the ClientHello of c before deadline and passes c on
+// when it names the server. A balancer's own connection (quiet) is not
+// logged, nor counted as a failed handshake: a health check is no scanner.
+func (g *TCP) screenUntil(c net.Conn, deadline time.Time, quiet bool) {
 	cfg := g.d.settings()
-	c.SetReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
+	c.SetReadDeadline(deadline)
 	raw, hello, err := readClientHello(c)
 	if err != nil || !servername.Same(hello.serverName, cfg.ServerName) {
-		g.d.cfg.Log.Debug("closed without an answer", zap.Stringer("remote", c.RemoteAddr()),
-			zap.String("server_name", hello.serverName), zap.Error(err))
+		if _, balanced := Balancer(c); !balanced && proxyproto.HasSignature(raw) {
+			g.d.headers[headerStranger].Add(1) // a balancer's second header is not a stranger's
+		}
+		if !quiet {
+			g.d.cfg.Log.Debug("closed without an answer", zap.Stringer("remote", c.RemoteAddr()),
+				zap.String("server_name", hello.serverName), zap.Bool("proxy_header", proxyproto.HasSignature(raw)), zap.Error(err))
+		}
 		c.Close()
 		return
 	}
 	c.SetReadDeadline(time.Time{}) // the TLS stack sets its own
+	failed := g.d.cfg.HandshakeFailed
+	if quiet {
+		failed = func() {}
+	}
 	select {
-	case g.out <- &replayConn{Conn: c, head: raw, failed: g.d.cfg.HandshakeFailed}:
+	case g.out <- &replayConn{Conn: c, head: raw, failed: failed}:
 	case <-g.closed:
 		c.Close()
 	}
@@ -189,6 +234,12 @@ var (
 	tcpRefusedDesc = prometheus.NewDesc("bastiond_tcp_refused_total",
 		"TCP connections on 443 closed with nothing sent because a cap was reached (reason: connection_per_source).",
 		[]string{"reason"}, nil)
+	proxyHeadersDesc = prometheus.NewDesc("bastiond_proxy_protocol_headers_total",
+		"Connections on 443/tcp by what they began with, of PROXY protocol v2: from a balancer (listen.proxy_protocol.from), "+
+			"a header naming a user (proxy), the balancer's own connection (local: a health check), a broken or missing header "+
+			"(malformed: dropped), nothing at all (empty: a connect-only check); from anyone else, a PROXY header (not_from_balancer: "+
+			"dropped with nothing sent).",
+		[]string{"result"}, nil)
 )
 
 // TCPMetrics is the collector of the TCP gates' per-source tables: their
@@ -201,6 +252,7 @@ func (c tcpCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- tcpSourcesDesc
 	ch <- tcpConnsDesc
 	ch <- tcpRefusedDesc
+	ch <- proxyHeadersDesc
 }
 
 func (c tcpCollector) Collect(ch chan<- prometheus.Metric) {
@@ -214,6 +266,9 @@ func (c tcpCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(tcpSourcesDesc, prometheus.GaugeValue, float64(sum.sources))
 	ch <- prometheus.MustNewConstMetric(tcpConnsDesc, prometheus.GaugeValue, float64(sum.conns))
 	ch <- prometheus.MustNewConstMetric(tcpRefusedDesc, prometheus.CounterValue, float64(sum.refused), "connection_per_source")
+	for i, name := range headerOutcomeNames {
+		ch <- prometheus.MustNewConstMetric(proxyHeadersDesc, prometheus.CounterValue, float64(c.d.headers[i].Load()), name)
+	}
 }
 
 // countedConn gives its source's place back once, when closed.

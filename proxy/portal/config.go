@@ -50,6 +50,11 @@ type Config struct {
 	// Tunnel serves GET /tunnel, the native tunnel's WebSocket; nil: the
 	// route answers the uniform 404.
 	Tunnel http.HandlerFunc
+	// Readiness answers GET ReadyPath for a load balancer: state is
+	// "ready" (200) or why not (503, e.g. "draining"). ok false, or a nil
+	// Readiness, answers the uniform 404: to anyone but a balancer, the
+	// path does not exist.
+	Readiness func(r *http.Request) (state string, ok bool)
 }
 
 // SSHConfig is what browser SSH terminals need besides the broker and

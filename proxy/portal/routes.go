@@ -31,6 +31,7 @@ func (s *Portal) routes() http.Handler {
 	mux.HandleFunc("GET /connect/{ticket}", s.connectPage)
 	mux.HandleFunc("GET /ws/{protocol}", s.relay)
 	mux.HandleFunc("GET "+tunnelwire.WebSocketPath, s.tunnel)
+	mux.HandleFunc("GET "+ReadyPath, s.ready)
 	mux.HandleFunc("GET /recordings", s.recordingsPage)
 	mux.HandleFunc("GET /recordings/{id}", s.playerPage)
 	mux.HandleFunc("GET /api/recordings/{id}", s.castFile)
@@ -83,6 +84,30 @@ func (s *Portal) tunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	notFound(w, r)
+}
+
+// ReadyPath is where a load balancer asks whether this bastion takes new
+// users (Config.Readiness).
+const ReadyPath = "/.well-known/bastiond/ready"
+
+// ready is GET ReadyPath: 200 "ready" or 503 and why not, to a balancer
+// only; the uniform 404 to anyone else.
+func (s *Portal) ready(w http.ResponseWriter, r *http.Request) {
+	f := s.cfg.Load().Readiness
+	if f == nil {
+		notFound(w, r)
+		return
+	}
+	state, ok := f(r)
+	if !ok {
+		notFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if state != "ready" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	w.Write([]byte(state + "\n"))
 }
 
 func notFound(w http.ResponseWriter, _ *http.Request) {
