@@ -179,7 +179,8 @@ EOF
 }
 
 # start_haproxy: the TCP balancer on 443, PROXY protocol v2 to both
-# instances, which it checks by TCP until they answer.
+# instances, whose readiness it checks as the README's example does (an
+# instance lists the balancer's front addresses in listen.proxy_protocol).
 start_haproxy() {
 	local dir=$LAB_DIR/lb
 	mkdir -p "$dir"
@@ -207,7 +208,10 @@ frontend bastion
 
 backend instances
 	balance leastconn
-	default-server send-proxy-v2 check inter 1s fall 2 rise 1
+	option httpchk
+	http-check send meth GET uri /.well-known/bastiond/ready ver HTTP/1.1 hdr Host bastion.lab.example
+	http-check expect status 200
+	default-server send-proxy-v2 check check-ssl check-sni bastion.lab.example verify none inter 1s fall 2 rise 1
 	server a $BASTION_FE4:443
 	server b $BASTION2_FE4:443
 EOF
