@@ -28,6 +28,7 @@ type Daemon struct {
 	cfgPath string
 	admin   string
 	bin     string // the bastiond binary; binDir's when empty
+	ns      string // the network namespace it runs in; the lab's bastion when empty
 	audit   string // the audit file; dir/audit.jsonl when empty
 	Cmd     *exec.Cmd
 	Log     syncbuf.Buffer
@@ -80,11 +81,18 @@ func StartDaemon(t testing.TB, how Activation, extra string) *Daemon {
 // the daemon's directory.
 func StartDaemonWith(t testing.TB, how Activation, config func(dir string) string) *Daemon {
 	t.Helper()
+	return StartDaemonIn(t, "", how, config)
+}
+
+// StartDaemonIn is StartDaemonWith in the network namespace ns (the lab's
+// bastion for ""): in the cluster lab, an instance.
+func StartDaemonIn(t testing.TB, ns string, how Activation, config func(dir string) string) *Daemon {
+	t.Helper()
 	NeedLab(t)
 	dir := t.TempDir()
 	os.Chmod(filepath.Dir(dir), 0o755)
 	os.Chmod(dir, 0o755)
-	d := &Daemon{t: t, Dir: dir, cfgPath: filepath.Join(dir, "bastiond.yaml"), admin: filepath.Join(dir, "admin.sock")}
+	d := &Daemon{t: t, Dir: dir, ns: ns, cfgPath: filepath.Join(dir, "bastiond.yaml"), admin: filepath.Join(dir, "admin.sock")}
 	d.WriteConfig(config(dir))
 	d.launch(how)
 	return d
@@ -94,9 +102,17 @@ func StartDaemonWith(t testing.TB, how Activation, config func(dir string) strin
 // once d has exited.
 func (d *Daemon) restart(how Activation) *Daemon {
 	d.t.Helper()
-	n := &Daemon{t: d.t, Dir: d.Dir, cfgPath: d.cfgPath, admin: d.admin}
+	n := &Daemon{t: d.t, Dir: d.Dir, ns: d.ns, cfgPath: d.cfgPath, admin: d.admin}
 	n.launch(how)
 	return n
+}
+
+// Netns is the network namespace the daemon runs in.
+func (d *Daemon) Netns() string {
+	if d.ns != "" {
+		return d.ns
+	}
+	return LabValue(d.t, "NS_BASTION")
 }
 
 func (d *Daemon) launch(how Activation) {
@@ -129,17 +145,17 @@ func (d *Daemon) launch(how Activation) {
 	env := []string{"NOTIFY_SOCKET=" + notifyPath, "WATCHDOG_USEC=400000"}
 	switch how {
 	case ViaTool:
-		args := []string{"netns", "exec", LabValue(t, "NS_BASTION"), "systemd-socket-activate", "-l", "[::]:443"}
+		args := []string{"netns", "exec", d.Netns(), "systemd-socket-activate", "-l", "[::]:443"}
 		for _, e := range env {
 			args = append(args, "-E", e)
 		}
 		d.Cmd = exec.Command("ip", append(args, bastiond, "-config", d.cfgPath)...)
 	case ViaFDs:
-		files := activationFiles(t)
+		files := activationFiles(t, d.Netns())
 		// LISTEN_PID must be the daemon's own PID: the shell sets it to its
 		// own and then becomes the daemon with exec, keeping the PID.
 		script := `LISTEN_PID=$$ exec "$0" "$@"`
-		d.Cmd = exec.Command("ip", "netns", "exec", LabValue(t, "NS_BASTION"), "sh", "-c", script, bastiond, "-config", d.cfgPath)
+		d.Cmd = exec.Command("ip", "netns", "exec", d.Netns(), "sh", "-c", script, bastiond, "-config", d.cfgPath)
 		d.Cmd.Env = append(os.Environ(), append(env, "LISTEN_FDS=2", "LISTEN_FDNAMES=https:quic")...)
 		d.Cmd.ExtraFiles = files
 	}
@@ -166,11 +182,11 @@ func (d *Daemon) launch(how Activation) {
 	d.WaitNotify("READY=1", 20*time.Second)
 }
 
-// activationFiles makes TCP and UDP [::]:443 sockets inside the bastion
-// namespace, as systemd would for bastiond.socket.
-func activationFiles(t testing.TB) []*os.File {
+// activationFiles makes TCP and UDP [::]:443 sockets inside the network
+// namespace ns, as systemd would for bastiond.socket.
+func activationFiles(t testing.TB, ns string) []*os.File {
 	var files []*os.File
-	err := InNetns(LabValue(t, "NS_BASTION"), func() error {
+	err := InNetns(ns, func() error {
 		ln, err := net.Listen("tcp", "[::]:443")
 		if err != nil {
 			return err

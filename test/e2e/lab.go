@@ -36,7 +36,13 @@ var (
 
 // Main builds the binaries, brings the lab up, runs the package's tests and
 // takes the lab down; it returns the exit code for os.Exit.
-func Main(m *testing.M) int {
+func Main(m *testing.M) int { return runLab(m) }
+
+// MainCluster is Main with the lab in its cluster mode (lab.sh up
+// --cluster): a balancer, two bastion namespaces and PostgreSQL.
+func MainCluster(m *testing.M) int { return runLab(m, "--cluster") }
+
+func runLab(m *testing.M, upArgs ...string) int {
 	flag.Parse()
 	wd, _ := os.Getwd()
 	repoRoot = filepath.Clean(filepath.Join(wd, "..", ".."))
@@ -81,7 +87,7 @@ func Main(m *testing.M) int {
 		return 1
 	}
 	defer unlock()
-	if out, err := labCmd("up"); err != nil {
+	if out, err := labCmd(append([]string{"up"}, upArgs...)...); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: lab up: %v\n%s", err, out)
 		labCmd("down")
 		return 1

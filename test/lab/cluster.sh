@@ -191,6 +191,8 @@ global
 	# Within the lab's file descriptor limit (two per connection).
 	maxconn 9000
 	pidfile $dir/haproxy.pid
+	# `show stat` here says which instance the checks find up.
+	stats socket $dir/admin.sock mode 600 level admin
 
 defaults
 	mode tcp
@@ -200,6 +202,10 @@ defaults
 	timeout client 1h
 	timeout server 1h
 	timeout tunnel 1h
+	# A connection an instance refuses (it died, its checks have not seen
+	# it yet) is tried again on the other one: users see no failure.
+	retries 2
+	option redispatch 1
 
 frontend bastion
 	bind $BASTION_PUB4:443

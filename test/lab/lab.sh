@@ -396,6 +396,7 @@ write_env() {
 			echo "CLUSTER=1"
 			echo "DB_DSN_FILE=$LAB_DIR/db/dsn"
 			echo "DB_CA=$LAB_DIR/db/ca.crt"
+			echo "LB_ADMIN=$LAB_DIR/lb/admin.sock"
 		fi
 	} >"$LAB_DIR/lab.env.tmp"
 	chmod 0600 "$LAB_DIR/lab.env.tmp"
