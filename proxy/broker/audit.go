@@ -40,7 +40,7 @@ func startRecord(i Info) record {
 	if i.Client.IsValid() {
 		source = i.Client.Addr().String()
 	}
-	return record{V: audit.Version, Time: i.Start, Event: audit.SessionStart, Actor: i.User, Source: source,
+	return record{V: audit.Version, Time: i.Start, Event: audit.SessionStart, Actor: i.User, Source: source, Instance: i.Instance,
 		Session: i.ID, User: i.User, Client: i.Client.String(),
 		Target: i.Target, Address: i.Address.String(), Protocol: i.Protocol, Port: i.Port, Login: i.Login, Via: i.Via,
 		Token: i.Token, Roles: i.Roles, Recording: i.Recording, RecordingSHA256: i.RecordingSHA256}
@@ -83,6 +83,10 @@ type liveEntry struct {
 	Start     record `json:"start"`
 	BytesUp   int64  `json:"bytes_up"`
 	BytesDown int64  `json:"bytes_down"`
+	// Registered says the session is in the cluster's registry too: its
+	// abandoned record is then written by whoever takes its registry entry
+	// (Registry.Claim), once in the cluster.
+	Registered bool `json:"registered,omitempty"`
 }
 
 // auditOp is one request to the writer.
@@ -166,6 +170,9 @@ type auditLog struct {
 	retry time.Duration
 	db    *bbolt.DB // the live journal
 	log   *zap.Logger
+	// instance goes into the lines the writer makes itself (chain start,
+	// events lost).
+	instance string
 	ops   chan auditOp
 	done  chan struct{}
 
@@ -310,8 +317,8 @@ func (a *auditLog) bound(queue []queued) []queued {
 }
 
 func openAudit(path string, journal *bbolt.DB, log *zap.Logger, ship func([][]byte),
-	openFile func(string) (auditFile, error), retry time.Duration) (*auditLog, error) {
-	a := &auditLog{path: path, openFile: openFile, retry: retry, db: journal, log: log, ops: make(chan auditOp, 1024), done: make(chan struct{}), size: -1,
+	openFile func(string) (auditFile, error), retry time.Duration, instance string) (*auditLog, error) {
+	a := &auditLog{path: path, openFile: openFile, retry: retry, db: journal, log: log, instance: instance, ops: make(chan auditOp, 1024), done: make(chan struct{}), size: -1,
 		kick: make(chan struct{}, 1), ship: ship}
 	if err := a.open(); err != nil {
 		return nil, err
@@ -394,7 +401,7 @@ func (a *auditLog) run() {
 func (a *auditLog) withEvents(batch []auditOp) []auditOp {
 	batch = interleave(batch, a.takeEvents())
 	if a.lost > 0 && a.unavailable() == nil {
-		line := audit.Marshal(audit.Event{Event: audit.EventsLost, Actor: audit.ActorDaemon, Source: audit.SourceLocal, Count: a.lost,
+		line := audit.Marshal(audit.Event{Event: audit.EventsLost, Actor: audit.ActorDaemon, Source: audit.SourceLocal, Instance: a.instance, Count: a.lost,
 			Reason: "too many events waited for the audit file"})
 		a.lost = 0
 		a.depth.Add(1)
@@ -684,7 +691,7 @@ func (a *auditLog) flush(items []queued) ([][]byte, error) {
 // failed write left, is ended with a newline: it stays in the file, where
 // audit verify reports it, and the chain goes on from it.
 func (a *auditLog) resume(size int64, buf *bytes.Buffer) (audit.Hash, []byte) {
-	start := audit.Event{Event: audit.ChainStarted, Actor: audit.ActorDaemon, Source: audit.SourceLocal}
+	start := audit.Event{Event: audit.ChainStarted, Actor: audit.ActorDaemon, Source: audit.SourceLocal, Instance: a.instance}
 	var prev audit.Hash
 	last, whole, err := audit.Tail(a.f, size)
 	switch {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -158,6 +159,12 @@ type Options struct {
 	// refuses sessions (ErrAuditUnavailable) and end records wait in memory
 	// (see Session.End).
 	AuditFile string
+	// Instance is this bastiond's name in its cluster (cluster.instance):
+	// every line the broker writes carries it, and every session.
+	Instance string
+	// Registry is the cluster's live-session registry, or nil on a single
+	// host (the live journal is then all there is). See Registry.
+	Registry Registry
 	// Ship, if set, receives the lines of every write to the audit file
 	// once it is synced, in order, as written (without newlines): the
 	// shippers' feed (journald, syslog). It must not block.
@@ -206,6 +213,23 @@ func (t tuning) withDefaults() tuning {
 	return t
 }
 
+// Registry is the cluster's live-session registry (proxy/registry) as the
+// broker uses it. An entry is added before a session carries a byte (and
+// the session refused if that fails), refreshed with the live journal's
+// byte counts, and removed once the end record is durable. process is the
+// broker's live journal's file name, for the registry to tell the entries
+// of a process that is gone.
+type Registry interface {
+	Add(process string, s Info) error
+	Refresh(process string, list []Info) error
+	Remove(ids []string) error
+	// Claim takes the entries of ids, sessions of this instance a dead
+	// process left in its journal, for the registry to record (see
+	// RecordAbandoned), and returns those it found: the others were
+	// recorded by whoever removed them.
+	Claim(ids []string) (map[string]bool, error)
+}
+
 // Broker admits, dials, registers, relays and accounts for sessions.
 type Broker struct {
 	cfg     atomic.Pointer[config]
@@ -215,6 +239,12 @@ type Broker struct {
 	metrics *metrics
 	// allowLoopback lifts the dial guard's loopback rule (tuning, tests only).
 	allowLoopback bool
+	instance      string
+	reg           Registry // nil on a single host
+
+	unregMu    sync.Mutex // guards unreg
+	unreg      []string   // ended sessions whose registry entries could not be removed yet
+	refreshing atomic.Bool
 
 	// stopCtx is cancelled when Close gives up waiting: dials in flight
 	// abort, and sessions that register afterwards end at once.
@@ -253,6 +283,9 @@ var _ audit.Sink = (*Broker)(nil)
 // counted as lost). After Close, events are logged and dropped.
 func (b *Broker) Audit(e audit.Event) {
 	b.countEvent(e.Event)
+	if e.Instance == "" {
+		e.Instance = b.instance
+	}
 	b.audit.closeMu.RLock()
 	defer b.audit.closeMu.RUnlock()
 	if b.audit.closed {
@@ -290,7 +323,7 @@ func New(cfg Config, opt Options) (*Broker, error) {
 		return nil, err
 	}
 	tn := opt.tuning.withDefaults()
-	audit, err := openAudit(opt.AuditFile, journal, c.Logger, opt.Ship, tn.openAuditFile, tn.auditRetry)
+	audit, err := openAudit(opt.AuditFile, journal, c.Logger, opt.Ship, tn.openAuditFile, tn.auditRetry, opt.Instance)
 	if err != nil {
 		journal.Close()
 		os.Remove(path)
@@ -298,7 +331,7 @@ func New(cfg Config, opt Options) (*Broker, error) {
 	}
 	b := &Broker{log: c.Logger, audit: audit, metrics: newMetrics(), sessions: map[string]*Session{}, perUser: map[string]int{},
 		emptied: make(chan struct{}), liveDir: opt.LiveDir, journal: path, tick: tn.sweepTick, orphanScan: tn.orphanScan,
-		allowLoopback: tn.allowLoopback, stop: make(chan struct{}), swept: make(chan struct{})}
+		allowLoopback: tn.allowLoopback, stop: make(chan struct{}), swept: make(chan struct{}), instance: opt.Instance, reg: opt.Registry}
 	b.stopCtx, b.stopAll = context.WithCancel(context.Background())
 	b.cfg.Store(c)
 	go audit.run()
@@ -481,13 +514,28 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := newSession(b, Info{ID: newID(), User: req.User, Client: req.Client, Target: req.Target, Address: addr,
+	s := newSession(b, Info{ID: newID(), Instance: b.instance, User: req.User, Client: req.Client, Target: req.Target, Address: addr,
 		Protocol: req.Protocol, Port: port, Login: req.Login, Via: req.Via, Token: req.Token, Roles: slices.Clone(req.Roles),
 		Start: time.Now()}, weight, conn)
 	start := startRecord(s.info)
-	entry, _ := json.Marshal(liveEntry{Start: start})
+	if b.reg != nil {
+		// Before the journal entry and the start record, as they are
+		// ordered: a crash after any of them leaves an entry that someone
+		// records as abandoned.
+		if err := b.reg.Add(b.process(), s.info); err != nil {
+			conn.Close()
+			s.log.Error("session refused: it cannot be entered in the cluster's registry", zap.Error(err))
+			b.metrics.refusals.WithLabelValues("registry").Inc()
+			return nil, &Error{Kind: KindInternal, Msg: "the bastion cannot register the session at the moment (its state store is unavailable)", Err: err}
+		}
+	}
+	entry, _ := json.Marshal(liveEntry{Start: start, Registered: b.reg != nil})
 	if err := b.audit.submit(auditOp{opening: s.info.ID, entry: entry, lines: [][]byte{marshalLine(start)}}); err != nil {
 		conn.Close()
+		// The refused session's records may still be written (they wait
+		// in memory); if the process stops first, they are lost with the
+		// registry entry, like any record never written.
+		b.unregister(s.info.ID)
 		if errors.Is(err, ErrAuditUnavailable) {
 			// The writer logs the fault itself, once.
 			s.log.Warn("session refused: the audit file cannot be written", zap.Error(err))
@@ -721,6 +769,7 @@ func (b *Broker) sweep() {
 				lastSave = now
 				b.saveCounts(list)
 			}
+			b.retryUnregister()
 			if now.Sub(lastScan) >= b.orphanScan {
 				lastScan = now
 				if _, err := b.RecoverOrphans(); err != nil {
@@ -737,12 +786,114 @@ func (b *Broker) sweep() {
 // while the audit file cannot be written.
 func (b *Broker) saveCounts(list []*Session) {
 	op := auditOp{refresh: map[string][]byte{}}
+	var infos []Info
 	for _, s := range list {
 		if s.ending.Load() {
 			continue
 		}
-		v, _ := json.Marshal(liveEntry{Start: startRecord(s.Info()), BytesUp: s.up.Load(), BytesDown: s.down.Load()})
+		info := s.Info()
+		infos = append(infos, info)
+		v, _ := json.Marshal(liveEntry{Start: startRecord(info), BytesUp: s.up.Load(), BytesDown: s.down.Load(), Registered: b.reg != nil})
 		op.refresh[s.info.ID] = v
 	}
 	b.audit.offer(op)
+	// The registry may be a database across the network: the sweep does
+	// not wait for it, and skips a refresh while the last one runs.
+	if b.reg != nil && len(infos) > 0 && b.refreshing.CompareAndSwap(false, true) {
+		go func() {
+			defer b.refreshing.Store(false)
+			if err := b.reg.Refresh(b.process(), infos); err != nil {
+				b.log.Warn("cannot refresh the byte counts in the cluster's registry", zap.Error(err))
+			}
+		}()
+	}
+}
+
+// process is the name the registry knows this broker's process by: its
+// live journal's file name.
+func (b *Broker) process() string { return filepath.Base(b.journal) }
+
+// ProcessAlive says whether a process of this host with a live journal
+// called process (Registry.Add) may still carry sessions: its journal is
+// there. A dead process's journal is recovered and removed (New, the
+// sweeper), so one that is gone left no session unrecorded.
+func (b *Broker) ProcessAlive(process string) bool {
+	if process == "" || process != filepath.Base(process) {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(b.liveDir, process))
+	return err == nil
+}
+
+// unregister removes an ended session's registry entry, now that its end
+// record is durable (or will be, or is lost); if the registry cannot be
+// reached, the sweeper tries again.
+func (b *Broker) unregister(id string) {
+	if b.reg == nil {
+		return
+	}
+	if err := b.reg.Remove([]string{id}); err != nil {
+		b.log.Warn("cannot remove an ended session from the cluster's registry; trying again every second", zap.String("session", id), zap.Error(err))
+		b.unregMu.Lock()
+		b.unreg = append(b.unreg, id)
+		b.unregMu.Unlock()
+	}
+}
+
+// retryUnregister tries again to remove the registry entries unregister
+// could not.
+func (b *Broker) retryUnregister() {
+	b.unregMu.Lock()
+	ids := b.unreg
+	b.unreg = nil
+	b.unregMu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	if err := b.reg.Remove(ids); err != nil {
+		b.unregMu.Lock()
+		b.unreg = append(b.unreg, ids...)
+		b.unregMu.Unlock()
+	}
+}
+
+// RecordAbandoned writes, with reason abandoned, the end records of
+// sessions nobody carries any more: another instance's, which died (each
+// one's Info.Instance), or this instance's, whose process did. The records
+// name the instance that carried the session, and this one as recorded_by
+// when they differ. It returns once they are durable. A session whose end
+// record is in the audit file's tail gets no second one. The registry calls
+// it (registry.Handler).
+func (b *Broker) RecordAbandoned(list []Info) error {
+	ended := b.audit.endedInTail(1 << 20)
+	now := time.Now()
+	var op auditOp
+	var ends []record
+	for _, i := range list {
+		if ended[i.ID] {
+			continue
+		}
+		end := endOf(startRecord(i), now, i.BytesUp, i.BytesDown, ReasonAbandoned, false)
+		if end.Instance == "" {
+			end.Instance = b.instance
+		}
+		if end.Instance != b.instance {
+			end.RecordedBy = b.instance
+		}
+		op.lines = append(op.lines, marshalLine(end))
+		ends = append(ends, end)
+	}
+	if len(ends) == 0 {
+		return nil
+	}
+	if err := b.audit.submit(op); err != nil {
+		return err
+	}
+	for _, end := range ends {
+		b.log.Warn("session interrupted by a crash or a kill", append(fields(end), zap.String("session", end.Session),
+			zap.String("instance", end.Instance))...)
+		b.countEvent(audit.SessionEnd)
+		b.metrics.ended.WithLabelValues(end.Protocol, reasonClass(ReasonAbandoned)).Inc()
+	}
+	return nil
 }
