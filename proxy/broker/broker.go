@@ -225,7 +225,7 @@ type Registry interface {
 	Remove(ids []string) error
 	// Claim takes the entries of ids, sessions of this instance a dead
 	// process left in its journal, for the registry to record (see
-	// RecordAbandoned), and returns those it found: the others were
+	// Abandoned), and returns those it found: the others were
 	// recorded by whoever removed them.
 	Claim(ids []string) (map[string]bool, error)
 }
@@ -857,14 +857,14 @@ func (b *Broker) retryUnregister() {
 	}
 }
 
-// RecordAbandoned writes, with reason abandoned, the end records of
+// Abandoned writes, with reason abandoned, the end records of
 // sessions nobody carries any more: another instance's, which died (each
 // one's Info.Instance), or this instance's, whose process did. The records
 // name the instance that carried the session, and this one as recorded_by
 // when they differ. It returns once they are durable. A session whose end
 // record is in the audit file's tail gets no second one. The registry calls
 // it (registry.Handler).
-func (b *Broker) RecordAbandoned(list []Info) error {
+func (b *Broker) Abandoned(list []Info) error {
 	ended := b.audit.endedInTail(1 << 20)
 	now := time.Now()
 	var op auditOp
