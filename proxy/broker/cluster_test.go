@@ -18,7 +18,13 @@ import (
 	"github.com/bastiond/bastiond/proxy/registry"
 )
 
-var _ registry.Handler = (*Broker)(nil)
+// handler is the registry's Handler made of a broker alone, as the daemon
+// makes it of its broker and its predecessor's.
+type handler struct{ *Broker }
+
+func (handler) Recheck(string) {}
+
+var _ registry.Handler = handler{}
 
 // instance is one bastiond of a cluster in a test: its own live journals
 // and audit file (its own host), the cluster's store shared.
@@ -55,7 +61,7 @@ func (in *instance) start(t *testing.T, db store.DB, cfg Config, dead time.Durat
 	ctx, cancel := context.WithCancel(context.Background())
 	in.stop, in.done = cancel, make(chan struct{})
 	go func() {
-		reg.Run(ctx, in.b)
+		reg.Run(ctx, handler{in.b})
 		close(in.done)
 	}()
 	t.Cleanup(in.halt)

@@ -32,6 +32,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -53,7 +54,22 @@ const (
 	// instance took over (a dead instance's, or one of its own a crash
 	// left) and has yet to record as abandoned.
 	abandonedBucket = "cluster_abandoned"
+	// recheckBucket: "generation" -> recheck, bumped by an instance whose
+	// change of the shared state (an account, a grant, a token) or of its
+	// configuration may have taken rights away.
+	recheckBucket = "cluster_recheck"
 )
+
+var recheckKey = []byte("generation")
+
+// recheck is the value of recheckKey.
+type recheck struct {
+	Generation uint64    `json:"generation"`
+	Why        string    `json:"why"`
+	From       string    `json:"from"`    // the instance
+	Process    string    `json:"process"` // the process that asked (it checked its own sessions)
+	At         time.Time `json:"at"`
+}
 
 // Notifier is an optional interface of a store.DB whose backend can wake
 // the other instances (PostgreSQL's LISTEN/NOTIFY). Without it, kill
@@ -107,6 +123,10 @@ type Handler interface {
 	// for the next call. A session whose end record is in the audit file
 	// already gets no second one.
 	Abandoned(list []admin.Session) error
+	// Recheck ends the sessions of this instance whose rights are gone,
+	// as its own configuration and the shared state now say: another
+	// instance changed either (Registry.Recheck).
+	Recheck(why string)
 	// ProcessAlive says whether the process of this instance that added
 	// an entry (Entry.Process, a live journal's name) still runs: the
 	// entries of one that is gone and left no journal (its end records
@@ -145,6 +165,10 @@ type killRequest struct {
 var (
 	// ErrNoSession is Kill's error for an ID no instance carries.
 	ErrNoSession = errors.New("registry: no such live session")
+	// ErrNotHere is what Handler.Kill returns for a session that this
+	// process does not carry: the request is left for another process of
+	// the instance (the two of an upgrade).
+	ErrNotHere = errors.New("registry: the session is not carried by this process")
 	// ErrInstanceDead is Kill's error for a session of an instance that
 	// no longer beats.
 	ErrInstanceDead = errors.New("registry: the instance that carries the session is not answering")
@@ -157,11 +181,14 @@ type Registry struct {
 	process string           // this process, in the heartbeat: pid-random
 	wake    chan struct{}    // kicks Run to record claimed sessions
 	now     func() time.Time // time.Now but in tests
+	retired atomic.Bool      // Retire: kills and rechecks are the successor's
 
 	mu       sync.Mutex // guards the fields below
 	beat     uint64
 	streak   time.Time // since when every heartbeat was written; zero after a failure
 	observed map[string]observation
+	seenGen  uint64 // the recheck generation last acted on
+	genRead  bool   // seenGen was read at least once
 }
 
 // observation is when this instance last saw another's heartbeat change.
@@ -212,6 +239,39 @@ func validInstance(s string) bool {
 	}
 	return true
 }
+
+// Retire hands kill requests and rechecks over to the process that took
+// over from this one (a binary upgrade); the heartbeat and the recording of
+// dead instances' sessions go on while this one serves its last sessions.
+func (r *Registry) Retire() { r.retired.Store(true) }
+
+// Recheck asks every other instance to end the sessions whose rights are
+// gone (Handler.Recheck), after this one has ended its own: why says what
+// changed. An instance learns of it within Config.Poll.
+func (r *Registry) Recheck(why string) error {
+	err := r.cfg.DB.Update(func(tx store.Tx) error {
+		b := tx.Bucket(recheckBucket)
+		var q recheck
+		if v, err := b.Get(recheckKey); err != nil {
+			return err
+		} else if v != nil {
+			json.Unmarshal(v, &q)
+		}
+		q = recheck{Generation: q.Generation + 1, Why: why, From: r.cfg.Instance, Process: r.process, At: r.now().UTC()}
+		v, _ := json.Marshal(q)
+		return b.Put(recheckKey, v)
+	})
+	if err != nil {
+		return fmt.Errorf("registry: recheck: %w", err)
+	}
+	if n, ok := r.cfg.DB.(Notifier); ok {
+		n.Notify(recheckChannel)
+	}
+	return nil
+}
+
+// recheckChannel is the Notifier channel of rechecks.
+const recheckChannel = "bastiond_recheck"
 
 // Instance is this instance's name.
 func (r *Registry) Instance() string { return r.cfg.Instance }

@@ -72,6 +72,13 @@ type handler struct {
 	killed   map[string]string   // session ID -> reason
 	alive    map[string]bool     // processes alive
 	failKill error
+	rechecks []string
+}
+
+func (h *handler) Recheck(why string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.rechecks = append(h.rechecks, why)
 }
 
 func newHandler(name string, reg *Registry, recorded map[string][]string, mu *sync.Mutex) *handler {
@@ -563,5 +570,34 @@ func TestLeave(t *testing.T) {
 	a.leave()
 	if hbs, _ := a.Instances(); len(hbs) != 1 || hbs[0].Addresses[1] != netip.MustParseAddr("2001:db8:18::4") {
 		t.Errorf("heartbeats after leaving with a session: %+v", hbs)
+	}
+}
+
+// TestRecheck: an instance that changed rights asks the others to check
+// their sessions; it does not ask itself, and a retired process (the old
+// half of an upgrade) leaves it to its successor.
+func TestRecheck(t *testing.T) {
+	db := openDB(t)
+	recorded := map[string][]string{}
+	a, b := instance(t, db, "bastion-a", nil), instance(t, db, "bastion-b", nil)
+	old := instance(t, db, "bastion-b", nil)
+	ha, hb, hold := newHandler("bastion-a", a, recorded, nil), newHandler("bastion-b", b, recorded, nil), newHandler("bastion-b", old, recorded, nil)
+	old.Retire()
+	for _, p := range []struct {
+		r *Registry
+		h *handler
+	}{{a, ha}, {b, hb}, {old, hold}} {
+		p.r.serveRecheck(p.h) // the generation as it stands at start: nothing to do
+	}
+	if err := a.Recheck("role revoked"); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		a.serveRecheck(ha)
+		b.serveRecheck(hb)
+		old.serveRecheck(hold)
+	}
+	if len(ha.rechecks) != 0 || len(hold.rechecks) != 0 || !slices.Equal(hb.rechecks, []string{"on instance bastion-a: role revoked"}) {
+		t.Errorf("rechecks: a %v, b %v, retired %v", ha.rechecks, hb.rechecks, hold.rechecks)
 	}
 }

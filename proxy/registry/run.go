@@ -25,11 +25,14 @@ const staleEvery = time.Minute
 // in the registry (the previous process of an upgrade carries them) leaves
 // it, and the next process's heartbeat takes over.
 func (r *Registry) Run(ctx context.Context, h Handler) error {
-	var kicks <-chan struct{}
+	var kicks, rechecks <-chan struct{}
 	if n, ok := r.cfg.DB.(Notifier); ok {
 		var err error
-		if kicks, err = n.Subscribe(ctx, killChannel(r.cfg.Instance)); err != nil {
-			r.log.Warn("no notifications from the store: kill requests are polled for", zap.Error(err))
+		if kicks, err = n.Subscribe(ctx, killChannel(r.cfg.Instance)); err == nil {
+			rechecks, err = n.Subscribe(ctx, recheckChannel)
+		}
+		if err != nil {
+			r.log.Warn("no notifications from the store: kill requests and rechecks are polled for", zap.Error(err))
 		}
 	}
 	beat := time.NewTicker(r.cfg.Beat)
@@ -51,8 +54,11 @@ func (r *Registry) Run(ctx context.Context, h Handler) error {
 			r.tick(h, stale)
 		case <-poll.C:
 			r.serveKills(h)
+			r.serveRecheck(h)
 		case <-kicks:
 			r.serveKills(h)
+		case <-rechecks:
+			r.serveRecheck(h)
 		case <-r.wake:
 			r.recordAbandoned(h)
 		}
@@ -289,8 +295,40 @@ func (r *Registry) recordAbandoned(h Handler) {
 	}
 }
 
+// serveRecheck calls h.Recheck when another process has bumped the
+// recheck generation since the last look.
+func (r *Registry) serveRecheck(h Handler) {
+	if r.retired.Load() {
+		return
+	}
+	var q recheck
+	err := r.cfg.DB.View(func(tx store.Tx) error {
+		q = recheck{}
+		v, err := tx.Bucket(recheckBucket).Get(recheckKey)
+		if err != nil || v == nil {
+			return err
+		}
+		return json.Unmarshal(v, &q)
+	})
+	if err != nil {
+		r.log.Warn("cannot read the cluster's recheck requests", zap.Error(err))
+		return
+	}
+	r.mu.Lock()
+	first, changed := !r.genRead, q.Generation != r.seenGen
+	r.seenGen, r.genRead = q.Generation, true
+	r.mu.Unlock()
+	if first || !changed || q.Process == r.process {
+		return
+	}
+	h.Recheck("on instance " + q.From + ": " + q.Why)
+}
+
 // serveKills ends the sessions of this instance that others asked to end.
 func (r *Registry) serveKills(h Handler) {
+	if r.retired.Load() {
+		return
+	}
 	type pending struct {
 		key []byte
 		req killRequest
@@ -324,9 +362,13 @@ func (r *Registry) serveKills(h Handler) {
 	for _, p := range todo {
 		id := string(p.key[len(r.own()):])
 		kerr := h.Kill(id, p.req.Reason)
-		r.log.Info("session kill asked by another instance", zap.String("session", id), zap.String("from", p.req.From),
-			zap.String("reason", p.req.Reason), zap.Error(kerr))
-		p.req.Done = true
+		if errors.Is(kerr, ErrNotHere) {
+			p.req.Taken = false // for the other process of this instance
+		} else {
+			r.log.Info("session kill asked by another instance", zap.String("session", id), zap.String("from", p.req.From),
+				zap.String("reason", p.req.Reason), zap.Error(kerr))
+			p.req.Done = true
+		}
 		if kerr != nil {
 			p.req.Err = kerr.Error()
 		}
