@@ -173,8 +173,8 @@ type auditLog struct {
 	// instance goes into the lines the writer makes itself (chain start,
 	// events lost).
 	instance string
-	ops   chan auditOp
-	done  chan struct{}
+	ops      chan auditOp
+	done     chan struct{}
 
 	// fault is why the audit file cannot be written (it wraps
 	// ErrAuditUnavailable), nil while it can. The writer sets it when a

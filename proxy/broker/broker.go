@@ -720,6 +720,9 @@ func (b *Broker) Close(ctx context.Context) error {
 		close(b.stop)
 		<-b.swept
 		b.audit.close()
+		if b.reg != nil {
+			b.retryUnregister() // once more: an entry left would be taken for a dead process's
+		}
 		b.closeJournal()
 	})
 	return err

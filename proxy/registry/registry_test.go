@@ -601,3 +601,60 @@ func TestRecheck(t *testing.T) {
 		t.Errorf("rechecks: a %v, b %v, retired %v", ha.rechecks, hb.rechecks, hold.rechecks)
 	}
 }
+
+// notHere is a handler of a process that carries none of its instance's
+// sessions (the other half of an upgrade carries them).
+type notHere struct{ *handler }
+
+func (notHere) Kill(string, string) error { return ErrNotHere }
+
+// TestKillTwoProcessesOfOneInstance: during an upgrade both processes of
+// an instance poll for its kill requests; the one that does not carry the
+// session leaves the request to the one that does.
+func TestKillTwoProcessesOfOneInstance(t *testing.T) {
+	db := openDB(t)
+	recorded := map[string][]string{}
+	oldA, newA, b := instance(t, db, "bastion-a", nil), instance(t, db, "bastion-a", nil), instance(t, db, "bastion-b", nil)
+	hOld, hNew := newHandler("bastion-a", oldA, recorded, nil), newHandler("bastion-a", newA, recorded, nil)
+	add(t, oldA, hOld, session("aaaa00000001", "[2001:db8::1]:1"))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- newA.Run(ctx, notHere{hNew}) }()
+	go func() { done <- oldA.Run(ctx, hOld) }()
+	defer func() {
+		cancel()
+		<-done
+		<-done
+	}()
+	if _, err := b.Kill(context.Background(), "aaaa00000001", "by root on instance bastion-b: upgrade"); err != nil {
+		t.Fatal(err)
+	}
+	hOld.mu.Lock()
+	defer hOld.mu.Unlock()
+	if hOld.killed["aaaa00000001"] != "by root on instance bastion-b: upgrade" {
+		t.Errorf("killed: %v", hOld.killed)
+	}
+}
+
+// BenchmarkList10k is `bastionctl sessions` over a registry of 10,000 live
+// sessions (bbolt; the PostgreSQL backend runs it too, once it is there).
+func BenchmarkList10k(b *testing.B) {
+	db := openDB(b)
+	regs := []*Registry{instance(b, db, "bastion-a", nil), instance(b, db, "bastion-b", nil)}
+	for i := range 10000 {
+		s := session(fmt.Sprintf("%012x", i), "192.0.2.10:50000")
+		if i%2 == 1 {
+			s.Client = netip.MustParseAddrPort("[2001:db8::10]:50000")
+		}
+		if err := regs[i%2].Add("journal-1", s); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		list, err := regs[0].List()
+		if err != nil || len(list) != 10000 {
+			b.Fatal(len(list), err)
+		}
+	}
+}
