@@ -16,6 +16,14 @@
 // path to its record (the dead instance's own journal recovery, at its next
 // start, goes through Claim, which finds nothing left to claim).
 //
+// An instance cut off from the store for longer than Dead is, to the
+// others, a dead one: its sessions get abandoned records while they may go
+// on, and their own end records follow when they end. The survivors judge
+// heartbeats by their own clocks (a heartbeat that stops changing), never
+// by the writer's, and none judges after a failure to write its own
+// heartbeat until it has written them for Dead again: an outage of the
+// store takes no instance for dead.
+//
 // On a single host with the bbolt store the daemon runs no registry: the
 // broker's local journal is all it needs.
 package registry
@@ -483,6 +491,12 @@ func (r *Registry) Kill(ctx context.Context, id, reason string) (owner string, e
 	owner, err = r.Owner(id)
 	if err != nil {
 		return "", err
+	}
+	if owner == r.cfg.Instance {
+		// The caller ends its own instance's sessions itself: one it could
+		// not find is ending, or its process is gone (and it is recorded
+		// as abandoned).
+		return owner, fmt.Errorf("%w: session %s is registered to this instance, but none of its processes carries it", ErrNoSession, id)
 	}
 	if dead, ago := r.seemsDead(owner); dead {
 		return owner, fmt.Errorf("%w: instance %s has not been heard from for %v; its sessions will be recorded as abandoned",

@@ -431,6 +431,11 @@ func TestKillOnAnotherInstance(t *testing.T) {
 	if _, err := b.Kill(context.Background(), "ffffffffffff", "x"); !errors.Is(err, ErrNoSession) {
 		t.Errorf("unknown session: %v", err)
 	}
+	// a asking for its own session (that no process of it carries: the
+	// daemon asks the registry only then) is told at once.
+	if _, err := a.Kill(context.Background(), "aaaa00000003", "x"); !errors.Is(err, ErrNoSession) || !strings.Contains(err.Error(), "none of its processes") {
+		t.Errorf("own stale session: %v", err)
+	}
 	ha.mu.Lock()
 	ha.failKill = errors.New("the session is ending already")
 	ha.mu.Unlock()
