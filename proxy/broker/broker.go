@@ -194,6 +194,9 @@ type tuning struct {
 	auditRetry time.Duration
 	// openAuditFile opens the audit file for appending. nil: openAuditFile.
 	openAuditFile func(path string) (auditFile, error)
+	// saveEvery is how often the live entries' byte counts are saved.
+	// Zero: saveEvery.
+	saveEvery time.Duration
 }
 
 // withDefaults is t with its zero fields set to the product's values.
@@ -209,6 +212,9 @@ func (t tuning) withDefaults() tuning {
 	}
 	if t.openAuditFile == nil {
 		t.openAuditFile = openAuditFile
+	}
+	if t.saveEvery == 0 {
+		t.saveEvery = saveEvery
 	}
 	return t
 }
@@ -265,6 +271,7 @@ type Broker struct {
 	journal    string // the path of this broker's live journal
 	recovered  int
 	tick       time.Duration // the sweeper's period
+	saveEvery  time.Duration // how often the sweeper saves byte counts
 	orphanScan time.Duration // how often the sweeper calls RecoverOrphans
 	stop       chan struct{} // closed to stop the sweeper
 	swept      chan struct{} // closed when the sweeper has returned
@@ -330,7 +337,7 @@ func New(cfg Config, opt Options) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{log: c.Logger, audit: audit, metrics: newMetrics(), sessions: map[string]*Session{}, perUser: map[string]int{},
-		emptied: make(chan struct{}), liveDir: opt.LiveDir, journal: path, tick: tn.sweepTick, orphanScan: tn.orphanScan,
+		emptied: make(chan struct{}), liveDir: opt.LiveDir, journal: path, tick: tn.sweepTick, orphanScan: tn.orphanScan, saveEvery: tn.saveEvery,
 		allowLoopback: tn.allowLoopback, stop: make(chan struct{}), swept: make(chan struct{}), instance: opt.Instance, reg: opt.Registry}
 	b.stopCtx, b.stopAll = context.WithCancel(context.Background())
 	b.cfg.Store(c)
@@ -768,7 +775,7 @@ func (b *Broker) sweep() {
 					go s.End(ReasonIdle)
 				}
 			}
-			if now.Sub(lastSave) >= saveEvery && len(list) > 0 {
+			if now.Sub(lastSave) >= b.saveEvery && len(list) > 0 {
 				lastSave = now
 				b.saveCounts(list)
 			}

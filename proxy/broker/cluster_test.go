@@ -40,8 +40,10 @@ type instance struct {
 func newInstance(t *testing.T, db store.DB, name string, cfg Config, dead time.Duration) *instance {
 	t.Helper()
 	dir := t.TempDir()
+	tn := quick()
+	tn.saveEvery = 50 * time.Millisecond
 	in := &instance{name: name, opt: Options{LiveDir: filepath.Join(dir, "live"), AuditFile: filepath.Join(dir, "audit.jsonl"),
-		Instance: name, tuning: quick()}}
+		Instance: name, tuning: tn}}
 	in.start(t, db, cfg, dead)
 	return in
 }
@@ -176,8 +178,16 @@ func TestClusterDeadInstance(t *testing.T) {
 			defer db.Close()
 			cfg, v4, v6 := clusterTargets(t)
 			a := newInstance(t, db, "bastion-a", cfg, time.Hour)
-			ids := []string{openTo(t, a.b, "vm4", v4, "192.0.2.10:50000").ID(), openTo(t, a.b, "vm6", v6, "[2001:db8::10]:50001").ID()}
+			s4, s6 := openTo(t, a.b, "vm4", v4, "192.0.2.10:50000"), openTo(t, a.b, "vm6", v6, "[2001:db8::10]:50001")
+			ids := []string{s4.ID(), s6.ID()}
+			s4.AddUp(1000)
+			s6.AddDown(2000)
 			waitUntil(t, "a's heartbeat", func() bool { hbs, _ := a.reg.Instances(); return len(hbs) == 1 })
+			// The byte counts reach the registry with the journal's save.
+			waitUntil(t, "the byte counts in the registry", func() bool {
+				list, _ := a.reg.List()
+				return len(list) == 2 && list[0].BytesUp+list[1].BytesUp == 1000 && list[0].BytesDown+list[1].BytesDown == 2000
+			})
 			a.halt()
 			a.b.crashForTest()
 			b := newInstance(t, db, "bastion-b", cfg, tc.survivorDead)
@@ -206,6 +216,9 @@ func TestClusterDeadInstance(t *testing.T) {
 				if r.Reason != ReasonAbandoned || r.Instance != "bastion-a" || r.RecordedBy != wantBy || *r.BytesExact {
 					t.Errorf("abandoned record %+v", r)
 				}
+				if *r.BytesUp+*r.BytesDown != 1000+1000*int64(slices.Index(ids, id)) {
+					t.Errorf("abandoned record of %s: %d bytes up, %d down, not the counts last saved", id, *r.BytesUp, *r.BytesDown)
+				}
 			}
 			if r := endRecords(t, other.opt.AuditFile); len(r) != 0 {
 				t.Errorf("%s recorded too: %v", other.name, r)
@@ -227,3 +240,45 @@ func readFile(t *testing.T, path string) string {
 }
 
 func containsLine(data, part string) bool { return strings.Contains(data, part) }
+
+// down is a state store that is unreachable.
+type down struct{ store.DB }
+
+func (down) View(func(store.Tx) error) error   { return store.ErrUnavailable }
+func (down) Update(func(store.Tx) error) error { return store.ErrUnavailable }
+
+// TestClusterRegistryDown: while the cluster's store cannot be reached, a
+// session is refused before a byte flows, with a clear message, and leaves
+// no record.
+func TestClusterRegistryDown(t *testing.T) {
+	db, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cfg, v4, v6 := clusterTargets(t)
+	a := newInstance(t, down{db}, "bastion-a", cfg, time.Hour)
+	for _, c := range []struct {
+		target string
+		srv    *server
+		client string
+	}{{"vm4", v4, "192.0.2.10:50000"}, {"vm6", v6, "[2001:db8::10]:50001"}} {
+		req := tunnelTo("alice", c.target, c.srv.addrPort().Port())
+		req.Client = netip.MustParseAddrPort(c.client)
+		_, err := a.b.Open(context.Background(), req)
+		wantKind(t, err, KindInternal, "cannot register the session at the moment")
+		conn := c.srv.next(t) // dialled, then closed unused
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := conn.Read(make([]byte, 1)); n != 0 || err == nil {
+			t.Errorf("the target's connection carried %d bytes, %v", n, err)
+		}
+	}
+	if a.b.Live() != 0 {
+		t.Errorf("%d sessions live", a.b.Live())
+	}
+	for _, r := range readRecords(t, a.opt.AuditFile) {
+		if r.Event == audit.SessionStart || r.Event == audit.SessionEnd {
+			t.Errorf("a refused session left a record: %+v", r)
+		}
+	}
+}
