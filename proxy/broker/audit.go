@@ -173,8 +173,12 @@ type auditLog struct {
 	// instance goes into the lines the writer makes itself (chain start,
 	// events lost).
 	instance string
-	ops      chan auditOp
-	done     chan struct{}
+	// queued, if set, is told the sessions whose end records waited in the
+	// queue and are now durable (their callers returned long ago); it runs
+	// on the writer's goroutine and must not block.
+	queued func(ids []string)
+	ops    chan auditOp
+	done   chan struct{}
 
 	// fault is why the audit file cannot be written (it wraps
 	// ErrAuditUnavailable), nil while it can. The writer sets it when a
@@ -474,6 +478,17 @@ func (a *auditLog) commit(batch []auditOp) {
 			}
 		}
 		a.settle(items, batch)
+		if a.queued != nil {
+			var ids []string
+			for _, q := range items[:len(a.queue)] {
+				if q.del != "" {
+					ids = append(ids, q.del)
+				}
+			}
+			if len(ids) > 0 {
+				a.queued(ids)
+			}
+		}
 		if a.unavailable() != nil {
 			a.log.Info("audit file writable again", zap.String("path", a.path), zap.Int("records", len(a.queue)))
 			a.fault.Store(nil)

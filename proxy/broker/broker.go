@@ -341,6 +341,9 @@ func New(cfg Config, opt Options) (*Broker, error) {
 		allowLoopback: tn.allowLoopback, stop: make(chan struct{}), swept: make(chan struct{}), instance: opt.Instance, reg: opt.Registry}
 	b.stopCtx, b.stopAll = context.WithCancel(context.Background())
 	b.cfg.Store(c)
+	if b.reg != nil {
+		audit.queued = b.pendUnregister
+	}
 	go audit.run()
 	if opt.DB != nil {
 		n, err := b.recordAbandoned(opt.DB)
@@ -539,10 +542,12 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 	entry, _ := json.Marshal(liveEntry{Start: start, Registered: b.reg != nil})
 	if err := b.audit.submit(auditOp{opening: s.info.ID, entry: entry, lines: [][]byte{marshalLine(start)}}); err != nil {
 		conn.Close()
-		// The refused session's records may still be written (they wait
-		// in memory); if the process stops first, they are lost with the
-		// registry entry, like any record never written.
-		b.unregister(s.info.ID)
+		if !errors.Is(err, ErrAuditUnavailable) {
+			// Nothing was queued: the session is as if never opened. A
+			// refusal for the audit file queues its records, and its
+			// entry goes once they are written (pendUnregister).
+			b.unregister(s.info.ID)
+		}
 		if errors.Is(err, ErrAuditUnavailable) {
 			// The writer logs the fault itself, once.
 			s.log.Warn("session refused: the audit file cannot be written", zap.Error(err))
@@ -844,10 +849,16 @@ func (b *Broker) unregister(id string) {
 	}
 	if err := b.reg.Remove([]string{id}); err != nil {
 		b.log.Warn("cannot remove an ended session from the cluster's registry; trying again every second", zap.String("session", id), zap.Error(err))
-		b.unregMu.Lock()
-		b.unreg = append(b.unreg, id)
-		b.unregMu.Unlock()
+		b.pendUnregister([]string{id})
 	}
+}
+
+// pendUnregister has the sweeper remove the registry entries of sessions
+// whose end records were durable only after waiting for the audit file.
+func (b *Broker) pendUnregister(ids []string) {
+	b.unregMu.Lock()
+	b.unreg = append(b.unreg, ids...)
+	b.unregMu.Unlock()
 }
 
 // retryUnregister tries again to remove the registry entries unregister

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,8 +40,12 @@ type instance struct {
 
 func newInstance(t *testing.T, db store.DB, name string, cfg Config, dead time.Duration) *instance {
 	t.Helper()
+	return newInstanceTuned(t, db, name, cfg, dead, quick())
+}
+
+func newInstanceTuned(t *testing.T, db store.DB, name string, cfg Config, dead time.Duration, tn tuning) *instance {
+	t.Helper()
 	dir := t.TempDir()
-	tn := quick()
 	tn.saveEvery = 50 * time.Millisecond
 	in := &instance{name: name, opt: Options{LiveDir: filepath.Join(dir, "live"), AuditFile: filepath.Join(dir, "audit.jsonl"),
 		Instance: name, tuning: tn}}
@@ -280,5 +285,39 @@ func TestClusterRegistryDown(t *testing.T) {
 		if r.Event == audit.SessionStart || r.Event == audit.SessionEnd {
 			t.Errorf("a refused session left a record: %+v", r)
 		}
+	}
+}
+
+// TestClusterAuditUnwritable: while the audit file refuses lines, an ended
+// session and a refused one stay in the registry (their records wait in
+// memory, their journal entries stay: a crash now would make them
+// abandoned); once the file takes the records, they leave it.
+func TestClusterAuditUnwritable(t *testing.T) {
+	db, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cfg, v4, v6 := clusterTargets(t)
+	faults := &auditFaults{}
+	a := newInstanceTuned(t, db, "bastion-a", cfg, time.Hour, faults.tuning())
+	s4 := openTo(t, a.b, "vm4", v4, "192.0.2.10:50000")
+	// The disk fills: the next session is dialled and registered before
+	// its start record is refused.
+	faults.set(syscall.ENOSPC, false, nil)
+	req := tunnelTo("alice", "vm6", v6.addrPort().Port())
+	req.Client = netip.MustParseAddrPort("[2001:db8::10]:50001")
+	_, err = a.b.Open(context.Background(), req)
+	wantKind(t, err, KindAuditUnavailable, "cannot record new sessions")
+	v6.next(t)
+	s4.End(ReasonClientClosed)
+	if list, _ := a.reg.List(); len(list) != 2 {
+		t.Errorf("registry while the records wait: %+v", list)
+	}
+	faults.set(nil, false, nil)
+	waitUntil(t, "the registry to empty", func() bool { list, _ := a.reg.List(); return len(list) == 0 })
+	ends := endRecords(t, a.opt.AuditFile)
+	if len(ends) != 2 || len(ends[s4.ID()]) != 1 {
+		t.Errorf("end records %v", ends)
 	}
 }

@@ -160,6 +160,9 @@ func (s *Session) finish(reason string) {
 		s.log.Error("cannot record the end of the session; it will be recorded as abandoned at the next start", zap.Error(err))
 	}
 	if err == nil {
+		// A record that waits in the queue has its entry removed once it
+		// is written (pendUnregister); one that failed otherwise keeps it,
+		// as it keeps the journal's, for the abandoned record.
 		b.unregister(s.info.ID)
 	}
 	b.countEvent(audit.SessionEnd)
