@@ -333,8 +333,27 @@ func (r *Registry) serveKills(h Handler) {
 		key []byte
 		req killRequest
 	}
+	// Most polls find nothing: a read, not a write, each second.
+	var found bool
+	err := r.cfg.DB.View(func(tx store.Tx) error {
+		found = false
+		err := tx.Bucket(killsBucket).ForEach(r.own(), func(_, _ []byte) error {
+			found = true
+			return errFound
+		})
+		if errors.Is(err, errFound) {
+			return nil
+		}
+		return err
+	})
+	if err != nil || !found {
+		if err != nil {
+			r.log.Warn("cannot read the kill requests for this instance", zap.Error(err))
+		}
+		return
+	}
 	var todo []pending
-	err := r.cfg.DB.Update(func(tx store.Tx) error {
+	err = r.cfg.DB.Update(func(tx store.Tx) error {
 		todo = nil
 		b := tx.Bucket(killsBucket)
 		if err := b.ForEach(r.own(), func(k, v []byte) error {
