@@ -33,6 +33,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/hostkeys"
 	"github.com/bastiond/bastiond/proxy/portal"
 	"github.com/bastiond/bastiond/proxy/recording"
+	"github.com/bastiond/bastiond/proxy/registry"
 	"github.com/bastiond/bastiond/proxy/sshca"
 	"github.com/bastiond/bastiond/proxy/websession"
 )
@@ -73,6 +74,11 @@ type daemon struct {
 	// certificates of targets with ssh_certificates.
 	hostKeys *hostkeys.Store
 	sshCA    *sshca.CA
+
+	// registry is the cluster's live-session registry, nil on a single
+	// host (see cluster.go); stopRegistry stops its heartbeat.
+	registry     *registry.Registry
+	stopRegistry func()
 
 	// pred is the process this one replaced in a binary upgrade, while it
 	// still serves sessions (see upgrade.go); nil otherwise.
@@ -193,6 +199,9 @@ func (d *daemon) start() (err error) {
 	if err != nil {
 		return err
 	}
+	if d.registry, err = openRegistry(cfg, d, d.state); err != nil {
+		return err
+	}
 	d.hostKeys, d.sshCA, err = openSSHTrust(cfg, d.state)
 	if err != nil {
 		return err
@@ -209,6 +218,7 @@ func (d *daemon) start() (err error) {
 		return err
 	}
 	d.trail.attach(d.broker)
+	d.runRegistry()
 	d.startRetention(cfg)
 	pcfg := d.proxyConfig(cfg)
 	pcfg.Lineage = d.pred.lineage()
@@ -275,6 +285,9 @@ func (d *daemon) abort() {
 	}
 	if d.broker != nil {
 		d.broker.Close(context.Background())
+	}
+	if d.stopRegistry != nil {
+		d.stopRegistry()
 	}
 	if d.ship != nil {
 		d.ship.Close(time.Second)
@@ -429,6 +442,9 @@ func (d *daemon) close() {
 	defer cancel()
 	d.front.Shutdown(ctx)
 	d.broker.Close(ctx) // drain has done this already, unless a listener died
+	if d.stopRegistry != nil {
+		d.stopRegistry() // after the broker: its last sessions leave the registry
+	}
 	d.ship.Close(2 * time.Second)
 	d.front.Close()
 	d.admin.Shutdown(ctx)
@@ -516,7 +532,7 @@ func (d *daemon) tryReload() (*config.Config, error) {
 		d.log.Warn("changed setting takes effect at the next restart", zap.String("key", key))
 	}
 	d.log.Info("reloaded", zap.String("digest", short(next.Digest)))
-	d.endRevoked("configuration reloaded")
+	d.revoke("configuration reloaded")
 	return next, nil
 }
 

@@ -31,8 +31,12 @@ func openBroker(cfg *config.Config, d *daemon) (*broker.Broker, error) {
 		return nil, err
 	}
 	d.ship = ship
-	b, err := broker.New(brokerConfig(cfg, d.log), broker.Options{DB: d.state.Bolt(), LiveDir: filepath.Join(cfg.StateDir, "live"),
-		AuditFile: cfg.Logging.AuditFile, Ship: ship.Ship})
+	opt := broker.Options{DB: d.state.Bolt(), LiveDir: filepath.Join(cfg.StateDir, "live"),
+		AuditFile: cfg.Logging.AuditFile, Ship: ship.Ship, Instance: cfg.Cluster.Instance}
+	if d.registry != nil { // a nil *Registry in the interface would not be nil
+		opt.Registry = d.registry
+	}
+	b, err := broker.New(brokerConfig(cfg, d.log), opt)
 	if err != nil {
 		return nil, err
 	}
@@ -104,12 +108,12 @@ type sessionsAPI struct{ d *daemon }
 var _ adminapi.Sessions = sessionsAPI{}
 
 // List and Kill reach the sessions a previous process still carries after
-// an upgrade too.
-func (s sessionsAPI) List() []broker.Info { return s.d.allSessions(context.Background()) }
+// an upgrade too, and in a cluster those of every instance.
+func (s sessionsAPI) List() ([]broker.Info, error) { return s.d.clusterSessions(context.Background()) }
 func (s sessionsAPI) Kill(id, reason string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	return s.d.kill(ctx, id, reason)
+	return s.d.clusterKill(ctx, id, reason)
 }
 
 // endRevoked ends every live session whose right to exist is gone: its

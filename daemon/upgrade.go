@@ -298,6 +298,9 @@ func (d *daemon) retired(succ *handover.Successor, sigs <-chan os.Signal) error 
 	d.auditStopped("upgraded", fmt.Sprintf("handed over to pid %d; serves its %d live sessions until they end (up to %s), and their ends are the last lines it writes",
 		succ.PID(), d.broker.Live(), grace))
 	go succ.Dispatch(func(m handover.Message) { d.answer(succ.Conn, m) })
+	if d.registry != nil {
+		d.registry.Retire() // the new process serves kills and rechecks, for both
+	}
 
 	ctx, cancel = context.WithTimeout(context.Background(), grace)
 	defer cancel()
@@ -346,6 +349,9 @@ func (d *daemon) closeRetired(succ *handover.Successor, log *zap.Logger) error {
 	d.front.Shutdown(ctx)
 	cancel()
 	d.front.Close()
+	if d.stopRegistry != nil {
+		d.stopRegistry()
+	}
 	d.ship.Close(2 * time.Second) // the broker has written its last lines
 	d.lns.Close()
 	succ.Close()

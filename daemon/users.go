@@ -138,7 +138,7 @@ func (u usersAPI) SetPassword(name, password string) error {
 func (u usersAPI) endAccess(name string) {
 	n := u.d.front.EndUser(name)
 	t, _ := u.store().RevokeTokens(name)
-	s := u.d.endRevoked("password changed")
+	s := u.d.revoke("password changed")
 	u.d.log.Info("ended the user's web sessions and tokens", zap.String("user", name), zap.Int("web_sessions", n), zap.Int("tokens", t), zap.Int("sessions", s))
 }
 
@@ -153,7 +153,7 @@ func (u usersAPI) Disable(name string) (adminapi.Ended, error) {
 	var err error
 	e.WebSessions = u.d.front.EndUser(name)
 	e.Tokens, err = u.store().RevokeTokens(name)
-	e.Sessions = u.d.endRevoked("account disabled")
+	e.Sessions = u.d.revoke("account disabled")
 	if err != nil {
 		return e, fmt.Errorf("account %s disabled, but its API tokens could not be revoked: %w", name, err)
 	}
@@ -183,7 +183,7 @@ func (u usersAPI) Revoke(name string, roles []string) error {
 	if err := u.store().Revoke(name, roles...); err != nil {
 		return notFound(err)
 	}
-	u.d.endRevoked("role revoked")
+	u.d.revoke("role revoked")
 	return nil
 }
 
@@ -192,7 +192,7 @@ func (u usersAPI) Delete(name string) error {
 		return notFound(err)
 	}
 	u.d.front.EndUser(name)
-	u.d.endRevoked("account deleted")
+	u.d.revoke("account deleted")
 	return nil
 }
 
@@ -230,7 +230,7 @@ func (u usersAPI) RevokeToken(id string) error {
 	if err := u.store().RevokeToken(id, ""); err != nil {
 		return notFound(err)
 	}
-	u.d.endRevoked("token revoked")
+	u.d.revoke("token revoked")
 	return nil
 }
 
@@ -239,6 +239,6 @@ func (u usersAPI) RevokeTokens(user string) (int, error) {
 		return 0, notFound(err)
 	}
 	n, err := u.store().RevokeTokens(user)
-	u.d.endRevoked("tokens revoked")
+	u.d.revoke("tokens revoked")
 	return n, err
 }

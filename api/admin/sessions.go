@@ -13,7 +13,10 @@ type KillRequest struct {
 
 // Session is one live session, as GET /v1/sessions lists it.
 type Session struct {
-	ID         string         `json:"id"`
+	ID string `json:"id"`
+	// Instance is the cluster instance that carries the session
+	// (cluster.instance).
+	Instance   string         `json:"instance,omitempty"`
 	User       string         `json:"user"`
 	Client     netip.AddrPort `json:"client"`
 	Target     string         `json:"target"`

@@ -19,8 +19,10 @@ func newSessions(socket *string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sessions [--json]",
 		Short: "List the live sessions; 'sessions kill ID --reason TEXT' ends one",
-		Long: "List every live session: browser SSH and RDP, and native tunnels. BYTES are what the session has\n" +
-			"carried so far, up (from the user to the machine) and down.",
+		Long: "List every live session: browser SSH and RDP, and native tunnels. In a cluster, the sessions of every\n" +
+			"instance, INSTANCE saying which one carries it; 'sessions kill' ends a session on any of them.\n" +
+			"UP and DOWN are what the session has carried so far, from the user to the machine and back (another\n" +
+			"instance's counts are at most about 10 seconds old).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
@@ -41,7 +43,7 @@ func newSessions(socket *string) *cobra.Command {
 	var reason string
 	kill := &cobra.Command{
 		Use:   "kill ID --reason TEXT",
-		Short: "End a live session; the reason goes into its record, after your user name",
+		Short: "End a live session (in a cluster, on any instance); the reason goes into its record, after your user name",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if strings.TrimSpace(reason) == "" {
@@ -67,13 +69,17 @@ func printSessions(out io.Writer, list []admin.Session, now time.Time) {
 		return
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tUSER\tFROM\tTARGET\tPROTOCOL\tVIA\tSTARTED\tIDLE\tUP\tDOWN")
+	fmt.Fprintln(w, "ID\tINSTANCE\tUSER\tFROM\tTARGET\tPROTOCOL\tVIA\tSTARTED\tIDLE\tUP\tDOWN")
 	for _, s := range list {
 		target := s.Target
 		if s.Login != "" {
 			target = s.Login + "@" + target
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s ago\t%s\t%s\t%s\n", printable(s.ID), printable(s.User), s.Client.Addr(),
+		instance := s.Instance
+		if instance == "" {
+			instance = "-" // a process of a version before instances
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s ago\t%s\t%s\t%s\n", printable(s.ID), printable(instance), printable(s.User), s.Client.Addr(),
 			printable(fmt.Sprintf("%s:%d", target, s.Port)), printable(s.Protocol), printable(s.Via),
 			now.Sub(s.Start).Round(time.Second), now.Sub(s.LastActive).Round(time.Second),
 			humanBytes(s.BytesUp), humanBytes(s.BytesDown))

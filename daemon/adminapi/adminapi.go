@@ -59,6 +59,10 @@ type Config struct {
 	Audit audit.Sink
 	// Recordings serves the session recordings; nil leaves them out.
 	Recordings Recordings
+	// Instance is this instance's name when it is one of a cluster (a
+	// shared state store): a kill's reason then says where the admin was,
+	// "by root on instance bastion-b: ...". Empty on a single host.
+	Instance string
 }
 
 // Server answers admin requests.
@@ -66,6 +70,7 @@ type Server struct {
 	log      *zap.Logger
 	status   func() Status
 	trail    audit.Sink
+	instance string       // Config.Instance
 	adminGID atomic.Int64 // -1 when there is no admin group
 	http     *http.Server
 }
@@ -77,7 +82,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil || cfg.Status == nil {
 		return nil, errors.New("adminapi: Logger and Status are required")
 	}
-	s := &Server{log: cfg.Logger, status: cfg.Status, trail: cfg.Audit}
+	s := &Server{log: cfg.Logger, status: cfg.Status, trail: cfg.Audit, instance: cfg.Instance}
 	if s.trail == nil {
 		s.trail = audit.Discard
 	}

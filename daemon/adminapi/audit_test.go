@@ -2,6 +2,8 @@ package adminapi
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -15,6 +17,7 @@ import (
 	"github.com/bastiond/bastiond/api/adminclient"
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/registry"
 )
 
 type recorder = audit.Capture
@@ -30,18 +33,24 @@ func expect(t *testing.T, r *recorder, want ...audit.Event) {
 
 // liveSessions is a registry of one session.
 type liveSessions struct {
-	mu     sync.Mutex
-	killed []string // reasons
+	mu       sync.Mutex
+	killed   []string // reasons
+	instance string   // the session's, in a cluster
+	listErr  error
+	killErr  error
 }
 
-func (l *liveSessions) List() []broker.Info {
-	return []broker.Info{{ID: "0123456789abcdef", User: "bob", Target: "vm1", Protocol: "ssh",
-		Client: netip.MustParseAddrPort("[2001:db8::7]:51234")}}
+func (l *liveSessions) List() ([]broker.Info, error) {
+	return []broker.Info{{ID: "0123456789abcdef", Instance: l.instance, User: "bob", Target: "vm1", Protocol: "ssh",
+		Client: netip.MustParseAddrPort("[2001:db8::7]:51234")}}, l.listErr
 }
 
 func (l *liveSessions) Kill(id, reason string) error {
 	if id != "0123456789abcdef" {
 		return broker.ErrNoSession
+	}
+	if l.killErr != nil {
+		return l.killErr
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -68,6 +77,35 @@ func TestSessionKilledEvent(t *testing.T) {
 		t.Error("killing no session succeeded")
 	}
 	expect(t, rec)
+}
+
+// TestClusterKill: in a cluster, a kill's reason names the instance the
+// admin was on, the event the instance that carried the session; a dead
+// instance's session and an unreadable registry are clear errors.
+func TestClusterKill(t *testing.T) {
+	rec, ss := &recorder{}, &liveSessions{instance: "bastion-a"}
+	path := startServer(t, "", func(c *Config) { c.Sessions, c.Audit, c.Instance = ss, rec, "bastion-b" })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := adminclient.NewClient(path)
+	if err := c.Kill(ctx, "0123456789abcdef", "left open"); err != nil {
+		t.Fatal(err)
+	}
+	if want := "by " + me(t) + " on instance bastion-b: left open"; len(ss.killed) != 1 || ss.killed[0] != want {
+		t.Errorf("the session's end reason: %q, want %q", ss.killed, want)
+	}
+	expect(t, rec, audit.Event{Event: audit.SessionKilled, Actor: me(t), Source: audit.SourceLocal, Session: "0123456789abcdef",
+		User: "bob", Client: "2001:db8::7", Target: "vm1", Protocol: "ssh", Detail: "left open (carried by instance bastion-a)"})
+
+	ss.killErr = fmt.Errorf("%w: instance bastion-a has not been heard from for 21s", registry.ErrInstanceDead)
+	if err := c.Kill(ctx, "0123456789abcdef", "again"); err == nil || !strings.Contains(err.Error(), "instance bastion-a has not been heard from") {
+		t.Errorf("kill on a dead instance: %v", err)
+	}
+	expect(t, rec)
+	ss.listErr = errors.New("cannot read the cluster's sessions from the state store: state store unavailable")
+	if list, err := c.Sessions(ctx); err == nil || !strings.Contains(err.Error(), "state store unavailable") {
+		t.Errorf("list with the store down: %v, %v", list, err)
+	}
 }
 
 // blocked is a blocklist that removes what it is asked to.

@@ -11,18 +11,26 @@ import (
 
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/registry"
 )
 
 // Sessions is the session registry as the admin API offers it. The daemon
-// implements it with the broker.
+// implements it with the broker, and in a cluster with the registry of
+// every instance's sessions (proxy/registry).
 type Sessions interface {
-	List() []broker.Info
+	// List is every live session (of every instance, in a cluster).
+	List() ([]broker.Info, error)
+	// Kill ends a session; broker.ErrNoSession when none has that ID.
 	Kill(id, reason string) error
 }
 
 func (s *Server) sessionRoutes(mux *http.ServeMux, ss Sessions) {
 	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
-		list := ss.List()
+		list, err := ss.List()
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
+			return
+		}
 		if list == nil {
 			list = []broker.Info{}
 		}
@@ -35,11 +43,15 @@ func (s *Server) sessionRoutes(mux *http.ServeMux, ss Sessions) {
 			return
 		}
 		id := r.PathValue("id")
-		reason := "by " + peerName(r) + ": " + req.Reason
+		who := peerName(r)
+		if s.instance != "" {
+			who += " on instance " + s.instance
+		}
+		reason := "by " + who + ": " + req.Reason
 		// Whose session it was, for the record: looked up first, as a
 		// killed session leaves the registry.
 		var info broker.Info
-		list := ss.List()
+		list, _ := ss.List()
 		if i := slices.IndexFunc(list, func(i broker.Info) bool { return i.ID == id }); i >= 0 {
 			info = list[i]
 		}
@@ -48,6 +60,9 @@ func (s *Server) sessionRoutes(mux *http.ServeMux, ss Sessions) {
 		case errors.Is(err, broker.ErrNoSession):
 			writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no live session %q (see bastionctl sessions)", id)})
 			return
+		case errors.Is(err, registry.ErrInstanceDead):
+			writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error()})
+			return
 		case err != nil:
 			writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error()})
 			return
@@ -55,6 +70,9 @@ func (s *Server) sessionRoutes(mux *http.ServeMux, ss Sessions) {
 		s.log.Info("session killed", peerField(r), zap.String("session", id), zap.String("reason", req.Reason))
 		e := audit.Event{Event: audit.SessionKilled, Session: id, User: info.User, Target: info.Target,
 			Protocol: info.Protocol, Detail: req.Reason}
+		if info.Instance != "" && info.Instance != s.instance {
+			e.Detail += " (carried by instance " + info.Instance + ")"
+		}
 		if info.Client.IsValid() {
 			e.Client = info.Client.Addr().Unmap().String()
 		}

@@ -36,6 +36,7 @@ type Config struct {
 	Access    Access    `yaml:"access"`
 	Limits    Limits    `yaml:"limits"`
 	Logging   Logging   `yaml:"logging"`
+	Cluster   Cluster   `yaml:"cluster"`
 	// StateDir holds users, pinned host keys, recordings and the self-signed
 	// certificate. Default /var/lib/bastiond.
 	StateDir string `yaml:"state_dir"`
@@ -45,6 +46,16 @@ type Config struct {
 	// Digest is the SHA-256 of the file's bytes, in hex: what `bastionctl
 	// status` shows so that an admin can tell which version is loaded.
 	Digest string `yaml:"-"`
+}
+
+// Cluster is what makes this bastiond one instance among several.
+type Cluster struct {
+	// Instance names this bastiond in the cluster: in every audit event it
+	// writes, in the live-session registry, in `bastionctl sessions`. 1 to
+	// 63 of a-z, 0-9 and '-'. Default: the host name's first label, in lower
+	// case. Two instances must not share a name; the processes of one
+	// binary upgrade are one instance.
+	Instance string `yaml:"instance"`
 }
 
 // Listen is the public front door and the local control endpoints.
@@ -643,6 +654,21 @@ func (c *Config) setDefaults() {
 		}
 	}
 	c.StateDir = orDefault(c.StateDir, "/var/lib/bastiond")
+	if c.Cluster.Instance == "" {
+		c.Cluster.Instance = DefaultInstance()
+	}
+}
+
+// DefaultInstance is the instance name of a bastiond whose configuration
+// names none: the host name's first label, in lower case ("" if the host
+// name cannot be read).
+func DefaultInstance() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	h, _, _ = strings.Cut(h, ".")
+	return strings.ToLower(h)
 }
 
 func orDefault[T comparable](v, def T) T {

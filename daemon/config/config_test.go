@@ -155,6 +155,16 @@ func TestParseProblems(t *testing.T) {
 			want: []string{"lab.yaml:29: frobnicate: unknown key; allowed here: access, bastion,"},
 		},
 		{
+			name: "instance name with capitals and an underscore",
+			edit: func(s string) string { return s + "cluster: {instance: Bastion_1}\n" },
+			want: []string{`lab.yaml:29: cluster.instance: "Bastion_1" is not an instance name: 1 to 63 of a-z, 0-9 and '-'`},
+		},
+		{
+			name: "instance name too long",
+			edit: func(s string) string { return s + "cluster:\n  instance: " + strings.Repeat("a", 64) + "\n" },
+			want: []string{`lab.yaml:30: cluster.instance: "aaaa`, `is not an instance name`},
+		},
+		{
 			name: "every problem at once",
 			edit: func(s string) string {
 				s = strings.Replace(s, "vnet_interface:", "vnet_iface:", 1)
@@ -556,4 +566,25 @@ func FuzzParsePortAndEndpoint(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestClusterInstance(t *testing.T) {
+	lab, err := os.ReadFile("testdata/lab.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse("lab.yaml", lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.Cluster.Instance, DefaultInstance(); got != want || want == "" {
+		t.Errorf("default instance %q, want the host name's first label %q", got, want)
+	}
+	cfg, err = Parse("lab.yaml", append(lab, "cluster: {instance: bastion-b2}\n"...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cluster.Instance != "bastion-b2" {
+		t.Errorf("instance %q, want bastion-b2", cfg.Cluster.Instance)
+	}
 }

@@ -60,7 +60,9 @@ func sortProblems(ps []Problem) {
 
 var (
 	targetName = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,62}[a-z0-9])?$`)
-	plainName  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$`)
+	// instanceName is a cluster instance's name (cluster.instance).
+	instanceName = regexp.MustCompile(`^[a-z0-9-]{1,63}$`)
+	plainName    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$`)
 )
 
 func (c *Config) validate(v *validator) {
@@ -71,6 +73,13 @@ func (c *Config) validate(v *validator) {
 	c.validateAccess(v, targets)
 	c.validateLimits(v)
 	c.validateLogging(v)
+	if !instanceName.MatchString(c.Cluster.Instance) {
+		what := fmt.Sprintf("%q", c.Cluster.Instance)
+		if c.Cluster.Instance == DefaultInstance() {
+			what += " (the host name, the default)"
+		}
+		v.errorf("cluster.instance", "%s is not an instance name: 1 to 63 of a-z, 0-9 and '-'", what)
+	}
 	if !filepath.IsAbs(c.StateDir) {
 		v.errorf("state_dir", "must be an absolute path, not %q", c.StateDir)
 	}

@@ -121,6 +121,10 @@ type Event struct {
 	Event  string    `json:"event"`
 	Actor  string    `json:"actor"`
 	Source string    `json:"source"`
+	// Instance is the cluster instance that wrote the line
+	// (cluster.instance); a session's records name the instance that
+	// carried it, even when another one wrote its abandoned end.
+	Instance string `json:"instance,omitempty"`
 
 	Session    string     `json:"session,omitempty"`
 	User       string     `json:"user,omitempty"`
@@ -140,7 +144,10 @@ type Event struct {
 	BytesDown  *int64     `json:"bytes_down,omitempty"`
 	Reason     string     `json:"reason,omitempty"`
 	BytesExact *bool      `json:"bytes_exact,omitempty"`
-	Recording  string     `json:"recording,omitempty"`
+	// RecordedBy is the instance that wrote a session_end for a session
+	// another instance carried: that one died, and this one noticed.
+	RecordedBy string `json:"recorded_by,omitempty"`
+	Recording  string `json:"recording,omitempty"`
 
 	// Detail is a human sentence adding to Reason (an error's text, what
 	// changed). Never a secret.

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,5 +122,32 @@ func TestTail(t *testing.T) {
 	}
 	if _, _, err := Tail(strings.NewReader(""), 0); err != ErrNoLine {
 		t.Errorf("empty: %v", err)
+	}
+}
+
+// TestVerifyInstance: a trail whose lines start to carry "instance" (an
+// upgrade to a version that writes it) verifies across the change, the
+// field is in the line's hash, and moving a line to another instance's
+// name breaks the chain.
+func TestVerifyInstance(t *testing.T) {
+	old := trail(3, Zero)
+	prev := HashLine(old[2])
+	lines := old
+	for i, name := range []string{"bastion-a", "bastion-a"} {
+		line := Stamp(Marshal(Event{Event: SessionEnd, Actor: "alice", Source: "192.0.2.10", Instance: name, Session: "aaaa00000001",
+			Reason: "abandoned", RecordedBy: "bastion-b", Time: time.Date(2026, 12, 7, 3, 0, i, 0, time.UTC)}), prev)
+		if !bytes.Contains(line, []byte(`"source":"192.0.2.10","instance":"bastion-a",`)) || !bytes.Contains(line, []byte(`"recorded_by":"bastion-b"`)) {
+			t.Fatalf("line %s", line)
+		}
+		prev = HashLine(line)
+		lines = append(lines, line)
+	}
+	if rep, err := Verify(file("a", lines)); err != nil || rep.Broken != nil || rep.Chained != 4 {
+		t.Fatalf("a trail gaining the instance field: %+v %v", rep, err)
+	}
+	moved := slices.Clone(lines)
+	moved[3] = bytes.Replace(moved[3], []byte(`"instance":"bastion-a"`), []byte(`"instance":"bastion-c"`), 1)
+	if rep, _ := Verify(file("a", moved)); rep.Broken == nil || rep.Broken.Line != 5 {
+		t.Errorf("an edited instance verified: %+v", rep)
 	}
 }

@@ -40,7 +40,7 @@ func startRecord(i Info) record {
 	if i.Client.IsValid() {
 		source = i.Client.Addr().String()
 	}
-	return record{V: audit.Version, Time: i.Start, Event: audit.SessionStart, Actor: i.User, Source: source,
+	return record{V: audit.Version, Time: i.Start, Event: audit.SessionStart, Actor: i.User, Source: source, Instance: i.Instance,
 		Session: i.ID, User: i.User, Client: i.Client.String(),
 		Target: i.Target, Address: i.Address.String(), Protocol: i.Protocol, Port: i.Port, Login: i.Login, Via: i.Via,
 		Token: i.Token, Roles: i.Roles, Recording: i.Recording, RecordingSHA256: i.RecordingSHA256}
@@ -83,6 +83,10 @@ type liveEntry struct {
 	Start     record `json:"start"`
 	BytesUp   int64  `json:"bytes_up"`
 	BytesDown int64  `json:"bytes_down"`
+	// Registered says the session is in the cluster's registry too: its
+	// abandoned record is then written by whoever takes its registry entry
+	// (Registry.Claim), once in the cluster.
+	Registered bool `json:"registered,omitempty"`
 }
 
 // auditOp is one request to the writer.
@@ -166,8 +170,15 @@ type auditLog struct {
 	retry time.Duration
 	db    *bbolt.DB // the live journal
 	log   *zap.Logger
-	ops   chan auditOp
-	done  chan struct{}
+	// instance goes into the lines the writer makes itself (chain start,
+	// events lost).
+	instance string
+	// queued, if set, is told the sessions whose end records waited in the
+	// queue and are now durable (their callers returned long ago); it runs
+	// on the writer's goroutine and must not block.
+	queued func(ids []string)
+	ops    chan auditOp
+	done   chan struct{}
 
 	// fault is why the audit file cannot be written (it wraps
 	// ErrAuditUnavailable), nil while it can. The writer sets it when a
@@ -310,8 +321,8 @@ func (a *auditLog) bound(queue []queued) []queued {
 }
 
 func openAudit(path string, journal *bbolt.DB, log *zap.Logger, ship func([][]byte),
-	openFile func(string) (auditFile, error), retry time.Duration) (*auditLog, error) {
-	a := &auditLog{path: path, openFile: openFile, retry: retry, db: journal, log: log, ops: make(chan auditOp, 1024), done: make(chan struct{}), size: -1,
+	openFile func(string) (auditFile, error), retry time.Duration, instance string) (*auditLog, error) {
+	a := &auditLog{path: path, openFile: openFile, retry: retry, db: journal, log: log, instance: instance, ops: make(chan auditOp, 1024), done: make(chan struct{}), size: -1,
 		kick: make(chan struct{}, 1), ship: ship}
 	if err := a.open(); err != nil {
 		return nil, err
@@ -394,7 +405,7 @@ func (a *auditLog) run() {
 func (a *auditLog) withEvents(batch []auditOp) []auditOp {
 	batch = interleave(batch, a.takeEvents())
 	if a.lost > 0 && a.unavailable() == nil {
-		line := audit.Marshal(audit.Event{Event: audit.EventsLost, Actor: audit.ActorDaemon, Source: audit.SourceLocal, Count: a.lost,
+		line := audit.Marshal(audit.Event{Event: audit.EventsLost, Actor: audit.ActorDaemon, Source: audit.SourceLocal, Instance: a.instance, Count: a.lost,
 			Reason: "too many events waited for the audit file"})
 		a.lost = 0
 		a.depth.Add(1)
@@ -467,6 +478,17 @@ func (a *auditLog) commit(batch []auditOp) {
 			}
 		}
 		a.settle(items, batch)
+		if a.queued != nil {
+			var ids []string
+			for _, q := range items[:len(a.queue)] {
+				if q.del != "" {
+					ids = append(ids, q.del)
+				}
+			}
+			if len(ids) > 0 {
+				a.queued(ids)
+			}
+		}
 		if a.unavailable() != nil {
 			a.log.Info("audit file writable again", zap.String("path", a.path), zap.Int("records", len(a.queue)))
 			a.fault.Store(nil)
@@ -684,7 +706,7 @@ func (a *auditLog) flush(items []queued) ([][]byte, error) {
 // failed write left, is ended with a newline: it stays in the file, where
 // audit verify reports it, and the chain goes on from it.
 func (a *auditLog) resume(size int64, buf *bytes.Buffer) (audit.Hash, []byte) {
-	start := audit.Event{Event: audit.ChainStarted, Actor: audit.ActorDaemon, Source: audit.SourceLocal}
+	start := audit.Event{Event: audit.ChainStarted, Actor: audit.ActorDaemon, Source: audit.SourceLocal, Instance: a.instance}
 	var prev audit.Hash
 	last, whole, err := audit.Tail(a.f, size)
 	switch {

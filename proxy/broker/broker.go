@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -158,6 +159,12 @@ type Options struct {
 	// refuses sessions (ErrAuditUnavailable) and end records wait in memory
 	// (see Session.End).
 	AuditFile string
+	// Instance is this bastiond's name in its cluster (cluster.instance):
+	// every line the broker writes carries it, and every session.
+	Instance string
+	// Registry is the cluster's live-session registry, or nil on a single
+	// host (the live journal is then all there is). See Registry.
+	Registry Registry
 	// Ship, if set, receives the lines of every write to the audit file
 	// once it is synced, in order, as written (without newlines): the
 	// shippers' feed (journald, syslog). It must not block.
@@ -187,6 +194,9 @@ type tuning struct {
 	auditRetry time.Duration
 	// openAuditFile opens the audit file for appending. nil: openAuditFile.
 	openAuditFile func(path string) (auditFile, error)
+	// saveEvery is how often the live entries' byte counts are saved.
+	// Zero: saveEvery.
+	saveEvery time.Duration
 }
 
 // withDefaults is t with its zero fields set to the product's values.
@@ -203,7 +213,27 @@ func (t tuning) withDefaults() tuning {
 	if t.openAuditFile == nil {
 		t.openAuditFile = openAuditFile
 	}
+	if t.saveEvery == 0 {
+		t.saveEvery = saveEvery
+	}
 	return t
+}
+
+// Registry is the cluster's live-session registry (proxy/registry) as the
+// broker uses it. An entry is added before a session carries a byte (and
+// the session refused if that fails), refreshed with the live journal's
+// byte counts, and removed once the end record is durable. process is the
+// broker's live journal's file name, for the registry to tell the entries
+// of a process that is gone.
+type Registry interface {
+	Add(process string, s Info) error
+	Refresh(process string, list []Info) error
+	Remove(ids []string) error
+	// Claim takes the entries of ids, sessions of this instance a dead
+	// process left in its journal, for the registry to record (see
+	// Abandoned), and returns those it found: the others were
+	// recorded by whoever removed them.
+	Claim(ids []string) (map[string]bool, error)
 }
 
 // Broker admits, dials, registers, relays and accounts for sessions.
@@ -215,6 +245,12 @@ type Broker struct {
 	metrics *metrics
 	// allowLoopback lifts the dial guard's loopback rule (tuning, tests only).
 	allowLoopback bool
+	instance      string
+	reg           Registry // nil on a single host
+
+	unregMu    sync.Mutex // guards unreg
+	unreg      []string   // ended sessions whose registry entries could not be removed yet
+	refreshing atomic.Bool
 
 	// stopCtx is cancelled when Close gives up waiting: dials in flight
 	// abort, and sessions that register afterwards end at once.
@@ -235,6 +271,7 @@ type Broker struct {
 	journal    string // the path of this broker's live journal
 	recovered  int
 	tick       time.Duration // the sweeper's period
+	saveEvery  time.Duration // how often the sweeper saves byte counts
 	orphanScan time.Duration // how often the sweeper calls RecoverOrphans
 	stop       chan struct{} // closed to stop the sweeper
 	swept      chan struct{} // closed when the sweeper has returned
@@ -253,6 +290,9 @@ var _ audit.Sink = (*Broker)(nil)
 // counted as lost). After Close, events are logged and dropped.
 func (b *Broker) Audit(e audit.Event) {
 	b.countEvent(e.Event)
+	if e.Instance == "" {
+		e.Instance = b.instance
+	}
 	b.audit.closeMu.RLock()
 	defer b.audit.closeMu.RUnlock()
 	if b.audit.closed {
@@ -290,17 +330,20 @@ func New(cfg Config, opt Options) (*Broker, error) {
 		return nil, err
 	}
 	tn := opt.tuning.withDefaults()
-	audit, err := openAudit(opt.AuditFile, journal, c.Logger, opt.Ship, tn.openAuditFile, tn.auditRetry)
+	audit, err := openAudit(opt.AuditFile, journal, c.Logger, opt.Ship, tn.openAuditFile, tn.auditRetry, opt.Instance)
 	if err != nil {
 		journal.Close()
 		os.Remove(path)
 		return nil, err
 	}
 	b := &Broker{log: c.Logger, audit: audit, metrics: newMetrics(), sessions: map[string]*Session{}, perUser: map[string]int{},
-		emptied: make(chan struct{}), liveDir: opt.LiveDir, journal: path, tick: tn.sweepTick, orphanScan: tn.orphanScan,
-		allowLoopback: tn.allowLoopback, stop: make(chan struct{}), swept: make(chan struct{})}
+		emptied: make(chan struct{}), liveDir: opt.LiveDir, journal: path, tick: tn.sweepTick, orphanScan: tn.orphanScan, saveEvery: tn.saveEvery,
+		allowLoopback: tn.allowLoopback, stop: make(chan struct{}), swept: make(chan struct{}), instance: opt.Instance, reg: opt.Registry}
 	b.stopCtx, b.stopAll = context.WithCancel(context.Background())
 	b.cfg.Store(c)
+	if b.reg != nil {
+		audit.queued = b.pendUnregister
+	}
 	go audit.run()
 	if opt.DB != nil {
 		n, err := b.recordAbandoned(opt.DB)
@@ -481,13 +524,30 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := newSession(b, Info{ID: newID(), User: req.User, Client: req.Client, Target: req.Target, Address: addr,
+	s := newSession(b, Info{ID: newID(), Instance: b.instance, User: req.User, Client: req.Client, Target: req.Target, Address: addr,
 		Protocol: req.Protocol, Port: port, Login: req.Login, Via: req.Via, Token: req.Token, Roles: slices.Clone(req.Roles),
 		Start: time.Now()}, weight, conn)
 	start := startRecord(s.info)
-	entry, _ := json.Marshal(liveEntry{Start: start})
+	if b.reg != nil {
+		// Before the journal entry and the start record, as they are
+		// ordered: a crash after any of them leaves an entry that someone
+		// records as abandoned.
+		if err := b.reg.Add(b.process(), s.info); err != nil {
+			conn.Close()
+			s.log.Error("session refused: it cannot be entered in the cluster's registry", zap.Error(err))
+			b.metrics.refusals.WithLabelValues("registry").Inc()
+			return nil, &Error{Kind: KindInternal, Msg: "the bastion cannot register the session at the moment (its state store is unavailable)", Err: err}
+		}
+	}
+	entry, _ := json.Marshal(liveEntry{Start: start, Registered: b.reg != nil})
 	if err := b.audit.submit(auditOp{opening: s.info.ID, entry: entry, lines: [][]byte{marshalLine(start)}}); err != nil {
 		conn.Close()
+		if !errors.Is(err, ErrAuditUnavailable) {
+			// Nothing was queued: the session is as if never opened. A
+			// refusal for the audit file queues its records, and its
+			// entry goes once they are written (pendUnregister).
+			b.unregister(s.info.ID)
+		}
 		if errors.Is(err, ErrAuditUnavailable) {
 			// The writer logs the fault itself, once.
 			s.log.Warn("session refused: the audit file cannot be written", zap.Error(err))
@@ -672,6 +732,9 @@ func (b *Broker) Close(ctx context.Context) error {
 		close(b.stop)
 		<-b.swept
 		b.audit.close()
+		if b.reg != nil {
+			b.retryUnregister() // once more: an entry left would be taken for a dead process's
+		}
 		b.closeJournal()
 	})
 	return err
@@ -717,10 +780,11 @@ func (b *Broker) sweep() {
 					go s.End(ReasonIdle)
 				}
 			}
-			if now.Sub(lastSave) >= saveEvery && len(list) > 0 {
+			if now.Sub(lastSave) >= b.saveEvery && len(list) > 0 {
 				lastSave = now
 				b.saveCounts(list)
 			}
+			b.retryUnregister()
 			if now.Sub(lastScan) >= b.orphanScan {
 				lastScan = now
 				if _, err := b.RecoverOrphans(); err != nil {
@@ -737,12 +801,120 @@ func (b *Broker) sweep() {
 // while the audit file cannot be written.
 func (b *Broker) saveCounts(list []*Session) {
 	op := auditOp{refresh: map[string][]byte{}}
+	var infos []Info
 	for _, s := range list {
 		if s.ending.Load() {
 			continue
 		}
-		v, _ := json.Marshal(liveEntry{Start: startRecord(s.Info()), BytesUp: s.up.Load(), BytesDown: s.down.Load()})
+		info := s.Info()
+		infos = append(infos, info)
+		v, _ := json.Marshal(liveEntry{Start: startRecord(info), BytesUp: s.up.Load(), BytesDown: s.down.Load(), Registered: b.reg != nil})
 		op.refresh[s.info.ID] = v
 	}
 	b.audit.offer(op)
+	// The registry may be a database across the network: the sweep does
+	// not wait for it, and skips a refresh while the last one runs.
+	if b.reg != nil && len(infos) > 0 && b.refreshing.CompareAndSwap(false, true) {
+		go func() {
+			defer b.refreshing.Store(false)
+			if err := b.reg.Refresh(b.process(), infos); err != nil {
+				b.log.Warn("cannot refresh the byte counts in the cluster's registry", zap.Error(err))
+			}
+		}()
+	}
+}
+
+// process is the name the registry knows this broker's process by: its
+// live journal's file name.
+func (b *Broker) process() string { return filepath.Base(b.journal) }
+
+// ProcessAlive says whether a process of this host with a live journal
+// called process (Registry.Add) may still carry sessions: its journal is
+// there. A dead process's journal is recovered and removed (New, the
+// sweeper), so one that is gone left no session unrecorded.
+func (b *Broker) ProcessAlive(process string) bool {
+	if process == "" || process != filepath.Base(process) {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(b.liveDir, process))
+	return err == nil
+}
+
+// unregister removes an ended session's registry entry, now that its end
+// record is durable (or will be, or is lost); if the registry cannot be
+// reached, the sweeper tries again.
+func (b *Broker) unregister(id string) {
+	if b.reg == nil {
+		return
+	}
+	if err := b.reg.Remove([]string{id}); err != nil {
+		b.log.Warn("cannot remove an ended session from the cluster's registry; trying again every second", zap.String("session", id), zap.Error(err))
+		b.pendUnregister([]string{id})
+	}
+}
+
+// pendUnregister has the sweeper remove the registry entries of sessions
+// whose end records were durable only after waiting for the audit file.
+func (b *Broker) pendUnregister(ids []string) {
+	b.unregMu.Lock()
+	b.unreg = append(b.unreg, ids...)
+	b.unregMu.Unlock()
+}
+
+// retryUnregister tries again to remove the registry entries unregister
+// could not.
+func (b *Broker) retryUnregister() {
+	b.unregMu.Lock()
+	ids := b.unreg
+	b.unreg = nil
+	b.unregMu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	if err := b.reg.Remove(ids); err != nil {
+		b.unregMu.Lock()
+		b.unreg = append(b.unreg, ids...)
+		b.unregMu.Unlock()
+	}
+}
+
+// Abandoned writes, with reason abandoned, the end records of
+// sessions nobody carries any more: another instance's, which died (each
+// one's Info.Instance), or this instance's, whose process did. The records
+// name the instance that carried the session, and this one as recorded_by
+// when they differ. It returns once they are durable. A session whose end
+// record is in the audit file's tail gets no second one. The registry calls
+// it (registry.Handler).
+func (b *Broker) Abandoned(list []Info) error {
+	ended := b.audit.endedInTail(1 << 20)
+	now := time.Now()
+	var op auditOp
+	var ends []record
+	for _, i := range list {
+		if ended[i.ID] {
+			continue
+		}
+		end := endOf(startRecord(i), now, i.BytesUp, i.BytesDown, ReasonAbandoned, false)
+		if end.Instance == "" {
+			end.Instance = b.instance
+		}
+		if end.Instance != b.instance {
+			end.RecordedBy = b.instance
+		}
+		op.lines = append(op.lines, marshalLine(end))
+		ends = append(ends, end)
+	}
+	if len(ends) == 0 {
+		return nil
+	}
+	if err := b.audit.submit(op); err != nil {
+		return err
+	}
+	for _, end := range ends {
+		b.log.Warn("session interrupted by a crash or a kill", append(fields(end), zap.String("session", end.Session),
+			zap.String("instance", end.Instance))...)
+		b.countEvent(audit.SessionEnd)
+		b.metrics.ended.WithLabelValues(end.Protocol, reasonClass(ReasonAbandoned)).Inc()
+	}
+	return nil
 }

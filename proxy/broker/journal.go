@@ -205,11 +205,38 @@ func (b *Broker) recordAbandoned(db *bbolt.DB) (int, error) {
 	if err != nil || !found {
 		return 0, err
 	}
+	// The sessions in the cluster's registry are recorded by whoever takes
+	// their entries: this instance's registry, for those it can still
+	// claim; another instance, which took this one for dead, for the rest.
+	var claimed map[string]bool
+	if b.reg != nil {
+		var ids []string
+		for _, e := range left {
+			if e.Registered {
+				ids = append(ids, e.Start.Session)
+			}
+		}
+		if len(ids) > 0 {
+			var err error
+			if claimed, err = b.reg.Claim(ids); err != nil {
+				return 0, err
+			}
+		}
+	}
 	ended := b.audit.endedInTail(1 << 20)
 	now := time.Now()
 	var op auditOp
 	var ends []record
+	taken := 0
 	for _, e := range left {
+		if e.Registered && b.reg != nil {
+			if claimed[e.Start.Session] {
+				taken++
+			} else if !ended[e.Start.Session] {
+				b.log.Info("a session interrupted by a crash was recorded as abandoned by another instance", zap.String("session", e.Start.Session))
+			}
+			continue
+		}
 		if ended[e.Start.Session] {
 			continue
 		}
@@ -232,5 +259,8 @@ func (b *Broker) recordAbandoned(db *bbolt.DB) (int, error) {
 	if err := db.Update(func(tx *bbolt.Tx) error { return tx.DeleteBucket(liveBucket) }); err != nil {
 		b.log.Error("cannot delete recovered live session entries", zap.Error(err))
 	}
-	return len(ends), nil
+	if taken > 0 {
+		b.log.Warn("sessions interrupted by a crash are recorded as abandoned through the cluster's registry", zap.Int("sessions", taken))
+	}
+	return len(ends) + taken, nil
 }

@@ -149,7 +149,8 @@ func (s *Session) End(reason string) {
 func (s *Session) finish(reason string) {
 	b := s.b
 	end := endOf(startRecord(s.Info()), time.Now(), s.up.Load(), s.down.Load(), reason, true)
-	switch err := b.audit.submit(auditOp{lines: [][]byte{marshalLine(end)}, ended: s.info.ID}); {
+	err := b.audit.submit(auditOp{lines: [][]byte{marshalLine(end)}, ended: s.info.ID})
+	switch {
 	case err == nil:
 	case errors.Is(err, ErrAuditUnavailable):
 		s.log.Warn("the end record waits in memory until the audit file can be written", zap.Error(err))
@@ -157,6 +158,12 @@ func (s *Session) finish(reason string) {
 		// The live entry stays: the next start records the session as
 		// abandoned, with the counts last saved, rather than losing it.
 		s.log.Error("cannot record the end of the session; it will be recorded as abandoned at the next start", zap.Error(err))
+	}
+	if err == nil {
+		// A record that waits in the queue has its entry removed once it
+		// is written (pendUnregister); one that failed otherwise keeps it,
+		// as it keeps the journal's, for the abandoned record.
+		b.unregister(s.info.ID)
 	}
 	b.countEvent(audit.SessionEnd)
 	if ce := s.log.Check(zap.InfoLevel, "session ended"); ce != nil {
