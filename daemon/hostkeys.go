@@ -9,7 +9,7 @@ import (
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
-	"github.com/bastiond/bastiond/internal/statedb"
+	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
 	"github.com/bastiond/bastiond/proxy/sshca"
 )
@@ -17,7 +17,7 @@ import (
 // openSSHTrust opens what the bastion's SSH connections rely on: the
 // targets' pinned host keys, in the state store db, and the SSH CA that
 // signs user certificates, in the state directory (made on first start).
-func openSSHTrust(cfg *config.Config, db *statedb.Handle) (*hostkeys.Store, *sshca.CA, error) {
+func openSSHTrust(cfg *config.Config, db store.DB) (*hostkeys.Store, *sshca.CA, error) {
 	store, err := hostkeys.New(hostkeys.Config{DB: db, ScanTimeout: cfg.Limits.HandshakeTimeout})
 	if err != nil {
 		return nil, nil, err

@@ -10,12 +10,14 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/auditship"
 	"github.com/bastiond/bastiond/daemon/config"
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
@@ -31,7 +33,13 @@ func openBroker(cfg *config.Config, d *daemon) (*broker.Broker, error) {
 		return nil, err
 	}
 	d.ship = ship
-	b, err := broker.New(brokerConfig(cfg, d.log), broker.Options{DB: d.state.Bolt(), LiveDir: filepath.Join(cfg.StateDir, "live"),
+	// An older version's live sessions may be left in a bbolt state file;
+	// a database never held them.
+	var legacy *bbolt.DB
+	if h, ok := d.state.(*statedb.Handle); ok {
+		legacy = h.Bolt()
+	}
+	b, err := broker.New(brokerConfig(cfg, d.log), broker.Options{DB: legacy, LiveDir: filepath.Join(cfg.StateDir, "live"),
 		AuditFile: cfg.Logging.AuditFile, Ship: ship.Ship})
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 //go:embed migrations/*.sql
@@ -101,21 +102,9 @@ func (db *DB) migrate(ctx context.Context) error {
 	}
 	defer c.Release()
 	conn := c.Conn()
-	if err := db.checkVersion(ctx, conn); err != nil {
+	v, err := db.inspect(ctx, conn)
+	if err != nil || v == latest {
 		return err
-	}
-	v, err := db.version(ctx, conn)
-	if err != nil {
-		return err
-	}
-	if v > latest {
-		return &NewerSchemaError{Database: v, Binary: latest}
-	}
-	if err := db.checkWritable(ctx, conn); err != nil {
-		return err
-	}
-	if v == latest {
-		return nil
 	}
 
 	mctx, cancel := context.WithTimeout(ctx, db.cfg.MigrateTimeout)
@@ -153,6 +142,48 @@ func (db *DB) migrate(ctx context.Context) error {
 		return db.fail("migrate", err)
 	}
 	return nil
+}
+
+// inspect checks, writing nothing, that the server is recent enough, that
+// the schema is not newer than this binary's and that the database takes
+// writes, and returns the schema's version.
+func (db *DB) inspect(ctx context.Context, conn *pgx.Conn) (int, error) {
+	if err := db.checkVersion(ctx, conn); err != nil {
+		return 0, err
+	}
+	v, err := db.version(ctx, conn)
+	if err != nil {
+		return 0, err
+	}
+	if v > SchemaVersion() {
+		return v, &NewerSchemaError{Database: v, Binary: SchemaVersion()}
+	}
+	return v, db.checkWritable(ctx, conn)
+}
+
+// Check connects as Open does and checks what Open would, but changes
+// nothing: it is `bastiond -check-config`. It returns the schema version
+// of the database (0 for a database bastiond has not used yet), which
+// Open brings up to SchemaVersion.
+func Check(ctx context.Context, cfg Config) (int, error) {
+	cfg.setDefaults()
+	pcfg, err := ParseConfig(cfg)
+	if err != nil {
+		return 0, err
+	}
+	pcfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: %w", err)
+	}
+	defer pool.Close()
+	db := &DB{cfg: cfg, pool: pool, where: where(pcfg.ConnConfig)}
+	c, err := db.acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Release()
+	return db.inspect(ctx, c.Conn())
 }
 
 // version is the database's schema version, 0 for none; it writes nothing.

@@ -264,7 +264,19 @@ func TestMigrations(t *testing.T) {
 
 	t.Run("fresh then again", func(t *testing.T) {
 		name := s.NewDatabase(t)
+		check := func(want int) {
+			t.Helper()
+			cfg := Config{DSNFile: dsnFile(t, s.DSN("::1", name)), CAFile: s.CAFile}
+			if v, err := Check(context.Background(), cfg); err != nil || v != want {
+				t.Fatalf("Check: version %d, %v; want %d", v, err, want)
+			}
+		}
+		check(0)
+		if got := schemaState(t, s, name); got != "" {
+			t.Fatalf("Check changed the database: %s", got)
+		}
 		open(t, s, "127.0.0.1", name).Close()
+		check(1)
 		if got := schemaState(t, s, name); got != want {
 			t.Fatalf("after the first open: %s, want %s", got, want)
 		}
@@ -344,6 +356,10 @@ func TestMigrations(t *testing.T) {
 				t.Fatal("a newer schema is not a database that is down")
 			}
 		}
+		if _, err := Check(context.Background(), Config{DSNFile: dsnFile(t, s.DSN("::1", name)), CAFile: s.CAFile}); err == nil ||
+			err.Error() != "database schema version 7 is newer than this bastiond (1): upgrade bastiond" {
+			t.Fatalf("Check of a newer schema: %v", err)
+		}
 		if after := schemaState(t, s, name); after != before {
 			t.Fatalf("the refused open changed the schema: %s, was %s", after, before)
 		}
@@ -398,6 +414,11 @@ func TestBadInput(t *testing.T) {
 				t.Log(err)
 				if strings.Contains(err.Error(), s.Password) {
 					t.Fatalf("the error shows the password: %v", err)
+				}
+				// -check-config says the same.
+				_, cerr := Check(context.Background(), Config{DSNFile: dsnFile(t, c.dsn), CAFile: c.ca, ConnectTimeout: 10 * time.Second})
+				if cerr == nil || !strings.Contains(cerr.Error(), c.want) || errors.Is(cerr, store.ErrUnavailable) != c.unavailable {
+					t.Fatalf("Check: %v", cerr)
 				}
 			})
 		}
