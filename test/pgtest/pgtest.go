@@ -43,6 +43,10 @@ type Options struct {
 	// CertNames are the names and addresses of the server's certificate;
 	// empty means 127.0.0.1, ::1 and localhost.
 	CertNames []string
+	// Durable keeps fsync on, as a production server has it, for
+	// benchmarks; tests leave it off (a test's data need not survive a
+	// power cut).
+	Durable bool
 }
 
 // Server is one running PostgreSQL server.
@@ -120,6 +124,10 @@ func Start(t testing.TB, opts ...Options) *Server {
 		"local all "+User+" scram-sha-256\n"+
 		"hostssl all "+User+" 127.0.0.1/32 scram-sha-256\n"+
 		"hostssl all "+User+" ::1/128 scram-sha-256\n", 0o600)
+	durability := []string{"fsync = off", "full_page_writes = off"}
+	if o.Durable {
+		durability = []string{"fsync = on", "synchronous_commit = on"}
+	}
 	for attempt := 0; ; attempt++ {
 		s.Port = freePort(t)
 		s.write(t, "data/postgresql.auto.conf", strings.Join([]string{
@@ -130,9 +138,8 @@ func Start(t testing.TB, opts ...Options) *Server {
 			"ssl_cert_file = '" + filepath.Join(s.Dir, "server.crt") + "'",
 			"ssl_key_file = '" + filepath.Join(s.Dir, "server.key") + "'",
 			"max_connections = 200",
-			"fsync = off", // a test's data need not survive a power cut
-			"full_page_writes = off",
 			"logging_collector = off",
+			strings.Join(durability, "\n"),
 			"",
 		}, "\n"), 0o600)
 		err := s.start()

@@ -15,10 +15,10 @@ import (
 // operations: a Put in its own Update, a Get in its own View, and a
 // ticket's redemption (Get then Delete in one Update), one at a time and
 // from parallel goroutines (-cpu sets how many). PostgreSQL is the
-// throwaway server of test/pgtest on loopback, over TLS, fsync off; bbolt
-// syncs every commit.
+// throwaway server of test/pgtest on loopback, over TLS, with fsync and
+// synchronous_commit on, as bbolt syncs every commit.
 func BenchmarkGetPut(b *testing.B) {
-	s := pgtest.Start(b)
+	s := pgtest.Start(b, pgtest.Options{Durable: true})
 	backends := []struct {
 		name string
 		open func(b *testing.B) store.DB

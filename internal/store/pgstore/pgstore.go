@@ -350,6 +350,8 @@ func (db *DB) fail(op string, err error) error {
 			hint = ": the database is read-only (a hot standby, or default_transaction_read_only): point the DSN at the primary"
 		case pgErr.Code == "57014":
 			hint = ": no answer within the statement timeout"
+		case pgErr.Code == "55P03":
+			hint = ": a lock held by another transaction was not granted in time"
 		case !unavailableCode(pgErr.Code):
 			return fmt.Errorf("pgstore: %s (%s): %w", op, db.where, err)
 		}
@@ -372,13 +374,17 @@ func (db *DB) fail(op string, err error) error {
 // used now, rather than that the statement is wrong: connection exceptions
 // (08), authorization (28), insufficient resources (53), operator
 // intervention (57: shutdown, cancelled, cannot connect now), system
-// errors (58), a missing database, a read-only transaction.
+// errors (58), a missing database, a read-only transaction, a lock not
+// granted within lock_timeout.
 func unavailableCode(code string) bool {
+	if len(code) != 5 {
+		return false
+	}
 	switch code[:2] {
 	case "08", "28", "53", "57", "58":
 		return true
 	}
-	return code == "3D000" || code == "25006"
+	return code == "3D000" || code == "25006" || code == "55P03"
 }
 
 // conflict reports whether err is a serialization failure or a deadlock:
