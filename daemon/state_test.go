@@ -13,9 +13,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bastiond/bastiond/daemon/config"
+	"github.com/bastiond/bastiond/internal/pgtest"
 	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/internal/store"
-	"github.com/bastiond/bastiond/test/pgtest"
 )
 
 func pgStoreConfig(t *testing.T, dsn, ca string) *config.Config {

@@ -35,7 +35,7 @@ test_packages=(
 	chromium fonts-dejavu-core            # the browser tests (web/, playwright-core drives it)
 	rsyslog rsyslog-gnutls                # the collector audit shipping is tested against (TLS)
 	lintian rpm                           # the package tests (test/package): lintian on the .deb, rpm -qp on the .rpm
-	postgresql                            # test/pgtest: a throwaway server the store's tests start themselves (initdb, pg_ctl); the install's own cluster service is disabled below
+	postgresql                            # internal/pgtest: a throwaway server the store's tests start themselves (initdb, pg_ctl); the install's own cluster service is disabled below
 )
 case $set_name in
 demo) packages=("${demo_packages[@]}") ;;

@@ -6,16 +6,16 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/bastiond/bastiond/internal/pgtest"
 	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/internal/store"
-	"github.com/bastiond/bastiond/test/pgtest"
 )
 
 // BenchmarkGetPut compares the two backends side by side, on the same
 // operations: a Put in its own Update, a Get in its own View, and a
 // ticket's redemption (Get then Delete in one Update), one at a time and
 // from parallel goroutines (-cpu sets how many). PostgreSQL is the
-// throwaway server of test/pgtest on loopback, over TLS, with fsync and
+// throwaway server of internal/pgtest on loopback, over TLS, with fsync and
 // synchronous_commit on, as bbolt syncs every commit.
 func BenchmarkGetPut(b *testing.B) {
 	s := pgtest.Start(b, pgtest.Options{Durable: true})

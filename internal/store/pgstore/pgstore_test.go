@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bastiond/bastiond/internal/pgtest"
 	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/internal/store/storetest"
-	"github.com/bastiond/bastiond/test/pgtest"
 )
 
 // hosts are the server's addresses every network test runs on.
