@@ -394,16 +394,23 @@ func conflict(err error) bool {
 	return errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
 }
 
-// View runs fn in a REPEATABLE READ READ ONLY transaction (see the package
-// doc for why not SERIALIZABLE).
+// The BEGIN statements of View and Update. View's is REPEATABLE READ READ
+// ONLY (see the package doc for why not SERIALIZABLE); Update's does not
+// say READ WRITE, so that a database made read-only stays so.
+const (
+	beginView   = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+	beginUpdate = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+)
+
+// View runs fn in a REPEATABLE READ READ ONLY transaction.
 func (db *DB) View(fn func(store.Tx) error) error {
-	return db.run(pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, false, fn)
+	return db.run(beginView, false, fn)
 }
 
 // Update runs fn in a SERIALIZABLE transaction, again when it conflicts
 // with another one, up to Config.MaxAttempts times.
 func (db *DB) Update(fn func(store.Tx) error) error {
-	return db.run(pgx.TxOptions{IsoLevel: pgx.Serializable}, true, fn)
+	return db.run(beginUpdate, true, fn)
 }
 
 // run runs fn in transactions until one commits, fn fails, or retrying is
@@ -411,11 +418,11 @@ func (db *DB) Update(fn func(store.Tx) error) error {
 // out broken before COMMIT was sent (a pooled connection to a server that
 // has restarted since) is retried once: fn's effects were rolled back with
 // it.
-func (db *DB) run(opts pgx.TxOptions, writable bool, fn func(store.Tx) error) error {
+func (db *DB) run(begin string, writable bool, fn func(store.Tx) error) error {
 	backoff := 2 * time.Millisecond
 	lost := false
 	for attempt := 1; ; attempt++ {
-		err, again := db.once(opts, writable, fn)
+		err, again := db.once(begin, writable, fn)
 		switch {
 		case !again:
 			return err
@@ -438,25 +445,18 @@ func (db *DB) run(opts pgx.TxOptions, writable bool, fn func(store.Tx) error) er
 
 // once runs fn in one transaction. again says the error may go away by
 // running it again: a conflict, or a connection lost before the commit.
-func (db *DB) once(opts pgx.TxOptions, writable bool, fn func(store.Tx) error) (err error, again bool) {
-	ctx := context.Background()
-	c, err := db.acquire(ctx)
+func (db *DB) once(begin string, writable bool, fn func(store.Tx) error) (err error, again bool) {
+	c, err := db.acquire(context.Background())
 	if err != nil {
 		return err, false
 	}
+	// A connection left in a transaction (a panic in fn) is closed, not
+	// reused, by Release.
 	defer c.Release()
-	bctx, cancel := context.WithTimeout(ctx, db.cfg.StatementTimeout)
-	ptx, err := c.BeginTx(bctx, opts)
-	cancel()
-	if err != nil {
-		return db.fail("begin", err), c.Conn().IsClosed()
-	}
-	t := &tx{db: db, tx: ptx, writable: writable}
+	t := &tx{db: db, conn: c.Conn(), begin: begin, writable: writable}
 	ferr := fn(t)
 	if ferr != nil || t.err != nil {
-		rctx, cancel := context.WithTimeout(ctx, db.cfg.StatementTimeout)
-		ptx.Rollback(rctx)
-		cancel()
+		t.end(false)
 		switch {
 		case t.err != nil && conflict(t.err):
 			return t.err, true
@@ -470,9 +470,7 @@ func (db *DB) once(opts pgx.TxOptions, writable bool, fn func(store.Tx) error) (
 			return t.err, false
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, db.cfg.StatementTimeout)
-	defer cancel()
-	if err := ptx.Commit(cctx); err != nil {
+	if err := t.end(true); err != nil {
 		if conflict(err) {
 			return err, true
 		}
@@ -481,16 +479,83 @@ func (db *DB) once(opts pgx.TxOptions, writable bool, fn func(store.Tx) error) (
 	return nil, false
 }
 
-// tx is one transaction; after a statement failed, PostgreSQL has aborted
-// it and every later one fails with the same error.
+// tx is one transaction. Its BEGIN is sent with its first statement, in
+// one round trip (a transaction that runs no statement costs none); after
+// a statement failed, PostgreSQL has aborted the transaction, and every
+// later call fails with the same error.
 type tx struct {
 	db       *DB
-	tx       pgx.Tx
+	conn     *pgx.Conn
+	begin    string
+	begun    bool
 	writable bool
 	err      error // the first statement that failed
 }
 
 func (t *tx) Bucket(name string) store.Bucket { return bucket{t: t, name: name} }
+
+// query runs a statement, calling row for each row of its result.
+func (t *tx) query(op, sql string, args []any, row func(pgx.Rows) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), t.db.cfg.StatementTimeout)
+	defer cancel()
+	var (
+		rows pgx.Rows
+		br   pgx.BatchResults
+		err  error
+	)
+	if t.begun {
+		rows, err = t.conn.Query(ctx, sql, args...)
+	} else {
+		t.begun = true // or may be: ROLLBACK is harmless outside a transaction
+		b := &pgx.Batch{}
+		b.Queue(t.begin)
+		b.Queue(sql, args...)
+		br = t.conn.SendBatch(ctx, b)
+		if _, err = br.Exec(); err == nil {
+			rows, err = br.Query()
+		}
+	}
+	if err == nil {
+		for err == nil && rows.Next() {
+			if row != nil {
+				err = row(rows)
+			}
+		}
+		rows.Close()
+		if rerr := rows.Err(); err == nil {
+			err = rerr
+		}
+	}
+	if br != nil {
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return t.failed(op, err)
+	}
+	return nil
+}
+
+// end commits or rolls back the transaction, if it has begun.
+func (t *tx) end(commit bool) error {
+	if !t.begun {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), t.db.cfg.StatementTimeout)
+	defer cancel()
+	if !commit {
+		_, err := t.conn.Exec(ctx, "ROLLBACK")
+		return err
+	}
+	tag, err := t.conn.Exec(ctx, "COMMIT")
+	if err == nil && tag.String() != "COMMIT" {
+		// An aborted transaction's COMMIT is a ROLLBACK; once does not
+		// commit one, but say so rather than report success.
+		err = errors.New("pgstore: the transaction was rolled back by the server")
+	}
+	return err
+}
 
 // failed records the failure of a statement.
 func (t *tx) failed(op string, err error) error {
@@ -528,23 +593,16 @@ func (b bucket) check(key []byte) error {
 	return store.CheckKey(key)
 }
 
-func (b bucket) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), b.t.db.cfg.StatementTimeout)
-}
-
 func (b bucket) Get(key []byte) ([]byte, error) {
 	if err := b.check(key); err != nil {
 		return nil, err
 	}
-	ctx, cancel := b.ctx()
-	defer cancel()
 	var v []byte
-	err := b.t.tx.QueryRow(ctx, "SELECT value FROM kv WHERE bucket = $1 AND key_hash = sha256($2::bytea) AND key = $2", b.name, key).Scan(&v)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, b.t.failed("get", err)
+	found := false
+	err := b.t.query("get", "SELECT value FROM kv WHERE bucket = $1 AND key_hash = sha256($2::bytea) AND key = $2",
+		[]any{b.name, key}, func(r pgx.Rows) error { found = true; return r.Scan(&v) })
+	if err != nil || !found {
+		return nil, err
 	}
 	if v == nil {
 		v = []byte{}
@@ -562,14 +620,8 @@ func (b bucket) Put(key, value []byte) error {
 	if value == nil {
 		value = []byte{} // nil would be NULL
 	}
-	ctx, cancel := b.ctx()
-	defer cancel()
-	_, err := b.t.tx.Exec(ctx, "INSERT INTO kv (bucket, key, value) VALUES ($1, $2, $3) "+
-		"ON CONFLICT (bucket, key_hash) DO UPDATE SET value = excluded.value", b.name, key, value)
-	if err != nil {
-		return b.t.failed("put", err)
-	}
-	return nil
+	return b.t.query("put", "INSERT INTO kv (bucket, key, value) VALUES ($1, $2, $3) "+
+		"ON CONFLICT (bucket, key_hash) DO UPDATE SET value = excluded.value", []any{b.name, key, value}, nil)
 }
 
 func (b bucket) Delete(key []byte) error {
@@ -579,12 +631,7 @@ func (b bucket) Delete(key []byte) error {
 	if err := b.check(key); err != nil {
 		return err
 	}
-	ctx, cancel := b.ctx()
-	defer cancel()
-	if _, err := b.t.tx.Exec(ctx, "DELETE FROM kv WHERE bucket = $1 AND key_hash = sha256($2::bytea) AND key = $2", b.name, key); err != nil {
-		return b.t.failed("delete", err)
-	}
-	return nil
+	return b.t.query("delete", "DELETE FROM kv WHERE bucket = $1 AND key_hash = sha256($2::bytea) AND key = $2", []any{b.name, key}, nil)
 }
 
 // page is how many rows ForEach reads at a time: fn runs between pages,
@@ -613,27 +660,20 @@ func (b bucket) ForEach(prefix []byte, fn func(k, v []byte) error) error {
 			args = append(args, end)
 		}
 		q += " ORDER BY key_head, key LIMIT " + strconv.Itoa(page)
-		ctx, cancel := b.ctx()
-		r, err := b.t.tx.Query(ctx, q, args...)
-		if err != nil {
-			cancel()
-			return b.t.failed("list", err)
-		}
 		rows = rows[:0]
-		var serr error
-		for serr == nil && r.Next() {
+		err := b.t.query("list", q, args, func(r pgx.Rows) error {
 			var e kv
-			if serr = r.Scan(&e.k, &e.v); serr == nil {
-				if e.v == nil {
-					e.v = []byte{}
-				}
-				rows = append(rows, e)
+			if err := r.Scan(&e.k, &e.v); err != nil {
+				return err
 			}
-		}
-		r.Close()
-		cancel()
-		if err := errors.Join(serr, r.Err()); err != nil {
-			return b.t.failed("list", err)
+			if e.v == nil {
+				e.v = []byte{}
+			}
+			rows = append(rows, e)
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		for _, e := range rows {
 			if err := fn(e.k, e.v); err != nil {
