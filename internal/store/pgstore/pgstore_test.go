@@ -134,6 +134,36 @@ func TestLongKeysAndPages(t *testing.T) {
 	}
 }
 
+// TestJSONView: the DBAs' view shows keys as text and JSON values as JSON.
+func TestJSONView(t *testing.T) {
+	s := pgtest.Start(t)
+	name := s.NewDatabase(t)
+	db := open(t, s, "::1", name)
+	err := db.Update(func(tx store.Tx) error {
+		b := tx.Bucket("users")
+		return errors.Join(b.Put([]byte("alice"), []byte(`{"roles":["ops"]}`)), b.Put([]byte("\xff\x00"), []byte("not json")))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	rows, err := s.Admin(t, name).Query(context.Background(), "SELECT key, coalesce(value->>'roles', '-') FROM kv_json WHERE bucket = 'users' ORDER BY key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, k+"="+v)
+	}
+	rows.Close()
+	if got := strings.Join(out, " "); got != `\xff00=- alice=["ops"]` {
+		t.Fatalf("kv_json: %s", got)
+	}
+}
+
 // TestBucketName refuses a name PostgreSQL's text cannot hold.
 func TestBucketName(t *testing.T) {
 	s := pgtest.Start(t)
@@ -231,14 +261,15 @@ func schemaState(t *testing.T, s *pgtest.Server, db string) string {
 	c := s.Admin(t, db)
 	ctx := context.Background()
 	var out []string
-	rows, err := c.Query(ctx, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")
+	rows, err := c.Query(ctx, "SELECT replace(lower(table_type), 'base ', '') || ' ' || table_name FROM information_schema.tables "+
+		"WHERE table_schema = 'public' ORDER BY table_name")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for rows.Next() {
 		var n string
 		rows.Scan(&n)
-		out = append(out, "table "+n)
+		out = append(out, n)
 	}
 	rows.Close()
 	rows, err = c.Query(ctx, "SELECT version, name FROM schema_migrations ORDER BY 1")
@@ -257,7 +288,7 @@ func schemaState(t *testing.T, s *pgtest.Server, db string) string {
 
 func TestMigrations(t *testing.T) {
 	s := pgtest.Start(t)
-	want := "table kv; table schema_migrations; version 1 0001_kv"
+	want := "table kv; view kv_json; table schema_migrations; version 1 0001_kv"
 	if SchemaVersion() != 1 {
 		t.Fatalf("SchemaVersion %d: update this test's expectations with the new migration", SchemaVersion())
 	}

@@ -18,3 +18,21 @@ CREATE TABLE kv (
 CREATE INDEX kv_order ON kv (bucket, key_head);
 
 COMMENT ON TABLE kv IS 'bastiond''s state (internal/store): buckets of byte-ordered keys; write only through bastiond';
+
+-- For DBAs, read-only: kv with keys as text (hex, \x..., when not UTF-8)
+-- and values as JSON (NULL when not JSON), e.g.
+--   SELECT key, value->>'roles' FROM kv_json WHERE bucket = 'users';
+CREATE FUNCTION kv_text(b bytea) RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+BEGIN
+	RETURN convert_from(b, 'UTF8');
+EXCEPTION WHEN others THEN
+	RETURN '\x' || encode(b, 'hex');
+END $$;
+CREATE FUNCTION kv_jsonb(b bytea) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+BEGIN
+	RETURN convert_from(b, 'UTF8')::jsonb;
+EXCEPTION WHEN others THEN
+	RETURN NULL;
+END $$;
+CREATE VIEW kv_json AS SELECT bucket, kv_text(key) AS key, kv_jsonb(value) AS value FROM kv;
+COMMENT ON VIEW kv_json IS 'bastiond''s state, keys as text and values as JSON, for reading';
