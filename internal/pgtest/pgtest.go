@@ -64,8 +64,10 @@ type Server struct {
 	bin  string // the directory of initdb, pg_ctl
 	uid  int
 	gid  int
-	dbs  atomic.Int64
-	stop bool // running: stop it at cleanup
+	dbs     atomic.Int64
+	stop    bool // running: stop it at cleanup
+	durable bool
+	extra   []string // more settings (a standby's primary_conninfo)
 }
 
 // Start starts a server for t, stopped and removed when t ends, or skips t
@@ -121,11 +123,22 @@ func Start(t testing.TB, opts ...Options) *Server {
 	// Only the socket (superuser, trust: the directory is root's and
 	// postgres's only) and TLS with a password for User. No plain TCP.
 	s.write(t, "data/pg_hba.conf", "local all postgres trust\n"+
+		"local replication postgres trust\n"+
 		"local all "+User+" scram-sha-256\n"+
 		"hostssl all "+User+" 127.0.0.1/32 scram-sha-256\n"+
 		"hostssl all "+User+" ::1/128 scram-sha-256\n", 0o600)
+	s.durable = o.Durable
+	s.configure(t)
+	s.stop = true
+	s.Exec(t, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", User, s.Password))
+	return s
+}
+
+// configure writes the server's settings for a free port and starts it.
+func (s *Server) configure(t testing.TB) {
+	t.Helper()
 	durability := []string{"fsync = off", "full_page_writes = off"}
-	if o.Durable {
+	if s.durable {
 		durability = []string{"fsync = on", "synchronous_commit = on"}
 	}
 	for attempt := 0; ; attempt++ {
@@ -139,7 +152,7 @@ func Start(t testing.TB, opts ...Options) *Server {
 			"ssl_key_file = '" + filepath.Join(s.Dir, "server.key") + "'",
 			"max_connections = 200",
 			"logging_collector = off",
-			strings.Join(durability, "\n"),
+			strings.Join(append(durability, s.extra...), "\n"),
 			"",
 		}, "\n"), 0o600)
 		err := s.start()
@@ -151,8 +164,58 @@ func Start(t testing.TB, opts ...Options) *Server {
 		}
 	}
 	s.stop = true
-	s.Exec(t, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", User, s.Password))
-	return s
+}
+
+// StartStandby starts a hot standby of s (pg_basebackup, streaming
+// replication): a read-only copy, with the same role, password and
+// certificate, on a port of its own; stopped and removed when t ends.
+func (s *Server) StartStandby(t testing.TB) *Server {
+	t.Helper()
+	r := &Server{bin: s.bin, uid: s.uid, gid: s.gid, Password: s.Password, durable: s.durable}
+	var err error
+	if r.Dir, err = os.MkdirTemp("", "pgtest-standby-"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if r.stop {
+			r.ctl(t, "stop", "-m", "fast", "-w", "-t", "60")
+		}
+		os.RemoveAll(r.Dir)
+	})
+	if err := os.Chmod(r.Dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(r.Dir, r.uid, r.gid); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"server.crt", "server.key", "ca.crt"} {
+		b, err := os.ReadFile(filepath.Join(s.Dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.write(t, f, string(b), 0o600)
+	}
+	r.CAFile = filepath.Join(r.Dir, "ca.crt")
+	if out, err := r.asPostgres(filepath.Join(s.bin, "pg_basebackup"), "-D", r.data(), "-h", s.Dir, "-p", strconv.Itoa(s.Port),
+		"-U", "postgres", "-R", "-X", "stream", "-c", "fast").CombinedOutput(); err != nil {
+		t.Fatalf("pgtest: pg_basebackup: %v\n%s", err, out)
+	}
+	// -R put the primary's address in postgresql.auto.conf, which
+	// configure rewrites.
+	auto, err := os.ReadFile(filepath.Join(r.data(), "postgresql.auto.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(auto), "\n") {
+		if strings.HasPrefix(line, "primary_conninfo") {
+			r.extra = append(r.extra, line)
+		}
+	}
+	if len(r.extra) == 0 {
+		t.Fatalf("pgtest: pg_basebackup -R wrote no primary_conninfo:\n%s", auto)
+	}
+	r.configure(t)
+	return r
 }
 
 // binDir is the bin directory of the newest PostgreSQL installed.

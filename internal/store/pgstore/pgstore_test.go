@@ -455,6 +455,21 @@ func TestBadInput(t *testing.T) {
 		}
 	}
 
+	t.Run("hot standby", func(t *testing.T) {
+		open(t, s, "127.0.0.1", name).Close() // the schema, for the standby to have it
+		standby := s.StartStandby(t)
+		for _, h := range hosts {
+			cfg := Config{DSNFile: dsnFile(t, standby.DSN(h, name)), CAFile: standby.CAFile}
+			_, err := Open(context.Background(), cfg)
+			if !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "is a hot standby (in recovery), read-only: point the DSN at the primary") {
+				t.Fatalf("open of a standby over %s: %v", h, err)
+			}
+			if _, cerr := Check(context.Background(), cfg); cerr == nil || cerr.Error() != err.Error() {
+				t.Fatalf("Check of a standby: %v", cerr)
+			}
+		}
+	})
+
 	t.Run("hostname mismatch", func(t *testing.T) {
 		other := pgtest.Start(t, pgtest.Options{CertNames: []string{"db.invalid"}})
 		name := other.NewDatabase(t)
@@ -588,6 +603,45 @@ func TestRestart(t *testing.T) {
 				case ok[i] && !okA:
 					t.Errorf("pair %d: Update returned nil, but nothing is there", i)
 				}
+			}
+		})
+	}
+}
+
+// TestReadOnlyAtRuntime: a database an operator makes read-only under a
+// running pool (default_transaction_read_only, its sessions ended) refuses
+// writes with ErrUnavailable, saying why, and still serves reads: Update
+// does not override the setting with READ WRITE.
+func TestReadOnlyAtRuntime(t *testing.T) {
+	s := pgtest.Start(t)
+	name := s.NewDatabase(t)
+	for _, host := range hosts {
+		t.Run(host, func(t *testing.T) {
+			db := open(t, s, host, name)
+			put := func(v string) error {
+				return db.Update(func(tx store.Tx) error { return tx.Bucket("b").Put([]byte(host), []byte(v)) })
+			}
+			if err := put("before"); err != nil {
+				t.Fatal(err)
+			}
+			s.Exec(t, "postgres", "ALTER DATABASE "+name+" SET default_transaction_read_only = on")
+			defer s.Exec(t, "postgres", "ALTER DATABASE "+name+" RESET default_transaction_read_only")
+			// The pool's connections were made before: end them, as a
+			// failover or a restart would.
+			s.Exec(t, "postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+			err := put("after")
+			if !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "read-only") {
+				t.Fatalf("a write to a read-only database: %v", err)
+			}
+			var v []byte
+			if err := db.View(func(tx store.Tx) error { var err error; v, err = tx.Bucket("b").Get([]byte(host)); return err }); err != nil {
+				t.Fatalf("a read of a read-only database: %v", err)
+			}
+			if string(v) != "before" {
+				t.Fatalf("reads %q, want the value before it was made read-only", v)
+			}
+			if err := db.Ping(context.Background()); !errors.Is(err, store.ErrUnavailable) {
+				t.Fatalf("Ping of a read-only database: %v", err)
 			}
 		})
 	}
