@@ -646,3 +646,52 @@ func TestReadOnlyAtRuntime(t *testing.T) {
 		})
 	}
 }
+
+// TestURLForm: a postgres:// URL works as well as keyword=value pairs, on
+// IPv4 and IPv6, with the CA from ca_file alone; and the URL's sslmode is
+// held to verify-full too.
+func TestURLForm(t *testing.T) {
+	s := pgtest.Start(t)
+	name := s.NewDatabase(t)
+	for _, host := range []string{"127.0.0.1", "[::1]", "localhost"} {
+		t.Run(host, func(t *testing.T) {
+			url := fmt.Sprintf("postgres://%s:%s@%s:%d/%s?sslmode=verify-full", pgtest.User, s.Password, host, s.Port, name)
+			db, err := Open(context.Background(), Config{DSNFile: dsnFile(t, url), CAFile: s.CAFile})
+			if err != nil {
+				t.Fatalf("open %s: %v", strings.Replace(url, s.Password, "…", 1), err)
+			}
+			if err := db.Ping(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			_, err = Open(context.Background(), Config{DSNFile: dsnFile(t, strings.TrimSuffix(url, "?sslmode=verify-full")), CAFile: s.CAFile})
+			if err == nil || !strings.Contains(err.Error(), "add sslmode=verify-full") {
+				t.Fatalf("a URL without sslmode: %v", err)
+			}
+		})
+	}
+}
+
+// FuzzPrefixRange: the range ForEach asks PostgreSQL for, from p up to
+// successor(p), holds exactly the keys with prefix p; and ordering by a
+// key's first 1024 bytes, then the key, is ordering by the key.
+func FuzzPrefixRange(f *testing.F) {
+	for _, seed := range [][2]string{{"", "a"}, {"vm1/", "vm1/ssh"}, {"\xff\xff", "\xff\xff\x00"}, {"a\xff", "b"}, {"ab", "a"}, {"\x00", "\x00\xff"}} {
+		f.Add([]byte(seed[0]), []byte(seed[1]))
+	}
+	f.Fuzz(func(t *testing.T, p, k []byte) {
+		end := successor(p)
+		in := bytes.Compare(k, p) >= 0 && (end == nil || bytes.Compare(k, end) < 0)
+		if in != bytes.HasPrefix(k, p) {
+			t.Fatalf("prefix %x, key %x: in the range [p, %x) is %v, has the prefix is %v", p, k, end, in, !in)
+		}
+		head := func(b []byte) []byte { return b[:min(len(b), 1024)] }
+		byHead := bytes.Compare(head(p), head(k))
+		if byHead == 0 {
+			byHead = bytes.Compare(p, k)
+		}
+		if byHead != bytes.Compare(p, k) {
+			t.Fatalf("%x and %x order one way by head then key, the other by key", p, k)
+		}
+	})
+}
