@@ -61,9 +61,9 @@ type Server struct {
 	// Password is User's password.
 	Password string
 
-	bin  string // the directory of initdb, pg_ctl
-	uid  int
-	gid  int
+	bin     string // the directory of initdb, pg_ctl
+	uid     int
+	gid     int
 	dbs     atomic.Int64
 	stop    bool // running: stop it at cleanup
 	durable bool
