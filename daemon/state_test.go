@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bastiond/bastiond/daemon/config"
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/internal/pgtest"
 	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/internal/store"
@@ -132,5 +134,40 @@ func TestStatePostgres(t *testing.T) {
 	}
 	if _, err := checkStore(pgStoreConfig(t, s.DSN("127.0.0.1", readOnly), s.CAFile)); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("a read-only database: %v", err)
+	}
+}
+
+// TestStatePostgresTwoInstances: the daemon's accounts on PostgreSQL are
+// the cluster's: an account added on one instance signs in on the other,
+// and a wrong password is refused there too.
+func TestStatePostgresTwoInstances(t *testing.T) {
+	s := pgtest.Start(t)
+	name := s.NewDatabase(t)
+	sink := audit.SinkFunc(func(audit.Event) {})
+	dbA, a, err := openState(pgStoreConfig(t, s.DSN("127.0.0.1", name), s.CAFile), zap.NewNop(), sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dbA.Close()
+	dbB, b, err := openState(pgStoreConfig(t, s.DSN("::1", name), s.CAFile), zap.NewNop(), sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dbB.Close()
+	if err := a.Store().AddUser("alice", "correct horse battery", []string{"ops"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if u, err := b.Login(ctx, "alice", "correct horse battery", "", netip.MustParseAddr("2001:db8::1")); err != nil || u.Name != "alice" {
+		t.Fatalf("sign-in on B of an account added on A: %+v, %v", u, err)
+	}
+	if _, err := b.Login(ctx, "alice", "wrong", "", netip.MustParseAddr("192.0.2.1")); err == nil {
+		t.Fatal("a wrong password signed in on B")
+	}
+	if err := b.Store().DeleteUser("alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Store().User("alice"); err == nil {
+		t.Fatal("an account deleted on B is still there on A")
 	}
 }
