@@ -113,9 +113,12 @@ func ParseConfig(cfg Config) (*pgxpool.Config, error) {
 		// pgx redacts the password from the text it quotes only on a best
 		// effort basis: say what is wrong without quoting it.
 		msg := "not a PostgreSQL connection string (keyword=value pairs or a postgres:// URL; not shown here: it holds a password)"
-		var pe *pgconn.ParseConfigError
-		if errors.As(err, &pe) && pe.Unwrap() != nil {
-			msg += ": " + pe.Unwrap().Error()
+		// pgx's message is "cannot parse `<the string>`: <what>": keep
+		// only what is wrong.
+		if e := err.Error(); strings.HasPrefix(e, "cannot parse `") {
+			if i := strings.LastIndex(e, "`: "); i > 0 {
+				msg += ": " + e[i+3:]
+			}
 		}
 		return nil, fmt.Errorf("pgstore: %s: %s", src, msg)
 	}

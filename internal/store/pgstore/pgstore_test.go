@@ -430,7 +430,9 @@ func TestBadInput(t *testing.T) {
 			{"sslmode require", strings.Replace(good, "verify-full", "require", 1), s.CAFile, false, "add sslmode=verify-full"},
 			{"sslmode verify-ca", strings.Replace(good, "verify-full", "verify-ca", 1), s.CAFile, false, "add sslmode=verify-full"},
 			{"no sslmode", strings.Replace(good, "sslmode=verify-full", "", 1), s.CAFile, false, "add sslmode=verify-full"},
-			{"not a DSN", "host=" + h + " port=notaport password=" + s.Password, s.CAFile, false, "not a PostgreSQL connection string"},
+			{"not a DSN", "host=" + h + " port=notaport password=" + s.Password, s.CAFile, false, "not a PostgreSQL connection string (keyword=value pairs or a postgres:// URL; not shown here: it holds a password): invalid port"},
+			{"not a URL", "postgres://bastiond:" + s.Password + "@[" + h + "/x", s.CAFile, false, "not a PostgreSQL connection string (keyword=value pairs or a postgres:// URL; not shown here: it holds a password): "},
+			{"unterminated quote", good + " password='" + s.Password, s.CAFile, false, "unterminated quoted string"},
 		}
 		for _, c := range cases {
 			t.Run(h+"/"+c.name, func(t *testing.T) {
