@@ -171,3 +171,22 @@ func TestStatePostgresTwoInstances(t *testing.T) {
 		t.Fatal("an account deleted on B is still there on A")
 	}
 }
+
+// TestStoreNeedsRestart: a reload cannot move the state store; it says so.
+func TestStoreNeedsRestart(t *testing.T) {
+	a := &config.Config{Store: config.Store{Backend: config.StoreBBolt}}
+	b := pgStoreConfig(t, "host=/run/postgresql", "")
+	c := pgStoreConfig(t, "host=/run/postgresql", "")
+	c.Store.Postgres.DSNFile = b.Store.Postgres.DSNFile
+	c.StateDir = b.StateDir
+	if keys := restartOnly(a, b); !slices.Contains(keys, "store") {
+		t.Errorf("bbolt to postgres: restart-only keys %v lack store", keys)
+	}
+	if keys := restartOnly(b, c); slices.Contains(keys, "store") {
+		t.Errorf("the same store: restart-only keys %v", keys)
+	}
+	c.Store.Postgres.MaxConns = 20
+	if keys := restartOnly(b, c); !slices.Contains(keys, "store") {
+		t.Errorf("another max_conns: restart-only keys %v lack store", keys)
+	}
+}
