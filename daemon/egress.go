@@ -32,6 +32,8 @@ type egressFacts struct {
 	// SyslogAddrs are the addresses logging.syslog's collector name
 	// resolved to, when it is a name and not an address.
 	SyslogAddrs []netip.Addr
+	// Database are the state store's PostgreSQL servers, names resolved.
+	Database []netip.AddrPort
 }
 
 // lookupEgressFacts looks up what the egress chain needs from this host
@@ -65,6 +67,7 @@ func lookupEgressFacts(cfg *config.Config, log *zap.Logger) egressFacts {
 	if fw.EgressDNS == nil {
 		f.Resolvers = readResolvers(resolvConf)
 	}
+	f.Database = databaseEgress(cfg, log)
 	if s := cfg.Logging.Syslog; s != nil {
 		if host, _, err := net.SplitHostPort(s.Address); err == nil {
 			if _, err := netip.ParseAddr(host); err != nil {

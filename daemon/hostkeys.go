@@ -7,24 +7,47 @@ import (
 	"slices"
 	"strings"
 
+	"go.uber.org/zap"
+
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
-	"github.com/bastiond/bastiond/internal/statedb"
+	"github.com/bastiond/bastiond/internal/seal"
+	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
 	"github.com/bastiond/bastiond/proxy/sshca"
 )
 
 // openSSHTrust opens what the bastion's SSH connections rely on: the
 // targets' pinned host keys, in the state store db, and the SSH CA that
-// signs user certificates, in the state directory (made on first start).
-func openSSHTrust(cfg *config.Config, db *statedb.Handle) (*hostkeys.Store, *sshca.CA, error) {
+// signs user certificates: in the state directory (made on first start),
+// or, in a cluster, sealed in the shared store, where the first instance
+// puts this host's key if it has one.
+func openSSHTrust(cfg *config.Config, db store.DB, log *zap.Logger) (*hostkeys.Store, *sshca.CA, error) {
 	store, err := hostkeys.New(hostkeys.Config{DB: db, ScanTimeout: cfg.Limits.HandshakeTimeout})
 	if err != nil {
 		return nil, nil, err
 	}
-	ca, err := sshca.Open(sshca.Config{Dir: cfg.StateDir, ServerName: cfg.Listen.ServerName})
+	if !clustered(db) {
+		ca, err := sshca.Open(sshca.Config{Dir: cfg.StateDir, ServerName: cfg.Listen.ServerName})
+		if err != nil {
+			return nil, nil, err
+		}
+		return store, ca, nil
+	}
+	key, err := seal.Load(cfg.Store.Postgres.SealKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("store.postgres.seal_key: %w", err)
+	}
+	ca, origin, err := sshca.OpenShared(sshca.SharedConfig{DB: db, Seal: key, ServerName: cfg.Listen.ServerName, ImportDir: cfg.StateDir})
 	if err != nil {
 		return nil, nil, err
+	}
+	switch origin {
+	case sshca.Imported:
+		log.Warn("the cluster's SSH CA is now this host's own CA key, sealed in the database", zap.String("seal_key_id", key.ID()))
+	case sshca.Created:
+		log.Warn("made the cluster's SSH CA, sealed in the database: machines must trust its public key (bastionctl ca show)",
+			zap.String("seal_key_id", key.ID()))
 	}
 	return store, ca, nil
 }

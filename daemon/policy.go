@@ -10,6 +10,7 @@ import (
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
+	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/netpolicy"
 	"github.com/bastiond/bastiond/netpolicy/discover"
 )
@@ -71,6 +72,7 @@ func policyInput(cfg *config.Config, vnet []netip.Addr, facts egressFacts) netpo
 			}
 		}
 	}
+	in.Egress.Database = facts.Database
 	for _, e := range fw.EgressAllow {
 		in.Egress.Allow = append(in.Egress.Allow, netpolicy.Endpoint{Addr: e.Addr, Port: netpolicy.Port(e.Port)})
 	}
@@ -113,7 +115,7 @@ func (p policyAPI) Export(target string) (string, error) {
 	if !slices.ContainsFunc(cfg.Inventory.Targets, func(t config.Target) bool { return t.Name == target }) {
 		return "", fmt.Errorf("target %q: %w", target, adminapi.ErrUnknownTarget)
 	}
-	from, err := guardSources(cfg)
+	from, err := guardSources(cfg, p.d.state)
 	if err != nil {
 		return "", err
 	}
@@ -188,8 +190,12 @@ func (p policyAPI) Counters() (adminapi.CountersView, error) {
 }
 
 // guardSources are where the machines' exported guard lets connections
-// come from: this host's VNet addresses.
-func guardSources(cfg *config.Config) ([]netip.Prefix, error) {
+// come from: this host's VNet addresses, or, in a cluster, the bastion
+// subnets, where every instance lives (those added later too).
+func guardSources(cfg *config.Config, db store.DB) ([]netip.Prefix, error) {
+	if clustered(db) {
+		return cfg.Bastion.Subnets, nil
+	}
 	addrs, err := vnetAddrs(cfg)
 	if err != nil {
 		return nil, err

@@ -22,7 +22,6 @@ import (
 	"github.com/bastiond/bastiond/daemon/auditship"
 	"github.com/bastiond/bastiond/daemon/config"
 	"github.com/bastiond/bastiond/internal/audit"
-	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/internal/version"
 	"github.com/bastiond/bastiond/netpolicy"
 	"github.com/bastiond/bastiond/netpolicy/discover"
@@ -55,7 +54,7 @@ type daemon struct {
 	certs   *certs.Store
 	kernel  *netpolicy.Kernel
 	front   *proxy.Server
-	state   *statedb.Handle
+	state   stateStore
 	auth    *auth.Authenticator
 	broker  *broker.Broker
 	admin   *adminapi.Server
@@ -202,7 +201,7 @@ func (d *daemon) start() (err error) {
 	if d.registry, err = openRegistry(cfg, d, d.state); err != nil {
 		return err
 	}
-	d.hostKeys, d.sshCA, err = openSSHTrust(cfg, d.state)
+	d.hostKeys, d.sshCA, err = openSSHTrust(cfg, d.state, d.log)
 	if err != nil {
 		return err
 	}
@@ -569,6 +568,14 @@ func Cleanup() error {
 	return k.Cleanup()
 }
 
+// storeKey is the store section, to compare.
+func storeKey(c *config.Config) string {
+	if c.Store.Postgres == nil {
+		return c.Store.Backend
+	}
+	return fmt.Sprint(c.Store.Backend, *c.Store.Postgres)
+}
+
 // restartOnly lists the settings that changed but that a reload cannot apply.
 func restartOnly(a, b *config.Config) []string {
 	var keys []string
@@ -585,6 +592,7 @@ func restartOnly(a, b *config.Config) []string {
 		{"logging.journald", a.Logging.Journald, b.Logging.Journald},
 		{"logging.syslog", fmt.Sprint(a.Logging.Syslog), fmt.Sprint(b.Logging.Syslog)},
 		{"state_dir", a.StateDir, b.StateDir},
+		{"store", storeKey(a), storeKey(b)},
 		{"listen.metrics", a.Listen.Metrics.String(), b.Listen.Metrics.String()},
 	}
 	for _, c := range checks {
@@ -628,6 +636,13 @@ func CheckConfig(file string) (*config.Config, error) {
 		if _, err := auditship.ClientTLS(s.CAFile, s.ServerName, s.CertFile, s.KeyFile); err != nil {
 			return cfg, fmt.Errorf("%s: logging.syslog: %w", file, err)
 		}
+	}
+	line, err := checkStore(cfg)
+	if err != nil {
+		return cfg, fmt.Errorf("%s: %w", file, err)
+	}
+	if line != "" {
+		fmt.Println(line)
 	}
 	return cfg, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/bastiond/bastiond/daemon/auditship"
 	"github.com/bastiond/bastiond/daemon/config"
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
@@ -31,8 +32,13 @@ func openBroker(cfg *config.Config, d *daemon) (*broker.Broker, error) {
 		return nil, err
 	}
 	d.ship = ship
-	opt := broker.Options{DB: d.state.Bolt(), LiveDir: filepath.Join(cfg.StateDir, "live"),
-		AuditFile: cfg.Logging.AuditFile, Ship: ship.Ship, Instance: cfg.Cluster.Instance}
+	// An older version's live sessions may be left in a bbolt state file;
+	// a database never held them.
+	opt := broker.Options{LiveDir: filepath.Join(cfg.StateDir, "live"), AuditFile: cfg.Logging.AuditFile, Ship: ship.Ship,
+		Instance: cfg.Cluster.Instance}
+	if h, ok := d.state.(*statedb.Handle); ok {
+		opt.DB = h.Bolt()
+	}
 	if d.registry != nil { // a nil *Registry in the interface would not be nil
 		opt.Registry = d.registry
 	}

@@ -3,8 +3,6 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -15,18 +13,13 @@ import (
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
-	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 )
 
-// openState opens the state store, state_dir/state.db. Only one daemon may
-// hold it: a second one waits a moment, then fails with a clear error.
-func openState(cfg *config.Config, log *zap.Logger, trail audit.Sink) (*statedb.Handle, *auth.Authenticator, error) {
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("state_dir: %w", err)
-	}
-	db, err := statedb.Open(filepath.Join(cfg.StateDir, "state.db"))
+// openState opens the state store (see openStore) and the accounts in it.
+func openState(cfg *config.Config, log *zap.Logger, trail audit.Sink) (stateStore, *auth.Authenticator, error) {
+	db, err := openStore(cfg, log)
 	if err != nil {
 		return nil, nil, err
 	}

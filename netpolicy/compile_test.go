@@ -458,6 +458,8 @@ func TestCompileRefusesBadInput(t *testing.T) {
 		{"missing resolver", func(in *Input) { in.Egress.DNS = []netip.Addr{{}} }, "resolver invalid IP is not an address"},
 		{"syslog port 0", func(in *Input) { in.Egress.Syslog = []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::9]:0")} },
 			"syslog collector [2001:db8::9]:0"},
+		{"database port 0", func(in *Input) { in.Egress.Database = []netip.AddrPort{netip.MustParseAddrPort("192.0.2.5:0")} },
+			"database server 192.0.2.5:0"},
 		{"allowed destination without protocol", func(in *Input) {
 			in.Egress.Allow = []Endpoint{{Addr: netip.MustParseAddr("192.0.2.7"), Port: Port{Number: 5432}}}
 		}, "allowed destination 192.0.2.7: port 5432 has no protocol"},
@@ -495,5 +497,26 @@ func TestExportRefusesBadInput(t *testing.T) {
 	}
 	if got := rs.Render(); strings.Contains(got, "fe80") || !strings.Contains(got, "2001:db8:b5::4") || !strings.Contains(got, "198.18.0.4") {
 		t.Errorf("bastion addresses in the export: want the global IPv4 and IPv6 ones only:\n%s", got)
+	}
+}
+
+// TestEgressDatabase: the state store's PostgreSQL servers, IPv4 and IPv6,
+// are in the egress chain's allowed destinations, on TCP, named for what
+// they are.
+func TestEgressDatabase(t *testing.T) {
+	rs, err := Compile(labInput(func(in *Input) {
+		in.Egress.Database = []netip.AddrPort{netip.MustParseAddrPort("192.0.2.5:5432"), netip.MustParseAddrPort("[2001:db8::5]:6432")}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := rs.Render()
+	for _, want := range []string{`192.0.2.5 . tcp . 5432 comment "database"`, `2001:db8::5 . tcp . 6432 comment "database"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the ruleset lacks %s:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "udp . 5432") {
+		t.Error("the database is allowed on UDP too")
 	}
 }

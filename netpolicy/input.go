@@ -152,6 +152,9 @@ type Egress struct {
 	// Syslog are the addresses and TCP port of the audit trail's syslog
 	// collector.
 	Syslog []netip.AddrPort
+	// Database are the addresses and TCP ports of the state store's
+	// PostgreSQL servers.
+	Database []netip.AddrPort
 	// Allow are further destinations (an identity provider, a database).
 	Allow []Endpoint
 }
@@ -230,6 +233,11 @@ func (in Input) check() error {
 	for _, ap := range eg.Syslog {
 		if !ap.IsValid() || ap.Port() == 0 {
 			bad("egress: syslog collector %s is not an address and port", ap)
+		}
+	}
+	for _, ap := range eg.Database {
+		if !ap.IsValid() || ap.Port() == 0 {
+			bad("egress: database server %s is not an address and port", ap)
 		}
 	}
 	for _, e := range eg.Allow {

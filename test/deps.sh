@@ -36,6 +36,7 @@ test_packages=(
 	rsyslog rsyslog-gnutls                # the collector audit shipping is tested against (TLS)
 	lintian rpm                           # the package tests (test/package): lintian on the .deb, rpm -qp on the .rpm
 	haproxy                               # the balancer in front of 443 (proxy TestHAProxy: mode tcp, send-proxy-v2, checks)
+	postgresql                            # internal/pgtest: a throwaway server the store's tests start themselves (initdb, pg_ctl); the install's own cluster service is disabled below
 )
 case $set_name in
 demo) packages=("${demo_packages[@]}") ;;

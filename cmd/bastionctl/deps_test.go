@@ -20,6 +20,7 @@ var serverPackages = []string{
 	"github.com/bastiond/bastiond/netpolicy",
 	"github.com/bastiond/bastiond/web",
 	"go.etcd.io/bbolt",
+	"github.com/jackc/pgx",
 	"github.com/prometheus",
 	"golang.org/x/crypto/argon2",
 }

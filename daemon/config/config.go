@@ -40,6 +40,8 @@ type Config struct {
 	// StateDir holds users, pinned host keys, recordings and the self-signed
 	// certificate. Default /var/lib/bastiond.
 	StateDir string `yaml:"state_dir"`
+	// Store is where accounts, tokens and pinned host keys live.
+	Store Store `yaml:"store"`
 
 	// File is the path the configuration was read from.
 	File string `yaml:"-"`
@@ -495,6 +497,52 @@ type Syslog struct {
 	AppName string `yaml:"app_name"`
 }
 
+// Store backends.
+const (
+	// StoreBBolt is one file in state_dir, for one host: the default.
+	StoreBBolt = "bbolt"
+	// StorePostgres is a PostgreSQL database that every instance of a
+	// cluster shares.
+	StorePostgres = "postgres"
+)
+
+// Store chooses the state store's backend.
+type Store struct {
+	// Backend is bbolt (default: state_dir/state.db, nothing else to run)
+	// or postgres (Postgres says where).
+	Backend string `yaml:"backend"`
+	// Postgres is the database of backend: postgres.
+	Postgres *Postgres `yaml:"postgres"`
+}
+
+// Postgres is how to reach the state store's PostgreSQL database. The
+// connection string, which holds the password, is never in this file.
+type Postgres struct {
+	// DSNFile is a file holding the connection string (libpq's
+	// keyword=value form or a postgres:// URL) with sslmode=verify-full;
+	// not readable by every user. DSNFile or Credential, not both.
+	DSNFile string `yaml:"dsn_file"`
+	// Credential is the name of a systemd credential holding the
+	// connection string (LoadCredential=NAME:/path in a drop-in of
+	// bastiond.service).
+	Credential string `yaml:"credential"`
+	// CAFile is a PEM file of the CAs that sign the server's certificate.
+	// Absent: the DSN's sslrootcert, or else the system's roots.
+	CAFile string `yaml:"ca_file"`
+	// SealKey is the file (or "credential:NAME", a systemd credential)
+	// holding the 32-byte key, base64 or hex, that seals the secrets the
+	// cluster keeps in the database (the SSH CA's private key): the same
+	// on every instance, never in the database. Required.
+	SealKey string `yaml:"seal_key"`
+	// MaxConns is the most connections this instance opens. Default 10.
+	MaxConns int `yaml:"max_conns"`
+	// StatementTimeout bounds each statement. Default 5s.
+	StatementTimeout time.Duration `yaml:"statement_timeout"`
+	// ConnectTimeout bounds connecting and waiting for a free connection.
+	// Default 5s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+}
+
 // Facilities are the syslog facilities by name, with their codes (RFC 5424).
 var Facilities = map[string]int{
 	"kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7, "uucp": 8, "cron": 9,
@@ -654,6 +702,12 @@ func (c *Config) setDefaults() {
 		}
 	}
 	c.StateDir = orDefault(c.StateDir, "/var/lib/bastiond")
+	c.Store.Backend = orDefault(c.Store.Backend, StoreBBolt)
+	if p := c.Store.Postgres; p != nil {
+		p.MaxConns = orDefault(p.MaxConns, 10)
+		p.StatementTimeout = orDefault(p.StatementTimeout, 5*time.Second)
+		p.ConnectTimeout = orDefault(p.ConnectTimeout, 5*time.Second)
+	}
 	if c.Cluster.Instance == "" {
 		c.Cluster.Instance = DefaultInstance()
 	}

@@ -127,6 +127,22 @@ func TestParseProxyProtocol(t *testing.T) {
 	}
 }
 
+func TestParseStore(t *testing.T) {
+	lab := mustRead(t, "testdata/lab.yaml")
+	cfg, err := Parse("x.yaml", []byte(lab))
+	if err != nil || cfg.Store.Backend != StoreBBolt || cfg.Store.Postgres != nil {
+		t.Fatalf("without a store section: %+v (%v), want bbolt", cfg.Store, err)
+	}
+	cfg, err = Parse("x.yaml", []byte(lab+"store:\n  backend: postgres\n  postgres: {credential: bastiond-db, ca_file: /etc/bastiond/db-ca.pem, seal_key: \"credential:bastiond-seal\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Postgres{Credential: "bastiond-db", CAFile: "/etc/bastiond/db-ca.pem", SealKey: "credential:bastiond-seal", MaxConns: 10, StatementTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second}
+	if cfg.Store.Backend != StorePostgres || cfg.Store.Postgres == nil || *cfg.Store.Postgres != want {
+		t.Fatalf("store = %+v %+v, want postgres %+v", cfg.Store, cfg.Store.Postgres, want)
+	}
+}
+
 // The commented example shipped in systemd/ must always be a valid config.
 func TestParseExample(t *testing.T) {
 	if _, err := Load("../../systemd/bastiond.example.yaml"); err != nil {
@@ -383,6 +399,63 @@ func TestParseProblems(t *testing.T) {
 				`lab.yaml:36: logging.syslog.facility: "security" is not a syslog facility`,
 				`lab.yaml:37: logging.syslog.app_name: "bastion d" is not an APP-NAME`,
 			},
+		},
+		{
+			name: "store",
+			edit: func(s string) string {
+				return s + "store:\n  backend: postgres\n  postgres:\n    dsn_file: dsn\n    ca_file: ca.pem\n    max_conns: 0\n    statement_timeout: 1ms\n"
+			},
+			want: []string{
+				`lab.yaml:32: store.postgres.dsn_file: must be an absolute path, not "dsn"`,
+				`lab.yaml:33: store.postgres.ca_file: must be an absolute path, not "ca.pem"`,
+				`lab.yaml:35: store.postgres.statement_timeout: must be from 100ms to 5m, not 1ms`,
+			},
+		},
+		{
+			name: "store seal key",
+			edit: func(s string) string {
+				return s + "store:\n  backend: postgres\n  postgres:\n    dsn_file: /etc/bastiond/db.dsn\n    seal_key: seal.key\n"
+			},
+			want: []string{`lab.yaml:33: store.postgres.seal_key: must be an absolute path or credential:NAME, not "seal.key"`},
+		},
+		{
+			name: "store seal key credential",
+			edit: func(s string) string {
+				return s + "store:\n  backend: postgres\n  postgres: {dsn_file: /etc/bastiond/db.dsn, seal_key: \"credential:../k\"}\n"
+			},
+			want: []string{`lab.yaml:31: store.postgres.seal_key: "../k" is not a systemd credential's name (letters, digits, _ . -)`},
+		},
+		{
+			name: "store without a seal key",
+			edit: func(s string) string {
+				return s + "store:\n  backend: postgres\n  postgres: {dsn_file: /etc/bastiond/db.dsn}\n"
+			},
+			want: []string{`lab.yaml:31: store.postgres.seal_key: required: the file (or credential:NAME) with the 32-byte key`},
+		},
+		{
+			name: "store backends",
+			edit: func(s string) string { return s + "store: {backend: etcd}\n" },
+			want: []string{`lab.yaml:29: store.backend: "etcd" is not a backend; use bbolt (one host, the default) or postgres (a cluster)`},
+		},
+		{
+			name: "store without a DSN, or with two",
+			edit: func(s string) string {
+				return s + "store:\n  backend: postgres\n  postgres: {dsn_file: /etc/bastiond/db.dsn, credential: \"../x\", max_conns: 5000}\n"
+			},
+			want: []string{
+				`lab.yaml:31: store.postgres: dsn_file and credential are two ways to give the connection string; keep one`,
+				`lab.yaml:31: store.postgres.max_conns: must be from 1 to 1000, not 5000`,
+			},
+		},
+		{
+			name: "postgres settings with bbolt",
+			edit: func(s string) string { return s + "store:\n  postgres: {dsn_file: /etc/bastiond/db.dsn}\n" },
+			want: []string{`lab.yaml:30: store.postgres: is for backend: postgres; the backend is bbolt`},
+		},
+		{
+			name: "postgres without its section",
+			edit: func(s string) string { return s + "store: {backend: postgres}\n" },
+			want: []string{`lab.yaml:29: store.postgres: required with backend: postgres`},
 		},
 		{
 			name: "syslog address and files",

@@ -83,6 +83,64 @@ func (c *Config) validate(v *validator) {
 	if !filepath.IsAbs(c.StateDir) {
 		v.errorf("state_dir", "must be an absolute path, not %q", c.StateDir)
 	}
+	c.validateStore(v)
+}
+
+// credentialName is what systemd accepts as a credential's name.
+var credentialName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,255}$`)
+
+func (c *Config) validateStore(v *validator) {
+	s := c.Store
+	switch s.Backend {
+	case StoreBBolt:
+		if s.Postgres != nil {
+			v.errorf("store.postgres", "is for backend: postgres; the backend is bbolt")
+		}
+		return
+	case StorePostgres:
+	default:
+		v.errorf("store.backend", "%q is not a backend; use bbolt (one host, the default) or postgres (a cluster)", s.Backend)
+		return
+	}
+	const p = "store.postgres"
+	pg := s.Postgres
+	if pg == nil {
+		v.errorf(p, "required with backend: postgres: dsn_file (or credential) and ca_file")
+		return
+	}
+	switch {
+	case pg.DSNFile == "" && pg.Credential == "":
+		v.errorf(p, "dsn_file or credential is required: the file holding the connection string (never in this file: it holds the password)")
+	case pg.DSNFile != "" && pg.Credential != "":
+		v.errorf(p, "dsn_file and credential are two ways to give the connection string; keep one")
+	case pg.DSNFile != "" && !filepath.IsAbs(pg.DSNFile):
+		v.errorf(p+".dsn_file", "must be an absolute path, not %q", pg.DSNFile)
+	case pg.Credential != "" && (!credentialName.MatchString(pg.Credential) || pg.Credential == "." || pg.Credential == ".."):
+		v.errorf(p+".credential", "%q is not a systemd credential's name (letters, digits, _ . -)", pg.Credential)
+	}
+	if pg.CAFile != "" && !filepath.IsAbs(pg.CAFile) {
+		v.errorf(p+".ca_file", "must be an absolute path, not %q", pg.CAFile)
+	}
+	switch name, cred := strings.CutPrefix(pg.SealKey, "credential:"); {
+	case pg.SealKey == "":
+		v.errorf(p+".seal_key", "required: the file (or credential:NAME) with the 32-byte key that seals the SSH CA's key in the database, "+
+			"the same on every instance (make one: head -c 32 /dev/urandom | base64 > /etc/bastiond/seal.key; chmod 600)")
+	case cred && (!credentialName.MatchString(name) || name == "." || name == ".."):
+		v.errorf(p+".seal_key", "%q is not a systemd credential's name (letters, digits, _ . -)", name)
+	case !cred && !filepath.IsAbs(pg.SealKey):
+		v.errorf(p+".seal_key", "must be an absolute path or credential:NAME, not %q", pg.SealKey)
+	}
+	if pg.MaxConns < 1 || pg.MaxConns > 1000 {
+		v.errorf(p+".max_conns", "must be from 1 to 1000, not %d", pg.MaxConns)
+	}
+	for _, d := range []struct {
+		key string
+		val time.Duration
+	}{{"statement_timeout", pg.StatementTimeout}, {"connect_timeout", pg.ConnectTimeout}} {
+		if d.val < 100*time.Millisecond || d.val > 5*time.Minute {
+			v.errorf(p+"."+d.key, "must be from 100ms to 5m, not %s", d.val)
+		}
+	}
 }
 
 func (c *Config) validateListen(v *validator) {
