@@ -222,6 +222,10 @@ func (s *Portal) login(w http.ResponseWriter, r *http.Request) {
 	}
 	src := clientAddr(r)
 	u, err := s.auth.Login(r.Context(), r.PostFormValue("user"), r.PostFormValue("password"), r.PostFormValue("code"), src)
+	if errors.Is(err, auth.ErrUnavailable) {
+		s.loginPage(w, http.StatusServiceUnavailable, errSessionStore)
+		return
+	}
 	if err != nil {
 		s.loginPage(w, http.StatusUnauthorized, auth.ErrLoginFailed.Error())
 		return
