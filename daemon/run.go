@@ -660,6 +660,10 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 		Balancers:         cfg.Listen.ProxyProtocol.From,
 		Access:            accessPolicy(cfg),
 		WebSessions:       websession.Config{Idle: cfg.Access.SessionIdle, Absolute: cfg.Access.SessionLifetime},
+		// TODO(issue 21): Shared: the state store when it is PostgreSQL
+		// (the config of store backends is not on main yet), so that web
+		// sessions and tickets are the cluster's. Never with bbolt: the
+		// old process of an upgrade releases it while it still serves.
 		Broker:            d.broker,
 		SSH: proxy.SSHConfig{
 			HostKeys: d.hostKeys.Verifier,

@@ -270,3 +270,35 @@ func TestSharedBadUser(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkGet is a request's session lookup, a request a second: in
+// memory, and shared (a read, and a write once every TouchEvery).
+func BenchmarkGet(b *testing.B) {
+	for _, im := range impls() {
+		b.Run(im.name, func(b *testing.B) {
+			s, now := im.new(b, Config{Absolute: 1 << 62})
+			cookie, _ := newSession(b, s, "alice", src)
+			b.ReportAllocs()
+			for b.Loop() {
+				*now = now.Add(time.Second)
+				if _, err := s.Get(cookie); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkNew is a sign-in's new session.
+func BenchmarkNew(b *testing.B) {
+	for _, im := range impls() {
+		b.Run(im.name, func(b *testing.B) {
+			s, now := im.new(b, Config{MaxPerUser: 4})
+			b.ReportAllocs()
+			for b.Loop() {
+				*now = now.Add(time.Millisecond)
+				newSession(b, s, "alice", src)
+			}
+		})
+	}
+}
