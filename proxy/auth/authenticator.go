@@ -17,6 +17,7 @@ import (
 	"github.com/bastiond/bastiond/internal/audit"
 
 	"github.com/bastiond/bastiond/internal/source"
+	"github.com/bastiond/bastiond/internal/store"
 )
 
 // ErrLoginFailed is the one answer to every failed login.
@@ -104,7 +105,7 @@ func NewAuthenticator(cfg AuthenticatorConfig) (*Authenticator, error) {
 		dummyHash: dummy,
 		now:       cfg.Store.now,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bastiond_signins_total",
-			Help: "Sign-in attempts by outcome: ok, ok_while_throttled and ok_while_locked (password and code through a hold others caused), failed, throttled, locked, malformed, unavailable (the shared throttle's database unreachable)."},
+			Help: "Sign-in attempts by outcome: ok, ok_while_throttled and ok_while_locked (password and code through a hold others caused), failed, throttled, locked, malformed, unavailable (a cluster's database unreachable)."},
 			[]string{"outcome"}),
 	}, nil
 }
@@ -215,6 +216,10 @@ func (a *Authenticator) Login(ctx context.Context, name, password, code string, 
 	ok, herr := verifyPassword(hash, password)
 	<-a.hashing
 	switch {
+	case !known && errors.Is(err, store.ErrUnavailable):
+		// Not an unknown user: a database that cannot be reached (a
+		// cluster's), which is no failure of the one signing in.
+		return User{}, a.unavailable(name, src, err)
 	case !known:
 		return User{}, a.failed(name, src, now, "unknown user", "unknown_user", false)
 	case herr != nil:
@@ -276,15 +281,15 @@ func (a *Authenticator) Login(ctx context.Context, name, password, code string, 
 	return u, nil
 }
 
-// unavailable refuses a sign-in that cannot be checked: the shared
-// throttle's database is unreachable. The error is not a LoginError: the
+// unavailable refuses a sign-in that cannot be checked: the accounts'
+// or the shared throttle's database is unreachable. The error is not a LoginError: the
 // caller tells the user to try again later rather than that the sign-in
 // failed.
 func (a *Authenticator) unavailable(name string, src netip.Addr, err error) error {
 	a.count("unavailable")
-	a.log.Error("login refused: the sign-in throttle is unavailable", zap.String("user", name), zap.Stringer("source", src), zap.Error(err))
+	a.log.Error("login refused: the state store is unavailable", zap.String("user", name), zap.Stringer("source", src), zap.Error(err))
 	a.emit(src, audit.Event{Event: audit.SigninRefused, Actor: audit.ActorAnonymous, User: name, Reason: "unavailable",
-		Detail: "the sign-in throttle's database cannot be reached: the attempt was not checked"})
+		Detail: "the database of the accounts or of the sign-in throttle cannot be reached: the attempt was not checked"})
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 

@@ -205,23 +205,28 @@ func TestSharedThrottleBounded(t *testing.T) {
 	}
 }
 
-// TestSharedThrottleUnavailable: a sign-in the shared throttle cannot
-// check is refused with ErrUnavailable, not as a failed sign-in, and is an
-// audit event.
-func TestSharedThrottleUnavailable(t *testing.T) {
-	s, _ := newTestStoreOn(t, failingDB{}, cheap)
-	sink := &capture{}
-	a, err := NewAuthenticator(AuthenticatorConfig{Store: s, Logger: zap.NewNop(), Audit: sink, SharedThrottle: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, src := range []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")} {
-		_, err := a.Login(context.Background(), "alice", goodPassword, "", src)
-		if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrLoginFailed) {
-			t.Fatalf("%v", err)
+// TestStoreUnavailable: a sign-in that cannot be checked, the database
+// (of the shared throttle, of the accounts) being unreachable, is refused
+// with ErrUnavailable, not as a failed sign-in, and is an audit event.
+func TestStoreUnavailable(t *testing.T) {
+	forEachThrottle(t, func(t *testing.T, shared bool) {
+		s, _ := newTestStoreOn(t, failingDB{}, cheap)
+		sink := &capture{}
+		a, err := NewAuthenticator(AuthenticatorConfig{Store: s, Logger: zap.NewNop(), Audit: sink, SharedThrottle: shared})
+		if err != nil {
+			t.Fatal(err)
 		}
-		checkEvents(t, sink.Take(), want{event: "signin_refused", actor: "-", source: src.String(), user: "alice", reason: "unavailable"})
-	}
+		for _, src := range []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")} {
+			_, err := a.Login(context.Background(), "alice", goodPassword, "", src)
+			if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrLoginFailed) {
+				t.Fatalf("%v", err)
+			}
+			checkEvents(t, sink.Take(), want{event: "signin_refused", actor: "-", source: src.String(), user: "alice", reason: "unavailable"})
+		}
+		if st := a.Stats(); st.Sources != 0 {
+			t.Errorf("counted as failures: %+v", st)
+		}
+	})
 }
 
 // failingDB is a state store that cannot be reached.

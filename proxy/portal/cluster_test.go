@@ -1,10 +1,12 @@
 package portal
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"go.uber.org/zap"
@@ -141,6 +143,91 @@ func TestCluster(t *testing.T) {
 					t.Errorf("the guesser's right password on %s during its backoff: %d", name, r.code)
 				}
 			}
+		})
+	}
+}
+
+// TestClusterHandover: a binary upgrade of an instance whose web sessions
+// and tickets are shared hands nothing over (ExportSessions holds none of
+// them) and signs nobody out: the successor reads them from the database.
+func TestClusterHandover(t *testing.T) {
+	db := openSharedDB(t)
+	rr := &relayRecorder{}
+	old := clusterPortal(t, db, rr)
+	alice := newBrowser(t, old.routes())
+	csrf := alice.signIn("alice")
+	r := alice.post("/connect", url.Values{"csrf": {csrf}, "target": {"vm1"}, "protocol": {"ssh"}})
+	tk := strings.TrimPrefix(r.header.Get("Location"), "/connect/")
+	web, tickets, err := old.ExportSessions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(web) != "[]" || string(tickets) != "[]" {
+		t.Fatalf("shared sessions exported: %q %q", web, tickets)
+	}
+	s := clusterPortal(t, db, rr)
+	if err := s.ImportSessions(web, tickets); err != nil {
+		t.Fatal(err)
+	}
+	alice.h = s.routes()
+	if r := alice.get("/"); r.code != http.StatusOK || strings.Contains(r.body, `action="/login"`) {
+		t.Fatalf("signed out by the upgrade: %d", r.code)
+	}
+	if code := alice.do(http.MethodGet, "/ws/ssh?ticket="+tk, nil, map[string]string{"Origin": alice.origin}).code; code != http.StatusSwitchingProtocols {
+		t.Errorf("the ticket after the upgrade: %d", code)
+	}
+}
+
+// flakyDB is a database that goes down and comes back when a test says.
+type flakyDB struct {
+	store.DB
+	down atomic.Bool
+}
+
+func (f *flakyDB) View(fn func(store.Tx) error) error {
+	if f.down.Load() {
+		return fmt.Errorf("%w: connection refused", store.ErrUnavailable)
+	}
+	return f.DB.View(fn)
+}
+
+func (f *flakyDB) Update(fn func(store.Tx) error) error {
+	if f.down.Load() {
+		return fmt.Errorf("%w: connection refused", store.ErrUnavailable)
+	}
+	return f.DB.Update(fn)
+}
+
+// TestClusterDatabaseDown: while the cluster's database is down, a
+// sign-in fails with a message that says so (503, not "sign-in failed"),
+// and a signed-in browser is treated as signed out; once it is back, the
+// same browser is signed in again and new sign-ins work.
+func TestClusterDatabaseDown(t *testing.T) {
+	for _, remote := range []string{"192.0.2.10:50000", "[2001:db8::10]:50000"} {
+		t.Run(remote, func(t *testing.T) {
+			db := &flakyDB{DB: openSharedDB(t)}
+			p := clusterPortal(t, db, &relayRecorder{})
+			alice := newBrowser(t, p.routes())
+			alice.remote = remote
+			alice.signIn("alice")
+
+			db.down.Store(true)
+			if r := alice.get("/"); !strings.Contains(r.body, `action="/login"`) {
+				t.Fatalf("signed in with the database down: %d", r.code)
+			}
+			bob := newBrowser(t, p.routes())
+			bob.remote = remote
+			login := bob.get("/")
+			r := bob.post("/login", url.Values{"csrf": {csrfOf(t, login.body)}, "user": {"bob"}, "password": {testPassword}})
+			if r.code != http.StatusServiceUnavailable || !strings.Contains(r.body, "cannot reach its database") {
+				t.Fatalf("sign-in with the database down: %d\n%s", r.code, r.body)
+			}
+
+			db.down.Store(false)
+			if r := alice.get("/"); r.code != http.StatusOK || strings.Contains(r.body, `action="/login"`) {
+				t.Fatalf("signed out by the database's absence: %d", r.code)
+			}
+			bob.signIn("bob")
 		})
 	}
 }

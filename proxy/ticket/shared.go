@@ -140,6 +140,28 @@ func (s *Shared) lookup(v, session string, use bool) (Ticket, error) {
 	now := s.now()
 	var t Ticket
 	var found bool
+	if !use {
+		// A peek at a live ticket of this session changes nothing: a
+		// read will do.
+		err := s.db.View(func(tx store.Tx) error {
+			t, found = Ticket{}, false
+			rec, err := tx.Bucket(bucket).Get(ticketKey(k))
+			if err != nil || rec == nil {
+				return err
+			}
+			found = true
+			return json.Unmarshal(rec, &t)
+		})
+		if err != nil {
+			return Ticket{}, fmt.Errorf("ticket: %w", err)
+		}
+		if !found {
+			return Ticket{}, errNoTicket()
+		}
+		if t.Session == session && now.Before(t.Expires) {
+			return t, nil
+		}
+	}
 	err := s.db.Update(func(tx store.Tx) error {
 		t, found = Ticket{}, false
 		b := tx.Bucket(bucket)
