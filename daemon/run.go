@@ -647,6 +647,10 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 	if cfg.Listen.TLS.MinVersion == "1.2" {
 		minTLS = tls.VersionTLS12
 	}
+	// TODO(issue 21): Shared: the state store when it is PostgreSQL (the
+	// config of store backends is not on main yet), so that web sessions
+	// and tickets are the cluster's. Never with bbolt: the old process of
+	// an upgrade releases it while it still serves.
 	return proxy.Config{Audit: d.trail,
 		Logger:            d.log.Named("proxy"),
 		ServerName:        cfg.Listen.ServerName,
@@ -660,10 +664,6 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 		Balancers:         cfg.Listen.ProxyProtocol.From,
 		Access:            accessPolicy(cfg),
 		WebSessions:       websession.Config{Idle: cfg.Access.SessionIdle, Absolute: cfg.Access.SessionLifetime},
-		// TODO(issue 21): Shared: the state store when it is PostgreSQL
-		// (the config of store backends is not on main yet), so that web
-		// sessions and tickets are the cluster's. Never with bbolt: the
-		// old process of an upgrade releases it while it still serves.
 		Broker:            d.broker,
 		SSH: proxy.SSHConfig{
 			HostKeys: d.hostKeys.Verifier,
