@@ -647,10 +647,6 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 	if cfg.Listen.TLS.MinVersion == "1.2" {
 		minTLS = tls.VersionTLS12
 	}
-	// TODO(issue 21): Shared: the state store when it is PostgreSQL (the
-	// config of store backends is not on main yet), so that web sessions
-	// and tickets are the cluster's. Never with bbolt: the old process of
-	// an upgrade releases it while it still serves.
 	return proxy.Config{Audit: d.trail,
 		Logger:            d.log.Named("proxy"),
 		ServerName:        cfg.Listen.ServerName,
@@ -664,6 +660,7 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 		Balancers:         cfg.Listen.ProxyProtocol.From,
 		Access:            accessPolicy(cfg),
 		WebSessions:       websession.Config{Idle: cfg.Access.SessionIdle, Absolute: cfg.Access.SessionLifetime},
+		Shared:            sharedState(d.state),
 		Broker:            d.broker,
 		SSH: proxy.SSHConfig{
 			HostKeys: d.hostKeys.Verifier,

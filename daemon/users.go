@@ -35,10 +35,10 @@ func openState(cfg *config.Config, log *zap.Logger, trail audit.Sink) (*statedb.
 		db.Close()
 		return nil, nil, err
 	}
-	// TODO(issue 21): SharedThrottle: true when the state store is
-	// PostgreSQL (a cluster); with bbolt the throttle stays in memory.
+	// In a cluster the instances count failed sign-ins together; a single
+	// host counts them in memory.
 	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: store, Logger: log.Named("auth"), Audit: trail,
-		Throttle: auth.ThrottleConfig{MaxEntries: cfg.Limits.SigninThrottleEntries}})
+		Throttle: auth.ThrottleConfig{MaxEntries: cfg.Limits.SigninThrottleEntries}, SharedThrottle: clustered(db)})
 	if err != nil {
 		db.Close()
 		return nil, nil, err
