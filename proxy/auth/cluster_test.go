@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -238,4 +239,66 @@ func (failingDB) View(func(store.Tx) error) error {
 
 func (failingDB) Update(func(store.Tx) error) error {
 	return fmt.Errorf("%w: connection refused", store.ErrUnavailable)
+}
+
+// TestSharedThrottleCountsRace: two instances counting failures of one
+// account from one source at once lose none: the count and the backoff of
+// a failure are one transaction. IPv4 and IPv6.
+func TestSharedThrottleCountsRace(t *testing.T) {
+	for _, src := range []netip.Addr{netip.MustParseAddr("203.0.113.66"), netip.MustParseAddr("2001:db8:bad::1")} {
+		t.Run(src.String(), func(t *testing.T) {
+			db := openDB(t)
+			a, b := newSharedThrottle(db, ThrottleConfig{}), newSharedThrottle(db, ThrottleConfig{})
+			now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+			const each = 12
+			var wg sync.WaitGroup
+			for i := range 2 * each {
+				th := a
+				if i%2 == 1 {
+					th = b
+				}
+				wg.Go(func() {
+					if _, err := th.fail("alice", src, true, now); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+			n, err := a.fail("alice", src, true, now)
+			if err != nil || n != 2*each+1 {
+				t.Fatalf("count %d, %v; want %d", n, err, 2*each+1)
+			}
+			longest := ThrottleConfig{}.withDefaults().MaxDelay
+			if w, err := b.sourceWait(src, now); err != nil || w != longest {
+				t.Errorf("wait %v, %v", w, err)
+			}
+		})
+	}
+}
+
+// BenchmarkThrottleFail is the throttle's part of a failed sign-in of a
+// known account (the password hash excluded): in memory, and shared.
+func BenchmarkThrottleFail(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		th   func() throttler
+	}{
+		{"memory", func() throttler { return newThrottle(ThrottleConfig{}) }},
+		{"shared", func() throttler { return newSharedThrottle(openDB(b), ThrottleConfig{}) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			th := tc.th()
+			now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+			src := netip.MustParseAddr("2001:db8::1")
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := th.sourceWait(src, now); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := th.fail("alice", src, true, now); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
