@@ -39,6 +39,18 @@ func clustered(db any) bool {
 	return ok && s.Shared()
 }
 
+// sharedState is the state store db when a cluster shares it, where the
+// web sessions and connect tickets are then kept (a browser signed in on
+// one instance is signed in on all); nil on a single host, whose bbolt
+// file the old process of an upgrade releases while it still serves
+// them: they stay in memory and are handed over.
+func sharedState(db store.DB) store.DB {
+	if db == nil || !clustered(db) {
+		return nil
+	}
+	return db
+}
+
 // openRegistry makes the cluster's registry over db, or returns nil when
 // db is this host's alone.
 func openRegistry(cfg *config.Config, d *daemon, db store.DB) (*registry.Registry, error) {

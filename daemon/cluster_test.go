@@ -149,3 +149,23 @@ func TestClusterSessionsAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedState: the web sessions and tickets go to the state store
+// when a cluster shares it, and stay in memory on a single host's bbolt.
+func TestSharedState(t *testing.T) {
+	db, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if got := sharedState(db); got != nil {
+		t.Errorf("a single host's bbolt file shared: %v", got)
+	}
+	var none *statedb.Handle
+	if got := sharedState(none); got != nil {
+		t.Errorf("no store shared: %v", got)
+	}
+	if got := sharedState(shared{db}); got != (shared{db}) {
+		t.Errorf("a cluster's store not shared: %v", got)
+	}
+}

@@ -28,8 +28,10 @@ func openState(cfg *config.Config, log *zap.Logger, trail audit.Sink) (stateStor
 		db.Close()
 		return nil, nil, err
 	}
+	// In a cluster the instances count failed sign-ins together; a single
+	// host counts them in memory.
 	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: store, Logger: log.Named("auth"), Audit: trail,
-		Throttle: auth.ThrottleConfig{MaxEntries: cfg.Limits.SigninThrottleEntries}})
+		Throttle: auth.ThrottleConfig{MaxEntries: cfg.Limits.SigninThrottleEntries}, SharedThrottle: clustered(db)})
 	if err != nil {
 		db.Close()
 		return nil, nil, err
@@ -129,7 +131,10 @@ func (u usersAPI) SetPassword(name, password string) error {
 }
 
 func (u usersAPI) endAccess(name string) {
-	n := u.d.front.EndUser(name)
+	n, err := u.d.front.EndUser(name)
+	if err != nil {
+		u.d.log.Error("cannot end the user's web sessions", zap.String("user", name), zap.Error(err))
+	}
 	t, _ := u.store().RevokeTokens(name)
 	s := u.d.revoke("password changed")
 	u.d.log.Info("ended the user's web sessions and tokens", zap.String("user", name), zap.Int("web_sessions", n), zap.Int("tokens", t), zap.Int("sessions", s))
@@ -143,12 +148,15 @@ func (u usersAPI) Disable(name string) (adminapi.Ended, error) {
 		return adminapi.Ended{}, notFound(err)
 	}
 	var e adminapi.Ended
-	var err error
-	e.WebSessions = u.d.front.EndUser(name)
+	var err, webErr error
+	e.WebSessions, webErr = u.d.front.EndUser(name)
 	e.Tokens, err = u.store().RevokeTokens(name)
 	e.Sessions = u.d.revoke("account disabled")
 	if err != nil {
 		return e, fmt.Errorf("account %s disabled, but its API tokens could not be revoked: %w", name, err)
+	}
+	if webErr != nil {
+		return e, fmt.Errorf("account %s disabled, but its web sessions could not be ended (each is refused at its next request): %w", name, webErr)
 	}
 	u.d.log.Info("account disabled", zap.String("user", name), zap.Int("web_sessions", e.WebSessions), zap.Int("tokens", e.Tokens),
 		zap.Int("sessions", e.Sessions))
@@ -184,8 +192,11 @@ func (u usersAPI) Delete(name string) error {
 	if err := u.store().DeleteUser(name); err != nil {
 		return notFound(err)
 	}
-	u.d.front.EndUser(name)
+	_, err := u.d.front.EndUser(name)
 	u.d.revoke("account deleted")
+	if err != nil {
+		return fmt.Errorf("account %s deleted, but its web sessions could not be ended (each is refused at its next request): %w", name, err)
+	}
 	return nil
 }
 

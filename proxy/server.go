@@ -19,6 +19,7 @@ import (
 
 	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/authz"
@@ -89,6 +90,10 @@ type Config struct {
 	Access *access.Policy
 	// WebSessions bounds browser sessions.
 	WebSessions websession.Config
+	// Shared, when set, keeps the web sessions and connect tickets in this
+	// database, shared by every instance of a cluster (see portal.Config);
+	// nil keeps them in memory (one host). Read by New only.
+	Shared store.DB
 	// SSH is what browser SSH terminals need besides the broker.
 	SSH SSHConfig
 	// RDP is what browser remote desktops need.
@@ -264,7 +269,7 @@ func (s *Server) gateSettings() gate.Settings {
 // portalConfig is the portal's part of c.
 func (s *Server) portalConfig(c *Config) portal.Config {
 	return portal.Config{Logger: c.Logger, Audit: c.Audit, ServerName: c.ServerName, HandshakeTimeout: c.HandshakeTimeout,
-		Authz: s.authz, WebSessions: c.WebSessions, SSH: c.SSH, RDP: c.RDP, Broker: c.Broker, Tunnel: s.tunnelWebSocket,
+		Authz: s.authz, WebSessions: c.WebSessions, Shared: c.Shared, SSH: c.SSH, RDP: c.RDP, Broker: c.Broker, Tunnel: s.tunnelWebSocket,
 		Readiness: s.readiness}
 }
 
@@ -272,11 +277,11 @@ func (s *Server) portalConfig(c *Config) portal.Config {
 func (s *Server) Policy() *access.Policy { return s.authz.Policy() }
 
 // WebSessions counts the browsers signed in.
-func (s *Server) WebSessions() int { return s.portal.WebSessions() }
+func (s *Server) WebSessions() (int, error) { return s.portal.WebSessions() }
 
 // EndUser ends the web sessions of user (disabled, password changed) and
 // returns how many there were.
-func (s *Server) EndUser(user string) int { return s.portal.EndUser(user) }
+func (s *Server) EndUser(user string) (int, error) { return s.portal.EndUser(user) }
 
 // RequestMetrics are the portal's Prometheus series
 // (bastiond_http_refusals_total) and the connects refused

@@ -16,9 +16,16 @@ type capture = audit.Capture
 
 func newAuditedAuthenticator(t *testing.T) (*Authenticator, *clock, *capture) {
 	t.Helper()
+	return newAuditedAuthenticatorOn(t, false)
+}
+
+// newAuditedAuthenticatorOn is newAuditedAuthenticator with the shared
+// throttle when shared is true.
+func newAuditedAuthenticatorOn(t *testing.T, shared bool) (*Authenticator, *clock, *capture) {
+	t.Helper()
 	s, c := newTestStore(t)
 	sink := &capture{}
-	a, err := NewAuthenticator(AuthenticatorConfig{Store: s, Logger: zap.NewNop(), Audit: sink})
+	a, err := NewAuthenticator(AuthenticatorConfig{Store: s, Logger: zap.NewNop(), Audit: sink, SharedThrottle: shared})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,13 +148,17 @@ func TestLoginAuditTOTP(t *testing.T) {
 }
 
 func TestLoginAuditThrottleAndLockout(t *testing.T) {
-	a, c, sink := newAuditedAuthenticator(t)
+	forEachThrottle(t, testLoginAuditThrottleAndLockout)
+}
+
+func testLoginAuditThrottleAndLockout(t *testing.T, shared bool) {
+	a, c, sink := newAuditedAuthenticatorOn(t, shared)
 	s := a.Store()
 	s.AddUser("alice", goodPassword, nil)
 	ctx := context.Background()
 	attacker := netip.MustParseAddr("2001:db8:bad::1")
 	bad := want{event: audit.SigninFailed, actor: "alice", source: attacker.String(), user: "alice", reason: "bad_password"}
-	for range a.throttle.cfg.FreeFailures + 1 {
+	for range a.tcfg.FreeFailures + 1 {
 		a.Login(ctx, "alice", "guess one", "", attacker)
 	}
 	checkEvents(t, sink.Take(), bad, bad, bad, bad)
@@ -157,7 +168,7 @@ func TestLoginAuditThrottleAndLockout(t *testing.T) {
 	got := sink.Take()
 	checkEvents(t, got, want{event: audit.SigninThrottled, actor: audit.ActorAnonymous, source: attacker.String(),
 		user: "alice", reason: "source", until: true})
-	if w := a.throttle.sourceWait(attacker, c.t); !got[0].Until.Equal(c.t.Add(w)) {
+	if w := sourceWait(t, a, attacker); !got[0].Until.Equal(c.t.Add(w)) {
 		t.Errorf("until %v, want now + %v", got[0].Until, w)
 	}
 
@@ -169,8 +180,8 @@ func TestLoginAuditThrottleAndLockout(t *testing.T) {
 		user: "alice", reason: "user", until: true})
 
 	// LockAfter failures in a row from one source lock the account.
-	for range a.lockAt - a.throttle.cfg.FreeFailures - 1 {
-		c.advance(a.throttle.sourceWait(attacker, c.t))
+	for range a.lockAt - a.tcfg.FreeFailures - 1 {
+		c.advance(sourceWait(t, a, attacker))
 		a.Login(ctx, "alice", "guess two", "", attacker)
 	}
 	got = sink.Take()
@@ -184,7 +195,7 @@ func TestLoginAuditThrottleAndLockout(t *testing.T) {
 
 	// The guesser's source is refused even with the right password: a
 	// failure, reason locked.
-	c.advance(a.throttle.sourceWait(attacker, c.t))
+	c.advance(sourceWait(t, a, attacker))
 	a.Login(ctx, "alice", goodPassword, "", attacker)
 	checkEvents(t, sink.Take(), want{event: audit.SigninFailed, actor: "alice", source: attacker.String(),
 		user: "alice", reason: "locked", until: true})

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bastiond/bastiond/internal/source"
 	"github.com/bastiond/bastiond/internal/statedb"
+	"github.com/bastiond/bastiond/internal/store"
 )
 
 // clock is a settable time source for tests.
@@ -34,11 +35,25 @@ func newTestStore(t testing.TB) (*Store, *clock) {
 // costs p.
 func newTestStoreCosting(t testing.TB, p argon2idParams) (*Store, *clock) {
 	t.Helper()
+	return newTestStoreOn(t, openDB(t), p)
+}
+
+// openDB opens an empty state store for a test: bbolt. (Set to another
+// backend of store.DB, it runs the tests of the accounts, tokens and the
+// shared throttle on it.)
+var openDB = func(t testing.TB) store.DB {
 	db, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// newTestStoreOn is the accounts in db, making password hashes with the
+// costs p, on a clock of their own.
+func newTestStoreOn(t testing.TB, db store.DB, p argon2idParams) (*Store, *clock) {
+	t.Helper()
 	s, err := newStore(db, p)
 	if err != nil {
 		t.Fatal(err)
@@ -57,6 +72,50 @@ func newTestAuthenticator(t *testing.T) (*Authenticator, *clock, *observer.Obser
 		t.Fatal(err)
 	}
 	return a, c, logs
+}
+
+// newTestAuthenticatorOn is newTestAuthenticator with the shared throttle
+// (in the store) when shared is true.
+func newTestAuthenticatorOn(t *testing.T, shared bool) (*Authenticator, *clock, *observer.ObservedLogs) {
+	t.Helper()
+	s, c := newTestStore(t)
+	core, logs := observer.New(zap.InfoLevel)
+	a, err := NewAuthenticator(AuthenticatorConfig{Store: s, Logger: zap.New(core), SharedThrottle: shared})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, c, logs
+}
+
+// forEachThrottle runs f as a subtest with each throttle: the memory one
+// and the shared one (in the store).
+func forEachThrottle(t *testing.T, f func(t *testing.T, shared bool)) {
+	for _, tc := range []struct {
+		name   string
+		shared bool
+	}{{"memory", false}, {"shared", true}} {
+		t.Run(tc.name, func(t *testing.T) { f(t, tc.shared) })
+	}
+}
+
+// sourceWait is how long src waits now at a.
+func sourceWait(t testing.TB, a *Authenticator, src netip.Addr) time.Duration {
+	t.Helper()
+	w, err := a.throttle.sourceWait(src, a.now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// userWait is how long the account name is held up now at a.
+func userWait(t testing.TB, a *Authenticator, name string) time.Duration {
+	t.Helper()
+	w, err := a.throttle.userWait(name, a.now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
 
 const goodPassword = "correct horse battery"
@@ -261,8 +320,10 @@ func loginReason(a *Authenticator, user, pw, code string, src netip.Addr) string
 	return "ok"
 }
 
-func TestThrottleAndLockout(t *testing.T) {
-	a, c, _ := newTestAuthenticator(t)
+func TestThrottleAndLockout(t *testing.T) { forEachThrottle(t, testThrottleAndLockout) }
+
+func testThrottleAndLockout(t *testing.T, shared bool) {
+	a, c, _ := newTestAuthenticatorOn(t, shared)
 	s := a.Store()
 	s.AddUser("alice", goodPassword, nil)
 	attacker := netip.MustParseAddr("2001:db8:bad::1")
@@ -287,7 +348,7 @@ func TestThrottleAndLockout(t *testing.T) {
 	}
 	waits := []time.Duration{}
 	for range 5 {
-		w := a.throttle.sourceWait(attacker, c.t)
+		w := sourceWait(t, a, attacker)
 		waits = append(waits, w)
 		c.advance(w)
 		reasons(attacker, "guess")
@@ -300,7 +361,7 @@ func TestThrottleAndLockout(t *testing.T) {
 	}
 	// Ten failures in a row from one source lock the account: the right
 	// password from a clean source is refused, without a code.
-	c.advance(a.throttle.sourceWait(attacker, c.t))
+	c.advance(sourceWait(t, a, attacker))
 	reasons(attacker, "guess")
 	u, _ := s.User("alice")
 	if !c.t.Before(u.LockedUntil) || !slices.Equal(u.LockedBy, []string{"2001:db8:bad::/64"}) {
@@ -323,18 +384,18 @@ func TestThrottleAndLockout(t *testing.T) {
 	// The lockout also ends by itself, and one failure after it does not
 	// lock again: the count restarted when the lock began.
 	for range 10 {
-		c.advance(a.throttle.sourceWait(clean, c.t))
+		c.advance(sourceWait(t, a, clean))
 		reasons(clean, "guess")
 	}
 	if u, _ := s.User("alice"); !c.t.Before(u.LockedUntil) {
 		t.Fatal("not locked after ten failures from 192.0.2.7")
 	}
-	c.advance(a.lockFor + a.throttle.cfg.MaxDelay)
+	c.advance(a.lockFor + a.tcfg.MaxDelay)
 	reasons(clean, "guess")
 	if u, _ := s.User("alice"); c.t.Before(u.LockedUntil) {
 		t.Fatal("one failure after a lockout locked the account again")
 	}
-	c.advance(a.throttle.cfg.MaxDelay)
+	c.advance(a.tcfg.MaxDelay)
 	if r := reasons(netip.MustParseAddr("192.0.2.8"), goodPassword); r != "ok" {
 		t.Fatalf("after the lockout period: %s", r)
 	}
@@ -343,8 +404,10 @@ func TestThrottleAndLockout(t *testing.T) {
 // Failures of one account from many sources, one each, hold the account
 // up but never lock it; and the right password and code get through the
 // hold, where the password alone does not.
-func TestLockoutIsPerSource(t *testing.T) {
-	a, c, logs := newTestAuthenticator(t)
+func TestLockoutIsPerSource(t *testing.T) { forEachThrottle(t, testLockoutIsPerSource) }
+
+func testLockoutIsPerSource(t *testing.T, shared bool) {
+	a, c, logs := newTestAuthenticatorOn(t, shared)
 	s := a.Store()
 	s.AddUser("alice", goodPassword, nil)
 	s.AddUser("bob", goodPassword, nil)
@@ -372,13 +435,13 @@ func TestLockoutIsPerSource(t *testing.T) {
 	// code, another gets through with password and code only.
 	locker := netip.MustParseAddr("2001:db8:bad:1::1")
 	for range a.lockAt {
-		c.advance(a.throttle.sourceWait(locker, c.t))
+		c.advance(sourceWait(t, a, locker))
 		loginReason(a, "bob", "guess", "", locker)
 	}
 	if u, _ := s.User("bob"); !c.t.Before(u.LockedUntil) {
 		t.Fatal("bob not locked after ten failures from one /64")
 	}
-	c.advance(a.throttle.cfg.MaxDelay)
+	c.advance(a.tcfg.MaxDelay)
 	c.advance(30 * time.Second)
 	if r := loginReason(a, "bob", goodPassword, totpAt(secret, totpStep(c.t)), netip.MustParseAddr("2001:db8:bad:1::99")); r != "locked" {
 		t.Fatalf("the locking /64 with password and code: %s", r)
@@ -454,7 +517,7 @@ func TestThrottleTablesEvict(t *testing.T) {
 	s.AddUser("admin", goodPassword, nil)
 	guesser := netip.MustParseAddr("203.0.113.66")
 	for range 4 {
-		c.advance(a.throttle.sourceWait(guesser, c.t))
+		c.advance(sourceWait(t, a, guesser))
 		loginReason(a, "admin", "guess", "", guesser)
 	}
 	// The flood: one failure each from 40 sources of a /48, half with
@@ -471,17 +534,17 @@ func TestThrottleTablesEvict(t *testing.T) {
 	if st.Sources != 8 || st.SourceEvictions != 33 || st.Pairs != 8 || st.PairEvictions == 0 || st.Users != 2 {
 		t.Errorf("stats %+v, want 8 sources (33 forgotten), 8 pairs (some forgotten), 2 accounts", st)
 	}
-	if w := a.throttle.sourceWait(guesser, c.t); w == 0 {
+	if w := sourceWait(t, a, guesser); w == 0 {
 		t.Error("the guesser's record was forgotten to make room for the flood")
 	}
-	if n := a.throttle.pairs.m[pair{"admin", source.Of(guesser)}]; n == nil || n.n != 4 {
+	if n := a.throttle.(*throttle).pairs.m[pair{"admin", source.Of(guesser)}]; n == nil || n.n != 4 {
 		t.Errorf("the guesser's count against admin: %+v, want 4", n)
 	}
 	// alice's failures were counted throughout: her account is held up.
-	if w := a.throttle.userWait("alice", c.t); w == 0 {
+	if w := userWait(t, a, "alice"); w == 0 {
 		t.Error("alice's failures were not counted while the tables were full")
 	}
-	c.advance(a.throttle.cfg.MaxDelay)
+	c.advance(a.tcfg.MaxDelay)
 	if r := loginReason(a, "alice", goodPassword, "", netip.MustParseAddr("192.0.2.200")); r != "ok" {
 		t.Errorf("a newcomer with the right password, tables full: %s", r)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/bastiond/bastiond/internal/audit"
 
 	"github.com/bastiond/bastiond/internal/source"
+	"github.com/bastiond/bastiond/internal/store"
 )
 
 // ErrLoginFailed is the one answer to every failed login.
@@ -40,6 +41,11 @@ type AuthenticatorConfig struct {
 	// Logger records failures with their reason. Required.
 	Logger   *zap.Logger
 	Throttle ThrottleConfig
+	// SharedThrottle counts the failed sign-ins in Store's database, where
+	// every instance of a cluster on it sees them: failures taking turns
+	// at the instances add up to the backoff and lockout of one. false
+	// (one host) counts them in this process's memory.
+	SharedThrottle bool
 	// Audit receives the sign-in events (succeeded, failed, throttled,
 	// refused, account locked). Default audit.Discard.
 	Audit audit.Sink
@@ -53,7 +59,8 @@ type Authenticator struct {
 	store    *Store
 	log      *zap.Logger
 	audit    audit.Sink
-	throttle *throttle
+	throttle throttler
+	tcfg     ThrottleConfig // the throttle's, defaults filled
 	lockFor  time.Duration
 	lockAt   int
 	hashing  chan struct{}
@@ -81,19 +88,24 @@ func NewAuthenticator(cfg AuthenticatorConfig) (*Authenticator, error) {
 	if cfg.Audit == nil {
 		cfg.Audit = audit.Discard
 	}
-	th := newThrottle(cfg.Throttle)
+	tcfg := cfg.Throttle.withDefaults()
+	var th throttler = newThrottle(tcfg)
+	if cfg.SharedThrottle {
+		th = newSharedThrottle(cfg.Store.db, tcfg)
+	}
 	return &Authenticator{
 		store:     cfg.Store,
 		log:       cfg.Logger,
 		audit:     cfg.Audit,
 		throttle:  th,
-		lockFor:   th.cfg.LockFor,
-		lockAt:    th.cfg.LockAfter,
+		tcfg:      tcfg,
+		lockFor:   tcfg.LockFor,
+		lockAt:    tcfg.LockAfter,
 		hashing:   make(chan struct{}, cfg.MaxHashing),
 		dummyHash: dummy,
 		now:       cfg.Store.now,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bastiond_signins_total",
-			Help: "Sign-in attempts by outcome: ok, ok_while_throttled and ok_while_locked (password and code through a hold others caused), failed, throttled, locked, malformed."},
+			Help: "Sign-in attempts by outcome: ok, ok_while_throttled and ok_while_locked (password and code through a hold others caused), failed, throttled, locked, malformed, unavailable (a cluster's database unreachable)."},
 			[]string{"outcome"}),
 	}, nil
 }
@@ -176,7 +188,11 @@ func (a *Authenticator) Login(ctx context.Context, name, password, code string, 
 			Detail: malformed(name, password, code)})
 		return User{}, &LoginError{Reason: "malformed input"}
 	}
-	if w := a.throttle.sourceWait(src, now); w > 0 {
+	w, err := a.throttle.sourceWait(src, now)
+	if err != nil {
+		return User{}, a.unavailable(name, src, err)
+	}
+	if w > 0 {
 		a.count("throttled")
 		a.log.Info("login refused: throttled", zap.String("user", name), zap.Stringer("source", src), zap.Duration("wait", w))
 		until := now.Add(w).UTC()
@@ -200,6 +216,10 @@ func (a *Authenticator) Login(ctx context.Context, name, password, code string, 
 	ok, herr := verifyPassword(hash, password)
 	<-a.hashing
 	switch {
+	case !known && errors.Is(err, store.ErrUnavailable):
+		// Not an unknown user: a database that cannot be reached (a
+		// cluster's), which is no failure of the one signing in.
+		return User{}, a.unavailable(name, src, err)
 	case !known:
 		return User{}, a.failed(name, src, now, "unknown user", "unknown_user", false)
 	case herr != nil:
@@ -221,7 +241,11 @@ func (a *Authenticator) Login(ctx context.Context, name, password, code string, 
 	case now.Before(u.LockedUntil):
 		held, heldUntil = "locked", u.LockedUntil
 	default:
-		if w := a.throttle.userWait(name, now); w > 0 {
+		w, err := a.throttle.userWait(name, now)
+		if err != nil {
+			return User{}, a.unavailable(name, src, err)
+		}
+		if w > 0 {
 			held, heldUntil = "throttled", now.Add(w)
 		}
 	}
@@ -239,7 +263,11 @@ func (a *Authenticator) Login(ctx context.Context, name, password, code string, 
 		}
 		method = "password_totp"
 	}
-	a.throttle.succeed(name, src)
+	if err := a.throttle.succeed(name, src); err != nil {
+		// Signed in all the same: what stays counted is the account's
+		// own failures, which its next sign-in clears.
+		a.log.Warn("signed in, but the account's failures could not be cleared", zap.String("user", name), zap.Error(err))
+	}
 	ev := audit.Event{Event: audit.SigninSucceeded, Actor: name, User: name, Reason: method}
 	if held != "" {
 		a.count("ok_while_" + held)
@@ -252,6 +280,22 @@ func (a *Authenticator) Login(ctx context.Context, name, password, code string, 
 	a.emit(src, ev)
 	return u, nil
 }
+
+// unavailable refuses a sign-in that cannot be checked: the accounts'
+// or the shared throttle's database is unreachable. The error is not a LoginError: the
+// caller tells the user to try again later rather than that the sign-in
+// failed.
+func (a *Authenticator) unavailable(name string, src netip.Addr, err error) error {
+	a.count("unavailable")
+	a.log.Error("login refused: the state store is unavailable", zap.String("user", name), zap.Stringer("source", src), zap.Error(err))
+	a.emit(src, audit.Event{Event: audit.SigninRefused, Actor: audit.ActorAnonymous, User: name, Reason: "unavailable",
+		Detail: "the database of the accounts or of the sign-in throttle cannot be reached: the attempt was not checked"})
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// ErrUnavailable is a sign-in that could not be checked because the
+// state it needs cannot be reached (a cluster's database is down).
+var ErrUnavailable = errors.New("sign-in unavailable: the bastion cannot reach its database, try again in a moment")
 
 // refused is a failed login of the right password: logged and counted as
 // an outcome, not as a failure. In the audit trail, a lockout's refusal is
@@ -320,7 +364,10 @@ func (a *Authenticator) useCode(name, code string, now time.Time) error {
 // reason in the audit trail.
 func (a *Authenticator) failed(name string, src netip.Addr, now time.Time, reason, class string, lockable bool) error {
 	a.count("failed")
-	n := a.throttle.fail(name, src, lockable, now)
+	n, err := a.throttle.fail(name, src, lockable, now)
+	if err != nil {
+		a.log.Error("login failed, and the failure could not be counted", zap.String("user", name), zap.Stringer("source", src), zap.Error(err))
+	}
 	fields := []zap.Field{zap.String("user", name), zap.Stringer("source", src), zap.String("reason", reason), zap.Int("failures", n)}
 	ev := audit.Event{Event: audit.SigninFailed, Actor: name, User: name, Reason: class}
 	if class == "unknown_user" {
@@ -350,7 +397,9 @@ func (a *Authenticator) failed(name string, src netip.Addr, now time.Time, reaso
 			return nil
 		})
 		if err == nil {
-			a.throttle.locked(name, src)
+			if err := a.throttle.locked(name, src); err != nil {
+				a.log.Error("account locked, but its failure count could not be restarted", zap.String("user", name), zap.Error(err))
+			}
 			a.lockouts.Add(1)
 			a.log.Warn("account locked", append(fields, zap.Time("locked_until", until), zap.String("locked_by", by))...)
 			// The daemon locks the account; the source is the guesser's.
@@ -373,6 +422,5 @@ func (a *Authenticator) Unlock(name string) error {
 	if err := a.store.Unlock(name); err != nil {
 		return err
 	}
-	a.throttle.reset(name)
-	return nil
+	return a.throttle.reset(name)
 }

@@ -58,6 +58,41 @@ func (c ThrottleConfig) withDefaults() ThrottleConfig {
 	return c
 }
 
+// throttler counts failed sign-ins: throttle in this process's memory
+// (one host), sharedThrottle in the state store (a cluster, where every
+// instance sees the failures of all). Methods fail only when the store
+// does.
+type throttler interface {
+	// sourceWait is how long before src may try again; zero means now.
+	sourceWait(src netip.Addr, now time.Time) (time.Duration, error)
+	// userWait is how long the account name is held up; zero means it
+	// is not.
+	userWait(name string, now time.Time) (time.Duration, error)
+	// fail records a failure from src. known says name is an existing
+	// account; only those are counted per account. It returns the
+	// failures in a row of the account from this source (zero when not
+	// known).
+	fail(name string, src netip.Addr, known bool, now time.Time) (int, error)
+	// locked restarts the count of the account from src after it caused
+	// a lockout: after the lock, it takes another LockAfter failures to
+	// lock again, not one.
+	locked(name string, src netip.Addr) error
+	// succeed clears the account's failures, its own and those from src.
+	// The source's stay, and the account's from other sources: one good
+	// sign-in from a network must not wipe out the guessing done from it
+	// or elsewhere.
+	succeed(name string, src netip.Addr) error
+	// reset forgets every failure of the account (an admin unlocked it).
+	reset(name string) error
+	// stats are the sizes of the tables and their evictions.
+	stats() ThrottleStats
+}
+
+var (
+	_ throttler = (*throttle)(nil)
+	_ throttler = (*sharedThrottle)(nil)
+)
+
 // pair is an account as tried from one source: the unit of lockout, so
 // that failures from many sources cannot add up to lock someone out.
 type pair struct {
@@ -95,61 +130,52 @@ func newThrottle(cfg ThrottleConfig) *throttle {
 	}
 }
 
-// sourceWait is how long before src may try again; zero means now.
-func (t *throttle) sourceWait(src netip.Addr, now time.Time) time.Duration {
+func (t *throttle) sourceWait(src netip.Addr, now time.Time) (time.Duration, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.sources.wait(source.Of(src), now)
+	return t.sources.wait(source.Of(src), now), nil
 }
 
-// userWait is how long the account name is held up; zero means it is not.
-func (t *throttle) userWait(name string, now time.Time) time.Duration {
+func (t *throttle) userWait(name string, now time.Time) (time.Duration, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.users.wait(name, now)
+	return t.users.wait(name, now), nil
 }
 
-// fail records a failure from src. known says name is an existing
-// account; only those are counted per account. It returns the failures in
-// a row of the account from this source (zero when not known).
-func (t *throttle) fail(name string, src netip.Addr, known bool, now time.Time) int {
+func (t *throttle) fail(name string, src netip.Addr, known bool, now time.Time) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.sweepEvery(now)
 	net := source.Of(src)
 	t.sources.bump(net, now, t.cfg)
 	if !known {
-		return 0
+		return 0, nil
 	}
 	t.users.bump(name, now, t.cfg)
-	return t.pairs.bump(pair{name, net}, now, t.cfg)
+	return t.pairs.bump(pair{name, net}, now, t.cfg), nil
 }
 
-// locked restarts the count of the account from src after it caused a
-// lockout: after the lock, it takes another LockAfter failures to lock
-// again, not one.
-func (t *throttle) locked(name string, src netip.Addr) {
+func (t *throttle) locked(name string, src netip.Addr) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.pairs.remove(pair{name, source.Of(src)})
+	return nil
 }
 
-// succeed clears the account's failures, its own and those from src. The
-// source's stay, and the account's from other sources: one good sign-in
-// from a network must not wipe out the guessing done from it or elsewhere.
-func (t *throttle) succeed(name string, src netip.Addr) {
+func (t *throttle) succeed(name string, src netip.Addr) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.users.remove(name)
 	t.pairs.remove(pair{name, source.Of(src)})
+	return nil
 }
 
-// reset forgets every failure of the account (an admin unlocked it).
-func (t *throttle) reset(name string) {
+func (t *throttle) reset(name string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.users.remove(name)
 	t.pairs.removeIf(func(p pair) bool { return p.user == name })
+	return nil
 }
 
 // sweepEvery forgets the entries idle for longer than Forget, at most
@@ -240,6 +266,13 @@ func (t *table[K]) bump(k K, now time.Time, cfg ThrottleConfig) int {
 		t.m[k] = e
 		heap.Push(&t.order, keyed[K]{k, e})
 	}
+	e.count(now, cfg)
+	heap.Fix(&t.order, e.index)
+	return e.n
+}
+
+// count adds a failure at now to e, and its backoff.
+func (e *entry) count(now time.Time, cfg ThrottleConfig) {
 	e.n++
 	e.last = now
 	if over := e.n - cfg.FreeFailures; over > 0 {
@@ -249,8 +282,6 @@ func (t *table[K]) bump(k K, now time.Time, cfg ThrottleConfig) int {
 		}
 		e.until = now.Add(d)
 	}
-	heap.Fix(&t.order, e.index)
-	return e.n
 }
 
 func (t *table[K]) remove(k K) {

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/authz"
@@ -40,6 +41,12 @@ type Config struct {
 	Authz *authz.Authorizer
 	// WebSessions bounds browser sessions.
 	WebSessions websession.Config
+	// Shared, when set, keeps the web sessions and the connect tickets in
+	// this database, which every instance of a cluster shares: a browser
+	// signed in on one instance is signed in on all, a ticket is redeemed
+	// once among them. nil (one host) keeps them in this process's memory,
+	// handed over in a binary upgrade by ExportSessions. Read by New only.
+	Shared store.DB
 	// SSH is what browser SSH terminals need besides the broker.
 	SSH SSHConfig
 	// RDP is what browser remote desktops need.
@@ -81,8 +88,8 @@ type Portal struct {
 	cfg      atomic.Pointer[Config]
 	log      *zap.Logger
 	auth     *auth.Authenticator
-	sessions *websession.Store
-	tickets  *ticket.Store
+	sessions websession.Sessions
+	tickets  ticket.Tickets
 	outcomes *outcomeStore // how browser remote desktops ended
 	players  players       // the clocks of recorded desktops played back
 	refusals *prometheus.CounterVec
@@ -102,8 +109,12 @@ func New(cfg Config, a *auth.Authenticator) (*Portal, error) {
 	if a == nil {
 		return nil, errors.New("portal: an Authenticator is required")
 	}
-	p := &Portal{log: c.Logger, auth: a, sessions: websession.NewStore(c.WebSessions), tickets: ticket.NewStore(),
-		outcomes: newOutcomeStore(), refusals: newRefusals()}
+	p := &Portal{log: c.Logger, auth: a, outcomes: newOutcomeStore(), refusals: newRefusals()}
+	if c.Shared != nil {
+		p.sessions, p.tickets = websession.NewShared(c.Shared, c.WebSessions), ticket.NewShared(c.Shared)
+	} else {
+		p.sessions, p.tickets = websession.NewStore(c.WebSessions), ticket.NewStore()
+	}
 	p.relaySSH = p.serveSSH
 	p.cfg.Store(c)
 	p.sessions.OnExpire(p.webSessionExpired)
@@ -145,16 +156,19 @@ func (s *Portal) authz() *authz.Authorizer { return s.cfg.Load().Authz }
 
 func (s *Portal) audit() audit.Sink { return s.cfg.Load().Audit }
 
-// WebSessions counts the browsers signed in.
-func (s *Portal) WebSessions() int { return s.sessions.Len() }
+// WebSessions counts the browsers signed in (on every instance, when the
+// sessions are shared).
+func (s *Portal) WebSessions() (int, error) { return s.sessions.Len() }
 
 // EndUser ends the web sessions of user (disabled, password changed) and
 // returns how many there were.
-func (s *Portal) EndUser(user string) int { return s.sessions.EndUser(user) }
+func (s *Portal) EndUser(user string) (int, error) { return s.sessions.EndUser(user) }
 
 // ExportSessions returns the signed-in web sessions and the unredeemed
 // tickets, for ImportSessions in the successor, so that nobody is signed
 // out by an upgrade. The bytes hold secrets (the sessions' CSRF tokens).
+// Shared sessions and tickets are not in them: the successor finds them
+// in the database.
 func (s *Portal) ExportSessions() (webSessions, tickets []byte, err error) {
 	if webSessions, err = s.sessions.Export(); err != nil {
 		return nil, nil, err
@@ -177,7 +191,7 @@ func (s *Portal) ImportSessions(webSessions, tickets []byte) error {
 }
 
 // webSessionExpired writes the websession_expired event of a web session
-// the store ended by itself (websession.Store.OnExpire), or that the
+// the store ended by itself (websession.Sessions.OnExpire), or that the
 // portal ended because its account is disabled or gone.
 func (s *Portal) webSessionExpired(sess websession.Session, reason string) {
 	start := sess.Created.UTC()

@@ -298,7 +298,11 @@ func TestBrowserRDPAuditEvents(t *testing.T) {
 			srv.Start()
 			t.Cleanup(srv.Close)
 			issue := func(user, protocol string) string {
-				return e.s.tickets.Issue(ticket.Ticket{Session: "ws1", User: user, Target: "vm2", Protocol: protocol, Port: 3389})
+				v, err := e.s.tickets.Issue(ticket.Ticket{Session: "ws1", User: user, Target: "vm2", Protocol: protocol, Port: 3389})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
 			}
 			for _, tc := range []struct {
 				name, user, ticket string

@@ -88,13 +88,19 @@ func (s *Portal) sessionCaller(r *http.Request) (caller, bool) {
 	if err != nil {
 		return caller{}, false
 	}
-	sess, ok := s.sessions.Get(ck.Value)
-	if !ok {
+	sess, err := s.sessions.Get(ck.Value)
+	if err != nil {
+		if !errors.Is(err, websession.ErrNoSession) {
+			s.log.Error("web session unreadable: the request is treated as signed out", zap.Error(err))
+		}
 		return caller{}, false
 	}
 	u, err := s.auth.Store().User(sess.User)
 	if err != nil || u.Disabled {
-		s.sessions.End(sess.ID)
+		if err := s.sessions.End(sess.ID); err != nil {
+			s.log.Error("cannot end the web session of a disabled or deleted account", zap.String("web_session", sess.ID), zap.Error(err))
+			return caller{}, false
+		}
 		s.webSessionExpired(sess, "account_disabled")
 		return caller{}, false
 	}
@@ -216,11 +222,20 @@ func (s *Portal) login(w http.ResponseWriter, r *http.Request) {
 	}
 	src := clientAddr(r)
 	u, err := s.auth.Login(r.Context(), r.PostFormValue("user"), r.PostFormValue("password"), r.PostFormValue("code"), src)
+	if errors.Is(err, auth.ErrUnavailable) {
+		s.loginPage(w, http.StatusServiceUnavailable, errSessionStore)
+		return
+	}
 	if err != nil {
 		s.loginPage(w, http.StatusUnauthorized, auth.ErrLoginFailed.Error())
 		return
 	}
-	cookie, sess := s.sessions.New(u.Name, src)
+	cookie, sess, err := s.sessions.New(u.Name, src)
+	if err != nil {
+		s.log.Error("signed in, but the web session cannot be stored", zap.String("user", u.Name), zap.Stringer("source", src), zap.Error(err))
+		s.loginPage(w, http.StatusServiceUnavailable, errSessionStore)
+		return
+	}
 	s.log.Info("signed in", zap.String("user", u.Name), zap.Stringer("source", src), zap.String("web_session", sess.ID))
 	setCookie(w, websession.CookieName, cookie, 0)
 	setCookie(w, loginCookie, "", -1)
@@ -255,8 +270,17 @@ func (s *Portal) logout(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s.sessions.End(c.session.ID)
-	s.tickets.EndSession(c.session.ID)
+	if err := s.sessions.End(c.session.ID); err != nil {
+		s.log.Error("sign-out: cannot end the web session", zap.String("web_session", c.session.ID), zap.Error(err))
+		s.render(w, http.StatusServiceUnavailable, "denied.html", pageData{Title: "Not signed out", Error: errSessionStore,
+			User: c.user.Name, CSRF: c.session.CSRF})
+		return
+	}
+	if err := s.tickets.EndSession(c.session.ID); err != nil {
+		// Its tickets are bound to a session that no longer exists: they
+		// cannot be redeemed, and expire within TTL anyway.
+		s.log.Warn("sign-out: cannot drop the session's tickets", zap.String("web_session", c.session.ID), zap.Error(err))
+	}
 	s.log.Info("signed out", zap.String("user", c.user.Name), zap.String("web_session", c.session.ID))
 	start := c.session.Created.UTC()
 	s.audit().Audit(audit.Event{Event: audit.Signout, Actor: c.user.Name, Source: authz.AddrString(clientAddr(r)), User: c.user.Name,
@@ -287,6 +311,11 @@ func (s *Portal) connectForm(w http.ResponseWriter, r *http.Request) {
 	}
 	t, err := s.issueTicket(c, clientAddr(r), r.PostFormValue("target"), r.PostFormValue("protocol"), 0)
 	if err != nil {
+		if !errors.Is(err, errNotAllowed) {
+			s.render(w, http.StatusServiceUnavailable, "denied.html", pageData{Title: "Try again", Error: errSessionStore,
+				User: c.user.Name, CSRF: c.session.CSRF})
+			return
+		}
 		s.render(w, http.StatusForbidden, "expired.html", pageData{Title: "Not allowed"})
 		return
 	}
@@ -294,6 +323,10 @@ func (s *Portal) connectForm(w http.ResponseWriter, r *http.Request) {
 }
 
 var errNotAllowed = errors.New("not allowed")
+
+// errSessionStore is what a user reads when the web sessions or tickets
+// cannot be written (a cluster's database is down).
+const errSessionStore = "The bastion cannot reach its database just now. Please try again in a moment."
 
 // issueTicket checks that c, from src, may open protocol on target and
 // returns a ticket. Either outcome is an audit event: ticket_issued, or
@@ -307,7 +340,11 @@ func (s *Portal) issueTicket(c caller, src netip.Addr, target, protocol string, 
 		t, _ := s.policy().Target(target)
 		port = map[string]uint16{access.SSH: t.SSH, access.RDP: t.RDP}[protocol]
 	}
-	v := s.tickets.Issue(ticket.Ticket{Session: c.binding(), User: c.user.Name, Target: target, Protocol: protocol, Port: port})
+	v, err := s.tickets.Issue(ticket.Ticket{Session: c.binding(), User: c.user.Name, Target: target, Protocol: protocol, Port: port})
+	if err != nil {
+		s.log.Error("cannot issue a connect ticket", zap.String("user", c.user.Name), zap.Error(err))
+		return "", err
+	}
 	s.audit().Audit(audit.Event{Event: audit.TicketIssued, Actor: c.user.Name, Source: authz.AddrString(src), User: c.user.Name,
 		Target: target, Protocol: protocol, Port: port, Via: c.via(), Token: c.token.ID, Roles: d.Roles})
 	return v, nil
@@ -480,6 +517,10 @@ func (s *Portal) apiConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t, err := s.issueTicket(c, clientAddr(r), req.Target, req.Protocol, req.Port)
+	if err != nil && !errors.Is(err, errNotAllowed) {
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errSessionStore})
+		return
+	}
 	if err != nil {
 		writeJSON(w, http.StatusForbidden, apiError{Error: "not allowed: no role of yours covers " + req.Protocol + " on " + strconv.Quote(req.Target)})
 		return

@@ -384,7 +384,10 @@ func FuzzLoginForm(f *testing.F) {
 // FuzzSessionCookie: no cookie value opens the portal but a real one.
 func FuzzSessionCookie(f *testing.F) {
 	s := newTestServerF(f)
-	good, _ := s.sessions.New("alice", clientAddr(httptest.NewRequest("GET", "/", nil)))
+	good, _, err := s.sessions.New("alice", clientAddr(httptest.NewRequest("GET", "/", nil)))
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add(good)
 	f.Add("")
 	f.Add(strings.Repeat("A", 43))

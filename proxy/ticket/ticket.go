@@ -6,6 +6,12 @@
 // ErrExpired (an *Error whose Reason says why, for the audit trail), and a
 // ticket presented from the wrong session is burnt, so that a leaked
 // connect link is worth nothing to anyone.
+//
+// Two implementations of Tickets keep them: Store, in this process's
+// memory (one host: handed to the next process of a binary upgrade by
+// Export and Import), and Shared, in a store.DB that every instance of a
+// cluster shares, where a ticket issued by one instance is redeemed by any
+// other, at most once cluster-wide.
 package ticket
 
 import (
@@ -60,6 +66,33 @@ type Ticket struct {
 
 type key [sha256.Size]byte
 
+// Tickets is what the portal needs of a ticket store.
+type Tickets interface {
+	// Issue stores t, setting its expiry, and returns the ticket's value.
+	// A session holding MaxPerSession unused tickets loses its oldest.
+	Issue(t Ticket) (string, error)
+	// Peek returns the ticket for v if it is live and bound to session,
+	// without using it. A ticket peeked from the wrong session is burnt.
+	Peek(v, session string) (Ticket, error)
+	// Redeem uses the ticket for v: it is gone afterwards, whatever the
+	// outcome. A refused ticket gets an *Error; another error is the
+	// store's (unreachable), and nothing was used.
+	Redeem(v, session string) (Ticket, error)
+	// EndSession drops every ticket of a session (logout).
+	EndSession(session string) error
+	// Len counts outstanding tickets.
+	Len() (int, error)
+	// Export and Import hand the tickets to the process that takes over
+	// from this one in a binary upgrade.
+	Export() ([]byte, error)
+	Import(b []byte) error
+}
+
+var (
+	_ Tickets = (*Store)(nil)
+	_ Tickets = (*Shared)(nil)
+)
+
 // Store holds outstanding tickets in memory.
 type Store struct {
 	now func() time.Time
@@ -78,11 +111,17 @@ const encodedLen = 43
 
 func hash(v string) key { return sha256.Sum256([]byte(v)) }
 
-// Issue stores t, setting its expiry, and returns the ticket's value.
-func (s *Store) Issue(t Ticket) string {
+// newValue returns a fresh ticket value.
+func newValue() string {
 	var b [32]byte
 	rand.Read(b[:]) // never fails (crypto/rand, Go 1.24+)
-	v := base64.RawURLEncoding.EncodeToString(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// Issue stores t, setting its expiry, and returns the ticket's value. It
+// never fails.
+func (s *Store) Issue(t Ticket) (string, error) {
+	v := newValue()
 	now := s.now()
 	t.Expires = now.Add(TTL)
 	s.mu.Lock()
@@ -104,7 +143,7 @@ func (s *Store) Issue(t Ticket) string {
 		delete(s.tickets, oldest)
 	}
 	s.tickets[hash(v)] = &t
-	return v
+	return v, nil
 }
 
 // Peek returns the ticket for v if it is live and bound to session,
@@ -129,22 +168,32 @@ func (s *Store) lookup(v, session string, use bool) (Ticket, error) {
 	defer s.mu.Unlock()
 	t, ok := s.tickets[k]
 	if !ok {
-		return Ticket{}, &Error{Reason: ReasonBad, Detail: "no such ticket: never issued, used already, or expired and forgotten"}
+		return Ticket{}, errNoTicket()
 	}
 	if use || t.Session != session || !now.Before(t.Expires) {
 		delete(s.tickets, k)
 	}
+	return check(*t, session, now)
+}
+
+// errNoTicket is the refusal of a ticket the store does not hold.
+func errNoTicket() error {
+	return &Error{Reason: ReasonBad, Detail: "no such ticket: never issued, used already, or expired and forgotten"}
+}
+
+// check is the refusal of t presented from session at now, or t itself.
+func check(t Ticket, session string, now time.Time) (Ticket, error) {
 	switch {
 	case t.Session != session:
 		return Ticket{}, &Error{Reason: ReasonBad, Detail: "the ticket of " + t.User + ", presented from another session: burnt"}
 	case !now.Before(t.Expires):
 		return Ticket{}, &Error{Reason: ReasonExpired, Detail: "the ticket expired at " + t.Expires.UTC().Format(time.RFC3339)}
 	}
-	return *t, nil
+	return t, nil
 }
 
-// EndSession drops every ticket of a session (logout).
-func (s *Store) EndSession(session string) {
+// EndSession drops every ticket of a session (logout). It never fails.
+func (s *Store) EndSession(session string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, t := range s.tickets {
@@ -152,14 +201,15 @@ func (s *Store) EndSession(session string) {
 			delete(s.tickets, k)
 		}
 	}
+	return nil
 }
 
-// Len counts outstanding tickets.
-func (s *Store) Len() int {
+// Len counts outstanding tickets. It never fails.
+func (s *Store) Len() (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expire(s.now())
-	return len(s.tickets)
+	return len(s.tickets), nil
 }
 
 func (s *Store) expire(now time.Time) {

@@ -2,9 +2,13 @@ package ticket
 
 import (
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bastiond/bastiond/internal/statedb"
+	"github.com/bastiond/bastiond/internal/store"
 )
 
 type clock struct{ t time.Time }
@@ -18,7 +22,84 @@ func newTestStore() (*Store, *clock) {
 	return s, c
 }
 
+// backends are the databases the Shared tickets are tested on: each
+// opens an empty one for a test. (Another backend of store.DB joins the
+// list to run every test of Shared on it.)
+var backends = []struct {
+	name string
+	open func(t testing.TB) store.DB
+}{
+	{"bbolt", func(t testing.TB) store.DB {
+		h, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		return h
+	}},
+}
+
+// impl is one implementation of Tickets under test, on a clock of its own.
+type impl struct {
+	name string
+	new  func(t *testing.T) (Tickets, *clock)
+}
+
+// impls are the implementations of Tickets: the semantics they share are
+// tested on each.
+func impls() []impl {
+	out := []impl{{"memory", func(*testing.T) (Tickets, *clock) { return newTestStore() }}}
+	for _, b := range backends {
+		out = append(out, impl{"shared/" + b.name, func(t *testing.T) (Tickets, *clock) {
+			s, c := newShared(b.open(t))
+			return s, c
+		}})
+	}
+	return out
+}
+
+func newShared(db store.DB) (*Shared, *clock) {
+	s := NewShared(db)
+	c := &clock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
+	s.now = c.now
+	return s, c
+}
+
+// forEach runs f as a subtest on every implementation.
+func forEach(t *testing.T, f func(t *testing.T, s Tickets, c *clock)) {
+	for _, im := range impls() {
+		t.Run(im.name, func(t *testing.T) {
+			s, c := im.new(t)
+			f(t, s, c)
+		})
+	}
+}
+
+func issue(t testing.TB, s Tickets, tk Ticket) string {
+	t.Helper()
+	v, err := s.Issue(tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func count(t testing.TB, s Tickets) int {
+	t.Helper()
+	n, err := s.Len()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func TestTicket(t *testing.T) {
+	for _, im := range impls() {
+		t.Run(im.name, func(t *testing.T) { testTicket(t, im) })
+	}
+}
+
+func testTicket(t *testing.T, im impl) {
 	want := Ticket{Session: "s1", User: "alice", Target: "vm1", Protocol: "ssh"}
 	for _, tc := range []struct {
 		name    string
@@ -34,8 +115,8 @@ func TestTicket(t *testing.T) {
 		{"no session", "", 0, 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, c := newTestStore()
-			v := s.Issue(want)
+			s, c := im.new(t)
+			v := issue(t, s, want)
 			if len(v) != encodedLen {
 				t.Fatalf("ticket %q: %d characters", v, len(v))
 			}
@@ -57,9 +138,10 @@ func TestTicket(t *testing.T) {
 	}
 }
 
-func TestPeekThenRedeem(t *testing.T) {
-	s, _ := newTestStore()
-	v := s.Issue(Ticket{Session: "s1", User: "alice"})
+func TestPeekThenRedeem(t *testing.T) { forEach(t, testPeekThenRedeem) }
+
+func testPeekThenRedeem(t *testing.T, s Tickets, _ *clock) {
+	v := issue(t, s, Ticket{Session: "s1", User: "alice"})
 	if _, err := s.Peek(v, "s1"); err != nil {
 		t.Fatal(err)
 	}
@@ -76,9 +158,10 @@ func TestPeekThenRedeem(t *testing.T) {
 
 // A ticket presented from another session is burnt: the leak is closed
 // even for its owner, who starts again from the portal.
-func TestWrongSessionBurns(t *testing.T) {
-	s, _ := newTestStore()
-	v := s.Issue(Ticket{Session: "s1", User: "alice"})
+func TestWrongSessionBurns(t *testing.T) { forEach(t, testWrongSessionBurns) }
+
+func testWrongSessionBurns(t *testing.T, s Tickets, _ *clock) {
+	v := issue(t, s, Ticket{Session: "s1", User: "alice"})
 	if _, err := s.Peek(v, "attacker"); !errors.Is(err, ErrExpired) {
 		t.Fatal("accepted from another session")
 	}
@@ -87,42 +170,45 @@ func TestWrongSessionBurns(t *testing.T) {
 	}
 }
 
-func TestLimitsAndLogout(t *testing.T) {
-	s, c := newTestStore()
+func TestLimitsAndLogout(t *testing.T) { forEach(t, testLimitsAndLogout) }
+
+func testLimitsAndLogout(t *testing.T, s Tickets, c *clock) {
 	var first string
 	for i := range MaxPerSession + 4 {
-		v := s.Issue(Ticket{Session: "s1"})
+		v := issue(t, s, Ticket{Session: "s1"})
 		if i == 0 {
 			first = v
 		}
 		c.t = c.t.Add(time.Millisecond)
 	}
-	if n := s.Len(); n != MaxPerSession {
+	if n := count(t, s); n != MaxPerSession {
 		t.Errorf("%d tickets outstanding, want %d", n, MaxPerSession)
 	}
 	if _, err := s.Peek(first, "s1"); !errors.Is(err, ErrExpired) {
 		t.Error("oldest ticket survived the cap")
 	}
-	s.Issue(Ticket{Session: "s2"})
-	s.EndSession("s1")
-	if n := s.Len(); n != 1 {
+	issue(t, s, Ticket{Session: "s2"})
+	if err := s.EndSession("s1"); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, s); n != 1 {
 		t.Errorf("after logout: %d", n)
 	}
 	c.t = c.t.Add(TTL)
-	if n := s.Len(); n != 0 {
+	if n := count(t, s); n != 0 {
 		t.Errorf("after expiry: %d", n)
 	}
 }
 
 func FuzzRedeem(f *testing.F) {
 	s, _ := newTestStore()
-	good := s.Issue(Ticket{Session: "s"})
+	good := issue(f, s, Ticket{Session: "s"})
 	f.Add(good, "s")
 	f.Add(strings.Repeat("A", encodedLen), "s")
 	f.Add("", "")
 	f.Fuzz(func(t *testing.T, v, session string) {
 		s, _ := newTestStore()
-		real := s.Issue(Ticket{Session: "s"})
+		real := issue(t, s, Ticket{Session: "s"})
 		if _, err := s.Redeem(v, session); err == nil && (v != real || session != "s") {
 			t.Fatalf("%q from %q redeemed", v, session)
 		}
@@ -130,10 +216,16 @@ func FuzzRedeem(f *testing.F) {
 }
 
 func BenchmarkIssueRedeem(b *testing.B) {
-	s := NewStore()
+	b.Run("memory", func(b *testing.B) { benchIssueRedeem(b, NewStore()) })
+	for _, be := range backends {
+		b.Run("shared/"+be.name, func(b *testing.B) { benchIssueRedeem(b, NewShared(be.open(b))) })
+	}
+}
+
+func benchIssueRedeem(b *testing.B, s Tickets) {
 	b.ReportAllocs()
 	for b.Loop() {
-		v := s.Issue(Ticket{Session: "s", User: "alice", Target: "vm1", Protocol: "ssh"})
+		v := issue(b, s, Ticket{Session: "s", User: "alice", Target: "vm1", Protocol: "ssh"})
 		if _, err := s.Redeem(v, "s"); err != nil {
 			b.Fatal(err)
 		}
@@ -142,10 +234,10 @@ func BenchmarkIssueRedeem(b *testing.B) {
 
 func TestExportImport(t *testing.T) {
 	old, c := newTestStore()
-	early := old.Issue(Ticket{Session: "s1", User: "alice", Target: "vm1", Protocol: "ssh", Port: 22})
+	early := issue(t, old, Ticket{Session: "s1", User: "alice", Target: "vm1", Protocol: "ssh", Port: 22})
 	c.t = c.t.Add(30 * time.Second)
-	late := old.Issue(Ticket{Session: "s1", User: "alice", Target: "vm1", Protocol: "ssh", Port: 22})
-	used := old.Issue(Ticket{Session: "s1"})
+	late := issue(t, old, Ticket{Session: "s1", User: "alice", Target: "vm1", Protocol: "ssh", Port: 22})
+	used := issue(t, old, Ticket{Session: "s1"})
 	if _, err := old.Redeem(used, "s1"); err != nil {
 		t.Fatal(err)
 	}
@@ -164,8 +256,8 @@ func TestExportImport(t *testing.T) {
 	if err := s.Import(b); err != nil {
 		t.Fatal(err)
 	}
-	if s.Len() != 1 {
-		t.Errorf("%d tickets imported, want 1", s.Len())
+	if n := count(t, s); n != 1 {
+		t.Errorf("%d tickets imported, want 1", n)
 	}
 	if _, err := s.Peek(early, "s1"); !errors.Is(err, ErrExpired) {
 		t.Error("an expired ticket was imported")
@@ -188,16 +280,15 @@ func TestExportImport(t *testing.T) {
 		"no session": `[{"Hash":"` + strings.Repeat("A", 43) + `="}]`,
 	} {
 		s := NewStore()
-		if err := s.Import([]byte(in)); err == nil || s.Len() != 0 {
-			t.Errorf("%s: imported, %d tickets", name, s.Len())
+		if err := s.Import([]byte(in)); err == nil || count(t, s) != 0 {
+			t.Errorf("%s: imported, %d tickets", name, count(t, s))
 		}
 	}
 }
 
-func TestRefusalReasons(t *testing.T) {
-	s := NewStore()
-	c := &clock{t: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)}
-	s.now = c.now
+func TestRefusalReasons(t *testing.T) { forEach(t, testRefusalReasons) }
+
+func testRefusalReasons(t *testing.T, s Tickets, c *clock) {
 	reason := func(err error) string {
 		var te *Error
 		if !errors.As(err, &te) || err.Error() != ErrExpired.Error() || !errors.Is(err, ErrExpired) {
@@ -208,14 +299,14 @@ func TestRefusalReasons(t *testing.T) {
 	if _, err := s.Redeem("short", "s1"); reason(err) != ReasonBad {
 		t.Errorf("malformed: %v", err)
 	}
-	v := s.Issue(Ticket{Session: "s1", User: "alice", Target: "vm1", Protocol: "ssh"})
+	v := issue(t, s, Ticket{Session: "s1", User: "alice", Target: "vm1", Protocol: "ssh"})
 	if _, err := s.Redeem(v, "s2"); reason(err) != ReasonBad {
 		t.Errorf("another session: %v", err)
 	}
 	if _, err := s.Redeem(v, "s1"); reason(err) != ReasonBad {
 		t.Errorf("burnt: %v", err)
 	}
-	v = s.Issue(Ticket{Session: "s1", User: "alice", Target: "vm1", Protocol: "ssh"})
+	v = issue(t, s, Ticket{Session: "s1", User: "alice", Target: "vm1", Protocol: "ssh"})
 	c.t = c.t.Add(TTL)
 	if _, err := s.Redeem(v, "s1"); reason(err) != ReasonExpired {
 		t.Errorf("expired: %v", err)

@@ -4,6 +4,12 @@
 // session ends on logout, after an idle period, and after an absolute
 // lifetime, whichever comes first. Each session carries its own CSRF token,
 // which every state-changing request must echo.
+//
+// Two implementations of Sessions keep them: Store, in this process's
+// memory (one host: handed to the next process of a binary upgrade by
+// Export and Import), and Shared, in a store.DB that every instance of a
+// cluster shares, so that a browser signed in on one instance is signed in
+// on all.
 package websession
 
 import (
@@ -64,6 +70,46 @@ type Session struct {
 
 type key [sha256.Size]byte
 
+// ErrNoSession is what Get answers a cookie of no live session.
+var ErrNoSession = errors.New("websession: no live session for this cookie")
+
+// Sessions is what the portal needs of a web session store.
+type Sessions interface {
+	// New starts a session for user, signed in from src, and returns the
+	// cookie value to set. Past Config.MaxPerUser, the user's oldest
+	// session ends.
+	New(user string, src netip.Addr) (cookie string, sess Session, err error)
+	// Get returns the live session of a cookie value and marks it used;
+	// ErrNoSession when there is none.
+	Get(cookie string) (Session, error)
+	// Alive reports whether the session id is still live, without
+	// marking it used.
+	Alive(id string) (bool, error)
+	// End ends the session with this id (sign-out).
+	End(id string) error
+	// EndUser ends every session of user (disabled, password changed)
+	// and returns how many there were.
+	EndUser(user string) (int, error)
+	// Len counts live sessions.
+	Len() (int, error)
+	// OnExpire has f called with each session the store ends by itself,
+	// and why (EndIdle, EndAbsolute, EndPerUserCap): once per session,
+	// however many processes share the store.
+	OnExpire(f func(sess Session, reason string))
+	// SetConfig changes the limits (on reload); Config returns them.
+	SetConfig(cfg Config)
+	Config() Config
+	// Export and Import hand the sessions to the process that takes
+	// over from this one in a binary upgrade.
+	Export() ([]byte, error)
+	Import(b []byte) error
+}
+
+var (
+	_ Sessions = (*Store)(nil)
+	_ Sessions = (*Shared)(nil)
+)
+
 // Why the store ended a session by itself: the reason of a
 // websession_expired audit event.
 const (
@@ -121,8 +167,9 @@ func random(n int) string {
 
 func hash(cookie string) key { return sha256.Sum256([]byte(cookie)) }
 
-// New starts a session for user and returns the cookie value to set.
-func (s *Store) New(user string, src netip.Addr) (string, Session) {
+// New starts a session for user and returns the cookie value to set. It
+// never fails.
+func (s *Store) New(user string, src netip.Addr) (string, Session, error) {
 	cookie := random(32)
 	now := s.now()
 	id := make([]byte, 8)
@@ -150,46 +197,53 @@ func (s *Store) New(user string, src netip.Addr) (string, Session) {
 	k := hash(cookie)
 	s.sessions[k] = sess
 	s.byID[sess.ID] = k
-	return cookie, *sess
+	return cookie, *sess, nil
 }
 
+// cookieLen is the length of a cookie value: 32 bytes in base64url.
+const cookieLen = 43
+
 // Get returns the live session for a cookie value and marks it used.
-func (s *Store) Get(cookie string) (Session, bool) {
-	if len(cookie) != 43 {
-		return Session{}, false
+func (s *Store) Get(cookie string) (Session, error) {
+	if len(cookie) != cookieLen {
+		return Session{}, ErrNoSession
 	}
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sess, ok := s.sessions[hash(cookie)]
 	if !ok {
-		return Session{}, false
+		return Session{}, ErrNoSession
 	}
 	if why := s.expiry(sess, now); why != "" {
 		s.ended(sess, why)
-		return Session{}, false
+		return Session{}, ErrNoSession
 	}
 	sess.LastSeen = now
-	return *sess, true
+	return *sess, nil
 }
 
-// Alive reports whether the session id is still live, without marking it used.
-func (s *Store) Alive(id string) bool {
+// Alive reports whether the session id is still live, without marking it
+// used. It never fails.
+func (s *Store) Alive(id string) (bool, error) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k, ok := s.byID[id]
-	return ok && !s.expired(s.sessions[k], now)
+	return ok && !s.expired(s.sessions[k], now), nil
 }
 
 func (s *Store) expired(sess *Session, now time.Time) bool { return s.expiry(sess, now) != "" }
 
 // expiry is why sess is over at now (EndAbsolute first), or "".
-func (s *Store) expiry(sess *Session, now time.Time) string {
+func (s *Store) expiry(sess *Session, now time.Time) string { return s.cfg.expiry(sess, now) }
+
+// expiry is why sess is over at now under c (EndAbsolute first), or "".
+func (c Config) expiry(sess *Session, now time.Time) string {
 	switch {
-	case now.Sub(sess.Created) >= s.cfg.Absolute:
+	case now.Sub(sess.Created) >= c.Absolute:
 		return EndAbsolute
-	case now.Sub(sess.LastSeen) >= s.cfg.Idle:
+	case now.Sub(sess.LastSeen) >= c.Idle:
 		return EndIdle
 	}
 	return ""
@@ -203,16 +257,17 @@ func (s *Store) ended(sess *Session, why string) {
 	}
 }
 
-// End ends the session with this id.
-func (s *Store) End(id string) {
+// End ends the session with this id. It never fails.
+func (s *Store) End(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.remove(id)
+	return nil
 }
 
 // EndUser ends every session of user (disabled, password changed) and
-// returns how many there were.
-func (s *Store) EndUser(user string) int {
+// returns how many there were. It never fails.
+func (s *Store) EndUser(user string) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
@@ -222,15 +277,15 @@ func (s *Store) EndUser(user string) int {
 			n++
 		}
 	}
-	return n
+	return n, nil
 }
 
-// Len counts live sessions.
-func (s *Store) Len() int {
+// Len counts live sessions. It never fails.
+func (s *Store) Len() (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expire(s.now())
-	return len(s.sessions)
+	return len(s.sessions), nil
 }
 
 func (s *Store) remove(id string) {

@@ -1,14 +1,17 @@
 // Package authtest gives tests an Authenticator over a fresh account
-// store (a bbolt file in the test's temporary directory).
+// store (a bbolt file in the test's temporary directory), or over a
+// store.DB that several share (the instances of a cluster).
 package authtest
 
 import (
+	"errors"
 	"path/filepath"
 	"testing"
 
 	"go.uber.org/zap"
 
 	"github.com/bastiond/bastiond/internal/statedb"
+	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/proxy/auth"
 )
 
@@ -31,6 +34,27 @@ func Authenticator(t testing.TB, log *zap.Logger, password string, users ...stri
 		}
 	}
 	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: store, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// Shared signs in users, each with password, from the accounts in db,
+// counting failures in db (auth.AuthenticatorConfig.SharedThrottle): one
+// instance of a cluster on db. The users are added unless they exist.
+func Shared(t testing.TB, db store.DB, log *zap.Logger, password string, users ...string) *auth.Authenticator {
+	t.Helper()
+	s, err := auth.NewStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		if err := s.AddUser(u, password, nil); err != nil && !errors.Is(err, auth.ErrUserExists) {
+			t.Fatal(err)
+		}
+	}
+	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: s, Logger: log, SharedThrottle: true})
 	if err != nil {
 		t.Fatal(err)
 	}
