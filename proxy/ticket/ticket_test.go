@@ -9,6 +9,7 @@ import (
 
 	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/internal/store"
+	"github.com/bastiond/bastiond/internal/store/pgstore/pgstoretest"
 )
 
 type clock struct{ t time.Time }
@@ -37,6 +38,7 @@ var backends = []struct {
 		t.Cleanup(func() { h.Close() })
 		return h
 	}},
+	{"postgres", pgstoretest.Open},
 }
 
 // impl is one implementation of Tickets under test, on a clock of its own.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/internal/store"
+	"github.com/bastiond/bastiond/internal/store/pgstore/pgstoretest"
 )
 
 func newTestStore(cfg Config) (*Store, *time.Time) {
@@ -41,6 +42,7 @@ var backends = []struct {
 		t.Cleanup(func() { h.Close() })
 		return h
 	}},
+	{"postgres", pgstoretest.Open},
 }
 
 // impl is one implementation of Sessions under test, on a clock of its own.

@@ -22,8 +22,8 @@ func TestMain(m *testing.M) { os.Exit(e2e.MainCluster(m)) }
 
 // instanceConfig is an instance's configuration: attached to the VNet
 // switch (no instance is the VNet's bridge), behind the balancer, whose
-// front addresses may send the PROXY protocol.
-func instanceConfig(t testing.TB) func(dir string) string {
+// front addresses may send the PROXY protocol; extra is appended.
+func instanceConfig(t testing.TB, extra ...string) func(dir string) string {
 	v := func(k string) string { return e2e.LabValue(t, k) }
 	return func(dir string) string {
 		return fmt.Sprintf(`listen:
@@ -42,12 +42,12 @@ inventory:
   targets:
     - name: vm1
       addresses: [%s, "%s"]
-      ports: {ssh: 22}
+      ports: {ssh: 22, tunnel: [9001]}
 logging: {audit_file: %s/audit.jsonl, format: json}
 state_dir: %s/state
 limits: {drain_grace: 3s}
 `, e2e.ServerName, dir, v("LB_FE4"), v("LB_FE6"), v("BASTION_SUBNET4"), v("BASTION_SUBNET6"),
-			v("VM1_4"), v("VM1_6"), dir, dir)
+			v("VM1_4"), v("VM1_6"), dir, dir) + strings.Join(extra, "")
 	}
 }
 

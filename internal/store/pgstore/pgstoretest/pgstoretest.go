@@ -1,0 +1,40 @@
+// Package pgstoretest gives the tests of the stores built on internal/store
+// an empty PostgreSQL state store, so that what they prove on bbolt they
+// prove on the cluster's backend too.
+package pgstoretest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/bastiond/bastiond/internal/pgtest"
+	"github.com/bastiond/bastiond/internal/store"
+	"github.com/bastiond/bastiond/internal/store/pgstore"
+)
+
+// Open starts a throwaway PostgreSQL server for t (internal/pgtest: it
+// skips t where none can run) and returns a store on an empty database of
+// it, over TLS to 127.0.0.1; everything is closed and removed when t ends.
+func Open(t testing.TB) store.DB {
+	t.Helper()
+	s := pgtest.Start(t)
+	return On(t, s, "127.0.0.1", s.NewDatabase(t))
+}
+
+// On opens database db of s over host, as an instance of a cluster would:
+// two calls on one database are two instances.
+func On(t testing.TB, s *pgtest.Server, host, db string) store.DB {
+	t.Helper()
+	dsn := filepath.Join(t.TempDir(), "db.dsn")
+	if err := os.WriteFile(dsn, []byte(s.DSN(host, db)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h, err := pgstore.Open(context.Background(), pgstore.Config{DSNFile: dsn, CAFile: s.CAFile})
+	if err != nil {
+		t.Fatalf("open %s on %s: %v", db, host, err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
