@@ -35,13 +35,28 @@ type WebUser struct {
 // NewWebUser is a browser that has not signed in, bound for the bastion at
 // addr.
 func NewWebUser(t testing.TB, addr string) *WebUser {
+	return NewWebUserIn(t, LabValue(t, "NS_CLIENT"), addr)
+}
+
+// NewWebUserIn is NewWebUser in the network namespace ns.
+func NewWebUserIn(t testing.TB, ns, addr string) *WebUser {
 	jar, _ := cookiejar.New(nil)
+	return newWebUser(t, jar, ns, addr)
+}
+
+// Via is the same browser, its cookies shared, bound for the bastion at
+// addr from the network namespace ns: in a cluster, another instance.
+func (u *WebUser) Via(ns, addr string) *WebUser {
+	return newWebUser(u.t, u.c.Jar, ns, addr)
+}
+
+func newWebUser(t testing.TB, jar http.CookieJar, ns, addr string) *WebUser {
 	tr := &http.Transport{
 		TLSClientConfig:   &tls.Config{ServerName: ServerName, InsecureSkipVerify: true},
 		ForceAttemptHTTP2: true,
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var c net.Conn
-			err := InNetns(LabValue(t, "NS_CLIENT"), func() (err error) {
+			err := InNetns(ns, func() (err error) {
 				c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, net.JoinHostPort(addr, "443"))
 				return err
 			})

@@ -2,7 +2,8 @@
 # bastion instances behind a TCP balancer, sharing a PostgreSQL database.
 #
 #   bl-client ─ eth0 | pub0 ─ bl-lb ─ fe0 (bridge) ─┬─ pub0 bl-bastion  (instance a) vnet0 ─┐
-#                      HAProxy :443 (PROXY v2)     └─ pub0 bl-bastion2 (instance b) vnet0 ─┤
+#                      HAProxy :443 (PROXY v2)     ├─ pub0 bl-bastion2 (instance b) vnet0 ─┤
+#                                                  └─ eth0 bl-ops (an operator: each instance directly)
 #                      UDP 443: per-flow DNAT                                              │
 #   bl-vnet: vnet0, a plain switch ─┬─ bl-vm1, bl-vm2, bl-rogue (as in the single lab) ───┘
 #                                   └─ bl-db   PostgreSQL :5432, TLS
@@ -18,11 +19,15 @@ NS_LB=bl-lb
 NS_BASTION2=bl-bastion2
 NS_VNET=bl-vnet
 NS_DB=bl-db
-CLUSTER_NS=("$NS_LB" "$NS_BASTION2" "$NS_VNET" "$NS_DB")
+NS_OPS=bl-ops
+CLUSTER_NS=("$NS_LB" "$NS_BASTION2" "$NS_VNET" "$NS_DB" "$NS_OPS")
 
 LB_FE4=192.0.2.1 LB_FE6=2001:db8:fe::1
 BASTION_FE4=192.0.2.11 BASTION_FE6=2001:db8:fe::11
 BASTION2_FE4=192.0.2.12 BASTION2_FE6=2001:db8:fe::12
+# An operator's host on the front segment: it reaches each instance
+# directly, past the balancer, as a user would (no PROXY header).
+OPS4=192.0.2.50 OPS6=2001:db8:fe::50
 BASTION2_VNET4=198.18.0.5 BASTION2_VNET6=2001:db8:b5::5
 DB4=198.18.2.10 DB6=2001:db8:b5:2::10
 DB_PORT=5432
@@ -39,6 +44,14 @@ make_cluster_links() {
 	ip -n "$NS_LB" link set pub0 up
 
 	ip -n "$NS_LB" link add fe0 address 02:b5:00:00:03:01 type bridge
+	# Frames between hosts of the front segment (the operator and an
+	# instance) are bridged, not routed: keep them out of the balancer's
+	# inet forward chain, which passes only the users' QUIC.
+	local s
+	for s in iptables ip6tables arptables; do
+		[ -e "/proc/sys/net/bridge/bridge-nf-call-$s" ] || continue
+		nsx "$NS_LB" sysctl -qw "net.bridge.bridge-nf-call-$s=0"
+	done
 	ip -n "$NS_LB" addr add "$LB_FE4/24" dev fe0
 	ip -n "$NS_LB" addr add "$LB_FE6/64" dev fe0 nodad
 	ip -n "$NS_LB" link set fe0 up
@@ -60,9 +73,14 @@ make_cluster_links() {
 		ip -n "$ns" route add 203.0.113.0/24 via "$LB_FE4"
 		ip -n "$ns" -6 route add 2001:db8:cafe::/64 via "$LB_FE6"
 	done
+	ip -n "$NS_OPS" link add eth0 address 02:b5:00:00:03:50 type veth peer name fe-ops netns "$NS_LB"
+	nsx "$NS_LB" sysctl -qw net.ipv6.conf.fe-ops.disable_ipv6=1
+	ip -n "$NS_LB" link set fe-ops master fe0 up
+	ip -n "$NS_OPS" addr add "$OPS4/24" dev eth0
+	ip -n "$NS_OPS" addr add "$OPS6/64" dev eth0 nodad
+	ip -n "$NS_OPS" link set eth0 up
 
 	ip -n "$NS_VNET" link add vnet0 address 02:b5:00:00:00:01 type bridge
-	local s
 	for s in iptables ip6tables arptables; do
 		[ -e "/proc/sys/net/bridge/bridge-nf-call-$s" ] || continue
 		nsx "$NS_VNET" sysctl -qw "net.bridge.bridge-nf-call-$s=0"
@@ -114,7 +132,8 @@ EOF
 }
 
 # start_postgres: a throwaway PostgreSQL cluster in bl-db, owned by the
-# postgres user, TLS only from the bastion subnet (scram-sha-256); the
+# postgres user, TLS only from the bastion subnet (scram-sha-256; the tests
+# make a database of their own for each cluster they start); the
 # bastiond role and database, and the DSN and CA files the instances read.
 start_postgres() {
 	local dir=$LAB_DIR/db bin
@@ -153,8 +172,8 @@ password_encryption = 'scram-sha-256'
 EOF
 	cat >"$dir/data/pg_hba.conf" <<EOF
 local   all       postgres                   peer
-hostssl bastiond  bastiond  $BASTION_SUBNET4  scram-sha-256
-hostssl bastiond  bastiond  $BASTION_SUBNET6  scram-sha-256
+hostssl all       bastiond  $BASTION_SUBNET4  scram-sha-256
+hostssl all       bastiond  $BASTION_SUBNET6  scram-sha-256
 EOF
 	start postgres "$NS_DB" setpriv --reuid=postgres --regid=postgres --init-groups "$bin/postgres" -D "$dir/data"
 	local ok=
@@ -235,6 +254,9 @@ write_cluster_hosts() {
 	for ns in "$NS_LB" "$NS_BASTION2"; do
 		cp "/etc/netns/$NS_BASTION/hosts" "/etc/netns/$ns/hosts"
 	done
-	printf '%s bastion-a\n%s bastion-a\n%s bastion-b\n%s bastion-b\n' "$BASTION_FE4" "$BASTION_FE6" "$BASTION2_FE4" "$BASTION2_FE6" \
-		>>"/etc/netns/$NS_LB/hosts"
+	for ns in "$NS_LB" "$NS_OPS"; do
+		mkdir -p "/etc/netns/$ns"
+		printf '%s bastion-a\n%s bastion-a\n%s bastion-b\n%s bastion-b\n' "$BASTION_FE4" "$BASTION_FE6" "$BASTION2_FE4" "$BASTION2_FE6" \
+			>>"/etc/netns/$ns/hosts"
+	done
 }
