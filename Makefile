@@ -99,12 +99,12 @@ bench: ## run the benchmarks (see BENCHMARKS.md)
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
 
 .PHONY: demo
-demo: ## start the lab and bastiond in it; prints the URL and credentials (root)
+demo: ## start the lab and bastiond in it; prints the URL and credentials (root); CLUSTER=1: two instances behind a balancer on PostgreSQL
 	@if [ "$(UID)" != 0 ]; then echo "make demo needs root (network namespaces): sudo make demo"; exit 1; fi
-	@bash test/deps.sh demo
+	@bash test/deps.sh $(if $(CLUSTER),demo-cluster,demo)
 	@echo "demo: building bastiond and bastionctl"
 	@$(MAKE) --no-print-directory -s build
-	@bash test/demo.sh $(BIN)
+	@CLUSTER=$(CLUSTER) bash test/demo.sh $(BIN)
 
 .PHONY: lab-up lab-down
 lab-up: ## bring the test lab up (root)

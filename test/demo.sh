@@ -3,7 +3,9 @@
 # a generated configuration, forward the host's loopback port 8443 to the
 # bastion's public address (through the lab's client namespace, so the demo
 # browser is a user on the public side like any other), print the URL and the
-# credentials, and tear everything down on Ctrl-C.
+# credentials, and tear everything down on Ctrl-C. With CLUSTER=1, the lab's
+# cluster mode instead: two instances behind HAProxy on PostgreSQL
+# (test/demo-cluster.sh).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,6 +41,13 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+if [ -n "${CLUSTER:-}" ]; then
+	# shellcheck source=demo-cluster.sh
+	. "$root/test/demo-cluster.sh"
+	cluster_demo
+	exit 0
+fi
 
 echo "demo: bringing the lab up (namespaces, sshd on vm1, FreeRDP on vm2)"
 bash "$lab" up 2>&1 | sed -u 's/^lab: up: .*/demo: lab up/' 

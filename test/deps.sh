@@ -2,6 +2,7 @@
 # Installs the system packages bastiond's demo or its tests need.
 #
 #   test/deps.sh demo   what `make demo` needs: the lab's servers, the forward, node to build web/
+#   test/deps.sh demo-cluster   what `make demo CLUSTER=1` needs besides: HAProxy, PostgreSQL
 #   test/deps.sh test   the above and what the tests and benchmarks add (browser, nmap, iperf3, ...)
 #
 # Idempotent: when everything is present it runs no apt-get at all, so a
@@ -38,11 +39,14 @@ test_packages=(
 	haproxy                               # the balancer in front of 443 (proxy TestHAProxy: mode tcp, send-proxy-v2, checks)
 	postgresql                            # internal/pgtest: a throwaway server the store's tests start themselves (initdb, pg_ctl); the install's own cluster service is disabled below
 )
+# `make demo CLUSTER=1`: the lab's cluster mode runs these too.
+cluster_packages=(haproxy postgresql)
 case $set_name in
 demo) packages=("${demo_packages[@]}") ;;
+demo-cluster) packages=("${demo_packages[@]}" "${cluster_packages[@]}") ;;
 test) packages=("${demo_packages[@]}" "${test_packages[@]}") ;;
 *)
-	echo "test/deps.sh: unknown package set \"$set_name\"; usage: test/deps.sh demo|test" >&2
+	echo "test/deps.sh: unknown package set \"$set_name\"; usage: test/deps.sh demo|demo-cluster|test" >&2
 	exit 2
 	;;
 esac

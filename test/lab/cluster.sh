@@ -31,6 +31,9 @@ OPS4=192.0.2.50 OPS6=2001:db8:fe::50
 BASTION2_VNET4=198.18.0.5 BASTION2_VNET6=2001:db8:b5::5
 DB4=198.18.2.10 DB6=2001:db8:b5:2::10
 DB_PORT=5432
+# The name the instances serve, which HAProxy's checks must give (the demo
+# serves localhost).
+LAB_SERVER_NAME=${LAB_SERVER_NAME:-bastion.lab.example}
 
 # make_cluster_links: the public link ends at the balancer, which has a
 # front bridge to both instances; the VNet is a switch of its own.
@@ -234,9 +237,9 @@ frontend bastion
 backend instances
 	balance leastconn
 	option httpchk
-	http-check send meth GET uri /.well-known/bastiond/ready ver HTTP/1.1 hdr Host bastion.lab.example
+	http-check send meth GET uri /.well-known/bastiond/ready ver HTTP/1.1 hdr Host $LAB_SERVER_NAME
 	http-check expect status 200
-	default-server send-proxy-v2 check check-ssl check-sni bastion.lab.example verify none inter 1s fall 2 rise 1
+	default-server send-proxy-v2 check check-ssl check-sni $LAB_SERVER_NAME verify none inter 1s fall 2 rise 1
 	server a $BASTION_FE4:443
 	server b $BASTION2_FE4:443
 EOF
