@@ -50,18 +50,7 @@ cluster: {instance: $name}
 store:
   backend: postgres
   postgres: {dsn_file: $DB_DSN_FILE, ca_file: $DB_CA, seal_key: $demo/seal.key}
-inventory:
-  targets:
-    - name: vm1
-      description: Debian with OpenSSH
-      addresses: [$VM1_4, "$VM1_6"]
-      ports: {ssh: 22}
-      tags: [linux]
-    - name: vm2
-      description: FreeRDP shadow server (NLA on $VM2_RDP_NLA_PORT, TLS on $VM2_RDP_TLS_PORT)
-      addresses: [$VM2_4, "$VM2_6"]
-      ports: {rdp: $VM2_RDP_NLA_PORT, tunnel: [$VM2_RDP_TLS_PORT]}
-      tags: [desktop]
+$(demo_inventory)
 access:
   groups:
     admins: [admin]

@@ -42,6 +42,25 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# demo_inventory is the lab's machines, as the configuration lists them
+# (lab.env sourced).
+demo_inventory() {
+	cat <<YAML
+inventory:
+  targets:
+    - name: vm1
+      description: Debian with OpenSSH
+      addresses: [$VM1_4, "$VM1_6"]
+      ports: {ssh: 22}
+      tags: [linux]
+    - name: vm2
+      description: FreeRDP shadow server (NLA on $VM2_RDP_NLA_PORT, TLS on $VM2_RDP_TLS_PORT)
+      addresses: [$VM2_4, "$VM2_6"]
+      ports: {rdp: $VM2_RDP_NLA_PORT, tunnel: [$VM2_RDP_TLS_PORT]}
+      tags: [desktop]
+YAML
+}
+
 if [ -n "${CLUSTER:-}" ]; then
 	# shellcheck source=demo-cluster.sh
 	. "$root/test/demo-cluster.sh"
@@ -76,18 +95,7 @@ bastion:
   vnet_interface: $VNET_BRIDGE
   subnets: [$BASTION_SUBNET4, "$BASTION_SUBNET6"]
   mode: bridged
-inventory:
-  targets:
-    - name: vm1
-      description: Debian with OpenSSH
-      addresses: [$VM1_4, "$VM1_6"]
-      ports: {ssh: 22}
-      tags: [linux]
-    - name: vm2
-      description: FreeRDP shadow server (NLA on $VM2_RDP_NLA_PORT, TLS on $VM2_RDP_TLS_PORT)
-      addresses: [$VM2_4, "$VM2_6"]
-      ports: {rdp: $VM2_RDP_NLA_PORT, tunnel: [$VM2_RDP_TLS_PORT]}
-      tags: [desktop]
+$(demo_inventory)
 access:
   groups:
     admins: [admin]

@@ -21,7 +21,7 @@ func twoInstances(t *testing.T, db store.DB) (a, b *Shared, ca, cb *clock) {
 
 func forEachBackend(t *testing.T, f func(t *testing.T, db store.DB)) {
 	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) { f(t, be.open(t)) })
+		t.Run(be.Name, func(t *testing.T) { f(t, be.Open(t)) })
 	}
 }
 

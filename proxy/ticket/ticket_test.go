@@ -2,12 +2,10 @@ package ticket
 
 import (
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/internal/store/pgstore/pgstoretest"
 )
@@ -23,23 +21,8 @@ func newTestStore() (*Store, *clock) {
 	return s, c
 }
 
-// backends are the databases the Shared tickets are tested on: each
-// opens an empty one for a test. (Another backend of store.DB joins the
-// list to run every test of Shared on it.)
-var backends = []struct {
-	name string
-	open func(t testing.TB) store.DB
-}{
-	{"bbolt", func(t testing.TB) store.DB {
-		h, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { h.Close() })
-		return h
-	}},
-	{"postgres", pgstoretest.Open},
-}
+// backends are the databases the Shared tickets are tested on: bbolt and PostgreSQL.
+var backends = pgstoretest.Backends
 
 // impl is one implementation of Tickets under test, on a clock of its own.
 type impl struct {
@@ -52,8 +35,8 @@ type impl struct {
 func impls() []impl {
 	out := []impl{{"memory", func(*testing.T) (Tickets, *clock) { return newTestStore() }}}
 	for _, b := range backends {
-		out = append(out, impl{"shared/" + b.name, func(t *testing.T) (Tickets, *clock) {
-			s, c := newShared(b.open(t))
+		out = append(out, impl{"shared/" + b.Name, func(t *testing.T) (Tickets, *clock) {
+			s, c := newShared(b.Open(t))
 			return s, c
 		}})
 	}
@@ -220,7 +203,7 @@ func FuzzRedeem(f *testing.F) {
 func BenchmarkIssueRedeem(b *testing.B) {
 	b.Run("memory", func(b *testing.B) { benchIssueRedeem(b, NewStore()) })
 	for _, be := range backends {
-		b.Run("shared/"+be.name, func(b *testing.B) { benchIssueRedeem(b, NewShared(be.open(b))) })
+		b.Run("shared/"+be.Name, func(b *testing.B) { benchIssueRedeem(b, NewShared(be.Open(b))) })
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 
 func forEachBackend(t *testing.T, f func(t *testing.T, db store.DB)) {
 	for _, be := range backends {
-		t.Run(be.name, func(t *testing.T) { f(t, be.open(t)) })
+		t.Run(be.Name, func(t *testing.T) { f(t, be.Open(t)) })
 	}
 }
 

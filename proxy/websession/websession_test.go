@@ -3,12 +3,10 @@ package websession
 import (
 	"errors"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/internal/store/pgstore/pgstoretest"
 )
@@ -27,23 +25,8 @@ func newTestShared(db store.DB, cfg Config) (*Shared, *time.Time) {
 	return s, &now
 }
 
-// backends are the databases Shared is tested on: each opens an empty one
-// for a test. (Another backend of store.DB joins the list to run every
-// test of Shared on it.)
-var backends = []struct {
-	name string
-	open func(t testing.TB) store.DB
-}{
-	{"bbolt", func(t testing.TB) store.DB {
-		h, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { h.Close() })
-		return h
-	}},
-	{"postgres", pgstoretest.Open},
-}
+// backends are the databases Shared are tested on: bbolt and PostgreSQL.
+var backends = pgstoretest.Backends
 
 // impl is one implementation of Sessions under test, on a clock of its own.
 type impl struct {
@@ -56,8 +39,8 @@ type impl struct {
 func impls() []impl {
 	out := []impl{{"memory", func(_ testing.TB, cfg Config) (Sessions, *time.Time) { return newTestStore(cfg) }}}
 	for _, b := range backends {
-		out = append(out, impl{"shared/" + b.name, func(t testing.TB, cfg Config) (Sessions, *time.Time) {
-			return newTestShared(b.open(t), cfg)
+		out = append(out, impl{"shared/" + b.Name, func(t testing.TB, cfg Config) (Sessions, *time.Time) {
+			return newTestShared(b.Open(t), cfg)
 		}})
 	}
 	return out

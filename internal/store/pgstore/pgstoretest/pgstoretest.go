@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/bastiond/bastiond/internal/pgtest"
+	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/internal/store/pgstore"
 )
@@ -37,4 +38,25 @@ func On(t testing.TB, s *pgtest.Server, host, db string) store.DB {
 	}
 	t.Cleanup(func() { h.Close() })
 	return h
+}
+
+// Backend is a backend of store.DB a test runs on.
+type Backend struct {
+	Name string
+	// Open opens an empty store for t, closed when t ends.
+	Open func(t testing.TB) store.DB
+}
+
+// Backends are bbolt and PostgreSQL: what the stores built on
+// internal/store prove on one, they prove on the other.
+var Backends = []Backend{
+	{"bbolt", func(t testing.TB) store.DB {
+		h, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		return h
+	}},
+	{"postgres", Open},
 }
