@@ -18,10 +18,10 @@ import (
 // as two processes have).
 var clusterBackends = []struct {
 	name string
-	open func(t *testing.T) (store.DB, store.DB)
+	open func(t testing.TB) (store.DB, store.DB)
 }{
-	{"bbolt", func(t *testing.T) (store.DB, store.DB) { db := openDB(t); return db, db }},
-	{"postgres", func(t *testing.T) (store.DB, store.DB) {
+	{"bbolt", func(t testing.TB) (store.DB, store.DB) { db := openDB(t); return db, db }},
+	{"postgres", func(t testing.TB) (store.DB, store.DB) {
 		s := pgtest.Start(t)
 		db := s.NewDatabase(t)
 		return pgstoretest.On(t, s, "127.0.0.1", db), pgstoretest.On(t, s, "::1", db)
@@ -30,7 +30,7 @@ var clusterBackends = []struct {
 
 // instancesOn is an Authenticator on each of dbs, with the shared throttle
 // and one clock.
-func instancesOn(t *testing.T, dbs ...store.DB) ([]*Authenticator, *clock) {
+func instancesOn(t testing.TB, dbs ...store.DB) ([]*Authenticator, *clock) {
 	t.Helper()
 	var as []*Authenticator
 	var c *clock

@@ -1,0 +1,46 @@
+package ticket
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/bastiond/bastiond/internal/benchlat"
+	"github.com/bastiond/bastiond/internal/pgtest"
+	"github.com/bastiond/bastiond/internal/store"
+	"github.com/bastiond/bastiond/internal/store/pgstore/pgstoretest"
+)
+
+// BenchmarkClusterIssueRedeem is a connect ticket issued by one instance
+// and redeemed by the other, for 200 users at once: bbolt (one file, as
+// one host has), and PostgreSQL with a pool per instance. p50 and p99 per
+// issue and redemption together.
+func BenchmarkClusterIssueRedeem(b *testing.B) {
+	const users = 200
+	for _, be := range []struct {
+		name string
+		open func(b *testing.B) (store.DB, store.DB)
+	}{
+		{"bbolt", func(b *testing.B) (store.DB, store.DB) { db := pgstoretest.Backends[0].Open(b); return db, db }},
+		{"postgres", func(b *testing.B) (store.DB, store.DB) {
+			s := pgtest.Start(b)
+			name := s.NewDatabase(b)
+			return pgstoretest.On(b, s, "127.0.0.1", name), pgstoretest.On(b, s, "::1", name)
+		}},
+	} {
+		b.Run(be.name, func(b *testing.B) {
+			dbA, dbB := be.open(b)
+			a, _ := newShared(dbA)
+			c, _ := newShared(dbB)
+			inst := []*Shared{a, c}
+			benchlat.Run(b, users, func(u, i int) error {
+				session := fmt.Sprintf("session-%03d", u)
+				v, err := inst[i%2].Issue(Ticket{Session: session, User: "alice", Target: "vm1", Protocol: "ssh", Port: 22})
+				if err != nil {
+					return err
+				}
+				_, err = inst[(i+1)%2].Redeem(v, session)
+				return err
+			})
+		})
+	}
+}
