@@ -74,3 +74,31 @@ func CheckKey(key []byte) error {
 	}
 	return nil
 }
+
+// Taker is a store that takes a key by itself: reads and removes it in one
+// atomic statement, outside any transaction (PostgreSQL's DELETE ...
+// RETURNING), so that concurrent takes of other keys never conflict with it.
+type Taker interface {
+	Take(bucket string, key []byte) ([]byte, error)
+}
+
+// Take reads key's value in bucket and removes the key, atomically: of the
+// takes of one key racing, on any instance, one gets the value and the
+// others nil. nil and no error: there was no such key.
+func Take(db DB, bucket string, key []byte) ([]byte, error) {
+	if t, ok := db.(Taker); ok {
+		return t.Take(bucket, key)
+	}
+	var v []byte
+	err := db.Update(func(tx Tx) error {
+		v = nil
+		b := tx.Bucket(bucket)
+		got, err := b.Get(key)
+		if err != nil || got == nil {
+			return err
+		}
+		v = append([]byte{}, got...)
+		return b.Delete(key)
+	})
+	return v, err
+}

@@ -67,42 +67,50 @@ func (s *Shared) Issue(t Ticket) (string, error) {
 	}
 	var exp [8]byte
 	binary.BigEndian.PutUint64(exp[:], uint64(t.Expires.UnixNano()))
-	err = s.db.Update(func(tx store.Tx) error {
-		b := tx.Bucket(bucket)
-		var mine []indexed
-		err := b.ForEach(sessionPrefix(t.Session), func(ik, v []byte) error {
+	// The session's index is read in a snapshot, not in the transaction
+	// that writes: on PostgreSQL a SERIALIZABLE read of the index would
+	// conflict with every other session's tickets written at once. The cap
+	// is then one ticket wider per issue racing in the same session.
+	var mine []indexed
+	err = s.db.View(func(tx store.Tx) error {
+		mine = nil
+		return tx.Bucket(bucket).ForEach(sessionPrefix(t.Session), func(ik, v []byte) error {
 			if len(ik) != 1+sessionHashLen+len(key{}) || len(v) != 8 {
 				return fmt.Errorf("ticket: malformed index entry %x", ik)
 			}
 			mine = append(mine, indexed{key(ik[1+sessionHashLen:]), int64(binary.BigEndian.Uint64(v))})
 			return nil
 		})
-		if err != nil {
-			return err
-		}
-		// The expired tickets of the session go; if it still holds
-		// MaxPerSession, so does its oldest.
-		live := mine[:0]
-		for _, e := range mine {
-			if now.UnixNano() >= e.expires {
-				if err := drop(b, t.Session, e.k); err != nil {
-					return err
-				}
-				continue
+	})
+	if err != nil {
+		return "", fmt.Errorf("ticket: issue: %w", err)
+	}
+	// The expired tickets of the session go; if it still holds
+	// MaxPerSession, so does its oldest.
+	live := mine[:0]
+	for _, e := range mine {
+		if now.UnixNano() >= e.expires {
+			if err := s.take(t.Session, e.k); err != nil {
+				return "", fmt.Errorf("ticket: issue: %w", err)
 			}
-			live = append(live, e)
+			continue
 		}
-		if len(live) >= MaxPerSession {
-			oldest := live[0]
-			for _, e := range live {
-				if e.expires < oldest.expires {
-					oldest = e
-				}
-			}
-			if err := drop(b, t.Session, oldest.k); err != nil {
-				return err
+		live = append(live, e)
+	}
+	if len(live) >= MaxPerSession {
+		oldest := live[0]
+		for _, e := range live {
+			if e.expires < oldest.expires {
+				oldest = e
 			}
 		}
+		if err := s.take(t.Session, oldest.k); err != nil {
+			return "", fmt.Errorf("ticket: issue: %w", err)
+		}
+	}
+	// Writes only: nothing read, nothing to conflict with.
+	err = s.db.Update(func(tx store.Tx) error {
+		b := tx.Bucket(bucket)
 		if err := b.Put(ticketKey(k), rec); err != nil {
 			return err
 		}
@@ -114,6 +122,17 @@ func (s *Shared) Issue(t Ticket) (string, error) {
 	// The ticket is issued: a sweep that fails is tried again next time.
 	_ = s.sweepEvery(now)
 	return v, nil
+}
+
+// take removes the ticket k of session and its index entry, each by
+// itself (store.Take): a ticket without its index entry, or the reverse,
+// is harmless and goes with its expiry.
+func (s *Shared) take(session string, k key) error {
+	if _, err := store.Take(s.db, bucket, ticketKey(k)); err != nil {
+		return err
+	}
+	_, err := store.Take(s.db, bucket, indexKey(session, k))
+	return err
 }
 
 // drop deletes the ticket k of session and its index entry.
@@ -162,27 +181,21 @@ func (s *Shared) lookup(v, session string, use bool) (Ticket, error) {
 			return t, nil
 		}
 	}
-	err := s.db.Update(func(tx store.Tx) error {
-		t, found = Ticket{}, false
-		b := tx.Bucket(bucket)
-		rec, err := b.Get(ticketKey(k))
-		if err != nil || rec == nil {
-			return err
-		}
-		if err := json.Unmarshal(rec, &t); err != nil {
-			return fmt.Errorf("ticket: stored ticket: %w", err)
-		}
-		found = true
-		if use || t.Session != session || !now.Before(t.Expires) {
-			return drop(b, t.Session, k)
-		}
-		return nil
-	})
+	// A redemption, or a peek that burns or drops the ticket: whoever
+	// takes it (one statement on PostgreSQL) has it; the rest find nothing.
+	rec, err := store.Take(s.db, bucket, ticketKey(k))
 	switch {
 	case err != nil:
 		return Ticket{}, fmt.Errorf("ticket: %w", err)
-	case !found:
+	case rec == nil:
 		return Ticket{}, errNoTicket()
+	}
+	t = Ticket{}
+	if err := json.Unmarshal(rec, &t); err != nil {
+		return Ticket{}, fmt.Errorf("ticket: stored ticket: %w", err)
+	}
+	if _, err := store.Take(s.db, bucket, indexKey(t.Session, k)); err != nil {
+		return Ticket{}, fmt.Errorf("ticket: %w", err)
 	}
 	return check(t, session, now)
 }

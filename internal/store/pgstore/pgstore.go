@@ -642,6 +642,33 @@ func (b bucket) Delete(key []byte) error {
 	return b.t.query("delete", "DELETE FROM kv WHERE bucket = $1 AND key_hash = sha256($2::bytea) AND key = $2", []any{b.name, key}, nil)
 }
 
+// Take reads and deletes key in one statement, outside any transaction
+// (READ COMMITTED): of the DELETEs of one row racing, one returns it, the
+// others wait for it and then find nothing. No predicate locks are taken,
+// so it never makes a SERIALIZABLE transaction conflict.
+func (db *DB) Take(bucket string, key []byte) ([]byte, error) {
+	if err := store.CheckKey(key); err != nil {
+		return nil, err
+	}
+	if bucket == "" || !utf8.ValidString(bucket) || strings.IndexByte(bucket, 0) >= 0 {
+		return nil, fmt.Errorf("pgstore: bucket name %q: a bucket's name is non-empty UTF-8 without NUL", bucket)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), db.cfg.StatementTimeout)
+	defer cancel()
+	var v []byte
+	err := db.pool.QueryRow(ctx, "DELETE FROM kv WHERE bucket = $1 AND key_hash = sha256($2::bytea) AND key = $2 RETURNING value",
+		bucket, key).Scan(&v)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, db.fail("take", err)
+	case v == nil:
+		v = []byte{}
+	}
+	return v, nil
+}
+
 // page is how many rows ForEach reads at a time: fn runs between pages,
 // free to use the transaction (a connection runs one query at a time), and
 // a large bucket is never all in memory.

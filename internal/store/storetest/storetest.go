@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) store.DB) {
 		{"ForEachStops", testForEachStops},
 		{"Serializable", testSerializable},
 		{"OnceOnly", testOnceOnly},
+		{"Take", testTake},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, open(t)) })
@@ -345,6 +346,57 @@ func testOnceOnly(t *testing.T, db store.DB) {
 		wg.Wait()
 		if won != 1 {
 			t.Fatalf("round %d: %d of %d concurrent redemptions got the ticket, want exactly 1", r, won, racers)
+		}
+	}
+}
+
+// testTake is store.Take, the backend's own or the transaction it falls
+// back to: a missing key gives nil; a taken key is gone; of many takes of
+// one key at once, exactly one gets its value.
+func testTake(t *testing.T, db store.DB) {
+	if v, err := store.Take(db, "tickets", []byte("none")); err != nil || v != nil {
+		t.Fatalf("take of a missing key: %q, %v", v, err)
+	}
+	put(t, db, "tickets", "empty", "")
+	if v, err := store.Take(db, "tickets", []byte("empty")); err != nil || v == nil || len(v) != 0 {
+		t.Fatalf("take of an empty value: %q (nil: %v), %v", v, v == nil, err)
+	}
+	if _, err := store.Take(db, "tickets", nil); !errors.Is(err, store.ErrKey) {
+		t.Fatalf("take of an empty key: %v, want ErrKey", err)
+	}
+	for r := range 20 {
+		key := fmt.Sprintf("ticket-%d", r)
+		put(t, db, "tickets", key, "valid")
+		put(t, db, "other", key, "kept")
+		var mu sync.Mutex
+		won := 0
+		var wg sync.WaitGroup
+		for range 6 {
+			wg.Go(func() {
+				v, err := store.Take(db, "tickets", []byte(key))
+				if err != nil {
+					t.Errorf("take: %v", err)
+					return
+				}
+				if v != nil {
+					if string(v) != "valid" {
+						t.Errorf("take returned %q", v)
+					}
+					mu.Lock()
+					won++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if won != 1 {
+			t.Fatalf("round %d: %d of 6 concurrent takes got the key, want exactly 1", r, won)
+		}
+		if v := get(t, db, "tickets", key); v != nil {
+			t.Fatalf("a taken key is still there: %q", v)
+		}
+		if v := get(t, db, "other", key); string(v) != "kept" {
+			t.Fatalf("take removed the key from another bucket: %q", v)
 		}
 	}
 }
