@@ -50,11 +50,7 @@ make_cluster_links() {
 	# Frames between hosts of the front segment (the operator and an
 	# instance) are bridged, not routed: keep them out of the balancer's
 	# inet forward chain, which passes only the users' QUIC.
-	local s
-	for s in iptables ip6tables arptables; do
-		[ -e "/proc/sys/net/bridge/bridge-nf-call-$s" ] || continue
-		nsx "$NS_LB" sysctl -qw "net.bridge.bridge-nf-call-$s=0"
-	done
+	bridge_without_netfilter "$NS_LB"
 	ip -n "$NS_LB" addr add "$LB_FE4/24" dev fe0
 	ip -n "$NS_LB" addr add "$LB_FE6/64" dev fe0 nodad
 	ip -n "$NS_LB" link set fe0 up
@@ -84,10 +80,7 @@ make_cluster_links() {
 	ip -n "$NS_OPS" link set eth0 up
 
 	ip -n "$NS_VNET" link add vnet0 address 02:b5:00:00:00:01 type bridge
-	for s in iptables ip6tables arptables; do
-		[ -e "/proc/sys/net/bridge/bridge-nf-call-$s" ] || continue
-		nsx "$NS_VNET" sysctl -qw "net.bridge.bridge-nf-call-$s=0"
-	done
+	bridge_without_netfilter "$NS_VNET"
 	ip -n "$NS_VNET" link set vnet0 up
 	switch_port "$NS_BASTION" vnet0 bastionp 02:b5:00:00:00:04 "$BASTION_VNET4" "$BASTION_VNET6"
 	switch_port "$NS_BASTION2" vnet0 bastion2p 02:b5:00:00:00:05 "$BASTION2_VNET4" "$BASTION2_VNET6"
@@ -102,15 +95,7 @@ make_cluster_links() {
 
 # switch_port NS IFACE PORT MAC ADDR4 ADDR6: NS's IFACE, cabled to a port of
 # bl-vnet's switch.
-switch_port() {
-	local ns=$1 iface=$2 port=$3 mac=$4 a4=$5 a6=$6
-	ip -n "$ns" link add "$iface" address "$mac" type veth peer name "$port" netns "$NS_VNET"
-	nsx "$NS_VNET" sysctl -qw "net.ipv6.conf.$port.disable_ipv6=1"
-	ip -n "$NS_VNET" link set "$port" master vnet0 up
-	ip -n "$ns" addr add "$a4/$VNET_PREFIX4" dev "$iface"
-	ip -n "$ns" addr add "$a6/$VNET_PREFIX6" dev "$iface" nodad
-	ip -n "$ns" link set "$iface" up
-}
+switch_port() { cable "$@" "$NS_VNET" vnet0; }
 
 # start_udp_balancer: QUIC (UDP 443) from users goes to one instance per
 # flow, chosen by a hash of the user's address and port and kept by

@@ -208,11 +208,7 @@ make_vnet() {
 	# inet hooks; the firewall filters the VNet in the bridge family instead,
 	# so turn that off here (the sysctls exist once a bridge does).
 	ip -n "$NS_BASTION" link add vnet0 address 02:b5:00:00:00:04 type bridge
-	local s
-	for s in iptables ip6tables arptables; do
-		[ -e "/proc/sys/net/bridge/bridge-nf-call-$s" ] || continue
-		nsx "$NS_BASTION" sysctl -qw "net.bridge.bridge-nf-call-$s=0"
-	done
+	bridge_without_netfilter "$NS_BASTION"
 	ip -n "$NS_BASTION" addr add "$BASTION_VNET4/$VNET_PREFIX4" dev vnet0
 	ip -n "$NS_BASTION" addr add "$BASTION_VNET6/$VNET_PREFIX6" dev vnet0 nodad
 	ip -n "$NS_BASTION" link set vnet0 up
@@ -222,14 +218,29 @@ make_vnet() {
 }
 
 # attach_vm NS PORT MAC ADDR4 ADDR6: a machine's eth0, cabled to a port of vnet0.
-attach_vm() {
-	local ns=$1 port=$2 mac=$3 a4=$4 a6=$5
-	ip -n "$ns" link add eth0 address "$mac" type veth peer name "$port" netns "$NS_BASTION"
-	nsx "$NS_BASTION" sysctl -qw "net.ipv6.conf.$port.disable_ipv6=1"
-	ip -n "$NS_BASTION" link set "$port" master vnet0 up
-	ip -n "$ns" addr add "$a4/$VNET_PREFIX4" dev eth0
-	ip -n "$ns" addr add "$a6/$VNET_PREFIX6" dev eth0 nodad
-	ip -n "$ns" link set eth0 up
+attach_vm() { cable "$1" eth0 "$2" "$3" "$4" "$5" "$NS_BASTION" vnet0; }
+
+# cable NS IFACE PORT MAC ADDR4 ADDR6 SWITCH BRIDGE: NS's IFACE (on the VNet's
+# prefixes), cabled to PORT of BRIDGE in namespace SWITCH.
+cable() {
+	local ns=$1 iface=$2 port=$3 mac=$4 a4=$5 a6=$6 sw=$7 br=$8
+	ip -n "$ns" link add "$iface" address "$mac" type veth peer name "$port" netns "$sw"
+	nsx "$sw" sysctl -qw "net.ipv6.conf.$port.disable_ipv6=1"
+	ip -n "$sw" link set "$port" master "$br" up
+	ip -n "$ns" addr add "$a4/$VNET_PREFIX4" dev "$iface"
+	ip -n "$ns" addr add "$a6/$VNET_PREFIX6" dev "$iface" nodad
+	ip -n "$ns" link set "$iface" up
+}
+
+# bridge_without_netfilter NS: a new namespace starts with br_netfilter
+# passing bridged frames to the inet hooks; NS's bridges keep them out (the
+# sysctls exist once a bridge does).
+bridge_without_netfilter() {
+	local s
+	for s in iptables ip6tables arptables; do
+		[ -e "/proc/sys/net/bridge/bridge-nf-call-$s" ] || continue
+		nsx "$1" sysctl -qw "net.bridge.bridge-nf-call-$s=0"
+	done
 }
 
 # --- vm1: OpenSSH ---------------------------------------------------------------
