@@ -102,3 +102,30 @@ func Take(db DB, bucket string, key []byte) ([]byte, error) {
 	})
 	return v, err
 }
+
+// Getter is a store that reads one key by itself, in one statement outside
+// any transaction (PostgreSQL: one round trip instead of a transaction's
+// two or three). A single key's value is atomic on its own; reading two
+// keys as of one moment still needs a View.
+type Getter interface {
+	Get(bucket string, key []byte) ([]byte, error)
+}
+
+// Get returns key's value in bucket as of now, or nil (and no error) when
+// there is none: the backend's own Getter, or a View.
+func Get(db DB, bucket string, key []byte) ([]byte, error) {
+	if g, ok := db.(Getter); ok {
+		return g.Get(bucket, key)
+	}
+	var v []byte
+	err := db.View(func(tx Tx) error {
+		v = nil
+		got, err := tx.Bucket(bucket).Get(key)
+		if err != nil || got == nil {
+			return err
+		}
+		v = append([]byte{}, got...)
+		return nil
+	})
+	return v, err
+}

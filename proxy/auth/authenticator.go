@@ -202,13 +202,16 @@ func (a *Authenticator) Login(ctx context.Context, name, password, code string, 
 			Detail: "this source failed too often: its attempts are refused unchecked until its backoff ends"})
 		return User{}, &LoginError{Reason: "throttled"}
 	}
+	// The account is read before the wait for a hashing slot, not while
+	// holding one: in a cluster the read is a round trip to the database,
+	// and the slots bound the hashes' memory, not the reads.
+	u, err := a.store.User(name)
+	known := err == nil
 	select {
 	case a.hashing <- struct{}{}:
 	case <-ctx.Done():
 		return User{}, ctx.Err()
 	}
-	u, err := a.store.User(name)
-	known := err == nil
 	hash := a.dummyHash
 	if known {
 		hash = u.PasswordHash

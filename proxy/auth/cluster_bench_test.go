@@ -7,12 +7,14 @@ import (
 	"testing"
 
 	"github.com/bastiond/bastiond/internal/benchlat"
+	"github.com/bastiond/bastiond/internal/store/pgstore/pgstoretest"
 )
 
 // BenchmarkClusterSignIn is a sign-in of one of 200 users at once, taking
 // turns at two instances on one store, password hashing at its cheapest
 // (argon2id is the same on every backend; this is what the store adds):
-// bbolt, and PostgreSQL with a pool per instance. p50 and p99 per sign-in.
+// bbolt, and PostgreSQL with a pool per instance; under each of
+// benchlat.Loads. p50 and p99 per sign-in.
 func BenchmarkClusterSignIn(b *testing.B) {
 	const users = 200
 	for _, be := range clusterBackends {
@@ -24,11 +26,17 @@ func BenchmarkClusterSignIn(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			benchlat.Run(b, users, func(u, i int) error {
-				src := netip.AddrFrom4([4]byte{198, 51, byte(u >> 8), byte(u)})
-				_, err := as[i%2].Login(context.Background(), fmt.Sprintf("u%03d", u), goodPassword, "", src)
-				return err
-			})
+			for _, load := range benchlat.Loads {
+				b.Run(load.Name, func(b *testing.B) {
+					pgstoretest.ReportConflicts(b, func() {
+						benchlat.RunPaced(b, users, load.Think, func(u, i int) error {
+							src := netip.AddrFrom4([4]byte{198, 51, byte(u >> 8), byte(u)})
+							_, err := as[i%2].Login(context.Background(), fmt.Sprintf("u%03d", u), goodPassword, "", src)
+							return err
+						})
+					}, dbA, dbB)
+				})
+			}
 		})
 	}
 }

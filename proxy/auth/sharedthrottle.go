@@ -92,26 +92,21 @@ func newSharedThrottle(db store.DB, cfg ThrottleConfig) *sharedThrottle {
 }
 
 func (t *sharedThrottle) wait(k []byte, now time.Time) (time.Duration, error) {
-	var w time.Duration
-	err := t.db.View(func(tx store.Tx) error {
-		w = 0
-		v, err := tx.Bucket(bucketThrottle).Get(k)
-		if err != nil || v == nil {
-			return err
-		}
-		e, err := decodeEntry(v)
-		if err != nil {
-			return err
-		}
-		if now.Before(e.until) {
-			w = e.until.Sub(now)
-		}
-		return nil
-	})
+	v, err := store.Get(t.db, bucketThrottle, k)
 	if err != nil {
 		return 0, fmt.Errorf("auth: sign-in throttle: %w", err)
 	}
-	return w, nil
+	if v == nil {
+		return 0, nil
+	}
+	e, err := decodeEntry(v)
+	if err != nil {
+		return 0, fmt.Errorf("auth: sign-in throttle: %w", err)
+	}
+	if now.Before(e.until) {
+		return e.until.Sub(now), nil
+	}
+	return 0, nil
 }
 
 func (t *sharedThrottle) sourceWait(src netip.Addr, now time.Time) (time.Duration, error) {
@@ -205,8 +200,26 @@ func (t *sharedThrottle) locked(name string, src netip.Addr) error {
 	return t.remove(pairKey(name, src))
 }
 
+// succeed clears the account's failures and the pair's. Most sign-ins
+// have none to clear: they are looked for first, each read one statement,
+// and only what is there is removed, so that a sign-in without failures
+// writes nothing (in PostgreSQL, a SERIALIZABLE transaction of deletes
+// takes predicate locks and commits, where the reads take neither).
 func (t *sharedThrottle) succeed(name string, src netip.Addr) error {
-	return t.remove(userThrottleKey(name), pairKey(name, src))
+	var there [][]byte
+	for _, k := range [][]byte{userThrottleKey(name), pairKey(name, src)} {
+		v, err := store.Get(t.db, bucketThrottle, k)
+		if err != nil {
+			return fmt.Errorf("auth: sign-in throttle: %w", err)
+		}
+		if v != nil {
+			there = append(there, k)
+		}
+	}
+	if len(there) == 0 {
+		return nil
+	}
+	return t.remove(there...)
 }
 
 func (t *sharedThrottle) reset(name string) error {

@@ -100,13 +100,11 @@ func (s *Store) AddUser(name, password string, roles []string) error {
 
 // User returns the account called name.
 func (s *Store) User(name string) (User, error) {
-	var u User
-	err := s.db.View(func(tx store.Tx) error {
-		var err error
-		u, err = getUser(tx.Bucket(bucketUsers), name)
-		return err
-	})
-	return u, err
+	v, err := store.Get(s.db, bucketUsers, []byte(name))
+	if err != nil {
+		return User{}, fmt.Errorf("auth: read user %s: %w", name, err)
+	}
+	return decodeUser(name, v)
 }
 
 // Users returns every account, by name.
@@ -247,6 +245,12 @@ func getUser(b store.Bucket, name string) (User, error) {
 	if err != nil {
 		return User{}, fmt.Errorf("auth: read user %s: %w", name, err)
 	}
+	return decodeUser(name, v)
+}
+
+// decodeUser is the account called name from its stored value v (nil:
+// there is no such account).
+func decodeUser(name string, v []byte) (User, error) {
 	if v == nil {
 		return User{}, fmt.Errorf("auth: %s: %w", name, ErrNoUser)
 	}

@@ -32,15 +32,21 @@ func BenchmarkClusterIssueRedeem(b *testing.B) {
 			a, _ := newShared(dbA)
 			c, _ := newShared(dbB)
 			inst := []*Shared{a, c}
-			benchlat.Run(b, users, func(u, i int) error {
-				session := fmt.Sprintf("session-%03d", u)
-				v, err := inst[i%2].Issue(Ticket{Session: session, User: "alice", Target: "vm1", Protocol: "ssh", Port: 22})
-				if err != nil {
-					return err
-				}
-				_, err = inst[(i+1)%2].Redeem(v, session)
-				return err
-			})
+			for _, load := range benchlat.Loads {
+				b.Run(load.Name, func(b *testing.B) {
+					pgstoretest.ReportConflicts(b, func() {
+						benchlat.RunPaced(b, users, load.Think, func(u, i int) error {
+							session := fmt.Sprintf("session-%03d", u)
+							v, err := inst[i%2].Issue(Ticket{Session: session, User: "alice", Target: "vm1", Protocol: "ssh", Port: 22})
+							if err != nil {
+								return err
+							}
+							_, err = inst[(i+1)%2].Redeem(v, session)
+							return err
+						})
+					}, dbA, dbB)
+				})
+			}
 		})
 	}
 }

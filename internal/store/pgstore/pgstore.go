@@ -76,6 +76,7 @@ type DB struct {
 	cfg   Config
 	pool  *pgxpool.Pool
 	where string // user@host:port/database, for messages (never the password)
+	counters
 }
 
 var _ store.DB = (*DB)(nil)
@@ -412,12 +413,14 @@ const (
 
 // View runs fn in a REPEATABLE READ READ ONLY transaction.
 func (db *DB) View(fn func(store.Tx) error) error {
+	db.views.Add(1)
 	return db.run(beginView, false, fn)
 }
 
 // Update runs fn in a SERIALIZABLE transaction, again when it conflicts
 // with another one, up to Config.MaxAttempts times.
 func (db *DB) Update(fn func(store.Tx) error) error {
+	db.updates.Add(1)
 	return db.run(beginUpdate, true, fn)
 }
 
@@ -435,7 +438,9 @@ func (db *DB) run(begin string, writable bool, fn func(store.Tx) error) error {
 		case !again:
 			return err
 		case conflict(err):
+			db.conflicts.Add(1)
 			if attempt >= db.cfg.MaxAttempts {
+				db.gaveUp.Add(1)
 				return fmt.Errorf("%w: pgstore: the transaction still conflicted with others after %d attempts: %w", store.ErrUnavailable, attempt, err)
 			}
 		case lost:
@@ -647,12 +652,10 @@ func (b bucket) Delete(key []byte) error {
 // others wait for it and then find nothing. No predicate locks are taken,
 // so it never makes a SERIALIZABLE transaction conflict.
 func (db *DB) Take(bucket string, key []byte) ([]byte, error) {
-	if err := store.CheckKey(key); err != nil {
+	if err := checkBucketKey(bucket, key); err != nil {
 		return nil, err
 	}
-	if bucket == "" || !utf8.ValidString(bucket) || strings.IndexByte(bucket, 0) >= 0 {
-		return nil, fmt.Errorf("pgstore: bucket name %q: a bucket's name is non-empty UTF-8 without NUL", bucket)
-	}
+	db.takes.Add(1)
 	ctx, cancel := context.WithTimeout(context.Background(), db.cfg.StatementTimeout)
 	defer cancel()
 	var v []byte
@@ -667,6 +670,56 @@ func (db *DB) Take(bucket string, key []byte) ([]byte, error) {
 		v = []byte{}
 	}
 	return v, nil
+}
+
+// checkBucketKey is what the statements outside a transaction (Take,
+// Get) check of their bucket and key, as a bucket's methods do.
+func checkBucketKey(bucket string, key []byte) error {
+	if err := store.CheckKey(key); err != nil {
+		return err
+	}
+	if bucket == "" || !utf8.ValidString(bucket) || strings.IndexByte(bucket, 0) >= 0 {
+		return fmt.Errorf("pgstore: bucket name %q: a bucket's name is non-empty UTF-8 without NUL", bucket)
+	}
+	return nil
+}
+
+// Get reads key in one statement outside any transaction: one round trip
+// where a View takes two. A statement that fails on a pooled connection
+// found broken (a server restarted since) is sent once more: it changes
+// nothing.
+func (db *DB) Get(bucket string, key []byte) ([]byte, error) {
+	if err := checkBucketKey(bucket, key); err != nil {
+		return nil, err
+	}
+	db.gets.Add(1)
+	for attempt := 1; ; attempt++ {
+		v, lost, err := db.get(bucket, key)
+		if !lost || attempt == 2 {
+			return v, err
+		}
+	}
+}
+
+func (db *DB) get(bucket string, key []byte) (v []byte, lost bool, err error) {
+	c, err := db.acquire(context.Background())
+	if err != nil {
+		return nil, false, err
+	}
+	defer c.Release()
+	ctx, cancel := context.WithTimeout(context.Background(), db.cfg.StatementTimeout)
+	defer cancel()
+	err = c.QueryRow(ctx, "SELECT value FROM kv WHERE bucket = $1 AND key_hash = sha256($2::bytea) AND key = $2",
+		bucket, key).Scan(&v)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, false, nil
+	case err != nil:
+		return nil, c.Conn().IsClosed(), db.fail("get", err)
+	case v == nil:
+		v = []byte{}
+	}
+	return v, false, nil
 }
 
 // page is how many rows ForEach reads at a time: fn runs between pages,

@@ -33,6 +33,7 @@ func Run(t *testing.T, open func(t *testing.T) store.DB) {
 		{"Serializable", testSerializable},
 		{"OnceOnly", testOnceOnly},
 		{"Take", testTake},
+		{"Get", testGet},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, open(t)) })
@@ -398,5 +399,40 @@ func testTake(t *testing.T, db store.DB) {
 		if v := get(t, db, "other", key); string(v) != "kept" {
 			t.Fatalf("take removed the key from another bucket: %q", v)
 		}
+	}
+}
+
+// testGet is store.Get, the backend's own or the View it falls back to: a
+// missing key gives nil, an empty value a non-nil empty slice, a key of
+// another bucket nothing, a bad key ErrKey; and it sees what was
+// committed last, the value being the caller's to keep.
+func testGet(t *testing.T, db store.DB) {
+	if v, err := store.Get(db, "users", []byte("none")); err != nil || v != nil {
+		t.Fatalf("get of a missing key: %q, %v", v, err)
+	}
+	put(t, db, "users", "empty", "")
+	if v, err := store.Get(db, "users", []byte("empty")); err != nil || v == nil || len(v) != 0 {
+		t.Fatalf("get of an empty value: %q (nil: %v), %v", v, v == nil, err)
+	}
+	if _, err := store.Get(db, "users", nil); !errors.Is(err, store.ErrKey) {
+		t.Fatalf("get of an empty key: %v, want ErrKey", err)
+	}
+	put(t, db, "other", "alice", "other's")
+	put(t, db, "users", "alice", "first")
+	v, err := store.Get(db, "users", []byte("alice"))
+	if err != nil || string(v) != "first" {
+		t.Fatalf("get: %q, %v; want first", v, err)
+	}
+	put(t, db, "users", "alice", "second")
+	if string(v) != "first" {
+		t.Fatalf("a value got changed under its reader: %q", v)
+	}
+	if v, err := store.Get(db, "users", []byte("alice")); err != nil || string(v) != "second" {
+		t.Fatalf("get after an update: %q, %v; want second", v, err)
+	}
+	long := bytes.Repeat([]byte{0xff}, store.MaxKey)
+	put(t, db, "users", string(long), "long")
+	if v, err := store.Get(db, "users", long); err != nil || string(v) != "long" {
+		t.Fatalf("get of a %d-byte key: %q, %v", len(long), v, err)
 	}
 }

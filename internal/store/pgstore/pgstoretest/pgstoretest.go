@@ -60,3 +60,27 @@ var Backends = []Backend{
 	}},
 	{"postgres", Open},
 }
+
+// Conflicts sums the conflicts (transactions rolled back and run again) of
+// the PostgreSQL stores among dbs; other backends have none.
+func Conflicts(dbs ...store.DB) uint64 {
+	var n uint64
+	seen := map[*pgstore.DB]bool{}
+	for _, db := range dbs {
+		if p, ok := db.(*pgstore.DB); ok && !seen[p] {
+			seen[p] = true
+			n += p.Stats().Conflicts
+		}
+	}
+	return n
+}
+
+// ReportConflicts runs op, a benchmark's timed loop over dbs, and reports
+// the conflicts it caused per operation ("conflicts/op"): where a
+// PostgreSQL store's latency tail comes from.
+func ReportConflicts(b *testing.B, op func(), dbs ...store.DB) {
+	b.Helper()
+	before := Conflicts(dbs...)
+	op()
+	b.ReportMetric(float64(Conflicts(dbs...)-before)/float64(b.N), "conflicts/op")
+}
