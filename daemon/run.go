@@ -14,6 +14,7 @@ import (
 	"time"
 
 	sdaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
@@ -250,6 +251,9 @@ func (d *daemon) start() (err error) {
 	d.metrics = newMetricsServer(metricsLn, d.kernel, d.log.Named("metrics"), d.broker, d.auth,
 		d.front.RequestMetrics(), d.front.TCPMetrics(), d.front.QUICMetrics(), d.ship)
 	d.metrics.reg.MustRegister(recording.Collectors()...)
+	if c, ok := d.state.(prometheus.Collector); ok {
+		d.metrics.reg.MustRegister(c) // PostgreSQL's transactions, conflicts, pool
+	}
 	if d.pred != nil {
 		d.front.SetPredecessor(d.pred.quicLinks())
 	}

@@ -146,8 +146,16 @@ func (s *Shared) report(es []ended) {
 // getRecord reads the session under cookie hash k, or nil.
 func getRecord(b store.Bucket, k key) (*record, error) {
 	v, err := b.Get(cookieKey(k))
-	if err != nil || v == nil {
+	if err != nil {
 		return nil, err
+	}
+	return decodeRecord(k, v)
+}
+
+// decodeRecord is the session of k from its stored value v (nil: none).
+func decodeRecord(k key, v []byte) (*record, error) {
+	if v == nil {
+		return nil, nil
 	}
 	var r record
 	if err := json.Unmarshal(v, &r); err != nil {
@@ -262,14 +270,15 @@ func (s *Shared) Get(cookie string) (Session, error) {
 	cfg := s.Config()
 	k := hash(cookie)
 	now := s.now()
-	var r *record
-	err := s.db.View(func(tx store.Tx) error {
-		var err error
-		r, err = getRecord(tx.Bucket(bucket), k)
-		return err
-	})
+	// Every request of a signed-in browser comes here: one key, read by
+	// itself (in PostgreSQL one statement, not a transaction).
+	v, err := store.Get(s.db, bucket, cookieKey(k))
 	if err != nil {
 		return Session{}, fmt.Errorf("websession: %w", err)
+	}
+	r, err := decodeRecord(k, v)
+	if err != nil {
+		return Session{}, err
 	}
 	if r == nil {
 		return Session{}, ErrNoSession
