@@ -219,10 +219,16 @@ func (a *Authenticator) Login(ctx context.Context, name, password, code string, 
 	ok, herr := verifyPassword(hash, password)
 	<-a.hashing
 	switch {
-	case !known && errors.Is(err, store.ErrUnavailable):
+	case !known && (errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrReleased)):
 		// Not an unknown user: a database that cannot be reached (a
-		// cluster's), which is no failure of the one signing in.
+		// cluster's), or a store handed over to the new process of an
+		// upgrade, which is no failure of the one signing in.
 		return User{}, a.unavailable(name, src, err)
+	case !known && !errors.Is(err, ErrNoUser):
+		// The account is there but cannot be read: not an unknown user
+		// either, and no lockout can be written to it.
+		a.log.Error("login: stored account unreadable", zap.String("user", name), zap.Error(err))
+		return User{}, a.failed(name, src, now, "unreadable account", "unreadable_account", false)
 	case !known:
 		return User{}, a.failed(name, src, now, "unknown user", "unknown_user", false)
 	case herr != nil:

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bastiond/bastiond/internal/store"
+	"github.com/bastiond/bastiond/internal/store/pgstore/pgstoretest"
 )
 
 // cheap are password hash costs for tests that make many sign-ins.
@@ -298,6 +299,38 @@ func BenchmarkThrottleFail(b *testing.B) {
 				if _, err := th.fail("alice", src, true, now); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// TestUnreadableAccount: an account whose record cannot be decoded is not
+// an unknown user (a wrong message in the audit trail, and a guesser's
+// failures counted against nobody): the sign-in fails as
+// unreadable_account, with the account's name as actor, on both stores.
+func TestUnreadableAccount(t *testing.T) {
+	for _, be := range pgstoretest.Backends {
+		t.Run(be.Name, func(t *testing.T) {
+			db := be.Open(t)
+			s, _ := newTestStoreOn(t, db, cheap)
+			if err := s.AddUser("alice", goodPassword, nil); err != nil {
+				t.Fatal(err)
+			}
+			err := db.Update(func(tx store.Tx) error { return tx.Bucket(bucketUsers).Put([]byte("alice"), []byte("{not json")) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			sink := &capture{}
+			a, err := NewAuthenticator(AuthenticatorConfig{Store: s, Logger: zap.NewNop(), Audit: sink, SharedThrottle: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, src := range []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")} {
+				_, err := a.Login(context.Background(), "alice", goodPassword, "", src)
+				if !errors.Is(err, ErrLoginFailed) {
+					t.Fatalf("%v, want a failed sign-in", err)
+				}
+				checkEvents(t, sink.Take(), want{event: "signin_failed", actor: "alice", source: src.String(), user: "alice", reason: "unreadable_account"})
 			}
 		})
 	}
