@@ -180,7 +180,7 @@ func newServer(cfg Config, a *auth.Authenticator, tn tuning) (*Server, error) {
 		}
 	}
 	s := &Server{log: c.Logger, auth: a, lineage: l, ids: handover.NewConnIDs(l)}
-	s.door = gate.New(gate.Config{Log: c.Logger, Settings: s.gateSettings, ALPN: ALPNTunnel, IDs: s.ids,
+	s.door = gate.New(gate.Config{Log: c.Logger, Audit: c.Audit, Settings: s.gateSettings, ALPN: ALPNTunnel, IDs: s.ids,
 		HandshakeFailed:  func() { s.handshakeFailed("tls") },
 		PendingPerSource: tn.quicPendingPerSource, MaxUnauthConns: tn.quicMaxUnauth})
 	if s.authz, err = authz.New(authz.Config{Logger: c.Logger, Access: c.Access, Audit: c.Audit}); err != nil {

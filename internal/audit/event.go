@@ -89,6 +89,10 @@ const (
 	DriftRepaired   = "firewall_drift_repaired"
 	BlocklistAdded  = "blocklist_added"
 	BlocklistClear  = "blocklist_cleared"
+	// BalancerHeaderRefused: a configured balancer's connection without a
+	// valid PROXY header, dropped (at most one event every 10 s, with the
+	// count of the others).
+	BalancerHeaderRefused = "balancer_header_refused"
 	DaemonStarted   = "daemon_started"
 	DaemonStopped   = "daemon_stopped"
 	AdminRefused    = "admin_refused" // a request on the admin socket from a user who is not an admin

@@ -2,6 +2,7 @@ package gate
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/gate/proxyproto"
 )
 
@@ -118,12 +120,23 @@ func (d *Door) badHeader(balancer netip.AddrPort, err error) {
 	if !d.headerLog.allow() {
 		return
 	}
-	why := err.Error()
+	why, reason := err.Error(), "malformed"
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		why = "no whole header within limits.handshake_timeout"
+		why, reason = "no whole header within limits.handshake_timeout", "timeout"
 	}
+	held := d.headerLog.take()
 	d.cfg.Log.Warn("a balancer's connection without a valid PROXY protocol v2 header: dropped",
-		zap.Stringer("balancer", balancer), zap.String("error", why), zap.Int64("dropped_since_last_log", d.headerLog.take()))
+		zap.Stringer("balancer", balancer), zap.String("error", why), zap.Int64("dropped_since_last_log", held))
+	// A balancer that sends a bad header is broken, misconfigured, or no
+	// longer the balancer: a security event, as often as the log line.
+	if d.cfg.Audit != nil {
+		detail := why + "; dropped with nothing sent"
+		if held > 0 {
+			detail += fmt.Sprintf(" (%d more since the last such event)", held)
+		}
+		d.cfg.Audit.Audit(audit.Event{Event: audit.BalancerHeaderRefused, Actor: audit.ActorAnonymous, Source: balancer.Addr().String(),
+			Reason: reason, Detail: detail})
+	}
 }
 
 // limitedLog lets one log line through every logEvery, counting the

@@ -7,12 +7,15 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/audit/audittest"
 	"github.com/bastiond/bastiond/proxy/gate/gatetest"
 	"github.com/bastiond/bastiond/proxy/gate/proxyproto"
 )
@@ -310,5 +313,41 @@ func TestFromBalancer(t *testing.T) {
 		if got := fromBalancer(list, ap.Addr()); got != tc.want {
 			t.Errorf("%s: fromBalancer %v, want %v", tc.remote, got, tc.want)
 		}
+	}
+}
+
+// TestBalancerHeaderAudited: a configured balancer's connection dropped for
+// its header is a security event with the balancer's address, at most one
+// every logEvery, the next one counting those held back in between.
+func TestBalancerHeaderAudited(t *testing.T) {
+	hello := gatetest.ClientHello(t, &tls.Config{ServerName: gatetest.ServerName})
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			peer := loopback(network)
+			d, g, _ := balancerGate(t, network, Settings{HandshakeTimeout: time.Second, Balancers: []netip.Prefix{netip.PrefixFrom(peer, peer.BitLen())}})
+			events := &audit.Capture{}
+			d.cfg.Audit = events
+			drop := func() {
+				t.Helper()
+				if _, read := send(t, g, hello); read() != 0 {
+					t.Fatal("the gate answered a connection without a header")
+				}
+			}
+			for range 3 {
+				drop()
+			}
+			audittest.Check(t, "three headerless connections within logEvery", events.Take(),
+				audittest.Want{Event: audit.BalancerHeaderRefused, Actor: audit.ActorAnonymous, Source: peer.String(), Reason: "malformed"})
+			d.headerLog.mu.Lock()
+			d.headerLog.last = time.Time{} // logEvery has passed
+			d.headerLog.mu.Unlock()
+			drop()
+			got := events.Take()
+			audittest.Check(t, "the next one, logEvery later", got,
+				audittest.Want{Event: audit.BalancerHeaderRefused, Actor: audit.ActorAnonymous, Source: peer.String(), Reason: "malformed"})
+			if len(got) == 1 && !strings.Contains(got[0].Detail, "(2 more since the last such event)") {
+				t.Errorf("detail %q does not count the two held back", got[0].Detail)
+			}
+		})
 	}
 }

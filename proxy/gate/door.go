@@ -21,6 +21,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/handover"
 )
 
@@ -57,6 +58,9 @@ type Config struct {
 	// IDs are the QUIC connection IDs of this process's generation: a
 	// QUIC gate routes datagrams by them. Required.
 	IDs *handover.ConnIDs
+	// Audit receives the gates' security events: a balancer's connection
+	// dropped for its PROXY header. Optional.
+	Audit audit.Sink
 	// HandshakeFailed is told of a TLS handshake that named the server and
 	// then failed. Optional.
 	HandshakeFailed func()
