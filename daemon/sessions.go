@@ -27,7 +27,16 @@ import (
 // shipper (d.ship) that copies every line it writes to journald and the
 // syslog collector.
 func openBroker(cfg *config.Config, d *daemon) (*broker.Broker, error) {
-	ship, err := openShipper(cfg.Logging, d.log.Named("ship"), d.trail)
+	var toDB []auditship.Destination
+	if pg, ok := d.state.(pgState); ok { // the cluster's copy of every instance's lines
+		db, err := auditship.NewDatabase(auditship.DatabaseConfig{Table: pg.DB, Writer: cfg.Cluster.Instance,
+			Keep: cfg.Store.Postgres.AuditKeep, Logger: d.log.Named("ship"), Audit: d.trail})
+		if err != nil {
+			return nil, err
+		}
+		toDB = append(toDB, db)
+	}
+	ship, err := openShipper(cfg.Logging, d.log.Named("ship"), d.trail, toDB...)
 	if err != nil {
 		return nil, err
 	}
@@ -54,10 +63,10 @@ func openBroker(cfg *config.Config, d *daemon) (*broker.Broker, error) {
 	return b, nil
 }
 
-// openShipper builds the audit shipper that logging asks for; with no
-// destination it ships nowhere. Its failures are told to sink.
-func openShipper(l config.Logging, log *zap.Logger, sink audit.Sink) (*auditship.Shipper, error) {
-	var dests []auditship.Destination
+// openShipper builds the audit shipper that logging asks for, besides the
+// destinations given; with no destination it ships nowhere. Its failures
+// are told to sink.
+func openShipper(l config.Logging, log *zap.Logger, sink audit.Sink, dests ...auditship.Destination) (*auditship.Shipper, error) {
 	switch {
 	case l.Journald == "on" && !auditship.UnderJournald():
 		return nil, errors.New("logging.journald: on, but journald is not there (no $JOURNAL_STREAM, no /run/systemd/journal/socket); use auto or off")
