@@ -35,6 +35,18 @@ func openBroker(cfg *config.Config, d *daemon) (*broker.Broker, error) {
 			return nil, err
 		}
 		toDB = append(toDB, db)
+		// What the file gained while its lines did not reach the
+		// database goes first, before this process's lines.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		missed, err := catchUpAuditCopy(ctx, pg.DB, cfg.Logging.AuditFile, cfg.Cluster.Instance, 100000)
+		cancel()
+		if err != nil {
+			d.log.Warn("cannot find the audit lines the database missed; it gets this process's", zap.Error(err))
+		}
+		if len(missed) > 0 {
+			d.log.Info("copying to the database the audit lines it missed", zap.Int("lines", len(missed)))
+			db.Ship(missed)
+		}
 	}
 	ship, err := openShipper(cfg.Logging, d.log.Named("ship"), d.trail, toDB...)
 	if err != nil {

@@ -3,9 +3,12 @@ package pgstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/bastiond/bastiond/internal/audit"
 )
@@ -100,6 +103,24 @@ func (db *DB) AuditEvents(ctx context.Context, q audit.Query) (audit.Found, erro
 		return audit.Found{}, db.fail("read audit lines", err)
 	}
 	return f, nil
+}
+
+// LastAudit returns the hash of the last line writer copied (by the order
+// it copied them), and false when it copied none.
+func (db *DB) LastAudit(ctx context.Context, writer string) (audit.Hash, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, db.cfg.StatementTimeout)
+	defer cancel()
+	var h []byte
+	err := db.pool.QueryRow(ctx, "SELECT hash FROM audit_events WHERE written_by = $1 ORDER BY id DESC LIMIT 1", writer).Scan(&h)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return audit.Hash{}, false, nil
+	case err != nil:
+		return audit.Hash{}, false, db.fail("read the last audit line copied", err)
+	case len(h) != len(audit.Hash{}):
+		return audit.Hash{}, false, fmt.Errorf("pgstore: audit_events holds a hash of %d bytes", len(h))
+	}
+	return audit.Hash(h), true, nil
 }
 
 // pruneBatch is how many rows one statement of PruneAudit deletes at most,

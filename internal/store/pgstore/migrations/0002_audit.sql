@@ -27,6 +27,9 @@ CREATE TABLE audit_events (
 );
 CREATE INDEX audit_events_at ON audit_events (at, id);
 CREATE INDEX audit_events_user ON audit_events (user_name, at) WHERE user_name <> '';
+-- An instance starting finds the last line it copied, to copy what its
+-- file gained since (lines still queued when it stopped).
+CREATE INDEX audit_events_writer ON audit_events (written_by, id);
 
 COMMENT ON TABLE audit_events IS 'a copy of every bastiond instance''s audit trail (the files are the source of truth); written only by bastiond';
 COMMENT ON COLUMN audit_events.hash IS 'SHA-256 of line: the prev field of the next line of its file';
