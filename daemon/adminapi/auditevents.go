@@ -47,7 +47,7 @@ func (s *Server) auditRoutes(mux *http.ServeMux, ae AuditEvents) {
 		if ev.Lines == nil {
 			ev.Lines = []string{}
 		}
-		s.log.Debug("audit events read", peerField(r), zap.String("from", ev.From), zap.Int("lines", len(ev.Lines)))
+		s.log.Info("audit events read", peerField(r), zap.String("from", ev.From), zap.Int("lines", len(ev.Lines)))
 		writeJSON(w, http.StatusOK, ev)
 	})
 }
