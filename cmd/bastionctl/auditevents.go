@@ -34,7 +34,7 @@ func newAuditEvents(socket *string) *cobra.Command {
 			"writes them (a few seconds behind the files); on a single host, or with --local, from this instance's\n" +
 			"audit file and its rotated predecessors (logrotate's .gz included).\n\n" +
 			"WHEN is an RFC 3339 time (2026-12-07T05:00:00Z), a date (2026-12-07, midnight UTC), 'now', or a\n" +
-			"duration ago: 90m, 1h, 7d. Default: the last 24 hours.\n\n" +
+			"duration ago: 90m, 1h, 7d. Default: the last hour.\n\n" +
 			"--user keeps the events whose user or actor is NAME (what was done to the account and what it did);\n" +
 			"--instance and --event take a name or a comma-separated list, or may be repeated. --json prints the\n" +
 			"lines exactly as written (JSON lines, docs/audit.md), each verifiable against its file by its SHA-256.\n" +
@@ -66,7 +66,7 @@ func newAuditEvents(socket *string) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&since, "since", "24h", "the range's start: RFC 3339, a date, or a duration ago (1h, 7d)")
+	f.StringVar(&since, "since", "1h", "the range's start: RFC 3339, a date, or a duration ago (1h, 7d)")
 	f.StringVar(&until, "until", "now", "the range's end (excluded), as --since")
 	f.StringSliceVar(&instances, "instance", nil, "only these instances' events")
 	f.StringSliceVar(&evts, "event", nil, "only these event types (session_start, signin_failed...)")

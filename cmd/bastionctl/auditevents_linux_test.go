@@ -78,8 +78,8 @@ func TestAuditEventsCommand(t *testing.T) {
 	if err != nil || !strings.Contains(out, "session_start") || !f.local || q.Limit != 5 {
 		t.Errorf("the table: %q, %v (local %v)", out, err, f.local)
 	}
-	if f.q.Limit != audit.DefaultLimit || f.q.Until.Sub(f.q.Since) != 24*time.Hour {
-		t.Errorf("defaults: %+v, want the last 24 hours, limit %d", f.q, audit.DefaultLimit)
+	if f.q.Limit != audit.DefaultLimit || f.q.Until.Sub(f.q.Since) != time.Hour {
+		t.Errorf("defaults: %+v, want the last hour, limit %d", f.q, audit.DefaultLimit)
 	}
 
 	f.err = fmt.Errorf("%w: pgstore: read audit lines: connection refused", adminapi.ErrAuditUnavailable)
