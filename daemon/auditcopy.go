@@ -9,8 +9,40 @@ import (
 	"slices"
 	"time"
 
+	"go.uber.org/zap"
+
+	"github.com/bastiond/bastiond/daemon/auditship"
+	"github.com/bastiond/bastiond/daemon/config"
 	"github.com/bastiond/bastiond/internal/audit"
 )
+
+// openAuditCopy returns, in a cluster, the shipper's destination that
+// copies this instance's audit lines to the database, with the lines the
+// database missed already queued; none on a single host.
+func openAuditCopy(cfg *config.Config, d *daemon) ([]auditship.Destination, error) {
+	pg, ok := d.state.(pgState)
+	if !ok {
+		return nil, nil
+	}
+	db, err := auditship.NewDatabase(auditship.DatabaseConfig{Table: pg.DB, Writer: cfg.Cluster.Instance,
+		Keep: cfg.Store.Postgres.AuditKeep, Logger: d.log.Named("ship"), Audit: d.trail})
+	if err != nil {
+		return nil, err
+	}
+	// What the file gained while its lines did not reach the database
+	// goes first, before this process's lines.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	missed, err := catchUpAuditCopy(ctx, pg.DB, cfg.Logging.AuditFile, cfg.Cluster.Instance, 100000)
+	if err != nil {
+		d.log.Warn("cannot find the audit lines the database missed; it gets this process's", zap.Error(err))
+	}
+	if len(missed) > 0 {
+		d.log.Info("copying to the database the audit lines it missed", zap.Int("lines", len(missed)))
+		db.Ship(missed)
+	}
+	return []auditship.Destination{db}, nil
+}
 
 // auditCopy is the database's copy of the audit lines as a starting
 // instance sees it (pgstore.DB).

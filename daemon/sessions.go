@@ -24,29 +24,12 @@ import (
 
 // openBroker starts the session broker over the state store and the audit
 // file, recovering the records of sessions a crash interrupted, and the
-// shipper (d.ship) that copies every line it writes to journald and the
-// syslog collector.
+// shipper (d.ship) that copies every line it writes to journald, the
+// syslog collector and, in a cluster, the database.
 func openBroker(cfg *config.Config, d *daemon) (*broker.Broker, error) {
-	var toDB []auditship.Destination
-	if pg, ok := d.state.(pgState); ok { // the cluster's copy of every instance's lines
-		db, err := auditship.NewDatabase(auditship.DatabaseConfig{Table: pg.DB, Writer: cfg.Cluster.Instance,
-			Keep: cfg.Store.Postgres.AuditKeep, Logger: d.log.Named("ship"), Audit: d.trail})
-		if err != nil {
-			return nil, err
-		}
-		toDB = append(toDB, db)
-		// What the file gained while its lines did not reach the
-		// database goes first, before this process's lines.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		missed, err := catchUpAuditCopy(ctx, pg.DB, cfg.Logging.AuditFile, cfg.Cluster.Instance, 100000)
-		cancel()
-		if err != nil {
-			d.log.Warn("cannot find the audit lines the database missed; it gets this process's", zap.Error(err))
-		}
-		if len(missed) > 0 {
-			d.log.Info("copying to the database the audit lines it missed", zap.Int("lines", len(missed)))
-			db.Ship(missed)
-		}
+	toDB, err := openAuditCopy(cfg, d)
+	if err != nil {
+		return nil, err
 	}
 	ship, err := openShipper(cfg.Logging, d.log.Named("ship"), d.trail, toDB...)
 	if err != nil {
