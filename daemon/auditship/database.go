@@ -95,8 +95,8 @@ func (d *Database) counters() *counters { return &d.c }
 func (d *Database) queue() *queue       { return d.q }
 
 // Run copies lines until ctx ends, retrying a failed batch with backoff,
-// and deletes the lines past Keep at start and every PruneEvery. It
-// returns nil when ctx ends.
+// and deletes the lines past Keep once the queue is first empty and then
+// every PruneEvery. It returns nil when ctx ends.
 func (d *Database) Run(ctx context.Context) error {
 	prune := time.NewTicker(d.cfg.PruneEvery)
 	defer prune.Stop()
