@@ -232,7 +232,7 @@ func (d *daemon) start() (err error) {
 	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status,
 		Policy: policyAPI{d}, Targets: targetsAPI{d}, Users: usersAPI{d}, Sessions: sessionsAPI{d},
 		HostKeys: hostKeysAPI{d.hostKeys, d}, SSHCA: d.sshCA, Upgrade: d.requestUpgrade, Reload: d.requestReload, Audit: d.trail,
-		Recordings: recordingsAPI{d},
+		Recordings: recordingsAPI{d}, AuditEvents: auditAPI{d},
 		ScanDial: func(ctx context.Context, target, protocol string) (net.Conn, error) {
 			return d.broker.Probe(ctx, target, protocol)
 		}})

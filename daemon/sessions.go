@@ -24,10 +24,14 @@ import (
 
 // openBroker starts the session broker over the state store and the audit
 // file, recovering the records of sessions a crash interrupted, and the
-// shipper (d.ship) that copies every line it writes to journald and the
-// syslog collector.
+// shipper (d.ship) that copies every line it writes to journald, the
+// syslog collector and, in a cluster, the database.
 func openBroker(cfg *config.Config, d *daemon) (*broker.Broker, error) {
-	ship, err := openShipper(cfg.Logging, d.log.Named("ship"), d.trail)
+	toDB, err := openAuditCopy(cfg, d)
+	if err != nil {
+		return nil, err
+	}
+	ship, err := openShipper(cfg.Logging, d.log.Named("ship"), d.trail, toDB...)
 	if err != nil {
 		return nil, err
 	}
@@ -54,10 +58,10 @@ func openBroker(cfg *config.Config, d *daemon) (*broker.Broker, error) {
 	return b, nil
 }
 
-// openShipper builds the audit shipper that logging asks for; with no
-// destination it ships nowhere. Its failures are told to sink.
-func openShipper(l config.Logging, log *zap.Logger, sink audit.Sink) (*auditship.Shipper, error) {
-	var dests []auditship.Destination
+// openShipper builds the audit shipper that logging asks for, besides the
+// destinations given; with no destination it ships nowhere. Its failures
+// are told to sink.
+func openShipper(l config.Logging, log *zap.Logger, sink audit.Sink, dests ...auditship.Destination) (*auditship.Shipper, error) {
 	switch {
 	case l.Journald == "on" && !auditship.UnderJournald():
 		return nil, errors.New("logging.journald: on, but journald is not there (no $JOURNAL_STREAM, no /run/systemd/journal/socket); use auto or off")

@@ -69,7 +69,7 @@ func TestStatePostgres(t *testing.T) {
 		t.Run(host, func(t *testing.T) {
 			cfg := pgStoreConfig(t, s.DSN(host, name), s.CAFile)
 			line, err := checkStore(cfg)
-			if err != nil || !strings.Contains(line, "start-up creates schema version 1") && !strings.Contains(line, "writable, schema version 1") {
+			if err != nil || !strings.Contains(line, "start-up creates schema version 2") && !strings.Contains(line, "writable, schema version 2") {
 				t.Fatalf("check: %q, %v", line, err)
 			}
 			old, err := openStore(cfg, zap.NewNop())
@@ -80,7 +80,7 @@ func TestStatePostgres(t *testing.T) {
 			if _, ok := old.(*statedb.Handle); ok {
 				t.Fatal("backend: postgres opened bbolt")
 			}
-			if line, err := checkStore(cfg); err != nil || !strings.Contains(line, "writable, schema version 1") {
+			if line, err := checkStore(cfg); err != nil || !strings.Contains(line, "writable, schema version 2") {
 				t.Fatalf("check after start: %q, %v", line, err)
 			}
 			// An upgrade: the old process releases, the new one opens;
@@ -116,7 +116,7 @@ func TestStatePostgres(t *testing.T) {
 	s.Exec(t, newer, "INSERT INTO schema_migrations (version, name) VALUES (99, '0099_future')")
 	for _, tc := range []struct{ name, dsn, ca, want string }{
 		{"read-only", s.DSN("::1", readOnly), s.CAFile, "store.postgres: state store unavailable: pgstore: bastiond@[::1]"},
-		{"newer schema", s.DSN("127.0.0.1", newer), s.CAFile, "store.postgres: database schema version 99 is newer than this bastiond (1): upgrade bastiond"},
+		{"newer schema", s.DSN("127.0.0.1", newer), s.CAFile, "store.postgres: database schema version 99 is newer than this bastiond (2): upgrade bastiond"},
 		{"wrong password", strings.Replace(s.DSN("::1", name), s.Password, "nope", 1), s.CAFile, "check the user and password"},
 		{"no TLS", strings.Replace(s.DSN("127.0.0.1", name), "verify-full", "require", 1), s.CAFile, "add sslmode=verify-full"},
 	} {

@@ -39,12 +39,12 @@ func exitCode(err error) int {
 	return 1
 }
 
-func newAudit() *cobra.Command {
+func newAudit(socket *string, goos string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit",
-		Short: "Check the audit trail",
+		Short: "Check the audit trail; read its events by time range",
 	}
-	cmd.AddCommand(newAuditVerify())
+	cmd.AddCommand(newAuditVerify(), adminCommand(newAuditEvents(socket), goos))
 	return cmd
 }
 

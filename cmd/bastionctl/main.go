@@ -43,7 +43,7 @@ func newRootOn(goos string) *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&socket, "socket", defaultSocket(), "the daemon's admin socket (default from $"+socketEnv+" when set)")
-	root.AddCommand(newLogin(), newLogout(), newTunnel(), newSSHProxy(), newRDP(), newAudit())
+	root.AddCommand(newLogin(), newLogout(), newTunnel(), newSSHProxy(), newRDP(), newAudit(&socket, goos))
 	for _, cmd := range []*cobra.Command{newStatus(&socket), newPolicy(&socket), newTargets(&socket), newUsers(&socket),
 		newTokens(&socket), newSessions(&socket), newHostKeys(&socket), newCA(&socket), newUpgrade(&socket),
 		newReload(&socket), newRecordings(&socket)} {

@@ -59,6 +59,9 @@ type Config struct {
 	Audit audit.Sink
 	// Recordings serves the session recordings; nil leaves them out.
 	Recordings Recordings
+	// AuditEvents serves the audit trail by time range; nil leaves it
+	// out.
+	AuditEvents AuditEvents
 	// Instance is this instance's name when it is one of a cluster (a
 	// shared state store): a kill's reason then says where the admin was,
 	// "by root on instance bastion-b: ...". Empty on a single host.
@@ -117,6 +120,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.Recordings != nil {
 		s.recordingRoutes(mux, cfg.Recordings)
+	}
+	if cfg.AuditEvents != nil {
+		s.auditRoutes(mux, cfg.AuditEvents)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "no such admin endpoint: " + r.Method + " " + r.URL.Path})

@@ -8,7 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Destination is one place lines are shipped to: a *Syslog or a *Journal.
+// Destination is one place lines are shipped to: a *Syslog, a *Journal or
+// a *Database.
 type Destination interface {
 	Name() string
 	Ship(lines [][]byte)
@@ -20,6 +21,7 @@ type Destination interface {
 var (
 	_ Destination = (*Syslog)(nil)
 	_ Destination = (*Journal)(nil)
+	_ Destination = (*Database)(nil)
 )
 
 // Shipper fans the audit trail out to its destinations. Its Ship is the
@@ -87,9 +89,9 @@ func (s *Shipper) Destinations() []string {
 
 var (
 	shippedDesc = prometheus.NewDesc("bastiond_audit_shipped_total",
-		"Audit lines sent to a collector (journald or syslog); a line sent again after a broken connection counts again.", []string{"collector"}, nil)
+		"Audit lines sent to a collector (journald, syslog or the cluster's database); a line sent again after a broken connection counts again.", []string{"collector"}, nil)
 	failuresDesc = prometheus.NewDesc("bastiond_audit_ship_failures_total",
-		"Failures to ship audit lines: connects that failed, connections that broke, entries refused.", []string{"collector"}, nil)
+		"Failures to ship audit lines: connects that failed, connections that broke, entries or batches refused.", []string{"collector"}, nil)
 	depthDesc = prometheus.NewDesc("bastiond_audit_ship_queue_depth",
 		"Audit lines waiting for a collector: not sent yet, or sent and kept to be sent again if the connection breaks.", []string{"collector"}, nil)
 	droppedDesc = prometheus.NewDesc("bastiond_audit_ship_dropped_total",

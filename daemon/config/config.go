@@ -541,6 +541,10 @@ type Postgres struct {
 	// ConnectTimeout bounds connecting and waiting for a free connection.
 	// Default 5s.
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// AuditKeep is how long the database keeps its copy of the audit
+	// lines (`bastionctl audit events`); older ones are deleted every
+	// hour. The files are not touched. Default 400d.
+	AuditKeep time.Duration `yaml:"audit_keep"`
 }
 
 // Facilities are the syslog facilities by name, with their codes (RFC 5424).
@@ -707,6 +711,7 @@ func (c *Config) setDefaults() {
 		p.MaxConns = orDefault(p.MaxConns, 10)
 		p.StatementTimeout = orDefault(p.StatementTimeout, 5*time.Second)
 		p.ConnectTimeout = orDefault(p.ConnectTimeout, 5*time.Second)
+		p.AuditKeep = orDefault(p.AuditKeep, 400*24*time.Hour)
 	}
 	if c.Cluster.Instance == "" {
 		c.Cluster.Instance = DefaultInstance()

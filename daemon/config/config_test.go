@@ -137,9 +137,14 @@ func TestParseStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Postgres{Credential: "bastiond-db", CAFile: "/etc/bastiond/db-ca.pem", SealKey: "credential:bastiond-seal", MaxConns: 10, StatementTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second}
+	want := Postgres{Credential: "bastiond-db", CAFile: "/etc/bastiond/db-ca.pem", SealKey: "credential:bastiond-seal", MaxConns: 10, StatementTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second,
+		AuditKeep: 400 * 24 * time.Hour}
 	if cfg.Store.Backend != StorePostgres || cfg.Store.Postgres == nil || *cfg.Store.Postgres != want {
 		t.Fatalf("store = %+v %+v, want postgres %+v", cfg.Store, cfg.Store.Postgres, want)
+	}
+	cfg, err = Parse("x.yaml", []byte(lab+"store:\n  backend: postgres\n  postgres: {credential: db, seal_key: /k, audit_keep: 90d}\n"))
+	if err != nil || cfg.Store.Postgres.AuditKeep != 90*24*time.Hour {
+		t.Fatalf("audit_keep 90d: %+v, %v", cfg.Store.Postgres, err)
 	}
 }
 
@@ -403,12 +408,13 @@ func TestParseProblems(t *testing.T) {
 		{
 			name: "store",
 			edit: func(s string) string {
-				return s + "store:\n  backend: postgres\n  postgres:\n    dsn_file: dsn\n    ca_file: ca.pem\n    max_conns: 0\n    statement_timeout: 1ms\n"
+				return s + "store:\n  backend: postgres\n  postgres:\n    dsn_file: dsn\n    ca_file: ca.pem\n    max_conns: 0\n    statement_timeout: 1ms\n    audit_keep: 1h\n"
 			},
 			want: []string{
 				`lab.yaml:32: store.postgres.dsn_file: must be an absolute path, not "dsn"`,
 				`lab.yaml:33: store.postgres.ca_file: must be an absolute path, not "ca.pem"`,
 				`lab.yaml:35: store.postgres.statement_timeout: must be from 100ms to 5m, not 1ms`,
+				`lab.yaml:36: store.postgres.audit_keep: must be from 1d to 36500d (how long the database keeps its copy of the audit lines), not 1h0m0s`,
 			},
 		},
 		{

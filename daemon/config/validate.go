@@ -141,6 +141,9 @@ func (c *Config) validateStore(v *validator) {
 			v.errorf(p+"."+d.key, "must be from 100ms to 5m, not %s", d.val)
 		}
 	}
+	if pg.AuditKeep < 24*time.Hour || pg.AuditKeep > 100*365*24*time.Hour {
+		v.errorf(p+".audit_keep", "must be from 1d to 36500d (how long the database keeps its copy of the audit lines), not %s", pg.AuditKeep)
+	}
 }
 
 func (c *Config) validateListen(v *validator) {

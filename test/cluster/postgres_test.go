@@ -149,6 +149,33 @@ func TestClusterOnPostgres(t *testing.T) {
 		t.Logf("%d of %d tunnels on instance a", len(onA), len(tunnels))
 	})
 
+	t.Run("audit events on either instance show every instance's session_start", func(t *testing.T) {
+		want := map[string]string{} // session -> instance
+		for _, s := range liveSessions(t, b) {
+			want[s["id"].(string)] = s["instance"].(string)
+		}
+		for name, d := range map[string]*e2e.Daemon{"a": a, "b": b} {
+			got := map[string]string{}
+			// The copy is a few seconds behind the files.
+			for deadline := time.Now().Add(15 * time.Second); len(got) < len(want) && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+				out, err := d.Ctl(nil, "audit", "events", "--since", "10m", "--event", "session_start", "--json")
+				if err != nil {
+					t.Fatalf("bastionctl audit events on %s: %v\n%s", name, err, out)
+				}
+				got = map[string]string{}
+				for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+					var e map[string]any
+					if json.Unmarshal([]byte(line), &e) == nil {
+						got[fmt.Sprint(e["session"])] = fmt.Sprint(e["instance"])
+					}
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("bastionctl audit events on %s: session_start of %v, want %v (the live sessions)", name, got, want)
+			}
+		}
+	})
+
 	t.Run("a kill on one instance ends a session on the other", func(t *testing.T) {
 		var victim, on string
 		for _, s := range liveSessions(t, b) {

@@ -34,6 +34,10 @@
 // error that says so. A unix socket (host=/run/postgresql) is the one
 // exception: there is no network to protect, and TLS does not apply.
 //
+// Besides the store, the database holds the cluster's copy of every
+// instance's audit lines (audit_events, migrations/0002_audit.sql; see
+// audit.go): AddAudit, AuditEvents, PruneAudit, LastAudit.
+//
 // The schema is versioned: numbered SQL files in migrations/, embedded in
 // the binary, applied at Open in one transaction under a PostgreSQL
 // advisory lock (of two instances starting at once, one migrates, the

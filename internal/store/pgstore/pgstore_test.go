@@ -288,8 +288,8 @@ func schemaState(t *testing.T, s *pgtest.Server, db string) string {
 
 func TestMigrations(t *testing.T) {
 	s := pgtest.Start(t)
-	want := "table kv; view kv_json; table schema_migrations; version 1 0001_kv"
-	if SchemaVersion() != 1 {
+	want := "table audit_events; view audit_events_json; table kv; view kv_json; table schema_migrations; version 1 0001_kv; version 2 0002_audit"
+	if SchemaVersion() != 2 {
 		t.Fatalf("SchemaVersion %d: update this test's expectations with the new migration", SchemaVersion())
 	}
 
@@ -307,7 +307,7 @@ func TestMigrations(t *testing.T) {
 			t.Fatalf("Check changed the database: %s", got)
 		}
 		open(t, s, "127.0.0.1", name).Close()
-		check(1)
+		check(2)
 		if got := schemaState(t, s, name); got != want {
 			t.Fatalf("after the first open: %s, want %s", got, want)
 		}
@@ -380,7 +380,7 @@ func TestMigrations(t *testing.T) {
 		for _, host := range hosts {
 			_, err := Open(context.Background(), Config{DSNFile: dsnFile(t, s.DSN(host, name)), CAFile: s.CAFile})
 			var newer *NewerSchemaError
-			if !errors.As(err, &newer) || err.Error() != "database schema version 7 is newer than this bastiond (1): upgrade bastiond" {
+			if !errors.As(err, &newer) || err.Error() != "database schema version 7 is newer than this bastiond (2): upgrade bastiond" {
 				t.Fatalf("open of a newer schema: %v", err)
 			}
 			if errors.Is(err, store.ErrUnavailable) {
@@ -388,7 +388,7 @@ func TestMigrations(t *testing.T) {
 			}
 		}
 		if _, err := Check(context.Background(), Config{DSNFile: dsnFile(t, s.DSN("::1", name)), CAFile: s.CAFile}); err == nil ||
-			err.Error() != "database schema version 7 is newer than this bastiond (1): upgrade bastiond" {
+			err.Error() != "database schema version 7 is newer than this bastiond (2): upgrade bastiond" {
 			t.Fatalf("Check of a newer schema: %v", err)
 		}
 		if after := schemaState(t, s, name); after != before {
