@@ -86,6 +86,11 @@ func Create(dir, sessionID string, h Header) (*Recorder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("recording: %w", err)
 	}
+	if err := lockWriting(f); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("recording: %w", err)
+	}
 	release := hold(path)
 	disk := &diskWriter{f: f, sum: sha256.New()}
 	gz, _ := gzip.NewWriterLevel(disk, gzip.DefaultCompression) // the level is valid
