@@ -9,7 +9,11 @@
 // least every FlushInterval so that a crash loses at most that much; the
 // store (store.go) also reads the plain SESSIONID.cast of earlier releases
 // and the RDP recordings (SESSIONID.rdp.gz) another writer keeps in the same
-// directory, and applies the retention limits to all of them.
+// directory, and applies the retention limits to all of them. The
+// directory may be shared by the instances of a cluster (a mount on each):
+// a writer locks its file (lock.go), which no retention removes, and a
+// catalog in the cluster's state store (catalog.go) describes every
+// instance's recordings and says which instance applies the limits.
 package recording
 
 import (
