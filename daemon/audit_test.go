@@ -515,7 +515,8 @@ func TestConfigReloadedEvent(t *testing.T) {
 	}
 	e.d.auditReload("alice", "bastionctl reload", prev, next, nil)
 	e.expect(t, audit.Event{Event: audit.ConfigReloaded, Actor: "alice", Digest: next.Digest,
-		Detail: "bastionctl reload; changed: access.roles, state_dir; at the next restart only: state_dir"})
+		// recordings_dir is state_dir/recordings by default: it moves too.
+		Detail: "bastionctl reload; changed: access.roles, state_dir, recordings_dir; at the next restart only: state_dir, recordings_dir"})
 	e.d.auditReload(audit.ActorDaemon, "on SIGHUP", next, next, nil)
 	e.expect(t, audit.Event{Event: audit.ConfigReloaded, Actor: audit.ActorDaemon, Digest: next.Digest, Detail: "on SIGHUP; changed: nothing"})
 	e.d.auditReload(audit.ActorDaemon, "on SIGHUP", next, nil, refused("firewall_refused", errors.New("cannot put the firewall in force: EPERM")))

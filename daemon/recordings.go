@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -20,11 +21,85 @@ import (
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/recording"
 )
 
-// recordDir is where the sessions of recorded roles are recorded.
-func recordDir(cfg *config.Config) string { return filepath.Join(cfg.StateDir, "recordings") }
+// defaultRecordDir is where the sessions of recorded roles are recorded
+// unless recordings_dir says otherwise: this host's alone.
+func defaultRecordDir(cfg *config.Config) string { return filepath.Join(cfg.StateDir, "recordings") }
+
+// checkRecordDir checks recordings_dir as start-up needs it (recording
+// CheckDir): a recorded role's sessions are recorded or refused, so a
+// directory that cannot take recordings stops the start. The default one,
+// in state_dir, is made when missing (unless check, which changes
+// nothing); a configured one must exist: when it is a mount that is
+// missing, recordings written to the mount point would stay on this host.
+func checkRecordDir(cfg *config.Config, check bool) error {
+	dir := cfg.RecordingsDir
+	if dir == defaultRecordDir(cfg) {
+		if check {
+			if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+				return nil // made at start, in state_dir
+			}
+		} else if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("recordings_dir: %w", err)
+		}
+	}
+	if err := recording.CheckDir(dir); err != nil {
+		return fmt.Errorf("recordings_dir: %w", err)
+	}
+	return nil
+}
+
+// openCatalog opens the catalog of the recordings in a cluster's shared
+// state store; a single host has none (its audit trail describes its
+// recordings).
+func (d *daemon) openCatalog(cfg *config.Config) {
+	if !clustered(d.state) {
+		return
+	}
+	d.catalog = recording.NewCatalog(d.state)
+	if cfg.RecordingsDir == defaultRecordDir(cfg) {
+		d.log.Warn("recordings_dir is this host's own (in state_dir): the other instances list this instance's recordings but cannot play them; "+
+			"set recordings_dir to a directory every instance mounts", zap.String("recordings_dir", cfg.RecordingsDir))
+	}
+}
+
+// recordingStarted enters a recording that starts in the cluster's
+// catalog. A failure is logged: the recording goes on, this instance's
+// audit trail describes it, and its close enters it again.
+func (d *daemon) recordingStarted(i broker.Info) {
+	if d.catalog == nil || i.Recording == "" {
+		return
+	}
+	e := recording.Entry{ID: i.ID, Protocol: i.Protocol, File: filepath.Base(i.Recording), Instance: d.instance, User: i.User,
+		Target: i.Target, Login: i.Login, Start: i.Start}
+	if i.Client.IsValid() {
+		e.Client = i.Client.String()
+	}
+	if err := d.catalog.Started(e); err != nil {
+		d.log.Error("cannot enter a recording in the cluster's catalog: other instances will not describe it until it closes",
+			zap.String("session", i.ID), zap.Error(err))
+	}
+}
+
+// recordingClosed notes in the cluster's catalog the close of a session's
+// recording: when, its size and hash. A recording whose start was not
+// entered (the store was down then) is entered now.
+func (d *daemon) recordingClosed(i broker.Info, size int64) {
+	if d.catalog == nil || i.Recording == "" {
+		return
+	}
+	fallback := recording.Entry{Protocol: i.Protocol, File: filepath.Base(i.Recording), Instance: d.instance, User: i.User,
+		Target: i.Target, Login: i.Login, Start: i.Start}
+	if i.Client.IsValid() {
+		fallback.Client = i.Client.String()
+	}
+	if err := d.catalog.Closed(i.ID, time.Now(), size, i.RecordingSHA256, fallback); err != nil {
+		d.log.Error("cannot note a closed recording in the cluster's catalog", zap.String("session", i.ID), zap.Error(err))
+	}
+}
 
 func recordingLimits(cfg *config.Config) recording.Limits {
 	return recording.Limits{Keep: cfg.Limits.RecordingsKeep, MaxBytes: int64(cfg.Limits.RecordingsMaxBytes)}
@@ -33,7 +108,10 @@ func recordingLimits(cfg *config.Config) recording.Limits {
 // startRetention applies limits.recordings_keep and recordings_max_bytes
 // to the recordings directory until close.
 func (d *daemon) startRetention(cfg *config.Config) {
-	d.retention = recording.NewRetention(recordDir(cfg), recordingLimits(cfg), d.trail, d.log.Named("recordings"))
+	d.retention = recording.NewRetention(d.recordDir, recordingLimits(cfg), d.trail, d.log.Named("recordings"))
+	if d.catalog != nil {
+		d.retention.Share(d.catalog, d.instance)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -59,21 +137,64 @@ func (r recordingsAPI) config() *config.Config {
 
 func (r recordingsAPI) List() ([]adminapi.RecordingInfo, error) {
 	cfg := r.config()
-	files, err := recording.List(recordDir(cfg))
+	files, err := recording.List(r.d.recordDir)
+	if err != nil {
+		return nil, err
+	}
+	cat, err := r.catalog()
 	if err != nil {
 		return nil, err
 	}
 	idx := readTrail(cfg.Logging.AuditFile, r.d.log)
 	out := make([]adminapi.RecordingInfo, len(files))
 	for i, f := range files {
-		out[i] = idx.describe(f)
+		out[i] = idx.describe(f, cat[f.ID])
 	}
 	return out, nil
 }
 
+// catalog is the cluster's catalog of recordings by session ID; nil on a
+// single host.
+func (r recordingsAPI) catalog() (map[string]*recording.Entry, error) {
+	if r.d.catalog == nil {
+		return nil, nil
+	}
+	list, err := r.d.catalog.List()
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the cluster's catalog of recordings from the state store: %w", err)
+	}
+	m := make(map[string]*recording.Entry, len(list))
+	for i := range list {
+		m[list[i].ID] = &list[i]
+	}
+	return m, nil
+}
+
+// notHere explains why recording id, which the cluster's catalog knows,
+// has no file in this instance's recordings directory; err when the
+// catalog knows nothing of it either.
+func (r recordingsAPI) notHere(id string, err error) error {
+	if r.d.catalog == nil {
+		return err
+	}
+	e, ok, cerr := r.d.catalog.Get(id)
+	switch {
+	case cerr != nil || !ok:
+		return err
+	case !e.Removed.IsZero():
+		return fmt.Errorf("%w: recording %s (%s on %s) was removed by the retention of instance %s on %s (%s)", err, id, e.User, e.Target,
+			e.RemovedBy, e.Removed.UTC().Format(time.RFC3339), e.RemovedReason)
+	default:
+		return fmt.Errorf("%w: recording %s was made on instance %s as %s, which is not in this instance's recordings_dir %s: "+
+			"is it the directory every instance mounts?", err, id, e.Instance, e.File, r.d.recordDir)
+	}
+}
+
 func (r recordingsAPI) Export(id, actor string, raw bool) (io.ReadCloser, adminapi.RecordingInfo, error) {
-	cfg := r.config()
-	f, info, err := recording.Open(recordDir(cfg), id)
+	f, info, err := recording.Open(r.d.recordDir, id)
+	if errors.Is(err, recording.ErrNotFound) {
+		err = r.notHere(id, err)
+	}
 	if err != nil {
 		return nil, adminapi.RecordingInfo{}, err
 	}
@@ -125,8 +246,30 @@ func (rc readCloser) Close() error {
 
 func (r recordingsAPI) Verify(ids []string) ([]adminapi.RecordingCheck, error) {
 	cfg := r.config()
-	dir := recordDir(cfg)
+	dir := r.d.recordDir
 	idx := readTrail(cfg.Logging.AuditFile, r.d.log)
+	cat, err := r.catalog()
+	if err != nil {
+		return nil, err
+	}
+	// What the cluster's catalog says of a recording wins over this
+	// instance's trail, which knows only its own.
+	for id, e := range cat {
+		s := idx.sessions[id]
+		if s == nil {
+			s = &trailSession{}
+			idx.sessions[id] = s
+		}
+		if e.SHA256 != "" {
+			s.sha = e.SHA256
+		}
+		if !e.Removed.IsZero() {
+			s.removed = true
+		}
+		if s.recording == "" {
+			s.recording = filepath.Join(dir, e.File)
+		}
+	}
 	all := len(ids) == 0
 	if all {
 		files, err := recording.List(dir)
@@ -195,12 +338,30 @@ type trailSession struct {
 	removed             bool
 }
 
-func (idx trailIndex) describe(f recording.Info) adminapi.RecordingInfo {
+// describe describes the recording file f: from its entry e in the
+// cluster's catalog (nil: none, or a single host), else from this
+// instance's audit trail, else from the file.
+func (idx trailIndex) describe(f recording.Info, e *recording.Entry) adminapi.RecordingInfo {
 	ri := adminapi.RecordingInfo{RecordingFile: f, Duration: -1}
 	if s := idx.sessions[f.ID]; s != nil {
 		ri.User, ri.Target, ri.Login, ri.Start, ri.SHA256 = s.user, s.target, s.login, s.start, s.sha
 		if !s.end.IsZero() {
 			ri.Duration = s.end.Sub(s.start)
+		}
+	}
+	if e != nil {
+		ri.Instance = e.Instance
+		if e.User != "" {
+			ri.User, ri.Target, ri.Login = e.User, e.Target, e.Login
+		}
+		if !e.Start.IsZero() {
+			ri.Start = e.Start
+		}
+		if e.SHA256 != "" {
+			ri.SHA256 = e.SHA256
+		}
+		if !e.End.IsZero() && !ri.Start.IsZero() {
+			ri.Duration = e.End.Sub(ri.Start)
 		}
 	}
 	if ri.Start.IsZero() && f.Protocol == "ssh" {

@@ -29,13 +29,13 @@ func TestRecordingsAPI(t *testing.T) {
 	dir := t.TempDir()
 	cfg := &config.Config{StateDir: dir}
 	cfg.Logging.AuditFile = filepath.Join(dir, "audit.jsonl")
-	rdir := recordDir(cfg)
+	rdir := defaultRecordDir(cfg)
 	var mu sync.Mutex
 	var events []audit.Event
 	tr := newTrail(log)
 	t.Cleanup(tr.close)
 	tr.attach(audit.SinkFunc(func(e audit.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }))
-	d := &daemon{log: log, cfg: cfg, trail: tr}
+	d := &daemon{log: log, cfg: cfg, trail: tr, recordDir: rdir}
 
 	record := func(id, text string) *recording.Recorder {
 		r, err := recording.Create(rdir, id, recording.Header{Width: 80, Height: 24, Title: "lab@vm1 by alice"})
@@ -173,8 +173,8 @@ func TestExportLive(t *testing.T) {
 	tr := newTrail(log)
 	t.Cleanup(tr.close)
 	tr.attach(audit.Discard)
-	d := &daemon{log: log, cfg: cfg, trail: tr}
-	r, err := recording.Create(recordDir(cfg), "aaaaaaaaaaa1", recording.Header{Width: 80, Height: 24})
+	d := &daemon{log: log, cfg: cfg, trail: tr, recordDir: defaultRecordDir(cfg)}
+	r, err := recording.Create(d.recordDir, "aaaaaaaaaaa1", recording.Header{Width: 80, Height: 24})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,6 +69,13 @@ type daemon struct {
 	// stopRetention.
 	retention     *recording.Retention
 	stopRetention func()
+	// recordDir is recordings_dir as it was at start (changing it takes
+	// a restart); catalog describes the recordings of every instance in
+	// the cluster's store (nil on a single host); instance is this one's
+	// name in the cluster.
+	recordDir string
+	catalog   *recording.Catalog
+	instance  string
 
 	// hostKeys are the targets' pinned SSH host keys; sshCA signs the
 	// certificates of targets with ssh_certificates.
@@ -175,6 +182,10 @@ func (d *daemon) start() (err error) {
 	if err := checkHost(cfg); err != nil {
 		return err
 	}
+	if err := checkRecordDir(cfg, false); err != nil {
+		return err
+	}
+	d.recordDir, d.instance = cfg.RecordingsDir, cfg.Cluster.Instance
 	kernel, err := netpolicy.Open()
 	if err != nil {
 		return err
@@ -202,6 +213,7 @@ func (d *daemon) start() (err error) {
 	if d.registry, err = openRegistry(cfg, d, d.state); err != nil {
 		return err
 	}
+	d.openCatalog(cfg)
 	d.hostKeys, d.sshCA, err = openSSHTrust(cfg, d.state, d.log)
 	if err != nil {
 		return err
@@ -596,6 +608,7 @@ func restartOnly(a, b *config.Config) []string {
 		{"logging.journald", a.Logging.Journald, b.Logging.Journald},
 		{"logging.syslog", fmt.Sprint(a.Logging.Syslog), fmt.Sprint(b.Logging.Syslog)},
 		{"state_dir", a.StateDir, b.StateDir},
+		{"recordings_dir", a.RecordingsDir, b.RecordingsDir},
 		{"store", storeKey(a), storeKey(b)},
 		{"listen.metrics", a.Listen.Metrics.String(), b.Listen.Metrics.String()},
 	}
@@ -635,6 +648,9 @@ func CheckConfig(file string) (*config.Config, error) {
 	}
 	if err := checkHost(cfg); err != nil {
 		return cfg, fmt.Errorf("%s: host check: %w", file, err)
+	}
+	if err := checkRecordDir(cfg, true); err != nil {
+		return cfg, fmt.Errorf("%s: %w", file, err)
 	}
 	if s := cfg.Logging.Syslog; s != nil && s.TLS {
 		if _, err := auditship.ClientTLS(s.CAFile, s.ServerName, s.CertFile, s.KeyFile); err != nil {
@@ -686,8 +702,10 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 			Sign: func(login, keyID string) (ssh.Signer, error) {
 				return d.sshCA.Sign(login, keyID, sshca.DefaultValidity)
 			},
-			RecordDir:        recordDir(cfg),
+			RecordDir:        d.recordDir,
 			RecordingWritten: d.retention.Written,
+			RecordingStarted: d.recordingStarted,
+			RecordingClosed:  d.recordingClosed,
 		},
 		RDP: proxy.RDPConfig{Certificate: d.hostKeys.CertificateCheck},
 	}

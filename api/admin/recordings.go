@@ -18,6 +18,9 @@ type RecordingInfo struct {
 	Duration time.Duration `json:"duration"`
 	// SHA256 is the file's hash at close, from the session's end record.
 	SHA256 string `json:"sha256,omitempty"`
+	// Instance is the cluster instance that recorded it (from the
+	// cluster's catalog); empty on a single host.
+	Instance string `json:"instance,omitempty"`
 }
 
 // Outcomes of a recording's check.

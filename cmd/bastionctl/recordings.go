@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -117,8 +118,20 @@ func printRecordings(out io.Writer, list []admin.RecordingInfo) {
 		fmt.Fprintln(out, "no recordings")
 		return
 	}
+	// A cluster's recordings say which instance made them.
+	clustered := slices.ContainsFunc(list, func(r admin.RecordingInfo) bool { return r.Instance != "" })
+	instance := func(r admin.RecordingInfo) string {
+		if !clustered {
+			return ""
+		}
+		return printable(orDash(r.Instance)) + "\t"
+	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tUSER\tTARGET\tPROTOCOL\tSTART\tDURATION\tSIZE")
+	if clustered {
+		fmt.Fprintln(w, "ID\tINSTANCE\tUSER\tTARGET\tPROTOCOL\tSTART\tDURATION\tSIZE")
+	} else {
+		fmt.Fprintln(w, "ID\tUSER\tTARGET\tPROTOCOL\tSTART\tDURATION\tSIZE")
+	}
 	var total int64
 	for _, r := range list {
 		user, target, start := orDash(r.User), orDash(r.Target), "-"
@@ -128,7 +141,7 @@ func printRecordings(out io.Writer, list []admin.RecordingInfo) {
 		if !r.Start.IsZero() {
 			start = r.Start.UTC().Format("2006-01-02 15:04:05Z")
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", printable(r.ID), printable(user), printable(target), printable(r.Protocol),
+		fmt.Fprintf(w, "%s\t%s%s\t%s\t%s\t%s\t%s\t%s\n", printable(r.ID), instance(r), printable(user), printable(target), printable(r.Protocol),
 			start, r.Duration.Round(time.Second), humanBytes(r.Size))
 		total += r.Size
 	}

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -40,6 +41,14 @@ type Config struct {
 	// StateDir holds users, pinned host keys, recordings and the self-signed
 	// certificate. Default /var/lib/bastiond.
 	StateDir string `yaml:"state_dir"`
+	// RecordingsDir receives the recordings of the sessions of recorded
+	// roles. Default state_dir/recordings. In a cluster, a directory every
+	// instance mounts (NFS, CephFS...), so that an auditor plays any
+	// instance's recording from any instance: it must exist and be writable
+	// at start (a missing mount is refused, never created), and the
+	// filesystem must keep flock(2) locks between hosts (README, "Running
+	// more than one bastion").
+	RecordingsDir string `yaml:"recordings_dir"`
 	// Store is where accounts, tokens and pinned host keys live.
 	Store Store `yaml:"store"`
 
@@ -706,6 +715,7 @@ func (c *Config) setDefaults() {
 		}
 	}
 	c.StateDir = orDefault(c.StateDir, "/var/lib/bastiond")
+	c.RecordingsDir = orDefault(c.RecordingsDir, filepath.Join(c.StateDir, "recordings"))
 	c.Store.Backend = orDefault(c.Store.Backend, StoreBBolt)
 	if p := c.Store.Postgres; p != nil {
 		p.MaxConns = orDefault(p.MaxConns, 10)

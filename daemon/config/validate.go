@@ -83,6 +83,9 @@ func (c *Config) validate(v *validator) {
 	if !filepath.IsAbs(c.StateDir) {
 		v.errorf("state_dir", "must be an absolute path, not %q", c.StateDir)
 	}
+	if !filepath.IsAbs(c.RecordingsDir) {
+		v.errorf("recordings_dir", "must be an absolute path, not %q", c.RecordingsDir)
+	}
 	c.validateStore(v)
 }
 

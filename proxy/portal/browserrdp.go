@@ -112,7 +112,11 @@ func (s *Portal) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 			if err != nil {
 				return nil, err
 			}
-			sess.(*broker.Session).SetRecording(rec.Path())
+			bs := sess.(*broker.Session)
+			bs.SetRecording(rec.Path())
+			if cfg.SSH.RecordingStarted != nil {
+				cfg.SSH.RecordingStarted(bs.Info())
+			}
 			return rec, nil
 		},
 		RecordingClosed: func(sess webrdp.Session, rec *recording.RDPRecorder, err error) {
@@ -125,6 +129,11 @@ func (s *Portal) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 				cfg.Audit.Audit(f)
 			}
 			cfg.Audit.Audit(e)
+			if err == nil && cfg.SSH.RecordingClosed != nil {
+				i := sess.(*broker.Session).Info()
+				i.Recording, i.RecordingSHA256 = rec.Path(), sum
+				cfg.SSH.RecordingClosed(i, size)
+			}
 			if cfg.SSH.RecordingWritten != nil {
 				cfg.SSH.RecordingWritten()
 			}

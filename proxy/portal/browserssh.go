@@ -99,9 +99,19 @@ func (s *Portal) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 		CertSigned: func(sess webssh.Session, login string, cert *ssh.Certificate) {
 			s.audit().Audit(certSigned(c.user.Name, client, t.Target, sess.ID(), cert))
 		},
-		SetRecording: func(sess webssh.Session, path string) { sess.(*broker.Session).SetRecording(path) },
-		RecordingClosed: func(sess webssh.Session, sum string, _ int64) {
-			sess.(*broker.Session).SetRecordingSHA256(sum)
+		SetRecording: func(sess webssh.Session, path string) {
+			bs := sess.(*broker.Session)
+			bs.SetRecording(path)
+			if cfg.SSH.RecordingStarted != nil {
+				cfg.SSH.RecordingStarted(bs.Info())
+			}
+		},
+		RecordingClosed: func(sess webssh.Session, sum string, size int64) {
+			bs := sess.(*broker.Session)
+			bs.SetRecordingSHA256(sum)
+			if cfg.SSH.RecordingClosed != nil {
+				cfg.SSH.RecordingClosed(bs.Info(), size)
+			}
 			if cfg.SSH.RecordingWritten != nil {
 				cfg.SSH.RecordingWritten()
 			}

@@ -80,6 +80,14 @@ type SSHConfig struct {
 	// RecordingWritten is called after each recording is closed (the
 	// retention of the recordings directory runs then). Optional.
 	RecordingWritten func()
+	// RecordingStarted is called when a session's recording starts, with
+	// the session (Info.Recording names the file): a cluster enters it in
+	// its catalog. Optional.
+	RecordingStarted func(broker.Info)
+	// RecordingClosed is called when a session's recording is closed,
+	// complete, with the session (Info.RecordingSHA256 is the file's hash)
+	// and the file's size: a cluster notes it in its catalog. Optional.
+	RecordingClosed func(i broker.Info, size int64)
 }
 
 // Portal is the HTTP side of port 443: it owns the web sessions, the

@@ -106,6 +106,11 @@ func CreateRDP(dir string, h RDPHeader) (*RDPRecorder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("recording: %w", err)
 	}
+	if err := lockWriting(f); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("recording: %w", err)
+	}
 	if h.Start.IsZero() {
 		h.Start = time.Now()
 	}

@@ -9,7 +9,11 @@
 // least every FlushInterval so that a crash loses at most that much; the
 // store (store.go) also reads the plain SESSIONID.cast of earlier releases
 // and the RDP recordings (SESSIONID.rdp.gz) another writer keeps in the same
-// directory, and applies the retention limits to all of them.
+// directory, and applies the retention limits to all of them. The
+// directory may be shared by the instances of a cluster (a mount on each):
+// a writer locks its file (lock.go), which no retention removes, and a
+// catalog in the cluster's state store (catalog.go) describes every
+// instance's recordings and says which instance applies the limits.
 package recording
 
 import (
@@ -84,6 +88,11 @@ func Create(dir, sessionID string, h Header) (*Recorder, error) {
 	path := filepath.Join(dir, sessionID+ExtCastGzip)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
+		return nil, fmt.Errorf("recording: %w", err)
+	}
+	if err := lockWriting(f); err != nil {
+		f.Close()
+		os.Remove(path)
 		return nil, fmt.Errorf("recording: %w", err)
 	}
 	release := hold(path)

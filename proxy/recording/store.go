@@ -214,9 +214,9 @@ func hold(path string) func() {
 	}
 }
 
-// Writing reports whether the recording at path is being written by this
-// process.
-func Writing(path string) bool { return held(path) }
+// Writing reports whether the recording at path is being written: by this
+// process, or by any other that shares the directory (lock.go).
+func Writing(path string) bool { return held(path) || beingWritten(path) }
 
 func held(path string) bool {
 	openMu.Lock()
@@ -248,9 +248,11 @@ type Limits struct {
 
 // Prune removes the recordings of dir that l no longer allows: every one
 // older than l.Keep, then the oldest ones until the rest fit in
-// l.MaxBytes. A recording still being written (Hold) is never removed, and
-// counts towards MaxBytes; neither is, for size, a compressed one whose
-// stream is unfinished (being written by another process). It returns what it removed, and the first error.
+// l.MaxBytes. A recording still being written (Writing: by this process or
+// any other sharing dir) is never removed, and counts towards MaxBytes;
+// neither is, for size, a compressed one whose stream is unfinished (cut
+// short by a crash, or written by a release before the locks). It returns
+// what it removed, and the first error.
 func Prune(dir string, l Limits, now time.Time) ([]Removed, error) {
 	list, err := List(dir)
 	if err != nil || (l.Keep <= 0 && l.MaxBytes <= 0) {
@@ -263,7 +265,7 @@ func Prune(dir string, l Limits, now time.Time) ([]Removed, error) {
 	var removed []Removed
 	var firstErr error
 	remove := func(i Info, reason string) bool {
-		if held(i.Path) || (reason == RemovedSize && i.Compressed && unfinished(i.Path)) {
+		if Writing(i.Path) || (reason == RemovedSize && i.Compressed && unfinished(i.Path)) {
 			return false
 		}
 		if err := os.Remove(i.Path); err != nil {
@@ -349,6 +351,28 @@ type Retention struct {
 
 	mu     sync.Mutex // guards limits
 	limits Limits
+
+	// catalog and instance, set by Share before Run: the instances
+	// sharing dir take turns through a lease in catalog.
+	catalog  *Catalog
+	instance string
+}
+
+// RetentionLease names the lease that the instances sharing a recordings
+// directory take in their catalog: the one holding it applies the limits,
+// the others skip their passes. Its holder renews it at every pass, at
+// least every RetentionInterval; RetentionLeaseTTL after its last renewal
+// (the holder stopped or died) another instance takes it over.
+const (
+	RetentionLease    = "recordings_retention"
+	RetentionLeaseTTL = 2*RetentionInterval + time.Minute
+)
+
+// Share makes r one of the instances (instance) sharing its directory,
+// whose recordings catalog says who applies the limits (RetentionLease),
+// and marks what r removes. Call it before Run.
+func (r *Retention) Share(c *Catalog, instance string) {
+	r.catalog, r.instance = c, instance
 }
 
 // RetentionInterval is how often Retention looks at the directory without
@@ -387,6 +411,13 @@ func (r *Retention) Written() {
 func (r *Retention) Run(ctx context.Context) error {
 	t := time.NewTicker(RetentionInterval)
 	defer t.Stop()
+	if r.catalog != nil {
+		defer func() {
+			if err := r.catalog.Release(RetentionLease, r.instance); err != nil {
+				r.log.Warn("cannot release the recordings retention lease; another instance takes it when it expires", zap.Error(err))
+			}
+		}()
+	}
 	for {
 		r.Pass(time.Now())
 		select {
@@ -403,6 +434,16 @@ func (r *Retention) Pass(now time.Time) []Removed {
 	r.mu.Lock()
 	l := r.limits
 	r.mu.Unlock()
+	if r.catalog != nil && (l.Keep > 0 || l.MaxBytes > 0) {
+		ok, err := r.catalog.Lease(RetentionLease, r.instance, now, RetentionLeaseTTL)
+		if err != nil {
+			r.log.Warn("recordings retention skipped: cannot take its lease in the state store", zap.Error(err))
+			return nil
+		}
+		if !ok {
+			return nil // another instance applies the limits to the shared directory
+		}
+	}
 	removed, err := Prune(r.dir, l, now)
 	for _, rm := range removed {
 		removedTotal.WithLabelValues(rm.Reason).Inc()
@@ -413,6 +454,12 @@ func (r *Retention) Pass(now time.Time) []Removed {
 		r.audit.Audit(audit.Event{Event: audit.RecordingRemoved, Actor: audit.ActorDaemon, Source: audit.SourceLocal,
 			Session: rm.ID, Protocol: rm.Protocol, Recording: rm.Path, Bytes: rm.Size, Reason: rm.Reason, Detail: detail})
 		r.log.Info("recording removed", zap.String("recording", rm.Path), zap.Int64("bytes", rm.Size), zap.String("reason", rm.Reason))
+		if r.catalog != nil {
+			fallback := Entry{Protocol: rm.Protocol, File: filepath.Base(rm.Path), Size: rm.Size}
+			if err := r.catalog.Removed(rm.ID, now, r.instance, rm.Reason, fallback); err != nil {
+				r.log.Warn("cannot mark a removed recording in the catalog", zap.String("recording", rm.Path), zap.Error(err))
+			}
+		}
 	}
 	if err != nil {
 		r.log.Warn("recordings retention", zap.Error(err))

@@ -176,6 +176,23 @@ func TestInvariant11ARecordedRoleIsRecordedOrRefused(t *testing.T) {
 			t.Errorf("the reload was not refused: %s", n)
 		}
 	})
+
+	t.Run("-check-config refuses a recordings_dir that cannot take recordings", func(t *testing.T) {
+		notDir, missing := filepath.Join(t.TempDir(), "file"), filepath.Join(t.TempDir(), "not-mounted")
+		os.WriteFile(notDir, nil, 0o600)
+		for _, c := range []struct{ dir, want string }{
+			{missing, "does not exist (a shared directory must be mounted before bastiond starts)"},
+			{notDir, "is not a directory"},
+		} {
+			out, err := checkConfig(t, e2e.LabConfig(d.Dir, recordedAccess)+"recordings_dir: "+c.dir+"\n")
+			if err == nil || !strings.Contains(out, "recordings_dir: recording: "+c.dir+" ") || !strings.Contains(out, c.want) {
+				t.Errorf("-check-config with recordings_dir %s: %v\n%s", c.dir, err, out)
+			}
+		}
+		if _, err := os.Stat(missing); err == nil {
+			t.Error("-check-config made the missing directory")
+		}
+	})
 }
 
 // fillInDaemon mounts a 64 KiB tmpfs on dir in the daemon's mount
