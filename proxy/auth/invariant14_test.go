@@ -32,10 +32,16 @@ var clusterBackends = []struct {
 // and one clock.
 func instancesOn(t testing.TB, dbs ...store.DB) ([]*Authenticator, *clock) {
 	t.Helper()
+	return instancesCosting(t, cheap, dbs...)
+}
+
+// instancesCosting is instancesOn with passwords hashed at p.
+func instancesCosting(t testing.TB, p argon2idParams, dbs ...store.DB) ([]*Authenticator, *clock) {
+	t.Helper()
 	var as []*Authenticator
 	var c *clock
 	for i, db := range dbs {
-		s, ci := newTestStoreOn(t, db, cheap)
+		s, ci := newTestStoreOn(t, db, p)
 		if i == 0 {
 			c = ci
 		}
