@@ -199,3 +199,55 @@ func TestUserLimitRace(t *testing.T) {
 		})
 	}
 }
+
+// TestHeartbeatLoad: each heartbeat carries its instance's capacity, used
+// units, sessions and draining state as the handler says them now; the
+// old process of an upgrade (retired), which beats on, keeps its
+// successor's figures rather than writing its own over them.
+func TestHeartbeatLoad(t *testing.T) {
+	for _, cs := range clusterStores {
+		t.Run(cs.name, func(t *testing.T) {
+			dbA, dbB := cs.open(t)
+			recorded := map[string][]string{}
+			a, b := instance(t, dbA, "bastion-a", nil), instance(t, dbB, "bastion-b", nil)
+			ha, hb := newHandler("bastion-a", a, recorded, nil), newHandler("bastion-b", b, recorded, nil)
+			ha.load = admin.Load{Capacity: 100, Used: 12, Sessions: 9}
+			hb.load = admin.Load{Capacity: 40, Used: 40, Sessions: 20, Draining: true}
+			a.tick(ha, false)
+			b.tick(hb, false)
+			loads := func() map[string]admin.Load {
+				t.Helper()
+				hbs, err := a.Instances()
+				if err != nil {
+					t.Fatal(err)
+				}
+				m := map[string]admin.Load{}
+				for _, h := range hbs {
+					m[h.Instance] = h.Load
+				}
+				return m
+			}
+			if got := loads(); len(got) != 2 || got["bastion-a"] != ha.load || got["bastion-b"] != hb.load {
+				t.Fatalf("heartbeats' loads %+v", got)
+			}
+			ha.mu.Lock()
+			ha.load = admin.Load{Capacity: 100, Used: 14, Sessions: 10}
+			ha.mu.Unlock()
+			a.tick(ha, false)
+			if got := loads()["bastion-a"]; got != ha.load {
+				t.Errorf("the next heartbeat's load %+v, want %+v", got, ha.load)
+			}
+
+			// An upgrade: a2 takes over bastion-a, a retires and beats on.
+			a2 := instance(t, dbA, "bastion-a", nil)
+			h2 := newHandler("bastion-a", a2, recorded, nil)
+			h2.load = admin.Load{Capacity: 100, Used: 1, Sessions: 1}
+			a.Retire()
+			a2.tick(h2, false)
+			a.tick(ha, false)
+			if got := loads()["bastion-a"]; got != h2.load {
+				t.Errorf("after the retired process's heartbeat the load is %+v, want its successor's %+v", got, h2.load)
+			}
+		})
+	}
+}
