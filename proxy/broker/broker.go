@@ -58,7 +58,8 @@ type Config struct {
 	// Weights are the units one session of a protocol takes. Default ssh
 	// 1, rdp 2, tunnel 1.
 	Weights map[string]int
-	// PerUser caps one user's concurrent sessions. Default 10.
+	// PerUser caps one user's concurrent sessions. Default 10. With a
+	// Registry, the user's sessions on every instance count.
 	PerUser int
 	// DialTimeout bounds connecting to a target, all its addresses
 	// together. Default 10s.
