@@ -233,6 +233,9 @@ type Registry interface {
 	// method UserLimit() int (the limit), which refuses the session as
 	// KindUserLimit.
 	Add(process string, s Info, perUser int) error
+	// UserSessions is how many sessions user has in the cluster: Open
+	// refuses a user at the limit before it dials (Add checks again).
+	UserSessions(user string) (int, error)
 	Refresh(process string, list []Info) error
 	Remove(ids []string) error
 	// Claim takes the entries of ids, sessions of this instance a dead
@@ -526,6 +529,15 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 		b.mu.Unlock()
 	}()
 
+	if b.reg != nil {
+		// The user's sessions on the other instances: a user at the limit
+		// is refused before the machine sees a connection. An error here
+		// is Add's to report.
+		if n, err := b.reg.UserSessions(req.User); err == nil && n >= c.PerUser {
+			b.metrics.refusals.WithLabelValues("user_limit").Inc()
+			return nil, userLimit(c.PerUser)
+		}
+	}
 	conn, addr, err := b.dial(ctx, c, t, port)
 	if err != nil {
 		return nil, err

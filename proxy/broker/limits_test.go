@@ -38,15 +38,18 @@ var clusterStores = []struct {
 	}},
 }
 
-// openAs opens a session of user to target from client; it returns the
-// session, or the refusal (the target's connection, dialled and closed
-// unused, is taken off the server).
+// openAs opens a session of user to target from client and returns it,
+// or the refusal, which must come before the target is dialled.
 func openAs(t *testing.T, b *Broker, user, target string, srv *server, client string) (*Session, error) {
 	t.Helper()
 	req := tunnelTo(user, target, srv.addrPort().Port())
 	req.Client = netip.MustParseAddrPort(client)
 	s, err := b.Open(context.Background(), req)
-	srv.next(t)
+	if err != nil {
+		srv.none(t)
+	} else {
+		srv.next(t)
+	}
 	return s, err
 }
 
@@ -68,7 +71,7 @@ func heartbeatLoad(t *testing.T, in *instance, of string) admin.Load {
 // TestClusterUserLimit: limits.sessions_per_user holds across instances
 // (IPv4 and IPv6 targets and clients): with one session on each, a user's
 // third is refused on either, as KindUserLimit with the single host's
-// sentence and counted as user_limit (the front door audits it as
+// sentence and counted as user_limit, before the target is dialled (the front door audits it as
 // connect_refused reason user_cap, authz.Reason), though neither broker
 // holds two of them; a slot comes back when a session ends, and when a dead
 // instance's sessions are taken over and recorded as abandoned. Each
@@ -145,8 +148,8 @@ func TestClusterUserLimit(t *testing.T) {
 					t.Fatalf("session %d after a's were abandoned: %v", i, err)
 				}
 			}
-			// Both on b now: its own count refuses, before a dial.
-			_, err = b.b.Open(context.Background(), tunnelTo("alice", "vm4", v4.addrPort().Port()))
+			// Both on b now: its own count refuses.
+			_, err = openAs(t, b.b, "alice", "vm4", v4, "192.0.2.10:50008")
 			wantKind(t, err, KindUserLimit, "the most allowed")
 		})
 	}

@@ -373,6 +373,21 @@ func (r *Registry) Add(process string, s admin.Session, perUser int) error {
 	return nil
 }
 
+// UserSessions is how many sessions user has in the cluster now. Add
+// checks again in its own transaction: this is for refusing a session
+// before its target is dialled.
+func (r *Registry) UserSessions(user string) (int, error) {
+	n := 0
+	err := r.cfg.DB.View(func(tx store.Tx) error {
+		n = 0
+		return tx.Bucket(usersBucket).ForEach(userKey(user), func(_, _ []byte) error { n++; return nil })
+	})
+	if err != nil {
+		return 0, fmt.Errorf("registry: count the sessions of %q: %w", user, err)
+	}
+	return n, nil
+}
+
 // deleteEntry removes the session entry k (v is its value) and its key in
 // usersBucket.
 func deleteEntry(tx store.Tx, k, v []byte) error {
