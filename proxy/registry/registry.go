@@ -26,7 +26,7 @@
 //
 // The registry also holds the cluster's limits. limits.sessions_per_user
 // counts a user's sessions on every instance: Add checks the count and
-// writes the entry in one serializable transaction, from an index of each
+// writes the entry in one serializable transaction, from a list of each
 // user's entries (usersBucket) kept with the entries themselves, so that
 // of two instances racing for a user's last session exactly one gets it.
 // A session stops counting when its entry goes: at its end, and when it is
@@ -77,16 +77,41 @@ const (
 	// change of the shared state (an account, a grant, a token) or of its
 	// configuration may have taken rights away.
 	recheckBucket = "cluster_recheck"
-	// usersBucket: userKey(user) + "instance/session ID" -> nothing, one
-	// key for each entry of sessionsBucket: a user's sessions in the
-	// cluster, counted without reading anyone else's.
+	// usersBucket: "u" + user name -> the keys ("instance/session ID")
+	// of the user's entries in sessionsBucket, a JSON array kept in the
+	// transactions that add and remove those entries: the user's sessions
+	// in the cluster, counted by reading one key. A user's key stays once
+	// made (an empty array): on PostgreSQL a serializable read of a key
+	// that exists locks that row alone, and a missing one a page of the
+	// index, which other users' first sessions would conflict with.
 	usersBucket = "cluster_users"
 )
 
-// userKey is the prefix of user's keys in usersBucket: the name's length
-// and the name, so that no user's prefix is another's whatever the names
-// hold.
-func userKey(user string) []byte { return fmt.Appendf(nil, "%d:%s/", len(user), user) }
+// userKey is user's key in usersBucket.
+func userKey(user string) []byte { return []byte("u" + user) }
+
+// userEntries reads user's list in usersBucket.
+func userEntries(b store.Bucket, user string) ([]string, error) {
+	v, err := b.Get(userKey(user))
+	if err != nil || v == nil {
+		return nil, err
+	}
+	var list []string
+	if err := json.Unmarshal(v, &list); err != nil {
+		return nil, fmt.Errorf("registry: the sessions of user %q: %w", user, err)
+	}
+	return list, nil
+}
+
+// putUserEntries writes user's list in usersBucket, sorted.
+func putUserEntries(b store.Bucket, user string, list []string) error {
+	slices.Sort(list)
+	if list == nil {
+		list = []string{}
+	}
+	v, _ := json.Marshal(list)
+	return b.Put(userKey(user), v)
+}
 
 var recheckKey = []byte("generation")
 
@@ -342,26 +367,22 @@ func (r *Registry) Add(process string, s admin.Session, perUser int) error {
 		return err
 	}
 	k := r.key(r.cfg.Instance, s.ID)
-	uk := append(userKey(s.User), k...)
 	err = r.cfg.DB.Update(func(tx store.Tx) error {
 		ub := tx.Bucket(usersBucket)
-		if perUser > 0 {
-			n := 0
-			if err := ub.ForEach(userKey(s.User), func(_, _ []byte) error {
-				if n++; n >= perUser {
-					return errFound
-				}
-				return nil
-			}); errors.Is(err, errFound) {
-				return &LimitError{User: s.User, Limit: perUser}
-			} else if err != nil {
-				return err
-			}
+		list, err := userEntries(ub, s.User)
+		if err != nil {
+			return err
+		}
+		if perUser > 0 && len(list) >= perUser {
+			return &LimitError{User: s.User, Limit: perUser}
 		}
 		if err := tx.Bucket(sessionsBucket).Put(k, v); err != nil {
 			return err
 		}
-		return ub.Put(uk, nil)
+		if !slices.Contains(list, string(k)) {
+			list = append(list, string(k))
+		}
+		return putUserEntries(ub, s.User, list)
 	})
 	var limit *LimitError
 	switch {
@@ -379,8 +400,9 @@ func (r *Registry) Add(process string, s admin.Session, perUser int) error {
 func (r *Registry) UserSessions(user string) (int, error) {
 	n := 0
 	err := r.cfg.DB.View(func(tx store.Tx) error {
-		n = 0
-		return tx.Bucket(usersBucket).ForEach(userKey(user), func(_, _ []byte) error { n++; return nil })
+		list, err := userEntries(tx.Bucket(usersBucket), user)
+		n = len(list)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("registry: count the sessions of %q: %w", user, err)
@@ -388,8 +410,8 @@ func (r *Registry) UserSessions(user string) (int, error) {
 	return n, nil
 }
 
-// deleteEntry removes the session entry k (v is its value) and its key in
-// usersBucket.
+// deleteEntry removes the session entry k (v is its value), and k from
+// its user's list in usersBucket.
 func deleteEntry(tx store.Tx, k, v []byte) error {
 	if err := tx.Bucket(sessionsBucket).Delete(k); err != nil {
 		return err
@@ -398,7 +420,16 @@ func deleteEntry(tx store.Tx, k, v []byte) error {
 	if err := json.Unmarshal(v, &e); err != nil {
 		return nil // an unreadable entry was never counted: Add wrote every one
 	}
-	return tx.Bucket(usersBucket).Delete(append(userKey(e.Session.User), k...))
+	ub := tx.Bucket(usersBucket)
+	list, err := userEntries(ub, e.Session.User)
+	if err != nil {
+		return err
+	}
+	i := slices.Index(list, string(k))
+	if i < 0 {
+		return nil
+	}
+	return putUserEntries(ub, e.Session.User, slices.Delete(list, i, i+1))
 }
 
 // Refresh updates the entries of live sessions (their byte counts), in one
