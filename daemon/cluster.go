@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
 	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/internal/version"
@@ -103,6 +104,27 @@ func (h registryHandler) Kill(id, reason string) error {
 func (h registryHandler) Abandoned(list []broker.Info) error { return h.d.broker.Abandoned(list) }
 func (h registryHandler) ProcessAlive(p string) bool         { return h.d.broker.ProcessAlive(p) }
 func (h registryHandler) Recheck(why string)                 { h.d.endRevoked(why) }
+
+// Load is this process's broker's: it admits the instance's new sessions
+// into its capacity (an upgrade's old process only serves its last ones).
+func (h registryHandler) Load() adminapi.Load { return h.d.broker.Load() }
+
+// clusterInstances is every instance's heartbeat, for `bastionctl status`;
+// nil on a single host.
+func (d *daemon) clusterInstances() ([]adminapi.Instance, error) {
+	if d.registry == nil {
+		return nil, nil
+	}
+	hbs, err := d.registry.Instances()
+	if err != nil {
+		return nil, err
+	}
+	list := make([]adminapi.Instance, len(hbs))
+	for i, hb := range hbs {
+		list[i] = adminapi.Instance{Name: hb.Instance, Version: hb.Version, PID: hb.PID, Addresses: hb.Addresses, Seen: hb.Seen, Load: hb.Load}
+	}
+	return list, nil
+}
 
 // revoke ends the sessions whose right to exist is gone (endRevoked) and,
 // in a cluster, has every other instance do the same: the change (an

@@ -44,6 +44,9 @@ func (r *remote) Kill(id, reason string) error {
 }
 func (r *remote) Abandoned([]wire.Session) error { return nil }
 func (r *remote) ProcessAlive(string) bool       { return true }
+func (r *remote) Load() wire.Load {
+	return wire.Load{Capacity: 50, Used: 3, Sessions: 2, Draining: true}
+}
 func (r *remote) Recheck(why string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -53,7 +56,8 @@ func (r *remote) Recheck(why string) {
 // TestClusterSessionsAPI: an instance's admin API lists the sessions of
 // another (IPv4 and IPv6 clients), kills one of them there, says so
 // clearly for an unknown ID, and a change of rights here is rechecked
-// there. A single host's bbolt store runs no registry.
+// there; its status shows every instance's load, as their heartbeats say.
+// A single host's bbolt store runs no registry.
 func TestClusterSessionsAPI(t *testing.T) {
 	dir := t.TempDir()
 	db, err := statedb.Open(filepath.Join(dir, "state.db"))
@@ -87,7 +91,7 @@ func TestClusterSessionsAPI(t *testing.T) {
 	for i, client := range []string{"192.0.2.10:50000", "[2001:db8::10]:50001"} {
 		s := wire.Session{ID: []string{"bbbb00000001", "bbbb00000002"}[i], User: "alice", Client: netip.MustParseAddrPort(client),
 			Target: "vm1", Protocol: "ssh", Port: 22, Start: time.Unix(1700000000+int64(i), 0)}
-		if err := b.Add("live-1-00000000.db", s); err != nil {
+		if err := b.Add("live-1-00000000.db", s, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -101,6 +105,20 @@ func TestClusterSessionsAPI(t *testing.T) {
 		cancel()
 		<-done
 	}()
+
+	var cluster []wire.Instance
+	for deadline := time.Now().Add(10 * time.Second); len(cluster) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the status lists the instances %+v", cluster)
+		}
+		if cluster, err = d.clusterInstances(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a, b := cluster[0], cluster[1]; a.Name != "bastion-a" || a.Load != (wire.Load{Capacity: 100}) ||
+		b.Name != "bastion-b" || b.Load != (wire.Load{Capacity: 50, Used: 3, Sessions: 2, Draining: true}) {
+		t.Errorf("the status lists the instances %+v", cluster)
+	}
 
 	api := sessionsAPI{d}
 	list, err := api.List()

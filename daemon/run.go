@@ -716,6 +716,10 @@ func (d *daemon) status() adminapi.Status {
 	if list, err := d.pred.list(context.Background()); err == nil {
 		prev = &adminapi.PreviousProcess{PID: d.pred.hello.PID, Version: d.pred.hello.Version, Sessions: len(list)}
 	}
+	cluster, err := d.clusterInstances()
+	if err != nil {
+		d.log.Warn("status: cannot read the cluster's instances from the state store", zap.Error(err))
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st := adminapi.Status{
@@ -734,6 +738,10 @@ func (d *daemon) status() adminapi.Status {
 		Sessions: d.front.LiveSessions(),
 		Draining: d.draining,
 		Previous: prev,
+		Cluster:  cluster,
+	}
+	if d.registry != nil {
+		st.Instance = d.registry.Instance()
 	}
 	return st
 }

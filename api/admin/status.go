@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"net/netip"
 	"time"
 )
 
@@ -17,6 +18,11 @@ type Status struct {
 	Listeners    []Listener    `json:"listeners"`
 	Sessions     int           `json:"sessions"`
 	Draining     bool          `json:"draining"`
+	// Instance is this bastiond's name in its cluster (cluster.instance).
+	Instance string `json:"instance,omitempty"`
+	// Cluster is every instance of the cluster as its last heartbeat in
+	// the registry says, by name; empty on a single host.
+	Cluster []Instance `json:"cluster,omitempty"`
 	// Previous is the process this one replaced in a binary upgrade,
 	// while it still serves sessions.
 	Previous *PreviousProcess `json:"previous,omitempty"`
@@ -53,4 +59,29 @@ type UpgradeResult struct {
 	// Sessions is how many live sessions the old process keeps serving
 	// (for up to limits.upgrade_grace).
 	Sessions int `json:"sessions"`
+}
+
+// Load is how much of an instance's capacity its sessions use.
+type Load struct {
+	// Capacity is the instance's size in weighted units (limits.capacity).
+	Capacity int `json:"capacity"`
+	// Used is the units held by its open and opening sessions (each
+	// protocol's limits.weights).
+	Used int `json:"used"`
+	// Sessions is how many sessions are open.
+	Sessions int `json:"sessions"`
+	// Draining is true while the instance refuses new sessions (stopping).
+	Draining bool `json:"draining,omitempty"`
+}
+
+// Instance is one instance of a cluster, as its heartbeat in the registry
+// says.
+type Instance struct {
+	Name      string       `json:"name"`
+	Version   string       `json:"version,omitempty"`
+	PID       int          `json:"pid,omitempty"`
+	Addresses []netip.Addr `json:"addresses,omitempty"`
+	// Seen is when it last wrote its heartbeat, by its own clock.
+	Seen time.Time `json:"seen"`
+	Load
 }

@@ -80,7 +80,7 @@ func newStatus(socket *string) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show the daemon's version, uptime, configuration, listeners and sessions",
+		Short: "Show the daemon's version, uptime, configuration, listeners and sessions, and each cluster instance's load",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
@@ -128,5 +128,29 @@ func printStatus(out io.Writer, st admin.Status) {
 	if p := st.Previous; p != nil {
 		fmt.Fprintf(w, "previous process\t%s (pid %d) serves its %d sessions until they end (upgrade)\n", printable(p.Version), p.PID, p.Sessions)
 	}
+	for _, in := range st.Cluster {
+		fmt.Fprintf(w, "instance\t%s\n", instanceLine(in, st.Instance, st.Now))
+	}
 	w.Flush()
+}
+
+// instanceLine is one cluster instance's load, as its heartbeat says:
+// "b: 12 of 100 units used (12%), 9 sessions; v1.4.0 pid 812, heard 2s ago".
+func instanceLine(in admin.Instance, self string, now time.Time) string {
+	pct := 0
+	if in.Capacity > 0 {
+		pct = in.Used * 100 / in.Capacity
+	}
+	line := fmt.Sprintf("%s: %d of %d units used (%d%%), %d sessions", printable(in.Name), in.Used, in.Capacity, pct, in.Sessions)
+	switch {
+	case in.Draining:
+		line += ", draining"
+	case in.Used >= in.Capacity:
+		line += ", full"
+	}
+	line += fmt.Sprintf("; %s pid %d, heard %s ago", printable(in.Version), in.PID, max(now.Sub(in.Seen), 0).Round(time.Second))
+	if in.Name == self {
+		line += " (this instance)"
+	}
+	return line
 }

@@ -14,6 +14,8 @@ type (
 	PreviousProcess = admin.PreviousProcess
 	ReloadResult    = admin.ReloadResult
 	Listener        = admin.Listener
+	Instance        = admin.Instance
+	Load            = admin.Load
 	UpgradeResult   = admin.UpgradeResult
 	PolicyView      = admin.PolicyView
 	CountersView    = admin.CountersView

@@ -375,9 +375,11 @@ type Role struct {
 type Limits struct {
 	// Capacity is the instance's size in weighted units. Default 100
 	// (like an Azure Bastion instance: 100 light or 50 medium sessions).
+	// In a cluster each instance admits into its own.
 	Capacity int     `yaml:"capacity"`
 	Weights  Weights `yaml:"weights"`
 	// SessionsPerUser caps one user's concurrent sessions. Default 10.
+	// In a cluster it counts the user's sessions on every instance.
 	SessionsPerUser int `yaml:"sessions_per_user"`
 	// ConnectionsPerSource caps the TCP connections one source may hold
 	// open on port 443; past it, new ones are closed unanswered. A source

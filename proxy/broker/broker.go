@@ -21,6 +21,7 @@ import (
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
 
+	"github.com/bastiond/bastiond/api/admin"
 	"github.com/bastiond/bastiond/internal/audit"
 )
 
@@ -57,7 +58,8 @@ type Config struct {
 	// Weights are the units one session of a protocol takes. Default ssh
 	// 1, rdp 2, tunnel 1.
 	Weights map[string]int
-	// PerUser caps one user's concurrent sessions. Default 10.
+	// PerUser caps one user's concurrent sessions. Default 10. With a
+	// Registry, the user's sessions on every instance count.
 	PerUser int
 	// DialTimeout bounds connecting to a target, all its addresses
 	// together. Default 10s.
@@ -226,7 +228,14 @@ func (t tuning) withDefaults() tuning {
 // broker's live journal's file name, for the registry to tell the entries
 // of a process that is gone.
 type Registry interface {
-	Add(process string, s Info) error
+	// Add enters s, unless its user has perUser sessions in the cluster
+	// already: then it enters nothing and returns an error that has a
+	// method UserLimit() int (the limit), which refuses the session as
+	// KindUserLimit.
+	Add(process string, s Info, perUser int) error
+	// UserSessions is how many sessions user has in the cluster: Open
+	// refuses a user at the limit before it dials (Add checks again).
+	UserSessions(user string) (int, error)
 	Refresh(process string, list []Info) error
 	Remove(ids []string) error
 	// Claim takes the entries of ids, sessions of this instance a dead
@@ -497,7 +506,7 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 	case b.perUser[req.User] >= c.PerUser:
 		b.mu.Unlock()
 		b.metrics.refusals.WithLabelValues("user_limit").Inc()
-		return nil, &Error{Kind: KindUserLimit, Msg: fmt.Sprintf("you have %d sessions open, the most allowed", c.PerUser)}
+		return nil, userLimit(c.PerUser)
 	case b.used+weight > c.Capacity:
 		b.mu.Unlock()
 		b.metrics.refusals.WithLabelValues("capacity").Inc()
@@ -520,6 +529,15 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 		b.mu.Unlock()
 	}()
 
+	if b.reg != nil {
+		// The user's sessions on the other instances: a user at the limit
+		// is refused before the machine sees a connection. An error here
+		// is Add's to report.
+		if n, err := b.reg.UserSessions(req.User); err == nil && n >= c.PerUser {
+			b.metrics.refusals.WithLabelValues("user_limit").Inc()
+			return nil, userLimit(c.PerUser)
+		}
+	}
 	conn, addr, err := b.dial(ctx, c, t, port)
 	if err != nil {
 		return nil, err
@@ -532,8 +550,16 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 		// Before the journal entry and the start record, as they are
 		// ordered: a crash after any of them leaves an entry that someone
 		// records as abandoned.
-		if err := b.reg.Add(b.process(), s.info); err != nil {
+		if err := b.reg.Add(b.process(), s.info, c.PerUser); err != nil {
 			conn.Close()
+			var limit interface{ UserLimit() int }
+			if errors.As(err, &limit) {
+				// The user's sessions on the other instances count too.
+				s.log.Info("session refused: the user has the most sessions allowed in the cluster", zap.String("user", req.User),
+					zap.Int("limit", limit.UserLimit()))
+				b.metrics.refusals.WithLabelValues("user_limit").Inc()
+				return nil, userLimit(limit.UserLimit())
+			}
 			s.log.Error("session refused: it cannot be entered in the cluster's registry", zap.Error(err))
 			b.metrics.refusals.WithLabelValues("registry").Inc()
 			return nil, &Error{Kind: KindInternal, Msg: "the bastion cannot register the session at the moment (its state store is unavailable)", Err: err}
@@ -573,6 +599,22 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 		return nil, &Error{Kind: KindClosed, Msg: "the bastion is shutting down"}
 	}
 	return s, nil
+}
+
+// userLimit is Open's refusal of a user who has limit sessions open: on
+// this instance, or in the cluster.
+func userLimit(limit int) *Error {
+	return &Error{Kind: KindUserLimit, Msg: fmt.Sprintf("you have %d sessions open, the most allowed", limit)}
+}
+
+// Load is how much of its capacity the broker's sessions use: capacity
+// and used units (the open and opening sessions'), open sessions, and
+// whether it refuses new ones (Drain, Close).
+func (b *Broker) Load() admin.Load {
+	capacity := b.cfg.Load().Capacity
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return admin.Load{Capacity: capacity, Used: b.used, Sessions: len(b.sessions), Draining: b.closed}
 }
 
 // auditRefusal counts and returns Open's refusal while the audit file

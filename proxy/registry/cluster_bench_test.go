@@ -10,14 +10,15 @@ import (
 	"github.com/bastiond/bastiond/internal/store/pgstore/pgstoretest"
 )
 
-// clusterStores are the stores two instances share in the benchmarks:
-// bbolt (one handle) and PostgreSQL (a pool per instance).
+// clusterStores are the stores two instances share in the benchmarks and
+// the tests of the cluster's limits: bbolt (one handle) and PostgreSQL (a
+// pool per instance, one over IPv4 and one over IPv6).
 var clusterStores = []struct {
 	name string
-	open func(b *testing.B) (store.DB, store.DB)
+	open func(b testing.TB) (store.DB, store.DB)
 }{
-	{"bbolt", func(b *testing.B) (store.DB, store.DB) { db := openDB(b); return db, db }},
-	{"postgres", func(b *testing.B) (store.DB, store.DB) {
+	{"bbolt", func(b testing.TB) (store.DB, store.DB) { db := openDB(b); return db, db }},
+	{"postgres", func(b testing.TB) (store.DB, store.DB) {
 		s := pgtest.Start(b)
 		name := s.NewDatabase(b)
 		return pgstoretest.On(b, s, "127.0.0.1", name), pgstoretest.On(b, s, "::1", name)
@@ -25,8 +26,8 @@ var clusterStores = []struct {
 }
 
 // BenchmarkClusterSessionEntry is what the registry adds to a session's
-// life, its entry written before the first byte and removed after the end
-// record, for 200 users opening sessions at once on two instances. p50
+// life, its entry written (with its user's count checked) before the first
+// byte and removed after the end record, for 200 users opening sessions at once on two instances. p50
 // and p99 per session (entry and removal).
 func BenchmarkClusterSessionEntry(b *testing.B) {
 	const users = 200
@@ -37,7 +38,9 @@ func BenchmarkClusterSessionEntry(b *testing.B) {
 			benchlat.Run(b, users, func(u, i int) error {
 				r := regs[i%2]
 				id := fmt.Sprintf("%012x", i)
-				if err := r.Add("journal-1", session(id, "192.0.2.10:50000")); err != nil {
+				s := session(id, "192.0.2.10:50000")
+				s.User = fmt.Sprintf("user%d", u) // counted against limits.sessions_per_user's default
+				if err := r.Add("journal-1", s, 10); err != nil {
 					return err
 				}
 				return r.Remove([]string{id})
@@ -54,7 +57,7 @@ func BenchmarkClusterList10k(b *testing.B) {
 			dbA, dbB := cs.open(b)
 			regs := []*Registry{instance(b, dbA, "bastion-a", nil), instance(b, dbB, "bastion-b", nil)}
 			for i := range 10000 {
-				if err := regs[i%2].Add("journal-1", session(fmt.Sprintf("%012x", i), "[2001:db8::10]:50000")); err != nil {
+				if err := regs[i%2].Add("journal-1", session(fmt.Sprintf("%012x", i), "[2001:db8::10]:50000"), 0); err != nil {
 					b.Fatal(err)
 				}
 			}

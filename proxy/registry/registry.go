@@ -24,6 +24,17 @@
 // heartbeat until it has written them for Dead again: an outage of the
 // store takes no instance for dead.
 //
+// The registry also holds the cluster's limits. limits.sessions_per_user
+// counts a user's sessions on every instance: Add checks the count and
+// writes the entry in one serializable transaction, from a list of each
+// user's entries (usersBucket) kept with the entries themselves, so that
+// of two instances racing for a user's last session exactly one gets it.
+// A session stops counting when its entry goes: at its end, and when it is
+// taken over (Claim, a dead instance's) to be recorded as abandoned.
+// limits.capacity stays per instance (each one admits into its own
+// capacity), and each heartbeat carries the instance's load (Heartbeat.Load)
+// for operators.
+//
 // On a single host with the bbolt store the daemon runs no registry: the
 // broker's local journal is all it needs.
 package registry
@@ -66,7 +77,41 @@ const (
 	// change of the shared state (an account, a grant, a token) or of its
 	// configuration may have taken rights away.
 	recheckBucket = "cluster_recheck"
+	// usersBucket: "u" + user name -> the keys ("instance/session ID")
+	// of the user's entries in sessionsBucket, a JSON array kept in the
+	// transactions that add and remove those entries: the user's sessions
+	// in the cluster, counted by reading one key. A user's key stays once
+	// made (an empty array): on PostgreSQL a serializable read of a key
+	// that exists locks that row alone, and a missing one a page of the
+	// index, which other users' first sessions would conflict with.
+	usersBucket = "cluster_users"
 )
+
+// userKey is user's key in usersBucket.
+func userKey(user string) []byte { return []byte("u" + user) }
+
+// userEntries reads user's list in usersBucket.
+func userEntries(b store.Bucket, user string) ([]string, error) {
+	v, err := b.Get(userKey(user))
+	if err != nil || v == nil {
+		return nil, err
+	}
+	var list []string
+	if err := json.Unmarshal(v, &list); err != nil {
+		return nil, fmt.Errorf("registry: the sessions of user %q: %w", user, err)
+	}
+	return list, nil
+}
+
+// putUserEntries writes user's list in usersBucket, sorted.
+func putUserEntries(b store.Bucket, user string, list []string) error {
+	slices.Sort(list)
+	if list == nil {
+		list = []string{}
+	}
+	v, _ := json.Marshal(list)
+	return b.Put(userKey(user), v)
+}
 
 var recheckKey = []byte("generation")
 
@@ -140,6 +185,8 @@ type Handler interface {
 	// entries of one that is gone and left no journal (its end records
 	// were written, removing the entries was not) are taken over.
 	ProcessAlive(process string) bool
+	// Load is this instance's use of its capacity now, for its heartbeat.
+	Load() admin.Load
 }
 
 // Heartbeat is an instance's entry in the registry.
@@ -151,6 +198,8 @@ type Heartbeat struct {
 	Version   string       `json:"version,omitempty"`
 	PID       int          `json:"pid,omitempty"`
 	Addresses []netip.Addr `json:"addresses,omitempty"`
+	// Load is the instance's capacity and use as of this heartbeat.
+	admin.Load
 }
 
 // entry is a session's value in sessionsBucket and abandonedBucket.
@@ -181,6 +230,22 @@ var (
 	// no longer beats.
 	ErrInstanceDead = errors.New("registry: the instance that carries the session is not answering")
 )
+
+// LimitError is Add's refusal of a session whose user has Limit sessions
+// in the cluster already (limits.sessions_per_user).
+type LimitError struct {
+	User  string
+	Limit int
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("registry: user %q has %d sessions open in the cluster, the most allowed", e.User, e.Limit)
+}
+
+// UserLimit is the limit reached: the broker tells this refusal by it
+// (errors.As with an interface{ UserLimit() int }) without importing the
+// registry.
+func (e *LimitError) UserLimit() int { return e.Limit }
 
 // Registry is one instance's view of the cluster's live sessions.
 type Registry struct {
@@ -289,22 +354,82 @@ func (r *Registry) key(instance, id string) []byte { return []byte(instance + "/
 func (r *Registry) own() []byte { return []byte(r.cfg.Instance + "/") }
 
 // Add registers a session of this instance, carried by process (the name
-// of its live journal, which Handler.ProcessAlive knows). The broker calls
-// it before the session carries a byte, and refuses the session if it
-// fails.
-func (r *Registry) Add(process string, s admin.Session) error {
+// of its live journal, which Handler.ProcessAlive knows), unless its user
+// has perUser sessions in the cluster already (0: no limit): then it
+// writes nothing and returns a *LimitError. The count and the entry are
+// one serializable transaction: two instances racing for a user's last
+// session cannot both get it. The broker calls Add before the session
+// carries a byte, and refuses the session if it fails.
+func (r *Registry) Add(process string, s admin.Session, perUser int) error {
 	s.Instance = r.cfg.Instance
 	v, err := json.Marshal(entry{Session: s, Process: process})
 	if err != nil {
 		return err
 	}
+	k := r.key(r.cfg.Instance, s.ID)
 	err = r.cfg.DB.Update(func(tx store.Tx) error {
-		return tx.Bucket(sessionsBucket).Put(r.key(r.cfg.Instance, s.ID), v)
+		ub := tx.Bucket(usersBucket)
+		list, err := userEntries(ub, s.User)
+		if err != nil {
+			return err
+		}
+		if perUser > 0 && len(list) >= perUser {
+			return &LimitError{User: s.User, Limit: perUser}
+		}
+		if err := tx.Bucket(sessionsBucket).Put(k, v); err != nil {
+			return err
+		}
+		if !slices.Contains(list, string(k)) {
+			list = append(list, string(k))
+		}
+		return putUserEntries(ub, s.User, list)
 	})
-	if err != nil {
+	var limit *LimitError
+	switch {
+	case errors.As(err, &limit):
+		return err
+	case err != nil:
 		return fmt.Errorf("registry: add session %s: %w", s.ID, err)
 	}
 	return nil
+}
+
+// UserSessions is how many sessions user has in the cluster now. Add
+// checks again in its own transaction: this is for refusing a session
+// before its target is dialled.
+func (r *Registry) UserSessions(user string) (int, error) {
+	n := 0
+	err := r.cfg.DB.View(func(tx store.Tx) error {
+		list, err := userEntries(tx.Bucket(usersBucket), user)
+		n = len(list)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("registry: count the sessions of %q: %w", user, err)
+	}
+	return n, nil
+}
+
+// deleteEntry removes the session entry k (v is its value), and k from
+// its user's list in usersBucket.
+func deleteEntry(tx store.Tx, k, v []byte) error {
+	if err := tx.Bucket(sessionsBucket).Delete(k); err != nil {
+		return err
+	}
+	var e entry
+	if err := json.Unmarshal(v, &e); err != nil {
+		return nil // an unreadable entry was never counted: Add wrote every one
+	}
+	ub := tx.Bucket(usersBucket)
+	list, err := userEntries(ub, e.Session.User)
+	if err != nil {
+		return err
+	}
+	i := slices.Index(list, string(k))
+	if i < 0 {
+		return nil
+	}
+	return putUserEntries(ub, e.Session.User, slices.Delete(list, i, i+1))
 }
 
 // Refresh updates the entries of live sessions (their byte counts), in one
@@ -346,12 +471,19 @@ func (r *Registry) Refresh(process string, list []admin.Session) error {
 // and any kill request left for them.
 func (r *Registry) Remove(ids []string) error {
 	err := r.cfg.DB.Update(func(tx store.Tx) error {
-		s, k := tx.Bucket(sessionsBucket), tx.Bucket(killsBucket)
+		s, kb := tx.Bucket(sessionsBucket), tx.Bucket(killsBucket)
 		for _, id := range ids {
-			if err := s.Delete(r.key(r.cfg.Instance, id)); err != nil {
+			k := r.key(r.cfg.Instance, id)
+			v, err := s.Get(k)
+			if err != nil {
 				return err
 			}
-			if err := k.Delete(r.key(r.cfg.Instance, id)); err != nil {
+			if v != nil {
+				if err := deleteEntry(tx, k, v); err != nil {
+					return err
+				}
+			}
+			if err := kb.Delete(k); err != nil {
 				return err
 			}
 		}
@@ -386,7 +518,7 @@ func (r *Registry) Claim(ids []string) (map[string]bool, error) {
 			if err := a.Put(k, v); err != nil {
 				return err
 			}
-			if err := s.Delete(k); err != nil {
+			if err := deleteEntry(tx, k, v); err != nil {
 				return err
 			}
 			claimed[id] = true

@@ -73,6 +73,7 @@ type handler struct {
 	alive    map[string]bool     // processes alive
 	failKill error
 	rechecks []string
+	load     admin.Load
 }
 
 func (h *handler) Recheck(why string) {
@@ -97,6 +98,12 @@ func (h *handler) Kill(id, reason string) error {
 	delete(h.live, id)
 	h.killed[id] = reason
 	return h.reg.Remove([]string{id})
+}
+
+func (h *handler) Load() admin.Load {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.load
 }
 
 func (h *handler) ProcessAlive(p string) bool {
@@ -126,7 +133,7 @@ func session(id, client string) admin.Session {
 func add(t testing.TB, r *Registry, h *handler, sessions ...admin.Session) {
 	t.Helper()
 	for _, s := range sessions {
-		if err := r.Add("journal-1", s); err != nil {
+		if err := r.Add("journal-1", s, 0); err != nil {
 			t.Fatal(err)
 		}
 		if h != nil {
@@ -541,10 +548,10 @@ func TestStaleOwnEntries(t *testing.T) {
 	recorded := map[string][]string{}
 	a := instance(t, db, "bastion-a", nil)
 	ha := newHandler("bastion-a", a, recorded, nil)
-	if err := a.Add("journal-gone", session("aaaa00000001", "192.0.2.1:1")); err != nil {
+	if err := a.Add("journal-gone", session("aaaa00000001", "192.0.2.1:1"), 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Add("journal-1", session("aaaa00000002", "[2001:db8::2]:2")); err != nil {
+	if err := a.Add("journal-1", session("aaaa00000002", "[2001:db8::2]:2"), 0); err != nil {
 		t.Fatal(err)
 	}
 	a.tick(ha, true)
@@ -651,7 +658,7 @@ func BenchmarkList10k(b *testing.B) {
 		if i%2 == 1 {
 			s.Client = netip.MustParseAddrPort("[2001:db8::10]:50000")
 		}
-		if err := regs[i%2].Add("journal-1", s); err != nil {
+		if err := regs[i%2].Add("journal-1", s, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -69,7 +69,7 @@ func (r *Registry) Run(ctx context.Context, h Handler) error {
 // record what was taken over.
 func (r *Registry) tick(h Handler, stale bool) {
 	now := r.now()
-	if err := r.heartbeat(now); err != nil {
+	if err := r.heartbeat(now, h.Load()); err != nil {
 		r.mu.Lock()
 		// Nobody's heartbeat could be judged while ours was not written:
 		// after an outage of the store, every instance waits a full Dead
@@ -92,14 +92,31 @@ func (r *Registry) tick(h Handler, stale bool) {
 	r.recordAbandoned(h)
 }
 
-func (r *Registry) heartbeat(now time.Time) error {
+// heartbeat writes this instance's heartbeat, with load. A retired process
+// (an upgrade's old one, which beats on while it serves its last sessions)
+// keeps the load its successor wrote: the successor admits the new
+// sessions, and the instance's load is its.
+func (r *Registry) heartbeat(now time.Time, load admin.Load) error {
 	r.mu.Lock()
 	r.beat++
 	hb := Heartbeat{Instance: r.cfg.Instance, Process: r.process, Beat: r.beat, Seen: now.UTC(), Version: r.cfg.Version,
-		PID: r.cfg.PID, Addresses: r.cfg.Addresses}
+		PID: r.cfg.PID, Addresses: r.cfg.Addresses, Load: load}
 	r.mu.Unlock()
-	v, _ := json.Marshal(hb)
-	err := r.cfg.DB.Update(func(tx store.Tx) error { return tx.Bucket(instancesBucket).Put([]byte(r.cfg.Instance), v) })
+	retired := r.retired.Load()
+	err := r.cfg.DB.Update(func(tx store.Tx) error {
+		b := tx.Bucket(instancesBucket)
+		hb := hb
+		if retired {
+			var old Heartbeat
+			if v, err := b.Get([]byte(r.cfg.Instance)); err != nil {
+				return err
+			} else if v != nil && json.Unmarshal(v, &old) == nil && old.Process != r.process {
+				hb.Load = old.Load
+			}
+		}
+		v, _ := json.Marshal(hb)
+		return b.Put([]byte(r.cfg.Instance), v)
+	})
 	if err != nil {
 		return err
 	}
@@ -187,7 +204,12 @@ func (r *Registry) reap(d deadInstance) {
 				return err
 			}
 			for i, k := range keys {
-				if err := b.Delete(k); err != nil {
+				del := b.Delete
+				if bucket == sessionsBucket {
+					// Abandoned, it no longer counts for its user.
+					del = func(k []byte) error { return deleteEntry(tx, k, vals[i]) }
+				}
+				if err := del(k); err != nil {
 					return err
 				}
 				if err := ab.Put(r.key(r.cfg.Instance, string(k[len(prefix):])), vals[i]); err != nil {

@@ -77,8 +77,8 @@ func TestClusterOnPostgres(t *testing.T) {
 	if err := os.WriteFile(sealKey, []byte(seal.Generate()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := e2e.StartDaemonIn(t, e2e.LabValue(t, "NS_BASTION"), e2e.ViaFDs, instanceConfig(t, clusterConfig(t, "a", sealKey)))
-	b := e2e.StartDaemonIn(t, e2e.LabValue(t, "NS_BASTION2"), e2e.ViaFDs, instanceConfig(t, clusterConfig(t, "b", sealKey)))
+	a := e2e.StartDaemonIn(t, e2e.LabValue(t, "NS_BASTION"), e2e.ViaFDs, perUser5(instanceConfig(t, clusterConfig(t, "a", sealKey))))
+	b := e2e.StartDaemonIn(t, e2e.LabValue(t, "NS_BASTION2"), e2e.ViaFDs, perUser5(instanceConfig(t, clusterConfig(t, "b", sealKey))))
 	waitStates(t, map[string]string{"a": "UP", "b": "UP"}, 20*time.Second)
 
 	t.Run("one account and one CA", func(t *testing.T) {
@@ -176,6 +176,73 @@ func TestClusterOnPostgres(t *testing.T) {
 		}
 	})
 
+	t.Run("sessions_per_user counts the user's sessions on both instances", func(t *testing.T) {
+		// 4 open, the limit is 5: one more opens, wherever the balancer
+		// puts it; then none, on either instance, either family.
+		fifth, err := e2e.Dial(t, e2e.TunnelClient(t, creds, e2e.LabValue(t, "BASTION_PUB4"), "tcp"), "vm1", 9001)
+		if err != nil {
+			t.Fatalf("the fifth tunnel: %v", err)
+		}
+		echoOnce(t, fifth, "the fifth tunnel")
+		for _, via := range []struct{ addr, transport string }{
+			{e2e.LabValue(t, "BASTION_PUB4"), "tcp"}, {e2e.LabValue(t, "BASTION_PUB6"), "tcp"},
+			{e2e.LabValue(t, "BASTION_PUB4"), "quic"}, {e2e.LabValue(t, "BASTION_PUB6"), "quic"},
+		} {
+			conn, err := e2e.Dial(t, e2e.TunnelClient(t, creds, via.addr, via.transport), "vm1", 9001)
+			if err == nil {
+				conn.Close()
+				t.Errorf("a sixth tunnel over %s via %s opened", via.transport, via.addr)
+			} else if !strings.Contains(err.Error(), "you have 5 sessions open, the most allowed") {
+				t.Errorf("the sixth tunnel over %s via %s: %v, want the user's limit", via.transport, via.addr, err)
+			}
+		}
+		var refused int
+		for _, d := range []*e2e.Daemon{a, b} {
+			for _, e := range auditLines(t, d, "connect_refused") {
+				if e["reason"] == "user_cap" {
+					refused++
+				}
+			}
+		}
+		if refused != 4 {
+			t.Errorf("%d connect_refused user_cap events on the two instances, want 4", refused)
+		}
+		// Both instances' heartbeats carry their load: 5 tunnels, 5 units.
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+			var st struct {
+				Cluster []struct {
+					Name     string
+					Used     int
+					Sessions int
+					Capacity int
+				}
+			}
+			out, err := b.Ctl(nil, "status", "--json")
+			if err != nil || json.Unmarshal([]byte(out), &st) != nil {
+				t.Fatalf("status --json: %v\n%s", err, out)
+			}
+			used, sessions := 0, 0
+			for _, in := range st.Cluster {
+				used, sessions = used+in.Used, sessions+in.Sessions
+			}
+			if len(st.Cluster) == 2 && used == 5 && sessions == 5 && st.Cluster[0].Capacity == 100 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("status on b after 15 s: %s", out)
+			}
+		}
+		if out, err := b.Ctl(nil, "status"); err != nil || !strings.Contains(out, "a: ") || !strings.Contains(out, "(this instance)") {
+			t.Errorf("status on b: %v\n%s", err, out)
+		}
+		fifth.Close()
+		for deadline := time.Now().Add(15 * time.Second); len(liveSessions(t, b)) != len(tunnels); time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the fifth tunnel is still listed")
+			}
+		}
+	})
+
 	t.Run("a kill on one instance ends a session on the other", func(t *testing.T) {
 		var victim, on string
 		for _, s := range liveSessions(t, b) {
@@ -230,6 +297,13 @@ func TestClusterOnPostgres(t *testing.T) {
 			t.Errorf("b lists %d sessions after a's death, want %d", n, len(tunnels)-1-len(onA))
 		}
 	})
+}
+
+// perUser5 is cfg with limits.sessions_per_user 5.
+func perUser5(cfg func(dir string) string) func(dir string) string {
+	return func(dir string) string {
+		return strings.Replace(cfg(dir), "limits: {drain_grace: 3s}", "limits: {drain_grace: 3s, sessions_per_user: 5}", 1)
+	}
 }
 
 func slicesDelete(s []string, v string) []string {
