@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -228,6 +229,48 @@ func TestClusterDatabaseDown(t *testing.T) {
 				t.Fatalf("signed out by the database's absence: %d", r.code)
 			}
 			bob.signIn("bob")
+		})
+	}
+}
+
+// TestClusterTokensDatabaseDown: while the cluster's database is down,
+// bastionctl login (POST /api/tokens) and a request with an API token are
+// answered 503 with a message that says so, not as a wrong password or a
+// bad token; once it is back, both work again.
+func TestClusterTokensDatabaseDown(t *testing.T) {
+	for _, remote := range []string{"192.0.2.10:50000", "[2001:db8::10]:50000"} {
+		t.Run(remote, func(t *testing.T) {
+			db := &flakyDB{DB: openSharedDB(t)}
+			cli := newBrowser(t, clusterPortal(t, db, &relayRecorder{}).routes())
+			cli.remote, cli.origin = remote, ""
+			issue := func() reply {
+				return cli.postJSON("/api/tokens", TokenRequest{User: "carol", Password: testPassword, TTL: "1h"}, nil)
+			}
+			r := issue()
+			if r.code != http.StatusOK {
+				t.Fatalf("issue: %d %s", r.code, r.body)
+			}
+			var tr TokenResponse
+			json.Unmarshal([]byte(r.body), &tr)
+			bearer := map[string]string{"Authorization": "Bearer " + tr.Secret}
+
+			db.down.Store(true)
+			if r := issue(); r.code != http.StatusServiceUnavailable || !strings.Contains(r.body, "cannot reach its database") {
+				t.Errorf("bastionctl login with the database down: %d %s", r.code, r.body)
+			}
+			for _, path := range []string{"/api/targets", "/api/tokens"} {
+				if r := cli.do(http.MethodGet, path, nil, bearer); r.code != http.StatusServiceUnavailable || !strings.Contains(r.body, "cannot reach its database") {
+					t.Errorf("GET %s with a token, the database down: %d %s", path, r.code, r.body)
+				}
+			}
+
+			db.down.Store(false)
+			if r := cli.do(http.MethodGet, "/api/targets", nil, bearer); r.code != http.StatusOK {
+				t.Errorf("the token after the database is back: %d %s", r.code, r.body)
+			}
+			if r := issue(); r.code != http.StatusOK {
+				t.Errorf("bastionctl login after the database is back: %d %s", r.code, r.body)
+			}
 		})
 	}
 }

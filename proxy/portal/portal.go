@@ -22,6 +22,7 @@ import (
 	"github.com/bastiond/bastiond/api"
 	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/authz"
@@ -439,6 +440,10 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func (s *Portal) apiCaller(w http.ResponseWriter, r *http.Request, scope string, changes bool) (caller, bool) {
 	c, present, err := s.tokenCaller(r, scope)
 	if present {
+		if errors.Is(err, auth.ErrUnavailable) {
+			writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errSessionStore})
+			return caller{}, false
+		}
 		if err != nil {
 			writeJSON(w, http.StatusUnauthorized, apiError{Error: err.Error()})
 			return caller{}, false
@@ -557,11 +562,20 @@ func (s *Portal) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 	}
 	src := clientAddr(r)
 	u, err := s.auth.Login(r.Context(), req.User, req.Password, req.Code, src)
+	if errors.Is(err, auth.ErrUnavailable) {
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errSessionStore})
+		return
+	}
 	if err != nil {
 		writeJSON(w, http.StatusUnauthorized, apiError{Error: auth.ErrLoginFailed.Error()})
 		return
 	}
 	secret, t, err := s.auth.Store().IssueToken(u.Name, req.Scopes, ttl, req.Comment, src.String())
+	if errors.Is(err, store.ErrUnavailable) {
+		s.log.Error("signed in, but the token cannot be stored", zap.String("user", u.Name), zap.Stringer("source", src), zap.Error(err))
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errSessionStore})
+		return
+	}
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
 		return
@@ -578,6 +592,10 @@ func (s *Portal) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 // bearerOnly authenticates a request that only an API token may make.
 func (s *Portal) bearerOnly(w http.ResponseWriter, r *http.Request) (caller, bool) {
 	c, present, err := s.tokenCaller(r, auth.ScopeAPI)
+	if errors.Is(err, auth.ErrUnavailable) {
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errSessionStore})
+		return caller{}, false
+	}
 	if !present || err != nil {
 		writeJSON(w, http.StatusUnauthorized, apiError{Error: "present an API token (bastionctl login)"})
 		return caller{}, false
