@@ -106,6 +106,11 @@ func TestPostgresRestartedUnderLiveSessions(t *testing.T) {
 			}
 		}
 	}
+	// A browser per family, signed in before the outage.
+	browsers := map[string]*e2e.WebUser{}
+	for _, f := range families {
+		browsers[f.name] = e2e.SignedIn(t, f.pub, "alice")
+	}
 	all := append(append([]echoer(nil), staying...), ending...)
 	waitRegistry(t, a, b, all)
 	perInstance := map[any]int{}
@@ -126,11 +131,23 @@ func TestPostgresRestartedUnderLiveSessions(t *testing.T) {
 			e.end(t)
 		}
 		for _, e := range ending {
-			if n := len(endRecords(t, e.id, 15*time.Second, a, b)); n != 1 {
-				t.Errorf("%s (%s), ended while the database was down: %d end records", e.what, e.id, n)
+			recs := endRecords(t, e.id, 15*time.Second, a, b)
+			if len(recs) != 1 {
+				t.Errorf("%s (%s), ended while the database was down: %d end records", e.what, e.id, len(recs))
+				continue
+			}
+			// Its bytes, both ways, before and during the outage.
+			if up, _ := recs[0]["bytes_up"].(float64); up == 0 {
+				t.Errorf("%s: end record without the bytes it carried: %v", e.what, recs[0])
+			}
+			if down, _ := recs[0]["bytes_down"].(float64); down == 0 {
+				t.Errorf("%s: end record without the bytes it carried: %v", e.what, recs[0])
 			}
 		}
 		for _, f := range families {
+			if _, err := browsers[f.name].Ticket("vm1", "ssh"); err == nil || !strings.Contains(err.Error(), "503") || !strings.Contains(err.Error(), "cannot reach its database") {
+				t.Errorf("%s: a signed-in browser opens a terminal while the database is down: %v", f.name, err)
+			}
 			status, page := e2e.NewWebUser(t, f.pub).SignIn("alice", e2e.TunnelPassword, "")
 			if status != http.StatusServiceUnavailable || !strings.Contains(page, "cannot reach its database") {
 				t.Errorf("%s: a sign-in in the browser while the database is down: %d\n%s", f.name, status, lastBytes(page, 2000))
@@ -182,6 +199,9 @@ func TestPostgresRestartedUnderLiveSessions(t *testing.T) {
 			}
 			if out, err := bastionctlLogin(t, f.pub); err != nil {
 				t.Errorf("%s: bastionctl login after the database is back: %v\n%s", f.name, err, out)
+			}
+			if _, err := browsers[f.name].Ticket("vm1", "ssh"); err != nil {
+				t.Errorf("%s: the browser signed in before the outage, after it: %v", f.name, err)
 			}
 			for _, transport := range []string{"tcp", "quic"} {
 				e := openTunnel(t, creds, f.pub, transport, f.name+" new tunnel over "+transport)
