@@ -15,8 +15,9 @@ import (
 	"github.com/bastiond/bastiond/web/browsertest"
 )
 
-// webConfig is instance name of a fresh cluster on dsn whose users open
-// vm1's terminal and vm2's desktop (FreeRDP with NLA) in the browser.
+// webConfig is instance name of a fresh cluster on dsn on which alice
+// opens vm1's terminal and vm2's desktop (FreeRDP with NLA) in the
+// browser, and tunnels to vm1.
 func webConfig(t testing.TB, name, dsn, sealKey string) func(dir string) string {
 	inst := instanceConfig(t, fmt.Sprintf(`cluster: {instance: %s}
 store:
@@ -104,6 +105,15 @@ func TestBrowserAcrossAnInstancesDeath(t *testing.T) {
 	}
 }
 
+// pageTimings is what a tab's page waited for: its navigation and the
+// resources that took over half a second or never came.
+const pageTimings = `JSON.stringify({state: document.readyState,
+  nav: performance.getEntriesByType("navigation").map(e => [e.name, e.duration|0, e.loadEventEnd|0]),
+  slow: performance.getEntriesByType("resource").filter(e => !e.responseEnd || e.duration > 500)
+    .map(e => [e.name, e.startTime|0, e.connectEnd-e.connectStart|0, e.duration|0, e.nextHopProtocol])})`
+
+// browserAcrossDeath is TestBrowserAcrossAnInstancesDeath in one family,
+// br's name resolving to the balancer's address of that family.
 func browserAcrossDeath(t *testing.T, br *browsertest.Browser, a, b *e2e.Daemon) {
 	base := "https://" + e2e.ServerName + "/"
 	user, password := e2e.LabValue(t, "LAB_USER"), e2e.LabValue(t, "LAB_PASSWORD")
@@ -114,7 +124,7 @@ func browserAcrossDeath(t *testing.T, br *browsertest.Browser, a, b *e2e.Daemon)
 				br.Tab(t, i)
 				br.Screenshot(t, "failed-"+name)
 				var rs string
-				br.Eval(t, `JSON.stringify({state: document.readyState, nav: performance.getEntriesByType("navigation").map(e => [e.name, e.duration|0, e.loadEventEnd|0]), slow: performance.getEntriesByType("resource").filter(e => !e.responseEnd || e.duration > 500).map(e => [e.name, e.startTime|0, e.connectEnd-e.connectStart|0, e.duration|0, e.nextHopProtocol])})`, &rs)
+				br.Eval(t, pageTimings, &rs)
 				t.Logf("the %s tab: %s", name, rs)
 			}
 		}
