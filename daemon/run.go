@@ -330,6 +330,13 @@ func (d *daemon) serve(ctx context.Context, sigs <-chan os.Signal) error {
 	d.log.Info("ready", zap.String("version", version.Version), zap.String("config", d.file), zap.String("digest", short(d.cfg.Digest)))
 	d.auditStarted()
 	notify(sdaemon.SdNotifyReady, "STATUS="+d.statusLine())
+	if !d.webClientMissing && len(accessPolicy(d.cfg).BrowserRoles()) > 0 {
+		// The browser client's files are compressed once, on first use
+		// (seconds for the desktop's module on a busy host): now, so that
+		// the first user after a start, or a fail-over to this instance,
+		// does not wait for it.
+		go portal.WarmAssets()
+	}
 	upgraded := make(chan upgradeResult, 1)
 	var waiting []chan<- upgradeResult // bastionctl upgrade calls waiting for the result
 	startUpgrade := func(actor, how string) {

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/bastiond/bastiond/proxy/access"
+	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/auth/authtest"
 	"github.com/bastiond/bastiond/proxy/certs"
 )
@@ -37,6 +38,13 @@ func newTestServer(t testing.TB, cfg Config) *Server {
 // newTunedTestServer is newTestServer with the tuning tn.
 func newTunedTestServer(t testing.TB, cfg Config, tn tuning) *Server {
 	t.Helper()
+	return newAuthTestServer(t, cfg, tn, nil)
+}
+
+// newAuthTestServer is newTunedTestServer signing in with a, or with
+// alice, bob and carol in a store of their own when a is nil.
+func newAuthTestServer(t testing.TB, cfg Config, tn tuning, a *auth.Authenticator) *Server {
+	t.Helper()
 	store := &certs.Store{}
 	if err := store.Load(certs.Config{SelfSigned: true, ServerName: testName, Dir: t.TempDir()}); err != nil {
 		t.Fatal(err)
@@ -45,7 +53,9 @@ func newTunedTestServer(t testing.TB, cfg Config, tn tuning) *Server {
 	if cfg.Access == nil {
 		cfg.Access = testPolicy()
 	}
-	a := authtest.Authenticator(t, cfg.Logger, testPassword, "alice", "bob", "carol")
+	if a == nil {
+		a = authtest.Authenticator(t, cfg.Logger, testPassword, "alice", "bob", "carol")
+	}
 	s, err := newServer(cfg, a, tn)
 	if err != nil {
 		t.Fatal(err)

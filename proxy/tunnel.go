@@ -108,6 +108,12 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		log.Info("tunnel refused: the state store was handed over to a new process")
 		s.refuseTunnel(c, tunnelwire.StatusMoved, "this bastion process was replaced by an upgrade: connect again")
 		return
+	case errors.Is(err, auth.ErrUnavailable):
+		// A cluster's database is down: no bad token, no guesser.
+		log.Warn("tunnel refused: the token cannot be checked, the state store is unavailable", zap.Error(err))
+		s.authz.TokenRefused(client.Addr(), via, err)
+		s.refuseTunnel(c, tunnelwire.StatusUnavailable, "the bastion cannot reach its database just now: try again in a moment")
+		return
 	case err != nil:
 		s.handshakeFailed("tunnel")
 		log.Info("tunnel refused: bad token")

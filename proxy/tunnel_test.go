@@ -11,17 +11,22 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"go.etcd.io/bbolt"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/statedb"
+	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
+	"github.com/bastiond/bastiond/proxy/auth/authtest"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/gate/gatetest"
 	"github.com/bastiond/bastiond/tunnel"
@@ -40,6 +45,13 @@ type tunnelEnv struct {
 
 func newTunnelEnv(t *testing.T, network string) *tunnelEnv {
 	t.Helper()
+	return newTunnelEnvAuth(t, network, nil)
+}
+
+// newTunnelEnvAuth is newTunnelEnv whose server signs in with a (see
+// newAuthTestServer).
+func newTunnelEnvAuth(t *testing.T, network string, a *auth.Authenticator) *tunnelEnv {
+	t.Helper()
 	db, err := bbolt.Open(filepath.Join(t.TempDir(), "broker.db"), 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +68,7 @@ func newTunnelEnv(t *testing.T, network string) *tunnelEnv {
 		b.Close(context.Background())
 		db.Close()
 	})
-	s := newTestServer(t, Config{Broker: b, Access: tunnelPolicy()})
+	s := newAuthTestServer(t, Config{Broker: b, Access: tunnelPolicy()}, tuning{}, a)
 	host := "127.0.0.1"
 	if network == "6" {
 		host = "::1"
@@ -296,6 +308,68 @@ func TestTunnelRecordedRoleRefused(t *testing.T) {
 		cancel()
 		if err == nil || strings.Contains(err.Error(), "recorded") {
 			t.Errorf("carol: %v", err)
+		}
+	}
+}
+
+// downDB is a state store that a test takes down and brings back.
+type downDB struct {
+	store.DB
+	down atomic.Bool
+}
+
+func (d *downDB) View(fn func(store.Tx) error) error {
+	if d.down.Load() {
+		return fmt.Errorf("%w: connection refused", store.ErrUnavailable)
+	}
+	return d.DB.View(fn)
+}
+
+func (d *downDB) Update(fn func(store.Tx) error) error {
+	if d.down.Load() {
+		return fmt.Errorf("%w: connection refused", store.ErrUnavailable)
+	}
+	return d.DB.Update(fn)
+}
+
+// TestTunnelDatabaseDown: while a cluster's database is down, a tunnel is
+// refused as unavailable with a message that says so, over QUIC and TCP,
+// IPv4 and IPv6, and not as a bad token (which would tell the user to sign
+// in again and count the client as a guesser); once the database is back,
+// the same token is accepted (here, up to the dial guard's refusal).
+func TestTunnelDatabaseDown(t *testing.T) {
+	for _, network := range []string{"4", "6"} {
+		h, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		db := &downDB{DB: h}
+		// The server's accounts and tokens are in db.
+		log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
+		e := newTunnelEnvAuth(t, network, authtest.Shared(t, db, log, testPassword, "alice", "bob", "carol"))
+		token, _, err := e.s.auth.Store().IssueToken("carol", []string{auth.ScopeTunnel}, time.Hour, "test", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, transport := range []string{"quic", "tcp"} {
+			t.Run("ipv"+network+"/"+transport, func(t *testing.T) {
+				dial := func() error {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					_, err := e.client(t, token, transport).Dial(ctx, "vm2", 5985)
+					return err
+				}
+				db.down.Store(true)
+				var te *tunnelwire.Error
+				if err := dial(); !errors.As(err, &te) || te.Status != tunnelwire.StatusUnavailable || !strings.Contains(err.Error(), "cannot reach its database") {
+					t.Errorf("with the database down: %v, want unavailable, saying why", err)
+				}
+				db.down.Store(false)
+				if err := dial(); !errors.As(err, &te) || te.Status != tunnelwire.StatusUnreachable {
+					t.Errorf("with the database back: %v, want the dial guard's refusal", err)
+				}
+			})
 		}
 	}
 }

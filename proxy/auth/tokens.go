@@ -229,6 +229,9 @@ func (s *Store) CheckToken(presented string) (Token, User, error) {
 	case err != nil && !errors.Is(err, ErrBadToken) && !errors.Is(err, ErrNoUser):
 		// The store could not be read (handed over to a new process
 		// during an upgrade, or a database down): not the token's fault.
+		if errors.Is(err, store.ErrUnavailable) {
+			return Token{}, User{}, fmt.Errorf("%w: check a token: %w", ErrUnavailable, err)
+		}
 		return Token{}, User{}, fmt.Errorf("auth: check a token: %w", err)
 	case !found:
 		return Token{}, User{}, &TokenError{Reason: TokenUnknown}

@@ -268,6 +268,9 @@ func (a *Authorizer) TokenRefused(src netip.Addr, via string, err error) {
 		e.Reason, e.Token, e.User = te.Reason, te.ID, te.User
 	case errors.Is(err, auth.ErrBadToken):
 		e.Reason = auth.TokenMalformed
+	case errors.Is(err, auth.ErrUnavailable):
+		// Not the token's fault either, but a refusal all the same.
+		e.Reason, e.Detail = "unavailable", "the database of the tokens cannot be reached: the token was not checked"
 	default:
 		return // not the token's fault (the store was handed over)
 	}

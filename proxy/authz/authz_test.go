@@ -2,6 +2,7 @@ package authz
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -219,8 +220,9 @@ func TestTokenRefused(t *testing.T) {
 	a.TokenRefused(src, "api", auth.ErrBadToken)
 	a.TokenRefused(src, "quic", errors.New("the store was handed over"))
 	a.ScopeRefused(netip.MustParseAddr("2001:db8::9"), "websocket", auth.Token{ID: "t1", User: "carol"}, auth.ScopeTunnel)
+	a.TokenRefused(netip.MustParseAddr("2001:db8::7"), "quic", fmt.Errorf("%w: check a token: database down", auth.ErrUnavailable))
 	got := sink.Take()
-	if len(got) != 2 {
+	if len(got) != 3 {
 		t.Fatalf("events %+v", got)
 	}
 	if e := got[0]; e.Event != audit.TokenRefused || e.Actor != audit.ActorAnonymous || e.Source != "192.0.2.9" || e.Reason != auth.TokenMalformed || e.Via != "api" {
@@ -228,6 +230,9 @@ func TestTokenRefused(t *testing.T) {
 	}
 	if e := got[1]; e.Actor != "carol" || e.Source != "2001:db8::9" || e.Token != "t1" || e.Reason != "no_scope" || e.Via != "websocket" {
 		t.Errorf("scope: %+v", e)
+	}
+	if e := got[2]; e.Actor != audit.ActorAnonymous || e.Source != "2001:db8::7" || e.Reason != "unavailable" || e.Via != "quic" {
+		t.Errorf("database down: %+v", e)
 	}
 }
 

@@ -57,6 +57,10 @@ var appAssets = sync.OnceValue(func() map[string]asset {
 	return out
 })
 
+// WarmAssets loads the browser client's files and compresses them now,
+// rather than on the first request for one of them.
+func WarmAssets() { appAssets() }
+
 // WebClientMissing reports whether this bastiond lacks its browser
 // client: built while web/dist held only its placeholder, and not with
 // -tags nowebclient, which says it is meant to run without (web.Optional).

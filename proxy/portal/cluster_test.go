@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -200,8 +201,10 @@ func (f *flakyDB) Update(fn func(store.Tx) error) error {
 
 // TestClusterDatabaseDown: while the cluster's database is down, a
 // sign-in fails with a message that says so (503, not "sign-in failed"),
-// and a signed-in browser is treated as signed out; once it is back, the
-// same browser is signed in again and new sign-ins work.
+// and a signed-in browser is treated as signed out, but what it asks to
+// open (a connect form or API call) is answered 503 saying why, not
+// "session expired"; once it is back, the same browser is signed in
+// again and new sign-ins work.
 func TestClusterDatabaseDown(t *testing.T) {
 	for _, remote := range []string{"192.0.2.10:50000", "[2001:db8::10]:50000"} {
 		t.Run(remote, func(t *testing.T) {
@@ -209,16 +212,24 @@ func TestClusterDatabaseDown(t *testing.T) {
 			p := clusterPortal(t, db, &relayRecorder{})
 			alice := newBrowser(t, p.routes())
 			alice.remote = remote
-			alice.signIn("alice")
+			csrf := alice.signIn("alice")
 
 			db.down.Store(true)
 			if r := alice.get("/"); !strings.Contains(r.body, `action="/login"`) {
 				t.Fatalf("signed in with the database down: %d", r.code)
 			}
+			r := alice.postJSON("/api/connect", map[string]string{"target": "vm1", "protocol": "ssh"}, map[string]string{"X-CSRF-Token": csrf})
+			if r.code != http.StatusServiceUnavailable || !strings.Contains(r.body, "cannot reach its database") {
+				t.Errorf("POST /api/connect with the database down: %d %s", r.code, r.body)
+			}
+			r = alice.post("/connect", url.Values{"csrf": {csrf}, "target": {"vm1"}, "protocol": {"ssh"}})
+			if r.code != http.StatusServiceUnavailable || !strings.Contains(r.body, "cannot reach its database") {
+				t.Errorf("POST /connect with the database down: %d\n%s", r.code, r.body)
+			}
 			bob := newBrowser(t, p.routes())
 			bob.remote = remote
 			login := bob.get("/")
-			r := bob.post("/login", url.Values{"csrf": {csrfOf(t, login.body)}, "user": {"bob"}, "password": {testPassword}})
+			r = bob.post("/login", url.Values{"csrf": {csrfOf(t, login.body)}, "user": {"bob"}, "password": {testPassword}})
 			if r.code != http.StatusServiceUnavailable || !strings.Contains(r.body, "cannot reach its database") {
 				t.Fatalf("sign-in with the database down: %d\n%s", r.code, r.body)
 			}
@@ -227,7 +238,52 @@ func TestClusterDatabaseDown(t *testing.T) {
 			if r := alice.get("/"); r.code != http.StatusOK || strings.Contains(r.body, `action="/login"`) {
 				t.Fatalf("signed out by the database's absence: %d", r.code)
 			}
+			if r := alice.postJSON("/api/connect", map[string]string{"target": "vm1", "protocol": "ssh"}, map[string]string{"X-CSRF-Token": csrf}); r.code != http.StatusOK {
+				t.Errorf("POST /api/connect after the database is back: %d %s", r.code, r.body)
+			}
 			bob.signIn("bob")
+		})
+	}
+}
+
+// TestClusterTokensDatabaseDown: while the cluster's database is down,
+// bastionctl login (POST /api/tokens) and a request with an API token are
+// answered 503 with a message that says so, not as a wrong password or a
+// bad token; once it is back, both work again.
+func TestClusterTokensDatabaseDown(t *testing.T) {
+	for _, remote := range []string{"192.0.2.10:50000", "[2001:db8::10]:50000"} {
+		t.Run(remote, func(t *testing.T) {
+			db := &flakyDB{DB: openSharedDB(t)}
+			cli := newBrowser(t, clusterPortal(t, db, &relayRecorder{}).routes())
+			cli.remote, cli.origin = remote, ""
+			issue := func() reply {
+				return cli.postJSON("/api/tokens", TokenRequest{User: "carol", Password: testPassword, TTL: "1h"}, nil)
+			}
+			r := issue()
+			if r.code != http.StatusOK {
+				t.Fatalf("issue: %d %s", r.code, r.body)
+			}
+			var tr TokenResponse
+			json.Unmarshal([]byte(r.body), &tr)
+			bearer := map[string]string{"Authorization": "Bearer " + tr.Secret}
+
+			db.down.Store(true)
+			if r := issue(); r.code != http.StatusServiceUnavailable || !strings.Contains(r.body, "cannot reach its database") {
+				t.Errorf("bastionctl login with the database down: %d %s", r.code, r.body)
+			}
+			for _, path := range []string{"/api/targets", "/api/tokens"} {
+				if r := cli.do(http.MethodGet, path, nil, bearer); r.code != http.StatusServiceUnavailable || !strings.Contains(r.body, "cannot reach its database") {
+					t.Errorf("GET %s with a token, the database down: %d %s", path, r.code, r.body)
+				}
+			}
+
+			db.down.Store(false)
+			if r := cli.do(http.MethodGet, "/api/targets", nil, bearer); r.code != http.StatusOK {
+				t.Errorf("the token after the database is back: %d %s", r.code, r.body)
+			}
+			if r := issue(); r.code != http.StatusOK {
+				t.Errorf("bastionctl login after the database is back: %d %s", r.code, r.body)
+			}
 		})
 	}
 }

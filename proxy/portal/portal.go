@@ -22,6 +22,7 @@ import (
 	"github.com/bastiond/bastiond/api"
 	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/authz"
@@ -84,27 +85,46 @@ func ticketWhat(t ticket.Ticket) authz.What {
 
 // sessionCaller returns the caller of a request that carries a live session cookie.
 func (s *Portal) sessionCaller(r *http.Request) (caller, bool) {
+	c, err := s.signedIn(r)
+	return c, err == nil
+}
+
+// errSignedOut is a request without a live web session.
+var errSignedOut = errors.New("portal: not signed in")
+
+// signedIn is sessionCaller saying why there is no caller: errSignedOut,
+// or an error wrapping store.ErrUnavailable when the cluster's database
+// cannot be read, which is no reason to end the session.
+func (s *Portal) signedIn(r *http.Request) (caller, error) {
 	ck, err := r.Cookie(websession.CookieName)
 	if err != nil {
-		return caller{}, false
+		return caller{}, errSignedOut
 	}
 	sess, err := s.sessions.Get(ck.Value)
 	if err != nil {
-		if !errors.Is(err, websession.ErrNoSession) {
-			s.log.Error("web session unreadable: the request is treated as signed out", zap.Error(err))
+		if errors.Is(err, websession.ErrNoSession) {
+			return caller{}, errSignedOut
 		}
-		return caller{}, false
+		s.log.Error("web session unreadable: the request is treated as signed out", zap.Error(err))
+		if errors.Is(err, store.ErrUnavailable) {
+			return caller{}, err
+		}
+		return caller{}, errSignedOut
 	}
 	u, err := s.auth.Store().User(sess.User)
+	if errors.Is(err, store.ErrUnavailable) {
+		s.log.Error("account unreadable: the request is treated as signed out", zap.String("web_session", sess.ID), zap.Error(err))
+		return caller{}, err
+	}
 	if err != nil || u.Disabled {
 		if err := s.sessions.End(sess.ID); err != nil {
 			s.log.Error("cannot end the web session of a disabled or deleted account", zap.String("web_session", sess.ID), zap.Error(err))
-			return caller{}, false
+			return caller{}, errSignedOut
 		}
 		s.webSessionExpired(sess, "account_disabled")
-		return caller{}, false
+		return caller{}, errSignedOut
 	}
-	return caller{user: u, session: sess}, true
+	return caller{user: u, session: sess}, nil
 }
 
 // tokenCaller returns the caller of a request with an Authorization: Bearer
@@ -250,18 +270,27 @@ func equalTokens(a, b string) bool {
 // request: same origin, live session, and the session's CSRF token in the
 // form field csrf or the X-CSRF-Token header.
 func (s *Portal) browserCaller(r *http.Request) (caller, bool) {
+	c, err := s.browserCheck(r)
+	return c, err == nil
+}
+
+// browserCheck is browserCaller saying why there is no caller (signedIn).
+func (s *Portal) browserCheck(r *http.Request) (caller, error) {
 	if !s.sameOrigin(r) {
-		return caller{}, false
+		return caller{}, errSignedOut
 	}
-	c, ok := s.sessionCaller(r)
-	if !ok {
-		return caller{}, false
+	c, err := s.signedIn(r)
+	if err != nil {
+		return caller{}, err
 	}
 	tok := r.Header.Get("X-CSRF-Token")
 	if tok == "" {
 		tok = r.PostFormValue("csrf")
 	}
-	return c, c.session.CheckCSRF(tok)
+	if !c.session.CheckCSRF(tok) {
+		return caller{}, errSignedOut
+	}
+	return c, nil
 }
 
 // logout is POST /logout.
@@ -294,7 +323,12 @@ func (s *Portal) logout(w http.ResponseWriter, r *http.Request) {
 // page, which is also what a user whose session ended sees.
 func (s *Portal) formCaller(w http.ResponseWriter, r *http.Request) (caller, bool) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	c, ok := s.browserCaller(r)
+	c, err := s.browserCheck(r)
+	if errors.Is(err, store.ErrUnavailable) {
+		s.render(w, http.StatusServiceUnavailable, "denied.html", pageData{Title: "Try again", Error: errSessionStore})
+		return caller{}, false
+	}
+	ok := err == nil
 	if !ok {
 		s.log.Info("browser request refused: origin, session or CSRF token", zap.String("path", r.URL.Path),
 			zap.Stringer("source", clientAddr(r)), zap.String("origin", r.Header.Get("Origin")))
@@ -439,6 +473,10 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func (s *Portal) apiCaller(w http.ResponseWriter, r *http.Request, scope string, changes bool) (caller, bool) {
 	c, present, err := s.tokenCaller(r, scope)
 	if present {
+		if errors.Is(err, auth.ErrUnavailable) {
+			writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errSessionStore})
+			return caller{}, false
+		}
 		if err != nil {
 			writeJSON(w, http.StatusUnauthorized, apiError{Error: err.Error()})
 			return caller{}, false
@@ -446,11 +484,14 @@ func (s *Portal) apiCaller(w http.ResponseWriter, r *http.Request, scope string,
 		return c, true
 	}
 	if changes {
-		c, ok := s.browserCaller(r)
-		if !ok {
+		c, err := s.browserCheck(r)
+		switch {
+		case errors.Is(err, store.ErrUnavailable):
+			writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errSessionStore})
+		case err != nil:
 			writeJSON(w, http.StatusForbidden, apiError{Error: "sign in again from the portal (session, origin or CSRF token missing)"})
 		}
-		return c, ok
+		return c, err == nil
 	}
 	c, ok := s.sessionCaller(r)
 	if !ok {
@@ -557,11 +598,20 @@ func (s *Portal) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 	}
 	src := clientAddr(r)
 	u, err := s.auth.Login(r.Context(), req.User, req.Password, req.Code, src)
+	if errors.Is(err, auth.ErrUnavailable) {
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errSessionStore})
+		return
+	}
 	if err != nil {
 		writeJSON(w, http.StatusUnauthorized, apiError{Error: auth.ErrLoginFailed.Error()})
 		return
 	}
 	secret, t, err := s.auth.Store().IssueToken(u.Name, req.Scopes, ttl, req.Comment, src.String())
+	if errors.Is(err, store.ErrUnavailable) {
+		s.log.Error("signed in, but the token cannot be stored", zap.String("user", u.Name), zap.Stringer("source", src), zap.Error(err))
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errSessionStore})
+		return
+	}
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
 		return
@@ -578,6 +628,10 @@ func (s *Portal) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 // bearerOnly authenticates a request that only an API token may make.
 func (s *Portal) bearerOnly(w http.ResponseWriter, r *http.Request) (caller, bool) {
 	c, present, err := s.tokenCaller(r, auth.ScopeAPI)
+	if errors.Is(err, auth.ErrUnavailable) {
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errSessionStore})
+		return caller{}, false
+	}
 	if !present || err != nil {
 		writeJSON(w, http.StatusUnauthorized, apiError{Error: "present an API token (bastionctl login)"})
 		return caller{}, false

@@ -14,39 +14,6 @@ import (
 	"github.com/bastiond/bastiond/internal/testcert"
 )
 
-// desktopPixels is what the page's desktop canvas shows: how many distinct
-// colours a grid of samples finds, and the shares of white and of dark
-// samples. vm2's display is a dark background with xclock's white face
-// (300x300 of 1280x800: 9%) and black hands on it.
-const desktopPixels = `(() => {
-  const c = window.bastionDesktopCanvas && window.bastionDesktopCanvas();
-  if (!c || !c.width || !c.height) return { colors: 0 };
-  const copy = document.createElement("canvas");
-  copy.width = c.width; copy.height = c.height;
-  const g = copy.getContext("2d");
-  g.drawImage(c, 0, 0);
-  const px = g.getImageData(0, 0, c.width, c.height).data;
-  const seen = new Set();
-  let white = 0, dark = 0, n = 0;
-  for (let y = 0; y < c.height; y += 8) for (let x = 0; x < c.width; x += 8) {
-    const i = (y * c.width + x) * 4;
-    seen.add((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
-    const sum = px[i] + px[i + 1] + px[i + 2];
-    if (sum > 720) white++;
-    if (sum < 200) dark++;
-    n++;
-  }
-  return { colors: seen.size, white: white / n, dark: dark / n, width: c.width, height: c.height };
-})()`
-
-type pixels struct {
-	Colors int     `json:"colors"`
-	White  float64 `json:"white"`
-	Dark   float64 `json:"dark"`
-	Width  int     `json:"width"`
-	Height int     `json:"height"`
-}
-
 // TestBrowserRDP drives Debian's Chromium through the portal to vm2's
 // FreeRDP shadow servers with IronRDP's web client: NLA and TLS, the
 // remote screen drawn in the page, a kill and a reconnect, a wrong

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,43 +12,13 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/bastiond/bastiond/web"
 	"github.com/bastiond/bastiond/web/browsertest"
 )
 
-// artifactsDir is where browser tests keep their screenshots:
-// $BASTIOND_ARTIFACTS, or test/artifacts/ in the repository.
-func artifactsDir(t testing.TB, name string) string {
-	dir := os.Getenv("BASTIOND_ARTIFACTS")
-	if dir == "" {
-		dir = filepath.Join(repoRoot, "test", "artifacts")
-	}
-	dir = filepath.Join(dir, name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
-// startBrowser starts Chromium in the client namespace. Without the web
-// client built or the browser installed it skips, except under CI, where
-// test/deps.sh and make have put them in place and a skip would hide a
-// broken install.
+// startBrowser starts Chromium in the client namespace (StartBrowser).
 func startBrowser(t testing.TB, name string) *browsertest.Browser {
 	t.Helper()
-	NeedLab(t)
-	cfg := browsertest.Config{WebDir: filepath.Join(repoRoot, "web"), Artifacts: artifactsDir(t, name), Netns: lab["NS_CLIENT"]}
-	why := browsertest.Missing(cfg)
-	if why == "" && !web.Built() {
-		why = "the web client is not built into this bastiond (make web)"
-	}
-	if why != "" {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("browser tests cannot run: %s", why)
-		}
-		t.Skipf("browser tests skipped: %s", why)
-	}
-	return browsertest.Start(t, cfg)
+	return StartBrowser(t, name)
 }
 
 // terminalSize runs stty size in the terminal and returns rows, cols. The

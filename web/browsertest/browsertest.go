@@ -39,6 +39,8 @@ type Config struct {
 	// (`ip netns exec`, which also gives them the namespace's /etc/hosts);
 	// empty: this process's.
 	Netns string
+	// Args are more Chromium flags, after the driver's own (web/test/lib.mjs).
+	Args []string
 	// Timeout bounds each call; zero means 30 seconds. The driver's own
 	// waits give up after 10 seconds, so a call fails with the driver's
 	// message rather than this timeout.
@@ -104,6 +106,10 @@ func Start(t testing.TB, cfg Config) *Browser {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = cfg.WebDir
 	cmd.Env = append(os.Environ(), "CHROMIUM="+cfg.Chromium, "ARTIFACTS="+cfg.Artifacts)
+	if len(cfg.Args) > 0 {
+		args, _ := json.Marshal(cfg.Args)
+		cmd.Env = append(cmd.Env, "CHROMIUM_ARGS="+string(args))
+	}
 	b := &Browser{cfg: cfg, cmd: cmd, replies: make(chan reply, 1), stderr: &syncbuf.Buffer{}}
 	cmd.Stderr = b.stderr
 	stdin, err := cmd.StdinPipe()
@@ -329,6 +335,23 @@ func (b *Browser) TakeProblems(t testing.TB) Problems {
 	var p Problems
 	b.Call(t, "problems", nil, &p)
 	return p
+}
+
+// NewTab opens another tab in the browser's context (the same cookies)
+// and makes it the one the other methods act on; it returns its index.
+// The first tab is 0. Only the first tab's problems are collected.
+func (b *Browser) NewTab(t testing.TB) int {
+	t.Helper()
+	var i int
+	b.Call(t, "newTab", nil, &i)
+	return i
+}
+
+// Tab makes tab index the one the other methods act on, and brings it to
+// the front.
+func (b *Browser) Tab(t testing.TB, index int) {
+	t.Helper()
+	b.Call(t, "tab", map[string]any{"index": index}, nil)
 }
 
 // PortalLogin signs in on a bastiond portal.

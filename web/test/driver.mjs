@@ -5,15 +5,33 @@
 // {"id":1,"error":"..."}. It exits when stdin closes.
 //
 // Environment: CHROMIUM (default /usr/bin/chromium), ARTIFACTS (where
-// screenshots go).
+// screenshots go), CHROMIUM_ARGS (a JSON array of more flags).
+//
+// Operations act on the current tab; newTab opens another in the same
+// context (its cookies shared) and makes it current, tab switches back.
 import { createInterface } from "node:readline";
 import * as lib from "./lib.mjs";
 
 const artifacts = process.env.ARTIFACTS || ".";
 const browser = await lib.launch();
-const { page, takeProblems } = await lib.newPage(browser);
+const first = await lib.newPage(browser);
+const { takeProblems } = first;
+let page = first.page;
+const tabs = [page];
 
 const ops = {
+  newTab: async () => {
+    const p = await first.context.newPage();
+    p.setDefaultTimeout(10_000);
+    tabs.push(p);
+    page = p;
+    return tabs.length - 1;
+  },
+  tab: ({ index }) => {
+    if (!tabs[index]) throw new Error(`no tab ${index}`);
+    page = tabs[index];
+    return page.bringToFront();
+  },
   goto: ({ url }) => page.goto(url).then(() => undefined),
   url: () => page.url(),
   click: ({ selector, button = "left" }) => page.click(selector, { button }),

@@ -22,9 +22,13 @@ const chromiumArgs = [
   "--ignore-certificate-errors", // self-signed test certificates
 ];
 
+// CHROMIUM_ARGS, a JSON array, adds flags of a test's own (e.g. a
+// --host-resolver-rules that sends a name to one address family).
+const extraArgs = JSON.parse(process.env.CHROMIUM_ARGS || "[]");
+
 /** launch starts headless Chromium. */
 export function launch({ executablePath = chromiumPath, headless = true } = {}) {
-  return chromium.launch({ executablePath, headless, args: chromiumArgs, timeout: 60_000 });
+  return chromium.launch({ executablePath, headless, args: [...chromiumArgs, ...extraArgs], timeout: 60_000 });
 }
 
 /**
