@@ -93,9 +93,9 @@ const (
 	// valid PROXY header, dropped (at most one event every 10 s, with the
 	// count of the others).
 	BalancerHeaderRefused = "balancer_header_refused"
-	DaemonStarted   = "daemon_started"
-	DaemonStopped   = "daemon_stopped"
-	AdminRefused    = "admin_refused" // a request on the admin socket from a user who is not an admin
+	DaemonStarted         = "daemon_started"
+	DaemonStopped         = "daemon_stopped"
+	AdminRefused          = "admin_refused" // a request on the admin socket from a user who is not an admin
 )
 
 // Actors that are not users.

@@ -87,4 +87,3 @@ func benchInstance(b *testing.B, db store.DB, name string, cfg Config) *Broker {
 	})
 	return br
 }
-
