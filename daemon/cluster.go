@@ -13,6 +13,7 @@ import (
 
 	"github.com/bastiond/bastiond/daemon/adminapi"
 	"github.com/bastiond/bastiond/daemon/config"
+	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/internal/version"
 	"github.com/bastiond/bastiond/proxy/broker"
@@ -54,7 +55,7 @@ func sharedState(db store.DB) store.DB {
 
 // openRegistry makes the cluster's registry over db, or returns nil when
 // db is this host's alone.
-func openRegistry(cfg *config.Config, d *daemon, db store.DB) (*registry.Registry, error) {
+func openRegistry(cfg *config.Config, d *daemon, db store.DB, lineage string) (*registry.Registry, error) {
 	if !clustered(db) {
 		return nil, nil
 	}
@@ -62,8 +63,24 @@ func openRegistry(cfg *config.Config, d *daemon, db store.DB) (*registry.Registr
 	if err != nil {
 		d.log.Warn("the heartbeat will not list this instance's VNet addresses", zap.Error(err))
 	}
-	return registry.New(registry.Config{DB: db, Instance: cfg.Cluster.Instance, Logger: d.log.Named("registry"),
-		Version: version.Version, PID: os.Getpid(), Addresses: addrs})
+	reg, err := registry.New(registry.Config{DB: db, Instance: cfg.Cluster.Instance, Logger: d.log.Named("registry"),
+		Version: version.Version, PID: os.Getpid(), Addresses: addrs, Lineage: lineage,
+		Conflict: func(o registry.Heartbeat) {
+			d.event(audit.Event{Event: audit.InstanceConflict, Reason: "name_in_use",
+				Detail: fmt.Sprintf("another bastiond writes the heartbeat of instance %s (pid %d, version %s, addresses %v): "+
+					"two bastions are configured with one cluster.instance", o.Instance, o.PID, o.Version, o.Addresses)})
+		}})
+	if err != nil {
+		return nil, err
+	}
+	// Before the first heartbeat: two bastions under one name would take
+	// each other's sessions for their own.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := reg.CheckName(ctx); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	return reg, nil
 }
 
 // runRegistry makes this instance live in the registry until

@@ -67,10 +67,10 @@ func TestClusterSessionsAPI(t *testing.T) {
 	defer db.Close()
 	cfg := &config.Config{Cluster: config.Cluster{Instance: "bastion-a"}}
 	d := &daemon{log: zap.NewNop()}
-	if reg, err := openRegistry(cfg, d, db); reg != nil || err != nil {
+	if reg, err := openRegistry(cfg, d, db, "line-1"); reg != nil || err != nil {
 		t.Fatalf("a single host's store made a registry: %v", err)
 	}
-	d.registry, err = openRegistry(cfg, d, shared{db})
+	d.registry, err = openRegistry(cfg, d, shared{db}, "line-1")
 	if err != nil || d.registry == nil {
 		t.Fatalf("no registry over a shared store: %v", err)
 	}
@@ -82,6 +82,19 @@ func TestClusterSessionsAPI(t *testing.T) {
 	defer d.broker.Close(context.Background())
 	d.runRegistry()
 	defer d.stopRegistry()
+	// Another bastion configured with this one's name does not start.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if list, _ := d.registry.Instances(); len(list) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("bastion-a's first heartbeat was never written")
+		}
+	}
+	if _, err := openRegistry(cfg, &daemon{log: zap.NewNop()}, shared{db}, "line-2"); err == nil ||
+		!strings.Contains(err.Error(), `cluster.instance "bastion-a" is in use by another running bastiond`) {
+		t.Errorf("a second bastion named bastion-a: %v, want it refused", err)
+	}
 
 	b, err := registry.New(registry.Config{DB: db, Instance: "bastion-b", Logger: zap.NewNop(), Poll: 10 * time.Millisecond})
 	if err != nil {

@@ -30,6 +30,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/certs"
+	"github.com/bastiond/bastiond/proxy/handover"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
 	"github.com/bastiond/bastiond/proxy/portal"
 	"github.com/bastiond/bastiond/proxy/recording"
@@ -210,7 +211,15 @@ func (d *daemon) start() (err error) {
 	if err != nil {
 		return err
 	}
-	if d.registry, err = openRegistry(cfg, d, d.state); err != nil {
+	// The line of processes this one belongs to: its predecessor's in an
+	// upgrade, a new one otherwise (the QUIC connection IDs' key, and the
+	// registry's name for this process's line).
+	lineage := d.pred.lineage()
+	if lineage == nil {
+		l := handover.NewLineage()
+		lineage = &l
+	}
+	if d.registry, err = openRegistry(cfg, d, d.state, lineage.ID()); err != nil {
 		return err
 	}
 	d.openCatalog(cfg)
@@ -233,7 +242,7 @@ func (d *daemon) start() (err error) {
 	d.runRegistry()
 	d.startRetention(cfg)
 	pcfg := d.proxyConfig(cfg)
-	pcfg.Lineage = d.pred.lineage()
+	pcfg.Lineage = lineage
 	d.front, err = proxy.New(pcfg, d.auth)
 	if err != nil {
 		return err

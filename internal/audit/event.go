@@ -93,9 +93,13 @@ const (
 	// valid PROXY header, dropped (at most one event every 10 s, with the
 	// count of the others).
 	BalancerHeaderRefused = "balancer_header_refused"
-	DaemonStarted         = "daemon_started"
-	DaemonStopped         = "daemon_stopped"
-	AdminRefused          = "admin_refused" // a request on the admin socket from a user who is not an admin
+	// InstanceConflict: another bastiond writes this instance's heartbeat
+	// in the cluster's registry, two bastions configured with one
+	// cluster.instance (at most one a minute).
+	InstanceConflict = "cluster_instance_conflict"
+	DaemonStarted    = "daemon_started"
+	DaemonStopped    = "daemon_stopped"
+	AdminRefused     = "admin_refused" // a request on the admin socket from a user who is not an admin
 )
 
 // Actors that are not users.

@@ -4,7 +4,9 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"time"
 
@@ -18,6 +20,16 @@ type Lineage struct {
 	Key        [16]byte  // AES key of the connection IDs
 	Born       time.Time // epoch of the IDs' seconds field
 	Generation uint16    // this process's generation; its successor's is Generation+1
+}
+
+// ID is a public name of the line: the same for every generation, another
+// for every NewLineage, and telling nothing of Key (a hash of it), so that
+// it may be written where others read it (a cluster's registry).
+func (l Lineage) ID() string {
+	h := sha256.New()
+	h.Write([]byte("bastiond lineage id\x00"))
+	h.Write(l.Key[:])
+	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
 // NewLineage starts a line: a random key, born now, generation 0.

@@ -161,6 +161,16 @@ type Config struct {
 	// KillWait bounds how long Kill waits for the owning instance to
 	// answer. Default 10s.
 	KillWait time.Duration
+	// Lineage names this instance's line of processes: the same for the
+	// processes of one start and its binary upgrades, another after a
+	// restart (a public name of the handover lineage, never its key).
+	// Two lines writing one instance's heartbeat are two bastions
+	// configured with one name (see CheckName). Empty: this process's own.
+	Lineage string
+	// Conflict, if set, is told when another line of processes wrote this
+	// instance's heartbeat since this one last did: another bastion runs
+	// with this instance's name. At most once a minute.
+	Conflict func(other Heartbeat)
 }
 
 // Handler is what Run calls back into: the broker (and the previous
@@ -198,6 +208,8 @@ type Heartbeat struct {
 	Version   string       `json:"version,omitempty"`
 	PID       int          `json:"pid,omitempty"`
 	Addresses []netip.Addr `json:"addresses,omitempty"`
+	// Lineage is the writer's line of processes (Config.Lineage).
+	Lineage string `json:"lineage,omitempty"`
 	// Load is the instance's capacity and use as of this heartbeat.
 	admin.Load
 }
@@ -260,8 +272,10 @@ type Registry struct {
 	beat     uint64
 	streak   time.Time // since when every heartbeat was written; zero after a failure
 	observed map[string]observation
-	seenGen  uint64 // the recheck generation last acted on
-	genRead  bool   // seenGen was read at least once
+	seenGen  uint64    // the recheck generation last acted on
+	genRead  bool      // seenGen was read at least once
+	wrote    bool      // this process has written its heartbeat
+	warned   time.Time // the last Conflict
 }
 
 // observation is when this instance last saw another's heartbeat change.
@@ -298,6 +312,9 @@ func New(cfg Config) (*Registry, error) {
 	var rnd [4]byte
 	rand.Read(rnd[:]) // never fails (crypto/rand)
 	process := fmt.Sprintf("%d-%x", os.Getpid(), rnd)
+	if cfg.Lineage == "" {
+		cfg.Lineage = process
+	}
 	return &Registry{cfg: cfg, log: cfg.Logger, process: process, wake: make(chan struct{}, 1), now: time.Now, observed: map[string]observation{}}, nil
 }
 

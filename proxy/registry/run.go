@@ -100,21 +100,33 @@ func (r *Registry) heartbeat(now time.Time, load admin.Load) error {
 	r.mu.Lock()
 	r.beat++
 	hb := Heartbeat{Instance: r.cfg.Instance, Process: r.process, Beat: r.beat, Seen: now.UTC(), Version: r.cfg.Version,
-		PID: r.cfg.PID, Addresses: r.cfg.Addresses, Load: load}
+		PID: r.cfg.PID, Addresses: r.cfg.Addresses, Lineage: r.cfg.Lineage, Load: load}
+	wrote := r.wrote
 	r.mu.Unlock()
 	retired := r.retired.Load()
+	var intruder *Heartbeat
 	err := r.cfg.DB.Update(func(tx store.Tx) error {
+		intruder = nil
 		b := tx.Bucket(instancesBucket)
 		hb := hb
-		if retired {
-			var old Heartbeat
-			if v, err := b.Get([]byte(r.cfg.Instance)); err != nil {
-				return err
-			} else if v != nil && json.Unmarshal(v, &old) == nil && old.Process != r.process {
+		v, err := b.Get([]byte(r.cfg.Instance))
+		if err != nil {
+			return err
+		}
+		var old Heartbeat
+		if v != nil && json.Unmarshal(v, &old) == nil && old.Process != r.process {
+			if retired {
 				hb.Load = old.Load
 			}
+			// Written since this process last wrote it, by a process of
+			// another line: not this instance's upgrade, another bastion
+			// with this name. (Before this process's first write, it is
+			// what a crash left, which CheckName looked at.)
+			if wrote && old.Lineage != r.cfg.Lineage {
+				intruder = &old
+			}
 		}
-		v, _ := json.Marshal(hb)
+		v, _ = json.Marshal(hb)
 		return b.Put([]byte(r.cfg.Instance), v)
 	})
 	if err != nil {
@@ -124,7 +136,20 @@ func (r *Registry) heartbeat(now time.Time, load admin.Load) error {
 	if r.streak.IsZero() {
 		r.streak = now
 	}
+	r.wrote = true
+	report := intruder != nil && (r.warned.IsZero() || now.Sub(r.warned) >= time.Minute)
+	if report {
+		r.warned = now
+	}
 	r.mu.Unlock()
+	if report {
+		r.log.Error("another bastiond writes this instance's heartbeat: two bastions are configured with one cluster.instance; "+
+			"each needs its own, or they take each other's sessions for dead", zap.String("instance", r.cfg.Instance),
+			zap.Int("other_pid", intruder.PID), zap.String("other_version", intruder.Version), zap.Any("other_addresses", intruder.Addresses))
+		if r.cfg.Conflict != nil {
+			r.cfg.Conflict(*intruder)
+		}
+	}
 	return nil
 }
 
