@@ -27,24 +27,30 @@ var clusterStores = []struct {
 
 // BenchmarkClusterSessionEntry is what the registry adds to a session's
 // life, its entry written (with its user's count checked) before the first
-// byte and removed after the end record, for 200 users opening sessions at once on two instances. p50
-// and p99 per session (entry and removal).
+// byte and removed after the end record, for 200 users opening sessions at once on two instances, under
+// each of benchlat.Loads. p50 and p99 per session (entry and removal).
 func BenchmarkClusterSessionEntry(b *testing.B) {
 	const users = 200
 	for _, cs := range clusterStores {
 		b.Run(cs.name, func(b *testing.B) {
 			dbA, dbB := cs.open(b)
 			regs := []*Registry{instance(b, dbA, "bastion-a", nil), instance(b, dbB, "bastion-b", nil)}
-			benchlat.Run(b, users, func(u, i int) error {
-				r := regs[i%2]
-				id := fmt.Sprintf("%012x", i)
-				s := session(id, "192.0.2.10:50000")
-				s.User = fmt.Sprintf("user%d", u) // counted against limits.sessions_per_user's default
-				if err := r.Add("journal-1", s, 10); err != nil {
-					return err
-				}
-				return r.Remove([]string{id})
-			})
+			for n, load := range benchlat.Loads {
+				b.Run(load.Name, func(b *testing.B) {
+					pgstoretest.ReportConflicts(b, func() {
+						benchlat.RunPaced(b, users, load.Think, func(u, i int) error {
+							r := regs[i%2]
+							id := fmt.Sprintf("%d-%012x", n, i)
+							s := session(id, "192.0.2.10:50000")
+							s.User = fmt.Sprintf("user%d", u) // counted against limits.sessions_per_user's default
+							if err := r.Add("journal-1", s, 10); err != nil {
+								return err
+							}
+							return r.Remove([]string{id})
+						})
+					}, dbA, dbB)
+				})
+			}
 		})
 	}
 }
