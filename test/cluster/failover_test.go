@@ -33,7 +33,10 @@ access:
 	vm2 := fmt.Sprintf("    - name: vm2\n      addresses: [%s, \"%s\"]\n      ports: {rdp: %s}\n",
 		e2e.LabValue(t, "VM2_4"), e2e.LabValue(t, "VM2_6"), e2e.LabValue(t, "VM2_RDP_NLA_PORT"))
 	return func(dir string) string {
-		return strings.Replace(inst(dir), "logging:", vm2+"logging:", 1)
+		cfg := strings.Replace(inst(dir), "logging:", vm2+"logging:", 1)
+		// sessions_per_user is cluster-wide: the tests open a dozen of
+		// alice's sessions at once.
+		return strings.Replace(cfg, "limits: {drain_grace: 3s}", "limits: {drain_grace: 3s, sessions_per_user: 50}", 1)
 	}
 }
 

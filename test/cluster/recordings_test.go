@@ -13,10 +13,10 @@ import (
 	"github.com/bastiond/bastiond/test/e2e"
 )
 
-// recordingConfig makes instance name one of the cluster, with alice's SSH
+// recordingConfig makes instance name one of the cluster on dsn, with alice's SSH
 // on vm1 recorded into the directory both instances share, and carol an
 // auditor.
-func recordingConfig(t testing.TB, name, sealKey, shared string) string {
+func recordingConfig(t testing.TB, name, dsn, sealKey, shared string) string {
 	return fmt.Sprintf(`cluster: {instance: %s}
 recordings_dir: %s
 store:
@@ -37,7 +37,7 @@ access:
     - name: audit
       subjects: [user:carol]
       auditor: true
-`, name, shared, e2e.LabValue(t, "DB_DSN_FILE"), e2e.LabValue(t, "DB_CA"), sealKey)
+`, name, shared, dsn, e2e.LabValue(t, "DB_CA"), sealKey)
 }
 
 // TestClusterRecordings: recorded browser SSH sessions through the
@@ -55,8 +55,9 @@ func TestClusterRecordings(t *testing.T) {
 	if err := os.Mkdir(shared, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	a := e2e.StartDaemonIn(t, e2e.LabValue(t, "NS_BASTION"), e2e.ViaFDs, instanceConfig(t, recordingConfig(t, "a", sealKey, shared)))
-	b := e2e.StartDaemonIn(t, e2e.LabValue(t, "NS_BASTION2"), e2e.ViaFDs, instanceConfig(t, recordingConfig(t, "b", sealKey, shared)))
+	dsn := newDatabase(t) // its own: the CA another test sealed with its key is not this one's
+	a := e2e.StartDaemonIn(t, e2e.LabValue(t, "NS_BASTION"), e2e.ViaFDs, instanceConfig(t, recordingConfig(t, "a", dsn, sealKey, shared)))
+	b := e2e.StartDaemonIn(t, e2e.LabValue(t, "NS_BASTION2"), e2e.ViaFDs, instanceConfig(t, recordingConfig(t, "b", dsn, sealKey, shared)))
 	waitStates(t, map[string]string{"a": "UP", "b": "UP"}, 20*time.Second)
 	e2e.AddLabUsers(t, a, "alice", "carol")
 	e2e.PinVM1(t, a) // pins are shared: b trusts them too
