@@ -19,8 +19,8 @@ import (
 func BenchmarkClusterSignIn(b *testing.B) {
 	const users = 200
 	for _, be := range clusterBackends {
-		b.Run(be.name, func(b *testing.B) {
-			dbA, dbB := be.open(b)
+		b.Run(be.Name, func(b *testing.B) {
+			dbA, dbB := be.Open(b)
 			as, _ := instancesOn(b, dbA, dbB)
 			for u := range users {
 				if err := as[0].Store().AddUser(fmt.Sprintf("u%03d", u), goodPassword, nil); err != nil {
@@ -49,8 +49,8 @@ func BenchmarkClusterSignIn(b *testing.B) {
 func BenchmarkClusterSignInHashed(b *testing.B) {
 	const users = 20
 	for _, be := range clusterBackends {
-		b.Run(be.name, func(b *testing.B) {
-			dbA, dbB := be.open(b)
+		b.Run(be.Name, func(b *testing.B) {
+			dbA, dbB := be.Open(b)
 			as, _ := instancesCosting(b, defaultParams, dbA, dbB)
 			for u := range users {
 				if err := as[0].Store().AddUser(fmt.Sprintf("u%03d", u), goodPassword, nil); err != nil {

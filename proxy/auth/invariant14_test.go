@@ -8,25 +8,11 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/bastiond/bastiond/internal/pgtest"
 	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/internal/store/pgstore/pgstoretest"
 )
 
-// clusterBackends are the stores two instances share in these tests: the
-// bbolt file (one handle) and PostgreSQL (a connection pool per instance,
-// as two processes have).
-var clusterBackends = []struct {
-	name string
-	open func(t testing.TB) (store.DB, store.DB)
-}{
-	{"bbolt", func(t testing.TB) (store.DB, store.DB) { db := openDB(t); return db, db }},
-	{"postgres", func(t testing.TB) (store.DB, store.DB) {
-		s := pgtest.Start(t)
-		db := s.NewDatabase(t)
-		return pgstoretest.On(t, s, "127.0.0.1", db), pgstoretest.On(t, s, "::1", db)
-	}},
-}
+var clusterBackends = pgstoretest.Clusters
 
 // instancesOn is an Authenticator on each of dbs, with the shared throttle
 // and one clock.
@@ -60,8 +46,8 @@ func instancesCosting(t testing.TB, p argon2idParams, dbs ...store.DB) ([]*Authe
 // the same moment; and the next step's code works once, anywhere.
 func TestTOTPStepOnceClusterWide(t *testing.T) {
 	for _, be := range clusterBackends {
-		t.Run(be.name, func(t *testing.T) {
-			dbA, dbB := be.open(t)
+		t.Run(be.Name, func(t *testing.T) {
+			dbA, dbB := be.Open(t)
 			as, c := instancesOn(t, dbA, dbB)
 			s := as[0].Store()
 			s.AddUser("alice", goodPassword, nil)
@@ -118,8 +104,8 @@ func TestTOTPStepOnceClusterWide(t *testing.T) {
 func TestLockoutClusterWide(t *testing.T) {
 	for _, be := range clusterBackends {
 		for _, src := range []netip.Addr{netip.MustParseAddr("203.0.113.66"), netip.MustParseAddr("2001:db8:bad::1")} {
-			t.Run(be.name+"/"+src.String(), func(t *testing.T) {
-				dbA, dbB := be.open(t)
+			t.Run(be.Name+"/"+src.String(), func(t *testing.T) {
+				dbA, dbB := be.Open(t)
 				as, c := instancesOn(t, dbA, dbB)
 				as[0].Store().AddUser("alice", goodPassword, nil)
 				g := guess(t, as, c, src)

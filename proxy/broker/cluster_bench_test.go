@@ -9,7 +9,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bastiond/bastiond/internal/benchlat"
-	"github.com/bastiond/bastiond/internal/pgtest"
 	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/internal/store/pgstore/pgstoretest"
 	"github.com/bastiond/bastiond/proxy/registry"
@@ -25,19 +24,9 @@ import (
 // benchlat.Loads. p50 and p99 per session, and the store's conflicts.
 func BenchmarkClusterOpenEnd(b *testing.B) {
 	const users = 200
-	for _, be := range []struct {
-		name string
-		open func(b *testing.B) (store.DB, store.DB)
-	}{
-		{"bbolt", func(b *testing.B) (store.DB, store.DB) { db := pgstoretest.Backends[0].Open(b); return db, db }},
-		{"postgres", func(b *testing.B) (store.DB, store.DB) {
-			s := pgtest.Start(b)
-			name := s.NewDatabase(b)
-			return pgstoretest.On(b, s, "127.0.0.1", name), pgstoretest.On(b, s, "::1", name)
-		}},
-	} {
-		b.Run(be.name, func(b *testing.B) {
-			dbA, dbB := be.open(b)
+	for _, be := range pgstoretest.Clusters {
+		b.Run(be.Name, func(b *testing.B) {
+			dbA, dbB := be.Open(b)
 			srv := listen(b, "tcp6", "[::1]:0")
 			go func() {
 				for c := range srv.accepted {

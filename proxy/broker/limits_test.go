@@ -10,33 +10,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/bastiond/bastiond/api/admin"
-	"github.com/bastiond/bastiond/internal/pgtest"
-	"github.com/bastiond/bastiond/internal/statedb"
-	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/internal/store/pgstore/pgstoretest"
 )
 
-// clusterStores are the stores two instances share: bbolt (one handle) and
-// PostgreSQL (a pool per instance, one over IPv4 and one over IPv6), as in
-// a cluster.
-var clusterStores = []struct {
-	name string
-	open func(t *testing.T) (store.DB, store.DB)
-}{
-	{"bbolt", func(t *testing.T) (store.DB, store.DB) {
-		db, err := statedb.Open(t.TempDir() + "/state.db")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return db, db
-	}},
-	{"postgres", func(t *testing.T) (store.DB, store.DB) {
-		s := pgtest.Start(t)
-		name := s.NewDatabase(t)
-		return pgstoretest.On(t, s, "127.0.0.1", name), pgstoretest.On(t, s, "::1", name)
-	}},
-}
+var clusterStores = pgstoretest.Clusters
 
 // openAs opens a session of user to target from client and returns it,
 // or the refusal, which must come before the target is dialled.
@@ -78,8 +55,8 @@ func heartbeatLoad(t *testing.T, in *instance, of string) admin.Load {
 // heartbeat carries its instance's capacity and used units.
 func TestClusterUserLimit(t *testing.T) {
 	for _, cs := range clusterStores {
-		t.Run(cs.name, func(t *testing.T) {
-			dbA, dbB := cs.open(t)
+		t.Run(cs.Name, func(t *testing.T) {
+			dbA, dbB := cs.Open(t)
 			cfg, v4, v6 := clusterTargets(t)
 			cfg.PerUser, cfg.Capacity, cfg.Weights = 2, 20, map[string]int{Tunnel: 3}
 			a := newInstance(t, dbA, "bastion-a", cfg, time.Hour)
@@ -161,8 +138,8 @@ func TestClusterUserLimit(t *testing.T) {
 func TestClusterUserLimitRace(t *testing.T) {
 	const rounds = 10
 	for _, cs := range clusterStores {
-		t.Run(cs.name, func(t *testing.T) {
-			dbA, dbB := cs.open(t)
+		t.Run(cs.Name, func(t *testing.T) {
+			dbA, dbB := cs.Open(t)
 			cfg, v4, v6 := clusterTargets(t)
 			cfg.PerUser = 1
 			a := newInstance(t, dbA, "bastion-a", cfg, time.Hour)

@@ -5,25 +5,10 @@ import (
 	"testing"
 
 	"github.com/bastiond/bastiond/internal/benchlat"
-	"github.com/bastiond/bastiond/internal/pgtest"
-	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/internal/store/pgstore/pgstoretest"
 )
 
-// clusterStores are the stores two instances share in the benchmarks and
-// the tests of the cluster's limits: bbolt (one handle) and PostgreSQL (a
-// pool per instance, one over IPv4 and one over IPv6).
-var clusterStores = []struct {
-	name string
-	open func(b testing.TB) (store.DB, store.DB)
-}{
-	{"bbolt", func(b testing.TB) (store.DB, store.DB) { db := openDB(b); return db, db }},
-	{"postgres", func(b testing.TB) (store.DB, store.DB) {
-		s := pgtest.Start(b)
-		name := s.NewDatabase(b)
-		return pgstoretest.On(b, s, "127.0.0.1", name), pgstoretest.On(b, s, "::1", name)
-	}},
-}
+var clusterStores = pgstoretest.Clusters
 
 // BenchmarkClusterSessionEntry is what the registry adds to a session's
 // life, its entry written (with its user's count checked) before the first
@@ -32,8 +17,8 @@ var clusterStores = []struct {
 func BenchmarkClusterSessionEntry(b *testing.B) {
 	const users = 200
 	for _, cs := range clusterStores {
-		b.Run(cs.name, func(b *testing.B) {
-			dbA, dbB := cs.open(b)
+		b.Run(cs.Name, func(b *testing.B) {
+			dbA, dbB := cs.Open(b)
 			regs := []*Registry{instance(b, dbA, "bastion-a", nil), instance(b, dbB, "bastion-b", nil)}
 			for n, load := range benchlat.Loads {
 				b.Run(load.Name, func(b *testing.B) {
@@ -59,8 +44,8 @@ func BenchmarkClusterSessionEntry(b *testing.B) {
 // sessions` over 10,000 live sessions of two instances.
 func BenchmarkClusterList10k(b *testing.B) {
 	for _, cs := range clusterStores {
-		b.Run(cs.name, func(b *testing.B) {
-			dbA, dbB := cs.open(b)
+		b.Run(cs.Name, func(b *testing.B) {
+			dbA, dbB := cs.Open(b)
 			regs := []*Registry{instance(b, dbA, "bastion-a", nil), instance(b, dbB, "bastion-b", nil)}
 			for i := range 10000 {
 				if err := regs[i%2].Add("journal-1", session(fmt.Sprintf("%012x", i), "[2001:db8::10]:50000"), 0); err != nil {

@@ -33,8 +33,8 @@ func wantLimit(t *testing.T, err error, user string, limit int) {
 // (Claim); a refresh of the byte counts changes no count.
 func TestUserLimitAcrossInstances(t *testing.T) {
 	for _, cs := range clusterStores {
-		t.Run(cs.name, func(t *testing.T) {
-			dbA, dbB := cs.open(t)
+		t.Run(cs.Name, func(t *testing.T) {
+			dbA, dbB := cs.Open(t)
 			a, b := instance(t, dbA, "bastion-a", nil), instance(t, dbB, "bastion-b", nil)
 			must := func(r *Registry, s admin.Session) {
 				t.Helper()
@@ -97,8 +97,8 @@ func TestUserLimitAcrossInstances(t *testing.T) {
 // as abandoned.
 func TestUserLimitDeadInstance(t *testing.T) {
 	for _, cs := range clusterStores {
-		t.Run(cs.name, func(t *testing.T) {
-			dbA, dbB := cs.open(t)
+		t.Run(cs.Name, func(t *testing.T) {
+			dbA, dbB := cs.Open(t)
 			clk := newClock()
 			recorded := map[string][]string{}
 			a, b := instance(t, dbA, "bastion-a", clk), instance(t, dbB, "bastion-b", clk)
@@ -145,8 +145,8 @@ func TestUserLimitDeadInstance(t *testing.T) {
 func TestUserLimitRace(t *testing.T) {
 	const limit, racers, rounds = 3, 8, 5
 	for _, cs := range clusterStores {
-		t.Run(cs.name, func(t *testing.T) {
-			dbA, dbB := cs.open(t)
+		t.Run(cs.Name, func(t *testing.T) {
+			dbA, dbB := cs.Open(t)
 			regs := []*Registry{instance(t, dbA, "bastion-a", nil), instance(t, dbB, "bastion-b", nil)}
 			for round := range rounds {
 				var (
@@ -206,8 +206,8 @@ func TestUserLimitRace(t *testing.T) {
 // successor's figures rather than writing its own over them.
 func TestHeartbeatLoad(t *testing.T) {
 	for _, cs := range clusterStores {
-		t.Run(cs.name, func(t *testing.T) {
-			dbA, dbB := cs.open(t)
+		t.Run(cs.Name, func(t *testing.T) {
+			dbA, dbB := cs.Open(t)
 			recorded := map[string][]string{}
 			a, b := instance(t, dbA, "bastion-a", nil), instance(t, dbB, "bastion-b", nil)
 			ha, hb := newHandler("bastion-a", a, recorded, nil), newHandler("bastion-b", b, recorded, nil)

@@ -20,8 +20,8 @@ import (
 // longer written) are not refused. On bbolt and PostgreSQL.
 func TestInstanceNameInUse(t *testing.T) {
 	for _, cs := range clusterStores {
-		t.Run(cs.name, func(t *testing.T) {
-			dbA, dbB := cs.open(t)
+		t.Run(cs.Name, func(t *testing.T) {
+			dbA, dbB := cs.Open(t)
 			var mu sync.Mutex
 			conflicts := map[string][]Heartbeat{} // lineage -> what it was told
 			open := func(db store.DB, lineage string, pid int) *Registry {

@@ -5,8 +5,6 @@ import (
 	"testing"
 
 	"github.com/bastiond/bastiond/internal/benchlat"
-	"github.com/bastiond/bastiond/internal/pgtest"
-	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/internal/store/pgstore/pgstoretest"
 )
 
@@ -16,19 +14,9 @@ import (
 // issue and redemption together.
 func BenchmarkClusterIssueRedeem(b *testing.B) {
 	const users = 200
-	for _, be := range []struct {
-		name string
-		open func(b *testing.B) (store.DB, store.DB)
-	}{
-		{"bbolt", func(b *testing.B) (store.DB, store.DB) { db := pgstoretest.Backends[0].Open(b); return db, db }},
-		{"postgres", func(b *testing.B) (store.DB, store.DB) {
-			s := pgtest.Start(b)
-			name := s.NewDatabase(b)
-			return pgstoretest.On(b, s, "127.0.0.1", name), pgstoretest.On(b, s, "::1", name)
-		}},
-	} {
-		b.Run(be.name, func(b *testing.B) {
-			dbA, dbB := be.open(b)
+	for _, be := range pgstoretest.Clusters {
+		b.Run(be.Name, func(b *testing.B) {
+			dbA, dbB := be.Open(b)
 			a, _ := newShared(dbA)
 			c, _ := newShared(dbB)
 			inst := []*Shared{a, c}

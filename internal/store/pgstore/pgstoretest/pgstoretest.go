@@ -84,3 +84,23 @@ func ReportConflicts(b *testing.B, op func(), dbs ...store.DB) {
 	op()
 	b.ReportMetric(float64(Conflicts(dbs...)-before)/float64(b.N), "conflicts/op")
 }
+
+// Cluster is a store the instances of a cluster share in a test.
+type Cluster struct {
+	Name string
+	// Open returns two instances' handles on one empty store, closed when
+	// t ends.
+	Open func(t testing.TB) (store.DB, store.DB)
+}
+
+// Clusters are bbolt (one handle for both instances: one file, what a
+// single host has) and PostgreSQL (a connection pool per instance, as two
+// processes have, one over 127.0.0.1 and one over ::1, on one database).
+var Clusters = []Cluster{
+	{"bbolt", func(t testing.TB) (store.DB, store.DB) { db := Backends[0].Open(t); return db, db }},
+	{"postgres", func(t testing.TB) (store.DB, store.DB) {
+		s := pgtest.Start(t)
+		db := s.NewDatabase(t)
+		return On(t, s, "127.0.0.1", db), On(t, s, "::1", db)
+	}},
+}
