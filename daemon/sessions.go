@@ -169,7 +169,7 @@ func (d *daemon) endRevoked(why string) int {
 		if s.Protocol == broker.Tunnel {
 			port = s.Port
 		}
-		return !policy.Check(access.Request{User: s.User, Granted: a.user.Roles, Target: s.Target, Protocol: s.Protocol, Port: port, Login: s.Login}).Allowed
+		return !policy.Check(access.Request{User: s.User, Granted: a.user.Roles, Groups: a.user.Subjects(), Target: s.Target, Protocol: s.Protocol, Port: port, Login: s.Login}).Allowed
 	}
 	// The sessions of a process this one replaced lose their right too.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

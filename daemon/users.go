@@ -90,13 +90,14 @@ func (u usersAPI) List() ([]adminapi.UserInfo, error) {
 				n++
 			}
 		}
-		roles := policy.RolesOf(us.Name, us.Roles)
+		roles := policy.RolesOf(access.Principal{User: us.Name, Granted: us.Roles, Groups: us.Subjects()})
 		if roles == nil {
 			roles = []string{}
 		}
 		out = append(out, adminapi.UserInfo{
 			Name: us.Name, Disabled: us.Disabled, TOTP: us.HasTOTP(), Granted: us.Roles, Roles: roles,
 			LockedUntil: us.LockedUntil, LockedBy: us.LockedBy, Created: us.Created, PasswordChanged: us.PasswordChanged, Tokens: n,
+			Provider: us.Provider, Groups: us.Groups, LastSignIn: us.LastSignIn,
 		})
 	}
 	return out, nil

@@ -140,7 +140,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 	// that a user without a role learns nothing of the inventory. Only a
 	// user whose roles cover the target and port is told which of them is
 	// missing. The log keeps the reason.
-	who := authz.Who{User: user.Name, Granted: user.Roles, Source: client.Addr(), Client: client, Via: via, Token: tok.ID}
+	who := authz.Who{User: user.Name, Granted: user.Roles, Groups: user.Subjects(), Source: client.Addr(), Client: client, Via: via, Token: tok.ID}
 	what := authz.What{Target: req.Target, Protocol: access.Tunnel, Port: req.Port}
 	d := s.authz.Check(who, what)
 	refused := func(reason, detail string) {
@@ -148,7 +148,7 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 	}
 	if !d.Allowed {
 		policy := s.authz.Policy()
-		ar := access.Request{User: user.Name, Granted: user.Roles, Target: req.Target, Protocol: access.Tunnel, Port: req.Port}
+		ar := access.Request{User: user.Name, Granted: user.Roles, Groups: user.Subjects(), Target: req.Target, Protocol: access.Tunnel, Port: req.Port}
 		st, msg := tunnelwire.StatusDenied, fmt.Sprintf("%s may not open tunnels to %s port %d", user.Name, req.Target, req.Port)
 		if policy.Covers(ar) {
 			if t, ok := policy.Target(req.Target); !ok {

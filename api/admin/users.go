@@ -21,6 +21,11 @@ type UserInfo struct {
 	Created         time.Time `json:"created"`
 	PasswordChanged time.Time `json:"password_changed"`
 	Tokens          int       `json:"tokens"`
+	// Provider is the single sign-on provider of an SSO account ("" for
+	// a local one); Groups its groups there at LastSignIn.
+	Provider   string    `json:"provider,omitempty"`
+	Groups     []string  `json:"groups,omitempty"`
+	LastSignIn time.Time `json:"last_sign_in,omitzero"`
 }
 
 // Ended is what disabling an account ended.

@@ -35,6 +35,7 @@ type Config struct {
 	Inventory Inventory `yaml:"inventory"`
 	Firewall  Firewall  `yaml:"firewall"`
 	Access    Access    `yaml:"access"`
+	Auth      Auth      `yaml:"auth"`
 	Limits    Limits    `yaml:"limits"`
 	Logging   Logging   `yaml:"logging"`
 	Cluster   Cluster   `yaml:"cluster"`
@@ -344,11 +345,62 @@ type Access struct {
 	SessionLifetime time.Duration `yaml:"session_lifetime"`
 }
 
+// Auth says how users sign in besides local accounts.
+type Auth struct {
+	// OIDC are the single sign-on providers; the portal shows a button
+	// for each.
+	OIDC []OIDCProvider `yaml:"oidc"`
+}
+
+// OIDCProvider is one OpenID Connect provider. Register the bastion at the
+// provider as a web application whose redirect URI is
+// https://SERVER_NAME/sso/callback.
+type OIDCProvider struct {
+	// Name is the provider's short name ([a-z0-9-], up to 32): in its URL
+	// (/sso/NAME) and in role subjects (oidc-group:NAME/GROUP). Required.
+	Name string `yaml:"name"`
+	// Title is the button's text: "Sign in with TITLE". Default: Name.
+	Title string `yaml:"title"`
+	// Issuer is the provider's issuer URL (https). Required.
+	Issuer   string `yaml:"issuer"`
+	ClientID string `yaml:"client_id"`
+	// ClientSecretFile holds the client secret (readable by its owner
+	// only), or is credential:NAME, a systemd credential. Required.
+	ClientSecretFile string `yaml:"client_secret_file"`
+	// CAFile is a PEM file of the CAs of the provider's TLS certificate.
+	// Default: the system's roots.
+	CAFile string `yaml:"ca_file"`
+	// Scopes asked for. Default [openid, email, profile]; openid is
+	// always asked.
+	Scopes []string `yaml:"scopes"`
+	// UserClaim is the ID token's claim that names the user (their
+	// account here). Default email.
+	UserClaim string `yaml:"user_claim"`
+	// GroupsClaim is the claim that lists the user's groups. Default
+	// groups.
+	GroupsClaim string `yaml:"groups_claim"`
+	// EmailDomains, if set, are the only email domains that may sign in
+	// (and an email the provider says is unverified may not).
+	EmailDomains []string `yaml:"email_domains"`
+}
+
+// OIDCProvider returns the provider called name.
+func (a Auth) OIDCProvider(name string) (OIDCProvider, bool) {
+	for _, p := range a.OIDC {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return OIDCProvider{}, false
+}
+
 // Role grants protocols on targets to subjects.
 type Role struct {
 	Name string `yaml:"name"`
-	// Subjects are "user:NAME" or "group:NAME". Empty: only users granted
-	// the role with `bastionctl users grant` have it.
+	// Subjects are "user:NAME", "group:NAME" (a group of access.groups)
+	// or "oidc-group:PROVIDER/GROUP" (a group a single sign-on provider
+	// of auth.oidc says the user is in, at their last sign-in). Empty:
+	// only users granted the role with `bastionctl users grant` have it.
 	Subjects []string `yaml:"subjects"`
 	// Targets are target names, "tag:TAG" or "*" for all.
 	Targets []string `yaml:"targets"`

@@ -173,7 +173,7 @@ func TestParseProblems(t *testing.T) {
 		{
 			name: "unknown section lists allowed keys",
 			edit: func(s string) string { return s + "frobnicate: {}\n" },
-			want: []string{"lab.yaml:29: frobnicate: unknown key; allowed here: access, bastion,"},
+			want: []string{"lab.yaml:29: frobnicate: unknown key; allowed here: access, auth, bastion,"},
 		},
 		{
 			name: "instance name with capitals and an underscore",
@@ -665,5 +665,64 @@ func TestClusterInstance(t *testing.T) {
 	}
 	if cfg.Cluster.Instance != "bastion-b2" {
 		t.Errorf("instance %q, want bastion-b2", cfg.Cluster.Instance)
+	}
+}
+
+// TestParseOIDC: providers are read, and every mistake in them or in an
+// oidc-group subject is reported with its line.
+func TestParseOIDC(t *testing.T) {
+	lab := mustRead(t, "testdata/lab.yaml")
+	good := lab + `auth:
+  oidc:
+    - name: corp
+      title: Corp SSO
+      issuer: https://login.example.com/realms/corp
+      client_id: bastiond
+      client_secret_file: credential:oidc-corp
+      scopes: [openid, email, groups]
+      email_domains: [example.com]
+`
+	good = strings.Replace(good, "subjects: [group:admins]", "subjects: [group:admins, oidc-group:corp/ops, user:ana@example.com]", 1)
+	cfg, err := Parse("x.yaml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := cfg.Auth.OIDCProvider("corp"); !ok || p.Title != "Corp SSO" || p.ClientSecretFile != "credential:oidc-corp" || len(p.Scopes) != 3 {
+		t.Fatalf("provider: %+v", cfg.Auth.OIDC)
+	}
+	bad := lab + `auth:
+  oidc:
+    - name: Corp_1
+      issuer: http://login.example.com
+      scopes: ["a b"]
+      user_claim: "x y"
+      email_domains: [EXAMPLE..com]
+    - name: corp
+      issuer: https://login.example.com
+      client_id: c
+      client_secret_file: /s
+    - name: corp
+      issuer: https://login.example.com
+      client_id: c
+      client_secret_file: /s
+`
+	bad = strings.Replace(bad, "subjects: [group:admins]", "subjects: [oidc-group:nowhere/ops, oidc-group:corp/, oidc:corp]", 1)
+	_, err = Parse("x.yaml", []byte(bad))
+	for _, want := range []string{
+		`x.yaml:25: access.roles[0].subjects[0]: "oidc-group:nowhere/ops": write oidc-group:PROVIDER/GROUP with a provider of auth.oidc`,
+		`access.roles[0].subjects[1]: "oidc-group:corp/"`,
+		`access.roles[0].subjects[2]: "oidc:corp" is not a subject`,
+		`x.yaml:31: auth.oidc[0].name: "Corp_1": lowercase letters`,
+		`x.yaml:32: auth.oidc[0].issuer: "http://login.example.com" is not an https URL`,
+		`auth.oidc[0].client_id: required`,
+		`auth.oidc[0].client_secret_file: required`,
+		`auth.oidc[0].scopes[0]: "a b" is not a scope`,
+		`auth.oidc[0].user_claim: "x y" is not a claim name`,
+		`auth.oidc[0].email_domains[0]: "EXAMPLE..com" is not a domain name`,
+		`auth.oidc[2].name: provider "corp" is defined twice`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q; got:\n%v", want, err)
+		}
 	}
 }

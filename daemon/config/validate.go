@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -71,6 +72,7 @@ func (c *Config) validate(v *validator) {
 	c.validateFirewall(v)
 	targets := c.validateInventory(v)
 	c.validateAccess(v, targets)
+	c.validateAuth(v)
 	c.validateLimits(v)
 	c.validateLogging(v)
 	if !instanceName.MatchString(c.Cluster.Instance) {
@@ -398,8 +400,13 @@ func (c *Config) validateAccess(v *validator, targets map[string]bool) {
 			case kind == "group" && c.Access.Groups[name] != nil:
 			case kind == "group":
 				v.errorf(p, "group %q is not defined in access.groups", name)
+			case kind == "oidc-group":
+				prov, group, _ := strings.Cut(name, "/")
+				if _, ok := c.Auth.OIDCProvider(prov); !ok || group == "" {
+					v.errorf(p, "%q: write oidc-group:PROVIDER/GROUP with a provider of auth.oidc", s)
+				}
 			default:
-				v.errorf(p, "%q is not a subject; write user:NAME or group:NAME", s)
+				v.errorf(p, "%q is not a subject; write user:NAME, group:NAME or oidc-group:PROVIDER/GROUP", s)
 			}
 		}
 		// A role that only audits reaches no machine; any other role
@@ -552,3 +559,48 @@ func isDNSName(s string) bool {
 }
 
 func reflectValue(c *Config) reflect.Value { return reflect.ValueOf(c).Elem() }
+
+var (
+	oidcName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+	// claimName is a JWT claim's name as a config names it.
+	claimName = regexp.MustCompile(`^[A-Za-z0-9_.:/-]{1,128}$`)
+	domain    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$`)
+)
+
+func (c *Config) validateAuth(v *validator) {
+	names := map[string]bool{}
+	for i, p := range c.Auth.OIDC {
+		path := fmt.Sprintf("auth.oidc[%d]", i)
+		switch {
+		case !oidcName.MatchString(p.Name):
+			v.errorf(path+".name", "%q: lowercase letters, digits and '-', up to 32 (it is in URLs and in oidc-group subjects)", p.Name)
+		case names[p.Name]:
+			v.errorf(path+".name", "provider %q is defined twice", p.Name)
+		}
+		names[p.Name] = true
+		if u, err := url.Parse(p.Issuer); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			v.errorf(path+".issuer", "%q is not an https URL (the provider's issuer, e.g. https://login.example.com/realms/corp)", p.Issuer)
+		}
+		if p.ClientID == "" {
+			v.errorf(path+".client_id", "required: the client ID the provider gave the bastion")
+		}
+		if p.ClientSecretFile == "" {
+			v.errorf(path+".client_secret_file", "required: a file holding the client secret (mode 600), or credential:NAME")
+		}
+		for j, s := range p.Scopes {
+			if s == "" || strings.ContainsAny(s, " \t\"\\") {
+				v.errorf(fmt.Sprintf("%s.scopes[%d]", path, j), "%q is not a scope", s)
+			}
+		}
+		for _, f := range []struct{ key, val string }{{"user_claim", p.UserClaim}, {"groups_claim", p.GroupsClaim}} {
+			if f.val != "" && !claimName.MatchString(f.val) {
+				v.errorf(path+"."+f.key, "%q is not a claim name", f.val)
+			}
+		}
+		for j, d := range p.EmailDomains {
+			if !domain.MatchString(d) {
+				v.errorf(fmt.Sprintf("%s.email_domains[%d]", path, j), "%q is not a domain name (lowercase, e.g. example.com)", d)
+			}
+		}
+	}
+}

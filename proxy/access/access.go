@@ -50,7 +50,8 @@ func (t Target) ports() []uint16 {
 // Role grants protocols on targets.
 type Role struct {
 	Name string
-	// Subjects are "user:NAME" and "group:NAME".
+	// Subjects are "user:NAME", "group:NAME" and
+	// "oidc-group:PROVIDER/GROUP".
 	Subjects []string
 	// Targets are names, "tag:TAG" or "*".
 	Targets []string
@@ -115,7 +116,10 @@ func (p *Policy) BrowserRoles() []string {
 type Request struct {
 	User string
 	// Granted are the roles the account store grants the user.
-	Granted  []string
+	Granted []string
+	// Groups are the groups a single sign-on provider says the user is in,
+	// as PROVIDER/GROUP, which roles bind as oidc-group:PROVIDER/GROUP.
+	Groups   []string
 	Target   string
 	Protocol string
 	// Port is the target port for a tunnel; 0 for ssh and rdp.
@@ -162,7 +166,7 @@ func (p *Policy) Check(r Request) Decision {
 	}
 	d := Decision{Reason: fmt.Sprintf("no role gives %s %s on %s on this bastion", r.User, describe(r.Protocol, port), t.Name)}
 	for _, role := range p.roles {
-		if !p.bound(role, r.User, r.Granted) || !p.onThisBastion(role) || !covers(role.Targets, t) ||
+		if !p.bound(role, Principal{User: r.User, Granted: r.Granted, Groups: r.Groups}) || !p.onThisBastion(role) || !covers(role.Targets, t) ||
 			!allowsProtocol(role.Protocols, r.Protocol, port) || !allowsLogin(role.Logins, r.Login) {
 			continue
 		}
@@ -187,7 +191,7 @@ func (p *Policy) Check(r Request) Decision {
 			carried = RDP
 		}
 		for _, role := range p.roles {
-			if carried != "" && role.Record && !slices.Contains(d.RecordedBy, role.Name) && p.bound(role, r.User, r.Granted) &&
+			if carried != "" && role.Record && !slices.Contains(d.RecordedBy, role.Name) && p.bound(role, Principal{User: r.User, Granted: r.Granted, Groups: r.Groups}) &&
 				p.onThisBastion(role) && covers(role.Targets, t) && allowsProtocol(role.Protocols, carried, 0) {
 				d.Record = true
 				d.RecordedBy = append(d.RecordedBy, role.Name)
@@ -211,7 +215,7 @@ func (p *Policy) Covers(r Request) bool {
 		t = Target{Name: r.Target}
 	}
 	for _, role := range p.roles {
-		if p.bound(role, r.User, r.Granted) && p.onThisBastion(role) && covers(role.Targets, t) &&
+		if p.bound(role, Principal{User: r.User, Granted: r.Granted, Groups: r.Groups}) && p.onThisBastion(role) && covers(role.Targets, t) &&
 			allowsProtocol(role.Protocols, r.Protocol, r.Port) && allowsLogin(role.Logins, r.Login) {
 			return true
 		}
@@ -249,19 +253,33 @@ func describe(protocol string, port uint16) string {
 	return protocol
 }
 
-func (p *Policy) bound(role Role, user string, granted []string) bool {
-	if slices.Contains(granted, role.Name) {
+// Principal is who a role may be bound to.
+type Principal struct {
+	User string
+	// Granted are the roles the account store grants the user.
+	Granted []string
+	// Groups are the user's groups at a single sign-on provider, as
+	// PROVIDER/GROUP.
+	Groups []string
+}
+
+func (p *Policy) bound(role Role, who Principal) bool {
+	if slices.Contains(who.Granted, role.Name) {
 		return true
 	}
 	for _, s := range role.Subjects {
 		kind, name, _ := strings.Cut(s, ":")
 		switch kind {
 		case "user":
-			if name == user {
+			if name == who.User {
 				return true
 			}
 		case "group":
-			if slices.Contains(p.groups[user], name) {
+			if slices.Contains(p.groups[who.User], name) {
+				return true
+			}
+		case "oidc-group":
+			if slices.Contains(who.Groups, name) {
 				return true
 			}
 		}
@@ -321,7 +339,7 @@ type Reachable struct {
 }
 
 // Reachable lists, in inventory order, the targets user may open something on.
-func (p *Policy) Reachable(user string, granted []string) []Reachable {
+func (p *Policy) Reachable(who Principal) []Reachable {
 	var out []Reachable
 	for _, name := range p.order {
 		t := p.targets[name]
@@ -339,13 +357,13 @@ func (p *Policy) Reachable(user string, granted []string) []Reachable {
 			}
 		}
 		for _, proto := range []string{SSH, RDP} {
-			if d := p.Check(Request{User: user, Granted: granted, Target: name, Protocol: proto}); d.Allowed {
+			if d := p.Check(Request{User: who.User, Granted: who.Granted, Groups: who.Groups, Target: name, Protocol: proto}); d.Allowed {
 				r.Protocols = append(r.Protocols, proto)
 				note(d)
 			}
 		}
 		for _, port := range t.ports() {
-			if d := p.Check(Request{User: user, Granted: granted, Target: name, Protocol: Tunnel, Port: port}); d.Allowed {
+			if d := p.Check(Request{User: who.User, Granted: who.Granted, Groups: who.Groups, Target: name, Protocol: Tunnel, Port: port}); d.Allowed {
 				r.TunnelPorts = append(r.TunnelPorts, port)
 				note(d)
 			}
@@ -376,10 +394,10 @@ func (p *Policy) RoleNames() []string {
 
 // RolesOf lists the roles bound to user, through the configuration or
 // granted, that the policy defines.
-func (p *Policy) RolesOf(user string, granted []string) []string {
+func (p *Policy) RolesOf(who Principal) []string {
 	var out []string
 	for _, r := range p.roles {
-		if p.bound(r, user, granted) {
+		if p.bound(r, who) {
 			out = append(out, r.Name)
 		}
 	}
@@ -388,8 +406,8 @@ func (p *Policy) RolesOf(user string, granted []string) []string {
 
 // Auditor reports whether a role bound to user, through the configuration
 // or granted, lets it list and play back session recordings on this bastion.
-func (p *Policy) Auditor(user string, granted []string) bool {
+func (p *Policy) Auditor(who Principal) bool {
 	return slices.ContainsFunc(p.roles, func(r Role) bool {
-		return r.Auditor && p.bound(r, user, granted) && p.onThisBastion(r)
+		return r.Auditor && p.bound(r, who) && p.onThisBastion(r)
 	})
 }

@@ -102,7 +102,7 @@ func TestStricterSettingsWin(t *testing.T) {
 
 func TestReachable(t *testing.T) {
 	p := testPolicy()
-	got := p.Reachable("alice", nil)
+	got := p.Reachable(Principal{User: "alice"})
 	want := []Reachable{
 		{Name: "web1", Tags: []string{"linux", "prod"}, Protocols: []string{SSH}, Logins: []string{"deploy"}},
 		{Name: "web2", Tags: []string{"linux"}, Protocols: []string{SSH}, Logins: []string{"deploy"}},
@@ -110,11 +110,11 @@ func TestReachable(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("alice:\n got %+v\nwant %+v", got, want)
 	}
-	got = p.Reachable("frank", nil)
+	got = p.Reachable(Principal{User: "frank"})
 	if len(got) != 3 || !reflect.DeepEqual(got[2].TunnelPorts, []uint16{3389, 5985}) || got[2].Logins != nil {
 		t.Errorf("frank: %+v", got)
 	}
-	if got := p.Reachable("erin", nil); len(got) != 0 {
+	if got := p.Reachable(Principal{User: "erin"}); len(got) != 0 {
 		t.Errorf("erin, whose role is for another bastion, sees %+v", got)
 	}
 }
@@ -139,7 +139,7 @@ func TestAuditor(t *testing.T) {
 		{"no role", "mallory", nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := p.Auditor(tc.user, tc.granted); got != tc.want {
+			if got := p.Auditor(Principal{User: tc.user, Granted: tc.granted}); got != tc.want {
 				t.Errorf("Auditor(%q, %q) = %v, want %v", tc.user, tc.granted, got, tc.want)
 			}
 		})
@@ -148,7 +148,7 @@ func TestAuditor(t *testing.T) {
 	if d := p.Check(Request{User: "carol", Target: "web1", Protocol: SSH}); d.Allowed {
 		t.Errorf("auditor role allowed a session: %+v", d)
 	}
-	if got := p.Reachable("carol", nil); len(got) != 0 {
+	if got := p.Reachable(Principal{User: "carol"}); len(got) != 0 {
 		t.Errorf("auditor sees targets: %+v", got)
 	}
 }
@@ -206,5 +206,27 @@ func TestBrowserRoles(t *testing.T) {
 	})
 	if got := tunnelsOnly.BrowserRoles(); len(got) != 0 {
 		t.Errorf("tunnels only: BrowserRoles() = %q, want none", got)
+	}
+}
+
+// TestOIDCGroups: a role bound to oidc-group:PROVIDER/GROUP applies to a
+// user whom that provider puts in that group, not to a member of a group
+// of the same name at another provider, nor to a local group of that name.
+func TestOIDCGroups(t *testing.T) {
+	p := New("bastion.lab.example", []Target{{Name: "vm1", SSH: 22}}, map[string][]string{"ops": {"bob"}},
+		[]Role{{Name: "ops", Subjects: []string{"oidc-group:lab/ops"}, Targets: []string{"*"}, Protocols: []string{SSH}}})
+	for _, tc := range []struct {
+		who  Principal
+		want bool
+	}{
+		{Principal{User: "ana@lab.example", Groups: []string{"lab/everyone", "lab/ops"}}, true},
+		{Principal{User: "ana@lab.example", Groups: []string{"other/ops"}}, false},
+		{Principal{User: "ana@lab.example"}, false},
+		{Principal{User: "bob"}, false},
+	} {
+		d := p.Check(Request{User: tc.who.User, Groups: tc.who.Groups, Target: "vm1", Protocol: SSH})
+		if d.Allowed != tc.want || (len(p.Reachable(tc.who)) == 1) != tc.want || (len(p.RolesOf(tc.who)) == 1) != tc.want {
+			t.Errorf("%+v: allowed %v, want %v", tc.who, d.Allowed, tc.want)
+		}
 	}
 }

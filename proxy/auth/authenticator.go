@@ -206,6 +206,11 @@ func (a *Authenticator) Login(ctx context.Context, name, password, code string, 
 	// holding one: in a cluster the read is a round trip to the database,
 	// and the slots bound the hashes' memory, not the reads.
 	u, err := a.store.User(name)
+	if err == nil && u.SSO() {
+		// An SSO account has no password: to the form it is as unknown
+		// as a name that is no account.
+		err = ErrNoUser
+	}
 	known := err == nil
 	select {
 	case a.hashing <- struct{}{}:

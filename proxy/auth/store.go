@@ -44,6 +44,36 @@ type User struct {
 	LockedBy        []string  `json:"locked_by,omitempty"`
 	Created         time.Time `json:"created"`
 	PasswordChanged time.Time `json:"password_changed"`
+
+	// Provider is the single sign-on provider (auth.oidc's name) that
+	// vouches for this account, "" for a local account. An SSO account
+	// has no password: it signs in only through its provider.
+	Provider string `json:"provider,omitempty"`
+	// Subject is the provider's stable identifier of the user (sub): a
+	// name the provider gives to someone else later does not inherit the
+	// account.
+	Subject string `json:"subject,omitempty"`
+	// Groups are the groups the provider said the user is in, at the last
+	// sign-in; roles bind them as oidc-group:PROVIDER/GROUP.
+	Groups []string `json:"groups,omitempty"`
+	// LastSignIn is when the provider last vouched for the user.
+	LastSignIn time.Time `json:"last_sign_in,omitzero"`
+}
+
+// SSO reports whether u signs in through a single sign-on provider.
+func (u User) SSO() bool { return u.Provider != "" }
+
+// Subjects are the provider-qualified groups of an SSO account
+// (PROVIDER/GROUP), which roles bind as oidc-group:PROVIDER/GROUP.
+func (u User) Subjects() []string {
+	if u.Provider == "" {
+		return nil
+	}
+	out := make([]string, len(u.Groups))
+	for i, g := range u.Groups {
+		out[i] = u.Provider + "/" + g
+	}
+	return out
 }
 
 // HasTOTP reports whether the user must give a code at login.
@@ -96,6 +126,50 @@ func (s *Store) AddUser(name, password string, roles []string) error {
 		}
 		return putUser(b, User{Name: name, PasswordHash: hash, Roles: dedupe(roles), Created: now, PasswordChanged: now})
 	})
+}
+
+// ErrNameTaken is an SSO sign-in whose name belongs to a local account, or
+// to a user another provider (or another subject of the same provider)
+// vouched for.
+var ErrNameTaken = errors.New("auth: the name is another account's")
+
+// ErrDisabled is a sign-in of a disabled account.
+var ErrDisabled = errors.New("auth: the account is disabled")
+
+// SignInSSO records that provider vouched for the user called name (its
+// subject sub, in groups): it creates the account at the first sign-in
+// and updates its groups at each. It returns the account, and the groups
+// it had before (nil for a new account).
+func (s *Store) SignInSSO(name, provider, sub string, groups []string) (u User, before []string, err error) {
+	now := s.now().UTC()
+	err = s.db.Update(func(tx store.Tx) error {
+		b := tx.Bucket(bucketUsers)
+		u, before = User{}, nil
+		v, err := b.Get([]byte(name))
+		switch {
+		case err != nil:
+			return err
+		case v == nil:
+			u = User{Name: name, Provider: provider, Subject: sub, Created: now}
+		default:
+			if u, err = decodeUser(name, v); err != nil {
+				return err
+			}
+			if u.Provider != provider || u.Subject != sub {
+				return ErrNameTaken
+			}
+			if u.Disabled {
+				return ErrDisabled
+			}
+			before = slices.Clone(u.Groups)
+			if before == nil {
+				before = []string{}
+			}
+		}
+		u.Groups, u.LastSignIn = slices.Clone(groups), now
+		return putUser(b, u)
+	})
+	return u, before, err
 }
 
 // User returns the account called name.

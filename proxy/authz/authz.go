@@ -114,6 +114,9 @@ type Who struct {
 	User string
 	// Granted are the roles the account store grants the user.
 	Granted []string
+	// Groups are the user's groups at its single sign-on provider, as
+	// PROVIDER/GROUP (auth.User.Subjects).
+	Groups []string
 	// Source is the address the request came from. Client, if valid, is
 	// the address and port the session is carried from, for the event.
 	Source netip.Addr
@@ -136,7 +139,7 @@ type What struct {
 }
 
 func request(w Who, x What) access.Request {
-	return access.Request{User: w.User, Granted: w.Granted, Target: x.Target, Protocol: x.Protocol, Port: x.Port, Login: x.Login}
+	return access.Request{User: w.User, Granted: w.Granted, Groups: w.Groups, Target: x.Target, Protocol: x.Protocol, Port: x.Port, Login: x.Login}
 }
 
 // Decide answers w's request for x under the policy in force, and records
@@ -163,7 +166,9 @@ func (a *Authorizer) Check(w Who, x What) access.Decision {
 }
 
 // Auditor reports whether w may see and play the recordings.
-func (a *Authorizer) Auditor(w Who) bool { return a.Policy().Auditor(w.User, w.Granted) }
+func (a *Authorizer) Auditor(w Who) bool {
+	return a.Policy().Auditor(access.Principal{User: w.User, Granted: w.Granted, Groups: w.Groups})
+}
 
 // Refusal is why a request was refused.
 type Refusal struct {

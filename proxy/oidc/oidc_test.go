@@ -179,7 +179,7 @@ func newSet(t *testing.T, p *idp, mod func(*Provider)) (*Set, *time.Time) {
 	key := make([]byte, 32)
 	rand.Read(key)
 	s, err := New(Config{Providers: []Provider{prov}, RedirectURL: "https://bastion.lab.example/sso/callback", Key: key, DB: db,
-		 Now: func() time.Time { return now }})
+		Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -126,7 +126,7 @@ func (s *Portal) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 
 // reachableLogins are the login names c's roles allow on target, nil for any.
 func (s *Portal) reachableLogins(c caller, target string) []string {
-	for _, rt := range s.policy().Reachable(c.user.Name, c.user.Roles) {
+	for _, rt := range s.policy().Reachable(c.principal()) {
 		if rt.Name == target {
 			return rt.Logins
 		}

@@ -64,12 +64,17 @@ func clientAddr(r *http.Request) netip.Addr {
 
 // who is c asking, from src, by way of via.
 func (c caller) who(src netip.Addr, via string) authz.Who {
-	return authz.Who{User: c.user.Name, Granted: c.user.Roles, Source: src, Via: via, Token: c.token.ID}
+	return authz.Who{User: c.user.Name, Granted: c.user.Roles, Groups: c.user.Subjects(), Source: src, Via: via, Token: c.token.ID}
+}
+
+// principal is who c is, to the policy.
+func (c caller) principal() access.Principal {
+	return access.Principal{User: c.user.Name, Granted: c.user.Roles, Groups: c.user.Subjects()}
 }
 
 // auditor reports whether c may see and play the recordings.
 func (s *Portal) auditor(c caller) bool {
-	return s.authz().Auditor(authz.Who{User: c.user.Name, Granted: c.user.Roles})
+	return s.authz().Auditor(authz.Who{User: c.user.Name, Granted: c.user.Roles, Groups: c.user.Subjects()})
 }
 
 // ticketWhat is what a ticket opens: its port is the request's for a
@@ -218,7 +223,7 @@ func (s *Portal) portal(w http.ResponseWriter, r *http.Request) {
 	}
 	s.render(w, http.StatusOK, "portal.html", pageData{
 		Title: "Machines", User: c.user.Name, CSRF: c.session.CSRF, Auditor: s.auditor(c),
-		Targets: s.policy().Reachable(c.user.Name, c.user.Roles),
+		Targets: s.policy().Reachable(c.principal()),
 	})
 }
 
@@ -525,7 +530,7 @@ func (s *Portal) apiTargets(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ts := s.policy().Reachable(c.user.Name, c.user.Roles)
+	ts := s.policy().Reachable(c.principal())
 	if ts == nil {
 		ts = []access.Reachable{}
 	}
