@@ -37,3 +37,34 @@ type Token struct {
 type Error struct {
 	Error string `json:"error"`
 }
+
+// SSOPath is where bastionctl sends the browser to sign in through a single
+// sign-on provider: SSOPath + PROVIDER, with the query SSOPortParam (its
+// loopback port, 0 when no browser can open there) and SSOChallengeParam
+// (base64url(SHA-256(verifier)), RFC 7636's S256). The browser comes back to
+// http://127.0.0.1:PORT/callback?code=CODE, or the page shows CODE to type.
+const (
+	SSOPath           = "/sso/"
+	SSOPortParam      = "cli_port"
+	SSOChallengeParam = "cli_challenge"
+	// SSOTokenPath redeems CODE for an API token (POST SSOTokenRequest).
+	SSOTokenPath = "/api/sso/token"
+	// SSOProvidersPath lists the providers (GET, []SSOProvider).
+	SSOProvidersPath = "/api/sso/providers"
+)
+
+// SSOTokenRequest redeems a single sign-on's result for an API token.
+type SSOTokenRequest struct {
+	Code string `json:"code"`
+	// Verifier is the PKCE verifier whose challenge began the sign-in.
+	Verifier string   `json:"verifier"`
+	Scopes   []string `json:"scopes,omitempty"`
+	TTL      string   `json:"ttl,omitempty"`
+	Comment  string   `json:"comment,omitempty"`
+}
+
+// SSOProvider is a single sign-on provider the bastion offers.
+type SSOProvider struct {
+	Name  string `json:"name"`
+	Title string `json:"title"`
+}

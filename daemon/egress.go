@@ -34,6 +34,9 @@ type egressFacts struct {
 	SyslogAddrs []netip.Addr
 	// Database are the state store's PostgreSQL servers, names resolved.
 	Database []netip.AddrPort
+	// IdentityProviders are the single sign-on providers' issuers, names
+	// resolved.
+	IdentityProviders []netip.AddrPort
 }
 
 // lookupEgressFacts looks up what the egress chain needs from this host
@@ -68,6 +71,7 @@ func lookupEgressFacts(cfg *config.Config, log *zap.Logger) egressFacts {
 		f.Resolvers = readResolvers(resolvConf)
 	}
 	f.Database = databaseEgress(cfg, log)
+	f.IdentityProviders = ssoEgress(cfg, log)
 	if s := cfg.Logging.Syslog; s != nil {
 		if host, _, err := net.SplitHostPort(s.Address); err == nil {
 			if _, err := netip.ParseAddr(host); err != nil {

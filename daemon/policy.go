@@ -73,6 +73,7 @@ func policyInput(cfg *config.Config, vnet []netip.Addr, facts egressFacts) netpo
 		}
 	}
 	in.Egress.Database = facts.Database
+	in.Egress.IdentityProviders = facts.IdentityProviders
 	for _, e := range fw.EgressAllow {
 		in.Egress.Allow = append(in.Egress.Allow, netpolicy.Endpoint{Addr: e.Addr, Port: netpolicy.Port(e.Port)})
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/certs"
 	"github.com/bastiond/bastiond/proxy/handover"
 	"github.com/bastiond/bastiond/proxy/hostkeys"
+	"github.com/bastiond/bastiond/proxy/oidc"
 	"github.com/bastiond/bastiond/proxy/portal"
 	"github.com/bastiond/bastiond/proxy/recording"
 	"github.com/bastiond/bastiond/proxy/registry"
@@ -241,7 +242,11 @@ func (d *daemon) start() (err error) {
 	d.trail.attach(d.broker)
 	d.runRegistry()
 	d.startRetention(cfg)
-	pcfg := d.proxyConfig(cfg)
+	sso, err := d.ssoSet(cfg)
+	if err != nil {
+		return err
+	}
+	pcfg := d.proxyConfig(cfg, sso)
 	pcfg.Lineage = lineage
 	d.front, err = proxy.New(pcfg, d.auth)
 	if err != nil {
@@ -535,6 +540,10 @@ func (d *daemon) tryReload() (*config.Config, error) {
 	if err != nil {
 		return nil, refused("config_invalid", err)
 	}
+	sso, err := d.ssoSet(next)
+	if err != nil {
+		return nil, refused("config_invalid", err)
+	}
 	// The policy is applied before the rest is swapped: if the kernel
 	// refuses it, the old policy is still in force and so is the old config.
 	if err := d.applyPolicy(next); err != nil {
@@ -545,7 +554,7 @@ func (d *daemon) tryReload() (*config.Config, error) {
 	if err := d.certs.Load(certConfig(next)); err != nil {
 		return nil, refused("certificate_unusable", err)
 	}
-	if err := d.front.SetConfig(d.proxyConfig(next)); err != nil {
+	if err := d.front.SetConfig(d.proxyConfig(next, sso)); err != nil {
 		return nil, refused("not_applied", err)
 	}
 	if err := d.broker.SetConfig(brokerConfig(next, d.log)); err != nil {
@@ -693,7 +702,7 @@ func certConfig(cfg *config.Config) certs.Config {
 	}
 }
 
-func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
+func (d *daemon) proxyConfig(cfg *config.Config, sso *oidc.Set) proxy.Config {
 	minTLS := uint16(tls.VersionTLS13)
 	if cfg.Listen.TLS.MinVersion == "1.2" {
 		minTLS = tls.VersionTLS12
@@ -713,6 +722,8 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 		WebSessions:       websession.Config{Idle: cfg.Access.SessionIdle, Absolute: cfg.Access.SessionLifetime},
 		Shared:            sharedState(d.state),
 		Broker:            d.broker,
+		SSO:               sso,
+		AccessChanged:     func(why string) { d.revoke(why) },
 		SSH: proxy.SSHConfig{
 			HostKeys: d.hostKeys.Verifier,
 			Sign: func(login, keyID string) (ssh.Signer, error) {

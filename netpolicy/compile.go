@@ -444,6 +444,9 @@ func egressElements(in Input) (v4, v6 []Element) {
 	for _, ap := range in.Egress.Database {
 		add(ap.Addr(), Port{Number: ap.Port(), TCP: true}, "database")
 	}
+	for _, ap := range in.Egress.IdentityProviders {
+		add(ap.Addr(), Port{Number: ap.Port(), TCP: true}, "sso")
+	}
 	for _, e := range in.Egress.Allow {
 		add(e.Addr, e.Port, "egress_allow")
 	}

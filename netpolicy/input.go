@@ -155,7 +155,11 @@ type Egress struct {
 	// Database are the addresses and TCP ports of the state store's
 	// PostgreSQL servers.
 	Database []netip.AddrPort
-	// Allow are further destinations (an identity provider, a database).
+	// IdentityProviders are the addresses and TCP ports of the single
+	// sign-on providers' issuers.
+	IdentityProviders []netip.AddrPort
+	// Allow are further destinations (an identity provider's endpoints on
+	// other hosts than its issuer's, a database).
 	Allow []Endpoint
 }
 
@@ -238,6 +242,11 @@ func (in Input) check() error {
 	for _, ap := range eg.Database {
 		if !ap.IsValid() || ap.Port() == 0 {
 			bad("egress: database server %s is not an address and port", ap)
+		}
+	}
+	for _, ap := range eg.IdentityProviders {
+		if !ap.IsValid() || ap.Port() == 0 {
+			bad("egress: identity provider %s is not an address and port", ap)
 		}
 	}
 	for _, e := range eg.Allow {

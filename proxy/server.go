@@ -28,6 +28,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/gate"
 	"github.com/bastiond/bastiond/proxy/handover"
 	"github.com/bastiond/bastiond/proxy/internal/servername"
+	"github.com/bastiond/bastiond/proxy/oidc"
 	"github.com/bastiond/bastiond/proxy/portal"
 	"github.com/bastiond/bastiond/proxy/websession"
 )
@@ -101,6 +102,12 @@ type Config struct {
 	// Broker opens and carries sessions; nil refuses every tunnel as
 	// unavailable. It outlives reloads: pass the same one each time.
 	Broker *broker.Broker
+	// SSO signs users in through single sign-on providers; nil: local
+	// accounts only.
+	SSO *oidc.Set
+	// AccessChanged is called when a single sign-on took groups away from
+	// a user: the caller ends the sessions they gave. Optional.
+	AccessChanged func(why string)
 	// Lineage is the line of processes this one continues across
 	// upgrades: its predecessor's Lineage().Next(). nil:
 	// handover.NewLineage(), a line of its own. Read by New only;
@@ -270,7 +277,7 @@ func (s *Server) gateSettings() gate.Settings {
 func (s *Server) portalConfig(c *Config) portal.Config {
 	return portal.Config{Logger: c.Logger, Audit: c.Audit, ServerName: c.ServerName, HandshakeTimeout: c.HandshakeTimeout,
 		Authz: s.authz, WebSessions: c.WebSessions, Shared: c.Shared, SSH: c.SSH, RDP: c.RDP, Broker: c.Broker, Tunnel: s.tunnelWebSocket,
-		Readiness: s.readiness}
+		Readiness: s.readiness, SSO: c.SSO, AccessChanged: c.AccessChanged}
 }
 
 // Policy is the authorization policy in force.

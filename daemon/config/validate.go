@@ -576,6 +576,8 @@ func (c *Config) validateAuth(v *validator) {
 			v.errorf(path+".name", "%q: lowercase letters, digits and '-', up to 32 (it is in URLs and in oidc-group subjects)", p.Name)
 		case names[p.Name]:
 			v.errorf(path+".name", "provider %q is defined twice", p.Name)
+		case p.Name == "callback":
+			v.errorf(path+".name", `"callback" is the name of the providers' way back (/sso/callback): choose another`)
 		}
 		names[p.Name] = true
 		if u, err := url.Parse(p.Issuer); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {

@@ -105,7 +105,7 @@ func NewAuthenticator(cfg AuthenticatorConfig) (*Authenticator, error) {
 		dummyHash: dummy,
 		now:       cfg.Store.now,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bastiond_signins_total",
-			Help: "Sign-in attempts by outcome: ok, ok_while_throttled and ok_while_locked (password and code through a hold others caused), failed, throttled, locked, malformed, unavailable (a cluster's database unreachable)."},
+			Help: "Sign-in attempts by outcome: ok, sso_ok (through a single sign-on provider), ok_while_throttled and ok_while_locked (password and code through a hold others caused), failed, throttled, locked, malformed, unavailable (a cluster's database unreachable)."},
 			[]string{"outcome"}),
 	}, nil
 }

@@ -393,13 +393,13 @@ func (s *Set) Finish(ctx context.Context, cookie string, ans Answer) (Identity, 
 	tok, err := p.oauth(disc, s.cfg.RedirectURL).Exchange(cctx, ans.Code, oauth2.VerifierOption(f.Verifier))
 	if err != nil {
 		var re *oauth2.RetrieveError
-		if errors.As(err, &re) {
+		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
 			return refuse(ReasonCodeRefused, p.cfg.Title+" refused this sign-in's code (used already, or expired). Please start again.",
 				"the token endpoint answered "+printable(re.ErrorCode, 64)+" (HTTP "+fmt.Sprint(re.Response.StatusCode)+")", nil)
 		}
 		return Identity{}, f, &Error{Provider: p.cfg.Name, Reason: ReasonUnreachable, Err: err,
 			Message: p.cfg.Title + " cannot be reached just now. Please try again in a moment.",
-			Detail:  "the token endpoint could not be reached"}
+			Detail:  "the token endpoint could not be reached or failed"}
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {

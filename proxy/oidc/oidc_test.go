@@ -2,175 +2,33 @@ package oidc
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"net"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
-
 	"github.com/bastiond/bastiond/internal/statedb"
+	"github.com/bastiond/bastiond/proxy/oidc/oidctest"
 )
 
-// idp is a provider for these tests: discovery, JWKS and a token endpoint
-// that checks PKCE and answers with the ID token its test sets. The lab's
-// real provider (Dex) is in test/e2e; this one makes the tokens a real
-// provider would never send (another issuer, an expired one, a key it does
-// not publish), which is what a refusal needs to be tested against.
-type idp struct {
-	t   *testing.T
-	srv *httptest.Server
-	url string
-
-	mu sync.Mutex
-	// keys are published in the JWKS; signer signs the tokens.
-	keys     []jose.JSONWebKey
-	signer   *ecdsa.PrivateKey
-	signerID string
-	// claims returns the ID token's claims for a request's nonce.
-	claims func(nonce string) map[string]any
-	// challenges maps codes to their PKCE challenge and nonce.
-	codes map[string][2]string
-	used  map[string]bool
-	// reuse lets a code be redeemed twice (a careless provider).
-	reuse bool
-	down  bool
+// answer is what p sends back to the redirect URI for authURL.
+func answer(t *testing.T, p *oidctest.IdP, authURL string) Answer {
+	state, code := p.Authorize(t, authURL)
+	return Answer{State: state, Code: code}
 }
 
-func newIdP(t *testing.T, host string) *idp {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Skipf("no %s here: %v", host, err)
-	}
-	p := &idp{t: t, codes: map[string][2]string{}, used: map[string]bool{}}
-	p.rotate("k1", true)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(p.serve))
-	srv.Listener.Close()
-	srv.Listener = ln
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	p.srv, p.url = srv, srv.URL+"/dex"
-	p.claims = func(nonce string) map[string]any {
-		return map[string]any{"iss": p.url, "aud": "bastiond", "sub": "CiQwOGE4Njg0Yi1kYjg4", "nonce": nonce,
-			"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(),
-			"email": "Ana@Lab.Example", "email_verified": true, "groups": []any{"lab-ops", "everyone"}}
-	}
-	return p
-}
-
-// rotate makes a new signing key called id; keep publishes the old ones too.
-func (p *idp) rotate(id string, keep bool) {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !keep {
-		p.keys = nil
-	}
-	p.keys = append(p.keys, jose.JSONWebKey{Key: &k.PublicKey, KeyID: id, Algorithm: "ES256", Use: "sig"})
-	p.signer, p.signerID = k, id
-}
-
-func (p *idp) serve(w http.ResponseWriter, r *http.Request) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.down {
-		http.Error(w, "down", http.StatusServiceUnavailable)
-		return
-	}
-	switch r.URL.Path {
-	case "/dex/.well-known/openid-configuration":
-		json.NewEncoder(w).Encode(map[string]any{"issuer": p.url, "authorization_endpoint": p.url + "/auth",
-			"token_endpoint": p.url + "/token", "jwks_uri": p.url + "/keys", "end_session_endpoint": p.url + "/logout",
-			"id_token_signing_alg_values_supported": []string{"ES256"}, "response_types_supported": []string{"code"}})
-	case "/dex/keys":
-		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: p.keys})
-	case "/dex/token":
-		r.ParseForm()
-		code := r.PostForm.Get("code")
-		c, ok := p.codes[code]
-		sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
-		user, secret, _ := r.BasicAuth()
-		switch {
-		case !ok || (p.used[code] && !p.reuse):
-			w.WriteHeader(http.StatusBadRequest)
-			json.NewEncoder(w).Encode(map[string]string{"error": "invalid_grant"})
-			return
-		case base64.RawURLEncoding.EncodeToString(sum[:]) != c[0]:
-			w.WriteHeader(http.StatusBadRequest)
-			json.NewEncoder(w).Encode(map[string]string{"error": "invalid_grant", "error_description": "PKCE"})
-			return
-		case user != "bastiond" || secret != "s3cret":
-			w.WriteHeader(http.StatusUnauthorized)
-			json.NewEncoder(w).Encode(map[string]string{"error": "invalid_client"})
-			return
-		}
-		p.used[code] = true
-		payload, _ := json.Marshal(p.claims(c[1]))
-		signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: p.signer},
-			(&jose.SignerOptions{}).WithHeader("kid", p.signerID))
-		if err != nil {
-			p.t.Error(err)
-			return
-		}
-		jws, _ := signer.Sign(payload)
-		idt, _ := jws.CompactSerialize()
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"access_token": "at", "token_type": "Bearer", "expires_in": 3600, "id_token": idt})
-	default:
-		http.NotFound(w, r)
-	}
-}
-
-// authorize plays the user at the provider: it reads the authorization
-// URL and returns the code the provider would send back with its state.
-func (p *idp) authorize(t *testing.T, authURL string) Answer {
-	t.Helper()
-	u, err := url.Parse(authURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	if q.Get("code_challenge_method") != "S256" || q.Get("nonce") == "" || q.Get("state") == "" || q.Get("client_id") != "bastiond" {
-		t.Fatalf("authorization URL lacks PKCE, nonce, state or client: %s", authURL)
-	}
-	code := random()
-	p.mu.Lock()
-	p.codes[code] = [2]string{q.Get("code_challenge"), q.Get("nonce")}
-	p.mu.Unlock()
-	return Answer{State: q.Get("state"), Code: code}
-}
-
-func (p *idp) pool() *x509.CertPool {
-	pool := x509.NewCertPool()
-	pool.AddCert(p.srv.Certificate())
-	return pool
-}
-
-func newSet(t *testing.T, p *idp, mod func(*Provider)) (*Set, *time.Time) {
+func newSet(t *testing.T, p *oidctest.IdP, mod func(*Provider)) (*Set, *time.Time) {
 	t.Helper()
 	db, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	prov := Provider{Name: "lab", Title: "Lab SSO", Issuer: p.url, ClientID: "bastiond", ClientSecret: "s3cret", RootCAs: p.pool(),
+	prov := Provider{Name: "lab", Title: "Lab SSO", Issuer: p.URL, ClientID: "bastiond", ClientSecret: oidctest.Secret, RootCAs: p.Pool(),
 		Scopes: []string{"email", "groups"}}
 	if mod != nil {
 		mod(&prov)
@@ -200,16 +58,16 @@ func reason(err error) string {
 func TestSignIn(t *testing.T) {
 	for _, host := range []string{"127.0.0.1", "::1"} {
 		t.Run(host, func(t *testing.T) {
-			p := newIdP(t, host)
+			p := oidctest.New(t, host)
 			s, _ := newSet(t, p, func(pr *Provider) { pr.EmailDomains = []string{"lab.example"} })
 			authURL, cookie, err := s.Begin(context.Background(), "lab", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !strings.HasPrefix(authURL, p.url+"/auth?") || !strings.Contains(authURL, "scope=openid+email+groups") {
+			if !strings.HasPrefix(authURL, p.URL+"/auth?") || !strings.Contains(authURL, "scope=openid+email+groups") {
 				t.Fatalf("authorization URL %s", authURL)
 			}
-			id, f, err := s.Finish(context.Background(), cookie, p.authorize(t, authURL))
+			id, f, err := s.Finish(context.Background(), cookie, answer(t, p, authURL))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -217,7 +75,7 @@ func TestSignIn(t *testing.T) {
 				strings.Join(id.Groups, ",") != "everyone,lab-ops" || f.Provider != "lab" {
 				t.Fatalf("identity %+v, flow %+v", id, f)
 			}
-			if got := s.EndSessionURL("lab", "https://bastion.lab.example/"); got != p.url+"/logout?client_id=bastiond&post_logout_redirect_uri=https%3A%2F%2Fbastion.lab.example%2F" {
+			if got := s.EndSessionURL("lab", "https://bastion.lab.example/"); got != p.URL+"/logout?client_id=bastiond&post_logout_redirect_uri=https%3A%2F%2Fbastion.lab.example%2F" {
 				t.Errorf("end session URL %s", got)
 			}
 		})
@@ -227,10 +85,10 @@ func TestSignIn(t *testing.T) {
 // TestRefusals is each bad answer the issue names, and the others a
 // provider or an attacker can send, refused with its reason.
 func TestRefusals(t *testing.T) {
-	claim := func(k string, v any) func(*idp) {
-		return func(p *idp) {
-			old := p.claims
-			p.claims = func(n string) map[string]any {
+	claim := func(k string, v any) func(*oidctest.IdP) {
+		return func(p *oidctest.IdP) {
+			old := p.Claims
+			p.Claims = func(n string) map[string]any {
 				c := old(n)
 				if v == nil {
 					delete(c, k)
@@ -243,7 +101,7 @@ func TestRefusals(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name   string
-		idp    func(*idp)
+		idp    func(*oidctest.IdP)
 		prov   func(*Provider)
 		answer func(a *Answer, cookie *string, now *time.Time)
 		reason string
@@ -261,14 +119,14 @@ func TestRefusals(t *testing.T) {
 		{name: "other issuer", idp: claim("iss", "https://evil.example/dex"), reason: ReasonTokenInvalid},
 		{name: "other audience", idp: claim("aud", "someone-else"), reason: ReasonTokenInvalid},
 		{name: "expired token", idp: claim("exp", time.Now().Add(-time.Minute).Unix()), reason: ReasonTokenExpired},
-		{name: "wrong nonce", idp: func(p *idp) {
-			old := p.claims
-			p.claims = func(string) map[string]any { return old("another flow's nonce") }
+		{name: "wrong nonce", idp: func(p *oidctest.IdP) {
+			old := p.Claims
+			p.Claims = func(string) map[string]any { return old("another flow's nonce") }
 		}, reason: ReasonNonce},
-		{name: "unpublished key", idp: func(p *idp) {
-			keys := p.keys
-			p.rotate("k2", false)
-			p.keys = keys // signs with k2, publishes k1 only
+		{name: "unpublished key", idp: func(p *oidctest.IdP) {
+			keys := p.Keys()
+			p.Rotate("k2", false)
+			p.SetKeys(keys) // signs with k2, publishes k1 only
 		}, reason: ReasonTokenInvalid},
 		{name: "no user claim", idp: claim("email", nil), reason: ReasonClaims},
 		{name: "unusable user claim", idp: claim("email", "ana lab@lab.example"), reason: ReasonClaims},
@@ -277,7 +135,7 @@ func TestRefusals(t *testing.T) {
 		{name: "no subject", idp: claim("sub", ""), reason: ReasonClaims},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newIdP(t, "127.0.0.1")
+			p := oidctest.New(t, "127.0.0.1")
 			if tc.idp != nil {
 				tc.idp(p)
 			}
@@ -286,7 +144,7 @@ func TestRefusals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a := p.authorize(t, authURL)
+			a := answer(t, p, authURL)
 			if tc.answer != nil {
 				tc.answer(&a, &cookie, now)
 			}
@@ -299,7 +157,7 @@ func TestRefusals(t *testing.T) {
 			if e.Message == "" {
 				t.Error("no message for the user")
 			}
-			for _, secret := range []string{"s3cret", a.Code, cookie} {
+			for _, secret := range []string{oidctest.Secret, a.Code, cookie} {
 				if secret != "" && (strings.Contains(err.Error(), secret) || strings.Contains(e.Message, secret)) {
 					t.Errorf("the error shows a secret: %v / %s", err, e.Message)
 				}
@@ -312,11 +170,11 @@ func TestRefusals(t *testing.T) {
 // provider refuses its code (as it should) or redeems it again.
 func TestReplay(t *testing.T) {
 	for _, reuse := range []bool{false, true} {
-		p := newIdP(t, "127.0.0.1")
-		p.reuse = reuse
+		p := oidctest.New(t, "127.0.0.1")
+		p.Set(func(p *oidctest.IdP) { p.Reuse = reuse })
 		s, _ := newSet(t, p, nil)
 		authURL, cookie, _ := s.Begin(context.Background(), "lab", nil)
-		a := p.authorize(t, authURL)
+		a := answer(t, p, authURL)
 		if _, _, err := s.Finish(context.Background(), cookie, a); err != nil {
 			t.Fatal(err)
 		}
@@ -334,20 +192,20 @@ func TestReplay(t *testing.T) {
 // TestKeyRotation: the provider's new signing key is fetched when a token
 // names it; tokens signed by the old key it no longer publishes fail.
 func TestKeyRotation(t *testing.T) {
-	p := newIdP(t, "::1")
+	p := oidctest.New(t, "::1")
 	s, _ := newSet(t, p, nil)
 	signIn := func() error {
 		authURL, cookie, err := s.Begin(context.Background(), "lab", nil)
 		if err != nil {
 			return err
 		}
-		_, _, err = s.Finish(context.Background(), cookie, p.authorize(t, authURL))
+		_, _, err = s.Finish(context.Background(), cookie, answer(t, p, authURL))
 		return err
 	}
 	if err := signIn(); err != nil {
 		t.Fatal(err)
 	}
-	p.rotate("k2", false)
+	p.Rotate("k2", false)
 	if err := signIn(); err != nil {
 		t.Fatalf("after the provider rotated its key: %v", err)
 	}
@@ -356,25 +214,21 @@ func TestKeyRotation(t *testing.T) {
 // TestUnreachable: a provider down at start is discovered once it is up;
 // meanwhile each attempt is refused as unreachable, with no flow begun.
 func TestUnreachable(t *testing.T) {
-	p := newIdP(t, "127.0.0.1")
-	p.down = true
+	p := oidctest.New(t, "127.0.0.1")
+	p.Set(func(p *oidctest.IdP) { p.Down = true })
 	s, now := newSet(t, p, nil)
 	if _, _, err := s.Begin(context.Background(), "lab", nil); reason(err) != ReasonUnreachable {
 		t.Fatalf("down: %v", err)
 	}
-	p.mu.Lock()
-	p.down = false
-	p.mu.Unlock()
+	p.Set(func(p *oidctest.IdP) { p.Down = false })
 	*now = now.Add(6 * time.Second) // past RetryAfter
 	authURL, cookie, err := s.Begin(context.Background(), "lab", nil)
 	if err != nil {
 		t.Fatalf("up again: %v", err)
 	}
 	// Down between the start and the answer: the token endpoint fails.
-	p.mu.Lock()
-	p.down = true
-	p.mu.Unlock()
-	if _, _, err := s.Finish(context.Background(), cookie, p.authorize(t, authURL)); reason(err) != ReasonCodeRefused && reason(err) != ReasonUnreachable {
+	p.Set(func(p *oidctest.IdP) { p.Down = true })
+	if _, _, err := s.Finish(context.Background(), cookie, answer(t, p, authURL)); reason(err) != ReasonUnreachable {
 		t.Fatalf("down at the answer: %v", err)
 	}
 	if _, _, err := s.Begin(context.Background(), "nowhere", nil); reason(err) != ReasonUnknownProvider {
@@ -383,7 +237,7 @@ func TestUnreachable(t *testing.T) {
 }
 
 func TestCLICode(t *testing.T) {
-	p := newIdP(t, "127.0.0.1")
+	p := oidctest.New(t, "127.0.0.1")
 	s, now := newSet(t, p, nil)
 	verifier := random()
 	sum := sha256.Sum256([]byte(verifier))

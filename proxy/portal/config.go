@@ -16,6 +16,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/authz"
 	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/oidc"
 	"github.com/bastiond/bastiond/proxy/ticket"
 	"github.com/bastiond/bastiond/proxy/websession"
 )
@@ -57,6 +58,13 @@ type Config struct {
 	// Tunnel serves GET /tunnel, the native tunnel's WebSocket; nil: the
 	// route answers the uniform 404.
 	Tunnel http.HandlerFunc
+	// SSO signs users in through single sign-on providers; nil: local
+	// accounts only.
+	SSO *oidc.Set
+	// AccessChanged is called when a single sign-on took groups away from
+	// a user, so that the sessions they gave end, as on a reload that
+	// withdraws a right. Optional.
+	AccessChanged func(why string)
 	// Readiness answers GET ReadyPath for a load balancer: state is
 	// "ready" (200) or why not (503, e.g. "draining"). ok false, or a nil
 	// Readiness, answers the uniform 404: to anyone but a balancer, the

@@ -27,6 +27,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/authz"
 	"github.com/bastiond/bastiond/proxy/internal/servername"
+	"github.com/bastiond/bastiond/proxy/oidc"
 	"github.com/bastiond/bastiond/proxy/ticket"
 	"github.com/bastiond/bastiond/proxy/websession"
 )
@@ -191,6 +192,12 @@ type pageData struct {
 	// desktop may share the clipboard.
 	Script    string
 	Clipboard bool
+	// Providers are the single sign-on buttons of the sign-in page.
+	Providers []oidc.Info
+	// Refresh, when set, is where the page sends the browser on at once;
+	// Code is a bastionctl sign-in's code to type.
+	Refresh string
+	Code    string
 }
 
 func (s *Portal) render(w http.ResponseWriter, code int, name string, d pageData) {
@@ -230,7 +237,11 @@ func (s *Portal) portal(w http.ResponseWriter, r *http.Request) {
 func (s *Portal) loginPage(w http.ResponseWriter, code int, msg string) {
 	tok := randomToken()
 	setCookie(w, loginCookie, tok, 3600)
-	s.render(w, code, "login.html", pageData{Title: "Sign in", CSRF: tok, Error: msg})
+	d := pageData{Title: "Sign in", CSRF: tok, Error: msg}
+	if sso := s.sso(); sso != nil {
+		d.Providers = sso.Providers()
+	}
+	s.render(w, code, "login.html", d)
 }
 
 // login is POST /login.
@@ -320,6 +331,17 @@ func (s *Portal) logout(w http.ResponseWriter, r *http.Request) {
 	s.audit().Audit(audit.Event{Event: audit.Signout, Actor: c.user.Name, Source: authz.AddrString(clientAddr(r)), User: c.user.Name,
 		Session: c.session.ID, Start: &start})
 	setCookie(w, websession.CookieName, "", -1)
+	if sso := s.sso(); sso != nil && c.user.SSO() {
+		// RP-initiated logout: signed out of the bastion, the browser goes
+		// on to sign out at the provider too, and comes back. A page, not a
+		// redirect: the form's CSP (form-action 'self') would stop a
+		// redirect to another site.
+		if end := sso.EndSessionURL(c.user.Provider, "https://"+s.cfg.Load().ServerName+"/"); end != "" {
+			s.render(w, http.StatusOK, "continue.html", pageData{Title: "Signed out", Refresh: end,
+				Error: "Signed out of the bastion. Signing you out of " + sso.Title(c.user.Provider) + "."})
+			return
+		}
+	}
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
@@ -586,14 +608,9 @@ func (s *Portal) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	var ttl time.Duration
-	if req.TTL != "" {
-		d, err := time.ParseDuration(req.TTL)
-		if err != nil || d <= 0 || d > auth.MaxTokenTTL {
-			writeJSON(w, http.StatusBadRequest, apiError{Error: "ttl: a duration up to " + auth.MaxTokenTTL.String()})
-			return
-		}
-		ttl = d
+	ttl, ok := tokenTTL(w, req.TTL)
+	if !ok {
+		return
 	}
 	// Refused before the password is checked: a comment that cannot be
 	// kept costs no sign-in.
@@ -611,7 +628,27 @@ func (s *Portal) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnauthorized, apiError{Error: auth.ErrLoginFailed.Error()})
 		return
 	}
-	secret, t, err := s.auth.Store().IssueToken(u.Name, req.Scopes, ttl, req.Comment, src.String())
+	s.issueToken(w, u, src, req.Scopes, ttl, req.Comment, "")
+}
+
+// tokenTTL reads a token request's ttl ("" for the default), answering
+// 400 when it is no duration up to auth.MaxTokenTTL.
+func tokenTTL(w http.ResponseWriter, v string) (time.Duration, bool) {
+	if v == "" {
+		return 0, true
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 || d > auth.MaxTokenTTL {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "ttl: a duration up to " + auth.MaxTokenTTL.String()})
+		return 0, false
+	}
+	return d, true
+}
+
+// issueToken issues an API token to u, who signed in from src, and
+// answers with it; how says how they signed in, for the audit trail.
+func (s *Portal) issueToken(w http.ResponseWriter, u auth.User, src netip.Addr, scopes []string, ttl time.Duration, comment, how string) {
+	secret, t, err := s.auth.Store().IssueToken(u.Name, scopes, ttl, comment, src.String())
 	if errors.Is(err, store.ErrUnavailable) {
 		s.log.Error("signed in, but the token cannot be stored", zap.String("user", u.Name), zap.Stringer("source", src), zap.Error(err))
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errSessionStore})
@@ -624,8 +661,12 @@ func (s *Portal) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("API token issued", zap.String("user", u.Name), zap.String("token", t.ID), zap.Strings("scopes", t.Scopes),
 		zap.Time("expires", t.Expires), zap.Stringer("source", src))
 	expires := t.Expires
+	detail := "scopes " + strings.Join(t.Scopes, ", ")
+	if how != "" {
+		detail += "; " + how
+	}
 	s.audit().Audit(audit.Event{Event: audit.TokenIssued, Actor: u.Name, Source: authz.AddrString(src), User: u.Name, Token: t.ID,
-		Until: &expires, Detail: "scopes " + strings.Join(t.Scopes, ", ")})
+		Until: &expires, Detail: detail})
 	writeJSON(w, http.StatusOK, TokenResponse{Secret: secret, Token: api.Token{ID: t.ID, User: t.User, Scopes: t.Scopes,
 		Comment: t.Comment, Created: t.Created, Expires: t.Expires, Source: t.Source}})
 }

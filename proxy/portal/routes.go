@@ -3,6 +3,7 @@ package portal
 import (
 	"net/http"
 
+	"github.com/bastiond/bastiond/api"
 	"github.com/bastiond/bastiond/api/tunnelwire"
 )
 
@@ -27,6 +28,10 @@ func (s *Portal) routes() http.Handler {
 	mux.HandleFunc("GET /static/app/{name}", s.appAsset)
 	mux.HandleFunc("POST /login", s.login)
 	mux.HandleFunc("POST /logout", s.logout)
+	mux.HandleFunc("GET /sso/callback", s.ssoCallback)
+	mux.HandleFunc("GET /sso/{provider}", s.ssoStart)
+	mux.HandleFunc("POST "+api.SSOTokenPath, s.apiSSOToken)
+	mux.HandleFunc("GET "+api.SSOProvidersPath, s.apiSSOProviders)
 	mux.HandleFunc("POST /connect", s.connectForm)
 	mux.HandleFunc("GET /connect/{ticket}", s.connectPage)
 	mux.HandleFunc("GET /ws/{protocol}", s.relay)
