@@ -162,23 +162,44 @@ func (c credentials) apiCall(ctx context.Context, method, path, bearer string, i
 
 func newLogin() *cobra.Command {
 	var c credentials
-	var ttl, code, comment string
+	var ttl, code, comment, sso string
 	var scopes []string
-	var stdin bool
+	var stdin, noBrowser bool
 	cmd := &cobra.Command{
-		Use:   "login --server HOST[:PORT] --user NAME",
+		Use:   "login --server HOST[:PORT] (--user NAME | --sso[=PROVIDER])",
 		Short: "Sign in to a bastion and keep an API token for the tunnel commands",
 		Long: `Sign in to a bastion with your user name, password and, if you use one, the
-code from your authenticator app, and keep the API token it issues (scoped,
-expiring, revocable) in bastiond/credentials.json under your config directory, readable by you
-only: ~/.config on Linux (mode 0600), ~/Library/Application Support on
+code from your authenticator app, or with --sso through the organisation's
+single sign-on provider (your browser opens at its sign-in page and comes
+back to bastionctl; --no-browser, or a machine without one, prints an address
+to open elsewhere and asks for the code that page shows). Either way, keep
+the API token it issues (scoped, expiring, revocable) in
+bastiond/credentials.json under your config directory, readable by you only: ~/.config on Linux (mode 0600), ~/Library/Application Support on
 macOS (mode 0600), %AppData% on Windows (an access list naming only you).
 BASTION_CREDENTIALS overrides the path. An admin lists and revokes tokens
 with bastionctl tokens; bastionctl logout revokes yours.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			host, _ := os.Hostname()
+			if comment == "" {
+				comment = "bastionctl on " + host
+			}
+			if sso != "" {
+				if c.Server == "" {
+					return errors.New("--server is required")
+				}
+				ctx, cancel := context.WithTimeout(cmd.Context(), ssoWait+time.Minute)
+				defer cancel()
+				resp, err := ssoLogin(ctx, c, sso, noBrowser, bufio.NewReader(cmd.InOrStdin()), cmd.ErrOrStderr(),
+					api.SSOTokenRequest{Scopes: scopes, TTL: ttl, Comment: comment})
+				if err != nil {
+					return err
+				}
+				c.User = resp.User
+				return keep(cmd, c, resp)
+			}
 			if c.Server == "" || c.User == "" {
-				return errors.New("--server and --user are required")
+				return errors.New("--server and --user (or --sso) are required")
 			}
 			var pw string
 			var err error
@@ -195,10 +216,6 @@ with bastionctl tokens; bastionctl logout revokes yours.`,
 				line, _ := in.ReadString('\n')
 				code = strings.TrimSpace(line)
 			}
-			host, _ := os.Hostname()
-			if comment == "" {
-				comment = "bastionctl on " + host
-			}
 			var resp api.TokenResponse
 			req := api.TokenRequest{User: c.User, Password: pw, Code: code, Scopes: scopes, TTL: ttl, Comment: comment}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
@@ -206,15 +223,7 @@ with bastionctl tokens; bastionctl logout revokes yours.`,
 			if err := c.apiCall(ctx, http.MethodPost, "/api/tokens", "", req, &resp); err != nil {
 				return err
 			}
-			c.Token, c.TokenID, c.Expires = resp.Secret, resp.ID, resp.Expires
-			path, err := c.save()
-			if err != nil {
-				return fmt.Errorf("signed in, but cannot keep the token: %w", err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "signed in to %s as %s; token %s (%s) valid until %s, kept in %s\n",
-				printable(c.Server), printable(c.User), printable(resp.ID), printable(strings.Join(resp.Scopes, ", ")),
-				resp.Expires.Local().Format(time.DateTime), printable(path))
-			return nil
+			return keep(cmd, c, resp)
 		},
 	}
 	f := cmd.Flags()
@@ -228,7 +237,23 @@ with bastionctl tokens; bastionctl logout revokes yours.`,
 	f.StringVar(&code, "code", "", "the authenticator app's code")
 	f.StringVar(&comment, "comment", "", "a note shown in bastionctl tokens list")
 	f.BoolVar(&stdin, "password-stdin", false, "read the password from standard input")
+	f.StringVar(&sso, "sso", "", "sign in through the bastion's single sign-on provider PROVIDER (--sso alone: its only one)")
+	f.Lookup("sso").NoOptDefVal = ssoAny
+	f.BoolVar(&noBrowser, "no-browser", false, "with --sso: print the address to open in a browser elsewhere, and read the code it shows")
 	return cmd
+}
+
+// keep saves the token of resp with c and says so.
+func keep(cmd *cobra.Command, c credentials, resp api.TokenResponse) error {
+	c.Token, c.TokenID, c.Expires = resp.Secret, resp.ID, resp.Expires
+	path, err := c.save()
+	if err != nil {
+		return fmt.Errorf("signed in, but cannot keep the token: %w", err)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "signed in to %s as %s; token %s (%s) valid until %s, kept in %s\n",
+		printable(c.Server), printable(c.User), printable(resp.ID), printable(strings.Join(resp.Scopes, ", ")),
+		resp.Expires.Local().Format(time.DateTime), printable(path))
+	return nil
 }
 
 func newLogout() *cobra.Command {
