@@ -4,7 +4,7 @@
 # same forward from the host's loopback to the one public address.
 
 cluster_demo() {
-	echo "demo: bringing the cluster lab up (balancer, two bastion hosts, PostgreSQL, sshd on vm1, FreeRDP on vm2)"
+	echo "demo: bringing the cluster lab up (balancer, two bastion hosts, PostgreSQL, sshd on vm1, FreeRDP on vm2, Dex)"
 	LAB_SERVER_NAME=localhost bash "$lab" up --cluster 2>&1 | sed -u 's/^lab: up: .*/demo: lab up/'
 	LAB_DIR=${LAB_DIR:-/run/bastiond-lab}
 	# shellcheck disable=SC1091
@@ -64,6 +64,8 @@ access:
       subjects: [user:ops]
       targets: ["*"]
       protocols: [tunnel]
+$(demo_sso_role)
+$(demo_sso)
 logging: {format: console, audit_file: $dir/audit.jsonl}
 state_dir: $dir/state
 YAML
@@ -109,11 +111,14 @@ YAML
 		sleep 0.1
 	done
 	curl -skf -o /dev/null "https://localhost:$port/" || die "https://localhost:$port/ does not answer"
+	idp_forward
 	cat <<BANNER
 
   bastiond cluster demo is running: two instances (a, b) behind HAProxy, one PostgreSQL.
   Portal:        https://localhost:$port/   (self-signed certificate: accept it in the browser)
   Sign in as:    admin / $admin_password
+  Or with SSO:   click "Sign in with Lab SSO" (Dex, $LAB_IDP_ISSUER): $LAB_SSO_USER / $LAB_PASSWORD
+                 (group lab-ops: SSH and RDP), or $LAB_SSO_NOROLE_USER / the same (group visitors: no machines)
   Machines:      vm1 (SSH), vm2 (RDP); their logins: $LAB_USER / $LAB_PASSWORD
   Instances:     a (pid $pid_a), b (pid $pid_b): both serve the same users, sessions and tickets.
                  Try it: open vm1's terminal, then kill -9 the instance that carries it

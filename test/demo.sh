@@ -36,6 +36,7 @@ cleanup() {
 		sleep 0.05
 	done
 	for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+	remove_idp_name
 	bash "$lab" down >/dev/null 2>&1 || true
 	echo "demo: lab removed"
 }
@@ -61,6 +62,76 @@ inventory:
 YAML
 }
 
+# demo_sso is the second way in (lab.env sourced): the lab's OpenID
+# provider (Dex) as provider "lab", and the role its group lab-ops gets,
+# mirroring the admins' reach: SSH and RDP on every machine. ned's group,
+# visitors, is in no role: he signs in and sees no machines.
+demo_sso() {
+	cat <<YAML
+auth:
+  oidc:
+    - name: lab
+      title: Lab SSO
+      issuer: $LAB_IDP_ISSUER
+      client_id: $LAB_IDP_CLIENT_ID
+      client_secret_file: $LAB_IDP_CLIENT_SECRET_FILE
+      ca_file: $LAB_IDP_CA
+      scopes: [openid, email, profile, groups]
+YAML
+}
+demo_sso_role() {
+	cat <<YAML
+    - name: sso-ops
+      subjects: [oidc-group:lab/lab-ops]
+      targets: ["*"]
+      protocols: [ssh, rdp]
+YAML
+}
+
+# The IdP's callback is https://SERVER_NAME/sso/callback; the demo's
+# server name is localhost, which the browser reaches on the forwarded port.
+export LAB_IDP_REDIRECT_URIS="https://localhost/sso/callback https://localhost:$port/sso/callback"
+
+# The browser on this host signs in at the IdP by its name too: its port is
+# forwarded from the host's loopback (like the portal's), and while the demo
+# runs /etc/hosts names it (one marked line, removed at the end; DEMO_HOSTS=no
+# leaves /etc/hosts alone and says what to add).
+idp_mark="# bastiond demo (test/demo.sh): the lab's IdP; removed when the demo stops"
+idp_name_added=
+idp_forward() {
+	nsenter --uts="$UTS_DIR/$NS_CLIENT" ip netns exec "$NS_CLIENT" socat "UNIX-LISTEN:$demo/idp.sock,fork,mode=600" "TCP:$IDP4:$IDP_PORT" &
+	pids+=($!)
+	for _ in $(seq 50); do [ -S "$demo/idp.sock" ] && break; sleep 0.1; done
+	socat "TCP4-LISTEN:$IDP_PORT,bind=127.0.0.1,reuseaddr,fork" "UNIX-CONNECT:$demo/idp.sock" &
+	pids+=($!)
+	local idp_host=${LAB_IDP_ISSUER#https://}
+	idp_host=${idp_host%%[:/]*}
+	if ! getent ahostsv4 "$idp_host" 2>/dev/null | grep -q '^127\.0\.0\.1 '; then
+		if [ "${DEMO_HOSTS:-}" = no ]; then
+			echo "demo: DEMO_HOSTS=no: for Lab SSO, add '127.0.0.1 $idp_host' to /etc/hosts"
+		else
+			echo "demo: naming $idp_host 127.0.0.1 in /etc/hosts while the demo runs"
+			printf '127.0.0.1 %s %s\n' "$idp_host" "$idp_mark" >>/etc/hosts
+			idp_name_added=1
+		fi
+	fi
+	for _ in $(seq 50); do
+		curl -sf --cacert "$LAB_IDP_CA" --resolve "$idp_host:$IDP_PORT:127.0.0.1" -o /dev/null \
+			"$LAB_IDP_ISSUER/.well-known/openid-configuration" && return 0
+		sleep 0.1
+	done
+	die "the lab's IdP does not answer on 127.0.0.1:$IDP_PORT (is the port taken on this host?)"
+}
+# remove_idp_name: the marked line out of /etc/hosts, written in place (it
+# may be a bind mount, which a rename would not replace).
+remove_idp_name() {
+	[ -n "$idp_name_added" ] || return 0
+	local rest
+	rest=$(grep -vF "$idp_mark" /etc/hosts || true)
+	printf '%s\n' "$rest" >/etc/hosts
+	idp_name_added=
+}
+
 if [ -n "${CLUSTER:-}" ]; then
 	# shellcheck source=demo-cluster.sh
 	. "$root/test/demo-cluster.sh"
@@ -68,7 +139,7 @@ if [ -n "${CLUSTER:-}" ]; then
 	exit 0
 fi
 
-echo "demo: bringing the lab up (namespaces, sshd on vm1, FreeRDP on vm2)"
+echo "demo: bringing the lab up (namespaces, sshd on vm1, FreeRDP on vm2, Dex as the OpenID provider)"
 bash "$lab" up 2>&1 | sed -u 's/^lab: up: .*/demo: lab up/' 
 LAB_DIR=${LAB_DIR:-/run/bastiond-lab}
 # shellcheck disable=SC1091
@@ -114,6 +185,8 @@ access:
       subjects: [group:admins]
       targets: ["*"]
       protocols: [rdp, tunnel]
+$(demo_sso_role)
+$(demo_sso)
 logging: {format: console, audit_file: $demo/audit.jsonl}
 state_dir: $demo/state
 YAML
@@ -167,6 +240,7 @@ for _ in $(seq 50); do
 	sleep 0.1
 done
 curl -skf -o /dev/null "https://localhost:$port/" || die "https://localhost:$port/ does not answer"
+idp_forward
 
 cat <<BANNER
 
@@ -175,6 +249,10 @@ cat <<BANNER
   Portal:        https://localhost:$port/   (self-signed certificate: accept it in the browser)
                  (only by this name: bastiond answers only its server name, so https://127.0.0.1:$port/ gets "connection closed")
   Sign in as:    admin / $admin_password
+  Or with SSO:   click "Sign in with Lab SSO": the lab's OpenID provider (Dex, $LAB_IDP_ISSUER)
+                 asks for $LAB_SSO_USER / $LAB_PASSWORD   (group lab-ops: role sso-ops, SSH and RDP)
+                 or $LAB_SSO_NOROLE_USER / the same   (group visitors, which no role names: no machines)
+                 (its certificate is from the lab's CA, $LAB_IDP_CA: accept it in the browser too)
   Machines:      vm1 (SSH, $VM1_4 / $VM1_6), vm2 (RDP, $VM2_4 / $VM2_6)
   Their logins:  $LAB_USER / $LAB_PASSWORD
   In the browser: click SSH on vm1 and sign in as $LAB_USER: a terminal in the page

@@ -5,6 +5,11 @@
 #   test/deps.sh demo-cluster   what `make demo CLUSTER=1` needs besides: HAProxy, PostgreSQL
 #   test/deps.sh test   the above and what the tests and benchmarks add (browser, nmap, iperf3, ...)
 #
+# All three also build Dex, the lab's OpenID provider, from its Go module,
+# pinned, into a cache outside the clone (DEX_CACHE, default
+# /var/cache/bastiond-test; lab.sh runs it from there): once per version,
+# about 90 s, and nothing at all when it is there.
+#
 # Idempotent: when everything is present it runs no apt-get at all, so a
 # second run is fast and needs no network. Run as root. It prints one line
 # per step; apt's and npm's own output goes to a log file (DEPS_LOG, default
@@ -26,6 +31,7 @@ demo_packages=(
 	freerdp2-shadow-x11 winpr-utils       # vm2's RDP server; winpr-hash for its NLA SAM file
 	xvfb x11-apps x11-xserver-utils       # vm2's display and a known window on it
 	socat curl ca-certificates openssl    # the demo's forward; its readiness check; password hashes
+	whois                                 # mkpasswd: the bcrypt hash of the lab IdP's users' password
 )
 test_packages=(
 	sshpass freerdp2-x11                  # ssh with a password; xfreerdp for tunnel tests
@@ -182,4 +188,38 @@ web=$root/web
 if [ -f "$web/package-lock.json" ] && command -v npm >/dev/null &&
 	{ [ ! -f "$web/node_modules/.package-lock.json" ] || [ "$web/package-lock.json" -nt "$web/node_modules/.package-lock.json" ]; }; then
 	step "npm ci (web/)" bash -c "cd '$web' && npm ci --no-audit --no-fund && touch node_modules/.package-lock.json"
+fi
+
+# Dex, the lab's OpenID provider (Dex v2.45.1: its module's pseudo-version at
+# that tag). Built as a dependency of a throwaway module, so that its own
+# go.mod pins what it links; the binary is written to a temporary name and
+# renamed, so an interrupted build leaves no half a binary behind.
+dex_version=v2.45.1
+dex_module=github.com/dexidp/dex@v0.0.0-20260303133905-11d2eeb52b42
+dex_bin=${DEX_CACHE:-/var/cache/bastiond-test}/dex-$dex_version/dex
+# sudo's PATH may lack Go's usual place.
+go=${GO:-go}
+if ! command -v "$go" >/dev/null && [ -x /usr/local/go/bin/go ]; then go=/usr/local/go/bin/go; fi
+build_dex() {
+	local tmp rc=0
+	tmp=$(mktemp -d)
+	mkdir -p "$(dirname "$dex_bin")"
+	printf 'module dexbuild\n\ngo 1.25\n\nrequire %s\n' "${dex_module/@/ }" >"$tmp/go.mod"
+	printf '//go:build tools\n\npackage dexbuild\n\nimport _ "github.com/dexidp/dex/cmd/dex"\n' >"$tmp/tools.go"
+	(
+		cd "$tmp" &&
+			GOFLAGS=-mod=mod "$go" mod tidy &&
+			GOFLAGS=-mod=mod "$go" build -trimpath -ldflags "-X main.version=$dex_version" -o "$dex_bin.tmp" github.com/dexidp/dex/cmd/dex &&
+			"$dex_bin.tmp" version &&
+			mv "$dex_bin.tmp" "$dex_bin"
+	) || rc=$?
+	rm -rf "$tmp" "$dex_bin.tmp"
+	return $rc
+}
+if [ ! -x "$dex_bin" ]; then
+	command -v "$go" >/dev/null || {
+		echo "test/deps.sh: Go is needed to build Dex (the lab's OpenID provider); install Go $(sed -n 's/^go //p' "$root/go.mod") or newer" >&2
+		exit 1
+	}
+	step "build Dex $dex_version into $(dirname "$dex_bin") (once, about 90 s)" build_dex
 fi

@@ -41,6 +41,7 @@ make_cluster_links() {
 	ip -n "$NS_CLIENT" link add eth0 address 02:b5:00:00:02:10 type veth peer name pub0 address 02:b5:00:00:02:01 netns "$NS_LB"
 	ip -n "$NS_CLIENT" addr add "$CLIENT4/24" dev eth0
 	ip -n "$NS_CLIENT" addr add "$CLIENT6/64" dev eth0 nodad
+	idp_addresses
 	ip -n "$NS_CLIENT" link set eth0 up
 	ip -n "$NS_LB" addr add "$BASTION_PUB4/24" dev pub0
 	ip -n "$NS_LB" addr add "$BASTION_PUB6/64" dev pub0 nodad
@@ -100,7 +101,8 @@ switch_port() { cable "$@" "$NS_VNET" vnet0; }
 # start_udp_balancer: QUIC (UDP 443) from users goes to one instance per
 # flow, chosen by a hash of the user's address and port and kept by
 # conntrack, as a cloud's L4 UDP balancer does; the instance sees the user's
-# own address. The balancer forwards nothing else.
+# own address. The balancer forwards nothing else but the instances'
+# connections to the OpenID provider (idp.lab.example), masqueraded.
 start_udp_balancer() {
 	nsx "$NS_LB" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 	nsx "$NS_LB" nft -f - <<EOF
@@ -114,6 +116,15 @@ table inet lab_lb {
 		type filter hook forward priority filter; policy drop;
 		ct state established,related accept
 		iifname "pub0" oifname "fe0" udp dport 443 ct status dnat accept
+		iifname "fe0" oifname "pub0" ip daddr $IDP4 tcp dport $IDP_PORT accept
+		iifname "fe0" oifname "pub0" ip6 daddr $IDP6 tcp dport $IDP_PORT accept
+	}
+	# The instances reach the OpenID provider on the public side as any
+	# host behind a NAT would: from the balancer's public address.
+	chain lb_postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "pub0" ip saddr $LB_FE4/24 ip daddr $IDP4 tcp dport $IDP_PORT masquerade
+		oifname "pub0" ip6 saddr $LB_FE6/64 ip6 daddr $IDP6 tcp dport $IDP_PORT masquerade
 	}
 }
 EOF
@@ -198,7 +209,7 @@ global
 	# Within the lab's file descriptor limit (two per connection).
 	maxconn 9000
 	pidfile $dir/haproxy.pid
-	# `show stat` here says which instance the checks find up.
+	# 'show stat' here says which instance the checks find up.
 	stats socket $dir/admin.sock mode 600 level admin
 
 defaults

@@ -4,7 +4,8 @@
 #
 #   bl-client ──(eth0 | pub0)── bl-bastion ── vnet0 (bridge) ──┬── bl-vm1   OpenSSH sshd :22
 #   public user                 the bastion                      ├── bl-vm2   FreeRDP shadow :3389 (NLA), :3390 (TLS)
-#                                                                └── bl-rogue nothing: an intruder on the VNet
+#   + idp.lab.example: Dex,                                      └── bl-rogue nothing: an intruder on the VNet
+#     the OpenID provider, :5556
 #
 # Every address exists only inside these namespaces. See README.md beside this file.
 #
@@ -44,6 +45,17 @@ fi
 # Public side: documentation prefixes (RFC 5737, RFC 3849).
 CLIENT4=203.0.113.10 CLIENT6=2001:db8:cafe::10
 BASTION_PUB4=203.0.113.1 BASTION_PUB6=2001:db8:cafe::1
+# The OpenID provider (Dex) stands on the public side too, on addresses of
+# its own in the client's namespace: idp.lab.example.
+IDP4=203.0.113.20 IDP6=2001:db8:cafe::20 IDP_PORT=5556
+IDP_NAME=idp.lab.example
+LAB_IDP_ISSUER=https://$IDP_NAME:$IDP_PORT/dex
+LAB_IDP_CLIENT_ID=bastiond
+# Dex's users (password: LAB_PASSWORD): ana is in group lab-ops, ned in
+# visitors, a group no role names.
+LAB_SSO_USER=ana@lab.example LAB_SSO_NOROLE_USER=ned@lab.example
+# The Dex that test/deps.sh builds (keep the version in step with it).
+DEX_VERSION=v2.45.1
 # VNet: the benchmarking range (RFC 2544) and documentation IPv6. The bastion
 # sits in its dedicated subnet (198.18.0.0/26, 2001:db8:b5::/64); the
 # machines live outside it, all on one L2 segment.
@@ -194,6 +206,7 @@ make_public_link() {
 	ip -n "$NS_CLIENT" link add eth0 address 02:b5:00:00:02:10 type veth peer name pub0 address 02:b5:00:00:02:01 netns "$NS_BASTION"
 	ip -n "$NS_CLIENT" addr add "$CLIENT4/24" dev eth0
 	ip -n "$NS_CLIENT" addr add "$CLIENT6/64" dev eth0 nodad
+	idp_addresses
 	ip -n "$NS_CLIENT" link set eth0 up
 	ip -n "$NS_BASTION" addr add "$BASTION_PUB4/24" dev pub0
 	ip -n "$NS_BASTION" addr add "$BASTION_PUB6/64" dev pub0 nodad
@@ -336,6 +349,123 @@ start_vm2() {
 		freerdp-shadow-cli "/port:$VM2_RDP_TLS_PORT" "/bind-address:[::]" /sec:tls -auth
 }
 
+# --- the OpenID provider: Dex ------------------------------------------------------
+
+# dex_bin: the Dex binary test/deps.sh builds (LAB_DEX overrides).
+dex_bin() { echo "${LAB_DEX:-${DEX_CACHE:-/var/cache/bastiond-test}/dex-$DEX_VERSION/dex}"; }
+
+# dex_preflight: what the IdP needs, checked before anything is built.
+dex_preflight() {
+	[ -x "$(dex_bin)" ] || die "no Dex $DEX_VERSION at $(dex_bin) (the lab's OpenID provider): build it with 'sudo bash test/deps.sh test' (or demo), once, about 90 s"
+	command -v mkpasswd >/dev/null || die "mkpasswd is missing (the IdP's password hash): 'sudo bash test/deps.sh test' installs it (package whois)"
+}
+
+# idp_addresses: the IdP's own addresses on the client's public link. The
+# IPv6 one is deprecated (preferred lifetime 0): it answers, but the client's
+# own connections keep $CLIENT6 as their source, as the IPv4 one (a
+# secondary address of the same prefix) leaves $CLIENT4 theirs.
+idp_addresses() {
+	ip -n "$NS_CLIENT" addr add "$IDP4/24" dev eth0
+	ip -n "$NS_CLIENT" addr add "$IDP6/64" dev eth0 nodad preferred_lft 0
+}
+
+# start_idp: Dex in the client's namespace, HTTPS on $IDP_PORT of the IdP's
+# two addresses only, with a certificate from a CA of the lab's own, memory
+# storage and two static users; the client bastiond with a random secret.
+start_idp() {
+	local dir=$LAB_DIR/idp hash uri uris=()
+	mkdir -p "$dir"
+	chmod 0755 "$dir"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=bastiond lab IdP CA" \
+		-keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$IDP_NAME" \
+		-keyout "$dir/tls.key" -out "$dir/tls.csr" 2>/dev/null
+	printf 'subjectAltName=DNS:%s,DNS:idp-v4,DNS:idp-v6,IP:%s,IP:%s\nextendedKeyUsage=serverAuth\n' "$IDP_NAME" "$IDP4" "$IDP6" >"$dir/san.ext"
+	openssl x509 -req -in "$dir/tls.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 30 \
+		-extfile "$dir/san.ext" -out "$dir/tls.crt" 2>/dev/null
+	chmod 0600 "$dir/ca.key" "$dir/tls.key"
+	chmod 0644 "$dir/ca.pem"
+	(umask 077 && tr -dc 'A-Za-z0-9' </dev/urandom | head -c 32 >"$dir/client-secret") || true
+	[ -s "$dir/client-secret" ] || die "could not write the IdP's client secret"
+	hash=$(printf '%s\n' "$LAB_PASSWORD" | mkpasswd -m bcrypt -R 10 -s) || die "mkpasswd could not hash the password"
+	# The one callback every bastion uses (https://SERVER_NAME/sso/callback),
+	# for each name the lab's bastions answer to, and any the caller adds
+	# (LAB_IDP_REDIRECT_URIS, space-separated: the demo's forwarded port).
+	for uri in "https://bastion.lab.example/sso/callback" "https://${LAB_SERVER_NAME:-bastion.lab.example}/sso/callback" \
+		${LAB_IDP_REDIRECT_URIS:-}; do
+		[[ " ${uris[*]} " == *" $uri "* ]] || uris+=("$uri")
+	done
+	(
+		umask 077
+		cat >"$dir/config.yaml" <<EOF
+# The lab's OpenID provider, generated by test/lab/lab.sh.
+issuer: $LAB_IDP_ISSUER
+storage:
+  type: memory
+web:
+  # Dual-stack; the lab_idp table admits only the IdP's own addresses.
+  https: "[::]:$IDP_PORT"
+  tlsCert: $dir/tls.crt
+  tlsKey: $dir/tls.key
+logger:
+  level: info
+  format: text
+oauth2:
+  responseTypes: [code]
+  skipApprovalScreen: true
+# The password database is the only way in: the login page is its form.
+enablePasswordDB: true
+staticClients:
+  - id: $LAB_IDP_CLIENT_ID
+    name: bastiond
+    secret: $(cat "$dir/client-secret")
+    redirectURIs:
+$(printf '      - %s\n' "${uris[@]}")
+staticPasswords:
+  - email: $LAB_SSO_USER
+    username: ana
+    name: Ana
+    preferredUsername: ana
+    userID: 5b0e3a4c-6a4e-4b8e-9d0a-1a2b3c4d5e01
+    hash: "$hash"
+    groups: [lab-ops]
+  - email: $LAB_SSO_NOROLE_USER
+    username: ned
+    name: Ned
+    preferredUsername: ned
+    userID: 5b0e3a4c-6a4e-4b8e-9d0a-1a2b3c4d5e02
+    hash: "$hash"
+    groups: [visitors]
+EOF
+	)
+	nsx "$NS_CLIENT" nft -f - <<EOF
+table inet lab_idp {
+	chain input {
+		type filter hook input priority filter; policy accept;
+		tcp dport $IDP_PORT ip daddr != $IDP4 reject with tcp reset
+		tcp dport $IDP_PORT ip6 daddr != $IDP6 reject with tcp reset
+	}
+}
+EOF
+	start dex "$NS_CLIENT" "$(dex_bin)" serve "$dir/config.yaml"
+}
+
+# wait_idp: wait until the bastion gets Dex's discovery document by its
+# name over both families, checking its certificate against the lab's CA.
+wait_idp() {
+	local fam url=$LAB_IDP_ISSUER/.well-known/openid-configuration
+	for fam in -4 -6; do
+		for _ in $(seq 100); do
+			if nsx "$NS_BASTION" curl -sf "$fam" --max-time 2 --cacert "$LAB_DIR/idp/ca.pem" -o /dev/null "$url"; then
+				continue 2
+			fi
+			alive "$LAB_DIR/pids/dex" || fail_service dex "Dex exited"
+			sleep 0.2
+		done
+		fail_service dex "Dex does not answer $url (curl $fam) from the bastion"
+	done
+}
+
 fail_service() {
 	local name=$1
 	shift
@@ -371,7 +501,7 @@ write_hosts() {
 		"$VM1_4 vm1 vm1-v4" "$VM1_6 vm1 vm1-v6" "$VM2_4 vm2 vm2-v4" "$VM2_6 vm2 vm2-v6" \
 		"$ROGUE4 rogue rogue-v4" "$ROGUE6 rogue rogue-v6")
 	pub=$(printf '%s\n' "$BASTION_PUB4 bastion.lab.example bastion bastion-v4" "$BASTION_PUB6 bastion.lab.example bastion bastion-v6" \
-		"$CLIENT4 client client-v4" "$CLIENT6 client client-v6")
+		"$CLIENT4 client client-v4" "$CLIENT6 client client-v6" "$IDP4 $IDP_NAME idp-v4" "$IDP6 $IDP_NAME idp-v6")
 	for ns in "${ALL_NS[@]}"; do
 		mkdir -p "/etc/netns/$ns"
 		{
@@ -395,7 +525,8 @@ write_env() {
 		echo "# Written by test/lab/lab.sh up; sourceable by shells."
 		for key in "${cluster_keys[@]}" LAB_DIR LAB_USER LAB_PASSWORD LAB_DISPLAY NS_CLIENT NS_BASTION NS_VM1 NS_VM2 NS_ROGUE \
 			CLIENT4 CLIENT6 BASTION_PUB4 BASTION_PUB6 BASTION_VNET4 BASTION_VNET6 VM1_4 VM1_6 VM2_4 VM2_6 \
-			ROGUE4 ROGUE6 BASTION_SUBNET4 BASTION_SUBNET6 VM2_RDP_NLA_PORT VM2_RDP_TLS_PORT; do
+			ROGUE4 ROGUE6 BASTION_SUBNET4 BASTION_SUBNET6 VM2_RDP_NLA_PORT VM2_RDP_TLS_PORT \
+			IDP4 IDP6 IDP_PORT LAB_IDP_ISSUER LAB_IDP_CLIENT_ID LAB_SSO_USER LAB_SSO_NOROLE_USER; do
 			echo "$key=${!key}"
 		done
 		echo "LAB_KEY=$LAB_DIR/keys/lab_ed25519"
@@ -403,6 +534,8 @@ write_env() {
 		echo "PUB_IFACE=pub0"
 		echo "UTS_DIR=$UTS_DIR"
 		echo "VNET_BRIDGE=vnet0"
+		echo "LAB_IDP_CA=$LAB_DIR/idp/ca.pem"
+		echo "LAB_IDP_CLIENT_SECRET_FILE=$LAB_DIR/idp/client-secret"
 		if [ -e "$LAB_DIR/cluster" ]; then
 			echo "CLUSTER=1"
 			echo "DB_DSN_FILE=$LAB_DIR/db/dsn"
@@ -435,6 +568,7 @@ up() {
 	chmod 0755 "$LAB_DIR"
 	LAB_PASSWORD=${LAB_PASSWORD:-$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 16 || true)}
 
+	dex_preflight
 	ALL_NS=("${BASE_NS[@]}")
 	if [ "${1:-}" = --cluster ]; then
 		: >"$LAB_DIR/cluster"
@@ -455,6 +589,7 @@ up() {
 	fi
 	start_vm1
 	start_vm2
+	start_idp
 	local a
 	for a in "$VM1_4" "$VM1_6"; do wait_port sshd "$a" 22; done
 	for a in "$VM2_4" "$VM2_6"; do
@@ -464,9 +599,10 @@ up() {
 	if [ -e "$LAB_DIR/cluster" ]; then
 		for a in "$DB4" "$DB6"; do wait_port postgres "$a" "$DB_PORT"; done
 	fi
+	wait_idp
 	write_env
 	trap - EXIT
-	log "up: client $CLIENT4/$CLIENT6 -> bastion $BASTION_PUB4/$BASTION_PUB6 | vnet $BASTION_VNET4 | vm1 $VM1_4 (ssh) vm2 $VM2_4 (rdp $VM2_RDP_NLA_PORT nla, $VM2_RDP_TLS_PORT tls) rogue $ROGUE4 | $LAB_DIR/lab.env"
+	log "up: client $CLIENT4/$CLIENT6 -> bastion $BASTION_PUB4/$BASTION_PUB6 | vnet $BASTION_VNET4 | vm1 $VM1_4 (ssh) vm2 $VM2_4 (rdp $VM2_RDP_NLA_PORT nla, $VM2_RDP_TLS_PORT tls) rogue $ROGUE4 | idp $LAB_IDP_ISSUER | $LAB_DIR/lab.env"
 }
 
 status() {
