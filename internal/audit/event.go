@@ -42,7 +42,7 @@ const (
 	SigninRefused   = "signin_refused" // malformed input, refused before any check
 	// SigninNoRole: a user signed in (through a single sign-on provider)
 	// whom no role applies to: they see no machines.
-	SigninNoRole = "signin_no_role"
+	SigninNoRole    = "signin_no_role"
 	AccountLocked   = "account_locked"
 	Signout         = "signout"
 	WebSessionEnded = "websession_expired"

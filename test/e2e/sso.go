@@ -1,0 +1,206 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// SSOConfig is the lab's configuration with the lab's IdP as provider
+// "lab" (and the providers of more, YAML list items of auth.oidc), and
+// the role sso-ops (the IdP's group lab-ops: ssh and tunnels on vm1);
+// extra is appended (top-level YAML).
+func SSOConfig(dir string, idp IdP, more, extra string) string {
+	return LabConfig(dir, idp.OIDCConfig()+more+`access:
+  roles:
+    - name: sso-ops
+      subjects: [oidc-group:`+IdPProvider+`/`+IdPGroup+`]
+      targets: [vm1]
+      protocols: [ssh, tunnel]
+`+extra)
+}
+
+// SSOBrowser is a user's browser as a Go client in the client namespace:
+// it keeps cookies, follows redirects (from the bastion to the IdP and back
+// through the IdP's login), and stops at the IdP's redirect back to the
+// bastion's callback, which the test then follows or tampers with. It
+// trusts every certificate: what is under test is the bastion's trust of
+// the IdP, not the test's. network is tcp4 or tcp6: the bastion's and the
+// IdP's names resolve to that family only.
+type SSOBrowser struct {
+	t      testing.TB
+	Client *http.Client
+}
+
+// NewSSOBrowser is a fresh SSOBrowser.
+func NewSSOBrowser(t testing.TB, network string) *SSOBrowser {
+	t.Helper()
+	NeedLab(t)
+	ns := LabValue(t, "NS_CLIENT")
+	hosts := filepath.Join("/etc/netns", ns, "hosts")
+	dial := func(ctx context.Context, _, addr string) (net.Conn, error) {
+		name, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		ips, err := lookupHostsFile(hosts, name, network)
+		if err != nil {
+			return nil, err
+		}
+		var c net.Conn
+		err = InNetns(ns, func() (err error) {
+			c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, net.JoinHostPort(ips[0].String(), port))
+			return err
+		})
+		return c, err
+	}
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 20 * time.Second,
+		Transport: &http.Transport{DialContext: dial, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 10 {
+				return errors.New("stopped after 10 redirects")
+			}
+			if req.URL.Path == SSOCallbackPath {
+				return http.ErrUseLastResponse
+			}
+			return nil
+		}}
+	return &SSOBrowser{t: t, Client: c}
+}
+
+// Get fetches u and returns the status, the body and the response.
+func (b *SSOBrowser) Get(u string) (int, string, *http.Response) {
+	b.t.Helper()
+	resp, err := b.Client.Get(u)
+	if err != nil {
+		b.t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, string(body), resp
+}
+
+var dexForm = regexp.MustCompile(`<form method="post" action="([^"]+)">`)
+
+// SignInAtIdP starts a sign-in at the bastion's start path (e.g.
+// /sso/lab), signs in at the lab's IdP as user with password, and returns
+// the URL the IdP sends the browser back to (the callback, with its code
+// and state), not yet followed.
+func (b *SSOBrowser) SignInAtIdP(start, user, password string) string {
+	b.t.Helper()
+	code, page, resp := b.Get("https://" + ServerName + start)
+	m := dexForm.FindStringSubmatch(page)
+	if code != http.StatusOK || m == nil {
+		b.t.Fatalf("GET %s: %d, no login form of the IdP at %s:\n%s", start, code, resp.Request.URL, tail(page, 2000))
+	}
+	action, err := resp.Request.URL.Parse(html.UnescapeString(m[1]))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	resp, err = b.Client.PostForm(action.String(), url.Values{"login": {user}, "password": {password}})
+	if err != nil {
+		b.t.Fatalf("POST the IdP's login form: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusSeeOther && resp.StatusCode != http.StatusFound || !strings.Contains(loc, SSOCallbackPath+"?") {
+		b.t.Fatalf("the IdP's login: %d, Location %q:\n%s", resp.StatusCode, loc, tail(string(body), 2000))
+	}
+	return loc
+}
+
+// Cookie is the value of the bastion's cookie called name, "" if none.
+func (b *SSOBrowser) Cookie(name string) string {
+	for _, c := range b.Client.Jar.Cookies(&url.URL{Scheme: "https", Host: ServerName, Path: "/"}) {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+// SetCookie sets the bastion's cookie called name.
+func (b *SSOBrowser) SetCookie(name, value string) {
+	b.Client.Jar.SetCookies(&url.URL{Scheme: "https", Host: ServerName, Path: "/"},
+		[]*http.Cookie{{Name: name, Value: value, Path: "/", Secure: true}})
+}
+
+// PostJSON posts body (JSON) to the bastion's path with the session's CSRF
+// token csrf and its Origin, and returns the status and body.
+func (b *SSOBrowser) PostJSON(path, csrf, body string) (int, string) {
+	b.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "https://"+ServerName+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", "https://"+ServerName)
+	req.Header.Set("X-CSRF-Token", csrf)
+	resp, err := b.Client.Do(req)
+	if err != nil {
+		b.t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(data)
+}
+
+// SignedInSSO is a browser signed in at the lab's bastion through its IdP
+// as user, over network; it returns the browser and the portal's CSRF
+// token.
+func SignedInSSO(t testing.TB, network, user, password string) (*SSOBrowser, string) {
+	t.Helper()
+	b := NewSSOBrowser(t, network)
+	back := b.SignInAtIdP("/sso/"+IdPProvider, user, password)
+	if code, page, _ := b.Get(back); code != http.StatusOK {
+		t.Fatalf("the bastion's callback: %d\n%s", code, tail(page, 2000))
+	}
+	code, page, _ := b.Get("https://" + ServerName + "/")
+	if code != http.StatusOK || !strings.Contains(page, user) {
+		t.Fatalf("portal after the sign-in of %s: %d\n%s", user, code, tail(page, 2000))
+	}
+	return b, csrfIn(t, page)
+}
+
+// AuditEvents are the daemon's audit events of type kind, oldest first.
+func (d *Daemon) AuditEvents(kind string) []map[string]any {
+	var out []map[string]any
+	data, _ := os.ReadFile(d.AuditFile())
+	for _, line := range strings.Split(string(data), "\n") {
+		var r map[string]any
+		if json.Unmarshal([]byte(line), &r) == nil && r["event"] == kind {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// HasEvent reports whether one of d's audit events of type kind has every
+// field of want as a string.
+func (d *Daemon) HasEvent(kind string, want map[string]string) bool {
+	for _, r := range d.AuditEvents(kind) {
+		ok := true
+		for k, v := range want {
+			if fmt.Sprint(r[k]) != v {
+				ok = false
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
