@@ -108,14 +108,24 @@ func ssoThroughBrowser(ctx context.Context, start func(port int) string, out io.
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Referrer-Policy", "no-referrer")
+		w.Header().Set("Connection", "close")
 		io.WriteString(w, "<!doctype html><title>Signed in</title><p>Signed in: bastionctl has its token. You can close this tab.</p>\n")
+		// The page reaches the browser before bastionctl, handed the
+		// code, stops listening.
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
 		select {
 		case codes <- code:
 		default:
 		}
 	})}
 	go srv.Serve(ln)
-	defer srv.Close()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}()
 	u := start(ln.Addr().(*net.TCPAddr).Port)
 	if err := openBrowser(u); err != nil {
 		return "", fmt.Errorf("%w: %w", errNoBrowser, err)

@@ -211,6 +211,11 @@ func TestBastionctlLoginSSO(t *testing.T) {
 	}
 
 	t.Run("browser", func(t *testing.T) {
+		defer func() {
+			if t.Failed() {
+				b.Screenshot(t, "failed-browser")
+			}
+		}()
 		creds := filepath.Join(t.TempDir(), "credentials.json")
 		cmd, _, stderr := login(t, creds)
 		go io.Copy(io.Discard, stderr)
@@ -227,7 +232,7 @@ func TestBastionctlLoginSSO(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		start := strings.TrimSpace(string(u))
-		if !strings.HasPrefix(start, "https://"+ServerName+"/sso/lab?") || !strings.Contains(start, "cli_challenge=") {
+		if su, err := url.Parse(start); err != nil || su.Hostname() != ServerName || su.Path != "/sso/lab" || su.Query().Get("cli_challenge") == "" || su.Query().Get("cli_port") == "0" {
 			t.Fatalf("bastionctl opened %q", start)
 		}
 		atDex(t, start)
