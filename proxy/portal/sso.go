@@ -62,6 +62,8 @@ func (s *Portal) ssoStart(w http.ResponseWriter, r *http.Request) {
 		s.ssoRefused(w, r, err)
 		return
 	}
+	s.log.Info("single sign-on begun", zap.String("provider", r.PathValue("provider")), zap.Stringer("source", clientAddr(r)),
+		zap.Bool("bastionctl", cli != nil))
 	setFlowCookie(w, cookie, int(10*time.Minute/time.Second))
 	http.Redirect(w, r, authURL, http.StatusSeeOther)
 }
