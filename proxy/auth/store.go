@@ -44,6 +44,14 @@ type User struct {
 	LockedBy        []string  `json:"locked_by,omitempty"`
 	Created         time.Time `json:"created"`
 	PasswordChanged time.Time `json:"password_changed"`
+	// WebAuthnID is the user handle the user's passkeys hold: random, made
+	// at the first registration.
+	WebAuthnID []byte `json:"webauthn_id,omitempty"`
+	// Passkeys are the user's WebAuthn credentials.
+	Passkeys []Passkey `json:"passkeys,omitempty"`
+	// Provider is the single sign-on provider of an account it made; ""
+	// for a local account.
+	Provider string `json:"provider,omitempty"`
 }
 
 // HasTOTP reports whether the user must give a code at login.
