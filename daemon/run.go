@@ -711,6 +711,7 @@ func (d *daemon) proxyConfig(cfg *config.Config) proxy.Config {
 		Balancers:         cfg.Listen.ProxyProtocol.From,
 		Access:            accessPolicy(cfg),
 		WebSessions:       websession.Config{Idle: cfg.Access.SessionIdle, Absolute: cfg.Access.SessionLifetime},
+		MFA:               cfg.Access.MFA,
 		Shared:            sharedState(d.state),
 		Broker:            d.broker,
 		SSH: proxy.SSHConfig{

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -261,8 +262,8 @@ var sweep struct {
 	last time.Time
 }
 
-// sweepCeremonies removes the expired ceremonies, at most once a minute:
-// those begun and never finished.
+// sweepCeremonies removes the expired ceremonies (begun and never
+// finished) and fresh proofs, at most once a minute.
 func (a *Authenticator) sweepCeremonies(now time.Time) {
 	sweep.mu.Lock()
 	if now.Sub(sweep.last) < time.Minute && !sweep.last.After(now) {
@@ -274,11 +275,23 @@ func (a *Authenticator) sweepCeremonies(now time.Time) {
 	var old [][]byte
 	err := a.store.db.View(func(tx store.Tx) error {
 		old = nil
-		return tx.Bucket(bucketWebAuthn).ForEach([]byte{'c'}, func(k, v []byte) error {
+		b := tx.Bucket(bucketWebAuthn)
+		err := b.ForEach([]byte{'c'}, func(k, v []byte) error {
 			var c struct {
 				Expires time.Time `json:"expires"`
 			}
 			if json.Unmarshal(v, &c) != nil || !now.Before(c.Expires) {
+				old = append(old, bytes.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		// The fresh proofs of web sessions (MarkFresh) too.
+		return b.ForEach([]byte{'f'}, func(k, v []byte) error {
+			var until time.Time
+			if until.UnmarshalText(v) != nil || !now.Before(until) {
 				old = append(old, bytes.Clone(k))
 			}
 			return nil
@@ -667,4 +680,79 @@ func (a *Authenticator) assert(rp RP, c ceremony, body []byte, src netip.Addr, n
 		return User{}, a.unavailable(name, src, err)
 	}
 	return a.store.User(name)
+}
+
+// ProvePassword checks the password of user, signed in already, who
+// proves it again before changing a second factor: a failure counts as a
+// failed sign-in, and a throttled source is refused unchecked.
+func (a *Authenticator) ProvePassword(ctx context.Context, user, password string, src netip.Addr) error {
+	now := a.now()
+	if len(password) > MaxPasswordLen {
+		return a.failed(user, src, now, "password too long", "bad_password", true)
+	}
+	if w, err := a.throttle.sourceWait(src, now); err != nil {
+		return a.unavailable(user, src, err)
+	} else if w > 0 {
+		return a.refused(user, src, "throttled", "this source failed too often", now.Add(w))
+	}
+	u, err := a.store.User(user)
+	if err != nil {
+		if errors.Is(err, store.ErrUnavailable) {
+			return a.unavailable(user, src, err)
+		}
+		return a.failed(user, src, now, "account unreadable or gone", "unreadable_account", false)
+	}
+	select {
+	case a.hashing <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	ok, herr := verifyPassword(u.PasswordHash, password)
+	<-a.hashing
+	if herr != nil || !ok || u.SSO() {
+		return a.failed(user, src, now, "wrong password", "bad_password", true)
+	}
+	a.emit(src, audit.Event{Event: audit.SigninSucceeded, Actor: user, User: user, Reason: "proof_password",
+		Detail: "proved again, with the password, to change a second factor"})
+	return nil
+}
+
+// FreshFor is how long a proof (a sign-in, or the password or a passkey
+// given again) lets a web session change its user's second factors.
+const FreshFor = 5 * time.Minute
+
+func freshKey(binding string) []byte { return append([]byte{'f'}, hashBinding(binding)...) }
+
+// MarkFresh records that the web session binding proved its user now.
+func (a *Authenticator) MarkFresh(binding string) error {
+	v, _ := a.now().Add(FreshFor).UTC().MarshalText()
+	return a.store.db.Update(func(tx store.Tx) error { return tx.Bucket(bucketWebAuthn).Put(freshKey(binding), v) })
+}
+
+// Fresh reports whether the web session binding proved its user within
+// FreshFor.
+func (a *Authenticator) Fresh(binding string) (bool, error) {
+	v, err := store.Get(a.store.db, bucketWebAuthn, freshKey(binding))
+	if err != nil || v == nil {
+		return false, err
+	}
+	var until time.Time
+	if err := until.UnmarshalText(v); err != nil {
+		return false, nil
+	}
+	if !a.now().Before(until) {
+		// Gone stale: removed, so that proofs do not pile up.
+		_, err := store.Take(a.store.db, bucketWebAuthn, freshKey(binding))
+		return false, err
+	}
+	return true, nil
+}
+
+// PendingTOTP is the enrolment of user waiting for its first code, if any.
+func (s *Store) PendingTOTP(name, issuer string) (TOTPEnrolment, bool, error) {
+	u, err := s.User(name)
+	if err != nil || len(u.TOTPPending) == 0 {
+		return TOTPEnrolment{}, false, err
+	}
+	return totpEnrolment(issuer, name, u.TOTPPending), true, nil
 }

@@ -39,6 +39,9 @@ type Config struct {
 	// Authz answers and records the access requests; its policy is the
 	// one in force. Required; the same one on every SetConfig.
 	Authz *authz.Authorizer
+	// MFA is the second factor local users give after their password
+	// (access.mfa: totp, webauthn or any). Default totp.
+	MFA string
 	// WebSessions bounds browser sessions.
 	WebSessions websession.Config
 	// Shared, when set, keeps the web sessions and the connect tickets in
