@@ -106,6 +106,10 @@ type Portal struct {
 	refusals *prometheus.CounterVec
 	handler  http.Handler
 
+	// freshFor is how recent a sign-in lets its session change a second
+	// factor without a proof (auth.FreshFor; tests shorten it).
+	freshFor time.Duration
+
 	// relaySSH carries the browser SSH terminal of a ticket redeemed and
 	// checked: serveSSH, but in the tests of the ticket checks.
 	relaySSH func(http.ResponseWriter, *http.Request, caller, ticket.Ticket)
@@ -127,6 +131,7 @@ func New(cfg Config, a *auth.Authenticator) (*Portal, error) {
 		p.sessions, p.tickets = websession.NewStore(c.WebSessions), ticket.NewStore()
 	}
 	p.relaySSH = p.serveSSH
+	p.freshFor = auth.FreshFor
 	p.cfg.Store(c)
 	p.sessions.OnExpire(p.webSessionExpired)
 	p.handler = p.routes()

@@ -62,7 +62,7 @@ func (s *Portal) mfa() auth.MFA {
 
 // fresh reports whether c proved itself within auth.FreshFor.
 func (s *Portal) fresh(c caller) bool {
-	if time.Since(c.session.Created) < auth.FreshFor {
+	if time.Since(c.session.Created) < s.freshFor {
 		return true
 	}
 	ok, err := s.auth.Fresh(c.session.ID)
