@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,6 +72,9 @@ type Authenticator struct {
 
 	outcomes *prometheus.CounterVec
 	lockouts atomic.Uint64
+
+	sweepMu sync.Mutex // guards swept: the last sweep of passkey ceremonies
+	swept   time.Time
 }
 
 // NewAuthenticator returns an Authenticator.

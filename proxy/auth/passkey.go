@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -257,21 +256,16 @@ func (a *Authenticator) take(id, binding string, kinds ...string) (ceremony, err
 	return c, nil
 }
 
-var sweep struct {
-	mu   sync.Mutex
-	last time.Time
-}
-
 // sweepCeremonies removes the expired ceremonies (begun and never
 // finished) and fresh proofs, at most once a minute.
 func (a *Authenticator) sweepCeremonies(now time.Time) {
-	sweep.mu.Lock()
-	if now.Sub(sweep.last) < time.Minute && !sweep.last.After(now) {
-		sweep.mu.Unlock()
+	a.sweepMu.Lock()
+	if now.Sub(a.swept) < time.Minute && !a.swept.After(now) {
+		a.sweepMu.Unlock()
 		return
 	}
-	sweep.last = now
-	sweep.mu.Unlock()
+	a.swept = now
+	a.sweepMu.Unlock()
 	var old [][]byte
 	err := a.store.db.View(func(tx store.Tx) error {
 		old = nil
@@ -631,18 +625,14 @@ func (a *Authenticator) assert(rp RP, c ceremony, body []byte, src netip.Addr, n
 		// Not one of this account's: removed, or another account's.
 		return User{}, a.failed(name, src, now, "passkey not registered to this account", "passkey_unknown", true)
 	}
-	if c.Kind == kindSignIn && u.Disabled {
+	if u.Disabled {
 		return User{}, a.failed(name, src, now, "disabled", "disabled", false)
 	}
 	if now.Before(u.LockedUntil) && slices.Contains(u.LockedBy, source.Of(src).String()) {
 		return User{}, a.refused(name, src, "locked", "the source that caused the lockout", u.LockedUntil)
 	}
 	if c.Kind == kindSignIn {
-		w, err := rp.webauthn()
-		if err != nil {
-			return User{}, err
-		}
-		_, _, err = w.ValidatePasskeyLogin(func(_, _ []byte) (webauthn.User, error) { return waUser{u}, nil }, c.Data, parsed)
+		_, _, err := w.ValidatePasskeyLogin(func(_, _ []byte) (webauthn.User, error) { return waUser{u}, nil }, c.Data, parsed)
 		if err != nil {
 			a.log.Info("passkey refused", zap.String("user", name), zap.Stringer("source", src), zap.Error(describe(err)))
 			return User{}, a.failed(name, src, now, "passkey assertion refused", "passkey_invalid", true)

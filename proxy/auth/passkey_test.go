@@ -479,3 +479,58 @@ func storeGet(a *Authenticator, k []byte) ([]byte, error) {
 }
 
 func containsBytes(b, sub []byte) bool { return bytes.Contains(b, sub) }
+
+// TestDeleteUserForgetsHandle: a deleted account's passkeys name no
+// account, not even a new one of the same name.
+func TestDeleteUserForgetsHandle(t *testing.T) {
+	a, _, sink := newAuditedAuthenticator(t)
+	cred := registered(t, a, sink, testSrcs[0])
+	if err := a.store.DeleteUser("alice"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := storeGet(a, handleKey(cred.UserHandle)); err != nil || v != nil {
+		t.Fatalf("the handle index keeps %q (%v)", v, err)
+	}
+	if err := a.store.AddUser("alice", goodPassword, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := signIn(t, a, cred, testRP.Origin, testSrcs[0]); !errors.Is(err, ErrLoginFailed) {
+		t.Fatalf("a deleted account's passkey: %v", err)
+	}
+	checkEvents(t, sink.Take(), want{event: audit.SigninFailed, actor: audit.ActorAnonymous, source: testSrcs[0].String(), reason: "passkey_unknown"})
+}
+
+// TestPasskeyProof: a signed-in user proves itself again with a passkey;
+// the ceremony is its session's, and answers once.
+func TestPasskeyProof(t *testing.T) {
+	for _, src := range testSrcs {
+		t.Run(src.String(), func(t *testing.T) {
+			a, _, sink := newAuditedAuthenticator(t)
+			cred := registered(t, a, sink, src)
+			bob := registeredOther(t, a, "bob")
+			sink.Take()
+			ch, err := a.BeginPasskeyProof(testRP, "alice", "session-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := get(t, cred, &ch, testRP.Origin)
+			if err := a.FinishPasskeyProof(testRP, ch.ID, "session-1", "alice", body, src); err != nil {
+				t.Fatalf("proof: %v", err)
+			}
+			checkEvents(t, sink.Take(), want{event: audit.SigninSucceeded, actor: "alice", source: src.String(), user: "alice", reason: "proof_passkey"})
+			if err := a.FinishPasskeyProof(testRP, ch.ID, "session-1", "alice", body, src); !errors.Is(err, ErrLoginFailed) {
+				t.Fatalf("proof answered twice: %v", err)
+			}
+			sink.Take()
+			// bob's passkey does not prove alice.
+			ch, err = a.BeginPasskeyProof(testRP, "alice", "session-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.FinishPasskeyProof(testRP, ch.ID, "session-1", "alice", get(t, bob, &ch, testRP.Origin), src); !errors.Is(err, ErrLoginFailed) {
+				t.Fatalf("bob's passkey proves alice: %v", err)
+			}
+			checkEvents(t, sink.Take(), want{event: audit.SigninFailed, actor: "alice", source: src.String(), user: "alice", reason: "passkey_unknown"})
+		})
+	}
+}

@@ -196,11 +196,20 @@ func (s *Store) Revoke(name string, roles ...string) error {
 func (s *Store) DeleteUser(name string) error {
 	return s.db.Update(func(tx store.Tx) error {
 		b := tx.Bucket(bucketUsers)
-		if v, err := b.Get([]byte(name)); err != nil || v == nil {
+		v, err := b.Get([]byte(name))
+		if err != nil || v == nil {
 			return cmp.Or(err, fmt.Errorf("auth: %s: %w", name, ErrNoUser))
 		}
+		// An account whose record does not decode is deleted all the same.
+		u, _ := decodeUser(name, v)
 		if err := b.Delete([]byte(name)); err != nil {
 			return err
+		}
+		if len(u.WebAuthnID) > 0 {
+			// Its passkeys name it no more.
+			if err := tx.Bucket(bucketWebAuthn).Delete(handleKey(u.WebAuthnID)); err != nil {
+				return err
+			}
 		}
 		return deleteTokens(tx, func(t Token) bool { return t.User == name })
 	})
