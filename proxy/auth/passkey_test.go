@@ -534,3 +534,18 @@ func TestPasskeyProof(t *testing.T) {
 		})
 	}
 }
+
+// TestResetPasskeys: an admin removes every passkey (a lost device).
+func TestResetPasskeys(t *testing.T) {
+	a, _, sink := newAuditedAuthenticator(t)
+	cred := registered(t, a, sink, testSrcs[0])
+	if n, err := a.store.ResetPasskeys("alice"); err != nil || n != 1 {
+		t.Fatalf("reset: %d, %v", n, err)
+	}
+	if _, err := signIn(t, a, cred, testRP.Origin, testSrcs[1]); !errors.Is(err, ErrLoginFailed) {
+		t.Fatalf("a reset passkey: %v", err)
+	}
+	if _, err := a.store.ResetPasskeys("nobody"); !errors.Is(err, ErrNoUser) {
+		t.Fatalf("reset of no account: %v", err)
+	}
+}

@@ -257,6 +257,17 @@ func (s *Store) ResetTOTP(name string) error {
 	})
 }
 
+// ResetPasskeys removes every passkey of an account (a lost device) and
+// returns how many there were.
+func (s *Store) ResetPasskeys(name string) (int, error) {
+	var n int
+	err := s.Update(name, func(u *User) error {
+		n, u.Passkeys = len(u.Passkeys), nil
+		return nil
+	})
+	return n, err
+}
+
 func getUser(b store.Bucket, name string) (User, error) {
 	v, err := b.Get([]byte(name))
 	if err != nil {
