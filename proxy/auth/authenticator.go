@@ -283,7 +283,7 @@ func (a *Authenticator) SignIn(ctx context.Context, name, password, code string,
 		return User{}, a.failed(name, src, now, "account of a single sign-on provider", "sso_account", false)
 	case passkey && (code == "" || !totp):
 		// The password is right; the passkey's ceremony decides.
-		return User{}, &PasskeyNeeded{User: name, held: held}
+		return User{}, &PasskeyNeeded{User: name, held: held, right: true}
 	case !totp && (u.HasTOTP() || u.HasPasskeys()):
 		return User{}, a.failed(name, src, now, "second factor not accepted by access.mfa", "second_factor_refused", false)
 	}

@@ -465,6 +465,9 @@ func (a *Authenticator) BeginPasskeySignIn(rp RP, binding string) (Challenge, er
 type PasskeyNeeded struct {
 	User string
 	held string
+	// right is set by SignIn only: a PasskeyNeeded made elsewhere begins
+	// nothing.
+	right bool
 }
 
 func (e *PasskeyNeeded) Error() string {
@@ -474,6 +477,9 @@ func (e *PasskeyNeeded) Error() string {
 // BeginPasskeySecondFactor begins the passkey ceremony after a right
 // password (pn, from SignIn), bound to the sign-in form's token.
 func (a *Authenticator) BeginPasskeySecondFactor(rp RP, pn *PasskeyNeeded, binding string) (Challenge, error) {
+	if pn == nil || !pn.right {
+		return Challenge{}, errors.New("auth: a second factor follows a right password only")
+	}
 	return a.beginFor(rp, kindSecond, pn.User, pn.held, binding)
 }
 
@@ -509,14 +515,8 @@ func (a *Authenticator) beginFor(rp RP, kind, user, held, binding string) (Chall
 // that failed too often is refused unchecked.
 func (a *Authenticator) FinishPasskeySignIn(rp RP, id, binding string, body []byte, src netip.Addr) (User, error) {
 	now := a.now()
-	if w, err := a.throttle.sourceWait(src, now); err != nil {
-		return User{}, a.unavailable("", src, err)
-	} else if w > 0 {
-		a.count("throttled")
-		until := now.Add(w).UTC()
-		a.emit(src, audit.Event{Event: audit.SigninThrottled, Actor: audit.ActorAnonymous, Reason: "source", Until: &until,
-			Detail: "this source failed too often: its attempts are refused unchecked until its backoff ends"})
-		return User{}, &LoginError{Reason: "throttled"}
+	if err := a.sourceHeld("", src, now); err != nil {
+		return User{}, err
 	}
 	c, err := a.take(id, binding, kindSignIn, kindSecond)
 	if err != nil {
@@ -554,10 +554,8 @@ func (a *Authenticator) FinishPasskeySignIn(rp RP, id, binding string, body []by
 // A failure counts as a failed sign-in.
 func (a *Authenticator) FinishPasskeyProof(rp RP, id, binding, user string, body []byte, src netip.Addr) error {
 	now := a.now()
-	if w, err := a.throttle.sourceWait(src, now); err != nil {
-		return a.unavailable(user, src, err)
-	} else if w > 0 {
-		return a.refused(user, src, "throttled", "this source failed too often", now.Add(w))
+	if err := a.sourceHeld(user, src, now); err != nil {
+		return err
 	}
 	c, err := a.take(id, binding, kindProof)
 	if err == nil && c.User != user {
@@ -575,6 +573,25 @@ func (a *Authenticator) FinishPasskeyProof(rp RP, id, binding, user string, body
 	a.emit(src, audit.Event{Event: audit.SigninSucceeded, Actor: user, User: user, Reason: "proof_passkey",
 		Detail: "proved again, with a passkey, to change a second factor"})
 	return nil
+}
+
+// sourceHeld refuses, unchecked, an attempt from a source that failed
+// too often (Login's rule), or one whose throttle cannot be read; name is
+// the account the attempt is for, if known.
+func (a *Authenticator) sourceHeld(name string, src netip.Addr, now time.Time) error {
+	w, err := a.throttle.sourceWait(src, now)
+	if err != nil {
+		return a.unavailable(name, src, err)
+	}
+	if w <= 0 {
+		return nil
+	}
+	a.count("throttled")
+	a.log.Info("passkey or proof refused: throttled", zap.String("user", name), zap.Stringer("source", src), zap.Duration("wait", w))
+	until := now.Add(w).UTC()
+	a.emit(src, audit.Event{Event: audit.SigninThrottled, Actor: audit.ActorAnonymous, User: name, Reason: "source", Until: &until,
+		Detail: "this source failed too often: its attempts are refused unchecked until its backoff ends"})
+	return &LoginError{Reason: "throttled"}
 }
 
 // errCloned is an assertion whose signature counter did not advance.
@@ -680,10 +697,8 @@ func (a *Authenticator) ProvePassword(ctx context.Context, user, password string
 	if len(password) > MaxPasswordLen {
 		return a.failed(user, src, now, "password too long", "bad_password", true)
 	}
-	if w, err := a.throttle.sourceWait(src, now); err != nil {
-		return a.unavailable(user, src, err)
-	} else if w > 0 {
-		return a.refused(user, src, "throttled", "this source failed too often", now.Add(w))
+	if err := a.sourceHeld(user, src, now); err != nil {
+		return err
 	}
 	u, err := a.store.User(user)
 	if err != nil {
