@@ -328,6 +328,8 @@ func TestAccountEvents(t *testing.T) {
 	e.expect(t, audit.Event{Event: audit.TOTPEnrolled, User: "bob"})
 	change("bob", "totp/reset", adminapi.UserRequest{})
 	e.expect(t, audit.Event{Event: audit.TOTPRemoved, User: "bob"})
+	change("bob", "passkeys/reset", adminapi.UserRequest{})
+	e.expect(t, audit.Event{Event: audit.PasskeyRemoved, User: "bob", Detail: "every passkey of the account (0) removed by an administrator"})
 
 	// Tokens: revoked one by one, and all of a user's; never a secret.
 	store := e.d.auth.Store()

@@ -720,6 +720,7 @@ func (d *daemon) proxyConfig(cfg *config.Config, sso *oidc.Set) proxy.Config {
 		Balancers:         cfg.Listen.ProxyProtocol.From,
 		Access:            accessPolicy(cfg),
 		WebSessions:       websession.Config{Idle: cfg.Access.SessionIdle, Absolute: cfg.Access.SessionLifetime},
+		MFA:               cfg.Access.MFA,
 		Shared:            sharedState(d.state),
 		Broker:            d.broker,
 		SSO:               sso,

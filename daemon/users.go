@@ -218,6 +218,11 @@ func (u usersAPI) ConfirmTOTP(name, code string) error {
 }
 func (u usersAPI) ResetTOTP(name string) error { return notFound(u.store().ResetTOTP(name)) }
 
+func (u usersAPI) ResetPasskeys(name string) (int, error) {
+	n, err := u.store().ResetPasskeys(name)
+	return n, notFound(err)
+}
+
 func (u usersAPI) Tokens(user string) ([]adminapi.TokenInfo, error) {
 	ts, err := u.store().Tokens(user)
 	if err != nil {

@@ -91,6 +91,8 @@ type Config struct {
 	Access *access.Policy
 	// WebSessions bounds browser sessions.
 	WebSessions websession.Config
+	// MFA is the second factor after a password (portal.Config.MFA).
+	MFA string
 	// Shared, when set, keeps the web sessions and connect tickets in this
 	// database, shared by every instance of a cluster (see portal.Config);
 	// nil keeps them in memory (one host). Read by New only.
@@ -276,7 +278,7 @@ func (s *Server) gateSettings() gate.Settings {
 // portalConfig is the portal's part of c.
 func (s *Server) portalConfig(c *Config) portal.Config {
 	return portal.Config{Logger: c.Logger, Audit: c.Audit, ServerName: c.ServerName, HandshakeTimeout: c.HandshakeTimeout,
-		Authz: s.authz, WebSessions: c.WebSessions, Shared: c.Shared, SSH: c.SSH, RDP: c.RDP, Broker: c.Broker, Tunnel: s.tunnelWebSocket,
+		Authz: s.authz, WebSessions: c.WebSessions, MFA: c.MFA, Shared: c.Shared, SSH: c.SSH, RDP: c.RDP, Broker: c.Broker, Tunnel: s.tunnelWebSocket,
 		Readiness: s.readiness, SSO: c.SSO, AccessChanged: c.AccessChanged}
 }
 

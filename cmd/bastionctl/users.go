@@ -112,6 +112,8 @@ with --password-stdin; they never appear on the command line.`,
 		roleChange("grant", "grant", "Grant roles defined in access.roles to a user", "granted"),
 		roleChange("revoke", "revoke", "Take back roles granted with grant", "no longer granted"),
 		newTOTP(client),
+		simple("reset-passkeys", "passkeys/reset", "Remove every passkey of a user (a lost device); the user adds new ones on the portal's Security page",
+			"has no passkeys now"),
 	)
 	return cmd
 }

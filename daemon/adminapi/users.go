@@ -31,6 +31,8 @@ type Users interface {
 	BeginTOTP(name string) (TOTPEnrolment, error)
 	ConfirmTOTP(name, code string) error
 	ResetTOTP(name string) error
+	// ResetPasskeys removes every passkey of name and says how many.
+	ResetPasskeys(name string) (int, error)
 	Tokens(user string) ([]TokenInfo, error)
 	RevokeToken(id string) error
 	RevokeTokens(user string) (int, error)
@@ -133,6 +135,10 @@ func (s *Server) userRoutes(mux *http.ServeMux, u Users) {
 	})
 	change("POST /v1/users/{name}/totp/reset", "TOTP removed", func(n string, _ UserRequest) (any, []audit.Event, error) {
 		return nil, one(audit.TOTPRemoved, ""), u.ResetTOTP(n)
+	})
+	change("POST /v1/users/{name}/passkeys/reset", "passkeys removed", func(n string, _ UserRequest) (any, []audit.Event, error) {
+		k, err := u.ResetPasskeys(n)
+		return nil, one(audit.PasskeyRemoved, fmt.Sprintf("every passkey of the account (%d) removed by an administrator", k)), err
 	})
 	mux.HandleFunc("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
 		v, err := u.Tokens(r.URL.Query().Get("user"))

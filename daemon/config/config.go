@@ -343,6 +343,10 @@ type Access struct {
 	// SessionLifetime signs a browser out this long after sign-in, active
 	// or not. Default 12h.
 	SessionLifetime time.Duration `yaml:"session_lifetime"`
+	// MFA is the second factor local users give after their password:
+	// totp (a code, for users enrolled in TOTP), webauthn (a passkey) or
+	// any (either). A passkey alone always signs in. Default totp.
+	MFA string `yaml:"mfa"`
 }
 
 // Auth says how users sign in besides local accounts.
@@ -733,6 +737,7 @@ func (c *Config) setDefaults() {
 
 	c.Access.SessionIdle = orDefault(c.Access.SessionIdle, 30*time.Minute)
 	c.Access.SessionLifetime = orDefault(c.Access.SessionLifetime, 12*time.Hour)
+	c.Access.MFA = orDefault(c.Access.MFA, "totp")
 
 	lim := &c.Limits
 	lim.Capacity = orDefault(lim.Capacity, 100)

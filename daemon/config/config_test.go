@@ -186,6 +186,11 @@ func TestParseProblems(t *testing.T) {
 			want: []string{`lab.yaml:30: cluster.instance: "aaaa`, `is not an instance name`},
 		},
 		{
+			name: "access.mfa not a known second factor",
+			edit: func(s string) string { return strings.Replace(s, "access:\n", "access:\n  mfa: sms\n", 1) },
+			want: []string{`lab.yaml:21: access.mfa: "sms" is not one of totp, webauthn, any`},
+		},
+		{
 			name: "every problem at once",
 			edit: func(s string) string {
 				s = strings.Replace(s, "vnet_interface:", "vnet_iface:", 1)

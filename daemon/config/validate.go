@@ -382,6 +382,9 @@ func (c *Config) validateAccess(v *validator, targets map[string]bool) {
 	} else if c.Access.SessionIdle > c.Access.SessionLifetime {
 		v.errorf("access.session_idle", "%s is longer than session_lifetime (%s)", c.Access.SessionIdle, c.Access.SessionLifetime)
 	}
+	if m := c.Access.MFA; m != "totp" && m != "webauthn" && m != "any" {
+		v.errorf("access.mfa", "%q is not one of totp, webauthn, any", m)
+	}
 	roles := map[string]bool{}
 	for i, r := range c.Access.Roles {
 		path := fmt.Sprintf("access.roles[%d]", i)

@@ -59,19 +59,23 @@ const (
 	CertSigned     = "ca_cert_signed"
 
 	// Accounts and grants.
-	UserCreated   = "user_created"
-	UserChanged   = "user_changed"
-	UserDisabled  = "user_disabled"
-	UserEnabled   = "user_enabled"
-	UserDeleted   = "user_deleted"
-	UserUnlocked  = "user_unlocked"
-	PasswordSet   = "password_set"
-	TOTPEnrolled  = "totp_enrolled"
-	TOTPRemoved   = "totp_removed"
-	GrantAdded    = "grant_added"
-	GrantRemoved  = "grant_removed"
-	HostKeyPinned = "hostkey_pinned"
-	HostKeyForgot = "hostkey_forgotten"
+	UserCreated  = "user_created"
+	UserChanged  = "user_changed"
+	UserDisabled = "user_disabled"
+	UserEnabled  = "user_enabled"
+	UserDeleted  = "user_deleted"
+	UserUnlocked = "user_unlocked"
+	PasswordSet  = "password_set"
+	TOTPEnrolled = "totp_enrolled"
+	TOTPRemoved  = "totp_removed"
+	// PasskeyAdded and PasskeyRemoved: a passkey (WebAuthn credential)
+	// registered to, or removed from, a local account.
+	PasskeyAdded   = "passkey_added"
+	PasskeyRemoved = "passkey_removed"
+	GrantAdded     = "grant_added"
+	GrantRemoved   = "grant_removed"
+	HostKeyPinned  = "hostkey_pinned"
+	HostKeyForgot  = "hostkey_forgotten"
 
 	// Recordings.
 	RecordingPlayed   = "recording_played"

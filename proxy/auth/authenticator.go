@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,6 +72,9 @@ type Authenticator struct {
 
 	outcomes *prometheus.CounterVec
 	lockouts atomic.Uint64
+
+	sweepMu sync.Mutex // guards swept: the last sweep of passkey ceremonies
+	swept   time.Time
 }
 
 // NewAuthenticator returns an Authenticator.
@@ -177,6 +181,18 @@ const maxCodeLen = 16 // six digits, with the spaces some apps show
 //     and costs the same for known and unknown names, so that the timing
 //     tells nothing about which accounts exist or are held up.
 func (a *Authenticator) Login(ctx context.Context, name, password, code string, src netip.Addr) (User, error) {
+	return a.SignIn(ctx, name, password, code, src, MFATOTP)
+}
+
+// SignIn is Login where mfa says which second factor follows the
+// password. A user who holds a second factor (a TOTP secret or a passkey)
+// must give one of the kinds mfa accepts: a TOTP code (totp, any), or a
+// passkey (webauthn, any), for which SignIn answers a *PasskeyNeeded once
+// the password is right, and BeginPasskeySecondFactor goes on. A user with
+// no second factor of an accepted kind but one of another kind is refused
+// (second_factor_refused): the password alone never passes for an account
+// that has a second factor.
+func (a *Authenticator) SignIn(ctx context.Context, name, password, code string, src netip.Addr, mfa MFA) (User, error) {
 	name = strings.ToLower(strings.TrimSpace(name))
 	now := a.now()
 	if !userName.MatchString(name) || len(password) > MaxPasswordLen || len(code) > maxCodeLen {
@@ -263,11 +279,19 @@ func (a *Authenticator) Login(ctx context.Context, name, password, code string, 
 			held, heldUntil = "throttled", now.Add(w)
 		}
 	}
-	if held != "" && !u.HasTOTP() {
+	if held != "" && !u.HasTOTP() && !u.HasPasskeys() {
 		return User{}, a.refused(name, src, held, "the password alone does not pass while the account is held up", heldUntil)
 	}
+	totp, passkey := u.HasTOTP() && mfa.totp(), u.HasPasskeys() && mfa.passkey()
+	switch {
+	case passkey && (code == "" || !totp):
+		// The password is right; the passkey's ceremony decides.
+		return User{}, &PasskeyNeeded{User: name, held: held, right: true}
+	case !totp && (u.HasTOTP() || u.HasPasskeys()):
+		return User{}, a.failed(name, src, now, "second factor not accepted by access.mfa", "second_factor_refused", false)
+	}
 	method := "password"
-	if u.HasTOTP() {
+	if totp {
 		if err := a.useCode(name, code, now); err != nil {
 			class := "bad_code"
 			if errors.Is(err, errCodeReused) {
@@ -384,10 +408,14 @@ func (a *Authenticator) failed(name string, src netip.Addr, now time.Time, reaso
 	}
 	fields := []zap.Field{zap.String("user", name), zap.Stringer("source", src), zap.String("reason", reason), zap.Int("failures", n)}
 	ev := audit.Event{Event: audit.SigninFailed, Actor: name, User: name, Reason: class}
-	if class == "unknown_user" {
+	if class == "unknown_user" || name == "" {
 		// The name passed the name rule (or the sign-in was refused
 		// before this, as malformed); it is no account, so nobody acted.
 		ev.Actor = audit.ActorAnonymous
+	}
+	if name == "" {
+		// A passkey that names no account: nothing to lock.
+		lockable = false
 	}
 	if n > 0 {
 		ev.Detail = fmt.Sprintf("failures in a row of this account from this source: %d", n)

@@ -9,6 +9,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/bastiond/bastiond/proxy/auth/passkeytest"
 )
 
 // FuzzLogin: whatever a stranger sends (names, passwords and codes at and
@@ -67,6 +69,58 @@ func FuzzLogin(f *testing.F) {
 					t.Fatalf("malformed input in the log: %s %v", e.Message, fld)
 				}
 			}
+		}
+	})
+}
+
+// FuzzPasskeyAnswer: an answer to a passkey sign-in with bytes replaced
+// anywhere (at pos, by b) never panics, and if it signs in, it signs alice
+// in and advances her passkey's counter: no answer passes twice.
+func FuzzPasskeyAnswer(f *testing.F) {
+	f.Add(uint16(0), []byte{})
+	f.Add(uint16(10), []byte("x"))
+	f.Add(uint16(100), []byte(`"}`))
+	f.Add(uint16(200), []byte{0})
+	s, _ := newTestStoreCosting(f, argon2idParams{memory: 64, time: 1, threads: 1})
+	a, err := NewAuthenticator(AuthenticatorConfig{Store: s, Logger: zap.NewNop(), Throttle: ThrottleConfig{FreeFailures: 1 << 30, LockAfter: 1 << 30}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := s.AddUser("alice", goodPassword, nil); err != nil {
+		f.Fatal(err)
+	}
+	reg, err := a.BeginPasskeyRegistration(testRP, "alice", "session-1")
+	if err != nil {
+		f.Fatal(err)
+	}
+	answer, cred, err := passkeytest.Create(reg.Options, testRP.Origin)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := a.FinishPasskeyRegistration(testRP, reg.ID, "session-1", "alice", "key", answer, testSrcs[0]); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, pos uint16, b []byte) {
+		ch, err := a.BeginPasskeySignIn(testRP, "form-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := cred.Get(ch.Options, testRP.Origin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := int(pos); p < len(body) {
+			body = append(body[:p:p], append(b, body[min(len(body), p+len(b)):]...)...)
+		}
+		u, err := a.FinishPasskeySignIn(testRP, ch.ID, "form-1", body, testSrcs[0])
+		if err != nil {
+			return
+		}
+		if u.Name != "alice" || u.Passkeys[0].SignCount != cred.Counter {
+			t.Fatalf("signed in as %q, counter %d, want %d", u.Name, u.Passkeys[0].SignCount, cred.Counter)
+		}
+		if _, err := a.FinishPasskeySignIn(testRP, ch.ID, "form-1", body, testSrcs[0]); err == nil {
+			t.Fatal("the answer passed twice")
 		}
 	})
 }

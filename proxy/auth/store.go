@@ -44,6 +44,11 @@ type User struct {
 	LockedBy        []string  `json:"locked_by,omitempty"`
 	Created         time.Time `json:"created"`
 	PasswordChanged time.Time `json:"password_changed"`
+	// WebAuthnID is the user handle the user's passkeys hold: random, made
+	// at the first registration.
+	WebAuthnID []byte `json:"webauthn_id,omitempty"`
+	// Passkeys are the user's WebAuthn credentials.
+	Passkeys []Passkey `json:"passkeys,omitempty"`
 
 	// Provider is the single sign-on provider (auth.oidc's name) that
 	// vouches for this account, "" for a local account. An SSO account
@@ -262,11 +267,20 @@ func (s *Store) Revoke(name string, roles ...string) error {
 func (s *Store) DeleteUser(name string) error {
 	return s.db.Update(func(tx store.Tx) error {
 		b := tx.Bucket(bucketUsers)
-		if v, err := b.Get([]byte(name)); err != nil || v == nil {
+		v, err := b.Get([]byte(name))
+		if err != nil || v == nil {
 			return cmp.Or(err, fmt.Errorf("auth: %s: %w", name, ErrNoUser))
 		}
+		// An account whose record does not decode is deleted all the same.
+		u, _ := decodeUser(name, v)
 		if err := b.Delete([]byte(name)); err != nil {
 			return err
+		}
+		if len(u.WebAuthnID) > 0 {
+			// Its passkeys name it no more.
+			if err := tx.Bucket(bucketWebAuthn).Delete(handleKey(u.WebAuthnID)); err != nil {
+				return err
+			}
 		}
 		return deleteTokens(tx, func(t Token) bool { return t.User == name })
 	})
@@ -312,6 +326,17 @@ func (s *Store) ResetTOTP(name string) error {
 		u.TOTPSecret, u.TOTPPending, u.TOTPLastStep = nil, nil, 0
 		return nil
 	})
+}
+
+// ResetPasskeys removes every passkey of an account (a lost device) and
+// returns how many there were.
+func (s *Store) ResetPasskeys(name string) (int, error) {
+	var n int
+	err := s.Update(name, func(u *User) error {
+		n, u.Passkeys = len(u.Passkeys), nil
+		return nil
+	})
+	return n, err
 }
 
 func getUser(b store.Bucket, name string) (User, error) {

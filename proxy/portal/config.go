@@ -40,6 +40,9 @@ type Config struct {
 	// Authz answers and records the access requests; its policy is the
 	// one in force. Required; the same one on every SetConfig.
 	Authz *authz.Authorizer
+	// MFA is the second factor local users give after their password
+	// (access.mfa: totp, webauthn or any). Default totp.
+	MFA string
 	// WebSessions bounds browser sessions.
 	WebSessions websession.Config
 	// Shared, when set, keeps the web sessions and the connect tickets in
@@ -111,6 +114,10 @@ type Portal struct {
 	refusals *prometheus.CounterVec
 	handler  http.Handler
 
+	// freshFor is how recent a sign-in lets its session change a second
+	// factor without a proof (auth.FreshFor; tests shorten it).
+	freshFor time.Duration
+
 	// relaySSH carries the browser SSH terminal of a ticket redeemed and
 	// checked: serveSSH, but in the tests of the ticket checks.
 	relaySSH func(http.ResponseWriter, *http.Request, caller, ticket.Ticket)
@@ -132,6 +139,7 @@ func New(cfg Config, a *auth.Authenticator) (*Portal, error) {
 		p.sessions, p.tickets = websession.NewStore(c.WebSessions), ticket.NewStore()
 	}
 	p.relaySSH = p.serveSSH
+	p.freshFor = auth.FreshFor
 	p.cfg.Store(c)
 	p.sessions.OnExpire(p.webSessionExpired)
 	p.handler = p.routes()

@@ -198,6 +198,10 @@ type pageData struct {
 	// Code is a bastionctl sign-in's code to type.
 	Refresh string
 	Code    string
+	// Security is the Security page's; Challenge a passkey ceremony's
+	// options after a right password (JSON), for the sign-in page.
+	Security  *securityPage
+	Challenge string
 }
 
 func (s *Portal) render(w http.ResponseWriter, code int, name string, d pageData) {
@@ -237,7 +241,7 @@ func (s *Portal) portal(w http.ResponseWriter, r *http.Request) {
 func (s *Portal) loginPage(w http.ResponseWriter, code int, msg string) {
 	tok := randomToken()
 	setCookie(w, loginCookie, tok, 3600)
-	d := pageData{Title: "Sign in", CSRF: tok, Error: msg}
+	d := pageData{Title: "Sign in", CSRF: tok, Error: msg, Script: "/static/app/passkey.js"}
 	if sso := s.sso(); sso != nil {
 		d.Providers = sso.Providers()
 	}
@@ -257,24 +261,31 @@ func (s *Portal) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	src := clientAddr(r)
-	u, err := s.auth.Login(r.Context(), r.PostFormValue("user"), r.PostFormValue("password"), r.PostFormValue("code"), src)
+	u, err := s.auth.SignIn(r.Context(), r.PostFormValue("user"), r.PostFormValue("password"), r.PostFormValue("code"), src, s.mfa())
 	if errors.Is(err, auth.ErrUnavailable) {
 		s.loginPage(w, http.StatusServiceUnavailable, errSessionStore)
+		return
+	}
+	if pn, ok := errors.AsType[*auth.PasskeyNeeded](err); ok {
+		// The password is right; a passkey, bound to this form, follows.
+		ch, err := s.auth.BeginPasskeySecondFactor(s.rp(r), pn, ck.Value)
+		if err != nil {
+			s.log.Error("cannot begin a passkey's second factor", zap.String("user", pn.User), zap.Error(err))
+			s.loginPage(w, http.StatusServiceUnavailable, errSessionStore)
+			return
+		}
+		js, _ := json.Marshal(ch)
+		s.render(w, http.StatusOK, "login.html", pageData{Title: "Sign in", CSRF: ck.Value, Challenge: string(js), Script: "/static/app/passkey.js"})
 		return
 	}
 	if err != nil {
 		s.loginPage(w, http.StatusUnauthorized, auth.ErrLoginFailed.Error())
 		return
 	}
-	cookie, sess, err := s.sessions.New(u.Name, src)
-	if err != nil {
-		s.log.Error("signed in, but the web session cannot be stored", zap.String("user", u.Name), zap.Stringer("source", src), zap.Error(err))
+	if !s.startSession(w, u, src) {
 		s.loginPage(w, http.StatusServiceUnavailable, errSessionStore)
 		return
 	}
-	s.log.Info("signed in", zap.String("user", u.Name), zap.Stringer("source", src), zap.String("web_session", sess.ID))
-	setCookie(w, websession.CookieName, cookie, 0)
-	setCookie(w, loginCookie, "", -1)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
@@ -619,9 +630,13 @@ func (s *Portal) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	src := clientAddr(r)
-	u, err := s.auth.Login(r.Context(), req.User, req.Password, req.Code, src)
+	u, err := s.auth.SignIn(r.Context(), req.User, req.Password, req.Code, src, s.mfa())
 	if errors.Is(err, auth.ErrUnavailable) {
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: errSessionStore})
+		return
+	}
+	if _, ok := errors.AsType[*auth.PasskeyNeeded](err); ok {
+		writeJSON(w, http.StatusUnauthorized, apiError{Error: "this account's second factor is a passkey: sign in with the browser"})
 		return
 	}
 	if err != nil {

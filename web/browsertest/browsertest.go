@@ -41,6 +41,11 @@ type Config struct {
 	Netns string
 	// Args are more Chromium flags, after the driver's own (web/test/lib.mjs).
 	Args []string
+	// StrictTLS keeps certificate errors errors (the driver's default
+	// ignores them): for pages that need a secure context without them,
+	// such as WebAuthn's; trust the server's certificate with
+	// --ignore-certificate-errors-spki-list in Args.
+	StrictTLS bool
 	// Timeout bounds each call; zero means 30 seconds. The driver's own
 	// waits give up after 10 seconds, so a call fails with the driver's
 	// message rather than this timeout.
@@ -106,6 +111,9 @@ func Start(t testing.TB, cfg Config) *Browser {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = cfg.WebDir
 	cmd.Env = append(os.Environ(), "CHROMIUM="+cfg.Chromium, "ARTIFACTS="+cfg.Artifacts)
+	if cfg.StrictTLS {
+		cmd.Env = append(cmd.Env, "STRICT_TLS=1")
+	}
 	if len(cfg.Args) > 0 {
 		args, _ := json.Marshal(cfg.Args)
 		cmd.Env = append(cmd.Env, "CHROMIUM_ARGS="+string(args))
@@ -352,6 +360,13 @@ func (b *Browser) NewTab(t testing.TB) int {
 func (b *Browser) Tab(t testing.TB, index int) {
 	t.Helper()
 	b.Call(t, "tab", map[string]any{"index": index}, nil)
+}
+
+// CDP sends a Chrome DevTools Protocol command in the current tab's
+// session and decodes its result into result unless that is nil.
+func (b *Browser) CDP(t testing.TB, method string, params map[string]any, result any) {
+	t.Helper()
+	b.Call(t, "cdp", map[string]any{"method": method, "params": params}, result)
 }
 
 // PortalLogin signs in on a bastiond portal.

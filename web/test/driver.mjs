@@ -61,7 +61,14 @@ const ops = {
   waitTerminalText: ({ text }) => lib.waitForTerminalText(page, text),
   typeInTerminal: ({ text }) => lib.typeInTerminal(page, text),
   pasteInTerminal: ({ text }) => lib.pasteInTerminal(page, text),
+  // cdp sends a Chrome DevTools Protocol command in the current tab's
+  // session (one per tab, kept: a virtual authenticator lives in it).
+  cdp: async ({ method, params }) => {
+    if (!cdpSessions.has(page)) cdpSessions.set(page, await page.context().newCDPSession(page));
+    return cdpSessions.get(page).send(method, params ?? {});
+  },
 };
+const cdpSessions = new Map();
 
 const reply = (msg) => process.stdout.write(`${JSON.stringify(msg)}\n`);
 reply({ ready: true });
