@@ -298,6 +298,17 @@ type Flow struct {
 	Verifier string    `json:"v"`
 	Expires  time.Time `json:"e"`
 	CLI      *CLI      `json:"c,omitempty"`
+	// Redirect is the redirect URI the flow asked for, when not
+	// Config.RedirectURL: the token request must name the same.
+	Redirect string `json:"r,omitempty"`
+}
+
+// redirect is the flow's redirect URI: its own, or def.
+func (f Flow) redirect(def string) string {
+	if f.Redirect != "" {
+		return f.Redirect
+	}
+	return def
 }
 
 // CookieName is the flow's cookie. It is SameSite=Lax, not Strict like
@@ -307,7 +318,10 @@ const CookieName = "__Host-bastion-sso"
 
 // Begin starts a sign-in at the provider called name. It returns where to
 // send the browser and the flow's cookie (sealed; its lifetime is FlowTTL).
-func (s *Set) Begin(ctx context.Context, name string, cli *CLI) (authURL, cookie string, err error) {
+// redirect, when not "", is the redirect URI to use instead of
+// Config.RedirectURL: the bastion as the browser reaches it, on another
+// port (a forward); the provider must know it too.
+func (s *Set) Begin(ctx context.Context, name string, cli *CLI, redirect string) (authURL, cookie string, err error) {
 	p, ok := s.providers[name]
 	if !ok {
 		return "", "", &Error{Provider: name, Reason: ReasonUnknownProvider, Message: "There is no such sign-in provider."}
@@ -318,11 +332,14 @@ func (s *Set) Begin(ctx context.Context, name string, cli *CLI) (authURL, cookie
 	}
 	f := Flow{Provider: name, State: random(), Nonce: random(), Verifier: oauth2.GenerateVerifier(),
 		Expires: s.cfg.Now().Add(s.cfg.FlowTTL).UTC().Truncate(time.Second), CLI: cli}
+	if redirect != s.cfg.RedirectURL {
+		f.Redirect = redirect
+	}
 	cookie, err = s.seal(f)
 	if err != nil {
 		return "", "", err
 	}
-	authURL = p.oauth(disc, s.cfg.RedirectURL).AuthCodeURL(f.State, gooidc.Nonce(f.Nonce), oauth2.S256ChallengeOption(f.Verifier))
+	authURL = p.oauth(disc, f.redirect(s.cfg.RedirectURL)).AuthCodeURL(f.State, gooidc.Nonce(f.Nonce), oauth2.S256ChallengeOption(f.Verifier))
 	return authURL, cookie, nil
 }
 
@@ -390,7 +407,7 @@ func (s *Set) Finish(ctx context.Context, cookie string, ans Answer) (Identity, 
 	}
 	cctx, cancel := context.WithTimeout(gooidc.ClientContext(ctx, p.client), s.cfg.Timeout)
 	defer cancel()
-	tok, err := p.oauth(disc, s.cfg.RedirectURL).Exchange(cctx, ans.Code, oauth2.VerifierOption(f.Verifier))
+	tok, err := p.oauth(disc, f.redirect(s.cfg.RedirectURL)).Exchange(cctx, ans.Code, oauth2.VerifierOption(f.Verifier))
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {

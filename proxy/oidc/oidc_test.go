@@ -60,7 +60,7 @@ func TestSignIn(t *testing.T) {
 		t.Run(host, func(t *testing.T) {
 			p := oidctest.New(t, host)
 			s, _ := newSet(t, p, func(pr *Provider) { pr.EmailDomains = []string{"lab.example"} })
-			authURL, cookie, err := s.Begin(context.Background(), "lab", nil)
+			authURL, cookie, err := s.Begin(context.Background(), "lab", nil, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -140,7 +140,7 @@ func TestRefusals(t *testing.T) {
 				tc.idp(p)
 			}
 			s, now := newSet(t, p, tc.prov)
-			authURL, cookie, err := s.Begin(context.Background(), "lab", nil)
+			authURL, cookie, err := s.Begin(context.Background(), "lab", nil, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -173,7 +173,7 @@ func TestReplay(t *testing.T) {
 		p := oidctest.New(t, "127.0.0.1")
 		p.Set(func(p *oidctest.IdP) { p.Reuse = reuse })
 		s, _ := newSet(t, p, nil)
-		authURL, cookie, _ := s.Begin(context.Background(), "lab", nil)
+		authURL, cookie, _ := s.Begin(context.Background(), "lab", nil, "")
 		a := answer(t, p, authURL)
 		if _, _, err := s.Finish(context.Background(), cookie, a); err != nil {
 			t.Fatal(err)
@@ -195,7 +195,7 @@ func TestKeyRotation(t *testing.T) {
 	p := oidctest.New(t, "::1")
 	s, _ := newSet(t, p, nil)
 	signIn := func() error {
-		authURL, cookie, err := s.Begin(context.Background(), "lab", nil)
+		authURL, cookie, err := s.Begin(context.Background(), "lab", nil, "")
 		if err != nil {
 			return err
 		}
@@ -217,12 +217,12 @@ func TestUnreachable(t *testing.T) {
 	p := oidctest.New(t, "127.0.0.1")
 	p.Set(func(p *oidctest.IdP) { p.Down = true })
 	s, now := newSet(t, p, nil)
-	if _, _, err := s.Begin(context.Background(), "lab", nil); reason(err) != ReasonUnreachable {
+	if _, _, err := s.Begin(context.Background(), "lab", nil, ""); reason(err) != ReasonUnreachable {
 		t.Fatalf("down: %v", err)
 	}
 	p.Set(func(p *oidctest.IdP) { p.Down = false })
 	*now = now.Add(6 * time.Second) // past RetryAfter
-	authURL, cookie, err := s.Begin(context.Background(), "lab", nil)
+	authURL, cookie, err := s.Begin(context.Background(), "lab", nil, "")
 	if err != nil {
 		t.Fatalf("up again: %v", err)
 	}
@@ -231,7 +231,7 @@ func TestUnreachable(t *testing.T) {
 	if _, _, err := s.Finish(context.Background(), cookie, answer(t, p, authURL)); reason(err) != ReasonUnreachable {
 		t.Fatalf("down at the answer: %v", err)
 	}
-	if _, _, err := s.Begin(context.Background(), "nowhere", nil); reason(err) != ReasonUnknownProvider {
+	if _, _, err := s.Begin(context.Background(), "nowhere", nil, ""); reason(err) != ReasonUnknownProvider {
 		t.Fatalf("unknown provider: %v", err)
 	}
 }

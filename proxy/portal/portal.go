@@ -347,7 +347,7 @@ func (s *Portal) logout(w http.ResponseWriter, r *http.Request) {
 		// on to sign out at the provider too, and comes back. A page, not a
 		// redirect: the form's CSP (form-action 'self') would stop a
 		// redirect to another site.
-		if end := sso.EndSessionURL(c.user.Provider, "https://"+s.cfg.Load().ServerName+"/"); end != "" {
+		if end := sso.EndSessionURL(c.user.Provider, s.origin(r)+"/"); end != "" {
 			s.render(w, http.StatusOK, "continue.html", pageData{Title: "Signed out", Refresh: end,
 				Error: "Signed out of the bastion. Signing you out of " + sso.Title(c.user.Provider) + "."})
 			return

@@ -26,6 +26,8 @@ type browser struct {
 	origin  string
 	cookies map[string]*http.Cookie
 	remote  string
+	// host, when set, is the Host the requests name (with a port).
+	host string
 }
 
 func newBrowser(t *testing.T, h http.Handler) *browser {
@@ -41,7 +43,11 @@ type reply struct {
 
 func (b *browser) do(method, path string, body io.Reader, header map[string]string) reply {
 	b.t.Helper()
-	r := httptest.NewRequest(method, "https://"+testName+path, body)
+	host := testName
+	if b.host != "" {
+		host = b.host
+	}
+	r := httptest.NewRequest(method, "https://"+host+path, body)
 	r.RemoteAddr = b.remote
 	if b.origin != "" && method != http.MethodGet {
 		r.Header.Set("Origin", b.origin)

@@ -2,6 +2,7 @@ package portal
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -29,6 +30,18 @@ var challengeRule = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
 
 func (s *Portal) sso() *oidc.Set { return s.cfg.Load().SSO }
 
+// origin is https://SERVER_NAME as the browser of r reaches it: with the
+// port of its Host when not 443 (a forward, as the demo's, publishes the
+// bastion on another). The front door has checked that Host names the
+// server.
+func (s *Portal) origin(r *http.Request) string {
+	name := s.cfg.Load().ServerName
+	if _, port, err := net.SplitHostPort(r.Host); err == nil && port != "443" {
+		return "https://" + net.JoinHostPort(name, port)
+	}
+	return "https://" + name
+}
+
 func setFlowCookie(w http.ResponseWriter, value string, maxAge int) {
 	// Lax, not Strict: the provider sends the browser back with a
 	// navigation from its own site.
@@ -52,7 +65,7 @@ func (s *Portal) ssoStart(w http.ResponseWriter, r *http.Request) {
 		}
 		cli = &oidc.CLI{Port: port, Challenge: q.Get(api.SSOChallengeParam)}
 	}
-	authURL, cookie, err := sso.Begin(r.Context(), r.PathValue("provider"), cli)
+	authURL, cookie, err := sso.Begin(r.Context(), r.PathValue("provider"), cli, s.origin(r)+"/sso/callback")
 	var e *oidc.Error
 	if errors.As(err, &e) && e.Reason == oidc.ReasonUnknownProvider {
 		notFound(w, r)

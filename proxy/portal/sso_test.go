@@ -409,3 +409,26 @@ func TestSSOSecretsNotLogged(t *testing.T) {
 		t.Error("something like a JWT is in the logs or the audit trail")
 	}
 }
+
+// TestSSOThroughAForward: a bastion the browser reaches on another port
+// (a forward, as the demo's 8443) asks the provider to send it back there,
+// and redeems the code with the same redirect URI.
+func TestSSOThroughAForward(t *testing.T) {
+	p := newSSOPortal(t, "127.0.0.1")
+	b := newBrowser(t, p.routes())
+	b.host = testName + ":8443"
+	b.origin = "https://" + b.host
+	r := b.get("/sso/lab")
+	loc, _ := url.Parse(r.header.Get("Location"))
+	if got := loc.Query().Get("redirect_uri"); got != "https://"+testName+":8443/sso/callback" {
+		t.Fatalf("redirect_uri %q", got)
+	}
+	state, code := p.idp.Authorize(t, r.header.Get("Location"))
+	if r := b.get("/sso/callback?" + url.Values{"state": {state}, "code": {code}}.Encode()); r.code != http.StatusOK {
+		t.Fatalf("callback through the forward: %d\n%s", r.code, r.body)
+	}
+	csrf := csrfOf(t, b.get("/").body)
+	if r := b.post("/logout", url.Values{"csrf": {csrf}}); !strings.Contains(r.body, "post_logout_redirect_uri=https%3A%2F%2F"+testName+"%3A8443%2F") {
+		t.Errorf("logout's way back does not name the forward's port:\n%s", r.body)
+	}
+}

@@ -45,7 +45,7 @@ type IdP struct {
 	// before the flow begins.
 	Claims func(nonce string) map[string]any
 	// challenges maps codes to their PKCE challenge and nonce.
-	codes map[string][2]string
+	codes map[string][3]string
 	used  map[string]bool
 	// Reuse lets a code be redeemed twice (a careless provider); Down
 	// answers 503 to everything. Set them with Set.
@@ -62,7 +62,7 @@ func New(t *testing.T, host string) *IdP {
 	if err != nil {
 		t.Skipf("no %s here: %v", host, err)
 	}
-	p := &IdP{t: t, codes: map[string][2]string{}, used: map[string]bool{}}
+	p := &IdP{t: t, codes: map[string][3]string{}, used: map[string]bool{}}
 	p.Rotate("k1", true)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(p.serve))
 	srv.Listener.Close()
@@ -122,6 +122,10 @@ func (p *IdP) serve(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusBadRequest)
 			json.NewEncoder(w).Encode(map[string]string{"error": "invalid_grant", "error_description": "PKCE"})
 			return
+		case r.PostForm.Get("redirect_uri") != c[2]:
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(map[string]string{"error": "invalid_grant", "error_description": "redirect_uri"})
+			return
 		case user != "bastiond" || secret != Secret:
 			w.WriteHeader(http.StatusUnauthorized)
 			json.NewEncoder(w).Encode(map[string]string{"error": "invalid_client"})
@@ -160,7 +164,7 @@ func (p *IdP) Authorize(t *testing.T, authURL string) (state, code string) {
 	rand.Read(b[:])
 	code = base64.RawURLEncoding.EncodeToString(b[:])
 	p.mu.Lock()
-	p.codes[code] = [2]string{q.Get("code_challenge"), q.Get("nonce")}
+	p.codes[code] = [3]string{q.Get("code_challenge"), q.Get("nonce"), q.Get("redirect_uri")}
 	p.mu.Unlock()
 	return q.Get("state"), code
 }
