@@ -36,7 +36,7 @@ cleanup() {
 		sleep 0.05
 	done
 	for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-	remove_idp_name
+	if declare -F remove_idp_name >/dev/null; then remove_idp_name; fi
 	bash "$lab" down >/dev/null 2>&1 || true
 	echo "demo: lab removed"
 }
