@@ -210,7 +210,14 @@ func printUsers(out io.Writer, us []admin.UserInfo) {
 		if roles == "" {
 			roles = "(none)"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", printable(u.Name), state, totp, printable(roles), u.Tokens, u.PasswordChanged.Local().Format("2006-01-02"))
+		// An SSO account has no password: its column says which provider
+		// signs it in, and when it last did.
+		pw := u.PasswordChanged.Local().Format("2006-01-02")
+		if u.Provider != "" {
+			totp = "-"
+			pw = "sso:" + printable(u.Provider) + ", signed in " + u.LastSignIn.Local().Format("2006-01-02")
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", printable(u.Name), state, totp, printable(roles), u.Tokens, pw)
 	}
 	w.Flush()
 }
