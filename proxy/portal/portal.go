@@ -619,14 +619,10 @@ func (s *Portal) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	ttl, ok := tokenTTL(w, req.TTL)
+	// Refused before the password is checked: a lifetime or a comment
+	// that cannot be kept costs no sign-in.
+	ttl, ok := tokenParams(w, req.TTL, req.Comment)
 	if !ok {
-		return
-	}
-	// Refused before the password is checked: a comment that cannot be
-	// kept costs no sign-in.
-	if err := auth.CheckTokenComment(req.Comment); err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
 		return
 	}
 	src := clientAddr(r)
@@ -646,13 +642,18 @@ func (s *Portal) apiIssueToken(w http.ResponseWriter, r *http.Request) {
 	s.issueToken(w, u, src, req.Scopes, ttl, req.Comment, "")
 }
 
-// tokenTTL reads a token request's ttl ("" for the default), answering
-// 400 when it is no duration up to auth.MaxTokenTTL.
-func tokenTTL(w http.ResponseWriter, v string) (time.Duration, bool) {
-	if v == "" {
+// tokenParams checks a token request's ttl ("" for the default) and
+// comment, answering 400 when the ttl is no duration up to
+// auth.MaxTokenTTL or the comment cannot be kept.
+func tokenParams(w http.ResponseWriter, ttl, comment string) (time.Duration, bool) {
+	if err := auth.CheckTokenComment(comment); err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
+		return 0, false
+	}
+	if ttl == "" {
 		return 0, true
 	}
-	d, err := time.ParseDuration(v)
+	d, err := time.ParseDuration(ttl)
 	if err != nil || d <= 0 || d > auth.MaxTokenTTL {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "ttl: a duration up to " + auth.MaxTokenTTL.String()})
 		return 0, false

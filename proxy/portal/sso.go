@@ -212,12 +212,8 @@ func (s *Portal) apiSSOToken(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	ttl, ok := tokenTTL(w, req.TTL)
+	ttl, ok := tokenParams(w, req.TTL, req.Comment)
 	if !ok {
-		return
-	}
-	if err := auth.CheckTokenComment(req.Comment); err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
 		return
 	}
 	src := clientAddr(r)
