@@ -127,6 +127,7 @@ YAML
                  instance records the killed one's sessions as abandoned within 20 s.
   Admin CLI:     $bin/bastionctl --socket $demo/a/admin.sock sessions   (or $demo/b/admin.sock)
   Native tunnel: $bin/bastionctl login --server localhost:$port --insecure --user ops   (password $ops_password)
+                 (or, as ana through Lab SSO: $bin/bastionctl login --server localhost:$port --insecure --sso)
   Audit logs:    $demo/a/audit.jsonl, $demo/b/audit.jsonl (each instance writes its own)
   Balancer:      echo 'show stat' | socat - UNIX-CONNECT:$LB_ADMIN   (HAProxy's view)
   Press Ctrl-C to stop and remove the lab.

@@ -261,6 +261,7 @@ cat <<BANNER
   Admin CLI:     export BASTION_SOCKET=$demo/admin.sock
                  sudo --preserve-env=BASTION_SOCKET $bin/bastionctl status   (and: sessions, users, policy show)
   Native tunnel: $bin/bastionctl login --server localhost:$port --insecure --user ops   (password $ops_password)
+                 (or, as ana through Lab SSO: $bin/bastionctl login --server localhost:$port --insecure --sso)
                  ssh -o ProxyCommand='$bin/bastionctl ssh-proxy vm1' $LAB_USER@vm1
                  $bin/bastionctl tunnel vm2 --port $VM2_RDP_NLA_PORT --listen 127.0.0.1:13389
                  (the demo forwards TCP only, so the tunnel falls back from QUIC to TLS by itself)
