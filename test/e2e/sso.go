@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,9 +16,11 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -203,4 +208,104 @@ func (d *Daemon) HasEvent(kind string, want map[string]string) bool {
 		}
 	}
 	return false
+}
+
+// CLIToken signs user in for bastionctl as `bastionctl login --sso
+// --no-browser` does, at the bastion's provider, and redeems the code the
+// page shows for an API token. It returns that code and the token
+// endpoint's status and body.
+func (b *SSOBrowser) CLIToken(provider, user, password string) (code string, status int, body string) {
+	b.t.Helper()
+	verifier := "a-verifier-the-test-made-up-for-this-one-sign-in"
+	sum := sha256.Sum256([]byte(verifier))
+	start := "/sso/" + provider + "?" + url.Values{"cli_port": {"0"}, "cli_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}}.Encode()
+	st, page, _ := b.Get(b.SignInAtIdP(start, user, password))
+	m := regexp.MustCompile(`<code id="code">([A-Za-z0-9_-]+)</code>`).FindStringSubmatch(page)
+	if st != http.StatusOK || m == nil {
+		b.t.Fatalf("bastionctl's sign-in page: %d\n%s", st, tail(page, 2000))
+	}
+	req, _ := json.Marshal(map[string]string{"code": m[1], "verifier": verifier, "ttl": "1h"})
+	resp, err := b.Client.Post("https://"+ServerName+"/api/sso/token", "application/json", strings.NewReader(string(req)))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return m[1], resp.StatusCode, string(data)
+}
+
+// Dex is a Dex of a test's own, beside the lab's: the lab's configuration
+// on another port, changed as the test needs.
+type Dex struct {
+	t      testing.TB
+	cmd    *exec.Cmd
+	log    bytes.Buffer
+	Issuer string
+}
+
+// StartDex starts a Dex in the client namespace on the lab IdP's addresses
+// and port, with the lab Dex's configuration (its client, users, TLS
+// certificate) changed by edit, and waits until the bastion's namespace
+// reads its discovery document. Its signing keys are its own, made at its
+// start. It is stopped when the test ends.
+func StartDex(t testing.TB, port string, edit func(config string) string) *Dex {
+	t.Helper()
+	idp := LabIdP(t)
+	data, err := os.ReadFile(filepath.Join(labDir(), "idp", "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.ReplaceAll(string(data), ":"+idp.Port, ":"+port)
+	if edit != nil {
+		cfg = edit(cfg)
+	}
+	path := filepath.Join(t.TempDir(), "dex.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := os.Getenv("LAB_DEX")
+	if bin == "" {
+		cache := os.Getenv("DEX_CACHE")
+		if cache == "" {
+			cache = "/var/cache/bastiond-test"
+		}
+		bin = filepath.Join(cache, "dex-v2.45.1", "dex")
+	}
+	d := &Dex{t: t, Issuer: strings.Replace(idp.Issuer, ":"+idp.Port, ":"+port, 1)}
+	d.cmd = exec.Command("ip", "netns", "exec", LabValue(t, "NS_CLIENT"), bin, "serve", path)
+	d.cmd.Stdout, d.cmd.Stderr = &d.log, &d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("start Dex: %v", err)
+	}
+	t.Cleanup(d.Stop)
+	c := LabHTTPClient(t, "bastion", "tcp", idp.CertPool(t))
+	for try := 0; ; try++ {
+		resp, err := c.Get(d.Issuer + "/.well-known/openid-configuration")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return d
+			}
+		}
+		if try == 100 {
+			t.Fatalf("Dex at %s did not answer: %v\n%s", d.Issuer, err, d.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Stop stops the Dex; stopping it again does nothing.
+func (d *Dex) Stop() {
+	if d.cmd.ProcessState != nil {
+		return
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { d.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		d.cmd.Process.Kill()
+		<-done
+	}
 }

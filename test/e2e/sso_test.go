@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -279,4 +280,61 @@ func TestBastionctlLoginSSO(t *testing.T) {
 		}
 		sshVM1(t, creds)
 	})
+}
+
+// TestSSOGroupLostEndsSessions: a user's live tunnel, opened with the
+// token of a sign-in through a Dex that put them in group lab-ops, ends
+// as a withdrawn right when they sign in again after the provider took
+// them out of it. The Dex is restarted between the two with new signing
+// keys (memory storage): the bastion fetches the new ones by itself.
+func TestSSOGroupLostEndsSessions(t *testing.T) {
+	idp := LabIdP(t)
+	dex := StartDex(t, "5558", nil)
+	auth := strings.NewReplacer("name: "+IdPProvider+"\n", "name: lab2\n", idp.Issuer, dex.Issuer).Replace(idp.OIDCConfig())
+	d := StartDaemonWith(t, ViaFDs, func(dir string) string {
+		return LabConfig(dir, auth+`access:
+  roles:
+    - name: sso2
+      subjects: [oidc-group:lab2/`+IdPGroup+`]
+      targets: [vm1]
+      protocols: [tunnel]
+`)
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the daemon's log ends:\n%s", tail(d.Log.String(), 6000))
+		}
+	})
+	pub6 := LabValue(t, "BASTION_PUB6")
+	_, st, body := NewSSOBrowser(t, "tcp6").CLIToken("lab2", idp.User, idp.Password)
+	var tok struct{ Token string }
+	if st != http.StatusOK || json.Unmarshal([]byte(body), &tok) != nil {
+		t.Fatalf("token: %d %s", st, body)
+	}
+	creds := filepath.Join(t.TempDir(), "credentials.json")
+	os.WriteFile(creds, []byte(`{"token":"`+tok.Token+`"}`), 0o600)
+	conn, err := Dial(t, TunnelClient(t, creds, pub6, "quic"), "vm1", 22)
+	if err != nil {
+		t.Fatalf("tunnel to vm1:22 while in group %s: %v", IdPGroup, err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	banner := make([]byte, 8)
+	if _, err := io.ReadFull(conn, banner); err != nil || string(banner) != "SSH-2.0-" {
+		t.Fatalf("vm1's banner through the tunnel: %q %v", banner, err)
+	}
+
+	dex.Stop()
+	StartDex(t, "5558", func(cfg string) string {
+		return strings.Replace(cfg, "groups: ["+IdPGroup+"]", "groups: []", 1)
+	})
+	b := NewSSOBrowser(t, "tcp4")
+	if code, page, _ := b.Get(b.SignInAtIdP("/sso/lab2", idp.User, idp.Password)); code != http.StatusOK {
+		t.Fatalf("second sign-in (new keys at the provider): %d\n%s", code, tail(page, 1500))
+	}
+	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if _, err := io.Copy(io.Discard, conn); err != nil {
+		t.Fatalf("the tunnel outlived the group that allowed it: %v", err)
+	}
+	waitEvent(t, d, "session_end", map[string]string{"user": idp.User, "reason": "access revoked"})
 }

@@ -1,15 +1,12 @@
 package security
 
 import (
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -25,37 +22,6 @@ func ssoDaemon(t *testing.T) (*e2e.Daemon, e2e.IdP) {
 	idp := e2e.LabIdP(t)
 	d := e2e.StartDaemonWith(t, e2e.ViaFDs, func(dir string) string { return e2e.SSOConfig(dir, idp, "", "") })
 	return d, idp
-}
-
-// cliToken signs user in for bastionctl as `bastionctl login --sso
-// --no-browser` does, through b (its browser), and returns the code the
-// page showed and the API token it was redeemed for (or the refusal).
-func cliToken(t *testing.T, b *e2e.SSOBrowser, user, password string) (code string, status int, body string) {
-	t.Helper()
-	verifier := "a-verifier-the-test-made-up-for-this-one-sign-in"
-	sum := sha256.Sum256([]byte(verifier))
-	start := "/sso/lab?" + url.Values{"cli_port": {"0"}, "cli_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}}.Encode()
-	st, page, _ := b.Get(b.SignInAtIdP(start, user, password))
-	m := regexp.MustCompile(`<code id="code">([A-Za-z0-9_-]+)</code>`).FindStringSubmatch(page)
-	if st != http.StatusOK || m == nil {
-		t.Fatalf("bastionctl's sign-in page: %d\n%s", st, page)
-	}
-	req, _ := json.Marshal(map[string]string{"code": m[1], "verifier": verifier, "ttl": "1h"})
-	resp, err := b.Client.Post("https://"+e2e.ServerName+"/api/sso/token", "application/json", strings.NewReader(string(req)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var data strings.Builder
-	buf := make([]byte, 4096)
-	for {
-		n, err := resp.Body.Read(buf)
-		data.WriteString(string(buf[:n]))
-		if err != nil {
-			break
-		}
-	}
-	return m[1], resp.StatusCode, data.String()
 }
 
 // TestInvariant06SSOUsersNeedARole: a user the provider signs in, whose
@@ -75,7 +41,7 @@ func TestInvariant06SSOUsersNeedARole(t *testing.T) {
 			if code, body := b.PostJSON("/api/connect", csrf, `{"target":"vm1","protocol":"ssh"}`); code == http.StatusOK {
 				t.Fatalf("portal: a user with no role got a ticket: %s", body)
 			}
-			_, st, body := cliToken(t, e2e.NewSSOBrowser(t, network), idp.NoRoleUser, idp.Password)
+			_, st, body := e2e.NewSSOBrowser(t, network).CLIToken(e2e.IdPProvider, idp.NoRoleUser, idp.Password)
 			var tok struct{ Token string }
 			if st != http.StatusOK || json.Unmarshal([]byte(body), &tok) != nil || tok.Token == "" {
 				t.Fatalf("bastionctl's token: %d %s", st, body)
@@ -126,7 +92,7 @@ func TestInvariant10SSOSecretsAreNeverKept(t *testing.T) {
 		}
 		u.RawQuery = url.Values{"code": {"forged-code-" + network}, "state": {"forged"}}.Encode()
 		b.Get(u.String())
-		code, st, body := cliToken(t, e2e.NewSSOBrowser(t, network), idp.User, idp.Password)
+		code, st, body := e2e.NewSSOBrowser(t, network).CLIToken(e2e.IdPProvider, idp.User, idp.Password)
 		if st != http.StatusOK {
 			t.Fatalf("bastionctl's token over %s: %d %s", network, st, body)
 		}
