@@ -31,7 +31,7 @@ func (d *daemon) ssoSet(cfg *config.Config) (*oidc.Set, error) {
 	if len(cfg.Auth.OIDC) == 0 {
 		return nil, nil
 	}
-	key, err := ssoFlowKey(d.state, cfg)
+	key, err := sealingKey(d.state, cfg, ssoFlowName)
 	if err != nil {
 		return nil, fmt.Errorf("auth.oidc: the key of the sign-in flows: %w", err)
 	}
@@ -90,17 +90,19 @@ func readSecret(path string) (string, error) {
 	return secret, nil
 }
 
-// The store's place for the key that seals the sign-in flows' cookies.
+// The store's place for the keys that seal what the bastion hands a
+// browser to bring back: single sign-on flows' cookies, passkey sign-ins.
 const (
-	keysBucket  = "keys"
-	ssoFlowName = "sso-flow"
+	keysBucket          = "keys"
+	ssoFlowName         = "sso-flow"
+	passkeyCeremonyName = "passkey-ceremony"
 )
 
-// ssoFlowKey is the key that seals the single sign-on flows' cookies: made
-// once and kept in the state store, so that every instance of a cluster
-// (and the next process of an upgrade) opens the cookies of the others. In
-// a cluster's database it is sealed with store.postgres.seal_key.
-func ssoFlowKey(db store.DB, cfg *config.Config) ([]byte, error) {
+// sealingKey is the key called name: made once and kept in the state store,
+// so that every instance of a cluster (and the next process of an
+// upgrade) opens what the others sealed. In a cluster's database it is
+// sealed with store.postgres.seal_key.
+func sealingKey(db store.DB, cfg *config.Config, name string) ([]byte, error) {
 	var sealer *seal.Key
 	if cfg.Store.Backend == config.StorePostgres && cfg.Store.Postgres != nil && cfg.Store.Postgres.SealKey != "" {
 		k, err := seal.Load(cfg.Store.Postgres.SealKey)
@@ -115,19 +117,19 @@ func ssoFlowKey(db store.DB, cfg *config.Config) ([]byte, error) {
 	err := db.Update(func(tx store.Tx) error {
 		key = nil
 		b := tx.Bucket(keysBucket)
-		v, err := b.Get([]byte(ssoFlowName))
+		v, err := b.Get([]byte(name))
 		if err != nil {
 			return err
 		}
 		if v == nil {
 			key = fresh
 			if sealer != nil {
-				return b.Put([]byte(ssoFlowName), sealer.Seal(ssoFlowName, fresh))
+				return b.Put([]byte(name), sealer.Seal(name, fresh))
 			}
-			return b.Put([]byte(ssoFlowName), fresh)
+			return b.Put([]byte(name), fresh)
 		}
 		if sealer != nil {
-			key, err = sealer.Open(ssoFlowName, v)
+			key, err = sealer.Open(name, v)
 			return err
 		}
 		key = append([]byte{}, v...)

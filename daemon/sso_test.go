@@ -19,7 +19,7 @@ import (
 	"github.com/bastiond/bastiond/internal/store"
 )
 
-// TestSSOFlowKey: the flow key is made once and read back by the next
+// TestSSOFlowKey: a key (here the flows') is made once and read back by the next
 // process (and every instance on the same store).
 func TestSSOFlowKey(t *testing.T) {
 	db, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
@@ -28,17 +28,21 @@ func TestSSOFlowKey(t *testing.T) {
 	}
 	defer db.Close()
 	cfg := &config.Config{Store: config.Store{Backend: config.StoreBBolt}}
-	k1, err := ssoFlowKey(db, cfg)
+	k1, err := sealingKey(db, cfg, ssoFlowName)
 	if err != nil || len(k1) != 32 {
 		t.Fatalf("%x %v", k1, err)
 	}
-	k2, err := ssoFlowKey(db, cfg)
+	k2, err := sealingKey(db, cfg, ssoFlowName)
 	if err != nil || !bytes.Equal(k1, k2) {
 		t.Fatalf("second read %x, %v; want %x", k2, err, k1)
 	}
 	db.Update(func(tx store.Tx) error { return tx.Bucket(keysBucket).Put([]byte(ssoFlowName), []byte("short")) })
-	if _, err := ssoFlowKey(db, cfg); err == nil {
+	if _, err := sealingKey(db, cfg, ssoFlowName); err == nil {
 		t.Error("a damaged key was used")
+	}
+	other, err := sealingKey(db, cfg, passkeyCeremonyName)
+	if err != nil || len(other) != 32 || bytes.Equal(other, k1) {
+		t.Errorf("the passkey ceremonies' key %x (%v) is the flows' or none", other, err)
 	}
 }
 
@@ -96,7 +100,7 @@ func TestSSOEgress(t *testing.T) {
 }
 
 // TestSSOFlowKeyCluster: instances on one PostgreSQL database share the
-// flow key (a flow begun on one is finished on the other), sealed in the
+// flow key (and the passkey sign-ins' key) (a flow begun on one is finished on the other), sealed in the
 // database with the seal key, never stored in clear; another seal key
 // cannot open it.
 func TestSSOFlowKeyCluster(t *testing.T) {
@@ -117,11 +121,11 @@ func TestSSOFlowKeyCluster(t *testing.T) {
 	}
 	cfgA, dbA := open("127.0.0.1", keyFile)
 	cfgB, dbB := open("::1", keyFile)
-	kA, err := ssoFlowKey(dbA, cfgA)
+	kA, err := sealingKey(dbA, cfgA, ssoFlowName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kB, err := ssoFlowKey(dbB, cfgB)
+	kB, err := sealingKey(dbB, cfgB, ssoFlowName)
 	if err != nil || !bytes.Equal(kA, kB) {
 		t.Fatalf("instance B's key %x (%v), A's %x", kB, err, kA)
 	}
@@ -131,8 +135,17 @@ func TestSSOFlowKeyCluster(t *testing.T) {
 	}
 	other := filepath.Join(t.TempDir(), "other.key")
 	os.WriteFile(other, []byte(seal.Generate()), 0o600)
-	cfgC, dbC := open("127.0.0.1", other)
-	if _, err := ssoFlowKey(dbC, cfgC); err == nil {
-		t.Error("an instance with another seal key opened the flow key")
+	// Its accounts do not even open: the key of passkey sign-ins is sealed
+	// too.
+	cfgC := pgStoreConfig(t, s.DSN("127.0.0.1", name), s.CAFile)
+	cfgC.Store.Postgres.SealKey = other
+	if db, _, err := openState(cfgC, zap.NewNop(), sink); err == nil || !strings.Contains(err.Error(), "sealed with another key") {
+		if db != nil {
+			db.Close()
+		}
+		t.Errorf("an instance with another seal key: %v", err)
+	}
+	if _, err := sealingKey(dbA, cfgC, ssoFlowName); err == nil {
+		t.Error("another seal key opened the flow key")
 	}
 }

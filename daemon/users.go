@@ -28,10 +28,17 @@ func openState(cfg *config.Config, log *zap.Logger, trail audit.Sink) (stateStor
 		db.Close()
 		return nil, nil, err
 	}
+	// The passkey sign-ins one instance begins, another may finish.
+	ceremonies, err := sealingKey(db, cfg, passkeyCeremonyName)
+	if err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("the key of passkey sign-ins: %w", err)
+	}
 	// In a cluster the instances count failed sign-ins together; a single
 	// host counts them in memory.
 	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: store, Logger: log.Named("auth"), Audit: trail,
-		Throttle: auth.ThrottleConfig{MaxEntries: cfg.Limits.SigninThrottleEntries}, SharedThrottle: clustered(db)})
+		Throttle: auth.ThrottleConfig{MaxEntries: cfg.Limits.SigninThrottleEntries}, SharedThrottle: clustered(db),
+		CeremonyKey: ceremonies})
 	if err != nil {
 		db.Close()
 		return nil, nil, err

@@ -1,6 +1,9 @@
 package auth
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +53,11 @@ type AuthenticatorConfig struct {
 	// Audit receives the sign-in events (succeeded, failed, throttled,
 	// refused, account locked). Default audit.Discard.
 	Audit audit.Sink
+	// CeremonyKey (32 bytes) seals the passkey sign-ins a stranger may
+	// begin, which are kept in the browser rather than in the store (so
+	// that beginning them writes nothing): the same on every instance of a
+	// cluster. Default: a key of this process's own.
+	CeremonyKey []byte
 	// MaxHashing bounds concurrent password hashes (each takes about
 	// 19 MiB for its duration). Default 2 per CPU.
 	MaxHashing int
@@ -73,6 +81,8 @@ type Authenticator struct {
 	outcomes *prometheus.CounterVec
 	lockouts atomic.Uint64
 
+	// sealer seals the ceremonies of passkey sign-ins (CeremonyKey).
+	sealer  cipher.AEAD
 	sweepMu sync.Mutex // guards swept: the last sweep of passkey ceremonies
 	swept   time.Time
 }
@@ -97,7 +107,21 @@ func NewAuthenticator(cfg AuthenticatorConfig) (*Authenticator, error) {
 	if cfg.SharedThrottle {
 		th = newSharedThrottle(cfg.Store.db, tcfg)
 	}
+	key := cfg.CeremonyKey
+	if key == nil {
+		key = make([]byte, 32)
+		rand.Read(key)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("auth: CeremonyKey: %w", err)
+	}
+	sealer, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
 	return &Authenticator{
+		sealer:    sealer,
 		store:     cfg.Store,
 		log:       cfg.Logger,
 		audit:     cfg.Audit,

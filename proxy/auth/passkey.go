@@ -203,21 +203,38 @@ func ceremonyKey(id string) []byte {
 
 func handleKey(h []byte) []byte { return append([]byte{'h'}, h...) }
 
-// begin stores c under a new ID and returns the challenge.
+// sealedPrefix marks the ID of a ceremony kept in the browser: the
+// ceremony itself, sealed.
+const sealedPrefix = "s."
+
+// maxCeremonyID bounds a ceremony's ID as a request brings it.
+const maxCeremonyID = 4096
+
+// begin stores c under a new ID and returns the challenge. A passkey
+// sign-in (kindSignIn), which anyone with the sign-in form may begin, is
+// not stored: its ID is the ceremony, sealed (CeremonyKey), so that a
+// stranger beginning them by the thousand writes nothing; taking it
+// records its use (take).
 func (a *Authenticator) begin(c ceremony, options any) (Challenge, error) {
 	opts, err := json.Marshal(options)
 	if err != nil {
 		return Challenge{}, fmt.Errorf("auth: passkey options: %w", err)
 	}
-	var b [32]byte
-	rand.Read(b[:])
-	id := base64.RawURLEncoding.EncodeToString(b[:])
 	now := a.now()
 	c.Expires = now.Add(CeremonyTTL)
 	v, err := json.Marshal(c)
 	if err != nil {
 		return Challenge{}, fmt.Errorf("auth: passkey ceremony: %w", err)
 	}
+	if c.Kind == kindSignIn {
+		nonce := make([]byte, a.sealer.NonceSize())
+		rand.Read(nonce)
+		sealed := a.sealer.Seal(nonce, nonce, v, []byte(bucketWebAuthn))
+		return Challenge{ID: sealedPrefix + base64.RawURLEncoding.EncodeToString(sealed), Options: opts}, nil
+	}
+	var b [32]byte
+	rand.Read(b[:])
+	id := base64.RawURLEncoding.EncodeToString(b[:])
 	err = a.store.db.Update(func(tx store.Tx) error { return tx.Bucket(bucketWebAuthn).Put(ceremonyKey(id), v) })
 	if err != nil {
 		return Challenge{}, fmt.Errorf("auth: store a passkey ceremony: %w", err)
@@ -232,6 +249,9 @@ var errCeremony = errors.New("auth: no such passkey ceremony: it expired or was 
 
 // take takes the ceremony id: it is gone afterwards, whatever the outcome.
 func (a *Authenticator) take(id, binding string, kinds ...string) (ceremony, error) {
+	if rest, ok := strings.CutPrefix(id, sealedPrefix); ok && len(id) <= maxCeremonyID {
+		return a.takeSealed(rest, binding, kinds)
+	}
 	if id == "" || len(id) > 64 {
 		return ceremony{}, errCeremony
 	}
@@ -247,6 +267,47 @@ func (a *Authenticator) take(id, binding string, kinds ...string) (ceremony, err
 		return ceremony{}, fmt.Errorf("auth: stored passkey ceremony: %w", err)
 	}
 	if !slices.Contains(kinds, c.Kind) || !bytes.Equal(c.Binding, hashBinding(binding)) || !a.now().Before(c.Expires) {
+		return ceremony{}, errCeremony
+	}
+	return c, nil
+}
+
+// takeSealed opens a ceremony kept in the browser and records its use
+// until it expires ('u' + SHA-256 of the sealed bytes -> expiry), so that
+// it is taken once, on any instance, as a stored one is.
+func (a *Authenticator) takeSealed(sealed, binding string, kinds []string) (ceremony, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(sealed)
+	n := a.sealer.NonceSize()
+	if err != nil || len(raw) < n+a.sealer.Overhead() {
+		return ceremony{}, errCeremony
+	}
+	v, err := a.sealer.Open(nil, raw[:n], raw[n:], []byte(bucketWebAuthn))
+	if err != nil {
+		return ceremony{}, errCeremony
+	}
+	var c ceremony
+	if err := json.Unmarshal(v, &c); err != nil {
+		return ceremony{}, errCeremony
+	}
+	if !slices.Contains(kinds, c.Kind) || !bytes.Equal(c.Binding, hashBinding(binding)) || !a.now().Before(c.Expires) {
+		return ceremony{}, errCeremony
+	}
+	sum := sha256.Sum256(raw)
+	key := append([]byte{'u'}, sum[:]...)
+	until, _ := c.Expires.MarshalText()
+	used := false
+	err = a.store.db.Update(func(tx store.Tx) error {
+		b := tx.Bucket(bucketWebAuthn)
+		old, err := b.Get(key)
+		if used = old != nil; used || err != nil {
+			return err
+		}
+		return b.Put(key, until)
+	})
+	if err != nil {
+		return ceremony{}, fmt.Errorf("auth: record a passkey ceremony's use: %w", err)
+	}
+	if used {
 		return ceremony{}, errCeremony
 	}
 	return c, nil
@@ -278,14 +339,21 @@ func (a *Authenticator) sweepCeremonies(now time.Time) {
 		if err != nil {
 			return err
 		}
-		// The fresh proofs of web sessions (MarkFresh) too.
-		return b.ForEach([]byte{'f'}, func(k, v []byte) error {
-			var until time.Time
-			if until.UnmarshalText(v) != nil || !now.Before(until) {
-				old = append(old, bytes.Clone(k))
+		// The fresh proofs of web sessions (MarkFresh), and the uses of
+		// ceremonies kept in browsers (takeSealed), too.
+		for _, prefix := range []byte{'f', 'u'} {
+			err := b.ForEach([]byte{prefix}, func(k, v []byte) error {
+				var until time.Time
+				if until.UnmarshalText(v) != nil || !now.Before(until) {
+					old = append(old, bytes.Clone(k))
+				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
-			return nil
-		})
+		}
+		return nil
 	})
 	for _, k := range old {
 		if err == nil {

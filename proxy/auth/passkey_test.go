@@ -3,9 +3,12 @@ package auth
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -421,13 +424,16 @@ func TestPasskeyCeremonyAcrossInstances(t *testing.T) {
 			db1, db2 := cl.Open(t)
 			var as []*Authenticator
 			var sinks []*capture
+			// The instances share the key that seals passkey sign-ins.
+			key := make([]byte, 32)
+			rand.Read(key)
 			for i, db := range [](func() (*Store, *clock)){
 				func() (*Store, *clock) { return newTestStoreOn(t, db1, cheap) },
 				func() (*Store, *clock) { return newTestStoreOn(t, db2, cheap) },
 			} {
 				s, _ := db()
 				sink := &capture{}
-				a, err := NewAuthenticator(AuthenticatorConfig{Store: s, Logger: zap.NewNop(), Audit: sink, SharedThrottle: true})
+				a, err := NewAuthenticator(AuthenticatorConfig{Store: s, Logger: zap.NewNop(), Audit: sink, SharedThrottle: true, CeremonyKey: key})
 				if err != nil {
 					t.Fatal(i, err)
 				}
@@ -450,8 +456,29 @@ func TestPasskeyCeremonyAcrossInstances(t *testing.T) {
 	}
 }
 
+// TestCeremonyStoredWithoutItsID: a ceremony a signed-in user begins is
+// stored without its ID; a passkey sign-in, which a stranger may begin at
+// will, is not stored at all (its ID is the ceremony, sealed), nor does
+// beginning a thousand of them write anything.
 func TestCeremonyStoredWithoutItsID(t *testing.T) {
-	a, _, _ := newAuditedAuthenticator(t)
+	a, _, sink := newAuditedAuthenticator(t)
+	registered(t, a, sink, testSrcs[0])
+	countStored := func() int {
+		n := 0
+		a.store.db.View(func(tx store.Tx) error {
+			return tx.Bucket(bucketWebAuthn).ForEach([]byte{'c'}, func(_, _ []byte) error { n++; return nil })
+		})
+		return n
+	}
+	before := countStored()
+	for i := range 1000 {
+		if _, err := a.BeginPasskeySignIn(testRP, fmt.Sprintf("form-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := countStored(); n != before {
+		t.Fatalf("1000 passkey sign-ins begun stored %d ceremonies", n-before)
+	}
 	ch, err := a.BeginPasskeySignIn(testRP, "form-1")
 	if err != nil {
 		t.Fatal(err)
@@ -465,11 +492,18 @@ func TestCeremonyStoredWithoutItsID(t *testing.T) {
 	if err := json.Unmarshal(ch.Options, &opts); err != nil || opts.PublicKey.UserVerification != "required" || opts.PublicKey.RPID != testRP.ID {
 		t.Fatalf("options %s: %v", ch.Options, err)
 	}
-	v, err := storeGet(a, ceremonyKey(ch.ID))
-	if err != nil || v == nil {
-		t.Fatalf("ceremony not stored: %v", err)
+	if !strings.HasPrefix(ch.ID, sealedPrefix) || strings.Contains(ch.ID, "form-1") {
+		t.Fatalf("a passkey sign-in's ID %q is not its ceremony, sealed", ch.ID)
 	}
-	if containsBytes(v, []byte(ch.ID)) {
+	proof, err := a.BeginPasskeyProof(testRP, "alice", "session-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := storeGet(a, ceremonyKey(proof.ID))
+	if err != nil || v == nil {
+		t.Fatalf("proof ceremony not stored: %v", err)
+	}
+	if containsBytes(v, []byte(proof.ID)) {
 		t.Fatal("the stored ceremony holds its ID")
 	}
 }
