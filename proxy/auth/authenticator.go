@@ -1,10 +1,10 @@
 package auth
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
