@@ -58,22 +58,8 @@ func (s *Set) IssueCLICode(user, provider string, cli CLI) (string, error) {
 	now := uint64(s.cfg.Now().Unix())
 	err = s.cfg.DB.Update(func(tx store.Tx) error {
 		b := tx.Bucket(CLIBucket)
-		var old [][]byte
-		stop := errors.New("stop")
-		err := b.ForEach(nil, func(k, _ []byte) error {
-			if len(k) < 8 || binary.BigEndian.Uint64(k) >= now || len(old) == 256 {
-				return stop
-			}
-			old = append(old, append([]byte{}, k...))
-			return nil
-		})
-		if err != nil && err != stop {
+		if err := sweepExpired(b, now); err != nil {
 			return err
-		}
-		for _, k := range old {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
 		}
 		return b.Put(key, v)
 	})

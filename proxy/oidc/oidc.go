@@ -536,28 +536,36 @@ func (s *Set) consume(f Flow) (fresh bool, err error) {
 		if err != nil || v != nil {
 			return err
 		}
-		// Keys begin with their expiry: the expired ones come first.
-		var old [][]byte
-		stop := errors.New("stop")
-		err = b.ForEach(nil, func(k, _ []byte) error {
-			if len(k) < 8 || binary.BigEndian.Uint64(k) >= now || len(old) == 256 {
-				return stop
-			}
-			old = append(old, slices.Clone(k))
-			return nil
-		})
-		if err != nil && err != stop {
+		if err := sweepExpired(b, now); err != nil {
 			return err
-		}
-		for _, k := range old {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
 		}
 		fresh = true
 		return b.Put(key, []byte{1})
 	})
 	return fresh, err
+}
+
+// sweepExpired deletes up to 256 keys of b that begin with an expiry (8
+// bytes, big-endian Unix seconds) before now: the first ones, in key order.
+func sweepExpired(b store.Bucket, now uint64) error {
+	var old [][]byte
+	stop := errors.New("stop")
+	err := b.ForEach(nil, func(k, _ []byte) error {
+		if len(k) < 8 || binary.BigEndian.Uint64(k) >= now || len(old) == 256 {
+			return stop
+		}
+		old = append(old, slices.Clone(k))
+		return nil
+	})
+	if err != nil && err != stop {
+		return err
+	}
+	for _, k := range old {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // EndSessionURL is where to send a browser that signs out of a session

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bastiond/bastiond/internal/statedb"
+	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/proxy/oidc/oidctest"
 )
 
@@ -286,5 +288,32 @@ func TestGroupsClaim(t *testing.T) {
 		if got := strings.Join(groups(tc.in), ","); got != tc.want {
 			t.Errorf("groups(%v) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestSweepExpired: the keys whose expiry (their first 8 bytes) has
+// passed go, the others stay.
+func TestSweepExpired(t *testing.T) {
+	db, err := statedb.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	key := func(exp uint64, tag byte) []byte { return append(binary.BigEndian.AppendUint64(nil, exp), tag) }
+	db.Update(func(tx store.Tx) error {
+		for i, exp := range []uint64{100, 200, 300, 400} {
+			tx.Bucket(Bucket).Put(key(exp, byte(i)), []byte{1})
+		}
+		return nil
+	})
+	if err := db.Update(func(tx store.Tx) error { return sweepExpired(tx.Bucket(Bucket), 250) }); err != nil {
+		t.Fatal(err)
+	}
+	var left []uint64
+	db.View(func(tx store.Tx) error {
+		return tx.Bucket(Bucket).ForEach(nil, func(k, _ []byte) error { left = append(left, binary.BigEndian.Uint64(k)); return nil })
+	})
+	if len(left) != 2 || left[0] != 300 || left[1] != 400 {
+		t.Fatalf("left %v, want [300 400]", left)
 	}
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
@@ -11,7 +10,6 @@ import (
 	"fmt"
 	"html"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -55,36 +53,19 @@ type SSOBrowser struct {
 func NewSSOBrowser(t testing.TB, network string) *SSOBrowser {
 	t.Helper()
 	NeedLab(t)
-	ns := LabValue(t, "NS_CLIENT")
-	hosts := filepath.Join("/etc/netns", ns, "hosts")
-	dial := func(ctx context.Context, _, addr string) (net.Conn, error) {
-		name, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
+	c := LabHTTPClient(t, "client", network, nil)
+	c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	c.Timeout = 20 * time.Second
+	c.Jar, _ = cookiejar.New(nil)
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
 		}
-		ips, err := lookupHostsFile(hosts, name, network)
-		if err != nil {
-			return nil, err
+		if req.URL.Path == SSOCallbackPath {
+			return http.ErrUseLastResponse
 		}
-		var c net.Conn
-		err = InNetns(ns, func() (err error) {
-			c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, net.JoinHostPort(ips[0].String(), port))
-			return err
-		})
-		return c, err
+		return nil
 	}
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Timeout: 20 * time.Second,
-		Transport: &http.Transport{DialContext: dial, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true},
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= 10 {
-				return errors.New("stopped after 10 redirects")
-			}
-			if req.URL.Path == SSOCallbackPath {
-				return http.ErrUseLastResponse
-			}
-			return nil
-		}}
 	return &SSOBrowser{t: t, Client: c}
 }
 
