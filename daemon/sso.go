@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/bastiond/bastiond/daemon/config"
 	"github.com/bastiond/bastiond/internal/seal"
+	"github.com/bastiond/bastiond/internal/secret"
 	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/proxy/oidc"
 )
@@ -61,33 +61,18 @@ func (d *daemon) ssoSet(cfg *config.Config) (*oidc.Set, error) {
 		Key: key, DB: d.state, Logger: d.log.Named("sso")})
 }
 
-// readSecret reads a secret from a file only its owner may read, or from
-// the systemd credential NAME given as credential:NAME.
+// readSecret reads a secret (internal/secret), without the white space
+// around it.
 func readSecret(path string) (string, error) {
-	if name, ok := strings.CutPrefix(path, "credential:"); ok {
-		dir := os.Getenv("CREDENTIALS_DIRECTORY")
-		if dir == "" {
-			return "", fmt.Errorf("%s: no systemd credentials here ($CREDENTIALS_DIRECTORY is not set: give the unit LoadCredential=%s:/path/to/secret)", path, name)
-		}
-		path = filepath.Join(dir, name)
-	} else {
-		fi, err := os.Stat(path)
-		if err != nil {
-			return "", err
-		}
-		if fi.Mode().Perm()&0o077 != 0 {
-			return "", fmt.Errorf("%s has mode %s: a secret must be readable by its owner only (chmod 600)", path, fi.Mode().Perm())
-		}
-	}
-	data, err := os.ReadFile(path)
+	data, err := secret.Read(path)
 	if err != nil {
 		return "", err
 	}
-	secret := strings.TrimSpace(string(data))
-	if secret == "" {
+	v := strings.TrimSpace(string(data))
+	if v == "" {
 		return "", fmt.Errorf("%s is empty", path)
 	}
-	return secret, nil
+	return v, nil
 }
 
 // The store's place for the keys that seal what the bastion hands a

@@ -15,9 +15,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/bastiond/bastiond/internal/secret"
 )
 
 // KeySize is the length of a sealing key, in bytes.
@@ -65,23 +65,7 @@ func Generate() string {
 // NAME ($CREDENTIALS_DIRECTORY/NAME, from LoadCredential= or
 // LoadCredentialEncrypted= in the unit).
 func Load(path string) (*Key, error) {
-	if name, ok := strings.CutPrefix(path, "credential:"); ok {
-		dir := os.Getenv("CREDENTIALS_DIRECTORY")
-		if dir == "" {
-			return nil, fmt.Errorf("seal: %s: no systemd credentials here ($CREDENTIALS_DIRECTORY is not set: "+
-				"give the unit LoadCredential=%s:/path/to/key)", path, name)
-		}
-		path = filepath.Join(dir, name)
-	} else {
-		fi, err := os.Stat(path)
-		if err != nil {
-			return nil, fmt.Errorf("seal: %w", err)
-		}
-		if fi.Mode().Perm()&0o077 != 0 {
-			return nil, fmt.Errorf("seal: %s has mode %s: a sealing key must be readable by its owner only (chmod 600)", path, fi.Mode().Perm())
-		}
-	}
-	data, err := os.ReadFile(path)
+	data, err := secret.Read(path)
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
