@@ -724,7 +724,10 @@ func (d *daemon) proxyConfig(cfg *config.Config, sso *oidc.Set) proxy.Config {
 		Shared:            sharedState(d.state),
 		Broker:            d.broker,
 		SSO:               sso,
-		AccessChanged:     func(why string) { d.revoke(why) },
+		// In the background: the sign-in that took a group away
+		// does not wait for the sessions it ends, here and on the
+		// other instances.
+		AccessChanged: func(why string) { go d.revoke(why) },
 		SSH: proxy.SSHConfig{
 			HostKeys: d.hostKeys.Verifier,
 			Sign: func(login, keyID string) (ssh.Signer, error) {
