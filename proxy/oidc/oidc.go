@@ -414,6 +414,11 @@ func (s *Set) Finish(ctx context.Context, cookie string, ans Answer) (Identity, 
 			return refuse(ReasonCodeRefused, p.cfg.Title+" refused this sign-in's code (used already, or expired). Please start again.",
 				"the token endpoint answered "+printable(re.ErrorCode, 64)+" (HTTP "+fmt.Sprint(re.Response.StatusCode)+")", nil)
 		}
+		if re != nil && re.Response != nil {
+			// The status only: a failing endpoint's body is the
+			// provider's words, which are no business of the log.
+			err = fmt.Errorf("HTTP %d", re.Response.StatusCode)
+		}
 		return Identity{}, f, &Error{Provider: p.cfg.Name, Reason: ReasonUnreachable, Err: err,
 			Message: p.cfg.Title + " cannot be reached just now. Please try again in a moment.",
 			Detail:  "the token endpoint could not be reached or failed"}

@@ -230,8 +230,9 @@ func TestUnreachable(t *testing.T) {
 	}
 	// Down between the start and the answer: the token endpoint fails.
 	p.Set(func(p *oidctest.IdP) { p.Down = true })
-	if _, _, err := s.Finish(context.Background(), cookie, answer(t, p, authURL)); reason(err) != ReasonUnreachable {
-		t.Fatalf("down at the answer: %v", err)
+	if _, _, err := s.Finish(context.Background(), cookie, answer(t, p, authURL)); reason(err) != ReasonUnreachable ||
+		strings.Contains(err.Error(), "down") || !strings.Contains(err.Error(), "HTTP 503") {
+		t.Fatalf("down at the answer: %v (the status, not the provider's body)", err)
 	}
 	if _, _, err := s.Begin(context.Background(), "nowhere", nil, ""); reason(err) != ReasonUnknownProvider {
 		t.Fatalf("unknown provider: %v", err)
