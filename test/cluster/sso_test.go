@@ -48,6 +48,16 @@ store:
 	})
 	waitStates(t, map[string]string{"a": "UP", "b": "UP"}, 20*time.Second)
 	count := func(d *e2e.Daemon, msg string) int { return strings.Count(d.Log.String(), `"msg":"`+msg+`"`) }
+	// logged waits for d to have logged msg n times: its log reaches the
+	// test through a pipe, after the answer that follows the line.
+	logged := func(d *e2e.Daemon, msg string, n int) bool {
+		for deadline := time.Now().Add(5 * time.Second); count(d, msg) < n; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				return false
+			}
+		}
+		return true
+	}
 	only := func(on, off string) {
 		haproxy(t, "set server instances/"+on+" state ready")
 		haproxy(t, "set server instances/"+off+" state drain")
@@ -64,7 +74,7 @@ store:
 			br := e2e.NewSSOBrowser(t, network)
 			begun := count(first, "single sign-on begun")
 			back := br.SignInAtIdP("/sso/"+e2e.IdPProvider, idp.User, idp.Password)
-			if count(first, "single sign-on begun") != begun+1 {
+			if !logged(first, "single sign-on begun", begun+1) {
 				t.Fatalf("the sign-in did not begin on instance %s", firstName)
 			}
 			flow := br.Cookie("__Host-bastion-sso")
@@ -73,7 +83,7 @@ store:
 			if code, page, _ := br.Get(back); code != http.StatusOK {
 				t.Fatalf("the answer on instance %s: %d\n%s", secondName, code, page)
 			}
-			if count(second, "signed in through single sign-on") != done+1 {
+			if !logged(second, "signed in through single sign-on", done+1) {
 				t.Fatalf("the answer was not taken by instance %s", secondName)
 			}
 			if code, page, _ := br.Get("https://" + e2e.ServerName + "/"); code != http.StatusOK || !strings.Contains(page, idp.User) || !strings.Contains(page, "vm1") {

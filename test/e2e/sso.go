@@ -174,6 +174,19 @@ func (d *Daemon) AuditEvents(kind string) []map[string]any {
 	return out
 }
 
+// WaitEvent waits a few seconds for an audit event of d with the fields of
+// want, and fails the test without one.
+func WaitEvent(t testing.TB, d *Daemon, kind string, want map[string]string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !d.HasEvent(kind, want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s event with %v in the audit trail", kind, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // HasEvent reports whether one of d's audit events of type kind has every
 // field of want as a string.
 func (d *Daemon) HasEvent(kind string, want map[string]string) bool {
