@@ -25,16 +25,19 @@ type capture = audit.Capture
 func audited(t *testing.T, s *Server) *capture {
 	t.Helper()
 	sink := &capture{}
+	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: s.auth.Store(), Logger: zap.NewNop(), Audit: sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Swapped before the configuration is: a server goroutine loads the
+	// configuration (atomically) before it reads s.auth, so it reads the
+	// new authenticator (and the race detector sees why).
+	s.auth = a
 	c := *s.cfg.Load()
 	c.Audit = sink
 	if err := s.SetConfig(c); err != nil {
 		t.Fatal(err)
 	}
-	a, err := auth.NewAuthenticator(auth.AuthenticatorConfig{Store: s.auth.Store(), Logger: zap.NewNop(), Audit: sink})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.auth = a
 	return sink
 }
 
