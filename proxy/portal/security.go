@@ -124,6 +124,17 @@ func (s *Portal) refuseStale(c caller, r *http.Request) {
 		Detail: "a second factor change without a fresh proof (the password or a passkey within the last minutes)"})
 }
 
+// freshJSON reports whether c proved itself lately; if not, it refuses
+// the Security page script's request (refuseStale) and answers 403.
+func (s *Portal) freshJSON(w http.ResponseWriter, r *http.Request, c caller) bool {
+	if s.fresh(c) {
+		return true
+	}
+	s.refuseStale(c, r)
+	writeJSON(w, http.StatusForbidden, apiError{Error: "confirm it is you first: give your password or use a passkey"})
+	return false
+}
+
 // proveForm is POST /security/proof: the password again.
 func (s *Portal) proveForm(w http.ResponseWriter, r *http.Request) {
 	c, ok := s.securityForm(w, r, false)
@@ -180,9 +191,7 @@ func (s *Portal) passkeyBegin(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/security/proof/") {
 		ch, err = s.auth.BeginPasskeyProof(s.rp(r), c.user.Name, c.session.ID)
 	} else {
-		if !s.fresh(c) {
-			s.refuseStale(c, r)
-			writeJSON(w, http.StatusForbidden, apiError{Error: "confirm it is you first: give your password or use a passkey"})
+		if !s.freshJSON(w, r, c) {
 			return
 		}
 		ch, err = s.auth.BeginPasskeyRegistration(s.rp(r), c.user.Name, c.session.ID)
@@ -205,9 +214,7 @@ func (s *Portal) passkeyRegister(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	if !s.fresh(c) {
-		s.refuseStale(c, r)
-		writeJSON(w, http.StatusForbidden, apiError{Error: "confirm it is you first: give your password or use a passkey"})
+	if !s.freshJSON(w, r, c) {
 		return
 	}
 	p, err := s.auth.FinishPasskeyRegistration(s.rp(r), req.Ceremony, c.session.ID, c.user.Name, req.Name, req.Credential, clientAddr(r))
