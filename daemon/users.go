@@ -59,7 +59,7 @@ func accessPolicy(cfg *config.Config) *access.Policy {
 	roles := make([]access.Role, len(cfg.Access.Roles))
 	for i, r := range cfg.Access.Roles {
 		roles[i] = access.Role{Name: r.Name, Subjects: r.Subjects, Targets: r.Targets, Protocols: r.Protocols, Logins: r.Logins,
-			Bastions: r.Bastions, DisableClipboard: r.DisableClipboard, Record: r.Record, Auditor: r.Auditor}
+			Bastions: r.Bastions, DisableClipboard: r.DisableClipboard, DisableFileTransfer: r.DisableFileTransfer, Record: r.Record, Auditor: r.Auditor}
 	}
 	return access.New(cfg.Listen.ServerName, targets, cfg.Access.Groups, roles)
 }

@@ -419,6 +419,11 @@ type Role struct {
 	Bastions []string `yaml:"bastions"`
 	// DisableClipboard turns off copy and paste in browser sessions.
 	DisableClipboard bool `yaml:"disable_clipboard"`
+	// DisableFileTransfer stops files both ways in browser sessions: the
+	// SSH terminal's file panel, and files copied through an RDP
+	// desktop's clipboard (the gateway drops format lists that carry
+	// files). Text copy and paste is disable_clipboard's.
+	DisableFileTransfer bool `yaml:"disable_file_transfer"`
 	// Record makes browser sessions of this role be recorded.
 	Record bool `yaml:"record"`
 	// Auditor lets the role's members list and play back session

@@ -61,9 +61,10 @@ type Role struct {
 	Logins []string
 	// Bastions are the server names of the bastions the role applies on;
 	// empty: every bastion that loads this configuration.
-	Bastions         []string
-	DisableClipboard bool
-	Record           bool
+	Bastions            []string
+	DisableClipboard    bool
+	DisableFileTransfer bool
+	Record              bool
 	// Auditor lets members list and play back session recordings.
 	Auditor bool
 }
@@ -146,6 +147,9 @@ type Decision struct {
 	// DisableClipboard is true if any allowing role disables the
 	// clipboard: the stricter setting wins.
 	DisableClipboard bool
+	// DisableFileTransfer is true if any allowing role disables file
+	// transfer: the stricter setting wins.
+	DisableFileTransfer bool
 }
 
 // Target returns the inventory target called name.
@@ -178,6 +182,7 @@ func (p *Policy) Check(r Request) Decision {
 			d.RecordedBy = append(d.RecordedBy, role.Name)
 		}
 		d.DisableClipboard = d.DisableClipboard || role.DisableClipboard
+		d.DisableFileTransfer = d.DisableFileTransfer || role.DisableFileTransfer
 	}
 	if d.Allowed && r.Protocol == Tunnel {
 		// A tunnel to the SSH or RDP port carries that protocol: if a role

@@ -93,9 +93,10 @@ func TestStricterSettingsWin(t *testing.T) {
 	p := New("b", []Target{{Name: "w", RDP: 3389}}, nil, []Role{
 		{Name: "a", Subjects: []string{"user:u"}, Targets: []string{"*"}, Protocols: []string{RDP}, DisableClipboard: true},
 		{Name: "b", Subjects: []string{"user:u"}, Targets: []string{"*"}, Protocols: []string{RDP}, Record: true},
+		{Name: "c", Subjects: []string{"user:u"}, Targets: []string{"*"}, Protocols: []string{RDP}, DisableFileTransfer: true},
 	})
 	d := p.Check(Request{User: "u", Target: "w", Protocol: RDP})
-	if !d.Allowed || !d.Record || !d.DisableClipboard {
+	if !d.Allowed || !d.Record || !d.DisableClipboard || !d.DisableFileTransfer {
 		t.Fatalf("%+v", d)
 	}
 }
