@@ -76,11 +76,12 @@ ifeq ($(UID),0)
 	@$(MAKE) --no-print-directory web
 	@# The lab tiers take turns on the one lab (flock): a package's clock runs
 	@# while it waits for the one before it, hence the long timeout.
-	$(GO) test -race -timeout 50m -count=1 ./...
+	@# test/testtimes prints what go test would, then the slowest tests.
+	set -o pipefail; $(GO) test -race -timeout 50m -count=1 -json ./... | $(GO) run ./test/testtimes
 else
 	@echo "make test: not root, so the root tier (network-namespace lab: real sshd, FreeRDP, nftables) is SKIPPED; run 'sudo make test' for it"
 	@$(MAKE) --no-print-directory web
-	$(GO) test -race -timeout 30m -count=1 ./...
+	set -o pipefail; $(GO) test -race -timeout 30m -count=1 -json ./... | $(GO) run ./test/testtimes
 endif
 
 .PHONY: lint

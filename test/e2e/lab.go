@@ -21,6 +21,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 
@@ -81,12 +82,17 @@ func runLab(m *testing.M, upArgs ...string) int {
 		fmt.Fprintf(os.Stderr, "e2e: build: %v\n%s", err, out)
 		return 1
 	}
+	asked := time.Now()
 	unlock, err := lockLab()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
 	defer unlock()
+	// `make test` sums these up (test/testtimes): the tiers take turns.
+	held := time.Now()
+	fmt.Printf("lab: waited %s for the lab\n", held.Sub(asked).Round(time.Second))
+	defer func() { fmt.Printf("lab: held the lab %s\n", time.Since(held).Round(time.Second)) }()
 	if out, err := labCmd(append([]string{"up"}, upArgs...)...); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: lab up: %v\n%s", err, out)
 		labCmd("down")
@@ -95,6 +101,7 @@ func runLab(m *testing.M, upArgs ...string) int {
 	if os.Getenv("BASTIOND_KEEP_LAB") == "" {
 		defer labCmd("down")
 	}
+	fmt.Printf("lab: up in %s\n", time.Since(held).Round(time.Second))
 	lab, err = readEnv(filepath.Join(labDir(), "lab.env"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
