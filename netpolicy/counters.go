@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"sort"
 	"time"
-
-	"github.com/google/nftables"
 )
 
 // Traffic is what a counter saw.
@@ -120,37 +118,31 @@ func (k *Kernel) carriedCounters(next Ruleset) map[string]TargetCounters {
 // counting sets, by target.
 func (k *Kernel) readCounters() (map[string]*TargetCounters, error) {
 	byName := map[string]*TargetCounters{}
-	entry := func(name string) *TargetCounters {
-		c, ok := byName[name]
-		if !ok {
-			c = &TargetCounters{Target: name}
-			byName[name] = c
-		}
-		return c
-	}
 	for _, t := range k.applied.Tables {
-		nt := &nftables.Table{Family: tableFamily(t.Family), Name: t.Name}
+		for _, s := range t.Sets {
+			if _, ok := counterSets[s.Name]; ok && s.Counter {
+				for _, e := range s.Elements {
+					if byName[e.Comment] == nil { // every target shows, counted or not
+						byName[e.Comment] = &TargetCounters{Target: e.Comment}
+					}
+				}
+			}
+		}
+	}
+	buf := make([]byte, dumpBuffer)
+	for _, t := range k.applied.Tables {
 		for _, s := range t.Sets {
 			field, ok := counterSets[s.Name]
 			if !ok || !s.Counter {
 				continue
 			}
-			for _, e := range s.Elements {
-				entry(e.Comment) // every target shows, counted or not
-			}
-			cur, err := k.conn.GetSetByName(nt, s.Name)
-			if err != nil {
-				return nil, fmt.Errorf("netpolicy: set %s of %s: %w", s.Name, tableKey(t), err)
-			}
-			elems, err := k.conn.GetSetElements(cur)
-			if err != nil {
-				return nil, fmt.Errorf("netpolicy: read set %s: %w", s.Name, err)
-			}
-			for _, e := range elems {
-				if e.Counter == nil || e.Comment == "" {
-					continue
+			err := k.gen.dumpSetCounters(buf, tableFamily(t.Family), t.Name, s.Name, func(comment []byte, packets, bytes uint64) {
+				if c := byName[string(comment)]; c != nil { // no allocation: a lookup by bytes
+					field(c).add(packets, bytes)
 				}
-				field(entry(e.Comment)).add(e.Counter.Packets, e.Counter.Bytes)
+			})
+			if err != nil {
+				return nil, fmt.Errorf("%w (table %s)", err, tableKey(t))
 			}
 		}
 	}

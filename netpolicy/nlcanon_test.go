@@ -108,7 +108,6 @@ const (
 	nftaSetExpr          = 17
 	nftaSetExpressions   = 18
 	nftaSetElemKeyEnd    = 10
-	nftaSetElemExprs     = 11
 	nftaDynsetExprs      = 10
 	nftaBitwiseOp        = 6
 	nftaCtDirection      = 3
@@ -118,8 +117,6 @@ const (
 	nftaLimitBurst       = 3
 	nftaLimitType        = 4
 	nftaLimitFlags       = 5
-	nftaCounterBytes     = 1
-	nftaCounterPackets   = 2
 	nftaVerdictChainID   = 3
 	nfnlSubsysNFTables   = unix.NFNL_SUBSYS_NFTABLES
 	nlaTypeMask          = ^uint16(unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
