@@ -106,6 +106,16 @@ func (e *Refused) Error() string {
 	return "link " + e.Link.ID + ": " + strings.ReplaceAll(e.Reason, "_", " ")
 }
 
+// ErrInvalid marks what cannot be a link (Create): the error says why.
+var ErrInvalid = errors.New("link: invalid")
+
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string        { return e.msg }
+func (e *invalidError) Is(target error) bool { return target == ErrInvalid }
+
+func invalid(format string, args ...any) error { return &invalidError{fmt.Sprintf(format, args...)} }
+
 // ErrNoLink is a revoke or a lookup of an ID of no link.
 var ErrNoLink = errors.New("link: no such link")
 
@@ -146,15 +156,15 @@ type New struct {
 func (s *Store) Create(n New) (Link, string, error) {
 	switch {
 	case n.Target == "":
-		return Link{}, "", errors.New("link: a target is required")
+		return Link{}, "", invalid("link: a target is required")
 	case n.Protocol != "ssh" && n.Protocol != "rdp":
-		return Link{}, "", fmt.Errorf("link: protocol %q: ssh or rdp", n.Protocol)
+		return Link{}, "", invalid("link: protocol %q: ssh or rdp", n.Protocol)
 	case len(n.Login) > MaxLogin || !validLogin.MatchString(n.Login):
-		return Link{}, "", fmt.Errorf("link: login %q: 1 to %d letters, digits, '_', '.', '@' or '-', not starting with '.', '@' or '-'", n.Login, MaxLogin)
+		return Link{}, "", invalid("link: login %q: 1 to %d letters, digits, '_', '.', '@' or '-', not starting with '.', '@' or '-'", n.Login, MaxLogin)
 	case n.Valid <= 0:
-		return Link{}, "", errors.New("link: the validity must be positive")
+		return Link{}, "", invalid("link: the validity must be positive")
 	case n.Uses < 1 || n.Uses > MaxUses:
-		return Link{}, "", fmt.Errorf("link: uses: 1 to %d", MaxUses)
+		return Link{}, "", invalid("link: uses: 1 to %d", MaxUses)
 	}
 	var b [8]byte
 	rand.Read(b[:])

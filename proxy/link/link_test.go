@@ -213,7 +213,7 @@ func TestCreateRefuses(t *testing.T) {
 		"no uses":        {Target: "vm1", Protocol: "ssh", Login: "a", Valid: time.Hour},
 		"too many uses":  {Target: "vm1", Protocol: "ssh", Login: "a", Valid: time.Hour, Uses: MaxUses + 1},
 	} {
-		if _, _, err := s.Create(n); err == nil {
+		if _, _, err := s.Create(n); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: created", name)
 		}
 	}
