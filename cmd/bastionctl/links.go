@@ -72,7 +72,7 @@ func newLinks(socket *string) *cobra.Command {
 	}
 	revoke := &cobra.Command{
 		Use:   "revoke ID",
-		Short: "Revoke a shareable link: its URL opens nothing from now on (sessions it opened go on; 'sessions kill' ends them)",
+		Short: "Revoke a shareable link: its URL opens nothing from now on, and its live sessions end",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)

@@ -29,6 +29,9 @@ type LinkSettings struct {
 	ServerName string
 	// Check says why protocol on target is no inventory target's, or nil.
 	Check func(target, protocol string) error
+	// Revoked ends the live sessions of a link just revoked (on every
+	// instance) and returns how many there were here. Optional.
+	Revoked func(id string) int
 }
 
 // prunedAfter is how long a link that expired or was revoked stays listed.
@@ -115,7 +118,8 @@ func (s *Server) linkRoutes(mux *http.ServeMux, settings func() LinkSettings) {
 		writeJSON(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("POST /v1/links/{id}/revoke", func(w http.ResponseWriter, r *http.Request) {
-		l, err := settings().Store.Revoke(r.PathValue("id"))
+		ls := settings()
+		l, err := ls.Store.Revoke(r.PathValue("id"))
 		switch {
 		case errors.Is(err, link.ErrNoLink):
 			writeJSON(w, http.StatusNotFound, apiError{Error: fmt.Sprintf("no link %q (see bastionctl links)", r.PathValue("id"))})
@@ -126,6 +130,9 @@ func (s *Server) linkRoutes(mux *http.ServeMux, settings func() LinkSettings) {
 		}
 		s.log.Info("link revoked", peerField(r), zap.String("link", l.ID))
 		s.audit(r, linkEvent(audit.LinkRevoked, l))
+		if ls.Revoked != nil {
+			ls.Revoked(l.ID)
+		}
 		writeJSON(w, http.StatusOK, linkInfo(l, time.Now()))
 	})
 }
