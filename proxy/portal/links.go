@@ -202,7 +202,7 @@ func (s *Portal) linkOpen(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusServiceUnavailable, "denied.html", pageData{Title: "Try again", Error: errSessionStore})
 		return
 	}
-	setCookie(w, websession.CookieName, cookie, int(s.sessions.Config().Absolute.Seconds()))
+	setCookie(w, websession.CookieName, cookie, 0)
 	setCookie(w, linkCookie, "", -1)
 	t, _ := s.policy().Target(l.Target)
 	port := map[string]uint16{access.SSH: t.SSH, access.RDP: t.RDP}[l.Protocol]
