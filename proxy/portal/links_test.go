@@ -36,7 +36,12 @@ type linkEnv struct {
 func newLinkEnv(t *testing.T, enabled bool) *linkEnv {
 	t.Helper()
 	rr := &relayRecorder{}
-	s := newTunedTestServer(t, testConfig{}, tuning{relay: rr.relay})
+	return linkEnvOf(t, newTunedTestServer(t, testConfig{}, tuning{relay: rr.relay}), enabled, rr)
+}
+
+// linkEnvOf is newLinkEnv on the portal s.
+func linkEnvOf(t *testing.T, s *Portal, enabled bool, rr *relayRecorder) *linkEnv {
+	t.Helper()
 	sink := audited(t, s)
 	core, logs := observer.New(zapcore.DebugLevel)
 	s.log = zap.New(core)
