@@ -79,7 +79,7 @@ func (s *Portal) sessionOrLinkCaller(r *http.Request) (caller, bool) {
 
 // linkConnectPage adapts the connect page of a link's session: no account
 // to show, nothing else to go to.
-func (s *Portal) linkConnectPage(d *pageData, c caller) {
+func (s *Portal) linkConnectPage(d *pageData) {
 	d.User = ""
 	if d.Protocol == access.RDP {
 		d.Clipboard = true
@@ -134,7 +134,8 @@ func (s *Portal) linkStillGood(c caller, t ticket.Ticket, src netip.Addr) error 
 // machine).
 func (s *Portal) linkSSH(p *webssh.Params, c caller, t ticket.Ticket) {
 	l, err := s.liveLink(c)
-	p.Logins = []string{l.Login}
+	p.Logins = []string{l.Login} // a link gone since: Authorize refuses it
+
 	p.Record = s.cfg.Load().Links.Record
 	p.Clipboard = true
 	p.Certificate = false

@@ -471,7 +471,7 @@ func (s *Portal) connectPage(w http.ResponseWriter, r *http.Request) {
 		d.Clipboard = !s.authz().Decide(c.who(clientAddr(r), "browser"), authz.What{Target: t.Target, Protocol: t.Protocol}).DisableClipboard
 	}
 	if c.link != "" {
-		s.linkConnectPage(&d, c)
+		s.linkConnectPage(&d)
 	}
 	s.render(w, http.StatusOK, "connect.html", d)
 }
