@@ -258,7 +258,7 @@ func (d *daemon) start() (err error) {
 	d.admin, err = adminapi.NewServer(adminapi.Config{Logger: d.log.Named("admin"), Group: cfg.Listen.AdminGroup, Status: d.status,
 		Policy: policyAPI{d}, Targets: targetsAPI{d}, Users: usersAPI{d}, Sessions: sessionsAPI{d},
 		HostKeys: hostKeysAPI{d.hostKeys, d}, SSHCA: d.sshCA, Upgrade: d.requestUpgrade, Reload: d.requestReload, Audit: d.trail,
-		Recordings: recordingsAPI{d}, AuditEvents: auditAPI{d},
+		Recordings: recordingsAPI{d}, AuditEvents: auditAPI{d}, Links: d.linkSettings,
 		ScanDial: func(ctx context.Context, target, protocol string) (net.Conn, error) {
 			return d.broker.Probe(ctx, target, protocol)
 		}})
@@ -738,7 +738,8 @@ func (d *daemon) proxyConfig(cfg *config.Config, sso *oidc.Set) proxy.Config {
 			RecordingStarted: d.recordingStarted,
 			RecordingClosed:  d.recordingClosed,
 		},
-		RDP: proxy.RDPConfig{Certificate: d.hostKeys.CertificateCheck},
+		RDP:   proxy.RDPConfig{Certificate: d.hostKeys.CertificateCheck},
+		Links: d.linksConfig(cfg),
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/broker"
+	"github.com/bastiond/bastiond/proxy/link"
 )
 
 // openBroker starts the session broker over the state store and the audit
@@ -157,7 +158,11 @@ func (d *daemon) endRevoked(why string) int {
 		accounts[name] = a
 		return a
 	}
+	links := d.linkRevoked()
 	revoked := func(s broker.Info) bool {
+		if id, ok := link.IDOf(s.User); ok {
+			return links(id, s)
+		}
 		a := lookup(s.User)
 		if !a.ok {
 			return true

@@ -101,6 +101,8 @@ type Config struct {
 	SSH SSHConfig
 	// RDP is what browser remote desktops need.
 	RDP RDPConfig
+	// Links are the shareable links.
+	Links LinksConfig
 	// Broker opens and carries sessions; nil refuses every tunnel as
 	// unavailable. It outlives reloads: pass the same one each time.
 	Broker *broker.Broker
@@ -124,6 +126,9 @@ type SSHConfig = portal.SSHConfig
 // RDPConfig is what browser remote desktops need besides the broker and
 // the policy.
 type RDPConfig = portal.RDPConfig
+
+// LinksConfig is what shareable links need.
+type LinksConfig = portal.LinksConfig
 
 // Server serves port 443 on the listeners given to Serve.
 type Server struct {
@@ -279,7 +284,7 @@ func (s *Server) gateSettings() gate.Settings {
 func (s *Server) portalConfig(c *Config) portal.Config {
 	return portal.Config{Logger: c.Logger, Audit: c.Audit, ServerName: c.ServerName, HandshakeTimeout: c.HandshakeTimeout,
 		Authz: s.authz, WebSessions: c.WebSessions, MFA: c.MFA, Shared: c.Shared, SSH: c.SSH, RDP: c.RDP, Broker: c.Broker, Tunnel: s.tunnelWebSocket,
-		Readiness: s.readiness, SSO: c.SSO, AccessChanged: c.AccessChanged}
+		Readiness: s.readiness, SSO: c.SSO, AccessChanged: c.AccessChanged, Links: c.Links}
 }
 
 // Policy is the authorization policy in force.

@@ -74,6 +74,7 @@ var adminCommands = map[string][]string{
 	"upgrade":    {"upgrade"},
 	"reload":     {"reload"},
 	"recordings": {"recordings", "list"},
+	"links":      {"links", "revoke", "0123456789abcdef"},
 }
 
 // userCommands run on every system.

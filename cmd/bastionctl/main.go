@@ -46,7 +46,7 @@ func newRootOn(goos string) *cobra.Command {
 	root.AddCommand(newLogin(), newLogout(), newTunnel(), newSSHProxy(), newRDP(), newAudit(&socket, goos))
 	for _, cmd := range []*cobra.Command{newStatus(&socket), newPolicy(&socket), newTargets(&socket), newUsers(&socket),
 		newTokens(&socket), newSessions(&socket), newHostKeys(&socket), newCA(&socket), newUpgrade(&socket),
-		newReload(&socket), newRecordings(&socket)} {
+		newReload(&socket), newRecordings(&socket), newLinks(&socket)} {
 		root.AddCommand(adminCommand(cmd, goos))
 	}
 	return root

@@ -62,6 +62,9 @@ type Config struct {
 	// AuditEvents serves the audit trail by time range; nil leaves it
 	// out.
 	AuditEvents AuditEvents
+	// Links serves the shareable links, as the configuration in force
+	// has them; nil leaves them out.
+	Links func() LinkSettings
 	// Instance is this instance's name when it is one of a cluster (a
 	// shared state store): a kill's reason then says where the admin was,
 	// "by root on instance bastion-b: ...". Empty on a single host.
@@ -123,6 +126,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.AuditEvents != nil {
 		s.auditRoutes(mux, cfg.AuditEvents)
+	}
+	if cfg.Links != nil {
+		s.linkRoutes(mux, cfg.Links)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Error: "no such admin endpoint: " + r.Method + " " + r.URL.Path})

@@ -39,6 +39,7 @@ type Config struct {
 	Limits    Limits    `yaml:"limits"`
 	Logging   Logging   `yaml:"logging"`
 	Cluster   Cluster   `yaml:"cluster"`
+	Links     Links     `yaml:"links"`
 	// StateDir holds users, pinned host keys, recordings and the self-signed
 	// certificate. Default /var/lib/bastiond.
 	StateDir string `yaml:"state_dir"`
@@ -790,6 +791,7 @@ func (c *Config) setDefaults() {
 	if c.Cluster.Instance == "" {
 		c.Cluster.Instance = DefaultInstance()
 	}
+	c.Links.setDefaults()
 }
 
 // DefaultInstance is the instance name of a bastiond whose configuration

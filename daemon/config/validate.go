@@ -89,6 +89,7 @@ func (c *Config) validate(v *validator) {
 		v.errorf("recordings_dir", "must be an absolute path, not %q", c.RecordingsDir)
 	}
 	c.validateStore(v)
+	c.validateLinks(v)
 }
 
 // credentialName is what systemd accepts as a credential's name.

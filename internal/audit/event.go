@@ -58,6 +58,13 @@ const (
 	SessionKilled  = "session_killed"
 	CertSigned     = "ca_cert_signed"
 
+	// Shareable links: created and revoked on the admin socket, used and
+	// refused on the portal (proxy/link).
+	LinkCreated = "link_created"
+	LinkRevoked = "link_revoked"
+	LinkUsed    = "link_used"
+	LinkRefused = "link_refused"
+
 	// Accounts and grants.
 	UserCreated  = "user_created"
 	UserChanged  = "user_changed"
@@ -191,6 +198,12 @@ type Event struct {
 	// RecordingSHA256 is the hex SHA-256 of the recording's file as it was
 	// closed (session_end), which `bastionctl recordings verify` checks.
 	RecordingSHA256 string `json:"recording_sha256,omitempty"`
+
+	// Link is a shareable link's ID (never its secret); Expires its end of
+	// validity and Uses the sessions it may open.
+	Link    string     `json:"link,omitempty"`
+	Expires *time.Time `json:"expires,omitempty"`
+	Uses    int        `json:"uses,omitempty"`
 }
 
 // Sink receives audit events. Audit never blocks on I/O: the event is queued

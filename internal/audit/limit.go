@@ -21,6 +21,7 @@ var Floods = map[string]bool{
 	TokenRefused:    true,
 	ConnectRefused:  true,
 	AdminRefused:    true, // any local user can knock on the admin socket
+	LinkRefused:     true, // anyone can present a link's URL
 }
 
 // Limiter is a Sink that passes events on to Next, except that of the

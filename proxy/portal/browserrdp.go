@@ -79,6 +79,10 @@ func (s *Portal) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 				refused(t.Target, reason, detail)
 				return webrdp.Grant{}, err
 			}
+			if c.link != "" {
+				record = s.cfg.Load().Links.Record
+				return s.linkRDPGrant(c, t, client.Addr())
+			}
 			// Rights are checked again: a reload may have taken them away
 			// since the ticket was issued.
 			d := s.authz().Check(who, authz.What{Target: t.Target, Protocol: access.RDP})
@@ -91,7 +95,7 @@ func (s *Portal) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 		},
 		Open: func(ctx context.Context, target string) (webrdp.Session, error) {
 			sess, err := b.Open(ctx, broker.Request{User: c.user.Name, Client: client, Target: target, Protocol: broker.RDP,
-				Via: "browser", Roles: roles})
+				Via: c.relayVia(), Roles: roles})
 			if err != nil {
 				refused(target, authz.BrokerRefusal(err), err.Error())
 				return nil, err // not a nil *broker.Session in a non-nil interface
@@ -166,7 +170,7 @@ func (s *Portal) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 // sees the WebSocket close or an error code). Only the web session that
 // held the ticket may ask.
 func (s *Portal) rdpOutcome(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.sessionCaller(r)
+	c, ok := s.sessionOrLinkCaller(r)
 	if !ok {
 		writeJSON(w, http.StatusForbidden, apiError{Error: ticket.ErrExpired.Error()})
 		return

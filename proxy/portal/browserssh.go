@@ -82,7 +82,7 @@ func (s *Portal) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 		},
 		Open: func(ctx context.Context, login string, roles []string) (webssh.Session, error) {
 			sess, err := b.Open(ctx, broker.Request{User: c.user.Name, Client: client, Target: t.Target, Protocol: broker.SSH,
-				Login: login, Via: "browser", Roles: roles})
+				Login: login, Via: c.relayVia(), Roles: roles})
 			if err != nil {
 				refused(login, authz.BrokerRefusal(err), err.Error(), "")
 				return nil, err // not a nil *broker.Session in a non-nil interface
@@ -118,6 +118,9 @@ func (s *Portal) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 		},
 		Audit:           cfg.Audit,
 		HandshakeFailed: func() { b.HandshakeFailed("ssh") },
+	}
+	if c.link != "" {
+		s.linkSSH(&p, c, t)
 	}
 	// The terminal outlives the request's context only through the
 	// hijacked connection; the broker ends it on kill, timeout or drain.

@@ -68,6 +68,8 @@ type Config struct {
 	// a user, so that the sessions they gave end, as on a reload that
 	// withdraws a right. Optional.
 	AccessChanged func(why string)
+	// Links are the shareable links (links.go).
+	Links LinksConfig
 	// Readiness answers GET ReadyPath for a load balancer: state is
 	// "ready" (200) or why not (503, e.g. "draining"). ok false, or a nil
 	// Readiness, answers the uniform 404: to anyone but a balancer, the

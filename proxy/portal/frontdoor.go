@@ -99,7 +99,7 @@ func (s *Portal) readBody(w http.ResponseWriter, r *http.Request) bool {
 		// The deadline stays: what net/http may still read of this body
 		// before closing is bounded by it too.
 		s.refusals.WithLabelValues(reason).Inc()
-		s.log.Debug("request body refused", zap.String("reason", reason), zap.String("path", truncate(r.URL.Path, 64)),
+		s.log.Debug("request body refused", zap.String("reason", reason), zap.String("path", truncate(withoutSecret(r.URL.Path), 64)),
 			zap.Stringer("source", clientAddr(r)), zap.Error(err))
 		w.Header().Set("Connection", "close")
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -27,6 +27,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/auth"
 	"github.com/bastiond/bastiond/proxy/authz"
 	"github.com/bastiond/bastiond/proxy/internal/servername"
+	"github.com/bastiond/bastiond/proxy/link"
 	"github.com/bastiond/bastiond/proxy/oidc"
 	"github.com/bastiond/bastiond/proxy/ticket"
 	"github.com/bastiond/bastiond/proxy/websession"
@@ -49,6 +50,9 @@ type caller struct {
 	user    auth.User
 	session websession.Session // zero for a token
 	token   auth.Token         // zero for a session
+	// link is the shareable link whose web session this is (links.go):
+	// its only right is the link's target, protocol and login.
+	link string
 }
 
 // binding is what tickets of this caller are bound to.
@@ -65,6 +69,9 @@ func clientAddr(r *http.Request) netip.Addr {
 
 // who is c asking, from src, by way of via.
 func (c caller) who(src netip.Addr, via string) authz.Who {
+	if c.link != "" {
+		via = viaLink
+	}
 	return authz.Who{User: c.user.Name, Granted: c.user.Roles, Groups: c.user.Subjects(), Source: src, Via: via, Token: c.token.ID}
 }
 
@@ -115,6 +122,11 @@ func (s *Portal) signedIn(r *http.Request) (caller, error) {
 		if errors.Is(err, store.ErrUnavailable) {
 			return caller{}, err
 		}
+		return caller{}, errSignedOut
+	}
+	if _, ok := link.IDOf(sess.User); ok {
+		// A shareable link's session: no account, and no right but its
+		// link's, which only linkCaller's routes give.
 		return caller{}, errSignedOut
 	}
 	u, err := s.auth.Store().User(sess.User)
@@ -188,6 +200,9 @@ type pageData struct {
 	Target     string
 	Protocol   string
 	Ticket     string
+	// Login and Until are a shareable link's login and end of validity.
+	Login string
+	Until string
 	// Script is the client page's module; Clipboard says whether the
 	// desktop may share the clipboard.
 	Script    string
@@ -434,7 +449,7 @@ func (c caller) via() string {
 // connectPage is GET /connect/{ticket}: the client page for a ticket this
 // browser's session holds, and for anything else the expired page alone.
 func (s *Portal) connectPage(w http.ResponseWriter, r *http.Request) {
-	c, ok := s.sessionCaller(r)
+	c, ok := s.sessionOrLinkCaller(r)
 	var t ticket.Ticket
 	err := ticket.ErrExpired
 	if ok {
@@ -455,6 +470,9 @@ func (s *Portal) connectPage(w http.ResponseWriter, r *http.Request) {
 		d.Styles, d.Script = []string{"/static/app/desktop.css"}, "/static/app/desktop.js"
 		d.Clipboard = !s.authz().Decide(c.who(clientAddr(r), "browser"), authz.What{Target: t.Target, Protocol: t.Protocol}).DisableClipboard
 	}
+	if c.link != "" {
+		s.linkConnectPage(&d)
+	}
 	s.render(w, http.StatusOK, "connect.html", d)
 }
 
@@ -467,7 +485,7 @@ func (s *Portal) relay(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "forbidden", http.StatusForbidden)
 		return
 	}
-	c, ok := s.sessionCaller(r)
+	c, ok := s.sessionOrLinkCaller(r)
 	if !ok {
 		http.Error(w, ticket.ErrExpired.Error(), http.StatusForbidden)
 		return
@@ -490,7 +508,12 @@ func (s *Portal) relay(w http.ResponseWriter, r *http.Request) {
 	}
 	// Rights are checked again: a reload may have taken them away since
 	// the ticket was issued.
-	if d := s.authz().Check(c.who(src, "browser"), ticketWhat(t)); !d.Allowed {
+	if c.link != "" {
+		if err := s.linkStillGood(c, t, src); err != nil {
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
+	} else if d := s.authz().Check(c.who(src, "browser"), ticketWhat(t)); !d.Allowed {
 		http.Error(w, "not allowed", http.StatusForbidden)
 		return
 	}

@@ -47,6 +47,8 @@ func (s *Portal) routes() http.Handler {
 	mux.HandleFunc("POST /security/totp/remove", s.totpRemove)
 	mux.HandleFunc("POST /connect", s.connectForm)
 	mux.HandleFunc("GET /connect/{ticket}", s.connectPage)
+	mux.HandleFunc("GET /l/{secret}", s.linkPage)
+	mux.HandleFunc("POST /l/{secret}", s.linkOpen)
 	mux.HandleFunc("GET /ws/{protocol}", s.relay)
 	mux.HandleFunc("GET "+tunnelwire.WebSocketPath, s.tunnel)
 	mux.HandleFunc("GET "+ReadyPath, s.ready)
