@@ -72,6 +72,10 @@ type Params struct {
 	// it is closed, after the session's end record: with its first
 	// failure, if any (the recording's hash is then of what it holds).
 	RecordingClosed func(sess Session, rec *recording.RDPRecorder, err error)
+	// FileTransfer, when set, is told of each file the clipboard carried
+	// (once its last byte passed, or at the end of its offer or session if
+	// it never did) and of each offer of files refused.
+	FileTransfer func(sess Session, ev FileEvent)
 }
 
 // Grant is what a connect ticket allows.
@@ -81,6 +85,10 @@ type Grant struct {
 	// Clipboard lets the desktop have its clipboard channel; without it the
 	// gateway takes the channel out of the client's request (noClipboard).
 	Clipboard bool
+	// FileTransfer lets files pass through the clipboard; without it the
+	// gateway takes the file formats out of the clipboard's format lists
+	// and refuses any request for a file's contents (clipGate).
+	FileTransfer bool
 }
 
 // Refusal is a request the bastion refuses before any session: Status is
@@ -223,12 +231,23 @@ func (g *gateway) session(ctx context.Context, sess Session, grant Grant, req *r
 	g.conn.SetDeadline(time.Time{})
 	tconn.SetDeadline(time.Time{})
 	var client net.Conn = g.conn
+	var server net.Conn = tc
+	var gate *clipGate
 	if !grant.Clipboard {
 		client = &noClipboard{Conn: g.conn, removed: func(n int) {
 			g.log.Info("rdp clipboard channel removed: the role disables the clipboard", zap.Int("channels", n))
 		}}
+	} else {
+		gate = newClipGate(grant.FileTransfer, func(ev FileEvent) {
+			if ev.Refused {
+				g.log.Info("rdp file transfer refused: the role disables it", zap.String("direction", ev.Direction), zap.String("name", ev.Name))
+			}
+			if g.p.FileTransfer != nil {
+				g.p.FileTransfer(sess, ev)
+			}
+		})
+		client, server = newClipConns(client, server, gate)
 	}
-	var server net.Conn = tc
 	if rec != nil {
 		// The tap sees what the relay reads, after the clipboard's rewrite.
 		c, _ := rdcleanpath.ParseConnectionConfirm(cc)
@@ -238,11 +257,14 @@ func (g *gateway) session(ctx context.Context, sess Session, grant Grant, req *r
 			sess.End(broker.ReasonRecordingFailed + ": " + err.Error())
 		}
 		client = &tapConn{Conn: client, record: tap.FromClient, failed: failed}
-		server = &tapTLSConn{tapConn{Conn: tc, record: tap.FromServer, failed: failed}}
+		server = &tapTLSConn{tapConn{Conn: server, record: tap.FromServer, failed: failed}}
 	}
 	stop := g.keepAlive(sess)
 	sess.RelayOver(client, server)
 	stop()
+	if gate != nil {
+		gate.close() // files cut off by the end
+	}
 	if rec != nil {
 		err := rec.Close()
 		if err != nil {
