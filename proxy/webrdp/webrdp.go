@@ -74,7 +74,8 @@ type Params struct {
 	RecordingClosed func(sess Session, rec *recording.RDPRecorder, err error)
 	// FileTransfer, when set, is told of each file the clipboard carried
 	// (once its last byte passed, or at the end of its offer or session if
-	// it never did) and of each offer of files refused.
+	// it never did) and of each offer of files refused. Without it, a
+	// desktop whose grant allows files does not have its clipboard read.
 	FileTransfer func(sess Session, ev FileEvent)
 }
 
@@ -237,7 +238,7 @@ func (g *gateway) session(ctx context.Context, sess Session, grant Grant, req *r
 		client = &noClipboard{Conn: g.conn, removed: func(n int) {
 			g.log.Info("rdp clipboard channel removed: the role disables the clipboard", zap.Int("channels", n))
 		}}
-	} else {
+	} else if !grant.FileTransfer || g.p.FileTransfer != nil {
 		gate = newClipGate(grant.FileTransfer, func(ev FileEvent) {
 			if ev.Refused {
 				g.log.Info("rdp file transfer refused: the role disables it", zap.String("direction", ev.Direction), zap.String("name", ev.Name))

@@ -234,7 +234,7 @@ func newGateway(t *testing.T, srv *rdpServer, edit func(*Params)) *gatewayTest {
 		Authorize: func(ticket string) (Grant, error) {
 			switch ticket {
 			case "good":
-				return Grant{Target: "vm2", Clipboard: true}, nil
+				return Grant{Target: "vm2", Clipboard: true, FileTransfer: true}, nil
 			case "no-clipboard":
 				return Grant{Target: "vm2"}, nil
 			case "revoked":
