@@ -148,6 +148,7 @@ type fileState struct {
 	name     string
 	size     int64
 	next     uint64 // the position the hash has reached
+	skip     uint64 // bytes of the response passing that the hash has had
 	h        hash.Hash
 	touched  bool // a request for it passed
 	disorder bool // a range came out of order
@@ -263,10 +264,13 @@ func (g *clipGate) begin(from side, first []byte) (msgAction, *fileState) {
 		if f == nil || st.flags&fileContentsRange == 0 {
 			return actPass, nil
 		}
-		if st.position != f.next || f.disorder {
-			f.disorder = true
+		// A range read again (a cache dropped, a read retried) is hashed
+		// from where the hash is; a range past it leaves a gap.
+		if st.position > f.next || f.disorder || f.done {
+			f.disorder = f.disorder || !f.done
 			return actPass, nil
 		}
+		f.skip = f.next - st.position
 		if f.h == nil {
 			f.h = sha256.New()
 		}
@@ -283,6 +287,9 @@ func (g *clipGate) hashed(f *fileState, p []byte) {
 	if f.done {
 		return
 	}
+	k := min(f.skip, uint64(len(p)))
+	f.skip -= k
+	p = p[k:]
 	f.h.Write(p)
 	f.next += uint64(len(p))
 }
