@@ -7,9 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 	"unicode/utf16"
 )
 
@@ -606,6 +609,139 @@ func BenchmarkClipboardPassthrough(b *testing.B) {
 		}
 		if h.page.out.Len() != len(stream) {
 			b.Fatalf("%d bytes out of %d", h.page.out.Len(), len(stream))
+		}
+	}
+}
+
+// serveClip is the machine of modeClip: it answers the Connect Initial
+// with the clipboard as channel testClipID, offers files, then keeps what
+// it reads until the end of the stream (s.got).
+func (s *rdpServer) serveClip(c net.Conn) {
+	tpkt := func() error {
+		var head [4]byte
+		if _, err := io.ReadFull(c, head[:]); err != nil {
+			return err
+		}
+		_, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint16(head[2:]))-4)
+		return err
+	}
+	if tpkt() != nil { // the Connect Initial
+		return
+	}
+	caps := capsMsg(cbUseLongFormatNames | cbStreamFileclip)
+	c.Write(append(serverResponse(testOtherID, testClipID), chunked(server, caps, 1600)...))
+	if tpkt() != nil { // the page's capabilities
+		return
+	}
+	c.Write(chunked(server, formatList(allFormats...), 1600))
+	rest, _ := io.ReadAll(c)
+	s.mu.Lock()
+	s.got = rest
+	s.mu.Unlock()
+	close(s.clipDone)
+}
+
+// readTPKT reads one TPKT from r.
+func readTPKT(t *testing.T, r io.Reader) []byte {
+	t.Helper()
+	head := make([]byte, 4)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatal(err)
+	}
+	if binary.BigEndian.Uint16(head[2:]) < 4 {
+		t.Fatalf("not a TPKT: % x", head)
+	}
+	pkt := make([]byte, int(binary.BigEndian.Uint16(head[2:])))
+	copy(pkt, head)
+	if _, err := io.ReadFull(r, pkt[4:]); err != nil {
+		t.Fatal(err)
+	}
+	return pkt
+}
+
+// TestGatewayFiles: through Serve, over IPv4 and IPv6, a desktop whose
+// role allows the clipboard but not files gets the machine's format list
+// without its files, its request for a file's contents is answered with a
+// failure by the gateway and never reaches the machine, and the refusal is
+// told once; with files allowed, the list passes as the machine sent it.
+func TestGatewayFiles(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		for _, files := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/files=%v", network, files), func(t *testing.T) {
+				srv := newRDPServer(t, network, modeClip)
+				srv.clipDone = make(chan struct{})
+				var mu sync.Mutex
+				var events []FileEvent
+				g := newGateway(t, srv, func(p *Params) {
+					p.FileTransfer = func(sess Session, ev FileEvent) {
+						mu.Lock()
+						events = append(events, ev)
+						mu.Unlock()
+					}
+				})
+				g.pin(srv)
+				ticket := "no-files"
+				if files {
+					ticket = "good"
+				}
+				if resp := g.send(request(ticket, anyTLS)); resp.Error != nil {
+					t.Fatalf("answer: %+v", resp.Error)
+				}
+				ci := connectInitial(block(0xc001, make([]byte, 8)), block(0xc003, networkData("rdpdr", "cliprdr")))
+				go g.page.Write(ci)
+				g.page.SetReadDeadline(time.Now().Add(10 * time.Second))
+				caps := capsMsg(cbUseLongFormatNames | cbStreamFileclip)
+				readTPKT(t, g.page) // the Connect Response
+				if msgs, _ := clipMessages(t, readTPKT(t, g.page)); len(msgs) != 1 ||
+					binary.LittleEndian.Uint32(msgs[0][20:])&cbStreamFileclip == 0 != !files {
+					t.Fatalf("the page got the capabilities %x", msgs)
+				}
+				if _, err := g.page.Write(chunked(client, caps, 1600)); err != nil {
+					t.Fatal(err)
+				}
+				offered := formatList(allFormats...)
+				if !files {
+					offered = formatList(append(slices.Clone(textFormats), fileFormats[2])...)
+				}
+				list := readTPKT(t, g.page)
+				if msgs, _ := clipMessages(t, list); len(msgs) != 1 || !bytes.Equal(msgs[0], offered) {
+					t.Fatalf("the page got the list %x, want %x", msgs, offered)
+				}
+				req := chunked(client, contentsRequest(5, 0, fileContentsRange, 0, 4096), 1600)
+				text := chunked(client, dataRequest(13), 1600)
+				if _, err := g.page.Write(append(slices.Clone(req), text...)); err != nil {
+					t.Fatal(err)
+				}
+				if !files {
+					fail := readTPKT(t, g.page)
+					if msgs, _ := clipMessages(t, fail); len(msgs) != 1 ||
+						!bytes.Equal(msgs[0], clipMessage(cbFileContentsResp, cbResponseFail, []byte{5, 0, 0, 0})) {
+						t.Fatalf("the page got %x, want a failed File Contents Response", msgs)
+					}
+				}
+				g.page.Close()
+				g.wait()
+				select {
+				case <-srv.clipDone:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the machine did not see the end of the stream")
+				}
+				srv.mu.Lock()
+				got := srv.got
+				srv.mu.Unlock()
+				want := text
+				if files {
+					want = append(slices.Clone(req), text...)
+				}
+				if !bytes.Equal(got, want) {
+					t.Errorf("the machine received % x\nwant % x", got, want)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if files && len(events) != 0 || !files && !slices.Equal(events, []FileEvent{{Refused: true, Direction: Download, Size: -1}}) {
+					t.Errorf("events %+v", events)
+				}
+			})
 		}
 	}
 }
