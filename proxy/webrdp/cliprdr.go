@@ -141,6 +141,7 @@ type stream struct {
 	lindex   uint32
 	flags    uint32
 	position uint64
+	cb       uint32 // bytes requested
 }
 
 // fileState is one listed file and what passed of it.
@@ -149,6 +150,8 @@ type fileState struct {
 	size     int64
 	next     uint64 // the position the hash has reached
 	skip     uint64 // bytes of the response passing that the hash has had
+	want     uint32 // bytes the response passing was asked for
+	got      uint64 // bytes of it so far
 	h        hash.Hash
 	touched  bool // a request for it passed
 	disorder bool // a range came out of order
@@ -240,7 +243,7 @@ func (g *clipGate) begin(from side, first []byte) (msgAction, *fileState) {
 		if len(o.streams) >= maxStreams {
 			clear(o.streams) // a peer that never answers: forget, the files stay incomplete
 		}
-		o.streams[id] = stream{lindex: lindex, flags: rflags, position: pos}
+		o.streams[id] = stream{lindex: lindex, flags: rflags, position: pos, cb: binary.LittleEndian.Uint32(data[20:])}
 		if f := o.file(lindex); f != nil {
 			f.touched = true
 		}
@@ -271,6 +274,7 @@ func (g *clipGate) begin(from side, first []byte) (msgAction, *fileState) {
 			return actPass, nil
 		}
 		f.skip = f.next - st.position
+		f.want, f.got = st.cb, 0
 		if f.h == nil {
 			f.h = sha256.New()
 		}
@@ -287,6 +291,7 @@ func (g *clipGate) hashed(f *fileState, p []byte) {
 	if f.done {
 		return
 	}
+	f.got += uint64(len(p))
 	k := min(f.skip, uint64(len(p)))
 	f.skip -= k
 	p = p[k:]
@@ -299,6 +304,9 @@ func (g *clipGate) hashed(f *fileState, p []byte) {
 func (g *clipGate) hashEnd(from side, f *fileState) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if f.size < 0 && f.got < uint64(f.want) {
+		f.size = int64(f.next) // a file listed without its size ends where a range comes short
+	}
 	if !f.done && f.size >= 0 && f.next >= uint64(f.size) && !f.disorder {
 		g.fileDoneLocked(from, f)
 	}

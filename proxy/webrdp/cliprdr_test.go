@@ -117,7 +117,7 @@ func formatList(fs ...testFormat) []byte {
 type testFile struct {
 	name string
 	data []byte
-	size int64 // listed, if not len(data)
+	size int64 // listed, if not len(data); -1: not listed (no FD_FILESIZE)
 }
 
 func fileList(fs ...testFile) []byte {
@@ -128,6 +128,10 @@ func fileList(fs ...testFile) []byte {
 		size := f.size
 		if size == 0 {
 			size = int64(len(f.data))
+		}
+		if size < 0 {
+			binary.LittleEndian.PutUint32(fd, 0x4|0x20)
+			size = 0
 		}
 		binary.LittleEndian.PutUint32(fd[64:], uint32(size>>32))
 		binary.LittleEndian.PutUint32(fd[68:], uint32(size))
@@ -339,7 +343,7 @@ func offerFiles(t *testing.T, h *harness, from side, files []testFile, rangeSize
 		for pos := 0; pos < len(f.data); pos += rangeSize {
 			k := min(rangeSize, len(f.data)-pos)
 			stream++
-			must(h.send(to, chunked(to, contentsRequest(stream, uint32(i), fileContentsRange, uint64(pos), uint32(k)), 1600)))
+			must(h.send(to, chunked(to, contentsRequest(stream, uint32(i), fileContentsRange, uint64(pos), uint32(rangeSize)), 1600)))
 			must(h.send(from, chunked(from, contentsResponse(stream, f.data[pos:pos+k]), 1600)))
 		}
 	}
@@ -494,6 +498,22 @@ func TestClipboardFilesRefused(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestClipboardFileSizeUnlisted: a file listed without its size is whole
+// when a range comes back shorter than asked.
+func TestClipboardFileSizeUnlisted(t *testing.T) {
+	a := FilesPattern(5000)
+	h := newHarness(true, 4096, 32768)
+	h.connect(t)
+	h.send(server, chunked(server, capsMsg(cbUseLongFormatNames), 1600))
+	h.send(client, chunked(client, capsMsg(cbUseLongFormatNames), 1600))
+	offerFiles(t, h, client, []testFile{{name: "n.txt", data: a, size: -1}}, 4096)
+	// The last range asked for 4096 and got 904: the end.
+	want := []FileEvent{{Direction: Upload, Name: "n.txt", Size: 5000, Bytes: 5000, SHA256: sum(a), Complete: true}}
+	if !slices.Equal(h.events, want) {
+		t.Fatalf("events\n%+v\nwant\n%+v", h.events, want)
 	}
 }
 
