@@ -86,12 +86,23 @@ func newClipConns(c, s net.Conn, gate *clipGate) (*clipConn, *clipConn) {
 	return cc, sc
 }
 
-// CloseWrite half-closes the side's connection if it can.
-func (c *clipConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
+// halfClosable is a clipConn over a connection with a half-close (the
+// server's TLS connection), which the relay uses at an end of stream; a
+// clipConn without one (the page's WebSocket) must not seem to have it, or
+// the relay would take a whole close for a half-close.
+type halfClosable struct{ *clipConn }
+
+func (c halfClosable) CloseWrite() error {
+	return c.Conn.(interface{ CloseWrite() error }).CloseWrite()
+}
+
+// conn is c as the relay should see it: with CloseWrite only if the
+// connection under it has one.
+func (c *clipConn) conn() net.Conn {
+	if _, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return halfClosable{c}
 	}
-	return c.Conn.Close()
+	return c
 }
 
 func (c *clipConn) Read(p []byte) (int, error) {

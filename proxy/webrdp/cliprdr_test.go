@@ -3,6 +3,7 @@ package webrdp
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -793,7 +794,9 @@ func TestGatewayFiles(t *testing.T) {
 					}
 				}
 				g.page.Close()
-				g.wait()
+				if o := g.wait(); o.Class != ClassClientClosed {
+					t.Errorf("outcome %+v (the session: %q)", o, g.reason())
+				}
 				select {
 				case <-srv.clipDone:
 				case <-time.After(10 * time.Second):
@@ -816,5 +819,23 @@ func TestGatewayFiles(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestClipConnHalfClose: the relay sees a half-close where the connection
+// under the filter has one (the server's TLS connection), and none where it
+// has not (the page's WebSocket), as without the filter.
+func TestClipConnHalfClose(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	tc := tls.Client(a, &tls.Config{InsecureSkipVerify: true})
+	cc, sc := newClipConns(b, tc, newClipGate(true, nil))
+	type closeWriter interface{ CloseWrite() error }
+	if _, ok := cc.conn().(closeWriter); ok {
+		t.Error("the page's side has a CloseWrite its connection has not")
+	}
+	if _, ok := sc.conn().(closeWriter); !ok {
+		t.Error("the server's side lost its CloseWrite")
 	}
 }

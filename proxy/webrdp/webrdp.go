@@ -247,7 +247,8 @@ func (g *gateway) session(ctx context.Context, sess Session, grant Grant, req *r
 				g.p.FileTransfer(sess, ev)
 			}
 		})
-		client, server = newClipConns(client, server, gate)
+		cc, sc := newClipConns(client, server, gate)
+		client, server = cc.conn(), sc.conn()
 	}
 	if rec != nil {
 		// The tap sees what the relay reads, after the clipboard's rewrite.
