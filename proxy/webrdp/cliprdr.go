@@ -25,6 +25,13 @@ import (
 //
 // Everything else on the channel (text, images, the capabilities) passes,
 // and every other channel passes unparsed beyond its MCS header.
+//
+// Virtual channel data is compressed only in a direction whose receiver
+// announced it in its Virtual Channel Capability Set ([MS-RDPBCGR]
+// 2.2.7.1.10); IronRDP's client announces none (NO_COMPRESSION) and, not
+// decompressing, compresses nothing either. So the channel is readable, and
+// a compressed chunk is a stream the gateway refuses (the session ends)
+// rather than pass unread.
 
 // Clipboard PDU types ([MS-RDPECLIP] 2.2.1) and flags.
 const (
