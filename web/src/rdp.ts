@@ -178,7 +178,6 @@ class DesktopPage {
     }
     if (attempt !== this.#attempt) return;
     this.#desktop = desktop;
-    this.#files?.attach(desktop.api);
 
     let session: NewSessionInfo;
     try {
@@ -194,6 +193,7 @@ class DesktopPage {
         .withExtension(displayControl(true));
       if (creds.domain) builder.withServerDomain(creds.domain);
       this.#size = size;
+      this.#files?.attach(desktop.api); // before connect: the clipboard's file streams are negotiated then
       session = await desktop.api.connect(builder.build());
     } catch (error) {
       if (attempt === this.#attempt) await this.#ended(attempt, ticket, { error, connected: false });
