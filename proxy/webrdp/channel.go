@@ -8,6 +8,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+
+	"go.uber.org/zap"
 )
 
 // clipConn is one side of a desktop's relay with its clipboard channel
@@ -576,4 +578,25 @@ func (c *clipConn) connectResponse(pkt []byte) error {
 		return nil
 	}
 	return fmt.Errorf("%w: no server network data in the Connect Response", ErrClipboardStream)
+}
+
+// clipboardFiles puts the clipboard's file filter (clipGate) on a desktop's
+// two sides, when its grant allows the clipboard and files are to be
+// refused or audited; done audits the files cut off by the session's end.
+// It goes outside the recording's tap: the recording keeps what each side
+// sent.
+func (g *gateway) clipboardFiles(sess Session, grant Grant, client, server net.Conn) (c, s net.Conn, done func()) {
+	if !grant.Clipboard || grant.FileTransfer && g.p.FileTransfer == nil {
+		return client, server, func() {}
+	}
+	gate := newClipGate(grant.FileTransfer, func(ev FileEvent) {
+		if ev.Refused {
+			g.log.Info("rdp file transfer refused: the role disables it", zap.String("direction", ev.Direction), zap.String("name", ev.Name))
+		}
+		if g.p.FileTransfer != nil {
+			g.p.FileTransfer(sess, ev)
+		}
+	})
+	cc, sc := newClipConns(client, server, gate)
+	return cc.conn(), sc.conn(), gate.close
 }

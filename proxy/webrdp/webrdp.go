@@ -61,6 +61,11 @@ type Params struct {
 	Logger *zap.Logger
 	// HandshakeFailed counts a negotiation that failed with the server.
 	HandshakeFailed func()
+	// FileTransfer, when set, is told of each file the clipboard carried
+	// (once its last byte passed, or at the end of its offer or session if
+	// it never did) and of each offer of files refused. Without it, a
+	// desktop whose grant allows files does not have its clipboard read.
+	FileTransfer func(sess Session, ev FileEvent)
 	// Record, when set, starts the recording of sess once the negotiation
 	// with the server is done (h has the session, target, protocol,
 	// Confirm and certificates filled in), or returns nil, nil for a
@@ -72,11 +77,6 @@ type Params struct {
 	// it is closed, after the session's end record: with its first
 	// failure, if any (the recording's hash is then of what it holds).
 	RecordingClosed func(sess Session, rec *recording.RDPRecorder, err error)
-	// FileTransfer, when set, is told of each file the clipboard carried
-	// (once its last byte passed, or at the end of its offer or session if
-	// it never did) and of each offer of files refused. Without it, a
-	// desktop whose grant allows files does not have its clipboard read.
-	FileTransfer func(sess Session, ev FileEvent)
 }
 
 // Grant is what a connect ticket allows.
@@ -232,24 +232,12 @@ func (g *gateway) session(ctx context.Context, sess Session, grant Grant, req *r
 	g.conn.SetDeadline(time.Time{})
 	tconn.SetDeadline(time.Time{})
 	var client net.Conn = g.conn
-	var server net.Conn = tc
-	var gate *clipGate
 	if !grant.Clipboard {
 		client = &noClipboard{Conn: g.conn, removed: func(n int) {
 			g.log.Info("rdp clipboard channel removed: the role disables the clipboard", zap.Int("channels", n))
 		}}
-	} else if !grant.FileTransfer || g.p.FileTransfer != nil {
-		gate = newClipGate(grant.FileTransfer, func(ev FileEvent) {
-			if ev.Refused {
-				g.log.Info("rdp file transfer refused: the role disables it", zap.String("direction", ev.Direction), zap.String("name", ev.Name))
-			}
-			if g.p.FileTransfer != nil {
-				g.p.FileTransfer(sess, ev)
-			}
-		})
-		cc, sc := newClipConns(client, server, gate)
-		client, server = cc.conn(), sc.conn()
 	}
+	var server net.Conn = tc
 	if rec != nil {
 		// The tap sees what the relay reads, after the clipboard's rewrite.
 		c, _ := rdcleanpath.ParseConnectionConfirm(cc)
@@ -259,14 +247,13 @@ func (g *gateway) session(ctx context.Context, sess Session, grant Grant, req *r
 			sess.End(broker.ReasonRecordingFailed + ": " + err.Error())
 		}
 		client = &tapConn{Conn: client, record: tap.FromClient, failed: failed}
-		server = &tapTLSConn{tapConn{Conn: server, record: tap.FromServer, failed: failed}}
+		server = &tapTLSConn{tapConn{Conn: tc, record: tap.FromServer, failed: failed}}
 	}
+	client, server, filesDone := g.clipboardFiles(sess, grant, client, server)
+	defer filesDone()
 	stop := g.keepAlive(sess)
 	sess.RelayOver(client, server)
 	stop()
-	if gate != nil {
-		gate.close() // files cut off by the end
-	}
 	if rec != nil {
 		err := rec.Close()
 		if err != nil {
