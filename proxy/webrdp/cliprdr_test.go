@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf16"
+
+	"github.com/bastiond/bastiond/proxy/recording"
 )
 
 // The PDUs below are built to [MS-RDPBCGR] and [MS-RDPECLIP] by hand: a
@@ -738,19 +740,32 @@ func readTPKT(t *testing.T, r io.Reader) []byte {
 // without its files, its request for a file's contents is answered with a
 // failure by the gateway and never reaches the machine, and the refusal is
 // told once; with files allowed, the list passes as the machine sent it.
+// Recorded, the recording keeps what each side sent.
 func TestGatewayFiles(t *testing.T) {
 	for _, network := range []string{"tcp4", "tcp6"} {
-		for _, files := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/files=%v", network, files), func(t *testing.T) {
+		for _, c := range []struct{ files, recorded bool }{{false, false}, {true, false}, {false, true}} {
+			files := c.files
+			t.Run(fmt.Sprintf("%s/files=%v/recorded=%v", network, files, c.recorded), func(t *testing.T) {
 				srv := newRDPServer(t, network, modeClip)
 				srv.clipDone = make(chan struct{})
 				var mu sync.Mutex
 				var events []FileEvent
+				dir := t.TempDir()
+				var path string
 				g := newGateway(t, srv, func(p *Params) {
 					p.FileTransfer = func(sess Session, ev FileEvent) {
 						mu.Lock()
 						events = append(events, ev)
 						mu.Unlock()
+					}
+					if c.recorded {
+						p.Record = func(sess Session, h recording.RDPHeader) (*recording.RDPRecorder, error) {
+							rec, err := recording.CreateRDP(dir, h)
+							if err == nil {
+								path = rec.Path()
+							}
+							return rec, err
+						}
 					}
 				})
 				g.pin(srv)
@@ -811,6 +826,26 @@ func TestGatewayFiles(t *testing.T) {
 				}
 				if !bytes.Equal(got, want) {
 					t.Errorf("the machine received % x\nwant % x", got, want)
+				}
+				if c.recorded {
+					r, err := recording.OpenRDP(path)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer r.Close()
+					var up []byte
+					for {
+						rec, err := r.Next()
+						if err != nil {
+							break
+						}
+						if rec.Kind == recording.RDPClient {
+							up = append(up, rec.Data...)
+						}
+					}
+					if !bytes.Contains(up, req) || !bytes.Contains(up, text) {
+						t.Errorf("the recording lacks what the page sent: % x", up)
+					}
 				}
 				mu.Lock()
 				defer mu.Unlock()
