@@ -94,6 +94,12 @@ const (
 	// timeout).
 	RecordingClosed = "recording_closed"
 
+	// File transfers: FileTransfer is one file that went through a
+	// session (written when its last byte passed, or when it was cut
+	// off: complete false); FileTransferRefused, one a rule stopped.
+	FileTransfer        = "file_transfer"
+	FileTransferRefused = "file_transfer_refused"
+
 	// The daemon.
 	ConfigReloaded  = "config_reloaded"
 	ConfigRefused   = "config_refused"
@@ -204,6 +210,16 @@ type Event struct {
 	Link    string     `json:"link,omitempty"`
 	Expires *time.Time `json:"expires,omitempty"`
 	Uses    int        `json:"uses,omitempty"`
+	// Direction, Name, Path, Size, SHA256 and Complete describe a file
+	// transfer: upload (to the machine) or download, the file's name, its
+	// path on the machine (SSH), the bytes that passed and their SHA-256,
+	// and whether the whole file did.
+	Direction string `json:"direction,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Path      string `json:"path,omitempty"`
+	Size      *int64 `json:"size,omitempty"`
+	SHA256    string `json:"sha256,omitempty"`
+	Complete  *bool  `json:"complete,omitempty"`
 }
 
 // Sink receives audit events. Audit never blocks on I/O: the event is queued

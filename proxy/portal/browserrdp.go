@@ -91,7 +91,7 @@ func (s *Portal) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 					Message: "You are no longer allowed to open a remote desktop on " + t.Target + "."}}
 			}
 			roles, record = d.Roles, d.Record
-			return webrdp.Grant{Target: t.Target, Clipboard: !d.DisableClipboard}, nil
+			return webrdp.Grant{Target: t.Target, Clipboard: !d.DisableClipboard, FileTransfer: !d.DisableFileTransfer}, nil
 		},
 		Open: func(ctx context.Context, target string) (webrdp.Session, error) {
 			sess, err := b.Open(ctx, broker.Request{User: c.user.Name, Client: client, Target: target, Protocol: broker.RDP,
@@ -141,6 +141,9 @@ func (s *Portal) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 			if cfg.SSH.RecordingWritten != nil {
 				cfg.SSH.RecordingWritten()
 			}
+		},
+		FileTransfer: func(sess webrdp.Session, ev webrdp.FileEvent) {
+			cfg.Audit.Audit(fileTransferEvent(c.user.Name, client, sess, ev))
 		},
 	}
 	o := webrdp.Serve(ctx, conn, p)

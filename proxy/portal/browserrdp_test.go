@@ -12,16 +12,22 @@ import (
 )
 
 // TestDesktopPage: carol's RDP ticket opens the desktop page, with the
-// desktop's module, its CSP and the clipboard her role allows.
+// desktop's module, its CSP and the clipboard and files her role allows
+// (files go through the clipboard: none without it).
 func TestDesktopPage(t *testing.T) {
 	for _, c := range []struct {
 		name      string
 		noClip    bool
+		noFiles   bool
 		clipboard string
-	}{{"clipboard allowed", false, `data-clipboard="true"`}, {"clipboard disabled", true, `data-clipboard="false"`}} {
+	}{
+		{"clipboard allowed", false, false, `data-clipboard="true" data-file-transfer="true"`},
+		{"clipboard disabled", true, false, `data-clipboard="false" data-file-transfer="false"`},
+		{"files disabled", false, true, `data-clipboard="true" data-file-transfer="false"`},
+	} {
 		t.Run(c.name, func(t *testing.T) {
 			pol := access.New(testName, []access.Target{{Name: "vm2", RDP: 3389}}, nil, []access.Role{
-				{Name: "win", Subjects: []string{"user:carol"}, Targets: []string{"vm2"}, Protocols: []string{access.RDP}, DisableClipboard: c.noClip}})
+				{Name: "win", Subjects: []string{"user:carol"}, Targets: []string{"vm2"}, Protocols: []string{access.RDP}, DisableClipboard: c.noClip, DisableFileTransfer: c.noFiles}})
 			h := newTestServer(t, testConfig{Access: pol}).routes()
 			carol := newBrowser(t, h)
 			csrf := carol.signIn("carol")

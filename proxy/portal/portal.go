@@ -207,6 +207,9 @@ type pageData struct {
 	// desktop may share the clipboard.
 	Script    string
 	Clipboard bool
+	// FileTransfer says whether files may pass through the desktop's
+	// clipboard (the role's disable_file_transfer).
+	FileTransfer bool
 	// Providers are the single sign-on buttons of the sign-in page.
 	Providers []oidc.Info
 	// Refresh, when set, is where the page sends the browser on at once;
@@ -468,7 +471,8 @@ func (s *Portal) connectPage(w http.ResponseWriter, r *http.Request) {
 		// URL) and draws through blob: images.
 		w.Header().Set("Content-Security-Policy", desktopCSP)
 		d.Styles, d.Script = []string{"/static/app/desktop.css"}, "/static/app/desktop.js"
-		d.Clipboard = !s.authz().Decide(c.who(clientAddr(r), "browser"), authz.What{Target: t.Target, Protocol: t.Protocol}).DisableClipboard
+		dec := s.authz().Decide(c.who(clientAddr(r), "browser"), authz.What{Target: t.Target, Protocol: t.Protocol})
+		d.Clipboard, d.FileTransfer = !dec.DisableClipboard, !dec.DisableClipboard && !dec.DisableFileTransfer
 	}
 	if c.link != "" {
 		s.linkConnectPage(&d)

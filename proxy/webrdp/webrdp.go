@@ -61,6 +61,11 @@ type Params struct {
 	Logger *zap.Logger
 	// HandshakeFailed counts a negotiation that failed with the server.
 	HandshakeFailed func()
+	// FileTransfer, when set, is told of each file the clipboard carried
+	// (once its last byte passed, or at the end of its offer or session if
+	// it never did) and of each offer of files refused. Without it, a
+	// desktop whose grant allows files does not have its clipboard read.
+	FileTransfer func(sess Session, ev FileEvent)
 	// Record, when set, starts the recording of sess once the negotiation
 	// with the server is done (h has the session, target, protocol,
 	// Confirm and certificates filled in), or returns nil, nil for a
@@ -81,6 +86,10 @@ type Grant struct {
 	// Clipboard lets the desktop have its clipboard channel; without it the
 	// gateway takes the channel out of the client's request (noClipboard).
 	Clipboard bool
+	// FileTransfer lets files pass through the clipboard; without it the
+	// gateway takes the file formats out of the clipboard's format lists
+	// and refuses any request for a file's contents (clipGate).
+	FileTransfer bool
 }
 
 // Refusal is a request the bastion refuses before any session: Status is
@@ -240,6 +249,8 @@ func (g *gateway) session(ctx context.Context, sess Session, grant Grant, req *r
 		client = &tapConn{Conn: client, record: tap.FromClient, failed: failed}
 		server = &tapTLSConn{tapConn{Conn: tc, record: tap.FromServer, failed: failed}}
 	}
+	client, server, filesDone := g.clipboardFiles(sess, grant, client, server)
+	defer filesDone()
 	stop := g.keepAlive(sess)
 	sess.RelayOver(client, server)
 	stop()

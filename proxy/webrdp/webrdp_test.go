@@ -43,6 +43,8 @@ type rdpServer struct {
 	// PDU, if any, and the X.224 request.
 	mu  sync.Mutex
 	got []byte
+	// clipDone is closed when serveClip has its stream's end (modeClip).
+	clipDone chan struct{}
 }
 
 // Modes of rdpServer.
@@ -51,6 +53,7 @@ const (
 	modeNLA      = "nla"      // a failure: HYBRID_REQUIRED_BY_SERVER
 	modeStandard = "standard" // no negotiation structure: standard RDP security
 	modeReset    = "reset"    // reset the connection instead of answering
+	modeClip     = "clip"     // select TLS, answer the Connect Initial, offer files (serveClip)
 	modeAlert    = "alert"    // select TLS, then refuse the client's TLS handshake
 )
 
@@ -120,6 +123,10 @@ func (s *rdpServer) handle(c net.Conn) {
 	}
 	tc := tls.Server(c, cfg)
 	if err := tc.Handshake(); err != nil {
+		return
+	}
+	if s.mode == modeClip {
+		s.serveClip(tc)
 		return
 	}
 	buf := make([]byte, 32<<10)
@@ -234,9 +241,11 @@ func newGateway(t *testing.T, srv *rdpServer, edit func(*Params)) *gatewayTest {
 		Authorize: func(ticket string) (Grant, error) {
 			switch ticket {
 			case "good":
-				return Grant{Target: "vm2", Clipboard: true}, nil
+				return Grant{Target: "vm2", Clipboard: true, FileTransfer: true}, nil
 			case "no-clipboard":
 				return Grant{Target: "vm2"}, nil
+			case "no-files":
+				return Grant{Target: "vm2", Clipboard: true}, nil
 			case "revoked":
 				return Grant{}, &Refusal{Status: 403, Outcome: Outcome{Class: ClassDenied, Message: "no longer allowed"}}
 			}

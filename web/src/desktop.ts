@@ -1,6 +1,6 @@
 // Entry point of the remote desktop page (GET /connect/{ticket} for an RDP
 // target). The server renders <div id="client" data-ticket data-protocol
-// data-target data-csrf data-clipboard>; this module turns it into the
+// data-target data-csrf data-clipboard data-file-transfer>; this module turns it into the
 // desktop client. The terminal page (connect.ts) is a separate bundle, so
 // that it does not download the desktop's WebAssembly. The player of RDP
 // recordings (<div id="rdpplayer">, rdpplayer.ts) is in this bundle too:
@@ -11,9 +11,9 @@ import { startPlayer } from "./rdpplayer";
 
 const root = document.getElementById("client");
 if (root) {
-  const { ticket = "", protocol = "", target = "", csrf = "", clipboard = "" } = root.dataset;
+  const { ticket = "", protocol = "", target = "", csrf = "", clipboard = "", fileTransfer = "" } = root.dataset;
   if (protocol === "rdp") {
-    startDesktop(root, { ticket, target, csrf, clipboard: clipboard === "true" });
+    startDesktop(root, { ticket, target, csrf, clipboard: clipboard === "true", files: fileTransfer === "true" });
   } else {
     root.textContent = `This page cannot open ${protocol || "this kind of"} connection.`;
   }

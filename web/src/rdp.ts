@@ -11,6 +11,7 @@ import { newTicket, rdpOutcome, type RDPOutcome, SessionExpired } from "./api";
 import { type DesktopCredentials, desktopForm } from "./forms";
 import { h } from "./dom";
 import { type EndAction, Layout } from "./layout";
+import { DesktopFiles } from "./rdpfiles";
 import { IronErrorKind, isIronError, loadBackend, RemoteDesktop } from "./remotedesktop";
 
 export interface DesktopConfig {
@@ -20,6 +21,8 @@ export interface DesktopConfig {
   csrf: string;
   /** Whether the policy lets this desktop share the clipboard. */
   clipboard: boolean;
+  /** Whether it lets files through the clipboard (rdpfiles.ts). */
+  files?: boolean;
 }
 
 /** The page's state, in #client's data-state for the browser tests. */
@@ -89,6 +92,7 @@ class DesktopPage {
   #size = { width: 0, height: 0 };
   #resizeTimer = 0;
   #warning = "";
+  readonly #files: DesktopFiles | undefined;
 
   constructor(root: HTMLElement, config: DesktopConfig) {
     this.#root = root;
@@ -103,6 +107,7 @@ class DesktopPage {
       onDisconnect: () => this.#disconnect(),
     });
     this.#ui.session({ recorded: false, clipboard: config.clipboard });
+    if (config.clipboard && config.files) this.#files = new DesktopFiles(root, this.#ui.screen);
 
     this.#fitButton.setAttribute("aria-pressed", "true");
     this.#fitButton.addEventListener("click", () => this.#toggleFit());
@@ -188,6 +193,7 @@ class DesktopPage {
         .withExtension(displayControl(true));
       if (creds.domain) builder.withServerDomain(creds.domain);
       this.#size = size;
+      this.#files?.attach(desktop.api); // before connect: the clipboard's file streams are negotiated then
       session = await desktop.api.connect(builder.build());
     } catch (error) {
       if (attempt === this.#attempt) await this.#ended(attempt, ticket, { error, connected: false });
@@ -199,6 +205,7 @@ class DesktopPage {
     this.#ui.status(this.#warning ? `Connected · ${this.#warning}` : "Connected");
     this.#ui.canDisconnect(true);
     this.#ctrlAltDelButton.disabled = false;
+    this.#files?.connected();
     this.#ui.showScreen(true);
     desktop.api.setVisibility(true);
     desktop.fit();
@@ -231,6 +238,7 @@ class DesktopPage {
     const outcome = await rdpOutcome(ticket);
     if (attempt !== this.#attempt) return;
     const verdict = judge(outcome, end, this.#disconnected);
+    this.#files?.detach();
     this.#desktop?.remove();
     this.#desktop = undefined;
     this.#ui.showScreen(false);

@@ -13,7 +13,8 @@
 // submitting the form goes through connecting to ended with the bastion's
 // message (asked again after a 404), that the client's own error is the
 // fallback when the bastion knows nothing, and that Try again gets a new
-// ticket and returns to the form. Exit status 1 on any failure. Screenshots
+// ticket and returns to the form; the file panel is absent unless
+// data-file-transfer says files may pass, and disabled until connected. Exit status 1 on any failure. Screenshots
 // go to $ARTIFACTS (or a temporary directory).
 import { readFile } from "node:fs/promises";
 import http from "node:http";
@@ -41,12 +42,12 @@ const canned = {
 /** What the server saw, for the checks. */
 const seen = { outcome: [], notFound: 0, connect: [] };
 
-function page(ticket, clipboard) {
+function page(ticket, clipboard, files) {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>vm2</title>
 <link rel="stylesheet" href="/static/app/desktop.css"></head>
 <body>
-<div id="client" data-ticket="${ticket}" data-protocol="rdp" data-target="vm2" data-csrf="C5RF" data-clipboard="${clipboard}">
+<div id="client" data-ticket="${ticket}" data-protocol="rdp" data-target="vm2" data-csrf="C5RF" data-clipboard="${clipboard}" data-file-transfer="${files}">
 <noscript><p>The desktop needs JavaScript.</p></noscript>
 </div>
 <script src="/static/app/desktop.js" type="module"></script>
@@ -64,7 +65,7 @@ const server = http.createServer(async (req, res) => {
     if (req.method === "GET" && url.pathname.startsWith("/connect/")) {
       const ticket = url.pathname.slice("/connect/".length);
       res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": csp });
-      res.end(page(ticket, url.searchParams.get("clipboard") === "true"));
+      res.end(page(ticket, url.searchParams.get("clipboard") === "true", url.searchParams.get("files") === "true"));
       return;
     }
     if (req.method === "GET" && url.pathname.startsWith("/static/app/")) {
@@ -145,6 +146,7 @@ try {
   check(await form.getByRole("button", { name: "Connect" }).isVisible(), "Connect button");
   check(await p.locator("#client .badge", { hasText: "Copy and paste disabled" }).isVisible(), "clipboard-disabled badge shown (data-clipboard=false)");
   check(await p.locator("#client .bar button", { hasText: "Fit to window" }).isVisible(), "Fit to window tool");
+  check((await p.locator("#client .files").count()) === 0, "no file panel (data-file-transfer=false)");
   check(await p.locator("#client .bar button", { hasText: "Ctrl+Alt+Del" }).isDisabled(), "Ctrl+Alt+Del disabled before connecting");
   await lib.screenshot(p, artifacts, "1-form");
 
@@ -186,15 +188,19 @@ try {
   check(seen.outcome.every((t) => t === "T1" || t === "T2"), "outcomes asked with the current ticket");
   await lib.screenshot(p, artifacts, "3-fallback");
 
-  // 5. With the clipboard allowed, no badge.
-  await p.goto(`${base}/connect/T3?clipboard=true`);
+  // 5. With the clipboard allowed, no badge; with files too, the file
+  // panel, disabled until a desktop is connected.
+  await p.goto(`${base}/connect/T3?clipboard=true&files=true`);
   await p.waitForSelector('#client[data-state="credentials"]');
   check(!(await p.locator("#client .badge", { hasText: "Copy and paste disabled" }).isVisible()), "no clipboard badge (data-clipboard=true)");
+  const upload = p.locator("#client .files button", { hasText: "Upload files" });
+  check((await upload.count()) === 1 && (await upload.isDisabled()), "Upload files button, disabled before connecting (data-file-transfer=true)");
   await p.fill('#client input[name="user"]', "CORP\\bob");
   await p.fill('#client input[name="password"]', "s3cret");
   await p.click('#client form.signin button[type="submit"]');
   await p.waitForSelector('#client[data-state="ended"]');
   check((await p.locator("#client-end-message").innerText()).startsWith("Could not reach"), "ends the same way with the clipboard on");
+  check(await upload.isDisabled(), "Upload files disabled again once ended");
   await p.getByRole("button", { name: "Try again" }).click();
   await p.waitForSelector('#client[data-state="credentials"]');
   check((await p.inputValue('#client input[name="user"]')) === "bob" && (await p.inputValue('#client input[name="domain"]')) === "CORP", "DOMAIN\\user split");

@@ -1,0 +1,207 @@
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bastiond/bastiond/web/browsertest"
+)
+
+// Files through the desktop's clipboard, on vm2's GNOME Remote Desktop
+// (test/lab/lab.sh start_vm2_desk, VM2_DESK_PORT): GRD 43 offers the files
+// a local application copies (text/uri-list, x-special/gnome-copied-files)
+// as FileGroupDescriptorW, and shows the files the client offers as
+// text/uri-list pointing into a FUSE directory of its runtime directory,
+// whose reads become File Contents Requests to the client. GRD runs as
+// root in the lab, so the tests read that directory directly.
+
+// FilesDeskTarget is vm2's GNOME Remote Desktop in the inventory.
+const FilesDeskTarget = "vm2-desk"
+
+// NeedFilesDesk skips t when the lab has no GNOME Remote Desktop on vm2.
+func NeedFilesDesk(t testing.TB) {
+	t.Helper()
+	NeedLab(t)
+	if lab["VM2_DESK_PORT"] == "" {
+		t.Skip("the lab has no GNOME Remote Desktop on vm2 (lab.env has no VM2_DESK_PORT): files through the RDP clipboard are not tested")
+	}
+}
+
+// RDPFilesConfig is the web RDP configuration with vm2-desk in the
+// inventory (if it is not yet) and two roles on it: files for carol, and
+// no files (disable_file_transfer) for dave unless davesFiles.
+func RDPFilesConfig(dir string, davesFiles bool) string {
+	cfg := WebRDPConfig(dir, false, "")
+	if !strings.Contains(cfg, "- name: "+FilesDeskTarget+"\n") {
+		entry := "    - name: " + FilesDeskTarget + "\n      addresses: [" + lab["VM2_DESK_4"] + `, "` + lab["VM2_DESK_6"] + `"]` +
+			"\n      ports: {rdp: " + lab["VM2_DESK_PORT"] + "}\n"
+		cfg = strings.Replace(cfg, "inventory:\n  targets:\n", "inventory:\n  targets:\n"+entry, 1)
+	}
+	noFiles := "\n      disable_file_transfer: true"
+	if davesFiles {
+		noFiles = ""
+	}
+	roles := "  roles:\n" +
+		"    - name: desk-files\n      subjects: [user:carol]\n      targets: [" + FilesDeskTarget + "]\n      protocols: [rdp]\n" +
+		"    - name: desk-no-files\n      subjects: [user:dave]\n      targets: [" + FilesDeskTarget + "]\n      protocols: [rdp]" + noFiles + "\n"
+	return strings.Replace(cfg, "  roles:\n", roles, 1)
+}
+
+// FilesPattern is n bytes of a test file: no run repeats within 251 bytes.
+func FilesPattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*31%251) ^ byte(i>>16)
+	}
+	return b
+}
+
+// SHA256Hex is the hex SHA-256 of b.
+func SHA256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// DropFiles drops a file named name of FilesPattern(size) onto the
+// desktop of the current tab, as a user dragging it from their files.
+func DropFiles(t testing.TB, b *browsertest.Browser, name string, size int) {
+	t.Helper()
+	var ok bool
+	b.Eval(t, fmt.Sprintf(`(() => {
+		const n = %d, data = new Uint8Array(n);
+		for (let i = 0; i < n; i++) data[i] = ((i * 31) %% 251) ^ ((i >> 16) & 0xff);
+		const dt = new DataTransfer();
+		dt.items.add(new File([data], %q, { type: "application/octet-stream" }));
+		const screen = document.querySelector("#client .desktop");
+		if (!screen) return false;
+		screen.dispatchEvent(new DragEvent("dragover", { dataTransfer: dt, bubbles: true, cancelable: true }));
+		screen.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+		return true;
+	})()`, size, name), &ok)
+	if !ok {
+		t.Fatal("the page has no desktop to drop files onto")
+	}
+}
+
+// FilesDeskX runs args in vm2 on the GNOME desktop's X display and
+// returns their output.
+func FilesDeskX(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	c := LabCommand(t, "vm2", append([]string{"timeout", "10", "env", "DISPLAY=" + LabValue(t, "VM2_DESK_DISPLAY"),
+		"XAUTHORITY=" + LabValue(t, "VM2_DESK_XAUTHORITY"), "LANG=C.UTF-8"}, args...)...)
+	out, err := c.Output()
+	return string(out), err
+}
+
+// WaitDeskFile waits until the desktop's clipboard offers a file named
+// name (text/uri-list), and returns its path in vm2.
+func WaitDeskFile(t testing.TB, name string) string {
+	t.Helper()
+	var last string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		out, _ := FilesDeskX(t, "xclip", "-o", "-selection", "clipboard", "-t", "text/uri-list")
+		last = out
+		for _, line := range strings.Split(out, "\n") {
+			u, err := url.Parse(strings.TrimSpace(line))
+			if err == nil && u.Scheme == "file" && filepath.Base(u.Path) == name {
+				return u.Path
+			}
+		}
+	}
+	t.Fatalf("the desktop's clipboard offers no file %s: %q", name, last)
+	return ""
+}
+
+// DeskFileOffered says whether the desktop's clipboard offers a file named
+// name now.
+func DeskFileOffered(t testing.TB, name string) bool {
+	t.Helper()
+	out, _ := FilesDeskX(t, "xclip", "-o", "-selection", "clipboard", "-t", "text/uri-list")
+	return strings.Contains(out, "/"+url.PathEscape(name))
+}
+
+// CopyDeskFile writes data to a file named name in vm2 and copies it on
+// the desktop (text/uri-list, held by an xclip the cleanup stops).
+func CopyDeskFile(t testing.TB, name string, data []byte) string {
+	t.Helper()
+	dir := filepath.Join(LabValue(t, "LAB_DIR"), "vm2", "files-"+fmt.Sprint(time.Now().UnixNano()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := LabCommand(t, "vm2", "env", "DISPLAY="+LabValue(t, "VM2_DESK_DISPLAY"), "XAUTHORITY="+LabValue(t, "VM2_DESK_XAUTHORITY"),
+		"xclip", "-quiet", "-i", "-selection", "clipboard", "-t", "text/uri-list")
+	c.Stdin = strings.NewReader("file://" + (&url.URL{Path: path}).EscapedPath() + "\r\n")
+	if err := c.Start(); err != nil {
+		t.Fatalf("xclip in vm2: %v", err)
+	}
+	t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	return path
+}
+
+// FileSHA256InVM2 is the SHA-256 of the file at path, read in vm2.
+func FileSHA256InVM2(t testing.TB, path string) string {
+	t.Helper()
+	out, err := LabCommand(t, "vm2", "timeout", "60", "sha256sum", path).Output()
+	if err != nil {
+		t.Fatalf("sha256sum %s in vm2: %v", path, err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) == 0 {
+		t.Fatalf("sha256sum %s in vm2 said nothing", path)
+	}
+	return f[0]
+}
+
+// DeskClipboardReady waits until GNOME Remote Desktop has opened the
+// clipboard channel of one more session than before (it logs the
+// client's clipboard capabilities once per channel).
+func DeskClipboardReady(t testing.TB, before int) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); DeskClipboardCount(t) <= before; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("GNOME Remote Desktop opened no clipboard channel for the session")
+		}
+	}
+}
+
+// DeskClipboardCount is how many clipboard channels GNOME Remote Desktop
+// has opened so far.
+func DeskClipboardCount(t testing.TB) int {
+	t.Helper()
+	data, _ := os.ReadFile(filepath.Join(LabValue(t, "LAB_DIR"), "log", "desk-grd.log"))
+	return strings.Count(string(data), "[RDP.CLIPRDR] Client capabilities")
+}
+
+// WaitAuditEvent waits up to within for an audit event of d of type kind
+// with the fields of want, and returns it.
+func WaitAuditEvent(t testing.TB, d *Daemon, kind string, want map[string]string, within time.Duration) map[string]any {
+	t.Helper()
+	for deadline := time.Now().Add(within); ; time.Sleep(200 * time.Millisecond) {
+		for _, r := range d.AuditEvents(kind) {
+			ok := true
+			for k, v := range want {
+				if fmt.Sprint(r[k]) != v {
+					ok = false
+				}
+			}
+			if ok {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s event with %v in the audit trail; the %s events: %v", kind, want, kind, d.AuditEvents(kind))
+		}
+	}
+}

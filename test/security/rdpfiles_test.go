@@ -1,0 +1,60 @@
+package security
+
+import (
+	"testing"
+	"time"
+
+	"github.com/bastiond/bastiond/test/e2e"
+)
+
+// TestInvariant18RDPFiles is invariant 18 for files through a desktop's
+// clipboard: with the role's disable_file_transfer, no file passes either
+// way, even from a page that offers them (loaded while the role allowed
+// files, so that it has its file panel): the gateway takes the files out of
+// both sides' format lists and answers requests for their contents itself.
+// Proved against vm2's GNOME Remote Desktop, which shows files offered to
+// it in its clipboard and offers the files copied in vm2: the file dropped
+// in the page never appears in vm2, the file copied in vm2 is never listed
+// in the page, no file_transfer event is written, and each offer is one
+// file_transfer_refused event. Skips without the lab's GNOME Remote Desktop
+// (VM2_DESK_PORT).
+func TestInvariant18RDPFiles(t *testing.T) {
+	e2e.NeedFilesDesk(t)
+	b := e2e.StartBrowser(t, "invariant18-rdp-files")
+	d := e2e.StartDaemonWith(t, e2e.ViaFDs, func(dir string) string { return e2e.RDPFilesConfig(dir, true) })
+	e2e.AddLabUsers(t, d, "dave")
+	if out, err := d.Ctl(nil, "hostkeys", "scan", e2e.FilesDeskTarget, "--pin"); err != nil {
+		t.Fatalf("hostkeys scan: %v\n%s", err, out)
+	}
+	base := "https://" + e2e.ServerName + "/"
+	b.PortalLogin(t, base, "dave", e2e.TunnelPassword)
+	b.OpenDesktop(t, e2e.FilesDeskTarget)
+	b.WaitVisible(t, `#client .files button:text("Upload files")`)
+	reload(t, d, e2e.RDPFilesConfig(d.Dir, false)) // dave's role now refuses files
+	before := e2e.DeskClipboardCount(t)
+	e2e.DesktopSignIn(t, b, e2e.LabValue(t, "LAB_PASSWORD"))
+	e2e.WaitClientState(t, b, "connected")
+	e2e.DeskClipboardReady(t, before)
+
+	e2e.DropFiles(t, b, "never-up.bin", 70_000)
+	e2e.WaitAuditEvent(t, d, "file_transfer_refused", map[string]string{"user": "dave", "direction": "upload", "reason": "role"}, 10*time.Second)
+	e2e.CopyDeskFile(t, "never-down.bin", e2e.FilesPattern(70_000))
+	e2e.WaitAuditEvent(t, d, "file_transfer_refused", map[string]string{"user": "dave", "direction": "download", "reason": "role"}, 10*time.Second)
+	// GRD has had the page's format list since the refusal; the page has
+	// had vm2's since the second.
+	if e2e.DeskFileOffered(t, "never-up.bin") {
+		t.Error("vm2's clipboard offers the file the role refused")
+	}
+	if n := b.Count(t, `#client .files .downloads li`); n != 0 {
+		t.Errorf("the page lists %d of vm2's files", n)
+	}
+	if evs := d.AuditEvents("file_transfer"); len(evs) != 0 {
+		t.Errorf("files passed: %v", evs)
+	}
+	if evs := d.AuditEvents("file_transfer_refused"); len(evs) != 2 {
+		t.Errorf("refusals: %v, want one per offer", evs)
+	}
+	b.Screenshot(t, "refused")
+	b.Click(t, `#client button.disconnect`)
+	e2e.WaitClientState(t, b, "ended")
+}
