@@ -370,6 +370,10 @@ type Reachable struct {
 	TunnelPorts []uint16 `json:"tunnel_ports,omitempty"`
 	// Logins are the account names allowed, nil for any.
 	Logins []string `json:"logins,omitempty"`
+	// Network is true for an inventory network: Name is the network's,
+	// and the user connects to an address inside CIDRs.
+	Network bool     `json:"network,omitempty"`
+	CIDRs   []string `json:"cidrs,omitempty"`
 }
 
 // Reachable lists, in inventory order, the targets user may open something on.

@@ -69,23 +69,11 @@ func (p *Policy) addressTarget(s string) (Target, bool) {
 	return Target{}, false
 }
 
-// ReachableNetwork is a network as a user sees it in the portal: where the
-// "Connect to an address" box may go.
-type ReachableNetwork struct {
-	Name        string   `json:"name"`
-	Description string   `json:"description,omitempty"`
-	CIDRs       []string `json:"cidrs"`
-	Tags        []string `json:"tags,omitempty"`
-	Protocols   []string `json:"protocols"`
-	TunnelPorts []uint16 `json:"tunnel_ports,omitempty"`
-	Logins      []string `json:"logins,omitempty"`
-}
-
 // ReachableNetworks lists, in inventory order, the networks whose
-// addresses user may open something on. The answer is the same for every
+// addresses user may open something on, as Reachable with Network set. The answer is the same for every
 // address of a network: roles grant a network whole.
-func (p *Policy) ReachableNetworks(who Principal) []ReachableNetwork {
-	var out []ReachableNetwork
+func (p *Policy) ReachableNetworks(who Principal) []Reachable {
+	var out []Reachable
 	for _, n := range p.networks {
 		if len(n.Prefixes) == 0 {
 			continue
@@ -95,15 +83,14 @@ func (p *Policy) ReachableNetworks(who Principal) []ReachableNetwork {
 		if !ok {
 			continue
 		}
-		r := ReachableNetwork{Name: n.Name, Description: n.Description, Tags: n.Tags}
-		for _, pf := range n.Prefixes {
-			r.CIDRs = append(r.CIDRs, pf.String())
-		}
-		rt, ok := p.reachable(t, who)
+		r, ok := p.reachable(t, who)
 		if !ok {
 			continue
 		}
-		r.Protocols, r.TunnelPorts, r.Logins = rt.Protocols, rt.TunnelPorts, rt.Logins
+		r.Name, r.Network = n.Name, true
+		for _, pf := range n.Prefixes {
+			r.CIDRs = append(r.CIDRs, pf.String())
+		}
 		out = append(out, r)
 	}
 	return out

@@ -101,7 +101,7 @@ func TestCheckByAddress(t *testing.T) {
 func TestReachableNetworks(t *testing.T) {
 	p := networkPolicy()
 	got := p.ReachableNetworks(Principal{User: "gina"})
-	want := []ReachableNetwork{{Name: "lab", CIDRs: []string{"10.20.0.0/16", "2001:db8:20::/48"}, Protocols: []string{SSH, Tunnel},
+	want := []Reachable{{Name: "lab", Network: true, CIDRs: []string{"10.20.0.0/16", "2001:db8:20::/48"}, Protocols: []string{SSH, Tunnel},
 		TunnelPorts: []uint16{8080}, Logins: []string{"ops"}}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("gina: %+v, want %+v", got, want)
