@@ -40,6 +40,7 @@ func policyInput(cfg *config.Config, vnet []netip.Addr, facts egressFacts) netpo
 		PublicInterface: cfg.Bastion.PublicInterface,
 		VNetAddrs:       vnet,
 		Targets:         policyTargets(cfg),
+		Networks:        policyNetworks(cfg),
 		Firewall: netpolicy.Firewall{
 			AdminCIDRs:    fw.AdminCIDRs,
 			TrapThreshold: fw.TrapThreshold,
@@ -92,6 +93,20 @@ func policyTargets(cfg *config.Config) []netpolicy.Target {
 		targets[i] = netpolicy.Target{Name: t.Name, Addresses: t.Addresses, Ports: ports}
 	}
 	return targets
+}
+
+// policyNetworks are the inventory's networks as netpolicy guards them,
+// each port with its protocols; nil without networks.
+func policyNetworks(cfg *config.Config) []netpolicy.Network {
+	var out []netpolicy.Network
+	for _, n := range cfg.Inventory.Networks {
+		var ports []netpolicy.Port
+		for _, p := range n.Ports.Services() {
+			ports = append(ports, netpolicy.Port(p))
+		}
+		out = append(out, netpolicy.Network{Name: n.Name, Prefixes: n.CIDRs, Ports: ports})
+	}
+	return out
 }
 
 // policyAPI is the firewall as the admin API shows it.
