@@ -233,8 +233,6 @@ func (in Input) check() error {
 			switch {
 			case !p.IsValid():
 				bad("network %q: a prefix is missing", n.Name)
-			case p.Addr().Zone() != "":
-				bad("network %q: prefix %s has a zone", n.Name, p)
 			case p.Addr().Is4In6():
 				bad("network %q: prefix %s is IPv4-mapped: give the IPv4 prefix", n.Name, p)
 			}

@@ -13,7 +13,7 @@ import (
 type Network struct {
 	// Name names the network in set element comments. Required.
 	Name string
-	// Prefixes are IPv4 and IPv6 prefixes, without zones, not IPv4-mapped.
+	// Prefixes are IPv4 and IPv6 prefixes, not IPv4-mapped.
 	// The daemon's configuration keeps them apart from each other and
 	// from the bastion's own subnets. At least one.
 	Prefixes []netip.Prefix
