@@ -112,7 +112,7 @@ TLS (TCP 443) where UDP is blocked. Needs bastionctl login first. Stop it
 with Ctrl-C.`,
 		Example: "  bastionctl tunnel vm2 --port 3389 --listen 127.0.0.1:13389\n  xfreerdp /v:127.0.0.1:13389\n" +
 			"  bastionctl tunnel 2001:db8:20::5 --port 22 --listen 127.0.0.1:2222   # an address in a network",
-		Args:    cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if port == 0 {
 				return errors.New("--port is required")
