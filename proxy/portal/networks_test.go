@@ -19,7 +19,8 @@ import (
 func networkPolicy() *access.Policy {
 	return testPolicy(access.Role{Name: "lab", Subjects: []string{"user:alice"}, Targets: []string{"network:lab"}, Protocols: []string{access.SSH}}).
 		WithNetworks([]access.Network{
-			{Name: "lab", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.20.0.0/16"), netip.MustParsePrefix("2001:db8:20::/48")}, SSH: 22},
+			{Name: "lab", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.20.0.0/16"), netip.MustParsePrefix("2001:db8:20::/48")}, SSH: 22,
+				TargetName: "{network}-{dashed}"},
 			{Name: "desks", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.30.0.0/16"), netip.MustParsePrefix("2001:db8:30::/48")}, SSH: 22},
 		})
 }
@@ -65,6 +66,12 @@ func TestConnectByAddress(t *testing.T) {
 			}
 			if got := rr.got[len(rr.got)-1]; got.Target != tc.target || got.Port != 22 {
 				t.Errorf("the relay got %+v, want target %s port 22", got, tc.target)
+			}
+			tk2 := strings.TrimPrefix(alice.post("/connect", url.Values{"csrf": {csrf}, "address": {tc.typed}, "protocol": {"ssh"}}).header.Get("Location"), "/connect/")
+			sink.Take()
+			title := "lab-" + strings.NewReplacer(".", "-", ":", "-").Replace(tc.target)
+			if r := alice.get("/connect/" + tk2); !strings.Contains(r.body, "<title>"+title) || !strings.Contains(r.body, `data-target="`+tc.target+`"`) {
+				t.Errorf("the connect page of %s lacks the title %s and the address:\n%s", tc.typed, title, r.body)
 			}
 		})
 	}

@@ -466,8 +466,12 @@ func (s *Portal) connectPage(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusForbidden, "expired.html", pageData{Title: "Session expired"})
 		return
 	}
+	title := t.Target
+	if tg, ok := s.policy().Target(t.Target); ok {
+		title = tg.Shown() // an address as its network's target_name writes it
+	}
 	d := pageData{
-		Title: t.Target, User: c.user.Name, CSRF: c.session.CSRF, Page: "wide", Styles: []string{"/static/app/connect.css"},
+		Title: title, User: c.user.Name, CSRF: c.session.CSRF, Page: "wide", Styles: []string{"/static/app/connect.css"},
 		Target: t.Target, Protocol: t.Protocol, Ticket: r.PathValue("ticket"), Script: "/static/app/connect.js",
 	}
 	if t.Protocol == access.RDP {
