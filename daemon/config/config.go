@@ -291,10 +291,12 @@ type Network struct {
 	// Tags select the network in roles ("tag:lab"), as a target's do.
 	Tags        []string `yaml:"tags"`
 	Description string   `yaml:"description"`
-	// TargetName is how an address shows as a target in the portal, the
-	// session records and the audit events: a pattern of {addr} (the
-	// address), {dashed} (the address with '-' for '.' and ':') and
-	// {network} (this network's name). Default "{addr}".
+	// TargetName is how an address shows in the portal (its connect
+	// page's title): a pattern of {addr} (the address), {dashed} (the
+	// address with '-' for '.' and ':') and {network} (this network's
+	// name). Default "{addr}". Records and audit events name the address
+	// itself (target, address) and the network (network), whatever the
+	// pattern, so that they stay unambiguous.
 	TargetName string `yaml:"target_name"`
 	// SSHCertificates is a target's ssh_certificates, for every address.
 	SSHCertificates bool `yaml:"ssh_certificates"`
