@@ -1,6 +1,6 @@
-// Package addrname turns an address typed by a user into the target name it
-// shows as in the portal, the session records and the audit events, by the
-// small pattern language of an inventory network's target_name:
+// Package addrname turns an address typed by a user into the name it shows
+// as in the portal, by the small pattern language of an inventory network's
+// target_name (records and audit events name the address itself):
 //
 //	{addr}     the address as Go's netip writes it: 10.20.1.5, 2001:db8:20::5
 //	{dashed}   the same with '.' and ':' as '-': 10-20-1-5, 2001-db8-20--5
