@@ -109,6 +109,17 @@ func policyNetworks(cfg *config.Config) []netpolicy.Network {
 	return out
 }
 
+// exportTargets are what `policy export NAME` may name: the targets, and
+// the networks, whose machines each take the same guard (a machine's own
+// rules need its ports, not its address).
+func exportTargets(cfg *config.Config) []netpolicy.Target {
+	targets := policyTargets(cfg)
+	for _, n := range policyNetworks(cfg) {
+		targets = append(targets, netpolicy.Target{Name: n.Name, Ports: n.Ports})
+	}
+	return targets
+}
+
 // policyAPI is the firewall as the admin API shows it.
 type policyAPI struct{ d *daemon }
 
@@ -128,14 +139,15 @@ func (p policyAPI) Show() (adminapi.PolicyView, error) {
 
 func (p policyAPI) Export(target string) (string, error) {
 	cfg := p.d.config()
-	if !slices.ContainsFunc(cfg.Inventory.Targets, func(t config.Target) bool { return t.Name == target }) {
+	targets := exportTargets(cfg)
+	if !slices.ContainsFunc(targets, func(t netpolicy.Target) bool { return t.Name == target }) {
 		return "", fmt.Errorf("target %q: %w", target, adminapi.ErrUnknownTarget)
 	}
 	from, err := guardSources(cfg, p.d.state)
 	if err != nil {
 		return "", err
 	}
-	rs, err := netpolicy.Export(policyTargets(cfg), target, from)
+	rs, err := netpolicy.Export(targets, target, from)
 	if err != nil {
 		return "", err
 	}
