@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -66,12 +67,19 @@ var _ adminapi.HostKeys = hostKeysAPI{}
 // offered returns the protocols of target whose keys are pinned (ssh,
 // rdp), those of want that it offers, with an error for one it does not.
 func (h hostKeysAPI) offered(target string, want ...string) ([]string, error) {
-	inv := h.d.config().Inventory.Targets
-	i := slices.IndexFunc(inv, func(t config.Target) bool { return t.Name == target })
-	if i < 0 {
+	cfg := h.d.config()
+	inv := cfg.Inventory.Targets
+	var p config.Ports
+	if i := slices.IndexFunc(inv, func(t config.Target) bool { return t.Name == target }); i >= 0 {
+		p = inv[i].Ports
+	} else if n, ok := networkOf(cfg, target); ok {
+		// An address of a network has its keys pinned under the address,
+		// as netip writes it (what its sessions check).
+		p = n.Ports
+	} else {
 		return nil, fmt.Errorf("target %q: %w", target, adminapi.ErrUnknownTarget)
 	}
-	ports := map[string]uint16{hostkeys.KindSSH: inv[i].Ports.SSH, hostkeys.KindRDP: inv[i].Ports.RDP}
+	ports := map[string]uint16{hostkeys.KindSSH: p.SSH, hostkeys.KindRDP: p.RDP}
 	var offered []string
 	for _, p := range []string{hostkeys.KindSSH, hostkeys.KindRDP} {
 		if ports[p] != 0 {
@@ -123,4 +131,19 @@ func (h hostKeysAPI) PinCertificate(target string, data []byte, by string) (host
 		return hostkeys.Key{}, err
 	}
 	return h.Store.PinCertificate(target, data, by)
+}
+
+// networkOf is the inventory network that address, written as netip
+// writes it, lies in.
+func networkOf(cfg *config.Config, address string) (config.Network, bool) {
+	a, err := netip.ParseAddr(address)
+	if err != nil || a.Zone() != "" || a.Unmap().String() != address {
+		return config.Network{}, false
+	}
+	for _, n := range cfg.Inventory.Networks {
+		if slices.ContainsFunc(n.CIDRs, func(p netip.Prefix) bool { return p.Contains(a) }) {
+			return n, true
+		}
+	}
+	return config.Network{}, false
 }

@@ -40,6 +40,7 @@ func policyInput(cfg *config.Config, vnet []netip.Addr, facts egressFacts) netpo
 		PublicInterface: cfg.Bastion.PublicInterface,
 		VNetAddrs:       vnet,
 		Targets:         policyTargets(cfg),
+		Networks:        policyNetworks(cfg),
 		Firewall: netpolicy.Firewall{
 			AdminCIDRs:    fw.AdminCIDRs,
 			TrapThreshold: fw.TrapThreshold,
@@ -94,6 +95,31 @@ func policyTargets(cfg *config.Config) []netpolicy.Target {
 	return targets
 }
 
+// policyNetworks are the inventory's networks as netpolicy guards them,
+// each port with its protocols; nil without networks.
+func policyNetworks(cfg *config.Config) []netpolicy.Network {
+	var out []netpolicy.Network
+	for _, n := range cfg.Inventory.Networks {
+		var ports []netpolicy.Port
+		for _, p := range n.Ports.Services() {
+			ports = append(ports, netpolicy.Port(p))
+		}
+		out = append(out, netpolicy.Network{Name: n.Name, Prefixes: n.CIDRs, Ports: ports})
+	}
+	return out
+}
+
+// exportTargets are what `policy export NAME` may name: the targets, and
+// the networks, whose machines each take the same guard (a machine's own
+// rules need its ports, not its address).
+func exportTargets(cfg *config.Config) []netpolicy.Target {
+	targets := policyTargets(cfg)
+	for _, n := range policyNetworks(cfg) {
+		targets = append(targets, netpolicy.Target{Name: n.Name, Ports: n.Ports})
+	}
+	return targets
+}
+
 // policyAPI is the firewall as the admin API shows it.
 type policyAPI struct{ d *daemon }
 
@@ -113,14 +139,15 @@ func (p policyAPI) Show() (adminapi.PolicyView, error) {
 
 func (p policyAPI) Export(target string) (string, error) {
 	cfg := p.d.config()
-	if !slices.ContainsFunc(cfg.Inventory.Targets, func(t config.Target) bool { return t.Name == target }) {
+	targets := exportTargets(cfg)
+	if !slices.ContainsFunc(targets, func(t netpolicy.Target) bool { return t.Name == target }) {
 		return "", fmt.Errorf("target %q: %w", target, adminapi.ErrUnknownTarget)
 	}
 	from, err := guardSources(cfg, p.d.state)
 	if err != nil {
 		return "", err
 	}
-	rs, err := netpolicy.Export(policyTargets(cfg), target, from)
+	rs, err := netpolicy.Export(targets, target, from)
 	if err != nil {
 		return "", err
 	}

@@ -63,6 +63,11 @@ func TestPolicyInputGolden(t *testing.T) {
 				"logging:\n  syslog:\n    address: \"[2001:db8::9]:6514\"\n    tls: true\n"
 		}, egressFacts{UID: 998, UserFound: true, Resolvers: labPolicyFacts.Resolvers,
 			SyslogAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.99")}}},
+		{"networks-bridged", func(s string) string {
+			return strings.Replace(s, "inventory:\n", "inventory:\n  networks:\n"+
+				"    - {name: lab, cidrs: [198.18.2.0/24, \"2001:db8:b5:2::/64\"], ports: {ssh: 22, tunnel: [8080]}}\n"+
+				"    - {name: desks, cidrs: [10.30.0.0/16, 10.31.0.128/25, \"2001:db8:30::/48\"], ports: {rdp: 3389}}\n", 1)
+		}, labPolicyFacts},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rs, err := netpolicy.Compile(policyInput(labPolicyConfig(t, tt.edit), labPolicyVNet, tt.facts))

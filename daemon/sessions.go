@@ -97,6 +97,10 @@ func brokerConfig(cfg *config.Config, log *zap.Logger) broker.Config {
 	for i, t := range inv {
 		targets[i] = broker.Target{Name: t.Name, Addresses: t.Addresses, SSH: t.Ports.SSH, RDP: t.Ports.RDP, Tunnel: t.Ports.TunnelPorts()}
 	}
+	networks := make([]broker.Network, len(cfg.Inventory.Networks))
+	for i, n := range cfg.Inventory.Networks {
+		networks[i] = broker.Network{Name: n.Name, Prefixes: n.CIDRs, SSH: n.Ports.SSH, RDP: n.Ports.RDP, Tunnel: n.Ports.TunnelPorts()}
+	}
 	l := cfg.Limits
 	timeouts := func(p config.ProtocolLimits) broker.Timeouts {
 		return broker.Timeouts{Idle: p.IdleTimeout, Max: p.MaxSessionDuration}
@@ -104,6 +108,8 @@ func brokerConfig(cfg *config.Config, log *zap.Logger) broker.Config {
 	return broker.Config{
 		Logger:        log.Named("broker"),
 		Targets:       targets,
+		Networks:      networks,
+		Subnets:       cfg.Bastion.Subnets,
 		Capacity:      l.Capacity,
 		Weights:       map[string]int{broker.SSH: l.Weights.SSH, broker.RDP: l.Weights.RDP, broker.Tunnel: l.Weights.Tunnel},
 		PerUser:       l.SessionsPerUser,

@@ -61,7 +61,12 @@ func accessPolicy(cfg *config.Config) *access.Policy {
 		roles[i] = access.Role{Name: r.Name, Subjects: r.Subjects, Targets: r.Targets, Protocols: r.Protocols, Logins: r.Logins,
 			Bastions: r.Bastions, DisableClipboard: r.DisableClipboard, DisableFileTransfer: r.DisableFileTransfer, Record: r.Record, Auditor: r.Auditor}
 	}
-	return access.New(cfg.Listen.ServerName, targets, cfg.Access.Groups, roles)
+	networks := make([]access.Network, len(cfg.Inventory.Networks))
+	for i, n := range cfg.Inventory.Networks {
+		networks[i] = access.Network{Name: n.Name, Description: n.Description, Prefixes: n.CIDRs, Tags: n.Tags, SSH: n.Ports.SSH, RDP: n.Ports.RDP,
+			Tunnel: n.Ports.TunnelPorts(), TargetName: n.TargetName, SSHCertificates: n.SSHCertificates}
+	}
+	return access.New(cfg.Listen.ServerName, targets, cfg.Access.Groups, roles).WithNetworks(networks)
 }
 
 // usersAPI is account administration for the admin API.

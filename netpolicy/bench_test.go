@@ -196,3 +196,77 @@ func BenchmarkNftLoad10kTargets(b *testing.B) {
 		}
 	}
 }
+
+// bigNetworksInput is bigInput(targets) with cidrs network prefixes, half
+// IPv4 /24s and half IPv6 /64s, in networks of ten prefixes each offering
+// SSH and RDP.
+func bigNetworksInput(targets, cidrs int) Input {
+	in := bigInput(targets)
+	for i := range cidrs {
+		if i%10 == 0 {
+			in.Networks = append(in.Networks, Network{Name: fmt.Sprintf("n%04d", i/10),
+				Ports: []Port{{Number: 22, TCP: true}, {Number: 3389, TCP: true, UDP: true}}})
+		}
+		n := &in.Networks[len(in.Networks)-1]
+		j := i / 2
+		if i%2 == 0 {
+			n.Prefixes = append(n.Prefixes, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(j >> 8), byte(j), 0}), 24))
+		} else {
+			n.Prefixes = append(n.Prefixes, netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 1, 0, byte(j >> 8), byte(j)}), 64))
+		}
+	}
+	return in
+}
+
+func BenchmarkCompile10kTargets1kCIDRs(b *testing.B) {
+	in := bigNetworksInput(10_000, 1_000)
+	var rs Ruleset
+	for b.Loop() {
+		var err error
+		if rs, err = Compile(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rules, elements := countRules(rs)
+	b.ReportMetric(float64(rules), "rules")
+	b.ReportMetric(float64(elements), "set-elements")
+}
+
+// BenchmarkApply10kTargets1kCIDRs is BenchmarkApply10kTargets with 1,000
+// network prefixes in the interval sets besides.
+func BenchmarkApply10kTargets1kCIDRs(b *testing.B) {
+	_, k := benchNetns(b)
+	rs, err := Compile(bigNetworksInput(10_000, 1_000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := Apply(k.conn, rs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rules, elements := countRules(rs)
+	b.ReportMetric(float64(rules), "rules")
+	b.ReportMetric(float64(elements), "set-elements")
+}
+
+// BenchmarkVerifyFull10kTargets1kCIDRs is BenchmarkVerifyFull10kTargets
+// with the networks' interval sets to read back too.
+func BenchmarkVerifyFull10kTargets1kCIDRs(b *testing.B) {
+	_, k := benchNetns(b)
+	rs, err := Compile(bigNetworksInput(10_000, 1_000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := k.Apply(rs); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		k.mu.Lock()
+		k.matchedOK = false
+		k.mu.Unlock()
+		if d, err := k.Verify(); err != nil || len(d) > 0 {
+			b.Fatal(d, err)
+		}
+	}
+}

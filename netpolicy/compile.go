@@ -59,7 +59,8 @@ func Compile(in Input) (Ruleset, error) {
 		rs.Tables = append(rs.Tables, host, vnetBridgeTable(in))
 	case ModeRouted:
 		host.Sets = append(host.Sets, protectedSets(in.Targets)...)
-		host.Chains = append(host.Chains, Chain{Name: "forward", Hook: "forward", Policy: "accept", Rules: protectRules()})
+		rules := networkProtected(in.Networks, &host, protectRules())
+		host.Chains = append(host.Chains, Chain{Name: "forward", Hook: "forward", Policy: "accept", Rules: rules})
 		rs.Tables = append(rs.Tables, host)
 	case ModeAttached:
 		rs.Tables = append(rs.Tables, host)
@@ -337,7 +338,8 @@ func protectRules() []Rule {
 
 // vnetBridgeTable guards a VNet bridged on this host.
 func vnetBridgeTable(in Input) Table {
-	rules := protectRules()
+	t := Table{Family: FamilyBridge, Name: VNetTable, Sets: protectedSets(in.Targets)}
+	rules := networkProtected(in.Networks, &t, protectRules())
 	// Nobody on the VNet may claim the bastion's addresses.
 	for _, a := range in.VNetAddrs {
 		switch {
@@ -347,12 +349,8 @@ func vnetBridgeTable(in Input) Table {
 			rules = append(rules, Rule{Match: []Match{NDTarget{Addr: a}}, Verdict: "drop", Comment: "ND spoofing of the bastion (" + a.String() + ")"})
 		}
 	}
-	return Table{
-		Family: FamilyBridge,
-		Name:   VNetTable,
-		Sets:   protectedSets(in.Targets),
-		Chains: []Chain{{Name: "forward", Hook: "forward", Policy: "accept", Rules: rules}},
-	}
+	t.Chains = []Chain{{Name: "forward", Hook: "forward", Policy: "accept", Rules: rules}}
+	return t
 }
 
 // egress adds to the host table the sets and output rules that pin what
@@ -384,6 +382,8 @@ func egress(in Input, host *Table) []string {
 		Set{Name: Egress4, Type: TypeIPv4ProtoPort, Elements: v4},
 		Set{Name: Egress6, Type: TypeIPv6ProtoPort, Elements: v6},
 	)
+	netSets, netRules := networkEgress(in.Networks, own)
+	host.Sets = append(host.Sets, netSets...)
 	for i := range host.Chains {
 		if host.Chains[i].Name != "output" {
 			continue
@@ -400,6 +400,9 @@ func egress(in Input, host *Table) []string {
 				Comment: "replies on the TLS listener's connections, also those accepted before the first ruleset"},
 			Rule{Match: []Match{own, AddrProtoPortIn{Set: Egress4}}, Verdict: "accept", Comment: "the inventory and the services the config names"},
 			Rule{Match: []Match{own, AddrProtoPortIn{V6: true, Set: Egress6}}, Verdict: "accept"},
+		)
+		host.Chains[i].Rules = append(host.Chains[i].Rules, netRules...)
+		host.Chains[i].Rules = append(host.Chains[i].Rules,
 			Rule{Match: []Match{own}, Stmts: []Stmt{LimitPerMinute{Rate: 10, Burst: 5}, Log{Prefix: EgressLogPrefix}}},
 			Rule{Match: []Match{own}, Verdict: "drop", Comment: "anything else, loopback included"},
 		)

@@ -90,6 +90,23 @@ var goldenCases = []struct {
 		}
 		in.Egress.Syslog = []netip.AddrPort{netip.MustParseAddrPort("[2001:db8::9]:6514")}
 	}},
+	// Networks reached by address: interval sets keyed by prefix .
+	// protocol . port, in the VNet guard and in the egress chain.
+	{"networks-bridged", withNetworks},
+	{"networks-routed", func(in *Input) {
+		withNetworks(in)
+		in.Mode = ModeRouted
+	}},
+}
+
+// withNetworks adds two networks, each with IPv4 and IPv6 prefixes.
+func withNetworks(in *Input) {
+	in.Networks = []Network{
+		{Name: "lab", Prefixes: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24"), netip.MustParsePrefix("2001:db8:b5:2::/64")},
+			Ports: []Port{{Number: 22, TCP: true}, {Number: 8080, TCP: true}}},
+		{Name: "desks", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.30.0.0/16"), netip.MustParsePrefix("10.31.0.128/25"),
+			netip.MustParsePrefix("2001:db8:30::/48")}, Ports: []Port{{Number: 3389, TCP: true, UDP: true}}},
+	}
 }
 
 // TestCompileGolden renders the compiled ruleset for each mode and compares

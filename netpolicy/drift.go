@@ -57,6 +57,9 @@ func read(c *nftables.Conn, rs Ruleset) (snapshot, error) {
 				keys := make([]string, len(elems))
 				for i, e := range elems {
 					keys[i] = fmt.Sprintf("%s/%v/%q", hex.EncodeToString(e.Key), e.IntervalEnd, e.Comment)
+					if e.KeyEnd != nil {
+						keys[i] += "/" + hex.EncodeToString(e.KeyEnd)
+					}
 				}
 				sort.Strings(keys)
 				desc += " elements=" + strings.Join(keys, ",")

@@ -28,6 +28,9 @@ type Input struct {
 	// counted per target, and they are what the restricted processes may
 	// reach.
 	Targets []Target
+	// Networks are ranges of machines reached by address, guarded and
+	// reached as the targets are.
+	Networks []Network
 	// Firewall tunes the filter on the public side.
 	Firewall Firewall
 	// Egress pins what processes of this host may connect to (invariant 13).
@@ -216,6 +219,27 @@ func (in Input) check() error {
 		for _, p := range t.Ports {
 			if err := checkPort(p); err != nil {
 				bad("target %q: %v", t.Name, err)
+			}
+		}
+	}
+	for i, n := range in.Networks {
+		if n.Name == "" {
+			bad("network %d has no name", i)
+		}
+		if len(n.Prefixes) == 0 {
+			bad("network %q has no prefix", n.Name)
+		}
+		for _, p := range n.Prefixes {
+			switch {
+			case !p.IsValid():
+				bad("network %q: a prefix is missing", n.Name)
+			case p.Addr().Is4In6():
+				bad("network %q: prefix %s is IPv4-mapped: give the IPv4 prefix", n.Name, p)
+			}
+		}
+		for _, p := range n.Ports {
+			if err := checkPort(p); err != nil {
+				bad("network %q: %v", n.Name, err)
 			}
 		}
 	}

@@ -107,8 +107,13 @@ const elementsPerMessage = 512
 // addElements queues elems for s in as many messages as needed; they all
 // belong to the same transaction.
 func addElements(c *nftables.Conn, s *nftables.Set, elems []nftables.SetElement) error {
+	per := elementsPerMessage
+	if len(elems) > 0 && elems[0].KeyEnd != nil {
+		// A range takes its key twice.
+		per /= 2
+	}
 	for len(elems) > 0 {
-		n := min(len(elems), elementsPerMessage)
+		n := min(len(elems), per)
 		// Interval sets take a start and its end together.
 		if n < len(elems) && elems[n].IntervalEnd {
 			n++
@@ -231,8 +236,13 @@ func encodeSet(t *nftables.Table, s Set) (*nftables.Set, []nftables.SetElement, 
 	default:
 		return nil, nil, fmt.Errorf("unknown set type %q", s.Type)
 	}
+	concat := s.Type != TypeIPv4 && s.Type != TypeIPv6 && s.Type != TypeInetPort
+	// An interval set keyed by a concatenation (pipapo in the kernel) holds
+	// each range as one element, from its key to its key end, both
+	// included.
+	ns.Concatenation = s.Interval && concat
 	var elems []nftables.SetElement
-	if s.Interval && len(s.Elements) > 0 {
+	if s.Interval && !concat && len(s.Elements) > 0 {
 		// Interval sets hold [start, end) pairs; nft also marks the start
 		// of the address space as an end, and the kernel lists the same.
 		zero := make([]byte, len(s.Elements[0].Prefix.Addr().AsSlice()))
@@ -243,21 +253,31 @@ func encodeSet(t *nftables.Table, s Set) (*nftables.Set, []nftables.SetElement, 
 		case TypeInetPort:
 			elems = append(elems, nftables.SetElement{Key: be16(e.Port)})
 		case TypeIPv4Port, TypeIPv6Port:
-			key := append(e.Prefix.Addr().AsSlice(), be16(e.Port)...)
-			elems = append(elems, nftables.SetElement{Key: append(key, 0, 0), Comment: e.Comment}) // ports are padded to 4 bytes
+			p := e.Prefix.Masked()
+			key := append(p.Addr().AsSlice(), be16(e.Port)...)
+			el := nftables.SetElement{Key: append(key, 0, 0), Comment: e.Comment} // ports are padded to 4 bytes
+			if s.Interval {
+				el.KeyEnd = append(append(lastAddr(p).AsSlice(), be16(e.Port)...), 0, 0)
+			}
+			elems = append(elems, el)
 		case TypeIPv4ProtoPort, TypeIPv6ProtoPort, TypeProtoPort:
 			proto, ok := protoNumbers[e.Proto]
 			if !ok || (e.Proto != "tcp" && e.Proto != "udp") {
 				return nil, nil, fmt.Errorf("element %s: protocol %q is not tcp or udp", e.String(s.Type), e.Proto)
 			}
-			var key []byte
-			if s.Type != TypeProtoPort {
-				key = e.Prefix.Addr().AsSlice()
-			}
 			// Each part of a concatenation takes whole 4-byte words.
-			key = append(key, proto, 0, 0, 0)
-			key = append(key, be16(e.Port)...)
-			elems = append(elems, nftables.SetElement{Key: append(key, 0, 0), Comment: e.Comment})
+			tail := append([]byte{proto, 0, 0, 0}, be16(e.Port)...)
+			tail = append(tail, 0, 0)
+			var key []byte
+			p := e.Prefix.Masked()
+			if s.Type != TypeProtoPort {
+				key = p.Addr().AsSlice()
+			}
+			el := nftables.SetElement{Key: append(key, tail...), Comment: e.Comment}
+			if s.Interval && s.Type != TypeProtoPort {
+				el.KeyEnd = append(lastAddr(p).AsSlice(), tail...)
+			}
+			elems = append(elems, el)
 		default:
 			p := e.Prefix.Masked()
 			elems = append(elems, nftables.SetElement{Key: p.Addr().AsSlice(), Comment: e.Comment})
@@ -269,6 +289,16 @@ func encodeSet(t *nftables.Table, s Set) (*nftables.Set, []nftables.SetElement, 
 		}
 	}
 	return ns, elems, nil
+}
+
+// lastAddr is the last address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }
 
 // prefixEnd is the first address after p, if there is one.
@@ -568,15 +598,21 @@ func (e *encoder) match(m Match) error {
 		// A concatenation fills consecutive 4-byte registers from
 		// register 1 (NFT_REG32_00 is 8; register 2 is 12, the word after
 		// an IPv6 address), as nft allocates them.
+		protoReg, portReg := uint32(9), uint32(10)
 		if m.V6 {
+			protoReg, portReg = 2, 13
 			e.payload(expr.PayloadBaseNetworkHeader, 24, 16, 1)
-			e.metaTo(expr.MetaKeyL4PROTO, 2)
-			e.payload(expr.PayloadBaseTransportHeader, 2, 2, 13)
 		} else {
 			e.payload(expr.PayloadBaseNetworkHeader, 16, 4, 1)
-			e.metaTo(expr.MetaKeyL4PROTO, 9)
-			e.payload(expr.PayloadBaseTransportHeader, 2, 2, 10)
 		}
+		e.metaTo(expr.MetaKeyL4PROTO, protoReg)
+		if s.Interval {
+			// The ranges of an interval set compare keys as big-endian
+			// numbers: nft turns the host-order protocol into network
+			// order first, and so does this.
+			e.add(&expr.Byteorder{SourceRegister: protoReg, DestRegister: protoReg, Op: expr.ByteorderHton, Len: 1, Size: 2})
+		}
+		e.payload(expr.PayloadBaseTransportHeader, 2, 2, portReg)
 		e.add(&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
 	case ProtoPortIn:
 		s, err := e.namedSet(m.Set)

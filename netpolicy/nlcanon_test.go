@@ -618,7 +618,15 @@ func (tx *nlTx) decodeElements(family string, a *attrs) {
 func decodeElement(a *attrs) txLine {
 	var extra []string
 	key, keyExtra := dataValue(a, unix.NFTA_SET_ELEM_KEY)
-	text := "element " + hexWords(key, false) + " :"
+	text := "element " + hexWords(key, false)
+	if a.has(nftaSetElemKeyEnd) {
+		// A range of a set keyed by a concatenation: libnftnl prints
+		// its end after the key.
+		end, endExtra := dataValue(a, nftaSetElemKeyEnd)
+		text += " - " + hexWords(end, false)
+		keyExtra = joinExtra(keyExtra, "end "+endExtra)
+	}
+	text += " :"
 	if d, ok := a.bytes(unix.NFTA_SET_ELEM_DATA); ok {
 		v, x := decodeData(d)
 		text += " " + v
@@ -630,10 +638,6 @@ func decodeElement(a *attrs) txLine {
 		text += " userdata = { " + escapeUserdata(u) + " }"
 	}
 	extra = append(extra, keyExtra)
-	if k, ok := a.bytes(nftaSetElemKeyEnd); ok {
-		v, x := decodeData(k)
-		extra = append(extra, "keyend "+v+" "+x)
-	}
 	if v, ok := a.u64(unix.NFTA_SET_ELEM_TIMEOUT); ok {
 		extra = append(extra, fmt.Sprintf("timeout %dms", v))
 	}
@@ -992,6 +996,10 @@ func (tx *nlTx) ruleExpr(family, table string, b []byte) (text, extra string, an
 		if v, ok := d.u32(unix.NFTA_LOG_FLAGS); ok {
 			x = append(x, fmt.Sprintf("flags %#x", v))
 		}
+	case "byteorder":
+		op := map[uint32]string{unix.NFT_BYTEORDER_NTOH: "ntoh", unix.NFT_BYTEORDER_HTON: "hton"}[u32(unix.NFTA_BYTEORDER_OP)]
+		text = fmt.Sprintf("byteorder reg %d = %s(reg %d, %d, %d)", u32(unix.NFTA_BYTEORDER_DREG), op, u32(unix.NFTA_BYTEORDER_SREG),
+			u32(unix.NFTA_BYTEORDER_SIZE), u32(unix.NFTA_BYTEORDER_LEN))
 	case "counter":
 		// Absent start values are zero: nft_counter_do_init sets only
 		// those sent on zeroed per-cpu counters (nft sends none,

@@ -410,16 +410,21 @@ func (e Element) key(t SetType) string {
 	case TypeInetPort:
 		return strconv.Itoa(int(e.Port))
 	case TypeIPv4Port, TypeIPv6Port:
-		return e.Prefix.Addr().String() + " . " + strconv.Itoa(int(e.Port))
+		return prefixString(e.Prefix) + " . " + strconv.Itoa(int(e.Port))
 	case TypeIPv4ProtoPort, TypeIPv6ProtoPort:
-		return e.Prefix.Addr().String() + " . " + e.Proto + " . " + strconv.Itoa(int(e.Port))
+		return prefixString(e.Prefix) + " . " + e.Proto + " . " + strconv.Itoa(int(e.Port))
 	case TypeProtoPort:
 		return e.Proto + " . " + strconv.Itoa(int(e.Port))
 	}
-	if e.Prefix.IsSingleIP() {
-		return e.Prefix.Addr().String()
+	return prefixString(e.Prefix)
+}
+
+// prefixString is p as nft writes it: an address alone for a single one.
+func prefixString(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
 	}
-	return e.Prefix.String()
+	return p.String()
 }
 
 func (c Chain) render(b *strings.Builder) {

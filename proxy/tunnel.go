@@ -141,6 +141,11 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 	// user whose roles cover the target and port is told which of them is
 	// missing. The log keeps the reason.
 	who := authz.Who{User: user.Name, Granted: user.Roles, Groups: user.Subjects(), Source: client.Addr(), Client: client, Via: via, Token: tok.ID}
+	if t, ok := s.authz.Policy().Target(req.Target); ok {
+		// An address as the policy writes it (the wire takes only that
+		// form already; this keeps the two in step).
+		req.Target = t.Name
+	}
 	what := authz.What{Target: req.Target, Protocol: access.Tunnel, Port: req.Port}
 	d := s.authz.Check(who, what)
 	refused := func(reason, detail string) {

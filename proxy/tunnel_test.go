@@ -52,6 +52,13 @@ func newTunnelEnv(t *testing.T, network string) *tunnelEnv {
 // newAuthTestServer).
 func newTunnelEnvAuth(t *testing.T, network string, a *auth.Authenticator) *tunnelEnv {
 	t.Helper()
+	return newTunnelEnvPolicy(t, network, a, tunnelPolicy())
+}
+
+// newTunnelEnvPolicy is newTunnelEnvAuth with the access policy p. Its
+// broker has a network lab of the loopback addresses, SSH only.
+func newTunnelEnvPolicy(t *testing.T, network string, a *auth.Authenticator, p *access.Policy) *tunnelEnv {
+	t.Helper()
 	db, err := bbolt.Open(filepath.Join(t.TempDir(), "broker.db"), 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +67,8 @@ func newTunnelEnvAuth(t *testing.T, network string, a *auth.Authenticator) *tunn
 	b, err := broker.New(broker.Config{Logger: zap.NewNop(), Targets: []broker.Target{
 		{Name: "vm1", Addresses: []netip.Addr{loop}, SSH: 22},
 		{Name: "vm2", Addresses: []netip.Addr{loop}, RDP: 3389, Tunnel: []uint16{5985}},
-	}}, broker.Options{LiveDir: filepath.Join(t.TempDir(), "live"), AuditFile: filepath.Join(t.TempDir(), "audit.jsonl")})
+	}, Networks: []broker.Network{{Name: "lab", Prefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}, SSH: 22}},
+	}, broker.Options{LiveDir: filepath.Join(t.TempDir(), "live"), AuditFile: filepath.Join(t.TempDir(), "audit.jsonl")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +76,7 @@ func newTunnelEnvAuth(t *testing.T, network string, a *auth.Authenticator) *tunn
 		b.Close(context.Background())
 		db.Close()
 	})
-	s := newAuthTestServer(t, Config{Broker: b, Access: tunnelPolicy()}, tuning{}, a)
+	s := newAuthTestServer(t, Config{Broker: b, Access: p}, tuning{}, a)
 	host := "127.0.0.1"
 	if network == "6" {
 		host = "::1"

@@ -16,21 +16,24 @@ type Session struct {
 	ID string `json:"id"`
 	// Instance is the cluster instance that carries the session
 	// (cluster.instance).
-	Instance   string         `json:"instance,omitempty"`
-	User       string         `json:"user"`
-	Client     netip.AddrPort `json:"client"`
-	Target     string         `json:"target"`
-	Address    netip.AddrPort `json:"address"` // the inventory address dialled
-	Protocol   string         `json:"protocol"`
-	Port       uint16         `json:"port"`
-	Login      string         `json:"login,omitempty"`
-	Via        string         `json:"via,omitempty"`
-	Token      string         `json:"token,omitempty"`
-	Roles      []string       `json:"roles,omitempty"`
-	Start      time.Time      `json:"start"`
-	LastActive time.Time      `json:"last_active"`
-	BytesUp    int64          `json:"bytes_up"`   // from the user to the machine, so far
-	BytesDown  int64          `json:"bytes_down"` // from the machine to the user, so far
+	Instance string         `json:"instance,omitempty"`
+	User     string         `json:"user"`
+	Client   netip.AddrPort `json:"client"`
+	Target   string         `json:"target"`
+	Address  netip.AddrPort `json:"address"` // the inventory address dialled
+	// Network is the inventory network of a target reached by address
+	// (Target is then that address).
+	Network    string    `json:"network,omitempty"`
+	Protocol   string    `json:"protocol"`
+	Port       uint16    `json:"port"`
+	Login      string    `json:"login,omitempty"`
+	Via        string    `json:"via,omitempty"`
+	Token      string    `json:"token,omitempty"`
+	Roles      []string  `json:"roles,omitempty"`
+	Start      time.Time `json:"start"`
+	LastActive time.Time `json:"last_active"`
+	BytesUp    int64     `json:"bytes_up"`   // from the user to the machine, so far
+	BytesDown  int64     `json:"bytes_down"` // from the machine to the user, so far
 	// Recording is the path of the session's recording, if it is recorded.
 	Recording string `json:"recording,omitempty"`
 	// RecordingSHA256 is the hex SHA-256 of the recording's file, once it

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"unicode/utf8"
 )
@@ -140,7 +141,9 @@ type Request struct {
 	// Token is the API token: 1 to MaxToken printable ASCII characters.
 	Token string
 	// Target is the target's inventory name: 1 to MaxTarget lower-case
-	// letters, digits, '-' and '.'. Never an address.
+	// letters, digits, '-' and '.'; or an address inside one of the
+	// inventory's networks, as CanonicalTarget writes it (2001:db8::5,
+	// never [2001:db8::5] or ::ffff:10.0.0.1).
 	Target string
 	// Port is the target's port, 1 to 65535.
 	Port uint16
@@ -160,9 +163,28 @@ func ValidToken(s string) bool {
 	return true
 }
 
+// CanonicalTarget is what a user typed as a target, as a request carries
+// it: an IP address (bracketed or not, IPv4-mapped or not) as netip writes
+// it, unmapped; a name in lower case.
+func CanonicalTarget(s string) string {
+	a := s
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		a = s[1 : len(s)-1]
+	}
+	if ip, err := netip.ParseAddr(a); err == nil && ip.Zone() == "" {
+		return ip.Unmap().String()
+	}
+	return strings.ToLower(s)
+}
+
 func validTarget(s string) bool {
 	if len(s) == 0 || len(s) > MaxTarget {
 		return false
+	}
+	if strings.Contains(s, ":") {
+		// An IPv6 address, written one way only.
+		a, err := netip.ParseAddr(s)
+		return err == nil && a.Zone() == "" && !a.Is4In6() && a.String() == s
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]

@@ -41,7 +41,14 @@ func TestRequestMarshal(t *testing.T) {
 		{"empty target", Request{Token: "t", Port: 22}, false},
 		{"target too long", Request{Token: "t", Target: strings.Repeat("a", MaxTarget+1), Port: 22}, false},
 		{"upper-case target", Request{Token: "t", Target: "VM1", Port: 22}, false},
-		{"IPv6 address as target", Request{Token: "t", Target: "::1", Port: 22}, false},
+		{"IPv6 address as target", Request{Token: "t", Target: "2001:db8::5", Port: 22}, true},
+		{"IPv4 address as target", Request{Token: "t", Target: "10.1.2.3", Port: 22}, true},
+		{"IPv6 address in upper case", Request{Token: "t", Target: "2001:DB8::5", Port: 22}, false},
+		{"IPv6 address not in its shortest form", Request{Token: "t", Target: "2001:db8:0::5", Port: 22}, false},
+		{"IPv6 address in brackets", Request{Token: "t", Target: "[2001:db8::5]", Port: 22}, false},
+		{"IPv6 address with a zone", Request{Token: "t", Target: "fe80::1%eth0", Port: 22}, false},
+		{"IPv4-mapped address", Request{Token: "t", Target: "::ffff:10.1.2.3", Port: 22}, false},
+		{"a colon in a name", Request{Token: "t", Target: "vm1:22", Port: 22}, false},
 		{"target with an underscore", Request{Token: "t", Target: "vm_1", Port: 22}, false},
 		{"port 0", Request{Token: "t", Target: "vm1"}, false},
 	} {
@@ -313,7 +320,7 @@ var requestEdges = []struct {
 	{"escape in the target", rawRequest(Version, "t", "vm1\x1b[2J", 22), false},
 	{"upper case target", rawRequest(Version, "t", "VM1", 22), false},
 	{"UTF-8 target", rawRequest(Version, "t", "vm\u00e9", 22), false},
-	{"address target with a colon", rawRequest(Version, "t", "2001:db8::1", 22), false},
+	{"address target with a colon, not canonical", rawRequest(Version, "t", "2001:DB8::1", 22), false},
 	{"length at the maximum", append(append(magic[:], Version), binary.BigEndian.AppendUint16(nil, MaxRequest)...), false},
 	{"length one over the maximum", append(append(magic[:], Version), binary.BigEndian.AppendUint16(nil, MaxRequest+1)...), false},
 	{"length one under the minimum", append(append(magic[:], Version), binary.BigEndian.AppendUint16(nil, minRequestBody-1)...), false},
@@ -423,4 +430,23 @@ func FuzzReadResponse(f *testing.F) {
 			t.Fatalf("round trip: %+v, %v; want %+v", again, err, resp)
 		}
 	})
+}
+
+func TestCanonicalTarget(t *testing.T) {
+	for _, c := range []struct{ typed, want string }{
+		{"vm1", "vm1"},
+		{"VM1", "vm1"},
+		{"10.1.2.3", "10.1.2.3"},
+		{"::ffff:10.1.2.3", "10.1.2.3"},
+		{"[2001:db8::5]", "2001:db8::5"},
+		{"2001:DB8:0::5", "2001:db8::5"},
+		{"[2001:db8::5", "[2001:db8::5"},
+		{"fe80::1%eth0", "fe80::1%eth0"},
+	} {
+		t.Run(c.typed, func(t *testing.T) {
+			if got := CanonicalTarget(c.typed); got != c.want {
+				t.Errorf("CanonicalTarget(%q) = %q, want %q", c.typed, got, c.want)
+			}
+		})
+	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/bastiond/bastiond/api/admin"
 	"github.com/bastiond/bastiond/api/adminclient"
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/hostkeyfile"
 )
 
@@ -44,7 +45,7 @@ machine's .pub file or certificate directly with 'hostkeys pin TARGET
 		RunE: func(cmd *cobra.Command, args []string) error {
 			target := ""
 			if len(args) == 1 {
-				target = args[0]
+				target = targetArg(args[0])
 			}
 			keys, err := client().HostKeys(cmd.Context(), target)
 			if err != nil {
@@ -75,7 +76,7 @@ now. --pin refuses a target that already has pinned keys and presents new
 ones: pin those by fingerprint once checked.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			keys, err := client().ScanHostKeys(cmd.Context(), args[0], scanReq)
+			keys, err := client().ScanHostKeys(cmd.Context(), targetArg(args[0]), scanReq)
 			if err != nil {
 				return err
 			}
@@ -86,7 +87,7 @@ ones: pin those by fingerprint once checked.`,
 			if pending := countState(keys, admin.KeyPending); pending > 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%d key(s) pending: compare them with the machine's own "+
 					"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub, or the SHA-256 of its RDP certificate), "+
-					"then run: bastionctl hostkeys pin %s\n", pending, printable(args[0]))
+					"then run: bastionctl hostkeys pin %s\n", pending, printable(targetArg(args[0])))
 			}
 			return nil
 		},
@@ -106,7 +107,7 @@ known_hosts lines; '-' reads standard input), for instance
 or the RDP server certificate in FILE (PEM or DER) with --cert-file.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			target, fingerprints := args[0], args[1:]
+			target, fingerprints := targetArg(args[0]), args[1:]
 			var req admin.PinRequest
 			switch {
 			case (keyFile != "" || certFile != "") && len(fingerprints) > 0, keyFile != "" && certFile != "":
@@ -151,12 +152,12 @@ or the RDP server certificate in FILE (PEM or DER) with --cert-file.`,
 			if len(args) == 2 {
 				fingerprint = args[1]
 			}
-			keys, err := client().ForgetHostKeys(cmd.Context(), args[0], fingerprint)
+			keys, err := client().ForgetHostKeys(cmd.Context(), targetArg(args[0]), fingerprint)
 			if err != nil {
 				return err
 			}
 			for _, k := range keys {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: forgot %s %s (%s)\n", printable(args[0]), printable(keyType(k)), printable(k.Fingerprint), printable(k.State))
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: forgot %s %s (%s)\n", printable(targetArg(args[0])), printable(keyType(k)), printable(k.Fingerprint), printable(k.State))
 			}
 			return nil
 		},
@@ -254,3 +255,8 @@ func printHostKeys(out io.Writer, keys []admin.HostKey) {
 	}
 	w.Flush()
 }
+
+// targetArg is a target as the bastion names it: an address inside a
+// network in one canonical form (2001:db8::5 for [2001:db8::5]), as its
+// sessions pin the keys.
+func targetArg(s string) string { return tunnelwire.CanonicalTarget(s) }

@@ -10,13 +10,13 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/tunnel"
 )
 
@@ -110,13 +110,15 @@ through the bastion, which checks that your roles allow it: point xfreerdp,
 mstsc or any TCP client at ADDR. The tunnels ride on QUIC (UDP 443), or on
 TLS (TCP 443) where UDP is blocked. Needs bastionctl login first. Stop it
 with Ctrl-C.`,
-		Example: "  bastionctl tunnel vm2 --port 3389 --listen 127.0.0.1:13389\n  xfreerdp /v:127.0.0.1:13389",
-		Args:    cobra.ExactArgs(1),
+		Example: "  bastionctl tunnel vm2 --port 3389 --listen 127.0.0.1:13389\n  xfreerdp /v:127.0.0.1:13389\n" +
+			"  bastionctl tunnel 2001:db8:20::5 --port 22 --listen 127.0.0.1:2222   # an address in a network",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if port == 0 {
 				return errors.New("--port is required")
 			}
-			target := strings.ToLower(args[0])
+			// A name, or an address inside a network of the inventory.
+			target := tunnelwire.CanonicalTarget(args[0])
 			logf := stderrLog(cmd.ErrOrStderr(), verbose)
 			cl, err := loginClient(transport, logf)
 			if err != nil {
@@ -275,10 +277,13 @@ func newSSHProxy() *cobra.Command {
 		Use:   "ssh-proxy TARGET [--port 22]",
 		Short: "OpenSSH ProxyCommand: carry standard input and output to a machine's SSH port through the bastion",
 		Long: `Open one tunnel to TARGET's SSH port through the bastion and carry standard
-input and output over it, for OpenSSH's ProxyCommand. Needs bastionctl login
+input and output over it, for OpenSSH's ProxyCommand. TARGET is a machine's
+name, or an address inside a network your roles grant (10.20.1.5,
+2001:db8:20::5 or [2001:db8:20::5]). Needs bastionctl login
 first. Like ssh, it exits with status 255 when the tunnel cannot be opened.`,
-		Example: "  ssh -o ProxyCommand='bastionctl ssh-proxy %h --port %p' admin@vm1\n\n" +
-			"  # ~/.ssh/config\n  Host vm1 vm2\n      ProxyCommand bastionctl ssh-proxy %h --port %p",
+		Example: "  ssh -o ProxyCommand='bastionctl ssh-proxy %h --port %p' admin@vm1\n" +
+			"  ssh -o ProxyCommand='bastionctl ssh-proxy %h --port %p' admin@10.20.1.5   # an address in a network\n\n" +
+			"  # ~/.ssh/config\n  Host vm1 vm2 10.20.* 2001:db8:20:*\n      ProxyCommand bastionctl ssh-proxy %h --port %p",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			logf := stderrLog(cmd.ErrOrStderr(), verbose)
@@ -296,7 +301,7 @@ first. Like ssh, it exits with status 255 when the tunnel cannot be opened.`,
 					return err
 				}
 				defer cl.Close()
-				return sshProxy(ctx, cl, strings.ToLower(args[0]), port, cmd.InOrStdin(), cmd.OutOrStdout(), logf)
+				return sshProxy(ctx, cl, tunnelwire.CanonicalTarget(args[0]), port, cmd.InOrStdin(), cmd.OutOrStdout(), logf)
 			}()
 			if err != nil {
 				// Standard output is the SSH stream: nothing else goes there.

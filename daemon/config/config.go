@@ -270,6 +270,37 @@ func ParseEndpoint(s string) (Endpoint, error) {
 // Inventory lists the machines behind the bastion. The daemon dials nothing else.
 type Inventory struct {
 	Targets []Target `yaml:"targets"`
+	// Networks are ranges of addresses a user may connect to by typing an
+	// address inside one (README, "Connect by address"); a role grants
+	// one as network:NAME.
+	Networks []Network `yaml:"networks"`
+}
+
+// Network is a range of machines reached by address rather than by name.
+// Every address inside its CIDRs is a target with the network's ports,
+// tags and settings, named by TargetName.
+type Network struct {
+	// Name is what roles grant (network:NAME): 1 to 63 of a-z, 0-9 and
+	// '-'. It must not be a target's name.
+	Name string `yaml:"name"`
+	// CIDRs are the network's prefixes, IPv4 and IPv6, no wider than an
+	// IPv4 /8 or an IPv6 /48 (MaxNetworkBits4, MaxNetworkBits6). They may
+	// not overlap loopback, link-local, multicast, the bastion's subnets
+	// or another network's CIDRs.
+	CIDRs []netip.Prefix `yaml:"cidrs"`
+	Ports Ports          `yaml:"ports"`
+	// Tags select the network in roles ("tag:lab"), as a target's do.
+	Tags        []string `yaml:"tags"`
+	Description string   `yaml:"description"`
+	// TargetName is how an address shows in the portal (its connect
+	// page's title): a pattern of {addr} (the address), {dashed} (the
+	// address with '-' for '.' and ':') and {network} (this network's
+	// name). Default "{addr}". Records and audit events name the address
+	// itself (target, address) and the network (network), whatever the
+	// pattern, so that they stay unambiguous.
+	TargetName string `yaml:"target_name"`
+	// SSHCertificates is a target's ssh_certificates, for every address.
+	SSHCertificates bool `yaml:"ssh_certificates"`
 }
 
 // Target is one machine.
@@ -407,7 +438,10 @@ type Role struct {
 	// of auth.oidc says the user is in, at their last sign-in). Empty:
 	// only users granted the role with `bastionctl users grant` have it.
 	Subjects []string `yaml:"subjects"`
-	// Targets are target names, "tag:TAG" or "*" for all.
+	// Targets are target names, "tag:TAG" (the targets and networks with
+	// the tag), "network:NAME" (every address of an inventory network) or
+	// "*" for all targets. "*" grants no network: adding a network to the
+	// inventory gives nobody its addresses until a role names it.
 	Targets []string `yaml:"targets"`
 	// Protocols are ssh, rdp, tunnel (any port the target offers) and
 	// tunnel:PORT (that port only).

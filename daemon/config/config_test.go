@@ -322,7 +322,7 @@ func TestParseProblems(t *testing.T) {
 				return strings.Replace(s, "      targets: [\"*\"]\n      protocols: [ssh, rdp, tunnel]\n", "", 1)
 			},
 			want: []string{
-				`lab.yaml:24: access.roles[0].targets: required: target names, "tag:TAG", or "*" (a role with auditor: true may have neither`,
+				`lab.yaml:24: access.roles[0].targets: required: target names, "tag:TAG", "network:NAME" or "*" (a role with auditor: true may have neither`,
 				"lab.yaml:24: access.roles[0].protocols: required: one or more of ssh, rdp, tunnel",
 			},
 		},

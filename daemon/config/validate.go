@@ -71,7 +71,8 @@ func (c *Config) validate(v *validator) {
 	c.validateBastion(v)
 	c.validateFirewall(v)
 	targets := c.validateInventory(v)
-	c.validateAccess(v, targets)
+	networks := c.validateNetworks(v, targets)
+	c.validateAccess(v, targets, networks)
 	c.validateAuth(v)
 	c.validateLimits(v)
 	c.validateLogging(v)
@@ -367,7 +368,7 @@ func (c *Config) validateTargetAddr(v *validator, path string, a netip.Addr) {
 	}
 }
 
-func (c *Config) validateAccess(v *validator, targets map[string]bool) {
+func (c *Config) validateAccess(v *validator, targets, networks map[string]bool) {
 	for g, members := range c.Access.Groups {
 		if !plainName.MatchString(g) {
 			v.errorf("access.groups."+g, "%q is not a group name", g)
@@ -417,13 +418,17 @@ func (c *Config) validateAccess(v *validator, targets map[string]bool) {
 		// needs both targets and protocols.
 		auditOnly := r.Auditor && len(r.Targets) == 0 && len(r.Protocols) == 0
 		if len(r.Targets) == 0 && !auditOnly {
-			v.errorf(path+".targets", `required: target names, "tag:TAG", or "*" (a role with auditor: true may have neither targets nor protocols)`)
+			v.errorf(path+".targets", `required: target names, "tag:TAG", "network:NAME" or "*" (a role with auditor: true may have neither targets nor protocols)`)
 		}
 		for j, t := range r.Targets {
 			p := fmt.Sprintf("%s.targets[%d]", path, j)
 			if tag, ok := strings.CutPrefix(t, "tag:"); ok {
 				if !plainName.MatchString(tag) {
 					v.errorf(p, "%q is not a tag", tag)
+				}
+			} else if nw, ok := strings.CutPrefix(t, "network:"); ok {
+				if !networks[nw] {
+					v.errorf(p, "network %q is not in inventory.networks", nw)
 				}
 			} else if t != "*" && !targets[t] {
 				v.errorf(p, "target %q is not in the inventory", t)

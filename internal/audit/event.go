@@ -154,11 +154,13 @@ type Event struct {
 	// carried it, even when another one wrote its abandoned end.
 	Instance string `json:"instance,omitempty"`
 
-	Session    string     `json:"session,omitempty"`
-	User       string     `json:"user,omitempty"`
-	Client     string     `json:"client,omitempty"`
-	Target     string     `json:"target,omitempty"`
-	Address    string     `json:"address,omitempty"`
+	Session string `json:"session,omitempty"`
+	User    string `json:"user,omitempty"`
+	Client  string `json:"client,omitempty"`
+	Target  string `json:"target,omitempty"`
+	Address string `json:"address,omitempty"`
+	// Network is the inventory network of a target reached by address.
+	Network    string     `json:"network,omitempty"`
 	Protocol   string     `json:"protocol,omitempty"`
 	Port       uint16     `json:"port,omitempty"`
 	Login      string     `json:"login,omitempty"`

@@ -12,6 +12,7 @@ package access
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +35,22 @@ type Target struct {
 	// SSHCertificates: browser SSH logs in with a certificate from the
 	// bastion's CA instead of what the user types.
 	SSHCertificates bool
+	// Network is set on an address inside an inventory network (see
+	// Policy.Target): Name is then the address as netip writes it, which
+	// is what tickets, sessions and pinned host keys carry, and Display is
+	// the network's target_name for it.
+	Network string
+	Address netip.Addr
+	Display string
+}
+
+// Shown is how t shows in the portal, records and events: its name, or
+// for an address its network's pattern.
+func (t Target) Shown() string {
+	if t.Display != "" {
+		return t.Display
+	}
+	return t.Name
 }
 
 // ports are every port a tunnel may reach on t.
@@ -71,11 +88,12 @@ type Role struct {
 
 // Policy is one configuration's access rules.
 type Policy struct {
-	bastion string
-	targets map[string]Target
-	order   []string            // target names in inventory order
-	groups  map[string][]string // user -> groups
-	roles   []Role
+	bastion  string
+	targets  map[string]Target
+	order    []string            // target names in inventory order
+	groups   map[string][]string // user -> groups
+	roles    []Role
+	networks []Network
 }
 
 // New builds a Policy for the bastion called bastion (its server name).
@@ -152,15 +170,20 @@ type Decision struct {
 	DisableFileTransfer bool
 }
 
-// Target returns the inventory target called name.
+// Target returns the inventory target called name or, when name is an
+// address inside an inventory network, that address as a target of the
+// network (its Name is then the address as netip writes it, which callers
+// carry on: 2001:db8::5 for [2001:db8::5], 10.0.0.1 for ::ffff:10.0.0.1).
 func (p *Policy) Target(name string) (Target, bool) {
-	t, ok := p.targets[name]
-	return t, ok
+	if t, ok := p.targets[name]; ok {
+		return t, true
+	}
+	return p.addressTarget(name)
 }
 
 // Check answers r.
 func (p *Policy) Check(r Request) Decision {
-	t, ok := p.targets[r.Target]
+	t, ok := p.Target(r.Target)
 	if !ok {
 		return Decision{Reason: fmt.Sprintf("no target %q in the inventory", r.Target)}
 	}
@@ -215,7 +238,7 @@ func (p *Policy) Check(r Request) Decision {
 // target outside the inventory has no tags, so only a role naming it, or
 // "*", covers it.
 func (p *Policy) Covers(r Request) bool {
-	t, ok := p.targets[r.Target]
+	t, ok := p.Target(r.Target)
 	if !ok {
 		t = Target{Name: r.Target}
 	}
@@ -303,7 +326,13 @@ func (p *Policy) onThisBastion(role Role) bool {
 
 func covers(selectors []string, t Target) bool {
 	for _, s := range selectors {
-		if s == "*" || s == t.Name {
+		if t.Network != "" {
+			// An address is granted by its network's name or tags only:
+			// "*" means the named targets, and no role names an address.
+			if s == "network:"+t.Network {
+				return true
+			}
+		} else if s == "*" || s == t.Name {
 			return true
 		}
 		if tag, ok := strings.CutPrefix(s, "tag:"); ok && slices.Contains(t.Tags, tag) {
@@ -341,51 +370,61 @@ type Reachable struct {
 	TunnelPorts []uint16 `json:"tunnel_ports,omitempty"`
 	// Logins are the account names allowed, nil for any.
 	Logins []string `json:"logins,omitempty"`
+	// Network is true for an inventory network: Name is the network's,
+	// and the user connects to an address inside CIDRs.
+	Network bool     `json:"network,omitempty"`
+	CIDRs   []string `json:"cidrs,omitempty"`
 }
 
 // Reachable lists, in inventory order, the targets user may open something on.
 func (p *Policy) Reachable(who Principal) []Reachable {
 	var out []Reachable
 	for _, name := range p.order {
-		t := p.targets[name]
-		r := Reachable{Name: t.Name, Description: t.Description, Tags: t.Tags}
-		anyLogin := false
-		var logins []string
-		note := func(d Decision) {
-			for _, rn := range d.Roles {
-				i := slices.IndexFunc(p.roles, func(r Role) bool { return r.Name == rn })
-				ls := p.roles[i].Logins
-				if len(ls) == 0 || slices.Contains(ls, "*") {
-					anyLogin = true
-				}
-				logins = append(logins, ls...)
-			}
+		if r, ok := p.reachable(p.targets[name], who); ok {
+			out = append(out, r)
 		}
-		for _, proto := range []string{SSH, RDP} {
-			if d := p.Check(Request{User: who.User, Granted: who.Granted, Groups: who.Groups, Target: name, Protocol: proto}); d.Allowed {
-				r.Protocols = append(r.Protocols, proto)
-				note(d)
-			}
-		}
-		for _, port := range t.ports() {
-			if d := p.Check(Request{User: who.User, Granted: who.Granted, Groups: who.Groups, Target: name, Protocol: Tunnel, Port: port}); d.Allowed {
-				r.TunnelPorts = append(r.TunnelPorts, port)
-				note(d)
-			}
-		}
-		if len(r.TunnelPorts) > 0 {
-			r.Protocols = append(r.Protocols, Tunnel)
-		}
-		if len(r.Protocols) == 0 {
-			continue
-		}
-		if !anyLogin {
-			slices.Sort(logins)
-			r.Logins = slices.Compact(logins)
-		}
-		out = append(out, r)
 	}
 	return out
+}
+
+// reachable is what user may open on t, and whether that is anything.
+func (p *Policy) reachable(t Target, who Principal) (Reachable, bool) {
+	r := Reachable{Name: t.Name, Description: t.Description, Tags: t.Tags}
+	anyLogin := false
+	var logins []string
+	note := func(d Decision) {
+		for _, rn := range d.Roles {
+			i := slices.IndexFunc(p.roles, func(r Role) bool { return r.Name == rn })
+			ls := p.roles[i].Logins
+			if len(ls) == 0 || slices.Contains(ls, "*") {
+				anyLogin = true
+			}
+			logins = append(logins, ls...)
+		}
+	}
+	for _, proto := range []string{SSH, RDP} {
+		if d := p.Check(Request{User: who.User, Granted: who.Granted, Groups: who.Groups, Target: t.Name, Protocol: proto}); d.Allowed {
+			r.Protocols = append(r.Protocols, proto)
+			note(d)
+		}
+	}
+	for _, port := range t.ports() {
+		if d := p.Check(Request{User: who.User, Granted: who.Granted, Groups: who.Groups, Target: t.Name, Protocol: Tunnel, Port: port}); d.Allowed {
+			r.TunnelPorts = append(r.TunnelPorts, port)
+			note(d)
+		}
+	}
+	if len(r.TunnelPorts) > 0 {
+		r.Protocols = append(r.Protocols, Tunnel)
+	}
+	if len(r.Protocols) == 0 {
+		return Reachable{}, false
+	}
+	if !anyLogin {
+		slices.Sort(logins)
+		r.Logins = slices.Compact(logins)
+	}
+	return r, true
 }
 
 // RoleNames lists the roles the policy defines.

@@ -42,7 +42,7 @@ func startRecord(i Info) record {
 	}
 	return record{V: audit.Version, Time: i.Start, Event: audit.SessionStart, Actor: i.User, Source: source, Instance: i.Instance,
 		Session: i.ID, User: i.User, Client: i.Client.String(),
-		Target: i.Target, Address: i.Address.String(), Protocol: i.Protocol, Port: i.Port, Login: i.Login, Via: i.Via,
+		Target: i.Target, Address: i.Address.String(), Network: i.Network, Protocol: i.Protocol, Port: i.Port, Login: i.Login, Via: i.Via,
 		Token: i.Token, Roles: i.Roles, Recording: i.Recording, RecordingSHA256: i.RecordingSHA256}
 }
 
@@ -62,6 +62,9 @@ func fields(r record) []zap.Field {
 	f := []zap.Field{zap.String("event", r.Event), zap.String("user", r.User), zap.String("client", r.Client),
 		zap.String("target", r.Target), zap.String("address", r.Address), zap.String("protocol", r.Protocol),
 		zap.Uint16("port", r.Port), zap.String("via", r.Via), zap.Strings("roles", r.Roles)}
+	if r.Network != "" {
+		f = append(f, zap.String("network", r.Network))
+	}
 	if r.Login != "" {
 		f = append(f, zap.String("login", r.Login))
 	}

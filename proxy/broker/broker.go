@@ -38,6 +38,18 @@ type Target struct {
 	Addresses []netip.Addr // dialled in this order
 	SSH, RDP  uint16       // 0: not offered
 	Tunnel    []uint16     // further ports a tunnel may reach
+	// Network is set on an address of an inventory network (see
+	// Config.Networks): Name is then the address.
+	Network string
+}
+
+// Network is an inventory network: a request whose target is an address
+// inside one of its prefixes reaches that address on the network's ports.
+type Network struct {
+	Name     string
+	Prefixes []netip.Prefix
+	SSH, RDP uint16   // 0: not offered
+	Tunnel   []uint16 // further ports a tunnel may reach
 }
 
 // Timeouts bound one protocol's sessions. Zero: no limit.
@@ -53,6 +65,13 @@ type Config struct {
 	Logger *zap.Logger
 	// Targets are the inventory; the broker dials nothing else.
 	Targets []Target
+	// Networks are the inventory's networks: an address inside one of
+	// them is a target too (the caller checked the user's right to it).
+	Networks []Network
+	// Subnets are the bastion's own subnets: never dialled, even when a
+	// network's prefix covers them (the configuration refuses that, and
+	// the guard holds whatever the configuration says).
+	Subnets []netip.Prefix
 	// Capacity is the instance's size in weighted units. Default 100.
 	Capacity int
 	// Weights are the units one session of a protocol takes. Default ssh
@@ -133,6 +152,18 @@ func (c Config) build() (*config, error) {
 		t.Addresses, t.Tunnel = slices.Clone(t.Addresses), slices.Clone(t.Tunnel) // the caller may reuse its slices
 		cc.targets[t.Name] = t
 	}
+	nets := make([]Network, 0, len(c.Networks))
+	for _, n := range c.Networks {
+		for _, p := range n.Prefixes {
+			if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+				return nil, fmt.Errorf("broker: config: network %q: %s is not an IPv4 or IPv6 prefix", n.Name, p)
+			}
+		}
+		n.Prefixes, n.Tunnel = slices.Clone(n.Prefixes), slices.Clone(n.Tunnel)
+		nets = append(nets, n)
+	}
+	cc.Networks = nets
+	cc.Subnets = slices.Clone(c.Subnets)
 	return cc, nil
 }
 
@@ -402,7 +433,7 @@ func (b *Broker) localAddrs() ([]netip.Addr, error) {
 type Request struct {
 	User     string
 	Client   netip.AddrPort // the user's address
-	Target   string         // an inventory name, never an address
+	Target   string         // an inventory name, or an address inside an inventory network
 	Protocol string         // SSH, RDP or Tunnel
 	// Port is the port a tunnel asks for; for SSH and RDP, 0 means the
 	// target's SSH or RDP port.
@@ -432,9 +463,29 @@ func portFor(t Target, r Request) uint16 {
 	return 0
 }
 
+// lookup finds the inventory target called name, or the address name
+// (as netip writes it, unmapped) inside an inventory network.
+func (c *config) lookup(name string) (Target, bool) {
+	if t, ok := c.targets[name]; ok {
+		return t, true
+	}
+	a, err := netip.ParseAddr(name)
+	if err != nil || a.Zone() != "" || a.Unmap().String() != name {
+		// Only the canonical form: what the access policy resolved and
+		// the records carry.
+		return Target{}, false
+	}
+	for _, n := range c.Networks {
+		if slices.ContainsFunc(n.Prefixes, func(p netip.Prefix) bool { return p.Contains(a) }) {
+			return Target{Name: name, Addresses: []netip.Addr{a}, SSH: n.SSH, RDP: n.RDP, Tunnel: n.Tunnel, Network: n.Name}, true
+		}
+	}
+	return Target{}, false
+}
+
 // resolve finds the inventory target and port req asks for.
 func (c *config) resolve(req Request) (Target, uint16, error) {
-	t, ok := c.targets[req.Target]
+	t, ok := c.lookup(req.Target)
 	if !ok {
 		return Target{}, 0, &Error{Kind: KindUnknownTarget, Msg: fmt.Sprintf("there is no machine called %q on this bastion", req.Target)}
 	}
@@ -542,7 +593,7 @@ func (b *Broker) Open(ctx context.Context, req Request) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := newSession(b, Info{ID: newID(), Instance: b.instance, User: req.User, Client: req.Client, Target: req.Target, Address: addr,
+	s := newSession(b, Info{ID: newID(), Instance: b.instance, User: req.User, Client: req.Client, Target: req.Target, Address: addr, Network: t.Network,
 		Protocol: req.Protocol, Port: port, Login: req.Login, Via: req.Via, Token: req.Token, Roles: slices.Clone(req.Roles),
 		Start: time.Now()}, weight, conn)
 	start := startRecord(s.info)

@@ -30,8 +30,9 @@ func (e *guardError) Error() string {
 var thisNetwork = netip.MustParsePrefix("0.0.0.0/8")
 
 // forbidden says why a is never dialled, whatever the inventory says, or ""
-// when it may be. local are the host's own addresses.
-func forbidden(a netip.Addr, local []netip.Addr) string {
+// when it may be. local are the host's own addresses, subnets its own
+// subnets (the dedicated bastion subnet, where no machine lives).
+func forbidden(a netip.Addr, local []netip.Addr, subnets []netip.Prefix) string {
 	a = a.Unmap()
 	switch {
 	case !a.IsValid():
@@ -50,6 +51,11 @@ func forbidden(a netip.Addr, local []netip.Addr) string {
 		return "is the broadcast address"
 	case slices.ContainsFunc(local, func(l netip.Addr) bool { return l.Unmap() == a }):
 		return "is one of the bastion's own addresses"
+	}
+	for _, p := range subnets {
+		if p.Contains(a) {
+			return "is in the bastion's own subnet " + p.String()
+		}
 	}
 	return ""
 }
@@ -79,7 +85,7 @@ func (b *Broker) control(allowed []netip.AddrPort, userTimeout time.Duration) fu
 		// The tests' tuning lifts the loopback rule, and with it the own
 		// address rule for loopback addresses only (127.0.0.1 and ::1 are
 		// the host's own); every other rule holds.
-		if why := forbidden(ap.Addr(), local); why != "" && !(b.allowLoopback && ap.Addr().IsLoopback()) {
+		if why := forbidden(ap.Addr(), local, b.cfg.Load().Subnets); why != "" && !(b.allowLoopback && ap.Addr().IsLoopback()) {
 			return &guardError{addr: ap, why: why}
 		}
 		var serr error

@@ -198,10 +198,16 @@ func TestDialFailures(t *testing.T) {
 
 func TestForbidden(t *testing.T) {
 	local := []netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("2001:db8::1")}
+	subnets := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/26"), netip.MustParsePrefix("2001:db8:b5::/64")}
 	for _, c := range []struct {
 		addr string
 		ok   bool
 	}{
+		{"198.18.0.5", false},
+		{"::ffff:198.18.0.5", false},
+		{"198.18.0.64", true},
+		{"2001:db8:b5::5", false},
+		{"2001:db8:b5:1::5", true},
 		{"10.1.2.4", true},
 		{"2001:db8::2", true},
 		{"198.18.1.11", true},
@@ -220,7 +226,7 @@ func TestForbidden(t *testing.T) {
 		{"255.255.255.255", false},
 	} {
 		t.Run(c.addr, func(t *testing.T) {
-			why := forbidden(netip.MustParseAddr(c.addr), local)
+			why := forbidden(netip.MustParseAddr(c.addr), local, subnets)
 			if (why == "") != c.ok {
 				t.Errorf("forbidden(%s) = %q", c.addr, why)
 			}

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"html/template"
 	"io"
 	"mime"
@@ -197,9 +198,11 @@ type pageData struct {
 	CSRF       string
 	Error      string
 	Targets    []access.Reachable
-	Target     string
-	Protocol   string
-	Ticket     string
+	// Networks are where the "Connect to an address" box may go.
+	Networks []access.Reachable
+	Target   string
+	Protocol string
+	Ticket   string
 	// Login and Until are a shareable link's login and end of validity.
 	Login string
 	Until string
@@ -252,7 +255,7 @@ func (s *Portal) portal(w http.ResponseWriter, r *http.Request) {
 	}
 	s.render(w, http.StatusOK, "portal.html", pageData{
 		Title: "Machines", User: c.user.Name, CSRF: c.session.CSRF, Auditor: s.auditor(c),
-		Targets: s.policy().Reachable(c.principal()),
+		Targets: s.policy().Reachable(c.principal()), Networks: s.policy().ReachableNetworks(c.principal()),
 	})
 }
 
@@ -399,11 +402,25 @@ func (s *Portal) connectForm(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	t, err := s.issueTicket(c, clientAddr(r), r.PostFormValue("target"), r.PostFormValue("protocol"), 0)
+	target, address := r.PostFormValue("target"), strings.TrimSpace(r.PostFormValue("address"))
+	if address != "" {
+		// The "Connect to an address" box.
+		target = address
+	}
+	t, err := s.issueTicket(c, clientAddr(r), target, r.PostFormValue("protocol"), 0)
 	if err != nil {
 		if !errors.Is(err, errNotAllowed) {
 			s.render(w, http.StatusServiceUnavailable, "denied.html", pageData{Title: "Try again", Error: errSessionStore,
 				User: c.user.Name, CSRF: c.session.CSRF})
+			return
+		}
+		if address != "" {
+			// The same words whether the address is in no network or in
+			// one the user's roles do not grant: a user learns no more of
+			// the network than the portal lists.
+			s.render(w, http.StatusForbidden, "denied.html", pageData{Title: "Not allowed", User: c.user.Name, CSRF: c.session.CSRF,
+				Error: fmt.Sprintf("You may not connect to %s by %s: it is not an address of a network open to you.", address,
+					strings.ToUpper(r.PostFormValue("protocol")))})
 			return
 		}
 		s.render(w, http.StatusForbidden, "expired.html", pageData{Title: "Not allowed"})
@@ -422,6 +439,11 @@ const errSessionStore = "The bastion cannot reach its database just now. Please 
 // returns a ticket. Either outcome is an audit event: ticket_issued, or
 // connect_refused.
 func (s *Portal) issueTicket(c caller, src netip.Addr, target, protocol string, port uint16) (string, error) {
+	if t, ok := s.policy().Target(target); ok {
+		// An address as netip writes it (2001:db8::5 for [2001:db8::5]):
+		// what the ticket, the session and its host key pin carry.
+		target = t.Name
+	}
 	d := s.authz().Check(c.who(src, c.via()), authz.What{Target: target, Protocol: protocol, Port: port})
 	if !d.Allowed {
 		return "", errNotAllowed
@@ -462,8 +484,12 @@ func (s *Portal) connectPage(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusForbidden, "expired.html", pageData{Title: "Session expired"})
 		return
 	}
+	title := t.Target
+	if tg, ok := s.policy().Target(t.Target); ok {
+		title = tg.Shown() // an address as its network's target_name writes it
+	}
 	d := pageData{
-		Title: t.Target, User: c.user.Name, CSRF: c.session.CSRF, Page: "wide", Styles: []string{"/static/app/connect.css"},
+		Title: title, User: c.user.Name, CSRF: c.session.CSRF, Page: "wide", Styles: []string{"/static/app/connect.css"},
 		Target: t.Target, Protocol: t.Protocol, Ticket: r.PathValue("ticket"), Script: "/static/app/connect.js",
 	}
 	if t.Protocol == access.RDP {
@@ -590,7 +616,8 @@ func (s *Portal) apiTargets(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ts := s.policy().Reachable(c.principal())
+	// The networks come after the targets, each with "network": true.
+	ts := append(s.policy().Reachable(c.principal()), s.policy().ReachableNetworks(c.principal())...)
 	if ts == nil {
 		ts = []access.Reachable{}
 	}
@@ -599,7 +626,10 @@ func (s *Portal) apiTargets(w http.ResponseWriter, r *http.Request) {
 
 // ConnectRequest is the body of POST /api/connect.
 type ConnectRequest struct {
-	Target   string `json:"target"`
+	Target string `json:"target"`
+	// Address is an address inside a network of GET /api/targets, in
+	// place of Target.
+	Address  string `json:"address,omitempty"`
 	Protocol string `json:"protocol"`
 	// Port is the target port of a tunnel.
 	Port uint16 `json:"port,omitempty"`
@@ -621,6 +651,13 @@ func (s *Portal) apiConnect(w http.ResponseWriter, r *http.Request) {
 	var req ConnectRequest
 	if !decodeJSON(w, r, &req) {
 		return
+	}
+	if req.Address != "" {
+		if req.Target != "" {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "give target or address, not both"})
+			return
+		}
+		req.Target = req.Address
 	}
 	t, err := s.issueTicket(c, clientAddr(r), req.Target, req.Protocol, req.Port)
 	if err != nil && !errors.Is(err, errNotAllowed) {

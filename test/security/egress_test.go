@@ -24,18 +24,28 @@ func TestInvariant13TheDaemonsEgressIsPinned(t *testing.T) {
 		t.Skip("socat not installed (test/deps.sh installs it)")
 	}
 	const egress = "firewall: {egress_user: root}\n"
-	d := e2e.StartDaemon(t, e2e.ViaFDs, e2e.TunnelAccess("")+egress)
+	rogues := []string{e2e.LabValue(t, "ROGUE4"), e2e.LabValue(t, "ROGUE6")}
+	// A network holding the rogue's addresses, offering only 4445: its
+	// interval sets open that port there to the daemon's user, and no
+	// other.
+	network := "  networks:\n    - name: roguenet\n      cidrs: [" + rogues[0] + "/32, \"" + rogues[1] + "/128\"]\n      ports: {tunnel: [4445]}\n"
+	d := e2e.StartDaemonWith(t, e2e.ViaFDs, func(dir string) string { return e2e.LabConfigTargets(dir, network, e2e.TunnelAccess("")+egress) })
 	removeFirewallAtEnd(t)
 	bastion, rogue, vm1 := e2e.LabValue(t, "NS_BASTION"), e2e.LabValue(t, "NS_ROGUE"), e2e.LabValue(t, "NS_VM1")
-	rogues := []string{e2e.LabValue(t, "ROGUE4"), e2e.LabValue(t, "ROGUE6")}
 	vm1s := []string{e2e.LabValue(t, "VM1_4"), e2e.LabValue(t, "VM1_6")}
 
 	show, err := d.Ctl(nil, "policy", "show")
 	if err != nil || !strings.Contains(show, "# egress: processes of user root (uid 0") || !strings.Contains(show, "meta skuid 0 drop") {
 		t.Fatalf("policy show does not show the egress chain: %v\n%s", err, show)
 	}
+	for _, want := range []string{"set net_egress4", rogues[0] + " . tcp . 4445", "set net_egress6", rogues[1] + " . tcp . 4445", "@net_egress4 accept"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("policy show lacks the network's %q:\n%s", want, show)
+		}
+	}
 
 	rogueTCP := e2e.StartSink(t, rogue, "[::]:4444", e2e.SinkClose)
+	rogueListed := e2e.StartSink(t, rogue, "[::]:4445", e2e.SinkClose)
 	rogueUDP := startUDPCounter(t, rogue, "[::]:4444")
 	unlisted := e2e.StartSink(t, vm1, "[::]:2222", e2e.SinkClose)
 
@@ -94,6 +104,25 @@ func TestInvariant13TheDaemonsEgressIsPinned(t *testing.T) {
 		}
 		if n := unlisted.Accepted.Load(); n != 0 {
 			t.Errorf("vm1:2222 accepted %d connections from the bastion", n)
+		}
+	})
+
+	t.Run("the daemon's user, a network", func(t *testing.T) {
+		// The network's port on its addresses is open; its other ports
+		// stay closed (4444 above).
+		for _, a := range rogues {
+			c, err := dial("tcp", a, "4445")
+			if err != nil {
+				t.Errorf("the daemon's user cannot reach %s:4445, a port of the network it is in: %v", a, err)
+				continue
+			}
+			c.Close()
+		}
+		for deadline := time.Now().Add(2 * time.Second); rogueListed.Accepted.Load() < 2 && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := rogueListed.Accepted.Load(); n != 2 {
+			t.Errorf("the rogue's 4445 accepted %d of 2 connections through the network's interval sets", n)
 		}
 	})
 

@@ -24,7 +24,9 @@ import (
 )
 
 // Invariant 5: the daemon dials only inventory targets on their configured
-// ports; loopback, link-local and its own addresses never.
+// ports (and addresses inside a network a role grants, on its ports);
+// loopback, link-local and its own addresses never, not even inside a
+// network.
 func TestInvariant05OnlyInventoryTargetsAreDialled(t *testing.T) {
 	e2e.NeedLab(t)
 	t.Run("the configuration refuses targets that are never dialled", func(t *testing.T) {
@@ -49,25 +51,52 @@ func TestInvariant05OnlyInventoryTargetsAreDialled(t *testing.T) {
 				t.Errorf("a target at %s: %v\n%s\nwant it refused as %s", addr, err, out, why)
 			}
 		}
+		for cidr, why := range map[string]string{
+			"127.0.0.0/8":      "overlaps loopback",
+			"::1/128":          "overlaps loopback",
+			"169.254.0.0/16":   "overlaps link-local",
+			"fe80::/64":        "overlaps link-local",
+			"224.0.0.0/8":      "overlaps multicast",
+			"ff05::/64":        "overlaps multicast",
+			"198.18.0.0/16":    "overlaps the dedicated bastion subnet",
+			"2001:db8:b5::/48": "overlaps the dedicated bastion subnet",
+		} {
+			cfg := e2e.LabConfigTargets(t.TempDir(), "  networks:\n    - name: bad\n      cidrs: [\""+cidr+"\"]\n      ports: {ssh: 22}\n", "")
+			if out, err := checkConfig(t, cfg); err == nil || !strings.Contains(out, why) || !strings.Contains(out, "inventory.networks[0].cidrs[0]") {
+				t.Errorf("a network %s: %v\n%s\nwant it refused as %s", cidr, err, out, why)
+			}
+		}
 	})
 
 	// "self4" and "self6" are the bastion's own public addresses, put in
 	// the inventory by mistake: only the dial guard stands in the way.
+	//
+	// Two networks besides: "granted" holds vm1's addresses and, by the
+	// same mistake, the bastion's public ones (the configuration cannot
+	// know them), SSH and 9001 only; alice's roles grant it. "ungranted"
+	// holds the rogue host's addresses; no role grants it.
+	pub4, pub6 := e2e.LabValue(t, "BASTION_PUB4"), e2e.LabValue(t, "BASTION_PUB6")
+	rogue4, rogue6 := e2e.LabValue(t, "ROGUE4"), e2e.LabValue(t, "ROGUE6")
+	vm14, vm16 := e2e.LabValue(t, "VM1_4"), e2e.LabValue(t, "VM1_6")
+	networks := "  networks:\n" +
+		"    - name: granted\n      cidrs: [" + vm14 + "/32, \"" + vm16 + "/128\", " + pub4 + "/32, \"" + pub6 + "/128\"]\n      ports: {ssh: 22, tunnel: [9001]}\n" +
+		"    - name: ungranted\n      cidrs: [" + rogue4 + "/32, \"" + rogue6 + "/128\"]\n      ports: {ssh: 22, tunnel: [9000]}\n"
 	d := e2e.StartDaemonWith(t, e2e.ViaFDs, func(dir string) string {
 		cfg := e2e.TunnelConfig(dir, e2e.TunnelAccess(""))
-		return strings.Replace(cfg, "    - name: self\n", "    - name: self6\n      addresses: [\""+e2e.LabValue(t, "BASTION_PUB6")+
+		cfg = strings.Replace(cfg, "    - name: self\n", "    - name: self6\n      addresses: [\""+pub6+
 			"\"]\n      ports: {tunnel: [9000]}\n    - name: self\n", 1)
+		cfg = strings.Replace(cfg, "logging:", networks+"logging:", 1)
+		return strings.Replace(cfg, "  roles:\n", "  roles:\n    - name: by-address\n      subjects: [user:alice]\n      targets: [network:granted]\n      protocols: [tunnel]\n", 1)
 	})
 	removeFirewallAtEnd(t)
 	e2e.AddLabUsers(t, d, "alice")
-	pub4 := e2e.LabValue(t, "BASTION_PUB4")
 	alice := e2e.TunnelClient(t, e2e.LoginAs(t, "alice", pub4), pub4, "quic")
 	// Whatever is dialled by mistake is counted: the rogue host's SSH and
 	// tunnel ports, and every address of the bastion itself, loopback
 	// included, on 9000 and 22.
 	var sinks []*e2e.Sink
 	for _, s := range []struct{ ns, addr string }{{"NS_ROGUE", "[::]:22"}, {"NS_ROGUE", "[::]:9000"},
-		{"NS_BASTION", "[::]:9000"}, {"NS_BASTION", "[::]:22"}} {
+		{"NS_BASTION", "[::]:9000"}, {"NS_BASTION", "[::]:22"}, {"NS_BASTION", "[::]:9001"}} {
 		sinks = append(sinks, e2e.StartSink(t, e2e.LabValue(t, s.ns), s.addr, e2e.SinkClose))
 	}
 
@@ -82,10 +111,10 @@ func TestInvariant05OnlyInventoryTargetsAreDialled(t *testing.T) {
 			t.Errorf("vm1:22 through the tunnel: %q %v", banner, err)
 		}
 	})
-	// The tunnel names a target by name: an IPv6 address cannot even be
-	// written in a request (the client and the server's parser refuse it).
+	// An address outside every network is no machine (alice's "*" covers
+	// every target, so she is told so).
 	t.Run("names and addresses outside the inventory are refused", func(t *testing.T) {
-		for _, name := range []string{"rogue", e2e.LabValue(t, "ROGUE4"), "localhost", "127.0.0.1", "169.254.169.254", pub4,
+		for _, name := range []string{"rogue", "198.18.1.67", "2001:db8:b5:1::67", "localhost", "127.0.0.1", "::1", "169.254.169.254",
 			"vm1.", "vm1.lab.example", "vm11", "self4"} {
 			_, err := e2e.Dial(t, alice, name, 22)
 			e2e.WantRefusal(t, err, tunnelwire.StatusUnknownTarget, "no machine called")
@@ -101,6 +130,41 @@ func TestInvariant05OnlyInventoryTargetsAreDialled(t *testing.T) {
 		for _, name := range []string{"self", "self6"} {
 			_, err := e2e.Dial(t, alice, name, 9000)
 			e2e.WantRefusal(t, err, tunnelwire.StatusUnreachable, "dial guard")
+		}
+	})
+	t.Run("an address in a granted network, on its port, is dialled", func(t *testing.T) {
+		for _, addr := range []string{vm14, vm16} {
+			c, err := e2e.Dial(t, alice, addr, 22)
+			if err != nil {
+				t.Fatalf("%s:22 through a network: %v", addr, err)
+			}
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if banner, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(banner, "SSH-2.0-") {
+				t.Errorf("%s:22 through a network: %q %v", addr, banner, err)
+			}
+			c.Close()
+		}
+	})
+	t.Run("an address in a network no role grants is refused", func(t *testing.T) {
+		for _, addr := range []string{rogue4, rogue6} {
+			for _, port := range []uint16{22, 9000} {
+				_, err := e2e.Dial(t, alice, addr, port)
+				e2e.WantRefusal(t, err, tunnelwire.StatusDenied, "may not open tunnels to "+addr)
+			}
+		}
+	})
+	t.Run("a port the network does not list is refused", func(t *testing.T) {
+		for _, addr := range []string{pub4, pub6} {
+			_, err := e2e.Dial(t, alice, addr, 9000)
+			e2e.WantRefusal(t, err, tunnelwire.StatusUnknownTarget, "does not offer port 9000")
+		}
+	})
+	t.Run("the bastion's own addresses inside a granted network are never dialled", func(t *testing.T) {
+		for _, addr := range []string{pub4, pub6} {
+			for _, port := range []uint16{22, 9001} {
+				_, err := e2e.Dial(t, alice, addr, port)
+				e2e.WantRefusal(t, err, tunnelwire.StatusUnreachable, "is one of the bastion's own addresses")
+			}
 		}
 	})
 	time.Sleep(200 * time.Millisecond) // a connection on its way would have arrived
