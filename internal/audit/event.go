@@ -87,6 +87,12 @@ const (
 	// timeout).
 	RecordingClosed = "recording_closed"
 
+	// File transfers: FileTransfer is one file that went through a
+	// session (written when its last byte passed, or when it was cut
+	// off: complete false); FileTransferRefused, one a rule stopped.
+	FileTransfer        = "file_transfer"
+	FileTransferRefused = "file_transfer_refused"
+
 	// The daemon.
 	ConfigReloaded  = "config_reloaded"
 	ConfigRefused   = "config_refused"
@@ -191,6 +197,17 @@ type Event struct {
 	// RecordingSHA256 is the hex SHA-256 of the recording's file as it was
 	// closed (session_end), which `bastionctl recordings verify` checks.
 	RecordingSHA256 string `json:"recording_sha256,omitempty"`
+
+	// Direction, Name, Path, Size, SHA256 and Complete describe a file
+	// transfer: upload (to the machine) or download, the file's name, its
+	// path on the machine (SSH), the bytes that passed and their SHA-256,
+	// and whether the whole file did.
+	Direction string `json:"direction,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Path      string `json:"path,omitempty"`
+	Size      *int64 `json:"size,omitempty"`
+	SHA256    string `json:"sha256,omitempty"`
+	Complete  *bool  `json:"complete,omitempty"`
 }
 
 // Sink receives audit events. Audit never blocks on I/O: the event is queued
