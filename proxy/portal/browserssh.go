@@ -66,8 +66,6 @@ func (s *Portal) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 		Certificate:      target.SSHCertificates,
 		Clipboard:        !d.DisableClipboard,
 		FileTransfer:     !d.DisableFileTransfer,
-		Files:            s.files,
-		Owner:            c.session.ID,
 		Record:           d.Record,
 		RecordDir:        cfg.SSH.RecordDir,
 		HandshakeTimeout: cfg.HandshakeTimeout,
@@ -121,6 +119,9 @@ func (s *Portal) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 		},
 		Audit:           cfg.Audit,
 		HandshakeFailed: func() { b.HandshakeFailed("ssh") },
+	}
+	if c.session.ID != "" { // the file panel's requests come from this web session only
+		p.Files, p.Owner = s.files, c.session.ID
 	}
 	// The terminal outlives the request's context only through the
 	// hijacked connection; the broker ends it on kill, timeout or drain.
