@@ -258,12 +258,14 @@ export class FilePanel {
           if (dir === this.#cwd) void this.#show(dir);
         } else {
           row.classList.add("failed");
+          bar.remove();
           note.textContent = message(xhr.responseText, xhr.status);
         }
         resolve();
       });
       xhr.addEventListener("error", () => {
         row.classList.add("failed");
+        bar.remove();
         note.textContent = "The upload was interrupted: the connection to the bastion was lost.";
         resolve();
       });
