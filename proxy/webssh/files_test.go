@@ -39,7 +39,7 @@ type files struct {
 // openFiles logs a terminal in to d (on IPv6 loopback with ipv6) with the
 // file panel, edit changing Params first, and returns the panel; the
 // terminal ends with the test.
-func openFiles(t *testing.T, d *sshd, ipv6 bool, edit func(*Params)) (*files, *client) {
+func openFiles(t testing.TB, d *sshd, ipv6 bool, edit func(*Params)) (*files, *client) {
 	t.Helper()
 	if ipv6 && !d.ipv6 {
 		t.Skip("no IPv6 loopback here")
