@@ -61,3 +61,22 @@ func (l *limitedBuilder) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// FilesConfig is the lab configuration of the file panel's tests: alice
+// (ops) may move files on vm1, bob's role disables file transfer.
+func FilesConfig(dir string) string {
+	return LabConfig(dir, `access:
+  groups:
+    ops: [alice]
+  roles:
+    - name: ops-ssh
+      subjects: [group:ops]
+      targets: [vm1]
+      protocols: [ssh]
+    - name: no-files
+      subjects: [user:bob]
+      targets: [vm1]
+      protocols: [ssh]
+      disable_file_transfer: true
+`)
+}

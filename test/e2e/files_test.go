@@ -7,25 +7,6 @@ import (
 	"testing"
 )
 
-// FilesConfig is the lab configuration of the file panel's tests: alice
-// (ops) may move files on vm1, bob's role disables file transfer.
-func FilesConfig(dir string) string {
-	return LabConfig(dir, `access:
-  groups:
-    ops: [alice]
-  roles:
-    - name: ops-ssh
-      subjects: [group:ops]
-      targets: [vm1]
-      protocols: [ssh]
-    - name: no-files
-      subjects: [user:bob]
-      targets: [vm1]
-      protocols: [ssh]
-      disable_file_transfer: true
-`)
-}
-
 // uploadJS makes a file of 8 MiB in the page (a fixed pseudo-random
 // sequence), drops it on the file panel as name, and returns its SHA-256.
 const uploadJS = `(async () => {
