@@ -493,6 +493,17 @@ func (p *panel) transferred(direction, full string, m *meter, complete bool) str
 	e := p.event(audit.FileTransfer, direction, path.Base(full))
 	e.Path, e.Size, e.SHA256, e.Complete = full, new(m.n), sum, new(complete)
 	p.c.p.Audit.Audit(e)
+	if p.c.rec != nil {
+		// A marker on the recording's timeline; a failed write fails
+		// the recording, which ends the session (the relay sees it).
+		what := "file " + direction + ": " + full
+		if !complete {
+			what += " (cut off)"
+		}
+		if err := p.c.rec.Marker(fmt.Sprintf("%s, %d bytes, SHA-256 %s", what, m.n, sum)); err != nil {
+			p.log.Error("recording failed", zap.Error(err))
+		}
+	}
 	p.log.Info("file transferred", zap.String("direction", direction), zap.String("path", full),
 		zap.Int64("bytes", m.n), zap.Bool("complete", complete))
 	return sum

@@ -562,3 +562,23 @@ func TestCheckNameAndAttachment(t *testing.T) {
 		}
 	}
 }
+
+// TestFilesRecordedMarker: in a recorded session, each file is a marker
+// on the recording's timeline, with its path, size and SHA-256.
+func TestFilesRecordedMarker(t *testing.T) {
+	d := startSSHD(t, sshdConfig{})
+	dir := t.TempDir()
+	f, c := openFiles(t, d, false, func(p *Params) { p.Record, p.RecordDir = true, dir })
+	b := []byte("recorded transfer\n")
+	if res := f.upload(f.dir, "marked.txt", b); res.StatusCode != http.StatusCreated {
+		t.Fatalf("upload: %d", res.StatusCode)
+	}
+	c.typeText("exit\r")
+	c.expectEnd(endExit)
+	f.h.waitServed()
+	rec := string(gunzip(t, filepath.Join(dir, f.session+".cast.gz")))
+	want := fmt.Sprintf(`"m", "file upload: %s, %d bytes, SHA-256 %s"]`, filepath.Join(f.dir, "marked.txt"), len(b), sum(b))
+	if !strings.Contains(rec, want) {
+		t.Errorf("the recording has no marker %s:\n%s", want, rec)
+	}
+}
