@@ -64,8 +64,7 @@ func (p *pattern) Read(b []byte) (int, error) {
 
 func benchTransfer(b *testing.B, d *sshd, direction string) {
 	b.StopTimer()
-	// The page reads nothing meanwhile: no pings.
-	f, _ := openFiles(b, d, false, func(p *Params) { p.KeepAlive = time.Hour })
+	f, _ := openFiles(b, d, false, nil)
 	name := "bench-" + direction + ".bin"
 	full := filepath.Join(f.dir, name)
 	if direction == DirectionDownload {

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -47,6 +48,9 @@ func openFiles(t testing.TB, d *sshd, ipv6 bool, edit func(*Params)) (*files, *c
 	reg := NewFiles()
 	h := newHarness(t, d, d.addr(ipv6), func(p *Params) {
 		p.Files, p.Owner, p.FileTransfer = reg, testOwner, true
+		// The page reads nothing while the test moves files: no pings,
+		// which it would leave unanswered.
+		p.KeepAlive = time.Hour
 		if edit != nil {
 			edit(p)
 		}
