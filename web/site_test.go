@@ -77,6 +77,7 @@ type connectCall struct {
 type site struct {
 	*httptest.Server
 	peers chan *peer
+	files fakeFiles // the file panel's routes (files_test.go)
 
 	mu            sync.Mutex // guards the fields below
 	connectStatus int        // what /api/connect answers; 0 means a new ticket
@@ -104,6 +105,7 @@ func newSite(t *testing.T) *site {
 	})
 	mux.HandleFunc("POST /api/connect", s.apiConnect)
 	mux.HandleFunc("GET /ws/ssh", s.webSocket)
+	mux.HandleFunc("/api/files/{session}/{op}", s.files.serve)
 	s.Server = httptest.NewTLSServer(mux)
 	t.Cleanup(s.Close)
 	return s

@@ -65,6 +65,7 @@ func (s *Portal) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 		Logins:           logins,
 		Certificate:      target.SSHCertificates,
 		Clipboard:        !d.DisableClipboard,
+		FileTransfer:     !d.DisableFileTransfer,
 		Record:           d.Record,
 		RecordDir:        cfg.SSH.RecordDir,
 		HandshakeTimeout: cfg.HandshakeTimeout,
@@ -121,6 +122,9 @@ func (s *Portal) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 	}
 	if c.link != "" {
 		s.linkSSH(&p, c, t)
+	}
+	if c.session.ID != "" { // the file panel's requests come from this web session only
+		p.Files, p.Owner = s.files, c.session.ID
 	}
 	// The terminal outlives the request's context only through the
 	// hijacked connection; the broker ends it on kill, timeout or drain.

@@ -19,6 +19,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/oidc"
 	"github.com/bastiond/bastiond/proxy/ticket"
 	"github.com/bastiond/bastiond/proxy/websession"
+	"github.com/bastiond/bastiond/proxy/webssh"
 )
 
 // Config is what the portal needs. It can be replaced on reload with
@@ -113,6 +114,7 @@ type Portal struct {
 	tickets  ticket.Tickets
 	outcomes *outcomeStore // how browser remote desktops ended
 	players  players       // the clocks of recorded desktops played back
+	files    *webssh.Files // the live browser terminals' file panels
 	refusals *prometheus.CounterVec
 	handler  http.Handler
 
@@ -134,7 +136,8 @@ func New(cfg Config, a *auth.Authenticator) (*Portal, error) {
 	if a == nil {
 		return nil, errors.New("portal: an Authenticator is required")
 	}
-	p := &Portal{log: c.Logger, auth: a, outcomes: newOutcomeStore(), refusals: newRefusals()}
+	p := &Portal{log: c.Logger, auth: a, outcomes: newOutcomeStore(), refusals: newRefusals(),
+		files: webssh.NewFiles()}
 	if c.Shared != nil {
 		p.sessions, p.tickets = websession.NewShared(c.Shared, c.WebSessions), ticket.NewShared(c.Shared)
 	} else {

@@ -42,11 +42,12 @@ func (s *Portal) RequestMetrics() prometheus.Collector { return s.refusals }
 
 // frontDoor is in front of every route (inside securityHeaders, so that
 // its answers carry them too). It reads the request's body whole under a
-// deadline, then sends every request that is not for this bastion (another
+// deadline (all but a file panel's upload, whose body apiFiles reads
+// itself once the caller is checked), then sends every request that is not for this bastion (another
 // Host, OPTIONS *) the uniform 404.
 func (s *Portal) frontDoor(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.readBody(w, r) {
+		if !isFileUpload(r) && !s.readBody(w, r) {
 			return
 		}
 		if !namesServer(r.Host, s.cfg.Load().ServerName) {

@@ -138,6 +138,7 @@ func (s *Portal) linkSSH(p *webssh.Params, c caller, t ticket.Ticket) {
 
 	p.Record = s.cfg.Load().Links.Record
 	p.Clipboard = true
+	p.FileTransfer = false // nobody signed in vouches for what would leave or enter: no file panel
 	p.Certificate = false
 	p.Authorize = func(login string) ([]string, error) {
 		refuse := err
@@ -162,7 +163,7 @@ func (s *Portal) linkRDPGrant(c caller, t ticket.Ticket, src netip.Addr) (webrdp
 		return webrdp.Grant{}, &webrdp.Refusal{Status: http.StatusForbidden, Outcome: webrdp.Outcome{Class: webrdp.ClassDenied,
 			Message: "This link no longer opens a remote desktop on " + t.Target + "."}}
 	}
-	return webrdp.Grant{Target: t.Target, Clipboard: true}, nil
+	return webrdp.Grant{Target: t.Target, Clipboard: true, FileTransfer: false}, nil // as linkSSH: no files
 }
 
 // linkPage is GET /l/{secret}: what the link opens and a button to open

@@ -60,6 +60,7 @@ func (s *Portal) routes() http.Handler {
 	mux.HandleFunc("POST /api/replay/{player}", s.replayControl)
 	mux.HandleFunc("GET /api/rdp/outcome", s.rdpOutcome)
 	mux.HandleFunc("GET /api/targets", s.apiTargets)
+	mux.HandleFunc(filesPrefix+"{session}/{op}", s.apiFiles)
 	mux.HandleFunc("POST /api/connect", s.apiConnect)
 	mux.HandleFunc("POST /api/tokens", s.apiIssueToken)
 	mux.HandleFunc("GET /api/tokens", s.apiTokens)

@@ -1,7 +1,8 @@
 // Package recording writes terminal sessions as asciicast v2 files
 // (https://docs.asciinema.org/manual/asciicast/v2/), which asciinema plays
-// back: a JSON header line, then one JSON array per event, output ("o") and
-// resizes ("r"). What the user types is never recorded, only what the
+// back: a JSON header line, then one JSON array per event, output ("o"),
+// resizes ("r") and markers ("m": a file moved through the session's file
+// panel, which players show on the timeline). What the user types is never recorded, only what the
 // terminal shows: a password typed at a prompt that does not echo it (sudo,
 // su) stays out of the file.
 //
@@ -220,6 +221,19 @@ func (r *Recorder) Resize(cols, rows int) error {
 	n = append(n, 'x')
 	n = strconv.AppendInt(n, int64(rows), 10)
 	r.w.Write(n)
+	return r.endEvent()
+}
+
+// Marker records a marker (asciicast v2 "m") labelled label: a moment an
+// auditor may want to find, that was not terminal output.
+func (r *Recorder) Marker(label string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.usable(); err != nil {
+		return err
+	}
+	r.event('m')
+	writeEscaped(r.w, []byte(label))
 	return r.endEvent()
 }
 

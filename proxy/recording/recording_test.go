@@ -170,6 +170,7 @@ func TestUTF8Split(t *testing.T) {
 	}
 }
 
+// TestResize: resizes, and markers, are events of their own between outputs.
 func TestResize(t *testing.T) {
 	r, err := Create(t.TempDir(), "s1", Header{Width: 80, Height: 24})
 	if err != nil {
@@ -180,9 +181,13 @@ func TestResize(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Output([]byte("after"))
+	if err := r.Marker("file upload: /home/lab/a \"b\" é.txt"); err != nil {
+		t.Fatal(err)
+	}
 	r.Close()
 	_, evs := parse(t, r.Path())
-	want := []event{{code: "o", data: "before"}, {code: "r", data: "132x43"}, {code: "o", data: "after"}}
+	want := []event{{code: "o", data: "before"}, {code: "r", data: "132x43"}, {code: "o", data: "after"},
+		{code: "m", data: "file upload: /home/lab/a \"b\" é.txt"}}
 	if len(evs) != len(want) {
 		t.Fatalf("events %v", evs)
 	}

@@ -18,11 +18,12 @@
 // Server to browser:
 //
 //	{"type":"hello","target":"vm1","logins":["lab"],"certificate":false,
-//	 "clipboard":true,"recorded":false,"idle_timeout":1200}
+//	 "clipboard":true,"files":true,"recorded":false,"idle_timeout":1200}
 //	    Sent first. logins: the account names the user's roles allow on the
 //	    target (absent: any). certificate: the bastion signs a certificate
 //	    for the login, so the page asks only for the login name.
-//	    clipboard: copy and paste allowed. recorded: the session's output is
+//	    clipboard: copy and paste allowed. files: the file panel is
+//	    offered (see Files). recorded: the session's output is
 //	    recorded. idle_timeout: seconds without a keystroke or output (0:
 //	    no limit).
 //	{"type":"prompt","name":"","instruction":"","prompts":[{"text":"Password: ","echo":false}]}
@@ -35,7 +36,8 @@
 //	    (message says which); with retry the page asks again (three
 //	    attempts in all), without it an "end" follows.
 //	{"type":"ready","session":"5f2c0a9e13b7"}
-//	    The shell is open: the terminal follows in binary frames.
+//	    The shell is open: the terminal follows in binary frames. session
+//	    names the file panel's routes.
 //	{"type":"idle_warning","seconds":60}
 //	    The session ends for inactivity in that many seconds unless
 //	    something is typed or shown; {"type":"active"} clears the warning.
@@ -73,6 +75,16 @@
 // ends the session with reason "error"; once the shell is open, unknown
 // messages are ignored. A browser that goes away ends the session with
 // reason "client closed".
+//
+// # Files
+//
+// With Params.Files, the file panel's requests reach Files.Serve through
+// the portal's routes /api/files/{session}/{op} (see files.go for why
+// HTTPS and not this socket): list a directory, download a file, upload
+// one (never over an existing name), make a directory, over SFTP on the
+// terminal's own SSH connection. Each file that passed, or was cut off,
+// is a file_transfer event with its SHA-256; a role without file
+// transfer gets file_transfer_refused for every request.
 //
 // # Records
 //

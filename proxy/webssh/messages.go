@@ -53,6 +53,7 @@ type helloMsg struct {
 	Logins      []string `json:"logins,omitzero"` // nil: any
 	Certificate bool     `json:"certificate"`
 	Clipboard   bool     `json:"clipboard"`
+	Files       bool     `json:"files"`
 	Recorded    bool     `json:"recorded"`
 	IdleTimeout int64    `json:"idle_timeout"` // seconds; 0: none
 }

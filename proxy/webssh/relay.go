@@ -163,6 +163,10 @@ func (c *conn) recordingFailed(class string, err error) {
 // watches the channel's requests, the broker, keepalives and idleness, and
 // returns how the session ends.
 func (c *conn) relay(ctx context.Context) *ending {
+	if c.p.Files != nil {
+		c.panel = newPanel(c)
+		c.p.Files.add(c.sess.ID(), c.panel)
+	}
 	if err := c.send(readyMsg{Type: typeReady, Session: c.sess.ID()}); err != nil {
 		return &ending{reason: broker.ReasonClientClosed}
 	}

@@ -208,6 +208,7 @@ StrictModes no
 PrintMotd no
 PrintLastLog no
 AcceptEnv LANG
+Subsystem sftp /usr/lib/openssh/sftp-server
 MaxAuthTries 10
 LogLevel VERBOSE
 `, dir, yesNo[cfg.pam], yesNo[!cfg.pam], testUser)

@@ -60,6 +60,17 @@ type Params struct {
 	Certificate bool
 	// Clipboard allows pasting. Without it, pastes are dropped and logged.
 	Clipboard bool
+	// FileTransfer offers the file panel: SFTP on the terminal's SSH
+	// connection, through Files. Without it the page shows no panel, and
+	// Files refuses the session's file requests with a
+	// file_transfer_refused event.
+	FileTransfer bool
+	// Files is the registry the portal's file routes look the session up
+	// in; nil: no file panel at all.
+	Files *Files
+	// Owner is the web session the terminal belongs to: Files answers only
+	// its requests. Required with Files.
+	Owner string
 	// Record records the terminal's output in RecordDir (then required) as
 	// SESSIONID.cast.gz. A recording that cannot be started refuses the
 	// session before the shell opens, and one that fails later ends it
@@ -135,6 +146,7 @@ func (p *Params) setDefaults() error {
 		{"Authorize", p.Authorize != nil}, {"Open", p.Open != nil}, {"HostKeys", p.HostKeys != nil},
 		{"Sign (with Certificate)", !p.Certificate || p.Sign != nil},
 		{"RecordDir (with Record)", !p.Record || p.RecordDir != ""},
+		{"Owner (with Files)", p.Files == nil || p.Owner != ""},
 	} {
 		if !f.ok {
 			missing = append(missing, f.name)
@@ -202,6 +214,8 @@ type conn struct {
 	reqs <-chan *ssh.Request
 	rec  *recording.Recorder
 
+	panel *panel // the file panel, once the shell is open (with Params.Files)
+
 	in []byte // the buffer of text messages from the browser
 
 	last       atomic.Int64   // unix nanoseconds of the last terminal byte either way
@@ -231,7 +245,7 @@ type ending struct {
 func (c *conn) run(ctx context.Context) *ending {
 	c.ws.SetReadLimit(maxMessage)
 	hello := helloMsg{Type: typeHello, Target: c.p.Target, Logins: c.p.Logins, Certificate: c.p.Certificate,
-		Clipboard: c.p.Clipboard, Recorded: c.p.Record, IdleTimeout: int64(c.p.IdleTimeout() / time.Second)}
+		Clipboard: c.p.Clipboard, Files: c.p.FileTransfer && c.p.Files != nil, Recorded: c.p.Record, IdleTimeout: int64(c.p.IdleTimeout() / time.Second)}
 	if err := c.send(hello); err != nil {
 		return &ending{reason: broker.ReasonClientClosed}
 	}
@@ -252,6 +266,10 @@ func (c *conn) run(ctx context.Context) *ending {
 // ended the session, for a kill or a timeout, its record is already
 // written and the recording is completed a moment later.)
 func (c *conn) finish(e *ending) {
+	if c.panel != nil {
+		c.p.Files.remove(c.sess.ID())
+		c.panel.close()
+	}
 	if c.client != nil {
 		c.client.Close()
 	}

@@ -151,6 +151,7 @@ type WSMsg struct {
 	Logins      []string `json:"logins,omitempty"`
 	Certificate bool     `json:"certificate,omitempty"`
 	Clipboard   bool     `json:"clipboard,omitempty"`
+	Files       bool     `json:"files,omitempty"`
 	Recorded    bool     `json:"recorded,omitempty"`
 	IdleTimeout int      `json:"idle_timeout,omitempty"`
 	Message     string   `json:"message,omitempty"`

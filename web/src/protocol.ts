@@ -12,6 +12,8 @@ export interface Hello {
   /** The bastion signs a certificate: only the login name is asked for. */
   certificate: boolean;
   clipboard: boolean;
+  /** The file panel is offered (the role allows file transfer). */
+  files?: boolean;
   recorded: boolean;
   /** Seconds without a keystroke or output before the session ends. */
   idle_timeout: number;

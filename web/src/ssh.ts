@@ -3,6 +3,7 @@
 // session, and a Reconnect that gets a new ticket and starts over.
 import { newTicket, SessionExpired } from "./api";
 import { Clipboard } from "./clipboard";
+import { FilePanel } from "./files";
 import { credentialForm, promptForm } from "./forms";
 import { type EndAction, Layout } from "./layout";
 import { type ClientMessage, type End, type Hello, open, parse, pasteMessages, type ServerMessage } from "./protocol";
@@ -26,6 +27,7 @@ class SSHPage {
   readonly #ui: Layout;
   readonly #view: TerminalView;
   readonly #clipboard: Clipboard;
+  readonly #files: FilePanel;
   // The fields below describe the current WebSocket; connect resets them.
   #ws: WebSocket | undefined;
   #phase: Phase = "connecting";
@@ -38,12 +40,15 @@ class SSHPage {
 
   constructor(root: HTMLElement, config: SSHConfig) {
     this.#config = config;
+    this.#files = new FilePanel({ csrf: config.csrf, closed: () => this.#view.term.focus() });
     this.#ui = new Layout(root, {
       target: config.target,
       protocol: "SSH",
       screen: { className: "terminal", label: "Terminal" },
+      tools: [this.#files.button],
       onDisconnect: () => this.#disconnect(),
     });
+    if (this.#ui.screen.parentElement) this.#files.mount(this.#ui.screen.parentElement);
     this.#view = new TerminalView(this.#ui.screen, {
       input: (bytes) => this.#input(bytes),
       resize: () => this.#sendSize(),
@@ -66,6 +71,8 @@ class SSHPage {
     this.#hello = undefined;
     this.#disconnected = false;
     this.#clipboard.allowed = false;
+    this.#files.available(false);
+    this.#files.session("");
     this.#view.term.reset();
     this.#view.term.options.disableStdin = true;
     this.#ui.showScreen(false);
@@ -91,6 +98,7 @@ class SSHPage {
       case "hello":
         this.#hello = msg;
         this.#clipboard.allowed = msg.clipboard;
+        this.#files.available(msg.files === true);
         this.#ui.session(msg);
         this.#askCredentials();
         break;
@@ -120,6 +128,7 @@ class SSHPage {
         this.#view.fit();
         this.#sendSize();
         this.#view.term.focus();
+        this.#files.session(msg.session);
         break;
       case "idle_warning":
         this.#ui.idleWarning(msg.seconds);
@@ -170,6 +179,7 @@ class SSHPage {
 
   #end(msg: End): void {
     this.#phase = "ended";
+    this.#files.session("");
     this.#view.term.options.disableStdin = true;
     this.#ui.ended(msg.message, msg.reconnect ? [this.#reconnectAction()] : []);
   }
@@ -179,6 +189,7 @@ class SSHPage {
   #closed(): void {
     if (this.#phase === "ended") return;
     this.#phase = "ended";
+    this.#files.session("");
     this.#view.term.options.disableStdin = true;
     let message = "The connection to the bastion was lost.";
     if (this.#disconnected) message = "You disconnected.";
