@@ -370,6 +370,9 @@ func (w *Watcher) end(err error) {
 	w.signal()
 }
 
+// Stream is the stream watched.
+func (w *Watcher) Stream() *Stream { return w.s }
+
 // Name is the watcher's name.
 func (w *Watcher) Name() string { return w.name }
 
