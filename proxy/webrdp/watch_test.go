@@ -1,0 +1,214 @@
+package webrdp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/bastiond/bastiond/proxy/rdcleanpath"
+	"github.com/bastiond/bastiond/proxy/recording"
+	"github.com/bastiond/bastiond/proxy/watch"
+)
+
+// watchTo serves Watch of w on a pipe and returns the watcher's client end,
+// after its RDCleanPath exchange, and Watch's result.
+func watchTo(t *testing.T, w *watch.Watcher) (net.Conn, *rdcleanpath.PDU, <-chan error) {
+	t.Helper()
+	page, conn := net.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- Watch(context.Background(), conn, w, 5*time.Second, zaptest.NewLogger(t))
+		conn.Close()
+	}()
+	t.Cleanup(func() { page.Close() })
+	b, _ := request("anything", anyTLS).Marshal()
+	go page.Write(b)
+	page.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := rdcleanpath.Read(page, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return page, resp, done
+}
+
+// TestGatewayWatched: a watcher's client is answered as a player's is, gets
+// the server's side from the start (the catch-up) and live, and nothing it
+// sends reaches the server: the server echoes every byte it gets, and the
+// page sees only the echoes of its own frames, and the bytes up count only
+// the page's.
+func TestGatewayWatched(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			srv := newRDPServer(t, network, modeTLS)
+			hub := watch.NewHub()
+			var mu sync.Mutex
+			var told [][]string
+			g := newGateway(t, srv, func(p *Params) {
+				p.Watch, p.User = hub, "alice"
+				p.Watched = func(_ Session, names []string) {
+					mu.Lock()
+					told = append(told, names)
+					mu.Unlock()
+				}
+			})
+			g.pin(srv)
+			if resp := g.send(request("good", anyTLS)); resp.Error != nil {
+				t.Fatalf("error answer: %+v", resp.Error)
+			}
+			roundTrip := func(payload string) {
+				t.Helper()
+				frame := tpktFrame(payload)
+				go g.page.Write(frame)
+				echo := make([]byte, len(frame))
+				if _, err := io.ReadFull(g.page, echo); err != nil || !bytes.Equal(echo, asciiUpper(frame)) {
+					t.Fatalf("echo %q, %v", echo, err)
+				}
+			}
+			roundTrip("before the watcher")
+			s, ok := hub.Get("s1")
+			if !ok {
+				t.Fatal("the desktop is not watchable")
+			}
+			if i := s.Info(); i.User != "alice" || i.Target != "vm2" || i.Protocol != "rdp" || len(i.CertChain) != 1 {
+				t.Errorf("info %+v", i)
+			}
+			w, err := s.Subscribe("carol")
+			if err != nil {
+				t.Fatal(err)
+			}
+			wpage, resp, done := watchTo(t, w)
+			if resp.Error != nil || len(resp.ServerCertChain) != 1 || !bytes.Equal(resp.ServerCertChain[0], srv.cert.Certificate[0]) {
+				t.Fatalf("the watcher's answer %+v", resp)
+			}
+			if cc, err := rdcleanpath.ParseConnectionConfirm(resp.X224ConnectionPDU); err != nil || cc.Protocol != rdcleanpath.ProtocolSSL {
+				t.Errorf("confirm %+v, %v", cc, err)
+			}
+			readWatcher := func(payload string) {
+				t.Helper()
+				want := asciiUpper(tpktFrame(payload))
+				got := make([]byte, len(want))
+				wpage.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.ReadFull(wpage, got); err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("the watcher got %q, %v; want %q", got, err, want)
+				}
+			}
+			readWatcher("before the watcher") // the catch-up
+			roundTrip("while watched")
+			readWatcher("while watched") // live
+
+			// Everything the watcher's client sends is dropped.
+			for _, p := range [][]byte{tpktFrame("watcher typed"), {0x44, 0x08, 0x01, 0x1e}, []byte("raw bytes")} {
+				wpage.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				if _, err := wpage.Write(p); err != nil {
+					t.Fatalf("watcher write: %v", err)
+				}
+			}
+			wpage.Close()
+			if err := <-done; !errors.Is(err, watch.ErrLeft) {
+				t.Errorf("Watch: %v, want ErrLeft", err)
+			}
+			roundTrip("after the watcher")
+			g.page.Close()
+			g.wait()
+			g.mu.Lock()
+			up := g.session.up
+			g.mu.Unlock()
+			want := len(tpktFrame("before the watcher")) + len(tpktFrame("while watched")) + len(tpktFrame("after the watcher"))
+			if up != int64(want) {
+				t.Errorf("the server got %d bytes, want the page's %d", up, want)
+			}
+			if _, ok := hub.Get("s1"); ok {
+				t.Error("the ended desktop is still watchable")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(told) < 2 || !slices.Equal(told[0], []string{"carol"}) || len(told[len(told)-1]) != 0 {
+				t.Errorf("Watched was told %q", told)
+			}
+		})
+	}
+}
+
+// TestTeeSample: the recorded desktop in testdata, fed through the tap into
+// a watchers' stream, reaches a watcher who joins late as the start of the
+// server's side (the capability exchange and activation) followed by its
+// latest PDUs, every frame whole; the client's side never reaches it.
+func TestTeeSample(t *testing.T) {
+	r, err := recording.OpenRDP("../recording/testdata/sample.rdp.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var server [][]byte
+	var client int
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			break
+		}
+		switch rec.Kind {
+		case recording.RDPServer:
+			server = append(server, bytes.Clone(rec.Data))
+		case recording.RDPClient:
+			client++
+		}
+	}
+	if len(server) < 4 || client == 0 {
+		t.Fatalf("sample: %d server records, %d client ones", len(server), client)
+	}
+	total := 0
+	for _, p := range server {
+		total += len(p)
+	}
+	hub := watch.NewHub()
+	lim := watch.Limits{Head: len(server[0]) + len(server[1]), Tail: total / 3, Queue: 1 << 30}
+	s := hub.Open(watch.Info{Session: "s1", Protocol: "rdp"}, lim, nil)
+	defer s.Close()
+	te := tee{stream: s}
+	te.Record(recording.RDPMeta, []byte(`{"width":1024,"height":768}`))
+	for i, p := range server {
+		te.Record(recording.RDPServer, p)
+		te.Record(recording.RDPClient, []byte("client bytes never watched"))
+		if i == len(server)/2 {
+			break
+		}
+	}
+	w, err := s.Subscribe("carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range server[len(server)/2+1:] {
+		te.Record(recording.RDPServer, p)
+	}
+	frames, _ := w.Next()
+	if frames[0].Kind != watch.Size || string(frames[0].Data) != `{"width":1024,"height":768}` {
+		t.Errorf("first frame %q", frames[0].Data)
+	}
+	var got [][]byte
+	for _, f := range frames[1:] {
+		if bytes.Contains(f.Data, []byte("client bytes")) {
+			t.Fatal("the client's side reached a watcher")
+		}
+		got = append(got, f.Data)
+	}
+	if len(got) < 3 || !bytes.Equal(got[0], server[0]) || !bytes.Equal(got[1], server[1]) {
+		t.Fatalf("the catch-up does not start with the session's start")
+	}
+	// After the head, the frames are a contiguous run of the server's
+	// records that ends with the last one.
+	rest := got[2:]
+	tailStart := len(server) - len(rest)
+	for i, p := range rest {
+		if !bytes.Equal(p, server[tailStart+i]) {
+			t.Fatalf("frame %d after the head is not record %d", i, tailStart+i)
+		}
+	}
+}
