@@ -87,6 +87,11 @@ const (
 	// timeout).
 	RecordingClosed = "recording_closed"
 
+	// A live session's watchers (an auditor's live view).
+	WatchStart   = "watch_start"
+	WatchEnd     = "watch_end"
+	WatchRefused = "watch_refused"
+
 	// The daemon.
 	ConfigReloaded  = "config_reloaded"
 	ConfigRefused   = "config_refused"
@@ -191,6 +196,12 @@ type Event struct {
 	// RecordingSHA256 is the hex SHA-256 of the recording's file as it was
 	// closed (session_end), which `bastionctl recordings verify` checks.
 	RecordingSHA256 string `json:"recording_sha256,omitempty"`
+	// Watcher is the auditor who watches a live session (watch_start,
+	// watch_end), WatchedUser the user of the session watched; Watchers,
+	// in a session_end record, every auditor who watched the session.
+	Watcher     string   `json:"watcher,omitempty"`
+	WatchedUser string   `json:"watched_user,omitempty"`
+	Watchers    []string `json:"watchers,omitempty"`
 }
 
 // Sink receives audit events. Audit never blocks on I/O: the event is queued

@@ -118,6 +118,8 @@ func (s *Portal) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 		},
 		Audit:           cfg.Audit,
 		HandshakeFailed: func() { b.HandshakeFailed("ssh") },
+		Watch:           s.watch,
+		Watched:         func(sess webssh.Session, names []string) { sess.(*broker.Session).AddWatchers(names) },
 	}
 	// The terminal outlives the request's context only through the
 	// hijacked connection; the broker ends it on kill, timeout or drain.

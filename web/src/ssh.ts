@@ -127,6 +127,9 @@ class SSHPage {
       case "active":
         this.#ui.clearIdleWarning();
         break;
+      case "watchers":
+        this.#ui.watchers(msg.watchers);
+        break;
       case "end":
         this.#end(msg);
         break;
@@ -171,6 +174,7 @@ class SSHPage {
   #end(msg: End): void {
     this.#phase = "ended";
     this.#view.term.options.disableStdin = true;
+    this.#ui.watchers([]);
     this.#ui.ended(msg.message, msg.reconnect ? [this.#reconnectAction()] : []);
   }
 
