@@ -39,6 +39,8 @@ const (
 type Frame struct {
 	Kind byte
 	Data []byte
+
+	clean bool // a client may start reading at it (Limits.Boundary)
 }
 
 // Info describes a watchable session.
@@ -67,6 +69,15 @@ type Limits struct {
 	// Queue bounds each watcher's unread frames, in bytes; a watcher
 	// that would exceed it is dropped. Default 1 MiB.
 	Queue int
+	// Boundary, when set, makes the stream's judge of its Output frames,
+	// called with each in order, once: whether a client may start reading
+	// at it (cleanStart) and whether it ends inside something later frames
+	// complete (openEnd): for RDP, a PDU cut between reads or a fragmented
+	// fast-path update. A catch-up then never cuts one: the head ends
+	// where nothing is open, the tail starts at a clean start, and a
+	// watcher that joins while something is open, without its start, gets
+	// the live frames from the next clean start. nil: every frame is whole.
+	Boundary func() func(frame []byte) (cleanStart, openEnd bool)
 }
 
 // SSHLimits and RDPLimits are the limits the relays use. A terminal's last
@@ -114,6 +125,9 @@ func (h *Hub) Open(info Info, lim Limits, changed func(watchers []string)) *Stre
 		lim.Queue = 1 << 20
 	}
 	s := &Stream{hub: h, info: info, lim: lim, changed: changed, watchers: make(map[*Watcher]struct{})}
+	if lim.Boundary != nil {
+		s.judge = lim.Boundary()
+	}
 	h.mu.Lock()
 	h.streams[info.Session] = s
 	h.mu.Unlock()
@@ -153,7 +167,10 @@ type Stream struct {
 	mu        sync.Mutex // guards the fields below
 	head      []Frame    // the first output, up to lim.Head bytes
 	headBytes int
-	headFull  bool    // head stopped taking frames: later ones go to tail
+	headClean int  // how many of head's frames a catch-up sends: no sequence open after them
+	headFull  bool // head stopped taking frames: later ones go to tail
+	lastOpen  bool // the last Output frame ended inside a sequence (Boundary)
+	judge     func([]byte) (cleanStart, openEnd bool)
 	tail      []Frame // the latest output, up to lim.Tail bytes
 	tailBytes int
 	size      *Frame // the latest Size
@@ -189,7 +206,11 @@ func (s *Stream) Publish(kind byte, p []byte) {
 		s.mu.Unlock()
 		return
 	}
-	s.keep(f)
+	open := false
+	if f.Kind == Output {
+		f.clean, open = s.boundary(f.Data)
+	}
+	s.keep(f, open)
 	for w := range s.watchers {
 		if !w.push(f) {
 			delete(s.watchers, w)
@@ -202,16 +223,21 @@ func (s *Stream) Publish(kind byte, p []byte) {
 	}
 }
 
-// keep adds f to the catch-up; s.mu is held.
-func (s *Stream) keep(f Frame) {
+// keep adds f to the catch-up; open says it ends inside a sequence. s.mu
+// is held.
+func (s *Stream) keep(f Frame, open bool) {
 	if f.Kind == Size {
 		s.size = &f
 		return
 	}
+	s.lastOpen = open
 	if !s.headFull {
 		if s.headBytes+len(f.Data) <= s.lim.Head {
 			s.head = append(s.head, f)
 			s.headBytes += len(f.Data)
+			if !open {
+				s.headClean = len(s.head)
+			}
 			return
 		}
 		s.headFull = true
@@ -233,6 +259,14 @@ func (s *Stream) keep(f Frame) {
 	}
 }
 
+// boundary judges the next Output frame (Limits.Boundary); s.mu is held.
+func (s *Stream) boundary(p []byte) (cleanStart, openEnd bool) {
+	if s.judge == nil {
+		return true, false
+	}
+	return s.judge(p)
+}
+
 // Subscribe adds a watcher named name (the auditor's user name). Its first
 // frames are the catch-up: the latest Size, the head, and the tail.
 func (s *Stream) Subscribe(name string) (*Watcher, error) {
@@ -251,8 +285,16 @@ func (s *Stream) Subscribe(name string) (*Watcher, error) {
 	if s.size != nil {
 		w.q = append(w.q, *s.size)
 	}
-	w.q = append(w.q, s.head...)
-	w.q = append(w.q, s.tail...)
+	w.q = append(w.q, s.head[:s.headClean]...)
+	// The tail from its first frame a client can start at; without one,
+	// the live frames wait for the next clean start when a sequence is
+	// open.
+	tail := s.tail
+	for len(tail) > 0 && !tail[0].clean {
+		tail = tail[1:]
+	}
+	w.q = append(w.q, tail...)
+	w.resync = len(tail) == 0 && s.lastOpen
 	if len(w.q) > 0 {
 		w.wake <- struct{}{}
 	}
@@ -332,6 +374,7 @@ type Watcher struct {
 	mu     sync.Mutex // guards the fields below
 	q      []Frame
 	queued int   // bytes in q since the catch-up
+	resync bool  // live Output frames are skipped until one a client can start at
 	err    error // why the watcher stopped; frames left in q are still read unless ErrBehind
 }
 
@@ -342,6 +385,12 @@ func (w *Watcher) push(f Frame) bool {
 	defer w.mu.Unlock()
 	if w.err != nil {
 		return false
+	}
+	if w.resync && f.Kind == Output {
+		if !f.clean {
+			return true
+		}
+		w.resync = false
 	}
 	if w.queued+len(f.Data) > w.max {
 		w.err, w.q = ErrBehind, nil

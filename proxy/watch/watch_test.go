@@ -181,3 +181,51 @@ func TestHubList(t *testing.T) {
 		t.Errorf("list after close %+v", l)
 	}
 }
+
+// letters is a Boundary for frames named by their first byte: S a whole
+// one, F the first of a sequence, N a middle one, L the last.
+func letters(p []byte) (cleanStart, openEnd bool) {
+	switch p[0] {
+	case 'F':
+		return true, true
+	case 'N':
+		return false, true
+	case 'L':
+		return false, false
+	}
+	return true, false
+}
+
+// TestBoundaries: a catch-up never cuts a sequence: the head ends where
+// none is open, the tail starts at a clean start, and a watcher who joins
+// in the middle of one without its start gets the live frames from the
+// next clean start.
+func TestBoundaries(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		published string // one frame per letter
+		live      string // published after the watcher joined
+		want      string // what the watcher gets
+	}{
+		{"whole frames", "SSSSSS", "S", "SSS" + "SSS" + "S"},             // head SSS, tail SSS
+		{"head ends open", "SSFNLSSS", "S", "SS" + "SSS" + "S"},          // head SSF without its F, tail SSS
+		{"tail starts mid-sequence", "SSSFNNLS", "S", "SSS" + "S" + "S"}, // tail NLS: starts at S
+		{"joined mid-sequence", "SSSFNNN", "NLFLS", "SSS" + "FLS"},       // tail NNN unusable: live from F
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewHub().Open(Info{Session: "a"}, Limits{Head: 3, Tail: 3, Queue: 100, Boundary: func() func([]byte) (bool, bool) { return letters }}, nil)
+			defer s.Close()
+			for _, c := range tc.published {
+				s.Publish(Output, []byte{byte(c)})
+			}
+			w, _ := s.Subscribe("x")
+			for _, c := range tc.live {
+				s.Publish(Output, []byte{byte(c)})
+			}
+			got, _ := drain(t, w)
+			if d := data(got); d != tc.want {
+				t.Errorf("got %q, want %q", d, tc.want)
+			}
+		})
+	}
+}

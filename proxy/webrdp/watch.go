@@ -2,6 +2,7 @@ package webrdp
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -55,7 +56,9 @@ func (g *gateway) watchable(sess Session, target string, cc []byte, chain [][]by
 	}
 	info := watch.Info{Session: sess.ID(), User: g.p.User, Target: target, Protocol: "rdp", Start: time.Now(),
 		Recorded: recorded, Confirm: cc, CertChain: chain}
-	return g.p.Watch.Open(info, watch.RDPLimits, func(names []string) {
+	lim := watch.RDPLimits
+	lim.Boundary = newPDUFramer
+	return g.p.Watch.Open(info, lim, func(names []string) {
 		if g.p.Watched != nil {
 			g.p.Watched(sess, names)
 		}
@@ -121,4 +124,93 @@ func Watch(ctx context.Context, conn net.Conn, w *watch.Watcher, handshake time.
 			return ctx.Err()
 		}
 	}
+}
+
+// Fast-path update fragmentation ([MS-RDPBCGR] 2.2.9.1.2.1.1): a large
+// update comes as FIRST, NEXT…, LAST, each in a PDU of its own.
+const (
+	fragFirst = 2
+	fragNext  = 3
+)
+
+// maxPDU bounds a PDU the framer waits for: a TPKT's length is 16 bits.
+const maxPDU = 64 << 10
+
+// pduFramer is the watch.Limits.Boundary of a desktop's server side. It
+// follows the PDUs (TPKT or fast-path) across the tap's records, which
+// are whole PDUs while the tap frames the stream and arbitrary reads once
+// it records raw, and the fast-path updates' fragmentation: a frame is a
+// clean start when it begins at a PDU boundary with no fragmented update
+// open, and ends open when it ends inside a PDU or a fragmented update.
+// Once the stream is not PDUs as it knows them it gives up: every frame
+// is then whole, as before the live view had boundaries.
+type pduFramer struct {
+	pend []byte // the start of a PDU the frame ended in
+	open bool   // a fragmented fast-path update is open
+	lost bool
+}
+
+func newPDUFramer() func([]byte) (cleanStart, openEnd bool) { return (&pduFramer{}).judge }
+
+func (f *pduFramer) judge(frame []byte) (cleanStart, openEnd bool) {
+	if f.lost {
+		return true, false
+	}
+	cleanStart = len(f.pend) == 0 && !f.open
+	b := frame
+	if len(f.pend) > 0 {
+		b = append(f.pend, frame...)
+	}
+	for len(b) > 0 {
+		n, hdr := pduLen(b)
+		if n == 0 && len(b) >= 4 || n > maxPDU || n > 0 && n < hdr {
+			f.lost, f.pend, f.open = true, nil, false
+			return true, false
+		}
+		if n == 0 || n > len(b) {
+			break // the PDU goes on in the next frame
+		}
+		f.update(b[:n], hdr)
+		b = b[n:]
+	}
+	f.pend = append(f.pend[:0:0], b...)
+	return cleanStart, len(f.pend) > 0 || f.open
+}
+
+// update follows the fragmentation of the fast-path updates in pdu.
+func (f *pduFramer) update(pdu []byte, hdr int) {
+	if pdu[0]&3 != 0 || pdu[0]>>6&2 != 0 { // slow-path (TPKT), or encrypted
+		return
+	}
+	for u := pdu[hdr:]; len(u) >= 3; {
+		h := u[0]
+		i := 1
+		if h>>6&2 != 0 { // FASTPATH_OUTPUT_COMPRESSION_USED: compressionFlags
+			i++
+		}
+		if len(u) < i+2 {
+			return
+		}
+		switch h >> 4 & 3 {
+		case fragFirst, fragNext:
+			f.open = true
+		default:
+			f.open = false
+		}
+		u = u[min(len(u), i+2+int(binary.LittleEndian.Uint16(u[i:]))):]
+	}
+}
+
+// pduLen is the length of the PDU p starts with (TPKT or fast-path) and
+// the length of its header; 0 if unknown.
+func pduLen(p []byte) (n, hdr int) {
+	switch {
+	case len(p) >= 4 && p[0] == 3:
+		return int(binary.BigEndian.Uint16(p[2:4])), 4
+	case len(p) >= 2 && p[0]&3 == 0 && p[1]&0x80 == 0:
+		return int(p[1]), 2
+	case len(p) >= 3 && p[0]&3 == 0:
+		return int(p[1]&0x7f)<<8 | int(p[2]), 3
+	}
+	return 0, 0
 }

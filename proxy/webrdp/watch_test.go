@@ -3,6 +3,7 @@ package webrdp
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -211,4 +212,150 @@ func TestTeeSample(t *testing.T) {
 			t.Fatalf("frame %d after the head is not record %d", i, tailStart+i)
 		}
 	}
+}
+
+// fastPathPDU is a fast-path output PDU holding one update of fragmentation
+// frag (compressed: with a compressionFlags byte) and size bytes of data.
+func fastPathPDU(frag byte, compressed bool, size int) []byte {
+	u := []byte{0x01 | frag<<4}
+	if compressed {
+		u[0] |= 2 << 6
+		u = append(u, 0x21)
+	}
+	u = binary.LittleEndian.AppendUint16(u, uint16(size))
+	u = append(u, make([]byte, size)...)
+	n := 3 + len(u)
+	return append([]byte{0, 0x80 | byte(n>>8), byte(n)}, u...)
+}
+
+// TestPDUFramer: the framer follows PDUs across frames and fast-path
+// fragmentation across PDUs.
+func TestPDUFramer(t *testing.T) {
+	const single, last = 0, 1
+	first, next := fastPathPDU(fragFirst, false, 300), fastPathPDU(fragNext, true, 300)
+	type judged struct{ clean, open bool }
+	for _, tc := range []struct {
+		name   string
+		frames [][]byte
+		want   []judged
+	}{
+		{"whole updates", [][]byte{fastPathPDU(single, false, 10), tpktFrame("x"), fastPathPDU(single, true, 5)},
+			[]judged{{true, false}, {true, false}, {true, false}}},
+		{"a fragmented update", [][]byte{first, next, fastPathPDU(last, false, 5), fastPathPDU(single, false, 5)},
+			[]judged{{true, true}, {false, true}, {false, false}, {true, false}}},
+		{"a slow-path PDU between fragments", [][]byte{first, tpktFrame("x"), fastPathPDU(last, false, 5)},
+			[]judged{{true, true}, {false, true}, {false, false}}},
+		{"a PDU cut between reads", [][]byte{first[:100], concat(first[100:], fastPathPDU(last, false, 5)), fastPathPDU(single, false, 1)},
+			[]judged{{true, true}, {false, false}, {true, false}}},
+		{"a cut header", [][]byte{first[:1], first[1:], fastPathPDU(last, false, 5)},
+			[]judged{{true, true}, {false, true}, {false, false}}},
+		{"two updates in one PDU", [][]byte{concat(fastPathPDU(single, false, 1), first), fastPathPDU(last, false, 1)},
+			[]judged{{true, true}, {false, false}}},
+		{"lost", [][]byte{first, []byte("\xffnot a PDU"), first},
+			[]judged{{true, true}, {true, false}, {true, false}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			judge := newPDUFramer()
+			for i, f := range tc.frames {
+				clean, open := judge(f)
+				if (judged{clean, open}) != tc.want[i] {
+					t.Errorf("frame %d: clean %v open %v, want %+v", i, clean, open, tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+// TestSampleCatchUpsAreWhole: joining the recorded desktop in testdata at
+// every point, with limits small enough to cut it anywhere, a watcher never
+// gets a fragment of an update without its start, nor a new update while
+// one is open.
+func TestSampleCatchUpsAreWhole(t *testing.T) {
+	r, err := recording.OpenRDP("../recording/testdata/sample.rdp.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var server [][]byte
+	fragmented := 0
+	judge := newPDUFramer()
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			break
+		}
+		if rec.Kind == recording.RDPServer {
+			server = append(server, bytes.Clone(rec.Data))
+			if _, open := judge(rec.Data); open {
+				fragmented++
+			}
+		}
+	}
+	t.Logf("%d server records, %d end inside a fragmented update", len(server), fragmented)
+	for join := 1; join < len(server); join++ {
+		s := watch.NewHub().Open(watch.Info{Session: "s1"}, watch.Limits{Head: 2 << 10, Tail: 8 << 10, Queue: 1 << 30,
+			Boundary: newPDUFramer}, nil)
+		for _, p := range server[:join] {
+			s.Publish(watch.Output, p)
+		}
+		w, _ := s.Subscribe("carol")
+		for _, p := range server[join:] {
+			s.Publish(watch.Output, p)
+		}
+		frames, _ := w.Next()
+		s.Close()
+		// The watcher's frames, as a client reads them, are whole PDUs
+		// and whole updates: a framer that sees only them is never cut.
+		check := &pduFramer{}
+		for i, f := range frames {
+			clean, _ := check.judge(f.Data)
+			if i == 0 && !clean || check.lost {
+				t.Fatalf("joined at %d: frame %d cuts a PDU or an update", join, i)
+			}
+			if len(check.pend) > 0 && i == len(frames)-1 {
+				t.Fatalf("joined at %d: the last frame ends inside a PDU", join)
+			}
+		}
+		if fatal := checkFragments(frames); fatal != "" {
+			t.Fatalf("joined at %d: %s", join, fatal)
+		}
+	}
+}
+
+// checkFragments reads frames as a client does and says where a fragment
+// comes without its first, or a new update while one is open.
+func checkFragments(frames []watch.Frame) string {
+	var b []byte
+	for _, f := range frames {
+		b = append(b, f.Data...)
+	}
+	open := false
+	for len(b) > 0 {
+		n, hdr := pduLen(b)
+		if n == 0 || n > len(b) {
+			return "the stream ends inside a PDU"
+		}
+		pdu := b[:n]
+		b = b[n:]
+		if pdu[0]&3 != 0 {
+			continue
+		}
+		for u := pdu[hdr:]; len(u) >= 3; {
+			h := u[0]
+			i := 1
+			if h>>6&2 != 0 {
+				i++
+			}
+			switch frag := h >> 4 & 3; {
+			case (frag == 1 || frag == fragNext) && !open:
+				return "a fragment without its first"
+			case (frag == 0 || frag == fragFirst) && open:
+				return "a new update while one is open"
+			default:
+				open = frag == fragFirst || frag == fragNext
+			}
+			u = u[min(len(u), i+2+int(binary.LittleEndian.Uint16(u[i:]))):]
+		}
+	}
+	return ""
 }
