@@ -82,11 +82,13 @@ type Limits struct {
 
 // SSHLimits and RDPLimits are the limits the relays use. A terminal's last
 // 64 KiB of output redraws most screens (a full-screen program repaints
-// often); a desktop needs its activation (well under 1 MiB) and then the
-// recent updates.
+// often); a desktop needs its activation (a few KiB; the head keeps the
+// first paint too, as far as it fits) and then the recent updates. Every
+// watchable desktop keeps up to 2.25 MiB, watched or not: the head cannot
+// be had later.
 var (
 	SSHLimits = Limits{Tail: 64 << 10, Queue: 1 << 20}
-	RDPLimits = Limits{Head: 1 << 20, Tail: 4 << 20, Queue: 8 << 20}
+	RDPLimits = Limits{Head: 256 << 10, Tail: 2 << 20, Queue: 8 << 20}
 )
 
 // MaxWatchers bounds the watchers of one session.

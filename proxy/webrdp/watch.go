@@ -19,8 +19,8 @@ import (
 // the recording's tap (tee), and a watcher's IronRDP client is served as a
 // recording's player is (Replay): its RDCleanPath request is answered with
 // the server's certificates and a Confirm that selects TLS alone, then it
-// gets the stream's catch-up (the connection's first MiB, which holds the
-// capability exchange and activation, and the latest 4 MiB of updates),
+// gets the stream's catch-up (the connection's first 256 KiB, which hold
+// the capability exchange and activation, and the latest 2 MiB of updates),
 // then the live PDUs. What the client sends is read and dropped: nothing
 // connects a watcher to the session.
 
