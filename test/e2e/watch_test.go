@@ -105,8 +105,8 @@ func TestBrowserWatch(t *testing.T) {
 			}
 		}
 	}
-	carol.PortalLogin(t, base, "carol", TunnelPassword)
 	alice.PortalLogin(t, base, "alice", TunnelPassword)
+	carol.PortalLogin(t, base, "carol", TunnelPassword)
 
 	run("terminal", func(t *testing.T) {
 		alice.OpenTerminal(t, "vm1")
