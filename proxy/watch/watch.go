@@ -173,12 +173,12 @@ type Stream struct {
 	headFull  bool // head stopped taking frames: later ones go to tail
 	lastOpen  bool // the last Output frame ended inside a sequence (Boundary)
 	judge     func([]byte) (cleanStart, openEnd bool)
-	tail      []Frame // the latest output, up to lim.Tail bytes
+	tail      []Frame // the latest output, up to lim.Tail bytes, from tailOff on
+	tailOff   int
 	tailBytes int
 	size      *Frame // the latest Size
 	watchers  map[*Watcher]struct{}
 	ended     bool
-	gen       int // counts changes of watchers, so that a late call of changed is skipped
 }
 
 // Info describes the session.
@@ -245,21 +245,39 @@ func (s *Stream) keep(f Frame, open bool) {
 		s.headFull = true
 	}
 	if len(f.Data) > s.lim.Tail {
-		s.tail, s.tailBytes = s.tail[:0], 0
+		clear(s.tail)
+		s.tail, s.tailOff, s.tailBytes = s.tail[:0], 0, 0
 		return
 	}
-	s.tail = append(s.tail, f)
 	s.tailBytes += len(f.Data)
-	drop := 0
-	for s.tailBytes > s.lim.Tail {
-		s.tailBytes -= len(s.tail[drop].Data)
-		s.tail[drop] = Frame{}
-		drop++
+	chunk := min(coalesce, s.lim.Tail/16) // a dropped chunk is a small part of the tail
+	if n := len(s.tail); s.judge == nil && n > s.tailOff && len(s.tail[n-1].Data)+len(f.Data) <= chunk {
+		// A byte stream (a terminal): small reads join the last chunk, so
+		// that a tail of keystroke echoes is a few chunks, not thousands
+		// of frames. Appending past a chunk's length never changes what a
+		// watcher's queue holds of it.
+		s.tail[n-1].Data = append(s.tail[n-1].Data, f.Data...)
+	} else if s.judge == nil && len(f.Data) < chunk {
+		s.tail = append(s.tail, Frame{Kind: f.Kind, Data: append(make([]byte, 0, chunk), f.Data...), clean: true})
+	} else {
+		s.tail = append(s.tail, f)
 	}
-	if drop > 0 {
-		s.tail = slices.Delete(s.tail, 0, drop)
+	for s.tailBytes > s.lim.Tail && s.tailOff < len(s.tail) {
+		s.tailBytes -= len(s.tail[s.tailOff].Data)
+		s.tail[s.tailOff] = Frame{}
+		s.tailOff++
+	}
+	// The dropped frames' slots are reclaimed once they are half the
+	// slice: each frame is moved a bounded number of times.
+	if s.tailOff > 64 && s.tailOff > len(s.tail)/2 {
+		n := copy(s.tail, s.tail[s.tailOff:])
+		clear(s.tail[n:])
+		s.tail, s.tailOff = s.tail[:n], 0
 	}
 }
+
+// coalesce is the largest chunk a byte stream's tail is kept in.
+const coalesce = 4 << 10
 
 // boundary judges the next Output frame (Limits.Boundary); s.mu is held.
 func (s *Stream) boundary(p []byte) (cleanStart, openEnd bool) {
@@ -291,7 +309,7 @@ func (s *Stream) Subscribe(name string) (*Watcher, error) {
 	// The tail from its first frame a client can start at; without one,
 	// the live frames wait for the next clean start when a sequence is
 	// open.
-	tail := s.tail
+	tail := s.tail[s.tailOff:]
 	for len(tail) > 0 && !tail[0].clean {
 		tail = tail[1:]
 	}

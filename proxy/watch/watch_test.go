@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -227,5 +228,35 @@ func TestBoundaries(t *testing.T) {
 				t.Errorf("got %q, want %q", d, tc.want)
 			}
 		})
+	}
+}
+
+// TestTinyFramesCoalesce: a terminal's tail of keystroke echoes is kept in
+// a few chunks, not a frame per byte, and is still the stream's latest
+// bytes, a suffix of what was shown.
+func TestTinyFramesCoalesce(t *testing.T) {
+	s := NewHub().Open(Info{Session: "a"}, SSHLimits, nil)
+	defer s.Close()
+	var all bytes.Buffer
+	for i := range 200_000 {
+		b := []byte{'a' + byte(i%26)}
+		all.Write(b)
+		s.Publish(Output, b)
+	}
+	w, _ := s.Subscribe("x")
+	got, _ := drain(t, w)
+	d := data(got)
+	chunk := min(coalesce, SSHLimits.Tail/16)
+	if len(d) > SSHLimits.Tail || len(d) < SSHLimits.Tail-chunk || !strings.HasSuffix(all.String(), d) {
+		t.Errorf("catch-up of %d bytes, a suffix: %v", len(d), strings.HasSuffix(all.String(), d))
+	}
+	if len(got) > SSHLimits.Tail/chunk+1 {
+		t.Errorf("the catch-up is %d frames", len(got))
+	}
+	s.mu.Lock()
+	kept := len(s.tail) - s.tailOff
+	s.mu.Unlock()
+	if kept > SSHLimits.Tail/chunk+1 {
+		t.Errorf("the tail holds %d frames", kept)
 	}
 }
