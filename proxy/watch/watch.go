@@ -78,6 +78,10 @@ type Limits struct {
 	// watcher that joins while something is open, without its start, gets
 	// the live frames from the next clean start. nil: every frame is whole.
 	Boundary func() func(frame []byte) (cleanStart, openEnd bool)
+	// Bytes says the output is a byte stream whose frame boundaries mean
+	// nothing (a terminal's): small frames are joined in the tail, in
+	// chunks of up to 4 KiB (and a sixteenth of Tail).
+	Bytes bool
 }
 
 // SSHLimits and RDPLimits are the limits the relays use. A terminal's last
@@ -87,7 +91,7 @@ type Limits struct {
 // watchable desktop keeps up to 2.25 MiB, watched or not: the head cannot
 // be had later.
 var (
-	SSHLimits = Limits{Tail: 64 << 10, Queue: 1 << 20}
+	SSHLimits = Limits{Tail: 64 << 10, Queue: 1 << 20, Bytes: true}
 	RDPLimits = Limits{Head: 256 << 10, Tail: 2 << 20, Queue: 8 << 20}
 )
 
@@ -251,13 +255,13 @@ func (s *Stream) keep(f Frame, open bool) {
 	}
 	s.tailBytes += len(f.Data)
 	chunk := min(coalesce, s.lim.Tail/16) // a dropped chunk is a small part of the tail
-	if n := len(s.tail); s.judge == nil && n > s.tailOff && len(s.tail[n-1].Data)+len(f.Data) <= chunk {
+	if n := len(s.tail); s.lim.Bytes && n > s.tailOff && len(s.tail[n-1].Data)+len(f.Data) <= chunk {
 		// A byte stream (a terminal): small reads join the last chunk, so
 		// that a tail of keystroke echoes is a few chunks, not thousands
 		// of frames. Appending past a chunk's length never changes what a
 		// watcher's queue holds of it.
 		s.tail[n-1].Data = append(s.tail[n-1].Data, f.Data...)
-	} else if s.judge == nil && len(f.Data) < chunk {
+	} else if s.lim.Bytes && len(f.Data) < chunk {
 		s.tail = append(s.tail, Frame{Kind: f.Kind, Data: append(make([]byte, 0, chunk), f.Data...), clean: true})
 	} else {
 		s.tail = append(s.tail, f)
