@@ -87,8 +87,10 @@ func TestBrowserWatch(t *testing.T) {
 	waitWatching := func(t *testing.T, b *browsertest.Browser) {
 		t.Helper()
 		for deadline := time.Now().Add(60 * time.Second); watchState(b) != "watching"; time.Sleep(200 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the live view is %q: %q", watchState(b), b.Text(t, "main"))
+			if time.Now().After(deadline) || watchState(b) == "ended" || watchState(b) == "failed" {
+				var reason string
+				b.Eval(t, `document.querySelector("#watch")?.dataset.reason || ""`, &reason)
+				t.Fatalf("the live view is %q (%q): %q; the page's problems: %+v", watchState(b), reason, b.Text(t, "main"), b.TakeProblems(t))
 			}
 		}
 	}

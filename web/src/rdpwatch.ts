@@ -52,14 +52,28 @@ export async function startDesktopWatch(root: HTMLElement): Promise<void> {
       .withUsername("watch")
       .withPassword("watch")
       .withDesktopSize({ width, height })
-      .withExtension(displayControl(false));
+      // As the watched client asks: the server's answers list the channels it asked for.
+      .withExtension(displayControl(true));
     const session = await desktop.api.connect(builder.build());
     desktop.api.setVisibility(true);
     desktop.fit();
     setState("watching", "Watching, read-only");
-    await session.run().catch(() => {});
+    let why = "";
+    try {
+      why = (await session.run()).reason();
+    } catch (err) {
+      why = describe(err);
+    }
+    root.dataset.reason = why;
     setState("ended", "The session ended, or this page fell behind it. Reload to watch again if it goes on.");
   } catch (err) {
-    setState("failed", `The session could not be watched: ${err instanceof Error ? err.message : String(err)}`);
+    root.dataset.reason = describe(err);
+    setState("failed", `The session could not be watched: ${describe(err)}`);
   }
+}
+
+function describe(err: unknown): string {
+  const e = err as { backtrace?: () => string };
+  const text = typeof e?.backtrace === "function" ? e.backtrace() : err instanceof Error ? err.message : String(err);
+  return text.length > 300 ? `${text.slice(0, 299)}…` : text;
 }
