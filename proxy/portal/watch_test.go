@@ -160,6 +160,17 @@ func TestWatchSocket(t *testing.T) {
 			if len(got) != 2 || got[0].Reason != "not_auditor" || got[1].Reason != "unknown" || got[0].Source != host {
 				t.Errorf("refusals %+v", got)
 			}
+			full := s.watch.Open(watch.Info{Session: "bbbbbbbbbbbb", User: "alice", Protocol: "ssh"}, watch.SSHLimits, nil)
+			for range watch.MaxWatchers {
+				full.Subscribe("dave")
+			}
+			if _, err := dial("carol", "bbbbbbbbbbbb"); err == nil {
+				t.Error("a 17th watcher was accepted")
+			}
+			full.Close()
+			if got := watchEvents(sink.Take()); len(got) != 1 || got[0].Reason != "too_many" || got[0].Session != "bbbbbbbbbbbb" {
+				t.Errorf("too many: %+v", got)
+			}
 
 			ws, err := dial("carol", id)
 			if err != nil {
