@@ -707,7 +707,7 @@ func (d *daemon) proxyConfig(cfg *config.Config, sso *oidc.Set) proxy.Config {
 	if cfg.Listen.TLS.MinVersion == "1.2" {
 		minTLS = tls.VersionTLS12
 	}
-	return proxy.Config{Audit: d.trail,
+	pc := proxy.Config{Audit: d.trail,
 		Logger:            d.log.Named("proxy"),
 		ServerName:        cfg.Listen.ServerName,
 		Certs:             d.certs,
@@ -741,6 +741,12 @@ func (d *daemon) proxyConfig(cfg *config.Config, sso *oidc.Set) proxy.Config {
 		RDP:   proxy.RDPConfig{Certificate: d.hostKeys.CertificateCheck},
 		Links: d.linksConfig(cfg),
 	}
+	if d.registry != nil {
+		// A live view is served by the instance that carries the session;
+		// the others name it.
+		pc.SessionOwner, pc.ClusterSessions = d.registry.Owner, d.registry.List
+	}
+	return pc
 }
 
 func (d *daemon) status() adminapi.Status {
@@ -774,6 +780,9 @@ func (d *daemon) status() adminapi.Status {
 	}
 	if d.registry != nil {
 		st.Instance = d.registry.Instance()
+	}
+	if d.cfg != nil {
+		st.ServerName = d.cfg.Listen.ServerName
 	}
 	return st
 }

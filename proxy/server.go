@@ -112,6 +112,11 @@ type Config struct {
 	// AccessChanged is called when a single sign-on took groups away from
 	// a user: the caller ends the sessions they gave. Optional.
 	AccessChanged func(why string)
+	// SessionOwner and ClusterSessions, in a cluster, name the instance
+	// that carries a live session and list every instance's, for the
+	// auditors' live view (portal.Config). nil: one host.
+	SessionOwner    func(id string) (instance string, err error)
+	ClusterSessions func() ([]broker.Info, error)
 	// Lineage is the line of processes this one continues across
 	// upgrades: its predecessor's Lineage().Next(). nil:
 	// handover.NewLineage(), a line of its own. Read by New only;
@@ -284,7 +289,8 @@ func (s *Server) gateSettings() gate.Settings {
 func (s *Server) portalConfig(c *Config) portal.Config {
 	return portal.Config{Logger: c.Logger, Audit: c.Audit, ServerName: c.ServerName, HandshakeTimeout: c.HandshakeTimeout,
 		Authz: s.authz, WebSessions: c.WebSessions, MFA: c.MFA, Shared: c.Shared, SSH: c.SSH, RDP: c.RDP, Broker: c.Broker, Tunnel: s.tunnelWebSocket,
-		Readiness: s.readiness, SSO: c.SSO, AccessChanged: c.AccessChanged, Links: c.Links}
+		Readiness: s.readiness, SSO: c.SSO, AccessChanged: c.AccessChanged, Links: c.Links,
+		SessionOwner: c.SessionOwner, ClusterSessions: c.ClusterSessions}
 }
 
 // Policy is the authorization policy in force.

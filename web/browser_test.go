@@ -238,6 +238,15 @@ func TestConnectPage(t *testing.T) {
 		p.expectInput(t, "k")
 		b.WaitHidden(t, "#client .banner")
 
+		// Auditors watching: the header says who, until they leave.
+		p.send(t, map[string]any{"type": "watchers", "watchers": []string{"carol"}})
+		b.WaitText(t, "#client .badge.watched", "carol is watching this session")
+		p.send(t, map[string]any{"type": "watchers", "watchers": []string{"carol", "dave"}})
+		b.WaitText(t, "#client .badge.watched", "carol and dave are watching this session")
+		b.Screenshot(t, "watched")
+		p.send(t, map[string]any{"type": "watchers", "watchers": []string{}})
+		b.WaitHidden(t, "#client .badge.watched")
+
 		// End with reconnect: the message and a Reconnect button.
 		p.send(t, map[string]any{"type": "end", "reason": "network", "message": "vm1 stopped answering.", "reconnect": true})
 		p.conn.Close(websocket.StatusNormalClosure, "")

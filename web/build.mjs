@@ -80,7 +80,7 @@ for (const name of await readdir(dist).catch(() => [])) {
 // terminal page does not download the desktop's WebAssembly, which the
 // desktop page carries inline (a data: URL in iron-remote-desktop-rdp).
 await esbuild.build({
-  entryPoints: ["src/connect.ts", "src/connect.css", "src/passkey.ts", "src/desktop.ts", "src/desktop.css", "src/player.ts", "src/player.css", "src/rdpplayer.css"],
+  entryPoints: ["src/connect.ts", "src/connect.css", "src/passkey.ts", "src/desktop.ts", "src/desktop.css", "src/player.ts", "src/player.css", "src/rdpplayer.css", "src/watch.ts", "src/watch.css"],
   outdir: dist,
   bundle: true,
   minify: true,

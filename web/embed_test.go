@@ -12,7 +12,7 @@ func TestAssets(t *testing.T) {
 	if !Built() {
 		t.Skip("web/dist is not built: run make web")
 	}
-	for _, name := range []string{"connect.js", "connect.css", "desktop.js", "desktop.css", "player.js", "player.css", "rdpplayer.css"} {
+	for _, name := range []string{"connect.js", "connect.css", "desktop.js", "desktop.css", "player.js", "player.css", "rdpplayer.css", "watch.js", "watch.css"} {
 		fi, err := fs.Stat(Assets(), name)
 		if err != nil {
 			t.Error(err)

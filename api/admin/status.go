@@ -18,6 +18,8 @@ type Status struct {
 	Listeners    []Listener    `json:"listeners"`
 	Sessions     int           `json:"sessions"`
 	Draining     bool          `json:"draining"`
+	// ServerName is the DNS name users connect to (listen.server_name).
+	ServerName string `json:"server_name,omitempty"`
 	// Instance is this bastiond's name in its cluster (cluster.instance).
 	Instance string `json:"instance,omitempty"`
 	// Cluster is every instance of the cluster as its last heartbeat in

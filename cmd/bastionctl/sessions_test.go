@@ -32,3 +32,29 @@ func TestPrintSessions(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestWatchLine: 'sessions watch ID' prints the live view's address of a
+// browser session, names the instance that carries it in a cluster, and
+// refuses a native tunnel and an unknown ID with a sentence.
+func TestWatchLine(t *testing.T) {
+	list := []admin.Session{
+		{ID: "aaaa00000001", Instance: "bastion-a", User: "alice", Client: netip.MustParseAddrPort("192.0.2.10:50000"), Target: "vm1",
+			Protocol: "ssh", Via: "browser"},
+		{ID: "bbbb00000001", Instance: "bastion-b", User: "bob", Client: netip.MustParseAddrPort("[2001:db8::7]:50001"), Target: "vm2",
+			Protocol: "rdp", Via: "browser"},
+		{ID: "cccc00000001", Instance: "bastion-a", User: "carol", Client: netip.MustParseAddrPort("[2001:db8::8]:50001"), Target: "vm2",
+			Protocol: "tunnel", Via: "quic"},
+	}
+	st := admin.Status{ServerName: "bastion.example", Instance: "bastion-a"}
+	for _, tc := range []struct{ id, want, err string }{
+		{"aaaa00000001", "https://bastion.example/watch/aaaa00000001", ""},
+		{"bbbb00000001", "https://bastion.example/watch/bbbb00000001   (on instance bastion-b: open it there)", ""},
+		{"cccc00000001", "", "native tunnel"},
+		{"dddd00000001", "", "no live session dddd00000001"},
+	} {
+		got, err := watchLine(st, list, tc.id)
+		if got != tc.want || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%s: %q, %v; want %q, %q", tc.id, got, err, tc.want, tc.err)
+		}
+	}
+}

@@ -99,6 +99,10 @@ const (
 	// off: complete false); FileTransferRefused, one a rule stopped.
 	FileTransfer        = "file_transfer"
 	FileTransferRefused = "file_transfer_refused"
+	// A live session's watchers (an auditor's live view).
+	WatchStart   = "watch_start"
+	WatchEnd     = "watch_end"
+	WatchRefused = "watch_refused"
 
 	// The daemon.
 	ConfigReloaded  = "config_reloaded"
@@ -222,6 +226,12 @@ type Event struct {
 	Size      *int64 `json:"size,omitempty"`
 	SHA256    string `json:"sha256,omitempty"`
 	Complete  *bool  `json:"complete,omitempty"`
+	// Watcher is the auditor who watches a live session (watch_start,
+	// watch_end), WatchedUser the user of the session watched; Watchers,
+	// in a session_end record, every auditor who watched the session.
+	Watcher     string   `json:"watcher,omitempty"`
+	WatchedUser string   `json:"watched_user,omitempty"`
+	Watchers    []string `json:"watchers,omitempty"`
 }
 
 // Sink receives audit events. Audit never blocks on I/O: the event is queued

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,11 +36,12 @@ type Session struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
-	mu      sync.Mutex // guards the fields below
-	client  net.Conn   // given to Relay
-	closing bool       // End has begun: Relay must not start
-	reason  string
-	copying sync.WaitGroup // the relay's two directions
+	mu       sync.Mutex // guards the fields below
+	client   net.Conn   // given to Relay
+	closing  bool       // End has begun: Relay must not start
+	reason   string
+	copying  sync.WaitGroup // the relay's two directions
+	watchers []string       // everyone who watched the session, sorted, once each
 
 	once sync.Once
 	done chan struct{} // closed once the end record is on disk or queued
@@ -104,6 +106,18 @@ func (s *Session) SetRecording(path string) { s.recorded.Store(&path) }
 // end record (call it before End).
 func (s *Session) SetRecordingSHA256(sum string) { s.digest.Store(&sum) }
 
+// AddWatchers notes auditors who watch the session live: the end record
+// lists every one who did.
+func (s *Session) AddWatchers(names []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range names {
+		if i, found := slices.BinarySearch(s.watchers, n); !found {
+			s.watchers = slices.Insert(s.watchers, i, n)
+		}
+	}
+}
+
 // AddUp counts n bytes from the user to the machine, for relays that are
 // not byte copies (the browser SSH terminal), and marks the session active.
 func (s *Session) AddUp(n int64) {
@@ -149,6 +163,9 @@ func (s *Session) End(reason string) {
 func (s *Session) finish(reason string) {
 	b := s.b
 	end := endOf(startRecord(s.Info()), time.Now(), s.up.Load(), s.down.Load(), reason, true)
+	s.mu.Lock()
+	end.Watchers = slices.Clone(s.watchers)
+	s.mu.Unlock()
 	err := b.audit.submit(auditOp{lines: [][]byte{marshalLine(end)}, ended: s.info.ID})
 	switch {
 	case err == nil:

@@ -146,7 +146,13 @@ func (s *Portal) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 			cfg.Audit.Audit(fileTransferEvent(c.user.Name, client, sess, ev))
 		},
 	}
+	p.Watch, p.User = s.watch, c.user.Name
+	p.Watched = func(sess webrdp.Session, names []string) {
+		sess.(*broker.Session).AddWatchers(names)
+		s.desktopWatchers.set(presented, c.session.ID, names)
+	}
 	o := webrdp.Serve(ctx, conn, p)
+	s.desktopWatchers.forget(presented)
 	if presented != "" {
 		s.outcomes.put(presented, c.session.ID, o)
 	}

@@ -119,6 +119,8 @@ func (s *Portal) serveSSH(w http.ResponseWriter, r *http.Request, c caller, t ti
 		},
 		Audit:           cfg.Audit,
 		HandshakeFailed: func() { b.HandshakeFailed("ssh") },
+		Watch:           s.watch,
+		Watched:         func(sess webssh.Session, names []string) { sess.(*broker.Session).AddWatchers(names) },
 	}
 	if c.link != "" {
 		s.linkSSH(&p, c, t)

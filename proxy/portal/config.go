@@ -18,6 +18,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/oidc"
 	"github.com/bastiond/bastiond/proxy/ticket"
+	"github.com/bastiond/bastiond/proxy/watch"
 	"github.com/bastiond/bastiond/proxy/websession"
 	"github.com/bastiond/bastiond/proxy/webssh"
 )
@@ -76,6 +77,13 @@ type Config struct {
 	// Readiness, answers the uniform 404: to anyone but a balancer, the
 	// path does not exist.
 	Readiness func(r *http.Request) (state string, ok bool)
+	// SessionOwner, in a cluster, names the instance that carries a live
+	// session (registry.Owner), so that a request to watch it elsewhere is
+	// told where it is; nil: one host.
+	SessionOwner func(id string) (instance string, err error)
+	// ClusterSessions, in a cluster, lists every instance's live sessions
+	// for the auditors' sessions page; nil: this instance's only.
+	ClusterSessions func() ([]broker.Info, error)
 }
 
 // SSHConfig is what browser SSH terminals need besides the broker and
@@ -113,10 +121,14 @@ type Portal struct {
 	sessions websession.Sessions
 	tickets  ticket.Tickets
 	outcomes *outcomeStore // how browser remote desktops ended
-	players  players       // the clocks of recorded desktops played back
-	files    *webssh.Files // the live browser terminals' file panels
-	refusals *prometheus.CounterVec
-	handler  http.Handler
+	// watch holds the live browser sessions auditors may watch;
+	// desktopWatchers their watchers, for the desktop pages' banner.
+	watch           *watch.Hub
+	desktopWatchers desktopWatchers
+	players         players       // the clocks of recorded desktops played back
+	files           *webssh.Files // the live browser terminals' file panels
+	refusals        *prometheus.CounterVec
+	handler         http.Handler
 
 	// freshFor is how recent a sign-in lets its session change a second
 	// factor without a proof (auth.FreshFor; tests shorten it).
@@ -136,7 +148,7 @@ func New(cfg Config, a *auth.Authenticator) (*Portal, error) {
 	if a == nil {
 		return nil, errors.New("portal: an Authenticator is required")
 	}
-	p := &Portal{log: c.Logger, auth: a, outcomes: newOutcomeStore(), refusals: newRefusals(),
+	p := &Portal{log: c.Logger, auth: a, outcomes: newOutcomeStore(), watch: watch.NewHub(), refusals: newRefusals(),
 		files: webssh.NewFiles()}
 	if c.Shared != nil {
 		p.sessions, p.tickets = websession.NewShared(c.Shared, c.WebSessions), ticket.NewShared(c.Shared)

@@ -5,7 +5,8 @@
 // client, and carries the browser's sessions: the SSH terminal at /ws/ssh
 // (relayed by proxy/webssh) and the remote desktop at /ws/rdp (RDCleanPath,
 // relayed by proxy/webrdp). Auditors list and play recordings at
-// /recordings.
+// /recordings, and list and watch live browser sessions, read-only, at
+// /sessions and /watch/{id} (watch.go).
 //
 // Every request passes the front door first: the security headers, a body
 // read whole under a deadline, and the uniform 404 for another Host. Every
@@ -13,7 +14,7 @@
 // session is opened by proxy/broker.
 //
 // A Portal owns its state: the web sessions, the tickets, how desktops
-// ended and the players of recordings; ExportSessions and ImportSessions
+// ended, the players of recordings and the live sessions' watchers; ExportSessions and ImportSessions
 // carry the first two across an upgrade. The root package proxy serves its
 // Handler on the TLS listeners and hands it the native tunnel's WebSocket
 // route (Config.Tunnel).

@@ -223,6 +223,9 @@ type pageData struct {
 	// options after a right password (JSON), for the sign-in page.
 	Security  *securityPage
 	Challenge string
+	// Live is the auditors' sessions page's, Watch the live view's.
+	Live  []LiveSession
+	Watch *watchData
 }
 
 func (s *Portal) render(w http.ResponseWriter, code int, name string, d pageData) {

@@ -16,6 +16,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/hostkeys"
 	"github.com/bastiond/bastiond/proxy/rdcleanpath"
 	"github.com/bastiond/bastiond/proxy/recording"
+	"github.com/bastiond/bastiond/proxy/watch"
 )
 
 // Session is the broker session a desktop runs in.
@@ -77,6 +78,17 @@ type Params struct {
 	// it is closed, after the session's end record: with its first
 	// failure, if any (the recording's hash is then of what it holds).
 	RecordingClosed func(sess Session, rec *recording.RDPRecorder, err error)
+	// Watch, when set, lets auditors watch the desktop: the server's PDUs
+	// (as the recording has them: after CredSSP, the auto-reconnect random
+	// zeroed) and the desktop's size go to a stream of the hub, closed when
+	// the session ends. Optional.
+	Watch *watch.Hub
+	// User is the bastion user, as watchers see the session.
+	User string
+	// Watched is told of the watchers each time one joins or leaves (the
+	// page's banner, the session's end record). It must not block.
+	// Optional.
+	Watched func(sess Session, watchers []string)
 }
 
 // Grant is what a connect ticket allows.
@@ -238,10 +250,11 @@ func (g *gateway) session(ctx context.Context, sess Session, grant Grant, req *r
 		}}
 	}
 	var server net.Conn = tc
-	if rec != nil {
+	stream := g.watchable(sess, target, cc, chain, rec != nil)
+	if rec != nil || stream != nil {
 		// The tap sees what the relay reads, after the clipboard's rewrite.
 		c, _ := rdcleanpath.ParseConnectionConfirm(cc)
-		tap := recording.NewRDPTap(rec, c.Protocol)
+		tap := recording.NewRDPTap(tee{rec: rec, stream: stream}, c.Protocol)
 		failed := func(err error) {
 			g.log.Warn("rdp recording failed: session ended", zap.Error(err))
 			sess.End(broker.ReasonRecordingFailed + ": " + err.Error())
@@ -254,6 +267,9 @@ func (g *gateway) session(ctx context.Context, sess Session, grant Grant, req *r
 	stop := g.keepAlive(sess)
 	sess.RelayOver(client, server)
 	stop()
+	if stream != nil {
+		stream.Close()
+	}
 	if rec != nil {
 		err := rec.Close()
 		if err != nil {

@@ -41,6 +41,10 @@
 //	{"type":"idle_warning","seconds":60}
 //	    The session ends for inactivity in that many seconds unless
 //	    something is typed or shown; {"type":"active"} clears the warning.
+//	{"type":"watchers","watchers":["carol"]}
+//	    Who watches the session live (auditors, Params.Watch; see
+//	    Watch for their side), each time one joins or leaves; an empty
+//	    list when the last one left. The page shows a banner.
 //	{"type":"end","reason":"exit","message":"The remote shell exited (status 0).","exit_status":0,"reconnect":false}
 //	    The last message before the close. reason is one of exit, killed,
 //	    idle, max_duration, access_revoked, network (the machine stopped

@@ -404,7 +404,7 @@ func (c *client) expectEnd(reason string) msg {
 		if m.str("type") == typeEnd {
 			break
 		}
-		if m.str("type") != typeIdleWarning && m.str("type") != typeActive {
+		if m.str("type") != typeIdleWarning && m.str("type") != typeActive && m.str("type") != typeWatchers {
 			c.t.Fatalf("got %v, want an end message", m)
 		}
 	}

@@ -21,6 +21,7 @@ const (
 	typeIdleWarning = "idle_warning"
 	typeActive      = "active"
 	typeEnd         = "end"
+	typeWatchers    = "watchers"
 
 	typeAuth    = "auth"
 	typeAnswers = "answers"
@@ -84,6 +85,11 @@ type readyMsg struct {
 type idleWarningMsg struct {
 	Type    string `json:"type"`
 	Seconds int    `json:"seconds"`
+}
+
+type watchersMsg struct {
+	Type     string   `json:"type"`
+	Watchers []string `json:"watchers"`
 }
 
 // activeMsg is sent from the relay's hot paths, so it is encoded once.

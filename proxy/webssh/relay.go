@@ -17,6 +17,7 @@ import (
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/internal/relaybuf"
 	"github.com/bastiond/bastiond/proxy/recording"
+	"github.com/bastiond/bastiond/proxy/watch"
 )
 
 // Buffers: a quiet terminal waits for output on a small buffer (a thousand
@@ -162,7 +163,7 @@ func (c *conn) recordingFailed(class string, err error) {
 // error output, which a PTY session does not normally use), while this one
 // watches the channel's requests, the broker, keepalives and idleness, and
 // returns how the session ends.
-func (c *conn) relay(ctx context.Context) *ending {
+func (c *conn) relay(ctx context.Context, cols, rows int) *ending {
 	if c.p.Files != nil {
 		c.panel = newPanel(c)
 		c.p.Files.add(c.sess.ID(), c.panel)
@@ -174,6 +175,7 @@ func (c *conn) relay(ctx context.Context) *ending {
 	c.last.Store(time.Now().UnixNano())
 	c.failed = make(chan *ending, 1)
 	c.outputDone = make(chan struct{})
+	c.openStream(cols, rows)
 	if c.banner != "" {
 		if e := c.output([]byte(strings.ReplaceAll(c.banner, "\n", "\r\n"))); e != nil {
 			return e
@@ -220,6 +222,10 @@ func (c *conn) relay(ctx context.Context) *ending {
 			}
 		case e := <-c.failed:
 			return e
+		case <-c.watchedC:
+			if names := c.watchers.Load(); names != nil {
+				c.send(watchersMsg{Type: typeWatchers, Watchers: *names})
+			}
 		case <-c.sess.Context().Done():
 			return c.brokerEnding(c.sess.EndReason())
 		case <-ctx.Done():
@@ -452,6 +458,7 @@ func (c *conn) control(m *inMsg) bool {
 			ssh.Marshal(windowChange{Columns: uint32(m.Cols), Rows: uint32(m.Rows)})); err != nil {
 			return false
 		}
+		c.publishSize(m.Cols, m.Rows)
 		if c.rec != nil {
 			if err := c.rec.Resize(m.Cols, m.Rows); err != nil {
 				c.log.Error("recording failed", zap.Error(err))
@@ -506,10 +513,43 @@ func (c *conn) output(p []byte) *ending {
 			return recordingEnding(err)
 		}
 	}
+	if c.stream != nil {
+		c.stream.Publish(watch.Output, p)
+	}
 	if err := c.ws.Write(context.Background(), websocket.MessageBinary, p); err != nil {
 		return &ending{reason: broker.ReasonClientClosed}
 	}
 	c.sess.AddDown(int64(len(p)))
 	c.activity()
 	return nil
+}
+
+// openStream lets auditors watch the terminal, when Params.Watch is set:
+// its output and sizes go to a stream of the hub, and the page is told of
+// each change of watchers by the relay's loop (the hub's callback must not
+// block, so it only leaves the names for the loop).
+func (c *conn) openStream(cols, rows int) {
+	c.watchedC = make(chan struct{}, 1)
+	if c.p.Watch == nil {
+		return
+	}
+	c.stream = c.p.Watch.Open(watch.Info{Session: c.sess.ID(), User: c.p.User, Target: c.p.Target, Protocol: "ssh",
+		Start: time.Now(), Recorded: c.p.Record}, watch.SSHLimits, func(names []string) {
+		c.watchers.Store(&names)
+		select {
+		case c.watchedC <- struct{}{}:
+		default:
+		}
+		if c.p.Watched != nil {
+			c.p.Watched(c.sess, names)
+		}
+	})
+	c.publishSize(cols, rows)
+}
+
+// publishSize tells the watchers the terminal's size.
+func (c *conn) publishSize(cols, rows int) {
+	if c.stream != nil {
+		c.stream.Publish(watch.Size, fmt.Appendf(nil, `{"cols":%d,"rows":%d}`, cols, rows))
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/bastiond/bastiond/internal/audit"
 	"github.com/bastiond/bastiond/proxy/broker"
 	"github.com/bastiond/bastiond/proxy/recording"
+	"github.com/bastiond/bastiond/proxy/watch"
 )
 
 // Session is a broker session as the terminal uses it.
@@ -130,6 +131,14 @@ type Params struct {
 	RecordingClosed func(s Session, sha256 string, size int64)
 	// Audit receives recording_failed events. Default audit.Discard.
 	Audit audit.Sink
+	// Watch, when set, lets auditors watch the terminal: once the shell is
+	// open, its output and sizes are published on a stream of the hub (with
+	// the session's ID), closed when the session ends. The page is told
+	// who watches ("watchers" messages). Optional.
+	Watch *watch.Hub
+	// Watched is told of the watchers each time one joins or leaves, for
+	// the session's end record. It must not block. Optional.
+	Watched func(s Session, watchers []string)
 	// HandshakeFailed counts an SSH handshake with the machine that failed
 	// for another reason than the credentials or its host key (the
 	// bastiond_handshake_failures_total{layer="ssh"} metric). Optional.
@@ -214,7 +223,10 @@ type conn struct {
 	reqs <-chan *ssh.Request
 	rec  *recording.Recorder
 
-	panel *panel // the file panel, once the shell is open (with Params.Files)
+	panel    *panel                   // the file panel, once the shell is open (with Params.Files)
+	stream   *watch.Stream            // set when the session may be watched
+	watchers atomic.Pointer[[]string] // the latest watchers, for the relay to tell the page
+	watchedC chan struct{}            // has a token when watchers changed
 
 	in []byte // the buffer of text messages from the browser
 
@@ -256,7 +268,7 @@ func (c *conn) run(ctx context.Context) *ending {
 	if e := c.openShell(cols, rows); e != nil {
 		return e
 	}
-	return c.relay(ctx)
+	return c.relay(ctx, cols, rows)
 }
 
 // finish ends the session with e. The relay stops first (closing the SSH
@@ -276,6 +288,9 @@ func (c *conn) finish(e *ending) {
 	c.waitOutput()
 	c.closeWS(e.msg)
 	c.wg.Wait()
+	if c.stream != nil {
+		c.stream.Close()
+	}
 	if c.rec != nil {
 		if err := c.rec.Close(); err != nil {
 			c.log.Error("recording incomplete", zap.Error(err))

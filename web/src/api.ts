@@ -69,3 +69,19 @@ export async function rdpOutcome(ticket: string): Promise<RDPOutcome | undefined
     await new Promise((resolve) => setTimeout(resolve, interval));
   }
 }
+
+/**
+ * rdpWatchers asks who watches the desktop opened with ticket live (auditors),
+ * for the page's banner; an empty list when no one does or the bastion does
+ * not say.
+ */
+export async function rdpWatchers(ticket: string): Promise<string[]> {
+  try {
+    const res = await fetch(`/api/rdp/watchers?ticket=${encodeURIComponent(ticket)}`, { credentials: "same-origin", cache: "no-store" });
+    if (!res.ok) return [];
+    const body = (await res.json()) as { watchers?: unknown };
+    return Array.isArray(body.watchers) ? body.watchers.filter((w): w is string => typeof w === "string") : [];
+  } catch {
+    return [];
+  }
+}

@@ -8,6 +8,7 @@
 import "./cspstyle"; // before the component creates its styles: see build.mjs
 import { startDesktop } from "./rdp";
 import { startPlayer } from "./rdpplayer";
+import { startDesktopWatch } from "./rdpwatch";
 
 const root = document.getElementById("client");
 if (root) {
@@ -21,3 +22,6 @@ if (root) {
 
 const player = document.getElementById("rdpplayer");
 if (player) startPlayer(player);
+
+const watched = document.getElementById("watch");
+if (watched?.dataset.protocol === "rdp") void startDesktopWatch(watched);

@@ -36,6 +36,8 @@ export class Layout {
     hidden: true,
     textContent: "Copy and paste disabled by policy",
   });
+  /** Who watches the session live (an auditor's live view): always in sight while anyone does. */
+  readonly #watched = h("span", { className: "badge watched", hidden: true, attrs: { role: "status", "aria-live": "polite" } });
   readonly #disconnect = h("button", { type: "button", className: "disconnect", textContent: "Disconnect", disabled: true });
   readonly #banner = h("div", { className: "banner", hidden: true, attrs: { role: "alert" } });
   readonly #panel = h("div", { className: "panel", hidden: true });
@@ -58,6 +60,7 @@ export class Layout {
         this.#status,
         this.#recorded,
         this.#noClipboard,
+        this.#watched,
         ...(opts.tools ?? []),
         this.#disconnect,
       ),
@@ -73,6 +76,12 @@ export class Layout {
   session(info: { recorded: boolean; clipboard: boolean }): void {
     this.#recorded.hidden = !info.recorded;
     this.#noClipboard.hidden = info.clipboard;
+  }
+
+  /** watchers shows who watches the session live; an empty list hides the banner. */
+  watchers(names: string[]): void {
+    this.#watched.hidden = names.length === 0;
+    this.#watched.textContent = watchingText(names);
   }
 
   canDisconnect(enabled: boolean): void {
@@ -148,4 +157,12 @@ export class Layout {
     this.#overlay.hidden = true;
     this.#overlay.replaceChildren();
   }
+}
+
+/** watchingText is the banner's sentence: "carol is watching this session". */
+export function watchingText(names: string[]): string {
+  const unique = [...new Set(names)];
+  if (unique.length === 0) return "";
+  if (unique.length === 1) return `${unique[0]} is watching this session`;
+  return `${unique.slice(0, -1).join(", ")} and ${unique[unique.length - 1]} are watching this session`;
 }

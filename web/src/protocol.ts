@@ -54,7 +54,13 @@ export interface End {
   reconnect: boolean;
 }
 
-export type ServerMessage = Hello | Prompt | AuthFailed | Ready | IdleWarning | Active | End;
+/** Who watches the session live (auditors), each time one joins or leaves. */
+export interface Watchers {
+  type: "watchers";
+  watchers: string[];
+}
+
+export type ServerMessage = Hello | Prompt | AuthFailed | Ready | IdleWarning | Active | End | Watchers;
 
 /** What auth carries besides the login: a password, a key, or nothing (hello.certificate). */
 export interface Credentials {
@@ -88,7 +94,7 @@ export function pasteMessages(text: string): ClientMessage[] {
   return msgs;
 }
 
-const serverTypes = new Set<string>(["hello", "prompt", "auth_failed", "ready", "idle_warning", "active", "end"]);
+const serverTypes = new Set<string>(["hello", "prompt", "auth_failed", "ready", "idle_warning", "active", "end", "watchers"]);
 
 /**
  * parse decodes a text frame. It returns undefined for anything that is not

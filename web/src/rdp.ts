@@ -7,7 +7,7 @@
 // Reconnect get a new ticket and go back to the form.
 import type { IronError, NewSessionInfo } from "@devolutions/iron-remote-desktop";
 import { displayControl } from "@devolutions/iron-remote-desktop-rdp";
-import { newTicket, rdpOutcome, type RDPOutcome, SessionExpired } from "./api";
+import { newTicket, rdpOutcome, type RDPOutcome, rdpWatchers, SessionExpired } from "./api";
 import { type DesktopCredentials, desktopForm } from "./forms";
 import { h } from "./dom";
 import { type EndAction, Layout } from "./layout";
@@ -59,6 +59,9 @@ const ticketFreshness = 45_000; // ms
 
 /** How long the window must keep a size before the desktop follows it. */
 const resizeDelay = 300; // ms
+
+/** How often the page asks who watches the desktop. */
+const watchersPoll = 3_000; // ms
 
 /** How long a Disconnect may take before the page stops waiting. */
 const disconnectGrace = 5_000; // ms
@@ -212,8 +215,26 @@ class DesktopPage {
     desktop.focus();
     // The window may have changed while connecting.
     this.#screenResized();
+    this.#watchWatchers(attempt, ticket);
     // Not awaited: the credentials need not stay reachable for the session's life.
     void this.#run(attempt, ticket, session);
+  }
+
+  /**
+   * watchWatchers keeps the banner of who watches the desktop live up to
+   * date while this connection lasts: the desktop's WebSocket carries only
+   * RDP, so the page asks the bastion every few seconds.
+   */
+  #watchWatchers(attempt: number, ticket: string): void {
+    const poll = async () => {
+      if (attempt !== this.#attempt || this.#state !== "connected") {
+        this.#ui.watchers([]);
+        return;
+      }
+      this.#ui.watchers(await rdpWatchers(ticket));
+      window.setTimeout(() => void poll(), watchersPoll);
+    };
+    void poll();
   }
 
   /** run draws the desktop until the session ends. */

@@ -136,6 +136,9 @@ class SSHPage {
       case "active":
         this.#ui.clearIdleWarning();
         break;
+      case "watchers":
+        this.#ui.watchers(msg.watchers);
+        break;
       case "end":
         this.#end(msg);
         break;
@@ -181,6 +184,7 @@ class SSHPage {
     this.#phase = "ended";
     this.#files.session("");
     this.#view.term.options.disableStdin = true;
+    this.#ui.watchers([]);
     this.#ui.ended(msg.message, msg.reconnect ? [this.#reconnectAction()] : []);
   }
 
