@@ -176,6 +176,19 @@ func (s *Server) serveTunnel(c net.Conn, via string, client netip.AddrPort, ps *
 		s.refuseTunnelUnrecorded(c, user.Name, client, req, d)
 		return
 	}
+	if d.DisableFileTransfer {
+		// Invariant 18: a role that keeps files out of this machine's
+		// browser sessions of SSH or RDP keeps them out of a tunnel to the
+		// same port, which would carry scp, sftp or a desktop's drives end
+		// to end, where the bastion cannot see a file to stop it.
+		log.Warn("tunnel refused: a role of the user disables file transfer", zap.Strings("roles", d.FilesDisabledBy))
+		msg := fmt.Sprintf("a role of %s keeps files out of %s (role %s says disable_file_transfer: true), and a native tunnel to port %d "+
+			"would carry them end to end, where the bastion cannot stop them; use the browser session in the portal",
+			user.Name, req.Target, strings.Join(d.FilesDisabledBy, ", "), req.Port)
+		refused(authz.FilesDisabled, "native tunnels carry files end to end, and role "+strings.Join(d.FilesDisabledBy, ", ")+" disables file transfer")
+		s.refuseTunnel(c, tunnelwire.StatusDenied, msg)
+		return
+	}
 	if cfg.Broker == nil {
 		refused(authz.Unavailable, "this bastion carries no sessions")
 		s.refuseTunnel(c, tunnelwire.StatusUnavailable, "this bastion carries no sessions")

@@ -320,6 +320,52 @@ func TestTunnelRecordedRoleRefused(t *testing.T) {
 	}
 }
 
+// TestTunnelFilesDisabledRefused: invariant 18. alice may open vm2's
+// desktop in the browser without files, and tunnels to vm2's RDP port: the
+// tunnel would carry files end to end (a desktop's drives, its clipboard),
+// so it is refused, told why, and audited; her tunnel to another port of
+// the same machine is not refused for it.
+func TestTunnelFilesDisabledRefused(t *testing.T) {
+	for _, network := range []string{"4", "6"} {
+		e := newTunnelEnv(t, network)
+		var mu sync.Mutex
+		var events []audit.Event
+		cfg := *e.s.cfg.Load()
+		cfg.Access = testPolicy(
+			access.Role{Name: "desk-no-files", Subjects: []string{"user:alice"}, Targets: []string{"vm2"}, Protocols: []string{access.RDP}, DisableFileTransfer: true},
+			access.Role{Name: "tunnels", Subjects: []string{"user:alice"}, Targets: []string{"vm2"}, Protocols: []string{access.Tunnel}})
+		cfg.Audit = audit.SinkFunc(func(ev audit.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() })
+		if err := e.s.SetConfig(cfg); err != nil {
+			t.Fatal(err)
+		}
+		for _, transport := range []string{"quic", "tcp"} {
+			t.Run("ipv"+network+"/"+transport, func(t *testing.T) {
+				cl := e.client(t, e.tokens["alice"], transport)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_, err := cl.Dial(ctx, "vm2", 3389)
+				var te *tunnelwire.Error
+				if !errors.As(err, &te) || te.Status != tunnelwire.StatusDenied || !strings.Contains(err.Error(), "disable_file_transfer") {
+					t.Fatalf("got %v", err)
+				}
+				mu.Lock()
+				last := events[len(events)-1]
+				mu.Unlock()
+				if last.Event != audit.ConnectRefused || last.Reason != "file_transfer_disabled" || last.Actor != "alice" ||
+					last.Target != "vm2" || last.Port != 3389 || !strings.Contains(last.Detail, "desk-no-files") {
+					t.Errorf("event %+v", last)
+				}
+				// Port 5985 carries no RDP: its refusal is the dial guard's
+				// (the test's vm2 is loopback), not the files'.
+				_, err = cl.Dial(ctx, "vm2", 5985)
+				if err == nil || strings.Contains(err.Error(), "disable_file_transfer") {
+					t.Errorf("tunnel to 5985: %v", err)
+				}
+			})
+		}
+	}
+}
+
 // downDB is a state store that a test takes down and brings back.
 type downDB struct {
 	store.DB

@@ -166,8 +166,12 @@ type Decision struct {
 	// clipboard: the stricter setting wins.
 	DisableClipboard bool
 	// DisableFileTransfer is true if any allowing role disables file
-	// transfer: the stricter setting wins.
+	// transfer: the stricter setting wins. For a tunnel to the SSH or RDP
+	// port, also if a role of the user disables file transfer for that
+	// protocol on that target (FilesDisabledBy): scp through the tunnel
+	// would carry what the role keeps out of the browser.
 	DisableFileTransfer bool
+	FilesDisabledBy     []string
 }
 
 // Target returns the inventory target called name or, when name is an
@@ -219,10 +223,17 @@ func (p *Policy) Check(r Request) Decision {
 			carried = RDP
 		}
 		for _, role := range p.roles {
-			if carried != "" && role.Record && !slices.Contains(d.RecordedBy, role.Name) && p.bound(role, Principal{User: r.User, Granted: r.Granted, Groups: r.Groups}) &&
-				p.onThisBastion(role) && covers(role.Targets, t) && allowsProtocol(role.Protocols, carried, 0) {
+			if carried == "" || !p.bound(role, Principal{User: r.User, Granted: r.Granted, Groups: r.Groups}) ||
+				!p.onThisBastion(role) || !covers(role.Targets, t) || !allowsProtocol(role.Protocols, carried, 0) {
+				continue
+			}
+			if role.Record && !slices.Contains(d.RecordedBy, role.Name) {
 				d.Record = true
 				d.RecordedBy = append(d.RecordedBy, role.Name)
+			}
+			if role.DisableFileTransfer {
+				d.DisableFileTransfer = true
+				d.FilesDisabledBy = append(d.FilesDisabledBy, role.Name)
 			}
 		}
 	}

@@ -189,6 +189,36 @@ func TestRecordedTunnels(t *testing.T) {
 	}
 }
 
+// A role that keeps files out of a target's browser sessions keeps them out
+// of tunnels to the same protocol's port too: scp and sftp would carry them.
+func TestFilesKeptOutOfTunnels(t *testing.T) {
+	p := New("b", []Target{{Name: "vm1", SSH: 22, Tunnel: []uint16{9000}}, {Name: "vm2", RDP: 3389}, {Name: "vm3", SSH: 22}}, nil, []Role{
+		{Name: "ssh-no-files", Subjects: []string{"user:u"}, Targets: []string{"vm1"}, Protocols: []string{SSH}, DisableFileTransfer: true},
+		{Name: "rdp-no-files", Subjects: []string{"user:u"}, Targets: []string{"vm2"}, Protocols: []string{RDP}, DisableFileTransfer: true},
+		{Name: "tunnels", Subjects: []string{"user:u", "user:v"}, Targets: []string{"*"}, Protocols: []string{Tunnel}},
+	})
+	for _, tc := range []struct {
+		name   string
+		user   string
+		target string
+		port   uint16
+		want   bool
+	}{
+		{"to the SSH port", "u", "vm1", 22, true},
+		{"to another port", "u", "vm1", 9000, false},
+		{"to the RDP port", "u", "vm2", 3389, true},
+		{"a target whose roles allow files", "u", "vm3", 22, false},
+		{"a user without the role", "v", "vm1", 22, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := p.Check(Request{User: tc.user, Target: tc.target, Protocol: Tunnel, Port: tc.port})
+			if !d.Allowed || d.DisableFileTransfer != tc.want || (len(d.FilesDisabledBy) > 0) != tc.want {
+				t.Errorf("%+v", d)
+			}
+		})
+	}
+}
+
 func TestBrowserRoles(t *testing.T) {
 	if got, want := testPolicy().BrowserRoles(), []string{"ops-linux", "carol-win", "granted-only"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("BrowserRoles() = %q, want %q", got, want)

@@ -38,6 +38,7 @@ const (
 	UserCap       = "user_cap"       // the user has limits.sessions_per_user sessions open
 	AuditDown     = "audit_unavailable"
 	RecordingDown = "recording_unavailable"
+	FilesDisabled = "file_transfer_disabled" // a tunnel would carry the files a role keeps out
 	ShuttingDown  = "shutting_down"
 	Internal      = "internal"    // the live journal could not be written
 	Unavailable   = "unavailable" // the bastion does not carry this kind of session
@@ -47,7 +48,7 @@ const (
 
 // Reasons are the labels bastiond_connect_refusals_total starts with, at
 // zero.
-var Reasons = []string{NoRole, UnknownTarget, DialGuard, DialFailed, Capacity, UserCap, AuditDown, RecordingDown,
+var Reasons = []string{NoRole, UnknownTarget, DialGuard, DialFailed, Capacity, UserCap, AuditDown, RecordingDown, FilesDisabled,
 	ShuttingDown, Internal, Unavailable, HostKey, HostKeyNew, ticket.ReasonBad, ticket.ReasonExpired}
 
 // Config is what an Authorizer asks and tells. SetConfig replaces it on
@@ -98,7 +99,7 @@ func (a *Authorizer) Policy() *access.Policy { return a.cfg.Load().Access }
 func newRefusals() *prometheus.CounterVec {
 	v := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "bastiond_connect_refusals_total",
 		Help: "Connects refused, by reason (the connect_refused audit events): no_role, unknown_target, dial_guard, " +
-			"dial_failed, capacity, user_cap, audit_unavailable, recording_unavailable, shutting_down, internal, unavailable, " +
+			"dial_failed, capacity, user_cap, audit_unavailable, recording_unavailable, file_transfer_disabled, shutting_down, internal, unavailable, " +
 			"host_key_mismatch, host_key_not_pinned (an SSH host key or an RDP certificate), bad_ticket, ticket_expired."}, []string{"reason"})
 	for _, r := range Reasons {
 		v.WithLabelValues(r)
