@@ -16,8 +16,7 @@ import (
 // existing name and a new one, mkdir) is refused by the bastion, from
 // IPv4 and IPv6 clients; the file on vm1 is untouched, nothing new
 // appears there, and each refusal is a file_transfer_refused event.
-// (The lead folds this into TestInvariant18DisabledClipboardAndFilesCarryNothing.)
-func TestInvariant18SSHFiles(t *testing.T) {
+func invariant18SSHFiles(t *testing.T) {
 	e2e.NeedLab(t)
 	d := e2e.StartDaemonWith(t, e2e.ViaFDs, e2e.FilesConfig)
 	e2e.AddLabUsers(t, d, "bob")

