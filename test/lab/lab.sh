@@ -68,8 +68,10 @@ BASTION_SUBNET4=198.18.0.0/26 BASTION_SUBNET6=2001:db8:b5::/64
 VNET_PREFIX4=16 VNET_PREFIX6=48
 VM2_RDP_NLA_PORT=3389 VM2_RDP_TLS_PORT=3390
 # vm2's second desktop: GNOME Remote Desktop (unicode keyboard input and the
-# clipboard, which FreeRDP's shadow server lacks).
+# clipboard, which FreeRDP's shadow server lacks), on addresses of its own
+# on vm2's eth0: it is a target of its own, and an address belongs to one.
 VM2_DESK_PORT=3391
+VM2_DESK_4=198.18.1.13 VM2_DESK_6=2001:db8:b5:1::13
 
 log() { echo "lab: $*" >&2; }
 die() {
@@ -390,6 +392,8 @@ start_vm2_desk() {
 	mkdir -p "$d/run" "$d/home"
 	chmod 0700 "$d/run"
 	: >"$d/typed"
+	ip -n "$NS_VM2" addr add "$VM2_DESK_4/$VNET_PREFIX4" dev eth0
+	ip -n "$NS_VM2" addr add "$VM2_DESK_6/$VNET_PREFIX6" dev eth0 nodad
 	read -ra env <<<"$(desk_env)"
 	start desk-dbus "$NS_VM2" env "${env[@]}" dbus-daemon --session --nofork --address="unix:path=$d/run/bus"
 	wait_for "the desktop's session bus did not start" desk-dbus test -S "$d/run/bus"
@@ -398,6 +402,33 @@ start_vm2_desk() {
 	start desk-pipewire "$NS_VM2" env "${env[@]}" pipewire
 	wait_for "PipeWire did not start" desk-pipewire test -S "$d/run/pipewire-0"
 	start desk-pw-session "$NS_VM2" env "${env[@]}" pipewire-media-session
+
+	# Mutter types a character it is sent (GNOME Remote Desktop turns RDP's
+	# unicode keyboard events into keysyms) only if its keymap has a key for
+	# it, and plain mutter's keymap is US English (it asks localed, which the
+	# lab has not). Its keymap files are looked up in XDG_CONFIG_HOME/xkb
+	# first: there "us" is US English (latin's keys) with the characters the
+	# keyboard tests type on AltGr (level 3), as a German or Spanish
+	# machine's layout has some of them.
+	mkdir -p "$d/home/.config/xkb/symbols"
+	cat >"$d/home/.config/xkb/symbols/us" <<'EOF'
+// vm2's desktop (bastiond's lab): US English, and on AltGr the characters
+// the keyboard tests type that US English lacks.
+default partial alphanumeric_keys modifier_keys
+xkb_symbols "basic" {
+	include "latin"
+	name[Group1] = "English (US, bastiond lab)";
+	key <AC02> { [ s, S, ssharp ] };
+	key <AD03> { [ e, E, eacute ] };
+	key <AD04> { [ r, R, ecircumflex ] };
+	key <AD07> { [ u, U, udiaeresis ] };
+	key <AB06> { [ n, N, ntilde ] };
+	key <AB01> { [ z, Z, Greek_OMEGA ] };
+	key <AC04> { [ f, F, U4E2D ] };
+	key <AC05> { [ g, G, EuroSign ] };
+	include "level3(ralt_switch)"
+};
+EOF
 
 	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/tls.key" -out "$d/tls.crt" -days 30 \
 		-subj /CN=vm2 -addext subjectAltName=DNS:vm2 2>/dev/null
@@ -410,6 +441,17 @@ start_vm2_desk() {
 			fail_service desk-grdctl "grdctl --headless rdp ${args%% *} failed"
 	done
 
+	# Mutter leaves its X display locks behind when the lab stops it with
+	# the rest; a lock whose process is gone is stale (as X servers judge).
+	local lock pid n
+	for lock in /tmp/.X*-lock; do
+		[ -e "$lock" ] || continue
+		pid=$(tr -d ' ' <"$lock")
+		if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+			n=${lock#/tmp/.X}
+			rm -f "$lock" "/tmp/.X11-unix/X${n%-lock}"
+		fi
+	done
 	rm -f "$d/xenv"
 	start desk-mutter "$NS_VM2" env "${env[@]}" mutter --wayland --headless --virtual-monitor 1280x800 -- \
 		sh -c "echo \"\$DISPLAY \$XAUTHORITY\" >'$d/xenv.tmp' && mv '$d/xenv.tmp' '$d/xenv' && exec xterm -u8 -geometry 120x30+0+0 -e sh -c 'exec cat >>$d/typed'"
@@ -567,6 +609,7 @@ write_hosts() {
 	vnet=$(printf '%s\n' \
 		"$BASTION_VNET4 bastion-vnet bastion-vnet-v4" "$BASTION_VNET6 bastion-vnet bastion-vnet-v6" \
 		"$VM1_4 vm1 vm1-v4" "$VM1_6 vm1 vm1-v6" "$VM2_4 vm2 vm2-v4" "$VM2_6 vm2 vm2-v6" \
+		"$VM2_DESK_4 vm2-desk vm2-desk-v4" "$VM2_DESK_6 vm2-desk vm2-desk-v6" \
 		"$ROGUE4 rogue rogue-v4" "$ROGUE6 rogue rogue-v6")
 	pub=$(printf '%s\n' "$BASTION_PUB4 bastion.lab.example bastion bastion-v4" "$BASTION_PUB6 bastion.lab.example bastion bastion-v6" \
 		"$CLIENT4 client client-v4" "$CLIENT6 client client-v6" "$IDP4 $IDP_NAME idp-v4" "$IDP6 $IDP_NAME idp-v6")
@@ -593,7 +636,7 @@ write_env() {
 		echo "# Written by test/lab/lab.sh up; sourceable by shells."
 		for key in "${cluster_keys[@]}" LAB_DIR LAB_USER LAB_PASSWORD LAB_DISPLAY NS_CLIENT NS_BASTION NS_VM1 NS_VM2 NS_ROGUE \
 			CLIENT4 CLIENT6 BASTION_PUB4 BASTION_PUB6 BASTION_VNET4 BASTION_VNET6 VM1_4 VM1_6 VM2_4 VM2_6 \
-			ROGUE4 ROGUE6 BASTION_SUBNET4 BASTION_SUBNET6 VM2_RDP_NLA_PORT VM2_RDP_TLS_PORT VM2_DESK_PORT \
+			ROGUE4 ROGUE6 BASTION_SUBNET4 BASTION_SUBNET6 VM2_RDP_NLA_PORT VM2_RDP_TLS_PORT VM2_DESK_PORT VM2_DESK_4 VM2_DESK_6 \
 			IDP4 IDP6 IDP_PORT LAB_IDP_ISSUER LAB_IDP_CLIENT_ID LAB_SSO_USER LAB_SSO_NOROLE_USER; do
 			echo "$key=${!key}"
 		done
@@ -669,15 +712,15 @@ up() {
 	for a in "$VM2_4" "$VM2_6"; do
 		wait_port rdp-nla "$a" "$VM2_RDP_NLA_PORT"
 		wait_port rdp-tls "$a" "$VM2_RDP_TLS_PORT"
-		wait_port desk-grd "$a" "$VM2_DESK_PORT"
 	done
+	for a in "$VM2_DESK_4" "$VM2_DESK_6"; do wait_port desk-grd "$a" "$VM2_DESK_PORT"; done
 	if [ -e "$LAB_DIR/cluster" ]; then
 		for a in "$DB4" "$DB6"; do wait_port postgres "$a" "$DB_PORT"; done
 	fi
 	wait_idp
 	write_env
 	trap - EXIT
-	log "up: client $CLIENT4/$CLIENT6 -> bastion $BASTION_PUB4/$BASTION_PUB6 | vnet $BASTION_VNET4 | vm1 $VM1_4 (ssh) vm2 $VM2_4 (rdp $VM2_RDP_NLA_PORT nla, $VM2_RDP_TLS_PORT tls, desk $VM2_DESK_PORT) rogue $ROGUE4 | idp $LAB_IDP_ISSUER | $LAB_DIR/lab.env"
+	log "up: client $CLIENT4/$CLIENT6 -> bastion $BASTION_PUB4/$BASTION_PUB6 | vnet $BASTION_VNET4 | vm1 $VM1_4 (ssh) vm2 $VM2_4 (rdp $VM2_RDP_NLA_PORT nla, $VM2_RDP_TLS_PORT tls, desk $VM2_DESK_4 $VM2_DESK_PORT) rogue $ROGUE4 | idp $LAB_IDP_ISSUER | $LAB_DIR/lab.env"
 }
 
 status() {
