@@ -430,6 +430,11 @@ xkb_symbols "basic" {
 };
 EOF
 
+	# No key repeat: on a loaded machine a key's release can reach mutter
+	# after the repeat delay, and a test's "a" would arrive as "aaaa".
+	mkdir -p "$d/home/.config/glib-2.0/settings"
+	printf '[org/gnome/desktop/peripherals/keyboard]\nrepeat=false\n' >"$d/home/.config/glib-2.0/settings/keyfile"
+
 	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/tls.key" -out "$d/tls.crt" -days 30 \
 		-subj /CN=vm2 -addext subjectAltName=DNS:vm2 2>/dev/null
 	chmod 0600 "$d/tls.key"
@@ -456,7 +461,8 @@ EOF
 	start desk-mutter "$NS_VM2" env "${env[@]}" mutter --wayland --headless --virtual-monitor 1280x800 -- \
 		sh -c "echo \"\$DISPLAY \$XAUTHORITY\" >'$d/xenv.tmp' && mv '$d/xenv.tmp' '$d/xenv' && exec xterm -u8 -geometry 120x30+0+0 -e sh -c 'exec cat >>$d/typed'"
 	wait_for "mutter did not start the desktop (no Xwayland display in $d/xenv)" desk-mutter test -s "$d/xenv"
-	start desk-grd "$NS_VM2" env "${env[@]}" /usr/libexec/gnome-remote-desktop-daemon --headless --rdp-port "$VM2_DESK_PORT"
+	# LAB_DESK_DEBUG=all: its debug messages too, in its log.
+	start desk-grd "$NS_VM2" env "${env[@]}" G_MESSAGES_DEBUG="${LAB_DESK_DEBUG:-}" /usr/libexec/gnome-remote-desktop-daemon --headless --rdp-port "$VM2_DESK_PORT"
 }
 
 # --- the OpenID provider: Dex ------------------------------------------------------
