@@ -21,21 +21,6 @@ import (
 // each line typed to VM2_DESK_TYPED; its X display (Xwayland) holds the
 // CLIPBOARD selection, which xclip reads and sets inside vm2.
 
-// NeedDeskKeys skips t unless BASTIOND_DESK_KEYS=1: with IronRDP 0.11 in
-// Chromium and GNOME Remote Desktop 43.3 on headless mutter 43.8, a
-// session's first keys arrive (as the characters typed) and, after its
-// first Enter, none (nor in later sessions before their first Enter's
-// line is done); the cause is not found yet (GNOME Remote Desktop's debug
-// log, LAB_DESK_DEBUG=all, shows the sessions activate and stream, nothing
-// about input). Until it is, the tests that type on vm2's desktop run on
-// demand only, so that they fail where they could be wrong, not always.
-func NeedDeskKeys(t testing.TB) {
-	t.Helper()
-	if os.Getenv("BASTIOND_DESK_KEYS") != "1" {
-		t.Skip("typing on vm2's GNOME desktop stops after a session's first Enter (IronRDP 0.11, GNOME Remote Desktop 43.3); BASTIOND_DESK_KEYS=1 runs it anyway")
-	}
-}
-
 // DeskTarget is the inventory name of vm2's second desktop.
 const DeskTarget = "vm2-desk"
 

@@ -409,7 +409,9 @@ start_vm2_desk() {
 	# lab has not). Its keymap files are looked up in XDG_CONFIG_HOME/xkb
 	# first: there "us" is US English (latin's keys) with the characters the
 	# keyboard tests type on AltGr (level 3), as a German or Spanish
-	# machine's layout has some of them.
+	# machine's layout has some of them. Mutter takes the first key that
+	# has a character and presses only Shift or AltGr with it (latin has
+	# Omega on Shift+AltGr+Q: it goes on AltGr+Q).
 	mkdir -p "$d/home/.config/xkb/symbols"
 	cat >"$d/home/.config/xkb/symbols/us" <<'EOF'
 // vm2's desktop (bastiond's lab): US English, and on AltGr the characters
@@ -423,7 +425,7 @@ xkb_symbols "basic" {
 	key <AD04> { [ r, R, ecircumflex ] };
 	key <AD07> { [ u, U, udiaeresis ] };
 	key <AB06> { [ n, N, ntilde ] };
-	key <AB01> { [ z, Z, Greek_OMEGA ] };
+	key <AD01> { [ q, Q, Greek_OMEGA ] };
 	key <AC04> { [ f, F, U4E2D ] };
 	key <AC05> { [ g, G, EuroSign ] };
 	include "level3(ralt_switch)"
