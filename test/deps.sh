@@ -30,6 +30,8 @@ demo_packages=(
 	openssh-server openssh-client         # vm1's sshd; ssh-keygen for the lab's keys
 	freerdp2-shadow-x11 winpr-utils       # vm2's RDP server; winpr-hash for its NLA SAM file
 	xvfb x11-apps x11-xserver-utils       # vm2's display and a known window on it
+	gnome-remote-desktop mutter xwayland  # vm2's second desktop (3391): unicode keyboard input and the clipboard
+	dbus xterm xclip                      # its session bus; the sink the keyboard tests type into; its clipboard, read and set
 	socat curl ca-certificates openssl    # the demo's forward; its readiness check; password hashes
 	whois                                 # mkpasswd: the bcrypt hash of the lab IdP's users' password
 )

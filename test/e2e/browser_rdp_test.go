@@ -204,9 +204,9 @@ func TestBrowserRDP(t *testing.T) {
 	})
 
 	run("a server with standard RDP security only", func(t *testing.T) {
-		stop := startShadow(t, "3391", "/sec:rdp")
+		stop := startShadow(t, "3392", "/sec:rdp") // 3391 is vm2's second desktop
 		defer stop()
-		reload(strings.Replace(WebRDPConfig(d.Dir, false, ""), "ports: {rdp: "+lab["VM2_RDP_NLA_PORT"], "ports: {rdp: 3391", 1))
+		reload(strings.Replace(WebRDPConfig(d.Dir, false, ""), "ports: {rdp: "+lab["VM2_RDP_NLA_PORT"], "ports: {rdp: 3392", 1))
 		defer reload(WebRDPConfig(d.Dir, false, ""))
 		b.Goto(t, base)
 		b.OpenDesktop(t, "vm2")

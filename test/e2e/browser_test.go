@@ -223,4 +223,39 @@ func TestBrowserSSH(t *testing.T) {
 		b.Goto(t, base+"recordings")
 		b.WaitText(t, "body", "Not allowed")
 	})
+
+	// Keys typed on a keyboard whose layout vm1 does not have (desk.go's
+	// key events: other layouts' characters, AltGr's, a dead key's) reach
+	// the shell as UTF-8, byte for byte. As bob: alice's sessions are
+	// recorded, and the auditor's case above plays the newest of them.
+	run("UTF-8 typed in the terminal", func(t *testing.T) {
+		if b.Goto(t, base); b.Count(t, "form.login") > 0 {
+			b.PortalLogin(t, base, "bob", TunnelPassword)
+		}
+		defer signOut()
+		b.OpenTerminal(t, "vm1")
+		b.SignIn(t, lab["LAB_USER"], lab["LAB_PASSWORD"])
+		b.WaitTerminalText(t, "$ ")
+		name := fmt.Sprintf("utf8-%d.txt", os.Getpid())
+		file := lab["LAB_DIR"] + "/vm1/home/" + lab["LAB_USER"] + "/" + name
+		defer os.Remove(file)
+		b.Type(t, "cat > "+name+"\n")
+		text := "é ß ü ñ 中 Ω "
+		for _, r := range text {
+			Press(t, b, Char(r))
+		}
+		AltGr(t, b, Key{Key: "€", Code: "KeyE", Text: "€"})
+		AltGr(t, b, Key{Key: "@", Code: "KeyQ", Text: "@"})
+		DeadKey(t, b, "BracketLeft", Key{Key: "ê", Code: "KeyE", Text: "ê"})
+		Press(t, b, Enter)
+		b.Press(t, "Control+D") // end of cat's input
+		b.Type(t, "echo written-$((6*7))\n")
+		b.WaitTerminalText(t, "written-42")
+		want := text + "€@ê\n"
+		if got, err := os.ReadFile(file); err != nil || string(got) != want {
+			t.Errorf("vm1's file holds %q (%v), want %q", got, err, want)
+		}
+		b.Type(t, "exit\n")
+		b.WaitText(t, "#client .overlay", "exited")
+	})
 }

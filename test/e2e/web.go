@@ -465,9 +465,10 @@ func EndedRecords(d *Daemon, target string) []map[string]any {
 }
 
 // WebRDPConfig is the lab's configuration for the desktop in the browser:
-// alice may open vm2, bob may open vm2 without the clipboard. vm2's RDP
-// port is its shadow server with NLA; tlsV6 makes it the one with TLS
-// alone, on vm2's IPv6 address only.
+// alice may open vm2 and vm2-desk, bob may open them without the clipboard.
+// vm2's RDP port is its shadow server with NLA; tlsV6 makes it the one with
+// TLS alone, on vm2's IPv6 address only. vm2-desk is vm2's second desktop
+// (desk.go).
 func WebRDPConfig(dir string, tlsV6 bool, limits string) string {
 	access := `access:
   groups:
@@ -475,17 +476,17 @@ func WebRDPConfig(dir string, tlsV6 bool, limits string) string {
   roles:
     - name: desktops
       subjects: [group:ops]
-      targets: [vm2]
+      targets: [vm2, ` + DeskTarget + `]
       protocols: [rdp]
     - name: no-clipboard
       subjects: [user:bob]
-      targets: [vm2]
+      targets: [vm2, ` + DeskTarget + `]
       protocols: [rdp]
       disable_clipboard: true
 limits:
   target_timeout: 2s
 ` + limits
-	cfg := LabConfig(dir, access)
+	cfg := LabConfigTargets(dir, deskTarget(), access)
 	if tlsV6 {
 		vm2 := "addresses: [" + lab["VM2_4"] + `, "` + lab["VM2_6"] + `"]` + "\n      ports: {rdp: " + lab["VM2_RDP_NLA_PORT"]
 		cfg = strings.Replace(cfg, vm2, `addresses: ["`+lab["VM2_6"]+`"]`+"\n      ports: {rdp: "+lab["VM2_RDP_TLS_PORT"], 1)

@@ -3,7 +3,8 @@
 # pairs only, used by the tests, the benchmarks and `sudo make demo`.
 #
 #   bl-client ──(eth0 | pub0)── bl-bastion ── vnet0 (bridge) ──┬── bl-vm1   OpenSSH sshd :22
-#   public user                 the bastion                      ├── bl-vm2   FreeRDP shadow :3389 (NLA), :3390 (TLS)
+#   public user                 the bastion                      ├── bl-vm2   FreeRDP shadow :3389 (NLA), :3390 (TLS),
+#                                                                │            GNOME Remote Desktop :3391 (NLA)
 #   + idp.lab.example: Dex,                                      └── bl-rogue nothing: an intruder on the VNet
 #     the OpenID provider, :5556
 #
@@ -66,6 +67,11 @@ ROGUE4=198.18.1.66 ROGUE6=2001:db8:b5:1::66
 BASTION_SUBNET4=198.18.0.0/26 BASTION_SUBNET6=2001:db8:b5::/64
 VNET_PREFIX4=16 VNET_PREFIX6=48
 VM2_RDP_NLA_PORT=3389 VM2_RDP_TLS_PORT=3390
+# vm2's second desktop: GNOME Remote Desktop (unicode keyboard input and the
+# clipboard, which FreeRDP's shadow server lacks), on addresses of its own
+# on vm2's eth0: it is a target of its own, and an address belongs to one.
+VM2_DESK_PORT=3391
+VM2_DESK_4=198.18.1.13 VM2_DESK_6=2001:db8:b5:1::13
 
 log() { echo "lab: $*" >&2; }
 die() {
@@ -349,6 +355,118 @@ start_vm2() {
 		freerdp-shadow-cli "/port:$VM2_RDP_TLS_PORT" "/bind-address:[::]" /sec:tls -auth
 }
 
+# --- vm2's second desktop: GNOME Remote Desktop, headless -------------------------
+#
+# FreeRDP's shadow server ignores unicode keyboard events and opens no
+# clipboard channel, so vm2 also runs GNOME Remote Desktop 43 (--headless) on
+# a headless mutter (a virtual monitor, Xwayland), all on a private session
+# bus, as root, with HOME and XDG_RUNTIME_DIR under $LAB_DIR/vm2/desk. The
+# session's one window is an xterm whose shell appends each line typed to
+# $LAB_DIR/vm2/desk/typed: the keyboard tests read back there what they typed.
+# Mutter picks the Xwayland display (the first free one) and writes it, with
+# its X authority file, to desk/xenv; lab.env carries both (VM2_DESK_DISPLAY,
+# VM2_DESK_XAUTHORITY) for `lab.sh exec vm2 env DISPLAY=... xclip ...`.
+
+# desk_env: the environment every process of the desktop shares.
+desk_env() {
+	local d=$LAB_DIR/vm2/desk
+	echo HOME="$d/home" XDG_RUNTIME_DIR="$d/run" XDG_CONFIG_HOME="$d/home/.config" \
+		XDG_DATA_HOME="$d/home/.local/share" XDG_CACHE_HOME="$d/home/.cache" \
+		DBUS_SESSION_BUS_ADDRESS="unix:path=$d/run/bus" GSETTINGS_BACKEND=keyfile \
+		LANG=C.UTF-8 NO_AT_BRIDGE=1
+}
+
+# wait_for WHAT NAME TEST...: up to 10 s until TEST succeeds.
+wait_for() {
+	local what=$1 name=$2
+	shift 2
+	for _ in $(seq 100); do
+		"$@" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	fail_service "$name" "$what"
+}
+
+start_vm2_desk() {
+	local d=$LAB_DIR/vm2/desk env
+	mkdir -p "$d/run" "$d/home"
+	chmod 0700 "$d/run"
+	: >"$d/typed"
+	ip -n "$NS_VM2" addr add "$VM2_DESK_4/$VNET_PREFIX4" dev eth0
+	ip -n "$NS_VM2" addr add "$VM2_DESK_6/$VNET_PREFIX6" dev eth0 nodad
+	read -ra env <<<"$(desk_env)"
+	start desk-dbus "$NS_VM2" env "${env[@]}" dbus-daemon --session --nofork --address="unix:path=$d/run/bus"
+	wait_for "the desktop's session bus did not start" desk-dbus test -S "$d/run/bus"
+	# PipeWire carries the screen from mutter to GNOME Remote Desktop; its
+	# session manager links the two.
+	start desk-pipewire "$NS_VM2" env "${env[@]}" pipewire
+	wait_for "PipeWire did not start" desk-pipewire test -S "$d/run/pipewire-0"
+	start desk-pw-session "$NS_VM2" env "${env[@]}" pipewire-media-session
+
+	# Mutter types a character it is sent (GNOME Remote Desktop turns RDP's
+	# unicode keyboard events into keysyms) only if its keymap has a key for
+	# it, and plain mutter's keymap is US English (it asks localed, which the
+	# lab has not). Its keymap files are looked up in XDG_CONFIG_HOME/xkb
+	# first: there "us" is US English (latin's keys) with the characters the
+	# keyboard tests type on AltGr (level 3), as a German or Spanish
+	# machine's layout has some of them. Mutter takes the first key that
+	# has a character and presses only Shift or AltGr with it (latin has
+	# Omega on Shift+AltGr+Q: it goes on AltGr+Q).
+	mkdir -p "$d/home/.config/xkb/symbols"
+	cat >"$d/home/.config/xkb/symbols/us" <<'EOF'
+// vm2's desktop (bastiond's lab): US English, and on AltGr the characters
+// the keyboard tests type that US English lacks.
+default partial alphanumeric_keys modifier_keys
+xkb_symbols "basic" {
+	include "latin"
+	name[Group1] = "English (US, bastiond lab)";
+	key <AC02> { [ s, S, ssharp ] };
+	key <AD03> { [ e, E, eacute ] };
+	key <AD04> { [ r, R, ecircumflex ] };
+	key <AD07> { [ u, U, udiaeresis ] };
+	key <AB06> { [ n, N, ntilde ] };
+	key <AD01> { [ q, Q, Greek_OMEGA ] };
+	key <AC04> { [ f, F, U4E2D ] };
+	key <AC05> { [ g, G, EuroSign ] };
+	include "level3(ralt_switch)"
+};
+EOF
+
+	# No key repeat: on a loaded machine a key's release can reach mutter
+	# after the repeat delay, and a test's "a" would arrive as "aaaa".
+	mkdir -p "$d/home/.config/glib-2.0/settings"
+	printf '[org/gnome/desktop/peripherals/keyboard]\nrepeat=false\n' >"$d/home/.config/glib-2.0/settings/keyfile"
+
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/tls.key" -out "$d/tls.crt" -days 30 \
+		-subj /CN=vm2 -addext subjectAltName=DNS:vm2 2>/dev/null
+	chmod 0600 "$d/tls.key"
+	local args
+	for args in "set-tls-cert $d/tls.crt" "set-tls-key $d/tls.key" "set-credentials $LAB_USER $LAB_PASSWORD" \
+		disable-view-only enable; do
+		# shellcheck disable=SC2086 # words on purpose; the lab's paths and password have no spaces
+		env "${env[@]}" grdctl --headless rdp $args >>"$LAB_DIR/log/desk-grdctl.log" 2>&1 ||
+			fail_service desk-grdctl "grdctl --headless rdp ${args%% *} failed"
+	done
+
+	# Mutter leaves its X display locks behind when the lab stops it with
+	# the rest; a lock whose process is gone is stale (as X servers judge).
+	local lock pid n
+	for lock in /tmp/.X*-lock; do
+		[ -e "$lock" ] || continue
+		pid=$(tr -d ' ' <"$lock")
+		if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+			n=${lock#/tmp/.X}
+			rm -f "$lock" "/tmp/.X11-unix/X${n%-lock}"
+		fi
+	done
+	rm -f "$d/xenv"
+	start desk-mutter "$NS_VM2" env "${env[@]}" mutter --wayland --headless --virtual-monitor 1280x800 -- \
+		sh -c "echo \"\$DISPLAY \$XAUTHORITY\" >'$d/xenv.tmp' && mv '$d/xenv.tmp' '$d/xenv' && exec xterm -u8 -geometry 120x30+0+0 -e sh -c 'exec cat >>$d/typed'"
+	wait_for "mutter did not start the desktop (no Xwayland display in $d/xenv)" desk-mutter test -s "$d/xenv"
+	# LAB_DESK_DEBUG=all: its debug messages too, in its log.
+	start desk-grd "$NS_VM2" env "${env[@]}" G_MESSAGES_DEBUG="${LAB_DESK_DEBUG:-}" /usr/libexec/gnome-remote-desktop-daemon --headless --rdp-port "$VM2_DESK_PORT"
+}
+
 # --- the OpenID provider: Dex ------------------------------------------------------
 
 # dex_bin: the Dex binary test/deps.sh builds (LAB_DEX overrides).
@@ -499,6 +617,7 @@ write_hosts() {
 	vnet=$(printf '%s\n' \
 		"$BASTION_VNET4 bastion-vnet bastion-vnet-v4" "$BASTION_VNET6 bastion-vnet bastion-vnet-v6" \
 		"$VM1_4 vm1 vm1-v4" "$VM1_6 vm1 vm1-v6" "$VM2_4 vm2 vm2-v4" "$VM2_6 vm2 vm2-v6" \
+		"$VM2_DESK_4 vm2-desk vm2-desk-v4" "$VM2_DESK_6 vm2-desk vm2-desk-v6" \
 		"$ROGUE4 rogue rogue-v4" "$ROGUE6 rogue rogue-v6")
 	pub=$(printf '%s\n' "$BASTION_PUB4 bastion.lab.example bastion bastion-v4" "$BASTION_PUB6 bastion.lab.example bastion bastion-v6" \
 		"$CLIENT4 client client-v4" "$CLIENT6 client client-v6" "$IDP4 $IDP_NAME idp-v4" "$IDP6 $IDP_NAME idp-v6")
@@ -525,7 +644,7 @@ write_env() {
 		echo "# Written by test/lab/lab.sh up; sourceable by shells."
 		for key in "${cluster_keys[@]}" LAB_DIR LAB_USER LAB_PASSWORD LAB_DISPLAY NS_CLIENT NS_BASTION NS_VM1 NS_VM2 NS_ROGUE \
 			CLIENT4 CLIENT6 BASTION_PUB4 BASTION_PUB6 BASTION_VNET4 BASTION_VNET6 VM1_4 VM1_6 VM2_4 VM2_6 \
-			ROGUE4 ROGUE6 BASTION_SUBNET4 BASTION_SUBNET6 VM2_RDP_NLA_PORT VM2_RDP_TLS_PORT \
+			ROGUE4 ROGUE6 BASTION_SUBNET4 BASTION_SUBNET6 VM2_RDP_NLA_PORT VM2_RDP_TLS_PORT VM2_DESK_PORT VM2_DESK_4 VM2_DESK_6 \
 			IDP4 IDP6 IDP_PORT LAB_IDP_ISSUER LAB_IDP_CLIENT_ID LAB_SSO_USER LAB_SSO_NOROLE_USER; do
 			echo "$key=${!key}"
 		done
@@ -534,6 +653,11 @@ write_env() {
 		echo "PUB_IFACE=pub0"
 		echo "UTS_DIR=$UTS_DIR"
 		echo "VNET_BRIDGE=vnet0"
+		local xenv
+		read -r -a xenv <"$LAB_DIR/vm2/desk/xenv"
+		echo "VM2_DESK_DISPLAY=${xenv[0]}"
+		echo "VM2_DESK_XAUTHORITY=${xenv[1]:-}"
+		echo "VM2_DESK_TYPED=$LAB_DIR/vm2/desk/typed"
 		echo "LAB_IDP_CA=$LAB_DIR/idp/ca.pem"
 		echo "LAB_IDP_CLIENT_SECRET_FILE=$LAB_DIR/idp/client-secret"
 		if [ -e "$LAB_DIR/cluster" ]; then
@@ -589,6 +713,7 @@ up() {
 	fi
 	start_vm1
 	start_vm2
+	start_vm2_desk
 	start_idp
 	local a
 	for a in "$VM1_4" "$VM1_6"; do wait_port sshd "$a" 22; done
@@ -596,13 +721,14 @@ up() {
 		wait_port rdp-nla "$a" "$VM2_RDP_NLA_PORT"
 		wait_port rdp-tls "$a" "$VM2_RDP_TLS_PORT"
 	done
+	for a in "$VM2_DESK_4" "$VM2_DESK_6"; do wait_port desk-grd "$a" "$VM2_DESK_PORT"; done
 	if [ -e "$LAB_DIR/cluster" ]; then
 		for a in "$DB4" "$DB6"; do wait_port postgres "$a" "$DB_PORT"; done
 	fi
 	wait_idp
 	write_env
 	trap - EXIT
-	log "up: client $CLIENT4/$CLIENT6 -> bastion $BASTION_PUB4/$BASTION_PUB6 | vnet $BASTION_VNET4 | vm1 $VM1_4 (ssh) vm2 $VM2_4 (rdp $VM2_RDP_NLA_PORT nla, $VM2_RDP_TLS_PORT tls) rogue $ROGUE4 | idp $LAB_IDP_ISSUER | $LAB_DIR/lab.env"
+	log "up: client $CLIENT4/$CLIENT6 -> bastion $BASTION_PUB4/$BASTION_PUB6 | vnet $BASTION_VNET4 | vm1 $VM1_4 (ssh) vm2 $VM2_4 (rdp $VM2_RDP_NLA_PORT nla, $VM2_RDP_TLS_PORT tls, desk $VM2_DESK_4 $VM2_DESK_PORT) rogue $ROGUE4 | idp $LAB_IDP_ISSUER | $LAB_DIR/lab.env"
 }
 
 status() {

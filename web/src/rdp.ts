@@ -10,6 +10,7 @@ import { displayControl } from "@devolutions/iron-remote-desktop-rdp";
 import { newTicket, rdpOutcome, type RDPOutcome, rdpWatchers, SessionExpired } from "./api";
 import { type DesktopCredentials, desktopForm } from "./forms";
 import { h } from "./dom";
+import { holdAltGr, type KeyboardMode, saveKeyboardMode, savedKeyboardMode } from "./keyboard";
 import { type EndAction, Layout } from "./layout";
 import { DesktopFiles } from "./rdpfiles";
 import { IronErrorKind, isIronError, loadBackend, RemoteDesktop } from "./remotedesktop";
@@ -77,6 +78,12 @@ class DesktopPage {
   readonly #fitButton = tool("Fit to window", "The desktop's size follows the window");
   readonly #fullscreenButton = tool("Full screen");
   readonly #ctrlAltDelButton = tool("Ctrl+Alt+Del", "Send Ctrl+Alt+Del to the desktop");
+  readonly #scancodesButton = tool(
+    "Scancodes",
+    "Send keys by their place on the keyboard (games, shortcuts), not as the characters they make; the machine's layout then applies",
+  );
+  /** How keys reach the machine (keyboard.ts); remembered per browser. */
+  #keyboard: KeyboardMode = savedKeyboardMode();
   #ticket: string;
   /** When the ticket was issued, as far as the page knows (performance.now()). */
   #ticketAt: number;
@@ -106,7 +113,7 @@ class DesktopPage {
       target: config.target,
       protocol: "RDP",
       screen: { className: "desktop", label: "Remote desktop" },
-      tools: [this.#fitButton, this.#fullscreenButton, this.#ctrlAltDelButton],
+      tools: [this.#fitButton, this.#fullscreenButton, this.#ctrlAltDelButton, this.#scancodesButton],
       onDisconnect: () => this.#disconnect(),
     });
     this.#ui.session({ recorded: false, clipboard: config.clipboard });
@@ -123,6 +130,9 @@ class DesktopPage {
       this.#desktop?.api.ctrlAltDel();
       this.#desktop?.focus();
     });
+    this.#scancodesButton.setAttribute("aria-pressed", String(this.#keyboard === "scancodes"));
+    this.#scancodesButton.addEventListener("click", () => this.#toggleKeyboard());
+    holdAltGr(() => (this.#keyboard === "unicode" ? this.#desktop?.element : undefined));
     new ResizeObserver(() => this.#screenResized()).observe(this.#ui.screen);
 
     window.bastionDesktopCanvas = () => this.#desktop?.canvas() ?? null;
@@ -181,6 +191,7 @@ class DesktopPage {
     }
     if (attempt !== this.#attempt) return;
     this.#desktop = desktop;
+    desktop.api.setKeyboardUnicodeMode(this.#keyboard === "unicode");
 
     let session: NewSessionInfo;
     try {
@@ -349,6 +360,14 @@ class DesktopPage {
     this.#fit = !this.#fit;
     this.#fitButton.setAttribute("aria-pressed", String(this.#fit));
     if (this.#fit) this.#followScreen();
+    this.#desktop?.focus();
+  }
+
+  #toggleKeyboard(): void {
+    this.#keyboard = this.#keyboard === "unicode" ? "scancodes" : "unicode";
+    saveKeyboardMode(this.#keyboard);
+    this.#scancodesButton.setAttribute("aria-pressed", String(this.#keyboard === "scancodes"));
+    this.#desktop?.api.setKeyboardUnicodeMode(this.#keyboard === "unicode");
     this.#desktop?.focus();
   }
 

@@ -83,7 +83,9 @@ export async function openTerminal(page, target) {
 
 /** openClient clicks a target's button for protocol ("SSH", "RDP") on the portal and waits for the connect page. */
 export async function openClient(page, target, protocol) {
-  const item = page.locator("ul.targets li").filter({ has: page.locator(".name", { hasText: target }) });
+  // The whole name: "vm2" is not "vm2-desk".
+  const name = new RegExp(`^\\s*${target.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\s*$`);
+  const item = page.locator("ul.targets li").filter({ has: page.locator(".name", { hasText: name }) });
   await Promise.all([page.waitForURL(/\/connect\//), item.getByRole("button", { name: protocol }).click()]);
 }
 
