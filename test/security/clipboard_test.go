@@ -15,7 +15,7 @@ import (
 // lastChars is the end of s, at most n bytes of it.
 func lastChars(s string, n int) string { return s[max(0, len(s)-n):] }
 
-// TestInvariant18RDPClipboard: a desktop whose role disables the clipboard
+// invariant18RDPClipboard: a desktop whose role disables the clipboard
 // carries nothing, either way, even when the page asks for the clipboard
 // anyway. The server is vm2's second desktop (GNOME Remote Desktop), which
 // offers the clipboard: alice's session opens its clipboard channel (the
@@ -26,8 +26,7 @@ func lastChars(s string, n int) string { return s[max(0, len(s)-n):] }
 // never reaches vm2's CLIPBOARD selection and vm2's never reaches the
 // browser's clipboard, although keys typed after each copy do arrive.
 //
-// (The lead folds this into TestInvariant18DisabledClipboardAndFilesCarryNothing.)
-func TestInvariant18RDPClipboard(t *testing.T) {
+func invariant18RDPClipboard(t *testing.T) {
 	b := e2e.StartBrowser(t, "invariant18-rdp-clipboard")
 	// The page asks for a desktop the size of its screen, 1280x800 here:
 	// GNOME Remote Desktop mirrors its 1280x800 monitor whatever the client

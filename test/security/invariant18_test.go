@@ -12,4 +12,5 @@ import "testing"
 func TestInvariant18DisabledClipboardAndFilesCarryNothing(t *testing.T) {
 	t.Run("terminal files", invariant18SSHFiles)
 	t.Run("desktop files", invariant18RDPFiles)
+	t.Run("desktop clipboard", invariant18RDPClipboard)
 }
