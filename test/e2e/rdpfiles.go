@@ -164,26 +164,6 @@ func FileSHA256InVM2(t testing.TB, path string) string {
 	return f[0]
 }
 
-// DeskClipboardReady waits until GNOME Remote Desktop has opened the
-// clipboard channel of one more session than before (it logs the
-// client's clipboard capabilities once per channel).
-func DeskClipboardReady(t testing.TB, before int) {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); DeskClipboardCount(t) <= before; time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("GNOME Remote Desktop opened no clipboard channel for the session")
-		}
-	}
-}
-
-// DeskClipboardCount is how many clipboard channels GNOME Remote Desktop
-// has opened so far.
-func DeskClipboardCount(t testing.TB) int {
-	t.Helper()
-	data, _ := os.ReadFile(filepath.Join(LabValue(t, "LAB_DIR"), "log", "desk-grd.log"))
-	return strings.Count(string(data), "[RDP.CLIPRDR] Client capabilities")
-}
-
 // WaitAuditEvent waits up to within for an audit event of d of type kind
 // with the fields of want, and returns it.
 func WaitAuditEvent(t testing.TB, d *Daemon, kind string, want map[string]string, within time.Duration) map[string]any {

@@ -43,11 +43,11 @@ func TestBrowserRDPFiles(t *testing.T) {
 	}
 	connect := func(t *testing.T) {
 		t.Helper()
-		before := DeskClipboardCount(t)
+		before := DeskClipboardChannels(t)
 		b.OpenDesktop(t, FilesDeskTarget)
 		DesktopSignIn(t, b, lab["LAB_PASSWORD"])
 		WaitClientState(t, b, "connected")
-		DeskClipboardReady(t, before)
+		NeedDeskClipboard(t, d, before)
 	}
 	disconnect := func(t *testing.T) {
 		t.Helper()
@@ -107,10 +107,10 @@ func TestBrowserRDPFiles(t *testing.T) {
 		d.WriteConfig(RDPFilesConfig(d.Dir, false))
 		d.Signal(syscall.SIGHUP)
 		d.WaitNotify("READY=1", 10*time.Second)
-		before := DeskClipboardCount(t)
+		before := DeskClipboardChannels(t)
 		DesktopSignIn(t, b, lab["LAB_PASSWORD"])
 		WaitClientState(t, b, "connected")
-		DeskClipboardReady(t, before)
+		NeedDeskClipboard(t, d, before)
 
 		DropFiles(t, b, "refused-up.bin", 5000)
 		WaitAuditEvent(t, d, "file_transfer_refused", map[string]string{"user": "dave", "direction": "upload", "reason": "role", "protocol": "rdp"}, 10*time.Second)

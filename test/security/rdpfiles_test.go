@@ -31,10 +31,10 @@ func invariant18RDPFiles(t *testing.T) {
 	b.OpenDesktop(t, e2e.FilesDeskTarget)
 	b.WaitVisible(t, `#client .files button:text("Upload files")`)
 	reload(t, d, e2e.RDPFilesConfig(d.Dir, false)) // dave's role now refuses files
-	before := e2e.DeskClipboardCount(t)
+	before := e2e.DeskClipboardChannels(t)
 	e2e.DesktopSignIn(t, b, e2e.LabValue(t, "LAB_PASSWORD"))
 	e2e.WaitClientState(t, b, "connected")
-	e2e.DeskClipboardReady(t, before)
+	e2e.NeedDeskClipboard(t, d, before)
 
 	e2e.DropFiles(t, b, "never-up.bin", 70_000)
 	e2e.WaitAuditEvent(t, d, "file_transfer_refused", map[string]string{"user": "dave", "direction": "upload", "reason": "role"}, 10*time.Second)
