@@ -25,7 +25,6 @@ func lastChars(s string, n int) string { return s[max(0, len(s)-n):] }
 // both, GNOME Remote Desktop opens no clipboard channel, the browser's copy
 // never reaches vm2's CLIPBOARD selection and vm2's never reaches the
 // browser's clipboard, although keys typed after each copy do arrive.
-//
 func invariant18RDPClipboard(t *testing.T) {
 	b := e2e.StartBrowser(t, "invariant18-rdp-clipboard")
 	// The page asks for a desktop the size of its screen, 1280x800 here:
