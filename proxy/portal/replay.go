@@ -98,17 +98,27 @@ func (s *Portal) rdpRecordingPath(id string) (string, bool) {
 	return filepath.Join(s.cfg.Load().SSH.RecordDir, id+recording.RDPExt), true
 }
 
-// replayRDP is GET /ws/replay/{id}: recording id played to the page's
-// desktop client.
-func (s *Portal) replayRDP(w http.ResponseWriter, r *http.Request) {
+// signedInSocket admits the WebSocket of a page of this bastion (its
+// Origin) whose web session is signed in (the players and the live view);
+// otherwise it answers 403 and returns false.
+func (s *Portal) signedInSocket(w http.ResponseWriter, r *http.Request) (caller, bool) {
 	if !s.sameOrigin(r) {
 		s.log.Info("websocket refused: origin", zap.String("origin", r.Header.Get("Origin")), zap.Stringer("source", clientAddr(r)))
 		http.Error(w, "forbidden", http.StatusForbidden)
-		return
+		return caller{}, false
 	}
 	c, ok := s.sessionCaller(r)
 	if !ok {
 		http.Error(w, "your session has expired", http.StatusForbidden)
+	}
+	return c, ok
+}
+
+// replayRDP is GET /ws/replay/{id}: recording id played to the page's
+// desktop client.
+func (s *Portal) replayRDP(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.signedInSocket(w, r)
+	if !ok {
 		return
 	}
 	id := r.PathValue("id")

@@ -202,14 +202,8 @@ func desktopSize(b []byte) (int, int) {
 
 // watchSocket is GET /ws/watch/{id}: the watcher's WebSocket.
 func (s *Portal) watchSocket(w http.ResponseWriter, r *http.Request) {
-	if !s.sameOrigin(r) {
-		s.log.Info("websocket refused: origin", zap.String("origin", r.Header.Get("Origin")), zap.Stringer("source", clientAddr(r)))
-		http.Error(w, "forbidden", http.StatusForbidden)
-		return
-	}
-	c, ok := s.sessionCaller(r)
+	c, ok := s.signedInSocket(w, r)
 	if !ok {
-		http.Error(w, "your session has expired", http.StatusForbidden)
 		return
 	}
 	id := r.PathValue("id")
