@@ -79,7 +79,9 @@ export class RemoteDesktop {
           window.clearTimeout(timer);
           const api = (e as CustomEvent<{ irgUserInteraction: UserInteraction }>).detail.irgUserInteraction;
           configureClipboard(api, hooks);
-          resolve(new RemoteDesktop(el, api));
+          const desktop = new RemoteDesktop(el, api);
+          if (hooks.clipboard) void clipboardSettled().then(() => resolve(desktop));
+          else resolve(desktop);
         },
         { once: true },
       );
@@ -120,6 +122,23 @@ function configureClipboard(api: UserInteraction, hooks: DesktopHooks): void {
   api.onClipboardRemoteUpdateCallback(() => {
     api.saveRemoteClipboardData().catch(() => hooks.warning("The browser did not let the page write to the clipboard."));
   });
+}
+
+// The component sets its clipboard up after its ready event, and not at
+// once: it first asks the browser whether the page may read the clipboard.
+// A session it connects before that is done asks the machine for no
+// clipboard channel at all (IronRDP opens cliprdr only if the clipboard's
+// callbacks are there at connect), so the page waits: the component's
+// question was asked before ours, and is answered first.
+async function clipboardSettled(): Promise<void> {
+  const nextTask = () => new Promise<void>((resolve) => window.setTimeout(resolve, 0));
+  await nextTask(); // the component's set-up starts: it was queued behind the ready event
+  try {
+    await navigator.permissions?.query({ name: "clipboard-read" as PermissionName });
+  } catch {
+    // Browsers without that permission: the component reads the clipboard to find out instead.
+  }
+  await nextTask(); // and ends, its answer in hand
 }
 
 /** isIronError tells the errors of the RDP backend from others (a thrown Error, a bug). */
