@@ -1,16 +1,17 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/bastiond/bastiond/internal/syncbuf"
 	"github.com/bastiond/bastiond/web/browsertest"
 )
 
@@ -66,43 +67,68 @@ func WaitDeskLine(t testing.TB, line string) {
 	}
 }
 
-// deskX is a command run in vm2 on the desktop's X display.
-func deskX(t testing.TB, args ...string) *exec.Cmd {
+// deskX is a command run in vm2 on the desktop's X display, killed after
+// limit whatever it waits for (xclip -o waits as long as the selection's
+// owner takes to answer, and that owner may be the browser, through GNOME
+// Remote Desktop).
+func deskX(t testing.TB, limit time.Duration, args ...string) *exec.Cmd {
 	t.Helper()
-	return LabCommand(t, "vm2", append([]string{"timeout", "10", "env", "DISPLAY=" + LabValue(t, "VM2_DESK_DISPLAY"),
-		"XAUTHORITY=" + LabValue(t, "VM2_DESK_XAUTHORITY"), "LANG=C.UTF-8"}, args...)...)
+	c := LabCommand(t, "vm2", append([]string{"timeout", "-s", "KILL", fmt.Sprint(int(limit.Seconds())),
+		"env", "DISPLAY=" + LabValue(t, "VM2_DESK_DISPLAY"), "XAUTHORITY=" + LabValue(t, "VM2_DESK_XAUTHORITY"),
+		"LANG=C.UTF-8"}, args...)...)
+	c.WaitDelay = time.Second
+	return c
 }
 
-// DeskClipboard reads the desktop's CLIPBOARD selection (xclip, in vm2);
-// ok is false when nothing holds it or its owner gave no text.
-func DeskClipboard(t testing.TB) (text string, ok bool) {
+// DeskSelection reads the desktop's CLIPBOARD selection as target (an X
+// selection target: UTF8_STRING, text/uri-list); ok is false when nothing
+// holds it or its owner gave nothing within 10 s.
+func DeskSelection(t testing.TB, target string) (data string, ok bool) {
 	t.Helper()
-	out, err := deskX(t, "xclip", "-o", "-selection", "clipboard").Output()
+	out, err := deskX(t, 10*time.Second, "xclip", "-o", "-selection", "clipboard", "-t", target).Output()
 	return string(out), err == nil
 }
 
-// SetDeskClipboard makes text the desktop's CLIPBOARD selection, held by an
-// xclip in vm2 that the test's cleanup stops (by its PID) unless another
-// owner has taken the selection by then.
-func SetDeskClipboard(t testing.TB, text string) {
+// DeskClipboard reads the desktop's CLIPBOARD selection as text.
+func DeskClipboard(t testing.TB) (text string, ok bool) {
 	t.Helper()
-	// -quiet keeps xclip in the foreground: the process started is the owner.
-	c := deskX(t, "xclip", "-quiet", "-i", "-selection", "clipboard")
-	c.Stdin = strings.NewReader(text)
-	var out bytes.Buffer
+	return DeskSelection(t, "UTF8_STRING")
+}
+
+// HoldDeskSelection makes data the desktop's CLIPBOARD selection as target,
+// held by an xclip in vm2 until another owner takes the selection or the
+// test ends: its cleanup kills the xclip's process group (timeout forks it).
+func HoldDeskSelection(t testing.TB, target, data string) {
+	t.Helper()
+	// -quiet keeps xclip in the foreground, the child of timeout, in the
+	// process group that timeout makes of itself (the PID started: nsenter
+	// and ip netns exec exec what they run).
+	c := deskX(t, 5*time.Minute, "xclip", "-quiet", "-i", "-selection", "clipboard", "-t", target)
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Stdin = strings.NewReader(data)
+	var out syncbuf.Buffer
 	c.Stdout, c.Stderr = &out, &out
 	if err := c.Start(); err != nil {
 		t.Fatalf("xclip in vm2: %v", err)
 	}
-	t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	t.Cleanup(func() {
+		syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+		c.Wait()
+	})
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if got, ok := DeskClipboard(t); ok && got == text {
+		if got, ok := DeskSelection(t, target); ok && got == data {
 			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("xclip in vm2 did not take the clipboard: %s", out.String())
 		}
 	}
+}
+
+// SetDeskClipboard makes text the desktop's CLIPBOARD selection (HoldDeskSelection).
+func SetDeskClipboard(t testing.TB, text string) {
+	t.Helper()
+	HoldDeskSelection(t, "UTF8_STRING", text)
 }
 
 // DeskGRDLog is GNOME Remote Desktop's log so far.

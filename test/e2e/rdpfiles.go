@@ -90,23 +90,13 @@ func DropFiles(t testing.TB, b *browsertest.Browser, name string, size int) {
 	}
 }
 
-// FilesDeskX runs args in vm2 on the GNOME desktop's X display and
-// returns their output.
-func FilesDeskX(t testing.TB, args ...string) (string, error) {
-	t.Helper()
-	c := LabCommand(t, "vm2", append([]string{"timeout", "10", "env", "DISPLAY=" + LabValue(t, "VM2_DESK_DISPLAY"),
-		"XAUTHORITY=" + LabValue(t, "VM2_DESK_XAUTHORITY"), "LANG=C.UTF-8"}, args...)...)
-	out, err := c.Output()
-	return string(out), err
-}
-
 // WaitDeskFile waits until the desktop's clipboard offers a file named
 // name (text/uri-list), and returns its path in vm2.
 func WaitDeskFile(t testing.TB, name string) string {
 	t.Helper()
 	var last string
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		out, _ := FilesDeskX(t, "xclip", "-o", "-selection", "clipboard", "-t", "text/uri-list")
+		out, _ := DeskSelection(t, "text/uri-list")
 		last = out
 		for _, line := range strings.Split(out, "\n") {
 			u, err := url.Parse(strings.TrimSpace(line))
@@ -123,7 +113,7 @@ func WaitDeskFile(t testing.TB, name string) string {
 // name now.
 func DeskFileOffered(t testing.TB, name string) bool {
 	t.Helper()
-	out, _ := FilesDeskX(t, "xclip", "-o", "-selection", "clipboard", "-t", "text/uri-list")
+	out, _ := DeskSelection(t, "text/uri-list")
 	return strings.Contains(out, "/"+url.PathEscape(name))
 }
 
@@ -140,13 +130,7 @@ func CopyDeskFile(t testing.TB, name string, data []byte) string {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c := LabCommand(t, "vm2", "env", "DISPLAY="+LabValue(t, "VM2_DESK_DISPLAY"), "XAUTHORITY="+LabValue(t, "VM2_DESK_XAUTHORITY"),
-		"xclip", "-quiet", "-i", "-selection", "clipboard", "-t", "text/uri-list")
-	c.Stdin = strings.NewReader("file://" + (&url.URL{Path: path}).EscapedPath() + "\r\n")
-	if err := c.Start(); err != nil {
-		t.Fatalf("xclip in vm2: %v", err)
-	}
-	t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	HoldDeskSelection(t, "text/uri-list", "file://"+(&url.URL{Path: path}).EscapedPath()+"\r\n")
 	return path
 }
 
