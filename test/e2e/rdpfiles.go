@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -134,16 +135,34 @@ func CopyDeskFile(t testing.TB, name string, data []byte) string {
 	return path
 }
 
-// FileSHA256InVM2 is the SHA-256 of the file at path, read in vm2.
-func FileSHA256InVM2(t testing.TB, path string) string {
+// DeskFileSHA256 is the SHA-256 of a file the desktop's clipboard offers
+// (WaitDeskFile's path), read as an application on the desktop reads it:
+// in GNOME Remote Desktop's mount namespace, where its FUSE directory of
+// clipboard files is mounted (each `ip netns exec` has a namespace of its
+// own, which does not see it). Reading it makes GNOME Remote Desktop ask the
+// client for the file's contents, through the bastion.
+func DeskFileSHA256(t testing.TB, path string) string {
 	t.Helper()
-	out, err := LabCommand(t, "vm2", "timeout", "60", "sha256sum", path).Output()
+	pid := labPID(t, "desk-grd")
+	out, err := exec.Command("nsenter", "--target", pid, "--mount", "--net", "--uts",
+		"timeout", "-s", "KILL", "60", "sha256sum", path).Output()
 	if err != nil {
-		t.Fatalf("sha256sum %s in vm2: %v", path, err)
+		t.Fatalf("sha256sum %s in vm2's desktop: %v", path, err)
 	}
 	f := strings.Fields(string(out))
 	if len(f) == 0 {
-		t.Fatalf("sha256sum %s in vm2 said nothing", path)
+		t.Fatalf("sha256sum %s in vm2's desktop said nothing", path)
+	}
+	return f[0]
+}
+
+// labPID is the PID of the lab's service name (test/lab/lab.sh's start).
+func labPID(t testing.TB, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(LabValue(t, "LAB_DIR"), "pids", name))
+	f := strings.Fields(string(data))
+	if err != nil || len(f) == 0 {
+		t.Fatalf("the lab's %s has no PID file: %v", name, err)
 	}
 	return f[0]
 }

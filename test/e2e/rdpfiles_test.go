@@ -66,7 +66,7 @@ func TestBrowserRDPFiles(t *testing.T) {
 		DropFiles(t, b, "upload.bin", size)
 		path := WaitDeskFile(t, "upload.bin")
 		want := SHA256Hex(FilesPattern(size))
-		if got := FileSHA256InVM2(t, path); got != want {
+		if got := DeskFileSHA256(t, path); got != want {
 			t.Errorf("vm2 read %s with SHA-256 %s, want %s", path, got, want)
 		}
 		ev := WaitAuditEvent(t, d, "file_transfer", map[string]string{"user": "carol", "direction": "upload", "name": "upload.bin"}, 10*time.Second)
