@@ -67,6 +67,16 @@ func WaitDeskLine(t testing.TB, line string) {
 	}
 }
 
+// DeskViewport sizes b's page so that the desktop page asks for a desktop
+// of 1280x800, the size of GNOME Remote Desktop's monitor, which it
+// mirrors whatever the client asks: IronRDP 0.11 panics on a frame of
+// another size than it asked ("Failed to construct 'ImageData'"), after
+// which it draws, sends and answers nothing, clipboard included.
+func DeskViewport(t testing.TB, b *browsertest.Browser) {
+	t.Helper()
+	b.Viewport(t, 1280, 846)
+}
+
 // deskX is a command run in vm2 on the desktop's X display, killed after
 // limit whatever it waits for (xclip -o waits as long as the selection's
 // owner takes to answer, and that owner may be the browser, through GNOME

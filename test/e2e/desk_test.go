@@ -19,12 +19,7 @@ import (
 // Screenshots are kept under test/artifacts/browser-desk.
 func TestBrowserDesk(t *testing.T) {
 	b := startBrowser(t, "browser-desk")
-	// The page asks for a desktop the size of its screen, 1280x800 here:
-	// GNOME Remote Desktop mirrors its 1280x800 monitor whatever the client
-	// asks, and IronRDP 0.11 panics on a frame of another size than it
-	// asked ("Failed to construct 'ImageData'"), after which it draws and
-	// sends nothing.
-	b.Viewport(t, 1280, 846)
+	DeskViewport(t, b)
 	d := StartDaemonWith(t, ViaFDs, func(dir string) string { return DeskAt(WebRDPConfig(dir, false, ""), lab["VM2_DESK_4"]) })
 	AddLabUsers(t, d, "alice")
 	t.Cleanup(func() {

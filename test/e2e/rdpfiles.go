@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -116,6 +117,61 @@ func DeskFileOffered(t testing.TB, name string) bool {
 	t.Helper()
 	out, _ := DeskSelection(t, "text/uri-list")
 	return strings.Contains(out, "/"+url.PathEscape(name))
+}
+
+// WaitClipboardLive copies a line of text in the browser and waits until
+// vm2's clipboard holds it: the desktop's clipboard channel is then set up
+// at both ends (a file dropped while the client is still setting it up is
+// dropped by the client: an offer made before the initial format lists are
+// exchanged is lost).
+func WaitClipboardLive(t testing.TB, b *browsertest.Browser) {
+	t.Helper()
+	nonce := make([]byte, 4)
+	rand.Read(nonce)
+	text := "clipboard check " + hex.EncodeToString(nonce)
+	SetBrowserClipboard(t, b, text)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if got, _ := DeskClipboard(t); got == text {
+			return
+		}
+		if time.Now().After(deadline) {
+			got, ok := DeskClipboard(t)
+			t.Fatalf("the browser's copy did not reach vm2's clipboard: %q (%v)", got, ok)
+		}
+	}
+}
+
+// DropRefusedFile drops a file named name onto the desktop of user, whose
+// role refuses files, and fails the test if vm2's clipboard ever offers it.
+// Either outcome of the refusal is right: the client, shown a machine
+// without file streaming (the gateway cleared the flag), offers no file,
+// or it offers one and the gateway takes the file formats out and audits
+// it. So it watches vm2's clipboard until the refusal is audited, or for a
+// few seconds, and says which it was.
+func DropRefusedFile(t testing.TB, b *browsertest.Browser, d *Daemon, user, name string) {
+	t.Helper()
+	refused := func() bool {
+		for _, ev := range d.AuditEvents("file_transfer_refused") {
+			if ev["user"] == user && ev["direction"] == "upload" {
+				return true
+			}
+		}
+		return false
+	}
+	DropFiles(t, b, name, 5000)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if DeskFileOffered(t, name) {
+			t.Fatalf("vm2's clipboard offers %s, which %s's role refuses", name, user)
+		}
+		if refused() {
+			t.Logf("the client offered %s; the gateway refused it", name)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Logf("the client offered no file for %s (the machine has no file streaming, as the gateway shows it)", name)
+			return
+		}
+	}
 }
 
 // CopyDeskFile writes data to a file named name in vm2 and copies it on

@@ -27,12 +27,7 @@ func lastChars(s string, n int) string { return s[max(0, len(s)-n):] }
 // browser's clipboard, although keys typed after each copy do arrive.
 func invariant18RDPClipboard(t *testing.T) {
 	b := e2e.StartBrowser(t, "invariant18-rdp-clipboard")
-	// The page asks for a desktop the size of its screen, 1280x800 here:
-	// GNOME Remote Desktop mirrors its 1280x800 monitor whatever the client
-	// asks, and IronRDP 0.11 panics on a frame of another size than it
-	// asked ("Failed to construct 'ImageData'"), after which it draws and
-	// sends nothing.
-	b.Viewport(t, 1280, 846)
+	e2e.DeskViewport(t, b)
 	v4, v6 := e2e.LabValue(t, "VM2_DESK_4"), e2e.LabValue(t, "VM2_DESK_6")
 	d := e2e.StartDaemonWith(t, e2e.ViaFDs, func(dir string) string { return e2e.DeskAt(e2e.WebRDPConfig(dir, false, ""), v4) })
 	removeFirewallAtEnd(t)
@@ -152,6 +147,7 @@ func invariant18RDPClipboard(t *testing.T) {
 func askForClipboard(t *testing.T, b *browsertest.Browser) func() {
 	t.Helper()
 	var r struct{ Identifier string }
+	b.CDP(t, "Page.enable", nil, nil) // a session's scripts run on new documents once its Page domain is on
 	b.CDP(t, "Page.addScriptToEvaluateOnNewDocument", map[string]any{"source": `document.addEventListener("readystatechange", () => {
   const c = document.getElementById("client");
   if (document.readyState === "interactive" && c && c.dataset.protocol === "rdp") c.dataset.clipboard = "true";
