@@ -46,7 +46,7 @@ const blockSize = 32 << 10
 // keepBuf is the largest event buffer kept between flushes; a larger one
 // (a burst of output) is let go, so that a terminal that goes quiet keeps
 // a small one.
-const keepBuf = 4 << 10
+const keepBuf = 1 << 10
 
 // bigPool lends the event buffers of terminals that show more than keepBuf
 // between two flushes; a flush gives them back.
