@@ -22,10 +22,12 @@ import (
 
 // Buffers: a quiet terminal waits for output on a small buffer (a thousand
 // idle sessions must not pin large ones) and takes a large pooled one
-// while output flows (relaybuf).
+// while output flows (relaybuf); keystrokes are read on a small buffer
+// too, and a message that fills it (a paste typed as keys) goes on a
+// pooled one.
 const (
-	inputBuf  = 4 << 10
-	smallBuf  = 2 << 10
+	inputBuf  = 256
+	smallBuf  = 512
 	stderrBuf = 512
 )
 
@@ -427,6 +429,12 @@ func (c *conn) input() {
 
 // keystrokes copies one binary message to the shell.
 func (c *conn) keystrokes(r io.Reader, buf []byte) bool {
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			relaybuf.Put(big)
+		}
+	}()
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
@@ -435,6 +443,10 @@ func (c *conn) keystrokes(r io.Reader, buf []byte) bool {
 			}
 			c.sess.AddUp(int64(n))
 			c.activity()
+			if n == len(buf) && big == nil {
+				big = relaybuf.Get()
+				buf = *big
+			}
 		}
 		if err == io.EOF {
 			return true
