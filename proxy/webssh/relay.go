@@ -163,7 +163,8 @@ func (c *conn) recordingFailed(class string, err error) {
 // relay tells the page the shell is open and carries the terminal: one
 // goroutine reads the page, one the machine's output (and a small one its
 // error output, which a PTY session does not normally use), while this one
-// watches the channel's requests, the broker, keepalives and idleness, and
+// watches the channel's requests, the broker, keepalives and idleness,
+// answers the machine's requests to the connection (machineConn), and
 // returns how the session ends.
 func (c *conn) relay(ctx context.Context, cols, rows int) *ending {
 	if c.p.Files != nil {
@@ -204,8 +205,21 @@ func (c *conn) relay(ctx context.Context, cols, rows int) *ending {
 	if c.rec != nil {
 		recFailed = c.rec.Failed()
 	}
+	globalReqs, newChans := c.client.reqs, c.client.chans // nil once closed
 	for {
 		select {
+		case req, ok := <-globalReqs:
+			if !ok {
+				globalReqs = nil // the connection ended: c.reqs says so
+				continue
+			}
+			refuseRequest(req)
+		case nc, ok := <-newChans:
+			if !ok {
+				newChans = nil
+				continue
+			}
+			refuseChannel(nc)
 		case <-recFailed:
 			// A flush failed between events: what the page was shown
 			// since is not on disk, and nothing more may be.
