@@ -182,6 +182,9 @@ var gcs = 4
 // adds.
 func BenchmarkIdleTerminals(b *testing.B) {
 	const n = 200
+	if os.Getenv("WEBSSH_BENCH_HEAPPROFILE") != "" {
+		runtime.MemProfileRate = 1 // every allocation, for the profile
+	}
 	h, d := costHarness(b)
 	for b.Loop() {
 		heap0, stack0 := heap()
