@@ -121,14 +121,19 @@ func (z *gzipStream) grow(n int) {
 	z.buf = append((*z.big)[:0], z.buf...)
 }
 
-// keep makes p the end of the dictionary.
+// keep makes p the end of the dictionary, whose array grows in steps to
+// dictSize and no further.
 func (z *gzipStream) keep(p []byte) {
 	if len(p) >= dictSize {
-		z.dict = append(z.dict[:0], p[len(p)-dictSize:]...)
-		return
+		p, z.dict = p[len(p)-dictSize:], z.dict[:0]
 	}
 	if over := len(z.dict) + len(p) - dictSize; over > 0 {
 		z.dict = z.dict[:copy(z.dict, z.dict[over:])]
+	}
+	if need := len(z.dict) + len(p); need > cap(z.dict) {
+		grown := make([]byte, len(z.dict), min(dictSize, max(2*cap(z.dict), need)))
+		copy(grown, z.dict)
+		z.dict = grown
 	}
 	z.dict = append(z.dict, p...)
 }

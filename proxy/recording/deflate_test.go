@@ -84,18 +84,19 @@ func TestStreamAcrossFlushes(t *testing.T) {
 }
 
 // TestEventBufferLetGo: after a burst, a flush lets the large event
-// buffer go (back to the pool), so an idle recording keeps a small one.
+// buffer go (back to the pool), so an idle recording keeps a small one,
+// and the dictionary's array never outgrows dictSize.
 func TestEventBufferLetGo(t *testing.T) {
 	r, err := Create(t.TempDir(), "s1", Header{Width: 80, Height: 24})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	for i, n := range []int{10, keepBuf * 2, blockSize * 3, 1} {
+	for i, n := range []int{10, keepBuf * 2, dictSize - 100, 3000, blockSize * 3, 1} {
 		r.Output([]byte(strings.Repeat("a", n)))
 		r.flushLater()
 		r.mu.Lock()
-		buf, big, dict := cap(r.gz.buf), r.gz.big, len(r.gz.dict)
+		buf, big, dict := cap(r.gz.buf), r.gz.big, cap(r.gz.dict)
 		r.mu.Unlock()
 		if buf > keepBuf || big != nil || dict > dictSize {
 			t.Errorf("%s after flush %d: event buffer of %d bytes (pooled: %v), dictionary of %d", fmt.Sprint(n), i, buf, big != nil, dict)
