@@ -7,7 +7,9 @@
 // su) stays out of the file.
 //
 // Recordings are gzip-compressed at rest (SESSIONID.cast.gz), flushed at
-// least every FlushInterval so that a crash loses at most that much; the
+// least every FlushInterval so that a crash loses at most that much (see
+// deflate.go: a recorder keeps no compressor between flushes, so that an
+// idle terminal's recording holds a few KiB, not a compressor's 900); the
 // store (store.go) also reads the plain SESSIONID.cast of earlier releases
 // and the RDP recordings (SESSIONID.rdp.gz) another writer keeps in the same
 // directory, and applies the retention limits to all of them. The
@@ -18,8 +20,6 @@
 package recording
 
 import (
-	"bufio"
-	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -60,10 +60,10 @@ type Recorder struct {
 	start time.Time
 
 	mu      sync.Mutex    // guards the fields below
-	w       *bufio.Writer // the events, into gz
-	gz      *gzip.Writer  // into disk
+	gz      gzipStream    // the events waiting for the next flush, and the stream's state
 	disk    *diskWriter   // into f, hashing and counting
-	flusher flushTimer    // flushes what waits in w
+	flusher flushTimer    // flushes what waits in gz
+	flushFn func()        // r.flushLater, made once
 	last    time.Duration // the time of the last event; events never go back
 	carry   []byte        // the incomplete UTF-8 sequence that ended the last output
 	scratch []byte        // carry + the next output, joined
@@ -98,16 +98,14 @@ func Create(dir, sessionID string, h Header) (*Recorder, error) {
 	}
 	release := hold(path)
 	disk := &diskWriter{f: f, sum: sha256.New()}
-	gz, _ := gzip.NewWriterLevel(disk, gzip.DefaultCompression) // the level is valid
-	r := &Recorder{path: path, f: f, start: time.Now(), disk: disk, gz: gz, w: bufio.NewWriterSize(gz, 8<<10), release: release,
-		failed: make(chan struct{})}
+	r := &Recorder{path: path, f: f, start: time.Now(), disk: disk, release: release, failed: make(chan struct{})}
+	r.flushFn = r.flushLater
 	line, _ := json.Marshal(header{Version: 2, Width: h.Width, Height: h.Height, Timestamp: r.start.Unix(),
 		Env: map[string]string{"TERM": "xterm-256color"}, Title: h.Title})
-	r.w.Write(line)
-	r.w.WriteByte('\n')
-	err = r.w.Flush()
+	r.gz.buf = append(append(r.gz.buf, line...), '\n')
+	err = r.gz.start(disk)
 	if err == nil {
-		err = gz.Flush()
+		err = r.gz.flush(disk, false)
 	}
 	if err == nil {
 		err = f.Sync()
@@ -204,8 +202,9 @@ func (r *Recorder) Output(p []byte) error {
 	if cut == 0 {
 		return nil
 	}
+	r.gz.grow(cut + cut/8 + 64) // the event's line: most bytes need no escape
 	r.event('o')
-	writeEscaped(r.w, p[:cut])
+	r.gz.buf = appendEscaped(r.gz.buf, p[:cut])
 	return r.endEvent()
 }
 
@@ -220,7 +219,7 @@ func (r *Recorder) Resize(cols, rows int) error {
 	n := strconv.AppendInt(r.prefix[:0], int64(cols), 10)
 	n = append(n, 'x')
 	n = strconv.AppendInt(n, int64(rows), 10)
-	r.w.Write(n)
+	r.gz.buf = append(r.gz.buf, n...)
 	return r.endEvent()
 }
 
@@ -233,13 +232,14 @@ func (r *Recorder) Marker(label string) error {
 		return err
 	}
 	r.event('m')
-	writeEscaped(r.w, []byte(label))
+	r.gz.buf = appendEscaped(r.gz.buf, []byte(label))
 	return r.endEvent()
 }
 
 // Close records what output is still held back (as U+FFFD for each
 // byte, as for other bytes that are not UTF-8), writes the
-// buffer and the end of the gzip stream, syncs and closes the file. It
+// events still waiting and the end of the gzip stream, syncs and closes
+// the file. It
 // returns the recording's first failure, if any; later calls return nil.
 func (r *Recorder) Close() error {
 	r.mu.Lock()
@@ -253,14 +253,12 @@ func (r *Recorder) Close() error {
 	if r.err == nil && len(r.carry) > 0 {
 		r.event('o')
 		for range r.carry {
-			r.w.WriteString(`\ufffd`)
+			r.gz.buf = append(r.gz.buf, `\ufffd`...)
 		}
 		r.endEvent()
 	}
 	if r.err == nil {
-		if err := r.w.Flush(); err != nil {
-			r.fail(err)
-		} else if err := r.gz.Close(); err != nil {
+		if err := r.gz.flush(r.disk, true); err != nil {
 			r.fail(err)
 		} else if err := r.f.Sync(); err != nil {
 			r.fail(err)
@@ -292,17 +290,19 @@ func (r *Recorder) event(code byte) {
 	n = append(n, ", \""...)
 	n = append(n, code)
 	n = append(n, "\", \""...)
-	r.w.Write(n)
+	r.gz.buf = append(r.gz.buf, n...)
 }
 
-// endEvent ends the event line and has it flushed within FlushInterval;
-// r.mu is held. bufio.Writer keeps its first error, so the last write
-// reports any failure of the event's writes.
+// endEvent ends the event line and has it flushed within FlushInterval,
+// or now if enough waits for a block of its own; r.mu is held.
 func (r *Recorder) endEvent() error {
-	if _, err := r.w.WriteString("\"]\n"); err != nil {
-		return r.fail(err)
+	r.gz.buf = append(r.gz.buf, "\"]\n"...)
+	if len(r.gz.buf) >= blockSize {
+		if err := r.gz.flush(r.disk, false); err != nil {
+			return r.fail(err)
+		}
 	}
-	r.flusher.arm(r.flushLater)
+	r.flusher.arm(r.flushFn)
 	return nil
 }
 
@@ -313,9 +313,7 @@ func (r *Recorder) flushLater() {
 	if r.closed || r.err != nil {
 		return
 	}
-	if err := r.w.Flush(); err != nil {
-		r.fail(err)
-	} else if err := r.gz.Flush(); err != nil {
+	if err := r.gz.flush(r.disk, false); err != nil {
 		r.fail(err)
 	}
 }
@@ -377,17 +375,17 @@ func completeLen(p []byte) int {
 
 const hexDigits = "0123456789abcdef"
 
-// writeEscaped writes p as the inside of a JSON string: quotes,
+// appendEscaped appends p as the inside of a JSON string: quotes,
 // backslashes and control characters escaped, invalid UTF-8 as U+FFFD.
-func writeEscaped(w *bufio.Writer, p []byte) {
+func appendEscaped(w []byte, p []byte) []byte {
 	start := 0
 	for i := 0; i < len(p); {
 		c := p[i]
 		if c >= utf8.RuneSelf {
 			r, size := utf8.DecodeRune(p[i:])
 			if r == utf8.RuneError && size == 1 {
-				w.Write(p[start:i])
-				w.WriteString(`\ufffd`)
+				w = append(w, p[start:i]...)
+				w = append(w, `\ufffd`...)
 				i++
 				start = i
 				continue
@@ -399,24 +397,22 @@ func writeEscaped(w *bufio.Writer, p []byte) {
 			i++
 			continue
 		}
-		w.Write(p[start:i])
+		w = append(w, p[start:i]...)
 		switch c {
 		case '"', '\\':
-			w.WriteByte('\\')
-			w.WriteByte(c)
+			w = append(w, '\\', c)
 		case '\n':
-			w.WriteString(`\n`)
+			w = append(w, `\n`...)
 		case '\r':
-			w.WriteString(`\r`)
+			w = append(w, `\r`...)
 		case '\t':
-			w.WriteString(`\t`)
+			w = append(w, `\t`...)
 		default:
-			w.WriteString(`\u00`)
-			w.WriteByte(hexDigits[c>>4])
-			w.WriteByte(hexDigits[c&0xf])
+			w = append(w, `\u00`...)
+			w = append(w, hexDigits[c>>4], hexDigits[c&0xf])
 		}
 		i++
 		start = i
 	}
-	w.Write(p[start:])
+	return append(w, p[start:]...)
 }

@@ -31,3 +31,16 @@ func BenchmarkPublish(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPublishEcho: what a keystroke's echo (one byte of output)
+// costs the terminal's relay with no one watching: the copy into the
+// catch-up's last chunk.
+func BenchmarkPublishEcho(b *testing.B) {
+	s := NewHub().Open(Info{Session: "a"}, SSHLimits, nil)
+	defer s.Close()
+	p := []byte("x")
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Publish(Output, p)
+	}
+}

@@ -200,23 +200,28 @@ func (s *Stream) Size() []byte {
 
 // Publish gives the watchers a copy of p. It never blocks on a watcher:
 // one whose queue is full is dropped. It is safe for concurrent use, and
-// a no-op once the stream is closed.
+// a no-op once the stream is closed. p is not kept: with no one watching,
+// a terminal's output is only copied into its catch-up's chunks.
 func (s *Stream) Publish(kind byte, p []byte) {
 	if len(p) == 0 {
 		return
 	}
-	f := Frame{Kind: kind, Data: slices.Clone(p)}
+	f := Frame{Kind: kind, Data: p}
 	var dropped bool
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
 		return
 	}
+	borrowed := len(s.watchers) == 0 // else the watchers' queues share one copy
+	if !borrowed {
+		f.Data = slices.Clone(p)
+	}
 	open := false
 	if f.Kind == Output {
 		f.clean, open = s.boundary(f.Data)
 	}
-	s.keep(f, open)
+	s.keep(f, open, borrowed)
 	for w := range s.watchers {
 		if !w.push(f) {
 			delete(s.watchers, w)
@@ -229,17 +234,25 @@ func (s *Stream) Publish(kind byte, p []byte) {
 	}
 }
 
-// keep adds f to the catch-up; open says it ends inside a sequence. s.mu
-// is held.
-func (s *Stream) keep(f Frame, open bool) {
+// keep adds f to the catch-up; open says it ends inside a sequence, and
+// borrowed that f.Data is the caller's: it is copied before it is kept.
+// s.mu is held.
+func (s *Stream) keep(f Frame, open, borrowed bool) {
+	own := func(f Frame) Frame {
+		if borrowed {
+			f.Data = slices.Clone(f.Data)
+		}
+		return f
+	}
 	if f.Kind == Size {
-		s.size = &f
+		size := own(f)
+		s.size = &size
 		return
 	}
 	s.lastOpen = open
 	if !s.headFull {
 		if s.headBytes+len(f.Data) <= s.lim.Head {
-			s.head = append(s.head, f)
+			s.head = append(s.head, own(f))
 			s.headBytes += len(f.Data)
 			if !open {
 				s.headClean = len(s.head)
@@ -259,12 +272,23 @@ func (s *Stream) keep(f Frame, open bool) {
 		// A byte stream (a terminal): small reads join the last chunk, so
 		// that a tail of keystroke echoes is a few chunks, not thousands
 		// of frames. Appending past a chunk's length never changes what a
-		// watcher's queue holds of it.
-		s.tail[n-1].Data = append(s.tail[n-1].Data, f.Data...)
+		// watcher's queue holds of it, nor does moving the chunk to a
+		// larger array (the queue keeps the old one).
+		last := &s.tail[n-1]
+		if need := len(last.Data) + len(f.Data); need > cap(last.Data) {
+			grown := make([]byte, len(last.Data), min(chunk, max(2*cap(last.Data), need)))
+			copy(grown, last.Data)
+			last.Data = grown
+		}
+		last.Data = append(last.Data, f.Data...)
 	} else if s.lim.Bytes && len(f.Data) < chunk {
-		s.tail = append(s.tail, Frame{Kind: f.Kind, Data: append(make([]byte, 0, chunk), f.Data...), clean: true})
+		// Chunks start small and grow as output joins them: a quiet
+		// terminal's catch-up holds its last screen's bytes, not 4 KiB
+		// chunks.
+		data := append(make([]byte, 0, min(chunk, max(len(f.Data), minChunk))), f.Data...)
+		s.tail = append(s.tail, Frame{Kind: f.Kind, Data: data, clean: true})
 	} else {
-		s.tail = append(s.tail, f)
+		s.tail = append(s.tail, own(f))
 	}
 	for s.tailBytes > s.lim.Tail && s.tailOff < len(s.tail) {
 		s.tailBytes -= len(s.tail[s.tailOff].Data)
@@ -280,8 +304,12 @@ func (s *Stream) keep(f Frame, open bool) {
 	}
 }
 
-// coalesce is the largest chunk a byte stream's tail is kept in.
-const coalesce = 4 << 10
+// coalesce is the largest chunk a byte stream's tail is kept in, and
+// minChunk the capacity a chunk starts with.
+const (
+	coalesce = 4 << 10
+	minChunk = 256
+)
 
 // boundary judges the next Output frame (Limits.Boundary); s.mu is held.
 func (s *Stream) boundary(p []byte) (cleanStart, openEnd bool) {

@@ -260,3 +260,49 @@ func TestTinyFramesCoalesce(t *testing.T) {
 		t.Errorf("the tail holds %d frames", kept)
 	}
 }
+
+// TestPublishKeepsNoCallerBytes: Publish copies what it keeps, with and
+// without watchers, so a relay may reuse its read buffer; a watcher's
+// queued frames never change as later output joins (and grows) the chunk
+// they came from; and a quiet terminal's catch-up holds chunks sized to
+// its output, not full ones.
+func TestPublishKeepsNoCallerBytes(t *testing.T) {
+	s := NewHub().Open(Info{Session: "a"}, SSHLimits, nil)
+	defer s.Close()
+	buf := make([]byte, 1)
+	var all bytes.Buffer
+	publish := func(c byte) {
+		buf[0] = c
+		all.WriteByte(c)
+		s.Publish(Output, buf)
+		buf[0] = '!' // the relay's next read
+	}
+	s.Publish(Size, []byte(`{"cols":80,"rows":24}`))
+	for _, c := range []byte("login: ") {
+		publish(c)
+	}
+	s.mu.Lock()
+	if c := cap(s.tail[len(s.tail)-1].Data); c > minChunk {
+		t.Errorf("7 bytes of output are kept in a chunk of %d", c)
+	}
+	s.mu.Unlock()
+	early, _ := s.Subscribe("early")
+	for i := range 3000 { // the chunk grows, several times, while early's queue holds parts of it
+		publish('a' + byte(i%26))
+	}
+	late, _ := s.Subscribe("late")
+	for _, w := range []*Watcher{early, late} {
+		got, err := drain(t, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := data(got); !strings.HasSuffix(all.String(), d) || strings.Contains(d, "!") {
+			t.Errorf("%s read %d bytes that are not the end of the output", w.Name(), len(d))
+		} else if w == early && d != all.String() {
+			t.Errorf("early read %d bytes, want all %d", len(d), all.Len())
+		}
+		if string(s.Size()) != `{"cols":80,"rows":24}` {
+			t.Errorf("size %s", s.Size())
+		}
+	}
+}

@@ -178,7 +178,7 @@ func (p *panel) sftp() (*sftp.Client, error) {
 	if p.client != nil {
 		return p.client, nil
 	}
-	cl, err := sftp.NewClient(p.c.client, sftp.MaxConcurrentRequestsPerFile(maxFileRequests),
+	cl, err := p.c.client.sftpClient(sftp.MaxConcurrentRequestsPerFile(maxFileRequests),
 		sftp.UseConcurrentWrites(true))
 	if err != nil {
 		return nil, fmt.Errorf("webssh: open the sftp subsystem: %w", err)

@@ -129,7 +129,7 @@ func (c *conn) attempt(ctx context.Context, m *inMsg) (refused string, e *ending
 // handshake does the SSH handshake with the machine over tc. It fails
 // with refused when the machine refused the credentials, else with how
 // the session ends.
-func (c *conn) handshake(ctx context.Context, log *zap.Logger, sess Session, tc *targetConn, login string, a *authState) (_ *ssh.Client, refused bool, _ *ending) {
+func (c *conn) handshake(ctx context.Context, log *zap.Logger, sess Session, tc *targetConn, login string, a *authState) (_ *machineConn, refused bool, _ *ending) {
 	check, algos := c.p.HostKeys(c.p.Target)
 	if check == nil {
 		check = func(string, net.Addr, ssh.PublicKey) error {
@@ -162,7 +162,7 @@ func (c *conn) handshake(ctx context.Context, log *zap.Logger, sess Session, tc 
 	tc.SetDeadline(time.Now().Add(c.p.HandshakeTimeout))
 	sc, chans, reqs, err := ssh.NewClientConn(tc, c.p.Target, cfg)
 	if err == nil {
-		return ssh.NewClient(sc, chans, reqs), false, nil
+		return &machineConn{Conn: sc, chans: chans, reqs: reqs}, false, nil
 	}
 	switch {
 	case a.userEnd != nil:

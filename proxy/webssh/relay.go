@@ -22,10 +22,12 @@ import (
 
 // Buffers: a quiet terminal waits for output on a small buffer (a thousand
 // idle sessions must not pin large ones) and takes a large pooled one
-// while output flows (relaybuf).
+// while output flows (relaybuf); keystrokes are read on a small buffer
+// too, and a message that fills it (a paste typed as keys) goes on a
+// pooled one.
 const (
-	inputBuf  = 4 << 10
-	smallBuf  = 2 << 10
+	inputBuf  = 256
+	smallBuf  = 512
 	stderrBuf = 512
 )
 
@@ -161,7 +163,8 @@ func (c *conn) recordingFailed(class string, err error) {
 // relay tells the page the shell is open and carries the terminal: one
 // goroutine reads the page, one the machine's output (and a small one its
 // error output, which a PTY session does not normally use), while this one
-// watches the channel's requests, the broker, keepalives and idleness, and
+// watches the channel's requests, the broker, keepalives and idleness,
+// answers the machine's requests to the connection (machineConn), and
 // returns how the session ends.
 func (c *conn) relay(ctx context.Context, cols, rows int) *ending {
 	if c.p.Files != nil {
@@ -202,8 +205,21 @@ func (c *conn) relay(ctx context.Context, cols, rows int) *ending {
 	if c.rec != nil {
 		recFailed = c.rec.Failed()
 	}
+	globalReqs, newChans := c.client.reqs, c.client.chans // nil once closed
 	for {
 		select {
+		case req, ok := <-globalReqs:
+			if !ok {
+				globalReqs = nil // the connection ended: c.reqs says so
+				continue
+			}
+			refuseRequest(req)
+		case nc, ok := <-newChans:
+			if !ok {
+				newChans = nil
+				continue
+			}
+			refuseChannel(nc)
 		case <-recFailed:
 			// A flush failed between events: what the page was shown
 			// since is not on disk, and nothing more may be.
@@ -427,6 +443,12 @@ func (c *conn) input() {
 
 // keystrokes copies one binary message to the shell.
 func (c *conn) keystrokes(r io.Reader, buf []byte) bool {
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			relaybuf.Put(big)
+		}
+	}()
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
@@ -435,6 +457,10 @@ func (c *conn) keystrokes(r io.Reader, buf []byte) bool {
 			}
 			c.sess.AddUp(int64(n))
 			c.activity()
+			if n == len(buf) && big == nil {
+				big = relaybuf.Get()
+				buf = *big
+			}
 		}
 		if err == io.EOF {
 			return true

@@ -215,7 +215,7 @@ type conn struct {
 	login  string
 	sess   Session
 	target *targetConn
-	client *ssh.Client
+	client *machineConn
 	banner string // the machine's pre-login banner, shown when the shell opens
 
 	// Set once the shell is open.
