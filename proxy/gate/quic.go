@@ -54,6 +54,7 @@ type QUIC struct {
 	pc   net.PacketConn
 	udp  *net.UDPConn                         // pc, when it is one
 	read func(ms []ipv4.Message) (int, error) // reads the socket
+	gro  *groReader                           // under read, when the socket has UDP_GRO
 	d    *Door
 	ids  *handover.ConnIDs
 	pred *handover.Link // to the predecessor, for its datagrams; nil drops them
@@ -131,6 +132,9 @@ func (d *Door) QUIC(pc net.PacketConn, pred *handover.Link) *QUIC {
 		// Message is the same type as ipv6's and reads either family.
 		bc := ipv4.NewPacketConn(udp)
 		g.udp, g.read = udp, func(ms []ipv4.Message) (int, error) { return bc.ReadBatch(ms, 0) }
+		if g.gro = newGROReader(udp); g.gro != nil {
+			g.read = g.gro.read
+		}
 	} else {
 		g.read = func(ms []ipv4.Message) (int, error) {
 			n, addr, err := pc.ReadFrom(ms[0].Buffers[0])
@@ -176,7 +180,7 @@ func (g *QUIC) readBatch(ms []ipv4.Message) (int, error) {
 		g.mu.Unlock()
 		var n int
 		var err error
-		if link != nil {
+		if link != nil && !g.gro.holds() {
 			n, err = g.readLink(link, ms)
 		} else if n, err = g.read(ms); errors.Is(err, os.ErrDeadlineExceeded) && g.Retired() {
 			// retire interrupted the read: the next one is from the link,
