@@ -39,9 +39,11 @@ const (
 	cpuClientEnv  = "BASTIOND_TUNNEL_CPU_CLIENT" // set in the child: server address, transport, token, port, bytes
 )
 
-// BenchmarkTunnelCPU uploads 256 MiB through a tunnel over TLS (WebSocket)
-// and over QUIC, on IPv4 and IPv6 loopback, and reports the server's and
-// the client's CPU per GiB relayed.
+// BenchmarkTunnelCPU moves 256 MiB (BASTIOND_TUNNEL_CPU_MIB) through a
+// tunnel over TLS (WebSocket) and over QUIC, on IPv4 and IPv6 loopback, up
+// (the client sends, as a bulk scp or ssh upload does) and down (the
+// target sends, as a desktop does), and reports the server's CPU per GiB
+// relayed, and the child's (client and target together).
 func BenchmarkTunnelCPU(b *testing.B) {
 	size := int64(256 << 20)
 	if s := os.Getenv("BASTIOND_TUNNEL_CPU_MIB"); s != "" {
@@ -51,32 +53,34 @@ func BenchmarkTunnelCPU(b *testing.B) {
 		}
 		size = int64(mib) << 20
 	}
-	for _, fam := range []struct{ name, network, host string }{{"ipv4", "4", "127.0.0.1"}, {"ipv6", "6", "::1"}} {
-		for _, transport := range []string{"tcp", "quic"} {
-			name := "tls"
-			if transport == "quic" {
-				name = "quic"
-			}
-			b.Run(name+"/"+fam.name, func(b *testing.B) {
-				env := newCPUEnv(b, fam.network, fam.host)
-				b.SetBytes(size)
-				var server, client time.Duration
-				var calls ioCalls
-				for range b.N {
-					s, c, n := env.upload(b, transport, size)
-					server += s
-					client += c
-					calls.reads += n.reads
-					calls.writes += n.writes
+	for _, dir := range []string{"up", "down"} {
+		for _, fam := range []struct{ name, network, host string }{{"ipv4", "4", "127.0.0.1"}, {"ipv6", "6", "::1"}} {
+			for _, transport := range []string{"tcp", "quic"} {
+				name := "tls"
+				if transport == "quic" {
+					name = "quic"
 				}
-				gib := float64(size*int64(b.N)) / (1 << 30)
-				b.ReportMetric(server.Seconds()/gib, "server-cpu-s/GiB")
-				b.ReportMetric(client.Seconds()/gib, "client+sink-cpu-s/GiB")
-				// read(2) and write(2) (and sendmsg) calls of the server per
-				// MiB; recvmmsg, quic-go's read, is not counted.
-				b.ReportMetric(float64(calls.reads)/gib/1024, "server-reads/MiB")
-				b.ReportMetric(float64(calls.writes)/gib/1024, "server-writes/MiB")
-			})
+				b.Run(dir+"/"+name+"/"+fam.name, func(b *testing.B) {
+					env := newCPUEnv(b, fam.network, fam.host)
+					b.SetBytes(size)
+					var server, client time.Duration
+					var calls ioCalls
+					for range b.N {
+						s, c, n := env.relay(b, dir, transport, size)
+						server += s
+						client += c
+						calls.reads += n.reads
+						calls.writes += n.writes
+					}
+					gib := float64(size*int64(b.N)) / (1 << 30)
+					b.ReportMetric(server.Seconds()/gib, "server-cpu-s/GiB")
+					b.ReportMetric(client.Seconds()/gib, "client+sink-cpu-s/GiB")
+					// read(2) and write(2) (and sendmsg) calls of the server per
+					// MiB; recvmmsg, quic-go's read, is not counted.
+					b.ReportMetric(float64(calls.reads)/gib/1024, "server-reads/MiB")
+					b.ReportMetric(float64(calls.writes)/gib/1024, "server-writes/MiB")
+				})
+			}
 		}
 	}
 }
@@ -148,10 +152,11 @@ func newCPUEnv(b *testing.B, network, host string) *cpuEnv {
 	return &cpuEnv{tcp: tl.Addr().String(), udp: pc.LocalAddr().String(), sink: sinkFile, port: port, token: token}
 }
 
-// upload runs the child that sends size bytes through a tunnel over
-// transport ("tcp" or "quic") into the sink, and returns the CPU this
-// process (the server) and the child spent meanwhile.
-func (e *cpuEnv) upload(b *testing.B, transport string, size int64) (server, client time.Duration, calls ioCalls) {
+// relay runs the child that moves size bytes through a tunnel over
+// transport ("tcp" or "quic"), dir "up" from the client to the target or
+// "down" back, and returns the CPU this process (the server) and the
+// child spent meanwhile, and the server's reads and writes.
+func (e *cpuEnv) relay(b *testing.B, dir, transport string, size int64) (server, client time.Duration, calls ioCalls) {
 	b.Helper()
 	addr := e.udp
 	if transport == "tcp" {
@@ -160,7 +165,7 @@ func (e *cpuEnv) upload(b *testing.B, transport string, size int64) (server, cli
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestTunnelCPUClient$", "-test.count=1")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s %d %d", cpuClientEnv, addr, transport, e.token, e.port, size))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s %s %d %d", cpuClientEnv, dir, addr, transport, e.token, e.port, size))
 	cmd.ExtraFiles = []*os.File{e.sink}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
@@ -195,8 +200,8 @@ func (e *cpuEnv) upload(b *testing.B, transport string, size int64) (server, cli
 	}
 	var sunk int64
 	var childCPU time.Duration
-	if _, err := fmt.Sscanf(got, "sunk %d cpu %d", &sunk, &childCPU); err != nil || sunk != size {
-		b.Fatalf("tunnel client reported %q, want %d bytes sunk", got, size)
+	if _, err := fmt.Sscanf(got, "received %d cpu %d", &sunk, &childCPU); err != nil || sunk != size {
+		b.Fatalf("tunnel client reported %q, want %d bytes received", got, size)
 	}
 	return server, childCPU, calls
 }
@@ -236,34 +241,32 @@ func cpuSelf() time.Duration {
 }
 
 // TestTunnelCPUClient is BenchmarkTunnelCPU's child: it does nothing
-// unless started by it. It opens the tunnel, says "open", uploads, and
-// once the sink (fd 3) has read everything, says how much and the CPU it
-// spent from "open" on.
+// unless started by it. It opens the tunnel and says "open"; then either
+// the client writes and the target (the listener on fd 3) reads, or the
+// reverse; once the reading side has read everything, it says how much
+// and the CPU it spent from "open" on.
 func TestTunnelCPUClient(t *testing.T) {
 	spec := os.Getenv(cpuClientEnv)
 	if spec == "" {
 		t.Skip("run by BenchmarkTunnelCPU only")
 	}
-	var addr, transport, token string
+	var dir, addr, transport, token string
 	var port uint16
 	var size int64
-	if _, err := fmt.Sscanf(spec, "%s %s %s %d %d", &addr, &transport, &token, &port, &size); err != nil {
+	if _, err := fmt.Sscanf(spec, "%s %s %s %s %d %d", &dir, &addr, &transport, &token, &port, &size); err != nil {
 		t.Fatalf("%s=%q: %v", cpuClientEnv, spec, err)
 	}
-	ln, err := net.FileListener(os.NewFile(3, "sink"))
+	ln, err := net.FileListener(os.NewFile(3, "target"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sunk := make(chan int64, 1)
+	target := make(chan net.Conn, 1)
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
-			sunk <- -1
-			return
+			t.Error(err)
 		}
-		n, _ := io.Copy(io.Discard, c)
-		c.Close()
-		sunk <- n
+		target <- c
 	}()
 	c, err := tunnel.NewClient(tunnel.ClientConfig{Server: cpuServerName, Address: addr, TLS: &tls.Config{InsecureSkipVerify: true},
 		Token: token, Transport: transport})
@@ -277,18 +280,32 @@ func TestTunnelCPUClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer conn.Close()
+	tc := <-target
+	if tc == nil {
+		return
+	}
+	defer tc.Close()
 	before := cpuSelf()
 	fmt.Println("open")
+	src, dst := net.Conn(conn), tc
+	if dir == "down" {
+		src, dst = tc, conn
+	}
+	got := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(io.Discard, dst)
+		got <- n
+	}()
 	buf := make([]byte, 256<<10)
 	for left := size; left > 0; {
-		n, err := conn.Write(buf[:min(left, int64(len(buf)))])
+		n, err := src.Write(buf[:min(left, int64(len(buf)))])
 		if err != nil {
 			t.Fatal(err)
 		}
 		left -= int64(n)
 	}
-	conn.(interface{ CloseWrite() error }).CloseWrite()
-	n := <-sunk
-	fmt.Printf("sunk %d cpu %d\n", n, cpuSelf()-before)
-	conn.Close()
+	src.(interface{ CloseWrite() error }).CloseWrite()
+	n := <-got
+	fmt.Printf("received %d cpu %d\n", n, cpuSelf()-before)
 }
