@@ -105,8 +105,8 @@ func TestGROReader(t *testing.T) {
 						i, len(got[i]), got[i][:min(2, len(got[i]))], trunc[i], len(w), w[:2], cut)
 				}
 			}
-			if g.gro.trains != 1 {
-				t.Errorf("%d trains read, want 1: the kernel cut the train (is UDP_GRO on?)", g.gro.trains)
+			if g.gro.Trains() != 1 {
+				t.Errorf("%d trains read, want 1: the kernel cut the train (is UDP_GRO on?)", g.gro.Trains())
 			}
 		})
 	}

@@ -1,30 +1,31 @@
-package gate
+// Package udpgro reads UDP sockets with generic receive offload for
+// quic-go. A peer's quic-go sends a train of datagrams of one size to one
+// address in one system call (GSO, UDP_SEGMENT); without UDP_GRO on the
+// receiving socket, the kernel cuts the train back into datagrams on the
+// way in, and each of them costs a socket buffer, a wakeup share and a
+// slot of recvmmsg. With UDP_GRO the socket hands over the train whole (up
+// to 64 KiB, with its segment size in a control message), and on a local
+// path (loopback, a veth pair, a bridge) it is never cut at all. quic-go
+// (v0.65) sets UDP_SEGMENT but not UDP_GRO, and reads one datagram per
+// slot; a Reader cuts the trains into quic-go's slots itself, so that
+// everything above it sees single datagrams. The bastion's QUIC gate reads
+// through a Reader, the tunnel client through a Conn.
+//
+// BASTIOND_DISABLE_GRO=true turns it off, as QUIC_GO_DISABLE_GSO does
+// quic-go's GSO, should a kernel or a path get it wrong.
+package udpgro
 
 import (
 	"encoding/binary"
 	"net"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 )
-
-// UDP generic receive offload. A client's quic-go sends a train of
-// datagrams of one size to one address in one system call (GSO,
-// UDP_SEGMENT); without UDP_GRO on the receiving socket, the kernel cuts
-// the train back into datagrams on the way in, and each of them costs a
-// socket buffer, a wakeup share and a slot of recvmmsg. With UDP_GRO the
-// socket hands over the train whole (up to 64 KiB, with its segment size
-// in a control message), and on a local path (loopback, a veth pair, a
-// bridge) it is never cut at all. quic-go (v0.65) sets UDP_SEGMENT but not
-// UDP_GRO, and reads one datagram per slot; groReader sits under the gate
-// and cuts the trains into quic-go's slots itself, so that everything
-// above it, the gate's screening included, still sees single datagrams.
-//
-// BASTIOND_DISABLE_GRO=true turns it off, as QUIC_GO_DISABLE_GSO does
-// quic-go's GSO, should a kernel or a path get it wrong.
 
 const (
 	// groMessages is how many trains one read takes.
@@ -36,9 +37,9 @@ const (
 	groOOB = 128
 )
 
-// groReader reads a UDP socket with UDP_GRO on and hands out single
-// datagrams. Only the gate's reading goroutine uses it.
-type groReader struct {
+// Reader reads a UDP socket with UDP_GRO on and hands out single
+// datagrams. One goroutine reads; Trains may be called from any.
+type Reader struct {
 	bc   *ipv4.PacketConn
 	ms   []ipv4.Message // the trains the last read returned, in their own buffers
 	n    int            // how many of ms hold a train
@@ -47,12 +48,17 @@ type groReader struct {
 	seg  int            // its segment size; the whole train when it has none
 	oob  []byte         // its control messages without the segment size
 
-	trains int // reads that brought a train of several datagrams, for the tests
+	trains atomic.Int64 // trains of several datagrams read
 }
 
-// newGROReader turns UDP_GRO on for c and returns its reader, or nil when
+// Trains is how many trains of several datagrams r has read: none means
+// that the kernel hands over single datagrams (the sender sends no trains,
+// or the path cut them).
+func (r *Reader) Trains() int64 { return r.trains.Load() }
+
+// New turns UDP_GRO on for c and returns its reader, or nil when
 // the kernel refuses or BASTIOND_DISABLE_GRO says not to.
-func newGROReader(c *net.UDPConn) *groReader {
+func New(c *net.UDPConn) *Reader {
 	if off, _ := strconv.ParseBool(os.Getenv("BASTIOND_DISABLE_GRO")); off {
 		return nil
 	}
@@ -64,7 +70,7 @@ func newGROReader(c *net.UDPConn) *groReader {
 	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1) }); err != nil || serr != nil {
 		return nil
 	}
-	r := &groReader{bc: ipv4.NewPacketConn(c), ms: make([]ipv4.Message, groMessages), oob: make([]byte, 0, groOOB)}
+	r := &Reader{bc: ipv4.NewPacketConn(c), ms: make([]ipv4.Message, groMessages), oob: make([]byte, 0, groOOB)}
 	// One allocation for all the trains: a listener holds 512 KiB, once.
 	bufs := make([]byte, groMessages*groBuffer)
 	oobs := make([]byte, groMessages*groOOB)
@@ -75,11 +81,11 @@ func newGROReader(c *net.UDPConn) *groReader {
 	return r
 }
 
-// read fills out with datagrams: those left of the trains read before,
+// Read fills out with datagrams: those left of the trains read before,
 // else those of a new read of the socket, which waits for one. Each
 // message of out must have a single buffer, as quic-go's do; a datagram
 // longer than it is cut short and flagged MSG_TRUNC, as the kernel does.
-func (r *groReader) read(out []ipv4.Message) (int, error) {
+func (r *Reader) Read(out []ipv4.Message) (int, error) {
 	if r.next >= r.n {
 		n, err := r.bc.ReadBatch(r.ms, 0)
 		if err != nil {
@@ -112,14 +118,14 @@ func (r *groReader) read(out []ipv4.Message) (int, error) {
 	return k, nil
 }
 
-// holds says whether datagrams of a train already read wait to be
-// handed out: the gate passes them on before it reads its successor's
-// link. A nil reader holds none.
-func (r *groReader) holds() bool { return r != nil && r.next < r.n }
+// Holds says whether datagrams of a train already read wait to be
+// handed out: a reader that reads from elsewhere too (the gate, from
+// its successor's link) passes them on first. A nil Reader holds none.
+func (r *Reader) Holds() bool { return r != nil && r.next < r.n }
 
 // start prepares the train at r.next, if there is one: its segment size,
 // and its control messages without it.
-func (r *groReader) start() {
+func (r *Reader) start() {
 	r.off, r.seg, r.oob = 0, 0, r.oob[:0]
 	if r.next >= r.n {
 		return
@@ -143,7 +149,7 @@ func (r *groReader) start() {
 	if r.seg <= 0 || r.seg >= m.N {
 		r.seg = m.N // a single datagram (an empty one included)
 	} else {
-		r.trains++
+		r.trains.Add(1)
 	}
 	if m.N == 0 {
 		r.seg = 0
