@@ -71,7 +71,7 @@ func New(c *net.UDPConn) *Reader {
 		return nil
 	}
 	r := &Reader{bc: ipv4.NewPacketConn(c), ms: make([]ipv4.Message, groMessages), oob: make([]byte, 0, groOOB)}
-	// One allocation for all the trains: a listener holds 512 KiB, once.
+	// One allocation for all the trains: 512 KiB per socket, once.
 	bufs := make([]byte, groMessages*groBuffer)
 	oobs := make([]byte, groMessages*groOOB)
 	for i := range r.ms {
