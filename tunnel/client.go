@@ -18,6 +18,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/bastiond/bastiond/api/tunnelwire"
+	"github.com/bastiond/bastiond/internal/udpgro"
 )
 
 // ClientConfig configures a Client.
@@ -589,7 +590,8 @@ func (c *Client) quicAttempt(ctx context.Context) (*quicAttempt, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := &quic.Transport{Conn: udp}
+	// Downloads arrive as the bastion's GSO trains: read them whole.
+	tr := &quic.Transport{Conn: udpgro.NewConn(udp)}
 	a = &quicAttempt{started: time.Now()}
 	a.done, a.fin = context.WithCancel(context.Background())
 	c.mu.Lock()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/source"
+	"github.com/bastiond/bastiond/internal/udpgro"
 	"github.com/bastiond/bastiond/proxy/gate/quicinitial"
 	"github.com/bastiond/bastiond/proxy/handover"
 	"github.com/bastiond/bastiond/proxy/internal/servername"
@@ -54,6 +55,7 @@ type QUIC struct {
 	pc   net.PacketConn
 	udp  *net.UDPConn                         // pc, when it is one
 	read func(ms []ipv4.Message) (int, error) // reads the socket
+	gro  *udpgro.Reader                       // under read, when the socket has UDP_GRO
 	d    *Door
 	ids  *handover.ConnIDs
 	pred *handover.Link // to the predecessor, for its datagrams; nil drops them
@@ -131,6 +133,11 @@ func (d *Door) QUIC(pc net.PacketConn, pred *handover.Link) *QUIC {
 		// Message is the same type as ipv6's and reads either family.
 		bc := ipv4.NewPacketConn(udp)
 		g.udp, g.read = udp, func(ms []ipv4.Message) (int, error) { return bc.ReadBatch(ms, 0) }
+		// With UDP_GRO, through a reader that cuts the kernel's trains of
+		// datagrams back into datagrams (package udpgro).
+		if g.gro = udpgro.New(udp); g.gro != nil {
+			g.read = g.gro.Read
+		}
 	} else {
 		g.read = func(ms []ipv4.Message) (int, error) {
 			n, addr, err := pc.ReadFrom(ms[0].Buffers[0])
@@ -176,7 +183,7 @@ func (g *QUIC) readBatch(ms []ipv4.Message) (int, error) {
 		g.mu.Unlock()
 		var n int
 		var err error
-		if link != nil {
+		if link != nil && !g.gro.Holds() {
 			n, err = g.readLink(link, ms)
 		} else if n, err = g.read(ms); errors.Is(err, os.ErrDeadlineExceeded) && g.Retired() {
 			// retire interrupted the read: the next one is from the link,
