@@ -351,7 +351,11 @@ func (e *benchEnv) idleSessions(b *testing.B, d *Daemon, n int) float64 {
 	open := func(from, to int) {
 		var wg sync.WaitGroup
 		var failed atomic.Pointer[error]
-		sem := make(chan struct{}, 64)
+		// At most 8 opening at once: a QUIC connection may have 8 streams
+		// waiting for their tunnel request's answer (more are refused as a
+		// flood: "too many tunnel requests waiting"), and the sessions go
+		// to the clients in order.
+		sem := make(chan struct{}, 8)
 		for i := from; i < to && failed.Load() == nil; i++ {
 			wg.Add(1)
 			sem <- struct{}{}
