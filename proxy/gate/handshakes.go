@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+
+	"github.com/bastiond/bastiond/internal/source"
 )
 
 // HandshakesPerSource is how many QUIC handshakes one source (an IPv4
@@ -14,12 +16,22 @@ import (
 // answers Retries and then stalls, so that the bastion does the TLS
 // handshake's work (its key exchange and signature, then its
 // retransmissions) and holds it until the handshake timeout, gets this many
-// at a time, and its next connections are refused before any TLS state
-// exists (CONNECTION_REFUSED), as at the per-source connection cap. Without
+// at a time. Its next first flights are dropped by the gate, unanswered (no
+// Retry), and an answer to a Retry it had before is refused before any TLS
+// state exists (CONNECTION_REFUSED), as at the per-source connection cap. Without
 // it, a flood of 2,000 such connections a second from a hundred addresses
 // kept the bastion's two cores busy with TLS and made a user's handshake
 // wait more than a second (BENCHMARKS.md, issue 24).
 const HandshakesPerSource = 16
+
+// handshakesFull reports whether the source of a has as many handshakes
+// under way as it may.
+func (l *limits) handshakesFull(a netip.Addr) bool {
+	src := source.Of(a)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.shaking[src] >= HandshakesPerSource
+}
 
 // errQUICHandshakesFull refuses a QUIC connection over its source's cap of
 // handshakes under way.

@@ -80,7 +80,7 @@ const (
 	evictedStream                 // a pending stream reset to make room at the global cap
 	evictedConn                   // a connection without a valid token closed to make room
 	closedBadTokens               // a connection closed after too many bad tokens
-	refusedHandshakeSource        // a connection over its source's cap of handshakes under way
+	refusedHandshakeSource        // a first flight dropped, or a connection refused, over its source's cap of handshakes under way
 	numQUICRefusals
 )
 
@@ -319,7 +319,7 @@ var (
 	quicPendingSourcesDesc = prometheus.NewDesc("bastiond_quic_pending_tunnel_request_sources",
 		"Sources (IPv4 addresses, IPv6 /64s) with QUIC streams waiting for their tunnel request.", nil, nil)
 	quicRefusedDesc = prometheus.NewDesc("bastiond_quic_refused_total",
-		"QUIC connections and streams refused by a cap (reason: connection_per_source, stream_per_connection, stream_per_source), streams waiting for their request reset to make room at the global cap (stream_evicted), connections without a valid token closed to make room (connection_evicted), and connections closed after too many bad tokens (bad_tokens), and connections refused while their source had too many handshakes under way (handshake_per_source).",
+		"QUIC connections and streams refused by a cap (reason: connection_per_source, stream_per_connection, stream_per_source), streams waiting for their request reset to make room at the global cap (stream_evicted), connections without a valid token closed to make room (connection_evicted), connections closed after too many bad tokens (bad_tokens), and first flights dropped or connections refused while their source had too many handshakes under way (handshake_per_source).",
 		[]string{"reason"}, nil)
 	quicHellosDesc = prometheus.NewDesc("bastiond_quic_pending_hellos",
 		"QUIC first flights the gate holds until their ClientHello is whole, the size of its table.", nil, nil)

@@ -321,6 +321,16 @@ func (g *QUIC) screen(m *ipv4.Message) bool {
 		g.debug("dropped an Initial: paused", m.Addr, nil)
 		return false
 	}
+	if !issued && g.d.limits.handshakesFull(k.src.Addr()) {
+		// It could only start a handshake that ConnContext refuses; quic-go
+		// would first answer it with a Retry, and then the answer to the
+		// Retry with CONNECTION_REFUSED, both from the one goroutine that
+		// sends every Retry, whose queue of 8 a flood fills. Nothing is
+		// sent: the client tries again a moment later.
+		g.d.limits.refused[refusedHandshakeSource].Add(1)
+		g.debug("dropped an Initial: too many handshakes under way from its source", m.Addr, nil)
+		return false
+	}
 	g.sweep(now, cfg.HandshakeTimeout)
 	if d, ok := g.decided[k]; ok && now.Sub(d.at) <= 2*cfg.HandshakeTimeout {
 		return d.admit
