@@ -58,7 +58,7 @@ func Compile(in Input) (Ruleset, error) {
 	case ModeBridged:
 		rs.Tables = append(rs.Tables, host, vnetBridgeTable(in))
 	case ModeRouted:
-		host.Sets = append(host.Sets, protectedSets(in.Targets)...)
+		host.Sets = append(append(host.Sets, protectedSets(in.Targets)...), blockedSets(in.Targets)...)
 		rules := networkProtected(in.Networks, &host, protectRules())
 		host.Chains = append(host.Chains, Chain{Name: "forward", Hook: "forward", Policy: "accept", Rules: rules})
 		rs.Tables = append(rs.Tables, host)
@@ -196,11 +196,21 @@ func trapRules(pub IIF, fw Firewall, t *Table) []Rule {
 // Names of the sets that carry per-target counters. Their elements are
 // address . port, commented with the target's name.
 const (
-	ToTargets4    = "to_targets4" // host table: what the bastion sent each target (by address)
-	ToTargets6    = "to_targets6"
-	FromTargets4  = "from_targets4" // host table: what each target sent the bastion
-	FromTargets6  = "from_targets6"
-	ProtectedSet4 = "protected4" // VNet guard: what was dropped on its way to each target
+	ToTargets4   = "to_targets4" // host table: what the bastion sent each target (by address)
+	ToTargets6   = "to_targets6"
+	FromTargets4 = "from_targets4" // host table: what each target sent the bastion
+	FromTargets6 = "from_targets6"
+	BlockedTo4   = "blocked_to4" // VNet guard: what was dropped on its way to each target (by address)
+	BlockedTo6   = "blocked_to6"
+)
+
+// Names of the VNet guard's sets of address . protocol . port, commented
+// with the target's name. They carry no counters: counting per guarded
+// port made a scrape dump four times as many elements as targets have
+// addresses, so what the guard drops is counted in the blocked_to sets,
+// per address.
+const (
+	ProtectedSet4 = "protected4"
 	ProtectedSet6 = "protected6"
 )
 
@@ -273,7 +283,18 @@ func guardedPorts(t Target) []Port {
 // direction. Keyed by address alone (not address . port) to keep the sets
 // small: the bastion talks to a target for its sessions and little else.
 func sessionSets(targets []Target) []Set {
-	var v4, v6 []Element
+	v4, v6 := addressElements(targets)
+	return []Set{
+		{Name: ToTargets4, Type: TypeIPv4, Counter: true, Elements: v4},
+		{Name: ToTargets6, Type: TypeIPv6, Counter: true, Elements: v6},
+		{Name: FromTargets4, Type: TypeIPv4, Counter: true, Elements: v4},
+		{Name: FromTargets6, Type: TypeIPv6, Counter: true, Elements: v6},
+	}
+}
+
+// addressElements lists every target address once, per family, each named
+// after its target.
+func addressElements(targets []Target) (v4, v6 []Element) {
 	seen := make(map[netip.Addr]bool)
 	for _, t := range targets {
 		for _, a := range t.Addresses {
@@ -290,21 +311,26 @@ func sessionSets(targets []Target) []Set {
 			}
 		}
 	}
-	return []Set{
-		{Name: ToTargets4, Type: TypeIPv4, Counter: true, Elements: v4},
-		{Name: ToTargets6, Type: TypeIPv6, Counter: true, Elements: v6},
-		{Name: FromTargets4, Type: TypeIPv4, Counter: true, Elements: v4},
-		{Name: FromTargets6, Type: TypeIPv6, Counter: true, Elements: v6},
-	}
+	return v4, v6
 }
 
 // protectedSets hold every target address . guarded port, one set per
-// family, with a counter per element: what the guard dropped.
+// family.
 func protectedSets(targets []Target) []Set {
 	v4, v6 := targetElements(targets, guardedPorts)
 	return []Set{
-		{Name: ProtectedSet4, Type: TypeIPv4ProtoPort, Counter: true, Elements: v4},
-		{Name: ProtectedSet6, Type: TypeIPv6ProtoPort, Counter: true, Elements: v6},
+		{Name: ProtectedSet4, Type: TypeIPv4ProtoPort, Elements: v4},
+		{Name: ProtectedSet6, Type: TypeIPv6ProtoPort, Elements: v6},
+	}
+}
+
+// blockedSets hold every target address, one set per family, with a
+// counter per element: what the guard dropped on its way to the address.
+func blockedSets(targets []Target) []Set {
+	v4, v6 := addressElements(targets)
+	return []Set{
+		{Name: BlockedTo4, Type: TypeIPv4, Counter: true, Elements: v4},
+		{Name: BlockedTo6, Type: TypeIPv6, Counter: true, Elements: v6},
 	}
 }
 
@@ -331,14 +357,14 @@ func sessionCountRules(inbound bool) []Rule {
 // rogue host that spoofs the bastion's address.
 func protectRules() []Rule {
 	return []Rule{
-		{Match: []Match{AddrProtoPortIn{Set: ProtectedSet4}}, Stmts: []Stmt{Counter{}}, Verdict: "drop", Comment: "only the bastion reaches SSH/RDP (TCP and UDP)"},
-		{Match: []Match{AddrProtoPortIn{V6: true, Set: ProtectedSet6}}, Stmts: []Stmt{Counter{}}, Verdict: "drop"},
+		{Match: []Match{AddrProtoPortIn{Set: ProtectedSet4}, DAddrIn{Set: BlockedTo4}}, Stmts: []Stmt{Counter{}}, Verdict: "drop", Comment: "only the bastion reaches SSH/RDP (TCP and UDP)"},
+		{Match: []Match{AddrProtoPortIn{V6: true, Set: ProtectedSet6}, DAddrIn{V6: true, Set: BlockedTo6}}, Stmts: []Stmt{Counter{}}, Verdict: "drop"},
 	}
 }
 
 // vnetBridgeTable guards a VNet bridged on this host.
 func vnetBridgeTable(in Input) Table {
-	t := Table{Family: FamilyBridge, Name: VNetTable, Sets: protectedSets(in.Targets)}
+	t := Table{Family: FamilyBridge, Name: VNetTable, Sets: append(protectedSets(in.Targets), blockedSets(in.Targets)...)}
 	rules := networkProtected(in.Networks, &t, protectRules())
 	// Nobody on the VNet may claim the bastion's addresses.
 	for _, a := range in.VNetAddrs {

@@ -35,12 +35,12 @@ type TargetCounters struct {
 
 // counterSets says which total each counting set feeds.
 var counterSets = map[string]func(*TargetCounters) *Traffic{
-	ToTargets4:    func(c *TargetCounters) *Traffic { return &c.Sent },
-	ToTargets6:    func(c *TargetCounters) *Traffic { return &c.Sent },
-	FromTargets4:  func(c *TargetCounters) *Traffic { return &c.Received },
-	FromTargets6:  func(c *TargetCounters) *Traffic { return &c.Received },
-	ProtectedSet4: func(c *TargetCounters) *Traffic { return &c.Blocked },
-	ProtectedSet6: func(c *TargetCounters) *Traffic { return &c.Blocked },
+	ToTargets4:   func(c *TargetCounters) *Traffic { return &c.Sent },
+	ToTargets6:   func(c *TargetCounters) *Traffic { return &c.Sent },
+	FromTargets4: func(c *TargetCounters) *Traffic { return &c.Received },
+	FromTargets6: func(c *TargetCounters) *Traffic { return &c.Received },
+	BlockedTo4:   func(c *TargetCounters) *Traffic { return &c.Blocked },
+	BlockedTo6:   func(c *TargetCounters) *Traffic { return &c.Blocked },
 }
 
 // Counters reads the per-target counters, one entry per target of the

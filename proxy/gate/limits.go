@@ -63,6 +63,7 @@ type limits struct {
 
 	mu        sync.Mutex           // guards the fields below
 	sources   map[netip.Prefix]int // open QUIC connections per source
+	shaking   map[netip.Prefix]int // of them, those whose handshake is under way
 	conns     int                  // the sum of sources
 	pending   list.List            // of *pendingStream, oldest first
 	pendingBy map[netip.Prefix]int // pending streams per source
@@ -73,22 +74,24 @@ type limits struct {
 
 // The refusals limits counts, a label of bastiond_quic_refused_total.
 const (
-	refusedConnSource   = iota // a connection over its source's cap
-	refusedStreamConn          // a stream over its connection's pending cap
-	refusedStreamSource        // a stream over its source's pending cap
-	evictedStream              // a pending stream reset to make room at the global cap
-	evictedConn                // a connection without a valid token closed to make room
-	closedBadTokens            // a connection closed after too many bad tokens
+	refusedConnSource      = iota // a connection over its source's cap
+	refusedStreamConn             // a stream over its connection's pending cap
+	refusedStreamSource           // a stream over its source's pending cap
+	evictedStream                 // a pending stream reset to make room at the global cap
+	evictedConn                   // a connection without a valid token closed to make room
+	closedBadTokens               // a connection closed after too many bad tokens
+	refusedHandshakeSource        // a first flight dropped, or a connection refused, over its source's cap of handshakes under way
 	numQUICRefusals
 )
 
 var quicRefusalNames = [numQUICRefusals]string{
-	refusedConnSource:   "connection_per_source",
-	refusedStreamConn:   "stream_per_connection",
-	refusedStreamSource: "stream_per_source",
-	evictedStream:       "stream_evicted",
-	evictedConn:         "connection_evicted",
-	closedBadTokens:     "bad_tokens",
+	refusedConnSource:      "connection_per_source",
+	refusedStreamConn:      "stream_per_connection",
+	refusedStreamSource:    "stream_per_source",
+	evictedStream:          "stream_evicted",
+	evictedConn:            "connection_evicted",
+	closedBadTokens:        "bad_tokens",
+	refusedHandshakeSource: "handshake_per_source",
 }
 
 // newLimits returns the limits with the caps perSource (pending
@@ -101,15 +104,17 @@ func newLimits(perSource, maxUnauth int) *limits {
 	if maxUnauth == 0 {
 		maxUnauth = maxUnauthConns
 	}
-	return &limits{perSource: perSource, maxUnauth: maxUnauth, sources: map[netip.Prefix]int{}, pendingBy: map[netip.Prefix]int{}}
+	return &limits{perSource: perSource, maxUnauth: maxUnauth, sources: map[netip.Prefix]int{}, shaking: map[netip.Prefix]int{}, pendingBy: map[netip.Prefix]int{}}
 }
 
 // ConnContext is the quic.Transport's ConnContext: quic-go calls it for a new
 // connection after the address validation, before the TLS handshake, and
 // refuses the connection (CONNECTION_REFUSED, no TLS state) when it
-// returns an error. The connection's place is given back when its context
-// ends, which quic-go does when the connection closes or its handshake
-// fails.
+// returns an error: over its source's cap of connections, or of
+// handshakes under way (HandshakesPerSource). The connection's place is
+// given back when its context ends, which quic-go does when the connection
+// closes or its handshake fails; its place among the handshakes, at the
+// latest then, or when Accepted is called.
 func (d *Door) ConnContext(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
 	src := source.Of(addrport.Parse(info.RemoteAddr.String()).Addr())
 	limit := d.settings().MaxConnsPerSource
@@ -121,10 +126,20 @@ func (d *Door) ConnContext(ctx context.Context, info *quic.ClientInfo) (context.
 		d.cfg.Log.Debug("quic: per-source connection cap reached", zap.Stringer("source", src), zap.Int("cap", limit))
 		return nil, errQUICSourceFull
 	}
+	if l.shaking[src] >= HandshakesPerSource {
+		l.mu.Unlock()
+		l.refused[refusedHandshakeSource].Add(1)
+		d.cfg.Log.Debug("quic: per-source handshake cap reached", zap.Stringer("source", src), zap.Int("cap", HandshakesPerSource))
+		return nil, errQUICHandshakesFull
+	}
 	l.sources[src]++
 	l.conns++
+	hs := &handshake{l: l, src: src}
+	l.shaking[src]++
 	l.mu.Unlock()
+	ctx = context.WithValue(ctx, handshakeKey{}, hs)
 	context.AfterFunc(ctx, func() {
+		hs.done()
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		l.conns--
@@ -148,6 +163,9 @@ type QUICConn struct {
 // those without a valid token, closing the oldest of them if there are as
 // many as the cap allows. Call Gone when it ends.
 func (d *Door) Accepted(conn *quic.Conn) *QUICConn {
+	if hs, ok := conn.Context().Value(handshakeKey{}).(*handshake); ok {
+		hs.done()
+	}
 	cs := &QUICConn{conn: conn, src: source.Of(addrport.Parse(conn.RemoteAddr().String()).Addr())}
 	d.limits.accepted(cs)
 	return cs
@@ -301,7 +319,7 @@ var (
 	quicPendingSourcesDesc = prometheus.NewDesc("bastiond_quic_pending_tunnel_request_sources",
 		"Sources (IPv4 addresses, IPv6 /64s) with QUIC streams waiting for their tunnel request.", nil, nil)
 	quicRefusedDesc = prometheus.NewDesc("bastiond_quic_refused_total",
-		"QUIC connections and streams refused by a cap (reason: connection_per_source, stream_per_connection, stream_per_source), streams waiting for their request reset to make room at the global cap (stream_evicted), connections without a valid token closed to make room (connection_evicted), and connections closed after too many bad tokens (bad_tokens).",
+		"QUIC connections and streams refused by a cap (reason: connection_per_source, stream_per_connection, stream_per_source), streams waiting for their request reset to make room at the global cap (stream_evicted), connections without a valid token closed to make room (connection_evicted), connections closed after too many bad tokens (bad_tokens), and first flights dropped or connections refused while their source had too many handshakes under way (handshake_per_source).",
 		[]string{"reason"}, nil)
 	quicHellosDesc = prometheus.NewDesc("bastiond_quic_pending_hellos",
 		"QUIC first flights the gate holds until their ClientHello is whole, the size of its table.", nil, nil)

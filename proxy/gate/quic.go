@@ -29,7 +29,8 @@ import (
 // Initial packets (anyone can: the keys derive from the packet's own
 // Destination Connection ID), holds them until the ClientHello is whole, and
 // then either releases them, in order, to quic-go, if the hello names the
-// server and offers the tunnel's ALPN, or drops them. A scanner that does not know
+// server and offers the tunnel's ALPN, or drops them. (Of a flight quic-go
+// will answer with a Retry, it releases the first datagram only.) A scanner that does not know
 // the server name therefore gets nothing back at all: no Version
 // Negotiation, no Retry, no CONNECTION_CLOSE, no certificate; a datagram
 // that is not QUIC version 1 is dropped too. Retry, which the front door
@@ -328,6 +329,16 @@ func (g *QUIC) screen(m *ipv4.Message) bool {
 		g.debug("dropped an Initial: paused", m.Addr, nil)
 		return false
 	}
+	if !issued && g.d.limits.handshakesFull(k.src.Addr()) {
+		// It could only start a handshake that ConnContext refuses; quic-go
+		// would first answer it with a Retry, and then the answer to the
+		// Retry with CONNECTION_REFUSED, both from the one goroutine that
+		// sends every Retry, whose queue of 8 a flood fills. Nothing is
+		// sent: the client tries again a moment later.
+		g.d.limits.refused[refusedHandshakeSource].Add(1)
+		g.debug("dropped an Initial: too many handshakes under way from its source", m.Addr, nil)
+		return false
+	}
 	g.sweep(now, cfg.HandshakeTimeout)
 	if d, ok := g.decided[k]; ok && now.Sub(d.at) <= 2*cfg.HandshakeTimeout {
 		return d.admit
@@ -349,14 +360,22 @@ func (g *QUIC) screen(m *ipv4.Message) bool {
 		g.debug("dropped a short Initial", m.Addr, nil)
 		return false
 	}
-	g.assemble(k, m, frames, cfg, now)
+	// quic-go answers an Initial without a token, to a connection ID it
+	// did not issue, with a Retry (proxy.Server asks it to of every
+	// source), whatever the rest of the first flight holds: the client
+	// sends all of it again, with the token.
+	g.assemble(k, m, frames, cfg, now, !issued && len(hdr.Token) == 0)
 	return false
 }
 
 // assemble holds a copy of m, an Initial of the first flight k, adds its
 // CRYPTO frames to the flight's ClientHello, and once that is whole,
-// releases or drops the flight's datagrams.
-func (g *QUIC) assemble(k gateKey, m *ipv4.Message, frames []quicinitial.CryptoFrame, cfg Settings, now time.Time) {
+// releases or drops the flight's datagrams. Of a flight quic-go answers
+// with a Retry (retried), it releases the first datagram only: each of the
+// others would cost quic-go one more Retry, which the client ignores, sent
+// from the one goroutine that sends every Retry behind a queue of 8; under
+// a flood, what does not fit is dropped, a real client's Retry among them.
+func (g *QUIC) assemble(k gateKey, m *ipv4.Message, frames []quicinitial.CryptoFrame, cfg Settings, now time.Time, retried bool) {
 	p := g.pending[k]
 	if p != nil && now.Sub(p.start) > cfg.HandshakeTimeout {
 		g.unpend(k)
@@ -410,9 +429,12 @@ func (g *QUIC) assemble(k gateKey, m *ipv4.Message, frames []quicinitial.CryptoF
 		hello, err = parseClientHello(msg[4:])
 	}
 	admit := err == nil && servername.Same(hello.serverName, cfg.ServerName) && slices.Contains(hello.alpn, g.d.cfg.ALPN)
-	if admit {
+	switch {
+	case admit && retried:
+		g.queue = append(g.queue, p.held[0])
+	case admit:
 		g.queue = append(g.queue, p.held...)
-	} else {
+	default:
 		g.debug("dropped a QUIC ClientHello", m.Addr, err, zap.String("server_name", hello.serverName), zap.Strings("alpn", hello.alpn))
 	}
 	g.unpend(k)
