@@ -59,6 +59,11 @@ inventory:
       addresses: [$VM2_4, "$VM2_6"]
       ports: {rdp: $VM2_RDP_NLA_PORT, tunnel: [$VM2_RDP_TLS_PORT]}
       tags: [desktop]
+    - name: vm2-desk
+      description: GNOME desktop (GNOME Remote Desktop, 1280x800) with an xterm; keyboard layouts, clipboard and files
+      addresses: [$VM2_DESK_4, "$VM2_DESK_6"]
+      ports: {rdp: $VM2_DESK_PORT}
+      tags: [desktop]
 YAML
 }
 
@@ -222,6 +227,7 @@ done
 # demo's lab was made a moment ago by this script, so it trusts what it sees.
 "$bin/bastionctl" --socket "$demo/admin.sock" hostkeys scan vm1 --pin >/dev/null || die "cannot pin vm1's host keys"
 "$bin/bastionctl" --socket "$demo/admin.sock" hostkeys scan vm2 --pin >/dev/null || die "cannot pin vm2's RDP certificate"
+"$bin/bastionctl" --socket "$demo/admin.sock" hostkeys scan vm2-desk --pin >/dev/null || die "cannot pin vm2-desk's RDP certificate"
 
 # The forward: host loopback -> unix socket -> the client namespace -> the
 # bastion's public address. A unix socket crosses namespaces without adding
@@ -253,11 +259,13 @@ cat <<BANNER
                  asks for $LAB_SSO_USER / $LAB_PASSWORD   (group lab-ops: role sso-ops, SSH and RDP)
                  or $LAB_SSO_NOROLE_USER / the same   (group visitors, which no role names: no machines)
                  (its certificate is from the lab's CA, $LAB_IDP_CA: accept it in the browser too)
-  Machines:      vm1 (SSH, $VM1_4 / $VM1_6), vm2 (RDP, $VM2_4 / $VM2_6)
+  Machines:      vm1 (SSH, $VM1_4 / $VM1_6), vm2 (RDP, $VM2_4 / $VM2_6), vm2-desk (RDP, $VM2_DESK_4 / $VM2_DESK_6)
   Their logins:  $LAB_USER / $LAB_PASSWORD
   In the browser: click SSH on vm1 and sign in as $LAB_USER: a terminal in the page
                  (recorded; play it back under Recordings); click RDP on vm2 and
-                 sign in as $LAB_USER: its desktop (an X display with a clock) in the page
+                 sign in as $LAB_USER: its desktop (an X display with a clock) in the page;
+                 vm2-desk is a GNOME desktop with an xterm: type in any layout, copy and paste
+                 both ways, drop files onto it (best in a window of about 1280x850: README, known limitation)
   Admin CLI:     export BASTION_SOCKET=$demo/admin.sock
                  sudo --preserve-env=BASTION_SOCKET $bin/bastionctl status   (and: sessions, users, policy show)
   Native tunnel: $bin/bastionctl login --server localhost:$port --insecure --user ops   (password $ops_password)
