@@ -107,6 +107,22 @@ func TestBrowserDesk(t *testing.T) {
 		disconnect(t)
 	})
 
+	// An input method composes in an editable element: the page's text
+	// area inside the desktop. Chromium's IME emulation composes "中Ω" and
+	// commits it, with no key events, as a Chinese input method would.
+	run("an input method's text arrives as composed", func(t *testing.T) {
+		open(t)
+		for _, r := range "ime " {
+			Press(t, b, Char(r))
+		}
+		b.CDP(t, "Input.imeSetComposition", map[string]any{"text": "中", "selectionStart": 1, "selectionEnd": 1}, nil)
+		b.CDP(t, "Input.imeSetComposition", map[string]any{"text": "中Ω", "selectionStart": 2, "selectionEnd": 2}, nil)
+		b.CDP(t, "Input.insertText", map[string]any{"text": "中Ω"}, nil)
+		Press(t, b, Enter)
+		WaitDeskLine(t, "ime 中Ω")
+		disconnect(t)
+	})
+
 	run("Scancodes: ASCII still arrives, and the choice is remembered", func(t *testing.T) {
 		open(t)
 		b.Click(t, scancodes)

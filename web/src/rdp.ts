@@ -191,7 +191,7 @@ class DesktopPage {
     }
     if (attempt !== this.#attempt) return;
     this.#desktop = desktop;
-    desktop.api.setKeyboardUnicodeMode(this.#keyboard === "unicode");
+    desktop.setUnicode(this.#keyboard === "unicode");
 
     let session: NewSessionInfo;
     try {
@@ -367,7 +367,7 @@ class DesktopPage {
     this.#keyboard = this.#keyboard === "unicode" ? "scancodes" : "unicode";
     saveKeyboardMode(this.#keyboard);
     this.#scancodesButton.setAttribute("aria-pressed", String(this.#keyboard === "scancodes"));
-    this.#desktop?.api.setKeyboardUnicodeMode(this.#keyboard === "unicode");
+    this.#desktop?.setUnicode(this.#keyboard === "unicode");
     this.#desktop?.focus();
   }
 

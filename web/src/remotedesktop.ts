@@ -13,6 +13,8 @@ import "@devolutions/iron-remote-desktop";
 import type { IronError, UserInteraction } from "@devolutions/iron-remote-desktop";
 import { Backend, init } from "@devolutions/iron-remote-desktop-rdp";
 
+import { Composer } from "./composer";
+
 /**
  * IronErrorKind mirrors the enum of iron-remote-desktop's typings, which
  * the package declares but does not export at run time.
@@ -55,10 +57,12 @@ type IronRemoteDesktop = HTMLElement & { module: unknown };
 export class RemoteDesktop {
   readonly element: IronRemoteDesktop;
   readonly api: UserInteraction;
+  readonly #composer: Composer;
 
   private constructor(element: IronRemoteDesktop, api: UserInteraction) {
     this.element = element;
     this.api = api;
+    this.#composer = new Composer(element);
   }
 
   /** mount adds a new component to host and resolves once it is ready. */
@@ -100,7 +104,16 @@ export class RemoteDesktop {
   }
 
   focus(): void {
-    this.element.focus({ preventScroll: true });
+    if (!this.#composer.focus()) this.element.focus({ preventScroll: true });
+  }
+
+  /**
+   * setUnicode chooses how keys reach the machine (keyboard.ts): unicode
+   * also lets input methods compose text on the desktop (composer.ts).
+   */
+  setUnicode(unicode: boolean): void {
+    this.api.setKeyboardUnicodeMode(unicode);
+    this.#composer.on = unicode;
   }
 
   remove(): void {
