@@ -154,6 +154,7 @@ type GuacSession struct {
 	conn   net.Conn
 	in     *guacReader
 	ID     string       // guacd's connection ID, from ready
+	closed atomic.Bool  // Close was called: guacd's disconnect is the answer
 	Bytes  atomic.Int64 // received from guacd since the handshake
 	Frames atomic.Int64 // syncs answered
 	Images atomic.Int64 // img streams begun
@@ -240,7 +241,7 @@ func (s *GuacSession) Run(idle time.Duration) error {
 		s.conn.SetReadDeadline(time.Now().Add(idle))
 		in, err := s.in.Next()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || s.closed.Load() && errors.Is(err, io.EOF) {
 				return nil
 			}
 			return fmt.Errorf("guacd session %s: %w", s.ID, err)
@@ -257,7 +258,12 @@ func (s *GuacSession) Run(idle time.Duration) error {
 			s.Frames.Add(1)
 		case "img":
 			s.Images.Add(1)
-		case "error", "disconnect":
+		case "disconnect":
+			if s.closed.Load() {
+				return nil
+			}
+			return fmt.Errorf("guacd session %s ended: %s", s.ID, in)
+		case "error":
 			return fmt.Errorf("guacd session %s ended: %s", s.ID, in)
 		}
 	}
@@ -265,6 +271,7 @@ func (s *GuacSession) Run(idle time.Duration) error {
 
 // Close says goodbye to guacd and closes the connection.
 func (s *GuacSession) Close() error {
+	s.closed.Store(true)
 	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	s.conn.Write(appendGuac(nil, "disconnect"))
 	return s.conn.Close()
