@@ -142,9 +142,10 @@ func BenchmarkGuacd(b *testing.B) {
 							i, s, br.Text(b, "#client"), reasons)
 					} else {
 						// Disconnect asks vm2's server to end the session, so that
-						// it forgets the client at once: FreeRDP's shadow server
-						// paces its screen captures to all its clients, and one it
-						// still waits for slows the next run's desktops.
+						// it forgets the client at once. With pages that only went
+						// away, FreeRDP's shadow server was seen to all but stop
+						// capturing during the next run (2% of a core, guacd at
+						// its idle 4 frames/s), as if it still waited for them.
 						br.Click(b, `#client button.disconnect`)
 						WaitClientState(b, br, "ended")
 					}
