@@ -232,7 +232,7 @@ func DialGuac(conn net.Conn, cfg GuacRDP) (*GuacSession, error) {
 }
 
 // Run reads guacd's drawing and answers its frames until the connection
-// ends or guacd reports an error; closing the session ends it with nil.
+// ends or guacd reports an error; Close ends it with nil.
 // A read that waits longer than idle is an error: the desktop keeps
 // changing, so guacd is never silent that long.
 func (s *GuacSession) Run(idle time.Duration) error {
@@ -241,8 +241,8 @@ func (s *GuacSession) Run(idle time.Duration) error {
 		s.conn.SetReadDeadline(time.Now().Add(idle))
 		in, err := s.in.Next()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) || s.closed.Load() && errors.Is(err, io.EOF) {
-				return nil
+			if s.closed.Load() {
+				return nil // Close's doing
 			}
 			return fmt.Errorf("guacd session %s: %w", s.ID, err)
 		}
@@ -253,6 +253,9 @@ func (s *GuacSession) Run(idle time.Duration) error {
 			}
 			reply = appendGuac(reply[:0], "sync", in.Args[0])
 			if _, err := s.conn.Write(reply); err != nil {
+				if s.closed.Load() {
+					return nil
+				}
 				return fmt.Errorf("guacd session %s: answer a sync: %w", s.ID, err)
 			}
 			s.Frames.Add(1)

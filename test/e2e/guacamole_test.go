@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -83,6 +85,94 @@ func FuzzGuacamoleCodec(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestGuacSessionClose: against a server that speaks guacd's side of the
+// handshake and then sends frames as fast as they are answered, the client
+// fills connect's values in the order args named them, answers every
+// sync, and a Close while it does so ends Run with nil, not an error;
+// IPv4 and IPv6.
+func TestGuacSessionClose(t *testing.T) {
+	for _, loopback := range []string{"127.0.0.1", "::1"} {
+		t.Run(loopback, func(t *testing.T) {
+			ln, err := net.Listen("tcp", net.JoinHostPort(loopback, "0"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			served := make(chan error, 1)
+			go func() {
+				served <- func() error {
+					c, err := ln.Accept()
+					if err != nil {
+						return err
+					}
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(30 * time.Second))
+					r := newGuacReader(c)
+					if in, err := r.Next(); err != nil || in.String() != "6.select,3.rdp;" {
+						return fmt.Errorf("first: %v, %v", in, err)
+					}
+					c.Write(appendGuac(nil, "args", "VERSION_1_3_0", "port", "security", "hostname", "color-depth"))
+					for {
+						in, err := r.Next()
+						if err != nil {
+							return err
+						}
+						if in.Opcode == "connect" {
+							if want := []string{"VERSION_1_3_0", "3390", "tls", "vm2", ""}; !reflect.DeepEqual(in.Args, want) {
+								return fmt.Errorf("connect %q, want %q", in.Args, want)
+							}
+							break
+						}
+					}
+					c.Write(appendGuac(nil, "ready", "$id"))
+					for i := range 1_000_000 {
+						if _, err := c.Write(appendGuac(nil, "sync", fmt.Sprint(i))); err != nil {
+							return nil // the client went away
+						}
+						in, err := r.Next()
+						if err != nil {
+							return nil
+						}
+						if in.Opcode == "disconnect" {
+							c.Write(appendGuac(nil, "disconnect"))
+							return nil
+						}
+						if in.Opcode != "sync" || in.Args[0] != fmt.Sprint(i) {
+							return fmt.Errorf("the answer to sync %d: %s", i, in)
+						}
+					}
+					return errors.New("a million frames and no Close")
+				}()
+			}()
+			conn, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := DialGuac(conn, GuacRDP{Host: "vm2", Port: "3390", Security: "tls"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.ID != "$id" {
+				t.Errorf("ID %q", s.ID)
+			}
+			ran := make(chan error, 1)
+			go func() { ran <- s.Run(10 * time.Second) }()
+			for deadline := time.Now().Add(10 * time.Second); s.Frames.Load() < 100; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d frames answered in 10 s", s.Frames.Load())
+				}
+			}
+			s.Close()
+			if err := <-ran; err != nil {
+				t.Errorf("Run after Close: %v", err)
+			}
+			if err := <-served; err != nil {
+				t.Errorf("the server: %v", err)
+			}
+		})
+	}
 }
 
 // TestGuacdHandshake runs the real guacd on loopback and has the
