@@ -112,19 +112,16 @@ func BenchmarkGuacd(b *testing.B) {
 				visible++
 			}
 		}
-		var first map[string]int64
+		seen := map[string]int64{} // the bytes of each session when last seen live
 		return func() int64 {
-				// The bytes of the sessions live from the first call on: one
-				// that ended is left out, not subtracted.
-				now := liveBytesByID(b, d, "vm2")
-				if first == nil {
-					first = now
+				// A session that ended counts with what it had sent when
+				// last seen, so that the sum never goes down.
+				for id, n := range liveBytesByID(b, d, "vm2") {
+					seen[id] = n
 				}
 				var sum int64
-				for id, n := range now {
-					if _, ok := first[id]; ok {
-						sum += n
-					}
+				for _, n := range seen {
+					sum += n
 				}
 				return sum
 			}, func() {
@@ -225,9 +222,11 @@ func BenchmarkGuacd(b *testing.B) {
 			for b.Loop() {
 				open, cpu, idle := openBastion, func() time.Duration { return cpuOf(b, bastiond) }, idleBastiond
 				mem := func() int64 { return pssOf(b, bastiond) }
+				pids := func() []int { return []int{bastiond} }
 				if side == "guacd" {
 					open, cpu, idle = openGuacd, func() time.Duration { return treeCPU(guacd).total() }, idleGuacd
 					mem = func() int64 { return treePSS(b, guacd) }
+					pids = func() []int { return tree(guacd) }
 				}
 				frames = nil
 				mem0 := mem()
@@ -238,7 +237,9 @@ func BenchmarkGuacd(b *testing.B) {
 				if frames != nil {
 					frames0 = frames()
 				}
+				sampled := samplePerf(b, side, n, pids(), window)
 				time.Sleep(window)
+				sampled()
 				bytes1, cpu1, stat1, server1, browser1, elapsed := down(), cpu(), machineCPU(b), cpuOf(b, server), chromiumCPU(), time.Since(at0)
 				carried := float64(n)
 				if side == "bastiond" {
@@ -298,6 +299,29 @@ func BenchmarkGuacd(b *testing.B) {
 				f.sessions, f.coreShare/p.coreShare, (f.coreShare/f.bytesPerS)/(p.coreShare/p.bytesPerS))
 		}
 	}
+}
+
+// samplePerf, when $BASTIOND_BENCH_PERF names a directory, samples the
+// call stacks of pids with perf for the window, into DIR/SIDE-N.data
+// (`perf report -i` reads it); the function it returns waits for perf.
+// Without the variable it does nothing: perf costs the sampled processes
+// a little CPU, which the figures should not carry.
+func samplePerf(t testing.TB, side string, n int, pids []int, window time.Duration) func() {
+	dir := os.Getenv("BASTIOND_BENCH_PERF")
+	if dir == "" {
+		return func() {}
+	}
+	list := make([]string, len(pids))
+	for i, p := range pids {
+		list[i] = strconv.Itoa(p)
+	}
+	c := exec.Command("perf", "record", "-F", "499", "-g", "-p", strings.Join(list, ","),
+		"-o", filepath.Join(dir, fmt.Sprintf("%s-%d.data", side, n)), "--", "sleep", fmt.Sprint(window.Seconds()-1))
+	if err := c.Start(); err != nil {
+		t.Logf("perf: %v", err)
+		return func() {}
+	}
+	return func() { c.Wait() }
 }
 
 // labPID is the PID of the lab's service name (lab.sh's pids/NAME).
