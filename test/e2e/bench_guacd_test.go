@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bastiond/bastiond/test/guac"
 )
 
 // BenchmarkGuacd puts bastiond beside Apache Guacamole's guacd, the usual
@@ -19,7 +21,7 @@ import (
 // keeps redrawing it, as in BenchmarkWebRDP), 1, 2 and 4 sessions on each
 // side, one side after the other in one run. guacd runs in the bastion's
 // namespace, where bastiond runs, and its clients are this test's
-// Guacamole-protocol client, which answers every frame as a browser does,
+// Guacamole-protocol client (test/guac), which answers every frame as a browser does,
 // so guacd does all its work: RDP decoding, then PNG, JPEG or WebP
 // encoding of what changed. bastiond's clients are IronRDP in headless
 // Chromium, one page per session, through the RDCleanPath gateway: the
@@ -163,7 +165,7 @@ func BenchmarkGuacd(b *testing.B) {
 	}
 	var frames func() int64
 	openGuacd := func(b *testing.B, n int) (down func() int64, end func()) {
-		sessions := make([]*GuacSession, n)
+		sessions := make([]*guac.Session, n)
 		for i := range sessions {
 			// Half the sessions reach vm2 over IPv6, half over IPv4.
 			host := lab["VM2_6"]
@@ -177,7 +179,7 @@ func BenchmarkGuacd(b *testing.B) {
 			}); err != nil {
 				b.Fatalf("guacd: %v", err)
 			}
-			s, err := DialGuac(conn, GuacRDP{Host: host, Port: lab["VM2_RDP_TLS_PORT"], Username: lab["LAB_USER"],
+			s, err := guac.Dial(conn, guac.RDP{Host: host, Port: lab["VM2_RDP_TLS_PORT"], Username: lab["LAB_USER"],
 				Password: lab["LAB_PASSWORD"], Security: "tls", Width: width, Height: height})
 			if err != nil {
 				b.Fatalf("%v\nguacd: %s", err, tail(g.Log.String(), 3000))

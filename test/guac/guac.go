@@ -1,4 +1,20 @@
-package e2e
+// Package guac is a headless client of the Guacamole protocol, as much of
+// it as a benchmark needs to have guacd (Apache Guacamole's proxy) carry a
+// remote desktop. The protocol is a stream of instructions, each a comma-separated list of elements ended by a
+// semicolon, the first element the opcode; every element is LENGTH.VALUE,
+// LENGTH the number of Unicode characters (not bytes) in VALUE, in decimal:
+//
+//	4.size,1.0,4.1024,3.768;
+//
+// The handshake: the client selects a protocol, guacd answers with the
+// names of that protocol's parameters (args), the client states what it
+// can show (size, audio, video, image, timezone) and connects with one
+// value per parameter name, in guacd's order; guacd answers ready. Then
+// guacd draws (img and blob streams, copy, rect, ...) and ends each frame
+// with sync, which the client echoes when it has drawn it: guacd holds
+// back frames when the echoes stop coming, so a client that answers every
+// sync sees as much as a browser would.
+package guac
 
 import (
 	"bufio"
@@ -13,40 +29,23 @@ import (
 	"unicode/utf8"
 )
 
-// The Guacamole protocol, as far as a headless client needs it to have
-// guacd (Apache Guacamole's proxy) carry a remote desktop: a stream of
-// instructions, each a comma-separated list of elements ended by a
-// semicolon, the first element the opcode; every element is LENGTH.VALUE,
-// LENGTH the number of Unicode characters (not bytes) in VALUE, in decimal:
-//
-//	4.size,1.0,4.1024,3.768;
-//
-// The handshake: the client selects a protocol, guacd answers with the
-// names of that protocol's parameters (args), the client states what it
-// can show (size, audio, video, image, timezone) and connects with one
-// value per parameter name, in guacd's order; guacd answers ready. Then
-// guacd draws (img and blob streams, copy, rect, ...) and ends each frame
-// with sync, which the client echoes when it has drawn it: guacd holds
-// back frames when the echoes stop coming, so a client that answers every
-// sync sees as much as a browser would.
-
-// guacMaxElement bounds one element, in characters: guacd's blobs are a
+// MaxElement bounds one element, in characters: guacd's blobs are a
 // few kilobytes of base64; anything near this is not guacd talking.
-const guacMaxElement = 1 << 20
+const MaxElement = 1 << 20
 
-// guacInstruction is one instruction: an opcode and its arguments.
-type guacInstruction struct {
+// Instruction is one instruction: an opcode and its arguments.
+type Instruction struct {
 	Opcode string
 	Args   []string
 }
 
-func (in guacInstruction) String() string {
-	return string(appendGuac(nil, in.Opcode, in.Args...))
+func (in Instruction) String() string {
+	return string(Append(nil, in.Opcode, in.Args...))
 }
 
-// appendGuac appends the instruction opcode(args...) to b in the
+// Append appends the instruction opcode(args...) to b in the
 // protocol's encoding.
-func appendGuac(b []byte, opcode string, args ...string) []byte {
+func Append(b []byte, opcode string, args ...string) []byte {
 	for i, e := range append([]string{opcode}, args...) {
 		if i > 0 {
 			b = append(b, ',')
@@ -58,17 +57,17 @@ func appendGuac(b []byte, opcode string, args ...string) []byte {
 	return append(b, ';')
 }
 
-// guacReader reads instructions from a stream.
-type guacReader struct {
+// Reader reads instructions from a stream.
+type Reader struct {
 	r *bufio.Reader
 }
 
-func newGuacReader(r io.Reader) *guacReader { return &guacReader{r: bufio.NewReaderSize(r, 64<<10)} }
+func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReaderSize(r, 64<<10)} }
 
 // Next reads one instruction. A malformed one is an error that says what
 // was wrong; io.EOF only at an instruction's boundary.
-func (g *guacReader) Next() (guacInstruction, error) {
-	var in guacInstruction
+func (g *Reader) Next() (Instruction, error) {
+	var in Instruction
 	for first := true; ; first = false {
 		e, end, err := g.element(first)
 		if err != nil {
@@ -86,7 +85,7 @@ func (g *guacReader) Next() (guacInstruction, error) {
 }
 
 // element reads LENGTH.VALUE and the ',' or ';' after it.
-func (g *guacReader) element(first bool) (value string, end byte, err error) {
+func (g *Reader) element(first bool) (value string, end byte, err error) {
 	n, digits := 0, 0
 	for {
 		c, err := g.r.ReadByte()
@@ -103,8 +102,8 @@ func (g *guacReader) element(first bool) (value string, end byte, err error) {
 			return "", 0, fmt.Errorf("guacamole: %q in an element's length", c)
 		}
 		n, digits = n*10+int(c-'0'), digits+1
-		if n > guacMaxElement {
-			return "", 0, fmt.Errorf("guacamole: an element of more than %d characters", guacMaxElement)
+		if n > MaxElement {
+			return "", 0, fmt.Errorf("guacamole: an element of more than %d characters", MaxElement)
 		}
 	}
 	if digits == 0 {
@@ -140,19 +139,19 @@ func unexpected(err error) error {
 	return err
 }
 
-// GuacRDP is what a Guacamole RDP session connects to.
-type GuacRDP struct {
+// RDP is what a Guacamole RDP session connects to.
+type RDP struct {
 	Host, Port         string // the RDP server, as guacd dials it
 	Username, Password string
 	Security           string // guacd's "security": "tls", "nla", ...
 	Width, Height      int    // the display the client asks for
 }
 
-// GuacSession is one desktop through guacd, seen by a client that draws
+// Session is one desktop through guacd, seen by a client that draws
 // nothing but answers every frame, as a browser does.
-type GuacSession struct {
+type Session struct {
 	conn   net.Conn
-	in     *guacReader
+	in     *Reader
 	ID     string       // guacd's connection ID, from ready
 	closed atomic.Bool  // Close was called: guacd's disconnect is the answer
 	Bytes  atomic.Int64 // received from guacd since the handshake
@@ -160,18 +159,18 @@ type GuacSession struct {
 	Images atomic.Int64 // img streams begun
 }
 
-// DialGuac has a connected guacd (conn) open an RDP session to cfg, and
+// Dial has a connected guacd (conn) open an RDP session to cfg, and
 // returns once guacd says ready. It owns conn from then on, also on error.
-func DialGuac(conn net.Conn, cfg GuacRDP) (*GuacSession, error) {
-	s := &GuacSession{conn: conn}
+func Dial(conn net.Conn, cfg RDP) (*Session, error) {
+	s := &Session{conn: conn}
 	counted := &countingReader{r: conn, n: &s.Bytes}
-	s.in = newGuacReader(counted)
-	fail := func(err error) (*GuacSession, error) {
+	s.in = NewReader(counted)
+	fail := func(err error) (*Session, error) {
 		conn.Close()
 		return nil, fmt.Errorf("guacd handshake: %w", err)
 	}
 	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := conn.Write(appendGuac(nil, "select", "rdp")); err != nil {
+	if _, err := conn.Write(Append(nil, "select", "rdp")); err != nil {
 		return fail(err)
 	}
 	args, err := s.in.Next()
@@ -201,14 +200,14 @@ func DialGuac(conn net.Conn, cfg GuacRDP) (*GuacSession, error) {
 		}
 	}
 	var hello []byte
-	hello = appendGuac(hello, "size", strconv.Itoa(cfg.Width), strconv.Itoa(cfg.Height), "96")
-	hello = appendGuac(hello, "audio")
-	hello = appendGuac(hello, "video")
+	hello = Append(hello, "size", strconv.Itoa(cfg.Width), strconv.Itoa(cfg.Height), "96")
+	hello = Append(hello, "audio")
+	hello = Append(hello, "video")
 	// What Chromium's guacamole-common-js offers: guacd then sends JPEG or
 	// WebP where the screen keeps changing, PNG elsewhere.
-	hello = appendGuac(hello, "image", "image/png", "image/jpeg", "image/webp")
-	hello = appendGuac(hello, "timezone", "UTC")
-	hello = appendGuac(hello, "connect", values...)
+	hello = Append(hello, "image", "image/png", "image/jpeg", "image/webp")
+	hello = Append(hello, "timezone", "UTC")
+	hello = Append(hello, "connect", values...)
 	if _, err := conn.Write(hello); err != nil {
 		return fail(err)
 	}
@@ -235,7 +234,7 @@ func DialGuac(conn net.Conn, cfg GuacRDP) (*GuacSession, error) {
 // ends or guacd reports an error; Close ends it with nil.
 // A read that waits longer than idle is an error: the desktop keeps
 // changing, so guacd is never silent that long.
-func (s *GuacSession) Run(idle time.Duration) error {
+func (s *Session) Run(idle time.Duration) error {
 	var reply []byte
 	for {
 		s.conn.SetReadDeadline(time.Now().Add(idle))
@@ -251,7 +250,7 @@ func (s *GuacSession) Run(idle time.Duration) error {
 			if len(in.Args) == 0 {
 				return fmt.Errorf("guacd session %s: a sync without a timestamp", s.ID)
 			}
-			reply = appendGuac(reply[:0], "sync", in.Args[0])
+			reply = Append(reply[:0], "sync", in.Args[0])
 			if _, err := s.conn.Write(reply); err != nil {
 				if s.closed.Load() {
 					return nil
@@ -273,10 +272,10 @@ func (s *GuacSession) Run(idle time.Duration) error {
 }
 
 // Close says goodbye to guacd and closes the connection.
-func (s *GuacSession) Close() error {
+func (s *Session) Close() error {
 	s.closed.Store(true)
 	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	s.conn.Write(appendGuac(nil, "disconnect"))
+	s.conn.Write(Append(nil, "disconnect"))
 	return s.conn.Close()
 }
 
