@@ -177,6 +177,46 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 remove_policy
 
+# guacd, Apache Guacamole's proxy (the desktop benchmark's peer; tests only).
+# Debian ships it last in bullseye (11): bookworm, trixie and sid have none.
+# Its packages, and the two libraries they need that bookworm no longer has
+# (libssl1.1, libwebp6), come from bullseye through apt's own client with a
+# source list and package lists of their own, under a temporary directory:
+# this host's sources stay as they are and nothing else is taken from
+# bullseye. The rest of what they need (FreeRDP 2, cairo, ...) is bookworm's.
+guacd_packages=(guacd libguac19 libguac-client-rdp0 libssl1.1 libwebp6)
+install_guacd() {
+	local tmp rc=0
+	tmp=$(mktemp -d)
+	chmod 0755 "$tmp"
+	printf 'deb http://deb.debian.org/debian bullseye main\ndeb http://deb.debian.org/debian-security bullseye-security main\n' >"$tmp/sources.list"
+	mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/debs"
+	local own=(-o "Dir::Etc::sourcelist=$tmp/sources.list" -o Dir::Etc::sourceparts=- -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache")
+	{
+		apt-get -q update && apt-get -q "${own[@]}" update &&
+			(cd "$tmp/debs" && apt-get -q "${own[@]}" download "${guacd_packages[@]}") &&
+			apt-get install -y -q --no-install-recommends "$tmp"/debs/*.deb
+	} || rc=$?
+	rm -rf "$tmp"
+	return $rc
+}
+guacd_installed() {
+	[ "$(dpkg-query -W -f='${db:Status-Status}\n' guacd libguac-client-rdp0 2>/dev/null | grep -cx installed)" = 2 ]
+}
+if [ "$set_name" = test ] && ! guacd_installed; then
+	export DEBIAN_FRONTEND=noninteractive
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\n%s\nexit 101\n' "$policy_marker" >"$policy.tmp"
+		chmod 0755 "$policy.tmp"
+		created_policy=1
+		mv "$policy.tmp" "$policy"
+	fi
+	enabled_before=$(boot_enabled)
+	step "guacd from bullseye (Debian's last with it)" install_guacd
+	remove_policy
+	disable_new_boot_units "$enabled_before"
+fi
+
 if [ -f "$root/go.mod" ] && command -v go >/dev/null; then
 	# Silent and quick when the module cache has everything already.
 	if ! (cd "$root" && go mod download) >/dev/null 2>&1; then
