@@ -326,20 +326,6 @@ func samplePerf(t testing.TB, side string, n int, pids []int, window time.Durati
 	return func() { c.Wait() }
 }
 
-// labPID is the PID of the lab's service name (lab.sh's pids/NAME).
-func labPID(t testing.TB, name string) int {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(labDir(), "pids", name))
-	if err != nil {
-		t.Fatalf("the lab's %s: %v", name, err)
-	}
-	pid, err := strconv.Atoi(strings.Fields(string(data) + " x")[0])
-	if err != nil {
-		t.Fatalf("the lab's %s: %q", name, data)
-	}
-	return pid
-}
-
 // liveBytesByID is the bytes sent to the user of each of target's live
 // sessions so far, by session ID, from `bastionctl sessions`.
 func liveBytesByID(t testing.TB, d *Daemon, target string) map[string]int64 {

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -226,4 +227,18 @@ func BuildTags() []string {
 		return nil
 	}
 	return []string{"-tags", "nowebclient"}
+}
+
+// labPID is the PID of the lab's service name (lab.sh's pids/NAME).
+func labPID(t testing.TB, name string) int {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(labDir(), "pids", name))
+	if err != nil {
+		t.Fatalf("the lab's %s: %v", name, err)
+	}
+	pid, err := strconv.Atoi(strings.Fields(string(data) + " x")[0])
+	if err != nil {
+		t.Fatalf("the lab's %s: %q", name, data)
+	}
+	return pid
 }

@@ -199,7 +199,7 @@ func CopyDeskFile(t testing.TB, name string, data []byte) string {
 // client for the file's contents, through the bastion.
 func DeskFileSHA256(t testing.TB, path string) string {
 	t.Helper()
-	pid := labPID(t, "desk-grd")
+	pid := fmt.Sprint(labPID(t, "desk-grd"))
 	out, err := exec.Command("nsenter", "--target", pid, "--mount", "--net", "--uts",
 		"timeout", "-s", "KILL", "60", "sha256sum", path).Output()
 	if err != nil {
@@ -208,17 +208,6 @@ func DeskFileSHA256(t testing.TB, path string) string {
 	f := strings.Fields(string(out))
 	if len(f) == 0 {
 		t.Fatalf("sha256sum %s in vm2's desktop said nothing", path)
-	}
-	return f[0]
-}
-
-// labPID is the PID of the lab's service name (test/lab/lab.sh's start).
-func labPID(t testing.TB, name string) string {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(LabValue(t, "LAB_DIR"), "pids", name))
-	f := strings.Fields(string(data))
-	if err != nil || len(f) == 0 {
-		t.Fatalf("the lab's %s has no PID file: %v", name, err)
 	}
 	return f[0]
 }
