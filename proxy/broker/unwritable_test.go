@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/bastiond/bastiond/internal/audit"
-	"go.uber.org/zap/zaptest/observer"
 )
 
 // auditLines reads the audit file leniently: the records, and how many

@@ -19,9 +19,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bastiond/bastiond/proxy/rdcleanpath"
 	"github.com/coder/websocket"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/bastiond/bastiond/proxy/rdcleanpath"
 )
 
 // WebUser is a browser in the client namespace talking to the bastion at
