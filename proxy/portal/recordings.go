@@ -32,6 +32,10 @@ type Recording struct {
 	// player's client to ask for.
 	RDP           bool
 	Width, Height int
+	// Clipboard says that the recorded client asked for a clipboard
+	// channel: the player's client asks for one too, so that the channels
+	// the server numbered are the ones it asked for.
+	Clipboard bool
 }
 
 // auditorCaller returns the caller of a request to the recordings, which

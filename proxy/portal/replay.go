@@ -248,7 +248,7 @@ func (s *Portal) rdpRecording(id string) (Recording, bool) {
 		return Recording{}, false
 	}
 	rec := Recording{ID: id, Title: rdpTitle(sum.Header), Start: sum.Header.Start, Duration: sum.Duration.Round(time.Second),
-		RDP: true, Width: sum.Width, Height: sum.Height}
+		RDP: true, Width: sum.Width, Height: sum.Height, Clipboard: webrdp.AsksClipboard(sum.Channels)}
 	if fi, err := os.Stat(path); err == nil {
 		rec.Size = fi.Size()
 	}

@@ -56,7 +56,8 @@ type LiveSession struct {
 // watchData is the watch page's.
 type watchData struct {
 	Session                   LiveSession
-	Width, Height             int // a desktop's size
+	Width, Height             int  // a desktop's size
+	Clipboard                 bool // its client asked for a clipboard channel (Recording.Clipboard)
 	Elsewhere, Ended, Unknown bool
 	Instance                  string
 }
@@ -170,7 +171,7 @@ func (s *Portal) watchPage(w http.ResponseWriter, r *http.Request) {
 		d.Session = LiveSession{ID: id, User: i.User, Target: i.Target, Protocol: i.Protocol, Start: i.Start, Recorded: i.Recorded,
 			Watchable: true}
 		if i.Protocol == "rdp" {
-			d.Width, d.Height = desktopSize(st.Size())
+			d.Width, d.Height, d.Clipboard = desktopSize(st.Size())
 		}
 	case owner != "":
 		d.Elsewhere, d.Instance, code = true, owner, http.StatusConflict
@@ -191,13 +192,18 @@ func (s *Portal) watchPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, code, "watch.html", data)
 }
 
-// desktopSize reads {"width":W,"height":H}; 0, 0 if unknown.
-func desktopSize(b []byte) (int, int) {
-	var sz struct{ Width, Height int }
-	if b == nil || json.Unmarshal(b, &sz) != nil {
-		return 0, 0
+// desktopSize reads {"width":W,"height":H,"channels":[...]} (the
+// recording's RDPMeta): 0, 0 if unknown, and whether the client asked for a
+// clipboard channel.
+func desktopSize(b []byte) (w, h int, clipboard bool) {
+	var sz struct {
+		Width, Height int
+		Channels      []string
 	}
-	return sz.Width, sz.Height
+	if b == nil || json.Unmarshal(b, &sz) != nil {
+		return 0, 0, false
+	}
+	return sz.Width, sz.Height, webrdp.AsksClipboard(sz.Channels)
 }
 
 // watchSocket is GET /ws/watch/{id}: the watcher's WebSocket.

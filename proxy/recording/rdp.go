@@ -346,6 +346,9 @@ type RDPSummary struct {
 	Header   RDPHeader
 	Width    int
 	Height   int
+	// Channels are the static channels the recorded client asked for, in
+	// order (nil if the recording predates their being recorded).
+	Channels []string
 	Duration time.Duration
 	// Bytes are the payload bytes from the server and from the client.
 	ServerBytes, ClientBytes int64
@@ -377,7 +380,7 @@ func SummarizeRDP(path string) (RDPSummary, error) {
 		case RDPMeta:
 			var m rdpMeta
 			if json.Unmarshal(rec.Data, &m) == nil && m.Width > 0 && m.Height > 0 {
-				s.Width, s.Height = m.Width, m.Height
+				s.Width, s.Height, s.Channels = m.Width, m.Height, m.Channels
 			}
 		}
 	}
@@ -409,7 +412,7 @@ func ProbeRDP(path string) (RDPSummary, error) {
 		}
 		var m rdpMeta
 		if rec.Kind == RDPMeta && json.Unmarshal(rec.Data, &m) == nil && m.Width > 0 && m.Height > 0 {
-			s.Width, s.Height = m.Width, m.Height
+			s.Width, s.Height, s.Channels = m.Width, m.Height, m.Channels
 		}
 	}
 	return s, nil
@@ -419,6 +422,8 @@ func ProbeRDP(path string) (RDPSummary, error) {
 type rdpMeta struct {
 	Width  int `json:"width,omitempty"`
 	Height int `json:"height,omitempty"`
+	// Channels are the static channels the client asked for, in order.
+	Channels []string `json:"channels,omitempty"`
 }
 
 // rdpLevel is the gzip level of RDP recordings. The stream is mostly

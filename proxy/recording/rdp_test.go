@@ -143,14 +143,23 @@ func clientInfo(domain, user, password string, cookie []byte) []byte {
 }
 
 // connectInitial is enough of an MCS Connect Initial for the tap: the BER
-// tag and a client core data block with desktop size w x h.
-func connectInitial(w, h int) []byte {
+// tag, a client core data block with desktop size w x h, and a network data
+// block asking for channels.
+func connectInitial(w, h int, channels ...string) []byte {
 	b := []byte{0x7f, 0x65, 0x82, 0x01, 0x00, 0x04, 0x01, 0x01}
 	b = append(b, []byte("....Duca")...)
 	core := []byte{0x01, 0xc0, 0xd8, 0x00, 0x04, 0x00, 0x08, 0x00}
 	core = binary.LittleEndian.AppendUint16(core, uint16(w))
 	core = binary.LittleEndian.AppendUint16(core, uint16(h))
-	return tpkt(append(b, core...))
+	core = append(core, make([]byte, 12)...) // the rest of the core block, as far as the tap cares
+	netData := binary.LittleEndian.AppendUint16([]byte{0x03, 0xc0}, uint16(8+12*len(channels)))
+	netData = binary.LittleEndian.AppendUint32(netData, uint32(len(channels)))
+	for _, c := range channels {
+		var entry [12]byte
+		copy(entry[:8], c)
+		netData = append(netData, entry[:]...)
+	}
+	return tpkt(append(append(b, core...), netData...))
 }
 
 // feed gives stream to f in chunks of n bytes.
@@ -175,7 +184,7 @@ func TestRDPTap(t *testing.T) {
 	const password = "Sesame-Öffne-dich-42"
 	cookie := bytes.Repeat([]byte{0xc5}, 28)
 	info := clientInfo("LAB", "alice", password, cookie)
-	rdpClient := concat(connectInitial(1280, 800), tpkt([]byte{4, 1, 0, 1, 0}), info, []byte{0x04, 0x06, 1, 2, 3, 4})
+	rdpClient := concat(connectInitial(1280, 800, "cliprdr", "drdynvc"), tpkt([]byte{4, 1, 0, 1, 0}), info, []byte{0x04, 0x06, 1, 2, 3, 4})
 	rdpServer := concat(tpkt([]byte("connect response")), tpkt([]byte("demand active")))
 	nlaClient := concat(tsRequest(60, "NTLM negotiate"), tsRequest(300, "authinfo "+password))
 	nlaServer := concat(tsRequest(200, "NTLM challenge"), tsRequest(70, "pubkey"))
@@ -230,7 +239,7 @@ func TestRDPTap(t *testing.T) {
 				if !bytes.Contains(client, utf16le("alice")) || !bytes.Contains(client, []byte{0x04, 0x06, 1, 2, 3, 4}) {
 					t.Error("the client side lost what is not secret")
 				}
-				if meta != `{"width":1280,"height":800}` || !tap.ClientInfoRedacted() {
+				if meta != `{"width":1280,"height":800,"channels":["cliprdr","drdynvc"]}` || !tap.ClientInfoRedacted() {
 					t.Errorf("meta %q, client info redacted %v", meta, tap.ClientInfoRedacted())
 				}
 			})

@@ -1,6 +1,7 @@
 package recording
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -297,7 +298,7 @@ func (t *RDPTap) inspectClient(pdu []byte) error {
 	if len(mcs) >= 2 && mcs[0] == 0x7f && mcs[1] == 0x65 {
 		// MCS Connect Initial: the client core data's desktop size.
 		if w, h, ok := coreDesktopSize(mcs); ok {
-			m, _ := json.Marshal(rdpMeta{Width: w, Height: h})
+			m, _ := json.Marshal(rdpMeta{Width: w, Height: h, Channels: netChannels(mcs)})
 			return t.rec.Record(RDPMeta, m)
 		}
 		return nil
@@ -342,6 +343,34 @@ func coreDesktopSize(b []byte) (w, h int, ok bool) {
 		}
 	}
 	return 0, 0, false
+}
+
+// netChannels finds the client network data (CS_NET, [MS-RDPBCGR]
+// 2.2.1.3.4) in a Connect Initial and returns the names of the static
+// channels it asks for, in order: a player must ask for as many, in the same
+// places, for the server's channel IDs to mean the same to it.
+func netChannels(b []byte) []string {
+	for i := 0; i+8 <= len(b); i++ {
+		// type 0xC003, length 8 + 12 per channel, channelCount (at most 31).
+		if b[i] != 0x03 || b[i+1] != 0xc0 {
+			continue
+		}
+		size := int(binary.LittleEndian.Uint16(b[i+2:]))
+		count := int(binary.LittleEndian.Uint32(b[i+4:]))
+		if count > 31 || size != 8+12*count || i+size > len(b) {
+			continue
+		}
+		names := make([]string, 0, count)
+		for k := range count {
+			name := b[i+8+12*k : i+8+12*k+8]
+			if n := bytes.IndexByte(name, 0); n >= 0 {
+				name = name[:n]
+			}
+			names = append(names, string(name))
+		}
+		return names
+	}
+	return nil
 }
 
 // Client Info flags ([MS-RDPBCGR] 2.2.1.11.1.1).

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 )
 
 // The clipboard of a desktop whose role disables it is refused at the
@@ -22,6 +23,18 @@ var (
 	clipboardChannel = []byte("cliprdr")
 	noChannel        = [8]byte{'n', 'o', 'c', 'l', 'i', 'p'}
 )
+
+// AsksClipboard says whether channels, the static channels a client asked
+// for, include the clipboard's (under its name, or the one the gateway
+// gave it when a role disables the clipboard).
+func AsksClipboard(channels []string) bool {
+	for _, c := range channels {
+		if strings.EqualFold(c, string(clipboardChannel)) || c == string(bytes.TrimRight(noChannel[:], "\x00")) {
+			return true
+		}
+	}
+	return false
+}
 
 // maxHandshakeMessage bounds a message of the client before its MCS
 // Connect Initial (a CredSSP exchange, then that PDU).

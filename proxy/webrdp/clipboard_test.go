@@ -222,3 +222,23 @@ func FuzzNoClipboard(f *testing.F) {
 		}
 	})
 }
+
+// TestAsksClipboard: a player's or watcher's client asks for a clipboard
+// channel exactly when the client it follows did, under its name or the one
+// the gateway renamed it to.
+func TestAsksClipboard(t *testing.T) {
+	for _, tc := range []struct {
+		channels []string
+		want     bool
+	}{
+		{[]string{"cliprdr", "drdynvc"}, true},
+		{[]string{"CLIPRDR"}, true},
+		{[]string{"noclip", "drdynvc"}, true},
+		{[]string{"drdynvc"}, false},
+		{nil, false},
+	} {
+		if got := AsksClipboard(tc.channels); got != tc.want {
+			t.Errorf("AsksClipboard(%q) = %v, want %v", tc.channels, got, tc.want)
+		}
+	}
+}

@@ -52,6 +52,8 @@ class RDPPlayer {
   readonly #width: number;
   readonly #height: number;
   readonly #duration: number;
+  /** The recorded client asked for a clipboard channel: the player's client asks for one too. */
+  readonly #clipboard: boolean;
   readonly #csrf: string;
   readonly #name = randomName();
   readonly #screen: HTMLDivElement;
@@ -73,6 +75,7 @@ class RDPPlayer {
     this.#width = Number(d.width);
     this.#height = Number(d.height);
     this.#duration = Number(d.duration);
+    this.#clipboard = d.clipboard === "true";
     this.#csrf = d.csrf ?? "";
     this.#seek.max = String(this.#duration);
     this.#seek.value = "0";
@@ -123,7 +126,7 @@ class RDPPlayer {
     let desktop: RemoteDesktop;
     try {
       await loadBackend();
-      desktop = await RemoteDesktop.mount(this.#screen, { clipboard: false, warning: () => {} });
+      desktop = await RemoteDesktop.mount(this.#screen, { clipboard: this.#clipboard, channelOnly: true, warning: () => {} });
     } catch (err) {
       this.#setState("failed", `The desktop client could not start in this browser: ${String(err)}`);
       return;

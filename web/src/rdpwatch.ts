@@ -37,7 +37,9 @@ export async function startDesktopWatch(root: HTMLElement): Promise<void> {
   let desktop: RemoteDesktop;
   try {
     await loadBackend();
-    desktop = await RemoteDesktop.mount(screen, { clipboard: false, warning: () => {} });
+    // The watched client's channels: the clipboard's if it asked for one.
+    const clipboard = root.dataset.clipboard === "true";
+    desktop = await RemoteDesktop.mount(screen, { clipboard, channelOnly: true, warning: () => {} });
   } catch (err) {
     setState("failed", `The desktop client could not start in this browser: ${String(err)}`);
     return;

@@ -47,6 +47,13 @@ export function loadBackend(): Promise<void> {
 export interface DesktopHooks {
   /** clipboard shares text (and images) both ways; false leaves the clipboard off altogether. */
   clipboard: boolean;
+  /**
+   * channelOnly asks for the clipboard channel (with clipboard) and leaves
+   * the local clipboard alone: for a player or a watcher, whose client must
+   * ask for the channels the recorded or watched client asked for (the
+   * server's channel IDs follow that list) and must not copy a thing.
+   */
+  channelOnly?: boolean;
   /** warning receives the component's warnings, all about the clipboard today. */
   warning(message: string): void;
 }
@@ -129,8 +136,10 @@ export class RemoteDesktop {
 // is set up.
 function configureClipboard(api: UserInteraction, hooks: DesktopHooks): void {
   api.setEnableClipboard(hooks.clipboard);
-  api.setEnableAutoClipboard(hooks.clipboard);
-  if (!hooks.clipboard) return;
+  // Manual mode with no handler: what the desktop copies is announced, and
+  // nothing takes it; nothing local is read.
+  api.setEnableAutoClipboard(hooks.clipboard && !hooks.channelOnly);
+  if (!hooks.clipboard || hooks.channelOnly) return;
   api.onWarningCallback((message) => hooks.warning(message));
   api.onClipboardRemoteUpdateCallback(() => {
     api.saveRemoteClipboardData().catch(() => hooks.warning("The browser did not let the page write to the clipboard."));
