@@ -355,23 +355,7 @@ func liveBytesByID(t testing.TB, d *Daemon, target string) map[string]int64 {
 // `bastionctl sessions`.
 func liveSessions(t testing.TB, d *Daemon, target string) int {
 	t.Helper()
-	out, err := d.Ctl(nil, "sessions", "--json")
-	if err != nil {
-		t.Fatalf("sessions: %v\n%s", err, out)
-	}
-	var live []struct {
-		Target string `json:"target"`
-	}
-	if err := json.Unmarshal([]byte(out), &live); err != nil {
-		t.Fatalf("sessions --json: %v\n%s", err, out)
-	}
-	n := 0
-	for _, s := range live {
-		if s.Target == target {
-			n++
-		}
-	}
-	return n
+	return len(liveBytesByID(t, d, target))
 }
 
 // processCPU is the CPU time of each process of a tree, by PID.

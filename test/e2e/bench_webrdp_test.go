@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -155,22 +154,9 @@ func animate(t testing.TB) func() {
 // so far, from `bastionctl sessions`.
 func liveBytesDown(t testing.TB, d *Daemon, target string) int64 {
 	t.Helper()
-	out, err := d.Ctl(nil, "sessions", "--json")
-	if err != nil {
-		t.Fatalf("sessions: %v\n%s", err, out)
-	}
-	var live []struct {
-		Target    string `json:"target"`
-		BytesDown int64  `json:"bytes_down"`
-	}
-	if err := json.Unmarshal([]byte(out), &live); err != nil {
-		t.Fatalf("sessions --json: %v\n%s", err, out)
-	}
 	var n int64
-	for _, s := range live {
-		if s.Target == target {
-			n += s.BytesDown
-		}
+	for _, b := range liveBytesByID(t, d, target) {
+		n += b
 	}
 	return n
 }
