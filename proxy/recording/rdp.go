@@ -343,9 +343,9 @@ func (r *RDPReader) Close() error {
 
 // RDPSummary is what a player needs to know before playing.
 type RDPSummary struct {
-	Header   RDPHeader
-	Width    int
-	Height   int
+	Header RDPHeader
+	Width  int
+	Height int
 	// Channels are the static channels the recorded client asked for, in
 	// order (nil if the recording predates their being recorded).
 	Channels []string
