@@ -119,19 +119,28 @@ func DeskFileOffered(t testing.TB, name string) bool {
 	return strings.Contains(out, "/"+url.PathEscape(name))
 }
 
-// WaitClipboardLive copies a line of text in the browser and waits until
-// vm2's clipboard holds it: the desktop's clipboard channel is then set up
-// at both ends (a file dropped while the client is still setting it up is
-// dropped by the client: an offer made before the initial format lists are
-// exchanged is lost).
+// WaitClipboardLive waits until the desktop's clipboard channel carries
+// text both ways: a line copied on vm2 reaches the browser's clipboard, then
+// one copied in the browser reaches vm2's. The channel is then set up at
+// both ends (a file dropped while the client still sets it up is lost), and
+// the clipboards' first exchange is behind: at connect the desktop offers
+// what its clipboard holds (mutter keeps it after its owner is gone), and a
+// copy in the browser at that moment could be overwritten by it.
 func WaitClipboardLive(t testing.TB, b *browsertest.Browser) {
 	t.Helper()
 	nonce := make([]byte, 4)
 	rand.Read(nonce)
-	text := "clipboard check " + hex.EncodeToString(nonce)
-	SetBrowserClipboard(t, b, text)
+	fromDesk := "desk clipboard check " + hex.EncodeToString(nonce)
+	SetDeskClipboard(t, fromDesk)
+	for deadline := time.Now().Add(20 * time.Second); BrowserClipboard(t, b) != fromDesk; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("vm2's copy did not reach the browser's clipboard: %q", BrowserClipboard(t, b))
+		}
+	}
+	fromBrowser := "browser clipboard check " + hex.EncodeToString(nonce)
+	SetBrowserClipboard(t, b, fromBrowser)
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if got, _ := DeskClipboard(t); got == text {
+		if got, _ := DeskClipboard(t); got == fromBrowser {
 			return
 		}
 		if time.Now().After(deadline) {
