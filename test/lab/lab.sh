@@ -722,6 +722,9 @@ up() {
 		wait_port rdp-tls "$a" "$VM2_RDP_TLS_PORT"
 	done
 	for a in "$VM2_DESK_4" "$VM2_DESK_6"; do wait_port desk-grd "$a" "$VM2_DESK_PORT"; done
+	# Its port may take connections a moment before it serves RDP on them
+	# (a first test's certificate scan got no TLS): it says when it does.
+	wait_for "GNOME Remote Desktop did not say it serves RDP" desk-grd grep -q "RDP server started" "$LAB_DIR/log/desk-grd.log"
 	if [ -e "$LAB_DIR/cluster" ]; then
 		for a in "$DB4" "$DB6"; do wait_port postgres "$a" "$DB_PORT"; done
 	fi
