@@ -3,11 +3,11 @@ package gatetest
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/bastiond/bastiond/proxy/gate/quicinitial"
 )
 
 // What a flood needs to forge QUIC first flights without a QUIC stack: the
@@ -16,12 +16,6 @@ import (
 // ClientHello can be sent under as many connection IDs as wanted, at the
 // cost of an HKDF and one AES-GCM seal a packet.
 
-// initialSalt is QUIC v1's (RFC 9001 section 5.2).
-var initialSalt = []byte{
-	0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17,
-	0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad, 0xcc, 0xbb, 0x7f, 0x0a,
-}
-
 // InitialKeys protect a client's Initial packets to one DCID.
 type InitialKeys struct {
 	aead cipher.AEAD
@@ -29,51 +23,25 @@ type InitialKeys struct {
 	hp   cipher.Block
 }
 
-// ClientInitialKeys derives the client Initial keys of dcid.
+// ClientInitialKeys derives the client Initial keys of dcid (quicinitial's
+// derivation, the one the gate opens with).
 func ClientInitialKeys(dcid []byte) (*InitialKeys, error) {
-	initial, err := hkdf.Extract(sha256.New, dcid, initialSalt)
+	key, iv, hpKey, err := quicinitial.ClientKeys(dcid)
 	if err != nil {
 		return nil, err
 	}
-	client, err := expandLabel(initial, "client in", sha256.Size)
-	if err != nil {
-		return nil, err
-	}
-	key, err := expandLabel(client, "quic key", 16)
-	if err != nil {
-		return nil, err
-	}
-	iv, err := expandLabel(client, "quic iv", 12)
-	if err != nil {
-		return nil, err
-	}
-	hpKey, err := expandLabel(client, "quic hp", 16)
-	if err != nil {
-		return nil, err
-	}
-	k := &InitialKeys{}
-	copy(k.iv[:], iv)
-	block, err := aes.NewCipher(key)
+	k := &InitialKeys{iv: iv}
+	block, err := aes.NewCipher(key[:])
 	if err != nil {
 		return nil, err
 	}
 	if k.aead, err = cipher.NewGCM(block); err != nil {
 		return nil, err
 	}
-	if k.hp, err = aes.NewCipher(hpKey); err != nil {
+	if k.hp, err = aes.NewCipher(hpKey[:]); err != nil {
 		return nil, err
 	}
 	return k, nil
-}
-
-// expandLabel is TLS 1.3's HKDF-Expand-Label with SHA-256 and no context.
-func expandLabel(secret []byte, label string, n int) ([]byte, error) {
-	label = "tls13 " + label
-	info := binary.BigEndian.AppendUint16(nil, uint16(n))
-	info = append(info, byte(len(label)))
-	info = append(info, label...)
-	info = append(info, 0)
-	return hkdf.Expand(sha256.New, secret, string(info), n)
 }
 
 // SealInitial appends to dst a client Initial packet to dcid from scid

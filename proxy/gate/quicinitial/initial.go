@@ -84,6 +84,14 @@ func clientInitialKeys(dcid []byte) (initialKeys, error) {
 	return k, nil
 }
 
+// ClientKeys are the client Initial keys of dcid (clientInitialKeys): the
+// AEAD key, the IV and the header protection key. A test that forges
+// Initials seals with them what OpenInitial opens.
+func ClientKeys(dcid []byte) (key [keyLen]byte, iv [ivLen]byte, hp [keyLen]byte, err error) {
+	k, err := clientInitialKeys(dcid)
+	return k.key, k.iv, k.hp, err
+}
+
 // expandLabel is HKDF-Expand-Label (RFC 8446 section 7.1) with SHA-256 and
 // an empty context, for an output of length bytes.
 func expandLabel(secret []byte, label string, length int) ([]byte, error) {
