@@ -19,6 +19,7 @@ import (
 
 	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/gather"
 	"github.com/bastiond/bastiond/internal/store"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
@@ -222,7 +223,12 @@ func newServer(cfg Config, a *auth.Authenticator, tn tuning) (*Server, error) {
 		// The real peer of a connection a balancer opened, for readiness.
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if b, ok := gate.Balancer(c); ok {
-				return context.WithValue(ctx, balancerKey{}, b)
+				ctx = context.WithValue(ctx, balancerKey{}, b)
+			}
+			if tc, ok := c.(*tls.Conn); ok {
+				if g, ok := tc.NetConn().(*gather.Conn); ok {
+					ctx = context.WithValue(ctx, gatherKey{}, g)
+				}
 			}
 			return ctx
 		},
@@ -346,7 +352,7 @@ func (s *Server) Serve(tcp []net.Listener, udp []net.PacketConn) error {
 	}
 	var g errgroup.Group
 	for _, ln := range tcp {
-		tl := tls.NewListener(s.door.TCP(ln), s.tlsConfig("h2", "http/1.1"))
+		tl := tls.NewListener(gather.Listener{Listener: s.door.TCP(ln)}, s.tlsConfig("h2", "http/1.1"))
 		g.Go(func() error {
 			if err := s.http.Serve(tl); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("proxy: serve %s: %w", ln.Addr(), err)

@@ -18,6 +18,7 @@ import (
 	"github.com/bastiond/bastiond/api/tunnelwire"
 	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/gather"
 	"github.com/bastiond/bastiond/internal/statedb"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/auth"
@@ -47,6 +48,10 @@ func (s *Server) serveQUIC(conn *quic.Conn) {
 	}
 }
 
+// gatherKey is the context key of a TLS connection's gather.Conn, set by
+// the HTTP server's ConnContext.
+type gatherKey struct{}
+
 // tunnelWebSocket is GET /tunnel: the native tunnel's fallback when UDP is
 // blocked, one WebSocket per tunnelled connection. Browsers always send
 // Origin; the native client never does, and no page may open a tunnel.
@@ -65,7 +70,13 @@ func (s *Server) tunnelWebSocket(w http.ResponseWriter, r *http.Request) {
 	// context of its own: the handler's goroutine returns, and with it the
 	// stack the TLS handshake grew and the request's buffers (about 12 KiB
 	// per idle tunnel).
-	go s.serveTunnel(tunnel.NewWSConn(context.Background(), ws, local, stringAddr(r.RemoteAddr)), "websocket", client, nil)
+	c := tunnel.NewWSConn(context.Background(), ws, local, stringAddr(r.RemoteAddr))
+	if g, ok := r.Context().Value(gatherKey{}).(*gather.Conn); ok {
+		// A message relayed to the client leaves in one write, not one
+		// per TLS record and one more for the frame's header.
+		tunnel.GatherWrites(c, g)
+	}
+	go s.serveTunnel(c, "websocket", client, nil)
 }
 
 // serveTunnel reads a tunnel request from c, authorizes it, has the broker

@@ -214,6 +214,23 @@ func NewWSConn(ctx context.Context, c *websocket.Conn, local, remote net.Addr) n
 	return w
 }
 
+// Gatherer is the connection under a server's TLS connection when it can
+// send the records of one message in one write (gather.Conn).
+type Gatherer interface {
+	Hold()
+	Flush() error
+}
+
+// GatherWrites has each Write of c, a conn of NewWSConn, send its messages'
+// records through g in one write: g is the connection under the TLS
+// connection that carries the WebSocket. It returns c.
+func GatherWrites(c net.Conn, g Gatherer) net.Conn {
+	if w, ok := c.(*wsConn); ok && g != nil {
+		w.hold, w.flush = g.Hold, g.Flush
+	}
+	return c
+}
+
 type wsConn struct {
 	ctx           context.Context
 	ws            *websocket.Conn
@@ -233,9 +250,11 @@ type wsConn struct {
 	closeOnce sync.Once
 
 	// flush, when set, sends what the connection under the WebSocket
-	// holds back (a client's recordConn); Write and CloseWrite call it
-	// after their messages.
+	// holds back (a client's recordConn, a server's gather.Conn); Write
+	// and CloseWrite call it after their messages. hold, when set, is
+	// called before Write's messages.
 	flush func() error
+	hold  func()
 	// closing, when set, counts the closes under way (a client's, which
 	// waits for them to be sent before it lets its process exit).
 	closing *sync.WaitGroup
@@ -386,10 +405,14 @@ func (w *wsConn) Write(p []byte) (int, error) {
 	if err := w.writable(); err != nil {
 		return 0, err
 	}
+	if w.hold != nil {
+		w.hold()
+	}
 	n := 0
 	for len(p) > 0 {
 		chunk := p[:min(len(p), wsWriteChunk)]
 		if err := w.ws.Write(w.ctx, websocket.MessageBinary, chunk); err != nil {
+			w.flushed() // what was written of the message leaves: the error is err's
 			return n, w.writeErr(err)
 		}
 		n += len(chunk)

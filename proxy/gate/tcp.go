@@ -334,10 +334,18 @@ func (g *TCP) setAcceptDeadline(t time.Time) bool {
 // Handshook tells the gate that c, a connection its Accept returned,
 // completed its TLS handshake: closing it then is not a failed one. Call
 // it from the tls.Config's VerifyConnection. Other connections are left
-// alone.
+// alone. Wrappers with a NetConn method (gather.Conn) are looked through.
 func Handshook(c net.Conn) {
-	if rc, ok := c.(*replayConn); ok {
-		rc.handshook.Store(true)
+	for range 8 { // the wrappers are few: bound the unwrapping anyway
+		switch v := c.(type) {
+		case *replayConn:
+			v.handshook.Store(true)
+			return
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return
+		}
 	}
 }
 
