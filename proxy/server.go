@@ -227,7 +227,7 @@ func newServer(cfg Config, a *auth.Authenticator, tn tuning) (*Server, error) {
 			}
 			if tc, ok := c.(*tls.Conn); ok {
 				if g, ok := tc.NetConn().(*gather.Conn); ok {
-					ctx = context.WithValue(ctx, gatherKey{}, g)
+					ctx = gather.NewContext(ctx, g)
 				}
 			}
 			return ctx

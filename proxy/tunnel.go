@@ -48,10 +48,6 @@ func (s *Server) serveQUIC(conn *quic.Conn) {
 	}
 }
 
-// gatherKey is the context key of a TLS connection's gather.Conn, set by
-// the HTTP server's ConnContext.
-type gatherKey struct{}
-
 // tunnelWebSocket is GET /tunnel: the native tunnel's fallback when UDP is
 // blocked, one WebSocket per tunnelled connection. Browsers always send
 // Origin; the native client never does, and no page may open a tunnel.
@@ -71,7 +67,7 @@ func (s *Server) tunnelWebSocket(w http.ResponseWriter, r *http.Request) {
 	// stack the TLS handshake grew and the request's buffers (about 12 KiB
 	// per idle tunnel).
 	c := tunnel.NewWSConn(context.Background(), ws, local, stringAddr(r.RemoteAddr))
-	if g, ok := r.Context().Value(gatherKey{}).(*gather.Conn); ok {
+	if g := gather.FromContext(r.Context()); g != nil {
 		// A message relayed to the client leaves in one write, not one
 		// per TLS record and one more for the frame's header.
 		tunnel.GatherWrites(c, g)

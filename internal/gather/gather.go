@@ -9,6 +9,7 @@
 package gather
 
 import (
+	"context"
 	"net"
 	"sync"
 )
@@ -100,4 +101,42 @@ func (l Listener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	return NewConn(c), nil
+}
+
+type contextKey struct{}
+
+// NewContext returns ctx carrying c, for the handlers of the requests that
+// arrive on c (an http.Server's ConnContext).
+func NewContext(ctx context.Context, c *Conn) context.Context {
+	return context.WithValue(ctx, contextKey{}, c)
+}
+
+// FromContext returns the Conn NewContext put in ctx, or nil.
+func FromContext(ctx context.Context) *Conn {
+	c, _ := ctx.Value(contextKey{}).(*Conn)
+	return c
+}
+
+// Messages wraps w so that each of its Writes, one WebSocket message or
+// more, leaves c in one write: c is the connection under the TLS
+// connection that w writes to. With c nil it returns w.
+func Messages(w net.Conn, c *Conn) net.Conn {
+	if c == nil {
+		return w
+	}
+	return &messageConn{Conn: w, under: c}
+}
+
+type messageConn struct {
+	net.Conn
+	under *Conn
+}
+
+func (m *messageConn) Write(p []byte) (int, error) {
+	m.under.Hold()
+	n, err := m.Conn.Write(p)
+	if ferr := m.under.Flush(); err == nil {
+		err = ferr
+	}
+	return n, err
 }

@@ -2,6 +2,7 @@ package gather
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"sync"
@@ -146,5 +147,56 @@ func TestNetConn(t *testing.T) {
 	r := &recorder{}
 	if NewConn(r).NetConn() != r {
 		t.Fatal("NetConn does not return the connection under")
+	}
+}
+
+// pieces writes each Write to its connection in three pieces, as
+// coder/websocket and TLS do with a message: header, records.
+type pieces struct {
+	net.Conn
+	under net.Conn
+}
+
+func (p *pieces) Write(b []byte) (int, error) {
+	third := len(b) / 3
+	for _, part := range [][]byte{b[:third], b[third : 2*third], b[2*third:]} {
+		if _, err := p.under.Write(part); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
+}
+
+func TestMessagesLeaveInOneWrite(t *testing.T) {
+	r := &recorder{}
+	under := NewConn(r)
+	m := Messages(&pieces{under: under}, under)
+	for _, msg := range []string{"first message", "second message"} {
+		if n, err := m.Write([]byte(msg)); n != len(msg) || err != nil {
+			t.Fatalf("Write: %d, %v", n, err)
+		}
+	}
+	if len(r.writes) != 2 || string(r.writes[0]) != "first message" || string(r.writes[1]) != "second message" {
+		t.Fatalf("writes %q, want one per message", r.writes)
+	}
+	if under.holding {
+		t.Fatal("still holding after the message")
+	}
+
+	// Without a gather.Conn (a connection not from the TLS listener), the
+	// conn is returned as it is.
+	p := &pieces{under: r}
+	if Messages(p, nil) != net.Conn(p) {
+		t.Fatal("Messages without a Conn wrapped its conn")
+	}
+}
+
+func TestContext(t *testing.T) {
+	c := NewConn(&recorder{})
+	if FromContext(NewContext(context.Background(), c)) != c {
+		t.Fatal("FromContext does not return the Conn NewContext put")
+	}
+	if FromContext(context.Background()) != nil {
+		t.Fatal("FromContext of a context without a Conn is not nil")
 	}
 }

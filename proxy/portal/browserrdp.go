@@ -14,6 +14,7 @@ import (
 
 	"github.com/bastiond/bastiond/internal/addrport"
 	"github.com/bastiond/bastiond/internal/audit"
+	"github.com/bastiond/bastiond/internal/gather"
 	"github.com/bastiond/bastiond/proxy/access"
 	"github.com/bastiond/bastiond/proxy/authz"
 	"github.com/bastiond/bastiond/proxy/broker"
@@ -54,7 +55,9 @@ func (s *Portal) serveRDP(w http.ResponseWriter, r *http.Request, c caller) {
 	// The desktop outlives the request's context only through the
 	// hijacked connection; the broker ends it on kill, timeout or drain.
 	ctx := context.WithoutCancel(r.Context())
-	conn := websocket.NetConn(ctx, ws, websocket.MessageBinary)
+	// What the desktop sends in one read leaves in one write to the page,
+	// however many TLS records it takes.
+	conn := gather.Messages(websocket.NetConn(ctx, ws, websocket.MessageBinary), gather.FromContext(r.Context()))
 	client := addrport.Parse(r.RemoteAddr)
 	b := cfg.Broker
 	log := s.log.Named("webrdp").With(zap.String("user", c.user.Name), zap.Stringer("client", client))
