@@ -82,6 +82,8 @@ func BenchmarkGuacd(b *testing.B) {
 		browser    float64 // Chromium's CPU, in cores
 		visible    int     // bastiond: the pages Chromium says are visible
 		carried    float64 // sessions live, the mean of the window's start and end
+		syscalls   float64 // bastiond: read and write system calls per second per session
+		switches   float64 // bastiond: its threads' context switches per second per session
 	}
 	var all []figures
 	tabs := 1
@@ -239,9 +241,11 @@ func BenchmarkGuacd(b *testing.B) {
 				if frames != nil {
 					frames0 = frames()
 				}
+				calls0, switches0 := procActivity(bastiond)
 				sampled := samplePerf(b, side, n, pids(), window)
 				time.Sleep(window)
 				sampled()
+				calls1, switches1 := procActivity(bastiond)
 				bytes1, cpu1, stat1, server1, browser1, elapsed := down(), cpu(), machineCPU(b), cpuOf(b, server), chromiumCPU(), time.Since(at0)
 				carried := float64(n)
 				if side == "bastiond" {
@@ -263,6 +267,8 @@ func BenchmarkGuacd(b *testing.B) {
 				f.browser = float64(browser1-browser0) / float64(elapsed)
 				if side == "bastiond" {
 					f.visible = visible
+					f.syscalls = float64(calls1-calls0) / elapsed.Seconds() / carried
+					f.switches = float64(switches1-switches0) / elapsed.Seconds() / carried
 				}
 				if bytes1 == bytes0 {
 					b.Fatalf("%s-%d: no bytes to the users in %s", side, n, window)
@@ -288,7 +294,8 @@ func BenchmarkGuacd(b *testing.B) {
 		}
 	}
 	for _, f := range all {
-		extra := fmt.Sprintf(", %d of %d pages visible, %.1f sessions carried", f.visible, f.sessions, f.carried)
+		extra := fmt.Sprintf(", %d of %d pages visible, %.1f sessions carried, %.0f reads and writes and %.0f context switches a second",
+			f.visible, f.sessions, f.carried, f.syscalls, f.switches)
 		if f.side == "guacd" {
 			extra = fmt.Sprintf(", %.1f frames/s", f.framesPerS)
 		}
@@ -317,7 +324,7 @@ func samplePerf(t testing.TB, side string, n int, pids []int, window time.Durati
 	for i, p := range pids {
 		list[i] = strconv.Itoa(p)
 	}
-	c := exec.Command("perf", "record", "-F", "499", "-g", "-p", strings.Join(list, ","),
+	c := exec.Command("perf", "record", "-F", "1999", "-g", "-p", strings.Join(list, ","),
 		"-o", filepath.Join(dir, fmt.Sprintf("%s-%d.data", side, n)), "--", "sleep", fmt.Sprint(window.Seconds()-1))
 	if err := c.Start(); err != nil {
 		t.Logf("perf: %v", err)
@@ -493,4 +500,31 @@ func (c cpuTimes) busySince(before cpuTimes) float64 {
 		return 0
 	}
 	return 1 - float64(idle)/float64(total)
+}
+
+// procActivity is pid's read and write system calls so far (/proc/PID/io:
+// syscr, syscw) and its threads' context switches (voluntary and not).
+func procActivity(pid int) (calls, switches int64) {
+	if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, ": "); ok && (k == "syscr" || k == "syscw") {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				calls += n
+			}
+		}
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue // a thread that ended
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				switches += n
+			}
+		}
+	}
+	return calls, switches
 }
