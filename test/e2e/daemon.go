@@ -143,6 +143,9 @@ func (d *Daemon) launch(how Activation) {
 		bastiond = filepath.Join(binDir, "bastiond")
 	}
 	env := []string{"NOTIFY_SOCKET=" + notifyPath, "WATCHDOG_USEC=400000"}
+	// $BASTIOND_TEST_DAEMON_ENV adds variables to the daemon's environment
+	// alone (e.g. "GOMAXPROCS=4 GODEBUG=..." for a benchmark's experiment).
+	env = append(env, strings.Fields(os.Getenv("BASTIOND_TEST_DAEMON_ENV"))...)
 	switch how {
 	case ViaTool:
 		args := []string{"netns", "exec", d.Netns(), "systemd-socket-activate", "-l", "[::]:443"}
