@@ -155,12 +155,18 @@ limits:
 	// Printed, not logged: a parent benchmark's log is shown only when it
 	// fails.
 	logf := func(format string, args ...any) { fmt.Printf("BenchmarkTunnel: "+format+"\n", args...) }
-	logf("bulk SSH through the tunnel over TLS/TCP vs ssh -J: %.2fx (target >= 1.6x)", ratio("bulk/tunnel-tls", "bulk/ssh-J"))
-	logf("bulk SSH through the tunnel over QUIC vs ssh -J: %.2fx", ratio("bulk/tunnel-quic", "bulk/ssh-J"))
+	// Issue 24's targets (issue 5's 1.6x over TLS could not be reached: see
+	// BENCHMARKS.md).
+	logf("bulk SSH through the tunnel over TLS/TCP vs ssh -J: %.2fx (target >= 1.0x)", ratio("bulk/tunnel-tls", "bulk/ssh-J"))
+	logf("bulk SSH through the tunnel over QUIC vs ssh -J: %.2fx (target >= 1.0x)", ratio("bulk/tunnel-quic", "bulk/ssh-J"))
 	logf("bulk SSH, direct vs ssh -J: %.2fx", ratio("bulk/direct", "bulk/ssh-J"))
 	for _, tr := range []string{"tunnel-tls", "tunnel-quic"} {
-		logf("bastion CPU per GiB relayed: bastiond (%s) %.2f s, the jump host's sshd %.2f s: %.2fx less",
-			tr, results["cpu/"+tr], results["cpu/ssh-J"], ratio("cpu/ssh-J", "cpu/"+tr))
+		target := "target <= 1.5 s"
+		if tr == "tunnel-tls" {
+			target = "target <= 0.6 s and half the jump host's"
+		}
+		logf("bastion CPU per GiB relayed: bastiond (%s) %.2f s, the jump host's sshd %.2f s: %.2fx less (%s)",
+			tr, results["cpu/"+tr], results["cpu/ssh-J"], ratio("cpu/ssh-J", "cpu/"+tr), target)
 	}
 	logf("iperf3 through the tunnel over TLS/TCP vs socat TLS splice: %.2fx (target >= 1.0x)", ratio("iperf/tunnel-tls", "iperf/socat-tls"))
 	logf("iperf3 through the tunnel over QUIC vs socat TLS splice: %.2fx", ratio("iperf/tunnel-quic", "iperf/socat-tls"))
