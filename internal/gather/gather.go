@@ -22,15 +22,23 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, 0, maxHeld); return 
 
 // Conn is a net.Conn whose writes between Hold and Flush are gathered. It
 // holds no buffer outside that span: an idle connection costs a mutex and
-// a flag.
+// a few flags.
+//
+// One goroutine at a time writes to the connection under (the sender), and
+// the bytes leave in the order of the writes that gave them. A write that
+// comes while another goroutine sends is queued behind it and returns at
+// once: the TLS connection's close_notify, written while a Flush is blocked
+// on a peer that reads nothing, must not wait for it, so that the TLS
+// connection's Close reaches the socket at once and ends the Flush, as it
+// ends a blocked Write of the TLS connection.
 type Conn struct {
 	net.Conn
 
-	// mu is held by every write to the connection under, so that what
-	// Flush sends leaves before any later write.
 	mu      sync.Mutex
-	holding bool
-	held    *[]byte // from buffers while holding and not empty
+	holding bool    // between Hold and Flush
+	sending bool    // a goroutine writes to the connection under, mu released
+	held    *[]byte // written, not sent yet (from buffers); nil when empty
+	err     error   // the first failed send: every later write fails with it
 }
 
 // NewConn wraps c.
@@ -46,48 +54,80 @@ func (c *Conn) Hold() {
 	c.mu.Unlock()
 }
 
-// Flush sends what was gathered since Hold, in one write, and ends the
-// gathering.
+// Flush ends the gathering and sends what was gathered, in one write, or
+// leaves it to the goroutine that is sending, behind which it is queued.
 func (c *Conn) Flush() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.holding = false
-	return c.sendLocked()
+	if c.sending || c.held == nil {
+		err := c.err
+		c.mu.Unlock()
+		return err
+	}
+	c.sending = true
+	return c.sendLocked(nil)
 }
 
-// Write sends p, or keeps it to send with the others after Hold. A write
-// that would overflow what may be held sends what is held first.
+// Write sends p, or keeps it to send with the others after Hold, or queues
+// it behind the goroutine that is sending. A write that would overflow what
+// may be held sends what is held first.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.holding {
-		return c.Conn.Write(p)
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return 0, err
 	}
-	if c.held != nil && len(*c.held)+len(p) > maxHeld {
-		if err := c.sendLocked(); err != nil {
+	if !c.holding && !c.sending && c.held == nil {
+		c.sending = true
+		c.mu.Unlock()
+		n, err := c.Conn.Write(p)
+		c.mu.Lock()
+		if serr := c.sendLocked(err); err == nil {
+			err = serr
+		}
+		return n, err
+	}
+	if !c.sending && c.held != nil && len(*c.held)+len(p) > maxHeld {
+		c.sending = true
+		if err := c.sendLocked(nil); err != nil {
 			return 0, err
 		}
-	}
-	if len(p) > maxHeld {
-		return c.Conn.Write(p)
+		c.mu.Lock()
 	}
 	if c.held == nil {
 		c.held = buffers.Get().(*[]byte)
 	}
 	*c.held = append(*c.held, p...)
+	c.mu.Unlock()
 	return len(p), nil
 }
 
-// sendLocked writes what is held and gives the buffer back; mu is held.
-func (c *Conn) sendLocked() error {
-	if c.held == nil {
-		return nil
+// sendLocked is the sender's loop: mu is held and sending set by the
+// caller, err is what the caller's own write returned. It sends what is
+// held until nothing is, then ends sending, releases mu and returns the
+// first error.
+func (c *Conn) sendLocked(err error) error {
+	for err == nil && c.held != nil {
+		b := c.held
+		c.held = nil
+		c.mu.Unlock()
+		_, err = c.Conn.Write(*b)
+		*b = (*b)[:0]
+		buffers.Put(b)
+		c.mu.Lock()
 	}
-	b := c.held
-	c.held = nil
-	_, err := c.Conn.Write(*b)
-	*b = (*b)[:0]
-	buffers.Put(b)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	if c.err != nil && c.held != nil {
+		*c.held = (*c.held)[:0] // queued behind a failed send: it cannot leave
+		buffers.Put(c.held)
+		c.held = nil
+	}
+	c.sending = false
+	err = c.err
+	c.mu.Unlock()
 	return err
 }
 

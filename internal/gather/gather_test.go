@@ -3,10 +3,15 @@ package gather
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/bastiond/bastiond/internal/testcert"
 )
 
 // recorder is a net.Conn that keeps each write apart.
@@ -198,5 +203,124 @@ func TestContext(t *testing.T) {
 	}
 	if FromContext(context.Background()) != nil {
 		t.Fatal("FromContext of a context without a Conn is not nil")
+	}
+}
+
+// A write that comes while a Flush is blocked on a peer that reads nothing
+// is queued and returns at once; closing the connection then ends the
+// Flush. This is what the TLS connection's Close does: its close_notify,
+// then the socket's close.
+func TestWriteDuringBlockedFlush(t *testing.T) {
+	mine, peer := net.Pipe() // a write waits until the peer reads
+	defer peer.Close()
+	c := NewConn(mine)
+	c.Hold()
+	c.Write([]byte("a message nobody reads"))
+	flushed := make(chan error, 1)
+	go func() { flushed <- c.Flush() }()
+	waitSending(t, c)
+
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.Write([]byte("close_notify"))
+		wrote <- err
+	}()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatalf("the queued write: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write waited for a blocked Flush")
+	}
+	c.Close()
+	select {
+	case err := <-flushed:
+		if err == nil {
+			t.Fatal("a Flush cut by Close reported no error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end the blocked Flush")
+	}
+	if _, err := c.Write([]byte("x")); err == nil {
+		t.Fatal("a write after a failed send succeeded")
+	}
+}
+
+// The same under a real TLS connection: Close returns at once while a
+// message's Flush is blocked (before, it waited for close_notify's 5 s
+// write deadline), and the bytes that reached the peer before are intact.
+func TestTLSCloseDuringBlockedFlush(t *testing.T) {
+	mine, peer := net.Pipe()
+	cert := testcert.New(t, testcert.Options{Name: "gather.test"})
+	c := NewConn(mine)
+	server := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+	client := tls.Client(peer, &tls.Config{InsecureSkipVerify: true})
+	defer client.Close()
+	handshook := make(chan error, 1)
+	go func() { handshook <- client.Handshake() }()
+	if err := server.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-handshook; err != nil {
+		t.Fatal(err)
+	}
+
+	// One message the client reads whole, in one write of the pipe.
+	c.Hold()
+	server.Write(bytes.Repeat([]byte("m"), 40<<10))
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, 40<<10)
+		_, err := io.ReadFull(client, b)
+		if err != nil {
+			b = nil
+		}
+		got <- b
+	}()
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !bytes.Equal(b, bytes.Repeat([]byte("m"), 40<<10)) {
+		t.Fatal("the message arrived altered")
+	}
+
+	// A second one that nobody reads: its Flush blocks.
+	c.Hold()
+	server.Write([]byte("unread"))
+	flushed := make(chan error, 1)
+	go func() { flushed <- c.Flush() }()
+	waitSending(t, c)
+	closed := make(chan error, 1)
+	start := time.Now()
+	go func() { closed <- server.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the TLS connection's Close did not return")
+	}
+	if d := time.Since(start); d >= 4*time.Second {
+		t.Fatalf("Close took %s: it waited for close_notify's write deadline behind the blocked Flush", d)
+	}
+	if err := <-flushed; err == nil {
+		t.Fatal("the cut Flush reported no error")
+	}
+}
+
+// waitSending waits until a goroutine is blocked sending on c.
+func waitSending(t *testing.T, c *Conn) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if !c.mu.TryLock() {
+			return // a send that keeps mu (which this test is about) is under way
+		}
+		sending := c.sending
+		c.mu.Unlock()
+		if sending {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no send began")
+		}
 	}
 }
