@@ -21,8 +21,8 @@ const maxHeld = 4 * (16<<10 + 256)
 var buffers = sync.Pool{New: func() any { b := make([]byte, 0, maxHeld); return &b }}
 
 // Conn is a net.Conn whose writes between Hold and Flush are gathered. It
-// holds no buffer outside that span: an idle connection costs a mutex and
-// a few flags.
+// holds a buffer only while it gathers or queues: an idle connection costs
+// a mutex and a few flags.
 //
 // One goroutine at a time writes to the connection under (the sender), and
 // the bytes leave in the order of the writes that gave them. A write that
